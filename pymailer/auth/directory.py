@@ -1,0 +1,477 @@
+"""
+The accounts directory: domains, users (with password hashes) and aliases,
+in one SQLite file (C{data_dir/accounts.sqlite3}).
+
+Why SQLite: the server reads this database from a thread pool while the
+C{pymailer} admin command changes it from another process.  SQLite gives
+cross-process atomic writes (C{BEGIN IMMEDIATE} under its file lock) and, in
+WAL mode, readers that never block the writer and see every committed change
+on their next statement -- so a user added with C{pymailer user add} can log
+in at once, without a restart or a reload signal.  Nothing is cached here for
+the same reason.
+
+What it trusts: nothing.  Every address and domain is normalised and
+validated here (L{normaliseAddress}, L{normaliseDomain}) whatever the caller
+already did, because addresses become mailbox directory names in the store;
+all SQL is parameterised.  Query methods (C{hasUser}, C{passwordHash}...)
+answer "no" to malformed input instead of raising, since the server passes
+them whatever a client sent.
+
+One connection per thread (L{threading.local}): C{sqlite3} connections must
+not be shared between threads.  All methods are blocking.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import unicodedata
+
+from zope.interface import implementer
+
+from pymailer.interfaces import IAccountDirectory
+
+__all__ = [
+    "SQLiteAccountDirectory",
+    "normaliseAddress",
+    "normaliseDomain",
+    "checkMailboxName",
+    "openDirectory",
+    "ACCOUNTS_FILENAME",
+]
+
+ACCOUNTS_FILENAME = "accounts.sqlite3"
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS domains (
+        name TEXT PRIMARY KEY,
+        catch_all TEXT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS users (
+        address TEXT PRIMARY KEY,
+        domain TEXT NOT NULL REFERENCES domains(name) ON DELETE CASCADE,
+        password_hash TEXT NOT NULL
+    )""",
+    # 'domain' is the alias's domain, so removeDomain can cascade without
+    # parsing addresses in SQL.
+    """CREATE TABLE IF NOT EXISTS aliases (
+        alias TEXT NOT NULL,
+        target TEXT NOT NULL,
+        domain TEXT NOT NULL REFERENCES domains(name) ON DELETE CASCADE,
+        PRIMARY KEY (alias, target)
+    )""",
+    "CREATE INDEX IF NOT EXISTS users_domain ON users(domain)",
+    "CREATE INDEX IF NOT EXISTS aliases_domain ON aliases(domain)",
+]
+_SCHEMA_VERSION = 1
+
+
+# --- normalisation ---------------------------------------------------------
+
+def _hasUnsafeChars(text):
+    """Control, format, separator (whitespace) characters: never in names."""
+    return any(
+        c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Zs", "Zl",
+                                                   "Zp", "Cs", "Co", "Cn")
+        for c in text)
+
+
+def normaliseDomain(domain: str) -> str:
+    """
+    Canonical form of a domain: trailing dot stripped, lower-cased, and
+    IDNA A-labels (C{xn--...}) decoded to Unicode, so C{Example.ORG.},
+    C{example.org} and the punycode and Unicode spellings of one IDN are the
+    same domain.
+
+    @raise ValueError: empty or malformed.
+    """
+    if not isinstance(domain, str):
+        raise ValueError(f"domain must be a string, not {type(domain).__name__}")
+    d = domain
+    if d.endswith("."):
+        d = d[:-1]
+    d = d.lower()
+    if not d:
+        raise ValueError("empty domain")
+    if "xn--" in d:
+        try:
+            d = ".".join(
+                label.encode("ascii").decode("idna")
+                if label.startswith("xn--") else label
+                for label in d.split("."))
+        except UnicodeError:
+            raise ValueError(f"invalid IDNA domain {domain!r}") from None
+        d = d.lower()
+    d = unicodedata.normalize("NFC", d)
+    if (_hasUnsafeChars(d) or any(c in d for c in "@/\\\0[]")
+            or any(not label for label in d.split("."))
+            or len(d.encode("utf-8")) > 255):
+        raise ValueError(f"invalid domain {domain!r}")
+    return d
+
+
+def normaliseAddress(address: str) -> str:
+    """
+    Canonical form of C{local@domain}: split at the last C{@}, the domain
+    through L{normaliseDomain}, the local part Unicode-casefolded and NFC
+    normalised (so C{Jösé@Example.org} in any Unicode spelling is one
+    mailbox; RFC 6531 addresses are allowed).
+
+    @raise ValueError: no C{@}, empty local part, bad domain.
+    """
+    if not isinstance(address, str):
+        raise ValueError(
+            f"address must be a string, not {type(address).__name__}")
+    local, at, domain = address.rpartition("@")
+    if not at:
+        raise ValueError(f"not an address (no '@'): {address!r}")
+    if not local:
+        raise ValueError(f"empty local part: {address!r}")
+    if not domain:
+        raise ValueError(f"empty domain: {address!r}")
+    local = unicodedata.normalize("NFC", local.casefold())
+    return f"{local}@{normaliseDomain(domain)}"
+
+
+def _checkSyntax(address, what="address"):
+    """
+    Checks any address we store must pass (targets may be remote).
+    C{address} is already normalised.
+    """
+    local, _, _ = address.rpartition("@")
+    if _hasUnsafeChars(address) or "\0" in address:
+        raise ValueError(f"{what} contains control or space characters:"
+                         f" {address!r}")
+    if len(local.encode("utf-8")) > 64:
+        raise ValueError(f"{what} local part longer than 64 octets:"
+                         f" {address!r}")
+    if len(address.encode("utf-8")) > 255:
+        raise ValueError(f"{what} longer than 255 octets: {address!r}")
+
+
+def checkMailboxName(address, what="address"):
+    """
+    Stricter checks for local names (users, aliases): the address becomes
+    a directory name in the store, so nothing that could walk the file
+    system or confuse a shell or a log line.
+
+    @param address: a L{normaliseAddress}d address.
+    @raise ValueError: with the reason.
+    """
+    _checkSyntax(address, what)
+    local, _, _ = address.rpartition("@")
+    if any(c in local for c in "/\\@"):
+        raise ValueError(f"{what} local part may not contain '/', '\\' or"
+                         f" '@': {address!r}")
+    if local.startswith(".") or local.endswith(".") or ".." in local:
+        raise ValueError(f"{what} local part may not start or end with '.'"
+                         f" or contain '..': {address!r}")
+
+
+# --- the directory ---------------------------------------------------------
+
+@implementer(IAccountDirectory)
+class SQLiteAccountDirectory:
+    """
+    L{IAccountDirectory} over one SQLite file shared by every process.
+
+    @param path: the database file; its directory and the schema are created
+        if missing.
+    """
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self._local = threading.local()
+        self._connections = []
+        self._lock = threading.Lock()
+        parent = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(parent, exist_ok=True)
+        if not os.path.exists(self.path):
+            # Password hashes are secrets: readable by the owner only.
+            try:
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            except FileExistsError:
+                pass
+        db = self._db()
+        # WAL is a property of the file: set once, every process gets it.
+        db.execute("PRAGMA journal_mode=WAL")
+        with self._write() as db:
+            for statement in _SCHEMA:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+
+    # -- connections --
+
+    def _db(self):
+        db = getattr(self._local, "db", None)
+        if db is None:
+            # isolation_level=None: autocommit, so every read statement sees
+            # the latest committed state; writes open BEGIN IMMEDIATE.
+            db = sqlite3.connect(self.path, isolation_level=None,
+                                 timeout=5.0, check_same_thread=False)
+            db.execute("PRAGMA busy_timeout=5000")
+            db.execute("PRAGMA foreign_keys=ON")
+            self._local.db = db
+            with self._lock:
+                self._connections.append(db)
+        return db
+
+    def _write(self):
+        return _Transaction(self._db())
+
+    def close(self):
+        """
+        Close every connection this object opened (call at shutdown, when
+        no thread is using it).
+        """
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for db in connections:
+            db.close()
+        self._local = threading.local()
+
+    def _one(self, sql, *args):
+        return self._db().execute(sql, args).fetchone()
+
+    # -- queries (untrusted input: malformed means "no") --
+
+    def hasDomain(self, domain):
+        try:
+            domain = normaliseDomain(domain)
+        except ValueError:
+            return False
+        return self._one("SELECT 1 FROM domains WHERE name=?",
+                         domain) is not None
+
+    def hasUser(self, address):
+        try:
+            address = normaliseAddress(address)
+        except ValueError:
+            return False
+        return self._one("SELECT 1 FROM users WHERE address=?",
+                         address) is not None
+
+    def aliasTargets(self, address):
+        try:
+            address = normaliseAddress(address)
+        except ValueError:
+            return ()
+        rows = self._db().execute(
+            "SELECT target FROM aliases WHERE alias=? ORDER BY target",
+            (address,)).fetchall()
+        return tuple(row[0] for row in rows)
+
+    def catchAll(self, domain):
+        try:
+            domain = normaliseDomain(domain)
+        except ValueError:
+            return None
+        row = self._one("SELECT catch_all FROM domains WHERE name=?", domain)
+        return row[0] if row else None
+
+    def passwordHash(self, address):
+        try:
+            address = normaliseAddress(address)
+        except ValueError:
+            return None
+        row = self._one("SELECT password_hash FROM users WHERE address=?",
+                        address)
+        return row[0] if row else None
+
+    def listDomains(self):
+        return [row[0] for row in self._db().execute(
+            "SELECT name FROM domains ORDER BY name")]
+
+    def listUsers(self, domain=None):
+        if domain is None:
+            rows = self._db().execute(
+                "SELECT address FROM users ORDER BY address")
+        else:
+            rows = self._db().execute(
+                "SELECT address FROM users WHERE domain=? ORDER BY address",
+                (normaliseDomain(domain),))
+        return [row[0] for row in rows]
+
+    def listAliases(self):
+        aliases = {}
+        for alias, target in self._db().execute(
+                "SELECT alias, target FROM aliases ORDER BY alias, target"):
+            aliases.setdefault(alias, []).append(target)
+        return [(alias, tuple(targets)) for alias, targets in aliases.items()]
+
+    # -- changes (validated; errors raised) --
+
+    def _normaliseTarget(self, db, target):
+        """
+        A target's domain is always normalised; its local part is casefolded
+        only if the domain is ours (remote local parts are the remote's
+        business, RFC 5321 section 2.4).
+        """
+        local, at, domain = str(target).rpartition("@")
+        if not at or not local:
+            raise ValueError(f"not an address: {target!r}")
+        domain = normaliseDomain(domain)
+        if db.execute("SELECT 1 FROM domains WHERE name=?",
+                      (domain,)).fetchone():
+            address = normaliseAddress(f"{local}@{domain}")
+        else:
+            address = f"{local}@{domain}"
+        _checkSyntax(address, "target")
+        return address
+
+    def _requireDomain(self, db, domain):
+        if db.execute("SELECT 1 FROM domains WHERE name=?",
+                      (domain,)).fetchone() is None:
+            raise KeyError(f"no such domain: {domain}")
+
+    def addDomain(self, domain, catchAll=None):
+        domain = normaliseDomain(domain)
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM domains WHERE name=?",
+                          (domain,)).fetchone():
+                raise KeyError(f"domain exists: {domain}")
+            db.execute("INSERT INTO domains (name) VALUES (?)", (domain,))
+            if catchAll is not None:
+                db.execute("UPDATE domains SET catch_all=? WHERE name=?",
+                           (self._normaliseTarget(db, catchAll), domain))
+
+    def setCatchAll(self, domain, target):
+        """
+        Set (or with C{None} clear) the address receiving mail for unknown
+        local parts of C{domain}.  L{KeyError} if the domain is unknown.
+        """
+        domain = normaliseDomain(domain)
+        with self._write() as db:
+            self._requireDomain(db, domain)
+            if target is not None:
+                target = self._normaliseTarget(db, target)
+            db.execute("UPDATE domains SET catch_all=? WHERE name=?",
+                       (target, domain))
+
+    def removeDomain(self, domain):
+        domain = normaliseDomain(domain)
+        with self._write() as db:
+            self._requireDomain(db, domain)
+            # Explicit rather than relying on foreign_keys=ON in every
+            # process that ever opened the file.
+            db.execute("DELETE FROM users WHERE domain=?", (domain,))
+            db.execute("DELETE FROM aliases WHERE domain=?", (domain,))
+            db.execute("DELETE FROM domains WHERE name=?", (domain,))
+
+    def addUser(self, address, passwordHash):
+        address = normaliseAddress(address)
+        checkMailboxName(address)
+        _checkHash(passwordHash)
+        domain = address.rpartition("@")[2]
+        with self._write() as db:
+            self._requireDomain(db, domain)
+            if db.execute("SELECT 1 FROM users WHERE address=?",
+                          (address,)).fetchone():
+                raise KeyError(f"user exists: {address}")
+            if db.execute("SELECT 1 FROM aliases WHERE alias=?",
+                          (address,)).fetchone():
+                raise ValueError(f"{address} is an alias; remove the alias"
+                                 " first")
+            db.execute(
+                "INSERT INTO users (address, domain, password_hash)"
+                " VALUES (?, ?, ?)", (address, domain, passwordHash))
+
+    def setPasswordHash(self, address, passwordHash):
+        address = normaliseAddress(address)
+        _checkHash(passwordHash)
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE users SET password_hash=? WHERE address=?",
+                (passwordHash, address))
+            if cursor.rowcount == 0:
+                raise KeyError(f"no such user: {address}")
+
+    def removeUser(self, address):
+        address = normaliseAddress(address)
+        with self._write() as db:
+            cursor = db.execute("DELETE FROM users WHERE address=?",
+                                (address,))
+            if cursor.rowcount == 0:
+                raise KeyError(f"no such user: {address}")
+
+    def addAlias(self, alias, targets):
+        alias = normaliseAddress(alias)
+        checkMailboxName(alias, "alias")
+        if isinstance(targets, str):
+            targets = [targets]
+        if not targets:
+            raise ValueError("an alias needs at least one target")
+        domain = alias.rpartition("@")[2]
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM domains WHERE name=?",
+                          (domain,)).fetchone() is None:
+                raise KeyError(f"alias {alias} is not in a local domain"
+                               f" (no such domain: {domain})")
+            if db.execute("SELECT 1 FROM users WHERE address=?",
+                          (alias,)).fetchone():
+                raise ValueError(f"{alias} is a user; an alias cannot have"
+                                 " the same address")
+            for target in targets:
+                target = self._normaliseTarget(db, target)
+                if target == alias:
+                    raise ValueError(f"alias {alias} cannot target itself")
+                db.execute(
+                    "INSERT OR IGNORE INTO aliases (alias, target, domain)"
+                    " VALUES (?, ?, ?)", (alias, target, domain))
+
+    def removeAlias(self, alias, targets=()):
+        alias = normaliseAddress(alias)
+        if isinstance(targets, str):
+            targets = [targets]
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM aliases WHERE alias=?",
+                          (alias,)).fetchone() is None:
+                raise KeyError(f"no such alias: {alias}")
+            if not targets:
+                db.execute("DELETE FROM aliases WHERE alias=?", (alias,))
+                return
+            for target in targets:
+                target = self._normaliseTarget(db, target)
+                cursor = db.execute(
+                    "DELETE FROM aliases WHERE alias=? AND target=?",
+                    (alias, target))
+                if cursor.rowcount == 0:
+                    raise KeyError(f"{target} is not a target of {alias}")
+
+
+def _checkHash(passwordHash):
+    """
+    Refuse anything that is not an encoded hash: a guard against a caller
+    passing the password itself.
+    """
+    if not isinstance(passwordHash, str) or not passwordHash.startswith("$"):
+        raise ValueError("expected an encoded password hash ($argon2id$...)")
+
+
+class _Transaction:
+    """C{BEGIN IMMEDIATE} ... C{COMMIT}, or C{ROLLBACK} on any exception."""
+
+    def __init__(self, db):
+        self.db = db
+
+    def __enter__(self):
+        # IMMEDIATE takes the write lock now (waiting up to busy_timeout),
+        # so two processes never both read-then-write and deadlock.
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, excType, exc, tb):
+        if excType is None:
+            self.db.execute("COMMIT")
+        else:
+            self.db.execute("ROLLBACK")
+        return False
+
+
+def openDirectory(config) -> SQLiteAccountDirectory:
+    """
+    The accounts directory of a L{pymailer.config.Config}: the server and the
+    admin command both open it this way, so they share one file.
+    """
+    return SQLiteAccountDirectory(config.data_dir / ACCOUNTS_FILENAME)

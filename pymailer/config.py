@@ -1,0 +1,510 @@
+"""
+The configuration file: parsed and validated into frozen dataclasses.
+
+Everything a user can get wrong is caught here, before any socket is opened,
+and reported as one line naming the file, the key and the reason (a
+L{ConfigError}), so that C{pymailer check-config} and C{twistd pymailer} fail
+the same way.  No sockets, no reactor: endpoint strings are checked
+syntactically (type, port, C{key=value} form) and bound later by the service.
+
+The file is TOML (stdlib L{tomllib}); see C{etc/pymailer.toml} for every key.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import socket
+import tomllib
+from dataclasses import dataclass, field
+
+__all__ = [
+    "ConfigError",
+    "ListenConfig",
+    "SMTPConfig",
+    "DeliveryConfig",
+    "QueueConfig",
+    "Config",
+    "load",
+    "default",
+    "loadOrDefault",
+    "validateEndpoint",
+]
+
+
+class ConfigError(Exception):
+    """
+    A configuration problem.  C{str()} is one line:
+    C{"<file>: <key>: <reason>"}, or C{"<file>: <reason>"} for a problem with
+    the file as a whole.
+
+    @ivar source: the config file path (C{str}), or C{"embedded default"}.
+    @ivar key: the dotted key (C{"smtp.max_message_size"}) or C{None}.
+    @ivar reason: what is wrong.
+    """
+
+    def __init__(self, source, key, reason):
+        # One line, always: tomllib and OS messages are, but be sure.
+        reason = " ".join(str(reason).split())
+        self.source = source
+        self.key = key
+        self.reason = reason
+        parts = [str(source)] + ([key] if key else []) + [reason]
+        super().__init__(": ".join(parts))
+
+
+# --- the dataclasses -------------------------------------------------------
+
+# Order matters: ListenConfig.roles() and the sample file follow it.
+ROLES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s")
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    """
+    Twisted server endpoint strings per role; C{None} means the role is off.
+    """
+
+    smtp: str | None = None
+    submission: str | None = None
+    submissions: str | None = None
+    imap: str | None = None
+    imaps: str | None = None
+    pop3: str | None = None
+    pop3s: str | None = None
+
+    def roles(self) -> dict[str, str]:
+        """
+        @return: C{{role: endpoint}} for the configured roles only, in the
+            canonical order (smtp, submission, submissions, imap, imaps,
+            pop3, pop3s).
+        """
+        return {
+            role: getattr(self, role)
+            for role in ROLES
+            if getattr(self, role) is not None
+        }
+
+
+@dataclass(frozen=True)
+class SMTPConfig:
+    """
+    SMTP server limits.  Times are seconds.  C{min_free_disk_factor}: accept a
+    message only if free space on the spool is at least this many times the
+    declared/maximum size (0 disables the check).
+    """
+
+    max_message_size: int = 52428800
+    max_recipients: int = 1000
+    idle_timeout: float = 300
+    max_connections_per_ip: int = 50
+    max_connections: int = 1000
+    max_errors: int = 20
+    min_free_disk_factor: float = 1.5
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """
+    Local delivery.  C{recipient_delimiter}: C{"+"} makes C{bob+tag@x} reach
+    C{bob@x}; C{""} turns plus-addressing off.
+    """
+
+    recipient_delimiter: str = "+"
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """
+    Queue runner.  Times are seconds: retries back off from C{retry_min} to
+    C{retry_max}; a message still undelivered after C{max_queue_lifetime}
+    bounces.
+    """
+
+    max_active: int = 100
+    retry_min: float = 300
+    retry_max: float = 14400
+    max_queue_lifetime: float = 432000
+
+
+@dataclass(frozen=True)
+class Config:
+    """
+    The whole configuration.
+
+    @ivar data_dir: absolute L{pathlib.Path}: mailboxes, queue, accounts
+        database, generated keys.
+    @ivar source: the config file path, or C{None} for the embedded default.
+    """
+
+    hostname: str
+    data_dir: pathlib.Path
+    listen: ListenConfig = field(default_factory=ListenConfig)
+    smtp: SMTPConfig = field(default_factory=SMTPConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    source: str | None = None
+
+
+# --- endpoint strings ------------------------------------------------------
+
+# Parameters of Twisted's built-in server endpoint parsers, in positional
+# order (twisted.internet.endpoints._parseTCP/_parseSSL/_parseUNIX and the
+# tcp6 plugin).  Keeping the signatures lets us catch "tcp:25:bogus=1" now
+# rather than as a TypeError at startup.
+_BUILTIN_ENDPOINTS = {
+    "tcp": ("port", "interface", "backlog"),
+    "tcp6": ("port", "backlog", "interface"),
+    "ssl": ("port", "privateKey", "certKey", "sslmethod", "interface",
+            "backlog", "extraCertChain", "dhParameters"),
+    "unix": ("address", "mode", "backlog", "lockfile"),
+}
+
+
+def _splitEndpoint(description):
+    """
+    Split an endpoint string like Twisted's C{_parse} does: C{:} separates
+    arguments, the first C{=} of an argument makes it C{key=value}, and a
+    backslash escapes the next character.
+
+    @return: C{(args, kwargs)}.
+    @raise ValueError: a trailing backslash.
+    """
+    args, kwargs = [], {}
+    parts, current, ops = [], "", ":="
+    chars = iter(description)
+    for c in chars:
+        if c in ops:
+            parts.append(current)
+            current = ""
+            if c == ":":
+                _addArg(parts, args, kwargs)
+                parts, ops = [], ":="
+            else:
+                ops = ":"
+        elif c == "\\":
+            try:
+                current += next(chars)
+            except StopIteration:
+                raise ValueError("trailing backslash") from None
+        else:
+            current += c
+    parts.append(current)
+    _addArg(parts, args, kwargs)
+    return args, kwargs
+
+
+def _addArg(parts, args, kwargs):
+    if len(parts) == 1:
+        args.append(parts[0])
+    else:
+        key, value = parts
+        if key in kwargs:
+            raise ValueError(f"{key} given twice")
+        kwargs[key] = value
+
+
+def _pluginPrefixes():
+    """
+    @return: the lower-cased prefixes of installed
+        C{IStreamServerEndpointStringParser} plugins.  Scanned only when an
+        endpoint names a type we do not know, because plugin discovery
+        imports every plugin module.
+    """
+    from twisted.internet.interfaces import IStreamServerEndpointStringParser
+    from twisted.plugin import getPlugins
+
+    return {p.prefix.lower()
+            for p in getPlugins(IStreamServerEndpointStringParser)}
+
+
+def validateEndpoint(description: str) -> None:
+    """
+    Check a server endpoint string without a reactor.
+
+    @raise ValueError: with the reason, e.g. C{"port must be an integer
+        0-65535"}.
+    """
+    if not description.strip():
+        raise ValueError("empty endpoint")
+    args, kwargs = _splitEndpoint(description)
+    if not args or not args[0]:
+        raise ValueError("missing endpoint type (e.g. 'tcp:25')")
+    kind, positional = args[0], args[1:]
+    params = _BUILTIN_ENDPOINTS.get(kind)
+    if params is None:
+        if kind.lower() not in _pluginPrefixes():
+            raise ValueError(
+                f"unknown endpoint type {kind!r} (expected tcp, tcp6, ssl,"
+                " unix or an installed endpoint plugin)")
+        return  # The plugin parses its own arguments.
+    if len(positional) > len(params):
+        raise ValueError(f"too many arguments for {kind}")
+    bound = dict(zip(params, positional))
+    for key, value in kwargs.items():
+        if key not in params:
+            raise ValueError(f"unknown argument {key!r} for {kind}")
+        if key in bound:
+            raise ValueError(f"{key} given twice")
+        bound[key] = value
+    if params[0] not in bound:
+        raise ValueError(f"missing {params[0]}")
+    if kind == "unix":
+        if not bound["address"]:
+            raise ValueError("missing address")
+        return
+    port = bound["port"]
+    if not (port.isascii() and port.isdigit() and 0 <= int(port) <= 65535):
+        raise ValueError("port must be an integer 0-65535")
+    if "backlog" in bound and not (bound["backlog"].isascii()
+                                   and bound["backlog"].isdigit()):
+        raise ValueError("backlog must be a non-negative integer")
+
+
+# --- loading ---------------------------------------------------------------
+
+def _show(value):
+    """Render a bad value the way the user wrote it (TOML spelling)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return repr(value)
+
+
+class _Reader:
+    """Typed access to one TOML table, naming keys in errors."""
+
+    def __init__(self, source, table, prefix=""):
+        self.source = source
+        self.table = table
+        self.prefix = prefix
+        self.seen = set()
+
+    def error(self, key, reason):
+        return ConfigError(self.source, self.prefix + key, reason)
+
+    def get(self, key):
+        self.seen.add(key)
+        return self.table.get(key)
+
+    def checkUnknown(self, known):
+        for key in self.table:
+            if key not in known:
+                raise self.error(key, "unknown key")
+
+    def positiveInt(self, key, default):
+        value = self.get(key)
+        if value is None:
+            return default
+        # bool is a subclass of int: 'true' is not a size.
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise self.error(
+                key, f"expected a positive integer, got {_show(value)}")
+        return value
+
+    def number(self, key, default, minimum=0.0, strict=True):
+        value = self.get(key)
+        if value is None:
+            return default
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+              and value == value and value != float("inf"))
+        if ok:
+            ok = value > minimum if strict else value >= minimum
+        if not ok:
+            what = ("a positive number" if (strict and minimum == 0)
+                    else f"a number >= {minimum:g}" if not strict
+                    else f"a number > {minimum:g}")
+            raise self.error(key, f"expected {what}, got {_show(value)}")
+        return float(value)
+
+    def string(self, key, required=False):
+        value = self.get(key)
+        if value is None:
+            if required:
+                raise self.error(key, "missing required key")
+            return None
+        if not isinstance(value, str):
+            raise self.error(key, f"expected a string, got {_show(value)}")
+        return value
+
+    def table_(self, key):
+        value = self.get(key)
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise self.error(key, f"expected a table, got {_show(value)}")
+        return _Reader(self.source, value, self.prefix + key + ".")
+
+
+def _checkHostname(reader, hostname):
+    """
+    The EHLO name: a dotted DNS name (letters, digits, '-', '_').  Checked
+    because it goes verbatim into every EHLO and Received: header.
+    """
+    labels = hostname.rstrip(".").split(".")
+    ok = 0 < len(hostname) <= 253 and all(
+        0 < len(label) <= 63
+        and label.isascii()
+        and all(c.isalnum() or c in "-_" for c in label)
+        and not label.startswith("-") and not label.endswith("-")
+        for label in labels)
+    if not ok:
+        raise reader.error(
+            "hostname", f"not a valid host name: {_show(hostname)}")
+
+
+def _parse(data, source, baseDir):
+    top = _Reader(source, data)
+    top.checkUnknown(
+        {"hostname", "data_dir", "listen", "smtp", "delivery", "queue"})
+
+    hostname = top.string("hostname", required=True)
+    _checkHostname(top, hostname)
+
+    dataDir = top.string("data_dir", required=True)
+    if not dataDir or "\0" in dataDir:
+        raise top.error("data_dir", "expected a directory path")
+    dataDirPath = pathlib.Path(dataDir)
+    if not dataDirPath.is_absolute():
+        # Relative to the config file, not to wherever twistd was started.
+        dataDirPath = baseDir / dataDirPath
+
+    listenT = top.table_("listen")
+    listenT.checkUnknown(set(ROLES))
+    endpoints = {}
+    for role in ROLES:
+        endpoint = listenT.string(role)
+        if endpoint is None:
+            continue
+        try:
+            validateEndpoint(endpoint)
+        except ValueError as e:
+            raise listenT.error(role, f"bad endpoint {endpoint!r}: {e}")
+        endpoints[role] = endpoint
+    listen = ListenConfig(**endpoints)
+
+    smtpT = top.table_("smtp")
+    d = SMTPConfig()
+    smtp = SMTPConfig(
+        max_message_size=smtpT.positiveInt(
+            "max_message_size", d.max_message_size),
+        max_recipients=smtpT.positiveInt("max_recipients", d.max_recipients),
+        idle_timeout=smtpT.number("idle_timeout", d.idle_timeout),
+        max_connections_per_ip=smtpT.positiveInt(
+            "max_connections_per_ip", d.max_connections_per_ip),
+        max_connections=smtpT.positiveInt(
+            "max_connections", d.max_connections),
+        max_errors=smtpT.positiveInt("max_errors", d.max_errors),
+        min_free_disk_factor=smtpT.number(
+            "min_free_disk_factor", d.min_free_disk_factor, strict=False),
+    )
+    smtpT.checkUnknown(smtpT.seen)
+
+    deliveryT = top.table_("delivery")
+    delimiter = deliveryT.string("recipient_delimiter")
+    if delimiter is None:
+        delimiter = DeliveryConfig().recipient_delimiter
+    if delimiter and (len(delimiter) != 1 or delimiter.isalnum()
+                      or not delimiter.isprintable() or delimiter.isspace()
+                      or delimiter in '@"'):
+        raise deliveryT.error(
+            "recipient_delimiter",
+            "expected one punctuation character (e.g. '+') or '' for none,"
+            f" got {_show(delimiter)}")
+    delivery = DeliveryConfig(recipient_delimiter=delimiter)
+    deliveryT.checkUnknown(deliveryT.seen)
+
+    queueT = top.table_("queue")
+    d = QueueConfig()
+    queue = QueueConfig(
+        max_active=queueT.positiveInt("max_active", d.max_active),
+        retry_min=queueT.number("retry_min", d.retry_min),
+        retry_max=queueT.number("retry_max", d.retry_max),
+        max_queue_lifetime=queueT.number(
+            "max_queue_lifetime", d.max_queue_lifetime),
+    )
+    queueT.checkUnknown(queueT.seen)
+    if queue.retry_max < queue.retry_min:
+        raise queueT.error(
+            "retry_max",
+            f"must be >= queue.retry_min ({queue.retry_min:g}),"
+            f" got {queue.retry_max:g}")
+
+    return Config(
+        hostname=hostname,
+        data_dir=dataDirPath,
+        listen=listen,
+        smtp=smtp,
+        delivery=delivery,
+        queue=queue,
+        source=source,
+    )
+
+
+def load(path) -> Config:
+    """
+    Read and validate a config file.
+
+    @param path: C{str} or L{pathlib.Path}.
+    @raise ConfigError: one line naming the file, the key and the reason.
+    """
+    source = os.fspath(path)
+    try:
+        with open(source, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError(
+            source, None,
+            f"cannot read config file: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            source, None,
+            f"cannot read config file: not UTF-8 (byte {e.start})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(source, None, f"TOML syntax error: {e}") from None
+    baseDir = pathlib.Path(os.path.abspath(source)).parent
+    return _parse(data, source, baseDir)
+
+
+def default(cwd=None) -> Config:
+    """
+    The embedded default: every role on 127.0.0.1 high ports (no root
+    needed, nothing exposed), data in C{<cwd>/pymailer-data}.  For trying
+    pymailer out, not for production.
+    """
+    if cwd is None:
+        cwd = os.getcwd()
+    local = ":interface=127.0.0.1"
+    return Config(
+        hostname=socket.getfqdn() or "localhost",
+        data_dir=pathlib.Path(os.path.abspath(cwd)) / "pymailer-data",
+        listen=ListenConfig(
+            smtp="tcp:2525" + local,
+            submission="tcp:2587" + local,
+            submissions="ssl:2465" + local,
+            imap="tcp:1143" + local,
+            imaps="ssl:1993" + local,
+            pop3="tcp:1110" + local,
+            pop3s="ssl:1995" + local,
+        ),
+        smtp=SMTPConfig(),
+        delivery=DeliveryConfig(),
+        queue=QueueConfig(),
+        source=None,
+    )
+
+
+def loadOrDefault(path: str | None) -> Config:
+    """
+    L{load} C{path}, or the embedded L{default} if C{path} is C{None}.
+    """
+    if path is None:
+        return default()
+    return load(path)

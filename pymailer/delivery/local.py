@@ -1,0 +1,111 @@
+"""
+The local delivery agent (the MDA): from the queue into users' mailboxes.
+
+It runs from the queue, never inside the SMTP reply, so a crash between the
+250 and the mailbox loses nothing.  It prepends the RFC 5321 §4.4 trace
+headers (``Return-Path:`` and ``Received:``) and writes through the store.
+"""
+
+from email.utils import formatdate
+
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from pymailer.delivery.router import Local, Reject, Relay
+from pymailer.envelope import DeliveryResult
+from pymailer.interfaces import IDeliveryAgent
+
+
+def traceHeaders(envelope, recipient, hostname):
+    """
+    @return: the C{Return-Path:} and C{Received:} lines (CRLF-ended bytes)
+        for one recipient.  RFC 5321 §4.4; ``with`` per RFC 3848.
+    """
+    session = envelope.session
+    fromPart = f"from {session.helo or 'unknown'}"
+    if session.clientAddress:
+        fromPart += f" ({session.clientHostname or 'unknown'} [{session.clientAddress}])"
+    tls = ""
+    if session.tlsVersion:
+        tls = f"\r\n\t(using {session.tlsVersion} with cipher {session.tlsCipher})"
+    stamp = formatdate(envelope.receivedAt, localtime=True)
+    received = (
+        f"Received: {fromPart}{tls}\r\n"
+        f"\tby {hostname} (pymailer) with {session.protocol} id {envelope.queueId}\r\n"
+        f"\tfor <{recipient.address}>; {stamp}\r\n"
+    )
+    returnPath = f"Return-Path: <{envelope.sender}>\r\n"
+    return (returnPath + received).encode("utf-8")
+
+
+@implementer(IDeliveryAgent)
+class LocalDeliveryAgent:
+    log = Logger()
+
+    def __init__(self, store, router, hostname, reactor, threadpool):
+        self.store = store
+        self.router = router
+        self.hostname = hostname
+        self.reactor = reactor
+        self.threadpool = threadpool
+
+    def deliver(self, envelope, recipients, openData, recovering):
+        return deferToThreadPool(
+            self.reactor,
+            self.threadpool,
+            self._deliverAll,
+            envelope,
+            recipients,
+            openData,
+            recovering,
+        )
+
+    def _deliverAll(self, envelope, recipients, openData, recovering):
+        return {
+            r.index: self._deliverOne(envelope, r, openData, recovering)
+            for r in recipients
+        }
+
+    def _deliverOne(self, envelope, recipient, openData, recovering):
+        route = self.router.route(recipient.address)
+        if isinstance(route, Reject):
+            return DeliveryResult.permfail(route.text, route.code, route.enhanced)
+        if isinstance(route, Relay):
+            return DeliveryResult.tempfail(
+                "not a local address", code=451, enhanced="4.4.0"
+            )
+        assert isinstance(route, Local)
+        prefix = traceHeaders(envelope, recipient, self.hostname)
+        try:
+            for n, user in enumerate(route.users):
+                with openData() as source:
+                    self.store.deliver(
+                        user,
+                        prefix,
+                        source,
+                        uniqueKey=f"{envelope.queueId}R{recipient.index}U{n}",
+                        checkDuplicate=recovering,
+                    )
+        except OSError as e:
+            self.log.error(
+                "{qid}: mailbox write failed for <{to}>: {e}",
+                qid=envelope.queueId,
+                to=recipient.address,
+                e=e,
+            )
+            return DeliveryResult.tempfail(f"mailbox unavailable: {e.strerror}")
+        if route.forwards:
+            # Forwarding to other domains needs the relay queue; until it
+            # exists the local copies are delivered and the rest is logged.
+            self.log.warn(
+                "{qid}: <{to}> forwards to {fwd}: relaying is not available yet",
+                qid=envelope.queueId,
+                to=recipient.address,
+                fwd=", ".join(route.forwards),
+            )
+            if not route.users:
+                return DeliveryResult.tempfail(
+                    "forwarding to other domains is not available", enhanced="4.4.0"
+                )
+        return DeliveryResult.delivered(f"delivered to {len(route.users)} mailbox(es)")

@@ -1,0 +1,103 @@
+"""
+route(address) -> Local | Relay | Reject, in one place.
+
+The SMTP server asks at RCPT time (to refuse early), and the delivery agent
+asks again at delivery time (so an alias changed in between takes effect).
+Lookup order for a local domain, as Postfix's virtual(5) does it: the exact
+user, the exact alias, then the same two for the address without its
+``+tag`` (plus-addressing), then the domain's catch-all.
+"""
+
+from dataclasses import dataclass
+
+from pymailer.auth.directory import normaliseAddress
+
+# An alias chain deeper than this is a loop (or a mistake) either way.
+MAX_ALIAS_DEPTH = 20
+
+
+@dataclass(frozen=True)
+class Local:
+    """
+    @ivar users: the local mailboxes the address reaches.
+    @ivar forwards: remote addresses it reaches through aliases.
+    """
+
+    address: str
+    users: tuple
+    forwards: tuple = ()
+
+
+@dataclass(frozen=True)
+class Relay:
+    address: str
+
+
+@dataclass(frozen=True)
+class Reject:
+    code: int
+    enhanced: str
+    text: str
+
+
+class Router:
+    def __init__(self, directory, recipientDelimiter="+"):
+        self.directory = directory
+        self.delimiter = recipientDelimiter
+
+    def route(self, address):
+        """
+        Blocking (it reads the account directory).
+
+        @param address: C{local@domain}, not yet normalised.
+        """
+        try:
+            address = normaliseAddress(address)
+        except ValueError as e:
+            return Reject(553, "5.1.3", f"Bad recipient address syntax: {e}")
+        domain = address.rpartition("@")[2]
+        if not self.directory.hasDomain(domain):
+            return Relay(address)
+        users, forwards, loop = [], [], [False]
+        if not self._expand(address, users, forwards, set(), loop, 0):
+            return Reject(550, "5.1.1", "Recipient address rejected: user unknown")
+        if not users and not forwards:
+            # RFC 3463: X.4.6 "Routing loop detected".
+            return Reject(550, "5.4.6", "Recipient address rejected: alias loop")
+        return Local(address, tuple(dict.fromkeys(users)), tuple(dict.fromkeys(forwards)))
+
+    def _expand(self, address, users, forwards, seen, loop, depth):
+        """
+        Add what C{address} (local, normalised) reaches to C{users} and
+        C{forwards}.
+
+        @return: C{False} if the address is unknown.
+        """
+        if address in seen or depth > MAX_ALIAS_DEPTH:
+            return True
+        seen.add(address)
+        local, _, domain = address.rpartition("@")
+        candidates = [address]
+        if self.delimiter and self.delimiter in local:
+            candidates.append(local.split(self.delimiter, 1)[0] + "@" + domain)
+        for candidate in candidates:
+            if self.directory.hasUser(candidate):
+                users.append(candidate)
+                return True
+            targets = self.directory.aliasTargets(candidate)
+            if targets:
+                for target in targets:
+                    self._expandTarget(target, users, forwards, seen, loop, depth)
+                return True
+        catchAll = self.directory.catchAll(domain)
+        if catchAll and catchAll not in seen:
+            self._expandTarget(catchAll, users, forwards, seen, loop, depth)
+            return True
+        return False
+
+    def _expandTarget(self, target, users, forwards, seen, loop, depth):
+        target = normaliseAddress(target)
+        if self.directory.hasDomain(target.rpartition("@")[2]):
+            self._expand(target, users, forwards, seen, loop, depth + 1)
+        else:
+            forwards.append(target)

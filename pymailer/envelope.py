@@ -1,0 +1,118 @@
+"""
+The value objects that travel along one message's path: who sent it, to whom,
+how it arrived, and what became of each recipient.
+
+They are plain data, serialised as JSON into the queue's envelope files, so a
+queued message can be understood (and repaired) with a text editor.
+"""
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+PENDING = "pending"
+DELIVERED = "delivered"
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Session:
+    """
+    The facts of one SMTP session that outlive it in the envelope.
+
+    @ivar protocol: the RFC 3848 ``with`` keyword: ESMTP, ESMTPS, ESMTPA or
+        ESMTPSA (SMTP for a HELO client).
+    """
+
+    helo: str = ""
+    clientAddress: str = ""
+    clientHostname: str = ""
+    protocol: str = "ESMTP"
+    authenticatedAs: Optional[str] = None
+    tlsVersion: Optional[str] = None
+    tlsCipher: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """
+    One envelope recipient and its delivery state; each is retried on its own.
+    """
+
+    index: int
+    address: str
+    state: str = PENDING
+    attempts: int = 0
+    nextAttempt: float = 0.0
+    lastError: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """
+    The outcome of one delivery attempt for one recipient.
+
+    @ivar temporary: C{True} for a 4xx-class failure worth retrying.
+    """
+
+    ok: bool
+    temporary: bool = False
+    code: int = 250
+    enhanced: str = "2.0.0"
+    text: str = "delivered"
+
+    @classmethod
+    def delivered(cls, text="delivered"):
+        return cls(ok=True, text=text)
+
+    @classmethod
+    def tempfail(cls, text, code=451, enhanced="4.3.0"):
+        return cls(ok=False, temporary=True, code=code, enhanced=enhanced, text=text)
+
+    @classmethod
+    def permfail(cls, text, code=550, enhanced="5.1.1"):
+        return cls(ok=False, temporary=False, code=code, enhanced=enhanced, text=text)
+
+    def describe(self):
+        return f"{self.code} {self.enhanced} {self.text}"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """
+    Everything the queue knows about one accepted message besides its bytes.
+
+    @ivar sender: the reverse-path, C{""} for the null sender.
+    @ivar receivedAt: POSIX time the message was accepted (the 250).
+    @ivar body: the BODY= of RFC 6152 (``7BIT`` or ``8BITMIME``).
+    """
+
+    queueId: str
+    sender: str
+    recipients: tuple
+    receivedAt: float
+    session: Session = field(default_factory=Session)
+    size: int = 0
+    body: str = "7BIT"
+    smtputf8: bool = False
+
+    def pending(self):
+        return [r for r in self.recipients if r.state == PENDING]
+
+    def withRecipients(self, recipients):
+        return dataclasses.replace(self, recipients=tuple(recipients))
+
+    def toJSON(self):
+        data = dataclasses.asdict(self)
+        data["version"] = 1
+        return json.dumps(data, ensure_ascii=False, sort_keys=True).encode("utf-8")
+
+    @classmethod
+    def fromJSON(cls, raw):
+        data = json.loads(raw)
+        data.pop("version", None)
+        data["session"] = Session(**data.get("session", {}))
+        data["recipients"] = tuple(Recipient(**r) for r in data["recipients"])
+        return cls(**data)

@@ -1,0 +1,286 @@
+"""
+Every seam of pymailer's own, in one place.
+
+Twisted's interfaces are reused where they exist (``IMessageDelivery``,
+``IMessageDeliveryFactory``, ``IMailboxPOP3``, ``IAccountIMAP``); these are the
+ones Twisted has no word for.  Protocol code talks to the store and the queue
+only through these, so a backend (Maildir today, PostgreSQL later) can change
+without the protocols knowing.
+
+Blocking: methods documented as *blocking* touch the disk and must be called
+from a thread pool (``twisted.internet.threads.deferToThreadPool``), never from
+the reactor thread.  Methods returning a ``Deferred`` are safe on the reactor.
+"""
+
+from zope.interface import Attribute, Interface
+
+
+class IAccountDirectory(Interface):
+    """
+    The users, domains and aliases database (``pymailer user|domain|alias``).
+
+    Addresses are ``local@domain`` strings; implementations compare domains
+    case-insensitively and local parts case-insensitively (Unicode casefold).
+    All methods are blocking, and every call sees changes made by other
+    processes (the admin command) since the last call: no cache that another
+    process can invalidate unseen.
+    """
+
+    def hasDomain(domain):
+        """
+        @return: C{True} if C{domain} is one of ours.
+        """
+
+    def hasUser(address):
+        """
+        @return: C{True} if C{address} is a mailbox owner (a user).
+        """
+
+    def aliasTargets(address):
+        """
+        @return: the C{tuple} of target addresses of the alias C{address}, or
+            an empty tuple if C{address} is not an alias.
+        """
+
+    def catchAll(domain):
+        """
+        @return: the address that receives mail for unknown local parts of
+            C{domain}, or C{None}.
+        """
+
+    def passwordHash(address):
+        """
+        @return: the stored argon2id hash (C{str}) of user C{address}, or
+            C{None} if there is no such user.
+        """
+
+    def addDomain(domain, catchAll=None):
+        """Add a local domain (idempotent error if it exists: L{KeyError})."""
+
+    def removeDomain(domain):
+        """Remove a domain with its users and aliases; L{KeyError} if unknown."""
+
+    def listDomains():
+        """@return: sorted C{list} of domain names."""
+
+    def addUser(address, passwordHash):
+        """Add a user of an existing domain; L{KeyError}/L{ValueError} on error."""
+
+    def setPasswordHash(address, passwordHash):
+        """Replace a user's password hash; L{KeyError} if no such user."""
+
+    def removeUser(address):
+        """Remove a user (not their mail); L{KeyError} if no such user."""
+
+    def listUsers(domain=None):
+        """@return: sorted C{list} of user addresses."""
+
+    def addAlias(alias, targets):
+        """Add targets to an alias (created if needed)."""
+
+    def removeAlias(alias, targets=()):
+        """Remove some targets of an alias, or the whole alias if none given."""
+
+    def listAliases():
+        """@return: sorted C{list} of C{(alias, (target, ...))}."""
+
+
+class IMailStore(Interface):
+    """
+    Where delivered mail lives: per-user mailboxes with stable UIDs and flags.
+
+    Knows nothing of protocols.  Safe when several processes (and outside
+    Maildir tools) share it.
+    """
+
+    def createUser(user):
+        """
+        Make the user's mailboxes (INBOX and the special-use folders).
+        Idempotent.  Blocking.
+        """
+
+    def deliver(user, prefix, source, mailbox="INBOX", uniqueKey=None,
+                checkDuplicate=False):
+        """
+        Deliver one message durably: C{prefix} (C{bytes}, e.g. trace headers)
+        followed by the bytes of the binary file object C{source}, streamed.
+        Returns only once the message is on disk (file and directory fsynced).
+
+        @param uniqueKey: a C{str} naming this delivery (queue id + recipient
+            index); with C{checkDuplicate=True}, a message already delivered
+            under that key is not delivered again (crash recovery).
+        @return: C{True} if delivered, C{False} if it was a duplicate.
+        Blocking.
+        """
+
+    def mailbox(user, name="INBOX"):
+        """
+        @return: the L{IMailbox} C{name} of C{user}.
+        @raise KeyError: no such mailbox.
+        Blocking.
+        """
+
+    def listMailboxes(user):
+        """@return: sorted C{list} of mailbox names of C{user}. Blocking."""
+
+    def createMailbox(user, name):
+        """Create a mailbox; L{KeyError} if it exists. Blocking."""
+
+    def deleteMailbox(user, name):
+        """Delete a mailbox; L{KeyError} if there is none. Blocking."""
+
+    def renameMailbox(user, oldName, newName):
+        """Rename a mailbox (UIDVALIDITY preserved). Blocking."""
+
+    def addListener(listener):
+        """
+        Call C{listener(user, mailboxName)} after every change to a mailbox
+        made through this store object (delivery, flags, expunge, append).
+        Listeners are called in the thread that made the change.
+        """
+
+    def removeListener(listener):
+        """Stop calling C{listener}."""
+
+
+class IMailbox(Interface):
+    """
+    One mailbox of one user.  UIDs are assigned under a lock shared by every
+    process, are strictly ascending, and never reused while UIDVALIDITY holds.
+    All methods are blocking.
+    """
+
+    name = Attribute("The mailbox name, e.g. C{'INBOX'} or C{'Sent'}.")
+
+    def uidValidity():
+        """@return: the UIDVALIDITY C{int}."""
+
+    def uidNext():
+        """@return: the UID the next new message will get."""
+
+    def messages():
+        """
+        Scan the mailbox (new mail from any process gets its UID now).
+
+        @return: C{list} of L{pymailer.store.MessageInfo}, ascending by UID.
+        """
+
+    def openMessage(uid):
+        """@return: a binary file object of the message. L{KeyError} if gone."""
+
+    def setFlags(uid, flags):
+        """Replace the flags (IMAP names, e.g. C{'\\\\Seen'}) of a message."""
+
+    def expunge(uids):
+        """Remove the messages with these UIDs; unknown UIDs are ignored."""
+
+    def append(source, flags=(), internalDate=None):
+        """
+        Add a message from binary file object C{source}.
+        @return: its UID.
+        """
+
+
+class ISpool(Interface):
+    """
+    The durable queue of accepted messages (Postfix-style state directories).
+
+    A message is acknowledged (250) only after L{ISpoolWriter.commit} returns:
+    data and envelope are fsynced, file and directory.
+    """
+
+    def newMessage():
+        """@return: an L{ISpoolWriter} for one incoming message. Blocking."""
+
+
+class ISpoolWriter(Interface):
+    """One message being received into the spool, written as it streams."""
+
+    queueId = Attribute("The message's queue id, a C{str}.")
+
+    def write(data):
+        """Append C{bytes} of message data. Blocking."""
+
+    def commit(envelope):
+        """
+        Make the message durable with its L{pymailer.envelope.Envelope} and
+        hand it to the queue. Blocking.
+        """
+
+    def abort():
+        """Discard what was written. Blocking; never raises."""
+
+
+class IDeliveryAgent(Interface):
+    """
+    Delivers one queued message to some of its recipients (local store,
+    remote relay...).  The queue runner picks the agent per recipient.
+    """
+
+    def deliver(envelope, recipients, openData, recovering):
+        """
+        @param envelope: the L{pymailer.envelope.Envelope}.
+        @param recipients: C{list} of L{pymailer.envelope.Recipient} to
+            deliver now.
+        @param openData: callable returning a new binary file object over the
+            message data (the same bytes as received, CRLF line endings).
+        @param recovering: C{True} if a previous attempt may have completed
+            (crash recovery): deliver at most once.
+        @return: a C{Deferred} firing with a C{dict} mapping each recipient's
+            C{index} to a L{pymailer.envelope.DeliveryResult}.
+        """
+
+
+class IChangeNotifier(Interface):
+    """Publishes mailbox changes to sessions (IMAP IDLE) in this process."""
+
+    def subscribe(user, mailboxName, callback):
+        """Call C{callback()} on the reactor thread after each change."""
+
+    def unsubscribe(user, mailboxName, callback):
+        """Stop calling C{callback}."""
+
+
+class IMessageIntake(Interface):
+    """
+    What an SMTP session hands its transactions to: the avatar the realm
+    gives a session (anonymous on port 25; a user after AUTH, later).
+
+    It decides (through the router and policy) and stores (through the
+    spool); the SMTP protocol only turns its answers into replies.  Failures
+    are L{pymailer.smtp.reply.SMTPReply} errors.  Every method returns a
+    C{Deferred} and is safe on the reactor thread.
+    """
+
+    def checkCapacity(size):
+        """Fire with C{None} if a message of C{size} octets can be stored."""
+
+    def validateSender(session, sender, params):
+        """Fire with C{None} if mail from C{sender} is acceptable."""
+
+    def validateRecipient(session, sender, recipient):
+        """Fire with C{None} if mail to C{recipient} is acceptable."""
+
+    def openMessage():
+        """
+        @return: an L{IIncomingMessage} (synchronously; nothing is created on
+            disk until data arrives).
+        """
+
+
+class IIncomingMessage(Interface):
+    """One message being received, written off the reactor thread."""
+
+    queueId = Attribute("The queue id the message will have.")
+
+    def write(data):
+        """@return: a C{Deferred} firing once C{data} is written."""
+
+    def commit(envelope):
+        """
+        @return: a C{Deferred} firing once the message and its envelope are
+            durable and queued; only then may the server answer 250.
+        """
+
+    def abort():
+        """Discard the message. @return: a C{Deferred}."""

@@ -1,0 +1,226 @@
+"""
+The queue runner: takes accepted messages from the spool and hands their
+recipients to a delivery agent, retrying with backoff.
+
+Clock-driven (C{IReactorTime}, so tests use C{task.Clock}), kicked at once on
+enqueue, with a bounded active set.  It alternates between new and deferred
+mail so that neither starves the other (Postfix's qmgr does the same).  On
+start-up it first takes back what a dead process left in C{active/}.
+"""
+
+import dataclasses
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+
+from pymailer.envelope import DELIVERED, FAILED, PENDING
+from pymailer.queue.backoff import retryDelay
+
+
+class QueueRunner(Service):
+    """
+    @ivar agent: the L{pymailer.interfaces.IDeliveryAgent} given every
+        pending recipient (it routes them further).
+    """
+
+    log = Logger()
+    # How often the deferred queue is looked at when nothing kicks us.
+    scanInterval = 30.0
+
+    def __init__(self, spool, agent, queueConfig, reactor, threadpool):
+        self.spool = spool
+        self.agent = agent
+        self.config = queueConfig
+        self.reactor = reactor
+        self.threadpool = threadpool
+        self.active = {}
+        self._scanCall = None
+        self._scanning = None
+        self._rescan = False
+        self._preferDeferred = False
+
+    def _inThread(self, f, *args, **kwargs):
+        return deferToThreadPool(self.reactor, self.threadpool, f, *args, **kwargs)
+
+    def startService(self):
+        Service.startService(self)
+        d = self._inThread(self._recover)
+        d.addErrback(lambda f: self.log.failure("queue recovery failed", f))
+        d.addBoth(lambda _: self.kick())
+        self._started = d
+
+    def stopService(self):
+        Service.stopService(self)
+        if self._scanCall is not None and self._scanCall.active():
+            self._scanCall.cancel()
+        self._scanCall = None
+        # In-flight deliveries finish (they are short, bounded disk work);
+        # their claims are settled by then.
+        return defer.DeferredList(list(self.active.values()))
+
+    def _recover(self):
+        removed = self.spool.removeOrphans()
+        if removed:
+            self.log.info(
+                "removed {n} never-acknowledged spool files", n=len(removed)
+            )
+
+    def enqueue(self, queueId):
+        """A message was just committed to C{incoming/}: deliver it soon."""
+        self.kick()
+
+    def kick(self):
+        """Look at the queue now (coalescing concurrent kicks)."""
+        if not self.running:
+            return
+        if self._scanning is not None:
+            self._rescan = True
+            return
+        self._scanning = self._inThread(self._pickDue, self.reactor.seconds())
+        self._scanning.addCallback(self._startClaims)
+        self._scanning.addErrback(lambda f: self.log.failure("queue scan failed", f))
+        self._scanning.addBoth(self._scanDone)
+
+    def _scanDone(self, _):
+        self._scanning = None
+        if self._rescan and self.running:
+            self._rescan = False
+            self.kick()
+        else:
+            self._scheduleScan()
+
+    def _scheduleScan(self):
+        if self._scanCall is not None and self._scanCall.active():
+            self._scanCall.cancel()
+        if self.running:
+            self._scanCall = self.reactor.callLater(self.scanInterval, self.kick)
+
+    def _pickDue(self, now):
+        """
+        Claim as many due messages as the active set has room for,
+        alternating between new and deferred mail.  Runs in a thread.
+        """
+        room = self.config.max_active - len(self.active)
+        if room <= 0:
+            return []
+        recovering = [("active", qid) for qid, _ in self.spool.listQueue("active")]
+        fresh = [("incoming", qid) for qid, _ in self.spool.listQueue("incoming")]
+        due = [
+            ("deferred", qid)
+            for qid, retryAt in self.spool.listQueue("deferred")
+            if retryAt <= now
+        ]
+        order = recovering + _interleave(due, fresh, self._preferDeferred)
+        self._preferDeferred = not self._preferDeferred
+        claims = []
+        for state, qid in order:
+            if len(claims) >= room:
+                self._rescan = True
+                break
+            if qid in self.active:
+                continue
+            claim = self.spool.claim(state, qid)
+            if claim is not None:
+                claims.append(claim)
+        return claims
+
+    def _startClaims(self, claims):
+        for claim in claims:
+            d = self._deliver(claim)
+            self.active[claim.queueId] = d
+
+            def done(_, qid=claim.queueId):
+                self.active.pop(qid, None)
+                self.kick()
+
+            d.addBoth(done)
+
+    @defer.inlineCallbacks
+    def _deliver(self, claim):
+        envelope = claim.envelope
+        pending = envelope.pending()
+        try:
+            results = yield self.agent.deliver(
+                envelope,
+                pending,
+                lambda: self.spool.openData(claim.queueId),
+                claim.recovered,
+            )
+        except Exception:
+            self.log.failure("delivery agent failed for {qid}", qid=claim.queueId)
+            results = {}
+        updated, retryAt = self._applyResults(envelope, results)
+        try:
+            if retryAt is None:
+                yield self._inThread(self.spool.finish, claim)
+            else:
+                yield self._inThread(self.spool.defer, claim, updated, retryAt)
+        except Exception:
+            self.log.failure("could not record delivery state of {qid}", qid=claim.queueId)
+
+    def _applyResults(self, envelope, results):
+        """
+        @return: the envelope with each recipient's new state, and the time of
+            the next attempt (C{None} once no recipient is pending).
+        """
+        now = self.reactor.seconds()
+        expired = now >= envelope.receivedAt + self.config.max_queue_lifetime
+        recipients = []
+        nextAttempt = None
+        for r in envelope.recipients:
+            if r.state != PENDING:
+                recipients.append(r)
+                continue
+            result = results.get(r.index)
+            attempts = r.attempts + 1
+            if result is not None and result.ok:
+                r = dataclasses.replace(r, state=DELIVERED, attempts=attempts)
+                self._logOutcome(envelope, r, "delivered", result.describe())
+            elif result is not None and not result.temporary:
+                r = dataclasses.replace(
+                    r, state=FAILED, attempts=attempts, lastError=result.describe()
+                )
+                self._logOutcome(envelope, r, "bounced", result.describe())
+            else:
+                reason = result.describe() if result else "451 4.3.0 delivery agent error"
+                if expired:
+                    r = dataclasses.replace(
+                        r, state=FAILED, attempts=attempts, lastError=reason
+                    )
+                    self._logOutcome(envelope, r, "expired", reason)
+                else:
+                    retryAt = now + retryDelay(
+                        attempts, self.config.retry_min, self.config.retry_max
+                    )
+                    r = dataclasses.replace(
+                        r, attempts=attempts, nextAttempt=retryAt, lastError=reason
+                    )
+                    nextAttempt = retryAt if nextAttempt is None else min(nextAttempt, retryAt)
+                    self._logOutcome(envelope, r, "deferred", reason)
+            recipients.append(r)
+        return envelope.withRecipients(recipients), nextAttempt
+
+    def _logOutcome(self, envelope, recipient, status, detail):
+        # One line per recipient and attempt, in the manner of Postfix's
+        # "to=<...>, status=..." so that operators can grep one format.
+        self.log.info(
+            "{qid}: to=<{to}> status={status} attempts={n} ({detail})",
+            qid=envelope.queueId,
+            to=recipient.address,
+            status=status,
+            n=recipient.attempts,
+            detail=detail,
+        )
+
+
+def _interleave(a, b, aFirst):
+    first, second = (a, b) if aFirst else (b, a)
+    out = []
+    for i in range(max(len(first), len(second))):
+        if i < len(first):
+            out.append(first[i])
+        if i < len(second):
+            out.append(second[i])
+    return out

@@ -1,0 +1,269 @@
+"""
+The durable spool: Postfix-style queue directories with meaning.
+
+Layout under the queue directory::
+
+    data/ID           the message bytes, written once, never moved
+    incoming/ID.json  envelope of newly accepted mail (its rename is the commit)
+    active/ID.json    claimed by a queue runner, being delivered
+    deferred/ID.json  waiting for a retry; the file's mtime is the retry time
+    hold/ID.json      kept aside by the administrator
+    corrupt/ID.json   unreadable envelopes, kept for inspection
+
+Rules that make several processes on one queue safe:
+
+ - a data file is locked (C{flock}) while it is being received; an unlocked
+   data file with no envelope anywhere was never acknowledged and is removed;
+ - a runner locks an envelope before renaming it into C{active/} and holds the
+   lock while it delivers; an unlocked envelope in C{active/} belonged to a
+   process that died, and is delivered again (with duplicate checks).
+
+Every method here blocks on the disk: call it from a thread pool.
+"""
+
+import fcntl
+import itertools
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+from zope.interface import implementer
+
+from pymailer.envelope import Envelope
+from pymailer.fsutil import DirectorySync, writeDurably
+from pymailer.interfaces import ISpool, ISpoolWriter
+
+STATES = ("incoming", "active", "deferred", "hold", "corrupt")
+
+_counter = itertools.count()
+_counterLock = threading.Lock()
+
+
+def newQueueId(now=time.time):
+    """
+    A queue id unique across processes, sorting in arrival order, and usable
+    in file names and Maildir unique names (C{[0-9a-f-]}).
+    """
+    with _counterLock:
+        n = next(_counter)
+    return f"{int(now() * 1e6):014x}-{os.getpid():x}-{n:x}"
+
+
+@dataclass
+class Claim:
+    """
+    A message claimed for delivery: hold it until L{Spool.finish},
+    L{Spool.defer} or L{Spool.release}.
+
+    @ivar recovered: the envelope was found in C{active/} unlocked: its last
+        delivery attempt may have been completed before a crash.
+    """
+
+    queueId: str
+    envelope: Envelope
+    fd: int
+    recovered: bool = False
+
+
+@implementer(ISpoolWriter)
+class SpoolWriter:
+    """
+    One message being received.  The data file is created on the first
+    write, so a transaction that never gets data costs no disk work.
+    """
+
+    def __init__(self, spool, queueId):
+        self.spool = spool
+        self.queueId = queueId
+        self._file = None
+
+    def _open(self):
+        path = self.spool.dataPath(self.queueId)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._file = os.fdopen(fd, "wb", buffering=256 * 1024)
+
+    def write(self, data):
+        if self._file is None:
+            self._open()
+        self._file.write(data)
+
+    def commit(self, envelope):
+        if self._file is None:
+            self._open()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self.spool._dataSync.sync()
+        path = self.spool.envelopePath("incoming", self.queueId)
+        writeDurably(path, envelope.toJSON())
+        self.spool._stateSync["incoming"].sync()
+        self._close()
+
+    def abort(self):
+        try:
+            if self._file is not None:
+                os.unlink(self.spool.dataPath(self.queueId))
+        except OSError:
+            pass
+        self._close()
+
+    def _close(self):
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None
+
+
+@implementer(ISpool)
+class Spool:
+    def __init__(self, root):
+        self.root = os.fspath(root)
+        for name in ("data",) + STATES:
+            os.makedirs(os.path.join(self.root, name), exist_ok=True)
+        self._dataSync = DirectorySync(os.path.join(self.root, "data"))
+        self._stateSync = {
+            state: DirectorySync(os.path.join(self.root, state)) for state in STATES
+        }
+
+    def dataPath(self, queueId):
+        return os.path.join(self.root, "data", queueId)
+
+    def envelopePath(self, state, queueId):
+        return os.path.join(self.root, state, queueId + ".json")
+
+    def newMessage(self):
+        return SpoolWriter(self, newQueueId())
+
+    def openData(self, queueId):
+        return open(self.dataPath(queueId), "rb")
+
+    def listQueue(self, state):
+        """
+        @return: C{[(queueId, mtime)]} of the envelopes in C{state}, oldest
+            first.
+        """
+        directory = os.path.join(self.root, state)
+        entries = []
+        with os.scandir(directory) as it:
+            for entry in it:
+                if entry.name.endswith(".json") and not entry.name.startswith("."):
+                    try:
+                        mtime = entry.stat().st_mtime
+                    except FileNotFoundError:
+                        continue
+                    entries.append((entry.name[:-5], mtime))
+        entries.sort(key=lambda e: (e[1], e[0]))
+        return entries
+
+    def claim(self, state, queueId):
+        """
+        Lock the envelope, then move it into C{active/}.
+
+        @return: a L{Claim}, or C{None} if another runner has it.
+        """
+        source = self.envelopePath(state, queueId)
+        try:
+            fd = os.open(source, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(fd).st_nlink == 0:
+                raise BlockingIOError("moved away before we locked it")
+            if state != "active":
+                os.rename(source, self.envelopePath("active", queueId))
+            envelope = self._readEnvelope(fd)
+        except (BlockingIOError, FileNotFoundError):
+            os.close(fd)
+            return None
+        except ValueError:
+            os.close(fd)
+            self._moveToCorrupt(state if state == "active" else "active", queueId)
+            return None
+        return Claim(queueId, envelope, fd, recovered=(state == "active"))
+
+    def _readEnvelope(self, fd):
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return Envelope.fromJSON(f.read())
+
+    def _moveToCorrupt(self, state, queueId):
+        try:
+            os.rename(
+                self.envelopePath(state, queueId), self.envelopePath("corrupt", queueId)
+            )
+        except FileNotFoundError:
+            pass
+
+    def finish(self, claim):
+        """All recipients are done: remove the message."""
+        os.unlink(self.envelopePath("active", claim.queueId))
+        self._stateSync["active"].sync()
+        try:
+            os.unlink(self.dataPath(claim.queueId))
+        except FileNotFoundError:
+            pass
+        os.close(claim.fd)
+
+    def defer(self, claim, envelope, retryAt):
+        """
+        Record the new recipient states durably and park the message in
+        C{deferred/} until C{retryAt}.
+        """
+        path = self.envelopePath("deferred", claim.queueId)
+        writeDurably(path, envelope.toJSON())
+        os.utime(path, (retryAt, retryAt))
+        self._stateSync["deferred"].sync()
+        os.unlink(self.envelopePath("active", claim.queueId))
+        os.close(claim.fd)
+
+    def release(self, claim, state="incoming"):
+        """Give a claimed message back unchanged (e.g. on shutdown)."""
+        try:
+            os.rename(
+                self.envelopePath("active", claim.queueId),
+                self.envelopePath(state, claim.queueId),
+            )
+        finally:
+            os.close(claim.fd)
+
+    def removeOrphans(self):
+        """
+        Remove data files that were never acknowledged: no envelope in any
+        state and no lock held by a receiving process.
+
+        @return: the C{list} of queue ids removed.
+        """
+        known = set()
+        for state in STATES:
+            known.update(qid for qid, _ in self.listQueue(state))
+        removed = []
+        dataDir = os.path.join(self.root, "data")
+        for name in os.listdir(dataDir):
+            if name in known:
+                continue
+            path = os.path.join(dataDir, name)
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            try:
+                # Checked again under the lock: the receiver may have
+                # committed between the listing and the lock.  Twice, since a
+                # runner may move the envelope between states as we look.
+                if not any(
+                    os.path.exists(self.envelopePath(s, name))
+                    for s in STATES + STATES
+                ):
+                    os.unlink(path)
+                    removed.append(name)
+            finally:
+                os.close(fd)
+        return removed

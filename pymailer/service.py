@@ -1,0 +1,104 @@
+"""
+The one composition root: builds every part of pymailer from a
+L{pymailer.config.Config} and wires them into one C{MultiService}.
+
+Reading this function top to bottom is reading one message's path:
+listener -> SMTP -> intake (router, spool) -> queue runner -> local delivery
+-> store.
+"""
+
+import os
+import sys
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService, Service
+from twisted.cred.checkers import AllowAnonymousAccess
+from twisted.cred.portal import Portal
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from pymailer.auth.directory import openDirectory
+from pymailer.auth.realm import MailRealm
+from pymailer.delivery.local import LocalDeliveryAgent
+from pymailer.delivery.router import Router
+from pymailer.intake import MessageIntake
+from pymailer.queue.runner import QueueRunner
+from pymailer.queue.spool import Spool
+from pymailer.smtp.server import SMTPFactory
+from pymailer.store.maildir import MaildirStore
+
+log = Logger()
+
+# Roles this version serves; the others are accepted in the config (the
+# contract is fixed) and reported as not yet available.
+BUILT_ROLES = ("smtp",)
+
+
+class ThreadPoolService(Service):
+    """Starts and stops the thread pool that takes the blocking disk work."""
+
+    def __init__(self, pool):
+        self.pool = pool
+
+    def startService(self):
+        Service.startService(self)
+        self.pool.start()
+
+    def stopService(self):
+        Service.stopService(self)
+        self.pool.stop()
+
+
+def makeService(config, reactor=None):
+    if reactor is None:
+        from twisted.internet import reactor
+    os.makedirs(config.data_dir, exist_ok=True)
+    top = MultiService()
+
+    # Disk and database work (fsync, Maildir, SQLite, argon2) runs here, so
+    # the reactor never waits on the disk.
+    pool = ThreadPool(minthreads=2, maxthreads=20, name="pymailer-disk")
+    ThreadPoolService(pool).setServiceParent(top)
+
+    directory = openDirectory(config)
+    router = Router(directory, config.delivery.recipient_delimiter)
+    store = MaildirStore(config.data_dir / "mail", config.hostname)
+    spool = Spool(config.data_dir / "queue")
+
+    localAgent = LocalDeliveryAgent(store, router, config.hostname, reactor, pool)
+    runner = QueueRunner(spool, localAgent, config.queue, reactor, pool)
+    runner.setServiceParent(top)
+
+    minFree = int(config.smtp.max_message_size * config.smtp.min_free_disk_factor)
+
+    def intakeFor(user):
+        return MessageIntake(
+            router, spool, runner, reactor, pool,
+            minFreeSpace=minFree, relayAllowed=False, user=user,
+        )
+
+    portal = Portal(MailRealm(intakeFor), [AllowAnonymousAccess()])
+
+    for role, description in config.listen.roles().items():
+        if role not in BUILT_ROLES:
+            log.warn("listener {role} ({desc}) is configured but not available in "
+                     "this version", role=role, desc=description)
+            continue
+        factory = SMTPFactory(config.hostname, config.smtp, portal, reactor)
+        endpoint = serverFromString(reactor, description)
+        listener = StreamServerEndpointService(endpoint, factory)
+        listener.setName(role)
+        listener.setServiceParent(top)
+    return top
+
+
+def describeListeners(config, out=None):
+    """Print what listens where (shown at start-up)."""
+    out = out or sys.stdout
+    source = config.source or "embedded default"
+    print(f"pymailer: config {source}, data in {config.data_dir}", file=out)
+    for role, description in config.listen.roles().items():
+        state = "" if role in BUILT_ROLES else " (not available in this version)"
+        print(f"pymailer: {role:<12} {description}{state}", file=out)
+    out.flush()

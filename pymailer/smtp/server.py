@@ -1,0 +1,576 @@
+"""
+The SMTP server protocol (RFC 5321) for the MTA role, on Twisted's ESMTP.
+
+Trusts nothing from the client.  Every reply carries an RFC 3463 enhanced
+status code (RFC 2034); commands pipelined in one packet (RFC 2920) are
+answered in order even when a check takes a Deferred; lines are bounded; the
+message body is streamed through L{pymailer.smtp.data.DataDecoder} into the
+intake, never held whole.  It knows nothing of disks or mailboxes: it talks
+to an L{pymailer.interfaces.IMessageIntake} obtained from the portal.
+"""
+
+import time
+
+from twisted.cred.credentials import Anonymous
+from twisted.internet import defer
+from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.logger import Logger
+from twisted.mail.smtp import AUTH, COMMAND, ESMTP
+
+from pymailer.envelope import Envelope, Recipient, Session
+from pymailer.interfaces import IMessageIntake
+from pymailer.smtp import data as smtpdata
+from pymailer.smtp.address import parsePathCommand, unquoteLocalPart
+from pymailer.smtp.reply import DEFAULT_ENHANCED, SMTPReply
+
+DATA = "DATA"
+
+# RFC 5321 §4.5.3.1.4: a command line is at most 512 octets with its CRLF.
+MAX_COMMAND_LINE = 512
+# Message bytes gathered before a write to the spool: small messages go to
+# disk in one thread hop with their commit.
+WRITE_BATCH = 256 * 1024
+# Pipelined input held while a command waits: beyond it, stop reading.
+MAX_BUFFERED = 64 * 1024
+
+_DATA_PROBLEMS = {
+    smtpdata.BARE_NEWLINE: SMTPReply(
+        554, "5.6.0",
+        "Message refused: bare CR or LF in message text (RFC 5321 section 2.3.8)",
+    ),
+    smtpdata.NUL: SMTPReply(
+        554, "5.6.0", "Message refused: NUL character in message text"
+    ),
+    smtpdata.LONG_LINE: SMTPReply(
+        552, "5.3.4",
+        "Message refused: a text line is longer than 1000 octets "
+        "(RFC 5321 section 4.5.3.1.6)",
+    ),
+}
+
+
+class Transaction:
+    """One MAIL ... DATA transaction."""
+
+    def __init__(self, sender, params):
+        self.sender = sender
+        self.smtputf8 = "SMTPUTF8" in params
+        self.body = (params.get("BODY") or "7BIT").upper()
+        self.recipients = []
+
+
+class SMTPServer(ESMTP):
+    """
+    Subclasses L{ESMTP} for its extension dispatch (C{ext_*}), its AUTH and
+    STARTTLS machinery, the portal login and the idle timeout, but replaces:
+
+     - the framing (C{dataReceived}): Twisted's C{LineOnlyReceiver} passes
+       bare LF inside DATA (SMTP smuggling) and drops over-long lines
+       silently; here command lines get C{500 5.5.2} and DATA is decoded by
+       L{smtpdata.DataDecoder};
+     - the dispatch, so a command whose check returns a Deferred holds back
+       the commands pipelined behind it (twisted #8126);
+     - MAIL, RCPT and DATA, so that one spool file serves all recipients
+       (Twisted makes one C{IMessage} per recipient) and a storage failure
+       is a temporary C{451 4.3.0}, never the permanent 550 of
+       C{SMTP._messageHandled}.
+    """
+
+    log = Logger()
+
+    def __init__(self, factory):
+        ESMTP.__init__(self)
+        self.factory = factory
+        self.host = factory.hostname.encode("idna")
+        self.timeout = factory.limits.idle_timeout
+        self.callLater = factory.reactor.callLater
+        self.intake = None
+        self._buffer = b""
+        self._busy = False
+        self._processing = False
+        self._paused = False
+        self._discardingLine = False
+        self._disconnected = False
+        self._errors = 0
+        self._heloName = None
+        self._protocolName = "ESMTP"
+        self._txn = None
+        self._decoder = None
+        self._message = None
+        self._pendingData = []
+        self._pendingSize = 0
+        self._storeFailed = None
+
+    # -- replies ------------------------------------------------------------
+
+    def reply(self, code, enhanced, text):
+        """Send one reply, each line carrying its enhanced code."""
+        if self._disconnected:
+            return
+        if code >= 400:
+            self._errors += 1
+        lines = text.split("\n")
+        out = []
+        for i, line in enumerate(lines):
+            sep = "-" if i < len(lines) - 1 else " "
+            prefix = f"{code}{sep}{enhanced} " if enhanced else f"{code}{sep}"
+            out.append((prefix + line).encode("utf-8"))
+        self.transport.writeSequence([line + b"\r\n" for line in out])
+        if code != 421 and self._errors > self.factory.limits.max_errors:
+            self._closeWith(421, "4.7.0", "Too many errors, closing connection")
+
+    def sendCode(self, code, message=b""):
+        """
+        Twisted's own replies (AUTH, STARTTLS) get an enhanced code too.
+        """
+        text = message.decode("utf-8", "replace")
+        self.reply(code, DEFAULT_ENHANCED.get(code), text)
+
+    def replyError(self, failure):
+        if failure.check(SMTPReply):
+            e = failure.value
+            self.reply(e.code, e.enhanced, e.text)
+        else:
+            self.log.failure("unexpected error in SMTP session", failure)
+            self.reply(451, "4.3.0", "Local error in processing, try again later")
+
+    def _closeWith(self, code, enhanced, text):
+        self.reply(code, enhanced, text)
+        self._disconnected = True
+        self._buffer = b""
+        self.transport.loseConnection()
+
+    def greeting(self):
+        return self.host + b" ESMTP pymailer"
+
+    def connectionMade(self):
+        # RFC 2034 §3: no enhanced code on the greeting.
+        self.transport.write(b"220 " + self.greeting() + b"\r\n")
+        self.setTimeout(self.timeout)
+        self.canStartTLS = False
+        peer = self.transport.getPeer()
+        self._peerHost = getattr(peer, "host", str(peer))
+        self._helo = (None, self._peerHost.encode("ascii", "replace"))
+
+    def timeoutConnection(self):
+        self._closeWith(421, "4.4.2", f"{self.factory.hostname} Error: timeout exceeded")
+
+    def connectionLost(self, reason):
+        self._disconnected = True
+        self.setTimeout(None)
+        self._abortMessage()
+        self.factory.connectionClosed(self._peerHost)
+        ESMTP.connectionLost(self, reason)
+
+    # -- framing --------------------------------------------------------------
+
+    def dataReceived(self, data):
+        self._buffer += data
+        self._processBuffer()
+
+    def _processBuffer(self):
+        if self._processing:
+            return
+        self._processing = True
+        try:
+            while self._buffer and not self._busy and not self._disconnected:
+                if self._decoder is not None:
+                    self._dataReceived()
+                else:
+                    self._commandReceived()
+        finally:
+            self._processing = False
+        self._flowControl()
+
+    def _flowControl(self):
+        if self._disconnected:
+            return
+        tooMuch = len(self._buffer) > MAX_BUFFERED
+        if tooMuch and not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()
+        elif not tooMuch and self._paused:
+            self._paused = False
+            self.transport.resumeProducing()
+
+    def _commandReceived(self):
+        newline = self._buffer.find(b"\n")
+        if newline < 0:
+            if len(self._buffer) > MAX_COMMAND_LINE:
+                # Answer at once and drop the rest of the line as it comes,
+                # rather than buffer it or close silently as Twisted would.
+                self._buffer = b""
+                if not self._discardingLine:
+                    self._discardingLine = True
+                    self.reply(500, "5.5.2", "Line too long")
+            return
+        line, self._buffer = self._buffer[:newline], self._buffer[newline + 1 :]
+        if self._discardingLine:
+            self._discardingLine = False
+            return
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if len(line) + 2 > MAX_COMMAND_LINE:
+            self.reply(500, "5.5.2", "Line too long")
+            return
+        self.resetTimeout()
+        if self.mode == AUTH:
+            self._run(self.state_AUTH, line)
+        else:
+            self._dispatch(line)
+
+    def _dispatch(self, line):
+        if b"\r" in line or b"\x00" in line:
+            self.reply(501, "5.5.2", "Syntax error: CR or NUL in command")
+            return
+        verb, _, rest = line.strip(b" \t").partition(b" ")
+        if not verb:
+            self.reply(500, "5.5.2", "Syntax error: empty command")
+            return
+        try:
+            method = self.lookupMethod(verb.decode("ascii"))
+        except UnicodeDecodeError:
+            method = None
+        self._run(method or self.do_UNKNOWN, rest.strip(b" \t"))
+
+    def _run(self, method, argument):
+        result = method(argument)
+        if isinstance(result, defer.Deferred):
+            self._busy = True
+            result.addErrback(self.replyError)
+            result.addBoth(self._commandDone)
+
+    def _commandDone(self, _):
+        self._busy = False
+        self._processBuffer()
+
+    # -- session commands -----------------------------------------------------
+
+    def do_UNKNOWN(self, rest):
+        self.reply(500, "5.5.2", "Error: command not recognized")
+
+    def _greet(self, rest, extended):
+        try:
+            name = rest.decode("utf-8")
+        except UnicodeDecodeError:
+            self.reply(501, "5.5.2", "Syntax error: EHLO/HELO argument is not UTF-8")
+            return
+        if not name or " " in name:
+            self.reply(501, "5.5.4", "Syntax: EHLO hostname")
+            return
+        self._heloName = name
+        self._helo = (rest, self._helo[1])
+        self._protocolName = "ESMTP" if extended else "SMTP"
+        self._resetTransaction()
+        # RFC 2034 §3: no enhanced code on the HELO/EHLO reply.
+        lines = [f"{self.factory.hostname} Hello {name} [{self._peerHost}]"]
+        if extended:
+            lines += self.extensionLines()
+        out = [
+            f"250{'-' if i < len(lines) - 1 else ' '}{line}".encode("utf-8") + b"\r\n"
+            for i, line in enumerate(lines)
+        ]
+        self.transport.writeSequence(out)
+
+    def do_HELO(self, rest):
+        self._greet(rest, extended=False)
+
+    def do_EHLO(self, rest):
+        self._greet(rest, extended=True)
+
+    def extensionLines(self):
+        lines = [
+            f"SIZE {self.factory.limits.max_message_size}",
+            "PIPELINING",
+            "8BITMIME",
+            "SMTPUTF8",
+            "ENHANCEDSTATUSCODES",
+        ]
+        for name, value in ESMTP.extensions(self).items():
+            if value is None:
+                lines.append(name.decode("ascii"))
+            elif value:
+                lines.append(" ".join(v.decode("ascii") for v in [name] + value))
+        return lines
+
+    def do_NOOP(self, rest):
+        self.reply(250, "2.0.0", "Ok")
+
+    def do_RSET(self, rest):
+        self._resetTransaction()
+        self.reply(250, "2.0.0", "Ok")
+
+    def do_QUIT(self, rest):
+        self._closeWith(221, "2.0.0", "Bye")
+
+    def do_VRFY(self, rest):
+        # RFC 5321 §3.5.3: 252 when we will not say whether a user exists.
+        self.reply(252, "2.5.0", "Cannot VRFY user, but will accept message")
+
+    def do_EXPN(self, rest):
+        self.reply(502, "5.5.1", "EXPN not available")
+
+    def do_HELP(self, rest):
+        self.reply(214, "2.0.0", "See RFC 5321")
+
+    def _resetTransaction(self):
+        self._txn = None
+
+    # -- the transaction ------------------------------------------------------
+
+    def _session(self):
+        return Session(
+            helo=self._heloName or "",
+            clientAddress=self._peerHost,
+            protocol=self._protocolName,
+        )
+
+    def _decodeArgument(self, rest):
+        try:
+            return rest.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SMTPReply(501, "5.5.2", "Syntax error: argument is not UTF-8")
+
+    def do_MAIL(self, rest):
+        if self._heloName is None:
+            return self.reply(503, "5.5.1", "Error: send HELO/EHLO first")
+        if self._txn is not None:
+            return self.reply(503, "5.5.1", "Error: nested MAIL command")
+        try:
+            sender, params = parsePathCommand(
+                self._decodeArgument(rest), "FROM", allowNull=True
+            )
+            self._checkMailParams(sender, params)
+        except SMTPReply as e:
+            return self.reply(e.code, e.enhanced, e.text)
+        sender = unquoteLocalPart(sender)
+        size = int(params.get("SIZE") or 0)
+        d = self._login()
+        d.addCallback(lambda _: self.intake.checkCapacity(self._minFreeSpace(size)))
+        d.addCallback(lambda _: self.intake.validateSender(self._session(), sender, params))
+
+        def accepted(_):
+            self._txn = Transaction(sender, params)
+            self.reply(250, "2.1.0", f"Sender <{sender}> ok")
+
+        return d.addCallback(accepted)
+
+    def _minFreeSpace(self, size):
+        limits = self.factory.limits
+        return max(size, int(limits.max_message_size * limits.min_free_disk_factor))
+
+    def _checkMailParams(self, sender, params):
+        for key, value in params.items():
+            if key == "SIZE":
+                if value is None or not value.isdigit():
+                    raise SMTPReply(501, "5.5.4", "Bad SIZE parameter")
+                # RFC 1870 §6.1: a declared size over the limit: 552.
+                if int(value) > self.factory.limits.max_message_size:
+                    raise SMTPReply(
+                        552, "5.3.4",
+                        "Message size exceeds fixed maximum message size",
+                    )
+            elif key == "BODY":
+                if (value or "").upper() not in ("7BIT", "8BITMIME"):
+                    raise SMTPReply(501, "5.5.4", "Bad BODY parameter")
+            elif key == "SMTPUTF8":
+                if value is not None:
+                    raise SMTPReply(501, "5.5.4", "SMTPUTF8 takes no value")
+            else:
+                raise SMTPReply(555, "5.5.4", f"Unsupported parameter {key}")
+        if not sender.isascii() and "SMTPUTF8" not in params:
+            # RFC 6531 §3.4: UTF-8 addresses need SMTPUTF8.
+            raise SMTPReply(553, "5.6.7", "UTF-8 address requires SMTPUTF8")
+
+    def _login(self):
+        if self.intake is not None:
+            return defer.succeed(None)
+        d = self.portal.login(Anonymous(), None, IMessageIntake)
+
+        def loggedIn(result):
+            _, self.intake, self._onLogout = result
+
+        return d.addCallback(loggedIn)
+
+    def do_RCPT(self, rest):
+        txn = self._txn
+        if txn is None:
+            return self.reply(503, "5.5.1", "Error: need MAIL command")
+        try:
+            recipient, params = parsePathCommand(
+                self._decodeArgument(rest), "TO", allowNull=False, allowPostmaster=True
+            )
+        except SMTPReply as e:
+            return self.reply(e.code, e.enhanced, e.text)
+        if params:
+            return self.reply(555, "5.5.4", f"Unsupported parameter {next(iter(params))}")
+        if not recipient.isascii() and not txn.smtputf8:
+            return self.reply(553, "5.6.7", "UTF-8 address requires SMTPUTF8")
+        if recipient == "postmaster":
+            recipient = "postmaster@" + self.factory.hostname
+        recipient = unquoteLocalPart(recipient)
+        if len(txn.recipients) >= self.factory.limits.max_recipients:
+            # RFC 5321 §4.5.3.1.10: 452 for too many recipients.
+            return self.reply(452, "4.5.3", "Error: too many recipients")
+        d = self.intake.validateRecipient(self._session(), txn.sender, recipient)
+
+        def accepted(_):
+            if self._txn is txn:
+                txn.recipients.append(recipient)
+            self.reply(250, "2.1.5", f"Recipient <{recipient}> ok")
+
+        return d.addCallback(accepted)
+
+    def do_DATA(self, rest):
+        txn = self._txn
+        if txn is None:
+            return self.reply(503, "5.5.1", "Error: need MAIL command")
+        if not txn.recipients:
+            # RFC 5321 §3.3: 554 when no RCPT was accepted.
+            return self.reply(554, "5.5.1", "Error: no valid recipients")
+        if rest:
+            return self.reply(501, "5.5.4", "Syntax: DATA takes no argument")
+        self.mode = DATA
+        self._decoder = smtpdata.DataDecoder()
+        self._message = self.intake.openMessage()
+        self._storeFailed = None
+        self.reply(354, None, "End data with <CR><LF>.<CR><LF>")
+
+    def _dataReceived(self):
+        payload, rest = self._decoder.feed(self._buffer)
+        self._buffer = b""
+        if self._storeFailed is None and self._decoder.size <= self.factory.limits.max_message_size:
+            if payload:
+                self._pendingData.append(payload)
+                self._pendingSize += len(payload)
+            if self._pendingSize >= WRITE_BATCH and rest is None:
+                self._run(self._flushData, None)
+        else:
+            self._dropPendingData()
+        if rest is not None:
+            self._buffer = rest
+            self.resetTimeout()
+            self._run(self._endOfData, None)
+
+    def _takePendingData(self):
+        data = b"".join(self._pendingData)
+        self._dropPendingData()
+        return data
+
+    def _dropPendingData(self):
+        self._pendingData = []
+        self._pendingSize = 0
+
+    def _flushData(self, _):
+        d = self._message.write(self._takePendingData())
+        return d.addErrback(self._noteStoreFailure)
+
+    def _noteStoreFailure(self, failure):
+        self.log.failure("could not write to the spool", failure)
+        self._storeFailed = failure
+
+    def _endOfData(self, _):
+        decoder, message, txn = self._decoder, self._message, self._txn
+        self._decoder = self._message = self._txn = None
+        self.mode = COMMAND
+        refusal = None
+        if decoder.problem is not None:
+            refusal = _DATA_PROBLEMS[decoder.problem]
+        elif decoder.size > self.factory.limits.max_message_size:
+            refusal = SMTPReply(552, "5.3.4", "Message size exceeds fixed maximum message size")
+        elif self._storeFailed is not None:
+            refusal = SMTPReply(451, "4.3.0", "Could not store the message, try again later")
+        if refusal is not None:
+            self._dropPendingData()
+            d = message.abort()
+            d.addCallback(lambda _: self.reply(refusal.code, refusal.enhanced, refusal.text))
+            return d
+        envelope = Envelope(
+            queueId=message.queueId,
+            sender=txn.sender,
+            recipients=tuple(
+                Recipient(index=i, address=a) for i, a in enumerate(txn.recipients)
+            ),
+            receivedAt=time.time(),
+            session=self._session(),
+            size=decoder.size,
+            body=txn.body,
+            smtputf8=txn.smtputf8,
+        )
+        d = message.write(self._takePendingData())
+        d.addCallback(lambda _: message.commit(envelope))
+
+        def committed(_):
+            self.log.info(
+                "{qid}: from=<{sender}> size={size} nrcpt={n} client=[{ip}]",
+                qid=envelope.queueId,
+                sender=envelope.sender,
+                size=envelope.size,
+                n=len(envelope.recipients),
+                ip=self._peerHost,
+            )
+            self.reply(250, "2.0.0", f"Ok: queued as {envelope.queueId}")
+
+        def failed(failure):
+            # A disk error is temporary: the client keeps the message and
+            # retries, instead of a 5xx bouncing it for good.
+            self.log.failure("could not commit {qid}", failure, qid=envelope.queueId)
+            message.abort()
+            self.reply(451, "4.3.0", "Could not store the message, try again later")
+
+        return d.addCallbacks(committed, failed)
+
+    def _abortMessage(self):
+        if self._message is not None:
+            self._message.abort()
+            self._message = None
+            self._decoder = None
+
+
+class _Refusal(Protocol):
+    """Says why a connection over the limits is refused, and closes it."""
+
+    def __init__(self, text):
+        self.text = text
+
+    def connectionMade(self):
+        self.transport.write(f"421 4.7.0 {self.text}\r\n".encode("ascii"))
+        self.transport.loseConnection()
+
+
+class SMTPFactory(ServerFactory):
+    """
+    Builds L{SMTPServer}s for one listener, enforcing the connection limits
+    (per client IP and in all; Postfix's smtpd_client_connection_count_limit
+    and process limit).
+    """
+
+    protocol = SMTPServer
+
+    def __init__(self, hostname, limits, portal, reactor):
+        self.hostname = hostname
+        self.limits = limits
+        self.portal = portal
+        self.reactor = reactor
+        self.connections = {}
+        self.total = 0
+
+    def buildProtocol(self, addr):
+        host = getattr(addr, "host", str(addr))
+        if self.total >= self.limits.max_connections:
+            return _Refusal("Too many connections, try again later")
+        if self.connections.get(host, 0) >= self.limits.max_connections_per_ip:
+            return _Refusal("Too many connections from your address, try again later")
+        self.total += 1
+        self.connections[host] = self.connections.get(host, 0) + 1
+        p = self.protocol(self)
+        p.portal = self.portal
+        return p
+
+    def connectionClosed(self, host):
+        self.total -= 1
+        left = self.connections.get(host, 1) - 1
+        if left:
+            self.connections[host] = left
+        else:
+            self.connections.pop(host, None)

@@ -1,0 +1,610 @@
+"""
+Maildir++ mail store: one directory tree per user, shared safely by several
+pymailer processes and by outside Maildir tools (mutt, Dovecot-style readers).
+
+Layout: user C{local@domain} lives at C{root/domain/local/}; INBOX is that
+directory (C{cur/ new/ tmp/}), other mailboxes are C{.Name} subdirectories
+(C{Archive/2026} is C{.Archive.2026}; each name component escapes C{.}, C{%}
+as C{%XX}, so the mapping is reversible).  See
+U{https://cr.yp.to/proto/maildir.html} and Courier's Maildir++ notes.
+
+Trust:
+  - user addresses are validated and normalised by the caller (the account
+    directory); we only re-check cheaply that they cannot leave C{root};
+  - mailbox names come from IMAP clients and are B{not} trusted: names with
+    empty, C{.} or C{..} components, a leading C{/}, NUL or control characters
+    are refused with L{ValueError}, and every resulting path is checked with
+    C{os.path.realpath} to lie inside the user's directory (Apache James
+    CVE-2022-22931 class).
+
+Durability: a delivered or appended message is written to C{tmp/}, the file
+is fsynced, renamed into C{new/} (or C{cur/}) and that directory is fsynced
+before the call returns.  The UID list is rewritten through a temporary file,
+fsynced, renamed and its directory fsynced, so a UID handed out is never
+handed out again after a crash.
+
+UIDs: each mailbox has C{pymailer-uidlist} (C{1 V<uidvalidity> N<uidnext>},
+then C{<uid> <basename>} lines) changed only under C{flock} on
+C{pymailer-uidlist.lock}.  The basename (file name before the first C{:})
+survives flag changes made by any Maildir tool, so UIDs do too.
+
+All methods block: call them from a thread pool.
+"""
+
+import fcntl
+import os
+import re
+import secrets
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from pymailer.interfaces import IMailbox, IMailStore
+from pymailer.store import MessageInfo
+
+log = Logger()
+
+INBOX = "INBOX"
+SPECIAL_USE = {
+    "Sent": "\\Sent",
+    "Drafts": "\\Drafts",
+    "Trash": "\\Trash",
+    "Junk": "\\Junk",
+    "Archive": "\\Archive",
+}
+# Maildir info letters <-> IMAP system flags (maildir spec, "info" semantics).
+FLAG_LETTERS = {
+    "\\Draft": "D",
+    "\\Flagged": "F",
+    "\\Answered": "R",
+    "\\Seen": "S",
+    "\\Deleted": "T",
+}
+LETTER_FLAGS = {letter: flag for flag, letter in FLAG_LETTERS.items()}
+
+CHUNK = 64 * 1024
+UIDLIST = "pymailer-uidlist"
+UIDLIST_LOCK = UIDLIST + ".lock"
+_DELETED_PREFIX = "..pymailer-deleted-"
+_UNIQUE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_DELIVERY_TIME = re.compile(r"(\d+)(?:\.M(\d+))?")
+_ESCAPED = re.compile(r"%([0-9A-F]{2})")
+
+
+def _fsyncDirectory(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _listNames(directory):
+    """File names in a Maildir subdirectory, without hidden or odd ones."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return [n for n in names if not n.startswith(".") and "\n" not in n]
+
+
+def _basename(fileName):
+    return fileName.split(":", 1)[0]
+
+
+def _infoLetters(fileName):
+    """The flag letters of a C{name:2,LETTERS} file name, else C{""}."""
+    _, _, info = fileName.partition(":")
+    return info[2:] if info.startswith("2,") else ""
+
+
+def _deliveryOrder(key):
+    """Sort key putting C{sec.Musec...} names in delivery-time order."""
+    match = _DELIVERY_TIME.match(key)
+    if match is None:
+        return (float("inf"), 0, key)
+    return (int(match[1]), int(match[2] or 0), key)
+
+
+def _encodeComponent(component):
+    return "".join("%%%02X" % ord(c) if c in ".%" else c for c in component)
+
+
+def _decodeComponent(component):
+    return _ESCAPED.sub(lambda m: chr(int(m[1], 16)), component)
+
+
+def canonicalName(name):
+    """
+    Validate an external mailbox name and return its canonical form
+    (C{INBOX} in any case becomes C{INBOX}, also as first component).
+
+    @raise ValueError: the name is unsafe or malformed.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError("empty mailbox name")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise ValueError("control character in mailbox name")
+    if name.startswith("/"):
+        raise ValueError("mailbox name starts with /")
+    components = name.split("/")
+    if any(c in ("", ".", "..") for c in components):
+        raise ValueError("empty, . or .. component in mailbox name")
+    if components[0].upper() == INBOX:
+        components[0] = INBOX
+    return "/".join(components)
+
+
+def _diskName(canonical):
+    """C{Archive/2026} -> C{.Archive.2026}; C{INBOX} -> C{""}."""
+    if canonical == INBOX:
+        return ""
+    return "." + ".".join(_encodeComponent(c) for c in canonical.split("/"))
+
+
+def _externalName(diskName):
+    """Inverse of L{_diskName}, or C{None} for a directory not ours."""
+    if not diskName.startswith(".") or diskName.startswith(".."):
+        return None
+    name = "/".join(_decodeComponent(c) for c in diskName[1:].split("."))
+    try:
+        canonical = canonicalName(name)
+    except ValueError:
+        return None
+    return canonical if _diskName(canonical) == diskName else None
+
+
+def _inside(path, directory):
+    """Whether C{path} resolves to somewhere strictly below C{directory}."""
+    top = os.path.realpath(directory).rstrip(os.sep) + os.sep
+    return os.path.realpath(path).startswith(top)
+
+
+def _makeMaildir(path, folder):
+    """
+    Create the Maildir C{path}; C{cur/} is made last, so its presence means
+    the mailbox is complete.  @raise FileExistsError: C{path} exists.
+    """
+    os.mkdir(path, 0o700)
+    for sub in ("tmp", "new", "cur"):
+        os.makedirs(os.path.join(path, sub), 0o700, exist_ok=True)
+    if folder:  # Maildir++ marker read by Courier-style delivery agents
+        open(os.path.join(path, "maildirfolder"), "ab").close()
+
+
+def _isMaildir(path):
+    return os.path.isdir(os.path.join(path, "cur"))
+
+
+@implementer(IMailStore)
+class MaildirStore:
+    """
+    L{IMailStore} on Maildir++ directories under C{root}.
+
+    @param hostname: this machine's name, used in message file names.
+    """
+
+    def __init__(self, root, hostname):
+        self.root = Path(root)
+        self.hostname = hostname.replace("/", "\\057").replace(":", "\\072")
+        self._listeners = []
+
+    # -- paths ------------------------------------------------------------
+
+    def _userDir(self, user):
+        local, _, domain = user.rpartition("@")
+        for part in (local, domain):
+            if not part or part.startswith(".") or "/" in part or "\0" in part:
+                raise ValueError(f"bad user {user!r}")
+        path = self.root / domain / local
+        if not _inside(path, self.root):
+            raise ValueError(f"bad user {user!r}")
+        return path
+
+    def _resolve(self, user, name):
+        """@return: C{(canonical name, mailbox directory)}."""
+        canonical = canonicalName(name)
+        userDir = self._userDir(user)
+        if canonical == INBOX:
+            return canonical, userDir
+        path = userDir / _diskName(canonical)
+        if not _inside(path, userDir):
+            raise ValueError(f"mailbox {name!r} leaves the user's maildir")
+        return canonical, path
+
+    # -- users and mailboxes ---------------------------------------------
+
+    def createUser(self, user):
+        userDir = self._userDir(user)
+        userDir.mkdir(0o700, parents=True, exist_ok=True)
+        for sub in ("tmp", "new", "cur"):
+            (userDir / sub).mkdir(0o700, exist_ok=True)
+        for name in SPECIAL_USE:
+            try:
+                _makeMaildir(userDir / _diskName(name), folder=True)
+            except FileExistsError:
+                pass
+        for directory in (userDir, userDir.parent, self.root):
+            _fsyncDirectory(directory)
+
+    def mailbox(self, user, name=INBOX):
+        canonical, path = self._resolve(user, name)
+        if not _isMaildir(path):
+            raise KeyError(name)
+        return MaildirMailbox(self, user, canonical, path)
+
+    def listMailboxes(self, user):
+        userDir = self._userDir(user)
+        try:
+            entries = os.listdir(userDir)
+        except FileNotFoundError:
+            return []
+        names = sorted(
+            name
+            for name in map(_externalName, entries)
+            if name is not None
+            and _isMaildir(userDir / _diskName(name))
+            and _inside(userDir / _diskName(name), userDir)
+        )
+        return ([INBOX] if _isMaildir(userDir) else []) + names
+
+    def createMailbox(self, user, name):
+        canonical, path = self._resolve(user, name)
+        if canonical == INBOX:
+            raise KeyError(name)
+        self._userDir(user).mkdir(0o700, parents=True, exist_ok=True)
+        try:
+            _makeMaildir(path, folder=True)
+        except FileExistsError:
+            raise KeyError(name) from None
+        _fsyncDirectory(path.parent)
+
+    def deleteMailbox(self, user, name):
+        canonical, path = self._resolve(user, name)
+        if canonical == INBOX:
+            raise ValueError("INBOX cannot be deleted")
+        if not _isMaildir(path):
+            raise KeyError(name)
+        # Rename first so no reader ever sees a half-deleted mailbox; names
+        # starting with ".." are never mailboxes (components escape ".").
+        trash = path.parent / (_DELETED_PREFIX + secrets.token_hex(8))
+        try:
+            os.rename(path, trash)
+        except FileNotFoundError:
+            raise KeyError(name) from None
+        _fsyncDirectory(path.parent)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def renameMailbox(self, user, oldName, newName):
+        """
+        Rename a mailbox and its children; the uidlist moves along, so
+        UIDVALIDITY is kept.  Renaming INBOX (RFC 3501 6.3.5 special case)
+        is not supported: L{ValueError}.
+        """
+        oldCanonical, oldPath = self._resolve(user, oldName)
+        newCanonical, newPath = self._resolve(user, newName)
+        if INBOX in (oldCanonical, newCanonical):
+            raise ValueError("renaming to or from INBOX is not supported")
+        if not _isMaildir(oldPath):
+            raise KeyError(oldName)
+        userDir = oldPath.parent
+        oldDisk, newDisk = oldPath.name, newPath.name
+        moves = [(oldDisk, newDisk)] + [
+            (entry, newDisk + entry[len(oldDisk):])
+            for entry in sorted(os.listdir(userDir))
+            if entry.startswith(oldDisk + ".")
+        ]
+        for _, target in moves:
+            if os.path.lexists(userDir / target):
+                raise KeyError(newName)
+        for source, target in moves:
+            os.rename(userDir / source, userDir / target)
+        _fsyncDirectory(userDir)
+
+    # -- delivery ----------------------------------------------------------
+
+    def uniqueName(self, uniqueKey=None):
+        """A new Maildir file name, as the spec asks."""
+        seconds, nanoseconds = divmod(time.time_ns(), 10**9)
+        if uniqueKey is None:
+            unique = "R" + secrets.token_hex(8)
+        else:
+            unique = "Q" + uniqueKey
+        return (
+            f"{seconds}.M{nanoseconds // 1000}P{os.getpid()}{unique}"
+            f".{self.hostname}"
+        )
+
+    def deliver(self, user, prefix, source, mailbox=INBOX, uniqueKey=None,
+                checkDuplicate=False):
+        if uniqueKey is not None and not _UNIQUE_KEY.fullmatch(uniqueKey):
+            raise ValueError(f"bad uniqueKey {uniqueKey!r}")
+        if checkDuplicate and uniqueKey is None:
+            raise ValueError("checkDuplicate needs a uniqueKey")
+        canonical, path = self._resolve(user, mailbox)
+        if not _isMaildir(self._userDir(user)):
+            self.createUser(user)
+        if not _isMaildir(path):
+            raise KeyError(mailbox)
+        if checkDuplicate:
+            # Match "P<pid>Q<key>." so a key cannot match inside another.
+            mark = re.compile(r"P\d+Q" + re.escape(uniqueKey) + r"\.")
+            for sub in ("new", "cur"):
+                if any(mark.search(n) for n in _listNames(path / sub)):
+                    return False
+        writeMessage(path, "new", self.uniqueName(uniqueKey), prefix, source)
+        self._notify(user, canonical)
+        return True
+
+    # -- listeners ---------------------------------------------------------
+
+    def addListener(self, listener):
+        self._listeners.append(listener)
+
+    def removeListener(self, listener):
+        self._listeners.remove(listener)
+
+    def _notify(self, user, mailboxName):
+        for listener in list(self._listeners):
+            try:
+                listener(user, mailboxName)
+            except Exception:
+                log.failure(
+                    "Mailbox listener {listener!r} failed for {user} {mailbox}",
+                    listener=listener, user=user, mailbox=mailboxName,
+                )
+
+
+def writeMessage(mailboxDir, subdir, fileName, prefix, source,
+                 internalDate=None):
+    """
+    Durably write C{prefix} + C{source} as C{mailboxDir/subdir/fileName},
+    through C{tmp/}; never holds more than one chunk in memory.
+    On any error nothing is left behind and the error is re-raised.
+    """
+    current = os.path.join(mailboxDir, "tmp", _basename(fileName))
+    final = os.path.join(mailboxDir, subdir, fileName)
+    fd = os.open(current, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with open(fd, "wb", closefd=True) as f:
+            f.write(prefix)
+            while chunk := source.read(CHUNK):
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        if internalDate is not None:
+            os.utime(current, (internalDate, internalDate))
+        os.rename(current, final)
+        current = final
+        _fsyncDirectory(os.path.join(mailboxDir, subdir))
+    except BaseException:
+        try:
+            os.unlink(current)
+        except OSError:
+            pass
+        raise
+
+
+@implementer(IMailbox)
+class MaildirMailbox:
+    """One Maildir (INBOX or a C{.Name} folder) of one user."""
+
+    def __init__(self, store, user, name, path):
+        self.store = store
+        self.user = user
+        self.name = name
+        self.path = Path(path)
+        self._fileNames = {}  # uid -> file name in cur/, as last scanned
+
+    # -- the UID list ----------------------------------------------------
+
+    @contextmanager
+    def _locked(self):
+        fd = os.open(self.path / UIDLIST_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            pass
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _readList(self):
+        """
+        @return: C{(uidValidity, uidNext, {basename: uid})}, or C{None} if
+            there is no (readable) list.  Safe without the lock: the file is
+            only ever replaced by rename.
+        """
+        try:
+            with open(self.path / UIDLIST, encoding="utf-8",
+                      errors="surrogateescape") as f:
+                header = f.readline().split()
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            return None
+        try:
+            version, validity, uidNext = header
+            if version != "1" or validity[0] != "V" or uidNext[0] != "N":
+                raise ValueError(header)
+            validity, uidNext = int(validity[1:]), int(uidNext[1:])
+        except (ValueError, IndexError):
+            log.warn("Corrupt {path}, starting a new UIDVALIDITY",
+                     path=str(self.path / UIDLIST))
+            return None
+        listed = {}
+        for line in lines:
+            uid, _, key = line.partition(" ")
+            if uid.isdigit() and key:
+                listed[key] = int(uid)
+        return validity, uidNext, listed
+
+    def _writeList(self, validity, uidNext, listed):
+        tmp = self.path / (UIDLIST + ".tmp")
+        with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
+            f.write(f"1 V{validity} N{uidNext}\n")
+            for key, uid in sorted(listed.items(), key=lambda kv: kv[1]):
+                f.write(f"{uid} {key}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, self.path / UIDLIST)
+        _fsyncDirectory(self.path)
+
+    def _lockedState(self):
+        """Under the lock: the list, created if missing."""
+        state = self._readList()
+        if state is None:
+            state = (int(time.time()), 1, {})
+            self._writeList(*state)
+        return state
+
+    def _state(self):
+        state = self._readList()
+        if state is None:
+            with self._locked():
+                state = self._lockedState()
+        return state
+
+    def uidValidity(self):
+        return self._state()[0]
+
+    def uidNext(self):
+        return self._state()[1]
+
+    # -- scanning ----------------------------------------------------------
+
+    def _sync(self):
+        """
+        Move C{new/} into C{cur/}, give unseen files UIDs, forget vanished
+        ones.  @return: C{{uid: file name in cur/}}.
+        """
+        new, cur = self.path / "new", self.path / "cur"
+        with self._locked():
+            validity, uidNext, listed = self._lockedState()
+            for name in _listNames(new):
+                target = name if ":" in name else name + ":2,"
+                try:
+                    os.rename(new / name, cur / target)
+                except FileNotFoundError:
+                    pass  # another reader moved it: it is in cur/ now
+            files = {_basename(n): n for n in _listNames(cur)}
+            gone = [key for key in listed if key not in files]
+            for key in gone:
+                del listed[key]
+            unseen = sorted((k for k in files if k not in listed),
+                            key=_deliveryOrder)
+            for key in unseen:
+                listed[key] = uidNext
+                uidNext += 1
+            if gone or unseen:
+                self._writeList(validity, uidNext, listed)
+        self._fileNames = {uid: files[key] for key, uid in listed.items()}
+        return self._fileNames
+
+    def _find(self, uid):
+        """The current file name of C{uid} in cur/, rescanning once."""
+        if uid not in self._fileNames:
+            self._sync()
+        try:
+            return self._fileNames[uid]
+        except KeyError:
+            raise KeyError(uid) from None
+
+    def _retry(self, uid, action):
+        """
+        Call C{action(fileName)}; if another tool renamed the file meanwhile
+        (a flag change), rescan and try again.
+        """
+        for _ in range(3):
+            name = self._find(uid)
+            try:
+                return action(name)
+            except FileNotFoundError:
+                self._sync()
+        raise KeyError(uid)
+
+    def messages(self):
+        cur = self.path / "cur"
+        infos = []
+        for uid, name in sorted(self._sync().items()):
+            for _ in range(3):
+                try:
+                    st = os.stat(cur / name)
+                    break
+                except FileNotFoundError:  # renamed by a flag change?
+                    name = self._sync().get(uid)
+                    if name is None:
+                        break
+            else:
+                name = None
+            if name is None:
+                continue  # expunged meanwhile
+            flags = frozenset(
+                LETTER_FLAGS[c] for c in _infoLetters(name) if c in LETTER_FLAGS
+            )
+            infos.append(MessageInfo(
+                uid=uid, key=_basename(name), flags=flags, size=st.st_size,
+                internalDate=st.st_mtime, path=str(cur / name),
+            ))
+        return infos
+
+    # -- reading and changing ---------------------------------------------
+
+    def openMessage(self, uid):
+        return self._retry(uid, lambda n: open(self.path / "cur" / n, "rb"))
+
+    def setFlags(self, uid, flags):
+        """
+        Replace the system flags; flags Maildir cannot store (C{\\Recent},
+        keywords) are ignored (RFC 3501 7.1, PERMANENTFLAGS).  Letters we do
+        not know (Dovecot keywords, C{P}) are kept.
+        """
+        letters = {FLAG_LETTERS[f] for f in flags if f in FLAG_LETTERS}
+
+        def rename(name):
+            kept = {c for c in _infoLetters(name) if c not in LETTER_FLAGS}
+            newName = _basename(name) + ":2," + "".join(sorted(letters | kept))
+            if newName != name:
+                os.rename(self.path / "cur" / name, self.path / "cur" / newName)
+                self._fileNames[uid] = newName
+            return newName != name
+
+        if self._retry(uid, rename):
+            self.store._notify(self.user, self.name)
+
+    def expunge(self, uids):
+        uids = set(uids)
+        cur = self.path / "cur"
+        with self._locked():
+            validity, uidNext, listed = self._lockedState()
+            doomed = [key for key, uid in listed.items() if uid in uids]
+            files = {_basename(n): n for n in _listNames(cur)}
+            for key in doomed:
+                # Another tool may rename the file (a flag change) between
+                # listing and unlinking: list again and retry.
+                for _ in range(3):
+                    try:
+                        if key in files:
+                            os.unlink(cur / files[key])
+                        break
+                    except FileNotFoundError:
+                        files = {_basename(n): n for n in _listNames(cur)}
+                del listed[key]
+            if doomed:
+                _fsyncDirectory(cur)
+                self._writeList(validity, uidNext, listed)
+        self._fileNames = {u: n for u, n in self._fileNames.items()
+                           if u not in uids}
+        if doomed:
+            self.store._notify(self.user, self.name)
+
+    def append(self, source, flags=(), internalDate=None):
+        letters = "".join(sorted({FLAG_LETTERS[f] for f in flags
+                                  if f in FLAG_LETTERS}))
+        key = self.store.uniqueName()
+        writeMessage(self.path, "cur", key + ":2," + letters, b"", source,
+                     internalDate)
+        uid = next(u for u, n in self._sync().items() if _basename(n) == key)
+        self.store._notify(self.user, self.name)
+        return uid

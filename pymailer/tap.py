@@ -1,0 +1,28 @@
+"""
+``twistd pymailer``: command-line options and the service they make.
+"""
+
+from twisted.python import usage
+
+from pymailer import config as configmodule
+from pymailer.service import describeListeners, makeService as buildService
+
+
+class Options(usage.Options):
+    optParameters = [
+        ["config", "c", None,
+         "Path to the TOML config file (default: an embedded default that "
+         "listens on 127.0.0.1 high ports with data in ./pymailer-data)."],
+    ]
+
+    def postOptions(self):
+        try:
+            self.config = configmodule.loadOrDefault(self["config"])
+        except configmodule.ConfigError as e:
+            # twistd prints a UsageError as one line and does not start.
+            raise usage.UsageError(str(e))
+
+
+def makeService(options):
+    describeListeners(options.config)
+    return buildService(options.config)

@@ -1,0 +1,336 @@
+"""
+Tests for L{pymailer.cli}: the C{pymailer} admin command, run in-process
+through L{main} (and once as C{python -m pymailer}).
+"""
+
+import io
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from pymailer.auth.directory import SQLiteAccountDirectory
+from pymailer.auth.passwords import verifyPassword
+from pymailer.cli import main
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def conf(tmp_path):
+    path = tmp_path / "pymailer.toml"
+    path.write_text('hostname = "mail.example.org"\ndata_dir = "data"\n')
+    return path
+
+
+@pytest.fixture
+def run(conf, capsys, monkeypatch):
+    """
+    Run C{pymailer --config conf ARGS} in-process.
+    @return: C{(exitCode, stdout, stderr)}.
+    """
+    def run(*args, stdin=""):
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        code = main(["--config", str(conf), *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+    return run
+
+
+def database(conf):
+    return conf.parent / "data" / "accounts.sqlite3"
+
+
+def oneLineError(err):
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    assert err.startswith("pymailer: error: ")
+    return err
+
+
+class TestCheckConfig:
+    def test_ok(self, run, conf):
+        """
+        check-config says the file is OK: otherwise an admin cannot tell a
+        valid config before restarting the server.
+        """
+        assert run("check-config") == (0, f"{conf}: OK\n", "")
+
+    def test_default(self, capsys, tmp_path, monkeypatch):
+        """
+        Without --config the embedded default is checked: otherwise trying
+        pymailer out needs a config file first.
+        """
+        monkeypatch.chdir(tmp_path)
+        assert main(["check-config"]) == 0
+        assert capsys.readouterr().out == "embedded default: OK\n"
+
+    def test_error(self, run, conf):
+        """
+        A bad config gives one line naming file and key, exit 1: otherwise
+        the admin gets a traceback or has to guess the key.
+        """
+        conf.write_text(conf.read_text() + "[smtp]\nmax_message_size = 'x'\n")
+        code, out, err = run("check-config")
+        assert code == 1 and out == ""
+        oneLineError(err)
+        assert f"{conf}: smtp.max_message_size: expected a positive" in err
+
+    def test_badConfigFailsEveryCommand(self, run, conf):
+        """
+        Other commands refuse a bad config the same way: otherwise users
+        would be added to a database the server will never read.
+        """
+        conf.write_text(conf.read_text() + "bogus = 1\n")
+        code, out, err = run("domain", "list")
+        assert code == 1
+        assert oneLineError(err).endswith(f"{conf}: bogus: unknown key\n")
+        assert not database(conf).exists()
+
+    def test_missingConfig(self, run, conf):
+        """
+        A missing --config file is one line: otherwise a typo in the path
+        gives a traceback.
+        """
+        conf.unlink()
+        code, out, err = run("check-config")
+        assert code == 1
+        assert "cannot read config file: No such file" in oneLineError(err)
+
+
+class TestDomain:
+    def test_addListRemove(self, run, conf):
+        """
+        domain add/list/remove work and show the normalised name: otherwise
+        the admin cannot manage which domains receive mail.
+        """
+        assert run("domain", "add", "Example.ORG")[0] == 0
+        code, out, err = run("domain", "add", "xn--bb-eka.at",
+                             "--catch-all", "postmaster@öbb.at")
+        assert (code, err) == (0, "")
+        assert out == "added domain öbb.at\n"
+        assert run("domain", "list") == (
+            0, "example.org\nöbb.at (catch-all: postmaster@öbb.at)\n", "")
+        assert run("domain", "remove", "example.org")[0] == 0
+        assert run("domain", "list")[1] == (
+            "öbb.at (catch-all: postmaster@öbb.at)\n")
+        assert database(conf).exists()
+
+    def test_errors(self, run):
+        """
+        Duplicate and unknown domains are one-line errors, exit 1:
+        otherwise scripts cannot tell failure from success.
+        """
+        run("domain", "add", "example.org")
+        code, _, err = run("domain", "add", "example.org")
+        assert code == 1
+        assert oneLineError(err) == (
+            "pymailer: error: domain exists: example.org\n")
+        code, _, err = run("domain", "remove", "nope.org")
+        assert code == 1
+        assert "no such domain: nope.org" in oneLineError(err)
+
+    def test_usage(self, run):
+        """
+        A missing sub-command is a usage error, exit 2: otherwise
+        'pymailer domain' would silently do nothing.
+        """
+        code, out, err = run("domain")
+        assert code == 2
+        assert "usage:" in err
+
+
+class TestUser:
+    def test_addStoresArgon2idHash(self, run, conf):
+        """
+        user add --password-stdin stores an argon2id hash of the password,
+        never the password: otherwise a stolen database leaks passwords.
+        """
+        run("domain", "add", "example.org")
+        code, out, err = run("user", "add", "Bob@example.org",
+                             "--password-stdin", stdin=PASSWORD + "\r\n")
+        assert (code, out, err) == (0, "added user bob@example.org\n", "")
+        directory = SQLiteAccountDirectory(database(conf))
+        try:
+            stored = directory.passwordHash("bob@example.org")
+        finally:
+            directory.close()
+        assert stored.startswith("$argon2id$")
+        assert verifyPassword(stored, PASSWORD)
+        assert not verifyPassword(stored, PASSWORD + "\r")
+        for f in database(conf).parent.iterdir():
+            assert PASSWORD.encode() not in f.read_bytes(), f
+        assert run("user", "list") == (0, "bob@example.org\n", "")
+
+    def test_unknownDomain(self, run):
+        """
+        A user on an unknown domain is a one-line error naming the domain,
+        exit 1: otherwise the admin would not know to add the domain.
+        """
+        code, out, err = run("user", "add", "bob@nope.org",
+                             "--password-stdin", stdin=PASSWORD + "\n")
+        assert code == 1
+        assert "no such domain: nope.org" in oneLineError(err)
+
+    def test_emptyPasswordRefused(self, run):
+        """
+        An empty password is refused: otherwise an account could be opened
+        with no password.
+        """
+        run("domain", "add", "example.org")
+        code, _, err = run("user", "add", "bob@example.org",
+                           "--password-stdin", stdin="\n")
+        assert code == 1
+        assert "empty password" in oneLineError(err)
+        assert run("user", "list")[1] == ""
+
+    def test_noPasswordOnCommandLine(self, run):
+        """
+        There is no option taking a password: otherwise it would be visible
+        to every local user in the process list.
+        """
+        run("domain", "add", "example.org")
+        code, _, err = run("user", "add", "bob@example.org",
+                           "--password", PASSWORD)
+        assert code == 2
+        assert run("user", "list")[1] == ""
+
+    def test_prompt(self, run, monkeypatch):
+        """
+        Without --password-stdin the password is asked twice and a mismatch
+        refused: otherwise a typo would lock the user out.
+        """
+        import getpass
+        run("domain", "add", "example.org")
+        answers = iter(["one", "two"])
+        monkeypatch.setattr(getpass, "getpass", lambda prompt: next(answers))
+        code, _, err = run("user", "add", "bob@example.org")
+        assert code == 1
+        assert "passwords do not match" in oneLineError(err)
+        answers = iter([PASSWORD, PASSWORD])
+        assert run("user", "add", "bob@example.org")[0] == 0
+
+    def test_passwd(self, run, conf):
+        """
+        user passwd replaces the hash: otherwise a user could not change a
+        compromised password.
+        """
+        run("domain", "add", "example.org")
+        run("user", "add", "bob@example.org", "--password-stdin",
+            stdin=PASSWORD + "\n")
+        directory = SQLiteAccountDirectory(database(conf))
+        try:
+            before = directory.passwordHash("bob@example.org")
+            code, _, err = run("user", "passwd", "BOB@example.org",
+                               "--password-stdin", stdin="new secret\n")
+            assert (code, err) == (0, "")
+            after = directory.passwordHash("bob@example.org")
+        finally:
+            directory.close()
+        assert after != before
+        assert verifyPassword(after, "new secret")
+        assert not verifyPassword(after, PASSWORD)
+        code, _, err = run("user", "passwd", "nobody@example.org",
+                           "--password-stdin", stdin="x\n")
+        assert code == 1
+        assert "no such user" in oneLineError(err)
+
+    def test_listAndRemove(self, run):
+        """
+        user list (optionally per domain) and remove work: otherwise the
+        admin cannot see or revoke accounts.
+        """
+        run("domain", "add", "example.org")
+        run("domain", "add", "other.org")
+        for address in ("b@example.org", "a@example.org", "c@other.org"):
+            run("user", "add", address, "--password-stdin", stdin="pw\n")
+        assert run("user", "list")[1] == (
+            "a@example.org\nb@example.org\nc@other.org\n")
+        assert run("user", "list", "--domain", "other.org")[1] == (
+            "c@other.org\n")
+        assert run("user", "remove", "A@example.org")[0] == 0
+        assert run("user", "list", "--domain", "example.org")[1] == (
+            "b@example.org\n")
+        code, _, err = run("user", "remove", "a@example.org")
+        assert code == 1 and "no such user" in oneLineError(err)
+
+    def test_unsafeAddress(self, run):
+        """
+        An unsafe mailbox name is a one-line error: otherwise a path like
+        '../x' could be created in the store.
+        """
+        run("domain", "add", "example.org")
+        code, _, err = run("user", "add", "../x@example.org",
+                           "--password-stdin", stdin="pw\n")
+        assert code == 1
+        oneLineError(err)
+
+
+class TestAlias:
+    def test_addListRemove(self, run):
+        """
+        alias add/list/remove manage targets and whole aliases: otherwise
+        postmaster@ and friends cannot be forwarded.
+        """
+        run("domain", "add", "example.org")
+        code, out, err = run("alias", "add", "Postmaster@example.org",
+                             "bob@example.org", "admin@remote.net")
+        assert (code, err) == (0, "")
+        assert run("alias", "add", "abuse@example.org", "bob@example.org")[0] == 0
+        assert run("alias", "list")[1] == (
+            "abuse@example.org -> bob@example.org\n"
+            "postmaster@example.org -> admin@remote.net, bob@example.org\n")
+        assert run("alias", "remove", "postmaster@example.org",
+                   "admin@remote.net") == (
+            0, "postmaster@example.org -> bob@example.org\n", "")
+        assert run("alias", "remove", "abuse@example.org") == (
+            0, "removed alias abuse@example.org\n", "")
+        assert run("alias", "list")[1] == (
+            "postmaster@example.org -> bob@example.org\n")
+
+    def test_errors(self, run):
+        """
+        An alias without target is a usage error and one outside our
+        domains a one-line error: otherwise mail would be silently lost.
+        """
+        run("domain", "add", "example.org")
+        assert run("alias", "add", "a@example.org")[0] == 2
+        code, _, err = run("alias", "add", "a@other.org", "b@example.org")
+        assert code == 1
+        assert "not in a local domain" in oneLineError(err)
+        code, _, err = run("alias", "remove", "zzz@example.org")
+        assert code == 1
+        assert "no such alias" in oneLineError(err)
+
+
+class TestModuleEntry:
+    def test_pythonDashM(self, conf):
+        """
+        'python -m pymailer' runs the admin command with real exit codes:
+        otherwise the command works in tests but not when installed.
+        """
+        env = dict(os.environ)
+        root = str(pathlib.Path(__file__).parent.parent)
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+
+        def pymailer(*args, stdin=""):
+            return subprocess.run(
+                [sys.executable, "-m", "pymailer", "--config", str(conf),
+                 *args], input=stdin, capture_output=True, text=True,
+                env=env, timeout=60)
+
+        result = pymailer("check-config")
+        assert (result.returncode, result.stdout) == (0, f"{conf}: OK\n")
+        assert pymailer("domain", "add", "example.org").returncode == 0
+        result = pymailer("user", "add", "bob@example.org",
+                          "--password-stdin", stdin=PASSWORD + "\n")
+        assert result.returncode == 0, result.stderr
+        result = pymailer("user", "add", "bob@nope.org",
+                          "--password-stdin", stdin=PASSWORD + "\n")
+        assert result.returncode == 1
+        assert result.stderr == "pymailer: error: no such domain: nope.org" \
+            " (add it with: pymailer domain add nope.org)\n"
+        result = pymailer("user", "list")
+        assert result.stdout == "bob@example.org\n"
+        assert pymailer().returncode == 2

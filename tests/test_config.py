@@ -1,0 +1,362 @@
+"""
+Tests for L{pymailer.config}: the sample file loads, and every mistake is
+reported as one line naming the file, the key and the reason.
+"""
+
+import dataclasses
+import pathlib
+
+import pytest
+
+from pymailer import config
+from pymailer.config import ConfigError
+
+SAMPLE = pathlib.Path(__file__).parent.parent / "etc" / "pymailer.toml"
+
+MINIMAL = 'hostname = "mail.example.org"\ndata_dir = "/var/lib/pymailer"\n'
+
+
+def writeConfig(tmp_path, text, name="pymailer.toml"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def loadError(tmp_path, text):
+    path = writeConfig(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: ")
+    return message
+
+
+class TestSample:
+    def test_sampleLoads(self):
+        """
+        The shipped etc/pymailer.toml is valid: otherwise a new user copying
+        it gets an error before anything runs.
+        """
+        c = config.load(SAMPLE)
+        assert c.hostname == "mail.example.org"
+        assert c.data_dir == pathlib.Path("/var/lib/pymailer")
+        assert c.source == str(SAMPLE)
+        assert c.listen.roles() == {
+            "smtp": "tcp:25", "submission": "tcp:587",
+            "submissions": "ssl:465", "imap": "tcp:143", "imaps": "ssl:993",
+            "pop3": "tcp:110", "pop3s": "ssl:995"}
+        assert c.smtp == config.SMTPConfig()
+        assert c.delivery == config.DeliveryConfig()
+        assert c.queue == config.QueueConfig()
+
+    def test_sampleMentionsEveryKey(self):
+        """
+        Every dataclass field appears in the sample: otherwise a setting
+        exists that users cannot discover from the sample file.
+        """
+        text = SAMPLE.read_text()
+        for cls in (config.ListenConfig, config.SMTPConfig,
+                    config.DeliveryConfig, config.QueueConfig):
+            for f in dataclasses.fields(cls):
+                assert f"\n{f.name} = " in text, f.name
+
+    def test_minimal(self, tmp_path):
+        """
+        Only hostname and data_dir are required; the rest defaults and no
+        listener is on: otherwise a minimal file would fail or open ports.
+        """
+        c = config.load(writeConfig(tmp_path, MINIMAL))
+        assert c.listen.roles() == {}
+        assert c.smtp.max_message_size == 52428800
+
+    def test_rolesOrder(self):
+        """
+        roles() lists only configured roles in the canonical order:
+        otherwise the service would start unexpected listeners.
+        """
+        listen = config.ListenConfig(pop3s="ssl:995", smtp="tcp:25")
+        assert list(listen.roles().items()) == [
+            ("smtp", "tcp:25"), ("pop3s", "ssl:995")]
+
+
+class TestErrors:
+    def test_unknownTopLevelKey(self, tmp_path):
+        """
+        A misspelt top-level key is named: otherwise a typo silently falls
+        back to a default.
+        """
+        message = loadError(tmp_path, MINIMAL + 'hostnme = "x"\n')
+        assert message.endswith(": hostnme: unknown key")
+
+    def test_unknownSMTPKey(self, tmp_path):
+        """
+        A misspelt [smtp] key is named with its section: otherwise a limit
+        the admin set would silently not apply.
+        """
+        message = loadError(tmp_path, MINIMAL + "[smtp]\nfoo = 1\n")
+        assert message.endswith(": smtp.foo: unknown key")
+
+    def test_wrongType(self, tmp_path):
+        """
+        A string where a number is expected is refused naming key and
+        value: otherwise the server would crash later with a TypeError.
+        """
+        message = loadError(
+            tmp_path, MINIMAL + '[smtp]\nmax_message_size = "big"\n')
+        assert message.endswith(
+            ": smtp.max_message_size: expected a positive integer,"
+            " got 'big'")
+
+    def test_boolIsNotInt(self, tmp_path):
+        """
+        true is not a size (bool is an int in Python): otherwise
+        max_message_size = true would mean a 1-byte limit.
+        """
+        message = loadError(
+            tmp_path, MINIMAL + "[smtp]\nmax_message_size = true\n")
+        assert message.endswith(
+            ": smtp.max_message_size: expected a positive integer, got true")
+
+    def test_boolIsNotNumber(self, tmp_path):
+        """
+        true is not a timeout either: otherwise idle_timeout = true would
+        close connections after one second.
+        """
+        message = loadError(tmp_path, MINIMAL + "[smtp]\nidle_timeout = true\n")
+        assert ": smtp.idle_timeout: expected a positive number" in message
+
+    def test_negative(self, tmp_path):
+        """
+        Zero or negative limits are refused: otherwise every message would
+        be too big.
+        """
+        message = loadError(
+            tmp_path, MINIMAL + "[smtp]\nmax_message_size = 0\n")
+        assert ": smtp.max_message_size: expected a positive integer, got 0" \
+            in message
+
+    def test_badEndpointPort(self, tmp_path):
+        """
+        A non-numeric port is refused at load time naming the role:
+        otherwise twistd would fail at startup with a traceback.
+        """
+        message = loadError(
+            tmp_path, MINIMAL + '[listen]\nsmtp = "tcp:abc"\n')
+        assert message.endswith(
+            ": listen.smtp: bad endpoint 'tcp:abc':"
+            " port must be an integer 0-65535")
+
+    def test_portOutOfRange(self, tmp_path):
+        """
+        Port 70000 is refused: otherwise startup fails with an obscure
+        OverflowError.
+        """
+        message = loadError(
+            tmp_path, MINIMAL + '[listen]\nimaps = "ssl:70000"\n')
+        assert ": listen.imaps: bad endpoint 'ssl:70000': port must be" \
+            in message
+
+    def test_unknownEndpointType(self, tmp_path):
+        """
+        An unknown endpoint type is refused: otherwise a typo like 'tpc:25'
+        would only show up at startup.
+        """
+        message = loadError(
+            tmp_path, MINIMAL + '[listen]\nsmtp = "tpc:25"\n')
+        assert ": listen.smtp: bad endpoint 'tpc:25': unknown endpoint" \
+            " type 'tpc'" in message
+
+    def test_unknownEndpointArgument(self, tmp_path):
+        """
+        A misspelt endpoint keyword is refused: otherwise startup fails
+        with a TypeError.
+        """
+        message = loadError(
+            tmp_path, MINIMAL + '[listen]\nsmtp = "tcp:25:interfce=::1"\n')
+        assert "listen.smtp: bad endpoint" in message
+        assert "unknown argument 'interfce'" in message
+
+    def test_missingFile(self, tmp_path):
+        """
+        A missing file is one line with the OS reason: otherwise the admin
+        sees a traceback.
+        """
+        path = tmp_path / "nope.toml"
+        with pytest.raises(ConfigError) as info:
+            config.load(path)
+        assert str(info.value) == (
+            f"{path}: cannot read config file: No such file or directory")
+
+    def test_tomlSyntaxError(self, tmp_path):
+        """
+        A TOML syntax error is one line with the position: otherwise the
+        admin cannot find the mistake.
+        """
+        message = loadError(tmp_path, "hostname = \n")
+        assert ": TOML syntax error: " in message
+        assert "line 1" in message
+
+    def test_missingHostname(self, tmp_path):
+        """
+        hostname is required in a file: otherwise the server would greet
+        with a guessed name that may not match its DNS.
+        """
+        message = loadError(tmp_path, 'data_dir = "/var/lib/pymailer"\n')
+        assert message.endswith(": hostname: missing required key")
+
+    def test_missingDataDir(self, tmp_path):
+        """
+        data_dir is required in a file: otherwise mail would land somewhere
+        unexpected.
+        """
+        message = loadError(tmp_path, 'hostname = "mx.example.org"\n')
+        assert message.endswith(": data_dir: missing required key")
+
+    def test_sectionNotTable(self, tmp_path):
+        """
+        A section given as a scalar is refused naming it: otherwise
+        a crash with AttributeError.
+        """
+        message = loadError(tmp_path, MINIMAL + "smtp = 5\n")
+        assert message.endswith(": smtp: expected a table, got 5")
+
+    def test_badDelimiter(self, tmp_path):
+        """
+        A letter as recipient delimiter is refused: otherwise 'alexander'
+        would be delivered to 'a'.
+        """
+        message = loadError(
+            tmp_path, MINIMAL + '[delivery]\nrecipient_delimiter = "x"\n')
+        assert ": delivery.recipient_delimiter: expected one punctuation" \
+            in message
+
+    def test_emptyDelimiter(self, tmp_path):
+        """
+        An empty delimiter turns plus-addressing off: otherwise users who
+        want it off could not say so.
+        """
+        c = config.load(writeConfig(
+            tmp_path, MINIMAL + '[delivery]\nrecipient_delimiter = ""\n'))
+        assert c.delivery.recipient_delimiter == ""
+
+    def test_retryMaxBelowMin(self, tmp_path):
+        """
+        retry_max below retry_min is refused: otherwise the backoff would
+        be nonsense.
+        """
+        message = loadError(
+            tmp_path, MINIMAL + "[queue]\nretry_min = 600\nretry_max = 60\n")
+        assert ": queue.retry_max: must be >= queue.retry_min" in message
+
+    def test_badHostname(self, tmp_path):
+        """
+        A hostname with spaces is refused: otherwise it would corrupt every
+        EHLO and Received: header.
+        """
+        message = loadError(
+            tmp_path, 'hostname = "mail example"\ndata_dir = "/x"\n')
+        assert ": hostname: not a valid host name" in message
+
+
+class TestValues:
+    def test_relativeDataDir(self, tmp_path, monkeypatch):
+        """
+        A relative data_dir is relative to the config file, not to the
+        current directory: otherwise starting twistd from another directory
+        would use another (empty) mail store.
+        """
+        confDir = tmp_path / "etc"
+        confDir.mkdir()
+        path = writeConfig(confDir, 'hostname = "h"\ndata_dir = "data"\n')
+        monkeypatch.chdir(tmp_path)
+        c = config.load("etc/pymailer.toml")
+        assert c.data_dir == confDir / "data"
+        assert c.data_dir.is_absolute()
+        assert c.source == "etc/pymailer.toml"
+        assert config.load(path).data_dir == confDir / "data"
+
+    def test_floatsAndInts(self, tmp_path):
+        """
+        Times accept integers and floats: otherwise 'idle_timeout = 30.5'
+        or '= 30' would be refused.
+        """
+        c = config.load(writeConfig(
+            tmp_path, MINIMAL + "[smtp]\nidle_timeout = 30.5\n"
+                                "min_free_disk_factor = 0\n"))
+        assert c.smtp.idle_timeout == 30.5
+        assert c.smtp.min_free_disk_factor == 0
+
+    @pytest.mark.parametrize("endpoint", [
+        "tcp:25", "tcp:port=25:interface=127.0.0.1", "tcp6:25:interface=\\:\\:1",
+        "ssl:465", "ssl:993:privateKey=/etc/ssl/k.pem", "unix:/run/p.sock",
+        "unix:address=/run/a\\:b.sock:mode=660", "systemd:domain=INET:index=0",
+    ])
+    def test_validEndpoints(self, endpoint):
+        """
+        Valid Twisted endpoint strings pass, including plugin types and
+        escaped colons: otherwise a correct config would be refused.
+        """
+        config.validateEndpoint(endpoint)
+
+    @pytest.mark.parametrize("endpoint, reason", [
+        ("", "empty"), ("25", "unknown endpoint type '25'"),
+        ("tcp", "missing port"), ("tcp:25:port=26", "port given twice"),
+        ("tcp:-1", "port must be"), ("unix:", "missing address"),
+        ("tcp:25\\", "trailing backslash"),
+    ])
+    def test_invalidEndpoints(self, endpoint, reason):
+        """
+        Malformed endpoint strings are refused with a reason: otherwise the
+        server fails only when binding.
+        """
+        with pytest.raises(ValueError, match=reason):
+            config.validateEndpoint(endpoint)
+
+    def test_default(self, tmp_path, monkeypatch):
+        """
+        The embedded default listens on loopback high ports only and keeps
+        data under the current directory: otherwise trying pymailer out
+        would expose a mail server or need root.
+        """
+        monkeypatch.setattr(config.socket, "getfqdn", lambda: "")
+        c = config.default(tmp_path)
+        assert c.hostname == "localhost"
+        assert c.data_dir == tmp_path / "pymailer-data"
+        assert c.source is None
+        assert c.listen.roles() == {
+            "smtp": "tcp:2525:interface=127.0.0.1",
+            "submission": "tcp:2587:interface=127.0.0.1",
+            "submissions": "ssl:2465:interface=127.0.0.1",
+            "imap": "tcp:1143:interface=127.0.0.1",
+            "imaps": "ssl:1993:interface=127.0.0.1",
+            "pop3": "tcp:1110:interface=127.0.0.1",
+            "pop3s": "ssl:1995:interface=127.0.0.1",
+        }
+        for endpoint in c.listen.roles().values():
+            config.validateEndpoint(endpoint)
+        monkeypatch.setattr(config.socket, "getfqdn", lambda: "box.lan")
+        assert config.default(tmp_path).hostname == "box.lan"
+
+    def test_loadOrDefault(self, tmp_path, monkeypatch):
+        """
+        loadOrDefault(None) is the default and a path is loaded: otherwise
+        --config would be ignored or required.
+        """
+        monkeypatch.chdir(tmp_path)
+        assert config.loadOrDefault(None).source is None
+        path = writeConfig(tmp_path, MINIMAL)
+        assert config.loadOrDefault(str(path)).source == str(path)
+
+    def test_frozen(self):
+        """
+        Config objects cannot be changed after loading: otherwise one
+        component could silently change another's settings.
+        """
+        c = config.default()
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            c.hostname = "x"
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            c.smtp.max_message_size = 1
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            c.listen.smtp = "tcp:1"
