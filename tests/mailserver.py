@@ -1,0 +1,349 @@
+"""
+A real pymailer server in a subprocess, for end-to-end tests and benchmarks.
+
+L{MailServer} writes a config file and a data directory under a scratch
+directory, adds the test domain and users with the real admin command
+(C{python -m pymailer}), runs C{twistd -n --pidfile= pymailer --config F}
+on a free port on 127.0.0.1 (never any other address), and can stop,
+SIGKILL and restart it on the same data directory and port.
+
+The subprocesses always get C{PYTHONPATH=<repo root>} (computed from this
+file's location), so they run the source tree, and twistd finds the plugin
+in C{<repo root>/twisted/plugins}.
+
+Used by C{tests/conftest.py} (fixtures) and C{bench/smtp_accept.py} (which
+puts C{tests/} on C{sys.path}); it needs nothing from pytest.
+"""
+
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unicodedata
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+HOSTNAME = "mail.example.org"
+DOMAIN = "example.org"
+PASSWORD = "correct horse battery staple"
+DEFAULT_USERS = ("alice@example.org", "bob@example.org")
+QUEUE_STATES = ("incoming", "active", "deferred")
+
+
+class ServerError(Exception):
+    """The server did not start or stop as expected; carries its log."""
+
+
+def waitFor(predicate, timeout=10.0, interval=0.05, message=None):
+    """
+    Poll C{predicate()} until it returns something true, at most
+    C{timeout} seconds.  Never sleeps blindly: each wait is one short
+    C{interval} on an C{Event}.
+
+    @return: the true value returned by C{predicate}.
+    @raise TimeoutError: C{predicate} stayed false; the message says what
+        we waited for (C{message} may be a callable, evaluated lazily).
+    """
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            if callable(message):
+                message = message()
+            raise TimeoutError(
+                f"gave up after {timeout:g} s waiting for "
+                f"{message or getattr(predicate, '__name__', 'a condition')}")
+        pause.wait(interval)
+
+
+def freePort():
+    """A TCP port free on 127.0.0.1 right now (bind to 0, read, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def portIsFree(port):
+    """Whether C{port} can be bound on 127.0.0.1 at the moment."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def binDir():
+    """The directory of the running interpreter (the venv's C{bin/})."""
+    return pathlib.Path(sys.executable).parent
+
+
+def subprocessEnv(extra=None):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("PYMAILER_CONFIG", None)
+    if extra:
+        env.update(extra)
+    return env
+
+
+def splitLocal(address):
+    """C{(local, domain)} as the account directory normalises them."""
+    local, _, domain = address.rpartition("@")
+    local = unicodedata.normalize("NFC", local.casefold())
+    return local, domain.lower()
+
+
+def readVm(pid, key):
+    """C{VmHWM}/C{VmRSS}... of C{pid} in bytes, or C{None} if gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
+class MailServer:
+    """
+    One pymailer server on 127.0.0.1:C{port} with its data in
+    C{root/data}.
+
+    @param root: a scratch directory (created if missing).
+    @param smtp: extra C{[smtp]} keys (e.g. C{{"max_message_size": 100000}}).
+    @param queue: extra C{[queue]} keys.
+    @param twistdArgs: the arguments after C{twistd -n --pidfile=}; default
+        C{["pymailer", "--config", <config>]}.
+    @param env: extra environment for twistd.
+    @param cwd: twistd's working directory (default C{root}).
+    @param port: the SMTP port (default: a free one).
+    """
+
+    def __init__(self, root, smtp=None, queue=None, twistdArgs=None, env=None,
+                 cwd=None, port=None, hostname=HOSTNAME):
+        self.root = pathlib.Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.hostname = hostname
+        self.port = port if port is not None else freePort()
+        self.dataDir = self.root / "data"
+        self.configPath = self.root / "pymailer.toml"
+        self.logPath = self.root / "twistd.log"
+        self.smtpOptions = dict(smtp or {})
+        self.queueOptions = dict(queue or {})
+        self.twistdArgs = twistdArgs
+        self.extraEnv = dict(env or {})
+        self.cwd = pathlib.Path(cwd) if cwd is not None else self.root
+        self.proc = None
+        self._logFile = None
+        self.writeConfig()
+
+    # -- setting up -----------------------------------------------------
+
+    def writeConfig(self):
+        def value(v):
+            if isinstance(v, bool):
+                return "true" if v else "false"
+            if isinstance(v, str):
+                return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            return repr(v)
+
+        lines = [
+            f'hostname = "{self.hostname}"',
+            f"data_dir = {value(str(self.dataDir))}",
+            "",
+            "[listen]",
+            f'smtp = "tcp:{self.port}:interface=127.0.0.1"',
+        ]
+        for table, options in (("smtp", self.smtpOptions),
+                               ("queue", self.queueOptions)):
+            if options:
+                lines += ["", f"[{table}]"]
+                lines += [f"{k} = {value(v)}" for k, v in options.items()]
+        self.configPath.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def admin(self, *args, input=None, check=True):
+        """
+        Run C{python -m pymailer --config F ARGS}.
+
+        @return: the L{subprocess.CompletedProcess} (text mode).
+        @raise ServerError: C{check} and a non-zero exit.
+        """
+        result = subprocess.run(
+            [sys.executable, "-m", "pymailer", "--config", str(self.configPath),
+             *args],
+            input=input, capture_output=True, text=True, env=subprocessEnv(),
+            cwd=self.root, timeout=60,
+        )
+        if check and result.returncode != 0:
+            raise ServerError(
+                f"pymailer {' '.join(args)} exited {result.returncode}:\n"
+                f"{result.stdout}{result.stderr}")
+        return result
+
+    def addUser(self, address, password=PASSWORD):
+        return self.admin("user", "add", address, "--password-stdin",
+                          input=password + "\n")
+
+    def provision(self, domain=DOMAIN, users=DEFAULT_USERS):
+        """Add the test domain and users with the admin command."""
+        self.admin("domain", "add", domain)
+        for user in users:
+            self.addUser(user)
+
+    # -- running ----------------------------------------------------------
+
+    def command(self):
+        args = self.twistdArgs
+        if args is None:
+            args = ["pymailer", "--config", str(self.configPath)]
+        return [str(binDir() / "twistd"), "-n", "--pidfile=", *args]
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc is not None else None
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout=20.0):
+        """
+        Start twistd (again, on the same data directory and port) and wait
+        until the port answers with a 220 greeting.
+
+        @raise ServerError: it exited or did not answer in C{timeout} s;
+            the message holds its log.
+        """
+        if self.running():
+            raise ServerError("already running")
+        self._logFile = open(self.logPath, "ab")
+        self._logFile.write(f"==== start {' '.join(self.command())}\n".encode())
+        self._logFile.flush()
+        self.proc = subprocess.Popen(
+            self.command(), stdin=subprocess.DEVNULL, stdout=self._logFile,
+            stderr=subprocess.STDOUT, cwd=self.cwd,
+            env=subprocessEnv(self.extraEnv),
+        )
+        try:
+            waitFor(self._answers, timeout,
+                    message=lambda: f"port {self.port} to answer")
+        except (TimeoutError, ServerError) as e:
+            self.kill9()
+            raise ServerError(f"{e}\n--- server log ---\n{self.log()}") from None
+        return self
+
+    def _answers(self):
+        if self.proc.poll() is not None:
+            raise ServerError(
+                f"twistd exited with status {self.proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port),
+                                          timeout=2) as s:
+                greeting = s.makefile("rb").readline()
+                s.sendall(b"QUIT\r\n")
+        except OSError:
+            return False
+        return greeting.startswith(b"220 ")
+
+    def stop(self, timeout=15.0):
+        """SIGTERM, wait; SIGKILL if it does not exit in C{timeout} s."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self._reaped()
+
+    def kill9(self):
+        """SIGKILL the server (a crash) and reap it."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        return self._reaped()
+
+    def _reaped(self):
+        code = self.proc.returncode
+        self.proc = None
+        if self._logFile is not None:
+            self._logFile.close()
+            self._logFile = None
+        return code
+
+    def peakRSS(self):
+        """The server's peak resident set size (VmHWM) in bytes."""
+        return readVm(self.pid, "VmHWM") if self.running() else None
+
+    # -- looking at the results --------------------------------------------
+
+    def log(self):
+        try:
+            return self.logPath.read_text("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def maildir(self, user):
+        local, domain = splitLocal(user if "@" in user else f"{user}@{DOMAIN}")
+        return self.dataDir / "mail" / domain / local
+
+    def maildirFiles(self, user):
+        """Paths of the messages in C{user}'s INBOX (C{new/} and C{cur/})."""
+        base = self.maildir(user)
+        files = []
+        for sub in ("new", "cur"):
+            try:
+                names = sorted(os.listdir(base / sub))
+            except FileNotFoundError:
+                continue
+            files += [base / sub / n for n in names if not n.startswith(".")]
+        return files
+
+    def allMaildirFiles(self):
+        """Every message file in new/ or cur/ of any mailbox of anyone."""
+        top = self.dataDir / "mail"
+        found = []
+        for dirpath, _, filenames in os.walk(top):
+            if os.path.basename(dirpath) in ("new", "cur"):
+                found += [pathlib.Path(dirpath) / n for n in filenames]
+        return found
+
+    def queueDir(self, state):
+        return self.dataDir / "queue" / state
+
+    def queueEntries(self, states=QUEUE_STATES):
+        """C{{state: [names]}} of the non-empty queue directories."""
+        out = {}
+        for state in states:
+            try:
+                names = os.listdir(self.queueDir(state))
+            except FileNotFoundError:
+                continue
+            if names:
+                out[state] = sorted(names)
+        return out
+
+    def queueEmpty(self):
+        return not self.queueEntries()
+
+    def waitQueueEmpty(self, timeout=20.0):
+        waitFor(self.queueEmpty, timeout,
+                message=lambda: f"an empty queue, still {self.queueEntries()}")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
