@@ -2,6 +2,8 @@
 ``twistd pymailer``: command-line options and the service they make.
 """
 
+import sys
+
 from twisted.python import usage
 
 from pymailer import config as configmodule
@@ -19,8 +21,9 @@ class Options(usage.Options):
         try:
             self.config = configmodule.loadOrDefault(self["config"])
         except configmodule.ConfigError as e:
-            # twistd prints a UsageError as one line and does not start.
-            raise usage.UsageError(str(e))
+            # One line naming file, key and reason, and no start; a
+            # UsageError would bury it under twistd's whole usage text.
+            sys.exit(f"pymailer: error: {e}")
 
 
 def makeService(options):

@@ -335,11 +335,26 @@ class MailServer:
                 out[state] = sorted(names)
         return out
 
-    def queueEmpty(self):
+    def queueEnvelopes(self, states=QUEUE_STATES):
+        """C{{state: [queue ids]}}: the envelopes (C{ID.json}) still queued."""
+        out = {}
+        for state, names in self.queueEntries(states).items():
+            ids = [n[:-5] for n in names if n.endswith(".json")]
+            if ids:
+                out[state] = ids
+        return out
+
+    def queueEmpty(self, envelopesOnly=False):
+        if envelopesOnly:
+            return not self.queueEnvelopes()
         return not self.queueEntries()
 
-    def waitQueueEmpty(self, timeout=20.0):
-        waitFor(self.queueEmpty, timeout,
+    def waitQueueEmpty(self, timeout=20.0, envelopesOnly=False):
+        """
+        Wait until C{incoming/}, C{active/} and C{deferred/} are empty (or,
+        with C{envelopesOnly}, hold no C{*.json} envelope).
+        """
+        waitFor(lambda: self.queueEmpty(envelopesOnly), timeout,
                 message=lambda: f"an empty queue, still {self.queueEntries()}")
 
     def __enter__(self):

@@ -154,14 +154,18 @@ def test_uidsStableAcrossInstances(store):
 
 
 def _worker(root, index, results):
-    store = MaildirStore(root, "host%d" % index)
-    box = store.mailbox(USER)
-    seen = {}
-    for i in range(50):
-        store.deliver(USER, b"", io.BytesIO(b"from %d number %d" % (index, i)))
-        for info in box.messages():
-            seen[info.uid] = info.key
-    results.put(seen)
+    try:
+        store = MaildirStore(root, "host%d" % index)
+        box = store.mailbox(USER)
+        seen = {}
+        for i in range(50):
+            body = b"from %d number %d" % (index, i)
+            store.deliver(USER, b"", io.BytesIO(body))
+            for info in box.messages():
+                assert seen.setdefault(info.uid, info.key) == info.key
+        results.put(seen)
+    except BaseException as e:
+        results.put(repr(e))
 
 
 def test_concurrentProcesses(store):
@@ -175,6 +179,7 @@ def test_concurrentProcesses(store):
     for p in procs:
         p.start()
     seen = [results.get(timeout=120) for _ in procs]
+    assert [s for s in seen if isinstance(s, str)] == []
     for p in procs:
         p.join(60)
         assert p.exitcode == 0

@@ -354,7 +354,7 @@ class MaildirStore:
                 listener(user, mailboxName)
             except Exception:
                 log.failure(
-                    "Mailbox listener {listener!r} failed for {user} {mailbox}",
+                    "Mailbox listener {listener!r} failed: {user} {mailbox}",
                     listener=listener, user=user, mailbox=mailboxName,
                 )
 
@@ -406,7 +406,7 @@ class MaildirMailbox:
     def _locked(self):
         fd = os.open(self.path / UIDLIST_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            pass
+            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)  # releases the lock
@@ -540,9 +540,9 @@ class MaildirMailbox:
                 name = None
             if name is None:
                 continue  # expunged meanwhile
-            flags = frozenset(
-                LETTER_FLAGS[c] for c in _infoLetters(name) if c in LETTER_FLAGS
-            )
+            letters = _infoLetters(name)
+            flags = frozenset(LETTER_FLAGS[c] for c in letters
+                              if c in LETTER_FLAGS)
             infos.append(MessageInfo(
                 uid=uid, key=_basename(name), flags=flags, size=st.st_size,
                 internalDate=st.st_mtime, path=str(cur / name),
@@ -564,9 +564,11 @@ class MaildirMailbox:
 
         def rename(name):
             kept = {c for c in _infoLetters(name) if c not in LETTER_FLAGS}
-            newName = _basename(name) + ":2," + "".join(sorted(letters | kept))
+            info = "".join(sorted(letters | kept))  # ASCII order, per spec
+            newName = _basename(name) + ":2," + info
             if newName != name:
-                os.rename(self.path / "cur" / name, self.path / "cur" / newName)
+                cur = self.path / "cur"
+                os.rename(cur / name, cur / newName)
                 self._fileNames[uid] = newName
             return newName != name
 

@@ -1,0 +1,251 @@
+"""
+SMTP accept and local delivery throughput of a real pymailer server.
+
+    python bench/smtp_accept.py [--clients 20] [--messages 500] [--size 4096]
+                                [--port P]
+
+Starts its own server (twistd, 127.0.0.1 only) in a temporary directory
+with the helper the end-to-end tests use (C{tests/mailserver.py}); then
+C{--clients} threads each open one SMTP connection and send C{--messages}
+messages of about C{--size} octets to alice@example.org, one transaction
+after the other.  It measures:
+
+ - accepted messages/s: wall time from the first connect to the last 250;
+ - the latency of the DATA end -> 250 step (the spool commit: data and
+   envelope fsynced), p50/p99 over every message;
+ - delivery throughput: first connect until the last message is in
+   alice's Maildir;
+ - the server's peak RSS (VmHWM in /proc/PID/status).
+
+The clients are Python threads on the same machine: on a small machine they
+compete with the server for CPU, so the figures are a lower bound.
+"""
+
+import argparse
+import os
+import pathlib
+import platform
+import re
+import smtplib
+import socket
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
+
+from mailserver import MailServer, readVm, waitFor  # noqa: E402
+
+RECIPIENT = "alice@example.org"
+MB = 1024 * 1024
+
+
+def makeMessage(client, n, size):
+    """A message of about C{size} octets, CRLF-ended, unique Message-ID."""
+    head = (
+        f"From: <bench{client}@client.test>\r\n"
+        f"To: <{RECIPIENT}>\r\n"
+        f"Subject: bench {client}/{n}\r\n"
+        f"Message-ID: <bench.{client}.{n}.{time.time_ns()}@client.test>\r\n"
+        "\r\n"
+    ).encode()
+    line = b"The quick brown fox jumps over the lazy dog 0123456789 abcdefghij.\r\n"
+    body = line * max(1, (size - len(head)) // len(line))
+    return head + body
+
+
+class Client(threading.Thread):
+    def __init__(self, bench, index):
+        super().__init__(daemon=True, name=f"client-{index}")
+        self.bench = bench
+        self.index = index
+        self.latencies = []
+        self.refused = []
+        self.error = None
+
+    def run(self):
+        b = self.bench
+        try:
+            b.noteConnect(time.perf_counter())
+            with smtplib.SMTP("127.0.0.1", b.port, local_hostname="bench.client.test",
+                              timeout=120) as s:
+                # The DATA end is sent apart from the body: without this,
+                # Nagle holds it back until the server's delayed ACK (40 ms).
+                s.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                s.ehlo()
+                for n in range(b.messages):
+                    message = makeMessage(self.index, n, b.size)
+                    code, text = s.mail(f"bench{self.index}@client.test",
+                                        [f"SIZE={len(message)}"])
+                    if code == 250:
+                        code, text = s.rcpt(RECIPIENT)
+                    if code != 250:
+                        self.refused.append((code, text))
+                        s.rset()
+                        continue
+                    s.putcmd("data")
+                    code, text = s.getreply()
+                    if code != 354:
+                        self.refused.append((code, text))
+                        s.rset()
+                        continue
+                    # What smtplib.SMTP.data() does, with the final "."
+                    # sent apart so that only the commit is timed.
+                    s.send(re.sub(rb"(?m)^\.", b"..", message))
+                    start = time.perf_counter()
+                    s.send(b".\r\n")
+                    code, text = s.getreply()
+                    end = time.perf_counter()
+                    if code != 250:
+                        self.refused.append((code, text))
+                        continue
+                    self.latencies.append(end - start)
+                    b.noteAccepted(end)
+        except Exception as e:  # report, do not hide
+            self.error = e
+
+
+class Bench:
+    def __init__(self, port, clients, messages, size):
+        self.port = port
+        self.clients = clients
+        self.messages = messages
+        self.size = size
+        self.lock = threading.Lock()
+        self.firstConnect = None
+        self.lastAccepted = None
+        self.accepted = 0
+
+    def noteConnect(self, t):
+        with self.lock:
+            if self.firstConnect is None or t < self.firstConnect:
+                self.firstConnect = t
+
+    def noteAccepted(self, t):
+        with self.lock:
+            self.accepted += 1
+            if self.lastAccepted is None or t > self.lastAccepted:
+                self.lastAccepted = t
+
+
+def percentile(sortedValues, q):
+    if not sortedValues:
+        return float("nan")
+    return sortedValues[min(len(sortedValues) - 1,
+                            max(0, round(q * (len(sortedValues) - 1))))]
+
+
+def countDelivered(server):
+    base = server.maildir(RECIPIENT)
+    return sum(len(os.listdir(base / sub)) for sub in ("new", "cur")
+               if (base / sub).is_dir())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=20,
+                        help="concurrent SMTP connections (default 20)")
+    parser.add_argument("--messages", type=int, default=500,
+                        help="messages per client (default 500)")
+    parser.add_argument("--size", type=int, default=4096,
+                        help="message size in octets (default 4096)")
+    parser.add_argument("--port", type=int, default=None,
+                        help="SMTP port on 127.0.0.1 (default: a free one)")
+    parser.add_argument("--progress", type=float, default=5.0,
+                        help="seconds between progress lines (default 5)")
+    args = parser.parse_args(argv)
+    total = args.clients * args.messages
+
+    with tempfile.TemporaryDirectory(prefix="pymailer-bench-") as root:
+        server = MailServer(
+            root, port=args.port,
+            smtp={"max_connections_per_ip": max(50, args.clients + 10)},
+        )
+        server.provision(users=(RECIPIENT,))
+        server.start()
+        try:
+            return run(server, args, total)
+        finally:
+            server.stop()
+
+
+def run(server, args, total):
+    bench = Bench(server.port, args.clients, args.messages, args.size)
+    pid = server.pid
+    print(f"pymailer bench: {args.clients} clients x {args.messages} messages x"
+          f" {args.size} B = {total} messages to {RECIPIENT}"
+          f" (server pid {pid}, 127.0.0.1:{server.port})", flush=True)
+    clients = [Client(bench, i) for i in range(args.clients)]
+    done = threading.Event()
+    t0 = time.perf_counter()
+
+    def progress():
+        while not done.wait(args.progress):
+            print(f"  ... {time.perf_counter() - t0:6.1f} s: accepted"
+                  f" {bench.accepted}/{total}, delivered {countDelivered(server)},"
+                  f" server RSS {readVm(pid, 'VmRSS') / MB:.1f} MB", flush=True)
+
+    reporter = threading.Thread(target=progress, daemon=True)
+    reporter.start()
+    for c in clients:
+        c.start()
+    for c in clients:
+        c.join()
+
+    lastDelivered = None
+    try:
+        waitFor(lambda: countDelivered(server) >= bench.accepted,
+                timeout=max(120.0, total / 20), interval=0.02,
+                message=lambda: f"{bench.accepted} messages in the Maildir"
+                                f" (have {countDelivered(server)})")
+        lastDelivered = time.perf_counter()
+    except TimeoutError as e:
+        print(f"WARNING: {e}", flush=True)
+    done.set()
+    peak = readVm(pid, "VmHWM")
+    delivered = countDelivered(server)
+
+    latencies = sorted(x for c in clients for x in c.latencies)
+    refused = [r for c in clients for r in c.refused]
+    errors = [c.error for c in clients if c.error is not None]
+    acceptWall = (bench.lastAccepted - bench.firstConnect
+                  if bench.accepted else float("nan"))
+    lines = [
+        "",
+        "==== pymailer SMTP accept benchmark " + "=" * 30,
+        f"machine                 : {os.cpu_count()} CPUs, Python"
+        f" {platform.python_version()}, {platform.system()} {platform.release()}",
+        f"load                    : {args.clients} clients x {args.messages} messages"
+        f" x {args.size} B = {total} messages",
+        f"accepted (250)          : {bench.accepted}  (refused {len(refused)},"
+        f" client errors {len(errors)})",
+        f"accept wall time        : {acceptWall:.2f} s (first connect -> last 250)",
+        f"accept throughput       : {bench.accepted / acceptWall:.1f} msg/s",
+        f"DATA end -> 250 latency : p50 {percentile(latencies, 0.50) * 1000:.2f} ms,"
+        f" p99 {percentile(latencies, 0.99) * 1000:.2f} ms,"
+        f" max {latencies[-1] * 1000 if latencies else float('nan'):.2f} ms",
+    ]
+    if lastDelivered is not None:
+        wall = lastDelivered - bench.firstConnect
+        lines += [
+            f"delivered to Maildir    : {delivered} in {wall:.2f} s"
+            " (first connect -> last file in new/)",
+            f"delivery throughput     : {delivered / wall:.1f} msg/s",
+        ]
+    else:
+        lines += [f"delivered to Maildir    : only {delivered} of {bench.accepted}"]
+    lines += [
+        f"server peak RSS (VmHWM) : {peak / MB:.1f} MB",
+        "=" * 66,
+    ]
+    for e in errors[:3]:
+        lines.append(f"client error: {e!r}")
+    for r in refused[:3]:
+        lines.append(f"refused: {r!r}")
+    print("\n".join(lines), flush=True)
+    return 0 if (bench.accepted == total and delivered == total) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
