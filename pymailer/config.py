@@ -128,6 +128,40 @@ class QueueConfig:
 
 
 @dataclass(frozen=True)
+class TLSConfig:
+    """
+    [tls]: one certificate for every TLS listener and STARTTLS.  Without
+    cert/key a self-signed certificate is made in data_dir on first start.
+    """
+
+    cert: pathlib.Path | None = None
+    key: pathlib.Path | None = None
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """
+    [auth]: password logins (SMTP AUTH, and IMAP/POP3 later).
+
+    After max_failures failed logins within failure_window seconds, the
+    client IP (or the account) is locked out for lockout_time seconds.
+    """
+
+    max_failures: int = 5
+    failure_window: float = 60
+    lockout_time: float = 300
+    failure_delay: float = 2.0
+    allow_plaintext_on_loopback: bool = False
+
+
+@dataclass(frozen=True)
+class SubmissionConfig:
+    """[submission]: ports 587/465 (RFC 6409, RFC 8314)."""
+
+    hide_client_ip: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     """
     The whole configuration.
@@ -144,6 +178,9 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     source: str | None = None
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    submission: SubmissionConfig = field(default_factory=SubmissionConfig)
 
 
 # --- endpoint strings ------------------------------------------------------
@@ -330,6 +367,23 @@ class _Reader:
             raise self.error(key, f"expected a string, got {_show(value)}")
         return value
 
+    def boolean(self, key, default):
+        value = self.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self.error(key, f"expected true or false, got {_show(value)}")
+        return value
+
+    def path(self, key, baseDir):
+        value = self.string(key)
+        if value is None:
+            return None
+        if not value or "\0" in value:
+            raise self.error(key, "expected a file path")
+        path = pathlib.Path(value)
+        return path if path.is_absolute() else baseDir / path
+
     def table_(self, key):
         value = self.get(key)
         if value is None:
@@ -359,7 +413,8 @@ def _checkHostname(reader, hostname):
 def _parse(data, source, baseDir):
     top = _Reader(source, data)
     top.checkUnknown(
-        {"hostname", "data_dir", "listen", "smtp", "delivery", "queue"})
+        {"hostname", "data_dir", "listen", "smtp", "delivery", "queue",
+         "tls", "auth", "submission"})
 
     hostname = top.string("hostname", required=True)
     _checkHostname(top, hostname)
@@ -433,6 +488,31 @@ def _parse(data, source, baseDir):
             f"must be >= queue.retry_min ({queue.retry_min:g}),"
             f" got {queue.retry_max:g}")
 
+    tlsT = top.table_("tls")
+    tls = TLSConfig(cert=tlsT.path("cert", baseDir), key=tlsT.path("key", baseDir))
+    tlsT.checkUnknown(tlsT.seen)
+    if (tls.cert is None) != (tls.key is None):
+        raise tlsT.error("cert" if tls.cert is None else "key",
+                         "tls.cert and tls.key go together")
+
+    authT = top.table_("auth")
+    d = AuthConfig()
+    auth = AuthConfig(
+        max_failures=authT.positiveInt("max_failures", d.max_failures),
+        failure_window=authT.number("failure_window", d.failure_window),
+        lockout_time=authT.number("lockout_time", d.lockout_time),
+        failure_delay=authT.number("failure_delay", d.failure_delay, strict=False),
+        allow_plaintext_on_loopback=authT.boolean(
+            "allow_plaintext_on_loopback", d.allow_plaintext_on_loopback),
+    )
+    authT.checkUnknown(authT.seen)
+
+    submissionT = top.table_("submission")
+    submission = SubmissionConfig(
+        hide_client_ip=submissionT.boolean(
+            "hide_client_ip", SubmissionConfig().hide_client_ip))
+    submissionT.checkUnknown(submissionT.seen)
+
     return Config(
         hostname=hostname,
         data_dir=dataDirPath,
@@ -441,6 +521,9 @@ def _parse(data, source, baseDir):
         delivery=delivery,
         queue=queue,
         source=source,
+        tls=tls,
+        auth=auth,
+        submission=submission,
     )
 
 

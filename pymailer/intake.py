@@ -40,20 +40,21 @@ class IncomingMessage:
 @implementer(IMessageIntake)
 class MessageIntake:
     """
-    @ivar relayAllowed: may recipients in other domains be accepted (an
-        authenticated submission client), or only local ones (port 25).
+    @ivar user: the authenticated user, or C{None} (port 25).  A user may
+        send to other domains, but only as an address of theirs.
+    @ivar relayAvailable: is there an agent that delivers to other domains.
     """
 
     def __init__(self, router, spool, queue, reactor, threadpool,
-                 minFreeSpace=0, relayAllowed=False, user=None):
+                 minFreeSpace=0, user=None, relayAvailable=False):
         self.router = router
         self.spool = spool
         self.queue = queue
         self.reactor = reactor
         self.threadpool = threadpool
         self.minFreeSpace = minFreeSpace
-        self.relayAllowed = relayAllowed
         self.user = user
+        self.relayAvailable = relayAvailable
 
     def _inThread(self, f, *args):
         return deferToThreadPool(self.reactor, self.threadpool, f, *args)
@@ -67,7 +68,19 @@ class MessageIntake:
         return self._inThread(check)
 
     def validateSender(self, session, sender, params):
-        return defer.succeed(None)
+        if self.user is None:
+            return defer.succeed(None)
+        d = self._inThread(self.router.owns, self.user, sender)
+
+        def judge(owned):
+            if not owned:
+                # RFC 6409 §4.1 lets us refuse a sender the user does not own.
+                raise SMTPReply(
+                    553, "5.7.1",
+                    f"Sender address <{sender}> rejected: not owned by {self.user}",
+                )
+
+        return d.addCallback(judge)
 
     def validateRecipient(self, session, sender, recipient):
         d = self._inThread(self.router.route, recipient)
@@ -77,8 +90,15 @@ class MessageIntake:
     def _judgeRoute(self, route):
         if isinstance(route, Reject):
             raise SMTPReply(route.code, route.enhanced, route.text)
-        if isinstance(route, Relay) and not self.relayAllowed:
-            raise SMTPReply(554, "5.7.1", f"<{route.address}>: Relay access denied")
+        if isinstance(route, Relay):
+            if self.user is None:
+                raise SMTPReply(554, "5.7.1", f"<{route.address}>: Relay access denied")
+            if not self.relayAvailable:
+                raise SMTPReply(
+                    451, "4.4.0",
+                    f"<{route.address}>: delivery to other domains is not "
+                    "available on this server yet, try again later",
+                )
         assert isinstance(route, (Local, Relay))
 
     def openMessage(self):

@@ -8,6 +8,7 @@ listener -> SMTP -> intake (router, spool) -> queue runner -> local delivery
 """
 
 import os
+import signal
 import sys
 
 from twisted.application.internet import StreamServerEndpointService
@@ -16,23 +17,27 @@ from twisted.cred.checkers import AllowAnonymousAccess
 from twisted.cred.portal import Portal
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
 
+from pymailer.auth.checkers import PasswordChecker
 from pymailer.auth.directory import openDirectory
+from pymailer.auth.guard import LoginGuard
 from pymailer.auth.realm import MailRealm
 from pymailer.delivery.local import LocalDeliveryAgent
 from pymailer.delivery.router import Router
 from pymailer.intake import MessageIntake
 from pymailer.queue.runner import QueueRunner
 from pymailer.queue.spool import Spool
-from pymailer.smtp.server import SMTPFactory
+from pymailer.smtp.factory import ROLES as SMTP_ROLES, SMTPFactory
 from pymailer.store.maildir import MaildirStore
+from pymailer.tls import ReloadableContextFactory, certificatePaths
 
 log = Logger()
 
 # Roles this version serves; the others are accepted in the config (the
 # contract is fixed) and reported as not yet available.
-BUILT_ROLES = ("smtp",)
+BUILT_ROLES = ("smtp", "submission", "submissions")
 
 
 class ThreadPoolService(Service):
@@ -75,22 +80,66 @@ def makeService(config, reactor=None):
     def intakeFor(user):
         return MessageIntake(
             router, spool, runner, reactor, pool,
-            minFreeSpace=minFree, relayAllowed=False, user=user,
+            minFreeSpace=minFree, user=user,
         )
 
-    portal = Portal(MailRealm(intakeFor), [AllowAnonymousAccess()])
+    checker = PasswordChecker(directory, reactor, pool)
+    portal = Portal(MailRealm(intakeFor), [AllowAnonymousAccess(), checker])
+    guard = LoginGuard(config.auth, reactor)
+    tls = ReloadableContextFactory(*certificatePaths(config))
+    reloadOnHangup(reactor, tls)
 
     for role, description in config.listen.roles().items():
         if role not in BUILT_ROLES:
             log.warn("listener {role} ({desc}) is configured but not available in "
                      "this version", role=role, desc=description)
             continue
-        factory = SMTPFactory(config.hostname, config.smtp, portal, reactor)
-        endpoint = serverFromString(reactor, description)
-        listener = StreamServerEndpointService(endpoint, factory)
-        listener.setName(role)
-        listener.setServiceParent(top)
+        factory = SMTPFactory(
+            config.hostname, config.smtp, portal, reactor, role=SMTP_ROLES[role],
+            tls=tls, guard=guard, authConfig=config.auth,
+            hideClientIP=config.submission.hide_client_ip,
+        )
+        listen(top, reactor, role, description, factory, tls)
     return top
+
+
+def listen(parent, reactor, role, description, factory, tls):
+    """
+    Add a listener.  An ``ssl:`` endpoint without its own key is a TCP
+    endpoint wrapped in TLS with our (reloadable) context, so that
+    ``submissions = "ssl:465"`` needs no certificate options.
+    """
+    if description.startswith("ssl:") and not _hasOwnKey(description):
+        endpoint = serverFromString(reactor, "tcp:" + description[len("ssl:"):])
+        factory = TLSMemoryBIOFactory(tls, False, factory)
+    else:
+        endpoint = serverFromString(reactor, description)
+    listener = StreamServerEndpointService(endpoint, factory)
+    listener.setName(role)
+    listener.setServiceParent(parent)
+
+
+def _hasOwnKey(description):
+    return any(
+        part.startswith(("privateKey=", "certKey="))
+        for part in description.split(":")
+    )
+
+
+def reloadOnHangup(reactor, tls):
+    """SIGHUP re-reads the certificate (after an ACME renewal)."""
+    previous = signal.getsignal(signal.SIGHUP)
+
+    def onHangup(signum, frame):
+        reactor.callFromThread(tls.reload)
+        if callable(previous):
+            previous(signum, frame)
+
+    try:
+        signal.signal(signal.SIGHUP, onHangup)
+    except ValueError:
+        # Not the main thread (tests building the service): no signals.
+        pass
 
 
 def describeListeners(config, out=None):

@@ -6,7 +6,12 @@ The fakes use the real L{Router}, so what they accept is what the server
 accepts; only the disk is replaced.
 """
 
-from twisted.cred.checkers import AllowAnonymousAccess
+from twisted.cred.checkers import (
+    AllowAnonymousAccess,
+    ICredentialsChecker,
+    InMemoryUsernamePasswordDatabaseDontUse,
+)
+from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.portal import Portal
 from twisted.internet import defer
 from twisted.internet.testing import StringTransport
@@ -82,10 +87,10 @@ class MemoryIntake(MessageIntake):
     @ivar capacityError: an exception to fail capacity checks with.
     """
 
-    def __init__(self, directory, relayAllowed=False):
+    def __init__(self, directory, user=None, relayAvailable=False):
         MessageIntake.__init__(
             self, Router(directory), spool=None, queue=None, reactor=None,
-            threadpool=None, relayAllowed=relayAllowed,
+            threadpool=None, user=user, relayAvailable=relayAvailable,
         )
         self.committed = []
         self.held = []
@@ -116,9 +121,50 @@ class MemoryIntake(MessageIntake):
         return MemoryMessage(self, f"Q{self._ids}")
 
 
-def memoryPortal(intake):
-    """A portal whose every SMTP session gets C{intake}."""
-    return Portal(MailRealm(lambda user: intake), [AllowAnonymousAccess()])
+def memoryPortal(intake, passwords=None):
+    """
+    A portal whose anonymous SMTP sessions get C{intake}, and whose users
+    (C{passwords}: address to password) get a L{MemoryIntake} of their own
+    sharing C{intake}'s committed messages.
+    """
+
+    def intakeFor(user):
+        if user is None:
+            return intake
+        userIntake = MemoryIntake(intake.router.directory, user=user)
+        userIntake.committed = intake.committed
+        return userIntake
+
+    checkers = [AllowAnonymousAccess()]
+    if passwords:
+        db = InMemoryUsernamePasswordDatabaseDontUse()
+        for user, password in passwords.items():
+            db.addUser(user.encode("utf-8"), password.encode("utf-8"))
+        checkers.append(_DecodingChecker(db))
+    return Portal(MailRealm(intakeFor), checkers)
+
+
+@implementer(ICredentialsChecker)
+class _DecodingChecker:
+    """Gives the avatar id as C{str}, as L{PasswordChecker} does."""
+
+    credentialInterfaces = (IUsernamePassword,)
+
+    def __init__(self, db):
+        self.db = db
+
+    def requestAvatarId(self, credentials):
+        d = self.db.requestAvatarId(credentials)
+        return d.addCallback(lambda avatarId: avatarId.decode("utf-8"))
+
+
+class TLSStringTransport(StringTransport):
+    """A L{StringTransport} that records C{startTLS} (no real handshake)."""
+
+    tlsContextFactory = None
+
+    def startTLS(self, contextFactory):
+        self.tlsContextFactory = contextFactory
 
 
 def connectSMTP(factory, host="192.0.2.1", port=40000):
@@ -131,7 +177,7 @@ def connectSMTP(factory, host="192.0.2.1", port=40000):
 
     addr = IPv4Address("TCP", host, port)
     proto = factory.buildProtocol(addr)
-    transport = StringTransport(peerAddress=addr)
+    transport = TLSStringTransport(peerAddress=addr)
     proto.makeConnection(transport)
     return proto, transport
 

@@ -12,16 +12,17 @@ from twisted.internet import task
 
 from pymailer.config import SMTPConfig
 from pymailer.smtp.reply import SMTPReply
-from pymailer.smtp.server import SMTPFactory
+from pymailer.smtp.factory import SMTPFactory
 from pymailer.testing import MemoryDirectory, MemoryIntake, connectSMTP, memoryPortal
 
 REPLY = re.compile(rb"^(\d{3})([ -])(.*)$")
+PASSWORDS = {"alice@example.org": "alice-pw", "bob@example.org": "bob-pw"}
 
 
 class Client:
     """Drives one server connection and reads its replies."""
 
-    def __init__(self, **limits):
+    def __init__(self, factoryArgs=None, host="192.0.2.1", **limits):
         self.clock = task.Clock()
         self.directory = MemoryDirectory(
             domains=["example.org"],
@@ -30,10 +31,19 @@ class Client:
         )
         self.intake = MemoryIntake(self.directory)
         self.factory = SMTPFactory(
-            "mx.example.org", SMTPConfig(**limits), memoryPortal(self.intake), self.clock
+            "mx.example.org", SMTPConfig(**limits),
+            memoryPortal(self.intake, PASSWORDS), self.clock, **(factoryArgs or {})
         )
-        self.proto, self.transport = connectSMTP(self.factory)
+        self.proto, self.transport = connectSMTP(self.factory, host=host)
         self.greeting = self.replies()
+
+    def reconnect(self, host="192.0.2.1"):
+        """Another connection to the same server (same factory, clock, intake)."""
+        other = Client.__new__(Client)
+        other.__dict__.update(self.__dict__)
+        other.proto, other.transport = connectSMTP(self.factory, host=host)
+        other.greeting = other.replies()
+        return other
 
     def send(self, data):
         if isinstance(data, str):
@@ -93,6 +103,7 @@ def test_ehlo_advertises_extensions():
     assert lines[0].startswith("mx.example.org Hello client.test")
     assert set(lines[1:]) == {
         "SIZE 1000000", "PIPELINING", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES",
+        "CHUNKING", "BINARYMIME",
     }
 
 
@@ -445,7 +456,7 @@ def test_connection_lost_mid_data_aborts():
     c = Client()
     c.startMail()
     c.send(b"Subject: x\r\n\r\npartial")
-    message = c.proto._message
+    message = c.proto._txn.message
     c.proto.connectionLost(None)
     assert message.aborted
     assert c.intake.committed == []

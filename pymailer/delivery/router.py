@@ -101,3 +101,17 @@ class Router:
             self._expand(target, users, forwards, seen, loop, depth + 1)
         else:
             forwards.append(target)
+
+    def owns(self, user, sender):
+        """
+        May the authenticated C{user} send as C{sender}?  Their own address,
+        with or without a +tag, or an alias that reaches them.  Blocking.
+        """
+        try:
+            sender = normaliseAddress(sender)
+        except ValueError:
+            return False
+        if sender == user:
+            return True
+        route = self.route(sender)
+        return isinstance(route, Local) and user in route.users

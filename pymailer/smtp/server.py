@@ -13,17 +13,18 @@ import time
 
 from twisted.cred.credentials import Anonymous
 from twisted.internet import defer
-from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
-from twisted.mail.smtp import AUTH, COMMAND, ESMTP
+from twisted.mail.smtp import COMMAND, ESMTP
 
 from pymailer.envelope import Envelope, Recipient, Session
 from pymailer.interfaces import IMessageIntake
 from pymailer.smtp import data as smtpdata
 from pymailer.smtp.address import parsePathCommand, unquoteLocalPart
 from pymailer.smtp.reply import DEFAULT_ENHANCED, SMTPReply
+from pymailer.smtp.security import AUTH_MODE, SessionSecurity
 
 DATA = "DATA"
+BDAT = "BDAT"
 
 # RFC 5321 §4.5.3.1.4: a command line is at most 512 octets with its CRLF.
 MAX_COMMAND_LINE = 512
@@ -50,16 +51,26 @@ _DATA_PROBLEMS = {
 
 
 class Transaction:
-    """One MAIL ... DATA transaction."""
+    """
+    One MAIL ... DATA (or BDAT ... LAST) transaction.
+
+    @ivar message: the L{IIncomingMessage} once data has started.
+    @ivar size: octets received so far.
+    @ivar problem: the reply refusing the message, once one is known; the
+        data is still read to its end so the session stays in step.
+    """
 
     def __init__(self, sender, params):
         self.sender = sender
         self.smtputf8 = "SMTPUTF8" in params
         self.body = (params.get("BODY") or "7BIT").upper()
         self.recipients = []
+        self.message = None
+        self.size = 0
+        self.problem = None
 
 
-class SMTPServer(ESMTP):
+class SMTPServer(SessionSecurity, ESMTP):
     """
     Subclasses L{ESMTP} for its extension dispatch (C{ext_*}), its AUTH and
     STARTTLS machinery, the portal login and the idle timeout, but replaces:
@@ -70,6 +81,7 @@ class SMTPServer(ESMTP):
        L{smtpdata.DataDecoder};
      - the dispatch, so a command whose check returns a Deferred holds back
        the commands pipelined behind it (twisted #8126);
+     - STARTTLS and AUTH (see L{SessionSecurity});
      - MAIL, RCPT and DATA, so that one spool file serves all recipients
        (Twisted makes one C{IMessage} per recipient) and a storage failure
        is a temporary C{451 4.3.0}, never the permanent 550 of
@@ -96,10 +108,11 @@ class SMTPServer(ESMTP):
         self._protocolName = "ESMTP"
         self._txn = None
         self._decoder = None
-        self._message = None
+        self._bdatRemaining = None
+        self._bdatLast = False
         self._pendingData = []
         self._pendingSize = 0
-        self._storeFailed = None
+        self._onLogout = None
 
     # -- replies ------------------------------------------------------------
 
@@ -147,7 +160,7 @@ class SMTPServer(ESMTP):
         # RFC 2034 §3: no enhanced code on the greeting.
         self.transport.write(b"220 " + self.greeting() + b"\r\n")
         self.setTimeout(self.timeout)
-        self.canStartTLS = False
+        self.secure = self.factory.role.implicitTLS
         peer = self.transport.getPeer()
         self._peerHost = getattr(peer, "host", str(peer))
         self._helo = (None, self._peerHost.encode("ascii", "replace"))
@@ -176,6 +189,8 @@ class SMTPServer(ESMTP):
             while self._buffer and not self._busy and not self._disconnected:
                 if self._decoder is not None:
                     self._dataReceived()
+                elif self._bdatRemaining is not None:
+                    self._chunkReceived()
                 else:
                     self._commandReceived()
         finally:
@@ -214,7 +229,7 @@ class SMTPServer(ESMTP):
             self.reply(500, "5.5.2", "Line too long")
             return
         self.resetTimeout()
-        if self.mode == AUTH:
+        if self.mode == AUTH_MODE:
             self._run(self.state_AUTH, line)
         else:
             self._dispatch(line)
@@ -279,19 +294,15 @@ class SMTPServer(ESMTP):
         self._greet(rest, extended=True)
 
     def extensionLines(self):
-        lines = [
+        return [
             f"SIZE {self.factory.limits.max_message_size}",
             "PIPELINING",
             "8BITMIME",
             "SMTPUTF8",
             "ENHANCEDSTATUSCODES",
-        ]
-        for name, value in ESMTP.extensions(self).items():
-            if value is None:
-                lines.append(name.decode("ascii"))
-            elif value:
-                lines.append(" ".join(v.decode("ascii") for v in [name] + value))
-        return lines
+            "CHUNKING",
+            "BINARYMIME",
+        ] + self.securityExtensions()
 
     def do_NOOP(self, rest):
         self.reply(250, "2.0.0", "Ok")
@@ -314,15 +325,26 @@ class SMTPServer(ESMTP):
         self.reply(214, "2.0.0", "See RFC 5321")
 
     def _resetTransaction(self):
-        self._txn = None
+        txn, self._txn = self._txn, None
+        if txn is not None and txn.message is not None:
+            txn.message.abort()
 
     # -- the transaction ------------------------------------------------------
 
     def _session(self):
+        tlsVersion, tlsCipher = self.tlsDetails()
+        # RFC 3848: ESMTP, plus S for TLS and A for an authenticated client.
+        protocol = self._protocolName
+        if protocol == "ESMTP":
+            protocol += ("S" if tlsVersion else "") + ("A" if self.authenticatedAs else "")
+        hidden = self.factory.hideClientIP
         return Session(
             helo=self._heloName or "",
-            clientAddress=self._peerHost,
-            protocol=self._protocolName,
+            clientAddress="" if hidden else self._peerHost,
+            protocol=protocol,
+            authenticatedAs=self.authenticatedAs,
+            tlsVersion=tlsVersion,
+            tlsCipher=tlsCipher,
         )
 
     def _decodeArgument(self, rest):
@@ -337,6 +359,7 @@ class SMTPServer(ESMTP):
         if self._txn is not None:
             return self.reply(503, "5.5.1", "Error: nested MAIL command")
         try:
+            self.checkAuthenticated()
             sender, params = parsePathCommand(
                 self._decodeArgument(rest), "FROM", allowNull=True
             )
@@ -345,7 +368,7 @@ class SMTPServer(ESMTP):
             return self.reply(e.code, e.enhanced, e.text)
         sender = unquoteLocalPart(sender)
         size = int(params.get("SIZE") or 0)
-        d = self._login()
+        d = self._anonymousLogin()
         d.addCallback(lambda _: self.intake.checkCapacity(self._minFreeSpace(size)))
         d.addCallback(lambda _: self.intake.validateSender(self._session(), sender, params))
 
@@ -371,7 +394,7 @@ class SMTPServer(ESMTP):
                         "Message size exceeds fixed maximum message size",
                     )
             elif key == "BODY":
-                if (value or "").upper() not in ("7BIT", "8BITMIME"):
+                if (value or "").upper() not in ("7BIT", "8BITMIME", "BINARYMIME"):
                     raise SMTPReply(501, "5.5.4", "Bad BODY parameter")
             elif key == "SMTPUTF8":
                 if value is not None:
@@ -382,7 +405,7 @@ class SMTPServer(ESMTP):
             # RFC 6531 §3.4: UTF-8 addresses need SMTPUTF8.
             raise SMTPReply(553, "5.6.7", "UTF-8 address requires SMTPUTF8")
 
-    def _login(self):
+    def _anonymousLogin(self):
         if self.intake is not None:
             return defer.succeed(None)
         d = self.portal.login(Anonymous(), None, IMessageIntake)
@@ -421,36 +444,109 @@ class SMTPServer(ESMTP):
 
         return d.addCallback(accepted)
 
-    def do_DATA(self, rest):
-        txn = self._txn
+    def _checkReadyForData(self, txn):
         if txn is None:
-            return self.reply(503, "5.5.1", "Error: need MAIL command")
+            raise SMTPReply(503, "5.5.1", "Error: need MAIL command")
         if not txn.recipients:
             # RFC 5321 §3.3: 554 when no RCPT was accepted.
-            return self.reply(554, "5.5.1", "Error: no valid recipients")
-        if rest:
-            return self.reply(501, "5.5.4", "Syntax: DATA takes no argument")
+            raise SMTPReply(554, "5.5.1", "Error: no valid recipients")
+
+    def do_DATA(self, rest):
+        txn = self._txn
+        try:
+            self._checkReadyForData(txn)
+            if txn.message is not None:
+                raise SMTPReply(503, "5.5.1", "Error: DATA after BDAT")
+            if txn.body == "BINARYMIME":
+                # RFC 3030 §3: a BINARYMIME body can only be sent with BDAT.
+                raise SMTPReply(503, "5.5.1", "Error: BINARYMIME requires BDAT")
+            if rest:
+                raise SMTPReply(501, "5.5.4", "Syntax: DATA takes no argument")
+        except SMTPReply as e:
+            return self.reply(e.code, e.enhanced, e.text)
         self.mode = DATA
         self._decoder = smtpdata.DataDecoder()
-        self._message = self.intake.openMessage()
-        self._storeFailed = None
+        txn.message = self.intake.openMessage()
         self.reply(354, None, "End data with <CR><LF>.<CR><LF>")
+
+    def do_BDAT(self, rest):
+        words = rest.split()
+        if not (1 <= len(words) <= 2 and words[0].isdigit() and len(words[0]) <= 12) or (
+            len(words) == 2 and words[1].upper() != b"LAST"
+        ):
+            # The chunk's length is unknown: nothing to skip, so stay in
+            # command mode (the client will be out of step and see errors).
+            return self.reply(501, "5.5.4", "Syntax: BDAT size [LAST]")
+        self._bdatRemaining = int(words[0])
+        self._bdatLast = len(words) == 2
+        txn = self._txn
+        try:
+            self._checkReadyForData(txn)
+        except SMTPReply as e:
+            # RFC 3030 §2: the chunk is read, then the error given.
+            txn = self._txn = Transaction("", {})
+            txn.problem = e
+        if txn.message is None and txn.problem is None:
+            txn.message = self.intake.openMessage()
+        self.mode = BDAT
+        if self._bdatRemaining == 0:
+            self._run(self._endOfChunk, None)
+
+    def _chunkReceived(self):
+        take = self._buffer[: self._bdatRemaining]
+        self._buffer = self._buffer[len(take):]
+        self._bdatRemaining -= len(take)
+        self._accept(take)
+        if self._bdatRemaining == 0:
+            self._run(self._endOfChunk, None)
+        elif self._pendingSize >= WRITE_BATCH:
+            self._run(self._flushData, None)
+
+    def _endOfChunk(self, _):
+        txn, last = self._txn, self._bdatLast
+        self._bdatRemaining = None
+        self.mode = COMMAND
+        self.resetTimeout()
+        if txn.problem is not None and txn.message is None:
+            self._txn = None
+            return self.reply(txn.problem.code, txn.problem.enhanced, txn.problem.text)
+        if last or txn.problem is not None:
+            return self._finishMessage()
+        d = self._flushData(None)
+
+        def received(_):
+            self.reply(250, "2.0.0", f"{txn.size} octets received")
+
+        return d.addCallback(received)
+
+    def _accept(self, payload):
+        """Count message octets and keep them for the next spool write."""
+        txn = self._txn
+        txn.size += len(payload)
+        if txn.problem is None and txn.size > self.factory.limits.max_message_size:
+            txn.problem = SMTPReply(
+                552, "5.3.4", "Message size exceeds fixed maximum message size"
+            )
+        if txn.problem is not None:
+            self._dropPendingData()
+        elif payload:
+            self._pendingData.append(payload)
+            self._pendingSize += len(payload)
 
     def _dataReceived(self):
         payload, rest = self._decoder.feed(self._buffer)
         self._buffer = b""
-        if self._storeFailed is None and self._decoder.size <= self.factory.limits.max_message_size:
-            if payload:
-                self._pendingData.append(payload)
-                self._pendingSize += len(payload)
-            if self._pendingSize >= WRITE_BATCH and rest is None:
-                self._run(self._flushData, None)
-        else:
-            self._dropPendingData()
+        self._accept(payload)
+        if self._decoder.problem is not None and self._txn.problem is None:
+            self._txn.problem = _DATA_PROBLEMS[self._decoder.problem]
         if rest is not None:
             self._buffer = rest
+            self._decoder = None
+            self.mode = COMMAND
             self.resetTimeout()
-            self._run(self._endOfData, None)
+            self._run(lambda _: self._finishMessage(), None)
+        elif self._pendingSize >= WRITE_BATCH:
+            self._run(self._flushData, None)
 
     def _takePendingData(self):
         data = b"".join(self._pendingData)
@@ -462,28 +558,29 @@ class SMTPServer(ESMTP):
         self._pendingSize = 0
 
     def _flushData(self, _):
-        d = self._message.write(self._takePendingData())
-        return d.addErrback(self._noteStoreFailure)
+        txn = self._txn
+        d = txn.message.write(self._takePendingData())
 
-    def _noteStoreFailure(self, failure):
-        self.log.failure("could not write to the spool", failure)
-        self._storeFailed = failure
+        def failed(failure):
+            self.log.failure("could not write to the spool", failure)
+            if txn.problem is None:
+                txn.problem = SMTPReply(
+                    451, "4.3.0", "Could not store the message, try again later"
+                )
 
-    def _endOfData(self, _):
-        decoder, message, txn = self._decoder, self._message, self._txn
-        self._decoder = self._message = self._txn = None
-        self.mode = COMMAND
-        refusal = None
-        if decoder.problem is not None:
-            refusal = _DATA_PROBLEMS[decoder.problem]
-        elif decoder.size > self.factory.limits.max_message_size:
-            refusal = SMTPReply(552, "5.3.4", "Message size exceeds fixed maximum message size")
-        elif self._storeFailed is not None:
-            refusal = SMTPReply(451, "4.3.0", "Could not store the message, try again later")
-        if refusal is not None:
+        return d.addErrback(failed)
+
+    def _finishMessage(self):
+        """The end of DATA or BDAT LAST: refuse, or commit and answer 250."""
+        txn = self._txn
+        self._txn = None
+        message = txn.message
+        if txn.problem is not None:
             self._dropPendingData()
             d = message.abort()
-            d.addCallback(lambda _: self.reply(refusal.code, refusal.enhanced, refusal.text))
+            d.addCallback(
+                lambda _: self.reply(txn.problem.code, txn.problem.enhanced, txn.problem.text)
+            )
             return d
         envelope = Envelope(
             queueId=message.queueId,
@@ -493,7 +590,7 @@ class SMTPServer(ESMTP):
             ),
             receivedAt=time.time(),
             session=self._session(),
-            size=decoder.size,
+            size=txn.size,
             body=txn.body,
             smtputf8=txn.smtputf8,
         )
@@ -502,12 +599,13 @@ class SMTPServer(ESMTP):
 
         def committed(_):
             self.log.info(
-                "{qid}: from=<{sender}> size={size} nrcpt={n} client=[{ip}]",
+                "{qid}: from=<{sender}> size={size} nrcpt={n} client=[{ip}]{user}",
                 qid=envelope.queueId,
                 sender=envelope.sender,
                 size=envelope.size,
                 n=len(envelope.recipients),
                 ip=self._peerHost,
+                user=f" sasl_username={self.authenticatedAs}" if self.authenticatedAs else "",
             )
             self.reply(250, "2.0.0", f"Ok: queued as {envelope.queueId}")
 
@@ -521,56 +619,6 @@ class SMTPServer(ESMTP):
         return d.addCallbacks(committed, failed)
 
     def _abortMessage(self):
-        if self._message is not None:
-            self._message.abort()
-            self._message = None
-            self._decoder = None
-
-
-class _Refusal(Protocol):
-    """Says why a connection over the limits is refused, and closes it."""
-
-    def __init__(self, text):
-        self.text = text
-
-    def connectionMade(self):
-        self.transport.write(f"421 4.7.0 {self.text}\r\n".encode("ascii"))
-        self.transport.loseConnection()
-
-
-class SMTPFactory(ServerFactory):
-    """
-    Builds L{SMTPServer}s for one listener, enforcing the connection limits
-    (per client IP and in all; Postfix's smtpd_client_connection_count_limit
-    and process limit).
-    """
-
-    protocol = SMTPServer
-
-    def __init__(self, hostname, limits, portal, reactor):
-        self.hostname = hostname
-        self.limits = limits
-        self.portal = portal
-        self.reactor = reactor
-        self.connections = {}
-        self.total = 0
-
-    def buildProtocol(self, addr):
-        host = getattr(addr, "host", str(addr))
-        if self.total >= self.limits.max_connections:
-            return _Refusal("Too many connections, try again later")
-        if self.connections.get(host, 0) >= self.limits.max_connections_per_ip:
-            return _Refusal("Too many connections from your address, try again later")
-        self.total += 1
-        self.connections[host] = self.connections.get(host, 0) + 1
-        p = self.protocol(self)
-        p.portal = self.portal
-        return p
-
-    def connectionClosed(self, host):
-        self.total -= 1
-        left = self.connections.get(host, 1) - 1
-        if left:
-            self.connections[host] = left
-        else:
-            self.connections.pop(host, None)
+        self._decoder = None
+        self._bdatRemaining = None
+        self._resetTransaction()

@@ -1,0 +1,179 @@
+"""
+STARTTLS (RFC 3207) and AUTH (RFC 4954) for the SMTP server.
+
+A mixin for L{pymailer.smtp.server.SMTPServer}: it replaces Twisted's
+C{ESMTP.ext_STARTTLS} and C{ext_AUTH}/C{state_AUTH}, which run commands
+pipelined after STARTTLS inside the TLS session (CVE-2011-0411 class), keep
+the pre-TLS EHLO state, log in to C{IMessageDelivery} rather than our
+intake, and know nothing of lockouts and failure delays.
+
+Trusts nothing: the SASL responses are the client's, and a client that
+guesses passwords is delayed, counted and locked out by the L{LoginGuard}.
+"""
+
+import base64
+import binascii
+import ipaddress
+
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet import defer
+
+from pymailer.auth.sasl import MECHANISMS, SASLError
+from pymailer.interfaces import IMessageIntake
+from pymailer.smtp.reply import SMTPReply
+from pymailer.tls import describeConnection
+
+AUTH_MODE = "AUTH"
+
+
+def isLoopback(host):
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class SessionSecurity:
+    """STARTTLS and AUTH; expects the attributes L{SMTPServer} sets up."""
+
+    secure = False
+    authenticatedAs = None
+    _sasl = None
+
+    def securityExtensions(self):
+        lines = []
+        if self.factory.tls is not None and not self.secure:
+            lines.append("STARTTLS")
+        if self._authOffered():
+            lines.append("AUTH " + " ".join(m.decode() for m in MECHANISMS))
+        return lines
+
+    def _authOffered(self):
+        if not self.factory.role.offerAuth:
+            return False
+        return self.secure or (
+            self.factory.authConfig.allow_plaintext_on_loopback
+            and isLoopback(self._peerHost)
+        )
+
+    def tlsDetails(self):
+        if not self.secure:
+            return None, None
+        return describeConnection(self.transport)
+
+    # -- STARTTLS -----------------------------------------------------------
+
+    def ext_STARTTLS(self, rest):
+        if self.secure:
+            return self.reply(503, "5.5.1", "Error: TLS already active")
+        if self.factory.tls is None:
+            return self.reply(454, "4.7.0", "TLS not available")
+        if rest:
+            return self.reply(501, "5.5.4", "Syntax: STARTTLS")
+        self.reply(220, "2.0.0", "Ready to start TLS")
+        # RFC 3207 §4.2: forget everything learnt before TLS.  Whatever the
+        # client pipelined after STARTTLS was sent in plaintext and could have
+        # been injected by a man in the middle: it is dropped, not run.
+        self._buffer = b""
+        self._heloName = None
+        self._txn = None
+        self._releaseIntake()
+        self.transport.startTLS(self.factory.tls)
+        self.secure = True
+
+    # -- AUTH -----------------------------------------------------------------
+
+    def ext_AUTH(self, rest):
+        if not self.factory.role.offerAuth:
+            return self.reply(503, "5.5.1", "Error: authentication not enabled")
+        if not self._authOffered():
+            # RFC 4954 §6: 538 when the mechanism needs encryption first.
+            return self.reply(
+                538, "5.7.11", "Encryption required for requested authentication mechanism"
+            )
+        if self.authenticatedAs is not None:
+            return self.reply(503, "5.5.1", "Error: already authenticated")
+        if self._txn is not None:
+            return self.reply(503, "5.5.1", "Error: AUTH not allowed during a mail transaction")
+        name, _, initial = rest.partition(b" ")
+        mechanism = MECHANISMS.get(name.upper())
+        if mechanism is None:
+            return self.reply(504, "5.5.4", "Unrecognized authentication type")
+        if self.factory.guard.blocked(self._peerHost) is not None:
+            return self._closeWith(
+                421, "4.7.0", "Too many failed logins from your address, try again later"
+            )
+        self._sasl = mechanism()
+        self.mode = AUTH_MODE
+        if initial:
+            # RFC 4954 §4: "=" is an empty initial response.
+            return self.state_AUTH(b"" if initial == b"=" else initial, initial=True)
+        self._challenge(self._sasl.initialChallenge)
+
+    def _challenge(self, challenge):
+        self.reply(334, None, base64.b64encode(challenge).decode("ascii"))
+
+    def _endAuth(self):
+        self._sasl = None
+        self.mode = "COMMAND"
+
+    def state_AUTH(self, line, initial=False):
+        if line == b"*" and not initial:
+            self._endAuth()
+            return self.reply(501, "5.7.0", "Authentication aborted")
+        try:
+            decoded = base64.b64decode(line, validate=True) if line else b""
+            challenge, credentials = self._sasl.respond(decoded)
+        except (binascii.Error, SASLError) as e:
+            self._endAuth()
+            return self.reply(501, "5.5.2", f"Malformed authentication response ({e})")
+        if challenge is not None:
+            return self._challenge(challenge)
+        self._endAuth()
+        return self._passwordLogin(credentials)
+
+    def _passwordLogin(self, credentials):
+        guard, ip = self.factory.guard, self._peerHost
+        account = credentials.username.decode("utf-8", "replace")
+        if guard.blocked(ip) is not None:
+            self._closeWith(421, "4.7.0", "Too many failed logins from your address, try again later")
+            return None
+        if guard.blocked(ip, account) == "account":
+            # A locked account is answered like a wrong password, without
+            # checking it: the guesser learns nothing.
+            d = defer.fail(UnauthorizedLogin("account locked out"))
+        else:
+            d = self.portal.login(credentials, None, IMessageIntake)
+            d.addCallback(self._loggedIn, account)
+        return d.addErrback(self._loginFailed, account)
+
+    def _loggedIn(self, result, account):
+        _, intake, logout = result
+        self._releaseIntake()
+        self.intake, self._onLogout = intake, logout
+        self.authenticatedAs = intake.user
+        self.factory.guard.succeeded(self._peerHost, account)
+        self.reply(235, "2.7.0", "Authentication successful")
+
+    def _loginFailed(self, failure, account):
+        failure.trap(UnauthorizedLogin)
+        d = self.factory.guard.failed(self._peerHost, account, "smtp")
+
+        def answer(_):
+            if self.factory.guard.blocked(self._peerHost) is not None:
+                self._closeWith(421, "4.7.0", "Too many failed logins from your address, try again later")
+            else:
+                self.reply(535, "5.7.8", "Authentication credentials invalid")
+
+        return d.addCallback(answer)
+
+    def checkAuthenticated(self):
+        if self.factory.role.requireAuth and self.authenticatedAs is None:
+            raise SMTPReply(530, "5.7.0", "Authentication required")
+
+    def _releaseIntake(self):
+        if self._onLogout is not None:
+            self._onLogout()
+            self._onLogout = None
+        self.intake = None
+
