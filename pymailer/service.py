@@ -10,6 +10,7 @@ listener -> SMTP -> intake (router, spool) -> queue runner -> local delivery
 import os
 import signal
 import sys
+from dataclasses import dataclass
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
@@ -29,15 +30,53 @@ from pymailer.delivery.router import Router
 from pymailer.intake import MessageIntake
 from pymailer.queue.runner import QueueRunner
 from pymailer.queue.spool import Spool
-from pymailer.smtp.factory import ROLES as SMTP_ROLES, SMTPFactory
+from pymailer.smtp.factory import ROLES as SMTP_ROLES
+from pymailer.smtp.factory import SMTPFactory
 from pymailer.store.maildir import MaildirStore
 from pymailer.tls import ReloadableContextFactory, certificatePaths
 
 log = Logger()
 
-# Roles this version serves; the others are accepted in the config (the
-# contract is fixed) and reported as not yet available.
-BUILT_ROLES = ("smtp", "submission", "submissions")
+
+@dataclass(frozen=True)
+class Parts:
+    """
+    The shared parts a listener is built from: each protocol's builder takes
+    what it needs from here and nothing else.
+    """
+
+    config: object
+    reactor: object
+    threadpool: object
+    portal: object
+    guard: object
+    tls: object
+    store: object
+    directory: object
+
+
+def buildSMTP(role, parts):
+    config = parts.config
+    return SMTPFactory(
+        config.hostname, config.smtp, parts.portal, parts.reactor,
+        role=SMTP_ROLES[role], tls=parts.tls, guard=parts.guard,
+        authConfig=config.auth, hideClientIP=config.submission.hide_client_ip,
+    )
+
+
+# Listener role -> builder(role, parts) of its protocol factory.  Roles in
+# the config but not here are accepted (the contract is fixed) and reported
+# as not yet available.
+LISTENER_BUILDERS = {
+    "smtp": buildSMTP,
+    "submission": buildSMTP,
+    "submissions": buildSMTP,
+}
+
+# Avatar interface -> factory(parts) of avatarFactory(user), for the realm:
+# each protocol registers how a logged-in user is served.
+AVATAR_BUILDERS = {}
+BUILT_ROLES = tuple(LISTENER_BUILDERS)
 
 
 class ThreadPoolService(Service):
@@ -84,22 +123,22 @@ def makeService(config, reactor=None):
         )
 
     checker = PasswordChecker(directory, reactor, pool)
-    portal = Portal(MailRealm(intakeFor), [AllowAnonymousAccess(), checker])
+    realm = MailRealm(intakeFor)
+    portal = Portal(realm, [AllowAnonymousAccess(), checker])
     guard = LoginGuard(config.auth, reactor)
     tls = ReloadableContextFactory(*certificatePaths(config))
     reloadOnHangup(reactor, tls)
+    parts = Parts(config, reactor, pool, portal, guard, tls, store, directory)
+    for interface, build in AVATAR_BUILDERS.items():
+        realm.avatarFactories[interface] = build(parts)
 
     for role, description in config.listen.roles().items():
-        if role not in BUILT_ROLES:
+        build = LISTENER_BUILDERS.get(role)
+        if build is None:
             log.warn("listener {role} ({desc}) is configured but not available in "
                      "this version", role=role, desc=description)
             continue
-        factory = SMTPFactory(
-            config.hostname, config.smtp, portal, reactor, role=SMTP_ROLES[role],
-            tls=tls, guard=guard, authConfig=config.auth,
-            hideClientIP=config.submission.hide_client_ip,
-        )
-        listen(top, reactor, role, description, factory, tls)
+        listen(top, reactor, role, description, build(role, parts), tls)
     return top
 
 

@@ -15,7 +15,9 @@ import datetime
 import os
 
 from OpenSSL import SSL
+from twisted.internet.interfaces import IOpenSSLContextFactory
 from twisted.logger import Logger
+from zope.interface import implementer
 
 log = Logger()
 
@@ -100,6 +102,7 @@ def buildContext(certPath, keyPath):
     return ctx
 
 
+@implementer(IOpenSSLContextFactory)
 class ReloadableContextFactory:
     """
     A server context factory (C{getContext}, as C{startTLS} and
