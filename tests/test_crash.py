@@ -190,10 +190,6 @@ def test_sigkill_during_load_loses_and_duplicates_nothing(makeMailServer):
         crashRound(makeMailServer, roundNo)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: Spool.removeOrphans cleans data/ only; a SIGKILL inside"
-    " fsutil.writeDurably leaves ID.json.<pid>.<tid>.tmp in incoming/ or"
-    " deferred/ for ever"))
 def test_recovery_removes_temporary_envelopes(makeMailServer):
     """
     A half-written envelope (the temporary file of an atomic write cut
@@ -215,11 +211,6 @@ def test_recovery_removes_temporary_envelopes(makeMailServer):
     assert not stale.exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a crash inside Spool.defer (after writeDurably(deferred/ID.json),"
-    " before unlink(active/ID.json)) leaves the envelope in both states;"
-    " QueueRunner._pickDue then claims it twice in one scan and it is"
-    " delivered twice"))
 def test_crash_inside_defer_delivers_once(makeMailServer):
     """
     A message whose envelope is in both active/ and deferred/ (the state a

@@ -208,3 +208,29 @@ def test_fair_between_new_and_deferred(spool):
     runner.startService()
     started = {c[0].queueId for c in agent.calls}
     assert len(started & set(new)) == 1 and len(started & set(old)) == 1
+
+
+def test_crash_inside_defer_keeps_the_newer_state(spool):
+    """An envelope left both in active/ and deferred/ by a crash is delivered once, from deferred/."""
+    qid = accept(spool)
+    claim = spool.claim("incoming", qid)
+    import shutil
+
+    shutil.copy(spool.envelopePath("active", qid), spool.envelopePath("deferred", qid))
+    os.utime(spool.envelopePath("deferred", qid), (0, 0))
+    os.close(claim.fd)  # the process died between the two steps of defer()
+    agent = RecordingDeliveryAgent()
+    runner, _ = makeRunner(spool, agent)
+    runner.startService()
+    assert len(agent.calls) == 1
+    assert not any(queueState(spool).values())
+
+
+def test_dead_writers_temporary_envelopes_removed(spool):
+    """Half-written envelope files of a dead process are removed at start; a live one's stay."""
+    dead = os.path.join(spool.root, "incoming", "x.json.999999999.1.tmp")
+    live = os.path.join(spool.root, "incoming", f"y.json.{os.getpid()}.1.tmp")
+    for path in (dead, live):
+        open(path, "wb").close()
+    spool.removeOrphans()
+    assert not os.path.exists(dead) and os.path.exists(live)

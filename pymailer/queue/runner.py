@@ -115,14 +115,16 @@ class QueueRunner(Service):
         order = recovering + _interleave(due, fresh, self._preferDeferred)
         self._preferDeferred = not self._preferDeferred
         claims = []
+        seen = set(self.active)
         for state, qid in order:
             if len(claims) >= room:
                 self._rescan = True
                 break
-            if qid in self.active:
+            if qid in seen:
                 continue
             claim = self.spool.claim(state, qid)
             if claim is not None:
+                seen.add(qid)
                 claims.append(claim)
         return claims
 

@@ -165,6 +165,7 @@ class Spool:
         @return: a L{Claim}, or C{None} if another runner has it.
         """
         source = self.envelopePath(state, queueId)
+        target = self.envelopePath("active", queueId)
         try:
             fd = os.open(source, os.O_RDONLY)
         except FileNotFoundError:
@@ -173,8 +174,18 @@ class Spool:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             if os.fstat(fd).st_nlink == 0:
                 raise BlockingIOError("moved away before we locked it")
-            if state != "active":
-                os.rename(source, self.envelopePath("active", queueId))
+            if state == "active":
+                if self._supersededElsewhere(queueId):
+                    # A crash inside defer() left the old active copy next
+                    # to the newer state: the newer one is the truth.
+                    os.unlink(source)
+                    raise FileNotFoundError(source)
+            else:
+                if os.path.exists(target):
+                    # Never overwrite an active entry: it is either being
+                    # delivered, or a stale copy that recovery removes first.
+                    raise BlockingIOError("already active")
+                os.rename(source, target)
             envelope = self._readEnvelope(fd)
         except (BlockingIOError, FileNotFoundError):
             os.close(fd)
@@ -184,6 +195,13 @@ class Spool:
             self._moveToCorrupt(state if state == "active" else "active", queueId)
             return None
         return Claim(queueId, envelope, fd, recovered=(state == "active"))
+
+    def _supersededElsewhere(self, queueId):
+        return any(
+            os.path.exists(self.envelopePath(state, queueId))
+            for state in STATES
+            if state != "active"
+        )
 
     def _readEnvelope(self, fd):
         with os.fdopen(os.dup(fd), "rb") as f:
@@ -211,6 +229,9 @@ class Spool:
         """
         Record the new recipient states durably and park the message in
         C{deferred/} until C{retryAt}.
+
+        The new state is written before the active copy goes, so a crash in
+        between leaves both; L{claim} then trusts the deferred one.
         """
         path = self.envelopePath("deferred", claim.queueId)
         writeDurably(path, envelope.toJSON())
@@ -231,11 +252,13 @@ class Spool:
 
     def removeOrphans(self):
         """
-        Remove data files that were never acknowledged: no envelope in any
-        state and no lock held by a receiving process.
+        Remove data files that were never acknowledged (no envelope in any
+        state and no lock held by a receiving process), and temporary
+        envelope files of processes that died while writing them.
 
-        @return: the C{list} of queue ids removed.
+        @return: the C{list} of queue ids whose data was removed.
         """
+        self._removeDeadTemporaries()
         known = set()
         for state in STATES:
             known.update(qid for qid, _ in self.listQueue(state))
@@ -267,3 +290,37 @@ class Spool:
             finally:
                 os.close(fd)
         return removed
+
+    def _removeDeadTemporaries(self):
+        for state in STATES:
+            directory = os.path.join(self.root, state)
+            for name in os.listdir(directory):
+                if not name.endswith(".tmp"):
+                    continue
+                pid = _writerPid(name)
+                if pid is None or not _processAlive(pid):
+                    try:
+                        os.unlink(os.path.join(directory, name))
+                    except FileNotFoundError:
+                        pass
+
+
+def _writerPid(tmpName):
+    """The pid in a L{writeDurably} temporary name C{X.<pid>.<tid>.tmp}."""
+    parts = tmpName.split(".")
+    try:
+        return int(parts[-3])
+    except (IndexError, ValueError):
+        return None
+
+
+def _processAlive(pid):
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
