@@ -7,6 +7,7 @@ In memory, per process: a guessing client is slowed and stopped here, and a
 restart forgets only the counters, never a password.
 """
 
+import ipaddress
 from collections import deque
 
 from twisted.internet.task import deferLater
@@ -76,3 +77,16 @@ class LoginGuard:
         for table in (self._failures, self._lockedUntil):
             while len(table) > MAX_KEYS:
                 del table[next(iter(table))]
+
+
+def plaintextLoginAllowed(authConfig, peerHost):
+    """
+    May a client log in with a password on an unencrypted connection?  Only
+    from loopback, and only when the config says so (local tools).
+    """
+    if not authConfig.allow_plaintext_on_loopback:
+        return False
+    try:
+        return ipaddress.ip_address(peerHost).is_loopback
+    except ValueError:
+        return False

@@ -13,24 +13,17 @@ guesses passwords is delayed, counted and locked out by the L{LoginGuard}.
 
 import base64
 import binascii
-import ipaddress
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 
+from pymailer.auth.guard import plaintextLoginAllowed
 from pymailer.auth.sasl import MECHANISMS, SASLError
 from pymailer.interfaces import IMessageIntake
 from pymailer.smtp.reply import SMTPReply
 from pymailer.tls import describeConnection
 
 AUTH_MODE = "AUTH"
-
-
-def isLoopback(host):
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class SessionSecurity:
@@ -51,10 +44,7 @@ class SessionSecurity:
     def _authOffered(self):
         if not self.factory.role.offerAuth:
             return False
-        return self.secure or (
-            self.factory.authConfig.allow_plaintext_on_loopback
-            and isLoopback(self._peerHost)
-        )
+        return self.secure or plaintextLoginAllowed(self.factory.authConfig, self._peerHost)
 
     def tlsDetails(self):
         if not self.secure:
