@@ -133,7 +133,7 @@ def test_ip_locked_out_after_max_failures():
     """
     c = submissionClient(role=SUBMISSIONS, failure_delay=0)
     c.ehlo()
-    for _ in range(4):
+    for _ in range(5):
         assertReply(failLogin(c), 535, "5.7.8")
     assertReply(failLogin(c), 421, "4.7.0")
     assert c.transport.disconnecting
@@ -165,6 +165,7 @@ def test_lockout_expires():
     """A locked-out IP may log in again once lockout_time has passed."""
     c = submissionClient(role=SUBMISSIONS, failure_delay=0, max_failures=1, lockout_time=60)
     c.ehlo()
+    assertReply(failLogin(c), 535, "5.7.8")
     assertReply(failLogin(c), 421, "4.7.0")
     c.clock.advance(61)
     fresh = c.reconnect()

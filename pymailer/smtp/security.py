@@ -149,13 +149,11 @@ class SessionSecurity:
         failure.trap(UnauthorizedLogin)
         d = self.factory.guard.failed(self._peerHost, account, "smtp")
 
-        def answer(_):
-            if self.factory.guard.blocked(self._peerHost) is not None:
-                self._closeWith(421, "4.7.0", "Too many failed logins from your address, try again later")
-            else:
-                self.reply(535, "5.7.8", "Authentication credentials invalid")
-
-        return d.addCallback(answer)
+        # The failure that reaches the limit is still answered 535; the
+        # lockout applies from the next attempt on.
+        return d.addCallback(
+            lambda _: self.reply(535, "5.7.8", "Authentication credentials invalid")
+        )
 
     def checkAuthenticated(self):
         if self.factory.role.requireAuth and self.authenticatedAs is None:
