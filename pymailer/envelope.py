@@ -47,6 +47,15 @@ class Recipient:
     attempts: int = 0
     nextAttempt: float = 0.0
     lastError: Optional[str] = None
+    # RFC 3461 §4.1 NOTIFY: None (the default: FAILURE and DELAY), or a
+    # tuple of "SUCCESS", "FAILURE", "DELAY", or ("NEVER",).
+    notify: Optional[tuple] = None
+    # RFC 3461 §4.2 ORCPT, as given ("rfc822;addr"), or None.
+    orcpt: Optional[str] = None
+    # Where it went: the remote MTA that accepted or refused it, if any.
+    remoteMTA: Optional[str] = None
+    # A failure/success report has been sent for this recipient.
+    reported: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,11 @@ class Envelope:
     size: int = 0
     body: str = "7BIT"
     smtputf8: bool = False
+    # RFC 3461 §4.3 RET ("FULL" or "HDRS") and §4.4 ENVID, or None.
+    dsnRet: Optional[str] = None
+    dsnEnvid: Optional[str] = None
+    # The delay warning (RFC 3464 "delayed") has been sent.
+    delayWarned: bool = False
 
     def pending(self):
         return [r for r in self.recipients if r.state == PENDING]
@@ -114,5 +128,10 @@ class Envelope:
         data = json.loads(raw)
         data.pop("version", None)
         data["session"] = Session(**data.get("session", {}))
-        data["recipients"] = tuple(Recipient(**r) for r in data["recipients"])
+        recipients = []
+        for r in data["recipients"]:
+            if r.get("notify") is not None:
+                r["notify"] = tuple(r["notify"])
+            recipients.append(Recipient(**r))
+        data["recipients"] = tuple(recipients)
         return cls(**data)

@@ -126,10 +126,14 @@ class MailServer:
     @param env: extra environment for twistd.
     @param cwd: twistd's working directory (default C{root}).
     @param port: the SMTP port (default: a free one).
+    @param roles: other listener roles to open (e.g. C{("submission",
+        "submissions", "pop3s")}), each on a free port in C{self.ports}; a
+        role ending in "s" (but "smtp") gets an C{ssl:} endpoint.
+    @param sections: more config tables, e.g. C{{"auth": {...}}}.
     """
 
     def __init__(self, root, smtp=None, queue=None, twistdArgs=None, env=None,
-                 cwd=None, port=None, hostname=HOSTNAME):
+                 cwd=None, port=None, hostname=HOSTNAME, roles=(), sections=None):
         self.root = pathlib.Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.hostname = hostname
@@ -139,6 +143,10 @@ class MailServer:
         self.logPath = self.root / "twistd.log"
         self.smtpOptions = dict(smtp or {})
         self.queueOptions = dict(queue or {})
+        self.sections = dict(sections or {})
+        self.ports = {"smtp": self.port}
+        for role in roles:
+            self.ports[role] = freePort()
         self.twistdArgs = twistdArgs
         self.extraEnv = dict(env or {})
         self.cwd = pathlib.Path(cwd) if cwd is not None else self.root
@@ -161,10 +169,13 @@ class MailServer:
             f"data_dir = {value(str(self.dataDir))}",
             "",
             "[listen]",
-            f'smtp = "tcp:{self.port}:interface=127.0.0.1"',
         ]
-        for table, options in (("smtp", self.smtpOptions),
-                               ("queue", self.queueOptions)):
+        for role, port in self.ports.items():
+            kind = "ssl" if role.endswith("s") and role != "smtp" else "tcp"
+            lines.append(f'{role} = "{kind}:{port}:interface=127.0.0.1"')
+        tables = [("smtp", self.smtpOptions), ("queue", self.queueOptions)]
+        tables += list(self.sections.items())
+        for table, options in tables:
             if options:
                 lines += ["", f"[{table}]"]
                 lines += [f"{k} = {value(v)}" for k, v in options.items()]
