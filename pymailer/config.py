@@ -125,6 +125,7 @@ class QueueConfig:
     retry_min: float = 300
     retry_max: float = 14400
     max_queue_lifetime: float = 432000
+    delay_warning: float = 14400
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,40 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class DNSConfig:
+    """
+    [dns]: the servers every lookup of the server goes to (MX, and SPF,
+    DKIM, DMARC later), as "ip" or "ip:port" ("[v6]:port"); empty means the
+    system's resolv.conf.
+    """
+
+    servers: tuple = ()
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """
+    [relay]: delivery to other domains.
+
+    @ivar port: the destination port (25; tests point it at loopback high
+        ports).
+    @ivar smarthost: "host:port" to send everything through, or None for
+        MX delivery.
+    @ivar smarthost_tls: "starttls" (required), "tls" (implicit, RFC 8314),
+        or "opportunistic".
+    """
+
+    port: int = 25
+    smarthost: str | None = None
+    smarthost_user: str | None = None
+    smarthost_password: str | None = None
+    smarthost_tls: str = "opportunistic"
+    connect_timeout: float = 30.0
+    max_connections: int = 20
+
+
+@dataclass(frozen=True)
 class SubmissionConfig:
     """[submission]: ports 587/465 (RFC 6409, RFC 8314)."""
 
@@ -181,6 +216,8 @@ class Config:
     tls: TLSConfig = field(default_factory=TLSConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
+    dns: DNSConfig = field(default_factory=DNSConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
 
 
 # --- endpoint strings ------------------------------------------------------
@@ -414,7 +451,7 @@ def _parse(data, source, baseDir):
     top = _Reader(source, data)
     top.checkUnknown(
         {"hostname", "data_dir", "listen", "smtp", "delivery", "queue",
-         "tls", "auth", "submission"})
+         "tls", "auth", "submission", "dns", "relay"})
 
     hostname = top.string("hostname", required=True)
     _checkHostname(top, hostname)
@@ -480,6 +517,7 @@ def _parse(data, source, baseDir):
         retry_max=queueT.number("retry_max", d.retry_max),
         max_queue_lifetime=queueT.number(
             "max_queue_lifetime", d.max_queue_lifetime),
+        delay_warning=queueT.number("delay_warning", d.delay_warning),
     )
     queueT.checkUnknown(queueT.seen)
     if queue.retry_max < queue.retry_min:
@@ -513,6 +551,49 @@ def _parse(data, source, baseDir):
             "hide_client_ip", SubmissionConfig().hide_client_ip))
     submissionT.checkUnknown(submissionT.seen)
 
+    dnsT = top.table_("dns")
+    servers = dnsT.get("servers")
+    if servers is None:
+        servers = []
+    if not isinstance(servers, list) or not all(isinstance(x, str) for x in servers):
+        raise dnsT.error("servers", f"expected an array of strings, got {_show(servers)}")
+    for server in servers:
+        try:
+            parseHostPort(server, 53)
+        except ValueError as e:
+            raise dnsT.error("servers", f"bad server {server!r}: {e}")
+    dns = DNSConfig(servers=tuple(servers),
+                    timeout=dnsT.number("timeout", DNSConfig().timeout))
+    dnsT.checkUnknown(dnsT.seen)
+
+    relayT = top.table_("relay")
+    d = RelayConfig()
+    port = relayT.get("port")
+    if port is None:
+        port = d.port
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise relayT.error("port", f"expected a port number 1-65535, got {_show(port)}")
+    smarthost = relayT.string("smarthost")
+    if smarthost is not None:
+        try:
+            parseHostPort(smarthost, 25)
+        except ValueError as e:
+            raise relayT.error("smarthost", f"bad host:port {smarthost!r}: {e}")
+    smarthostTLS = relayT.string("smarthost_tls") or d.smarthost_tls
+    if smarthostTLS not in ("starttls", "tls", "opportunistic"):
+        raise relayT.error("smarthost_tls",
+                           f"expected starttls, tls or opportunistic, got {_show(smarthostTLS)}")
+    relay = RelayConfig(
+        port=port,
+        smarthost=smarthost,
+        smarthost_user=relayT.string("smarthost_user"),
+        smarthost_password=relayT.string("smarthost_password"),
+        smarthost_tls=smarthostTLS,
+        connect_timeout=relayT.number("connect_timeout", d.connect_timeout),
+        max_connections=relayT.positiveInt("max_connections", d.max_connections),
+    )
+    relayT.checkUnknown(relayT.seen)
+
     return Config(
         hostname=hostname,
         data_dir=dataDirPath,
@@ -524,7 +605,32 @@ def _parse(data, source, baseDir):
         tls=tls,
         auth=auth,
         submission=submission,
+        dns=dns,
+        relay=relay,
     )
+
+
+def parseHostPort(text, defaultPort):
+    """
+    "host", "host:port", "[v6]" or "[v6]:port" -> C{(host, port)}.
+    @raise ValueError: malformed.
+    """
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError("expected [address]:port")
+        portText = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, portText = text.split(":")
+    else:
+        host, portText = text, None
+    if not host:
+        raise ValueError("empty host")
+    if portText is None:
+        return host, defaultPort
+    if not portText.isdigit() or not 0 < int(portText) < 65536:
+        raise ValueError("port must be an integer 1-65535")
+    return host, int(portText)
 
 
 def load(path) -> Config:

@@ -71,6 +71,10 @@ class DeliveryResult:
     code: int = 250
     enhanced: str = "2.0.0"
     text: str = "delivered"
+    # The remote server that answered, and whether it took over the DSN
+    # request (RFC 3461 §6.2): if not, a requested success is "relayed".
+    remoteMTA: Optional[str] = None
+    dsnPassedOn: bool = False
 
     @classmethod
     def delivered(cls, text="delivered"):

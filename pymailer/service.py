@@ -10,6 +10,7 @@ listener -> SMTP -> intake (router, spool) -> queue runner -> local delivery
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass
 
 from twisted.application.internet import StreamServerEndpointService
@@ -18,6 +19,7 @@ from twisted.cred.checkers import AllowAnonymousAccess
 from twisted.cred.portal import Portal
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
+from twisted.mail.interfaces import IMailboxPOP3
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
 
@@ -25,13 +27,19 @@ from pymailer.auth.checkers import PasswordChecker
 from pymailer.auth.directory import openDirectory
 from pymailer.auth.guard import LoginGuard
 from pymailer.auth.realm import MailRealm
+from pymailer.delivery.dispatch import RoutingAgent
 from pymailer.delivery.local import LocalDeliveryAgent
+from pymailer.delivery.relay import RelayDeliveryAgent
+from pymailer.dns import Resolver
+from pymailer.envelope import Recipient
 from pymailer.delivery.router import Router
 from pymailer.intake import MessageIntake
+from pymailer.queue.notify import Reporter
 from pymailer.queue.runner import QueueRunner
 from pymailer.queue.spool import Spool
 from pymailer.smtp.factory import ROLES as SMTP_ROLES
 from pymailer.smtp.factory import SMTPFactory
+from pymailer.pop3.server import buildMaildrops, buildPOP3
 from pymailer.store.maildir import MaildirStore
 from pymailer.tls import ReloadableContextFactory, certificatePaths
 
@@ -71,11 +79,13 @@ LISTENER_BUILDERS = {
     "smtp": buildSMTP,
     "submission": buildSMTP,
     "submissions": buildSMTP,
+    "pop3": buildPOP3,
+    "pop3s": buildPOP3,
 }
 
 # Avatar interface -> factory(parts) of avatarFactory(user), for the realm:
 # each protocol registers how a logged-in user is served.
-AVATAR_BUILDERS = {}
+AVATAR_BUILDERS = {IMailboxPOP3: buildMaildrops}
 BUILT_ROLES = tuple(LISTENER_BUILDERS)
 
 
@@ -110,8 +120,27 @@ def makeService(config, reactor=None):
     store = MaildirStore(config.data_dir / "mail", config.hostname)
     spool = Spool(config.data_dir / "queue")
 
-    localAgent = LocalDeliveryAgent(store, router, config.hostname, reactor, pool)
-    runner = QueueRunner(spool, localAgent, config.queue, reactor, pool)
+    # DNS waits on the network, not the disk: a pool of its own.
+    dnsPool = ThreadPool(minthreads=1, maxthreads=10, name="pymailer-dns")
+    ThreadPoolService(dnsPool).setServiceParent(top)
+    resolver = Resolver(config.dns, reactor, dnsPool)
+
+    runner = QueueRunner(spool, None, config.queue, reactor, pool,
+                         reporter=Reporter(spool, config.hostname, config.queue))
+
+    def forward(envelope, addresses, openData):
+        with openData() as source:
+            spool.inject(
+                source, sender=envelope.sender,
+                recipients=tuple(Recipient(i, a) for i, a in enumerate(addresses)),
+                receivedAt=time.time(), session=envelope.session, body=envelope.body,
+                smtputf8=envelope.smtputf8,
+            )
+        reactor.callFromThread(runner.kick)
+
+    localAgent = LocalDeliveryAgent(store, router, config.hostname, reactor, pool, forward)
+    relayAgent = RelayDeliveryAgent(config.relay, resolver, config.hostname, reactor, pool)
+    runner.agent = RoutingAgent(router, localAgent, relayAgent, reactor, pool)
     runner.setServiceParent(top)
 
     minFree = int(config.smtp.max_message_size * config.smtp.min_free_disk_factor)
@@ -119,7 +148,7 @@ def makeService(config, reactor=None):
     def intakeFor(user):
         return MessageIntake(
             router, spool, runner, reactor, pool,
-            minFreeSpace=minFree, user=user,
+            minFreeSpace=minFree, user=user, relayAvailable=True,
         )
 
     checker = PasswordChecker(directory, reactor, pool)

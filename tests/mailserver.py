@@ -69,11 +69,11 @@ def freePort():
         return s.getsockname()[1]
 
 
-def portIsFree(port):
-    """Whether C{port} can be bound on 127.0.0.1 at the moment."""
+def portIsFree(port, interface="127.0.0.1"):
+    """Whether C{port} can be bound on C{interface} at the moment."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((interface, port))
         except OSError:
             return False
         return True
@@ -133,7 +133,8 @@ class MailServer:
     """
 
     def __init__(self, root, smtp=None, queue=None, twistdArgs=None, env=None,
-                 cwd=None, port=None, hostname=HOSTNAME, roles=(), sections=None):
+                 cwd=None, port=None, hostname=HOSTNAME, roles=(), sections=None,
+                 interface="127.0.0.1"):
         self.root = pathlib.Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.hostname = hostname
@@ -144,6 +145,9 @@ class MailServer:
         self.smtpOptions = dict(smtp or {})
         self.queueOptions = dict(queue or {})
         self.sections = dict(sections or {})
+        # Another loopback address (127.0.0.2, ...) lets several servers
+        # share one port number: relay tests need that ([relay] port).
+        self.interface = interface
         self.ports = {"smtp": self.port}
         for role in roles:
             self.ports[role] = freePort()
@@ -172,7 +176,7 @@ class MailServer:
         ]
         for role, port in self.ports.items():
             kind = "ssl" if role.endswith("s") and role != "smtp" else "tcp"
-            lines.append(f'{role} = "{kind}:{port}:interface=127.0.0.1"')
+            lines.append(f'{role} = "{kind}:{port}:interface={self.interface}"')
         tables = [("smtp", self.smtpOptions), ("queue", self.queueOptions)]
         tables += list(self.sections.items())
         for table, options in tables:
@@ -256,7 +260,7 @@ class MailServer:
             raise ServerError(
                 f"twistd exited with status {self.proc.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", self.port),
+            with socket.create_connection((self.interface, self.port),
                                           timeout=2) as s:
                 greeting = s.makefile("rb").readline()
                 s.sendall(b"QUIT\r\n")

@@ -103,7 +103,7 @@ def test_ehlo_advertises_extensions():
     assert lines[0].startswith("mx.example.org Hello client.test")
     assert set(lines[1:]) == {
         "SIZE 1000000", "PIPELINING", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES",
-        "CHUNKING", "BINARYMIME",
+        "CHUNKING", "BINARYMIME", "DSN",
     }
 
 
@@ -460,3 +460,29 @@ def test_connection_lost_mid_data_aborts():
     c.proto.connectionLost(None)
     assert message.aborted
     assert c.intake.committed == []
+
+
+def test_dsn_parameters_recorded():
+    """NOTIFY, ORCPT, RET and ENVID (RFC 3461) are accepted and kept with the message."""
+    c = Client()
+    c.ehlo()
+    assertReply(c.one("MAIL FROM:<a@remote.test> RET=HDRS ENVID=abc+2B1\r\n"), 250, "2.1.0")
+    assertReply(
+        c.one("RCPT TO:<alice@example.org> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;alice+2Bx@example.org\r\n"),
+        250, "2.1.5",
+    )
+    c.one("DATA\r\n")
+    c.one("x\r\n.\r\n")
+    envelope = c.intake.committed[0][0]
+    assert (envelope.dsnRet, envelope.dsnEnvid) == ("HDRS", "abc+2B1")
+    r = envelope.recipients[0]
+    assert r.notify == ("SUCCESS", "FAILURE") and r.orcpt == "rfc822;alice+2Bx@example.org"
+
+
+@pytest.mark.parametrize("params", ["NOTIFY=NEVER,SUCCESS", "NOTIFY=SOMETIMES", "ORCPT=nosemicolon"])
+def test_bad_dsn_parameters_501(params):
+    """Malformed NOTIFY/ORCPT get 501 5.5.4."""
+    c = Client()
+    c.ehlo()
+    c.one("MAIL FROM:<a@remote.test>\r\n")
+    assertReply(c.one(f"RCPT TO:<alice@example.org> {params}\r\n"), 501, "5.5.4")

@@ -6,45 +6,33 @@ It runs from the queue, never inside the SMTP reply, so a crash between the
 headers (``Return-Path:`` and ``Received:``) and writes through the store.
 """
 
-from email.utils import formatdate
-
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from pymailer.delivery.router import Local, Reject, Relay
+from pymailer.delivery.trace import receivedHeader, returnPath
 from pymailer.envelope import DeliveryResult
 from pymailer.interfaces import IDeliveryAgent
 
 
 def traceHeaders(envelope, recipient, hostname):
-    """
-    @return: the C{Return-Path:} and C{Received:} lines (CRLF-ended bytes)
-        for one recipient.  RFC 5321 §4.4; ``with`` per RFC 3848.
-    """
-    session = envelope.session
-    fromPart = f"from {session.helo or 'unknown'}"
-    if session.clientAddress:
-        fromPart += f" ({session.clientHostname or 'unknown'} [{session.clientAddress}])"
-    tls = ""
-    if session.tlsVersion:
-        tls = f"\r\n\t(using {session.tlsVersion} with cipher {session.tlsCipher})"
-    stamp = formatdate(envelope.receivedAt, localtime=True)
-    received = (
-        f"Received: {fromPart}{tls}\r\n"
-        f"\tby {hostname} (pymailer) with {session.protocol} id {envelope.queueId}\r\n"
-        f"\tfor <{recipient.address}>; {stamp}\r\n"
-    )
-    returnPath = f"Return-Path: <{envelope.sender}>\r\n"
-    return (returnPath + received).encode("utf-8")
+    """The C{Return-Path:} and C{Received:} lines for one local recipient."""
+    return returnPath(envelope) + receivedHeader(envelope, hostname, recipient.address)
 
 
 @implementer(IDeliveryAgent)
 class LocalDeliveryAgent:
     log = Logger()
 
-    def __init__(self, store, router, hostname, reactor, threadpool):
+    def __init__(self, store, router, hostname, reactor, threadpool, forward=None):
+        """
+        @param forward: C{forward(envelope, addresses, openData)} (blocking)
+            queues a copy for remote alias targets; C{None} until a relay
+            exists.
+        """
         self.store = store
+        self.forward = forward
         self.router = router
         self.hostname = hostname
         self.reactor = reactor
@@ -96,16 +84,14 @@ class LocalDeliveryAgent:
             )
             return DeliveryResult.tempfail(f"mailbox unavailable: {e.strerror}")
         if route.forwards:
-            # Forwarding to other domains needs the relay queue; until it
-            # exists the local copies are delivered and the rest is logged.
-            self.log.warn(
-                "{qid}: <{to}> forwards to {fwd}: relaying is not available yet",
-                qid=envelope.queueId,
-                to=recipient.address,
-                fwd=", ".join(route.forwards),
-            )
-            if not route.users:
-                return DeliveryResult.tempfail(
-                    "forwarding to other domains is not available", enhanced="4.4.0"
+            if self.forward is None:
+                self.log.warn(
+                    "{qid}: <{to}> forwards to {fwd}: relaying is not available",
+                    qid=envelope.queueId, to=recipient.address, fwd=", ".join(route.forwards),
                 )
+                if not route.users:
+                    return DeliveryResult.tempfail(
+                        "forwarding to other domains is not available", enhanced="4.4.0")
+            else:
+                self.forward(envelope, route.forwards, openData)
         return DeliveryResult.delivered(f"delivered to {len(route.users)} mailbox(es)")

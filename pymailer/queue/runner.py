@@ -27,11 +27,13 @@ class QueueRunner(Service):
 
     log = Logger()
     # How often the deferred queue is looked at when nothing kicks us.
-    scanInterval = 30.0
+    scanInterval = 5.0
 
-    def __init__(self, spool, agent, queueConfig, reactor, threadpool):
+    def __init__(self, spool, agent, queueConfig, reactor, threadpool, reporter=None):
         self.spool = spool
         self.agent = agent
+        # Sends delivery status notifications (L{pymailer.queue.notify}).
+        self.reporter = reporter
         self.config = queueConfig
         self.reactor = reactor
         self.threadpool = threadpool
@@ -153,7 +155,21 @@ class QueueRunner(Service):
         except Exception:
             self.log.failure("delivery agent failed for {qid}", qid=claim.queueId)
             results = {}
-        updated, retryAt = self._applyResults(envelope, results)
+        updated, retryAt, events = self._applyResults(envelope, results)
+        events += self._delayWarnings(updated, retryAt)
+        if events and self.reporter is not None:
+            try:
+                updated = yield self._inThread(
+                    self.reporter.report, updated, events,
+                    lambda: self.spool.openData(claim.queueId),
+                )
+            except Exception:
+                # Reports are retried with the message if it stays queued;
+                # a report must never cost the message itself.
+                self.log.failure("could not queue a delivery report for {qid}",
+                                 qid=claim.queueId)
+            else:
+                self.reactor.callLater(0, self.kick)
         try:
             if retryAt is None:
                 yield self._inThread(self.spool.finish, claim)
@@ -162,14 +178,23 @@ class QueueRunner(Service):
         except Exception:
             self.log.failure("could not record delivery state of {qid}", qid=claim.queueId)
 
+    def _delayWarnings(self, envelope, retryAt):
+        """A "delayed" report, once, for mail still pending past delay_warning."""
+        if envelope.delayWarned or retryAt is None:
+            return []
+        if self.reactor.seconds() - envelope.receivedAt < self.config.delay_warning:
+            return []
+        return [("delayed", r) for r in envelope.pending()]
+
     def _applyResults(self, envelope, results):
         """
-        @return: the envelope with each recipient's new state, and the time of
-            the next attempt (C{None} once no recipient is pending).
+        @return: the envelope with each recipient's new state, the time of
+            the next attempt (C{None} once no recipient is pending), and the
+            report-worthy events C{[(action, recipient)]} of this attempt.
         """
         now = self.reactor.seconds()
         expired = now >= envelope.receivedAt + self.config.max_queue_lifetime
-        recipients = []
+        recipients, events = [], []
         nextAttempt = None
         for r in envelope.recipients:
             if r.state != PENDING:
@@ -177,14 +202,22 @@ class QueueRunner(Service):
                 continue
             result = results.get(r.index)
             attempts = r.attempts + 1
+            remote = result.remoteMTA if result is not None else None
             if result is not None and result.ok:
-                r = dataclasses.replace(r, state=DELIVERED, attempts=attempts)
+                r = dataclasses.replace(
+                    r, state=DELIVERED, attempts=attempts, remoteMTA=remote,
+                    lastError=result.describe(),
+                )
                 self._logOutcome(envelope, r, "delivered", result.describe())
+                if not result.dsnPassedOn:
+                    events.append(("relayed" if remote else "delivered", r))
             elif result is not None and not result.temporary:
                 r = dataclasses.replace(
-                    r, state=FAILED, attempts=attempts, lastError=result.describe()
+                    r, state=FAILED, attempts=attempts, lastError=result.describe(),
+                    remoteMTA=remote,
                 )
                 self._logOutcome(envelope, r, "bounced", result.describe())
+                events.append(("failed", r))
             else:
                 reason = result.describe() if result else "451 4.3.0 delivery agent error"
                 if expired:
@@ -192,6 +225,7 @@ class QueueRunner(Service):
                         r, state=FAILED, attempts=attempts, lastError=reason
                     )
                     self._logOutcome(envelope, r, "expired", reason)
+                    events.append(("failed", r))
                 else:
                     retryAt = now + retryDelay(
                         attempts, self.config.retry_min, self.config.retry_max
@@ -202,7 +236,7 @@ class QueueRunner(Service):
                     nextAttempt = retryAt if nextAttempt is None else min(nextAttempt, retryAt)
                     self._logOutcome(envelope, r, "deferred", reason)
             recipients.append(r)
-        return envelope.withRecipients(recipients), nextAttempt
+        return envelope.withRecipients(recipients), nextAttempt, events
 
     def _logOutcome(self, envelope, recipient, status, detail):
         # One line per recipient and attempt, in the manner of Postfix's

@@ -250,6 +250,29 @@ class Spool:
         finally:
             os.close(claim.fd)
 
+    def inject(self, source, **envelopeFields):
+        """
+        Queue a message we make ourselves (a forward, a delivery report)
+        from the binary file object C{source}.  Blocking.
+
+        @return: its queue id.
+        """
+        writer = self.newMessage()
+        size = 0
+        try:
+            while True:
+                chunk = source.read(256 * 1024)
+                if not chunk:
+                    break
+                size += len(chunk)
+                writer.write(chunk)
+            envelopeFields.setdefault("size", size)
+            writer.commit(Envelope(queueId=writer.queueId, **envelopeFields))
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.queueId
+
     def removeOrphans(self):
         """
         Remove data files that were never acknowledged (no envelope in any

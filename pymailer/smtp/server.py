@@ -9,6 +9,7 @@ intake, never held whole.  It knows nothing of disks or mailboxes: it talks
 to an L{pymailer.interfaces.IMessageIntake} obtained from the portal.
 """
 
+import re
 import time
 
 from twisted.cred.credentials import Anonymous
@@ -50,6 +51,31 @@ _DATA_PROBLEMS = {
 }
 
 
+def _isXtext(value):
+    # RFC 3461 §4: printable ASCII but "+" and "=", or "+XX" hex escapes.
+    return re.fullmatch(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})+", value) is not None
+
+
+def _rcptDSNParams(params):
+    """RFC 3461 §4.1-4.2: NOTIFY and ORCPT of a RCPT command."""
+    notify = orcpt = None
+    for key, value in params.items():
+        if key == "NOTIFY":
+            words = tuple(w.upper() for w in (value or "").split(","))
+            allowed = {"SUCCESS", "FAILURE", "DELAY"}
+            if not (words == ("NEVER",) or (words and set(words) <= allowed)):
+                raise SMTPReply(501, "5.5.4", "Bad NOTIFY parameter")
+            notify = words
+        elif key == "ORCPT":
+            addrType, _, addr = (value or "").partition(";")
+            if not addrType or not addr or not _isXtext(addr) or len(value) > 500:
+                raise SMTPReply(501, "5.5.4", "Bad ORCPT parameter")
+            orcpt = value
+        else:
+            raise SMTPReply(555, "5.5.4", f"Unsupported parameter {key}")
+    return notify, orcpt
+
+
 class Transaction:
     """
     One MAIL ... DATA (or BDAT ... LAST) transaction.
@@ -64,7 +90,9 @@ class Transaction:
         self.sender = sender
         self.smtputf8 = "SMTPUTF8" in params
         self.body = (params.get("BODY") or "7BIT").upper()
-        self.recipients = []
+        self.recipients = []  # (address, notify, orcpt)
+        self.dsnRet = (params.get("RET") or "").upper() or None
+        self.dsnEnvid = params.get("ENVID")
         self.message = None
         self.size = 0
         self.problem = None
@@ -302,6 +330,7 @@ class SMTPServer(SessionSecurity, ESMTP):
             "ENHANCEDSTATUSCODES",
             "CHUNKING",
             "BINARYMIME",
+            "DSN",
         ] + self.securityExtensions()
 
     def do_NOOP(self, rest):
@@ -399,6 +428,14 @@ class SMTPServer(SessionSecurity, ESMTP):
             elif key == "SMTPUTF8":
                 if value is not None:
                     raise SMTPReply(501, "5.5.4", "SMTPUTF8 takes no value")
+            elif key == "RET":
+                # RFC 3461 §4.3.
+                if (value or "").upper() not in ("FULL", "HDRS"):
+                    raise SMTPReply(501, "5.5.4", "Bad RET parameter")
+            elif key == "ENVID":
+                # RFC 3461 §4.4: xtext, at most 100 characters.
+                if not value or len(value) > 100 or not _isXtext(value):
+                    raise SMTPReply(501, "5.5.4", "Bad ENVID parameter")
             else:
                 raise SMTPReply(555, "5.5.4", f"Unsupported parameter {key}")
         if not sender.isascii() and "SMTPUTF8" not in params:
@@ -425,8 +462,10 @@ class SMTPServer(SessionSecurity, ESMTP):
             )
         except SMTPReply as e:
             return self.reply(e.code, e.enhanced, e.text)
-        if params:
-            return self.reply(555, "5.5.4", f"Unsupported parameter {next(iter(params))}")
+        try:
+            notify, orcpt = _rcptDSNParams(params)
+        except SMTPReply as e:
+            return self.reply(e.code, e.enhanced, e.text)
         if not recipient.isascii() and not txn.smtputf8:
             return self.reply(553, "5.6.7", "UTF-8 address requires SMTPUTF8")
         if recipient == "postmaster":
@@ -439,7 +478,7 @@ class SMTPServer(SessionSecurity, ESMTP):
 
         def accepted(_):
             if self._txn is txn:
-                txn.recipients.append(recipient)
+                txn.recipients.append((recipient, notify, orcpt))
             self.reply(250, "2.1.5", f"Recipient <{recipient}> ok")
 
         return d.addCallback(accepted)
@@ -586,13 +625,16 @@ class SMTPServer(SessionSecurity, ESMTP):
             queueId=message.queueId,
             sender=txn.sender,
             recipients=tuple(
-                Recipient(index=i, address=a) for i, a in enumerate(txn.recipients)
+                Recipient(index=i, address=a, notify=notify, orcpt=orcpt)
+                for i, (a, notify, orcpt) in enumerate(txn.recipients)
             ),
             receivedAt=time.time(),
             session=self._session(),
             size=txn.size,
             body=txn.body,
             smtputf8=txn.smtputf8,
+            dsnRet=txn.dsnRet,
+            dsnEnvid=txn.dsnEnvid,
         )
         d = message.write(self._takePendingData())
         d.addCallback(lambda _: message.commit(envelope))

@@ -1,0 +1,65 @@
+"""
+A password login through the portal, guarded by the L{LoginGuard}: the one
+sequence every protocol runs after it has the client's credentials (POP3
+USER/PASS and AUTH now; IMAP LOGIN/AUTHENTICATE and SMTP AUTH can share it).
+
+  1. the client IP is locked out -> L{LoginBlocked} at once;
+  2. the account is locked out -> answered like a wrong password, without
+     checking it (the guesser learns nothing), but still counted and delayed;
+  3. otherwise C{portal.login}; a failure is counted and answered only after
+     the guard's delay, and if that failure locked the IP out, it becomes
+     L{LoginBlocked}, so the protocol can say so and hang up.
+
+Trusts nothing of the credentials: the user name is only decoded for the
+guard's bookkeeping and logs (undecodable bytes are replaced).
+"""
+
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet import defer
+
+
+class LoginBlocked(UnauthorizedLogin):
+    """The client's address is locked out after too many failed logins."""
+
+
+def accountName(username):
+    """The user name as the guard counts it (C{str}, never raises)."""
+    if isinstance(username, bytes):
+        return username.decode("utf-8", "replace")
+    return str(username)
+
+
+def guardedLogin(portal, guard, ip, credentials, interface, protocol):
+    """
+    Log C{credentials} in for C{interface}, through C{guard}.
+
+    @param ip: the client's address (C{str}), the guard's key.
+    @param protocol: C{"pop3"}, C{"imap"}...: for the guard's log lines.
+    @return: a C{Deferred} firing with C{portal.login}'s C{(interface,
+        avatar, logout)}, or failing with L{LoginBlocked} or
+        L{UnauthorizedLogin} (only after the failure delay).
+    """
+    account = accountName(credentials.username)
+    if guard.blocked(ip) is not None:
+        return defer.fail(LoginBlocked("too many failed logins from this address"))
+    if guard.blocked(ip, account) == "account":
+        d = defer.fail(UnauthorizedLogin("account locked out"))
+    else:
+        d = defer.maybeDeferred(portal.login, credentials, None, interface)
+
+    def succeeded(result):
+        guard.succeeded(ip, account)
+        return result
+
+    def failed(failure):
+        failure.trap(UnauthorizedLogin)
+        delayed = guard.failed(ip, account, protocol)
+
+        def answer(_):
+            if guard.blocked(ip) is not None:
+                raise LoginBlocked("too many failed logins from this address")
+            return failure
+
+        return delayed.addCallback(answer)
+
+    return d.addCallbacks(succeeded, failed)

@@ -1,0 +1,54 @@
+"""
+Trace headers (RFC 5321 §4.4): the ``Received:`` line every hop adds, and
+the ``Return-Path:`` the final delivery adds.  ``with`` per RFC 3848.
+"""
+
+from email.utils import formatdate
+
+
+def receivedHeader(envelope, hostname, recipient=None):
+    """@return: the C{Received:} header (CRLF-ended bytes) for our hop."""
+    session = envelope.session
+    fromPart = f"from {session.helo or 'unknown'}"
+    if session.clientAddress:
+        fromPart += f" ({session.clientHostname or 'unknown'} [{session.clientAddress}])"
+    tls = ""
+    if session.tlsVersion:
+        tls = f"\r\n\t(using {session.tlsVersion} with cipher {session.tlsCipher})"
+    stamp = formatdate(envelope.receivedAt, localtime=True)
+    forPart = f"\r\n\tfor <{recipient}>" if recipient else ""
+    return (
+        f"Received: {fromPart}{tls}\r\n"
+        f"\tby {hostname} (pymailer) with {session.protocol} id {envelope.queueId}"
+        f"{forPart}; {stamp}\r\n"
+    ).encode("utf-8")
+
+
+def returnPath(envelope):
+    return f"Return-Path: <{envelope.sender}>\r\n".encode("utf-8")
+
+
+class PrefixedReader:
+    """A binary file object reading C{prefix} and then C{source}."""
+
+    def __init__(self, prefix, source):
+        self.prefix = prefix
+        self.source = source
+
+    def read(self, n=-1):
+        if self.prefix:
+            if n < 0:
+                data, self.prefix = self.prefix + self.source.read(), b""
+                return data
+            data, self.prefix = self.prefix[:n], self.prefix[n:]
+            return data
+        return self.source.read(n)
+
+    def close(self):
+        self.source.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

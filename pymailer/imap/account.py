@@ -1,0 +1,113 @@
+"""
+The C{IAccountIMAP} avatar (what a logged-in IMAP user gets from the realm)
+and the change notifier that turns store changes into IMAP updates.
+
+Every store call blocks, so the avatar runs them in the shared thread pool
+and returns C{Deferred}s; the protocol never touches the disk itself.
+"""
+
+import json
+import os
+
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.mail.imap4 import IAccountIMAP
+from zope.interface import implementer
+
+from pymailer.interfaces import IChangeNotifier
+
+log = Logger()
+
+
+@implementer(IAccountIMAP)
+class IMAPAccount:
+    """
+    One user's view of the store.  Unlike Twisted's in-memory examples the
+    methods here return C{Deferred}s from the thread pool (Twisted's own
+    server calls them synchronously, one reason we subclass it).
+
+    @ivar user: the normalised address (the avatar id).
+    """
+
+    def __init__(self, user, store, reactor, threadpool, notifier, dataDir):
+        self.user = user
+        self.store = store
+        self.reactor = reactor
+        self.threadpool = threadpool
+        self.notifier = notifier
+        self._subscriptionsPath = os.path.join(
+            dataDir, "imap-subscriptions", user.encode("utf-8").hex() + ".json")
+
+    def run(self, function, *args, **kwargs):
+        """Run a blocking function in the disk thread pool."""
+        return deferToThreadPool(self.reactor, self.threadpool, function, *args, **kwargs)
+
+    # Blocking helpers (called through run()).
+
+    def openMailbox(self, name):
+        """Blocking: the store's mailbox; creates the user on first use."""
+        try:
+            return self.store.mailbox(self.user, name)
+        except KeyError:
+            if name == "INBOX":
+                self.store.createUser(self.user)
+                return self.store.mailbox(self.user, name)
+            raise
+
+    def subscriptions(self):
+        """
+        Blocking.  Subscriptions are kept apart from the store: RFC 3501
+        6.3.6 says they outlive the mailboxes they name.
+        """
+        try:
+            with open(self._subscriptionsPath, encoding="utf-8") as f:
+                return set(json.load(f))
+        except (FileNotFoundError, ValueError):
+            return set()
+
+    def setSubscribed(self, name, subscribed):
+        names = self.subscriptions()
+        if subscribed:
+            names.add(name)
+        else:
+            names.discard(name)
+        os.makedirs(os.path.dirname(self._subscriptionsPath), 0o700, exist_ok=True)
+        tmp = self._subscriptionsPath + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(sorted(names), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._subscriptionsPath)
+
+
+@implementer(IChangeNotifier)
+class ChangeNotifier:
+    """
+    Listens to the store (called in whichever thread made the change) and
+    calls the subscribed sessions' callbacks on the reactor thread.
+    """
+
+    def __init__(self, store, reactor):
+        self.reactor = reactor
+        self._subscribers = {}
+        store.addListener(self._changed)
+
+    def _changed(self, user, mailboxName):
+        self.reactor.callFromThread(self._dispatch, user, mailboxName)
+
+    def _dispatch(self, user, mailboxName):
+        for callback in list(self._subscribers.get((user, mailboxName), ())):
+            try:
+                callback()
+            except Exception:
+                log.failure("IMAP change callback failed")
+
+    def subscribe(self, user, mailboxName, callback):
+        self._subscribers.setdefault((user, mailboxName), []).append(callback)
+
+    def unsubscribe(self, user, mailboxName, callback):
+        callbacks = self._subscribers.get((user, mailboxName), [])
+        if callback in callbacks:
+            callbacks.remove(callback)
+        if not callbacks:
+            self._subscribers.pop((user, mailboxName), None)

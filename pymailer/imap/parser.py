@@ -1,0 +1,258 @@
+"""
+IMAP command tokenizer and response formatting (RFC 3501 section 9).
+
+Twisted's C{IMAP4Server} parses each argument with ad-hoc splitting: quoted
+strings ignore C{\\"} escapes, parenthesised lists cannot nest, and a
+literal's size is trusted before a continuation is sent.  Here a complete
+command (its lines and the literals between them, already received under
+the size limits of L{pymailer.imap.server}) is turned into a list of tokens:
+
+  - L{Atom} (C{bytes}): atoms, including C{BODY[...]<...>} fetch items whose
+    brackets may hold spaces and parentheses, flags like C{\\Seen} and list
+    wildcards;
+  - L{String} (C{bytes}): quoted strings and in-memory literals;
+  - L{FileLiteral}: a large literal spooled to a temporary file (APPEND);
+  - C{list}: a parenthesised list, nested as written.
+
+Trusts nothing: every malformation raises L{ParseError}, answered with BAD.
+"""
+
+import re
+
+
+class ParseError(ValueError):
+    """The command does not follow the grammar; the text says why."""
+
+
+class Atom(bytes):
+    def __repr__(self):
+        return "Atom(%s)" % bytes.__repr__(self)
+
+
+class String(bytes):
+    def __repr__(self):
+        return "String(%s)" % bytes.__repr__(self)
+
+
+class FileLiteral:
+    """A literal spooled to C{file} (positioned at 0), C{size} octets."""
+
+    def __init__(self, file, size):
+        self.file = file
+        self.size = size
+
+
+LITERAL_AT_END = re.compile(rb"\{(\d{1,20})(\+?)\}$")
+_ATOM_STOP = b' (){"\r\n'
+_TAG = re.compile(rb"[!#$&',-./0-9:-Z\[^-z|~]+")
+
+
+def tokenize(segments):
+    """
+    @param segments: C{[line, literal, line, literal, ..., line]}: the text
+        of each line (without CRLF; every line but the last ends with its
+        C{{n}} marker) and the literal (C{bytes} or L{FileLiteral}) after it.
+    @return: the list of top-level tokens.
+    """
+    stack = [[]]
+    for index in range(0, len(segments), 2):
+        line = segments[index]
+        literal = segments[index + 1] if index + 1 < len(segments) else None
+        if literal is not None:
+            marker = LITERAL_AT_END.search(line)
+            line = line[:marker.start()]
+        _tokenizeLine(line, stack)
+        if literal is not None:
+            if isinstance(literal, FileLiteral):
+                stack[-1].append(literal)
+            else:
+                stack[-1].append(String(literal))
+    if len(stack) != 1:
+        raise ParseError("unbalanced parentheses")
+    return stack[0]
+
+
+def _tokenizeLine(line, stack):
+    i, n = 0, len(line)
+    while i < n:
+        c = line[i:i + 1]
+        if c == b" ":
+            i += 1
+        elif c == b"(":
+            stack.append([])
+            i += 1
+        elif c == b")":
+            if len(stack) == 1:
+                raise ParseError("unbalanced parentheses")
+            done = stack.pop()
+            stack[-1].append(done)
+            i += 1
+        elif c == b'"':
+            out = bytearray()
+            i += 1
+            while True:
+                if i >= n:
+                    raise ParseError("unterminated quoted string")
+                ch = line[i]
+                if ch == 0x5C:  # backslash
+                    if i + 1 >= n or line[i + 1] not in (0x5C, 0x22):
+                        raise ParseError("bad escape in quoted string")
+                    out.append(line[i + 1])
+                    i += 2
+                elif ch == 0x22:
+                    i += 1
+                    break
+                elif ch == 0:
+                    raise ParseError("NUL in quoted string")
+                else:
+                    out.append(ch)
+                    i += 1
+            stack[-1].append(String(bytes(out)))
+        elif c == b"{":
+            raise ParseError("literal not at the end of a line")
+        else:
+            start = i
+            while i < n and line[i:i + 1] not in (b" ", b"(", b")", b'"', b"{"):
+                if line[i] < 0x20 or line[i] == 0x7F:
+                    raise ParseError("control character in atom")
+                if line[i:i + 1] == b"[":
+                    depth = 0
+                    while i < n:
+                        if line[i:i + 1] == b"[":
+                            depth += 1
+                        elif line[i:i + 1] == b"]":
+                            depth -= 1
+                            if depth == 0:
+                                break
+                        i += 1
+                    if i >= n:
+                        raise ParseError("unterminated [")
+                i += 1
+            stack[-1].append(Atom(line[start:i]))
+
+
+def splitCommand(firstLine):
+    """C{tag}, C{COMMAND} (upper case) from the first line, or ParseError."""
+    tag, _, rest = firstLine.partition(b" ")
+    if not tag:
+        raise ParseError("empty command line")
+    if not _TAG.fullmatch(tag):
+        raise ParseError("bad tag")
+    name = rest.split(b" ", 1)[0]
+    if not name:
+        raise ParseError("missing command")
+    return tag, name.upper()
+
+
+# -- values ------------------------------------------------------------------
+
+def isAtom(token, *choices):
+    if not isinstance(token, Atom):
+        return False
+    return not choices or token.upper() in choices
+
+
+def astring(token, what="argument"):
+    """An atom or string argument as C{bytes}."""
+    if isinstance(token, (Atom, String)):
+        return bytes(token)
+    raise ParseError(f"{what}: string expected")
+
+
+def number(token, what="number", allowZero=True):
+    if not isinstance(token, Atom) or not token.isdigit() or len(token) > 10:
+        raise ParseError(f"{what}: number expected")
+    value = int(token)
+    if value > 0xFFFFFFFF or (value == 0 and not allowZero):
+        raise ParseError(f"{what}: number out of range")
+    return value
+
+
+class SequenceSet:
+    """
+    A sequence set (RFC 3501 9, C{sequence-set}); C{*} is C{None} until
+    resolved against the largest number in use.
+    """
+
+    def __init__(self, ranges):
+        self.ranges = ranges
+
+    @classmethod
+    def parse(cls, token):
+        if not isinstance(token, Atom) or not token:
+            raise ParseError("sequence set expected")
+        ranges = []
+        for item in bytes(token).split(b","):
+            lo, sep, hi = item.partition(b":")
+            values = []
+            for part in (lo, hi) if sep else (lo,):
+                if part == b"*":
+                    values.append(None)
+                elif part.isdigit() and len(part) <= 10 and 0 < int(part) <= 0xFFFFFFFF:
+                    values.append(int(part))
+                else:
+                    raise ParseError("bad sequence set")
+            ranges.append((values[0], values[-1]))
+        return cls(ranges)
+
+    def bounds(self, largest):
+        for lo, hi in self.ranges:
+            lo = largest if lo is None else lo
+            hi = largest if hi is None else hi
+            yield (lo, hi) if lo <= hi else (hi, lo)
+
+    def contains(self, value, largest):
+        return any(lo <= value <= hi for lo, hi in self.bounds(largest))
+
+    def select(self, values, largest):
+        """The members of sorted C{values} in the set."""
+        spans = list(self.bounds(largest))
+        return [v for v in values if any(lo <= v <= hi for lo, hi in spans)]
+
+    def hasStar(self):
+        return any(None in r for r in self.ranges)
+
+
+def formatSet(numbers):
+    """Sorted ints -> compact C{1:3,7} (UIDPLUS response codes)."""
+    out = []
+    numbers = list(numbers)
+    i = 0
+    while i < len(numbers):
+        j = i
+        while j + 1 < len(numbers) and numbers[j + 1] == numbers[j] + 1:
+            j += 1
+        out.append(str(numbers[i]) if i == j else f"{numbers[i]}:{numbers[j]}")
+        i = j + 1
+    return ",".join(out).encode("ascii")
+
+
+# -- responses ---------------------------------------------------------------
+
+class Raw(bytes):
+    """Bytes written as they are (atoms, flags, pre-formatted parts)."""
+
+
+_QUOTABLE = re.compile(rb'[\x01-\x09\x0b\x0c\x0e-\x7f]*')
+
+
+def formatValue(value):
+    """A Python value as IMAP: C{None} is NIL, C{int} a number, C{Raw} as
+    is, C{str}/C{bytes} a quoted string or a literal, lists parenthesised."""
+    if value is None:
+        return b"NIL"
+    if isinstance(value, Raw):
+        return bytes(value)
+    if isinstance(value, bool):
+        raise TypeError(value)
+    if isinstance(value, int):
+        return b"%d" % value
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    if isinstance(value, bytes):
+        if len(value) < 1024 and _QUOTABLE.fullmatch(value):
+            return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+        return b"{%d}\r\n" % len(value) + value
+    if isinstance(value, (list, tuple)):
+        return b"(" + b" ".join(formatValue(v) for v in value) + b")"
+    raise TypeError(f"cannot format {value!r}")

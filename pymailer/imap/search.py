@@ -1,0 +1,229 @@
+"""
+SEARCH keys (RFC 3501 6.4.4) compiled into a predicate over one message.
+
+Strings are matched case-insensitively as substrings (RFC 3501 says so),
+after decoding RFC 2047 encoded words in headers and the transfer encoding
+of text parts, so a search for "Grüße" finds what the user sees.  Only
+C{US-ASCII} and C{UTF-8} charsets are accepted (others: C{NO [BADCHARSET]}).
+"""
+
+import calendar
+import email
+import email.header
+import email.policy
+import email.utils
+import time
+
+from pymailer.imap.parser import Atom, ParseError, SequenceSet, String, astring, number
+
+_MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+_FLAG_KEYS = {
+    b"ANSWERED": ("\\Answered", True), b"UNANSWERED": ("\\Answered", False),
+    b"DELETED": ("\\Deleted", True), b"UNDELETED": ("\\Deleted", False),
+    b"DRAFT": ("\\Draft", True), b"UNDRAFT": ("\\Draft", False),
+    b"FLAGGED": ("\\Flagged", True), b"UNFLAGGED": ("\\Flagged", False),
+    b"SEEN": ("\\Seen", True), b"UNSEEN": ("\\Seen", False),
+}
+
+
+def parseDate(token):
+    """C{1-Feb-1994} -> C{datetime.date}-like ordinal (days since epoch)."""
+    try:
+        text = astring(token, "date").decode("ascii")
+        day, month, year = text.split("-")
+        m = _MONTHS.index(month.lower()) + 1
+        return calendar.timegm((int(year), m, int(day), 0, 0, 0)) // 86400
+    except (ValueError, UnicodeDecodeError):
+        raise ParseError("bad date") from None
+
+
+class Message:
+    """What a predicate looks at; the content is loaded only if needed."""
+
+    def __init__(self, seq, info, flags, loader):
+        self.seq = seq
+        self.uid = info.uid
+        self.size = info.size
+        self.internalDate = info.internalDate
+        self.flags = flags
+        self._loader = loader
+        self._parsed = None
+
+    @property
+    def parsed(self):
+        if self._parsed is None:
+            self._parsed = email.message_from_bytes(self._loader(), policy=email.policy.compat32)
+        return self._parsed
+
+    def header(self, name):
+        values = self.parsed.get_all(name) or []
+        out = []
+        for v in values:
+            try:
+                out.append(str(email.header.make_header(email.header.decode_header(str(v)))))
+            except Exception:
+                out.append(str(v))
+        return "\n".join(out).casefold()
+
+    def headersText(self):
+        return "\n".join(f"{k}: {self.header(k)}" for k in set(self.parsed.keys())).casefold()
+
+    def bodyText(self):
+        out = []
+        for part in self.parsed.walk():
+            if part.is_multipart():
+                continue
+            payload = part.get_payload(decode=True) or b""
+            charset = part.get_content_charset() or "utf-8"
+            try:
+                out.append(payload.decode(charset, "replace"))
+            except LookupError:
+                out.append(payload.decode("utf-8", "replace"))
+        return "\n".join(out).casefold()
+
+    def sentDay(self):
+        value = self.parsed.get("date")
+        try:
+            stamp = email.utils.parsedate_to_datetime(str(value))
+        except (TypeError, ValueError, IndexError):
+            return None
+        return calendar.timegm(stamp.date().timetuple()) // 86400
+
+
+class Compiler:
+    """
+    Turns search keys into C{predicate(message) -> bool}.  C{needsContent}
+    tells whether any key reads the message octets.
+    """
+
+    def __init__(self, charset, largestSeq, largestUid):
+        self.charset = charset
+        self.largestSeq = largestSeq
+        self.largestUid = largestUid
+        self.needsContent = False
+
+    def compile(self, tokens):
+        tokens = list(tokens)
+        if not tokens:
+            raise ParseError("missing search key")
+        preds = []
+        while tokens:
+            preds.append(self._one(tokens))
+        return lambda m: all(p(m) for p in preds)
+
+    def _string(self, tokens):
+        if not tokens:
+            raise ParseError("missing search string")
+        raw = astring(tokens.pop(0), "search string")
+        try:
+            return raw.decode(self.charset).casefold()
+        except UnicodeDecodeError:
+            raise ParseError("search string not in the given charset") from None
+
+    def _one(self, tokens):
+        key = tokens.pop(0)
+        if isinstance(key, list):
+            return self.compile(key)
+        if not isinstance(key, Atom):
+            raise ParseError("search key expected")
+        name = key.upper()
+        if name[:1].isdigit() or name[:1] == b"*":
+            seqset = SequenceSet.parse(key)
+            return lambda m: seqset.contains(m.seq, self.largestSeq)
+        if name == b"ALL":
+            return lambda m: True
+        if name in _FLAG_KEYS:
+            flag, present = _FLAG_KEYS[name]
+            return lambda m: (flag in m.flags) == present
+        if name in (b"NEW", b"RECENT"):
+            return lambda m: False  # \Recent is not kept (see server docstring)
+        if name == b"OLD":
+            return lambda m: True
+        if name in (b"KEYWORD", b"UNKEYWORD"):
+            word = astring(tokens.pop(0) if tokens else None, "keyword").decode("ascii", "replace")
+            want = name == b"KEYWORD"
+            return lambda m: (word in m.flags) == want
+        if name in (b"LARGER", b"SMALLER"):
+            n = number(tokens.pop(0) if tokens else None, name.decode())
+            if name == b"LARGER":
+                return lambda m: m.size > n
+            return lambda m: m.size < n
+        if name == b"UID":
+            seqset = SequenceSet.parse(tokens.pop(0) if tokens else None)
+            return lambda m: seqset.contains(m.uid, self.largestUid)
+        if name == b"NOT":
+            if not tokens:
+                raise ParseError("NOT needs a key")
+            p = self._one(tokens)
+            return lambda m: not p(m)
+        if name == b"OR":
+            if len(tokens) < 2:
+                raise ParseError("OR needs two keys")
+            a = self._one(tokens)
+            b = self._one(tokens)
+            return lambda m: a(m) or b(m)
+        if name in (b"BEFORE", b"ON", b"SINCE"):
+            day = parseDate(tokens.pop(0) if tokens else None)
+            internal = lambda m: int(m.internalDate) // 86400  # noqa: E731
+            return _dateTest(name, day, internal)
+        if name in (b"SENTBEFORE", b"SENTON", b"SENTSINCE"):
+            day = parseDate(tokens.pop(0) if tokens else None)
+            self.needsContent = True
+            test = _dateTest(name[4:], day, lambda m: m.sentDay())
+            return lambda m: m.sentDay() is not None and test(m)
+        if name in (b"FROM", b"TO", b"CC", b"BCC", b"SUBJECT"):
+            text = self._string(tokens)
+            field = name.decode().lower()
+            self.needsContent = True
+            return lambda m: text in m.header(field)
+        if name == b"HEADER":
+            field = astring(tokens.pop(0) if tokens else None, "header name").decode("ascii", "replace")
+            text = self._string(tokens)
+            self.needsContent = True
+            if not text:
+                return lambda m: field in {k.lower() for k in m.parsed.keys()}
+            return lambda m: text in m.header(field)
+        if name == b"BODY":
+            text = self._string(tokens)
+            self.needsContent = True
+            return lambda m: text in m.bodyText()
+        if name == b"TEXT":
+            text = self._string(tokens)
+            self.needsContent = True
+            return lambda m: text in m.headersText() or text in m.bodyText()
+        raise ParseError(f"unknown search key {name.decode('ascii', 'replace')}")
+
+
+def _dateTest(kind, day, get):
+    if kind == b"BEFORE":
+        return lambda m: get(m) < day
+    if kind == b"ON":
+        return lambda m: get(m) == day
+    return lambda m: get(m) >= day
+
+
+def formatInternalDate(seconds):
+    t = time.gmtime(seconds)
+    return "%02d-%s-%04d %02d:%02d:%02d +0000" % (
+        t.tm_mday, _MONTHS[t.tm_mon - 1].capitalize(), t.tm_year,
+        t.tm_hour, t.tm_min, t.tm_sec)
+
+
+def parseInternalDate(text):
+    """APPEND's C{"23-Nov-2026 10:00:00 +0000"} -> epoch seconds."""
+    try:
+        datePart, clock, zone = text.strip().split(" ")
+        day, month, year = datePart.split("-")
+        h, mi, s = (int(x) for x in clock.split(":"))
+        m = _MONTHS.index(month.lower()) + 1
+        if zone[0] not in "+-" or len(zone) != 5 or not zone[1:].isdigit():
+            raise ValueError(zone)
+        offset = (int(zone[1:3]) * 60 + int(zone[3:])) * 60
+        if zone[0] == "-":
+            offset = -offset
+        return calendar.timegm((int(year), m, int(day), h, mi, s)) - offset
+    except (ValueError, IndexError):
+        raise ParseError("bad date-time") from None
+
+
+__all__ = ["Compiler", "Message", "String", "formatInternalDate", "parseInternalDate"]

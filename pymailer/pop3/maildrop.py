@@ -1,0 +1,219 @@
+"""
+The POP3 maildrop: Twisted's C{IMailboxPOP3} over our L{IMailStore}.
+
+A POP3 session sees its INBOX as it was at login (RFC 1939 §5: message
+numbers are fixed for the session), marks messages deleted, and removes them
+from the store only when the client QUITs (the UPDATE state, §6).  A session
+that ends any other way (dropped connection, timeout, crash) removes nothing.
+
+Lock (RFC 1939 §4, RFC 2449 §8.1.2 ``[IN-USE]``): one POP3 session per
+maildrop at a time, across every pymailer process sharing C{data_dir}: an
+exclusive, non-blocking C{flock} on C{data_dir/pop3/locks/<user>.lock}, held
+for the session and released by the kernel if the process dies.  IMAP is not
+locked out: it reads the store directly, and a message it expunges meanwhile
+is answered with C{-ERR} by RETR and ignored at QUIT.
+
+UIDL (RFC 1939 §7): the store's stable per-message key (for Maildir the file
+name before the first C{:}), which survives restarts, flag changes and UID
+list rebuilds.  A key that is not 1-70 printable ASCII characters (possible
+with files dropped in by other Maildir tools) is replaced by a hash of it,
+equally stable.
+
+Every store call blocks, so each runs in the thread pool; the methods the
+protocol calls on the reactor only touch the in-memory snapshot.
+"""
+
+import errno
+import fcntl
+import hashlib
+import os
+import re
+import threading
+from urllib.parse import quote
+
+from twisted.internet.threads import deferToThreadPool
+from twisted.mail.interfaces import IMailboxPOP3
+from zope.interface import implementer
+
+INBOX = "INBOX"
+_UIDL_OK = re.compile(r"[\x21-\x7e]{1,70}")
+
+
+class MaildropInUse(Exception):
+    """Another POP3 session holds this maildrop's lock."""
+
+
+def uidl(key):
+    """The POP3 unique-id of a message with the store key C{key}."""
+    if _UIDL_OK.fullmatch(key):
+        return key
+    return "h" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:40]
+
+
+class MaildropLock:
+    """
+    The cross-process lock of one user's maildrop (blocking calls).
+
+    @param directory: where lock files live (created on first use).
+    """
+
+    def __init__(self, directory, user):
+        self.path = os.path.join(
+            os.fspath(directory), quote(user, safe="@.+-_") + ".lock")
+        self._fd = None
+        self._guard = threading.Lock()  # release() may race open's thread
+
+    def acquire(self):
+        """@raise MaildropInUse: somebody else holds it."""
+        os.makedirs(os.path.dirname(self.path), 0o700, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise MaildropInUse(self.path) from None
+            raise
+        with self._guard:
+            self._fd = fd
+
+    def release(self):
+        with self._guard:
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # releases the flock
+
+    @property
+    def held(self):
+        return self._fd is not None
+
+
+@implementer(IMailboxPOP3)
+class Maildrop:
+    """
+    One POP3 session's view of a user's INBOX.
+
+    Message indexes are 0-based, as in C{IMailboxPOP3}; out-of-range ones
+    raise L{ValueError}.  L{open}, L{getMessage} and L{sync} return
+    C{Deferred}s and do their work in C{threadpool}.
+    """
+
+    loginDelay = 0
+    messageExpiration = None  # CAPA EXPIRE NEVER
+
+    def __init__(self, store, user, lockDirectory, reactor, threadpool):
+        self.store = store
+        self.user = user
+        self.reactor = reactor
+        self.threadpool = threadpool
+        self._lock = MaildropLock(lockDirectory, user)
+        self._messages = []
+        self._deleted = set()
+        self._closed = False
+
+    def _inThread(self, f, *args):
+        return deferToThreadPool(self.reactor, self.threadpool, f, *args)
+
+    # -- session ------------------------------------------------------------
+
+    def open(self):
+        """
+        Lock the maildrop and take its snapshot.
+
+        @return: a C{Deferred} firing with C{None}, or failing with
+            L{MaildropInUse}.
+        """
+        return self._inThread(self._open)
+
+    def _open(self):
+        self._lock.acquire()
+        try:
+            try:
+                mailbox = self.store.mailbox(self.user, INBOX)
+            except KeyError:
+                # A user that never got mail has no maildir yet.
+                self.store.createUser(self.user)
+                mailbox = self.store.mailbox(self.user, INBOX)
+            self._mailbox = mailbox
+            self._messages = mailbox.messages()
+        except BaseException:
+            self._lock.release()
+            raise
+        if self._closed:  # the session ended while we were opening
+            self._lock.release()
+
+    def close(self):
+        """End the session: release the lock.  Removes nothing."""
+        self._closed = True
+        self._lock.release()
+
+    # -- the snapshot ---------------------------------------------------------
+
+    def _info(self, index):
+        if not isinstance(index, int) or not 0 <= index < len(self._messages):
+            raise ValueError(f"no message {index!r}")
+        return self._messages[index]
+
+    def __len__(self):
+        return len(self._messages)
+
+    def isDeleted(self, index):
+        self._info(index)
+        return index in self._deleted
+
+    def listMessages(self, index=None):
+        """Sizes in octets; deleted messages count as 0 (C{IMailboxPOP3})."""
+        if index is None:
+            return [0 if i in self._deleted else m.size
+                    for i, m in enumerate(self._messages)]
+        info = self._info(index)
+        return 0 if index in self._deleted else info.size
+
+    def getUidl(self, index):
+        return uidl(self._info(index).key)
+
+    def getMessage(self, index):
+        """@return: a C{Deferred} firing with a binary file (C{KeyError} if
+        the message was removed meanwhile, by IMAP say)."""
+        info = self._info(index)
+        return self._inThread(self._mailbox.openMessage, info.uid)
+
+    def deleteMessage(self, index):
+        self._info(index)
+        self._deleted.add(index)
+
+    def undeleteMessages(self):
+        self._deleted.clear()
+
+    @property
+    def deletedCount(self):
+        return len(self._deleted)
+
+    def sync(self):
+        """
+        The UPDATE state: remove the messages marked deleted.
+
+        @return: a C{Deferred} firing with the number removed.
+        """
+        uids = [self._messages[i].uid for i in sorted(self._deleted)]
+        if not uids:
+            return self._inThread(lambda: 0)
+        return self._inThread(self._expunge, uids)
+
+    def _expunge(self, uids):
+        self._mailbox.expunge(uids)
+        return len(uids)
+
+
+def maildropFactory(store, lockDirectory, reactor, threadpool):
+    """
+    @return: the realm's avatar factory for C{IMailboxPOP3}: C{user ->
+        (Maildrop, logout)}; nothing blocks until the protocol calls
+        L{Maildrop.open}.
+    """
+
+    def factory(user):
+        maildrop = Maildrop(store, user, lockDirectory, reactor, threadpool)
+        return maildrop, maildrop.close
+
+    return factory
