@@ -1,10 +1,16 @@
 """
-The C{pymailer} admin command: domains, users and aliases (queue and dkim
-later), plus C{check-config}.
+The C{pymailer} admin command: domains, users, aliases and the mail queue
+(dkim later), plus C{check-config}.
 
 It changes the same SQLite accounts database the running server reads, so
 changes apply at once, without a restart.  Run it as the user the server
 runs as, so that files it creates stay readable by the server.
+
+The C{queue} commands work on the server's spool directory
+(C{data_dir/queue}) with the spool's own locking, so they are safe while the
+server runs: a message being delivered at that moment is refused (try again),
+and the server notices held, released, flushed or bounced mail on its next
+queue scan, within seconds.
 
 Passwords are read from the terminal (twice, no echo) or, with
 C{--password-stdin}, as one line from standard input; never from the command
@@ -18,13 +24,16 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import sqlite3
 import sys
+import time
 
 from pymailer import config as configModule
 from pymailer.auth.directory import (
     checkMailboxName, normaliseAddress, normaliseDomain, openDirectory)
 from pymailer.auth.passwords import hashPassword
+from pymailer.queue import spool as spoolModule
 
 __all__ = ["main", "buildParser"]
 
@@ -160,6 +169,173 @@ def cmdAliasRemove(args, config, out):
         print(f"removed alias {alias}", file=out)
 
 
+# --- queue -----------------------------------------------------------------
+
+# Header lines of the message shown by "queue show".
+SHOW_HEADER_LINES = 40
+
+
+def _openSpool(config):
+    """
+    The server's spool.  Never created here: a queue directory made by the
+    wrong user (or under the wrong config) would break the server.
+    """
+    root = config.data_dir / "queue"
+    if not root.is_dir():
+        raise CommandError(f"no mail queue at {root} (has the server run with"
+                           " this configuration?)")
+    return spoolModule.Spool(root)
+
+
+def _clean(text):
+    """
+    Text from the network (addresses, remote servers' replies) made safe for
+    a terminal: control characters (escape sequences) become C{?}.
+    """
+    return "".join(c if c.isprintable() else "?" for c in str(text))
+
+
+def _age(seconds):
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def _localTime(t):
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _summary(entry, now):
+    """One line of "queue list"."""
+    size = "-" if entry.size is None else str(entry.size)
+    envelope = entry.envelope
+    if envelope is None:
+        return f"{entry.queueId}  {entry.state:<8}  {size:>9}  (unreadable envelope)"
+    pending = envelope.pending()
+    count = len(envelope.recipients)
+    parts = [
+        entry.queueId,
+        f"{entry.state:<8}",
+        f"{size:>9}",
+        f"{_age(now - envelope.receivedAt):>6}",
+        f"<{_clean(envelope.sender)}>",
+        f"{count} rcpt" + ("" if count == 1 else "s")
+        + (f" ({len(pending)} pending)" if len(pending) != count else ""),
+    ]
+    if entry.state == "deferred":
+        if entry.mtime <= now:
+            parts.append("retry: now")
+        else:
+            parts.append(f"retry: {_localTime(entry.mtime)}"
+                         f" (in {_age(entry.mtime - now)})")
+        errors = [r.lastError for r in pending if r.lastError]
+        if errors:
+            parts.append(f"last error: {_clean(errors[0])}")
+    return "  ".join(parts)
+
+
+def cmdQueueList(args, config, out):
+    spool = _openSpool(config)
+    entries = spool.listMessages()
+    if not entries:
+        print("queue is empty", file=out)
+        return
+    now = time.time()
+    for entry in entries:
+        print(_summary(entry, now), file=out)
+    total = sum(e.size or 0 for e in entries)
+    n = len(entries)
+    print(f"-- {n} message{'' if n == 1 else 's'}, {total} bytes", file=out)
+
+
+def _headerLines(f, limit):
+    """The first C{limit} lines of the message's header block."""
+    lines = []
+    while len(lines) < limit:
+        line = f.readline(4096)
+        if not line or line in (b"\r\n", b"\n"):
+            break
+        lines.append(line.rstrip(b"\r\n").decode("utf-8", "replace"))
+    return lines
+
+
+def cmdQueueShow(args, config, out):
+    spool = _openSpool(config)
+    state, raw = spool.readEnvelope(args.id)
+    print(f"queue id: {args.id}", file=out)
+    print(f"state: {state}", file=out)
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        print("envelope (unreadable, shown as stored):", file=out)
+        print(_clean(raw.decode("utf-8", "replace")), file=out)
+    else:
+        print("envelope:", file=out)
+        # ensure_ascii=False keeps addresses readable; _clean still stops
+        # terminal escapes that JSON does not escape (DEL, C1 controls).
+        text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)
+        for line in text.splitlines():
+            print(_clean(line), file=out)
+    try:
+        with spool.openData(args.id) as f:
+            lines = _headerLines(f, SHOW_HEADER_LINES)
+    except FileNotFoundError:
+        print("(no message data)", file=out)
+        return
+    print(f"headers (first {SHOW_HEADER_LINES} lines at most):", file=out)
+    for line in lines:
+        print(_clean(line.replace("\t", " " * 8)), file=out)
+
+
+def cmdQueueFlush(args, config, out):
+    spool = _openSpool(config)
+    flushed = spool.flush(args.id)
+    if args.id is not None:
+        print(f"{args.id}: due now; the server retries it on its next queue"
+              " scan", file=out)
+    else:
+        n = len(flushed)
+        print(f"{n} deferred message{'' if n == 1 else 's'} due now", file=out)
+
+
+def cmdQueueHold(args, config, out):
+    spool = _openSpool(config)
+    was = spool.hold(args.id)
+    print(f"{args.id}: on hold (was {was})", file=out)
+
+
+def cmdQueueRelease(args, config, out):
+    spool = _openSpool(config)
+    spool.unhold(args.id)
+    print(f"{args.id}: released; the server delivers it on its next queue scan",
+          file=out)
+
+
+def cmdQueueDelete(args, config, out):
+    spool = _openSpool(config)
+    spool.delete(args.id)
+    print(f"{args.id}: deleted", file=out)
+
+
+def cmdQueueBounce(args, config, out):
+    spool = _openSpool(config)
+    envelope = spool.bounce(args.id)
+    n = sum(1 for r in envelope.recipients
+            if r.state == "failed" and r.lastError == spoolModule.ADMIN_BOUNCE)
+    to = (f"<{_clean(envelope.sender)}>" if envelope.sender
+          else "nobody (null sender)")
+    print(f"{args.id}: {n} recipient{'' if n == 1 else 's'} failed; the server"
+          f" reports to {to} on its next queue scan", file=out)
+
+
 # --- parser ----------------------------------------------------------------
 
 def _group(subparsers, name, help):
@@ -241,6 +417,37 @@ def buildParser() -> argparse.ArgumentParser:
     p.add_argument("targets", metavar="TARGET", nargs="*")
     p.set_defaults(func=cmdAliasRemove)
 
+    actions = _group(commands, "queue",
+                     "inspect and manage the mail queue (safe while the"
+                     " server runs)")
+    p = actions.add_parser(
+        "list", help="one line per queued message: id, state, size, age,"
+                     " sender, recipients, next retry and last error")
+    p.set_defaults(func=cmdQueueList)
+    p = actions.add_parser(
+        "show", help="a message's envelope and the start of its headers")
+    p.add_argument("id", metavar="ID")
+    p.set_defaults(func=cmdQueueShow)
+    p = actions.add_parser(
+        "flush", help="retry deferred mail now (one message, or all)")
+    p.add_argument("id", metavar="ID", nargs="?")
+    p.set_defaults(func=cmdQueueFlush)
+    p = actions.add_parser("hold", help="keep a message from delivery")
+    p.add_argument("id", metavar="ID")
+    p.set_defaults(func=cmdQueueHold)
+    p = actions.add_parser("release", help="deliver a held message again")
+    p.add_argument("id", metavar="ID")
+    p.set_defaults(func=cmdQueueRelease)
+    p = actions.add_parser(
+        "delete", help="remove a message without telling anyone")
+    p.add_argument("id", metavar="ID")
+    p.set_defaults(func=cmdQueueDelete)
+    p = actions.add_parser(
+        "bounce", help="fail a message's pending recipients and send the"
+                       " sender a bounce")
+    p.add_argument("id", metavar="ID")
+    p.set_defaults(func=cmdQueueBounce)
+
     return parser
 
 
@@ -267,7 +474,7 @@ def main(argv=None) -> int:
 
     try:
         args.func(args, config, sys.stdout)
-    except (CommandError, KeyError, ValueError) as e:
+    except (CommandError, spoolModule.QueueError, KeyError, ValueError) as e:
         return fail(_message(e))
     except sqlite3.Error as e:
         return fail(f"accounts database in {config.data_dir}: {_message(e)}")

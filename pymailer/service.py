@@ -40,6 +40,8 @@ from pymailer.queue.spool import Spool
 from pymailer.smtp.factory import ROLES as SMTP_ROLES
 from pymailer.smtp.factory import SMTPFactory
 from pymailer.pop3.server import buildMaildrops, buildPOP3
+from pymailer.imap.factory import buildAccount, buildIMAP
+from twisted.mail.interfaces import IAccountIMAP
 from pymailer.store.maildir import MaildirStore
 from pymailer.tls import ReloadableContextFactory, certificatePaths
 
@@ -81,11 +83,13 @@ LISTENER_BUILDERS = {
     "submissions": buildSMTP,
     "pop3": buildPOP3,
     "pop3s": buildPOP3,
+    "imap": buildIMAP,
+    "imaps": buildIMAP,
 }
 
 # Avatar interface -> factory(parts) of avatarFactory(user), for the realm:
 # each protocol registers how a logged-in user is served.
-AVATAR_BUILDERS = {IMailboxPOP3: buildMaildrops}
+AVATAR_BUILDERS = {IMailboxPOP3: buildMaildrops, IAccountIMAP: buildAccount}
 BUILT_ROLES = tuple(LISTENER_BUILDERS)
 
 

@@ -36,10 +36,12 @@ CHUNK = 64 * 1024
 
 
 def _result(reply, remoteHost, dsn=False):
-    enhanced = reply.text.split(" ", 1)[0]
-    if not (len(enhanced) >= 5 and enhanced[0] in "245" and enhanced[1] == "."):
-        enhanced = {2: "2.0.0", 4: "4.0.0", 5: "5.0.0"}[reply.code // 100]
-    text = f"{reply.text} (from {remoteHost})"
+    first, _, rest = reply.text.partition(" ")
+    if len(first) >= 5 and first[0] in "245" and first[1] == ".":
+        enhanced, text = first, rest
+    else:
+        enhanced, text = {2: "2.0.0", 4: "4.0.0", 5: "5.0.0"}[reply.code // 100], reply.text
+    text = f"{text} (from {remoteHost})"
     return DeliveryResult(
         ok=reply.ok, temporary=reply.temporary, code=reply.code, enhanced=enhanced,
         text=text, remoteMTA=remoteHost, dsnPassedOn=dsn,

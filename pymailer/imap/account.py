@@ -11,7 +11,7 @@ import os
 
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.mail.imap4 import IAccountIMAP
+from twisted.mail.interfaces import IAccountIMAP
 from zope.interface import implementer
 
 from pymailer.interfaces import IChangeNotifier

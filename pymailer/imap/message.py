@@ -107,7 +107,7 @@ class Part:
         return self.end - self.bodyStart
 
     def lines(self):
-        return self.data.count(b"\n", self.bodyStart, self.end)
+        return countLines(self.data, self.bodyStart, self.end)
 
     # -- FETCH items ---------------------------------------------------------
 
@@ -222,6 +222,13 @@ class Part:
         keep = spec == "HEADER.FIELDS"
         out = [raw for name, _, raw in part.headers if (name in wanted) == keep]
         return b"".join(out) + b"\r\n"
+
+
+def countLines(data, start, end, step=1 << 20):
+    """LF count of C{data[start:end]} (an mmap has no C{count})."""
+    if isinstance(data, bytes):
+        return data.count(b"\n", start, end)
+    return sum(data[i:min(i + step, end)].count(b"\n") for i in range(start, end, step))
 
 
 class _Concat(list):

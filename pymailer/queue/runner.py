@@ -198,6 +198,11 @@ class QueueRunner(Service):
         nextAttempt = None
         for r in envelope.recipients:
             if r.state != PENDING:
+                if r.state == FAILED and not r.reported:
+                    # Failed before this attempt but never reported: the
+                    # report could not be queued then, or the administrator
+                    # bounced it (``pymailer queue bounce``).
+                    events.append(("failed", r))
                 recipients.append(r)
                 continue
             result = results.get(r.index)

@@ -18,23 +18,82 @@ Rules that make several processes on one queue safe:
    lock while it delivers; an unlocked envelope in C{active/} belonged to a
    process that died, and is delivered again (with duplicate checks).
 
+The administrator's operations (L{Spool.hold}, L{Spool.unhold},
+L{Spool.delete}, L{Spool.flush}, L{Spool.bounce}) follow the same rules, so
+they are safe while the server runs: each locks the envelope without waiting
+(a message being delivered is refused with L{MessageBusy}), and changes state
+by rename or atomic replacement; the running server notices on its next scan.
+
 Every method here blocks on the disk: call it from a thread pool.
 """
 
+import contextlib
+import dataclasses
 import fcntl
 import itertools
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
+from typing import Optional
 
 from zope.interface import implementer
 
-from pymailer.envelope import Envelope
+from pymailer.envelope import FAILED, Envelope
 from pymailer.fsutil import DirectorySync, writeDurably
 from pymailer.interfaces import ISpool, ISpoolWriter
 
 STATES = ("incoming", "active", "deferred", "hold", "corrupt")
+
+# Where the administrator's commands look for a message.  C{active/} last: a
+# crash (or a runner) inside L{Spool.defer} leaves an active copy next to the
+# newer state, and the newer one is the truth (as in L{Spool.claim}).
+_LOOKUP_ORDER = ("incoming", "deferred", "hold", "corrupt", "active")
+
+# What a queue id may look like on the command line: never a path.
+_QUEUE_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{0,127}\Z")
+
+ADMIN_BOUNCE = "550 5.0.0 Bounced by the administrator"
+
+
+class QueueError(Exception):
+    """An administrator's queue operation cannot be done (one-line text)."""
+
+
+class NoSuchMessage(QueueError):
+    def __init__(self, queueId):
+        QueueError.__init__(self, f"no such message in the queue: {queueId}")
+
+
+class MessageBusy(QueueError):
+    """The envelope is locked: the server is delivering the message now."""
+
+    def __init__(self, queueId):
+        QueueError.__init__(
+            self, f"{queueId}: being delivered right now; try again in a moment"
+        )
+
+
+class WrongState(QueueError):
+    """The operation does not apply to the message in its current state."""
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """
+    One message as L{Spool.listMessages} sees it.
+
+    @ivar mtime: the envelope's mtime: for C{deferred}, the retry time.
+    @ivar envelope: the L{Envelope}, or C{None} if it cannot be read.
+    @ivar size: the data file's size in bytes, or C{None} if it is missing.
+    """
+
+    queueId: str
+    state: str
+    mtime: float
+    envelope: Optional[Envelope]
+    size: Optional[int]
 
 _counter = itertools.count()
 _counterLock = threading.Lock()
@@ -272,6 +331,229 @@ class Spool:
             writer.abort()
             raise
         return writer.queueId
+
+    # --- the administrator's operations ------------------------------------
+
+    def find(self, queueId):
+        """
+        @return: the state directory holding C{queueId}'s envelope, or
+            C{None} (also for anything that is not a queue id).
+        """
+        if not _QUEUE_ID.match(queueId):
+            return None
+        for state in _LOOKUP_ORDER:
+            if os.path.exists(self.envelopePath(state, queueId)):
+                return state
+        return None
+
+    @contextlib.contextmanager
+    def _locked(self, queueId):
+        """
+        Find C{queueId} and lock its envelope, without waiting.
+
+        @return: a context manager giving C{(state, fd)}: while it is open,
+            no runner can claim the message, and the envelope is at
+            C{envelopePath(state, queueId)}.
+        @raise NoSuchMessage: not in the queue.
+        @raise MessageBusy: a runner holds the lock (delivering it now).
+        """
+        for _ in range(10):
+            state = self.find(queueId)
+            if state is None:
+                raise NoSuchMessage(queueId)
+            path = self.envelopePath(state, queueId)
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # moved between find and open: look again
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise MessageBusy(queueId) from None
+                # Moved or replaced between open and lock: look again.
+                try:
+                    current = os.stat(path)
+                except FileNotFoundError:
+                    continue
+                if current.st_ino != os.fstat(fd).st_ino:
+                    continue
+                yield state, fd
+                return
+            finally:
+                os.close(fd)
+        raise MessageBusy(queueId)
+
+    def readEnvelope(self, queueId):
+        """
+        @return: C{(state, raw)}: the state and the envelope file's bytes
+            (for display; the file may be corrupt).
+        @raise NoSuchMessage: not in the queue.
+        """
+        for _ in range(10):
+            state = self.find(queueId)
+            if state is None:
+                raise NoSuchMessage(queueId)
+            try:
+                with open(self.envelopePath(state, queueId), "rb") as f:
+                    return state, f.read()
+            except FileNotFoundError:
+                continue
+        raise MessageBusy(queueId)
+
+    def listMessages(self):
+        """
+        @return: a L{QueueEntry} per message, by state then age.  Nothing is
+            locked: this is a snapshot for display.
+        """
+        seen = set()
+        entries = []
+        for state in _LOOKUP_ORDER:
+            for queueId, mtime in self.listQueue(state):
+                if queueId in seen:
+                    continue
+                try:
+                    with open(self.envelopePath(state, queueId), "rb") as f:
+                        raw = f.read()
+                except FileNotFoundError:
+                    continue  # it moved on while we looked
+                seen.add(queueId)
+                try:
+                    envelope = Envelope.fromJSON(raw)
+                except (ValueError, TypeError, KeyError):
+                    envelope = None
+                try:
+                    size = os.stat(self.dataPath(queueId)).st_size
+                except FileNotFoundError:
+                    size = None
+                entries.append(QueueEntry(queueId, state, mtime, envelope, size))
+        order = {state: i for i, state in enumerate(STATES)}
+        entries.sort(key=lambda e: (order[e.state], e.queueId))
+        return entries
+
+    def hold(self, queueId):
+        """
+        Put a message aside in C{hold/}: no runner delivers it until
+        L{unhold}.
+
+        @return: the state it was in.
+        @raise WrongState: already on hold, or corrupt.
+        """
+        with self._locked(queueId) as (state, fd):
+            if state == "hold":
+                raise WrongState(f"{queueId}: already on hold")
+            if state == "corrupt":
+                raise WrongState(f"{queueId}: the envelope is corrupt (only delete applies)")
+            os.rename(self.envelopePath(state, queueId), self.envelopePath("hold", queueId))
+            self._stateSync["hold"].sync()
+            self._stateSync[state].sync()
+        return state
+
+    def unhold(self, queueId, now=None):
+        """
+        Take a message off hold: into C{deferred/}, due at once (as Postfix's
+        C{postsuper -H}), so its retry state is kept.
+
+        @raise WrongState: not on hold.
+        """
+        now = time.time() if now is None else now
+        with self._locked(queueId) as (state, fd):
+            if state != "hold":
+                raise WrongState(f"{queueId}: not on hold (it is {state})")
+            # The mtime first, so that the runner never sees it in deferred/
+            # with an old retry time.
+            os.utime(fd, (now, now))
+            os.rename(self.envelopePath("hold", queueId), self.envelopePath("deferred", queueId))
+            self._stateSync["deferred"].sync()
+            self._stateSync["hold"].sync()
+
+    def delete(self, queueId):
+        """Remove a message, envelope first, then its data."""
+        with self._locked(queueId) as (state, fd):
+            os.unlink(self.envelopePath(state, queueId))
+            self._stateSync[state].sync()
+            # A crash here leaves data without an envelope: an orphan that
+            # removeOrphans() clears at the next start.
+            try:
+                os.unlink(self.dataPath(queueId))
+            except FileNotFoundError:
+                pass
+            self._dataSync.sync()
+        return state
+
+    def flush(self, queueId=None, now=None):
+        """
+        Make deferred mail due now: the running server's next scan retries
+        it.  Only C{deferred/} is touched (held mail stays held).
+
+        @param queueId: one message, or C{None} for every deferred message
+            (those being delivered right now are skipped).
+        @return: the C{list} of queue ids made due.
+        @raise WrongState: C{queueId} is not deferred (on hold, corrupt, or
+            already waiting for delivery).
+        """
+        now = time.time() if now is None else now
+        if queueId is not None:
+            with self._locked(queueId) as (state, fd):
+                if state != "deferred":
+                    hint = {
+                        "hold": "on hold (release it instead)",
+                        "corrupt": "corrupt",
+                    }.get(state, f"{state}, already waiting for delivery")
+                    raise WrongState(f"{queueId}: not deferred: {hint}")
+                os.utime(fd, (now, now))
+            return [queueId]
+        flushed = []
+        for qid, retryAt in self.listQueue("deferred"):
+            try:
+                with self._locked(qid) as (state, fd):
+                    if state == "deferred":
+                        os.utime(fd, (now, now))
+                        flushed.append(qid)
+            except QueueError:
+                continue  # being delivered, or gone: nothing to flush
+        return flushed
+
+    def bounce(self, queueId, reason=ADMIN_BOUNCE, now=None):
+        """
+        Fail every pending recipient with C{reason} and park the message in
+        C{deferred/}, due at once: the running server's next scan finds no
+        pending recipient and reports the failures to the sender (or drops
+        them for a null sender).
+
+        @return: the updated L{Envelope}.
+        @raise WrongState: corrupt, or no recipient is pending.
+        """
+        now = time.time() if now is None else now
+        with self._locked(queueId) as (state, fd):
+            if state == "corrupt":
+                raise WrongState(f"{queueId}: the envelope is corrupt (only delete applies)")
+            try:
+                envelope = self._readEnvelope(fd)
+            except (ValueError, TypeError, KeyError):
+                raise WrongState(f"{queueId}: the envelope cannot be read") from None
+            if not envelope.pending():
+                raise WrongState(f"{queueId}: no pending recipient to bounce")
+            envelope = envelope.withRecipients(
+                dataclasses.replace(r, state=FAILED, lastError=reason, remoteMTA=None)
+                if r.state == "pending"
+                else r
+                for r in envelope.recipients
+            )
+            target = self.envelopePath("deferred", queueId)
+            if state != "deferred":
+                # Still under our lock: a crash after this rename leaves the
+                # old, consistent envelope in deferred/, never two copies.
+                os.rename(self.envelopePath(state, queueId), target)
+            writeDurably(target, envelope.toJSON())
+            try:
+                os.utime(target, (now, now))
+            except FileNotFoundError:
+                pass  # a runner claimed the new envelope already: it is due
+            self._stateSync["deferred"].sync()
+            if state != "deferred":
+                self._stateSync[state].sync()
+        return envelope
 
     def removeOrphans(self):
         """

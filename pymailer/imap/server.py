@@ -1,0 +1,1397 @@
+"""
+The IMAP4rev1 server protocol (RFC 3501) with IDLE, UIDPLUS, MOVE,
+NAMESPACE, ID, ENABLE, LITERAL+, UNSELECT, SPECIAL-USE, SASL-IR, CHILDREN.
+
+Built on C{twisted.mail.imap4.IMAP4Server} (its line receiver, timeouts and
+response helpers) but replacing its command reader and dispatcher, because
+Twisted's:
+  - sends C{+} for any literal size, even C{{99999999999}} and C{{-5}}, and
+    spools it, before and after login;
+  - drops a line over C{MAX_LENGTH} without a reply;
+  - runs commands pipelined after STARTTLS inside the TLS session
+    (CVE-2011-0411 class);
+  - answers pipelined commands out of order behind a slow one (#9282);
+  - parses quoted strings without escapes and lists without nesting;
+  - calls mailbox methods synchronously (our store blocks: it must run in
+    the thread pool) and has no UIDPLUS, MOVE, ENABLE, UNSELECT, ID.
+
+Trust: nothing from the client is trusted.  Literal sizes are checked
+before any continuation (C{NO [TOOBIG]}/C{BAD} first); literals before login
+are capped at L{PREAUTH_LITERAL}; a line over 64 KiB gets BAD and the
+connection is closed; mailbox names are strict modified UTF-7 and then
+checked by the store (no traversal).  Failed logins go through the shared
+L{pymailer.auth.guard.LoginGuard} (delayed, counted, logged, locked out).
+
+Not kept: C{\\Recent} (always 0; RFC 9051 removed it) and keywords (the
+Maildir store keeps only system flags, so C{PERMANENTFLAGS} has no C{\\*}).
+"""
+
+import mmap
+import tempfile
+from collections import deque
+
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.mail.imap4 import IMAP4Server
+from twisted.mail.interfaces import IAccountIMAP
+from zope.interface import implementer
+
+from pymailer.auth.guard import plaintextLoginAllowed
+from pymailer.auth.sasl import Plain, SASLError
+from pymailer.imap import search, utf7
+from pymailer.imap.message import Part, _Concat
+from pymailer.imap.parser import (
+    LITERAL_AT_END, Atom, FileLiteral, ParseError, Raw, SequenceSet, String,
+    astring, formatSet, formatValue, isAtom, number, splitCommand, tokenize,
+)
+from pymailer.store.maildir import INBOX, SPECIAL_USE, canonicalName
+
+import base64
+import binascii
+import re
+
+log = Logger()
+
+MAX_LINE = 64 * 1024
+PREAUTH_LITERAL = 8 * 1024
+MAX_LITERAL = 64 * 1024          # literals other than APPEND's message
+SPOOL_THRESHOLD = 256 * 1024     # APPEND literals above this go to a file
+STREAM_THRESHOLD = 256 * 1024    # sections above this are streamed from disk
+CHUNK = 256 * 1024
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+_FLAG_NAMES = {f.upper(): f for f in SYSTEM_FLAGS}
+
+
+class CommandFailed(Exception):
+    """Answered with C{NO} and this text."""
+
+
+class _Range:
+    """A part of a message file to stream: C{length} octets at C{offset}."""
+
+    def __init__(self, path, offset, length):
+        self.path, self.offset, self.length = path, offset, length
+
+
+class Selected:
+    """
+    The selected mailbox as this session last told the client: the sequence
+    number -> UID map, flags and message facts.
+    """
+
+    def __init__(self, name, mailbox, readOnly):
+        self.name = name
+        self.mailbox = mailbox
+        self.readOnly = readOnly
+        self.uids = []
+        self.infos = {}
+        self.flags = {}
+        self.validity = 0
+        self.uidNext = 1
+        self.dirty = False
+
+    def scan(self):
+        """Blocking: what the store has now."""
+        infos = self.mailbox.messages()
+        return infos, self.mailbox.uidValidity(), self.mailbox.uidNext()
+
+    def apply(self, scanned, allowExpunge=True):
+        """
+        Bring the client's view up to date; returns the untagged lines
+        (RFC 3501 7.4.1: EXPUNGE only where allowed).
+        """
+        infos, validity, uidNext = scanned
+        lines = []
+        current = {i.uid: i for i in infos}
+        if allowExpunge:
+            for uid in [u for u in self.uids if u not in current]:
+                seq = self.uids.index(uid) + 1
+                del self.uids[seq - 1]
+                self.infos.pop(uid, None)
+                self.flags.pop(uid, None)
+                lines.append(b"* %d EXPUNGE" % seq)
+        for seq, uid in enumerate(self.uids, 1):
+            info = current.get(uid)
+            if info is None:
+                continue
+            self.infos[uid] = info
+            if set(info.flags) != self.flags.get(uid):
+                self.flags[uid] = set(info.flags)
+                lines.append(b"* %d FETCH (FLAGS %s UID %d)" % (seq, formatFlags(info.flags), uid))
+        known = set(self.uids)
+        new = [i for i in infos if i.uid not in known and (not self.uids or i.uid > self.uids[-1])]
+        for info in new:
+            self.uids.append(info.uid)
+            self.infos[info.uid] = info
+            self.flags[info.uid] = set(info.flags)
+        if new or (not lines and not self.validity):
+            lines.append(b"* %d EXISTS" % len(self.uids))
+        self.validity, self.uidNext = validity, uidNext
+        self.dirty = False
+        return lines
+
+
+def formatFlags(flags):
+    return b"(" + b" ".join(f.encode("utf-8") for f in sorted(flags)) + b")"
+
+
+def encodeName(name):
+    return utf7.encode(name)
+
+
+@implementer(IPushProducer)
+class IMAPServer(IMAP4Server):
+    IDENT = b"pymailer IMAP4rev1 ready"
+    MAX_LENGTH = MAX_LINE
+    timeOut = 120
+    POSTAUTH_TIMEOUT = 30 * 60
+
+    def __init__(self, factory):
+        IMAP4Server.__init__(self, chal={}, contextFactory=factory.tls)
+        self.factory = factory
+        self.portal = factory.portal
+        self.secure = factory.implicitTLS
+        self.user = None
+        self.selected = None
+        self.idleTag = None
+        self._segments = None
+        self._literal = None
+        self._commands = deque()
+        self._busy = False
+        self._sasl = None
+        self._paused = None
+        self._idleSync = None
+        self._closing = False
+
+    # -- connection ---------------------------------------------------------
+
+    def connectionMade(self):
+        peer = self.transport.getPeer()
+        self.peerHost = getattr(peer, "host", "")
+        self.setTimeout(self.timeOut)
+        self.transport.registerProducer(self, True)
+        self.sendLine(b"* OK [CAPABILITY " + b" ".join(self.capabilityList()) + b"] " + self.IDENT)
+
+    def connectionLost(self, reason):
+        self.setTimeout(None)
+        self._closing = True
+        self._unselect()
+        self._closeLiteral()
+        if self._onLogout:
+            self._onLogout()
+            self._onLogout = None
+        if self._paused is not None:
+            d, self._paused = self._paused, None
+            d.errback(ConnectionError("connection lost"))
+
+    def timeoutConnection(self):
+        self.sendLine(b"* BYE Autologout; idle for too long")
+        self.transport.loseConnection()
+
+    def pauseProducing(self):
+        if self._paused is None:
+            self._paused = defer.Deferred()
+
+    def resumeProducing(self):
+        if self._paused is not None:
+            d, self._paused = self._paused, None
+            d.callback(None)
+
+    def stopProducing(self):
+        self.resumeProducing()
+
+    def _bye(self, text):
+        self.sendLine(b"* BYE " + text)
+        self._closing = True
+        self.transport.loseConnection()
+
+    # -- capabilities -------------------------------------------------------
+
+    def loginAllowed(self):
+        return self.secure or plaintextLoginAllowed(self.factory.authConfig, self.peerHost)
+
+    def capabilityList(self):
+        caps = [b"IMAP4rev1", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE",
+                b"NAMESPACE", b"UIDPLUS", b"MOVE", b"UNSELECT", b"SPECIAL-USE",
+                b"CHILDREN"]
+        if self.user is None:
+            if not self.secure and self.factory.tls is not None:
+                caps.append(b"STARTTLS")
+            if self.loginAllowed():
+                caps.append(b"AUTH=PLAIN")
+            else:
+                caps.append(b"LOGINDISABLED")
+        return caps
+
+    # -- reading commands ---------------------------------------------------
+
+    def lineLengthExceeded(self, line):
+        # Twisted drops the connection silently: say why first.
+        self.sendLine(b"* BAD Line too long (at most %d octets)" % MAX_LINE)
+        self._bye(b"Line too long")
+
+    def lineReceived(self, line):
+        if self._closing:
+            return
+        self.resetTimeout()
+        if self._sasl is not None:
+            return self._saslResponse(line)
+        if self.idleTag is not None and self._segments is None:
+            return self._idleLine(line)
+        segments = self._segments if self._segments is not None else []
+        segments.append(line)
+        marker = LITERAL_AT_END.search(line)
+        if marker is None:
+            self._segments = None
+            self._commands.append(segments)
+            return self._pump()
+        self._segments = segments
+        try:
+            tag, name = splitCommand(segments[0])
+        except ParseError:
+            tag, name = b"*", b""
+        size, plus = int(marker[1]), bool(marker[2])
+        refusal = self._literalRefusal(name, size)
+        if refusal is not None:
+            self._segments = None
+            self.sendLine(tag + b" " + refusal)
+            if plus:
+                # The client sends the octets anyway (RFC 7888 4): we will
+                # not read them, so the connection cannot go on.
+                self._bye(b"Literal too large")
+            return
+        if not plus:
+            self.sendLine(b"+ Ready for literal data")
+        if name == b"APPEND" and size > SPOOL_THRESHOLD:
+            spool = tempfile.TemporaryFile(dir=self.factory.tempDir)
+            self._literal = [size, spool, bytearray(), defer.succeed(None), FileLiteral(spool, size)]
+        else:
+            self._literal = [size, None, bytearray(), None, None]
+        if size == 0:
+            self._finishLiteral(b"")
+        else:
+            self.setRawMode()
+
+    def _literalRefusal(self, name, size):
+        """Why a literal of C{size} octets is refused, before any C{+}."""
+        if self.user is None:
+            if size > PREAUTH_LITERAL:
+                return b"BAD Literal too large before login"
+            return None
+        if name == b"APPEND":
+            if size > self.factory.maxMessageSize:
+                return b"NO [TOOBIG] Message too large"
+            return None
+        if size > MAX_LITERAL:
+            return b"BAD Literal too large"
+        return None
+
+    def rawDataReceived(self, data):
+        self.resetTimeout()
+        literal = self._literal
+        need = literal[0]
+        chunk, rest = data[:need], data[need:]
+        literal[0] -= len(chunk)
+        literal[2] += chunk
+        if literal[1] is not None and (len(literal[2]) >= CHUNK or literal[0] == 0):
+            pending, literal[2] = bytes(literal[2]), bytearray()
+            spool = literal[1]
+            literal[3] = literal[3].addCallback(
+                lambda _: self.factory.run(spool.write, pending))
+        if literal[0] == 0:
+            self._finishLiteral(rest)
+
+    def _finishLiteral(self, rest):
+        _, spool, buffer, written, fileLiteral = self._literal
+        self._literal = None
+        if spool is not None:
+            fileLiteral.ready = written.addCallback(lambda _: self.factory.run(spool.seek, 0))
+            self._segments.append(fileLiteral)
+        else:
+            self._segments.append(bytes(buffer))
+        self.setLineMode(rest)
+
+    def _closeLiteral(self):
+        if self._literal is not None and self._literal[1] is not None:
+            self._literal[1].close()
+        self._literal = None
+
+    def _pump(self):
+        while self._commands and not self._busy and not self._closing:
+            segments = self._commands.popleft()
+            self._busy = True
+            d = defer.maybeDeferred(self._execute, segments)
+            d.addErrback(self._internalError)
+            d.addBoth(self._done, segments)
+            if self._busy:
+                # Answer pipelined commands strictly in order (twisted #9282).
+                return
+
+    def _done(self, _, segments):
+        for s in segments:
+            if isinstance(s, FileLiteral):
+                s.file.close()
+        self._busy = False
+        self._pump()
+
+    def _internalError(self, failure):
+        log.failure("IMAP command failed", failure)
+
+    # -- dispatching --------------------------------------------------------
+
+    def _execute(self, segments):
+        try:
+            tag, name = splitCommand(segments[0])
+            tokens = tokenize(segments)
+        except ParseError as e:
+            tag = segments[0].split(b" ", 1)[0] or b"*"
+            self.sendLine(tag + b" BAD " + str(e).encode())
+            return None
+        args = tokens[2:]
+        uid = False
+        if name == b"UID":
+            if not args or not isinstance(args[0], Atom):
+                self.sendLine(tag + b" BAD UID needs a command")
+                return None
+            name = args.pop(0).upper()
+            uid = True
+            if name not in (b"FETCH", b"STORE", b"SEARCH", b"COPY", b"MOVE", b"EXPUNGE"):
+                self.sendLine(tag + b" BAD Unknown UID command")
+                return None
+        handler = getattr(self, "cmd_" + name.decode("ascii", "replace").replace(".", "_"), None)
+        if handler is None:
+            self.sendLine(tag + b" BAD Unknown command")
+            return None
+        states = getattr(handler, "states", ("unauth", "auth", "select"))
+        if self.state not in states:
+            self.sendLine(tag + b" BAD Command not valid in this state")
+            return None
+        d = defer.maybeDeferred(handler, tag, args, uid) if getattr(handler, "uid", False) \
+            else defer.maybeDeferred(handler, tag, args)
+        d.addCallbacks(self._completed, self._failed, (tag, name, uid), None, (tag,), None)
+        return d
+
+    def _completed(self, result, tag, name, uid):
+        """After a command, report changes to the selected mailbox."""
+        if result is not None:
+            text = result
+        else:
+            text = name + b" completed"
+        if self.selected is not None and name not in (b"LOGOUT",):
+            allowExpunge = uid or name not in (b"FETCH", b"STORE", b"SEARCH")
+            if self.selected.dirty or name in (b"NOOP", b"CHECK"):
+                return self._sync(allowExpunge).addCallback(
+                    lambda _: self.sendLine(tag + b" OK " + text))
+        self.sendLine(tag + b" OK " + text)
+
+    def _failed(self, failure, tag):
+        if failure.check(ParseError):
+            self.sendLine(tag + b" BAD " + str(failure.value).encode("utf-8", "replace"))
+        elif failure.check(CommandFailed):
+            self.sendLine(tag + b" NO " + str(failure.value).encode("utf-8", "replace"))
+        elif failure.check(ConnectionError):
+            pass
+        else:
+            log.failure("IMAP command error", failure)
+            self.sendLine(tag + b" NO [SERVERBUG] Internal error, see the server log")
+
+    def _sync(self, allowExpunge=True):
+        selected = self.selected
+        d = self.account.run(selected.scan)
+
+        def apply(scanned):
+            if self.selected is selected and not self._closing:
+                for line in selected.apply(scanned, allowExpunge):
+                    self.sendLine(line)
+
+        return d.addCallback(apply)
+
+    # -- any state ----------------------------------------------------------
+
+    def cmd_CAPABILITY(self, tag, args):
+        self._noArgs(args)
+        self.sendLine(b"* CAPABILITY " + b" ".join(self.capabilityList()))
+
+    def cmd_NOOP(self, tag, args):
+        self._noArgs(args)
+
+    def cmd_LOGOUT(self, tag, args):
+        self._noArgs(args)
+        self.sendLine(b"* BYE Logging out")
+        self.sendLine(tag + b" OK LOGOUT completed")
+        self._closing = True
+        self.transport.loseConnection()
+        return defer.fail(ConnectionError("logged out"))
+
+    def cmd_ID(self, tag, args):
+        # RFC 2971: the client's list is read and ignored.
+        self.sendLine(b'* ID ("name" "pymailer")')
+
+    def _noArgs(self, args):
+        if args:
+            raise ParseError("unexpected arguments")
+
+    # -- not authenticated --------------------------------------------------
+
+    def cmd_STARTTLS(self, tag, args):
+        self._noArgs(args)
+        if self.secure:
+            raise ParseError("TLS already active")
+        if self.factory.tls is None:
+            raise CommandFailed("TLS not available")
+        self.sendLine(tag + b" OK Begin TLS negotiation now")
+        # RFC 3501 6.2.1 / RFC 2595 3.1: whatever was pipelined after
+        # STARTTLS came in plaintext and may be injected: drop, never run.
+        self.clearLineBuffer()
+        self._commands.clear()
+        self._segments = None
+        self.transport.startTLS(self.factory.tls)
+        self.secure = True
+        return defer.fail(ConnectionError("answered"))  # tagged reply sent
+
+    cmd_STARTTLS.states = ("unauth",)
+
+    def cmd_LOGIN(self, tag, args):
+        if len(args) != 2:
+            raise ParseError("LOGIN needs a user name and a password")
+        if not self.loginAllowed():
+            raise CommandFailed("[PRIVACYREQUIRED] LOGIN is disabled until STARTTLS")
+        user, password = astring(args[0], "user"), astring(args[1], "password")
+        return self._passwordLogin(tag, UsernamePassword(user, password))
+
+    cmd_LOGIN.states = ("unauth",)
+
+    def cmd_AUTHENTICATE(self, tag, args):
+        if not args or not isinstance(args[0], Atom) or len(args) > 2:
+            raise ParseError("AUTHENTICATE needs a mechanism")
+        if args[0].upper() != b"PLAIN":
+            raise CommandFailed("Unsupported authentication mechanism")
+        if not self.loginAllowed():
+            raise CommandFailed("[PRIVACYREQUIRED] Authentication is disabled until STARTTLS")
+        mechanism = Plain()
+        if len(args) == 2:  # RFC 4959 SASL-IR; "=" is an empty response
+            initial = bytes(args[1])
+            return self._saslStep(tag, mechanism, b"" if initial == b"=" else initial)
+        d = defer.Deferred()
+        self._sasl = (tag, mechanism, d)
+        self.sendLine(b"+ ")
+        return d
+
+    cmd_AUTHENTICATE.states = ("unauth",)
+
+    def _saslResponse(self, line):
+        tag, mechanism, d = self._sasl
+        self._sasl = None
+        if line == b"*":
+            d.errback(ParseError("Authentication cancelled"))
+            return
+        self._saslStep(tag, mechanism, line).chainDeferred(d)
+
+    def _saslStep(self, tag, mechanism, encoded):
+        try:
+            decoded = base64.b64decode(encoded, validate=True) if encoded else b""
+            _, credentials = mechanism.respond(decoded)
+        except (binascii.Error, SASLError) as e:
+            return defer.fail(ParseError(f"Malformed authentication response ({e})"))
+        return self._passwordLogin(tag, credentials)
+
+    def _passwordLogin(self, tag, credentials):
+        guard, ip = self.factory.guard, self.peerHost
+        account = credentials.username.decode("utf-8", "replace")
+        if guard.blocked(ip) is not None:
+            self.sendLine(tag + b" NO [UNAVAILABLE] Too many failed logins, try again later")
+            self._bye(b"Too many failed logins")
+            return defer.fail(ConnectionError("locked out"))
+        cached = self.factory.loginCache.get(credentials.username, credentials.password)
+        if guard.blocked(ip, account) == "account":
+            d = defer.fail(UnauthorizedLogin("account locked out"))
+        elif cached is not None:
+            d = defer.succeed(self.factory.realm.requestAvatar(cached, None, IAccountIMAP))
+        else:
+            d = self.portal.login(credentials, None, IAccountIMAP)
+        d.addCallback(self._loggedIn, account, credentials)
+        return d.addErrback(self._loginFailed, tag, account)
+
+    def _loggedIn(self, result, account, credentials):
+        _, avatar, logout = result
+        if self._closing:
+            logout()
+            raise ConnectionError("gone")
+        self.factory.loginCache.put(credentials.username, credentials.password, avatar.user)
+        self.account, self._onLogout = avatar, logout
+        self.user = avatar.user
+        self.state = "auth"
+        self.factory.guard.succeeded(self.peerHost, account)
+        self.setTimeout(self.POSTAUTH_TIMEOUT)
+        return b"[CAPABILITY " + b" ".join(self.capabilityList()) + b"] Logged in"
+
+    def _loginFailed(self, failure, tag, account):
+        failure.trap(UnauthorizedLogin)
+        d = self.factory.guard.failed(self.peerHost, account, "imap")
+
+        def answer(_):
+            if self.factory.guard.blocked(self.peerHost) is not None:
+                self.sendLine(tag + b" NO [UNAVAILABLE] Too many failed logins")
+                self._bye(b"Too many failed logins")
+                raise ConnectionError("locked out")
+            raise CommandFailed("[AUTHENTICATIONFAILED] Authentication failed")
+
+        return d.addCallback(answer)
+
+    # -- authenticated: mailboxes -------------------------------------------
+
+    def mailboxName(self, token, forCreate=False):
+        """A client's mailbox name -> the store's canonical name, or NO."""
+        raw = astring(token, "mailbox name")
+        try:
+            name = utf7.decode(raw)
+        except utf7.UTF7Error as e:
+            raise CommandFailed(f"[CANNOT] Bad mailbox name: {e}") from None
+        if forCreate:
+            if "*" in name or "%" in name:
+                raise CommandFailed("[CANNOT] * and % are not allowed in mailbox names")
+            if name.endswith("/") and len(name) > 1:
+                name = name[:-1]  # RFC 3501 6.3.3: "foo/" creates foo
+        try:
+            return canonicalName(name)
+        except ValueError as e:
+            raise CommandFailed(f"[CANNOT] Bad mailbox name: {e}") from None
+
+    def cmd_NAMESPACE(self, tag, args):
+        self._noArgs(args)
+        self.sendLine(b'* NAMESPACE (("" "/")) NIL NIL')
+
+    def cmd_ENABLE(self, tag, args):
+        if not args:
+            raise ParseError("ENABLE needs capabilities")
+        # RFC 5161: only extensions that change behaviour are listed; we
+        # have none of those (CONDSTORE, QRESYNC, UTF8=ACCEPT are not offered).
+        self.sendLine(b"* ENABLED")
+
+    def cmd_CREATE(self, tag, args):
+        if len(args) != 1:
+            raise ParseError("CREATE needs a mailbox name")
+        name = self.mailboxName(args[0], forCreate=True)
+        if name == INBOX:
+            raise CommandFailed("[ALREADYEXISTS] INBOX always exists")
+
+        def create():
+            try:
+                self.factory.store.createMailbox(self.user, name)
+            except KeyError:
+                raise CommandFailed("[ALREADYEXISTS] Mailbox exists") from None
+
+        return self.account.run(create)
+
+    def cmd_DELETE(self, tag, args):
+        if len(args) != 1:
+            raise ParseError("DELETE needs a mailbox name")
+        name = self.mailboxName(args[0])
+        if name == INBOX:
+            raise CommandFailed("[CANNOT] INBOX cannot be deleted")
+
+        def delete():
+            try:
+                self.factory.store.deleteMailbox(self.user, name)
+            except KeyError:
+                raise CommandFailed("[NONEXISTENT] No such mailbox") from None
+
+        return self.account.run(delete)
+
+    def cmd_RENAME(self, tag, args):
+        if len(args) != 2:
+            raise ParseError("RENAME needs two mailbox names")
+        old, new = self.mailboxName(args[0]), self.mailboxName(args[1], forCreate=True)
+        store = self.factory.store
+        if new == INBOX:
+            raise CommandFailed("[ALREADYEXISTS] INBOX always exists")
+
+        def rename():
+            if old == INBOX:
+                # RFC 3501 6.3.5: move every INBOX message to a new mailbox,
+                # leaving INBOX empty (and its children where they are).
+                try:
+                    store.createMailbox(self.user, new)
+                except KeyError:
+                    raise CommandFailed("[ALREADYEXISTS] Target exists") from None
+                source = self.account.openMailbox(INBOX)
+                target = store.mailbox(self.user, new)
+                moved = []
+                for info in source.messages():
+                    try:
+                        with source.openMessage(info.uid) as f:
+                            target.append(f, info.flags, info.internalDate)
+                    except KeyError:
+                        continue
+                    moved.append(info.uid)
+                source.expunge(moved)
+                return
+            try:
+                store.renameMailbox(self.user, old, new)
+            except KeyError as e:
+                if e.args and e.args[0] == old:
+                    raise CommandFailed("[NONEXISTENT] No such mailbox") from None
+                raise CommandFailed("[ALREADYEXISTS] Target exists") from None
+            except ValueError as e:
+                raise CommandFailed(f"[CANNOT] {e}") from None
+
+        return self.account.run(rename)
+
+    def cmd_SUBSCRIBE(self, tag, args):
+        if len(args) != 1:
+            raise ParseError("SUBSCRIBE needs a mailbox name")
+        name = self.mailboxName(args[0])
+        return self.account.run(self.account.setSubscribed, name, True)
+
+    def cmd_UNSUBSCRIBE(self, tag, args):
+        if len(args) != 1:
+            raise ParseError("UNSUBSCRIBE needs a mailbox name")
+        name = self.mailboxName(args[0])
+        return self.account.run(self.account.setSubscribed, name, False)
+
+    def cmd_LIST(self, tag, args, command=b"LIST"):
+        if len(args) != 2:
+            raise ParseError(f"{command.decode()} needs a reference and a pattern")
+        try:
+            reference = utf7.decode(astring(args[0], "reference"))
+            pattern = utf7.decode(astring(args[1], "pattern"))
+        except utf7.UTF7Error as e:
+            raise CommandFailed(f"[CANNOT] Bad mailbox name: {e}") from None
+        if not pattern:
+            if command == b"LIST":
+                self.sendLine(b'* LIST (\\Noselect) "/" ""')
+            return None
+        full = reference + pattern if not pattern.startswith("/") else pattern
+        regex = re.compile(
+            "".join(".*" if c == "*" else "[^/]*" if c == "%" else re.escape(c) for c in full),
+            re.S)
+
+        def work():
+            names = self.factory.store.listMailboxes(self.user)
+            subscribed = self.account.subscriptions() if command == b"LSUB" else None
+            return names, subscribed
+
+        def answer(result):
+            names, subscribed = result
+            existing = set(names)
+            candidates = list(names) if subscribed is None else sorted(subscribed)
+            for name in candidates:
+                matched = regex.fullmatch(name) or (
+                    name.upper() == INBOX and regex.fullmatch(INBOX))
+                if not matched:
+                    continue
+                attrs = []
+                if name not in existing:
+                    attrs.append(b"\\Noselect" if command == b"LSUB" else b"\\NonExistent")
+                if command == b"LIST":
+                    hasChildren = any(n.startswith(name + "/") for n in existing)
+                    attrs.append(b"\\HasChildren" if hasChildren else b"\\HasNoChildren")
+                    if name in SPECIAL_USE:
+                        attrs.append(SPECIAL_USE[name].encode())
+                line = b"* %s (%s) \"/\" %s" % (
+                    command, b" ".join(attrs), formatValue(encodeName(name)))
+                self.sendLine(line)
+
+        return self.account.run(work).addCallback(answer)
+
+    def cmd_LSUB(self, tag, args):
+        return self.cmd_LIST(tag, args, command=b"LSUB")
+
+    def cmd_STATUS(self, tag, args):
+        if len(args) != 2 or not isinstance(args[1], list):
+            raise ParseError("STATUS needs a mailbox and a list of items")
+        name = self.mailboxName(args[0])
+        items = [a.upper() for a in args[1] if isinstance(a, Atom)]
+        known = (b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN")
+        if len(items) != len(args[1]) or any(i not in known for i in items) or not items:
+            raise ParseError("unknown STATUS item")
+
+        def work():
+            try:
+                mailbox = self.account.openMailbox(name)
+            except KeyError:
+                raise CommandFailed("[NONEXISTENT] No such mailbox") from None
+            infos = mailbox.messages()
+            return {
+                b"MESSAGES": len(infos), b"RECENT": 0,
+                b"UIDNEXT": mailbox.uidNext(), b"UIDVALIDITY": mailbox.uidValidity(),
+                b"UNSEEN": sum(1 for i in infos if "\\Seen" not in i.flags),
+            }
+
+        def answer(values):
+            parts = b" ".join(b"%s %d" % (i, values[i]) for i in items)
+            self.sendLine(b"* STATUS %s (%s)" % (formatValue(encodeName(name)), parts))
+
+        return self.account.run(work).addCallback(answer)
+
+    def cmd_APPEND(self, tag, args):
+        if len(args) < 2:
+            raise ParseError("APPEND needs a mailbox and a message")
+        name = self.mailboxName(args[0])
+        message = args[-1]
+        flags, date = (), None
+        for extra in args[1:-1]:
+            if isinstance(extra, list):
+                flags = self._flagList(extra)
+            elif isinstance(extra, String):
+                date = search.parseInternalDate(extra.decode("ascii", "replace"))
+            else:
+                raise ParseError("bad APPEND argument")
+        if not isinstance(message, (String, FileLiteral)) or isinstance(message, Atom):
+            raise ParseError("APPEND needs the message as a literal")
+        ready = getattr(message, "ready", defer.succeed(None))
+
+        def work(_):
+            try:
+                mailbox = self.account.openMailbox(name)
+            except KeyError:
+                raise CommandFailed("[TRYCREATE] No such mailbox") from None
+            if isinstance(message, FileLiteral):
+                source = message.file
+            else:
+                import io
+                source = io.BytesIO(bytes(message))
+            uid = mailbox.append(source, flags, date)
+            return mailbox.uidValidity(), uid
+
+        def answer(result):
+            validity, uid = result
+            if self.selected is not None and self.selected.name == name:
+                self.selected.dirty = True
+            return b"[APPENDUID %d %d] APPEND completed" % (validity, uid)
+
+        return ready.addCallback(lambda _: self.account.run(work, None)).addCallback(answer)
+
+    def _flagList(self, tokens):
+        flags = []
+        for t in tokens:
+            if not isinstance(t, Atom) or not t:
+                raise ParseError("bad flag")
+            text = t.decode("ascii", "replace")
+            if text.startswith("\\"):
+                flag = _FLAG_NAMES.get(text.upper())
+                if flag is None:
+                    if text.upper() == "\\RECENT":
+                        continue
+                    raise ParseError(f"unknown system flag {text}")
+                flags.append(flag)
+            else:
+                flags.append(text)
+        return tuple(flags)
+
+    # -- SELECT ---------------------------------------------------------------
+
+    def cmd_SELECT(self, tag, args, readOnly=False):
+        if len(args) != 1:
+            raise ParseError("SELECT needs a mailbox name")
+        name = self.mailboxName(args[0])
+        self._unselect()
+        self.state = "auth"
+
+        def work():
+            try:
+                mailbox = self.account.openMailbox(name)
+            except KeyError:
+                raise CommandFailed("[NONEXISTENT] No such mailbox") from None
+            selected = Selected(name, mailbox, readOnly)
+            return selected, selected.scan()
+
+        def answer(result):
+            selected, scanned = result
+            selected.apply(scanned)
+            self.selected = selected
+            self.state = "select"
+            self.factory.notifier.subscribe(self.user, name, self._mailboxChanged)
+            self.sendLine(b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)")
+            self.sendLine(b"* OK [PERMANENTFLAGS (%s)] Flags permitted"
+                          % (b"" if readOnly else b"\\Answered \\Flagged \\Deleted \\Seen \\Draft"))
+            self.sendLine(b"* %d EXISTS" % len(selected.uids))
+            self.sendLine(b"* 0 RECENT")
+            unseen = [s for s, u in enumerate(selected.uids, 1) if "\\Seen" not in selected.flags[u]]
+            if unseen:
+                self.sendLine(b"* OK [UNSEEN %d] First unseen" % unseen[0])
+            self.sendLine(b"* OK [UIDVALIDITY %d] UIDs valid" % selected.validity)
+            self.sendLine(b"* OK [UIDNEXT %d] Predicted next UID" % selected.uidNext)
+            mode = b"[READ-ONLY]" if readOnly else b"[READ-WRITE]"
+            return mode + b" " + (b"EXAMINE" if readOnly else b"SELECT") + b" completed"
+
+        return self.account.run(work).addCallback(answer)
+
+    cmd_SELECT.states = ("auth", "select")
+
+    def cmd_EXAMINE(self, tag, args):
+        return self.cmd_SELECT(tag, args, readOnly=True)
+
+    cmd_EXAMINE.states = ("auth", "select")
+
+    def _unselect(self):
+        if self.selected is not None:
+            self.factory.notifier.unsubscribe(self.user, self.selected.name, self._mailboxChanged)
+            self.selected = None
+            if self.state == "select":
+                self.state = "auth"
+
+    def _mailboxChanged(self):
+        if self.selected is None:
+            return
+        self.selected.dirty = True
+        if self.idleTag is not None and self._idleSync is None:
+            d = self._idleSync = defer.Deferred()
+            self._sync().addBoth(self._idleSynced).chainDeferred(d)
+
+    def _idleSynced(self, result):
+        if isinstance(result, Failure):
+            log.failure("IDLE update failed", result)
+        self._idleSync = None
+        if self.selected is not None and self.selected.dirty and self.idleTag is not None:
+            self._mailboxChanged()
+        return None
+
+    # -- selected state ---------------------------------------------------------
+
+    def cmd_CHECK(self, tag, args):
+        self._noArgs(args)
+
+    cmd_CHECK.states = ("select",)
+
+    def cmd_CLOSE(self, tag, args):
+        self._noArgs(args)
+        selected = self.selected
+        self._unselect()
+        if selected.readOnly:
+            return None
+        return self.account.run(self._expungeDeleted, selected, None)
+
+    cmd_CLOSE.states = ("select",)
+
+    def cmd_UNSELECT(self, tag, args):
+        self._noArgs(args)
+        self._unselect()
+
+    cmd_UNSELECT.states = ("select",)
+
+    def _expungeDeleted(self, selected, uids):
+        """Blocking: expunge \\Deleted messages (of C{uids} if given)."""
+        infos = selected.mailbox.messages()
+        doomed = [i.uid for i in infos if "\\Deleted" in i.flags
+                  and (uids is None or i.uid in uids)]
+        if doomed:
+            selected.mailbox.expunge(doomed)
+        return selected.scan()
+
+    def cmd_EXPUNGE(self, tag, args, uid=False):
+        uids = None
+        if uid:
+            if len(args) != 1:
+                raise ParseError("UID EXPUNGE needs a UID set")
+            seqset = SequenceSet.parse(args[0])
+            largest = self.selected.uids[-1] if self.selected.uids else 0
+            uids = set(seqset.select(self.selected.uids, largest))
+        else:
+            self._noArgs(args)
+        if self.selected.readOnly:
+            raise CommandFailed("[READ-ONLY] Mailbox is read-only")
+        selected = self.selected
+
+        def answer(scanned):
+            for line in selected.apply(scanned):
+                self.sendLine(line)
+
+        return self.account.run(self._expungeDeleted, selected, uids).addCallback(answer)
+
+    cmd_EXPUNGE.states = ("select",)
+    cmd_EXPUNGE.uid = True
+
+    def _targets(self, token, uid):
+        """C{[(seq, uid)]} named by a sequence set (RFC 3501 6.4.8)."""
+        seqset = SequenceSet.parse(token)
+        uids = self.selected.uids
+        if uid:
+            largest = uids[-1] if uids else 0
+            if not uids:
+                return []
+            chosen = set(seqset.select(uids, largest))
+            return [(s, u) for s, u in enumerate(uids, 1) if u in chosen]
+        count = len(uids)
+        for lo, hi in seqset.bounds(count):
+            if hi > count or lo < 1:
+                raise ParseError("message sequence number out of range")
+        picked = seqset.select(range(1, count + 1), count)
+        return [(s, uids[s - 1]) for s in picked]
+
+    # STORE
+
+    def cmd_STORE(self, tag, args, uid=False):
+        if len(args) < 3:
+            raise ParseError("STORE needs a set, an item and flags")
+        targets = self._targets(args[0], uid)
+        item = args[1].upper() if isinstance(args[1], Atom) else b""
+        mode = item.split(b".")[0]
+        if mode not in (b"FLAGS", b"+FLAGS", b"-FLAGS") or item not in (
+                mode, mode + b".SILENT"):
+            raise ParseError("bad STORE item")
+        silent = item.endswith(b".SILENT")
+        flagTokens = args[2] if len(args) == 3 and isinstance(args[2], list) else args[2:]
+        flags = set(self._flagList(flagTokens))
+        if self.selected.readOnly:
+            raise CommandFailed("[READ-ONLY] Mailbox is read-only")
+        selected = self.selected
+
+        def work():
+            changed = []
+            for seq, u in targets:
+                old = selected.flags.get(u, set())
+                if mode == b"FLAGS":
+                    new = set(flags)
+                elif mode == b"+FLAGS":
+                    new = old | flags
+                else:
+                    new = old - flags
+                new = {f for f in new if f in SYSTEM_FLAGS}
+                if new != old:
+                    try:
+                        selected.mailbox.setFlags(u, new)
+                    except KeyError:
+                        continue
+                changed.append((seq, u, new))
+            return changed
+
+        def answer(changed):
+            for seq, u, new in changed:
+                selected.flags[u] = new
+                if not silent:
+                    extra = b" UID %d" % u if uid else b""
+                    self.sendLine(b"* %d FETCH (FLAGS %s%s)" % (seq, formatFlags(new), extra))
+
+        return self.account.run(work).addCallback(answer)
+
+    cmd_STORE.states = ("select",)
+    cmd_STORE.uid = True
+
+    # COPY / MOVE
+
+    def cmd_COPY(self, tag, args, uid=False, move=False):
+        if len(args) != 2:
+            raise ParseError("COPY needs a set and a mailbox")
+        targets = self._targets(args[0], uid)
+        name = self.mailboxName(args[1])
+        selected = self.selected
+        if move and selected.readOnly:
+            raise CommandFailed("[READ-ONLY] Mailbox is read-only")
+
+        def work():
+            try:
+                target = self.account.openMailbox(name)
+            except KeyError:
+                raise CommandFailed("[TRYCREATE] No such mailbox") from None
+            pairs = []
+            for _, u in targets:
+                info = selected.infos.get(u)
+                try:
+                    with selected.mailbox.openMessage(u) as f:
+                        newUid = target.append(f, selected.flags.get(u, ()),
+                                               info.internalDate if info else None)
+                except KeyError:
+                    continue
+                pairs.append((u, newUid))
+            if move and pairs:
+                selected.mailbox.expunge([u for u, _ in pairs])
+            return target.uidValidity(), pairs, selected.scan() if move else None
+
+        def answer(result):
+            validity, pairs, scanned = result
+            code = b""
+            if pairs:
+                code = b"[COPYUID %d %s %s] " % (
+                    validity, formatSet([p[0] for p in pairs]), formatSet([p[1] for p in pairs]))
+            if name == selected.name:
+                selected.dirty = True
+            if move:
+                # RFC 6851 4.3: COPYUID in an untagged OK before the EXPUNGEs.
+                if code:
+                    self.sendLine(b"* OK " + code + b"Moved")
+                for line in selected.apply(scanned):
+                    self.sendLine(line)
+                return b"MOVE completed"
+            return code + b"COPY completed"
+
+        return self.account.run(work).addCallback(answer)
+
+    cmd_COPY.states = ("select",)
+    cmd_COPY.uid = True
+
+    def cmd_MOVE(self, tag, args, uid=False):
+        return self.cmd_COPY(tag, args, uid, move=True)
+
+    cmd_MOVE.states = ("select",)
+    cmd_MOVE.uid = True
+
+    # SEARCH
+
+    def cmd_SEARCH(self, tag, args, uid=False):
+        args = list(args)
+        charset = "us-ascii"
+        if args and isAtom(args[0], b"CHARSET"):
+            if len(args) < 2:
+                raise ParseError("CHARSET needs a name")
+            name = astring(args[1]).decode("ascii", "replace").lower()
+            if name not in ("utf-8", "us-ascii"):
+                raise CommandFailed("[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset")
+            charset = "utf-8" if name == "utf-8" else "ascii"
+            args = args[2:]
+        else:
+            charset = "utf-8"
+        selected = self.selected
+        uids = list(selected.uids)
+        compiler = search.Compiler(charset, len(uids), uids[-1] if uids else 0)
+        predicate = compiler.compile(args)
+        snapshot = [(seq, selected.infos[u], set(selected.flags[u]))
+                    for seq, u in enumerate(uids, 1) if u in selected.infos]
+
+        def loader(u):
+            def load():
+                with selected.mailbox.openMessage(u) as f:
+                    return f.read()
+            return load
+
+        def work():
+            found = []
+            for seq, info, flags in snapshot:
+                m = search.Message(seq, info, flags, loader(info.uid))
+                try:
+                    if predicate(m):
+                        found.append(info.uid if uid else seq)
+                except KeyError:
+                    continue
+            return found
+
+        def answer(found):
+            self.sendLine(b"* SEARCH" + b"".join(b" %d" % n for n in found))
+
+        if compiler.needsContent:
+            return self.account.run(work).addCallback(answer)
+        return answer(work())
+
+    cmd_SEARCH.states = ("select",)
+    cmd_SEARCH.uid = True
+
+    # FETCH
+
+    def cmd_FETCH(self, tag, args, uid=False):
+        if len(args) != 2:
+            raise ParseError("FETCH needs a set and items")
+        targets = self._targets(args[0], uid)
+        items = parseFetchItems(args[1], uid)
+        selected = self.selected
+        needsContent = any(i.needsContent for i in items)
+        setsSeen = any(i.setsSeen for i in items) and not selected.readOnly
+        if not needsContent and not setsSeen:
+            for seq, u in targets:
+                self.transport.write(self._fetchLine(seq, u, items, None, None))
+            return None
+        return self._fetchBatches(targets, items, setsSeen)
+
+    cmd_FETCH.states = ("select",)
+    cmd_FETCH.uid = True
+
+    @defer.inlineCallbacks
+    def _fetchBatches(self, targets, items, setsSeen):
+        selected = self.selected
+        batch = 32
+        for start in range(0, len(targets), batch):
+            chunk = targets[start:start + batch]
+            results = yield self.account.run(self._buildFetch, selected, chunk, items, setsSeen)
+            for pieces in results:
+                for piece in pieces:
+                    if isinstance(piece, _Range):
+                        yield self._stream(piece)
+                    else:
+                        self.transport.write(piece)
+                    if self._paused is not None:
+                        yield self._paused
+                if self._closing:
+                    return
+
+    def _buildFetch(self, selected, chunk, items, setsSeen):
+        """Blocking: the response pieces for a few messages."""
+        out = []
+        for seq, u in chunk:
+            try:
+                f = selected.mailbox.openMessage(u)
+            except KeyError:
+                continue
+            with f:
+                size = selected.infos[u].size if u in selected.infos else None
+                fileSize = __import__("os").fstat(f.fileno()).st_size
+                data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if fileSize else b""
+                try:
+                    extraFlags = None
+                    if setsSeen and "\\Seen" not in selected.flags.get(u, set()):
+                        new = selected.flags.get(u, set()) | {"\\Seen"}
+                        selected.mailbox.setFlags(u, new)
+                        selected.flags[u] = new
+                        extraFlags = True
+                    out.append(self._fetchPieces(seq, u, items, data, f.name, extraFlags, size))
+                finally:
+                    if fileSize:
+                        data.close()
+        return out
+
+    def _fetchLine(self, seq, u, items, data, path):
+        return b"".join(self._fetchPieces(seq, u, items, data, path, None, None))
+
+    def _fetchPieces(self, seq, u, items, data, path, extraFlags, size):
+        selected = self.selected if self.selected is not None else None
+        info = selected.infos.get(u) if selected else None
+        part = None
+        pieces = [b"* %d FETCH (" % seq]
+        first = True
+        wroteFlags = False
+        for item in items:
+            if not first:
+                pieces.append(b" ")
+            first = False
+            name = item.name
+            if name == "UID":
+                pieces.append(b"UID %d" % u)
+            elif name == "FLAGS":
+                wroteFlags = True
+                pieces.append(b"FLAGS " + formatFlags(selected.flags.get(u, ())))
+            elif name == "INTERNALDATE":
+                pieces.append(b'INTERNALDATE "%s"' % search.formatInternalDate(
+                    info.internalDate if info else 0).encode())
+            elif name == "RFC822.SIZE":
+                pieces.append(b"RFC822.SIZE %d" % (len(data) if data is not None else info.size))
+            else:
+                if part is None:
+                    part = Part(data, 0, len(data))
+                if name in ("ENVELOPE", "BODYSTRUCTURE", "BODY"):
+                    value = (part.envelope() if name == "ENVELOPE"
+                             else part.bodystructure(name == "BODYSTRUCTURE"))
+                    pieces.append(name.encode() + b" " + formatStructure(value))
+                else:
+                    numbers, spec, fields = item.section
+                    if name in ("RFC822", "RFC822.HEADER", "RFC822.TEXT"):
+                        label = name.encode()
+                        numbers, spec = [], {"RFC822": "", "RFC822.HEADER": "HEADER",
+                                             "RFC822.TEXT": "TEXT"}[name]
+                    else:
+                        label = item.label
+                    start, end = _sectionRange(part, numbers, spec, fields, data)
+                    content = None
+                    if start is None:
+                        content = part.section(numbers, spec, fields)
+                        start, end = 0, len(content)
+                    if item.partial is not None:
+                        offset, length = item.partial
+                        s = min(start + offset, end)
+                        e = min(s + length, end)
+                        label += b"<%d>" % offset
+                    else:
+                        s, e = start, end
+                    pieces.append(label + b" {%d}\r\n" % (e - s))
+                    if content is not None:
+                        pieces.append(bytes(content[s:e]))
+                    elif e - s > STREAM_THRESHOLD:
+                        pieces.append(_Range(path, s, e - s))
+                    else:
+                        pieces.append(bytes(data[s:e]))
+        if extraFlags and not wroteFlags:
+            pieces.append(b" FLAGS " + formatFlags(selected.flags.get(u, ())))
+        pieces.append(b")\r\n")
+        # Merge small adjacent byte pieces.
+        merged = []
+        for p in pieces:
+            if merged and isinstance(p, bytes) and isinstance(merged[-1], bytes) \
+                    and len(merged[-1]) < 65536:
+                merged[-1] += p
+            else:
+                merged.append(p)
+        return merged
+
+    @defer.inlineCallbacks
+    def _stream(self, piece):
+        """Write a file range, reading it in the thread pool chunk by chunk."""
+        with open(piece.path, "rb") as f:
+            offset, left = piece.offset, piece.length
+            while left > 0:
+                size = min(CHUNK, left)
+                chunk = yield self.factory.run(_readAt, f, offset, size)
+                if not chunk:
+                    raise ConnectionError("message shrank while sending it")
+                self.transport.write(chunk)
+                offset += len(chunk)
+                left -= len(chunk)
+                if self._paused is not None:
+                    yield self._paused
+                if self._closing:
+                    raise ConnectionError("connection closed")
+
+    # IDLE
+
+    def cmd_IDLE(self, tag, args):
+        self._noArgs(args)
+        d = defer.Deferred()
+        self.idleTag = (tag, d)
+        self.sendLine(b"+ idling")
+        if self.selected is not None:
+            self._mailboxChanged()
+        return d
+
+    cmd_IDLE.states = ("auth", "select")
+
+    def _idleLine(self, line):
+        tag, d = self.idleTag
+        self.idleTag = None
+        if line.upper() != b"DONE":
+            d.errback(ParseError("Expected DONE"))
+        elif self._idleSync is not None:
+            self._idleSync.addBoth(lambda _: d.callback(b"IDLE terminated"))
+        else:
+            d.callback(b"IDLE terminated")
+
+
+def _readAt(f, offset, size):
+    f.seek(offset)
+    return f.read(size)
+
+
+def _sectionRange(part, numbers, spec, fields, data):
+    """C{(start, end)} of a section lying in C{data} as one range, else Nones."""
+    if spec in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+        return None, None
+    target = part.find(numbers)
+    if target is None:
+        return None, None
+    if spec == "" and not numbers:
+        return 0, len(data)
+    if spec == "":
+        return target.bodyStart, target.end
+    if spec == "MIME":
+        return (target.start, target.bodyStart) if numbers else (None, None)
+    if numbers:
+        if target.message is None:
+            return None, None
+        target = target.message
+    if spec == "TEXT":
+        return target.bodyStart, target.end
+    if spec == "HEADER":
+        return target.start, target.bodyStart
+    return None, None
+
+
+def formatStructure(value):
+    if isinstance(value, _Concat):
+        kids = [v for v in value if isinstance(v, list)]
+        rest = value[len(kids):]
+        return (b"(" + b"".join(formatStructure(k) for k in kids) + b" "
+                + b" ".join(formatStructure(v) for v in rest) + b")")
+    if isinstance(value, list):
+        return b"(" + b" ".join(formatStructure(v) for v in value) + b")"
+    return formatValue(value)
+
+
+class FetchItem:
+    def __init__(self, name, needsContent=False, setsSeen=False, section=None,
+                 label=None, partial=None):
+        self.name = name
+        self.needsContent = needsContent
+        self.setsSeen = setsSeen
+        self.section = section
+        self.label = label
+        self.partial = partial
+
+
+_SECTION = re.compile(
+    rb"(BODY|BODY\.PEEK|BINARY\.PEEK|BINARY)\[([^\]]*)\](?:<(\d{1,10})\.(\d{1,10})>)?$", re.I)
+_MACROS = {
+    b"ALL": [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"ENVELOPE"],
+    b"FAST": [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE"],
+    b"FULL": [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"ENVELOPE", b"BODY"],
+}
+
+
+def parseFetchItems(token, uid):
+    if isinstance(token, Atom) and token.upper() in _MACROS:
+        tokens = [Atom(t) for t in _MACROS[token.upper()]]
+    elif isinstance(token, list):
+        tokens = token
+    else:
+        tokens = [token]
+    items = []
+    if uid and not any(isAtom(t, b"UID") for t in tokens):
+        items.append(FetchItem("UID"))
+    for t in tokens:
+        if not isinstance(t, Atom):
+            raise ParseError("bad FETCH item")
+        upper = t.upper()
+        if upper in (b"UID", b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE"):
+            items.append(FetchItem(upper.decode()))
+        elif upper in (b"ENVELOPE", b"BODYSTRUCTURE", b"BODY"):
+            items.append(FetchItem(upper.decode(), needsContent=True))
+        elif upper in (b"RFC822", b"RFC822.TEXT"):
+            items.append(FetchItem(upper.decode(), True, True, ([], "", ())))
+        elif upper == b"RFC822.HEADER":
+            items.append(FetchItem(upper.decode(), True, False, ([], "HEADER", ())))
+        else:
+            m = _SECTION.match(bytes(t))
+            if m is None:
+                raise ParseError(f"unknown FETCH item {t.decode('ascii', 'replace')[:40]}")
+            kind = m[1].upper()
+            if kind.startswith(b"BINARY"):
+                raise ParseError("BINARY is not supported")
+            numbers, spec, fields = _parseSection(m[2])
+            label = b"BODY[" + _sectionLabel(m[2]) + b"]"
+            partial = None
+            if m[3] is not None:
+                partial = (int(m[3]), int(m[4]))
+                if partial[1] == 0:
+                    raise ParseError("partial length must not be 0")
+            items.append(FetchItem("BODY[]", True, kind == b"BODY", (numbers, spec, fields),
+                                   label, partial))
+    return items
+
+
+def _sectionLabel(raw):
+    tokens = tokenize([raw])
+    out = []
+    for t in tokens:
+        if isinstance(t, list):
+            out.append(b"(" + b" ".join(formatValue(x) if isinstance(x, String) else bytes(x).upper()
+                                        for x in t) + b")")
+        else:
+            out.append(bytes(t).upper())
+    return b" ".join(out)
+
+
+def _parseSection(raw):
+    tokens = tokenize([raw]) if raw else []
+    if not tokens:
+        return [], "", ()
+    head = tokens[0]
+    if not isinstance(head, Atom):
+        raise ParseError("bad section")
+    parts = bytes(head).upper().split(b".")
+    numbers = []
+    while parts and parts[0].isdigit():
+        n = int(parts.pop(0))
+        if n == 0:
+            raise ParseError("section part 0")
+        numbers.append(n)
+    spec = b".".join(parts).decode("ascii", "replace")
+    if spec not in ("", "HEADER", "TEXT", "MIME", "HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+        raise ParseError("bad section")
+    if spec == "MIME" and not numbers:
+        raise ParseError("MIME needs a part number")
+    fields = ()
+    if spec.startswith("HEADER.FIELDS"):
+        if len(tokens) != 2 or not isinstance(tokens[1], list) or not tokens[1]:
+            raise ParseError("HEADER.FIELDS needs a list of names")
+        fields = tuple(astring(f).lower() for f in tokens[1])
+    elif len(tokens) != 1:
+        raise ParseError("bad section")
+    return numbers, spec, fields

@@ -1,0 +1,293 @@
+"""
+The IMAP server at the protocol level: command reading, literal limits,
+STARTTLS, login policy and pipelining, on a L{StringTransport} with a
+L{task.Clock}, a real Maildir store in a scratch directory and store calls
+run inline (no reactor, no threads).
+"""
+
+import base64
+
+import pytest
+from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+from twisted.cred.portal import Portal
+from twisted.internet import defer, task
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+from twisted.mail.interfaces import IAccountIMAP
+
+from pymailer.auth.guard import LoginGuard
+from pymailer.auth.realm import MailRealm
+from pymailer.config import AuthConfig
+from pymailer.imap import utf7
+from pymailer.imap.account import ChangeNotifier, IMAPAccount
+from pymailer.imap.factory import LoginCache
+from pymailer.imap.server import IMAPServer
+from pymailer.store.maildir import MaildirStore
+
+USER = b"alice@example.org"
+PASSWORD = b"secret"
+TLS = object()
+
+
+class InlineAccount(IMAPAccount):
+    def run(self, function, *args, **kwargs):
+        return defer.maybeDeferred(function, *args, **kwargs)
+
+
+class TLSTransport(StringTransport):
+    tlsContext = None
+
+    def startTLS(self, context):
+        self.tlsContext = context
+
+
+class ImmediateReactor(task.Clock):
+    def callFromThread(self, f, *args, **kwargs):
+        f(*args, **kwargs)
+
+
+class FakeFactory:
+    def __init__(self, tmp_path, secure=False, plaintextLoopback=False, **auth):
+        self.clock = ImmediateReactor()
+        self.store = MaildirStore(tmp_path / "mail", "mail.example.org")
+        self.store.createUser(USER.decode())
+        self.notifier = ChangeNotifier(self.store, self.clock)
+        self.authConfig = AuthConfig(allow_plaintext_on_loopback=plaintextLoopback,
+                                     **{"failure_delay": 2.0, **auth})
+        self.guard = LoginGuard(self.authConfig, self.clock)
+        checker = InMemoryUsernamePasswordDatabaseDontUse(**{USER.decode(): PASSWORD})
+        self.realm = MailRealm(lambda user: None, {IAccountIMAP: self.account})
+        self.portal = Portal(self.realm, [checker])
+        self.tls = TLS
+        self.implicitTLS = secure
+        self.maxMessageSize = 1000000
+        self.tempDir = str(tmp_path)
+        self.loginCache = LoginCache(self.clock)
+
+    def account(self, user):
+        if isinstance(user, bytes):
+            user = user.decode()
+        return InlineAccount(user, self.store, self.clock, None, self.notifier,
+                             str(self.store.root.parent))
+
+    def run(self, function, *args):
+        return defer.maybeDeferred(function, *args)
+
+
+class Client:
+    def __init__(self, tmp_path, host="192.0.2.1", **options):
+        self.factory = FakeFactory(tmp_path, **options)
+        self.protocol = IMAPServer(self.factory)
+        self.transport = TLSTransport(peerAddress=IPv4Address("TCP", host, 40000))
+        self.protocol.makeConnection(self.transport)
+        self.greeting = self.read()
+
+    def read(self):
+        data = self.transport.value()
+        self.transport.clear()
+        return data
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.protocol.dataReceived(data)
+        return self.read()
+
+    def login(self):
+        out = self.send(b"l LOGIN " + USER + b" " + PASSWORD + b"\r\n")
+        assert b"l OK" in out, out
+        return out
+
+
+@pytest.fixture
+def client(tmp_path):
+    return Client(tmp_path, secure=True)
+
+
+def test_greeting_lists_capabilities_and_logindisabled(tmp_path):
+    """A plaintext client is told at once that it must STARTTLS before LOGIN (no password leaks)."""
+    c = Client(tmp_path)
+    assert c.greeting.startswith(b"* OK [CAPABILITY IMAP4rev1")
+    assert b"STARTTLS" in c.greeting and b"LOGINDISABLED" in c.greeting
+    assert b"AUTH=PLAIN" not in c.greeting
+
+
+def test_login_refused_before_starttls(tmp_path):
+    """A password sent in plaintext over the network is refused, not checked."""
+    c = Client(tmp_path)
+    out = c.send(b"a LOGIN alice@example.org secret\r\n")
+    assert out.startswith(b"a NO [PRIVACYREQUIRED]")
+
+
+def test_plaintext_login_on_loopback_when_configured(tmp_path):
+    """Local tools on 127.0.0.1 may log in without TLS when the config allows it."""
+    c = Client(tmp_path, host="127.0.0.1", plaintextLoopback=True)
+    assert b"LOGINDISABLED" not in c.greeting
+    c.login()
+
+
+def test_starttls_discards_pipelined_plaintext(tmp_path):
+    """Commands injected after STARTTLS in the same packet are never run inside TLS (CVE-2011-0411)."""
+    c = Client(tmp_path)
+    out = c.send(b"a STARTTLS\r\nb LOGIN alice@example.org secret\r\nc CAPABILITY\r\n")
+    assert out == b"a OK Begin TLS negotiation now\r\n"
+    assert c.transport.tlsContext is TLS
+    assert c.protocol.user is None
+    out = c.send(b"d CAPABILITY\r\n")
+    assert b"STARTTLS" not in out and b"AUTH=PLAIN" in out
+
+
+def test_starttls_twice_is_bad(client):
+    """A client on an already encrypted connection gets BAD, not a second handshake."""
+    assert client.send(b"a STARTTLS\r\n").startswith(b"a BAD")
+
+
+def test_login_and_wrong_password_delayed(client):
+    """A wrong password is answered only after the failure delay (slows guessing), then NO."""
+    out = client.send(b"a LOGIN alice@example.org wrong\r\n")
+    assert out == b""
+    client.factory.clock.advance(2.0)
+    assert client.read().startswith(b"a NO [AUTHENTICATIONFAILED]")
+    client.login()
+
+
+def test_lockout_after_repeated_failures(tmp_path):
+    """After max_failures wrong passwords the address is locked out and disconnected."""
+    c = Client(tmp_path, secure=True, max_failures=3)
+    for i in range(3):
+        c.send(b"a%d LOGIN alice@example.org wrong\r\n" % i)
+        c.factory.clock.advance(2.0)
+    out = c.read()
+    assert b"[UNAVAILABLE]" in out and b"* BYE" in out
+
+
+def test_authenticate_plain_with_initial_response(client):
+    """AUTHENTICATE PLAIN with SASL-IR logs in in one round trip (RFC 4959)."""
+    blob = base64.b64encode(b"\0" + USER + b"\0" + PASSWORD)
+    out = client.send(b"a AUTHENTICATE PLAIN " + blob + b"\r\n")
+    assert out.startswith(b"a OK [CAPABILITY")
+
+
+def test_authenticate_plain_with_continuation(client):
+    """AUTHENTICATE PLAIN without initial response asks with '+' and accepts the answer."""
+    assert client.send(b"a AUTHENTICATE PLAIN\r\n") == b"+ \r\n"
+    blob = base64.b64encode(b"\0" + USER + b"\0" + PASSWORD)
+    assert client.send(blob + b"\r\n").startswith(b"a OK")
+
+
+def test_huge_literal_refused_before_continuation(client):
+    """{99999999999} gets NO/BAD before any '+', so the server never reads gigabytes."""
+    client.login()
+    out = client.send(b"a APPEND INBOX {99999999999}\r\n")
+    assert out.startswith(b"a NO [TOOBIG]") and b"+ " not in out
+    assert client.send(b"b NOOP\r\n").startswith(b"b OK")
+
+
+def test_negative_literal_is_bad(client):
+    """{-5} is a syntax error answered with BAD; the connection goes on."""
+    client.login()
+    out = client.send(b"a APPEND INBOX {-5}\r\n")
+    assert out.startswith(b"a BAD") and b"+ " not in out
+    assert client.send(b"b NOOP\r\n").startswith(b"b OK")
+
+
+def test_preauth_literal_capped(client):
+    """Before login a client cannot make the server buffer more than a few KiB."""
+    out = client.send(b"a LOGIN {100000}\r\n")
+    assert out.startswith(b"a BAD") and b"+ " not in out
+
+
+def test_non_synchronizing_literal_over_limit_closes(client):
+    """A LITERAL+ over the limit cannot be skipped safely: BAD, then BYE and close."""
+    out = client.send(b"a LOGIN {100000+}\r\n")
+    assert out.startswith(b"a BAD") and b"* BYE" in out
+    assert client.transport.disconnecting
+
+
+def test_line_too_long_answered_then_closed(client):
+    """A line over 64 KiB gets a BAD reply before the connection closes (Twisted just drops it)."""
+    out = client.send(b"a NOOP " + b"x" * (70 * 1024))
+    assert b"* BAD Line too long" in out
+    assert client.transport.disconnecting
+
+
+def test_literal_login(client):
+    """A client sending its password as a literal (with '+' continuation) can log in."""
+    assert client.send(b"a LOGIN {17}\r\n") == b"+ Ready for literal data\r\n"
+    out = client.send(USER + b" {6+}\r\n" + PASSWORD + b"\r\n")
+    assert out.startswith(b"a OK"), out
+
+
+def test_malformed_commands_get_bad_and_connection_goes_on(client):
+    """Garbage gets BAD with a reason; the session stays usable."""
+    client.login()
+    for line in [b"a FOO", b"a SELECT", b'a SELECT "unterminated', b"a FETCH 1:x FLAGS",
+                 b"a LIST a", b"a UID FOO", b"(((", b"a STATUS INBOX (BOGUS)"]:
+        out = client.send(line + b"\r\n")
+        assert b" BAD " in out, (line, out)
+    assert client.send(b"z NOOP\r\n").startswith(b"z OK")
+
+
+def test_pipelined_commands_answered_in_order(client):
+    """Pipelined commands get their replies in order, each after its own results (twisted #9282)."""
+    client.login()
+    out = client.send(b"a SELECT INBOX\r\nb NOOP\r\nc LOGOUT\r\n")
+    assert out.index(b"a OK") < out.index(b"b OK") < out.index(b"c OK")
+
+
+@pytest.mark.parametrize("name", [
+    "../x", "/abs", "a/../../b", "&AGE-", "&Jjo-&Jjo-", "&Jjo", "a\\x00b".replace("\\x00", "\x00"),
+])
+def test_bad_mailbox_names_refused(client, tmp_path, name):
+    """Names that could escape the user's maildir or alias another name are refused with NO."""
+    client.login()
+    raw = name.encode("latin-1")
+    if b"\x00" in raw:
+        out = client.send(b"a CREATE {%d}\r\n" % len(raw))
+        out += client.send(raw + b"\r\n")
+    else:
+        out = client.send(b'a CREATE "' + raw + b'"\r\n')
+    assert b"a NO" in out or b"a BAD" in out, out
+    assert not (tmp_path / "x").exists() and not (tmp_path / "abs").exists()
+
+
+@pytest.mark.parametrize("name", ["a*b", "a%b"])
+def test_wildcards_refused_in_create(client, name):
+    """A mailbox named with * or % could never be listed: CREATE refuses it."""
+    client.login()
+    assert b"a NO" in client.send(b'a CREATE "' + name.encode() + b'"\r\n')
+
+
+def test_modified_utf7_round_trip():
+    """Non-ASCII folder names (Entwürfe, 日本語) survive the trip to the client and back."""
+    for name in ["Entwürfe", "日本語/x", "a&b", "~peter/mail/台北/日本語"]:
+        assert utf7.decode(utf7.encode(name)) == name
+    assert utf7.encode("台北") == b"&U,BTFw-"
+
+
+def test_idle_sees_delivery(client):
+    """A client in IDLE is told of new mail at once (EXISTS), without polling."""
+    client.login()
+    client.send(b"a SELECT INBOX\r\n")
+    assert client.send(b"b IDLE\r\n").startswith(b"+ idling")
+    import io
+    client.factory.store.deliver(USER.decode(), b"", io.BytesIO(b"Subject: x\r\n\r\nhi\r\n"))
+    assert b"* 1 EXISTS" in client.read()
+    assert client.send(b"DONE\r\n").startswith(b"b OK")
+
+
+def test_flag_change_seen_by_other_session(tmp_path):
+    """A flag set in one session shows up in another session on the same mailbox at its next NOOP."""
+    c1 = Client(tmp_path, secure=True)
+    import io
+    c1.factory.store.deliver(USER.decode(), b"", io.BytesIO(b"Subject: x\r\n\r\nhi\r\n"))
+    c1.login()
+    c1.send(b"a SELECT INBOX\r\n")
+    c2 = IMAPServer(c1.factory)
+    t2 = TLSTransport(peerAddress=IPv4Address("TCP", "192.0.2.2", 40001))
+    c2.makeConnection(t2)
+    c2.dataReceived(b"l LOGIN alice@example.org secret\r\na SELECT INBOX\r\n")
+    t2.clear()
+    c1.send(b"s STORE 1 +FLAGS (\\Flagged)\r\n")
+    c2.dataReceived(b"n NOOP\r\n")
+    assert b"* 1 FETCH (FLAGS (\\Flagged) UID 1)" in t2.value()
