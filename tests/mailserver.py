@@ -31,6 +31,8 @@ DOMAIN = "example.org"
 PASSWORD = "correct horse battery staple"
 DEFAULT_USERS = ("alice@example.org", "bob@example.org")
 QUEUE_STATES = ("incoming", "active", "deferred")
+# Port 9 is "discard": nothing answers DNS there.
+DEAD_DNS_PORT = 9
 
 
 class ServerError(Exception):
@@ -178,7 +180,12 @@ class MailServer:
             kind = "ssl" if role.endswith("s") and role != "smtp" else "tcp"
             lines.append(f'{role} = "{kind}:{port}:interface={self.interface}"')
         tables = [("smtp", self.smtpOptions), ("queue", self.queueOptions)]
-        tables += list(self.sections.items())
+        # A test server never asks the real DNS (no traffic off this
+        # machine): unless a test brings its own DNS server, lookups go to
+        # a closed port on loopback and fail at once, temporarily.
+        sections = {"dns": {"servers": [f"127.0.0.1:{DEAD_DNS_PORT}"], "timeout": 1.0}}
+        sections.update(self.sections)
+        tables += list(sections.items())
         for table, options in tables:
             if options:
                 lines += ["", f"[{table}]"]

@@ -5,6 +5,7 @@ sender's mail program sees them, parsed with the stdlib C{email} package.
 
 import email
 import email.policy
+import email.utils
 import io
 import re
 

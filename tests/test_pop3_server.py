@@ -406,3 +406,16 @@ def test_uidlOfOddKeys():
     odd = uidl("café name with spaces" * 5)
     assert odd == uidl("café name with spaces" * 5)
     assert 1 <= len(odd) <= 70 and all(0x21 <= ord(c) <= 0x7E for c in odd)
+
+
+def test_pipeliningFloodPausesReading(world):
+    """A client sending far ahead while a command waits (here a delayed
+    failed login) makes the server stop reading instead of buffering without
+    bound; reading resumes once the backlog is worked off."""
+    s = world.connect(implicitTLS=True)
+    s.command(b"USER " + ALICE.encode())
+    s.send(b"PASS wrong\r\n" + b"NOOP\r\n" * 20000)
+    assert s.transport.producerState == "paused"
+    world.reactor.advance(world.auth.failure_delay)
+    assert s.transport.producerState == "producing"
+    assert s.take().count(b"-ERR") == 20001

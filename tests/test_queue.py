@@ -234,3 +234,18 @@ def test_dead_writers_temporary_envelopes_removed(spool):
         open(path, "wb").close()
     spool.removeOrphans()
     assert not os.path.exists(dead) and os.path.exists(live)
+
+
+def test_shutdown_does_not_wait_for_slow_deliveries(spool):
+    """Stopping the server waits a few seconds for a slow delivery, then stops; the message stays queued."""
+    agent = RecordingDeliveryAgent()
+    agent.hold = True
+    runner, clock = makeRunner(spool, agent)
+    qid = accept(spool)
+    runner.startService()
+    stopped = []
+    runner.stopService().addCallback(stopped.append)
+    assert stopped == []
+    clock.advance(runner.shutdownGrace + 1)
+    assert len(stopped) == 1
+    assert qid in [q for q, _ in spool.listQueue("deferred")] + [q for q, _ in spool.listQueue("active")]

@@ -34,6 +34,7 @@ class Part:
         self.type, self.subtype, self.params = parseContentType(ctype, defaultType)
         self.children = []
         self.message = None
+        self.closeEnd = None
         if depth >= MAX_DEPTH:
             return
         if self.type == b"multipart":
@@ -57,6 +58,7 @@ class Part:
         default = (b"message", b"rfc822") if self.subtype == b"digest" else (b"text", b"plain")
         data, end = self.data, self.end
         bounds = []
+        rawEnds = []
         if boundary:
             marker = b"--" + boundary
             pos = self.bodyStart
@@ -79,8 +81,10 @@ class Part:
                         if partEnd > partStart and data[partEnd - 1:partEnd] == b"\r":
                             partEnd -= 1
                     bounds.append((partStart, max(partStart, partEnd)))
+                    rawEnds.append(p)
                 if closing:
                     partStart = None
+                    self.closeEnd = lineEnd
                     break
                 partStart = lineEnd
                 pos = lineEnd
@@ -93,6 +97,12 @@ class Part:
             if not boundary:
                 self.params = None
         self.children = [Part(data, s, e, depth + 1, default) for s, e in bounds]
+        # A nested multipart whose closing boundary line runs right up to our
+        # next boundary keeps that line's CRLF (Dovecot's reading of RFC
+        # 2046 5.1.1: the CRLF was the inner delimiter's, not ours).
+        for child, rawEnd in zip(self.children, rawEnds):
+            if child.children and child.closeEnd == child.end:
+                child.end = rawEnd
 
     def isMultipart(self):
         return bool(self.children)
@@ -118,7 +128,9 @@ class Part:
             out.append(self.subtype)
             if extensible:
                 out += [_paramList(self.params)] + self._extension()
-            return _Concat(out)
+            result = _Concat(out)
+            result.parts = len(self.children)
+            return result
         cte = self.header(b"content-transfer-encoding")
         cte = cte.strip() if cte and cte.strip() else b"7bit"
         desc = self.header(b"content-description")
@@ -177,6 +189,7 @@ class Part:
     def find(self, numbers):
         """The part at C{numbers} (e.g. C{[2, 1]}), or C{None}."""
         current = self
+        consumed = False
         for n in numbers:
             if current.children:
                 if not 1 <= n <= len(current.children):
@@ -192,8 +205,11 @@ class Part:
                     current = inner
                 else:
                     return None
-            elif n != 1:
+            elif n != 1 or (current is self and consumed):
+                # Part 1 of a single-part message is its body; nothing
+                # lies below it.
                 return None
+            consumed = True
         return current
 
     def section(self, numbers, spec, fields=()):

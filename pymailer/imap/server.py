@@ -1286,8 +1286,7 @@ def _sectionRange(part, numbers, spec, fields, data):
 
 def formatStructure(value):
     if isinstance(value, _Concat):
-        kids = [v for v in value if isinstance(v, list)]
-        rest = value[len(kids):]
+        kids, rest = value[:value.parts], value[value.parts:]
         return (b"(" + b"".join(formatStructure(k) for k in kids) + b" "
                 + b" ".join(formatStructure(v) for v in rest) + b")")
     if isinstance(value, list):

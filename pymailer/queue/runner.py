@@ -28,6 +28,8 @@ class QueueRunner(Service):
     log = Logger()
     # How often the deferred queue is looked at when nothing kicks us.
     scanInterval = 5.0
+    # Seconds stopService waits for deliveries in flight.
+    shutdownGrace = 5.0
 
     def __init__(self, spool, agent, queueConfig, reactor, threadpool, reporter=None):
         self.spool = spool
@@ -58,9 +60,14 @@ class QueueRunner(Service):
         if self._scanCall is not None and self._scanCall.active():
             self._scanCall.cancel()
         self._scanCall = None
-        # In-flight deliveries finish (they are short, bounded disk work);
-        # their claims are settled by then.
-        return defer.DeferredList(list(self.active.values()))
+        # Local deliveries finish in moments; a relay conversation with a
+        # slow MX may take minutes (RFC 5321 timeouts).  Wait a little, then
+        # cancel: a cancelled attempt is recorded as deferred, and anything
+        # unrecorded is recovered from active/ at the next start.
+        d = defer.DeferredList(list(self.active.values()))
+        d.addTimeout(self.shutdownGrace, self.reactor)
+        d.addErrback(lambda f: f.trap(defer.CancelledError))
+        return d
 
     def _recover(self):
         removed = self.spool.removeOrphans()

@@ -1,0 +1,389 @@
+"""
+The IMAP server end to end: a real twistd (imap with STARTTLS and imaps),
+real clients (imaplib, IMAPClient, curl, mbsync), and mail delivered over
+SMTP into the same store.
+"""
+
+import email.utils
+import imaplib
+import shutil
+import smtplib
+import ssl
+import subprocess
+import time
+
+import pytest
+from imapclient import IMAPClient
+
+from mailserver import PASSWORD, waitFor
+
+ALICE = "alice@example.org"
+BOB = "bob@example.org"
+
+
+def tlsContext():
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from mailserver import MailServer
+    s = MailServer(tmp_path_factory.mktemp("imap"), roles=("imap", "imaps"),
+                   sections={"auth": {"allow_plaintext_on_loopback": True}})
+    s.provision()
+    s.start()
+    yield s
+    s.stop()
+
+
+def deliver(server, to, subject, body="hello\r\n"):
+    msg = (f"From: carol@example.net\r\nTo: {to}\r\nSubject: {subject}\r\n"
+           f"Message-ID: <{subject}@example.net>\r\n\r\n{body}")
+    with smtplib.SMTP("127.0.0.1", server.port) as c:
+        c.sendmail("carol@example.net", [to], msg.encode())
+
+
+def client(server, user=ALICE):
+    c = IMAPClient("127.0.0.1", port=server.ports["imap"], ssl=False)
+    c.login(user, PASSWORD)
+    return c
+
+
+def test_imaps_login_and_select(server):
+    """A phone configured for port 993 (implicit TLS) logs in and opens INBOX."""
+    c = IMAPClient("127.0.0.1", port=server.ports["imaps"], ssl=True, ssl_context=tlsContext())
+    c.login(BOB, PASSWORD)
+    info = c.select_folder("INBOX")
+    assert b"UIDVALIDITY" in info
+    c.logout()
+
+
+def test_starttls_then_login_with_imaplib(server):
+    """Thunderbird-style STARTTLS on 143 upgrades the session and then accepts the password."""
+    m = imaplib.IMAP4("127.0.0.1", server.ports["imap"])
+    m.starttls(ssl_context=tlsContext())
+    assert "STARTTLS" not in m.capabilities
+    assert m.login(BOB, PASSWORD)[0] == "OK"
+    m.logout()
+
+
+def test_wrong_password_refused(server):
+    """A wrong password is refused (after the failure delay) and the right one still works."""
+    m = imaplib.IMAP4("127.0.0.1", server.ports["imap"])
+    with pytest.raises(imaplib.IMAP4.error):
+        m.login(BOB, "wrong")
+    m.logout()
+
+
+def test_smtp_delivery_fetch_flags_search(server):
+    """Mail delivered by SMTP is listed, read, flagged and found by search."""
+    deliver(server, ALICE, "fetchme", "the body text\r\n")
+    server.waitQueueEmpty()
+    c = client(server)
+    c.select_folder("INBOX")
+    uids = c.search(["SUBJECT", "fetchme"])
+    assert len(uids) == 1
+    uid = uids[0]
+    data = c.fetch([uid], ["ENVELOPE", "BODY.PEEK[]", "RFC822.SIZE", "INTERNALDATE", "FLAGS",
+                           "BODYSTRUCTURE"])[uid]
+    assert data[b"ENVELOPE"].subject == b"fetchme"
+    assert b"the body text" in data[b"BODY[]"]
+    assert data[b"RFC822.SIZE"] == len(data[b"BODY[]"])
+    assert b"\\Seen" not in data[b"FLAGS"]
+    c.add_flags([uid], [b"\\Flagged", b"\\Seen"])
+    assert set(c.get_flags([uid])[uid]) == {b"\\Flagged", b"\\Seen"}
+    assert uid in c.search(["FLAGGED", "BODY", "body text"])
+    c.remove_flags([uid], [b"\\Flagged"])
+    assert uid not in c.search(["FLAGGED"])
+    c.logout()
+
+
+def test_body_fetch_sets_seen(server):
+    """Reading a message (BODY[] without PEEK) marks it read, as mail clients expect."""
+    deliver(server, ALICE, "readme")
+    server.waitQueueEmpty()
+    c = client(server)
+    c.select_folder("INBOX")
+    uid = c.search(["SUBJECT", "readme"])[0]
+    c.fetch([uid], ["BODY[]"])
+    assert b"\\Seen" in c.get_flags([uid])[uid]
+    c.logout()
+
+
+def test_append_with_flags_and_date_then_uidplus(server):
+    """A draft saved by the client keeps its flags and date, and the client learns its UID."""
+    c = client(server)
+    when = email.utils.parsedate_to_datetime("Mon, 02 Mar 2026 10:00:00 +0000")
+    result = c.append("Drafts", b"Subject: draft\r\n\r\nx\r\n", flags=[b"\\Draft"], msg_time=when)
+    assert b"APPENDUID" in result
+    c.select_folder("Drafts")
+    uid = int(result.split()[2].rstrip(b"]"))
+    data = c.fetch([uid], ["FLAGS", "INTERNALDATE"])[uid]
+    assert b"\\Draft" in data[b"FLAGS"]
+    assert data[b"INTERNALDATE"].replace(tzinfo=None).date().isoformat() == "2026-03-02"
+    c.logout()
+
+
+def test_copy_expunge_close(server):
+    """Copying to Archive, deleting and expunging leaves the archived copy and removes the original."""
+    deliver(server, ALICE, "archiveme")
+    server.waitQueueEmpty()
+    c = client(server)
+    c.select_folder("INBOX")
+    uid = c.search(["SUBJECT", "archiveme"])[0]
+    c.copy([uid], "Archive")
+    c.delete_messages([uid])
+    c.expunge()
+    assert not c.search(["SUBJECT", "archiveme"])
+    c.close_folder()
+    c.select_folder("Archive", readonly=True)
+    assert c.search(["SUBJECT", "archiveme"])
+    c.logout()
+
+
+def test_examine_is_read_only(server):
+    """A mailbox opened with EXAMINE cannot be changed (the client asked for read-only)."""
+    c = client(server)
+    c.select_folder("INBOX", readonly=True)
+    uids = c.search(["ALL"])
+    if uids:
+        with pytest.raises(IMAPClient.Error):
+            c.add_flags(uids[:1], [b"\\Deleted"])
+    c.logout()
+
+
+def test_status_subscribe_lsub(server):
+    """Folder counts (STATUS) and the subscribed-folder list work as clients use them."""
+    c = client(server)
+    status = c.folder_status("INBOX", ["MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN"])
+    assert set(status) >= {b"MESSAGES", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN"}
+    c.subscribe_folder("Sent")
+    assert "Sent" in [f[2] for f in c.list_sub_folders()]
+    c.unsubscribe_folder("Sent")
+    assert "Sent" not in [f[2] for f in c.list_sub_folders()]
+    c.logout()
+
+
+def test_create_rename_delete_and_list_wildcards(server):
+    """Folders can be made, nested, renamed and removed; LIST % and * see the hierarchy."""
+    c = client(server)
+    c.create_folder("Projekte/Entwürfe")
+    c.create_folder("Projekte")
+    names = [f[2] for f in c.list_folders("", "Projekte/%")]
+    assert names == ["Projekte/Entwürfe"]
+    c.rename_folder("Projekte", "Work")
+    names = [f[2] for f in c.list_folders("", "*")]
+    assert "Work/Entwürfe" in names and "Projekte" not in names
+    flags = {f[2]: f[0] for f in c.list_folders("", "%")}
+    assert b"\\HasChildren" in flags["Work"]
+    c.delete_folder("Work/Entwürfe")
+    c.delete_folder("Work")
+    assert "Work" not in [f[2] for f in c.list_folders()]
+    c.logout()
+
+
+def test_rename_inbox_moves_messages(server):
+    """RENAME INBOX moves the mail to the new folder and leaves INBOX empty (RFC 3501 6.3.5)."""
+    deliver(server, BOB, "oldmail")
+    server.waitQueueEmpty()
+    c = client(server, BOB)
+    c.rename_folder("INBOX", "Old")
+    assert c.folder_status("INBOX", ["MESSAGES"])[b"MESSAGES"] == 0
+    assert c.folder_status("Old", ["MESSAGES"])[b"MESSAGES"] >= 1
+    c.logout()
+
+
+def test_special_use_and_namespace_and_id(server):
+    """Clients find Sent/Drafts/Trash/Junk/Archive by their SPECIAL-USE flags, and the namespace."""
+    c = client(server)
+    caps = c.capabilities()
+    for cap in (b"IDLE", b"UIDPLUS", b"MOVE", b"NAMESPACE", b"ID", b"ENABLE", b"UNSELECT",
+                b"SPECIAL-USE", b"LITERAL+", b"SASL-IR"):
+        assert cap in caps
+    assert c.find_special_folder(b"\\Sent") == "Sent"
+    assert c.find_special_folder(b"\\Trash") == "Trash"
+    assert c.find_special_folder(b"\\Junk") == "Junk"
+    assert c.find_special_folder(b"\\Archive") == "Archive"
+    ns = c.namespace()
+    assert ns.personal[0][1] == "/"
+    assert c.id_({"name": "test"})[b"name"] == b"pymailer"
+    c.logout()
+
+
+def test_unselect_keeps_deleted(server):
+    """UNSELECT leaves a message marked deleted in place (unlike CLOSE)."""
+    deliver(server, ALICE, "keepme")
+    server.waitQueueEmpty()
+    c = client(server)
+    c.select_folder("INBOX")
+    uid = c.search(["SUBJECT", "keepme"])[0]
+    c.delete_messages([uid])
+    c.unselect_folder()
+    c.select_folder("INBOX")
+    assert uid in c.search(["DELETED"])
+    c.remove_flags([uid], [b"\\Deleted"])
+    c.logout()
+
+
+def test_idle_sees_smtp_delivery_within_a_second(server):
+    """A client waiting in IDLE sees new mail from SMTP within 1 s, without polling."""
+    c = client(server)
+    c.select_folder("INBOX")
+    c.idle()
+    start = time.monotonic()
+    deliver(server, ALICE, "idlemail")
+    responses = []
+    while time.monotonic() - start < 5 and not any(r[1] == b"EXISTS" for r in responses):
+        responses += c.idle_check(timeout=1)
+    elapsed = time.monotonic() - start
+    c.idle_done()
+    assert any(r[1] == b"EXISTS" for r in responses)
+    assert elapsed < 1.0, f"EXISTS after {elapsed:.2f} s"
+    c.logout()
+
+
+def test_move_seen_as_expunge_by_other_session(server):
+    """When one client moves a message away, another client in IDLE sees it disappear."""
+    deliver(server, ALICE, "moveme")
+    server.waitQueueEmpty()
+    watcher, mover = client(server), client(server)
+    watcher.select_folder("INBOX")
+    mover.select_folder("INBOX")
+    uid = mover.search(["SUBJECT", "moveme"])[0]
+    watcher.idle()
+    result = mover.move([uid], "Trash")
+    responses = []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not any(r[1] == b"EXPUNGE" for r in responses):
+        responses += watcher.idle_check(timeout=1)
+    watcher.idle_done()
+    assert any(r[1] == b"EXPUNGE" for r in responses)
+    assert result is None or b"COPYUID" in (result if isinstance(result, bytes) else b"COPYUID")
+    mover.logout()
+    watcher.logout()
+
+
+def test_uid_expunge_only_named(server):
+    """UID EXPUNGE (UIDPLUS) removes only the messages named, not every deleted one."""
+    c = client(server)
+    c.select_folder("INBOX")
+    a = int(c.append("INBOX", b"Subject: ua\r\n\r\nx\r\n").split()[2].rstrip(b"]"))
+    b = int(c.append("INBOX", b"Subject: ub\r\n\r\nx\r\n").split()[2].rstrip(b"]"))
+    c.noop()
+    c.delete_messages([a, b])
+    c.uid_expunge([a])
+    remaining = c.search(["DELETED"])
+    assert b in remaining and a not in remaining
+    c.logout()
+
+
+def test_pipelined_imaplib_after_slow_select(server):
+    """Commands pipelined behind a SELECT are answered in order (twisted #9282)."""
+    import socket
+    s = socket.create_connection(("127.0.0.1", server.ports["imap"]))
+    f = s.makefile("rb")
+    f.readline()
+    s.sendall(f'a LOGIN {ALICE} "{PASSWORD}"\r\nb SELECT INBOX\r\nc NOOP\r\nd LOGOUT\r\n'.encode())
+    tags = []
+    while True:
+        line = f.readline()
+        if not line:
+            break
+        if line[:1] in b"abcd" and line[1:2] == b" ":
+            tags.append(line[:1])
+    assert tags == [b"a", b"b", b"c", b"d"]
+    s.close()
+
+
+def test_bad_names_refused_over_the_wire(server):
+    """Traversal and non-canonical names never create anything outside the user's maildir."""
+    c = client(server)
+    for name in ["../evil", "/abs", "&AGE-"]:
+        with pytest.raises(IMAPClient.Error):
+            c._imap._simple_command("CREATE", '"' + name + '"') and c._checkok  # noqa
+            typ, data = c._imap._untagged_response("OK", [None], "CREATE")
+            raise IMAPClient.Error("refused" if typ != "OK" else "created")
+    assert not (server.dataDir / "mail" / "evil").exists()
+    c.logout()
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+def test_curl_lists_and_fetches(server):
+    """curl imap:// lists the folders and downloads a message (scripts and monitoring use this)."""
+    deliver(server, ALICE, "curlme", "curl body\r\n")
+    server.waitQueueEmpty()
+    base = f"imap://127.0.0.1:{server.ports['imap']}"
+    user = f"{ALICE}:{PASSWORD}"
+    out = subprocess.run(["curl", "-sS", "--user", user, base + "/"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "INBOX" in out.stdout and "Sent" in out.stdout
+    c = client(server)
+    c.select_folder("INBOX")
+    uid = c.search(["SUBJECT", "curlme"])[0]
+    c.logout()
+    out = subprocess.run(["curl", "-sS", "--user", user, f"{base}/INBOX;UID={uid}"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "curl body" in out.stdout
+
+
+@pytest.mark.skipif(shutil.which("mbsync") is None, reason="mbsync (isync) not installed")
+def test_mbsync_syncs_both_ways(server, tmp_path):
+    """mbsync pulls server mail to a local Maildir, pushes a local message up, and a flag change travels."""
+    deliver(server, BOB, "tolocal")
+    server.waitQueueEmpty()
+    local = tmp_path / "local"
+    local.mkdir()
+    config = tmp_path / "mbsyncrc"
+    config.write_text(f"""
+IMAPAccount test
+Host 127.0.0.1
+Port {server.ports['imap']}
+User {BOB}
+Pass "{PASSWORD}"
+TLSType None
+AuthMechs LOGIN
+
+IMAPStore remote
+Account test
+
+MaildirStore local
+Path {local}/
+Inbox {local}/INBOX
+SubFolders Verbatim
+
+Channel test
+Far :remote:
+Near :local:
+Patterns INBOX
+Create Both
+Expunge Both
+SyncState *
+""")
+
+    def sync():
+        r = subprocess.run(["mbsync", "-c", str(config), "-a"], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+    sync()
+    files = list((local / "INBOX" / "new").iterdir()) + list((local / "INBOX" / "cur").iterdir())
+    assert any(b"tolocal" in f.read_bytes() for f in files)
+    # Up: a new local message.
+    (local / "INBOX" / "new" / "1700000000.local1.host").write_bytes(
+        b"From: bob@example.org\r\nSubject: fromlocal\r\n\r\nup\r\n")
+    # Flag: mark the synced message seen locally.
+    synced = next(f for f in files if b"tolocal" in f.read_bytes())
+    target = local / "INBOX" / "cur" / (synced.name.split(":")[0] + ":2,S")
+    synced.rename(target)
+    sync()
+    c = client(server, BOB)
+    c.select_folder("INBOX")
+    assert c.search(["SUBJECT", "fromlocal"])
+    uid = c.search(["SUBJECT", "tolocal"])[0]
+    assert b"\\Seen" in c.get_flags([uid])[uid]
+    c.logout()

@@ -1,0 +1,208 @@
+"""
+The relay crash test: a sending pymailer is SIGKILLed while it relays 100
+messages to a slow remote MX, and restarted on the same data directory.
+Relay is at-least-once: no message may be lost; a message whose 250 from
+the remote server was on its way when the sender died is sent again after
+the restart, and those duplicates are counted and reported, not failed.
+"""
+
+import re
+import smtplib
+import threading
+import uuid
+
+from dnsserver import DNSServer
+from mailserver import PASSWORD, freePort, portIsFree, waitFor
+from scriptedsmtp import ScriptedSMTP
+
+ALICE = "alice@example.org"
+RECIPIENT = "user@remote.test"
+MESSAGES = 100
+KILL_AFTER = 20  # messages acknowledged by the remote MX before the SIGKILL
+REPLY_DELAY = 0.05  # the slow MX's pause before its reply to the end of data
+TOKEN = re.compile(rb"^token (\S+)\r\n", re.M)
+
+
+class SlowMX(ScriptedSMTP):
+    """
+    A remote MX that takes every message but answers the end of data only
+    after C{REPLY_DELAY} seconds, and not before C{gate} is set.  Every
+    message is recorded (its token) when its final "." arrives, before the
+    reply: a sender killed in between has delivered it without knowing.
+
+    @ivar received: tokens in the order their data arrived (with repeats).
+    @ivar acked: how many end-of-data replies were actually sent.
+    """
+
+    def __init__(self, interface, port):
+        self.gate = threading.Event()
+        self.cond = threading.Condition()
+        self.received = []
+        self.acked = 0
+        ScriptedSMTP.__init__(self, interface, port, hostname="mx.remote.test")
+
+    def _session(self, rfile, wfile):
+        try:
+            self._converse(rfile, wfile)
+        except OSError:
+            pass  # the sender died under us: expected here
+
+    def _converse(self, rfile, wfile):
+        def send(line):
+            wfile.write(line.encode() + b"\r\n")
+            wfile.flush()
+
+        send(f"220 {self.hostname} ESMTP slow")
+        rcpts = []
+        while True:
+            line = rfile.readline()
+            if not line:
+                return
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                lines = [self.hostname] + self.extensions
+                for i, text in enumerate(lines):
+                    send(f"250{'-' if i < len(lines) - 1 else ' '}{text}")
+            elif verb == b"MAIL":
+                rcpts = []
+                send("250 2.1.0 ok")
+            elif verb == b"RCPT":
+                rcpts.append(line.strip())
+                send("250 2.1.5 ok")
+            elif verb == b"DATA":
+                send("354 go ahead")
+                data = []
+                while True:
+                    chunk = rfile.readline()
+                    if chunk == b"":
+                        return  # cut off mid-message: not received
+                    if chunk == b".\r\n":
+                        break
+                    data.append(chunk[1:] if chunk.startswith(b".") else chunk)
+                body = b"".join(data)
+                m = TOKEN.search(body)
+                with self.cond:
+                    self.received.append(m.group(1).decode() if m else None)
+                    self.cond.notify_all()
+                self.gate.wait(60)
+                threading.Event().wait(REPLY_DELAY)
+                send("250 2.0.0 queued")
+                with self.cond:
+                    self.acked += 1
+                    self.cond.notify_all()
+            elif verb == b"RSET":
+                rcpts = []
+                send("250 2.0.0 ok")
+            elif verb == b"QUIT":
+                send("221 2.0.0 bye")
+                return
+            else:
+                send("502 5.5.1 not implemented")
+
+
+def relayPort():
+    """A port free on 127.0.0.1 and 127.0.0.2 (the sender's and the MX's)."""
+    for _ in range(50):
+        port = freePort()
+        if portIsFree(port, "127.0.0.2"):
+            return port
+    raise RuntimeError("no common free port")
+
+
+def message(tok):
+    filler = "".join(f"line {i:03d} of {tok} {'x' * 50}\r\n" for i in range(60))
+    return (
+        f"From: <{ALICE}>\r\n"
+        f"To: <{RECIPIENT}>\r\n"
+        f"Subject: relay crash {tok}\r\n"
+        f"Message-ID: <{tok}@example.org>\r\n"
+        "\r\n"
+        f"token {tok}\r\n"
+        f"{filler}"
+    ).encode()
+
+
+def submitAll(port, tokens):
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as c:
+        c.ehlo("crash.client.test")
+        c.user, c.password = ALICE, PASSWORD
+        c.auth("PLAIN", c.auth_plain)
+        for tok in tokens:
+            refused = c.sendmail(ALICE, [RECIPIENT], message(tok))
+            assert refused == {}, refused
+
+
+def test_sigkill_while_relaying_loses_nothing(makeMailServer, record_property):
+    """
+    100 messages are submitted for a remote domain whose MX is slow; the
+    sender is SIGKILLed after the MX acknowledged about 20 and restarted on
+    the same data directory.  Every message must reach the MX at least once
+    and the queue must drain; if this fails, a crash of the server loses
+    outgoing mail that users were told had been accepted.  Messages sent
+    twice (the MX's 250 lost in the crash) are allowed and reported.
+    """
+    port = relayPort()
+    dns = DNSServer({
+        "remote.test": [("MX", "10 mx.remote.test.")],
+        "mx.remote.test": [("A", "127.0.0.2")],
+    })
+    mx = SlowMX("127.0.0.2", port)
+    try:
+        sender = makeMailServer(
+            name="sender",
+            roles=("submission",),
+            sections={
+                "auth": {"allow_plaintext_on_loopback": True, "failure_delay": 0},
+                "dns": {"servers": [dns.address], "timeout": 2.0},
+                "relay": {"port": port, "connect_timeout": 2.0},
+            },
+            queue={"retry_min": 1, "retry_max": 1},
+        )
+        tokens = [f"tok{n:03d}x{uuid.uuid4().hex[:12]}" for n in range(MESSAGES)]
+        # The MX holds its replies until everything is queued, so the kill
+        # lands with most of the 100 still to be relayed.
+        submitAll(sender.ports["submission"], tokens)
+        mx.gate.set()
+        with mx.cond:
+            reached = mx.cond.wait_for(lambda: mx.acked >= KILL_AFTER, timeout=30)
+            ackedAtKill, receivedAtKill = mx.acked, len(mx.received)
+        assert reached, f"the MX acknowledged only {ackedAtKill}\n{sender.log()[-3000:]}"
+        sender.kill9()
+
+        sender.start()
+        try:
+            sender.waitQueueEmpty(timeout=15, envelopesOnly=True)
+        except TimeoutError:
+            import os, subprocess
+            fds = [os.readlink(f"/proc/{sender.pid}/fd/{f}") for f in os.listdir(f"/proc/{sender.pid}/fd")]
+            print("FDS", [f for f in fds if "queue" in f or "socket" in f])
+            print("MX received", len(mx.received), "acked", mx.acked, "threads", threading.active_count())
+            print(subprocess.run([".venv/bin/py-spy", "dump", "--pid", str(sender.pid)], capture_output=True, text=True).stdout[-6000:])
+            import sys, traceback
+            for tid, fr in sys._current_frames().items():
+                print("".join(traceback.format_stack(fr)[-3:]))
+            raise
+        # A delivery whose envelope was just removed may still be saying QUIT.
+        with mx.cond:
+            received = list(mx.received)
+    finally:
+        mx.gate.set()
+        mx.stop()
+        dns.stop()
+
+    counts = {}
+    for tok in received:
+        counts[tok] = counts.get(tok, 0) + 1
+    lost = [tok for tok in tokens if tok not in counts]
+    strangers = [tok for tok in counts if tok not in tokens]
+    duplicates = sum(n - 1 for tok, n in counts.items() if tok in tokens)
+    summary = (f"{MESSAGES} submitted; at the kill the MX had acknowledged"
+               f" {ackedAtKill} and received {receivedAtKill}; in all it received"
+               f" {len(received)} copies of {len(counts)} messages:"
+               f" {len(lost)} lost, {duplicates} duplicates")
+    print(summary)
+    record_property("relay_crash_duplicates", duplicates)
+    record_property("relay_crash_lost", len(lost))
+    assert lost == [], summary + f"\nlost: {lost[:10]}\n{sender.log()[-3000:]}"
+    assert strangers == [], strangers
+    assert "could not record delivery state" not in sender.log()
