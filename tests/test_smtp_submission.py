@@ -300,3 +300,13 @@ def test_bdat_syntax_501(command):
     """A malformed BDAT gets 501 5.5.4."""
     c = bdatSession()
     assertReply(c.one(command + "\r\n"), 501, "5.5.4")
+
+
+def test_long_auth_response_allowed():
+    """A SASL response up to RFC 4954's 12288 octets is read, not refused as a long line."""
+    c = submissionClient(role=SUBMISSIONS, failure_delay=0)
+    c.ehlo()
+    token = plain("alice@example.org", "x" * 3000)
+    replies = c.send(f"AUTH PLAIN {token}\r\n")
+    c.clock.advance(0)
+    assertReply((replies + c.replies())[-1], 535, "5.7.8")

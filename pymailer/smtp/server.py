@@ -27,8 +27,10 @@ from pymailer.smtp.security import AUTH_MODE, SessionSecurity
 DATA = "DATA"
 BDAT = "BDAT"
 
-# RFC 5321 §4.5.3.1.4: a command line is at most 512 octets with its CRLF.
+# RFC 5321 §4.5.3.1.4: a command line is at most 512 octets with its CRLF;
+# RFC 4954 §4 allows AUTH and its responses 12288.
 MAX_COMMAND_LINE = 512
+MAX_AUTH_LINE = 12288
 # Message bytes gathered before a write to the spool: small messages go to
 # disk in one thread hop with their commit.
 WRITE_BATCH = 256 * 1024
@@ -236,10 +238,16 @@ class SMTPServer(SessionSecurity, ESMTP):
             self._paused = False
             self.transport.resumeProducing()
 
+    def _lineLimit(self):
+        if self.mode == AUTH_MODE or self._buffer[:5].upper() == b"AUTH ":
+            return MAX_AUTH_LINE
+        return MAX_COMMAND_LINE
+
     def _commandReceived(self):
+        limit = self._lineLimit()
         newline = self._buffer.find(b"\n")
         if newline < 0:
-            if len(self._buffer) > MAX_COMMAND_LINE:
+            if len(self._buffer) > limit:
                 # Answer at once and drop the rest of the line as it comes,
                 # rather than buffer it or close silently as Twisted would.
                 self._buffer = b""
@@ -253,7 +261,7 @@ class SMTPServer(SessionSecurity, ESMTP):
             return
         if line.endswith(b"\r"):
             line = line[:-1]
-        if len(line) + 2 > MAX_COMMAND_LINE:
+        if len(line) + 2 > limit:
             self.reply(500, "5.5.2", "Line too long")
             return
         self.resetTimeout()
