@@ -155,7 +155,12 @@ def makeService(config, reactor=None):
             minFreeSpace=minFree, user=user, relayAvailable=True,
         )
 
-    checker = PasswordChecker(directory, reactor, pool)
+    # argon2id uses 64 MiB per verification by design: a pool of its own,
+    # small, bounds that memory and keeps password guessing from starving
+    # the disk work of delivering mail.
+    authPool = ThreadPool(minthreads=0, maxthreads=4, name="pymailer-auth")
+    ThreadPoolService(authPool).setServiceParent(top)
+    checker = PasswordChecker(directory, reactor, authPool)
     realm = MailRealm(intakeFor)
     portal = Portal(realm, [AllowAnonymousAccess(), checker])
     guard = LoginGuard(config.auth, reactor)

@@ -28,8 +28,13 @@ class ScriptedSMTP:
             def handle(self):
                 owner._session(self.rfile, self.wfile)
 
-        socketserver.ThreadingTCPServer.allow_reuse_address = True
-        self.server = socketserver.ThreadingTCPServer((interface, port), Handler)
+        class Server(socketserver.ThreadingTCPServer):
+            allow_reuse_address = True
+            # A real MX's backlog: never leave the relay's connections
+            # waiting unaccepted for the greeting timeout.
+            request_queue_size = 128
+
+        self.server = Server((interface, port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

@@ -1,0 +1,358 @@
+"""
+Relay throughput of a real pymailer server: from authenticated submission
+to a receiving server on loopback.
+
+    python bench/relay.py [--clients 20] [--messages 50] [--size 4096]
+
+Starts, in a temporary directory and on loopback only:
+
+ - a DNS server (C{tests/dnsserver.py}) serving C{remote.test MX 10
+   mx.remote.test} and C{mx.remote.test A 127.0.0.2};
+ - a sink on 127.0.0.2: an SMTP server in the style of
+   C{tests/scriptedsmtp.py} that accepts every message at once (PIPELINING,
+   8BITMIME, SIZE; no STARTTLS, so the hop is plaintext) and notes when each
+   one's final "." arrived;
+ - the pymailer server under test (C{tests/mailserver.py}) with a submission
+   listener, C{[auth] allow_plaintext_on_loopback}, C{[dns] servers} at the
+   DNS server and C{[relay] port} at the sink.
+
+Then C{--clients} threads each open one submission connection and log in
+(AUTH PLAIN); once all have, each sends C{--messages} messages of about C{--size} octets to
+user@remote.test, one transaction after the other.  It measures:
+
+ - accepted messages/s: first submission (all clients logged in) to the
+   last 250;
+ - relayed messages/s: first submission until the sink has the last message;
+ - end-to-end latency per message, p50/p99: the 250 at submission until the
+   sink read its final "." (both clocks are this process's);
+ - the server's peak RSS (VmHWM in /proc/PID/status) while relaying (reset
+   through /proc/PID/clear_refs once the clients are logged in), and the
+   peak during the logins, which is argon2id's (64 MiB a check, several at
+   once).
+
+Clients, sink and DNS server are Python threads on the same machine as the
+server and share its CPUs: the figures are a lower bound.
+"""
+
+import argparse
+import os
+import pathlib
+import platform
+import smtplib
+import socket
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
+
+from dnsserver import DNSServer  # noqa: E402
+from mailserver import PASSWORD, MailServer, freePort, portIsFree, readVm  # noqa: E402
+from scriptedsmtp import ScriptedSMTP  # noqa: E402
+
+SENDER = "alice@example.org"
+RECIPIENT = "user@remote.test"
+MB = 1024 * 1024
+
+
+class Sink(ScriptedSMTP):
+    """
+    Accepts everything; C{arrivals[token]} is when the message's final "."
+    was read (C{time.perf_counter}), C{copies} how many messages came.
+    """
+
+    def __init__(self, interface, port):
+        self.arrivals = {}
+        self.copies = 0
+        self.cond = threading.Condition()
+        ScriptedSMTP.__init__(self, interface, port, hostname="mx.remote.test",
+                              extensions=("PIPELINING", "8BITMIME", "SIZE 100000000"))
+        # socketserver's backlog is 5; a real MX's is not.
+        self.server.socket.listen(256)
+
+    def _session(self, rfile, wfile):
+        try:
+            self._converse(rfile, wfile)
+        except OSError:
+            pass
+
+    def _converse(self, rfile, wfile):
+        def send(line):
+            wfile.write(line + b"\r\n")
+            wfile.flush()
+
+        send(b"220 mx.remote.test ESMTP sink")
+        while True:
+            line = rfile.readline()
+            if not line:
+                return
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                lines = [self.hostname] + self.extensions
+                send(b"\r\n".join(
+                    f"250{'-' if i < len(lines) - 1 else ' '}{t}".encode()
+                    for i, t in enumerate(lines)))
+            elif verb in (b"MAIL", b"RCPT", b"RSET"):
+                send(b"250 2.0.0 ok")
+            elif verb == b"DATA":
+                send(b"354 go ahead")
+                token = None
+                while True:
+                    chunk = rfile.readline()
+                    if chunk == b"":
+                        return
+                    if chunk == b".\r\n":
+                        break
+                    if token is None and chunk.startswith(b"Message-ID: <"):
+                        token = chunk[13:chunk.index(b">")].decode()
+                now = time.perf_counter()
+                with self.cond:
+                    self.copies += 1
+                    self.arrivals.setdefault(token, now)
+                    self.cond.notify_all()
+                send(b"250 2.0.0 queued")
+            elif verb == b"QUIT":
+                send(b"221 2.0.0 bye")
+                return
+            else:
+                send(b"502 5.5.1 not implemented")
+
+
+def makeMessage(client, n, size):
+    token = f"bench.{client}.{n}.{time.time_ns()}"
+    head = (
+        f"From: <{SENDER}>\r\n"
+        f"To: <{RECIPIENT}>\r\n"
+        f"Subject: relay bench {client}/{n}\r\n"
+        f"Message-ID: <{token}>\r\n"
+        "\r\n"
+    ).encode()
+    line = b"The quick brown fox jumps over the lazy dog 0123456789 abcdefghij.\r\n"
+    return token, head + line * max(1, (size - len(head)) // len(line))
+
+
+class Client(threading.Thread):
+    def __init__(self, bench, index):
+        super().__init__(daemon=True, name=f"client-{index}")
+        self.bench = bench
+        self.index = index
+        self.submitted = {}  # token -> time of the 250
+        self.refused = []
+        self.error = None
+
+    def run(self):
+        b = self.bench
+        try:
+            with smtplib.SMTP("127.0.0.1", b.port, local_hostname="bench.client.test",
+                              timeout=120) as s:
+                s.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                s.ehlo()
+                s.user, s.password = SENDER, PASSWORD
+                s.auth("PLAIN", s.auth_plain)
+                b.loggedIn.wait()
+                for n in range(b.messages):
+                    token, message = makeMessage(self.index, n, b.size)
+                    code, text = s.mail(SENDER, [f"SIZE={len(message)}"])
+                    if code == 250:
+                        code, text = s.rcpt(RECIPIENT)
+                    if code == 250:
+                        code, text = s.data(message)
+                    if code != 250:
+                        self.refused.append((code, text))
+                        s.rset()
+                        continue
+                    now = time.perf_counter()
+                    self.submitted[token] = now
+                    b.noteAccepted(now)
+        except Exception as e:  # report, do not hide
+            self.error = e
+            b.loggedIn.abort()
+
+
+class Bench:
+    def __init__(self, port, clients, messages, size, onLoggedIn):
+        self.port = port
+        # Every client logs in first; submission starts when all have, so
+        # that the argon2id checks of the logins are not in the figures.
+        self.loggedIn = threading.Barrier(clients, action=onLoggedIn)
+        self.messages = messages
+        self.size = size
+        self.lock = threading.Lock()
+        self.firstSubmission = None
+        self.lastAccepted = None
+        self.accepted = 0
+
+    def noteAccepted(self, t):
+        with self.lock:
+            self.accepted += 1
+            self.lastAccepted = max(t, self.lastAccepted or t)
+
+
+def percentile(sortedValues, q):
+    if not sortedValues:
+        return float("nan")
+    return sortedValues[min(len(sortedValues) - 1,
+                            max(0, round(q * (len(sortedValues) - 1))))]
+
+
+def sinkPort():
+    """A port free on 127.0.0.2 (the sink) and 127.0.0.1."""
+    for _ in range(50):
+        port = freePort()
+        if portIsFree(port, "127.0.0.2"):
+            return port
+    raise RuntimeError("no free port on 127.0.0.2")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=20,
+                        help="concurrent submission connections (default 20)")
+    parser.add_argument("--messages", type=int, default=50,
+                        help="messages per client (default 50)")
+    parser.add_argument("--size", type=int, default=4096,
+                        help="message size in octets (default 4096)")
+    parser.add_argument("--progress", type=float, default=5.0,
+                        help="seconds between progress lines (default 5)")
+    args = parser.parse_args(argv)
+    total = args.clients * args.messages
+
+    port = sinkPort()
+    dns = DNSServer({
+        "remote.test": [("MX", "10 mx.remote.test.")],
+        "mx.remote.test": [("A", "127.0.0.2")],
+    })
+    sink = Sink("127.0.0.2", port)
+    try:
+        with tempfile.TemporaryDirectory(prefix="pymailer-bench-relay-") as root:
+            server = MailServer(
+                root,
+                roles=("submission",),
+                smtp={"max_connections_per_ip": max(50, args.clients + 10)},
+                sections={
+                    "auth": {"allow_plaintext_on_loopback": True, "failure_delay": 0},
+                    "dns": {"servers": [dns.address], "timeout": 5.0},
+                    "relay": {"port": port},
+                },
+            )
+            server.provision(users=(SENDER,))
+            server.start()
+            try:
+                return run(server, sink, args, total)
+            finally:
+                server.stop()
+    finally:
+        sink.stop()
+        dns.stop()
+
+
+def resetPeakRSS(pid):
+    """Linux: writing 5 to clear_refs resets VmHWM to the current RSS."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def run(server, sink, args, total):
+    pid = server.pid
+    state = {}
+
+    def loggedIn():
+        state["loginPeak"] = readVm(pid, "VmHWM")
+        state["reset"] = resetPeakRSS(pid)
+        state["start"] = time.perf_counter()
+
+    bench = Bench(server.ports["submission"], args.clients, args.messages, args.size, loggedIn)
+    print(f"pymailer relay bench: {args.clients} clients x {args.messages} messages x"
+          f" {args.size} B = {total} messages to {RECIPIENT} via submission"
+          f" 127.0.0.1:{bench.port} -> sink 127.0.0.2:{sink.server.server_address[1]}"
+          f" (server pid {pid})", flush=True)
+    clients = [Client(bench, i) for i in range(args.clients)]
+    done = threading.Event()
+    t0 = time.perf_counter()
+
+    def progress():
+        while not done.wait(args.progress):
+            print(f"  ... {time.perf_counter() - t0:6.1f} s: accepted"
+                  f" {bench.accepted}/{total}, relayed {len(sink.arrivals)},"
+                  f" server RSS {readVm(pid, 'VmRSS') / MB:.1f} MB", flush=True)
+
+    threading.Thread(target=progress, daemon=True).start()
+    for c in clients:
+        c.start()
+    for c in clients:
+        c.join()
+
+    try:
+        with sink.cond:
+            ok = sink.cond.wait_for(lambda: len(sink.arrivals) >= bench.accepted,
+                                    timeout=max(120.0, total / 10))
+        if not ok:
+            raise TimeoutError(f"{bench.accepted} messages at the sink"
+                               f" (have {len(sink.arrivals)})")
+        lastRelayed = max(sink.arrivals.values())
+    except TimeoutError as e:
+        print(f"WARNING: gave up waiting for {e}", flush=True)
+        lastRelayed = None
+    # The queue has been emptied once the sink has everything (or soon after).
+    try:
+        server.waitQueueEmpty(timeout=30, envelopesOnly=True)
+    except TimeoutError as e:
+        print(f"WARNING: {e}", flush=True)
+    done.set()
+    peak = readVm(pid, "VmHWM")
+
+    submitted = {tok: t for c in clients for tok, t in c.submitted.items()}
+    latencies = sorted(sink.arrivals[tok] - t for tok, t in submitted.items()
+                       if tok in sink.arrivals)
+    relayed = sum(1 for tok in submitted if tok in sink.arrivals)
+    refused = [r for c in clients for r in c.refused]
+    errors = [c.error for c in clients if c.error is not None]
+    start = state.get("start", float("nan"))
+    acceptWall = bench.lastAccepted - start if bench.accepted else float("nan")
+    lines = [
+        "",
+        "==== pymailer relay benchmark " + "=" * 36,
+        f"machine                 : {os.cpu_count()} CPUs, Python"
+        f" {platform.python_version()}, {platform.system()} {platform.release()}",
+        f"load                    : {args.clients} clients x {args.messages} messages"
+        f" x {args.size} B = {total} messages",
+        f"accepted (250)          : {bench.accepted}  (refused {len(refused)},"
+        f" client errors {len(errors)})",
+        f"accept wall time        : {acceptWall:.2f} s (first submission -> last 250)",
+        f"accept throughput       : {bench.accepted / acceptWall:.1f} msg/s",
+    ]
+    if lastRelayed is not None:
+        wall = lastRelayed - start
+        lines += [
+            f"relayed to the sink     : {relayed} in {wall:.2f} s"
+            " (first submission -> last message at the sink)",
+            f"relay throughput        : {relayed / wall:.1f} msg/s",
+        ]
+    else:
+        lines += [f"relayed to the sink     : only {relayed} of {bench.accepted}"]
+    lines += [
+        f"submit 250 -> at sink   : p50 {percentile(latencies, 0.50) * 1000:.1f} ms,"
+        f" p99 {percentile(latencies, 0.99) * 1000:.1f} ms,"
+        f" max {latencies[-1] * 1000 if latencies else float('nan'):.1f} ms",
+        f"copies at the sink      : {sink.copies} (duplicates {sink.copies - len(sink.arrivals)})",
+        f"server peak RSS (VmHWM) : {peak / MB:.1f} MB while relaying"
+        + ("" if state.get("reset") else " (could not reset after the logins)"),
+        f"  ... during the logins : {state.get('loginPeak', 0) / MB:.1f} MB"
+        f" ({args.clients} AUTH PLAIN at once, argon2id)",
+        "=" * 66,
+    ]
+    for e in errors[:3]:
+        lines.append(f"client error: {e!r}")
+    for r in refused[:3]:
+        lines.append(f"refused: {r!r}")
+    print("\n".join(lines), flush=True)
+    return 0 if (bench.accepted == total and relayed == total) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
