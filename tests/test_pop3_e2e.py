@@ -244,7 +244,7 @@ def test_failed_login_delayed_then_locked_out(makeMailServer):
         roles=("pop3s",),
         sections={"auth": {"failure_delay": 0.4, "max_failures": 3}})
     client = pop3s(server, login=False)
-    for _ in range(2):
+    for _ in range(3):
         client.user(ALICE)
         started = time.monotonic()
         with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):

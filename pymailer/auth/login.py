@@ -7,8 +7,8 @@ USER/PASS and AUTH now; IMAP LOGIN/AUTHENTICATE and SMTP AUTH can share it).
   2. the account is locked out -> answered like a wrong password, without
      checking it (the guesser learns nothing), but still counted and delayed;
   3. otherwise C{portal.login}; a failure is counted and answered only after
-     the guard's delay, and if that failure locked the IP out, it becomes
-     L{LoginBlocked}, so the protocol can say so and hang up.
+     the guard's delay.  The failure that reaches the limit is still an
+     ordinary failure: the lockout applies from the next attempt on.
 
 Trusts nothing of the credentials: the user name is only decoded for the
 guard's bookkeeping and logs (undecodable bytes are replaced).
@@ -53,13 +53,6 @@ def guardedLogin(portal, guard, ip, credentials, interface, protocol):
 
     def failed(failure):
         failure.trap(UnauthorizedLogin)
-        delayed = guard.failed(ip, account, protocol)
-
-        def answer(_):
-            if guard.blocked(ip) is not None:
-                raise LoginBlocked("too many failed logins from this address")
-            return failure
-
-        return delayed.addCallback(answer)
+        return guard.failed(ip, account, protocol).addCallback(lambda _: failure)
 
     return d.addCallbacks(succeeded, failed)

@@ -15,9 +15,9 @@ import base64
 import binascii
 
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet import defer
 
 from pymailer.auth.guard import plaintextLoginAllowed
+from pymailer.auth.login import LoginBlocked, guardedLogin
 from pymailer.auth.sasl import MECHANISMS, SASLError
 from pymailer.interfaces import IMessageIntake
 from pymailer.smtp.reply import SMTPReply
@@ -123,37 +123,25 @@ class SessionSecurity:
         return self._passwordLogin(credentials)
 
     def _passwordLogin(self, credentials):
-        guard, ip = self.factory.guard, self._peerHost
-        account = credentials.username.decode("utf-8", "replace")
-        if guard.blocked(ip) is not None:
-            self._closeWith(421, "4.7.0", "Too many failed logins from your address, try again later")
-            return None
-        if guard.blocked(ip, account) == "account":
-            # A locked account is answered like a wrong password, without
-            # checking it: the guesser learns nothing.
-            d = defer.fail(UnauthorizedLogin("account locked out"))
-        else:
-            d = self.portal.login(credentials, None, IMessageIntake)
-            d.addCallback(self._loggedIn, account)
-        return d.addErrback(self._loginFailed, account)
+        d = guardedLogin(
+            self.portal, self.factory.guard, self._peerHost, credentials,
+            IMessageIntake, "smtp",
+        )
+        return d.addCallbacks(self._loggedIn, self._loginFailed)
 
-    def _loggedIn(self, result, account):
+    def _loggedIn(self, result):
         _, intake, logout = result
         self._releaseIntake()
         self.intake, self._onLogout = intake, logout
         self.authenticatedAs = intake.user
-        self.factory.guard.succeeded(self._peerHost, account)
         self.reply(235, "2.7.0", "Authentication successful")
 
-    def _loginFailed(self, failure, account):
+    def _loginFailed(self, failure):
+        if failure.check(LoginBlocked):
+            return self._closeWith(
+                421, "4.7.0", "Too many failed logins from your address, try again later")
         failure.trap(UnauthorizedLogin)
-        d = self.factory.guard.failed(self._peerHost, account, "smtp")
-
-        # The failure that reaches the limit is still answered 535; the
-        # lockout applies from the next attempt on.
-        return d.addCallback(
-            lambda _: self.reply(535, "5.7.8", "Authentication credentials invalid")
-        )
+        self.reply(535, "5.7.8", "Authentication credentials invalid")
 
     def checkAuthenticated(self):
         if self.factory.role.requireAuth and self.authenticatedAs is None:
