@@ -209,7 +209,9 @@ def test_special_use_and_namespace_and_id(server):
     assert c.find_special_folder(b"\\Archive") == "Archive"
     ns = c.namespace()
     assert ns.personal[0][1] == "/"
-    assert c.id_({"name": "test"})[b"name"] == b"pymailer"
+    answer = c.id_({"name": "test"})
+    answer = answer[0] if answer and isinstance(answer[0], tuple) else answer
+    assert dict(zip(answer[::2], answer[1::2]))[b"name"] == b"pymailer"
     c.logout()
 
 
@@ -345,7 +347,7 @@ Host 127.0.0.1
 Port {server.ports['imap']}
 User {BOB}
 Pass "{PASSWORD}"
-TLSType None
+SSLType None
 AuthMechs LOGIN
 
 IMAPStore remote

@@ -373,11 +373,12 @@ class IMAPServer(IMAP4Server):
         d = defer.maybeDeferred(handler, tag, args, uid) if getattr(handler, "uid", False) \
             else defer.maybeDeferred(handler, tag, args)
         d.addCallbacks(self._completed, self._failed, (tag, name, uid), None, (tag,), None)
+        d.addErrback(self._failed, tag)
         return d
 
     def _completed(self, result, tag, name, uid):
         """After a command, report changes to the selected mailbox."""
-        if result is not None:
+        if isinstance(result, bytes):
             text = result
         else:
             text = name + b" completed"
