@@ -32,7 +32,8 @@ from pymailer.queue.mx import NoMailHosts, mailHosts
 from pymailer.queue.notify import Reporter
 from pymailer.queue.runner import QueueRunner
 from pymailer.queue.spool import Spool
-from pymailer.smtp.client import DotStuffer, SMTPClientError, SMTPClientProtocol
+from pymailer.dotstuff import DotStuffer
+from pymailer.smtp.client import SMTPClientError, SMTPClientProtocol
 from pymailer.store.maildir import MaildirStore
 from pymailer.testing import (
     ClockReactor,
@@ -437,12 +438,12 @@ def referenceEncoding(message):
 
 
 def encodeInChunks(message, cuts):
-    stuffer = DotStuffer()
+    stuffer = DotStuffer(bareCRIsNewline=True)
     out, last = [], 0
     for cut in list(cuts) + [len(message)]:
-        out.append(stuffer.encode(message[last:cut]))
+        out.append(stuffer.feed(message[last:cut]))
         last = cut
-    out.append(stuffer.finish())
+    out.append(stuffer.end())
     return b"".join(out)
 
 

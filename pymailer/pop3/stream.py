@@ -10,7 +10,7 @@ unstuffed, so a client would take C{"\\r\\n.\\r\\n"} there for the end of the
 message.  Twisted's C{_HeadersPlusNLines} (TOP) likewise only finds the
 header/body separator if it lies inside one read.
 
-Here L{DotStuffer} carries its state across chunks (line start, a CR held
+Here L{pymailer.dotstuff.DotStuffer} carries its state across chunks (line start, a CR held
 back until we see whether LF follows, the TOP line count), and
 L{MessageSender} is a streaming producer that reads each chunk in the
 thread pool and writes it only while the transport wants more, so at most a
@@ -27,90 +27,11 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.threads import deferToThreadPool
 from zope.interface import implementer
 
+from pymailer.dotstuff import DotStuffer
+
+__all__ = ["DotStuffer", "MessageSender", "CHUNK"]
+
 CHUNK = 64 * 1024
-
-
-class DotStuffer:
-    """
-    Turns a message, fed in chunks of any size, into the body of a POP3
-    multi-line response: CRLF line endings, C{.}-stuffed lines, then the
-    terminating C{.} line from L{end}.
-
-    @param bodyLines: for TOP, the number of body lines to send after the
-        headers and the blank line; C{None} (RETR) sends everything.
-    @ivar done: the TOP limit is reached; further input is ignored.
-    """
-
-    def __init__(self, bodyLines=None):
-        self.done = False
-        self._atLineStart = True  # of the output, for stuffing
-        self._heldCR = False
-        self._limited = bodyLines is not None
-        self._inHeaders = True
-        self._linesLeft = bodyLines
-        self._cutLineStart = True
-
-    def feed(self, data):
-        """@return: the bytes to send for C{data} (possibly empty)."""
-        if self.done or not data:
-            return b""
-        if self._heldCR:
-            data = b"\r" + data
-            self._heldCR = False
-        if data.endswith(b"\r"):
-            # Is it CRLF split over two chunks, or a bare CR?  Next chunk says.
-            data = data[:-1]
-            self._heldCR = True
-        return self._process(data)
-
-    def _process(self, data):
-        data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-        if self._limited:
-            data = self._cut(data)
-        if not data:
-            return data
-        # RFC 1939 §3: a line starting with "." gets one more "." first.
-        if self._atLineStart and data[:1] == b".":
-            data = b"." + data
-        data = data.replace(b"\r\n.", b"\r\n..")
-        self._atLineStart = data.endswith(b"\r\n")
-        return data
-
-    def _cut(self, data):
-        """TOP (RFC 1939 §7): the headers, the blank line, n body lines."""
-        if not data:
-            return data
-        pos = 0
-        while True:
-            i = data.find(b"\r\n", pos)
-            if i == -1:
-                break
-            end = i + 2
-            lineStart = self._cutLineStart if pos == 0 else True
-            if self._inHeaders:
-                if i == pos and lineStart:  # the empty line ending headers
-                    self._inHeaders = False
-                    if self._linesLeft == 0:
-                        self.done = True
-                        return data[:end]
-            else:
-                self._linesLeft -= 1
-                if self._linesLeft == 0:
-                    self.done = True
-                    return data[:end]
-            pos = end
-        self._cutLineStart = data.endswith(b"\r\n")
-        return data
-
-    def end(self):
-        """@return: what is left, a line end if needed, and C{.CRLF}."""
-        out = b""
-        if self._heldCR and not self.done:
-            out = self._process(b"\r")
-        self._heldCR = False
-        if not self._atLineStart:
-            out += b"\r\n"
-        return out + b".\r\n"
 
 
 @implementer(IPushProducer)

@@ -20,6 +20,8 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 from zope.interface import implementer
 
+from pymailer.dotstuff import DotStuffer
+
 # RFC 5321 §4.5.3.2, in seconds.
 TIMEOUTS = {
     "greeting": 300,
@@ -30,8 +32,6 @@ TIMEOUTS = {
     "end": 600,
     "other": 300,
 }
-
-_NEWLINES = re.compile(rb"\r\n|\r|\n")
 
 
 class SMTPClientError(Exception):
@@ -57,43 +57,6 @@ class Reply:
     @property
     def temporary(self):
         return 400 <= self.code < 500
-
-
-class DotStuffer:
-    """
-    Encode message bytes for DATA: every line ending becomes CR LF (a stray
-    CR or LF is never passed on: no smuggling into the next hop), and a
-    leading "." is doubled (RFC 5321 §4.5.2) — across chunk boundaries too.
-    """
-
-    def __init__(self):
-        self.atLineStart = True
-        self.pendingCR = False
-
-    def encode(self, chunk):
-        if self.pendingCR:
-            chunk = b"\r" + chunk
-            self.pendingCR = False
-        if chunk.endswith(b"\r"):
-            chunk = chunk[:-1]
-            self.pendingCR = True
-        chunk = _NEWLINES.sub(b"\r\n", chunk)
-        if not chunk:
-            return b""
-        out = chunk.replace(b"\r\n.", b"\r\n..")
-        if self.atLineStart and out.startswith(b"."):
-            out = b"." + out
-        self.atLineStart = out.endswith(b"\r\n")
-        return out
-
-    def finish(self):
-        """The end of data, with the CR LF the last line may lack."""
-        tail = b""
-        if self.pendingCR:
-            tail, self.atLineStart, self.pendingCR = b"\r\n", True, False
-        if not self.atLineStart:
-            tail += b"\r\n"
-        return tail + b".\r\n"
 
 
 @implementer(IPushProducer)
@@ -210,7 +173,7 @@ class SMTPClientProtocol(LineOnlyReceiver):
         if reply.code != 354:
             return reply
         self.transport.registerProducer(self, True)
-        stuffer = DotStuffer()
+        stuffer = DotStuffer(bareCRIsNewline=True)
         try:
             while True:
                 chunk = yield readChunk(source)
@@ -218,7 +181,7 @@ class SMTPClientProtocol(LineOnlyReceiver):
                     break
                 if not self.connected:
                     raise SMTPClientError("connection lost during DATA")
-                self.transport.write(stuffer.encode(chunk))
+                self.transport.write(stuffer.feed(chunk))
                 if self._paused:
                     self._resumed = defer.Deferred()
                     yield self._resumed
@@ -226,7 +189,7 @@ class SMTPClientProtocol(LineOnlyReceiver):
             if self.connected:
                 self.transport.unregisterProducer()
         d = self._expect("end")
-        self.transport.write(stuffer.finish())
+        self.transport.write(stuffer.end())
         return (yield d)
 
     @defer.inlineCallbacks
