@@ -358,3 +358,23 @@ class TestDirectory:
                                  "accounts.sqlite3")
         finally:
             d.close()
+
+
+def test_password_change_takes_effect_at_once_despite_login_cache(tmp_path):
+    """After a password change, the old password stops working at once (the login cache keys on the stored hash)."""
+    from twisted.cred.error import UnauthorizedLogin
+
+    from pymailer.auth.checkers import PasswordChecker
+    from pymailer.auth.directory import SQLiteAccountDirectory
+    from pymailer.auth.passwords import hashPassword
+
+    directory = SQLiteAccountDirectory(tmp_path / "accounts.sqlite3")
+    directory.addDomain("example.org")
+    directory.addUser("alice@example.org", hashPassword("old"))
+    checker = PasswordChecker(directory, None, None)
+    assert checker.check(b"alice@example.org", b"old") == "alice@example.org"
+    assert checker.check(b"alice@example.org", b"old") == "alice@example.org"  # cached
+    directory.setPasswordHash("alice@example.org", hashPassword("new"))
+    with pytest.raises(UnauthorizedLogin):
+        checker.check(b"alice@example.org", b"old")
+    assert checker.check(b"alice@example.org", b"new") == "alice@example.org"

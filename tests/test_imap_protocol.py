@@ -20,7 +20,6 @@ from pymailer.auth.realm import MailRealm
 from pymailer.config import AuthConfig
 from pymailer.imap import utf7
 from pymailer.imap.account import ChangeNotifier, IMAPAccount
-from pymailer.imap.factory import LoginCache
 from pymailer.imap.server import IMAPServer
 from pymailer.store.maildir import MaildirStore
 
@@ -62,7 +61,6 @@ class FakeFactory:
         self.implicitTLS = secure
         self.maxMessageSize = 1000000
         self.tempDir = str(tmp_path)
-        self.loginCache = LoginCache(self.clock)
 
     def account(self, user):
         if isinstance(user, bytes):
@@ -152,12 +150,18 @@ def test_login_and_wrong_password_delayed(client):
 
 
 def test_lockout_after_repeated_failures(tmp_path):
-    """After max_failures wrong passwords the address is locked out and disconnected."""
+    """
+    After max_failures wrong passwords the address is locked out: the next
+    LOGIN, even with the right password, gets [UNAVAILABLE] and BYE.
+    """
     c = Client(tmp_path, secure=True, max_failures=3)
+    out = b""
     for i in range(3):
         c.send(b"a%d LOGIN alice@example.org wrong\r\n" % i)
         c.factory.clock.advance(2.0)
-    out = c.read()
+        out += c.read()
+    assert out.count(b"[AUTHENTICATIONFAILED]") == 3 and b"* BYE" not in out
+    out = c.send(b"a9 LOGIN alice@example.org wrong\r\n")  # refused at once
     assert b"[UNAVAILABLE]" in out and b"* BYE" in out
 
 

@@ -1,10 +1,21 @@
 """
-The password checker behind every login (SMTP AUTH, later IMAP and POP3).
+The password checker behind every login (SMTP AUTH, IMAP, POP3).
 
 argon2 verification is slow by design, so it runs in the thread pool, never
 on the reactor.  An unknown user costs the same verification as a known one
 (against a dummy hash) so timing does not tell which addresses exist.
+
+A verified login is remembered for a minute (a mail client that logs in
+every few seconds would otherwise pay argon2 each time), keyed by an HMAC
+under a per-process random key of the address, the password and the stored
+hash: the password is never kept, and changing it forgets the entry at once.
 """
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
@@ -20,14 +31,42 @@ def _text(value):
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
+class VerifiedLogins:
+    """Logins verified in the last C{ttl} seconds (thread-safe)."""
+
+    def __init__(self, ttl=60.0, maxEntries=10000, now=time.monotonic):
+        self.ttl = ttl
+        self.maxEntries = maxEntries
+        self.now = now
+        self._key = secrets.token_bytes(32)
+        self._entries = {}
+        self._lock = threading.Lock()
+
+    def _digest(self, address, password, stored):
+        material = "\0".join((address, password, stored)).encode("utf-8")
+        return hmac.new(self._key, material, hashlib.sha256).digest()
+
+    def known(self, address, password, stored):
+        with self._lock:
+            expires = self._entries.get(self._digest(address, password, stored))
+        return expires is not None and self.now() < expires
+
+    def remember(self, address, password, stored):
+        with self._lock:
+            if len(self._entries) >= self.maxEntries:
+                self._entries.clear()
+            self._entries[self._digest(address, password, stored)] = self.now() + self.ttl
+
+
 @implementer(ICredentialsChecker)
 class PasswordChecker:
     credentialInterfaces = (IUsernamePassword,)
 
-    def __init__(self, directory, reactor, threadpool):
+    def __init__(self, directory, reactor, threadpool, verified=None):
         self.directory = directory
         self.reactor = reactor
         self.threadpool = threadpool
+        self.verified = verified if verified is not None else VerifiedLogins()
 
     def requestAvatarId(self, credentials):
         return deferToThreadPool(
@@ -46,6 +85,9 @@ class PasswordChecker:
         except (UnicodeDecodeError, ValueError):
             address, passwordText = None, ""
         stored = self.directory.passwordHash(address) if address else None
+        if stored is not None and self.verified.known(address, passwordText, stored):
+            return address
         if verifyPassword(stored, passwordText) and stored is not None:
+            self.verified.remember(address, passwordText, stored)
             return address
         raise UnauthorizedLogin("wrong user name or password")

@@ -3,10 +3,7 @@ The IMAP listener factory (Twisted has none: it only sets C{.portal} on
 each protocol) and the builders the composition root registers.
 """
 
-import hashlib
-import hmac
 import os
-import secrets
 
 from twisted.internet.protocol import ServerFactory
 from twisted.internet.threads import deferToThreadPool
@@ -24,39 +21,6 @@ def notifierFor(parts):
         entry = (parts.store, ChangeNotifier(parts.store, parts.reactor))
         _notifiers[id(parts.store)] = entry
     return entry[1]
-
-
-class LoginCache:
-    """
-    Verified logins remembered for C{ttl} seconds, so a client that logs in
-    every few seconds does not pay an argon2 verification each time.  Keyed
-    by an HMAC of user name and password under a per-process random key:
-    neither the password nor a plain hash of it is ever kept.
-    """
-
-    def __init__(self, clock, ttl=60.0, maxEntries=10000):
-        self.clock = clock
-        self.ttl = ttl
-        self.maxEntries = maxEntries
-        self._key = secrets.token_bytes(32)
-        self._entries = {}
-
-    def _digest(self, username, password):
-        return hmac.new(self._key, username + b"\0" + password, hashlib.sha256).digest()
-
-    def get(self, username, password):
-        entry = self._entries.get(self._digest(username, password))
-        if entry is None:
-            return None
-        user, expires = entry
-        if self.clock.seconds() >= expires:
-            return None
-        return user
-
-    def put(self, username, password, user):
-        if len(self._entries) >= self.maxEntries:
-            self._entries.clear()
-        self._entries[self._digest(username, password)] = (user, self.clock.seconds() + self.ttl)
 
 
 class IMAPFactory(ServerFactory):
@@ -77,7 +41,6 @@ class IMAPFactory(ServerFactory):
         self.notifier = notifierFor(parts)
         self.tempDir = os.path.join(parts.config.data_dir, "tmp")
         os.makedirs(self.tempDir, 0o700, exist_ok=True)
-        self.loginCache = LoginCache(parts.reactor)
 
     def run(self, function, *args):
         return deferToThreadPool(self.parts.reactor, self.parts.threadpool, function, *args)

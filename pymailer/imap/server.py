@@ -41,6 +41,7 @@ from twisted.mail.interfaces import IAccountIMAP
 from zope.interface import implementer
 
 from pymailer.auth.guard import plaintextLoginAllowed
+from pymailer.auth.login import LoginBlocked, guardedLogin
 from pymailer.auth.sasl import Plain, SASLError
 from pymailer.imap import search, utf7
 from pymailer.imap.message import Part, _Concat
@@ -501,47 +502,31 @@ class IMAPServer(IMAP4Server):
         return self._passwordLogin(tag, credentials)
 
     def _passwordLogin(self, tag, credentials):
-        guard, ip = self.factory.guard, self.peerHost
-        account = credentials.username.decode("utf-8", "replace")
-        if guard.blocked(ip) is not None:
-            self.sendLine(tag + b" NO [UNAVAILABLE] Too many failed logins, try again later")
-            self._bye(b"Too many failed logins")
-            return defer.fail(ConnectionError("locked out"))
-        cached = self.factory.loginCache.get(credentials.username, credentials.password)
-        if guard.blocked(ip, account) == "account":
-            d = defer.fail(UnauthorizedLogin("account locked out"))
-        elif cached is not None:
-            d = defer.succeed(self.factory.realm.requestAvatar(cached, None, IAccountIMAP))
-        else:
-            d = self.portal.login(credentials, None, IAccountIMAP)
-        d.addCallback(self._loggedIn, account, credentials)
-        return d.addErrback(self._loginFailed, tag, account)
+        d = guardedLogin(
+            self.portal, self.factory.guard, self.peerHost, credentials,
+            IAccountIMAP, "imap",
+        )
+        d.addCallback(self._loggedIn)
+        return d.addErrback(self._loginFailed, tag)
 
-    def _loggedIn(self, result, account, credentials):
+    def _loggedIn(self, result):
         _, avatar, logout = result
         if self._closing:
             logout()
             raise ConnectionError("gone")
-        self.factory.loginCache.put(credentials.username, credentials.password, avatar.user)
         self.account, self._onLogout = avatar, logout
         self.user = avatar.user
         self.state = "auth"
-        self.factory.guard.succeeded(self.peerHost, account)
         self.setTimeout(self.POSTAUTH_TIMEOUT)
         return b"[CAPABILITY " + b" ".join(self.capabilityList()) + b"] Logged in"
 
-    def _loginFailed(self, failure, tag, account):
+    def _loginFailed(self, failure, tag):
+        if failure.check(LoginBlocked):
+            self.sendLine(tag + b" NO [UNAVAILABLE] Too many failed logins, try again later")
+            self._bye(b"Too many failed logins")
+            raise ConnectionError("locked out")
         failure.trap(UnauthorizedLogin)
-        d = self.factory.guard.failed(self.peerHost, account, "imap")
-
-        def answer(_):
-            if self.factory.guard.blocked(self.peerHost) is not None:
-                self.sendLine(tag + b" NO [UNAVAILABLE] Too many failed logins")
-                self._bye(b"Too many failed logins")
-                raise ConnectionError("locked out")
-            raise CommandFailed("[AUTHENTICATIONFAILED] Authentication failed")
-
-        return d.addCallback(answer)
+        raise CommandFailed("[AUTHENTICATIONFAILED] Authentication failed")
 
     # -- authenticated: mailboxes -------------------------------------------
 
