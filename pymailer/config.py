@@ -111,6 +111,10 @@ class DeliveryConfig:
     """
 
     recipient_delimiter: str = "+"
+    # RFC 5321 §4.5.1: postmaster@ every local domain (and a bare
+    # "postmaster") must be accepted; without a user or alias of that name,
+    # it goes here.
+    postmaster: str | None = None
 
 
 @dataclass(frozen=True)
@@ -506,7 +510,11 @@ def _parse(data, source, baseDir):
             "recipient_delimiter",
             "expected one punctuation character (e.g. '+') or '' for none,"
             f" got {_show(delimiter)}")
-    delivery = DeliveryConfig(recipient_delimiter=delimiter)
+    postmaster = deliveryT.string("postmaster")
+    if postmaster is not None and (postmaster.count("@") != 1 or postmaster.startswith("@")
+                                   or postmaster.endswith("@")):
+        raise deliveryT.error("postmaster", f"expected an address, got {_show(postmaster)}")
+    delivery = DeliveryConfig(recipient_delimiter=delimiter, postmaster=postmaster)
     deliveryT.checkUnknown(deliveryT.seen)
 
     queueT = top.table_("queue")
@@ -532,6 +540,10 @@ def _parse(data, source, baseDir):
     if (tls.cert is None) != (tls.key is None):
         raise tlsT.error("cert" if tls.cert is None else "key",
                          "tls.cert and tls.key go together")
+    for key, path in (("cert", tls.cert), ("key", tls.key)):
+        if path is not None and not os.access(path, os.R_OK):
+            reason = "no such file" if not path.exists() else "not readable"
+            raise tlsT.error(key, f"cannot read {path}: {reason}")
 
     authT = top.table_("auth")
     d = AuthConfig()

@@ -120,7 +120,8 @@ def makeService(config, reactor=None):
     ThreadPoolService(pool).setServiceParent(top)
 
     directory = openDirectory(config)
-    router = Router(directory, config.delivery.recipient_delimiter)
+    router = Router(directory, config.delivery.recipient_delimiter,
+                    config.delivery.postmaster)
     store = MaildirStore(config.data_dir / "mail", config.hostname)
     spool = Spool(config.data_dir / "queue")
 
@@ -192,6 +193,9 @@ def listen(parent, reactor, role, description, factory, tls):
     else:
         endpoint = serverFromString(reactor, description)
     listener = StreamServerEndpointService(endpoint, factory)
+    # A port that cannot be bound stops the start (twistd exits with the
+    # error) instead of leaving a server running that listens nowhere.
+    listener._raiseSynchronously = True
     listener.setName(role)
     listener.setServiceParent(parent)
 

@@ -47,7 +47,8 @@ class TestSample:
             "submissions": "ssl:465", "imap": "tcp:143", "imaps": "ssl:993",
             "pop3": "tcp:110", "pop3s": "ssl:995"}
         assert c.smtp == config.SMTPConfig()
-        assert c.delivery == config.DeliveryConfig()
+        # The sample names a postmaster address (there is no default one).
+        assert c.delivery == config.DeliveryConfig(postmaster="admin@example.org")
         assert c.queue == config.QueueConfig()
 
     def test_sampleMentionsEveryKey(self):
@@ -360,3 +361,17 @@ class TestValues:
             c.smtp.max_message_size = 1
         with pytest.raises(dataclasses.FrozenInstanceError):
             c.listen.smtp = "tcp:1"
+
+
+def test_unreadable_tls_certificate_is_a_config_error(tmp_path):
+    """A [tls] cert that does not exist is one config error line, not an OpenSSL traceback at start."""
+    from pymailer import config
+
+    path = tmp_path / "c.toml"
+    path.write_text(
+        'hostname = "mx.example.org"\ndata_dir = "d"\n[tls]\n'
+        'cert = "/nonexistent.pem"\nkey = "/nonexistent.key"\n'
+    )
+    with pytest.raises(config.ConfigError) as e:
+        config.load(path)
+    assert str(e.value) == f"{path}: tls.cert: cannot read /nonexistent.pem: no such file"

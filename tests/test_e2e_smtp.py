@@ -642,3 +642,20 @@ def test_embedded_default_config(makeMailServer, tmp_path):
     # twistd re-raises the SIGTERM it handled, after a clean shutdown.
     assert server.stop() in (0, -15)
     assert "Server Shut Down." in server.log()
+
+
+def test_port_in_use_stops_the_server(tmp_path):
+    """If a listener's port is taken, twistd exits with the error instead of running without it."""
+    from mailserver import MailServer
+
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen(1)
+    try:
+        server = MailServer(tmp_path / "s", port=blocker.getsockname()[1])
+        result = subprocess.run(server.command(), env=subprocessEnv(), capture_output=True,
+                                text=True, timeout=60, cwd=str(server.root))
+    finally:
+        blocker.close()
+    assert result.returncode != 0
+    assert "Address already in use" in result.stdout + result.stderr

@@ -88,3 +88,19 @@ def test_bad_address_553(directory):
     """A syntactically hopeless address gets 553 5.1.3."""
     r = Router(directory).route("no-at-sign")
     assert (r.code, r.enhanced) == (553, "5.1.3")
+
+
+def test_dangling_alias_is_unknown_user(directory):
+    """An alias whose only target does not exist is refused as an unknown user (5.1.1), not as a loop."""
+    directory.addAlias("dangling@example.org", ["ghost@example.org"])
+    r = Router(directory).route("dangling@example.org")
+    assert (r.code, r.enhanced) == (550, "5.1.1")
+
+
+def test_postmaster_fallback(directory):
+    """postmaster@ any local domain, and a bare "postmaster", reach [delivery] postmaster (RFC 5321 §4.5.1)."""
+    router = Router(directory, postmaster="alice@example.org")
+    assert router.route("postmaster@other.example").users == ("alice@example.org",)
+    assert router.route("Postmaster").users == ("alice@example.org",)
+    directory.addAlias("postmaster@example.org", ["bob@example.org"])
+    assert router.route("postmaster@example.org").users == ("bob@example.org",)

@@ -41,7 +41,6 @@ def _result(reply, remoteHost, dsn=False):
         enhanced, text = first, rest
     else:
         enhanced, text = {2: "2.0.0", 4: "4.0.0", 5: "5.0.0"}[reply.code // 100], reply.text
-    text = f"{text} (from {remoteHost})"
     return DeliveryResult(
         ok=reply.ok, temporary=reply.temporary, code=reply.code, enhanced=enhanced,
         text=text, remoteMTA=remoteHost, dsnPassedOn=dsn,

@@ -41,9 +41,10 @@ class Reject:
 
 
 class Router:
-    def __init__(self, directory, recipientDelimiter="+"):
+    def __init__(self, directory, recipientDelimiter="+", postmaster=None):
         self.directory = directory
         self.delimiter = recipientDelimiter
+        self.postmaster = postmaster
 
     def route(self, address):
         """
@@ -51,6 +52,9 @@ class Router:
 
         @param address: C{local@domain}, not yet normalised.
         """
+        if address.lower() == "postmaster" and self.postmaster:
+            # RFC 5321 §4.5.1: RCPT TO:<Postmaster> without a domain.
+            address = self.postmaster
         try:
             address = normaliseAddress(address)
         except ValueError as e:
@@ -60,10 +64,15 @@ class Router:
             return Relay(address)
         users, forwards, loop = [], [], [False]
         if not self._expand(address, users, forwards, set(), loop, 0):
+            if address.partition("@")[0] == "postmaster" and self.postmaster:
+                return self.route(self.postmaster)
             return Reject(550, "5.1.1", "Recipient address rejected: user unknown")
         if not users and not forwards:
-            # RFC 3463: X.4.6 "Routing loop detected".
-            return Reject(550, "5.4.6", "Recipient address rejected: alias loop")
+            if loop[0]:
+                # RFC 3463: X.4.6 "Routing loop detected".
+                return Reject(550, "5.4.6", "Recipient address rejected: alias loop")
+            # An alias whose targets are all gone.
+            return Reject(550, "5.1.1", "Recipient address rejected: user unknown")
         return Local(address, tuple(dict.fromkeys(users)), tuple(dict.fromkeys(forwards)))
 
     def _expand(self, address, users, forwards, seen, loop, depth):
@@ -74,6 +83,7 @@ class Router:
         @return: C{False} if the address is unknown.
         """
         if address in seen or depth > MAX_ALIAS_DEPTH:
+            loop[0] = True
             return True
         seen.add(address)
         local, _, domain = address.rpartition("@")

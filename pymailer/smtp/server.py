@@ -476,8 +476,6 @@ class SMTPServer(SessionSecurity, ESMTP):
             return self.reply(e.code, e.enhanced, e.text)
         if not recipient.isascii() and not txn.smtputf8:
             return self.reply(553, "5.6.7", "UTF-8 address requires SMTPUTF8")
-        if recipient == "postmaster":
-            recipient = "postmaster@" + self.factory.hostname
         recipient = unquoteLocalPart(recipient)
         if len(txn.recipients) >= self.factory.limits.max_recipients:
             # RFC 5321 §4.5.3.1.10: 452 for too many recipients.
