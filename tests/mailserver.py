@@ -384,3 +384,38 @@ class MailServer:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def insecureTLS():
+    """A client TLS context that accepts the server's self-signed certificate."""
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def loopbackRelayPort(interfaces=("127.0.0.2", "127.0.0.3")):
+    """A port free on 127.0.0.1 and on C{interfaces}: every loopback MX of a
+    relay test listens on it ([relay] port is one number)."""
+    for _ in range(50):
+        port = freePort()
+        if all(portIsFree(port, interface) for interface in interfaces):
+            return port
+    raise RuntimeError("no port free on every loopback address")
+
+
+def relaySenderOptions(dnsAddress, port):
+    """C{makeMailServer} options for a server that relays through the test's
+    DNS server to loopback MXes on C{port}, submission on plaintext loopback."""
+    return dict(
+        roles=("submission",),
+        sections={
+            "auth": {"allow_plaintext_on_loopback": True, "failure_delay": 0},
+            "dns": {"servers": [dnsAddress], "timeout": 2.0},
+            "relay": {"port": port, "connect_timeout": 2.0},
+        },
+        queue={"retry_min": 1, "retry_max": 1},
+    )
+

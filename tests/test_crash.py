@@ -11,7 +11,6 @@ import smtplib
 import threading
 import uuid
 
-import pytest
 
 from mailserver import QUEUE_STATES, waitFor
 

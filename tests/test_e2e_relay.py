@@ -12,24 +12,17 @@ import smtplib
 import pytest
 
 from dnsserver import DNSServer
-from mailserver import PASSWORD, freePort, portIsFree, waitFor
+from mailserver import PASSWORD, loopbackRelayPort, relaySenderOptions, waitFor
 from scriptedsmtp import ScriptedSMTP
 
 ALICE = "alice@example.org"
 
 
-def relayPort():
-    """A port free on 127.0.0.1-3, so every loopback receiver can use it."""
-    for _ in range(50):
-        port = freePort()
-        if all(portIsFree(port, f"127.0.0.{n}") for n in (2, 3)):
-            return port
-    raise RuntimeError("no common free port")
 
 
 @pytest.fixture
 def world(makeMailServer):
-    port = relayPort()
+    port = loopbackRelayPort()
     dns = DNSServer({
         "remote.test": [("MX", "10 mx.remote.test.")],
         "mx.remote.test": [("A", "127.0.0.2")],
@@ -45,16 +38,7 @@ def world(makeMailServer):
     receiver.admin("domain", "add", "implicit.test")
     receiver.addUser("dave@implicit.test")
     receiver.start()
-    sender = makeMailServer(
-        name="sender",
-        roles=("submission",),
-        sections={
-            "auth": {"allow_plaintext_on_loopback": True, "failure_delay": 0},
-            "dns": {"servers": [dns.address], "timeout": 2.0},
-            "relay": {"port": port, "connect_timeout": 2.0},
-        },
-        queue={"retry_min": 1, "retry_max": 1},
-    )
+    sender = makeMailServer(name="sender", **relaySenderOptions(dns.address, port))
 
     class World:
         pass

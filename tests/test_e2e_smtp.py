@@ -8,7 +8,6 @@ test fails with the server's log in the message when it cannot start.
 
 import hashlib
 import os
-import pathlib
 import re
 import shutil
 import smtplib

@@ -7,24 +7,18 @@ sockets, as mail clients use them.
 import signal
 import smtplib
 import socket
-import ssl
 import subprocess
 import time
 
 import pytest
 
-from mailserver import PASSWORD, waitFor
+from mailserver import insecureTLS, PASSWORD, waitFor
 from pymailer.tls import makeSelfSigned
 
 ALICE = "alice@example.org"
 BOB = "bob@example.org"
 
 
-def insecure():
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 @pytest.fixture
@@ -52,7 +46,7 @@ def headerBlock(data):
 def test_starttls_login_send_arrives_with_esmtpsa(server):
     """A client using 587 + STARTTLS + AUTH delivers to a local user; Received says ESMTPSA and TLS."""
     with smtplib.SMTP("127.0.0.1", server.ports["submission"], timeout=10) as c:
-        c.starttls(context=insecure())
+        c.starttls(context=insecureTLS())
         c.login(ALICE, PASSWORD)
         c.sendmail(ALICE, [BOB], message("starttls"))
     (data,) = delivered(server, "bob")
@@ -64,7 +58,7 @@ def test_starttls_login_send_arrives_with_esmtpsa(server):
 
 def test_implicit_tls_465(server):
     """A client using 465 (implicit TLS, RFC 8314) logs in and sends."""
-    with smtplib.SMTP_SSL("127.0.0.1", server.ports["submissions"], context=insecure(), timeout=10) as c:
+    with smtplib.SMTP_SSL("127.0.0.1", server.ports["submissions"], context=insecureTLS(), timeout=10) as c:
         c.login(ALICE, PASSWORD)
         c.sendmail(ALICE, [BOB], message("465"))
     assert "with ESMTPSA" in headerBlock(delivered(server, "bob")[0])
@@ -98,7 +92,7 @@ def test_swaks_tls_auth(server, args):
 def test_mail_before_auth_530(server):
     """On 587, MAIL before AUTH is refused with 530 5.7.0."""
     with smtplib.SMTP("127.0.0.1", server.ports["submission"], timeout=10) as c:
-        c.starttls(context=insecure())
+        c.starttls(context=insecureTLS())
         c.ehlo()
         code, text = c.mail(ALICE)
         assert (code, text[:5]) == (530, b"5.7.0")
@@ -115,7 +109,7 @@ def test_auth_before_starttls_538(server):
 
 def test_wrong_password_535_with_delay(server):
     """A wrong password gets 535 5.7.8, answered only after the failure delay."""
-    with smtplib.SMTP_SSL("127.0.0.1", server.ports["submissions"], context=insecure(), timeout=10) as c:
+    with smtplib.SMTP_SSL("127.0.0.1", server.ports["submissions"], context=insecureTLS(), timeout=10) as c:
         started = time.monotonic()
         with pytest.raises(smtplib.SMTPAuthenticationError) as e:
             c.login(ALICE, "wrong")
@@ -127,14 +121,14 @@ def test_sixth_wrong_password_locks_ip_out(server):
     """After five wrong passwords in a minute, the sixth attempt from that IP gets 421 4.7.0 — even a right one later."""
     codes = []
     for _ in range(6):
-        with smtplib.SMTP_SSL("127.0.0.1", server.ports["submissions"], context=insecure(), timeout=10) as c:
+        with smtplib.SMTP_SSL("127.0.0.1", server.ports["submissions"], context=insecureTLS(), timeout=10) as c:
             c.ehlo()
             code, _ = c.docmd("AUTH", "PLAIN " + _plain(BOB, "wrong"))
             codes.append(code)
             if code == 421:
                 break
     assert codes == [535] * 5 + [421]
-    with smtplib.SMTP_SSL("127.0.0.1", server.ports["submissions"], context=insecure(), timeout=10) as c:
+    with smtplib.SMTP_SSL("127.0.0.1", server.ports["submissions"], context=insecureTLS(), timeout=10) as c:
         c.ehlo()
         code, text = c.docmd("AUTH", "PLAIN " + _plain(ALICE, PASSWORD))
         assert (code, text[:5]) == (421, b"4.7.0")
@@ -149,7 +143,7 @@ def _plain(user, password):
 
 def test_forged_sender_553(server):
     """An authenticated user may not send as another user: 553 5.7.1."""
-    with smtplib.SMTP_SSL("127.0.0.1", server.ports["submissions"], context=insecure(), timeout=10) as c:
+    with smtplib.SMTP_SSL("127.0.0.1", server.ports["submissions"], context=insecureTLS(), timeout=10) as c:
         c.login(ALICE, PASSWORD)
         code, text = c.mail(BOB)
         assert (code, text[:5]) == (553, b"5.7.1")
@@ -168,7 +162,7 @@ def test_starttls_injection_not_executed(server):
         pass
     sock.sendall(b"STARTTLS\r\nRSET\r\n")
     assert f.readline().startswith(b"220 2.0.0")
-    tls = insecure().wrap_socket(sock, server_hostname="mail.example.org")
+    tls = insecureTLS().wrap_socket(sock, server_hostname="mail.example.org")
     tls.sendall(b"EHLO client.test\r\n")
     first = tls.makefile("rb").readline()
     assert first.startswith(b"250-mail.example.org"), first
@@ -239,11 +233,11 @@ def test_certificate_reloaded_on_sighup(makeMailServer, tmp_path):
 
     def peerCertificate():
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            with insecure().wrap_socket(s) as t:
+            with insecureTLS().wrap_socket(s) as t:
                 return t.getpeercert(binary_form=True)
 
     old = peerCertificate()
-    kept = smtplib.SMTP_SSL("127.0.0.1", port, context=insecure(), timeout=10)
+    kept = smtplib.SMTP_SSL("127.0.0.1", port, context=insecureTLS(), timeout=10)
     makeSelfSigned(str(cert), str(key), "new.example.org")
     server.proc.send_signal(signal.SIGHUP)
     waitFor(lambda: peerCertificate() != old, timeout=10, message="new certificate served")

@@ -15,7 +15,7 @@ import time
 import pytest
 from imapclient import IMAPClient
 
-from mailserver import PASSWORD, waitFor
+from mailserver import PASSWORD
 
 ALICE = "alice@example.org"
 BOB = "bob@example.org"

@@ -10,22 +10,16 @@ import io
 import os
 import poplib
 import socket
-import ssl
 import time
 
 import pytest
 
-from mailserver import HOSTNAME, PASSWORD, readVm, waitFor
+from mailserver import insecureTLS, HOSTNAME, PASSWORD, readVm, waitFor
 from pymailer.store.maildir import MaildirStore
 
 ALICE = "alice@example.org"
 
 
-def insecure():
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 @pytest.fixture
@@ -48,7 +42,7 @@ def inbox(server, user=ALICE):
 
 def pop3s(server, login=True):
     client = poplib.POP3_SSL("127.0.0.1", server.ports["pop3s"],
-                             context=insecure(), timeout=30)
+                             context=insecureTLS(), timeout=30)
     if login:
         client.user(ALICE)
         client.pass_(PASSWORD)
@@ -71,7 +65,7 @@ def test_every_command_over_stls(server):
     client = poplib.POP3("127.0.0.1", server.ports["pop3"], timeout=30)
     caps = client.capa()
     assert "STLS" in caps and "USER" not in caps
-    client.stls(insecure())
+    client.stls(insecureTLS())
     caps = client.capa()
     for cap in ("TOP", "UIDL", "USER", "RESP-CODES", "PIPELINING"):
         assert cap in caps
@@ -122,7 +116,7 @@ def test_stls_injection_not_executed(server):
         assert reader.readline().startswith(b"+OK")
         raw.sendall(b"STLS\r\nCAPA\r\n")
         assert reader.readline() == b"+OK Begin TLS negotiation now\r\n"
-        with insecure().wrap_socket(raw, server_hostname=HOSTNAME) as tls:
+        with insecureTLS().wrap_socket(raw, server_hostname=HOSTNAME) as tls:
             tls.sendall(b"QUIT\r\n")
             answer = b""
             while chunk := tls.recv(4096):

@@ -13,7 +13,7 @@ import threading
 import uuid
 
 from dnsserver import DNSServer
-from mailserver import PASSWORD, freePort, portIsFree
+from mailserver import PASSWORD, loopbackRelayPort, relaySenderOptions
 from scriptedsmtp import ScriptedSMTP
 
 ALICE = "alice@example.org"
@@ -114,13 +114,6 @@ class SlowMX(ScriptedSMTP):
                 send("502 5.5.1 not implemented")
 
 
-def relayPort():
-    """A port free on 127.0.0.1 and 127.0.0.2 (the sender's and the MX's)."""
-    for _ in range(50):
-        port = freePort()
-        if portIsFree(port, "127.0.0.2"):
-            return port
-    raise RuntimeError("no common free port")
 
 
 def message(tok):
@@ -155,23 +148,14 @@ def test_sigkill_while_relaying_loses_nothing(makeMailServer, record_property):
     outgoing mail that users were told had been accepted.  Messages sent
     twice (the MX's 250 lost in the crash) are allowed and reported.
     """
-    port = relayPort()
+    port = loopbackRelayPort(("127.0.0.2",))
     dns = DNSServer({
         "remote.test": [("MX", "10 mx.remote.test.")],
         "mx.remote.test": [("A", "127.0.0.2")],
     })
     mx = SlowMX("127.0.0.2", port)
     try:
-        sender = makeMailServer(
-            name="sender",
-            roles=("submission",),
-            sections={
-                "auth": {"allow_plaintext_on_loopback": True, "failure_delay": 0},
-                "dns": {"servers": [dns.address], "timeout": 2.0},
-                "relay": {"port": port, "connect_timeout": 2.0},
-            },
-            queue={"retry_min": 1, "retry_max": 1},
-        )
+        sender = makeMailServer(name="sender", **relaySenderOptions(dns.address, port))
         tokens = [f"tok{n:03d}x{uuid.uuid4().hex[:12]}" for n in range(MESSAGES)]
         # The MX holds its replies until everything is queued, so the kill
         # lands with most of the 100 still to be relayed.

@@ -46,8 +46,8 @@ from pymailer.auth.sasl import Plain, SASLError
 from pymailer.imap import search, utf7
 from pymailer.imap.message import Part, _Concat
 from pymailer.imap.parser import (
-    LITERAL_AT_END, Atom, FileLiteral, ParseError, Raw, SequenceSet, String,
-    astring, formatSet, formatValue, isAtom, number, splitCommand, tokenize,
+    LITERAL_AT_END, Atom, FileLiteral, ParseError, SequenceSet, String,
+    astring, formatSet, formatValue, isAtom, splitCommand, tokenize,
 )
 from pymailer.store.maildir import INBOX, SPECIAL_USE, canonicalName
 
