@@ -35,9 +35,7 @@ server and share its CPUs: the figures are a lower bound.
 """
 
 import argparse
-import os
 import pathlib
-import platform
 import smtplib
 import socket
 import sys
@@ -48,12 +46,12 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
 
 from dnsserver import DNSServer  # noqa: E402
-from mailserver import PASSWORD, MailServer, freePort, portIsFree, readVm  # noqa: E402
+from benchlib import MB, latencyLine, makeMessage, summaryHead, summaryTail  # noqa: E402
+from mailserver import PASSWORD, MailServer, loopbackRelayPort, readVm  # noqa: E402
 from scriptedsmtp import ScriptedSMTP  # noqa: E402
 
 SENDER = "alice@example.org"
 RECIPIENT = "user@remote.test"
-MB = 1024 * 1024
 
 
 class Sink(ScriptedSMTP):
@@ -119,19 +117,6 @@ class Sink(ScriptedSMTP):
                 send(b"502 5.5.1 not implemented")
 
 
-def makeMessage(client, n, size):
-    token = f"bench.{client}.{n}.{time.time_ns()}"
-    head = (
-        f"From: <{SENDER}>\r\n"
-        f"To: <{RECIPIENT}>\r\n"
-        f"Subject: relay bench {client}/{n}\r\n"
-        f"Message-ID: <{token}>\r\n"
-        "\r\n"
-    ).encode()
-    line = b"The quick brown fox jumps over the lazy dog 0123456789 abcdefghij.\r\n"
-    return token, head + line * max(1, (size - len(head)) // len(line))
-
-
 class Client(threading.Thread):
     def __init__(self, bench, index):
         super().__init__(daemon=True, name=f"client-{index}")
@@ -152,7 +137,7 @@ class Client(threading.Thread):
                 s.auth("PLAIN", s.auth_plain)
                 b.loggedIn.wait()
                 for n in range(b.messages):
-                    token, message = makeMessage(self.index, n, b.size)
+                    token, message = makeMessage(SENDER, RECIPIENT, self.index, n, b.size)
                     code, text = s.mail(SENDER, [f"SIZE={len(message)}"])
                     if code == 250:
                         code, text = s.rcpt(RECIPIENT)
@@ -189,22 +174,6 @@ class Bench:
             self.lastAccepted = max(t, self.lastAccepted or t)
 
 
-def percentile(sortedValues, q):
-    if not sortedValues:
-        return float("nan")
-    return sortedValues[min(len(sortedValues) - 1,
-                            max(0, round(q * (len(sortedValues) - 1))))]
-
-
-def sinkPort():
-    """A port free on 127.0.0.2 (the sink) and 127.0.0.1."""
-    for _ in range(50):
-        port = freePort()
-        if portIsFree(port, "127.0.0.2"):
-            return port
-    raise RuntimeError("no free port on 127.0.0.2")
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=20,
@@ -218,7 +187,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     total = args.clients * args.messages
 
-    port = sinkPort()
+    port = loopbackRelayPort(("127.0.0.2",))
     dns = DNSServer({
         "remote.test": [("MX", "10 mx.remote.test.")],
         "mx.remote.test": [("A", "127.0.0.2")],
@@ -314,18 +283,8 @@ def run(server, sink, args, total):
     errors = [c.error for c in clients if c.error is not None]
     start = state.get("start", float("nan"))
     acceptWall = bench.lastAccepted - start if bench.accepted else float("nan")
-    lines = [
-        "",
-        "==== pymailer relay benchmark " + "=" * 36,
-        f"machine                 : {os.cpu_count()} CPUs, Python"
-        f" {platform.python_version()}, {platform.system()} {platform.release()}",
-        f"load                    : {args.clients} clients x {args.messages} messages"
-        f" x {args.size} B = {total} messages",
-        f"accepted (250)          : {bench.accepted}  (refused {len(refused)},"
-        f" client errors {len(errors)})",
-        f"accept wall time        : {acceptWall:.2f} s (first submission -> last 250)",
-        f"accept throughput       : {bench.accepted / acceptWall:.1f} msg/s",
-    ]
+    lines = summaryHead("pymailer relay benchmark", args, total, bench.accepted,
+                        refused, errors, acceptWall, "first submission -> last 250")
     if lastRelayed is not None:
         wall = lastRelayed - start
         lines += [
@@ -336,20 +295,14 @@ def run(server, sink, args, total):
     else:
         lines += [f"relayed to the sink     : only {relayed} of {bench.accepted}"]
     lines += [
-        f"submit 250 -> at sink   : p50 {percentile(latencies, 0.50) * 1000:.1f} ms,"
-        f" p99 {percentile(latencies, 0.99) * 1000:.1f} ms,"
-        f" max {latencies[-1] * 1000 if latencies else float('nan'):.1f} ms",
+        latencyLine("submit 250 -> at sink", latencies, digits=1),
         f"copies at the sink      : {sink.copies} (duplicates {sink.copies - len(sink.arrivals)})",
         f"server peak RSS (VmHWM) : {peak / MB:.1f} MB while relaying"
         + ("" if state.get("reset") else " (could not reset after the logins)"),
         f"  ... during the logins : {state.get('loginPeak', 0) / MB:.1f} MB"
         f" ({args.clients} AUTH PLAIN at once, argon2id)",
-        "=" * 66,
     ]
-    for e in errors[:3]:
-        lines.append(f"client error: {e!r}")
-    for r in refused[:3]:
-        lines.append(f"refused: {r!r}")
+    lines += summaryTail(errors, refused)
     print("\n".join(lines), flush=True)
     return 0 if (bench.accepted == total and relayed == total) else 1
 

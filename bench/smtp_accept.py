@@ -24,7 +24,6 @@ compete with the server for CPU, so the figures are a lower bound.
 import argparse
 import os
 import pathlib
-import platform
 import re
 import smtplib
 import socket
@@ -35,24 +34,10 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
 
+from benchlib import MB, latencyLine, makeMessage, summaryHead, summaryTail  # noqa: E402
 from mailserver import MailServer, readVm, waitFor  # noqa: E402
 
 RECIPIENT = "alice@example.org"
-MB = 1024 * 1024
-
-
-def makeMessage(client, n, size):
-    """A message of about C{size} octets, CRLF-ended, unique Message-ID."""
-    head = (
-        f"From: <bench{client}@client.test>\r\n"
-        f"To: <{RECIPIENT}>\r\n"
-        f"Subject: bench {client}/{n}\r\n"
-        f"Message-ID: <bench.{client}.{n}.{time.time_ns()}@client.test>\r\n"
-        "\r\n"
-    ).encode()
-    line = b"The quick brown fox jumps over the lazy dog 0123456789 abcdefghij.\r\n"
-    body = line * max(1, (size - len(head)) // len(line))
-    return head + body
 
 
 class Client(threading.Thread):
@@ -75,7 +60,8 @@ class Client(threading.Thread):
                 s.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 s.ehlo()
                 for n in range(b.messages):
-                    message = makeMessage(self.index, n, b.size)
+                    _, message = makeMessage(
+                        f"bench{self.index}@client.test", RECIPIENT, self.index, n, b.size)
                     code, text = s.mail(f"bench{self.index}@client.test",
                                         [f"SIZE={len(message)}"])
                     if code == 250:
@@ -127,13 +113,6 @@ class Bench:
             self.accepted += 1
             if self.lastAccepted is None or t > self.lastAccepted:
                 self.lastAccepted = t
-
-
-def percentile(sortedValues, q):
-    if not sortedValues:
-        return float("nan")
-    return sortedValues[min(len(sortedValues) - 1,
-                            max(0, round(q * (len(sortedValues) - 1))))]
 
 
 def countDelivered(server):
@@ -211,21 +190,9 @@ def run(server, args, total):
     errors = [c.error for c in clients if c.error is not None]
     acceptWall = (bench.lastAccepted - bench.firstConnect
                   if bench.accepted else float("nan"))
-    lines = [
-        "",
-        "==== pymailer SMTP accept benchmark " + "=" * 30,
-        f"machine                 : {os.cpu_count()} CPUs, Python"
-        f" {platform.python_version()}, {platform.system()} {platform.release()}",
-        f"load                    : {args.clients} clients x {args.messages} messages"
-        f" x {args.size} B = {total} messages",
-        f"accepted (250)          : {bench.accepted}  (refused {len(refused)},"
-        f" client errors {len(errors)})",
-        f"accept wall time        : {acceptWall:.2f} s (first connect -> last 250)",
-        f"accept throughput       : {bench.accepted / acceptWall:.1f} msg/s",
-        f"DATA end -> 250 latency : p50 {percentile(latencies, 0.50) * 1000:.2f} ms,"
-        f" p99 {percentile(latencies, 0.99) * 1000:.2f} ms,"
-        f" max {latencies[-1] * 1000 if latencies else float('nan'):.2f} ms",
-    ]
+    lines = summaryHead("pymailer SMTP accept benchmark", args, total, bench.accepted,
+                        refused, errors, acceptWall, "first connect -> last 250")
+    lines.append(latencyLine("DATA end -> 250 latency", latencies))
     if lastDelivered is not None:
         wall = lastDelivered - bench.firstConnect
         lines += [
@@ -235,14 +202,8 @@ def run(server, args, total):
         ]
     else:
         lines += [f"delivered to Maildir    : only {delivered} of {bench.accepted}"]
-    lines += [
-        f"server peak RSS (VmHWM) : {peak / MB:.1f} MB",
-        "=" * 66,
-    ]
-    for e in errors[:3]:
-        lines.append(f"client error: {e!r}")
-    for r in refused[:3]:
-        lines.append(f"refused: {r!r}")
+    lines.append(f"server peak RSS (VmHWM) : {peak / MB:.1f} MB")
+    lines += summaryTail(errors, refused)
     print("\n".join(lines), flush=True)
     return 0 if (bench.accepted == total and delivered == total) else 1
 

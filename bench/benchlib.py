@@ -1,0 +1,66 @@
+"""
+What the benchmarks share: the test message, percentiles, and the head and
+tail of the summary they print.
+"""
+
+import os
+import platform
+import time
+
+MB = 1024 * 1024
+_LINE = b"The quick brown fox jumps over the lazy dog 0123456789 abcdefghij.\r\n"
+
+
+def makeMessage(sender, recipient, client, n, size):
+    """
+    @return: C{(token, message)}: a CRLF-ended message of about C{size}
+        octets whose Message-ID is the unique C{token}.
+    """
+    token = f"bench.{client}.{n}.{time.time_ns()}"
+    head = (
+        f"From: <{sender}>\r\n"
+        f"To: <{recipient}>\r\n"
+        f"Subject: bench {client}/{n}\r\n"
+        f"Message-ID: <{token}>\r\n"
+        "\r\n"
+    ).encode()
+    return token, head + _LINE * max(1, (size - len(head)) // len(_LINE))
+
+
+def percentile(sortedValues, q):
+    if not sortedValues:
+        return float("nan")
+    return sortedValues[min(len(sortedValues) - 1,
+                            max(0, round(q * (len(sortedValues) - 1))))]
+
+
+def latencyLine(label, sortedSeconds, digits=2):
+    """C{label : p50 .. ms, p99 .. ms, max .. ms}."""
+    def ms(value):
+        return f"{value * 1000:.{digits}f} ms"
+
+    top = sortedSeconds[-1] if sortedSeconds else float("nan")
+    return (f"{label:<24}: p50 {ms(percentile(sortedSeconds, 0.50))},"
+            f" p99 {ms(percentile(sortedSeconds, 0.99))}, max {ms(top)}")
+
+
+def summaryHead(title, args, total, accepted, refused, errors, wall, wallLabel):
+    return [
+        "",
+        f"==== {title} " + "=" * max(4, 60 - len(title)),
+        f"machine                 : {os.cpu_count()} CPUs, Python"
+        f" {platform.python_version()}, {platform.system()} {platform.release()}",
+        f"load                    : {args.clients} clients x {args.messages} messages"
+        f" x {args.size} B = {total} messages",
+        f"accepted (250)          : {accepted}  (refused {len(refused)},"
+        f" client errors {len(errors)})",
+        f"accept wall time        : {wall:.2f} s ({wallLabel})",
+        f"accept throughput       : {accepted / wall:.1f} msg/s",
+    ]
+
+
+def summaryTail(errors, refused):
+    lines = ["=" * 66]
+    lines += [f"client error: {e!r}" for e in errors[:3]]
+    lines += [f"refused: {r!r}" for r in refused[:3]]
+    return lines
