@@ -45,7 +45,25 @@ class ScriptedSMTP:
                 return self.rcptReplies.pop(0)
             return self.rcptReplies[0]
 
+    def messageReceived(self, mail, rcpts, data):
+        """
+        A message's final "." has arrived: record it and return the reply.
+        Subclasses make the far side slow, or count what came.
+        """
+        with self.lock:
+            self.messages.append((mail, rcpts, data))
+        return "250 2.0.0 queued"
+
+    def replySent(self, mail, rcpts, data):
+        """The end-of-data reply went out (the sender may now know)."""
+
     def _session(self, rfile, wfile):
+        try:
+            self._converse(rfile, wfile)
+        except OSError:
+            pass  # the sender went away mid-conversation
+
+    def _converse(self, rfile, wfile):
         transcript = []
         self.transcripts.append(transcript)
 
@@ -83,12 +101,14 @@ class ScriptedSMTP:
                 data = []
                 while True:
                     chunk = rfile.readline()
-                    if chunk in (b".\r\n", b""):
+                    if chunk == b"":
+                        return  # cut off mid-message: not received
+                    if chunk == b".\r\n":
                         break
                     data.append(chunk[1:] if chunk.startswith(b".") else chunk)
-                with self.lock:
-                    self.messages.append((mail, rcpts, b"".join(data)))
-                send("250 2.0.0 queued")
+                data = b"".join(data)
+                send(self.messageReceived(mail, rcpts, data))
+                self.replySent(mail, rcpts, data)
             elif verb == b"RSET":
                 mail, rcpts = None, []
                 send("250 2.0.0 ok")
