@@ -28,18 +28,21 @@ class RoutingAgent:
             self.reactor, self.threadpool,
             lambda: [self.router.route(r.address) for r in recipients],
         )
-        results, local, remote = {}, [], []
+        results, local, localRoutes, remote = {}, [], [], []
         for recipient, route in zip(recipients, routes):
             if isinstance(route, Reject):
                 results[recipient.index] = DeliveryResult.permfail(
                     route.text, route.code, route.enhanced)
             elif isinstance(route, Local):
                 local.append(recipient)
+                localRoutes.append(route)
             else:
                 remote.append(recipient)
         pending = []
         if local:
-            pending.append(self.local.deliver(envelope, local, openData, recovering))
+            # The routes go along: the local agent need not look them up again.
+            pending.append(self.local.deliver(
+                envelope, local, openData, recovering, routes=localRoutes))
         if remote:
             pending.append(self.relay.deliver(envelope, remote, openData, recovering))
         for partial in (yield defer.gatherResults(pending, consumeErrors=True)):

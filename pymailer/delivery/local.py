@@ -38,7 +38,12 @@ class LocalDeliveryAgent:
         self.reactor = reactor
         self.threadpool = threadpool
 
-    def deliver(self, envelope, recipients, openData, recovering):
+    def deliver(self, envelope, recipients, openData, recovering, routes=None):
+        """
+        @param routes: the recipients' routes when the caller (the routing
+            agent) has them already, in the order of C{recipients}; looked
+            up here otherwise.
+        """
         return deferToThreadPool(
             self.reactor,
             self.threadpool,
@@ -47,16 +52,18 @@ class LocalDeliveryAgent:
             recipients,
             openData,
             recovering,
+            routes,
         )
 
-    def _deliverAll(self, envelope, recipients, openData, recovering):
+    def _deliverAll(self, envelope, recipients, openData, recovering, routes):
+        if routes is None:
+            routes = [self.router.route(r.address) for r in recipients]
         return {
-            r.index: self._deliverOne(envelope, r, openData, recovering)
-            for r in recipients
+            r.index: self._deliverOne(envelope, r, route, openData, recovering)
+            for r, route in zip(recipients, routes)
         }
 
-    def _deliverOne(self, envelope, recipient, openData, recovering):
-        route = self.router.route(recipient.address)
+    def _deliverOne(self, envelope, recipient, route, openData, recovering):
         if isinstance(route, Reject):
             return DeliveryResult.permfail(route.text, route.code, route.enhanced)
         if isinstance(route, Relay):
