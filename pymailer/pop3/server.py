@@ -416,36 +416,34 @@ class POP3Server(pop3.POP3):
         self.successResponse(
             b"%d %d" % (len(present), sum(size for _, size in present)))
 
-    def do_LIST(self, rest):
-        args = self._args(rest, (0, 1), b"LIST [msg]")
+    def _scanListing(self, rest, usage, line, heading):
+        """
+        LIST and UIDL (RFC 1939 §5, §7): one message's line, or every
+        present message's, each C{b"n " + line(index, size)}.
+        """
+        args = self._args(rest, (0, 1), usage)
         if args is None:
             return
         if args:
             index = self._messageIndex(args[0])
             if index is not None:
-                self.successResponse(
-                    b"%d %d" % (index + 1, self.mbox.listMessages(index)))
+                size = self.mbox.listMessages(index)
+                self.successResponse(b"%d %s" % (index + 1, line(index, size)))
             return
         present = self._present()
-        self._multiLine(
-            b"%d messages (%d octets)"
-            % (len(present), sum(size for _, size in present)),
-            [b"%d %d" % (i + 1, size) for i, size in present])
+        self._multiLine(heading(present),
+                        [b"%d %s" % (i + 1, line(i, size)) for i, size in present])
+
+    def do_LIST(self, rest):
+        self._scanListing(
+            rest, b"LIST [msg]", lambda i, size: b"%d" % size,
+            lambda present: b"%d messages (%d octets)"
+            % (len(present), sum(size for _, size in present)))
 
     def do_UIDL(self, rest):
-        args = self._args(rest, (0, 1), b"UIDL [msg]")
-        if args is None:
-            return
-        if args:
-            index = self._messageIndex(args[0])
-            if index is not None:
-                self.successResponse(
-                    b"%d %s" % (index + 1, self.mbox.getUidl(index).encode("ascii")))
-            return
-        self._multiLine(
-            b"Unique-ID listing follows",
-            [b"%d %s" % (i + 1, self.mbox.getUidl(i).encode("ascii"))
-             for i, _ in self._present()])
+        self._scanListing(
+            rest, b"UIDL [msg]", lambda i, size: self.mbox.getUidl(i).encode("ascii"),
+            lambda present: b"Unique-ID listing follows")
 
     def do_DELE(self, rest):
         args = self._args(rest, (1,), b"DELE msg")
