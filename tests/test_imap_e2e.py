@@ -15,7 +15,7 @@ import time
 import pytest
 from imapclient import IMAPClient
 
-from mailserver import PASSWORD
+from mailserver import PASSWORD, waitFor
 
 ALICE = "alice@example.org"
 BOB = "bob@example.org"
@@ -47,7 +47,7 @@ def deliver(server, to, subject, body="hello\r\n"):
 
 
 def client(server, user=ALICE):
-    c = IMAPClient("127.0.0.1", port=server.ports["imap"], ssl=False)
+    c = IMAPClient("127.0.0.1", port=server.ports["imap"], ssl=False, timeout=30)
     c.login(user, PASSWORD)
     return c
 
@@ -388,4 +388,26 @@ SyncState *
     assert c.search(["SUBJECT", "fromlocal"])
     uid = c.search(["SUBJECT", "tolocal"])[0]
     assert b"\\Seen" in c.get_flags([uid])[uid]
+    c.logout()
+
+
+def test_large_unseen_message_fetched_whole_and_marked_seen(server):
+    """
+    A large (400 KB) unread message opened in a mail client arrives whole and
+    becomes \\Seen: setting the flag renames the file, and the streamed body
+    must not be lost with the old name.
+    """
+    body = "".join(f"line {n:06d} of a long message, padding padding padding\r\n"
+                   for n in range(7000))
+    reader = "dora@example.org"  # a mailbox of its own: other tests count theirs
+    server.addUser(reader)
+    deliver(server, reader, "large-unseen", body)
+    c = client(server, reader)
+    c.select_folder("INBOX")
+    (uid,) = waitFor(lambda: c.search(["SUBJECT", "large-unseen"]), timeout=10,
+                     message="the large message in INBOX")
+    data = c.fetch([uid], ["BODY[]"])[uid][b"BODY[]"]
+    assert data.endswith(body.encode())
+    assert b"\\Seen" in c.get_flags([uid])[uid]
+    assert c.noop()  # the session is still in step
     c.logout()

@@ -27,6 +27,7 @@ Maildir store keeps only system flags, so C{PERMANENTFLAGS} has no C{\\*}).
 """
 
 import mmap
+import os
 import tempfile
 from collections import deque
 
@@ -72,10 +73,14 @@ class CommandFailed(Exception):
 
 
 class _Range:
-    """A part of a message file to stream: C{length} octets at C{offset}."""
+    """
+    A part of a message file to stream: C{length} octets at C{offset} of
+    C{file}, a descriptor of its own on the message as it was opened (a
+    rename, e.g. by setting \\Seen, does not lose it).
+    """
 
-    def __init__(self, path, offset, length):
-        self.path, self.offset, self.length = path, offset, length
+    def __init__(self, file, offset, length):
+        self.file, self.offset, self.length = file, offset, length
 
 
 class Selected:
@@ -1091,16 +1096,22 @@ class IMAPServer(IMAP4Server):
         for start in range(0, len(targets), batch):
             chunk = targets[start:start + batch]
             results = yield self.account.run(self._buildFetch, selected, chunk, items, setsSeen)
-            for pieces in results:
-                for piece in pieces:
+            pending = [p for pieces in results for p in pieces]
+            try:
+                while pending and not self._closing:
+                    piece = pending.pop(0)
                     if isinstance(piece, _Range):
                         yield self._stream(piece)
                     else:
                         self.transport.write(piece)
                     if self._paused is not None:
                         yield self._paused
-                if self._closing:
-                    return
+            finally:
+                for piece in pending:
+                    if isinstance(piece, _Range):
+                        piece.file.close()
+            if self._closing:
+                return
 
     def _buildFetch(self, selected, chunk, items, setsSeen):
         """Blocking: the response pieces for a few messages."""
@@ -1112,7 +1123,7 @@ class IMAPServer(IMAP4Server):
                 continue
             with f:
                 size = selected.infos[u].size if u in selected.infos else None
-                fileSize = __import__("os").fstat(f.fileno()).st_size
+                fileSize = os.fstat(f.fileno()).st_size
                 data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if fileSize else b""
                 try:
                     extraFlags = None
@@ -1121,16 +1132,22 @@ class IMAPServer(IMAP4Server):
                         selected.mailbox.setFlags(u, new)
                         selected.flags[u] = new
                         extraFlags = True
-                    out.append(self._fetchPieces(seq, u, items, data, f.name, extraFlags, size))
+                    out.append(self._fetchPieces(
+                        seq, u, items, data, lambda: os.fdopen(os.dup(f.fileno()), "rb"),
+                        extraFlags, size))
                 finally:
                     if fileSize:
                         data.close()
         return out
 
-    def _fetchLine(self, seq, u, items, data, path):
-        return b"".join(self._fetchPieces(seq, u, items, data, path, None, None))
+    def _fetchLine(self, seq, u, items, data, reopen):
+        return b"".join(self._fetchPieces(seq, u, items, data, reopen, None, None))
 
-    def _fetchPieces(self, seq, u, items, data, path, extraFlags, size):
+    def _fetchPieces(self, seq, u, items, data, reopen, extraFlags, size):
+        """
+        @param reopen: returns a new file object on the message, for the
+            sections too big to hold in the response (see L{_Range}).
+        """
         selected = self.selected if self.selected is not None else None
         info = selected.infos.get(u) if selected else None
         part = None
@@ -1183,7 +1200,7 @@ class IMAPServer(IMAP4Server):
                     if content is not None:
                         pieces.append(bytes(content[s:e]))
                     elif e - s > STREAM_THRESHOLD:
-                        pieces.append(_Range(path, s, e - s))
+                        pieces.append(_Range(reopen(), s, e - s))
                     else:
                         pieces.append(bytes(data[s:e]))
         if extraFlags and not wroteFlags:
@@ -1202,7 +1219,7 @@ class IMAPServer(IMAP4Server):
     @defer.inlineCallbacks
     def _stream(self, piece):
         """Write a file range, reading it in the thread pool chunk by chunk."""
-        with open(piece.path, "rb") as f:
+        with piece.file as f:
             offset, left = piece.offset, piece.length
             while left > 0:
                 size = min(CHUNK, left)
