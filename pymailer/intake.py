@@ -60,6 +60,11 @@ class MessageIntake:
         return deferToThreadPool(self.reactor, self.threadpool, f, *args)
 
     def checkCapacity(self, size):
+        """
+        Room for a message of (declared) C{size}: free spool space must stay
+        above C{minFreeSpace} (the configured factor times the size limit),
+        and above the message itself.
+        """
         def check():
             free = shutil.disk_usage(self.spool.root).free
             if free < max(self.minFreeSpace, size):

@@ -378,3 +378,22 @@ def test_password_change_takes_effect_at_once_despite_login_cache(tmp_path):
     with pytest.raises(UnauthorizedLogin):
         checker.check(b"alice@example.org", b"old")
     assert checker.check(b"alice@example.org", b"new") == "alice@example.org"
+
+
+def test_weak_hash_upgraded_at_login(tmp_path):
+    """A password hashed with weaker argon2 parameters is re-hashed with today's at the next good login."""
+    from argon2 import PasswordHasher
+
+    from pymailer.auth.checkers import PasswordChecker
+    from pymailer.auth.directory import SQLiteAccountDirectory
+    from pymailer.auth.passwords import needsRehash, verifyPassword
+
+    directory = SQLiteAccountDirectory(tmp_path / "accounts.sqlite3")
+    directory.addDomain("example.org")
+    weak = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash("pw")
+    directory.addUser("alice@example.org", weak)
+    assert needsRehash(weak)
+    PasswordChecker(directory, None, None).check(b"alice@example.org", b"pw")
+    upgraded = directory.passwordHash("alice@example.org")
+    assert upgraded != weak and not needsRehash(upgraded)
+    assert verifyPassword(upgraded, "pw")

@@ -24,7 +24,7 @@ from twisted.internet.threads import deferToThreadPool
 from zope.interface import implementer
 
 from pymailer.auth.directory import normaliseAddress
-from pymailer.auth.passwords import verifyPassword
+from pymailer.auth.passwords import hashPassword, needsRehash, verifyPassword
 
 
 def _text(value):
@@ -88,6 +88,11 @@ class PasswordChecker:
         if stored is not None and self.verified.known(address, passwordText, stored):
             return address
         if verifyPassword(stored, passwordText) and stored is not None:
+            if needsRehash(stored):
+                # Hashed with weaker parameters than today's: upgrade it
+                # now that we have the password.
+                stored = hashPassword(passwordText)
+                self.directory.setPasswordHash(address, stored)
             self.verified.remember(address, passwordText, stored)
             return address
         raise UnauthorizedLogin("wrong user name or password")

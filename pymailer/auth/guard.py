@@ -70,7 +70,7 @@ class LoginGuard:
         self._prune()
         return deferLater(self.clock, self.config.failure_delay, lambda: None)
 
-    def succeeded(self, ip, account):
+    def succeeded(self, account):
         self._failures.pop(("account", account), None)
 
     def _prune(self):

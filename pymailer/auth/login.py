@@ -17,16 +17,25 @@ guard's bookkeeping and logs (undecodable bytes are replaced).
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 
+from pymailer.auth.directory import normaliseAddress
+
 
 class LoginBlocked(UnauthorizedLogin):
     """The client's address is locked out after too many failed logins."""
 
 
 def accountName(username):
-    """The user name as the guard counts it (C{str}, never raises)."""
+    """
+    The user name as the guard counts it (C{str}, never raises): the
+    normalised address, as the checker logs in with, so that C{Bob@EXAMPLE.org}
+    and C{bob@example.org} share one lockout.
+    """
     if isinstance(username, bytes):
-        return username.decode("utf-8", "replace")
-    return str(username)
+        username = username.decode("utf-8", "replace")
+    try:
+        return normaliseAddress(str(username))
+    except ValueError:
+        return str(username)
 
 
 def guardedLogin(portal, guard, ip, credentials, interface, protocol):
@@ -48,7 +57,7 @@ def guardedLogin(portal, guard, ip, credentials, interface, protocol):
         d = defer.maybeDeferred(portal.login, credentials, None, interface)
 
     def succeeded(result):
-        guard.succeeded(ip, account)
+        guard.succeeded(account)
         return result
 
     def failed(failure):

@@ -31,7 +31,6 @@ class IMAPFactory(ServerFactory):
     def __init__(self, parts, implicitTLS=False):
         self.parts = parts
         self.portal = parts.portal
-        self.realm = parts.portal.realm
         self.tls = parts.tls
         self.guard = parts.guard
         self.store = parts.store

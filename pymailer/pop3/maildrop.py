@@ -83,10 +83,6 @@ class MaildropLock:
         if fd is not None:
             os.close(fd)  # releases the flock
 
-    @property
-    def held(self):
-        return self._fd is not None
-
 
 @implementer(IMailboxPOP3)
 class Maildrop:

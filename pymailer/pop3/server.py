@@ -220,9 +220,6 @@ class POP3Server(pop3.POP3):
             caps.append(b"STLS")
         return caps
 
-    def listCapabilities(self):
-        return self.capabilities()
-
     def do_CAPA(self, rest):
         self._multiLine(b"Capability list follows", self.capabilities())
 

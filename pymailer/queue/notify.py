@@ -11,7 +11,7 @@ import time
 from twisted.logger import Logger
 
 from pymailer.envelope import Recipient, Session
-from pymailer.queue.bounce import buildReport, shouldReport
+from pymailer.queue.bounce import buildReport, reportEnvelopeSender, shouldReport
 
 
 class Reporter:
@@ -47,11 +47,11 @@ class Reporter:
                 )
             queueId = self.spool.inject(
                 io.BytesIO(data),
-                sender="",
+                sender=reportEnvelopeSender(),
                 recipients=(Recipient(0, envelope.sender),),
                 receivedAt=time.time(),
                 session=Session(helo=self.hostname, protocol="local"),
-                body="8BITMIME" if any(b > 127 for b in data) else "7BIT",
+                body="7BIT" if data.isascii() else "8BITMIME",
             )
             self.log.info("{qid}: sent a {action} report to <{to}> as {report}",
                           qid=envelope.queueId, action=action, to=envelope.sender,

@@ -53,7 +53,6 @@ class QueueRunner(Service):
         d = self._inThread(self._recover)
         d.addErrback(lambda f: self.log.failure("queue recovery failed", f))
         d.addBoth(lambda _: self.kick())
-        self._started = d
 
     def stopService(self):
         Service.stopService(self)

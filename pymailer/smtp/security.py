@@ -66,7 +66,7 @@ class SessionSecurity:
         # been injected by a man in the middle: it is dropped, not run.
         self._buffer = b""
         self._heloName = None
-        self._txn = None
+        self._resetTransaction()
         self._releaseIntake()
         self.transport.startTLS(self.factory.tls)
         self.secure = True

@@ -406,7 +406,7 @@ class SMTPServer(SessionSecurity, ESMTP):
         sender = unquoteLocalPart(sender)
         size = int(params.get("SIZE") or 0)
         d = self._anonymousLogin()
-        d.addCallback(lambda _: self.intake.checkCapacity(self._minFreeSpace(size)))
+        d.addCallback(lambda _: self.intake.checkCapacity(size))
         d.addCallback(lambda _: self.intake.validateSender(self._session(), sender, params))
 
         def accepted(_):
@@ -414,10 +414,6 @@ class SMTPServer(SessionSecurity, ESMTP):
             self.reply(250, "2.1.0", f"Sender <{sender}> ok")
 
         return d.addCallback(accepted)
-
-    def _minFreeSpace(self, size):
-        limits = self.factory.limits
-        return max(size, int(limits.max_message_size * limits.min_free_disk_factor))
 
     def _checkMailParams(self, sender, params):
         for key, value in params.items():
