@@ -6,6 +6,7 @@ Every store call blocks, so the avatar runs them in the shared thread pool
 and returns C{Deferred}s; the protocol never touches the disk itself.
 """
 
+import fcntl
 import json
 import os
 
@@ -14,6 +15,7 @@ from twisted.logger import Logger
 from twisted.mail.interfaces import IAccountIMAP
 from zope.interface import implementer
 
+from pymailer.fsutil import fsyncDirectory, writeDurably
 from pymailer.interfaces import IChangeNotifier
 
 log = Logger()
@@ -66,18 +68,23 @@ class IMAPAccount:
             return set()
 
     def setSubscribed(self, name, subscribed):
-        names = self.subscriptions()
-        if subscribed:
-            names.add(name)
-        else:
-            names.discard(name)
-        os.makedirs(os.path.dirname(self._subscriptionsPath), 0o700, exist_ok=True)
-        tmp = self._subscriptionsPath + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(sorted(names), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._subscriptionsPath)
+        directory = os.path.dirname(self._subscriptionsPath)
+        os.makedirs(directory, 0o700, exist_ok=True)
+        # Two sessions of one user (in two pool threads, or two processes)
+        # must not lose each other's change: read-modify-write under a lock.
+        lockFd = os.open(self._subscriptionsPath + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lockFd, fcntl.LOCK_EX)
+            names = self.subscriptions()
+            if subscribed:
+                names.add(name)
+            else:
+                names.discard(name)
+            writeDurably(self._subscriptionsPath,
+                         json.dumps(sorted(names)).encode("utf-8"))
+            fsyncDirectory(directory)
+        finally:
+            os.close(lockFd)
 
 
 @implementer(IChangeNotifier)

@@ -43,6 +43,7 @@ from pathlib import Path
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from pymailer.fsutil import fsyncDirectory, writeDurably
 from pymailer.interfaces import IMailbox, IMailStore
 from pymailer.store import MessageInfo
 
@@ -73,14 +74,6 @@ _DELETED_PREFIX = "..pymailer-deleted-"
 _UNIQUE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _DELIVERY_TIME = re.compile(r"(\d+)(?:\.M(\d+))?")
 _ESCAPED = re.compile(r"%([0-9A-F]{2})")
-
-
-def _fsyncDirectory(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _listNames(directory):
@@ -229,7 +222,7 @@ class MaildirStore:
             except FileExistsError:
                 pass
         for directory in (userDir, userDir.parent, self.root):
-            _fsyncDirectory(directory)
+            fsyncDirectory(directory)
 
     def mailbox(self, user, name=INBOX):
         canonical, path = self._resolve(user, name)
@@ -261,7 +254,7 @@ class MaildirStore:
             _makeMaildir(path, folder=True)
         except FileExistsError:
             raise KeyError(name) from None
-        _fsyncDirectory(path.parent)
+        fsyncDirectory(path.parent)
 
     def deleteMailbox(self, user, name):
         canonical, path = self._resolve(user, name)
@@ -276,7 +269,7 @@ class MaildirStore:
             os.rename(path, trash)
         except FileNotFoundError:
             raise KeyError(name) from None
-        _fsyncDirectory(path.parent)
+        fsyncDirectory(path.parent)
         shutil.rmtree(trash, ignore_errors=True)
 
     def renameMailbox(self, user, oldName, newName):
@@ -303,7 +296,7 @@ class MaildirStore:
                 raise KeyError(newName)
         for source, target in moves:
             os.rename(userDir / source, userDir / target)
-        _fsyncDirectory(userDir)
+        fsyncDirectory(userDir)
 
     # -- delivery ----------------------------------------------------------
 
@@ -380,7 +373,7 @@ def writeMessage(mailboxDir, subdir, fileName, prefix, source,
             os.utime(current, (internalDate, internalDate))
         os.rename(current, final)
         current = final
-        _fsyncDirectory(os.path.join(mailboxDir, subdir))
+        fsyncDirectory(os.path.join(mailboxDir, subdir))
     except BaseException:
         try:
             os.unlink(current)
@@ -441,15 +434,11 @@ class MaildirMailbox:
         return validity, uidNext, listed
 
     def _writeList(self, validity, uidNext, listed):
-        tmp = self.path / (UIDLIST + ".tmp")
-        with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
-            f.write(f"1 V{validity} N{uidNext}\n")
-            for key, uid in sorted(listed.items(), key=lambda kv: kv[1]):
-                f.write(f"{uid} {key}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, self.path / UIDLIST)
-        _fsyncDirectory(self.path)
+        lines = [f"1 V{validity} N{uidNext}\n"]
+        lines += [f"{uid} {key}\n" for key, uid in sorted(listed.items(), key=lambda kv: kv[1])]
+        data = "".join(lines).encode("utf-8", "surrogateescape")
+        writeDurably(str(self.path / UIDLIST), data, mode=0o600)
+        fsyncDirectory(self.path)
 
     def _lockedState(self):
         """Under the lock: the list, created if missing."""
@@ -594,7 +583,7 @@ class MaildirMailbox:
                         files = {_basename(n): n for n in _listNames(cur)}
                 del listed[key]
             if doomed:
-                _fsyncDirectory(cur)
+                fsyncDirectory(cur)
                 self._writeList(validity, uidNext, listed)
         self._fileNames = {u: n for u, n in self._fileNames.items()
                            if u not in uids}
