@@ -29,9 +29,7 @@ class IncomingMessage:
         return self._intake._inThread(self._writer.write, data)
 
     def commit(self, envelope):
-        d = self._intake._inThread(self._writer.commit, envelope)
-        d.addCallback(lambda _: self._intake.queue.enqueue(self.queueId))
-        return d
+        return self._intake._inThread(self._writer.commit, envelope)
 
     def abort(self):
         return self._intake._inThread(self._writer.abort)
@@ -45,11 +43,10 @@ class MessageIntake:
     @ivar relayAvailable: is there an agent that delivers to other domains.
     """
 
-    def __init__(self, router, spool, queue, reactor, threadpool,
+    def __init__(self, router, spool, reactor, threadpool,
                  minFreeSpace=0, user=None, relayAvailable=False):
         self.router = router
         self.spool = spool
-        self.queue = queue
         self.reactor = reactor
         self.threadpool = threadpool
         self.minFreeSpace = minFreeSpace

@@ -10,7 +10,6 @@ listener -> SMTP -> intake (router, spool) -> queue runner -> local delivery
 import os
 import signal
 import sys
-import time
 from dataclasses import dataclass
 
 from twisted.application.internet import StreamServerEndpointService
@@ -31,7 +30,6 @@ from pymailer.delivery.dispatch import RoutingAgent
 from pymailer.delivery.local import LocalDeliveryAgent
 from pymailer.delivery.relay import RelayDeliveryAgent
 from pymailer.dns import Resolver
-from pymailer.envelope import Recipient
 from pymailer.delivery.router import Router
 from pymailer.intake import MessageIntake
 from pymailer.queue.notify import Reporter
@@ -133,17 +131,7 @@ def makeService(config, reactor=None):
     runner = QueueRunner(spool, None, config.queue, reactor, pool,
                          reporter=Reporter(spool, config.hostname, config.queue))
 
-    def forward(envelope, addresses, openData):
-        with openData() as source:
-            spool.inject(
-                source, sender=envelope.sender,
-                recipients=tuple(Recipient(i, a) for i, a in enumerate(addresses)),
-                receivedAt=time.time(), session=envelope.session, body=envelope.body,
-                smtputf8=envelope.smtputf8,
-            )
-        reactor.callFromThread(runner.kick)
-
-    localAgent = LocalDeliveryAgent(store, router, config.hostname, reactor, pool, forward)
+    localAgent = LocalDeliveryAgent(store, router, config.hostname, reactor, pool, spool)
     relayAgent = RelayDeliveryAgent(config.relay, resolver, config.hostname, reactor, pool)
     runner.agent = RoutingAgent(router, localAgent, relayAgent, reactor, pool)
     runner.setServiceParent(top)
@@ -152,7 +140,7 @@ def makeService(config, reactor=None):
 
     def intakeFor(user):
         return MessageIntake(
-            router, spool, runner, reactor, pool,
+            router, spool, reactor, pool,
             minFreeSpace=minFree, user=user, relayAvailable=True,
         )
 

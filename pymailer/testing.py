@@ -89,7 +89,7 @@ class MemoryIntake(MessageIntake):
 
     def __init__(self, directory, user=None, relayAvailable=False):
         MessageIntake.__init__(
-            self, Router(directory), spool=None, queue=None, reactor=None,
+            self, Router(directory), spool=None, reactor=None,
             threadpool=None, user=user, relayAvailable=relayAvailable,
         )
         self.committed = []

@@ -6,13 +6,15 @@ It runs from the queue, never inside the SMTP reply, so a crash between the
 headers (``Return-Path:`` and ``Received:``) and writes through the store.
 """
 
+import time
+
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from pymailer.delivery.router import Local, Reject, Relay
 from pymailer.delivery.trace import receivedHeader, returnPath
-from pymailer.envelope import DeliveryResult
+from pymailer.envelope import DeliveryResult, Recipient
 from pymailer.interfaces import IDeliveryAgent
 
 
@@ -25,14 +27,13 @@ def traceHeaders(envelope, recipient, hostname):
 class LocalDeliveryAgent:
     log = Logger()
 
-    def __init__(self, store, router, hostname, reactor, threadpool, forward=None):
+    def __init__(self, store, router, hostname, reactor, threadpool, spool=None):
         """
-        @param forward: C{forward(envelope, addresses, openData)} (blocking)
-            queues a copy for remote alias targets; C{None} until a relay
-            exists.
+        @param spool: where copies for remote alias targets are queued (for
+            the relay); C{None} when there is no relay.
         """
         self.store = store
-        self.forward = forward
+        self.spool = spool
         self.router = router
         self.hostname = hostname
         self.reactor = reactor
@@ -91,7 +92,7 @@ class LocalDeliveryAgent:
             )
             return DeliveryResult.tempfail(f"mailbox unavailable: {e.strerror}")
         if route.forwards:
-            if self.forward is None:
+            if self.spool is None:
                 self.log.warn(
                     "{qid}: <{to}> forwards to {fwd}: relaying is not available",
                     qid=envelope.queueId, to=recipient.address, fwd=", ".join(route.forwards),
@@ -100,5 +101,15 @@ class LocalDeliveryAgent:
                     return DeliveryResult.tempfail(
                         "forwarding to other domains is not available", enhanced="4.4.0")
             else:
-                self.forward(envelope, route.forwards, openData)
+                self._forward(envelope, route.forwards, openData)
         return DeliveryResult.delivered(f"delivered to {len(route.users)} mailbox(es)")
+
+    def _forward(self, envelope, addresses, openData):
+        """Queue a copy for remote alias targets, same sender. Blocking."""
+        with openData() as source:
+            self.spool.inject(
+                source, sender=envelope.sender,
+                recipients=tuple(Recipient(i, a) for i, a in enumerate(addresses)),
+                receivedAt=time.time(), session=envelope.session, body=envelope.body,
+                smtputf8=envelope.smtputf8,
+            )

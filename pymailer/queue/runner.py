@@ -2,8 +2,8 @@
 The queue runner: takes accepted messages from the spool and hands their
 recipients to a delivery agent, retrying with backoff.
 
-Clock-driven (C{IReactorTime}, so tests use C{task.Clock}), kicked at once on
-enqueue, with a bounded active set.  It alternates between new and deferred
+Clock-driven (C{IReactorTime}, so tests use C{task.Clock}), kicked at once by
+every commit to the spool, with a bounded active set.  It alternates between new and deferred
 mail so that neither starves the other (Postfix's qmgr does the same).  On
 start-up it first takes back what a dead process left in C{active/}.
 """
@@ -36,6 +36,8 @@ class QueueRunner(Service):
         self.agent = agent
         # Sends delivery status notifications (L{pymailer.queue.notify}).
         self.reporter = reporter
+        # Every commit to the spool (SMTP, forwards, reports) wakes us.
+        spool.addListener(lambda queueId: reactor.callFromThread(self.kick))
         self.config = queueConfig
         self.reactor = reactor
         self.threadpool = threadpool
@@ -74,10 +76,6 @@ class QueueRunner(Service):
             self.log.info(
                 "removed {n} never-acknowledged spool files", n=len(removed)
             )
-
-    def enqueue(self, queueId):
-        """A message was just committed to C{incoming/}: deliver it soon."""
-        self.kick()
 
     def kick(self):
         """Look at the queue now (coalescing concurrent kicks)."""
@@ -174,8 +172,6 @@ class QueueRunner(Service):
                 # a report must never cost the message itself.
                 self.log.failure("could not queue a delivery report for {qid}",
                                  qid=claim.queueId)
-            else:
-                self.reactor.callLater(0, self.kick)
         try:
             if retryAt is None:
                 yield self._inThread(self.spool.finish, claim)

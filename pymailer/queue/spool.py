@@ -38,11 +38,14 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from pymailer.envelope import FAILED, Envelope
 from pymailer.fsutil import DirectorySync, writeDurably
 from pymailer.interfaces import ISpool, ISpoolWriter
+
+_log = Logger()
 
 STATES = ("incoming", "active", "deferred", "hold", "corrupt")
 
@@ -158,6 +161,7 @@ class SpoolWriter:
         writeDurably(path, envelope.toJSON())
         self.spool._stateSync["incoming"].sync()
         self._close()
+        self.spool._committed(self.queueId)
 
     def abort(self):
         try:
@@ -186,6 +190,21 @@ class Spool:
         self._stateSync = {
             state: DirectorySync(os.path.join(self.root, state)) for state in STATES
         }
+        self._listeners = []
+
+    def addListener(self, listener):
+        """
+        Call C{listener(queueId)} after each message is committed, whoever
+        committed it (SMTP, a forward, a report), in the committing thread.
+        """
+        self._listeners.append(listener)
+
+    def _committed(self, queueId):
+        for listener in self._listeners:
+            try:
+                listener(queueId)
+            except Exception:
+                _log.failure("spool listener failed")
 
     def dataPath(self, queueId):
         return os.path.join(self.root, "data", queueId)
