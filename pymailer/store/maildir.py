@@ -594,8 +594,23 @@ class MaildirMailbox:
         letters = "".join(sorted({FLAG_LETTERS[f] for f in flags
                                   if f in FLAG_LETTERS}))
         key = self.store.uniqueName()
-        writeMessage(self.path, "cur", key + ":2," + letters, b"", source,
-                     internalDate)
-        uid = next(u for u, n in self._sync().items() if _basename(n) == key)
+        fileName = key + ":2," + letters
+        writeMessage(self.path, "cur", fileName, b"", source, internalDate)
+        # Mail waiting in new/ arrived first and gets the lower UIDs: scan.
+        # Otherwise (the usual case for Sent, COPY and MOVE) the UID is given
+        # here with one write of the list, not a rescan of the whole mailbox
+        # per appended message.
+        with self._locked():
+            waiting = _listNames(self.path / "new")
+            if not waiting:
+                validity, uidNext, listed = self._lockedState()
+                uid = listed.get(key)  # another process's scan may have listed it
+                if uid is None:
+                    uid = listed[key] = uidNext
+                    self._writeList(validity, uidNext + 1, listed)
+        if waiting:
+            uid = next(u for u, n in self._sync().items() if _basename(n) == key)
+        else:
+            self._fileNames[uid] = fileName
         self.store._notify(self.user, self.name)
         return uid
