@@ -8,11 +8,18 @@ either with the next challenge or, when done, with the credentials.
 Trusts nothing: malformed responses raise L{SASLError}.
 """
 
+import base64
+import binascii
+
 from twisted.cred.credentials import UsernamePassword
 
 
 class SASLError(Exception):
     """The client's response does not follow the mechanism."""
+
+
+class SASLCancelled(SASLError):
+    """The client answered a challenge with "*" (RFC 4954, 5034, 3501)."""
 
 
 class Plain:
@@ -51,3 +58,24 @@ class Login:
 
 
 MECHANISMS = {m.name: m for m in (Plain, Login)}
+
+
+def step(mechanism, line, initial=False):
+    """
+    Feed one client response line to C{mechanism}: base64, where "*"
+    cancels and an initial response (RFC 4954 §4, RFC 5034 §4, RFC 4959)
+    of "=" means empty.  The same in SMTP, POP3 and IMAP.
+
+    @return: C{(challenge, credentials)} as L{Plain.respond}.
+    @raise SASLCancelled: the client gave up.
+    @raise SASLError: malformed base64 or response.
+    """
+    if initial and line == b"=":
+        line = b""
+    elif line == b"*" and not initial:
+        raise SASLCancelled("authentication cancelled")
+    try:
+        decoded = base64.b64decode(line, validate=True) if line else b""
+    except binascii.Error as e:
+        raise SASLError(f"bad base64: {e}") from None
+    return mechanism.respond(decoded)

@@ -43,7 +43,8 @@ from zope.interface import implementer
 
 from pymailer.auth.guard import plaintextLoginAllowed
 from pymailer.auth.login import LoginBlocked, guardedLogin
-from pymailer.auth.sasl import Plain, SASLError
+from pymailer.auth import sasl
+from pymailer.auth.sasl import Plain
 from pymailer.imap import search, utf7
 from pymailer.imap.message import Part, _Concat
 from pymailer.imap.parser import (
@@ -52,8 +53,6 @@ from pymailer.imap.parser import (
 )
 from pymailer.store.maildir import INBOX, SPECIAL_USE, canonicalName
 
-import base64
-import binascii
 import re
 
 log = Logger()
@@ -482,7 +481,7 @@ class IMAPServer(IMAP4Server):
         mechanism = Plain()
         if len(args) == 2:  # RFC 4959 SASL-IR; "=" is an empty response
             initial = bytes(args[1])
-            return self._saslStep(tag, mechanism, b"" if initial == b"=" else initial)
+            return self._saslStep(tag, mechanism, initial, initial=True)
         d = defer.Deferred()
         self._sasl = (tag, mechanism, d)
         self.sendLine(b"+ ")
@@ -493,16 +492,14 @@ class IMAPServer(IMAP4Server):
     def _saslResponse(self, line):
         tag, mechanism, d = self._sasl
         self._sasl = None
-        if line == b"*":
-            d.errback(ParseError("Authentication cancelled"))
-            return
         self._saslStep(tag, mechanism, line).chainDeferred(d)
 
-    def _saslStep(self, tag, mechanism, encoded):
+    def _saslStep(self, tag, mechanism, line, initial=False):
         try:
-            decoded = base64.b64decode(encoded, validate=True) if encoded else b""
-            _, credentials = mechanism.respond(decoded)
-        except (binascii.Error, SASLError) as e:
+            _, credentials = sasl.step(mechanism, line, initial)
+        except sasl.SASLCancelled:
+            return defer.fail(ParseError("Authentication cancelled"))
+        except sasl.SASLError as e:
             return defer.fail(ParseError(f"Malformed authentication response ({e})"))
         return self._passwordLogin(tag, credentials)
 

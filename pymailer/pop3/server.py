@@ -34,7 +34,6 @@ accepted only over TLS (or, if the config says so, from loopback).
 """
 
 import base64
-import binascii
 
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
@@ -46,7 +45,8 @@ from twisted.python.failure import Failure
 
 from pymailer.auth.guard import plaintextLoginAllowed
 from pymailer.auth.login import LoginBlocked, accountName, guardedLogin
-from pymailer.auth.sasl import MECHANISMS, SASLError
+from pymailer.auth import sasl
+from pymailer.auth.sasl import MECHANISMS
 from pymailer.pop3.maildrop import MaildropInUse, maildropFactory
 from pymailer.pop3.stream import DotStuffer, MessageSender
 from pymailer.tls import describeConnection
@@ -290,7 +290,7 @@ class POP3Server(pop3.POP3):
         self._sasl = MECHANISMS[name]()
         if initial:
             # RFC 5034 §4: "=" is an empty initial response.
-            return self._saslResponse(b"" if initial == b"=" else initial,
+            return self._saslResponse(initial,
                                       initial=True)
         self.state = SASL
         self._challenge(self._sasl.initialChallenge)
@@ -301,13 +301,12 @@ class POP3Server(pop3.POP3):
 
     def _saslResponse(self, line, initial=False):
         self.state = AUTHORIZATION
-        if line == b"*" and not initial:
+        try:
+            challenge, credentials = sasl.step(self._sasl, line, initial)
+        except sasl.SASLCancelled:
             self._sasl = None
             return self.failResponse(b"Authentication cancelled")
-        try:
-            decoded = base64.b64decode(line, validate=True)
-            challenge, credentials = self._sasl.respond(decoded)
-        except (binascii.Error, SASLError) as e:
+        except sasl.SASLError as e:
             self._sasl = None
             return self.failResponse(
                 f"Malformed authentication response ({e})".encode())

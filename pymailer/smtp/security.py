@@ -12,13 +12,13 @@ guesses passwords is delayed, counted and locked out by the L{LoginGuard}.
 """
 
 import base64
-import binascii
 
 from twisted.cred.error import UnauthorizedLogin
 
 from pymailer.auth.guard import plaintextLoginAllowed
 from pymailer.auth.login import LoginBlocked, guardedLogin
-from pymailer.auth.sasl import MECHANISMS, SASLError
+from pymailer.auth import sasl
+from pymailer.auth.sasl import MECHANISMS
 from pymailer.interfaces import IMessageIntake
 from pymailer.smtp.reply import SMTPReply
 from pymailer.tls import describeConnection
@@ -96,8 +96,7 @@ class SessionSecurity:
         self._sasl = mechanism()
         self.mode = AUTH_MODE
         if initial:
-            # RFC 4954 §4: "=" is an empty initial response.
-            return self.state_AUTH(b"" if initial == b"=" else initial, initial=True)
+            return self.state_AUTH(initial, initial=True)
         self._challenge(self._sasl.initialChallenge)
 
     def _challenge(self, challenge):
@@ -108,13 +107,12 @@ class SessionSecurity:
         self.mode = "COMMAND"
 
     def state_AUTH(self, line, initial=False):
-        if line == b"*" and not initial:
+        try:
+            challenge, credentials = sasl.step(self._sasl, line, initial)
+        except sasl.SASLCancelled:
             self._endAuth()
             return self.reply(501, "5.7.0", "Authentication aborted")
-        try:
-            decoded = base64.b64decode(line, validate=True) if line else b""
-            challenge, credentials = self._sasl.respond(decoded)
-        except (binascii.Error, SASLError) as e:
+        except sasl.SASLError as e:
             self._endAuth()
             return self.reply(501, "5.5.2", f"Malformed authentication response ({e})")
         if challenge is not None:
