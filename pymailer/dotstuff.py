@@ -1,6 +1,9 @@
 """
 Dot-stuffing (RFC 5321 §4.5.2, RFC 1939 §3) for messages streamed in chunks:
-the one encoder the SMTP client (relay) and the POP3 server send with.
+the one encoder, and the one producer streaming a file through it, that the
+SMTP client (relay) and the POP3 server send with.  The producer reads each
+chunk in the thread pool and writes only while the transport wants more, so
+a 50 MB message costs a chunk or two of memory.
 
 Its state carries across chunks (line start, a CR held back until we see
 whether LF follows, the TOP line count), so a line starting with "." is
@@ -10,6 +13,14 @@ of CRLF, bare LF and bare CR goes out as CRLF lines.
 """
 
 import re
+
+from twisted.internet import defer
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.threads import deferToThreadPool
+from zope.interface import implementer
+
+CHUNK = 64 * 1024
 
 _ANY_NEWLINE = re.compile(rb"\r\n|\r|\n")
 
@@ -103,3 +114,91 @@ class DotStuffer:
         if not self._atLineStart:
             out += b"\r\n"
         return out + b".\r\n"
+
+
+@implementer(IPushProducer)
+class MessageSender:
+    """
+    Streams a binary file through a L{DotStuffer} to a consumer (the
+    transport), reading each chunk in C{threadpool}.
+
+    @ivar octets: bytes written so far (after stuffing).
+    """
+
+    def __init__(self, reactor, threadpool, file, stuffer, chunkSize=CHUNK):
+        self.reactor = reactor
+        self.threadpool = threadpool
+        self.file = file
+        self.stuffer = stuffer
+        self.chunkSize = chunkSize
+        self.octets = 0
+        self._consumer = None
+        self._paused = False
+        self._reading = False
+        self._stopped = False
+        self._finished = None
+
+    def send(self, consumer):
+        """
+        @return: a C{Deferred} firing once the terminating C{.} line is
+            written, or failing (L{ConnectionLost}, a read error).
+        """
+        self._consumer = consumer
+        self._finished = finished = defer.Deferred()
+        consumer.registerProducer(self, True)
+        self._readNext()
+        return finished
+
+    def _readNext(self):
+        if self._paused or self._reading or self._finished is None:
+            return
+        self._reading = True
+        d = deferToThreadPool(self.reactor, self.threadpool,
+                              self.file.read, self.chunkSize)
+        d.addCallbacks(self._gotChunk, self._fail)
+
+    def _gotChunk(self, data):
+        self._reading = False
+        if self._stopped:
+            return self._fail(ConnectionLost("client went away during transfer"))
+        out = self.stuffer.feed(data)
+        if out:
+            self._write(out)
+        if not data or self.stuffer.done:
+            self._write(self.stuffer.end())
+            self._done()
+            self._finished, d = None, self._finished
+            d.callback(self.octets)
+        else:
+            self._readNext()
+
+    def _write(self, data):
+        self.octets += len(data)
+        self._consumer.write(data)
+
+    def _done(self):
+        self._consumer.unregisterProducer()
+        self.file.close()
+
+    def _fail(self, failure):
+        self._reading = False
+        if self._finished is None:
+            return None
+        self._done()
+        self._finished, d = None, self._finished
+        d.errback(failure)
+        return None
+
+    # -- IPushProducer ------------------------------------------------------
+
+    def pauseProducing(self):
+        self._paused = True
+
+    def resumeProducing(self):
+        self._paused = False
+        self._readNext()
+
+    def stopProducing(self):
+        self._stopped = True
+        if not self._reading:
+            self._fail(ConnectionLost("client went away during transfer"))

@@ -5,6 +5,7 @@ the SMTP client on a L{StringTransport}, and MX ordering with a fake
 resolver.  Each test's docstring says what a user would notice if it failed.
 """
 
+import io
 import email
 import email.policy
 import functools
@@ -32,7 +33,7 @@ from pymailer.queue.mx import NoMailHosts, mailHosts
 from pymailer.queue.notify import Reporter
 from pymailer.queue.runner import QueueRunner
 from pymailer.queue.spool import Spool
-from pymailer.dotstuff import DotStuffer
+from pymailer.dotstuff import DotStuffer, MessageSender
 from pymailer.smtp.client import SMTPClientError, SMTPClientProtocol
 from pymailer.store.maildir import MaildirStore
 from pymailer.testing import (
@@ -585,7 +586,9 @@ def test_end_of_data_waits_ten_minutes():
     proto.dataReceived(b"220 hi\r\n")
     chunks = [b"Subject: x\r\n\r\nbody\r\n", b""]
     result, failures = [], []
-    d = proto.sendData(None, lambda source: defer.succeed(chunks.pop(0)))
+    d = proto.sendData(MessageSender(ClockReactor(), SynchronousThreadPool(),
+                                     io.BytesIO(b"".join(chunks)),
+                                     DotStuffer(bareCRIsNewline=True)))
     d.addCallbacks(result.append, failures.append)
     assert transport.value() == b"DATA\r\n"
     proto.dataReceived(b"354 go\r\n")

@@ -27,6 +27,7 @@ from zope.interface import implementer
 
 from pymailer.config import parseHostPort
 from pymailer.delivery.trace import PrefixedReader, receivedHeader
+from pymailer.dotstuff import DotStuffer, MessageSender
 from pymailer.envelope import DeliveryResult
 from pymailer.interfaces import IDeliveryAgent
 from pymailer.queue.mx import NoMailHosts, mailHosts
@@ -253,7 +254,8 @@ class RelayDeliveryAgent:
             if envelope.body == "BINARYMIME":
                 final = yield client.sendChunks(source, read)
             else:
-                final = yield client.sendData(source, read)
+                final = yield client.sendData(MessageSender(
+                    self.reactor, self.threadpool, source, DotStuffer(bareCRIsNewline=True)))
         finally:
             yield self._inThread(source.close)
         for r in accepted:

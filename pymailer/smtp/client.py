@@ -15,12 +15,9 @@ fail the command.
 import re
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
-from zope.interface import implementer
 
-from pymailer.dotstuff import DotStuffer
 
 # RFC 5321 §4.5.3.2, in seconds.
 TIMEOUTS = {
@@ -59,7 +56,6 @@ class Reply:
         return 400 <= self.code < 500
 
 
-@implementer(IPushProducer)
 class SMTPClientProtocol(LineOnlyReceiver):
     """
     One connection to a remote SMTP server.  L{greeting} fires with the
@@ -76,8 +72,6 @@ class SMTPClientProtocol(LineOnlyReceiver):
         self.greeting = defer.Deferred()
         self._pending = [(self.greeting, self._startTimer("greeting"))]
         self._lines = []
-        self._paused = False
-        self._resumed = None
         self.extensions = {}
         self.connected = True
 
@@ -160,37 +154,20 @@ class SMTPClientProtocol(LineOnlyReceiver):
         return int(value) if value.isdigit() and int(value) > 0 else None
 
     @defer.inlineCallbacks
-    def sendData(self, source, readChunk):
+    def sendData(self, sender):
         """
-        DATA, then the message from C{source} (stuffed, streamed), then the
-        final "."; fires with the reply to the end of data.
-
-        @param readChunk: C{readChunk(source)} returns a C{Deferred} of the
-            next chunk (bytes, empty at the end): reading happens off the
-            reactor thread.
+        DATA, then the message through C{sender} (a
+        L{pymailer.dotstuff.MessageSender}: stuffed, streamed, ended with
+        "."); fires with the reply to the end of data.
         """
         reply = yield self.command(b"DATA", "DATA")
         if reply.code != 354:
             return reply
-        self.transport.registerProducer(self, True)
-        stuffer = DotStuffer(bareCRIsNewline=True)
         try:
-            while True:
-                chunk = yield readChunk(source)
-                if not chunk:
-                    break
-                if not self.connected:
-                    raise SMTPClientError("connection lost during DATA")
-                self.transport.write(stuffer.feed(chunk))
-                if self._paused:
-                    self._resumed = defer.Deferred()
-                    yield self._resumed
-        finally:
-            if self.connected:
-                self.transport.unregisterProducer()
-        d = self._expect("end")
-        self.transport.write(stuffer.end())
-        return (yield d)
+            yield sender.send(self.transport)
+        except Exception as e:
+            raise SMTPClientError(f"sending the message failed: {e}")
+        return (yield self._expect("end"))
 
     @defer.inlineCallbacks
     def sendChunks(self, source, readChunk):
@@ -215,23 +192,3 @@ class SMTPClientProtocol(LineOnlyReceiver):
         d.addErrback(lambda f: None)
         d.addBoth(lambda _: self.transport.loseConnection())
         return d
-
-    # -- flow control ---------------------------------------------------------
-
-    def pauseProducing(self):
-        self._paused = True
-
-    def resumeProducing(self):
-        self._paused = False
-        d, self._resumed = self._resumed, None
-        if d is not None:
-            d.callback(None)
-
-    def stopProducing(self):
-        self._paused = False
-        d, self._resumed = self._resumed, None
-        if d is not None:
-            d.errback(SMTPClientError("stopped during DATA"))
-
-
-
