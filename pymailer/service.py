@@ -41,6 +41,7 @@ from pymailer.pop3.server import buildMaildrops, buildPOP3
 from pymailer.imap.factory import buildAccount, buildIMAP
 from twisted.mail.interfaces import IAccountIMAP
 from pymailer.store.maildir import MaildirStore
+from pymailer.store.notify import ChangeNotifier
 from pymailer.tls import ReloadableContextFactory, certificatePaths
 
 log = Logger()
@@ -61,6 +62,7 @@ class Parts:
     tls: object
     store: object
     directory: object
+    notifier: object  # mailbox changes -> sessions (IMAP IDLE)
 
 
 def buildSMTP(role, parts):
@@ -155,7 +157,8 @@ def makeService(config, reactor=None):
     guard = LoginGuard(config.auth, reactor)
     tls = ReloadableContextFactory(*certificatePaths(config))
     reloadOnHangup(reactor, tls)
-    parts = Parts(config, reactor, pool, portal, guard, tls, store, directory)
+    parts = Parts(config, reactor, pool, portal, guard, tls, store, directory,
+                  ChangeNotifier(store, reactor))
     for interface, build in AVATAR_BUILDERS.items():
         realm.avatarFactories[interface] = build(parts)
 

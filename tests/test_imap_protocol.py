@@ -19,7 +19,8 @@ from pymailer.auth.guard import LoginGuard
 from pymailer.auth.realm import MailRealm
 from pymailer.config import AuthConfig
 from pymailer.imap import utf7
-from pymailer.imap.account import ChangeNotifier, IMAPAccount
+from pymailer.imap.account import IMAPAccount
+from pymailer.store.notify import ChangeNotifier
 from pymailer.imap.server import IMAPServer
 from pymailer.store.maildir import MaildirStore
 

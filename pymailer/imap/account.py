@@ -11,14 +11,11 @@ import json
 import os
 
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 from twisted.mail.interfaces import IAccountIMAP
 from zope.interface import implementer
 
 from pymailer.fsutil import fsyncDirectory, writeDurably
-from pymailer.interfaces import IChangeNotifier
 
-log = Logger()
 
 
 @implementer(IAccountIMAP)
@@ -85,36 +82,3 @@ class IMAPAccount:
             fsyncDirectory(directory)
         finally:
             os.close(lockFd)
-
-
-@implementer(IChangeNotifier)
-class ChangeNotifier:
-    """
-    Listens to the store (called in whichever thread made the change) and
-    calls the subscribed sessions' callbacks on the reactor thread.
-    """
-
-    def __init__(self, store, reactor):
-        self.reactor = reactor
-        self._subscribers = {}
-        store.addListener(self._changed)
-
-    def _changed(self, user, mailboxName):
-        self.reactor.callFromThread(self._dispatch, user, mailboxName)
-
-    def _dispatch(self, user, mailboxName):
-        for callback in list(self._subscribers.get((user, mailboxName), ())):
-            try:
-                callback()
-            except Exception:
-                log.failure("IMAP change callback failed")
-
-    def subscribe(self, user, mailboxName, callback):
-        self._subscribers.setdefault((user, mailboxName), []).append(callback)
-
-    def unsubscribe(self, user, mailboxName, callback):
-        callbacks = self._subscribers.get((user, mailboxName), [])
-        if callback in callbacks:
-            callbacks.remove(callback)
-        if not callbacks:
-            self._subscribers.pop((user, mailboxName), None)

@@ -8,20 +8,8 @@ import os
 from twisted.internet.protocol import ServerFactory
 from twisted.internet.threads import deferToThreadPool
 
-from pymailer.imap.account import ChangeNotifier, IMAPAccount
+from pymailer.imap.account import IMAPAccount
 from pymailer.imap.server import IMAPServer
-
-# One notifier per store object, shared by every IMAP listener.
-_notifiers = {}
-
-
-def notifierFor(parts):
-    entry = _notifiers.get(id(parts.store))
-    if entry is None or entry[0] is not parts.store:
-        entry = (parts.store, ChangeNotifier(parts.store, parts.reactor))
-        _notifiers[id(parts.store)] = entry
-    return entry[1]
-
 
 class IMAPFactory(ServerFactory):
     """
@@ -37,7 +25,7 @@ class IMAPFactory(ServerFactory):
         self.authConfig = parts.config.auth
         self.implicitTLS = implicitTLS
         self.maxMessageSize = parts.config.smtp.max_message_size
-        self.notifier = notifierFor(parts)
+        self.notifier = parts.notifier
         self.tempDir = os.path.join(parts.config.data_dir, "tmp")
         os.makedirs(self.tempDir, 0o700, exist_ok=True)
 
@@ -55,7 +43,7 @@ def buildIMAP(role, parts):
 
 
 def buildAccount(parts):
-    notifier = notifierFor(parts)
+    notifier = parts.notifier
 
     def avatarFor(user):
         return IMAPAccount(user, parts.store, parts.reactor, parts.threadpool,
