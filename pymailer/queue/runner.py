@@ -45,6 +45,8 @@ class QueueRunner(Service):
         self._scanCall = None
         self._scanning = None
         self._rescan = False
+        self._rescanFull = False
+        self._dueBacklog = False
         self._preferDeferred = False
 
     def _inThread(self, f, *args, **kwargs):
@@ -54,7 +56,7 @@ class QueueRunner(Service):
         Service.startService(self)
         d = self._inThread(self._recover)
         d.addErrback(lambda f: self.log.failure("queue recovery failed", f))
-        d.addBoth(lambda _: self.kick())
+        d.addBoth(lambda _: self.kick(full=True))
 
     def stopService(self):
         Service.stopService(self)
@@ -77,23 +79,41 @@ class QueueRunner(Service):
                 "removed {n} never-acknowledged spool files", n=len(removed)
             )
 
-    def kick(self):
-        """Look at the queue now (coalescing concurrent kicks)."""
+    def kick(self, full=False):
+        """
+        Look at the queue now, coalescing concurrent kicks.  A commit only
+        needs a look at C{incoming/}; the timer (and start-up, and a backlog
+        of due deferred mail) looks at every state.
+        """
         if not self.running:
             return
+        full = full or self._dueBacklog
         if self._scanning is not None:
             self._rescan = True
+            self._rescanFull = self._rescanFull or full
             return
-        self._scanning = self._inThread(self._pickDue, self.reactor.seconds())
-        self._scanning.addCallback(self._startClaims)
+        room = self.config.max_active - len(self.active)
+        self._preferDeferred = not self._preferDeferred
+        self._scanning = self._inThread(
+            self._pickDue, self.reactor.seconds(), room, frozenset(self.active),
+            full, self._preferDeferred,
+        )
+        self._scanning.addCallback(self._scanned, full)
         self._scanning.addErrback(lambda f: self.log.failure("queue scan failed", f))
         self._scanning.addBoth(self._scanDone)
+
+    def _scanned(self, result, full):
+        claims, more = result
+        if full:
+            self._dueBacklog = more
+        self._rescan = self._rescan or more
+        self._startClaims(claims)
 
     def _scanDone(self, _):
         self._scanning = None
         if self._rescan and self.running:
-            self._rescan = False
-            self.kick()
+            full, self._rescan, self._rescanFull = self._rescanFull, False, False
+            self.kick(full)
         else:
             self._scheduleScan()
 
@@ -101,38 +121,42 @@ class QueueRunner(Service):
         if self._scanCall is not None and self._scanCall.active():
             self._scanCall.cancel()
         if self.running:
-            self._scanCall = self.reactor.callLater(self.scanInterval, self.kick)
+            self._scanCall = self.reactor.callLater(self.scanInterval, self.kick, True)
 
-    def _pickDue(self, now):
+    def _pickDue(self, now, room, active, full, preferDeferred):
         """
-        Claim as many due messages as the active set has room for,
-        alternating between new and deferred mail.  Runs in a thread.
+        Claim as many due messages as there is C{room} for, alternating
+        between new and deferred mail.  Runs in a thread, on its arguments
+        only.
+
+        @return: C{(claims, more)}: C{more} if due mail was left for lack
+            of room.
         """
-        room = self.config.max_active - len(self.active)
         if room <= 0:
-            return []
-        recovering = [("active", qid) for qid, _ in self.spool.listQueue("active")]
+            return [], False
         fresh = [("incoming", qid) for qid, _ in self.spool.listQueue("incoming")]
-        due = [
-            ("deferred", qid)
-            for qid, retryAt in self.spool.listQueue("deferred")
-            if retryAt <= now
-        ]
-        order = recovering + _interleave(due, fresh, self._preferDeferred)
-        self._preferDeferred = not self._preferDeferred
+        if full:
+            recovering = [("active", qid) for qid, _ in self.spool.listQueue("active")]
+            due = [
+                ("deferred", qid)
+                for qid, retryAt in self.spool.listQueue("deferred")
+                if retryAt <= now
+            ]
+            order = recovering + _interleave(due, fresh, preferDeferred)
+        else:
+            order = fresh
         claims = []
-        seen = set(self.active)
+        seen = set(active)
         for state, qid in order:
             if len(claims) >= room:
-                self._rescan = True
-                break
+                return claims, True
             if qid in seen:
                 continue
             claim = self.spool.claim(state, qid)
             if claim is not None:
                 seen.add(qid)
                 claims.append(claim)
-        return claims
+        return claims, False
 
     def _startClaims(self, claims):
         for claim in claims:
