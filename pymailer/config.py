@@ -272,6 +272,15 @@ def _splitEndpoint(description):
     return args, kwargs
 
 
+def usesOwnCertificate(description):
+    """
+    Does an C{ssl:} endpoint name its own key (C{privateKey=}/C{certKey=})?
+    If not, the service wraps it in the C{[tls]} certificate.
+    """
+    _, kwargs = _splitEndpoint(description)
+    return "privateKey" in kwargs or "certKey" in kwargs
+
+
 def _addArg(parts, args, kwargs):
     if len(parts) == 1:
         args.append(parts[0])

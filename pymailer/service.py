@@ -23,6 +23,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
 
 from pymailer.auth.checkers import PasswordChecker
+from pymailer.config import usesOwnCertificate
 from pymailer.auth.directory import openDirectory
 from pymailer.auth.guard import LoginGuard
 from pymailer.auth.realm import MailRealm
@@ -178,7 +179,7 @@ def listen(parent, reactor, role, description, factory, tls):
     endpoint wrapped in TLS with our (reloadable) context, so that
     ``submissions = "ssl:465"`` needs no certificate options.
     """
-    if description.startswith("ssl:") and not _hasOwnKey(description):
+    if description.startswith("ssl:") and not usesOwnCertificate(description):
         endpoint = serverFromString(reactor, "tcp:" + description[len("ssl:"):])
         factory = TLSMemoryBIOFactory(tls, False, factory)
     else:
@@ -189,13 +190,6 @@ def listen(parent, reactor, role, description, factory, tls):
     listener._raiseSynchronously = True
     listener.setName(role)
     listener.setServiceParent(parent)
-
-
-def _hasOwnKey(description):
-    return any(
-        part.startswith(("privateKey=", "certKey="))
-        for part in description.split(":")
-    )
 
 
 def reloadOnHangup(reactor, tls):
