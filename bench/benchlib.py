@@ -44,6 +44,16 @@ def latencyLine(label, sortedSeconds, digits=2):
             f" p99 {ms(percentile(sortedSeconds, 0.99))}, max {ms(top)}")
 
 
+def resetPeakRSS(pid):
+    """Linux: writing 5 to clear_refs resets VmHWM to the current RSS."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def summaryHead(title, args, total, accepted, refused, errors, wall, wallLabel):
     return [
         "",

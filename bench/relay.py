@@ -47,7 +47,9 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
 
 from dnsserver import DNSServer  # noqa: E402
-from benchlib import MB, latencyLine, makeMessage, summaryHead, summaryTail  # noqa: E402
+from benchlib import (  # noqa: E402
+    MB, latencyLine, makeMessage, resetPeakRSS, summaryHead, summaryTail,
+)
 from mailserver import PASSWORD, MailServer, loopbackRelayPort, readVm  # noqa: E402
 from scriptedsmtp import ScriptedSMTP  # noqa: E402
 
@@ -174,16 +176,6 @@ def main(argv=None):
     finally:
         sink.stop()
         dns.stop()
-
-
-def resetPeakRSS(pid):
-    """Linux: writing 5 to clear_refs resets VmHWM to the current RSS."""
-    try:
-        with open(f"/proc/{pid}/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def run(server, sink, args, total):

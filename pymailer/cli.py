@@ -1,6 +1,6 @@
 """
-The C{pymailer} admin command: domains, users, aliases and the mail queue
-(dkim later), plus C{check-config}.
+The C{pymailer} admin command: domains, users, aliases, the mail queue and
+DKIM keys, plus C{check-config} and C{dns} (the DNS records a domain needs).
 
 It changes the same SQLite accounts database the running server reads, so
 changes apply at once, without a restart.  Run it as the user the server
@@ -33,6 +33,8 @@ from pymailer import config as configModule
 from pymailer.auth.directory import (
     checkMailboxName, normaliseAddress, normaliseDomain, openDirectory)
 from pymailer.auth.passwords import hashPassword
+from pymailer.policy import dkimkeys, dnsrecords
+from pymailer.policy.plugins import UnknownPolicy, checkPolicyNames
 from pymailer.queue import spool as spoolModule
 
 __all__ = ["main", "buildParser"]
@@ -77,6 +79,10 @@ def _readPassword(args):
 # --- commands --------------------------------------------------------------
 
 def cmdCheckConfig(args, config, out):
+    try:
+        checkPolicyNames(config)
+    except UnknownPolicy as e:
+        raise CommandError(str(e))
     print(f"{config.source or 'embedded default'}: OK", file=out)
 
 
@@ -336,6 +342,29 @@ def cmdQueueBounce(args, config, out):
           f" reports to {to} on its next queue scan", file=out)
 
 
+# --- dkim and dns ----------------------------------------------------------
+
+def cmdDkimKeygen(args, config, out):
+    selector = args.selector or dkimkeys.defaultSelector()
+    try:
+        keys = dkimkeys.generateKeys(config.data_dir, args.domain, selector,
+                                     force=args.force)
+    except dkimkeys.KeyExistsError as e:
+        raise CommandError(f"{e} (choose another --selector, or --force to"
+                           " replace it)") from None
+    domain = dkimkeys.dnsDomain(args.domain)
+    where = dkimkeys.keyDirectory(config.data_dir, domain)
+    print(f"; DKIM keys for {domain} made in {where}; publish these records"
+          " (the server signs with every key there):", file=out)
+    for key in keys:
+        print(dkimkeys.dnsRecord(domain, key), file=out)
+
+
+def cmdDns(args, config, out):
+    for line in dnsrecords.zoneRecords(config, args.domain):
+        print(line, file=out)
+
+
 # --- parser ----------------------------------------------------------------
 
 def _group(subparsers, name, help):
@@ -447,6 +476,25 @@ def buildParser() -> argparse.ArgumentParser:
                        " sender a bounce")
     p.add_argument("id", metavar="ID")
     p.set_defaults(func=cmdQueueBounce)
+
+    actions = _group(commands, "dkim", "manage DKIM signing keys")
+    p = actions.add_parser(
+        "keygen", help="make an RSA and an Ed25519 key for a domain in"
+                       " data_dir and print their DNS records")
+    p.add_argument("domain")
+    p.add_argument(
+        "--selector", metavar="S",
+        help="base selector: the RSA key gets S, the Ed25519 key S-ed25519"
+             " (default: s + year + month, e.g. s202607)")
+    p.add_argument("--force", action="store_true",
+                   help="replace existing keys of these selectors")
+    p.set_defaults(func=cmdDkimKeygen)
+
+    p = commands.add_parser(
+        "dns", help="print the DNS records a domain needs (MX, SPF, DKIM,"
+                    " DMARC, SRV) in zone-file form")
+    p.add_argument("domain")
+    p.set_defaults(func=cmdDns)
 
     return parser
 

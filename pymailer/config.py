@@ -12,6 +12,7 @@ The file is TOML (stdlib L{tomllib}); see C{etc/pymailer.toml} for every key.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import socket
@@ -201,6 +202,56 @@ class SubmissionConfig:
 
 
 @dataclass(frozen=True)
+class RateLimitConfig:
+    """
+    [policy.ratelimit]: per client IP and per authenticated user; 0 turns a
+    limit off.
+    """
+
+    connections_per_minute: int = 60
+    messages_per_hour: int = 500
+    recipients_per_hour: int = 2000
+
+
+@dataclass(frozen=True)
+class DMARCConfig:
+    """
+    [policy.dmarc]: C{mark_only_domains} are local domains whose recipients
+    get failing mail marked (Authentication-Results) instead of refused or
+    filed into Junk.
+    """
+
+    mark_only_domains: tuple = ()
+
+
+DEFAULT_CHECKS = ("ratelimit", "spf", "dkim", "arc", "dmarc")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """
+    [policy]: the pieces on a message's path, in order (ours and Twisted
+    plugins, by name), and their options.
+
+    @ivar authserv_id: the RFC 8601 authserv-id of our Authentication-Results
+        (the hostname when not set).
+    @ivar plugins: C{{name: dict}}: the C{[policy.NAME]} tables of pieces
+        that are not ours, passed to them as they are.
+    """
+
+    checks: tuple = DEFAULT_CHECKS
+    authserv_id: str | None = None
+    ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    dmarc: DMARCConfig = field(default_factory=DMARCConfig)
+    plugins: dict = field(default_factory=dict)
+
+    def options(self):
+        """Every piece's options as a C{dict} of C{dict}s."""
+        return dict(self.plugins, ratelimit=dataclasses.asdict(self.ratelimit),
+                    dmarc=dataclasses.asdict(self.dmarc))
+
+
+@dataclass(frozen=True)
 class Config:
     """
     The whole configuration.
@@ -222,6 +273,11 @@ class Config:
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     dns: DNSConfig = field(default_factory=DNSConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+
+    @property
+    def authservId(self):
+        return self.policy.authserv_id or self.hostname
 
 
 # --- endpoint strings ------------------------------------------------------
@@ -464,7 +520,7 @@ def _parse(data, source, baseDir):
     top = _Reader(source, data)
     top.checkUnknown(
         {"hostname", "data_dir", "listen", "smtp", "delivery", "queue",
-         "tls", "auth", "submission", "dns", "relay"})
+         "tls", "auth", "submission", "dns", "relay", "policy"})
 
     hostname = top.string("hostname", required=True)
     _checkHostname(top, hostname)
@@ -615,6 +671,8 @@ def _parse(data, source, baseDir):
     )
     relayT.checkUnknown(relayT.seen)
 
+    policy = _parsePolicy(top.table_("policy"))
+
     return Config(
         hostname=hostname,
         data_dir=dataDirPath,
@@ -628,7 +686,60 @@ def _parse(data, source, baseDir):
         submission=submission,
         dns=dns,
         relay=relay,
+        policy=policy,
     )
+
+
+def _stringList(reader, key, default):
+    value = reader.get(key)
+    if value is None:
+        return tuple(default)
+    if not isinstance(value, list) or not all(isinstance(x, str) and x for x in value):
+        raise reader.error(key, f"expected an array of strings, got {_show(value)}")
+    return tuple(value)
+
+
+def _nonNegativeInt(reader, key, default):
+    value = reader.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise reader.error(key, f"expected an integer >= 0, got {_show(value)}")
+    return value
+
+
+def _parsePolicy(policyT):
+    checks = _stringList(policyT, "checks", DEFAULT_CHECKS)
+    if len(set(checks)) != len(checks):
+        raise policyT.error("checks", "names a check twice")
+    authservId = policyT.string("authserv_id")
+    if authservId is not None and (not authservId or any(c in authservId for c in " ;()\"\\")):
+        raise policyT.error("authserv_id", f"not a valid authserv-id: {_show(authservId)}")
+
+    rateT = policyT.table_("ratelimit")
+    d = RateLimitConfig()
+    ratelimit = RateLimitConfig(**{
+        key: _nonNegativeInt(rateT, key, getattr(d, key))
+        for key in ("connections_per_minute", "messages_per_hour", "recipients_per_hour")
+    })
+    rateT.checkUnknown(rateT.seen)
+
+    dmarcT = policyT.table_("dmarc")
+    dmarc = DMARCConfig(mark_only_domains=tuple(
+        x.lower() for x in _stringList(dmarcT, "mark_only_domains", ())))
+    dmarcT.checkUnknown(dmarcT.seen)
+
+    plugins = {}
+    for key, value in policyT.table.items():
+        if key in policyT.seen:
+            continue
+        if not isinstance(value, dict):
+            raise policyT.error(key, "unknown key")
+        if key not in checks:
+            raise policyT.error(key, f"options for {key!r}, which policy.checks does not name")
+        plugins[key] = dict(value)
+    return PolicyConfig(checks=checks, authserv_id=authservId, ratelimit=ratelimit,
+                        dmarc=dmarc, plugins=plugins)
 
 
 def parseHostPort(text, defaultPort):

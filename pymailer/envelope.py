@@ -56,6 +56,9 @@ class Recipient:
     remoteMTA: Optional[str] = None
     # A failure/success report has been sent for this recipient.
     reported: bool = False
+    # The mailbox local delivery files it into (policy: "Junk"), or None
+    # for INBOX.
+    folder: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,9 @@ class Envelope:
     dsnEnvid: Optional[str] = None
     # The delay warning (RFC 3464 "delayed") has been sent.
     delayWarned: bool = False
+    # Header fields policy added at the end of data (Authentication-Results,
+    # DKIM-Signature), CRLF-ended; every delivery puts them on top.
+    headers: str = ""
 
     def pending(self):
         return [r for r in self.recipients if r.state == PENDING]

@@ -34,6 +34,9 @@ class IncomingMessage:
     def abort(self):
         return self._intake._inThread(self._writer.abort)
 
+    def openData(self):
+        return self._writer.openData()
+
 
 @implementer(IMessageIntake)
 class MessageIntake:

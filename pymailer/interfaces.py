@@ -158,6 +158,9 @@ class IMailbox(Interface):
     def uidNext():
         """@return: the UID the next new message will get."""
 
+    def highestModSeq():
+        """@return: the mailbox's HIGHESTMODSEQ (RFC 7162)."""
+
     def messages():
         """
         Scan the mailbox (new mail from any process gets its UID now).
@@ -165,11 +168,35 @@ class IMailbox(Interface):
         @return: C{list} of L{pymailer.store.MessageInfo}, ascending by UID.
         """
 
+    def snapshot(claimRecent=False):
+        """
+        Scan the mailbox, as L{messages}, with its UIDVALIDITY, UIDNEXT,
+        HIGHESTMODSEQ, keywords and C{\\\\Recent} messages, read at once.
+
+        @param claimRecent: the caller is a session that opened the mailbox
+            read-write: it is the one told of the recent messages, which
+            stop being recent for anyone else (RFC 3501 2.3.2).
+        @return: a L{pymailer.store.MailboxSnapshot}.
+        """
+
     def openMessage(uid):
         """@return: a binary file object of the message. L{KeyError} if gone."""
 
+    def storeFlags(uids, mode, flags, unchangedSince=None):
+        """
+        Change the flags (IMAP names: C{'\\\\Seen'}, keywords like
+        C{'$Junk'}) of messages, atomically for each: C{mode} is C{"set"},
+        C{"add"} or C{"remove"}.  Each message whose flags change gets a new
+        mod-sequence; one whose mod-sequence is above C{unchangedSince} is
+        left alone (RFC 7162 3.1.3 UNCHANGEDSINCE).
+
+        @return: C{({uid: (flags, modseq)}, [uids left alone])}; UIDs not
+            in the mailbox are in neither.
+        @raise pymailer.store.KeywordLimit: no room for a new keyword.
+        """
+
     def setFlags(uid, flags):
-        """Replace the flags (IMAP names, e.g. C{'\\\\Seen'}) of a message."""
+        """Replace the flags of one message; L{KeyError} if it is gone."""
 
     def expunge(uids):
         """Remove the messages with these UIDs; unknown UIDs are ignored."""
@@ -209,6 +236,9 @@ class ISpoolWriter(Interface):
 
     def abort():
         """Discard what was written. Blocking; never raises."""
+
+    def openData():
+        """Flush, and open what was written for reading. Blocking."""
 
 
 class IDeliveryAgent(Interface):
@@ -284,3 +314,71 @@ class IIncomingMessage(Interface):
 
     def abort():
         """Discard the message. @return: a C{Deferred}."""
+
+    def openData():
+        """
+        I{Blocking}: flush what was written and open the data for reading
+        (a binary file), so policy can look at the message before commit.
+        """
+
+
+class IPolicy(Interface):
+    """
+    One policy piece on a message's path (SPF, DKIM, a rate limit, ...):
+    a function from the facts of the session and message to a
+    L{pymailer.policy.decision.Decision} with a named reason.
+
+    Each stage method returns a C{Decision} or a C{Deferred} firing with
+    one, and is called on the reactor thread: DNS and crypto go to a thread
+    pool.  A piece keeps no per-session state of its own; what it learns
+    for later pieces (an SPF result for DMARC) goes into
+    C{facts.authResults}.  Pieces that care about few stages subclass
+    L{pymailer.policy.decision.Policy}, which accepts at every stage.
+    """
+
+    name = Attribute("The name the config enables the piece by.")
+
+    def checkConnect(facts):
+        """A client connected (C{facts.clientAddress})."""
+
+    def checkHelo(facts):
+        """The client said HELO/EHLO (C{facts.helo})."""
+
+    def checkMail(facts):
+        """MAIL FROM (C{facts.sender}); reject or tempfail refuses it."""
+
+    def checkRecipient(facts, recipient):
+        """RCPT TO C{recipient}; reject or tempfail refuses that recipient."""
+
+    def checkData(facts, message):
+        """
+        End of data, before the message is queued.  C{message} is the
+        L{IIncomingMessage} (C{message.openData()} reads it, blocking).
+        """
+
+    def keepHeader(facts, field):
+        """
+        While the header section streams in: C{False} drops the header
+        field C{field} (bytes, folded lines included) from the message.
+        Called on the reactor thread; must be quick.
+        """
+
+
+class IPolicyFactory(Interface):
+    """
+    A Twisted plugin (C{twisted.plugin}) that makes a policy piece.  The
+    config's C{[policy] checks} names pieces by C{name}; options come from
+    the table C{[policy.NAME]}.  Third parties ship an object providing
+    this and C{twisted.plugin.IPlugin} in a C{twisted/plugins/} file on
+    C{sys.path}.
+    """
+
+    name = Attribute("The name used in C{[policy] checks}.")
+
+    def build(context, options):
+        """
+        @param context: a L{pymailer.policy.decision.PolicyContext}: the
+            resolver, reactor, thread pool, config and account directory.
+        @param options: the C{dict} of C{[policy.NAME]} (empty if absent).
+        @return: an L{IPolicy} provider.
+        """

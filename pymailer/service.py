@@ -37,6 +37,11 @@ from pymailer.queue.notify import Reporter
 from pymailer.queue.runner import QueueRunner
 from pymailer.queue.spool import Spool
 from pymailer.smtp.factory import ROLES as SMTP_ROLES
+from pymailer.policy.authresults import ForgedResultsFilter
+from pymailer.policy.chain import PolicyChain
+from pymailer.policy.decision import PolicyContext
+from pymailer.policy.forwarding import ForwardSealer
+from pymailer.policy.plugins import buildPieces
 from pymailer.smtp.factory import SMTPFactory
 from pymailer.pop3.server import buildMaildrops, buildPOP3
 from pymailer.imap.factory import buildAccount, buildIMAP
@@ -64,6 +69,7 @@ class Parts:
     store: object
     directory: object
     notifier: object  # mailbox changes -> sessions (IMAP IDLE)
+    policy: object  # the policy chain every SMTP listener asks
 
 
 def buildSMTP(role, parts):
@@ -72,6 +78,7 @@ def buildSMTP(role, parts):
         config.hostname, config.smtp, parts.portal, parts.reactor,
         role=SMTP_ROLES[role], tls=parts.tls, guard=parts.guard,
         authConfig=config.auth, hideClientIP=config.submission.hide_client_ip,
+        policy=parts.policy,
     )
 
 
@@ -134,7 +141,8 @@ def makeService(config, reactor=None):
     runner = QueueRunner(spool, None, config.queue, reactor, pool,
                          reporter=Reporter(spool, config.hostname, config.queue))
 
-    localAgent = LocalDeliveryAgent(store, router, config.hostname, reactor, pool, spool)
+    localAgent = LocalDeliveryAgent(store, router, config.hostname, reactor, pool, spool,
+                                    sealer=ForwardSealer(config.data_dir, config.authservId))
     relayAgent = RelayDeliveryAgent(config.relay, resolver, config.hostname, reactor, pool)
     runner.agent = RoutingAgent(router, localAgent, relayAgent, reactor, pool)
     runner.setServiceParent(top)
@@ -158,8 +166,9 @@ def makeService(config, reactor=None):
     guard = LoginGuard(config.auth, reactor)
     tls = ReloadableContextFactory(*certificatePaths(config))
     reloadOnHangup(reactor, tls)
+    policy = buildPolicy(config, reactor, pool, resolver, directory)
     parts = Parts(config, reactor, pool, portal, guard, tls, store, directory,
-                  ChangeNotifier(store, reactor))
+                  ChangeNotifier(store, reactor), policy)
     for interface, build in AVATAR_BUILDERS.items():
         realm.avatarFactories[interface] = build(parts)
 
@@ -171,6 +180,16 @@ def makeService(config, reactor=None):
             continue
         listen(top, reactor, role, description, build(role, parts), tls)
     return top
+
+
+def buildPolicy(config, reactor, threadpool, resolver, directory):
+    """
+    The policy chain: forged Authentication-Results are always dropped;
+    then the configured pieces, ours or plugins, in their order.
+    """
+    context = PolicyContext(config, reactor, threadpool, resolver, directory)
+    pieces = buildPieces(config.policy.checks, context, config.policy.options())
+    return PolicyChain([ForgedResultsFilter(config.authservId)] + pieces, config.authservId)
 
 
 def listen(parent, reactor, role, description, factory, tls):

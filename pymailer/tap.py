@@ -7,6 +7,7 @@ import sys
 from twisted.python import usage
 
 from pymailer import config as configmodule
+from pymailer.policy.plugins import UnknownPolicy, checkPolicyNames
 from pymailer.service import describeListeners, makeService as buildService
 
 
@@ -20,7 +21,8 @@ class Options(usage.Options):
     def postOptions(self):
         try:
             self.config = configmodule.loadOrDefault(self["config"])
-        except configmodule.ConfigError as e:
+            checkPolicyNames(self.config)
+        except (configmodule.ConfigError, UnknownPolicy) as e:
             # One line naming file, key and reason, and no start; a
             # UsageError would bury it under twistd's whole usage text.
             sys.exit(f"pymailer: error: {e}")

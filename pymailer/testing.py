@@ -6,6 +6,13 @@ The fakes use the real L{Router}, so what they accept is what the server
 accepts; only the disk is replaced.
 """
 
+import io
+
+import dns.exception
+import dns.name
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
 from twisted.cred.checkers import (
     AllowAnonymousAccess,
     ICredentialsChecker,
@@ -16,6 +23,8 @@ from twisted.cred.portal import Portal
 from twisted.internet import defer
 from twisted.internet.testing import StringTransport
 from zope.interface import implementer
+
+from pymailer.dns import DNSError
 
 from pymailer.auth.directory import normaliseAddress, normaliseDomain
 from pymailer.auth.realm import MailRealm
@@ -74,6 +83,9 @@ class MemoryMessage:
         self.aborted = True
         return defer.succeed(None)
 
+    def openData(self):
+        return io.BytesIO(b"".join(self.chunks))
+
 
 class MemoryIntake(MessageIntake):
     """
@@ -97,6 +109,7 @@ class MemoryIntake(MessageIntake):
         self.hold = False
         self.commitError = None
         self.capacityError = None
+        self.opened = []
         self._ids = 0
 
     def _inThread(self, f, *args):
@@ -118,7 +131,9 @@ class MemoryIntake(MessageIntake):
 
     def openMessage(self):
         self._ids += 1
-        return MemoryMessage(self, f"Q{self._ids}")
+        message = MemoryMessage(self, f"Q{self._ids}")
+        self.opened.append(message)
+        return message
 
 
 def memoryPortal(intake, passwords=None):
@@ -240,3 +255,151 @@ class RecordingDeliveryAgent:
             self.pending.append((d, results))
             return d
         return defer.succeed(results)
+
+
+# -- DNS ------------------------------------------------------------------------
+
+
+class FakeResolver:
+    """
+    The resolver seam (L{pymailer.dns.Resolver.lookup}) answered from a zone
+    in memory, with already-fired Deferreds, so unit tests need no reactor
+    and no thread.
+
+    It answers what the real L{pymailer.dns.Resolver} answers when
+    C{tests/dnsserver.DNSServer} serves the same zone (the server answers
+    from the same L{zoneAnswer}; C{tests/test_spf.py} runs one suite
+    against both so the fake stays honest):
+
+      - a list of dnspython rdata (C{dns.rdata.from_text}, names relative
+        to the root); identical records appear once, as in an RRset;
+      - C{[]} for a name that exists without records of that type;
+      - L{DNSError} with C{temporary=False} for a name not in the zone
+        (NXDOMAIN);
+      - L{DNSError} with C{temporary=True} for a name marked C{TIMEOUT}
+        (asked for a type it has no records of), for a CNAME loop (or a
+        chain of 16), and for a name dnspython cannot make (a label over 63
+        octets, an empty label);
+      - CNAMEs are followed, as a recursive resolver does.
+
+    @ivar records: C{{name: [(type, text), ..., "TIMEOUT"]}}, the shape of
+        C{DNSServer}'s records, e.g. C{{"example.org": [("TXT", '"v=spf1
+        -all"'), ("MX", "10 mx.example.org.")], "slow.example.org":
+        ["TIMEOUT"]}}.  Names are case-insensitive, the final dot optional;
+        the dict is live (tests may change it).
+    @ivar queries: C{[(name, rdtype)]} in the order asked.
+    """
+
+    TIMEOUT = "TIMEOUT"
+    MAX_CHAIN = 16  # dns.message.MAX_CHAIN: dnspython's limit on CNAME chains
+
+    def __init__(self, records):
+        self.records = {self.zoneKey(k): list(v) for k, v in records.items()}
+        self.queries = []
+
+    def lookup(self, name, rdtype):
+        try:
+            return defer.succeed(self.lookupBlocking(name, rdtype))
+        except DNSError:
+            return defer.fail()
+
+    def lookupBlocking(self, name, rdtype):
+        if not isinstance(rdtype, str):
+            rdtype = dns.rdatatype.to_text(rdtype)
+        rdtype = rdtype.upper()
+        self.queries.append((name, rdtype))
+        try:
+            qname = dns.name.from_text(name)
+        except dns.exception.DNSException as e:
+            # The real resolver fails the same way before asking anyone.
+            raise DNSError(name, str(e), temporary=True)
+        rcode, chain, rdatas = self.zoneAnswer(self.records, qname, rdtype)
+        if rcode == "NXDOMAIN":
+            raise DNSError(name, "no such domain", temporary=False)
+        if rcode == "SERVFAIL":
+            raise DNSError(name, "no server answered (SERVFAIL)", temporary=True)
+        if rcode == "LOOP":
+            raise DNSError(name, "CNAME chain too long", temporary=True)
+        return rdatas
+
+    @staticmethod
+    def zoneKey(name):
+        """C{name} (C{str} or C{dns.name.Name}) as a key of C{records}."""
+        if isinstance(name, dns.name.Name):
+            name = ".".join(label.decode("utf-8", "surrogateescape") for label in name.labels if label)
+        return name.lower().rstrip(".") + "."
+
+    @classmethod
+    def zoneAnswer(cls, records, qname, rdtype):
+        """
+        What an authoritative server for C{records} answers to C{qname}
+        (a C{dns.name.Name}) and C{rdtype} (text).
+
+        @return: C{(rcode, chain, rdatas)}: rcode "NOERROR", "NXDOMAIN",
+            "SERVFAIL" (a C{TIMEOUT} name) or "LOOP" (a CNAME loop or a
+            chain of C{MAX_CHAIN}: a server answers NOERROR with the chain,
+            the resolver gives up); C{chain} the C{[(owner, cname rdata)]}
+            followed; C{rdatas} the records of the last name.
+        """
+        chain = []
+        seen = set()
+        name = qname
+        while True:
+            entries = records.get(cls.zoneKey(name))
+            if entries is None:
+                return "NXDOMAIN", chain, []
+            rdatas = cls._rdatas(entries, rdtype)
+            if rdatas:
+                return "NOERROR", chain, rdatas
+            cnames = cls._rdatas(entries, "CNAME") if rdtype != "CNAME" else []
+            if cnames:
+                key = cls.zoneKey(name)
+                if key in seen or len(chain) >= cls.MAX_CHAIN:
+                    return "LOOP", chain, []
+                seen.add(key)
+                chain.append((name, cnames[0]))
+                name = cnames[0].target
+                continue
+            if cls.TIMEOUT in entries:
+                return "SERVFAIL", chain, []
+            return "NOERROR", chain, []
+
+    @staticmethod
+    def _rdatas(entries, rdtype):
+        out = []
+        for entry in entries:
+            if entry == FakeResolver.TIMEOUT or entry[0].upper() != rdtype:
+                continue
+            rdata = dns.rdata.from_text(
+                dns.rdataclass.IN, dns.rdatatype.from_text(rdtype), entry[1],
+                origin=dns.name.root, relativize=False,
+            )
+            if rdata not in out:
+                out.append(rdata)
+        return out
+
+
+class FakeTXT:
+    """
+    The C{txtLookup(name) -> [text]} that DKIM, ARC and DMARC take
+    (L{pymailer.policy.dkim.txtLookupFromResolver}), over a L{FakeResolver}:
+    C{records} is C{{name: [text, ...]}}; names in C{temporary} fail for now;
+    other names are NXDOMAIN.
+    """
+
+    def __init__(self, records=None, temporary=()):
+        from pymailer.policy.dkim import txtLookupFromResolver
+        from pymailer.policy.dkimkeys import zoneTXT
+
+        self.records = dict(records or {})
+        zone = {name: [("TXT", zoneTXT(text)) for text in texts]
+                for name, texts in self.records.items()}
+        for name in temporary:
+            zone[name] = [FakeResolver.TIMEOUT]
+        self.resolver = FakeResolver(zone)
+        self._lookup = txtLookupFromResolver(self.resolver)
+        self.queries = []
+
+    def __call__(self, name):
+        self.queries.append(name)
+        return self._lookup(name)

@@ -1,8 +1,15 @@
 """
 A real DNS server on loopback for tests: UDP on 127.0.0.1, answering from a
 dict of records with dnspython's wire format.  It serves what a relay or
-SPF test needs (MX, A, AAAA, TXT) and says NXDOMAIN for names it has no
-records for.
+SPF test needs (MX, A, AAAA, TXT with several strings, PTR, CNAME chains)
+and says NXDOMAIN for names it has no records for.
+
+It answers from L{pymailer.testing.FakeResolver.zoneAnswer}, so a zone
+means the same here as in the fake resolver: C{tests/test_spf.py} runs the
+same tests through the real resolver against this server and through the
+fake.  A name marked C{"TIMEOUT"} gets SERVFAIL at once (for the types it
+has no records of), which the real resolver reports as the same temporary
+error as a timeout, without waiting for one.
 """
 
 import socket
@@ -11,21 +18,25 @@ import threading
 import dns.flags
 import dns.message
 import dns.rcode
-import dns.rdata
-import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+
+from pymailer.testing import FakeResolver
 
 
 class DNSServer:
     """
     C{records}: {name: [(type, text), ...]}, e.g.
     C{{"remote.test.": [("MX", "10 mx.remote.test.")], "mx.remote.test.": [("A", "127.0.0.2")]}}.
+    Names in rdata are relative to the root; an entry C{"TIMEOUT"} makes
+    the name SERVFAIL (see L{FakeResolver}).  C{records} stays live: tests
+    may change it while the server runs.
     """
 
     def __init__(self, records):
         self.records = {self._key(k): list(v) for k, v in records.items()}
         self.queries = []
+        self.errors = []
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
@@ -33,9 +44,13 @@ class DNSServer:
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
-    @staticmethod
-    def _key(name):
-        return name.lower().rstrip(".") + "."
+    _key = staticmethod(FakeResolver.zoneKey)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
 
     @property
     def address(self):
@@ -54,26 +69,32 @@ class DNSServer:
                 query = dns.message.from_wire(wire)
             except Exception:
                 continue
-            self.sock.sendto(self.answer(query).to_wire(), peer)
+            try:
+                wire = self.answer(query).to_wire()
+            except Exception as e:
+                # A bad zone entry: say so in the test, not as a timeout.
+                self.errors.append(e)
+                response = dns.message.make_response(query)
+                response.set_rcode(dns.rcode.SERVFAIL)
+                wire = response.to_wire()
+            self.sock.sendto(wire, peer)
 
     def answer(self, query):
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA
         question = query.question[0]
-        name = self._key(question.name.to_text())
         qtype = dns.rdatatype.to_text(question.rdtype)
-        self.queries.append((name, qtype))
-        entries = self.records.get(name)
-        if entries is None:
+        self.queries.append((self._key(question.name), qtype))
+        rcode, chain, rdatas = FakeResolver.zoneAnswer(self.records, question.name, qtype)
+        for owner, cname in chain:
+            response.answer.append(dns.rrset.from_rdata_list(owner, 60, [cname]))
+        if rcode == "NXDOMAIN":
             response.set_rcode(dns.rcode.NXDOMAIN)
-            return response
-        rdatas = [
-            dns.rdata.from_text(dns.rdataclass.IN, question.rdtype, text)
-            for rtype, text in entries if rtype == qtype
-        ]
-        if rdatas:
-            rrset = dns.rrset.from_rdata_list(question.name, 60, rdatas)
-            response.answer.append(rrset)
+        elif rcode == "SERVFAIL":
+            response.set_rcode(dns.rcode.SERVFAIL)
+        elif rdatas:
+            owner = chain[-1][1].target if chain else question.name
+            response.answer.append(dns.rrset.from_rdata_list(owner, 60, rdatas))
         return response
 
     def stop(self):

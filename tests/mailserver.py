@@ -25,14 +25,41 @@ import threading
 import time
 import unicodedata
 
+import dns.message
+import dns.rcode
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 HOSTNAME = "mail.example.org"
 DOMAIN = "example.org"
 PASSWORD = "correct horse battery staple"
 DEFAULT_USERS = ("alice@example.org", "bob@example.org")
 QUEUE_STATES = ("incoming", "active", "deferred")
-# Port 9 is "discard": nothing answers DNS there.
-DEAD_DNS_PORT = 9
+
+
+class _FailingDNSServer:
+    """
+    A DNS server on loopback that answers SERVFAIL to everything, started
+    once per test process: what a server under test asks when the test
+    brings no DNS of its own.  Every lookup fails at once and temporarily,
+    so mail to other domains waits in the queue, and the inbound checks
+    (SPF, DKIM, DMARC) say temperror without waiting for a timeout.
+    """
+
+    _server = None
+
+    @classmethod
+    def address(cls):
+        if cls._server is None:
+            from dnsserver import DNSServer
+
+            class Failing(DNSServer):
+                def answer(self, query):
+                    response = dns.message.make_response(query)
+                    response.set_rcode(dns.rcode.SERVFAIL)
+                    return response
+
+            cls._server = Failing({})
+        return cls._server.address
 
 
 class ServerError(Exception):
@@ -181,15 +208,21 @@ class MailServer:
             lines.append(f'{role} = "{kind}:{port}:interface={self.interface}"')
         tables = [("smtp", self.smtpOptions), ("queue", self.queueOptions)]
         # A test server never asks the real DNS (no traffic off this
-        # machine): unless a test brings its own DNS server, lookups go to
-        # a closed port on loopback and fail at once, temporarily.
-        sections = {"dns": {"servers": [f"127.0.0.1:{DEAD_DNS_PORT}"], "timeout": 1.0}}
+        # machine): unless a test brings its own DNS server, lookups fail
+        # at once, temporarily.
+        sections = {"dns": {"servers": [_FailingDNSServer.address()], "timeout": 1.0}}
         sections.update(self.sections)
         tables += list(sections.items())
         for table, options in tables:
             if options:
                 lines += ["", f"[{table}]"]
-                lines += [f"{k} = {value(v)}" for k, v in options.items()]
+                lines += [f"{k} = {value(v)}" for k, v in options.items()
+                          if not isinstance(v, dict)]
+                # Nested tables: {"policy": {"dmarc": {...}}} -> [policy.dmarc].
+                for k, v in options.items():
+                    if isinstance(v, dict):
+                        lines += ["", f"[{table}.{k}]"]
+                        lines += [f"{kk} = {value(vv)}" for kk, vv in v.items()]
         self.configPath.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     def admin(self, *args, input=None, check=True):
@@ -321,9 +354,14 @@ class MailServer:
         local, domain = splitLocal(user if "@" in user else f"{user}@{DOMAIN}")
         return self.dataDir / "mail" / domain / local
 
-    def maildirFiles(self, user):
-        """Paths of the messages in C{user}'s INBOX (C{new/} and C{cur/})."""
+    def maildirFiles(self, user, folder=None):
+        """
+        Paths of the messages in C{user}'s INBOX (C{new/} and C{cur/}), or
+        in the Maildir++ C{folder} ("Junk").
+        """
         base = self.maildir(user)
+        if folder is not None:
+            base = base / ("." + folder)
         files = []
         for sub in ("new", "cur"):
             try:
@@ -332,6 +370,16 @@ class MailServer:
                 continue
             files += [base / sub / n for n in names if not n.startswith(".")]
         return files
+
+    def waitForMessages(self, user, count, folder=None, timeout=20.0):
+        """Wait until C{user}'s C{folder} holds C{count} messages; their paths."""
+        def enough():
+            files = self.maildirFiles(user, folder)
+            return files if len(files) >= count else None
+
+        return waitFor(enough, timeout, message=lambda: (
+            f"{count} message(s) in {user}'s {folder or 'INBOX'}; queue: "
+            f"{self.queueEntries()}\n--- log ---\n{self.log()[-3000:]}"))
 
     def allMaildirFiles(self):
         """Every message file in new/ or cur/ of any mailbox of anyone."""

@@ -58,9 +58,12 @@ class TestSample:
         """
         text = SAMPLE.read_text()
         for cls in (config.ListenConfig, config.SMTPConfig,
-                    config.DeliveryConfig, config.QueueConfig):
+                    config.DeliveryConfig, config.QueueConfig,
+                    config.RateLimitConfig, config.DMARCConfig):
             for f in dataclasses.fields(cls):
                 assert f"\n{f.name} = " in text, f.name
+        for name in ("checks", "authserv_id"):
+            assert f"\n{name} = " in text, name
 
     def test_minimal(self, tmp_path):
         """
@@ -375,3 +378,38 @@ def test_unreadable_tls_certificate_is_a_config_error(tmp_path):
     with pytest.raises(config.ConfigError) as e:
         config.load(path)
     assert str(e.value) == f"{path}: tls.cert: cannot read /nonexistent.pem: no such file"
+
+
+class TestPolicy:
+    def test_defaults(self, tmp_path):
+        """Without [policy], every check of ours is on, rate limits at their defaults."""
+        c = config.load(writeConfig(tmp_path, MINIMAL))
+        assert c.policy.checks == ("ratelimit", "spf", "dkim", "arc", "dmarc")
+        assert c.authservId == "mail.example.org"
+        assert c.policy.options()["ratelimit"]["connections_per_minute"] == 60
+
+    def test_plugin_options_passed_as_they_are(self, tmp_path):
+        """A plugin's [policy.NAME] table reaches it unchanged."""
+        c = config.load(writeConfig(tmp_path, MINIMAL + (
+            '[policy]\nchecks = ["spf", "greylist"]\nauthserv_id = "mx.example.org"\n'
+            '[policy.greylist]\ndelay = 300\n[policy.dmarc]\n'
+            'mark_only_domains = ["Example.NET"]\n')))
+        assert c.policy.options()["greylist"] == {"delay": 300}
+        assert c.policy.dmarc.mark_only_domains == ("example.net",)
+        assert c.authservId == "mx.example.org"
+
+    @pytest.mark.parametrize("text, key, reason", [
+        ('[policy]\nchecks = "spf"\n', "policy.checks", "expected an array of strings"),
+        ('[policy]\nchecks = ["spf", "spf"]\n', "policy.checks", "names a check twice"),
+        ('[policy]\nauthserv_id = "a b"\n', "policy.authserv_id", "not a valid authserv-id"),
+        ('[policy]\nchecks = ["spf"]\n[policy.greylist]\ndelay = 1\n', "policy.greylist",
+         "which policy.checks does not name"),
+        ('[policy.ratelimit]\nmessages_per_hour = -1\n', "policy.ratelimit.messages_per_hour",
+         "expected an integer >= 0"),
+        ('[policy.ratelimit]\nbursts = 1\n', "policy.ratelimit.bursts", "unknown key"),
+        ('[policy]\nlimit = 1\n', "policy.limit", "unknown key"),
+    ])
+    def test_errors_name_the_key(self, tmp_path, text, key, reason):
+        """Each mistake in [policy] is one line naming the key and the reason."""
+        message = loadError(tmp_path, MINIMAL + text)
+        assert f": {key}: " in message and reason in message, message

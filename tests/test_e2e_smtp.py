@@ -91,15 +91,24 @@ def waitDelivered(server, user, queueId, rcptIndex=0, n=0, timeout=DELIVERY_TIME
 def traceBounds(data):
     """
     @return: C{(i, j)}: the Return-Path line is C{data[:i]}, the (folded)
-        Received header C{data[i:j]}, the message as sent C{data[j:]}.
+        Received header C{data[i:j]} (with our Authentication-Results after
+        it, if any: RFC 8601, inbound mail is judged), the message as sent
+        C{data[j:]}.
     """
     assert data.startswith(b"Return-Path: <"), data[:200]
     i = data.index(b"\r\n") + 2
     assert data.startswith(b"Received: ", i), data[:400]
-    j = data.index(b"\r\n", i) + 2
+    j = _fieldEnd(data, i)
+    if data.startswith(b"Authentication-Results: " + HOSTNAME.encode() + b";", j):
+        j = _fieldEnd(data, j)
+    return i, j
+
+
+def _fieldEnd(data, start):
+    j = data.index(b"\r\n", start) + 2
     while data[j:j + 1] in (b" ", b"\t"):
         j = data.index(b"\r\n", j) + 2
-    return i, j
+    return j
 
 
 def checkDelivered(data, sender, recipient, sent, protocol="ESMTP"):
@@ -109,7 +118,7 @@ def checkDelivered(data, sender, recipient, sent, protocol="ESMTP"):
     """
     i, j = traceBounds(data)
     assert data[:i] == f"Return-Path: <{sender}>\r\n".encode("utf-8")
-    received = data[i:j].decode("utf-8")
+    received = data[i:_fieldEnd(data, i)].decode("utf-8")
     unfolded = re.sub(r"\r\n[ \t]+", " ", received)
     assert unfolded.endswith("\r\n") and "\r\n" not in unfolded[:-2], received
     assert f"by {HOSTNAME}" in unfolded, received

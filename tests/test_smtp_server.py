@@ -456,7 +456,7 @@ def test_connection_lost_mid_data_aborts():
     c = Client()
     c.startMail()
     c.send(b"Subject: x\r\n\r\npartial")
-    message = c.proto._txn.message
+    [message] = c.intake.opened
     c.proto.connectionLost(None)
     assert message.aborted
     assert c.intake.committed == []

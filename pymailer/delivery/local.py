@@ -13,25 +13,33 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from pymailer.delivery.router import Local, Reject, Relay
-from pymailer.delivery.trace import receivedHeader, returnPath
+from pymailer.delivery.trace import policyHeaders, receivedHeader, returnPath
 from pymailer.envelope import DeliveryResult, Recipient
 from pymailer.interfaces import IDeliveryAgent
 
 
 def traceHeaders(envelope, recipient, hostname):
-    """The C{Return-Path:} and C{Received:} lines for one local recipient."""
-    return returnPath(envelope) + receivedHeader(envelope, hostname, recipient.address)
+    """
+    The C{Return-Path:} and C{Received:} lines for one local recipient, and
+    what policy added below them.
+    """
+    return (returnPath(envelope) + receivedHeader(envelope, hostname, recipient.address)
+            + policyHeaders(envelope))
 
 
 @implementer(IDeliveryAgent)
 class LocalDeliveryAgent:
     log = Logger()
 
-    def __init__(self, store, router, hostname, reactor, threadpool, spool=None):
+    def __init__(self, store, router, hostname, reactor, threadpool, spool=None,
+                 sealer=None):
         """
         @param spool: where copies for remote alias targets are queued (for
             the relay); C{None} when there is no relay.
+        @param sealer: ARC-seals those copies
+            (L{pymailer.policy.forwarding.ForwardSealer}), or C{None}.
         """
+        self.sealer = sealer
         self.store = store
         self.spool = spool
         self.router = router
@@ -76,13 +84,9 @@ class LocalDeliveryAgent:
         try:
             for n, user in enumerate(route.users):
                 with openData() as source:
-                    self.store.deliver(
-                        user,
-                        prefix,
-                        source,
-                        uniqueKey=f"{envelope.queueId}R{recipient.index}U{n}",
-                        checkDuplicate=recovering,
-                    )
+                    self._store(user, recipient.folder, prefix, source,
+                                uniqueKey=f"{envelope.queueId}R{recipient.index}U{n}",
+                                checkDuplicate=recovering)
         except OSError as e:
             self.log.error(
                 "{qid}: mailbox write failed for <{to}>: {e}",
@@ -101,15 +105,42 @@ class LocalDeliveryAgent:
                     return DeliveryResult.tempfail(
                         "forwarding to other domains is not available", enhanced="4.4.0")
             else:
-                self._forward(envelope, route.forwards, openData)
+                self._forward(envelope, recipient, route.forwards, openData)
         return DeliveryResult.delivered(f"delivered to {len(route.users)} mailbox(es)")
 
-    def _forward(self, envelope, addresses, openData):
-        """Queue a copy for remote alias targets, same sender. Blocking."""
+    def _store(self, user, folder, prefix, source, **kwargs):
+        """Into C{folder} (made if the user has none yet), else INBOX."""
+        if folder:
+            for attempt in range(2):
+                try:
+                    return self.store.deliver(user, prefix, source, mailbox=folder, **kwargs)
+                except KeyError:
+                    if attempt:
+                        break
+                    try:
+                        self.store.createMailbox(user, folder)
+                    except KeyError:
+                        pass  # made meanwhile by another delivery
+            self.log.warn("cannot file into {folder} of {user}: INBOX instead",
+                          folder=folder, user=user)
+        return self.store.deliver(user, prefix, source, **kwargs)
+
+    def _forward(self, envelope, recipient, addresses, openData):
+        """
+        Queue a copy for remote alias targets, same sender, carrying what
+        policy added (our Authentication-Results, a DKIM signature) under an
+        ARC seal of the alias's domain when we have a key for it.  Blocking.
+        """
+        headers = policyHeaders(envelope)
+        if self.sealer is not None:
+            with openData() as source:
+                headers = self.sealer.seal(
+                    recipient.address.rpartition("@")[2], headers, source, envelope.size
+                ) + headers
         with openData() as source:
             self.spool.inject(
                 source, sender=envelope.sender,
                 recipients=tuple(Recipient(i, a) for i, a in enumerate(addresses)),
                 receivedAt=time.time(), session=envelope.session, body=envelope.body,
-                smtputf8=envelope.smtputf8,
+                smtputf8=envelope.smtputf8, headers=headers.decode("utf-8"),
             )

@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from pymailer.config import parseHostPort
-from pymailer.delivery.trace import PrefixedReader, receivedHeader
+from pymailer.delivery.trace import PrefixedReader, policyHeaders, receivedHeader
 from pymailer.dotstuff import DotStuffer, MessageSender
 from pymailer.envelope import DeliveryResult
 from pymailer.interfaces import IDeliveryAgent
@@ -247,7 +247,8 @@ class RelayDeliveryAgent:
         if not accepted:
             return results
         trace = receivedHeader(
-            envelope, self.hostname, recipients[0].address if len(recipients) == 1 else None)
+            envelope, self.hostname, recipients[0].address if len(recipients) == 1 else None
+        ) + policyHeaders(envelope)
         source = PrefixedReader(trace, (yield self._inThread(openData)))
         try:
             read = lambda f: self._inThread(f.read, CHUNK)  # noqa: E731

@@ -24,6 +24,11 @@ def receivedHeader(envelope, hostname, recipient=None):
     ).encode("utf-8")
 
 
+def policyHeaders(envelope):
+    """What policy added at the end of data (Authentication-Results, ...)."""
+    return envelope.headers.encode("utf-8")
+
+
 def returnPath(envelope):
     return f"Return-Path: <{envelope.sender}>\r\n".encode("utf-8")
 

@@ -163,6 +163,13 @@ class SpoolWriter:
         self._close()
         self.spool._committed(self.queueId)
 
+    def openData(self):
+        """Blocking: flush, and open what was written for reading."""
+        if self._file is None:
+            self._open()
+        self._file.flush()
+        return open(self.spool.dataPath(self.queueId), "rb")
+
     def abort(self):
         try:
             if self._file is not None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from twisted.internet.protocol import Protocol, ServerFactory
 
+from pymailer.policy.chain import PolicyChain
 from pymailer.smtp.server import SMTPServer
 
 
@@ -53,7 +54,7 @@ class SMTPFactory(ServerFactory):
     protocol = SMTPServer
 
     def __init__(self, hostname, limits, portal, reactor, role=MTA, tls=None,
-                 guard=None, authConfig=None, hideClientIP=False):
+                 guard=None, authConfig=None, hideClientIP=False, policy=None):
         self.hostname = hostname
         self.limits = limits
         self.portal = portal
@@ -63,6 +64,8 @@ class SMTPFactory(ServerFactory):
         self.guard = guard
         self.authConfig = authConfig
         self.hideClientIP = hideClientIP and role.requireAuth
+        # The policy chain, shared by every listener (one rate-limit count).
+        self.policy = policy if policy is not None else PolicyChain([], hostname)
         self.connections = {}
         self.total = 0
 

@@ -6,7 +6,9 @@ status code (RFC 2034); commands pipelined in one packet (RFC 2920) are
 answered in order even when a check takes a Deferred; lines are bounded; the
 message body is streamed through L{pymailer.smtp.data.DataDecoder} into the
 intake, never held whole.  It knows nothing of disks or mailboxes: it talks
-to an L{pymailer.interfaces.IMessageIntake} obtained from the portal.
+to an L{pymailer.interfaces.IMessageIntake} obtained from the portal.  Nor
+does it judge: at each stage it asks the factory's policy chain (an
+L{pymailer.interfaces.IPolicy}) and turns its decision into a reply.
 """
 
 import re
@@ -19,6 +21,8 @@ from twisted.mail.smtp import COMMAND, ESMTP
 
 from pymailer.envelope import Envelope, Recipient, Session
 from pymailer.interfaces import IMessageIntake
+from pymailer.policy.decision import Facts
+from pymailer.policy.headerfilter import FilteredMessage, HeaderFilter
 from pymailer.smtp import data as smtpdata
 from pymailer.smtp.address import parsePathCommand, unquoteLocalPart
 from pymailer.smtp.reply import DEFAULT_ENHANCED, SMTPReply
@@ -143,6 +147,7 @@ class SMTPServer(SessionSecurity, ESMTP):
         self._pendingData = []
         self._pendingSize = 0
         self._onLogout = None
+        self.facts = Facts()
 
     # -- replies ------------------------------------------------------------
 
@@ -187,13 +192,43 @@ class SMTPServer(SessionSecurity, ESMTP):
         return self.host + b" ESMTP pymailer"
 
     def connectionMade(self):
-        # RFC 2034 §3: no enhanced code on the greeting.
-        self.transport.write(b"220 " + self.greeting() + b"\r\n")
         self.setTimeout(self.timeout)
         self.secure = self.factory.role.implicitTLS
         peer = self.transport.getPeer()
         self._peerHost = getattr(peer, "host", str(peer))
         self._helo = (None, self._peerHost.encode("ascii", "replace"))
+        self.facts = Facts(clientAddress=self._peerHost, role=self.factory.role.name)
+        # Commands a client sends before the greeting wait behind the check.
+        self._run(self._greetClient, None)
+
+    def _greetClient(self, _):
+        d = self._ask("checkConnect")
+
+        def greet(decision):
+            if decision.refuses:
+                # RFC 5321 §3.1: 554 (or 421) instead of the greeting.
+                return self._closeWith(decision.code, decision.enhanced, decision.text)
+            # RFC 2034 §3: no enhanced code on the greeting.
+            self.transport.write(b"220 " + self.greeting() + b"\r\n")
+
+        return d.addCallback(greet)
+
+    def _ask(self, stage, *args):
+        """The policy chain's decision at C{stage}, with the facts refreshed."""
+        facts = self.facts
+        facts.helo = self._heloName
+        facts.tls = bool(self.secure)
+        facts.authenticatedAs = self.authenticatedAs
+        return defer.maybeDeferred(getattr(self.factory.policy, stage), facts, *args)
+
+    def _judge(self, decision):
+        """A refusing decision becomes the error reply (and maybe a close)."""
+        if decision.refuses:
+            if decision.disconnect:
+                self._closeWith(decision.code, decision.enhanced, decision.text)
+                return defer.fail(SMTPReply(decision.code, decision.enhanced, ""))
+            raise SMTPReply(decision.code, decision.enhanced, decision.text)
+        return decision
 
     def timeoutConnection(self):
         self._closeWith(421, "4.4.2", f"{self.factory.hostname} Error: timeout exceeded")
@@ -309,10 +344,15 @@ class SMTPServer(SessionSecurity, ESMTP):
         if not name or " " in name:
             self.reply(501, "5.5.4", "Syntax: EHLO hostname")
             return
+        self._resetTransaction()
         self._heloName = name
+        d = self._ask("checkHelo").addCallback(self._judge)
+        d.addCallback(lambda _: self._welcome(rest, name, extended))
+        return d
+
+    def _welcome(self, rest, name, extended):
         self._helo = (rest, self._helo[1])
         self._protocolName = "ESMTP" if extended else "SMTP"
-        self._resetTransaction()
         # RFC 2034 §3: no enhanced code on the HELO/EHLO reply.
         lines = [f"{self.factory.hostname} Hello {name} [{self._peerHost}]"]
         if extended:
@@ -324,10 +364,10 @@ class SMTPServer(SessionSecurity, ESMTP):
         self.transport.writeSequence(out)
 
     def do_HELO(self, rest):
-        self._greet(rest, extended=False)
+        return self._greet(rest, extended=False)
 
     def do_EHLO(self, rest):
-        self._greet(rest, extended=True)
+        return self._greet(rest, extended=True)
 
     def extensionLines(self):
         return [
@@ -409,6 +449,13 @@ class SMTPServer(SessionSecurity, ESMTP):
         d.addCallback(lambda _: self.intake.checkCapacity(size))
         d.addCallback(lambda _: self.intake.validateSender(self._session(), sender, params))
 
+        def askPolicy(_):
+            self.facts.newTransaction()
+            self.facts.sender = sender
+            return self._ask("checkMail").addCallback(self._judge)
+
+        d.addCallback(askPolicy)
+
         def accepted(_):
             self._txn = Transaction(sender, params)
             self.reply(250, "2.1.0", f"Sender <{sender}> ok")
@@ -477,10 +524,13 @@ class SMTPServer(SessionSecurity, ESMTP):
             # RFC 5321 §4.5.3.1.10: 452 for too many recipients.
             return self.reply(452, "4.5.3", "Error: too many recipients")
         d = self.intake.validateRecipient(self._session(), txn.sender, recipient)
+        d.addCallback(lambda _: self._ask("checkRecipient", recipient))
+        d.addCallback(self._judge)
 
         def accepted(_):
             if self._txn is txn:
                 txn.recipients.append((recipient, notify, orcpt))
+                self.facts.recipients.append(recipient)
             self.reply(250, "2.1.5", f"Recipient <{recipient}> ok")
 
         return d.addCallback(accepted)
@@ -507,7 +557,7 @@ class SMTPServer(SessionSecurity, ESMTP):
             return self.reply(e.code, e.enhanced, e.text)
         self.mode = DATA
         self._decoder = smtpdata.DataDecoder()
-        txn.message = self.intake.openMessage()
+        txn.message = self._openMessage()
         self.reply(354, None, "End data with <CR><LF>.<CR><LF>")
 
     def do_BDAT(self, rest):
@@ -528,10 +578,16 @@ class SMTPServer(SessionSecurity, ESMTP):
             txn = self._txn = Transaction("", {})
             txn.problem = e
         if txn.message is None and txn.problem is None:
-            txn.message = self.intake.openMessage()
+            txn.message = self._openMessage()
         self.mode = BDAT
         if self._bdatRemaining == 0:
             self._run(self._endOfChunk, None)
+
+    def _openMessage(self):
+        facts, policy = self.facts, self.factory.policy
+        return FilteredMessage(
+            self.intake.openMessage(), HeaderFilter(lambda field: policy.keepHeader(facts, field))
+        )
 
     def _chunkReceived(self):
         take = self._buffer[: self._bdatRemaining]
@@ -623,25 +679,15 @@ class SMTPServer(SessionSecurity, ESMTP):
                 lambda _: self.reply(txn.problem.code, txn.problem.enhanced, txn.problem.text)
             )
             return d
-        envelope = Envelope(
-            queueId=message.queueId,
-            sender=txn.sender,
-            recipients=tuple(
-                Recipient(index=i, address=a, notify=notify, orcpt=orcpt)
-                for i, (a, notify, orcpt) in enumerate(txn.recipients)
-            ),
-            receivedAt=time.time(),
-            session=self._session(),
-            size=txn.size,
-            body=txn.body,
-            smtputf8=txn.smtputf8,
-            dsnRet=txn.dsnRet,
-            dsnEnvid=txn.dsnEnvid,
-        )
         d = message.write(self._takePendingData())
-        d.addCallback(lambda _: message.commit(envelope))
+        d.addCallback(lambda _: message.finish())
+        self.facts.size = txn.size
+        d.addCallback(lambda _: self._ask("checkData", message))
+        d.addCallback(self._judge)
+        d.addCallback(lambda decision: self._envelope(txn, message, decision))
+        d.addCallback(message.commit)
 
-        def committed(_):
+        def committed(envelope):
             self.log.info(
                 "{qid}: from=<{sender}> size={size} nrcpt={n} client=[{ip}]{user}",
                 qid=envelope.queueId,
@@ -654,13 +700,36 @@ class SMTPServer(SessionSecurity, ESMTP):
             self.reply(250, "2.0.0", f"Ok: queued as {envelope.queueId}")
 
         def failed(failure):
+            message.abort()
+            if failure.check(SMTPReply):
+                return failure
             # A disk error is temporary: the client keeps the message and
             # retries, instead of a 5xx bouncing it for good.
-            self.log.failure("could not commit {qid}", failure, qid=envelope.queueId)
-            message.abort()
+            self.log.failure("could not commit {qid}", failure, qid=message.queueId)
             self.reply(451, "4.3.0", "Could not store the message, try again later")
 
         return d.addCallbacks(committed, failed)
+
+    def _envelope(self, txn, message, decision):
+        """The envelope to queue, with what policy added and where it files."""
+        filed = decision.recipients
+        return Envelope(
+            queueId=message.queueId,
+            sender=txn.sender,
+            recipients=tuple(
+                Recipient(index=i, address=a, notify=notify, orcpt=orcpt,
+                          folder=decision.folder if filed is None or a in filed else None)
+                for i, (a, notify, orcpt) in enumerate(txn.recipients)
+            ),
+            receivedAt=time.time(),
+            session=self._session(),
+            size=txn.size,
+            body=txn.body,
+            smtputf8=txn.smtputf8,
+            dsnRet=txn.dsnRet,
+            dsnEnvid=txn.dsnEnvid,
+            headers=b"".join(decision.headers).decode("utf-8"),
+        )
 
     def _abortMessage(self):
         self._decoder = None

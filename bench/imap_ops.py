@@ -1,0 +1,331 @@
+"""
+IMAP throughput of a real pymailer server, and the cost of a big mailbox.
+
+    python bench/imap_ops.py [--clients 10] [--duration 30] [--messages 100]
+                             [--big 100000] [--shared] [--port P]
+
+Starts its own server (twistd, 127.0.0.1 only, an C{imap} listener with
+plaintext LOGIN allowed on loopback) in a temporary directory with the
+helper the end-to-end tests use (C{tests/mailserver.py}).
+
+Part 1, concurrent sessions.  C{--clients} users (or, with C{--shared}, one
+user whose INBOX every client opens) each get an INBOX of C{--messages}
+messages of 1-10 KB, written straight into the Maildir's C{new/} as a
+delivery would leave them.  Each client is a process of its own with
+imaplib and loops, for C{--duration} seconds, over one session:
+
+    connect, LOGIN, SELECT INBOX, FETCH 1:* (FLAGS),
+    FETCH <5 random> (BODY.PEEK[]), STORE <random> +FLAGS/-FLAGS (\\Flagged),
+    APPEND (1-10 KB, \\Seen), STORE 1 +FLAGS.SILENT (\\Deleted), EXPUNGE,
+    LOGOUT
+
+(9 commands; the mailbox keeps its size).  It prints commands/s,
+logins/s (= sessions/s), per-command latency, the first LOGIN of each
+client (argon2id, uncached) against the later ones (answered from the
+checker's memory of verified logins, C{pymailer.auth.checkers
+.VerifiedLogins}), and the CPU used by the server and by the clients.
+
+Part 2, a big mailbox.  C{--big} messages (about 1 KB each; most \\Seen)
+are written straight into a fresh user's C{cur/}, as a migrated mailbox
+would be, with no UID list yet.  One client then times SELECT (the first
+one builds the UID list) and C{UID FETCH 1:* (FLAGS)}, then a second
+SELECT and FETCH (the list exists), and STATUS.
+
+Clients and server share this machine's CPUs (on 2 cores, 10 client
+processes compete with the server's reactor and thread pool), so the
+figures are a lower bound for the server; the CPU lines say who used what.
+"""
+
+import argparse
+import imaplib
+import multiprocessing
+import os
+import pathlib
+import random
+import secrets
+import socket
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
+
+from benchlib import MB, latencyLine, resetPeakRSS  # noqa: E402
+from mailserver import DOMAIN, PASSWORD, MailServer, readVm  # noqa: E402
+
+BIG_USER = f"big@{DOMAIN}"
+SESSION = ("LOGIN", "SELECT", "FETCH FLAGS", "FETCH BODY[]", "STORE",
+           "APPEND", "STORE \\Deleted", "EXPUNGE", "LOGOUT")
+_LINE = b"The quick brown fox jumps over the lazy dog 0123456789 abcdefghij.\r\n"
+
+
+def message(rng, tag, low=1024, high=10 * 1024):
+    """A CRLF message of C{low}..C{high} octets."""
+    size = rng.randint(low, high)
+    head = (f"From: <bench@client.test>\r\nTo: <user@{DOMAIN}>\r\n"
+            f"Subject: bench {tag}\r\nMessage-ID: <{tag}.{secrets.token_hex(6)}@bench>\r\n"
+            "\r\n").encode()
+    return head + _LINE * max(1, (size - len(head)) // len(_LINE))
+
+
+def populate(maildir, count, sub, seenRatio, low, high, seed):
+    """
+    Write C{count} messages straight into C{maildir/sub} (no fsync: a bench
+    set-up), named as Maildir asks and in delivery order.
+    """
+    rng = random.Random(seed)
+    target = pathlib.Path(maildir) / sub
+    base = int(time.time()) - count
+    for n in range(count):
+        name = f"{base + n}.M{n % 1000000}P{os.getpid()}R{secrets.token_hex(8)}.bench.test"
+        if sub == "cur":
+            name += ":2," + ("S" if rng.random() < seenRatio else "")
+        with open(target / name, "wb") as f:
+            f.write(message(rng, f"{seed}.{n}", low, high))
+
+
+def cpuSeconds(pid):
+    """utime + stime of C{pid} (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def connect(port):
+    m = imaplib.IMAP4("127.0.0.1", port, timeout=120)
+    # imaplib sends a literal and its closing CRLF apart: without this,
+    # Nagle holds the CRLF back until the server's delayed ACK (40 ms).
+    m.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return m
+
+
+def check(result, what):
+    typ, data = result
+    if typ != "OK":
+        raise RuntimeError(f"{what}: {typ} {data!r}")
+    return data
+
+
+# -- part 1 ---------------------------------------------------------------
+
+
+def clientMain(index, port, user, duration, go, results):
+    """One client process: loop over sessions until the deadline."""
+    rng = random.Random(index)
+    latencies = {name: [] for name in SESSION}
+    sessions = 0
+    errors = []
+    firstLogin = None
+    go.wait()
+    start = time.monotonic()
+    deadline = start + duration
+    end = start
+    while time.monotonic() < deadline:
+        timings = []
+
+        def timed(name, call, *args):
+            t = time.perf_counter()
+            result = call(*args)
+            timings.append((name, time.perf_counter() - t))
+            return result
+
+        try:
+            m = connect(port)
+            timed("LOGIN", m.login, user, PASSWORD)
+            count = int(check(timed("SELECT", m.select, "INBOX"), "SELECT")[0])
+            check(timed("FETCH FLAGS", m.fetch, "1:*", "(FLAGS)"), "FETCH FLAGS")
+            picks = ",".join(str(rng.randint(1, count)) for _ in range(5))
+            check(timed("FETCH BODY[]", m.fetch, picks, "(BODY.PEEK[])"), "FETCH BODY")
+            check(timed("STORE", m.store, str(rng.randint(1, count)),
+                        rng.choice(("+FLAGS", "-FLAGS")), "(\\Flagged)"), "STORE")
+            check(timed("APPEND", m.append, "INBOX", "(\\Seen)", None,
+                        message(rng, f"c{index}.{sessions}")), "APPEND")
+            check(timed("STORE \\Deleted", m.store, "1", "+FLAGS.SILENT", "(\\Deleted)"),
+                  "STORE \\Deleted")
+            check(timed("EXPUNGE", m.expunge), "EXPUNGE")
+            timed("LOGOUT", m.logout)
+        except Exception as e:  # report, do not hide
+            errors.append(repr(e))
+            if len(errors) > 20:
+                break
+            continue
+        end = time.monotonic()
+        for name, seconds in timings:
+            latencies[name].append(seconds)
+        if firstLogin is None:
+            firstLogin = latencies["LOGIN"].pop()
+        sessions += 1
+    results.put(dict(index=index, sessions=sessions, latencies=latencies,
+                     firstLogin=firstLogin, errors=errors, start=start, end=end,
+                     cpu=time.process_time()))
+
+
+def runSessions(server, args):
+    port = server.ports["imap"]
+    users = ([f"bench@{DOMAIN}"] * args.clients if args.shared
+             else [f"bench{i}@{DOMAIN}" for i in range(args.clients)])
+    ctx = multiprocessing.get_context("fork")
+    go, results = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=clientMain, daemon=True,
+                         args=(i, port, users[i], args.duration, go, results))
+             for i in range(args.clients)]
+    for p in procs:
+        p.start()
+    resetPeakRSS(server.pid)
+    cpu0 = cpuSeconds(server.pid)
+    t0 = time.monotonic()
+    go.set()
+    got = [results.get(timeout=args.duration + 300) for _ in procs]
+    for p in procs:
+        p.join()
+    wall = max(r["end"] for r in got) - t0
+    serverCPU = cpuSeconds(server.pid) - cpu0
+    peak = readVm(server.pid, "VmHWM")
+
+    sessions = sum(r["sessions"] for r in got)
+    commands = sessions * len(SESSION)
+    errors = [e for r in got for e in r["errors"]]
+    firstLogins = sorted(r["firstLogin"] for r in got if r["firstLogin"] is not None)
+    clientCPU = sum(r["cpu"] for r in got)
+    mode = (f"one INBOX (bench@{DOMAIN}) shared by all" if args.shared
+            else f"{args.clients} users, one INBOX each")
+    lines = [
+        "",
+        "==== pymailer IMAP sessions benchmark " + "=" * 28,
+        f"machine                 : {os.cpu_count()} CPUs; server, and {args.clients}"
+        " client processes (imaplib) share them",
+        f"load                    : {args.clients} clients, {mode},"
+        f" {args.messages} messages of 1-10 KB",
+        f"session                 : connect, {', '.join(SESSION)}"
+        f" ({len(SESSION)} commands)",
+        f"wall time               : {wall:.2f} s (--duration {args.duration:g})",
+        f"sessions completed      : {sessions}  (client errors {len(errors)})",
+        f"commands/s              : {commands / wall:.1f}",
+        f"logins/s                : {sessions / wall:.1f}",
+    ]
+    for name in SESSION:
+        values = sorted(x for r in got for x in r["latencies"][name])
+        lines.append(latencyLine(name if name != "LOGIN" else "LOGIN (cached)", values))
+    lines.append(latencyLine("first LOGIN (argon2id)", firstLogins))
+    wall1, cpu1 = args.argon2
+    lines.append(f"{'one argon2id verify':<24}: {wall1 * 1000:.0f} ms, {cpu1 * 1000:.0f} ms CPU"
+                 f" (idle machine): without the login cache at most"
+                 f" {os.cpu_count() / cpu1:.0f} logins/s on {os.cpu_count()} CPUs")
+    lines += [
+        f"server CPU              : {serverCPU:.1f} s = {serverCPU / wall:.2f} cores",
+        f"clients CPU             : {clientCPU:.1f} s = {clientCPU / wall:.2f} cores",
+        f"server peak RSS (VmHWM) : {peak / MB:.1f} MB during the sessions"
+        " (with the first logins' argon2id, 64 MiB each)",
+    ]
+    lines += [f"client error: {e}" for e in errors[:3]]
+    print("\n".join(lines), flush=True)
+    return not errors and sessions > 0
+
+
+def argon2Cost():
+    """
+    C{(wall, cpu)} seconds of one argon2id verification (the checker's, with
+    its parameters), the cheaper of three, in this process before the run.
+    """
+    from pymailer.auth.passwords import hashPassword, verifyPassword
+
+    stored = hashPassword(PASSWORD)
+    best = (float("inf"), float("inf"))
+    for _ in range(3):
+        wall, cpu = time.perf_counter(), time.process_time()
+        assert verifyPassword(stored, PASSWORD)
+        best = min(best, (time.perf_counter() - wall, time.process_time() - cpu))
+    return best
+
+
+# -- part 2 -----------------------------------------------------------------
+
+
+def timeBigMailbox(server, args):
+    port = server.ports["imap"]
+    m = connect(port)
+    check(m.login(BIG_USER, PASSWORD), "LOGIN")
+    rows = []
+
+    def timed(label, call, *a):
+        t = time.perf_counter()
+        data = check(call(*a), label)
+        rows.append((label, time.perf_counter() - t))
+        return data
+
+    for attempt in ("first", "second"):
+        cpu0 = cpuSeconds(server.pid)
+        exists = int(timed(f"{attempt} SELECT", m.select, "INBOX")[0])
+        data = timed(f"{attempt} UID FETCH 1:* (FLAGS)", m.uid, "FETCH", "1:*", "(FLAGS)")
+        rows.append(("  server CPU for both", cpuSeconds(server.pid) - cpu0))
+        if exists != args.big or len(data) != args.big:
+            raise RuntimeError(f"{attempt}: EXISTS {exists}, {len(data)} FETCH answers,"
+                               f" want {args.big}")
+        m.unselect()
+    timed("STATUS (MESSAGES UNSEEN)", m.status, "INBOX", "(MESSAGES UNSEEN)")
+    m.logout()
+    lines = ["", f"==== a {args.big}-message mailbox " + "=" * 36]
+    lines += [f"{label:<32}: {seconds:7.3f} s" for label, seconds in rows]
+    lines.append(f"server peak RSS (VmHWM) : {readVm(server.pid, 'VmHWM') / MB:.1f} MB"
+                 " since the start")
+    lines.append("=" * 66)
+    print("\n".join(lines), flush=True)
+
+
+# -- set-up -------------------------------------------------------------------
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=10,
+                        help="concurrent client processes (default 10)")
+    parser.add_argument("--duration", type=float, default=30.0,
+                        help="seconds of sessions (default 30)")
+    parser.add_argument("--messages", type=int, default=100,
+                        help="messages in each INBOX (default 100)")
+    parser.add_argument("--big", type=int, default=100000,
+                        help="messages in the big mailbox (default 100000; 0 skips it)")
+    parser.add_argument("--shared", action="store_true",
+                        help="every client opens the same user's INBOX")
+    parser.add_argument("--port", type=int, default=None,
+                        help="SMTP port on 127.0.0.1 (default: a free one;"
+                             " IMAP gets another free one)")
+    args = parser.parse_args(argv)
+
+    from pymailer.store.maildir import MaildirStore
+
+    with tempfile.TemporaryDirectory(prefix="pymailer-bench-") as root:
+        server = MailServer(
+            root, port=args.port, roles=("imap",),
+            sections={"auth": {"allow_plaintext_on_loopback": True}},
+        )
+        users = ([f"bench@{DOMAIN}"] if args.shared
+                 else [f"bench{i}@{DOMAIN}" for i in range(args.clients)])
+        if args.big:
+            users.append(BIG_USER)
+        args.argon2 = argon2Cost()
+        t = time.perf_counter()
+        server.provision(users=users)
+        store = MaildirStore(server.dataDir / "mail", server.hostname)
+        for seed, user in enumerate(users):
+            store.createUser(user)
+            if user == BIG_USER:
+                populate(server.maildir(user), args.big, "cur", 0.9, 600, 1400, seed)
+            else:
+                populate(server.maildir(user), args.messages, "new", 0.0, 1024, 10240, seed)
+        print(f"pymailer IMAP bench: {len(users)} users provisioned and filled in"
+              f" {time.perf_counter() - t:.1f} s", flush=True)
+        server.start()
+        try:
+            print(f"server pid {server.pid}, IMAP on 127.0.0.1:{server.ports['imap']};"
+                  f" {args.clients} clients for {args.duration:g} s ...", flush=True)
+            ok = runSessions(server, args)
+            if args.big:
+                timeBigMailbox(server, args)
+            return 0 if ok else 1
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

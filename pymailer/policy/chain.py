@@ -1,0 +1,88 @@
+"""
+The policy chain: the configured pieces, run in order at each SMTP stage.
+
+The first piece that refuses decides (later pieces are not asked); added
+headers accumulate in order; the last folder named wins.  At the end of
+data the chain writes the RFC 8601 Authentication-Results header from what
+the pieces recorded.  A piece that fails with an exception costs a
+temporary refusal, never a bounce: a bug in a plugin must not lose mail.
+"""
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from pymailer.policy.authresults import authenticationResults
+from pymailer.policy.decision import Decision
+
+
+class PolicyChain:
+    log = Logger()
+
+    def __init__(self, pieces, authservId):
+        self.pieces = list(pieces)
+        self.authservId = authservId
+
+    @property
+    def names(self):
+        return [p.name for p in self.pieces]
+
+    def checkConnect(self, facts):
+        return self._run("checkConnect", facts)
+
+    def checkHelo(self, facts):
+        return self._run("checkHelo", facts)
+
+    def checkMail(self, facts):
+        return self._run("checkMail", facts)
+
+    def checkRecipient(self, facts, recipient):
+        return self._run("checkRecipient", facts, recipient)
+
+    def checkData(self, facts, message):
+        d = self._run("checkData", facts, message)
+
+        def withResults(decision):
+            if decision.refuses or not facts.authResults:
+                return decision
+            header = authenticationResults(self.authservId, facts.authResults)
+            return _merge(Decision.addHeaders([header]), decision)
+
+        return d.addCallback(withResults)
+
+    def keepHeader(self, facts, field):
+        return all(p.keepHeader(facts, field) for p in self.pieces)
+
+    @defer.inlineCallbacks
+    def _run(self, stage, facts, *args):
+        combined = Decision.accept()
+        for piece in self.pieces:
+            try:
+                decision = yield defer.maybeDeferred(getattr(piece, stage), facts, *args)
+            except Exception:
+                self.log.failure("policy {name} failed at {stage}",
+                                 name=piece.name, stage=stage)
+                # RFC 3463 §3.4: 4.3.5, system incorrectly configured.
+                return Decision.tempfail(
+                    451, "4.3.5", "Temporary policy failure, try again later",
+                    f"{piece.name}.error")
+            if decision is None:
+                continue
+            if decision.refuses:
+                self.log.info("policy {name} refused at {stage}: {reason} ({code} {text})",
+                              name=piece.name, stage=stage, reason=decision.reason,
+                              code=decision.code, text=decision.text)
+                return decision
+            combined = _merge(combined, decision)
+        return combined
+
+
+def _merge(first, second):
+    """Accepting decisions combined: headers of both, the later folder."""
+    folder, recipients = first.folder, first.recipients
+    if second.folder is not None:
+        folder, recipients = second.folder, second.recipients
+    return Decision(
+        headers=first.headers + second.headers,
+        folder=folder, recipients=recipients,
+        reason=",".join(r for r in (first.reason, second.reason) if r),
+    )

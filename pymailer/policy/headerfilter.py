@@ -1,0 +1,110 @@
+"""
+Streaming removal of header fields while a message arrives.
+
+The header section is cut into fields (a line and its folded continuation
+lines, RFC 5322 §2.2.3) as the data streams by; each whole field is offered
+to C{keep(field)}, and the body passes through untouched.  Memory is bounded:
+a field longer than C{maxField} is judged on its first C{maxField} octets
+and the rest of it follows that judgement.  Lines may end in CRLF or, for
+BINARYMIME data, a bare LF.
+"""
+
+
+class HeaderFilter:
+    def __init__(self, keep, maxField=64 * 1024):
+        self.keep = keep
+        self.maxField = maxField
+        self._inBody = False
+        self._partial = b""
+        self._field = b""
+        self._overflow = None  # True/False: passing/dropping a too-long field
+
+    def feed(self, data):
+        """@return: the bytes to write for C{data}."""
+        if self._inBody:
+            return data
+        out = []
+        data = self._partial + data
+        self._partial = b""
+        start = 0
+        while not self._inBody:
+            end = data.find(b"\n", start)
+            if end < 0:
+                self._partial = data[start:]
+                if len(self._partial) > self.maxField:
+                    self._line(self._partial, out)
+                    self._partial = b""
+                break
+            self._line(data[start:end + 1], out)
+            start = end + 1
+        if self._inBody:
+            out.append(data[start:])
+        return b"".join(out)
+
+    def finish(self):
+        """The end of the message: @return: whatever is still held."""
+        out = []
+        if self._partial:
+            self._line(self._partial, out)
+            self._partial = b""
+        self._endField(out)
+        return b"".join(out)
+
+    def _line(self, line, out):
+        if line[:1] in (b" ", b"\t") and (self._field or self._overflow is not None):
+            self._append(line, out)
+            return
+        self._endField(out)
+        if line in (b"\r\n", b"\n") or b":" not in line:
+            # The empty line (or a line that is no header field: the
+            # section is malformed, and readers take it as the body).
+            self._inBody = True
+            out.append(line)
+            return
+        self._append(line, out)
+
+    def _append(self, line, out):
+        if self._overflow is not None:
+            if self._overflow:
+                out.append(line)
+            return
+        self._field += line
+        if len(self._field) > self.maxField:
+            self._overflow = bool(self.keep(self._field))
+            if self._overflow:
+                out.append(self._field)
+            self._field = b""
+
+    def _endField(self, out):
+        if self._field and self.keep(self._field):
+            out.append(self._field)
+        self._field = b""
+        self._overflow = None
+
+
+class FilteredMessage:
+    """
+    An L{pymailer.interfaces.IIncomingMessage} whose header section passes
+    through a L{HeaderFilter} on its way to the spool.
+    """
+
+    def __init__(self, message, headerFilter):
+        self._message = message
+        self._filter = headerFilter
+        self.queueId = message.queueId
+
+    def write(self, data):
+        return self._message.write(self._filter.feed(data))
+
+    def finish(self):
+        """The data is complete: write what the filter still holds."""
+        return self._message.write(self._filter.finish())
+
+    def openData(self):
+        return self._message.openData()
+
+    def commit(self, envelope):
+        return self._message.commit(envelope).addCallback(lambda _: envelope)
+
+    def abort(self):
+        return self._message.abort()

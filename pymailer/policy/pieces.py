@@ -1,0 +1,204 @@
+"""
+Our email-authentication pieces on the message's path: SPF, DKIM (verify
+inbound, sign submitted), ARC and DMARC.  Each wraps the standard's module
+(L{spf}, L{dkim}, L{arc}, L{dmarc}), which knows nothing of SMTP, and
+records its RFC 8601 result in C{facts.authResults} (the chain writes the
+Authentication-Results header) and its full result in C{facts.notes} for
+the pieces after it: DMARC reads SPF's and DKIM's.
+
+Mail from an authenticated user (submission) is not judged: it is ours,
+and DKIM signs it instead.  Crypto and the DNS those libraries do run in the
+resolver's thread pool, never on the reactor.
+
+dkimpy works on the whole message in memory (a few copies of it), so a
+message over L{MAX_CRYPTO_SIZE} is neither verified nor signed: its DKIM
+and ARC results say so (RFC 8601 "policy"), and DMARC then only marks it,
+never refuses or files it on a verdict it could not check.
+"""
+
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from pymailer.interfaces import IPolicyFactory
+from pymailer.policy import arc, dkim, dkimkeys, dmarc, spf
+from pymailer.policy.decision import AuthResult, Decision, Policy
+
+
+MAX_CRYPTO_SIZE = 16 * 1024 * 1024
+TOO_LARGE = "message too large to verify"
+
+
+class _Piece(Policy):
+    def __init__(self, context, options=None):
+        self.context = context
+        self.options = options or {}
+        self.txtLookup = dkim.txtLookupFromResolver(context.resolver)
+
+    def inThread(self, f, *args):
+        pool = getattr(self.context.resolver, "threadpool", None) or self.context.threadpool
+        return deferToThreadPool(self.context.reactor, pool, f, *args)
+
+    def messageBytes(self, facts, message):
+        """The whole message, read once per transaction (in a thread)."""
+        if "message" in facts.notes:
+            return defer.succeed(facts.notes["message"])
+
+        def read():
+            with message.openData() as f:
+                return f.read()
+
+        def keep(data):
+            facts.notes["message"] = data
+            return data
+
+        return self.inThread(read).addCallback(keep)
+
+    def headerBytes(self, facts, message, limit=256 * 1024):
+        """The header section (at most C{limit} octets), without the body."""
+        if "message" in facts.notes:
+            return defer.succeed(facts.notes["message"])
+
+        def read():
+            with message.openData() as f:
+                return f.read(limit)
+
+        return self.inThread(read)
+
+
+class SPFCheck(_Piece):
+    name = "spf"
+
+    @defer.inlineCallbacks
+    def checkData(self, facts, message):
+        if facts.authenticatedAs is not None:
+            return Decision.accept()
+        result = yield spf.evaluate(
+            self.context.resolver, facts.clientAddress, facts.sender, facts.helo,
+            receivingHost=self.context.config.hostname, clock=self.context.reactor)
+        facts.notes["spf"] = result
+        facts.authResults.append(AuthResult(
+            "spf", result.result, result.reason, (result.authResultsProperty,)))
+        return Decision.accept()
+
+
+class DKIMCheck(_Piece):
+    """Verifies every signature of inbound mail; signs what users submit."""
+
+    name = "dkim"
+
+    @defer.inlineCallbacks
+    def checkData(self, facts, message):
+        if facts.size > MAX_CRYPTO_SIZE:
+            if facts.authenticatedAs is None:
+                facts.notes["unverified"] = True
+                facts.authResults.append(AuthResult("dkim", "policy", TOO_LARGE))
+            return Decision.accept("dkim.toolarge")
+        data = yield self.messageBytes(facts, message)
+        if facts.authenticatedAs is not None:
+            headers = yield self.inThread(self._sign, data)
+            return Decision.addHeaders([headers], "dkim.signed") if headers else None
+        results = yield self.inThread(dkim.verifyAll, data, self.txtLookup)
+        facts.notes["dkim"] = results
+        if not results:
+            facts.authResults.append(AuthResult("dkim", "none", "message not signed"))
+        for r in results:
+            properties = [("header.d", r.domain), ("header.s", r.selector),
+                          ("header.b", r.headerB)]
+            facts.authResults.append(AuthResult(
+                "dkim", r.result, r.reason, tuple((k, v) for k, v in properties if v)))
+        return Decision.accept()
+
+    def _sign(self, data):
+        domain, _ = dmarc.fromDomain(data)
+        if domain is None:
+            return b""
+        keys = dkimkeys.loadSigningKeys(self.context.config.data_dir, domain)
+        return dkim.sign(data, domain, keys) if keys else b""
+
+
+class ARCCheck(_Piece):
+    name = "arc"
+
+    @defer.inlineCallbacks
+    def checkData(self, facts, message):
+        if facts.authenticatedAs is not None:
+            return Decision.accept()
+        if facts.size > MAX_CRYPTO_SIZE:
+            facts.authResults.append(AuthResult("arc", "policy", TOO_LARGE))
+            return Decision.accept("arc.toolarge")
+        data = yield self.messageBytes(facts, message)
+        result = yield self.inThread(arc.verifyChain, data, self.txtLookup)
+        facts.notes["arc"] = result
+        facts.authResults.append(AuthResult("arc", result.result, result.reason))
+        return Decision.accept()
+
+
+class DMARCCheck(_Piece):
+    """
+    RFC 7489 §6.6: reject or quarantine what the From domain's owner asks
+    for.  C{mark_only_domains}: local domains whose recipients get the
+    message in their INBOX, marked, whatever the policy.
+    """
+
+    name = "dmarc"
+
+    @defer.inlineCallbacks
+    def checkData(self, facts, message):
+        if facts.authenticatedAs is not None:
+            return Decision.accept()
+        data = yield self.headerBytes(facts, message)
+        spfResult = facts.notes.get("spf")
+        result = yield self.inThread(
+            self._evaluate, data, spfResult.result if spfResult else "none",
+            spfResult.domain if spfResult else None, facts.notes.get("dkim", ()))
+        facts.notes["dmarc"] = result
+        properties = (("header.from", result.fromDomain),) if result.fromDomain else ()
+        facts.authResults.append(AuthResult("dmarc", result.result, result.reason, properties))
+        if result.disposition == "none":
+            return Decision.accept()
+        if facts.notes.get("unverified"):
+            return Decision.accept("dmarc.unverified")
+        markOnly = set(self.options.get("mark_only_domains", ()))
+        enforced = [r for r in facts.recipients if r.rpartition("@")[2].lower() not in markOnly]
+        if not enforced:
+            return Decision.accept("dmarc.marked")
+        if result.disposition == "reject" and len(enforced) == len(facts.recipients):
+            return Decision.reject(
+                550, "5.7.1",
+                f"Message rejected: {result.fromDomain} asks receivers to reject mail "
+                "that fails its DMARC policy (no aligned SPF or DKIM pass)",
+                "dmarc.reject")
+        # Quarantine, or reject where some recipients only mark: Junk.
+        return Decision.fileInto("Junk", f"dmarc.{result.disposition}", enforced)
+
+    def _evaluate(self, data, spfResult, spfDomain, dkimResults):
+        fromDomain, _ = dmarc.fromDomain(data)
+        return dmarc.evaluate(fromDomain, spfResult, spfDomain, dkimResults, self.txtLookup)
+
+
+@implementer(IPlugin, IPolicyFactory)
+class _Factory:
+    def __init__(self, name, piece):
+        self.name = name
+        self.piece = piece
+
+    def build(self, context, options):
+        return self.piece(context, options)
+
+
+def SPFFactory():
+    return _Factory("spf", SPFCheck)
+
+
+def DKIMFactory():
+    return _Factory("dkim", DKIMCheck)
+
+
+def ARCFactory():
+    return _Factory("arc", ARCCheck)
+
+
+def DMARCFactory():
+    return _Factory("dmarc", DMARCCheck)

@@ -1,0 +1,302 @@
+"""
+The policy seam at the protocol level: the real SMTP server on a
+L{StringTransport} asks a chain of pieces at each stage and turns their
+decisions into replies; the chain, the streaming header filter and the rate
+limits on their own, with time from L{task.Clock}.
+"""
+
+import pytest
+from twisted.internet import defer, task
+
+from pymailer.policy.authresults import (
+    ForgedResultsFilter, authenticationResults, claimedAuthservId)
+from pymailer.policy.chain import PolicyChain
+from pymailer.policy.decision import AuthResult, Decision, Facts, Policy
+from pymailer.policy.headerfilter import HeaderFilter
+from pymailer.policy.ratelimit import RateLimit, TokenBuckets
+
+from test_smtp_server import Client, assertReply
+
+
+class Scripted(Policy):
+    """A piece answering each stage from a dict of decisions."""
+
+    name = "scripted"
+
+    def __init__(self, **decisions):
+        self.decisions = decisions
+        self.seen = []
+
+    def _answer(self, stage, facts, *args):
+        self.seen.append((stage, facts.sender, list(facts.recipients)) + args)
+        decision = self.decisions.get(stage, Decision.accept())
+        if isinstance(decision, Exception):
+            raise decision
+        return decision
+
+    def checkConnect(self, facts):
+        return self._answer("connect", facts)
+
+    def checkHelo(self, facts):
+        return self._answer("helo", facts)
+
+    def checkMail(self, facts):
+        return self._answer("mail", facts)
+
+    def checkRecipient(self, facts, recipient):
+        return self._answer("rcpt", facts, recipient)
+
+    def checkData(self, facts, message):
+        with message.openData() as f:
+            facts.notes["data"] = f.read()
+        return self._answer("data", facts)
+
+
+def clientWith(*pieces, **kwargs):
+    chain = PolicyChain([ForgedResultsFilter("mx.example.org")] + list(pieces), "mx.example.org")
+    return Client(factoryArgs={"policy": chain}, **kwargs)
+
+
+REJECT = Decision.reject(550, "5.7.1", "Go away", "test.reject")
+
+
+def test_connect_refusal_replaces_greeting_and_closes():
+    """A client refused at connect sees the reason instead of 220, and is cut off."""
+    c = clientWith(Scripted(connect=Decision.tempfail(
+        421, "4.7.0", "Too busy", "test", disconnect=True)))
+    assert c.greeting == [(421, ["4.7.0 Too busy"])]
+    assert c.transport.disconnecting
+
+
+def test_helo_refusal():
+    """A piece that refuses the HELO name gets its code and text to the client."""
+    c = clientWith(Scripted(helo=Decision.reject(550, "5.7.1", "Bad HELO", "test")))
+    assertReply(c.one("EHLO bad.test\r\n"), 550, "5.7.1")
+
+
+def test_mail_tempfail_reaches_client():
+    """MAIL refused by policy: the client sees 450 4.7.1 and the reason."""
+    c = clientWith(Scripted(mail=Decision.tempfail(450, "4.7.1", "Slow down", "test")))
+    c.ehlo()
+    reply = c.one("MAIL FROM:<a@remote.test>\r\n")
+    assert reply == (450, ["4.7.1 Slow down"])
+
+
+def test_recipient_refusal_is_per_recipient():
+    """A recipient refused by policy gets 550; the transaction goes on with others."""
+    class OnlyBob(Policy):
+        name = "onlybob"
+
+        def checkRecipient(self, facts, recipient):
+            return Decision.accept() if recipient.startswith("bob") else REJECT
+
+    c = clientWith(OnlyBob())
+    c.ehlo()
+    c.one("MAIL FROM:<a@remote.test>\r\n")
+    assertReply(c.one("RCPT TO:<alice@example.org>\r\n"), 550, "5.7.1")
+    assertReply(c.one("RCPT TO:<bob@example.org>\r\n"), 250, "2.1.5")
+    c.one("DATA\r\n")
+    assertReply(c.one("Subject: x\r\n\r\nhi\r\n.\r\n"), 250, "2.0.0")
+    [(envelope, _)] = c.intake.committed
+    assert [r.address for r in envelope.recipients] == ["bob@example.org"]
+
+
+def test_data_refusal_stores_nothing():
+    """A message refused at the end of data gets 550 5.7.1 and is not queued."""
+    c = clientWith(Scripted(data=REJECT))
+    c.startMail()
+    assert c.one("Subject: x\r\n\r\nhi\r\n.\r\n") == (550, ["5.7.1 Go away"])
+    assert c.intake.committed == []
+    assert c.intake.opened[0].aborted
+
+
+def test_data_stage_sees_message_and_facts():
+    """The end-of-data check reads the message and knows sender and recipients."""
+    piece = Scripted()
+    c = clientWith(piece)
+    c.startMail(sender="<a@remote.test>", rcpts=("alice@example.org",))
+    c.one("Subject: x\r\n\r\nhello\r\n.\r\n")
+    assert ("data", "a@remote.test", ["alice@example.org"]) in piece.seen
+
+
+def test_headers_and_folder_go_into_envelope():
+    """Added headers ride in the envelope; the folder applies to the recipients named."""
+    piece = Scripted(data=Decision(headers=(b"X-Test: 1\r\n",), folder="Junk",
+                                   recipients=("bob@example.org",)))
+    c = clientWith(piece)
+    c.startMail(rcpts=("alice@example.org", "bob@example.org"))
+    c.one("Subject: x\r\n\r\nhi\r\n.\r\n")
+    [(envelope, _)] = c.intake.committed
+    assert envelope.headers == "X-Test: 1\r\n"
+    assert [r.folder for r in envelope.recipients] == [None, "Junk"]
+
+
+def test_authentication_results_written_from_recorded_results():
+    """Results pieces record end up in one Authentication-Results header with our id."""
+    class Records(Policy):
+        name = "records"
+
+        def checkData(self, facts, message):
+            facts.authResults.append(AuthResult(
+                "spf", "fail", "not permitted", (("smtp.mailfrom", "remote.test"),)))
+
+    c = clientWith(Records())
+    c.startMail()
+    c.one("Subject: x\r\n\r\nhi\r\n.\r\n")
+    [(envelope, _)] = c.intake.committed
+    assert envelope.headers == (
+        "Authentication-Results: mx.example.org;\r\n"
+        "\tspf=fail (not permitted) smtp.mailfrom=remote.test\r\n")
+
+
+def test_forged_authentication_results_dropped_while_streaming():
+    """An incoming A-R claiming our id (even folded, split across packets) never reaches disk."""
+    c = clientWith()
+    c.startMail()
+    for part in (b"Authentication-Results: MX.example.org;\r\n", b"\tdkim=pass\r\n",
+                 b"Authentication-Results: other.test; spf=pass\r\n",
+                 b"Subject: x\r\n\r\nAuthentication-Results: mx.example.org; body\r\n.\r\n"):
+        c.send(part)
+    [(_, data)] = c.intake.committed
+    assert data == (b"Authentication-Results: other.test; spf=pass\r\n"
+                    b"Subject: x\r\n\r\nAuthentication-Results: mx.example.org; body\r\n")
+
+
+def test_piece_crash_is_a_temporary_refusal():
+    """A buggy piece costs the client a 451 4.3.5 retry, never a bounce."""
+    c = clientWith(Scripted(mail=RuntimeError("bug")))
+    c.ehlo()
+    assertReply(c.one("MAIL FROM:<a@remote.test>\r\n"), 451, "4.3.5")
+
+
+def test_first_refusal_wins():
+    """Pieces after a refusing one are not asked."""
+    later = Scripted()
+    chain = PolicyChain([Scripted(mail=REJECT), later], "mx.test")
+    facts = Facts(sender="a@b.test")
+    decision = chain.checkMail(facts)
+    assert self_result(decision) == REJECT
+    assert later.seen == []
+
+
+def test_slow_piece_holds_pipelined_commands():
+    """A piece answering later (DNS) keeps pipelined replies in order."""
+    held = defer.Deferred()
+
+    class Slow(Policy):
+        name = "slow"
+
+        def checkMail(self, facts):
+            return held
+
+    c = clientWith(Slow())
+    c.ehlo()
+    assert c.send("MAIL FROM:<a@remote.test>\r\nRCPT TO:<alice@example.org>\r\n") == []
+    held.callback(Decision.accept())
+    assert [code for code, _ in c.replies()] == [250, 250]
+
+
+def self_result(d):
+    results = []
+    d.addCallback(results.append)
+    return results[0]
+
+
+# -- the header filter ----------------------------------------------------
+
+def filtered(chunks, keep, **kwargs):
+    f = HeaderFilter(keep, **kwargs)
+    return b"".join(f.feed(c) for c in chunks) + f.finish()
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 1000])
+def test_header_filter_any_chunking(size):
+    """Whatever the packet boundaries, the same fields are dropped and the rest is exact."""
+    message = (b"A: 1\r\nX-Drop: a\r\n b\r\nC: 3\r\n\r\nX-Drop: body\r\n")
+    chunks = [message[i:i + size] for i in range(0, len(message), size)]
+    out = filtered(chunks, lambda field: not field.startswith(b"X-Drop"))
+    assert out == b"A: 1\r\nC: 3\r\n\r\nX-Drop: body\r\n"
+
+
+def test_header_filter_bare_lf_and_no_body():
+    """BINARYMIME bare-LF headers and a message without a body are handled."""
+    out = filtered([b"A: 1\nX-Drop: 2\nB: 3"], lambda f: not f.startswith(b"X-Drop"))
+    assert out == b"A: 1\nB: 3"
+
+
+def test_header_filter_bounded_field():
+    """A huge folded field is judged on its start and dropped whole, without holding it."""
+    f = HeaderFilter(lambda field: not field.startswith(b"X-Drop"), maxField=100)
+    out = f.feed(b"X-Drop: x\r\n")
+    for _ in range(100):
+        out += f.feed(b" " + b"y" * 50 + b"\r\n")
+        assert len(f._field) <= 200
+    out += f.feed(b"B: 1\r\n\r\nbody") + f.finish()
+    assert out == b"B: 1\r\n\r\nbody"
+
+
+@pytest.mark.parametrize("field, claimed", [
+    (b"Authentication-Results: mx.example.org; spf=pass", "mx.example.org"),
+    (b"authentication-results:  (comment) \"MX.Example.Org\" 1 ;none", "mx.example.org"),
+    (b"Authentication-Results:\r\n\tmx.example.org;\r\n\tdkim=pass", "mx.example.org"),
+    (b"Authentication-Results: other.test; spf=pass", "other.test"),
+    (b"Subject: Authentication-Results: mx.example.org", None),
+])
+def test_claimed_authserv_id(field, claimed):
+    """The authserv-id is found through comments, folding, quotes and case."""
+    assert claimedAuthservId(field) == claimed
+
+
+def test_authentication_results_quoting():
+    """Property values that are not tokens are quoted (RFC 8601 §2.2)."""
+    header = authenticationResults("mx.test", [
+        AuthResult("dkim", "pass", "ok", (("header.d", "x.test"), ("header.s", "a b")))])
+    assert header == b'Authentication-Results: mx.test;\r\n\tdkim=pass (ok) header.d=x.test header.s="a b"\r\n'
+
+
+# -- rate limits ----------------------------------------------------------
+
+LIMITS = {"connections_per_minute": 3, "messages_per_hour": 2, "recipients_per_hour": 3}
+
+
+def test_token_bucket_refills_evenly():
+    """After using the allowance, one more event is allowed per period/limit seconds."""
+    clock = task.Clock()
+    buckets = TokenBuckets(3, 60, clock)
+    assert [buckets.take("k") for _ in range(4)] == [True, True, True, False]
+    clock.advance(19)
+    assert not buckets.take("k")
+    clock.advance(1)
+    assert buckets.take("k")
+    assert buckets.take("other")
+
+
+def test_connection_rate_limit_per_ip():
+    """The 4th connection in a minute from one IP gets 421 4.7.0 and is closed; others are not."""
+    clock = task.Clock()
+    c = clientWith(RateLimit(LIMITS, clock))
+    for _ in range(2):
+        assert c.reconnect().greeting[0][0] == 220
+    refused = c.reconnect()
+    assertReply(refused.greeting[0], 421, "4.7.0")
+    assert "per minute" in refused.greeting[0][1][0]
+    assert refused.transport.disconnecting
+    assert c.reconnect(host="192.0.2.9").greeting[0][0] == 220
+    clock.advance(20)
+    assert c.reconnect().greeting[0][0] == 220
+
+
+def test_message_and_recipient_rate_limits_per_user():
+    """An authenticated user over the hourly allowance gets 450 4.7.1 with the reason."""
+    clock = task.Clock()
+    piece = RateLimit(LIMITS, clock)
+    facts = Facts(authenticatedAs="alice@example.org")
+    assert [self_result(defer.succeed(piece.checkMail(facts))).action for _ in range(3)] == [
+        "accept", "accept", "tempfail"]
+    refused = piece.checkMail(facts)
+    assert (refused.code, refused.enhanced) == (450, "4.7.1")
+    assert "alice@example.org" in refused.text
+    assert [piece.checkRecipient(facts, "x@y.test").refuses for _ in range(4)] == [
+        False, False, False, True]
+    anonymous = Facts()
+    assert not any(piece.checkMail(anonymous).refuses for _ in range(10))
