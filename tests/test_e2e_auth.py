@@ -14,7 +14,7 @@ import dkim
 import pytest
 
 from dnsserver import DNSServer
-from mailserver import HOSTNAME, PASSWORD, loopbackRelayPort, waitFor
+from mailserver import HOSTNAME, PASSWORD, loopbackRelayPort
 from pymailer.policy import dkimkeys
 
 ALICE = "alice@example.org"

@@ -228,15 +228,16 @@ def test_setFlags(store):
     box.setFlags(m.uid, {"\\Seen", "\\Deleted", "\\Draft", "\\Flagged",
                          "\\Answered", "\\Recent", "$Junk"})
     [m2] = box.messages()
-    assert m2.path.endswith(":2,DFRST")
+    assert m2.path.endswith(":2,DFRSTa")
     assert m2.uid == m.uid
     assert m2.flags == {"\\Seen", "\\Deleted", "\\Draft", "\\Flagged",
-                        "\\Answered"}
-    # Letters we do not know (Dovecot keywords) survive our changes.
-    os.rename(m2.path, m2.path + "a")
+                        "\\Answered", "$Junk"}
+    # Letters we do not know (P, a keyword letter not in dovecot-keywords)
+    # survive our changes.
+    os.rename(m2.path, m2.path + "Pz")
     box.setFlags(m.uid, {"\\Seen"})
     [m3] = box.messages()
-    assert m3.path.endswith(":2,Sa") and m3.flags == {"\\Seen"}
+    assert m3.path.endswith(":2,PSz") and m3.flags == {"\\Seen"}
     with pytest.raises(KeyError):
         box.setFlags(99, {"\\Seen"})
 
@@ -410,7 +411,8 @@ def test_appendFlagsAndInternalDate(store):
     info = box.messages()[-1]
     assert info == MessageInfo(
         uid=2, key=info.key, flags=frozenset({"\\Seen", "\\Draft"}), size=4,
-        internalDate=1_000_000_000.5, path=info.path)
+        internalDate=1_000_000_000.5, path=info.path, modseq=info.modseq)
+    assert info.modseq > box.messages()[0].modseq
     assert info.path.endswith(":2,DS")
     assert os.listdir(box.path / "new") == os.listdir(box.path / "tmp") == []
     assert box.uidNext() == 3

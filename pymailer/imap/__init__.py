@@ -3,8 +3,12 @@ The IMAP4rev1 server (RFC 3501) over the mail store.
 
   - L{server}: the protocol, a subclass of Twisted's C{IMAP4Server};
   - L{parser}: the command tokenizer and response formatting;
+  - L{selected}: the selected mailbox as the client was told it, and its
+    untagged updates;
+  - L{fetch}: FETCH items and responses;
   - L{message}: MIME structure, BODYSTRUCTURE, ENVELOPE and body sections;
   - L{search}: SEARCH keys;
+  - L{listing}: LIST and LSUB wildcards and hierarchy;
   - L{account}: the C{IAccountIMAP} avatar and the change notifier;
   - L{utf7}: IMAP's modified UTF-7 for mailbox names (RFC 3501 5.1.3).
 """

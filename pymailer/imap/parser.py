@@ -168,6 +168,19 @@ def number(token, what="number", allowZero=True):
     return value
 
 
+def modSequence(token, allowZero=False):
+    """
+    A mod-sequence (RFC 7162 7: C{mod-sequence-value}, a positive 63-bit
+    number, or with C{allowZero} C{mod-sequence-valzer}).
+    """
+    if not isinstance(token, Atom) or not token.isdigit() or len(token) > 19:
+        raise ParseError("mod-sequence expected")
+    value = int(token)
+    if value >= 2**63 or (value == 0 and not allowZero):
+        raise ParseError("mod-sequence out of range")
+    return value
+
+
 class SequenceSet:
     """
     A sequence set (RFC 3501 9, C{sequence-set}); C{*} is C{None} until

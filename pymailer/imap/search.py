@@ -14,7 +14,9 @@ import email.policy
 import email.utils
 import time
 
-from pymailer.imap.parser import Atom, ParseError, SequenceSet, String, astring, number
+from pymailer.imap.parser import (
+    Atom, ParseError, SequenceSet, String, astring, isAtom, modSequence, number,
+)
 
 _MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
 _FLAG_KEYS = {
@@ -40,12 +42,13 @@ def parseDate(token):
 class Message:
     """What a predicate looks at; the content is loaded only if needed."""
 
-    def __init__(self, seq, info, flags, loader):
+    def __init__(self, seq, info, flags, loader, modseq=0):
         self.seq = seq
         self.uid = info.uid
         self.size = info.size
         self.internalDate = info.internalDate
-        self.flags = flags
+        self.flags = flags  # \Recent included when it applies
+        self.modseq = modseq
         self._loader = loader
         self._parsed = None
 
@@ -93,7 +96,9 @@ class Message:
 class Compiler:
     """
     Turns search keys into C{predicate(message) -> bool}.  C{needsContent}
-    tells whether any key reads the message octets.
+    tells whether any key reads the message octets, C{usesModSeq} whether
+    the search has a C{MODSEQ} key (RFC 7162 3.1.6: the answer then tells
+    the highest mod-sequence found).
     """
 
     def __init__(self, charset, largestSeq, largestUid):
@@ -101,6 +106,7 @@ class Compiler:
         self.largestSeq = largestSeq
         self.largestUid = largestUid
         self.needsContent = False
+        self.usesModSeq = False
 
     def compile(self, tokens):
         tokens = list(tokens)
@@ -110,6 +116,21 @@ class Compiler:
         while tokens:
             preds.append(self._one(tokens))
         return lambda m: all(p(m) for p in preds)
+
+    def _modseq(self, tokens):
+        """
+        RFC 7162 3.1.5: C{MODSEQ ["entry-name" entry-type] n} matches a
+        mod-sequence >= n.  The store keeps one mod-sequence per message,
+        which the RFC says then stands for every entry: the entry is only
+        checked for form.
+        """
+        if tokens and isinstance(tokens[0], String):
+            tokens.pop(0)
+            if not tokens or not isAtom(tokens.pop(0), b"PRIV", b"SHARED", b"ALL"):
+                raise ParseError("MODSEQ entry type must be priv, shared or all")
+        least = modSequence(tokens.pop(0) if tokens else None, allowZero=True)
+        self.usesModSeq = True
+        return lambda m: m.modseq >= least
 
     def _string(self, tokens):
         if not tokens:
@@ -135,14 +156,18 @@ class Compiler:
         if name in _FLAG_KEYS:
             flag, present = _FLAG_KEYS[name]
             return lambda m: (flag in m.flags) == present
-        if name in (b"NEW", b"RECENT"):
-            return lambda m: False  # \Recent is not kept (see server docstring)
+        if name == b"RECENT":
+            return lambda m: "\\Recent" in m.flags
+        if name == b"NEW":  # RFC 3501 6.4.4: RECENT UNSEEN
+            return lambda m: "\\Recent" in m.flags and "\\Seen" not in m.flags
         if name == b"OLD":
-            return lambda m: True
+            return lambda m: "\\Recent" not in m.flags
         if name in (b"KEYWORD", b"UNKEYWORD"):
             word = astring(tokens.pop(0) if tokens else None, "keyword").decode("ascii", "replace")
-            want = name == b"KEYWORD"
-            return lambda m: (word in m.flags) == want
+            word, want = word.lower(), name == b"KEYWORD"  # the store's keywords ignore case
+            return lambda m: any(f.lower() == word for f in m.flags) == want
+        if name == b"MODSEQ":
+            return self._modseq(tokens)
         if name in (b"LARGER", b"SMALLER"):
             n = number(tokens.pop(0) if tokens else None, name.decode())
             if name == b"LARGER":

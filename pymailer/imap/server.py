@@ -1,6 +1,7 @@
 """
 The IMAP4rev1 server protocol (RFC 3501) with IDLE, UIDPLUS, MOVE,
-NAMESPACE, ID, ENABLE, LITERAL+, UNSELECT, SPECIAL-USE, SASL-IR, CHILDREN.
+NAMESPACE, ID, ENABLE, LITERAL+, UNSELECT, SPECIAL-USE, SASL-IR, CHILDREN,
+CONDSTORE.
 
 Built on C{twisted.mail.imap4.IMAP4Server} (its line receiver, timeouts and
 response helpers) but replacing its command reader and dispatcher, because
@@ -22,14 +23,20 @@ connection is closed; mailbox names are strict modified UTF-7 and then
 checked by the store (no traversal).  Failed logins go through the shared
 L{pymailer.auth.guard.LoginGuard} (delayed, counted, logged, locked out).
 
-Not kept: C{\\Recent} (always 0; RFC 9051 removed it) and keywords (the
-Maildir store keeps only system flags, so C{PERMANENTFLAGS} has no C{\\*}).
+The selected mailbox's state is in L{pymailer.imap.selected}, FETCH in
+L{pymailer.imap.fetch}.  C{\\Recent} is kept by the store (the first
+read-write session to see a message claims it); so are keywords, at most 26
+per mailbox (C{PERMANENTFLAGS} drops C{\\*} when they are used up) and
+mod-sequences (CONDSTORE, RFC 7162).
 """
 
+import io
 import mmap
 import os
+import re
 import tempfile
 from collections import deque
+from contextlib import contextmanager
 
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
@@ -46,14 +53,15 @@ from pymailer.auth.login import LoginBlocked, guardedLogin
 from pymailer.auth import sasl
 from pymailer.auth.sasl import Plain
 from pymailer.imap import search, utf7
-from pymailer.imap.message import Part, _Concat
+from pymailer.imap.fetch import Range, fetchPieces, parseFetchItems, parseModifiers
+from pymailer.imap.listing import listEntries, lsubEntries
 from pymailer.imap.parser import (
     LITERAL_AT_END, Atom, FileLiteral, ParseError, SequenceSet, String,
     astring, formatSet, formatValue, isAtom, splitCommand, tokenize,
 )
-from pymailer.store.maildir import INBOX, SPECIAL_USE, canonicalName
-
-import re
+from pymailer.imap.selected import SYSTEM_FLAGS, Selected
+from pymailer.store import KeywordLimit
+from pymailer.store.maildir import INBOX, canonicalName
 
 log = Logger()
 
@@ -61,91 +69,28 @@ MAX_LINE = 64 * 1024
 PREAUTH_LITERAL = 8 * 1024
 MAX_LITERAL = 64 * 1024          # literals other than APPEND's message
 SPOOL_THRESHOLD = 256 * 1024     # APPEND literals above this go to a file
-STREAM_THRESHOLD = 256 * 1024    # sections above this are streamed from disk
 CHUNK = 256 * 1024
-SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _FLAG_NAMES = {f.upper(): f for f in SYSTEM_FLAGS}
+_STORE_MODES = {b"FLAGS": "set", b"+FLAGS": "add", b"-FLAGS": "remove"}
+# flag-keyword = atom (RFC 3501 9): no atom-specials, no "]".
+_KEYWORD = re.compile(r'[^\x00-\x20\x7f-\uffff(){%*"\\\]]+')
 
 
 class CommandFailed(Exception):
     """Answered with C{NO} and this text."""
 
 
-class _Range:
-    """
-    A part of a message file to stream: C{length} octets at C{offset} of
-    C{file}, a descriptor of its own on the message as it was opened (a
-    rename, e.g. by setting \\Seen, does not lose it).
-    """
-
-    def __init__(self, file, offset, length):
-        self.file, self.offset, self.length = file, offset, length
-
-
-class Selected:
-    """
-    The selected mailbox as this session last told the client: the sequence
-    number -> UID map, flags and message facts.
-    """
-
-    def __init__(self, name, mailbox, readOnly):
-        self.name = name
-        self.mailbox = mailbox
-        self.readOnly = readOnly
-        self.uids = []
-        self.infos = {}
-        self.flags = {}
-        self.validity = 0
-        self.uidNext = 1
-        self.dirty = False
-
-    def scan(self):
-        """Blocking: what the store has now."""
-        infos = self.mailbox.messages()
-        return infos, self.mailbox.uidValidity(), self.mailbox.uidNext()
-
-    def apply(self, scanned, allowExpunge=True):
-        """
-        Bring the client's view up to date; returns the untagged lines
-        (RFC 3501 7.4.1: EXPUNGE only where allowed).
-        """
-        infos, validity, uidNext = scanned
-        lines = []
-        current = {i.uid: i for i in infos}
-        if allowExpunge:
-            for uid in [u for u in self.uids if u not in current]:
-                seq = self.uids.index(uid) + 1
-                del self.uids[seq - 1]
-                self.infos.pop(uid, None)
-                self.flags.pop(uid, None)
-                lines.append(b"* %d EXPUNGE" % seq)
-        for seq, uid in enumerate(self.uids, 1):
-            info = current.get(uid)
-            if info is None:
-                continue
-            self.infos[uid] = info
-            if set(info.flags) != self.flags.get(uid):
-                self.flags[uid] = set(info.flags)
-                lines.append(b"* %d FETCH (FLAGS %s UID %d)" % (seq, formatFlags(info.flags), uid))
-        known = set(self.uids)
-        new = [i for i in infos if i.uid not in known and (not self.uids or i.uid > self.uids[-1])]
-        for info in new:
-            self.uids.append(info.uid)
-            self.infos[info.uid] = info
-            self.flags[info.uid] = set(info.flags)
-        if new or (not lines and not self.validity):
-            lines.append(b"* %d EXISTS" % len(self.uids))
-        self.validity, self.uidNext = validity, uidNext
-        self.dirty = False
-        return lines
-
-
-def formatFlags(flags):
-    return b"(" + b" ".join(f.encode("utf-8") for f in sorted(flags)) + b")"
-
-
 def encodeName(name):
     return utf7.encode(name)
+
+
+@contextmanager
+def _flagLimit():
+    """A keyword the mailbox has no room for is refused (RFC 5530 LIMIT)."""
+    try:
+        yield
+    except KeywordLimit as e:
+        raise CommandFailed(f"[LIMIT] {e}") from None
 
 
 @implementer(IPushProducer)
@@ -171,6 +116,9 @@ class IMAPServer(IMAP4Server):
         self._paused = None
         self._idleSync = None
         self._closing = False
+        # RFC 7162 3.1: set by the first "CONDSTORE enabling command"; from
+        # then on every untagged FETCH carries UID and MODSEQ.
+        self.condstore = False
 
     # -- connection ---------------------------------------------------------
 
@@ -178,6 +126,12 @@ class IMAPServer(IMAP4Server):
         peer = self.transport.getPeer()
         self.peerHost = getattr(peer, "host", "")
         self.setTimeout(self.timeOut)
+        # A reply often goes out in two writes (untagged data, then the
+        # tagged OK after a store call in the thread pool): with Nagle the
+        # second waits for the client's delayed ACK, 40 ms on Linux.
+        setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            setNoDelay(True)
         self.transport.registerProducer(self, True)
         self.sendLine(b"* OK [CAPABILITY " + b" ".join(self.capabilityList()) + b"] " + self.IDENT)
 
@@ -222,7 +176,7 @@ class IMAPServer(IMAP4Server):
     def capabilityList(self):
         caps = [b"IMAP4rev1", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE",
                 b"NAMESPACE", b"UIDPLUS", b"MOVE", b"UNSELECT", b"SPECIAL-USE",
-                b"CHILDREN"]
+                b"CHILDREN", b"CONDSTORE"]
         if self.user is None:
             if not self.secure and self.factory.tls is not None:
                 caps.append(b"STARTTLS")
@@ -411,8 +365,7 @@ class IMAPServer(IMAP4Server):
 
         def apply(scanned):
             if self.selected is selected and not self._closing:
-                for line in selected.apply(scanned, allowExpunge):
-                    self.sendLine(line)
+                self._sendLines(selected.apply(scanned, allowExpunge, self.condstore))
 
         return d.addCallback(apply)
 
@@ -436,6 +389,10 @@ class IMAPServer(IMAP4Server):
     def cmd_ID(self, tag, args):
         # RFC 2971: the client's list is read and ignored.
         self.sendLine(b'* ID ("name" "pymailer")')
+
+    def _sendLines(self, lines):
+        for line in lines:
+            self.sendLine(line)
 
     def _noArgs(self, args):
         if args:
@@ -554,11 +511,17 @@ class IMAPServer(IMAP4Server):
         self.sendLine(b'* NAMESPACE (("" "/")) NIL NIL')
 
     def cmd_ENABLE(self, tag, args):
-        if not args:
+        if not args or not all(isinstance(a, Atom) for a in args):
             raise ParseError("ENABLE needs capabilities")
-        # RFC 5161: only extensions that change behaviour are listed; we
-        # have none of those (CONDSTORE, QRESYNC, UTF8=ACCEPT are not offered).
-        self.sendLine(b"* ENABLED")
+        # RFC 5161 3.1: ENABLED lists what we enabled and ignores the rest
+        # (QRESYNC, UTF8=ACCEPT are not offered).
+        enabled = b""
+        if any(a.upper() == b"CONDSTORE" for a in args):
+            self.condstore = True
+            enabled = b" CONDSTORE"
+        self.sendLine(b"* ENABLED" + enabled)
+
+    cmd_ENABLE.states = ("auth", "select")
 
     def cmd_CREATE(self, tag, args):
         if len(args) != 1:
@@ -611,7 +574,7 @@ class IMAPServer(IMAP4Server):
                 moved = []
                 for info in source.messages():
                     try:
-                        with source.openMessage(info.uid) as f:
+                        with source.openMessage(info.uid) as f, _flagLimit():
                             target.append(f, info.flags, info.internalDate)
                     except KeyError:
                         continue
@@ -633,7 +596,14 @@ class IMAPServer(IMAP4Server):
         if len(args) != 1:
             raise ParseError("SUBSCRIBE needs a mailbox name")
         name = self.mailboxName(args[0])
-        return self.account.run(self.account.setSubscribed, name, True)
+
+        def subscribe():
+            # RFC 3501 6.3.6: the server MAY check that the mailbox exists;
+            # we do, so a typo is not kept as a phantom subscription.
+            self._openMailbox(name, b"NONEXISTENT")
+            self.account.setSubscribed(name, True)
+
+        return self.account.run(subscribe)
 
     def cmd_UNSUBSCRIBE(self, tag, args):
         if len(args) != 1:
@@ -650,64 +620,53 @@ class IMAPServer(IMAP4Server):
         except utf7.UTF7Error as e:
             raise CommandFailed(f"[CANNOT] Bad mailbox name: {e}") from None
         if not pattern:
-            if command == b"LIST":
+            if command == b"LIST":  # RFC 3501 6.3.8: the delimiter and root
                 self.sendLine(b'* LIST (\\Noselect) "/" ""')
             return None
-        full = reference + pattern if not pattern.startswith("/") else pattern
-        regex = re.compile(
-            "".join(".*" if c == "*" else "[^/]*" if c == "%" else re.escape(c) for c in full),
-            re.S)
 
         def work():
             names = self.factory.store.listMailboxes(self.user)
-            subscribed = self.account.subscriptions() if command == b"LSUB" else None
-            return names, subscribed
+            if command == b"LSUB":
+                return lsubEntries(self.account.subscriptions(), names, reference, pattern)
+            return listEntries(names, reference, pattern)
 
-        def answer(result):
-            names, subscribed = result
-            existing = set(names)
-            candidates = list(names) if subscribed is None else sorted(subscribed)
-            for name in candidates:
-                matched = regex.fullmatch(name) or (
-                    name.upper() == INBOX and regex.fullmatch(INBOX))
-                if not matched:
-                    continue
-                attrs = []
-                if name not in existing:
-                    attrs.append(b"\\Noselect" if command == b"LSUB" else b"\\NonExistent")
-                if command == b"LIST":
-                    hasChildren = any(n.startswith(name + "/") for n in existing)
-                    attrs.append(b"\\HasChildren" if hasChildren else b"\\HasNoChildren")
-                    if name in SPECIAL_USE:
-                        attrs.append(SPECIAL_USE[name].encode())
-                line = b"* %s (%s) \"/\" %s" % (
-                    command, b" ".join(attrs), formatValue(encodeName(name)))
-                self.sendLine(line)
+        def answer(entries):
+            for name, attrs in entries:
+                self.sendLine(b"* %s (%s) \"/\" %s" % (
+                    command, b" ".join(attrs), formatValue(encodeName(name))))
 
         return self.account.run(work).addCallback(answer)
 
     def cmd_LSUB(self, tag, args):
         return self.cmd_LIST(tag, args, command=b"LSUB")
 
+    def _openMailbox(self, name, code):
+        """Blocking: the mailbox, or NO with response code C{code}."""
+        try:
+            return self.account.openMailbox(name)
+        except KeyError:
+            raise CommandFailed(f"[{code.decode()}] No such mailbox") from None
+
     def cmd_STATUS(self, tag, args):
         if len(args) != 2 or not isinstance(args[1], list):
             raise ParseError("STATUS needs a mailbox and a list of items")
         name = self.mailboxName(args[0])
         items = [a.upper() for a in args[1] if isinstance(a, Atom)]
-        known = (b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN")
+        known = (b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN",
+                 b"HIGHESTMODSEQ")
         if len(items) != len(args[1]) or any(i not in known for i in items) or not items:
             raise ParseError("unknown STATUS item")
+        if b"HIGHESTMODSEQ" in items:
+            self.condstore = True  # RFC 7162 3.1.7: an enabling command
 
         def work():
-            try:
-                mailbox = self.account.openMailbox(name)
-            except KeyError:
-                raise CommandFailed("[NONEXISTENT] No such mailbox") from None
-            infos = mailbox.messages()
+            # Not claiming \Recent: STATUS must not change it (RFC 3501 6.3.10).
+            snapshot = self._openMailbox(name, b"NONEXISTENT").snapshot()
             return {
-                b"MESSAGES": len(infos), b"RECENT": 0,
-                b"UIDNEXT": mailbox.uidNext(), b"UIDVALIDITY": mailbox.uidValidity(),
-                b"UNSEEN": sum(1 for i in infos if "\\Seen" not in i.flags),
+                b"MESSAGES": len(snapshot.messages), b"RECENT": len(snapshot.recent),
+                b"UIDNEXT": snapshot.uidNext, b"UIDVALIDITY": snapshot.uidValidity,
+                b"UNSEEN": sum(1 for i in snapshot.messages if "\\Seen" not in i.flags),
+                b"HIGHESTMODSEQ": snapshot.highestModSeq,
             }
 
         def answer(values):
@@ -734,16 +693,13 @@ class IMAPServer(IMAP4Server):
         ready = getattr(message, "ready", defer.succeed(None))
 
         def work(_):
-            try:
-                mailbox = self.account.openMailbox(name)
-            except KeyError:
-                raise CommandFailed("[TRYCREATE] No such mailbox") from None
+            mailbox = self._openMailbox(name, b"TRYCREATE")
             if isinstance(message, FileLiteral):
                 source = message.file
             else:
-                import io
                 source = io.BytesIO(bytes(message))
-            uid = mailbox.append(source, flags, date)
+            with _flagLimit():
+                uid = mailbox.append(source, flags, date)
             return mailbox.uidValidity(), uid
 
         def answer(result):
@@ -764,28 +720,32 @@ class IMAPServer(IMAP4Server):
                 flag = _FLAG_NAMES.get(text.upper())
                 if flag is None:
                     if text.upper() == "\\RECENT":
-                        continue
+                        continue  # RFC 3501 2.3.2: clients cannot change it
                     raise ParseError(f"unknown system flag {text}")
                 flags.append(flag)
-            else:
+            elif _KEYWORD.fullmatch(text):
                 flags.append(text)
+            else:
+                raise ParseError(f"bad keyword {text[:40]}")
         return tuple(flags)
 
     # -- SELECT ---------------------------------------------------------------
 
     def cmd_SELECT(self, tag, args, readOnly=False):
-        if len(args) != 1:
+        if len(args) not in (1, 2):
             raise ParseError("SELECT needs a mailbox name")
+        if len(args) == 2:
+            # RFC 7162 3.1.8: SELECT/EXAMINE (CONDSTORE), an enabling command.
+            if not isinstance(args[1], list) or not args[1] or not all(
+                    isAtom(p, b"CONDSTORE") for p in args[1]):
+                raise ParseError("unknown SELECT parameter")
+            self.condstore = True
         name = self.mailboxName(args[0])
         self._unselect()
         self.state = "auth"
 
         def work():
-            try:
-                mailbox = self.account.openMailbox(name)
-            except KeyError:
-                raise CommandFailed("[NONEXISTENT] No such mailbox") from None
-            selected = Selected(name, mailbox, readOnly)
+            selected = Selected(name, self._openMailbox(name, b"NONEXISTENT"), readOnly)
             return selected, selected.scan()
 
         def answer(result):
@@ -794,16 +754,17 @@ class IMAPServer(IMAP4Server):
             self.selected = selected
             self.state = "select"
             self.factory.notifier.subscribe(self.user, name, self._mailboxChanged)
-            self.sendLine(b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)")
-            self.sendLine(b"* OK [PERMANENTFLAGS (%s)] Flags permitted"
-                          % (b"" if readOnly else b"\\Answered \\Flagged \\Deleted \\Seen \\Draft"))
+            self._sendLines(selected.flagsResponses())
             self.sendLine(b"* %d EXISTS" % len(selected.uids))
-            self.sendLine(b"* 0 RECENT")
+            self.sendLine(b"* %d RECENT" % len(selected.recent))
             unseen = [s for s, u in enumerate(selected.uids, 1) if "\\Seen" not in selected.flags[u]]
             if unseen:
                 self.sendLine(b"* OK [UNSEEN %d] First unseen" % unseen[0])
             self.sendLine(b"* OK [UIDVALIDITY %d] UIDs valid" % selected.validity)
             self.sendLine(b"* OK [UIDNEXT %d] Predicted next UID" % selected.uidNext)
+            # RFC 7162 3.1.2.1: on every SELECT/EXAMINE of a mailbox that
+            # keeps mod-sequences, enabled or not.
+            self.sendLine(b"* OK [HIGHESTMODSEQ %d] Highest" % selected.highestModSeq)
             mode = b"[READ-ONLY]" if readOnly else b"[READ-WRITE]"
             return mode + b" " + (b"EXAMINE" if readOnly else b"SELECT") + b" completed"
 
@@ -886,8 +847,7 @@ class IMAPServer(IMAP4Server):
         selected = self.selected
 
         def answer(scanned):
-            for line in selected.apply(scanned):
-                self.sendLine(line)
+            self._sendLines(selected.apply(scanned, condstore=self.condstore))
 
         return self.account.run(self._expungeDeleted, selected, uids).addCallback(answer)
 
@@ -914,13 +874,18 @@ class IMAPServer(IMAP4Server):
     # STORE
 
     def cmd_STORE(self, tag, args, uid=False):
+        args = list(args)
+        unchangedSince = None
+        if len(args) > 1 and isinstance(args[1], list):
+            # RFC 7162 3.1.3: STORE set (UNCHANGEDSINCE n) item flags
+            unchangedSince = parseModifiers(args.pop(1), "UNCHANGEDSINCE")
+            self.condstore = True
         if len(args) < 3:
             raise ParseError("STORE needs a set, an item and flags")
         targets = self._targets(args[0], uid)
         item = args[1].upper() if isinstance(args[1], Atom) else b""
-        mode = item.split(b".")[0]
-        if mode not in (b"FLAGS", b"+FLAGS", b"-FLAGS") or item not in (
-                mode, mode + b".SILENT"):
+        mode = _STORE_MODES.get(item.split(b".")[0])
+        if mode is None or item.split(b".", 1)[1:] not in ([], [b"SILENT"]):
             raise ParseError("bad STORE item")
         silent = item.endswith(b".SILENT")
         flagTokens = args[2] if len(args) == 3 and isinstance(args[2], list) else args[2:]
@@ -930,30 +895,29 @@ class IMAPServer(IMAP4Server):
         selected = self.selected
 
         def work():
-            changed = []
-            for seq, u in targets:
-                old = selected.flags.get(u, set())
-                if mode == b"FLAGS":
-                    new = set(flags)
-                elif mode == b"+FLAGS":
-                    new = old | flags
-                else:
-                    new = old - flags
-                new = {f for f in new if f in SYSTEM_FLAGS}
-                if new != old:
-                    try:
-                        selected.mailbox.setFlags(u, new)
-                    except KeyError:
-                        continue
-                changed.append((seq, u, new))
-            return changed
+            with _flagLimit():
+                return selected.mailbox.storeFlags(
+                    [u for _, u in targets], mode, flags, unchangedSince)
 
-        def answer(changed):
-            for seq, u, new in changed:
-                selected.flags[u] = new
+        def answer(result):
+            results, failed = result
+            for seq, u in targets:
+                if u not in results:
+                    continue
+                newFlags, modseq = results[u]
+                changed = modseq != selected.modseq.get(u)
+                selected.flags[u], selected.modseq[u] = set(newFlags), modseq
                 if not silent:
-                    extra = b" UID %d" % u if uid else b""
-                    self.sendLine(b"* %d FETCH (FLAGS %s%s)" % (seq, formatFlags(new), extra))
+                    self.sendLine(selected.fetchUpdate(
+                        seq, u, self.condstore, withUid=uid or self.condstore))
+                elif changed and self.condstore:
+                    # RFC 7162 3.1.3: even .SILENT tells the new MODSEQ.
+                    self.sendLine(selected.fetchUpdate(seq, u, True, withFlags=False))
+            if failed:
+                failed = set(failed)
+                numbers = sorted(u if uid else seq for seq, u in targets if u in failed)
+                return b"[MODIFIED %s] Conditional STORE failed" % formatSet(numbers)
+            return None
 
         return self.account.run(work).addCallback(answer)
 
@@ -972,15 +936,12 @@ class IMAPServer(IMAP4Server):
             raise CommandFailed("[READ-ONLY] Mailbox is read-only")
 
         def work():
-            try:
-                target = self.account.openMailbox(name)
-            except KeyError:
-                raise CommandFailed("[TRYCREATE] No such mailbox") from None
+            target = self._openMailbox(name, b"TRYCREATE")
             pairs = []
             for _, u in targets:
                 info = selected.infos.get(u)
                 try:
-                    with selected.mailbox.openMessage(u) as f:
+                    with selected.mailbox.openMessage(u) as f, _flagLimit():
                         newUid = target.append(f, selected.flags.get(u, ()),
                                                info.internalDate if info else None)
                 except KeyError:
@@ -1002,8 +963,7 @@ class IMAPServer(IMAP4Server):
                 # RFC 6851 4.3: COPYUID in an untagged OK before the EXPUNGEs.
                 if code:
                     self.sendLine(b"* OK " + code + b"Moved")
-                for line in selected.apply(scanned):
-                    self.sendLine(line)
+                self._sendLines(selected.apply(scanned, condstore=self.condstore))
                 return b"MOVE completed"
             return code + b"COPY completed"
 
@@ -1037,7 +997,9 @@ class IMAPServer(IMAP4Server):
         uids = list(selected.uids)
         compiler = search.Compiler(charset, len(uids), uids[-1] if uids else 0)
         predicate = compiler.compile(args)
-        snapshot = [(seq, selected.infos[u], set(selected.flags[u]))
+        if compiler.usesModSeq:
+            self.condstore = True  # RFC 7162 3.1.5: an enabling command
+        snapshot = [(seq, selected.infos[u], selected.shownFlags(u), selected.modseq.get(u, 0))
                     for seq, u in enumerate(uids, 1) if u in selected.infos]
 
         def loader(u):
@@ -1048,17 +1010,21 @@ class IMAPServer(IMAP4Server):
 
         def work():
             found = []
-            for seq, info, flags in snapshot:
-                m = search.Message(seq, info, flags, loader(info.uid))
+            for seq, info, flags, modseq in snapshot:
+                m = search.Message(seq, info, flags, loader(info.uid), modseq)
                 try:
                     if predicate(m):
-                        found.append(info.uid if uid else seq)
+                        found.append((info.uid if uid else seq, modseq))
                 except KeyError:
                     continue
             return found
 
         def answer(found):
-            self.sendLine(b"* SEARCH" + b"".join(b" %d" % n for n in found))
+            line = b"* SEARCH" + b"".join(b" %d" % n for n, _ in found)
+            if compiler.usesModSeq and found:
+                # RFC 7162 3.1.6: the highest mod-sequence of those found.
+                line += b" (MODSEQ %d)" % max(m for _, m in found)
+            self.sendLine(line)
 
         if compiler.needsContent:
             return self.account.run(work).addCallback(answer)
@@ -1070,34 +1036,43 @@ class IMAPServer(IMAP4Server):
     # FETCH
 
     def cmd_FETCH(self, tag, args, uid=False):
-        if len(args) != 2:
+        if len(args) not in (2, 3):
             raise ParseError("FETCH needs a set and items")
         targets = self._targets(args[0], uid)
         items = parseFetchItems(args[1], uid)
         selected = self.selected
+        extras = []
+        if len(args) == 3:
+            # RFC 7162 3.1.4.1: only the messages changed since, with MODSEQ.
+            since = parseModifiers(args[2], "CHANGEDSINCE")
+            targets = [(s, u) for s, u in targets if selected.modseq.get(u, 0) > since]
+            extras.append("MODSEQ")
+        if extras or any(i.name == "MODSEQ" for i in items):
+            self.condstore = True  # RFC 7162 3.1.4: enabling
         needsContent = any(i.needsContent for i in items)
         setsSeen = any(i.setsSeen for i in items) and not selected.readOnly
         if not needsContent and not setsSeen:
             for seq, u in targets:
-                self.transport.write(self._fetchLine(seq, u, items, None, None))
+                self.transport.write(b"".join(fetchPieces(selected, seq, u, items, None, None, extras)))
             return None
-        return self._fetchBatches(targets, items, setsSeen)
+        return self._fetchBatches(targets, items, setsSeen, extras)
 
     cmd_FETCH.states = ("select",)
     cmd_FETCH.uid = True
 
     @defer.inlineCallbacks
-    def _fetchBatches(self, targets, items, setsSeen):
+    def _fetchBatches(self, targets, items, setsSeen, extras):
         selected = self.selected
         batch = 32
         for start in range(0, len(targets), batch):
             chunk = targets[start:start + batch]
-            results = yield self.account.run(self._buildFetch, selected, chunk, items, setsSeen)
+            results = yield self.account.run(
+                self._buildFetch, selected, chunk, items, setsSeen, extras)
             pending = [p for pieces in results for p in pieces]
             try:
                 while pending and not self._closing:
                     piece = pending.pop(0)
-                    if isinstance(piece, _Range):
+                    if isinstance(piece, Range):
                         yield self._stream(piece)
                     else:
                         self.transport.write(piece)
@@ -1105,13 +1080,27 @@ class IMAPServer(IMAP4Server):
                         yield self._paused
             finally:
                 for piece in pending:
-                    if isinstance(piece, _Range):
+                    if isinstance(piece, Range):
                         piece.file.close()
             if self._closing:
                 return
 
-    def _buildFetch(self, selected, chunk, items, setsSeen):
+    def _markSeen(self, selected, chunk):
+        """Blocking: set \\Seen where a FETCH reads a body (RFC 3501 6.4.5)."""
+        unseen = [u for _, u in chunk if "\\Seen" not in selected.flags.get(u, set())]
+        if not unseen:
+            return set()
+        results, _ = selected.mailbox.storeFlags(unseen, "add", {"\\Seen"})
+        for u, (flags, modseq) in results.items():
+            selected.flags[u], selected.modseq[u] = set(flags), modseq
+        return set(results)
+
+    def _buildFetch(self, selected, chunk, items, setsSeen, extras):
         """Blocking: the response pieces for a few messages."""
+        seen = self._markSeen(selected, chunk) if setsSeen else set()
+        # The new flags are told; once CONDSTORE is on, with UID and MODSEQ
+        # (RFC 7162 3.1).
+        seenExtras = extras + ["FLAGS"] + (["UID", "MODSEQ"] if self.condstore else [])
         out = []
         for seq, u in chunk:
             try:
@@ -1119,99 +1108,17 @@ class IMAPServer(IMAP4Server):
             except KeyError:
                 continue
             with f:
-                size = selected.infos[u].size if u in selected.infos else None
                 fileSize = os.fstat(f.fileno()).st_size
                 data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if fileSize else b""
                 try:
-                    extraFlags = None
-                    if setsSeen and "\\Seen" not in selected.flags.get(u, set()):
-                        new = selected.flags.get(u, set()) | {"\\Seen"}
-                        selected.mailbox.setFlags(u, new)
-                        selected.flags[u] = new
-                        extraFlags = True
-                    out.append(self._fetchPieces(
-                        seq, u, items, data, lambda: os.fdopen(os.dup(f.fileno()), "rb"),
-                        extraFlags, size))
+                    out.append(fetchPieces(
+                        selected, seq, u, items, data,
+                        lambda: os.fdopen(os.dup(f.fileno()), "rb"),
+                        seenExtras if u in seen else extras))
                 finally:
                     if fileSize:
                         data.close()
         return out
-
-    def _fetchLine(self, seq, u, items, data, reopen):
-        return b"".join(self._fetchPieces(seq, u, items, data, reopen, None, None))
-
-    def _fetchPieces(self, seq, u, items, data, reopen, extraFlags, size):
-        """
-        @param reopen: returns a new file object on the message, for the
-            sections too big to hold in the response (see L{_Range}).
-        """
-        selected = self.selected if self.selected is not None else None
-        info = selected.infos.get(u) if selected else None
-        part = None
-        pieces = [b"* %d FETCH (" % seq]
-        first = True
-        wroteFlags = False
-        for item in items:
-            if not first:
-                pieces.append(b" ")
-            first = False
-            name = item.name
-            if name == "UID":
-                pieces.append(b"UID %d" % u)
-            elif name == "FLAGS":
-                wroteFlags = True
-                pieces.append(b"FLAGS " + formatFlags(selected.flags.get(u, ())))
-            elif name == "INTERNALDATE":
-                pieces.append(b'INTERNALDATE "%s"' % search.formatInternalDate(
-                    info.internalDate if info else 0).encode())
-            elif name == "RFC822.SIZE":
-                pieces.append(b"RFC822.SIZE %d" % (len(data) if data is not None else info.size))
-            else:
-                if part is None:
-                    part = Part(data, 0, len(data))
-                if name in ("ENVELOPE", "BODYSTRUCTURE", "BODY"):
-                    value = (part.envelope() if name == "ENVELOPE"
-                             else part.bodystructure(name == "BODYSTRUCTURE"))
-                    pieces.append(name.encode() + b" " + formatStructure(value))
-                else:
-                    numbers, spec, fields = item.section
-                    if name in ("RFC822", "RFC822.HEADER", "RFC822.TEXT"):
-                        label = name.encode()
-                        numbers, spec = [], {"RFC822": "", "RFC822.HEADER": "HEADER",
-                                             "RFC822.TEXT": "TEXT"}[name]
-                    else:
-                        label = item.label
-                    start, end = _sectionRange(part, numbers, spec, fields, data)
-                    content = None
-                    if start is None:
-                        content = part.section(numbers, spec, fields)
-                        start, end = 0, len(content)
-                    if item.partial is not None:
-                        offset, length = item.partial
-                        s = min(start + offset, end)
-                        e = min(s + length, end)
-                        label += b"<%d>" % offset
-                    else:
-                        s, e = start, end
-                    pieces.append(label + b" {%d}\r\n" % (e - s))
-                    if content is not None:
-                        pieces.append(bytes(content[s:e]))
-                    elif e - s > STREAM_THRESHOLD:
-                        pieces.append(_Range(reopen(), s, e - s))
-                    else:
-                        pieces.append(bytes(data[s:e]))
-        if extraFlags and not wroteFlags:
-            pieces.append(b" FLAGS " + formatFlags(selected.flags.get(u, ())))
-        pieces.append(b")\r\n")
-        # Merge small adjacent byte pieces.
-        merged = []
-        for p in pieces:
-            if merged and isinstance(p, bytes) and isinstance(merged[-1], bytes) \
-                    and len(merged[-1]) < 65536:
-                merged[-1] += p
-            else:
-                merged.append(p)
-        return merged
 
     @defer.inlineCallbacks
     def _stream(self, piece):
@@ -1258,139 +1165,3 @@ class IMAPServer(IMAP4Server):
 def _readAt(f, offset, size):
     f.seek(offset)
     return f.read(size)
-
-
-def _sectionRange(part, numbers, spec, fields, data):
-    """C{(start, end)} of a section lying in C{data} as one range, else Nones."""
-    if spec in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
-        return None, None
-    target = part.find(numbers)
-    if target is None:
-        return None, None
-    if spec == "" and not numbers:
-        return 0, len(data)
-    if spec == "":
-        return target.bodyStart, target.end
-    if spec == "MIME":
-        return (target.start, target.bodyStart) if numbers else (None, None)
-    if numbers:
-        if target.message is None:
-            return None, None
-        target = target.message
-    if spec == "TEXT":
-        return target.bodyStart, target.end
-    if spec == "HEADER":
-        return target.start, target.bodyStart
-    return None, None
-
-
-def formatStructure(value):
-    if isinstance(value, _Concat):
-        kids, rest = value[:value.parts], value[value.parts:]
-        return (b"(" + b"".join(formatStructure(k) for k in kids) + b" "
-                + b" ".join(formatStructure(v) for v in rest) + b")")
-    if isinstance(value, list):
-        return b"(" + b" ".join(formatStructure(v) for v in value) + b")"
-    return formatValue(value)
-
-
-class FetchItem:
-    def __init__(self, name, needsContent=False, setsSeen=False, section=None,
-                 label=None, partial=None):
-        self.name = name
-        self.needsContent = needsContent
-        self.setsSeen = setsSeen
-        self.section = section
-        self.label = label
-        self.partial = partial
-
-
-_SECTION = re.compile(
-    rb"(BODY|BODY\.PEEK|BINARY\.PEEK|BINARY)\[([^\]]*)\](?:<(\d{1,10})\.(\d{1,10})>)?$", re.I)
-_MACROS = {
-    b"ALL": [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"ENVELOPE"],
-    b"FAST": [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE"],
-    b"FULL": [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"ENVELOPE", b"BODY"],
-}
-
-
-def parseFetchItems(token, uid):
-    if isinstance(token, Atom) and token.upper() in _MACROS:
-        tokens = [Atom(t) for t in _MACROS[token.upper()]]
-    elif isinstance(token, list):
-        tokens = token
-    else:
-        tokens = [token]
-    items = []
-    if uid and not any(isAtom(t, b"UID") for t in tokens):
-        items.append(FetchItem("UID"))
-    for t in tokens:
-        if not isinstance(t, Atom):
-            raise ParseError("bad FETCH item")
-        upper = t.upper()
-        if upper in (b"UID", b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE"):
-            items.append(FetchItem(upper.decode()))
-        elif upper in (b"ENVELOPE", b"BODYSTRUCTURE", b"BODY"):
-            items.append(FetchItem(upper.decode(), needsContent=True))
-        elif upper in (b"RFC822", b"RFC822.TEXT"):
-            items.append(FetchItem(upper.decode(), True, True, ([], "", ())))
-        elif upper == b"RFC822.HEADER":
-            items.append(FetchItem(upper.decode(), True, False, ([], "HEADER", ())))
-        else:
-            m = _SECTION.match(bytes(t))
-            if m is None:
-                raise ParseError(f"unknown FETCH item {t.decode('ascii', 'replace')[:40]}")
-            kind = m[1].upper()
-            if kind.startswith(b"BINARY"):
-                raise ParseError("BINARY is not supported")
-            numbers, spec, fields = _parseSection(m[2])
-            label = b"BODY[" + _sectionLabel(m[2]) + b"]"
-            partial = None
-            if m[3] is not None:
-                partial = (int(m[3]), int(m[4]))
-                if partial[1] == 0:
-                    raise ParseError("partial length must not be 0")
-            items.append(FetchItem("BODY[]", True, kind == b"BODY", (numbers, spec, fields),
-                                   label, partial))
-    return items
-
-
-def _sectionLabel(raw):
-    tokens = tokenize([raw])
-    out = []
-    for t in tokens:
-        if isinstance(t, list):
-            out.append(b"(" + b" ".join(formatValue(x) if isinstance(x, String) else bytes(x).upper()
-                                        for x in t) + b")")
-        else:
-            out.append(bytes(t).upper())
-    return b" ".join(out)
-
-
-def _parseSection(raw):
-    tokens = tokenize([raw]) if raw else []
-    if not tokens:
-        return [], "", ()
-    head = tokens[0]
-    if not isinstance(head, Atom):
-        raise ParseError("bad section")
-    parts = bytes(head).upper().split(b".")
-    numbers = []
-    while parts and parts[0].isdigit():
-        n = int(parts.pop(0))
-        if n == 0:
-            raise ParseError("section part 0")
-        numbers.append(n)
-    spec = b".".join(parts).decode("ascii", "replace")
-    if spec not in ("", "HEADER", "TEXT", "MIME", "HEADER.FIELDS", "HEADER.FIELDS.NOT"):
-        raise ParseError("bad section")
-    if spec == "MIME" and not numbers:
-        raise ParseError("MIME needs a part number")
-    fields = ()
-    if spec.startswith("HEADER.FIELDS"):
-        if len(tokens) != 2 or not isinstance(tokens[1], list) or not tokens[1]:
-            raise ParseError("HEADER.FIELDS needs a list of names")
-        fields = tuple(astring(f).lower() for f in tokens[1])
-    elif len(tokens) != 1:
-        raise ParseError("bad section")
-    return numbers, spec, fields

@@ -19,14 +19,16 @@ Trust:
 
 Durability: a delivered or appended message is written to C{tmp/}, the file
 is fsynced, renamed into C{new/} (or C{cur/}) and that directory is fsynced
-before the call returns.  The UID list is rewritten through a temporary file,
-fsynced, renamed and its directory fsynced, so a UID handed out is never
-handed out again after a crash.
+before the call returns.  The index is rewritten through a temporary file,
+fsynced, renamed and its directory fsynced, so a UID or mod-sequence handed
+out is never handed out again after a crash.
 
-UIDs: each mailbox has C{pymailer-uidlist} (C{1 V<uidvalidity> N<uidnext>},
-then C{<uid> <basename>} lines) changed only under C{flock} on
+UIDs, mod-sequences (CONDSTORE), \\Recent and keywords: each mailbox has an
+index (L{pymailer.store.maildirindex}: C{pymailer-uidlist} and
+C{dovecot-keywords}) changed only under C{flock} on
 C{pymailer-uidlist.lock}.  The basename (file name before the first C{:})
-survives flag changes made by any Maildir tool, so UIDs do too.
+survives flag changes made by any Maildir tool, so UIDs do too; the flag
+letters a scan finds changed get a new mod-sequence.
 
 All methods block: call them from a thread pool.
 """
@@ -43,9 +45,10 @@ from pathlib import Path
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from pymailer.fsutil import fsyncDirectory, writeDurably
+from pymailer.fsutil import fsyncDirectory
 from pymailer.interfaces import IMailbox, IMailStore
-from pymailer.store import MessageInfo
+from pymailer.store import MailboxSnapshot, MessageInfo
+from pymailer.store.maildirindex import UIDLIST, Index, Keywords, readIndex, writeIndex
 
 log = Logger()
 
@@ -68,7 +71,6 @@ FLAG_LETTERS = {
 LETTER_FLAGS = {letter: flag for flag, letter in FLAG_LETTERS.items()}
 
 CHUNK = 64 * 1024
-UIDLIST = "pymailer-uidlist"
 UIDLIST_LOCK = UIDLIST + ".lock"
 _DELETED_PREFIX = "..pymailer-deleted-"
 _UNIQUE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -393,7 +395,7 @@ class MaildirMailbox:
         self.path = Path(path)
         self._fileNames = {}  # uid -> file name in cur/, as last scanned
 
-    # -- the UID list ----------------------------------------------------
+    # -- the index (see maildirindex) ----------------------------------------
 
     @contextmanager
     def _locked(self):
@@ -404,92 +406,86 @@ class MaildirMailbox:
         finally:
             os.close(fd)  # releases the lock
 
-    def _readList(self):
-        """
-        @return: C{(uidValidity, uidNext, {basename: uid})}, or C{None} if
-            there is no (readable) list.  Safe without the lock: the file is
-            only ever replaced by rename.
-        """
-        try:
-            with open(self.path / UIDLIST, encoding="utf-8",
-                      errors="surrogateescape") as f:
-                header = f.readline().split()
-                lines = f.read().splitlines()
-        except FileNotFoundError:
-            return None
-        try:
-            version, validity, uidNext = header
-            if version != "1" or validity[0] != "V" or uidNext[0] != "N":
-                raise ValueError(header)
-            validity, uidNext = int(validity[1:]), int(uidNext[1:])
-        except (ValueError, IndexError):
-            log.warn("Corrupt {path}, starting a new UIDVALIDITY",
-                     path=str(self.path / UIDLIST))
-            return None
-        listed = {}
-        for line in lines:
-            uid, _, key = line.partition(" ")
-            if uid.isdigit() and key:
-                listed[key] = int(uid)
-        return validity, uidNext, listed
+    def _lockedIndex(self):
+        """Under the lock: the index, created if missing."""
+        index = readIndex(self.path)
+        if index is None:
+            index = Index.fresh()
+            writeIndex(self.path, index)
+        return index
 
-    def _writeList(self, validity, uidNext, listed):
-        lines = [f"1 V{validity} N{uidNext}\n"]
-        lines += [f"{uid} {key}\n" for key, uid in sorted(listed.items(), key=lambda kv: kv[1])]
-        data = "".join(lines).encode("utf-8", "surrogateescape")
-        writeDurably(str(self.path / UIDLIST), data, mode=0o600)
-        fsyncDirectory(self.path)
-
-    def _lockedState(self):
-        """Under the lock: the list, created if missing."""
-        state = self._readList()
-        if state is None:
-            state = (int(time.time()), 1, {})
-            self._writeList(*state)
-        return state
-
-    def _state(self):
-        state = self._readList()
-        if state is None:
+    def _index(self):
+        index = readIndex(self.path)
+        if index is None:
             with self._locked():
-                state = self._lockedState()
-        return state
+                index = self._lockedIndex()
+        return index
 
     def uidValidity(self):
-        return self._state()[0]
+        return self._index().validity
 
     def uidNext(self):
-        return self._state()[1]
+        return self._index().uidNext
+
+    def highestModSeq(self):
+        return self._index().highestModSeq
 
     # -- scanning ----------------------------------------------------------
 
-    def _sync(self):
+    def _scanLocked(self):
         """
-        Move C{new/} into C{cur/}, give unseen files UIDs, forget vanished
-        ones.  @return: C{{uid: file name in cur/}}.
+        Under the lock: move C{new/} into C{cur/}, give unseen files UIDs,
+        forget vanished ones, and give a new modseq to files whose flag
+        letters another tool changed.  The caller writes the index if
+        C{changed}.  @return: C{(index, {basename: name in cur/}, changed)}.
         """
         new, cur = self.path / "new", self.path / "cur"
+        index = self._lockedIndex()
+        for name in _listNames(new):
+            target = name if ":" in name else name + ":2,"
+            try:
+                os.rename(new / name, cur / target)
+            except FileNotFoundError:
+                pass  # another reader moved it: it is in cur/ now
+        files = {_basename(n): n for n in _listNames(cur)}
+        entries = index.entries
+        gone = [key for key in entries if key not in files]
+        for key in gone:
+            del entries[key]
+        if gone:
+            index.nextModSeq()  # an expunge by another tool: see expunge()
+        changed = bool(gone)
+        for key, entry in entries.items():
+            info = _infoLetters(files[key])
+            if entry.info != info:
+                if entry.info is not None:
+                    entry.modseq = index.nextModSeq()
+                entry.info = info
+                changed = True
+        for key in sorted((k for k in files if k not in entries), key=_deliveryOrder):
+            index.add(key, _infoLetters(files[key]))
+            changed = True
+        return index, files, changed
+
+    def _remember(self, index, files):
+        self._fileNames = {e.uid: files[k] for k, e in index.entries.items()}
+
+    def _sync(self, claimRecent=False):
+        """
+        Scan under the lock (see L{_scanLocked}); with C{claimRecent}, this
+        caller is the session told of the recent messages (RFC 3501 2.3.2).
+        @return: C{(index, first recent UID before any claim)}.
+        """
         with self._locked():
-            validity, uidNext, listed = self._lockedState()
-            for name in _listNames(new):
-                target = name if ":" in name else name + ":2,"
-                try:
-                    os.rename(new / name, cur / target)
-                except FileNotFoundError:
-                    pass  # another reader moved it: it is in cur/ now
-            files = {_basename(n): n for n in _listNames(cur)}
-            gone = [key for key in listed if key not in files]
-            for key in gone:
-                del listed[key]
-            unseen = sorted((k for k in files if k not in listed),
-                            key=_deliveryOrder)
-            for key in unseen:
-                listed[key] = uidNext
-                uidNext += 1
-            if gone or unseen:
-                self._writeList(validity, uidNext, listed)
-        self._fileNames = {uid: files[key] for key, uid in listed.items()}
-        return self._fileNames
+            index, files, changed = self._scanLocked()
+            firstRecent = index.firstRecent
+            if claimRecent and index.firstRecent < index.uidNext:
+                index.firstRecent = index.uidNext
+                changed = True
+            if changed:
+                writeIndex(self.path, index)
+        self._remember(index, files)
+        return index, firstRecent
 
     def _find(self, uid):
         """The current file name of C{uid} in cur/, rescanning once."""
@@ -513,63 +509,125 @@ class MaildirMailbox:
                 self._sync()
         raise KeyError(uid)
 
-    def messages(self):
+    def _flags(self, fileName, keywords):
+        letters = _infoLetters(fileName)
+        return frozenset({LETTER_FLAGS[c] for c in letters if c in LETTER_FLAGS}
+                         | keywords.decode(letters))
+
+    def snapshot(self, claimRecent=False):
+        index, firstRecent = self._sync(claimRecent)
+        keywords = Keywords.read(self.path)
         cur = self.path / "cur"
         infos = []
-        for uid, name in sorted(self._sync().items()):
+        for uid, (key, entry) in sorted(index.byUid().items()):
             for _ in range(3):
+                name = self._fileNames.get(uid)
+                if name is None:
+                    break  # expunged meanwhile
                 try:
                     st = os.stat(cur / name)
                     break
                 except FileNotFoundError:  # renamed by a flag change?
-                    name = self._sync().get(uid)
-                    if name is None:
-                        break
+                    index = self._sync()[0]
+                    entry = index.entries.get(key, entry)
             else:
                 name = None
             if name is None:
-                continue  # expunged meanwhile
-            letters = _infoLetters(name)
-            flags = frozenset(LETTER_FLAGS[c] for c in letters
-                              if c in LETTER_FLAGS)
+                continue
             infos.append(MessageInfo(
-                uid=uid, key=_basename(name), flags=flags, size=st.st_size,
-                internalDate=st.st_mtime, path=str(cur / name),
+                uid=uid, key=key, flags=self._flags(name, keywords),
+                size=st.st_size, internalDate=st.st_mtime, path=str(cur / name),
+                modseq=entry.modseq,
             ))
-        return infos
+        return MailboxSnapshot(
+            messages=infos, uidValidity=index.validity, uidNext=index.uidNext,
+            highestModSeq=index.highestModSeq,
+            recent=frozenset(i.uid for i in infos if i.uid >= firstRecent),
+            keywords=keywords.defined(), keywordsFull=keywords.full(),
+        )
+
+    def messages(self):
+        return self.snapshot().messages
 
     # -- reading and changing ---------------------------------------------
 
     def openMessage(self, uid):
         return self._retry(uid, lambda n: open(self.path / "cur" / n, "rb"))
 
+    def _keywordLetters(self, flags, allocate):
+        """Under the lock: the letters of the keywords among C{flags}."""
+        keywords = Keywords.read(self.path)
+        letters, changed = keywords.encode(
+            sorted(f for f in flags if not f.startswith("\\")), allocate)
+        if changed:
+            keywords.write(self.path)
+        return keywords, letters
+
+    def storeFlags(self, uids, mode, flags, unchangedSince=None):
+        """
+        Change the flags of messages: C{mode} C{"set"} replaces them,
+        C{"add"} and C{"remove"} add or remove C{flags}.  Letters of file
+        names we do not manage (C{P}, keywords not in the keyword file) are
+        kept; C{\\Recent} is not a stored flag and is ignored.
+
+        @return: C{({uid: (flags, modseq)}, [uids left alone])}: every
+            message found, changed or not; those whose modseq is above
+            C{unchangedSince} are left alone (RFC 7162 3.1.3).
+        @raise KeywordLimit: a new keyword does not fit (nothing changed).
+        """
+        system = {FLAG_LETTERS[f] for f in flags if f in FLAG_LETTERS}
+        cur = self.path / "cur"
+        results, failed, renamed = {}, [], False
+        with self._locked():
+            keywords, words = self._keywordLetters(flags, allocate=(mode != "remove"))
+            managed = set(LETTER_FLAGS) | keywords.letters()
+            index, files, changed = self._scanLocked()
+            byUid = index.byUid()
+            for uid in uids:
+                if uid not in byUid:
+                    continue
+                key, entry = byUid[uid]
+                if unchangedSince is not None and entry.modseq > unchangedSince:
+                    failed.append(uid)
+                    continue
+                old = set(_infoLetters(files[key]))
+                if mode == "set":
+                    new = (old - managed) | system | words
+                elif mode == "add":
+                    new = old | system | words
+                else:
+                    new = old - system - words
+                if new != old:
+                    info = "".join(sorted(new))  # ASCII order, per the spec
+                    try:
+                        os.rename(cur / files[key], cur / (key + ":2," + info))
+                    except FileNotFoundError:
+                        continue  # expunged by another tool under our feet
+                    files[key] = key + ":2," + info
+                    entry.info, entry.modseq = info, index.nextModSeq()
+                    changed = renamed = True
+                results[uid] = (self._flags(files[key], keywords), entry.modseq)
+            if changed:
+                writeIndex(self.path, index)
+        self._remember(index, files)
+        if renamed:
+            self.store._notify(self.user, self.name)
+        return results, failed
+
     def setFlags(self, uid, flags):
         """
-        Replace the system flags; flags Maildir cannot store (C{\\Recent},
-        keywords) are ignored (RFC 3501 7.1, PERMANENTFLAGS).  Letters we do
-        not know (Dovecot keywords, C{P}) are kept.
+        Replace the flags of one message (see L{storeFlags}).
+        @raise KeyError: no such message.
         """
-        letters = {FLAG_LETTERS[f] for f in flags if f in FLAG_LETTERS}
-
-        def rename(name):
-            kept = {c for c in _infoLetters(name) if c not in LETTER_FLAGS}
-            info = "".join(sorted(letters | kept))  # ASCII order, per spec
-            newName = _basename(name) + ":2," + info
-            if newName != name:
-                cur = self.path / "cur"
-                os.rename(cur / name, cur / newName)
-                self._fileNames[uid] = newName
-            return newName != name
-
-        if self._retry(uid, rename):
-            self.store._notify(self.user, self.name)
+        if uid not in self.storeFlags([uid], "set", flags)[0]:
+            raise KeyError(uid)
 
     def expunge(self, uids):
         uids = set(uids)
         cur = self.path / "cur"
         with self._locked():
-            validity, uidNext, listed = self._lockedState()
-            doomed = [key for key, uid in listed.items() if uid in uids]
+            index = self._lockedIndex()
+            doomed = [key for key, e in index.entries.items() if e.uid in uids]
             files = {_basename(n): n for n in _listNames(cur)}
             for key in doomed:
                 # Another tool may rename the file (a flag change) between
@@ -581,35 +639,42 @@ class MaildirMailbox:
                         break
                     except FileNotFoundError:
                         files = {_basename(n): n for n in _listNames(cur)}
-                del listed[key]
+                del index.entries[key]
             if doomed:
                 fsyncDirectory(cur)
-                self._writeList(validity, uidNext, listed)
+                # Expunges raise HIGHESTMODSEQ too, so "has anything changed
+                # since N" sees them (RFC 7162 3.2, QRESYNC, requires it).
+                index.nextModSeq()
+                writeIndex(self.path, index)
         self._fileNames = {u: n for u, n in self._fileNames.items()
                            if u not in uids}
         if doomed:
             self.store._notify(self.user, self.name)
 
     def append(self, source, flags=(), internalDate=None):
-        letters = "".join(sorted({FLAG_LETTERS[f] for f in flags
-                                  if f in FLAG_LETTERS}))
+        letters = {FLAG_LETTERS[f] for f in flags if f in FLAG_LETTERS}
+        if any(not f.startswith("\\") for f in flags):
+            with self._locked():
+                letters |= self._keywordLetters(flags, allocate=True)[1]
+        info = "".join(sorted(letters))
         key = self.store.uniqueName()
-        fileName = key + ":2," + letters
+        fileName = key + ":2," + info
         writeMessage(self.path, "cur", fileName, b"", source, internalDate)
         # Mail waiting in new/ arrived first and gets the lower UIDs: scan.
         # Otherwise (the usual case for Sent, COPY and MOVE) the UID is given
-        # here with one write of the list, not a rescan of the whole mailbox
-        # per appended message.
+        # here with one write of the index, not a rescan of the whole
+        # mailbox per appended message.
         with self._locked():
             waiting = _listNames(self.path / "new")
             if not waiting:
-                validity, uidNext, listed = self._lockedState()
-                uid = listed.get(key)  # another process's scan may have listed it
-                if uid is None:
-                    uid = listed[key] = uidNext
-                    self._writeList(validity, uidNext + 1, listed)
+                index = self._lockedIndex()
+                entry = index.entries.get(key)  # another process's scan may have listed it
+                if entry is None:
+                    entry = index.add(key, info)
+                    writeIndex(self.path, index)
+                uid = entry.uid
         if waiting:
-            uid = next(u for u, n in self._sync().items() if _basename(n) == key)
+            uid = self._sync()[0].entries[key].uid
         else:
             self._fileNames[uid] = fileName
         self.store._notify(self.user, self.name)

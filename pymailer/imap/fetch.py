@@ -1,0 +1,263 @@
+"""
+FETCH (RFC 3501 6.4.5, 7.4.2; RFC 7162 3.1.4): the data items a client
+asks for, parsed, and one message's response built from its octets.
+
+Response pieces are C{bytes}, or L{Range}s for sections too large to hold
+in memory (the protocol streams them from the file).
+"""
+
+import re
+
+from pymailer.imap import search
+from pymailer.imap.message import Part, _Concat
+from pymailer.imap.parser import (
+    Atom, ParseError, String, astring, formatValue, isAtom, modSequence, tokenize,
+)
+from pymailer.imap.selected import formatFlags
+
+STREAM_THRESHOLD = 256 * 1024    # sections above this are streamed from disk
+
+
+class Range:
+    """
+    A part of a message file to stream: C{length} octets at C{offset} of
+    C{file}, a descriptor of its own on the message as it was opened (a
+    rename, e.g. by setting \\Seen, does not lose it).
+    """
+
+    def __init__(self, file, offset, length):
+        self.file, self.offset, self.length = file, offset, length
+
+
+class FetchItem:
+    def __init__(self, name, needsContent=False, setsSeen=False, section=None,
+                 label=None, partial=None):
+        self.name = name
+        self.needsContent = needsContent
+        self.setsSeen = setsSeen
+        self.section = section
+        self.label = label
+        self.partial = partial
+
+
+def fetchPieces(selected, seq, u, items, data, reopen, extras=()):
+    """
+    The response to FETCH for one message, as pieces.
+
+    @param selected: the session's L{pymailer.imap.selected.Selected}.
+    @param items: the L{FetchItem}s asked for.
+    @param data: the message octets (C{bytes} or C{mmap}), or C{None} if no
+        item needs them.
+    @param reopen: returns a new file object on the message, for the
+        sections too big to hold in the response (see L{Range}).
+    @param extras: names of items the response must carry even if not
+        asked for (C{FLAGS} after an implicit \\Seen; C{UID} and C{MODSEQ}
+        once CONDSTORE is enabled, RFC 7162 3.1).
+    """
+    info = selected.infos.get(u)
+    part = None
+    items = list(items) + [FetchItem(name) for name in extras
+                           if not any(i.name == name for i in items)]
+    pieces = [b"* %d FETCH (" % seq]
+    for n, item in enumerate(items):
+        if n:
+            pieces.append(b" ")
+        name = item.name
+        if name == "UID":
+            pieces.append(b"UID %d" % u)
+        elif name == "FLAGS":
+            pieces.append(b"FLAGS " + formatFlags(selected.shownFlags(u)))
+        elif name == "MODSEQ":
+            pieces.append(b"MODSEQ (%d)" % selected.modseq.get(u, 0))
+        elif name == "INTERNALDATE":
+            pieces.append(b'INTERNALDATE "%s"' % search.formatInternalDate(
+                info.internalDate if info else 0).encode())
+        elif name == "RFC822.SIZE":
+            pieces.append(b"RFC822.SIZE %d" % (len(data) if data is not None else info.size))
+        else:
+            if part is None:
+                part = Part(data, 0, len(data))
+            if name in ("ENVELOPE", "BODYSTRUCTURE", "BODY"):
+                value = (part.envelope() if name == "ENVELOPE"
+                         else part.bodystructure(name == "BODYSTRUCTURE"))
+                pieces.append(name.encode() + b" " + formatStructure(value))
+            else:
+                pieces += _sectionPieces(item, part, data, reopen)
+    pieces.append(b")\r\n")
+    # Merge small adjacent byte pieces.
+    merged = []
+    for p in pieces:
+        if merged and isinstance(p, bytes) and isinstance(merged[-1], bytes) \
+                and len(merged[-1]) < 65536:
+            merged[-1] += p
+        else:
+            merged.append(p)
+    return merged
+
+
+def _sectionPieces(item, part, data, reopen):
+    """C{BODY[section]<partial>} and C{RFC822*}: the label and literal."""
+    name = item.name
+    numbers, spec, fields = item.section
+    if name in ("RFC822", "RFC822.HEADER", "RFC822.TEXT"):
+        label = name.encode()
+        numbers, spec = [], {"RFC822": "", "RFC822.HEADER": "HEADER",
+                             "RFC822.TEXT": "TEXT"}[name]
+    else:
+        label = item.label
+    start, end = _sectionRange(part, numbers, spec, fields, data)
+    content = None
+    if start is None:
+        content = part.section(numbers, spec, fields)
+        start, end = 0, len(content)
+    if item.partial is not None:
+        offset, length = item.partial
+        s = min(start + offset, end)
+        e = min(s + length, end)
+        label += b"<%d>" % offset
+    else:
+        s, e = start, end
+    head = label + b" {%d}\r\n" % (e - s)
+    if content is not None:
+        return [head, bytes(content[s:e])]
+    if e - s > STREAM_THRESHOLD:
+        return [head, Range(reopen(), s, e - s)]
+    return [head, bytes(data[s:e])]
+
+
+def parseModifiers(token, name):
+    """
+    A FETCH or STORE modifier list of RFC 7162 (C{(CHANGEDSINCE n)},
+    C{(UNCHANGEDSINCE n)}): the number, or L{ParseError}.
+    """
+    if (not isinstance(token, list) or len(token) != 2
+            or not isAtom(token[0], name.encode())):
+        raise ParseError(f"expected ({name} mod-sequence)")
+    # CHANGEDSINCE takes mod-sequence-value (non-zero), UNCHANGEDSINCE
+    # mod-sequence-valzer (RFC 7162 7, formal syntax).
+    return modSequence(token[1], allowZero=(name == "UNCHANGEDSINCE"))
+
+
+def _sectionRange(part, numbers, spec, fields, data):
+    """C{(start, end)} of a section lying in C{data} as one range, else Nones."""
+    if spec in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+        return None, None
+    target = part.find(numbers)
+    if target is None:
+        return None, None
+    if spec == "" and not numbers:
+        return 0, len(data)
+    if spec == "":
+        return target.bodyStart, target.end
+    if spec == "MIME":
+        return (target.start, target.bodyStart) if numbers else (None, None)
+    if numbers:
+        if target.message is None:
+            return None, None
+        target = target.message
+    if spec == "TEXT":
+        return target.bodyStart, target.end
+    if spec == "HEADER":
+        return target.start, target.bodyStart
+    return None, None
+
+
+def formatStructure(value):
+    if isinstance(value, _Concat):
+        kids, rest = value[:value.parts], value[value.parts:]
+        return (b"(" + b"".join(formatStructure(k) for k in kids) + b" "
+                + b" ".join(formatStructure(v) for v in rest) + b")")
+    if isinstance(value, list):
+        return b"(" + b" ".join(formatStructure(v) for v in value) + b")"
+    return formatValue(value)
+
+
+_SECTION = re.compile(
+    rb"(BODY|BODY\.PEEK|BINARY\.PEEK|BINARY)\[([^\]]*)\](?:<(\d{1,10})\.(\d{1,10})>)?$", re.I)
+_MACROS = {
+    b"ALL": [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"ENVELOPE"],
+    b"FAST": [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE"],
+    b"FULL": [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"ENVELOPE", b"BODY"],
+}
+
+
+def parseFetchItems(token, uid):
+    if isinstance(token, Atom) and token.upper() in _MACROS:
+        tokens = [Atom(t) for t in _MACROS[token.upper()]]
+    elif isinstance(token, list):
+        tokens = token
+    else:
+        tokens = [token]
+    items = []
+    if uid and not any(isAtom(t, b"UID") for t in tokens):
+        items.append(FetchItem("UID"))
+    for t in tokens:
+        if not isinstance(t, Atom):
+            raise ParseError("bad FETCH item")
+        upper = t.upper()
+        if upper in (b"UID", b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"MODSEQ"):
+            items.append(FetchItem(upper.decode()))
+        elif upper in (b"ENVELOPE", b"BODYSTRUCTURE", b"BODY"):
+            items.append(FetchItem(upper.decode(), needsContent=True))
+        elif upper in (b"RFC822", b"RFC822.TEXT"):
+            items.append(FetchItem(upper.decode(), True, True, ([], "", ())))
+        elif upper == b"RFC822.HEADER":
+            items.append(FetchItem(upper.decode(), True, False, ([], "HEADER", ())))
+        else:
+            m = _SECTION.match(bytes(t))
+            if m is None:
+                raise ParseError(f"unknown FETCH item {t.decode('ascii', 'replace')[:40]}")
+            kind = m[1].upper()
+            if kind.startswith(b"BINARY"):
+                raise ParseError("BINARY is not supported")
+            numbers, spec, fields = _parseSection(m[2])
+            label = b"BODY[" + _sectionLabel(m[2]) + b"]"
+            partial = None
+            if m[3] is not None:
+                partial = (int(m[3]), int(m[4]))
+                if partial[1] == 0:
+                    raise ParseError("partial length must not be 0")
+            items.append(FetchItem("BODY[]", True, kind == b"BODY", (numbers, spec, fields),
+                                   label, partial))
+    return items
+
+
+def _sectionLabel(raw):
+    tokens = tokenize([raw])
+    out = []
+    for t in tokens:
+        if isinstance(t, list):
+            out.append(b"(" + b" ".join(formatValue(x) if isinstance(x, String) else bytes(x).upper()
+                                        for x in t) + b")")
+        else:
+            out.append(bytes(t).upper())
+    return b" ".join(out)
+
+
+def _parseSection(raw):
+    tokens = tokenize([raw]) if raw else []
+    if not tokens:
+        return [], "", ()
+    head = tokens[0]
+    if not isinstance(head, Atom):
+        raise ParseError("bad section")
+    parts = bytes(head).upper().split(b".")
+    numbers = []
+    while parts and parts[0].isdigit():
+        n = int(parts.pop(0))
+        if n == 0:
+            raise ParseError("section part 0")
+        numbers.append(n)
+    spec = b".".join(parts).decode("ascii", "replace")
+    if spec not in ("", "HEADER", "TEXT", "MIME", "HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+        raise ParseError("bad section")
+    if spec == "MIME" and not numbers:
+        raise ParseError("MIME needs a part number")
+    fields = ()
+    if spec.startswith("HEADER.FIELDS"):
+        if len(tokens) != 2 or not isinstance(tokens[1], list) or not tokens[1]:
+            raise ParseError("HEADER.FIELDS needs a list of names")
+        fields = tuple(astring(f).lower() for f in tokens[1])
+    elif len(tokens) != 1:
+        raise ParseError("bad section")
+    return numbers, spec, fields

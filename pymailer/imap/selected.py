@@ -1,0 +1,119 @@
+"""
+The selected mailbox as one IMAP session last told its client: the
+sequence number -> UID map, flags, mod-sequences (RFC 7162) and the
+messages that are C{\\Recent} for this session, and the untagged responses
+that bring the client up to date from a new store snapshot.
+
+Timing (RFC 3501 7.4.1): EXPUNGE only where the caller allows it; flag
+changes and new messages at the end of any command.
+"""
+
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
+
+def formatFlags(flags):
+    return b"(" + b" ".join(f.encode("utf-8") for f in sorted(flags)) + b")"
+
+
+class Selected:
+    """
+    @ivar flags: C{{uid: set}} of stored flags (system flags, keywords).
+    @ivar modseq: C{{uid: mod-sequence}}.
+    @ivar recent: the UIDs that are C{\\Recent} in this session: those a
+        read-write scan claimed, or (read-only) no session had claimed yet.
+    @ivar keywords: the keywords last announced in C{FLAGS}.
+    """
+
+    def __init__(self, name, mailbox, readOnly):
+        self.name = name
+        self.mailbox = mailbox
+        self.readOnly = readOnly
+        self.uids = []
+        self.infos = {}
+        self.flags = {}
+        self.modseq = {}
+        self.recent = set()
+        self.keywords = None
+        self.keywordsFull = False
+        self.validity = 0
+        self.uidNext = 1
+        self.highestModSeq = 0
+        self.dirty = False
+
+    def scan(self):
+        """
+        Blocking: what the store has now.  A read-write session claims the
+        recent messages; EXAMINE must not (RFC 3501 6.3.2).
+        """
+        return self.mailbox.snapshot(claimRecent=not self.readOnly)
+
+    def shownFlags(self, uid):
+        """The flags as FETCH shows them, C{\\Recent} included."""
+        flags = self.flags.get(uid, set())
+        return flags | {"\\Recent"} if uid in self.recent else flags
+
+    def fetchUpdate(self, seq, uid, condstore, withFlags=True, withUid=True):
+        """
+        An untagged FETCH with the flags of a message; once CONDSTORE is
+        enabled it carries UID and MODSEQ too (RFC 7162 3.1, "CONDSTORE
+        enabling command").
+        """
+        items = [b"FLAGS " + formatFlags(self.shownFlags(uid))] if withFlags else []
+        if withUid or condstore:
+            items.append(b"UID %d" % uid)
+        if condstore:
+            items.append(b"MODSEQ (%d)" % self.modseq.get(uid, 0))
+        return b"* %d FETCH (%s)" % (seq, b" ".join(items))
+
+    def flagsResponses(self):
+        """C{FLAGS} and C{PERMANENTFLAGS} for this mailbox (RFC 3501 7.2.6)."""
+        defined = " ".join(SYSTEM_FLAGS + tuple(self.keywords or ())).encode("utf-8")
+        permanent = b"" if self.readOnly else defined + (
+            b"" if self.keywordsFull else b" \\*")
+        return [b"* FLAGS (%s)" % defined,
+                b"* OK [PERMANENTFLAGS (%s)] Flags permitted" % permanent]
+
+    def apply(self, snapshot, allowExpunge=True, condstore=False):
+        """
+        Bring the client's view up to date with a
+        L{pymailer.store.MailboxSnapshot}; returns the untagged lines.
+        """
+        keywords = tuple(snapshot.keywords)
+        announce = self.keywords is not None and keywords != self.keywords
+        self.keywords, self.keywordsFull = keywords, snapshot.keywordsFull
+        lines = self.flagsResponses() if announce else []
+        current = {i.uid: i for i in snapshot.messages}
+        if allowExpunge:
+            for uid in [u for u in self.uids if u not in current]:
+                seq = self.uids.index(uid) + 1
+                del self.uids[seq - 1]
+                for known in (self.infos, self.flags, self.modseq):
+                    known.pop(uid, None)
+                self.recent.discard(uid)
+                lines.append(b"* %d EXPUNGE" % seq)
+        for seq, uid in enumerate(self.uids, 1):
+            info = current.get(uid)
+            if info is None:
+                continue
+            self.infos[uid] = info
+            flagsChanged = set(info.flags) != self.flags.get(uid)
+            if flagsChanged or (condstore and info.modseq != self.modseq.get(uid)):
+                self.flags[uid], self.modseq[uid] = set(info.flags), info.modseq
+                lines.append(self.fetchUpdate(seq, uid, condstore))
+        known = set(self.uids)
+        new = [i for i in snapshot.messages
+               if i.uid not in known and (not self.uids or i.uid > self.uids[-1])]
+        for info in new:
+            self.uids.append(info.uid)
+            self.infos[info.uid] = info
+            self.flags[info.uid] = set(info.flags)
+            self.modseq[info.uid] = info.modseq
+        self.recent |= snapshot.recent & {i.uid for i in new}
+        if new or (not lines and not self.validity):
+            lines.append(b"* %d EXISTS" % len(self.uids))
+            # RFC 3501 7.3.2: RECENT goes with a change of the count.
+            lines.append(b"* %d RECENT" % len(self.recent))
+        self.validity, self.uidNext = snapshot.uidValidity, snapshot.uidNext
+        self.highestModSeq = snapshot.highestModSeq
+        self.dirty = False
+        return lines

@@ -1,0 +1,104 @@
+"""
+The IMAP server on a L{StringTransport} with a L{task.Clock}, a real
+Maildir store in a scratch directory and store calls run inline (no
+reactor, no threads): the harness of the protocol-level IMAP tests.
+"""
+
+import io
+
+from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+from twisted.cred.portal import Portal
+from twisted.internet import defer, task
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+from twisted.mail.interfaces import IAccountIMAP
+
+from pymailer.auth.guard import LoginGuard
+from pymailer.auth.realm import MailRealm
+from pymailer.config import AuthConfig
+from pymailer.imap.account import IMAPAccount
+from pymailer.imap.server import IMAPServer
+from pymailer.store.maildir import MaildirStore
+from pymailer.store.notify import ChangeNotifier
+
+USER = b"alice@example.org"
+PASSWORD = b"secret"
+TLS = object()
+
+
+class InlineAccount(IMAPAccount):
+    def run(self, function, *args, **kwargs):
+        return defer.maybeDeferred(function, *args, **kwargs)
+
+
+class TLSTransport(StringTransport):
+    tlsContext = None
+
+    def startTLS(self, context):
+        self.tlsContext = context
+
+
+class ImmediateReactor(task.Clock):
+    def callFromThread(self, f, *args, **kwargs):
+        f(*args, **kwargs)
+
+
+class FakeFactory:
+    def __init__(self, tmp_path, secure=False, plaintextLoopback=False, **auth):
+        self.clock = ImmediateReactor()
+        self.store = MaildirStore(tmp_path / "mail", "mail.example.org")
+        self.store.createUser(USER.decode())
+        self.notifier = ChangeNotifier(self.store, self.clock)
+        self.authConfig = AuthConfig(allow_plaintext_on_loopback=plaintextLoopback,
+                                     **{"failure_delay": 2.0, **auth})
+        self.guard = LoginGuard(self.authConfig, self.clock)
+        checker = InMemoryUsernamePasswordDatabaseDontUse(**{USER.decode(): PASSWORD})
+        self.realm = MailRealm(lambda user: None, {IAccountIMAP: self.account})
+        self.portal = Portal(self.realm, [checker])
+        self.tls = TLS
+        self.implicitTLS = secure
+        self.maxMessageSize = 1000000
+        self.tempDir = str(tmp_path)
+
+    def account(self, user):
+        if isinstance(user, bytes):
+            user = user.decode()
+        return InlineAccount(user, self.store, self.clock, None, self.notifier,
+                             str(self.store.root.parent))
+
+    def run(self, function, *args):
+        return defer.maybeDeferred(function, *args)
+
+
+class Client:
+    """One session; C{connectAgain} opens another on the same server."""
+
+    def __init__(self, tmp_path=None, host="192.0.2.1", factory=None, **options):
+        self.factory = factory if factory is not None else FakeFactory(tmp_path, **options)
+        self.protocol = IMAPServer(self.factory)
+        self.transport = TLSTransport(peerAddress=IPv4Address("TCP", host, 40000))
+        self.protocol.makeConnection(self.transport)
+        self.greeting = self.read()
+
+    def connectAgain(self, host="192.0.2.2"):
+        return Client(host=host, factory=self.factory)
+
+    def read(self):
+        data = self.transport.value()
+        self.transport.clear()
+        return data
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.protocol.dataReceived(data)
+        return self.read()
+
+    def login(self):
+        out = self.send(b"l LOGIN " + USER + b" " + PASSWORD + b"\r\n")
+        assert b"l OK" in out, out
+        return out
+
+    def deliver(self, body=b"Subject: x\r\n\r\nhi\r\n", mailbox="INBOX"):
+        """Local delivery into the store, as SMTP would do it."""
+        self.factory.store.deliver(USER.decode(), b"", io.BytesIO(body), mailbox)

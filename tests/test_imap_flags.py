@@ -1,0 +1,91 @@
+"""
+Keywords, \\Recent and SUBSCRIBE at the protocol level (the harness of
+L{imapharness}).
+"""
+
+import re
+
+import pytest
+
+from imapharness import Client
+
+
+@pytest.fixture
+def client(tmp_path):
+    c = Client(tmp_path, secure=True)
+    c.login()
+    return c
+
+
+def test_keywords_stored_and_announced(client):
+    """If this fails, labels like $Junk or "Important" set in a mail client vanish, or other clients never learn of them."""
+    client.deliver()
+    out = client.send(b"a SELECT INBOX\r\n")
+    assert b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)]" in out
+    other = client.connectAgain()
+    other.login()
+    other.send(b"a SELECT INBOX\r\n")
+    out = client.send(b"s STORE 1 +FLAGS ($Junk Important)\r\n")
+    assert b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Junk Important)" in out
+    assert b"* 1 FETCH (FLAGS ($Junk Important \\Recent))" in out
+    out = other.send(b"n NOOP\r\n")  # the other session learns the new keywords
+    assert out.index(b"* FLAGS (") < out.index(b"* 1 FETCH (FLAGS ($Junk Important) UID 1)")
+    assert b"* SEARCH 1" in other.send(b"k SEARCH KEYWORD important\r\n")
+    assert b"* SEARCH\r\n" in other.send(b"k SEARCH UNKEYWORD $junk\r\n")
+
+
+def test_append_keeps_keywords(client):
+    """If this fails, a message saved with a label (Thunderbird's $label1) loses it."""
+    out = client.send(b"a APPEND INBOX (\\Seen $label1) {11}\r\n")
+    out += client.send(b"Subject: x\r\r\n")
+    assert b"a OK [APPENDUID" in out
+    client.send(b"s SELECT INBOX\r\n")
+    assert b"FLAGS ($label1 \\Recent \\Seen)" in client.send(b"f FETCH 1 (FLAGS)\r\n")
+
+
+def test_keyword_limit_and_bad_keywords(client):
+    """If this fails, a client inventing too many or malformed keywords corrupts flags instead of getting NO/BAD."""
+    client.deliver()
+    client.send(b"a SELECT INBOX\r\n")
+    words = b" ".join(b"k%d" % i for i in range(26))
+    assert b"s OK" in client.send(b"s STORE 1 +FLAGS (" + words + b")\r\n")
+    assert b"\\*" not in client.send(b"b SELECT INBOX\r\n").split(b"PERMANENTFLAGS")[1].split(b"]")[0]
+    assert client.send(b"t STORE 1 +FLAGS (another)\r\n").startswith(b"t NO [LIMIT]")
+    assert b"u BAD" in client.send(b"u STORE 1 +FLAGS (bad]word)\r\n")
+    assert b"v BAD" in client.send(b"v STORE 1 +FLAGS (\\Bogus)\r\n")
+
+
+def test_recent_told_to_one_session(client):
+    """If this fails, clients that show "new since last check" show nothing new, or the same mail as new in every session."""
+    client.deliver()
+    assert b"* STATUS \"INBOX\" (RECENT 1)" in client.send(b"s STATUS INBOX (RECENT)\r\n")
+    out = client.send(b"e EXAMINE INBOX\r\n")  # read-only: does not claim
+    assert b"* 1 RECENT" in out
+    out = client.send(b"a SELECT INBOX\r\n")
+    assert b"* 1 RECENT" in out
+    assert b"FLAGS (\\Recent)" in client.send(b"f FETCH 1 FLAGS\r\n")
+    assert b"* SEARCH 1\r\n" in client.send(b"n SEARCH NEW\r\n")
+    assert b"* SEARCH\r\n" in client.send(b"o SEARCH OLD\r\n")
+    other = client.connectAgain()
+    other.login()
+    assert b"* 0 RECENT" in other.send(b"a SELECT INBOX\r\n")
+    assert b"* SEARCH\r\n" in other.send(b"r SEARCH RECENT\r\n")
+    client.deliver()
+    out = client.send(b"n NOOP\r\n")
+    assert re.search(rb"\* 2 EXISTS\r\n\* 2 RECENT\r\n", out), out
+    assert b"* 0 RECENT" in other.send(b"n NOOP\r\n")
+
+
+def test_store_cannot_set_recent(client):
+    """If this fails, a client could mark old mail as new for every other session."""
+    client.deliver()
+    client.send(b"x SELECT INBOX\r\nu UNSELECT\r\n")
+    client.send(b"a SELECT INBOX\r\n")
+    assert b"* 1 FETCH (FLAGS ())" in client.send(b"s STORE 1 FLAGS (\\Recent)\r\n")
+
+
+def test_subscribe_needs_an_existing_mailbox(client):
+    """If this fails, a mistyped folder name stays in the subscription list as a phantom folder."""
+    assert client.send(b"a SUBSCRIBE Nowhere\r\n").startswith(b"a NO [NONEXISTENT]")
+    assert client.send(b"b SUBSCRIBE Sent\r\n").startswith(b"b OK")
+    assert client.send(b"c UNSUBSCRIBE Nowhere\r\n").startswith(b"c OK")
