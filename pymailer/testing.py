@@ -403,3 +403,18 @@ class FakeTXT:
     def __call__(self, name):
         self.queries.append(name)
         return self._lookup(name)
+
+
+def txtEntry(text):
+    """A zone entry for L{FakeResolver} or C{DNSServer}: TXT C{text}, split as zone files need."""
+    from pymailer.policy.dkimkeys import zoneTXT
+
+    return ("TXT", zoneTXT(text))
+
+
+def rsaSigningKey(dataDir, domain, selector):
+    """A new DKIM RSA key of C{domain} (a L{pymailer.policy.dkimkeys.SigningKey})."""
+    from pymailer.policy.dkimkeys import generateKeys
+
+    keys = generateKeys(dataDir, domain, selector)
+    return next(k for k in keys if k.algorithm == "rsa-sha256")

@@ -16,32 +16,28 @@ import pytest
 from dnsserver import DNSServer
 from mailserver import HOSTNAME, PASSWORD, loopbackRelayPort
 from pymailer.policy import dkimkeys
+from pymailer.testing import rsaSigningKey, txtEntry
 
 ALICE = "alice@example.org"
-
-
-def txt(text):
-    return ("TXT", dkimkeys.zoneTXT(text))
 
 
 @pytest.fixture(scope="module")
 def signerKey(tmp_path_factory):
     """The key of signed.test, a remote domain that signs its mail."""
-    keys = dkimkeys.generateKeys(tmp_path_factory.mktemp("remote"), "signed.test", "sel")
-    return next(k for k in keys if k.algorithm == "rsa-sha256")
+    return rsaSigningKey(tmp_path_factory.mktemp("remote"), "signed.test", "sel")
 
 
 @pytest.fixture
 def zone(signerKey):
     return DNSServer({
-        "spf-fail.test": [txt("v=spf1 -all")],
-        "spf-pass.test": [txt("v=spf1 ip4:127.0.0.1 -all")],
-        "signed.test": [txt("v=spf1 -all")],
-        "sel._domainkey.signed.test": [txt(dkimkeys.publicKeyRecord(signerKey))],
-        "reject.test": [txt("v=spf1 -all")],
-        "_dmarc.reject.test": [txt("v=DMARC1; p=reject")],
-        "quarantine.test": [txt("v=spf1 -all")],
-        "_dmarc.quarantine.test": [txt("v=DMARC1; p=quarantine")],
+        "spf-fail.test": [txtEntry("v=spf1 -all")],
+        "spf-pass.test": [txtEntry("v=spf1 ip4:127.0.0.1 -all")],
+        "signed.test": [txtEntry("v=spf1 -all")],
+        "sel._domainkey.signed.test": [txtEntry(dkimkeys.publicKeyRecord(signerKey))],
+        "reject.test": [txtEntry("v=spf1 -all")],
+        "_dmarc.reject.test": [txtEntry("v=DMARC1; p=reject")],
+        "quarantine.test": [txtEntry("v=spf1 -all")],
+        "_dmarc.quarantine.test": [txtEntry("v=DMARC1; p=quarantine")],
         "remote.test": [("MX", "10 mx.remote.test.")],
         "mx.remote.test": [("A", "127.0.0.2")],
     })
@@ -147,7 +143,7 @@ def test_dmarc_mark_only_domain_gets_it_in_inbox(mx):
 
 def test_dmarc_passes_with_aligned_dkim(mx, zone, signerKey):
     """A p=reject domain's mail with a valid signature of its own passes DMARC although SPF fails."""
-    zone.records["_dmarc.signed.test."] = [txt("v=DMARC1; p=reject")]
+    zone.records["_dmarc.signed.test."] = [txtEntry("v=DMARC1; p=reject")]
     data = message("news@signed.test", "aligned")
     send(mx, "news@signed.test", [ALICE], signed(signerKey, data) + data)
     [msg] = delivered(mx)
@@ -210,7 +206,7 @@ def test_alias_forward_arc_sealed_and_verified_next_hop(mx, zone, makeMailServer
     port = loopbackRelayPort()
     records = keygenRecords(mx, "example.org", "arc")
     for name, text in records.items():
-        zone.records[name] = [txt(text)]
+        zone.records[name] = [txtEntry(text)]
     receiver = makeMailServer(
         name="receiver", interface="127.0.0.2", port=port, provision=False, start=False,
         sections={"dns": {"servers": [zone.address], "timeout": 2.0}})

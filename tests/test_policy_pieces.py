@@ -14,7 +14,8 @@ from pymailer.policy import dkimkeys
 from pymailer.policy.chain import PolicyChain
 from pymailer.policy.decision import Facts, PolicyContext
 from pymailer.policy.pieces import MAX_CRYPTO_SIZE, ARCCheck, DKIMCheck, DMARCCheck, SPFCheck
-from pymailer.testing import ClockReactor, FakeResolver, SynchronousThreadPool
+from pymailer.testing import (
+    ClockReactor, FakeResolver, SynchronousThreadPool, rsaSigningKey, txtEntry)
 
 
 class Message:
@@ -25,26 +26,21 @@ class Message:
         return io.BytesIO(self.data)
 
 
-def zoneTXT(text):
-    return ("TXT", dkimkeys.zoneTXT(text))
-
-
 @pytest.fixture(scope="module")
 def key(tmp_path_factory):
-    keys = dkimkeys.generateKeys(tmp_path_factory.mktemp("k"), "good.test", "s1")
-    return next(k for k in keys if k.algorithm == "rsa-sha256")
+    return rsaSigningKey(tmp_path_factory.mktemp("k"), "good.test", "s1")
 
 
 @pytest.fixture
 def run(tmp_path, key):
     resolver = FakeResolver({
-        "good.test": [zoneTXT("v=spf1 ip4:192.0.2.1 -all")],
-        "s1._domainkey.good.test": [zoneTXT(dkimkeys.publicKeyRecord(key))],
-        "_dmarc.good.test": [zoneTXT("v=DMARC1; p=reject")],
-        "bad.test": [zoneTXT("v=spf1 -all")],
-        "_dmarc.bad.test": [zoneTXT("v=DMARC1; p=reject")],
-        "soft.test": [zoneTXT("v=spf1 -all")],
-        "_dmarc.soft.test": [zoneTXT("v=DMARC1; p=quarantine")],
+        "good.test": [txtEntry("v=spf1 ip4:192.0.2.1 -all")],
+        "s1._domainkey.good.test": [txtEntry(dkimkeys.publicKeyRecord(key))],
+        "_dmarc.good.test": [txtEntry("v=DMARC1; p=reject")],
+        "bad.test": [txtEntry("v=spf1 -all")],
+        "_dmarc.bad.test": [txtEntry("v=DMARC1; p=reject")],
+        "soft.test": [txtEntry("v=spf1 -all")],
+        "_dmarc.soft.test": [txtEntry("v=DMARC1; p=quarantine")],
     })
     context = PolicyContext(default(tmp_path), ClockReactor(), SynchronousThreadPool(), resolver)
     options = {"mark_only_domains": ("marked.test",)}
