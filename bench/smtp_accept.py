@@ -129,6 +129,9 @@ def main(argv=None):
                         help="messages per client (default 500)")
     parser.add_argument("--size", type=int, default=4096,
                         help="message size in octets (default 4096)")
+    parser.add_argument("--checks", default=None,
+                        help="comma-separated [policy] checks (default: the server's"
+                             " default; '' for none, to see what policy costs)")
     parser.add_argument("--port", type=int, default=None,
                         help="SMTP port on 127.0.0.1 (default: a free one)")
     parser.add_argument("--progress", type=float, default=5.0,
@@ -140,6 +143,8 @@ def main(argv=None):
         server = MailServer(
             root, port=args.port,
             smtp={"max_connections_per_ip": max(50, args.clients + 10)},
+            sections=None if args.checks is None else {"policy": {
+                "checks": [c for c in args.checks.split(",") if c]}},
         )
         server.provision(users=(RECIPIENT,))
         server.start()

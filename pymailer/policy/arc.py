@@ -24,11 +24,12 @@ receiver's local policy).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import dkim
 
-from pymailer.policy.dkim import _reason, _TemporaryDNSError, dkimpyDNS
+from pymailer.policy.dkim import _headerSection, _reason, _TemporaryDNSError, dkimpyDNS
 from pymailer.policy.dkimkeys import dnsDomain
 
 __all__ = ["ARCResult", "verifyChain", "seal", "SEALED_HEADERS"]
@@ -74,6 +75,9 @@ def verifyChain(message: bytes, txtLookup) -> ARCResult:
     A chain whose newest seal says C{cv=fail} is "fail" here (dkimpy calls
     it terminated; RFC 8617 §5.2 step 2 makes it fail).
     """
+    if not re.search(rb"(?im)^arc-seal[ \t]*:", _headerSection(message)):
+        # Most mail: no ARC set, and no need for dkimpy to parse it.
+        return ARCResult("none", "no ARC sets")
     try:
         cv, results, reason = dkim.arc_verify(
             message, dnsfunc=dkimpyDNS(txtLookup), minkey=MIN_KEY_BITS)

@@ -292,6 +292,9 @@ def verifyAll(message: bytes, txtLookup) -> list[DKIMResult]:
     @return: one L{DKIMResult} per signature; C{[]} when the message is not
         signed (A-R C{dkim=none}).
     """
+    if not _countSignatures(message):
+        # Most mail: no signature, and no need for dkimpy to parse it.
+        return []
     try:
         d = dkim.DKIM(message, minkey=MIN_KEY_BITS)
     except (dkim.DKIMException, IndexError) as e:
