@@ -710,8 +710,15 @@ def _nonNegativeInt(reader, key, default):
 
 def _parsePolicy(policyT):
     checks = _stringList(policyT, "checks", DEFAULT_CHECKS)
-    if len(set(checks)) != len(checks):
-        raise policyT.error("checks", "names a check twice")
+    repeated = sorted({c for c in checks if checks.count(c) > 1})
+    if repeated:
+        raise policyT.error("checks", f"names {', '.join(map(repr, repeated))} twice")
+    if "dmarc" in checks:
+        # DMARC judges the SPF and DKIM results of the pieces before it.
+        for needed in ("spf", "dkim"):
+            if needed not in checks[:checks.index("dmarc")]:
+                raise policyT.error(
+                    "checks", f"'dmarc' needs {needed!r} before it (it judges their results)")
     authservId = policyT.string("authserv_id")
     if authservId is not None and (not authservId or any(c in authservId for c in " ;()\"\\")):
         raise policyT.error("authserv_id", f"not a valid authserv-id: {_show(authservId)}")

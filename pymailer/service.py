@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
+from twisted.internet import defer
 from twisted.cred.checkers import AllowAnonymousAccess
 from twisted.cred.portal import Portal
 from twisted.internet.endpoints import serverFromString
@@ -101,6 +102,27 @@ AVATAR_BUILDERS = {IMailboxPOP3: buildMaildrops, IAccountIMAP: buildAccount}
 BUILT_ROLES = tuple(LISTENER_BUILDERS)
 
 
+class StopInOrder(MultiService):
+    """
+    A MultiService that stops its children one at a time, last added first,
+    each once the one before has finished stopping.
+
+    Twisted's MultiService stops them all at once: the thread pools would
+    stop while the queue runner still waits on deliveries queued to them,
+    which then never run, and the process never exits.  Here listeners
+    stop first, then the runner (finishing its deliveries), then the pools.
+    """
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        Service.stopService(self)
+        for service in reversed(list(self)):
+            try:
+                yield defer.maybeDeferred(service.stopService)
+            except Exception:
+                log.failure("stopping {service}", service=service)
+
+
 class ThreadPoolService(Service):
     """Starts and stops the thread pool that takes the blocking disk work."""
 
@@ -120,7 +142,7 @@ def makeService(config, reactor=None):
     if reactor is None:
         from twisted.internet import reactor
     os.makedirs(config.data_dir, exist_ok=True)
-    top = MultiService()
+    top = StopInOrder()
 
     # Disk and database work (fsync, Maildir, SQLite, argon2) runs here, so
     # the reactor never waits on the disk.

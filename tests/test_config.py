@@ -400,7 +400,11 @@ class TestPolicy:
 
     @pytest.mark.parametrize("text, key, reason", [
         ('[policy]\nchecks = "spf"\n', "policy.checks", "expected an array of strings"),
-        ('[policy]\nchecks = ["spf", "spf"]\n', "policy.checks", "names a check twice"),
+        ('[policy]\nchecks = ["spf", "spf"]\n', "policy.checks", "names 'spf' twice"),
+        ('[policy]\nchecks = ["dmarc", "spf", "dkim"]\n', "policy.checks",
+         "'dmarc' needs 'spf' before it"),
+        ('[policy]\nchecks = ["spf", "dmarc"]\n', "policy.checks",
+         "'dmarc' needs 'dkim' before it"),
         ('[policy]\nauthserv_id = "a b"\n', "policy.authserv_id", "not a valid authserv-id"),
         ('[policy]\nchecks = ["spf"]\n[policy.greylist]\ndelay = 1\n', "policy.greylist",
          "which policy.checks does not name"),
