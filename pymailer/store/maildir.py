@@ -517,7 +517,9 @@ class MaildirMailbox:
     def snapshot(self, claimRecent=False):
         index, firstRecent = self._sync(claimRecent)
         keywords = Keywords.read(self.path)
-        cur = self.path / "cur"
+        # Plain strings, not Path objects: on a 100,000-message mailbox
+        # pathlib was a third of SELECT's CPU.
+        cur = os.path.join(self.path, "cur", "")
         infos = []
         for uid, (key, entry) in sorted(index.byUid().items()):
             for _ in range(3):
@@ -525,7 +527,7 @@ class MaildirMailbox:
                 if name is None:
                     break  # expunged meanwhile
                 try:
-                    st = os.stat(cur / name)
+                    st = os.stat(cur + name)
                     break
                 except FileNotFoundError:  # renamed by a flag change?
                     index = self._sync()[0]
@@ -536,7 +538,7 @@ class MaildirMailbox:
                 continue
             infos.append(MessageInfo(
                 uid=uid, key=key, flags=self._flags(name, keywords),
-                size=st.st_size, internalDate=st.st_mtime, path=str(cur / name),
+                size=st.st_size, internalDate=st.st_mtime, path=cur + name,
                 modseq=entry.modseq,
             ))
         return MailboxSnapshot(
