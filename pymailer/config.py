@@ -295,7 +295,7 @@ _BUILTIN_ENDPOINTS = {
 }
 
 
-def _splitEndpoint(description):
+def splitEndpoint(description):
     """
     Split an endpoint string like Twisted's C{_parse} does: C{:} separates
     arguments, the first C{=} of an argument makes it C{key=value}, and a
@@ -333,7 +333,7 @@ def usesOwnCertificate(description):
     Does an C{ssl:} endpoint name its own key (C{privateKey=}/C{certKey=})?
     If not, the service wraps it in the C{[tls]} certificate.
     """
-    _, kwargs = _splitEndpoint(description)
+    _, kwargs = splitEndpoint(description)
     return "privateKey" in kwargs or "certKey" in kwargs
 
 
@@ -370,7 +370,7 @@ def validateEndpoint(description: str) -> None:
     """
     if not description.strip():
         raise ValueError("empty endpoint")
-    args, kwargs = _splitEndpoint(description)
+    args, kwargs = splitEndpoint(description)
     if not args or not args[0]:
         raise ValueError("missing endpoint type (e.g. 'tcp:25')")
     kind, positional = args[0], args[1:]

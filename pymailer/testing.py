@@ -25,6 +25,8 @@ from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
 from pymailer.dns import DNSError
+from pymailer.policy.dkim import txtLookupFromResolver
+from pymailer.policy.dkimkeys import generateKeys, zoneTXT
 
 from pymailer.auth.directory import normaliseAddress, normaliseDomain
 from pymailer.auth.realm import MailRealm
@@ -388,11 +390,8 @@ class FakeTXT:
     """
 
     def __init__(self, records=None, temporary=()):
-        from pymailer.policy.dkim import txtLookupFromResolver
-        from pymailer.policy.dkimkeys import zoneTXT
-
         self.records = dict(records or {})
-        zone = {name: [("TXT", zoneTXT(text)) for text in texts]
+        zone = {name: [txtEntry(text) for text in texts]
                 for name, texts in self.records.items()}
         for name in temporary:
             zone[name] = [FakeResolver.TIMEOUT]
@@ -407,14 +406,10 @@ class FakeTXT:
 
 def txtEntry(text):
     """A zone entry for L{FakeResolver} or C{DNSServer}: TXT C{text}, split as zone files need."""
-    from pymailer.policy.dkimkeys import zoneTXT
-
     return ("TXT", zoneTXT(text))
 
 
 def rsaSigningKey(dataDir, domain, selector):
     """A new DKIM RSA key of C{domain} (a L{pymailer.policy.dkimkeys.SigningKey})."""
-    from pymailer.policy.dkimkeys import generateKeys
-
     keys = generateKeys(dataDir, domain, selector)
     return next(k for k in keys if k.algorithm == "rsa-sha256")

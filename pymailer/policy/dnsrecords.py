@@ -48,9 +48,7 @@ def endpointPort(description: str) -> int | None:
     The TCP port of a server endpoint string (C{tcp:587}, C{ssl:port=993}),
     or C{None} for one without (C{unix:...}, plugin types we cannot read).
     """
-    # config._splitEndpoint is the endpoint tokeniser the config validation
-    # uses (Twisted's escaping rules): one parser, not two.
-    args, kwargs = configModule._splitEndpoint(description)
+    args, kwargs = configModule.splitEndpoint(description)
     if not args or args[0] not in ("tcp", "tcp6", "ssl"):
         return None
     port = kwargs.get("port", args[1] if len(args) > 1 else None)
@@ -60,7 +58,7 @@ def endpointPort(description: str) -> int | None:
 
 
 def _interface(description):
-    args, kwargs = configModule._splitEndpoint(description)
+    args, kwargs = configModule.splitEndpoint(description)
     if "interface" in kwargs:
         return kwargs["interface"]
     # tcp:PORT:INTERFACE (tcp6 and ssl put other things second).

@@ -42,21 +42,14 @@ class _Piece(Policy):
 
     def messageBytes(self, facts, message):
         """The whole message, read once per transaction (in a thread)."""
-        if "message" in facts.notes:
-            return defer.succeed(facts.notes["message"])
+        return self._read(facts, message, -1).addCallback(
+            lambda data: facts.notes.setdefault("message", data))
 
-        def read():
-            with message.openData() as f:
-                return f.read()
+    def headerBytes(self, facts, message):
+        """The header section (at most 256 KiB of it): DMARC needs no body."""
+        return self._read(facts, message, 256 * 1024)
 
-        def keep(data):
-            facts.notes["message"] = data
-            return data
-
-        return self.inThread(read).addCallback(keep)
-
-    def headerBytes(self, facts, message, limit=256 * 1024):
-        """The header section (at most C{limit} octets), without the body."""
+    def _read(self, facts, message, limit):
         if "message" in facts.notes:
             return defer.succeed(facts.notes["message"])
 

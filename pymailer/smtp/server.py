@@ -225,8 +225,9 @@ class SMTPServer(SessionSecurity, ESMTP):
         """A refusing decision becomes the error reply (and maybe a close)."""
         if decision.refuses:
             if decision.disconnect:
+                # The reply goes out here; the error below only stops the
+                # command (a closed session sends nothing more).
                 self._closeWith(decision.code, decision.enhanced, decision.text)
-                return defer.fail(SMTPReply(decision.code, decision.enhanced, ""))
             raise SMTPReply(decision.code, decision.enhanced, decision.text)
         return decision
 
