@@ -4,9 +4,14 @@ Fixtures that start real pymailer servers (twistd subprocesses) on
 L{mailserver} so that C{bench/} can use it without pytest.
 """
 
+import io
+import sys
+
 import pytest
 
-from mailserver import MailServer, ServerError  # noqa: F401 (re-exported)
+from pymailer.cli import main
+
+from mailserver import MailServer
 
 
 @pytest.fixture
@@ -41,3 +46,31 @@ def makeMailServer(tmp_path):
 def mailserver(makeMailServer):
     """A running server with example.org, alice and bob."""
     return makeMailServer()
+
+
+@pytest.fixture
+def confExtra():
+    """More config text after hostname and data_dir (a test module may override)."""
+    return ""
+
+
+@pytest.fixture
+def conf(tmp_path, confExtra):
+    """A config file with data in C{tmp_path/data}, for the admin command."""
+    path = tmp_path / "pymailer.toml"
+    path.write_text('hostname = "mail.example.org"\ndata_dir = "data"\n' + confExtra)
+    return path
+
+
+@pytest.fixture
+def cli(conf, capsys, monkeypatch):
+    """
+    Run C{pymailer --config conf ARGS} in-process.
+    @return: C{(exitCode, stdout, stderr)}.
+    """
+    def run(*args, stdin=""):
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        code = main(["--config", str(conf), *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+    return run

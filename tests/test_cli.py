@@ -3,7 +3,6 @@ Tests for L{pymailer.cli}: the C{pymailer} admin command, run in-process
 through L{main} (and once as C{python -m pymailer}).
 """
 
-import io
 import os
 import pathlib
 import subprocess
@@ -19,24 +18,8 @@ PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture
-def conf(tmp_path):
-    path = tmp_path / "pymailer.toml"
-    path.write_text('hostname = "mail.example.org"\ndata_dir = "data"\n')
-    return path
-
-
-@pytest.fixture
-def run(conf, capsys, monkeypatch):
-    """
-    Run C{pymailer --config conf ARGS} in-process.
-    @return: C{(exitCode, stdout, stderr)}.
-    """
-    def run(*args, stdin=""):
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-        code = main(["--config", str(conf), *args])
-        out, err = capsys.readouterr()
-        return code, out, err
-    return run
+def run(cli):
+    return cli
 
 
 def database(conf):

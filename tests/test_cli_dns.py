@@ -4,17 +4,14 @@ through L{pymailer.cli.main}.  Their output is parsed by dnspython's zone
 parser, as a DNS server loading it would.
 """
 
-import io
 import os
 import stat
-import sys
 
 import dkim as dkimpy
 import dns.rdatatype
 import dns.zone
 import pytest
 
-from pymailer.cli import main
 from pymailer.policy import dkim, dkimkeys
 
 DOMAIN = "example.org"
@@ -37,21 +34,13 @@ imaps = "ssl:993:interface=192.0.2.1"
 
 
 @pytest.fixture
-def conf(tmp_path):
-    path = tmp_path / "pymailer.toml"
-    path.write_text('hostname = "mail.example.org"\ndata_dir = "data"\n' + LISTEN)
-    return path
+def confExtra():
+    return LISTEN
 
 
 @pytest.fixture
-def run(conf, capsys, monkeypatch):
-    """Run C{pymailer --config conf ARGS}: C{(exitCode, stdout, stderr)}."""
-    def run(*args):
-        monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-        code = main(["--config", str(conf), *args])
-        out, err = capsys.readouterr()
-        return code, out, err
-    return run
+def run(cli):
+    return cli
 
 
 def parseZone(text, origin=DOMAIN):

@@ -6,15 +6,12 @@ standing in for a running server.
 
 import email
 import email.policy
-import io
 import json
 import os
-import sys
 import time
 
 import pytest
 
-from pymailer.cli import main
 from pymailer.config import QueueConfig
 from pymailer.envelope import FAILED, Envelope, Recipient
 from pymailer.queue.notify import Reporter
@@ -26,31 +23,14 @@ DATA = b"From: alice@example.org\r\nTo: bob@remote.test\r\nSubject: hello\r\n\r\
 
 
 @pytest.fixture
-def conf(tmp_path):
-    path = tmp_path / "pymailer.toml"
-    path.write_text('hostname = "mail.example.org"\ndata_dir = "data"\n')
-    return path
-
-
-@pytest.fixture
 def spool(conf):
     return Spool(conf.parent / "data" / "queue")
 
 
 @pytest.fixture
-def run(conf, capsys, monkeypatch):
-    """
-    Run C{pymailer --config conf queue ARGS} in-process.
-    @return: C{(exitCode, stdout, stderr)}.
-    """
-
-    def run(*args):
-        monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-        code = main(["--config", str(conf), "queue", *args])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+def run(cli):
+    """Run C{pymailer --config conf queue ARGS} in-process."""
+    return lambda *args: cli("queue", *args)
 
 
 def accept(spool, rcpts=("bob@remote.test",), sender="alice@example.org", data=DATA, **kwargs):
@@ -276,7 +256,7 @@ class TestFlush:
 
     def test_all(self, run, spool):
         """flush without an id makes all deferred mail due, and leaves held mail held."""
-        a, b = deferred(spool), deferred(spool)
+        deferred(spool), deferred(spool)
         held = deferred(spool)
         run("hold", held)
         code, out, _ = run("flush")
@@ -286,7 +266,7 @@ class TestFlush:
 
     def test_allSkipsBusy(self, run, spool):
         """A message being delivered does not stop flushing the others."""
-        a, b = deferred(spool), deferred(spool)
+        a, _ = deferred(spool), deferred(spool)
         claim = spool.claim("deferred", a)
         assert run("flush") == (0, "1 deferred message due now\n", "")
         spool.release(claim, "deferred")
