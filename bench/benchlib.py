@@ -1,10 +1,11 @@
 """
-What the benchmarks share: the test message, percentiles, and the head and
-tail of the summary they print.
+What the benchmarks share: the test message, the client threads and their
+progress line, percentiles, and the head and tail of the summary they print.
 """
 
 import os
 import platform
+import threading
 import time
 
 MB = 1024 * 1024
@@ -74,3 +75,27 @@ def summaryTail(errors, refused):
     lines += [f"client error: {e!r}" for e in errors[:3]]
     lines += [f"refused: {r!r}" for r in refused[:3]]
     return lines
+
+
+def startProgress(interval, line):
+    """
+    Print C{line()} every C{interval} seconds (with the time since now) from
+    a daemon thread.  @return: the function that stops it.
+    """
+    done = threading.Event()
+    t0 = time.perf_counter()
+
+    def report():
+        while not done.wait(interval):
+            print(f"  ... {time.perf_counter() - t0:6.1f} s: {line()}", flush=True)
+
+    threading.Thread(target=report, daemon=True).start()
+    return done.set
+
+
+def runAll(threads):
+    """Start every client thread, then wait for them all."""
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()

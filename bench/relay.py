@@ -48,7 +48,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests")
 
 from dnsserver import DNSServer  # noqa: E402
 from benchlib import (  # noqa: E402
-    MB, latencyLine, makeMessage, resetPeakRSS, summaryHead, summaryTail,
+    MB, latencyLine, makeMessage, resetPeakRSS, runAll, startProgress, summaryHead,
+    summaryTail,
 )
 from mailserver import PASSWORD, MailServer, loopbackRelayPort, readVm  # noqa: E402
 from scriptedsmtp import ScriptedSMTP  # noqa: E402
@@ -193,20 +194,10 @@ def run(server, sink, args, total):
           f" 127.0.0.1:{bench.port} -> sink 127.0.0.2:{sink.server.server_address[1]}"
           f" (server pid {pid})", flush=True)
     clients = [Client(bench, i) for i in range(args.clients)]
-    done = threading.Event()
-    t0 = time.perf_counter()
-
-    def progress():
-        while not done.wait(args.progress):
-            print(f"  ... {time.perf_counter() - t0:6.1f} s: accepted"
-                  f" {bench.accepted}/{total}, relayed {len(sink.arrivals)},"
-                  f" server RSS {readVm(pid, 'VmRSS') / MB:.1f} MB", flush=True)
-
-    threading.Thread(target=progress, daemon=True).start()
-    for c in clients:
-        c.start()
-    for c in clients:
-        c.join()
+    stopProgress = startProgress(args.progress, lambda: (
+        f"accepted {bench.accepted}/{total}, relayed {len(sink.arrivals)},"
+        f" server RSS {readVm(pid, 'VmRSS') / MB:.1f} MB"))
+    runAll(clients)
 
     try:
         with sink.cond:
@@ -224,7 +215,7 @@ def run(server, sink, args, total):
         server.waitQueueEmpty(timeout=30, envelopesOnly=True)
     except TimeoutError as e:
         print(f"WARNING: {e}", flush=True)
-    done.set()
+    stopProgress()
     peak = readVm(pid, "VmHWM")
 
     submitted = {tok: t for c in clients for tok, t in c.submitted.items()}

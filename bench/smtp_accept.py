@@ -34,7 +34,9 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
 
-from benchlib import MB, latencyLine, makeMessage, summaryHead, summaryTail  # noqa: E402
+from benchlib import (  # noqa: E402
+    MB, latencyLine, makeMessage, runAll, startProgress, summaryHead, summaryTail,
+)
 from mailserver import MailServer, readVm, waitFor  # noqa: E402
 
 RECIPIENT = "alice@example.org"
@@ -161,21 +163,10 @@ def run(server, args, total):
           f" {args.size} B = {total} messages to {RECIPIENT}"
           f" (server pid {pid}, 127.0.0.1:{server.port})", flush=True)
     clients = [Client(bench, i) for i in range(args.clients)]
-    done = threading.Event()
-    t0 = time.perf_counter()
-
-    def progress():
-        while not done.wait(args.progress):
-            print(f"  ... {time.perf_counter() - t0:6.1f} s: accepted"
-                  f" {bench.accepted}/{total}, delivered {countDelivered(server)},"
-                  f" server RSS {readVm(pid, 'VmRSS') / MB:.1f} MB", flush=True)
-
-    reporter = threading.Thread(target=progress, daemon=True)
-    reporter.start()
-    for c in clients:
-        c.start()
-    for c in clients:
-        c.join()
+    stopProgress = startProgress(args.progress, lambda: (
+        f"accepted {bench.accepted}/{total}, delivered {countDelivered(server)},"
+        f" server RSS {readVm(pid, 'VmRSS') / MB:.1f} MB"))
+    runAll(clients)
 
     lastDelivered = None
     try:
@@ -186,7 +177,7 @@ def run(server, args, total):
         lastDelivered = time.perf_counter()
     except TimeoutError as e:
         print(f"WARNING: {e}", flush=True)
-    done.set()
+    stopProgress()
     peak = readVm(pid, "VmHWM")
     delivered = countDelivered(server)
 
