@@ -187,29 +187,30 @@ class Part:
     # -- sections --------------------------------------------------------------
 
     def find(self, numbers):
-        """The part at C{numbers} (e.g. C{[2, 1]}), or C{None}."""
-        current = self
-        consumed = False
+        """
+        The part at C{numbers} (e.g. C{[2, 1]}), or C{None}.
+
+        RFC 3501 6.4.5: the numbers of a message address its body: the
+        children of a multipart, or, for any other message, its one part 1
+        (the message itself seen as a body part, with its header as that
+        part's MIME header).  A message/rfc822 part is numbered through
+        its encapsulated message the same way, at any depth, the top-level
+        message included (a message whose own type is message/rfc822).
+        """
+        current, isMessage = self, True
         for n in numbers:
+            if not isMessage and not current.children and current.message is not None:
+                current, isMessage = current.message, True
             if current.children:
                 if not 1 <= n <= len(current.children):
                     return None
                 current = current.children[n - 1]
-            elif current.message is not None and current is not self:
-                inner = current.message
-                if inner.children:
-                    if not 1 <= n <= len(inner.children):
-                        return None
-                    current = inner.children[n - 1]
-                elif n == 1:
-                    current = inner
-                else:
-                    return None
-            elif n != 1 or (current is self and consumed):
-                # Part 1 of a single-part message is its body; nothing
-                # lies below it.
+            elif n != 1 or (current is self and not isMessage):
+                # Only part 1 below a non-multipart.  As Dovecot answers,
+                # nothing lies below the top-level message's part 1 (its
+                # body), while a leaf part's part 1 is the part itself.
                 return None
-            consumed = True
+            isMessage = False
         return current
 
     def section(self, numbers, spec, fields=()):
