@@ -7,9 +7,10 @@ literal's size is trusted before a continuation is sent.  Here a complete
 command (its lines and the literals between them, already received under
 the size limits of L{pymailer.imap.server}) is turned into a list of tokens:
 
-  - L{Atom} (C{bytes}): atoms, including C{BODY[...]<...>} fetch items whose
-    brackets may hold spaces and parentheses, flags like C{\\Seen} and list
-    wildcards;
+  - L{Atom} (C{bytes}): atoms, flags like C{\\Seen}, list wildcards and,
+    in FETCH only, C{BODY[...]<...>} items whose brackets may hold spaces
+    and parentheses (elsewhere C{[} and C{]} are plain atom characters:
+    C{SELECT a[b} names the mailbox C{a[b});
   - L{String} (C{bytes}): quoted strings and in-memory literals;
   - L{FileLiteral}: a large literal spooled to a temporary file (APPEND);
   - C{list}: a parenthesised list, nested as written.
@@ -43,15 +44,28 @@ class FileLiteral:
 
 
 LITERAL_AT_END = re.compile(rb"\{(\d{1,20})(\+?)\}$")
-_ATOM_STOP = b' (){"\r\n'
-_TAG = re.compile(rb"[!#$&',-./0-9:-Z\[^-z|~]+")
+# tag = 1*<any ASTRING-CHAR except "+"> (RFC 3501 9): "]" is one.
+_TAG = re.compile(rb"[!#$&',-./0-9:-Z\[\]^-z|~]+")
+# fetch-att names whose "[" opens a section that may hold spaces and
+# parentheses (RFC 3501 9, fetch-att; RFC 3516 BINARY, answered BAD).
+_SECTIONED = (b"BODY", b"BODY.PEEK", b"BINARY", b"BINARY.PEEK", b"BINARY.SIZE")
 
 
-def tokenize(segments):
+def isFetch(firstLine):
+    """Whether a command's first line is a FETCH or UID FETCH."""
+    words = firstLine.upper().split(b" ", 3)
+    return words[1:2] == [b"FETCH"] or words[1:3] == [b"UID", b"FETCH"]
+
+
+def tokenize(segments, sections=False):
     """
     @param segments: C{[line, literal, line, literal, ..., line]}: the text
         of each line (without CRLF; every line but the last ends with its
         C{{n}} marker) and the literal (C{bytes} or L{FileLiteral}) after it.
+    @param sections: whether C{BODY[...]} fetch items may appear (FETCH):
+        everywhere else C{[} is an ATOM-CHAR like any other (RFC 3501 9:
+        only C{]} is in resp-specials, and astring and list-mailbox take
+        both).
     @return: the list of top-level tokens.
     """
     stack = [[]]
@@ -61,7 +75,7 @@ def tokenize(segments):
         if literal is not None:
             marker = LITERAL_AT_END.search(line)
             line = line[:marker.start()]
-        _tokenizeLine(line, stack)
+        _tokenizeLine(line, stack, sections)
         if literal is not None:
             if isinstance(literal, FileLiteral):
                 stack[-1].append(literal)
@@ -72,7 +86,7 @@ def tokenize(segments):
     return stack[0]
 
 
-def _tokenizeLine(line, stack):
+def _tokenizeLine(line, stack, sections):
     i, n = 0, len(line)
     while i < n:
         c = line[i:i + 1]
@@ -115,7 +129,7 @@ def _tokenizeLine(line, stack):
             while i < n and line[i:i + 1] not in (b" ", b"(", b")", b'"', b"{"):
                 if line[i] < 0x20 or line[i] == 0x7F:
                     raise ParseError("control character in atom")
-                if line[i:i + 1] == b"[":
+                if sections and line[i:i + 1] == b"[" and line[start:i].upper() in _SECTIONED:
                     depth = 0
                     while i < n:
                         if line[i:i + 1] == b"[":

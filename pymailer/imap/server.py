@@ -57,7 +57,7 @@ from pymailer.imap.fetch import Range, fetchPieces, parseFetchItems, parseModifi
 from pymailer.imap.listing import listEntries, lsubEntries
 from pymailer.imap.parser import (
     LITERAL_AT_END, Atom, FileLiteral, ParseError, SequenceSet, String,
-    astring, formatSet, formatValue, isAtom, splitCommand, tokenize,
+    astring, formatSet, formatValue, isAtom, isFetch, splitCommand, tokenize,
 )
 from pymailer.imap.selected import SYSTEM_FLAGS, Selected
 from pymailer.store import KeywordLimit
@@ -305,7 +305,7 @@ class IMAPServer(IMAP4Server):
     def _execute(self, segments):
         try:
             tag, name = splitCommand(segments[0])
-            tokens = tokenize(segments)
+            tokens = tokenize(segments, sections=isFetch(segments[0]))
         except ParseError as e:
             tag = segments[0].split(b" ", 1)[0] or b"*"
             self.sendLine(tag + b" BAD " + str(e).encode())
