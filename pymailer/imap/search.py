@@ -14,6 +14,7 @@ import email.policy
 import email.utils
 import time
 
+from pymailer.imap.message import parseAddressList, parseHeader
 from pymailer.imap.parser import (
     Atom, ParseError, SequenceSet, String, astring, isAtom, modSequence, number,
 )
@@ -50,12 +51,19 @@ class Message:
         self.flags = flags  # \Recent included when it applies
         self.modseq = modseq
         self._loader = loader
+        self._data = None
         self._parsed = None
+
+    @property
+    def data(self):
+        if self._data is None:
+            self._data = self._loader()
+        return self._data
 
     @property
     def parsed(self):
         if self._parsed is None:
-            self._parsed = email.message_from_bytes(self._loader(), policy=email.policy.compat32)
+            self._parsed = email.message_from_bytes(self.data, policy=email.policy.compat32)
         return self._parsed
 
     def header(self, name):
@@ -67,6 +75,20 @@ class Message:
             except Exception:
                 out.append(str(v))
         return "\n".join(out).casefold()
+
+    def addresses(self, name):
+        """
+        An address field as the user may search it: its display text (as
+        L{header}) and its addresses as ENVELOPE shows them, C{mailbox@host}
+        with comments, quoting and routes gone, so that C{FROM a@b.org}
+        finds C{<a (comment)@ (comment) b.org>}.
+        """
+        headers, _ = parseHeader(self.data, 0, len(self.data))
+        found = [mailbox + (b"@" + host if host is not None else b"")
+                 for field, value, _ in headers if field == name.encode()
+                 for _, _, mailbox, host in parseAddressList(value) if mailbox is not None]
+        return "\n".join([self.header(name)] + [
+            a.decode("utf-8", "replace").casefold() for a in found])
 
     def headersText(self):
         return "\n".join(f"{k}: {self.header(k)}" for k in set(self.parsed.keys())).casefold()
@@ -196,11 +218,15 @@ class Compiler:
             self.needsContent = True
             test = _dateTest(name[4:], day, lambda m: m.sentDay())
             return lambda m: m.sentDay() is not None and test(m)
-        if name in (b"FROM", b"TO", b"CC", b"BCC", b"SUBJECT"):
+        if name in (b"FROM", b"TO", b"CC", b"BCC"):
             text = self._string(tokens)
             field = name.decode().lower()
             self.needsContent = True
-            return lambda m: text in m.header(field)
+            return lambda m: text in m.addresses(field)
+        if name == b"SUBJECT":
+            text = self._string(tokens)
+            self.needsContent = True
+            return lambda m: text in m.header("subject")
         if name == b"HEADER":
             field = astring(tokens.pop(0) if tokens else None, "header name").decode("ascii", "replace")
             text = self._string(tokens)
