@@ -89,3 +89,28 @@ def test_subscribe_needs_an_existing_mailbox(client):
     assert client.send(b"a SUBSCRIBE Nowhere\r\n").startswith(b"a NO [NONEXISTENT]")
     assert client.send(b"b SUBSCRIBE Sent\r\n").startswith(b"b OK")
     assert client.send(b"c UNSUBSCRIBE Nowhere\r\n").startswith(b"c OK")
+
+
+def test_new_keyword_announced_before_any_fetch_shows_it(client):
+    """If this fails, a label just set in one mail client is dropped by that client and by others watching the folder (they see a keyword FLAGS never defined)."""
+    client.deliver()
+    client.send(b"a SELECT INBOX\r\n")
+    watcher = client.connectAgain()
+    watcher.login()
+    watcher.send(b"a SELECT INBOX\r\n")
+    watcher.send(b"i IDLE\r\n")
+    out = client.send(b"s STORE 1 +FLAGS ($Important)\r\n")
+    lines = out.split(b"\r\n")
+    assert lines[:3] == [
+        b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Important)",
+        b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Important \\*)]"
+        b" Flags permitted",
+        b"* 1 FETCH (FLAGS ($Important \\Recent))",
+    ]
+    assert out.count(b"* FLAGS") == 1 and lines[3].startswith(b"s OK")
+    out = watcher.read()
+    assert out.index(b"* FLAGS (") < out.index(b"* OK [PERMANENTFLAGS (") \
+        < out.index(b"* 1 FETCH (FLAGS ($Important) UID 1)"), out
+    # A keyword already announced is not announced again.
+    out = client.send(b"t STORE 1 -FLAGS ($Important)\r\nu STORE 1 +FLAGS ($Important)\r\n")
+    assert b"* FLAGS" not in out and b"* 1 FETCH (FLAGS ($Important \\Recent))" in out

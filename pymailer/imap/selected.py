@@ -73,13 +73,30 @@ class Selected:
         return [b"* FLAGS (%s)" % defined,
                 b"* OK [PERMANENTFLAGS (%s)] Flags permitted" % permanent]
 
+    def announceKeywords(self, flags):
+        """
+        The C{FLAGS} and C{PERMANENTFLAGS} lines to send before an untagged
+        FETCH showing C{flags}, if these hold keywords the client was not
+        told of (clients drop flags that C{FLAGS} did not define, RFC 3501
+        7.2.6); none otherwise.
+        """
+        if self.keywords is None:
+            return []
+        new = sorted({f for f in flags if not f.startswith("\\")} - set(self.keywords))
+        if not new:
+            return []
+        self.keywords += tuple(new)
+        return self.flagsResponses()
+
     def apply(self, snapshot, allowExpunge=True, condstore=False):
         """
         Bring the client's view up to date with a
         L{pymailer.store.MailboxSnapshot}; returns the untagged lines.
         """
         keywords = tuple(snapshot.keywords)
-        announce = self.keywords is not None and keywords != self.keywords
+        # Keywords already told by announceKeywords are not told again.
+        announce = self.keywords is not None and (
+            set(keywords) != set(self.keywords) or snapshot.keywordsFull != self.keywordsFull)
         self.keywords, self.keywordsFull = keywords, snapshot.keywordsFull
         lines = self.flagsResponses() if announce else []
         current = {i.uid: i for i in snapshot.messages}

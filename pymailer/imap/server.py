@@ -901,6 +901,9 @@ class IMAPServer(IMAP4Server):
 
         def answer(result):
             results, failed = result
+            # A new keyword is defined before a FETCH shows it.
+            self._sendLines(selected.announceKeywords(
+                set().union(*(newFlags for newFlags, _ in results.values()))))
             for seq, u in targets:
                 if u not in results:
                     continue
