@@ -11,7 +11,7 @@ import re
 from pymailer.imap import search
 from pymailer.imap.message import Part, _Concat
 from pymailer.imap.parser import (
-    Atom, ParseError, String, astring, formatValue, isAtom, modSequence, tokenize,
+    Atom, ParseError, String, astring, formatValue, isAtom, modSequence, number, tokenize,
 )
 from pymailer.imap.selected import formatFlags
 
@@ -244,10 +244,8 @@ def _parseSection(raw):
     parts = bytes(head).upper().split(b".")
     numbers = []
     while parts and parts[0].isdigit():
-        n = int(parts.pop(0))
-        if n == 0:
-            raise ParseError("section part 0")
-        numbers.append(n)
+        # section-part = nz-number *("." nz-number) (RFC 3501 9)
+        numbers.append(number(Atom(parts.pop(0)), "section part", allowZero=False))
     spec = b".".join(parts).decode("ascii", "replace")
     if spec not in ("", "HEADER", "TEXT", "MIME", "HEADER.FIELDS", "HEADER.FIELDS.NOT"):
         raise ParseError("bad section")

@@ -334,7 +334,7 @@ def _joinContinuations(params):
     """
     pieces, out = {}, []
     for name, value in params:
-        m = re.fullmatch(rb"(.+?)\*(\d+)(\*?)", name)
+        m = re.fullmatch(rb"(.+?)\*(\d{1,9})(\*?)", name)
         if m is None:
             out.append((name, value))
             continue

@@ -8,10 +8,12 @@ C{US-ASCII} and C{UTF-8} charsets are accepted (others: C{NO [BADCHARSET]}).
 """
 
 import calendar
+import datetime
 import email
 import email.header
 import email.policy
 import email.utils
+import re
 import time
 
 from pymailer.imap.message import parseAddressList, parseHeader
@@ -29,15 +31,47 @@ _FLAG_KEYS = {
 }
 
 
+# RFC 3501 9: date-text = date-day "-" date-month "-" date-year, date-day
+# 1*2DIGIT, date-year 4DIGIT; date-time's day is date-day-fixed (SP DIGIT /
+# 2DIGIT), then time (2DIGIT ":" 2DIGIT ":" 2DIGIT) and zone ("+"/"-" 4DIGIT).
+_DATE = re.compile(r"(\d{1,2})-([A-Za-z]{3})-(\d{4})")
+_DATE_TIME = re.compile(
+    r"([ \d]?\d)-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)")
+
+
+def _epoch(text, pattern, what, example):
+    """
+    C{text} matched against C{pattern} as seconds since the epoch (UTC), or
+    L{ParseError}: every field is checked for range (years 1 to 9999, real
+    days of the month) before any arithmetic, so no input can overflow.
+    """
+    m = pattern.fullmatch(text)
+    if m is None:
+        raise ParseError(f"bad {what} {text[:40]!r}: expected {example}")
+    day, month, year, *rest = m.groups()
+    if month.lower() not in _MONTHS:
+        raise ParseError(f"bad {what} {text[:40]!r}: unknown month {month!r}")
+    try:
+        stamp = datetime.datetime(int(year), _MONTHS.index(month.lower()) + 1, int(day),
+                                  *(int(x) for x in rest[:3]), tzinfo=datetime.timezone.utc)
+    except ValueError as e:  # "day is out of range for month", "year 0 is out of range"
+        raise ParseError(f"bad {what} {text[:40]!r}: {e}") from None
+    offset = 0
+    if rest:
+        sign, hours, minutes = rest[3:]
+        if int(hours) > 23 or int(minutes) > 59:
+            raise ParseError(f"bad {what} {text[:40]!r}: zone out of range")
+        offset = (int(hours) * 60 + int(minutes)) * 60 * (-1 if sign == "-" else 1)
+    return calendar.timegm(stamp.timetuple()) - offset
+
+
 def parseDate(token):
-    """C{1-Feb-1994} -> C{datetime.date}-like ordinal (days since epoch)."""
+    """C{1-Feb-1994} (SEARCH's date) -> days since the epoch."""
     try:
         text = astring(token, "date").decode("ascii")
-        day, month, year = text.split("-")
-        m = _MONTHS.index(month.lower()) + 1
-        return calendar.timegm((int(year), m, int(day), 0, 0, 0)) // 86400
-    except (ValueError, UnicodeDecodeError):
-        raise ParseError("bad date") from None
+    except UnicodeDecodeError:
+        raise ParseError("bad date: not ASCII") from None
+    return _epoch(text, _DATE, "date", "d-Mon-yyyy, e.g. 1-Feb-1994") // 86400
 
 
 class Message:
@@ -262,19 +296,7 @@ def formatInternalDate(seconds):
 
 def parseInternalDate(text):
     """APPEND's C{"23-Nov-2026 10:00:00 +0000"} -> epoch seconds."""
-    try:
-        datePart, clock, zone = text.strip().split(" ")
-        day, month, year = datePart.split("-")
-        h, mi, s = (int(x) for x in clock.split(":"))
-        m = _MONTHS.index(month.lower()) + 1
-        if zone[0] not in "+-" or len(zone) != 5 or not zone[1:].isdigit():
-            raise ValueError(zone)
-        offset = (int(zone[1:3]) * 60 + int(zone[3:])) * 60
-        if zone[0] == "-":
-            offset = -offset
-        return calendar.timegm((int(year), m, int(day), h, mi, s)) - offset
-    except (ValueError, IndexError):
-        raise ParseError("bad date-time") from None
+    return _epoch(text, _DATE_TIME, "date-time", "dd-Mon-yyyy hh:mm:ss +zzzz")
 
 
 __all__ = ["Compiler", "Message", "String", "formatInternalDate", "parseInternalDate"]

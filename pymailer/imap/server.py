@@ -60,7 +60,7 @@ from pymailer.imap.parser import (
     astring, formatSet, formatValue, isAtom, isFetch, splitCommand, tokenize,
 )
 from pymailer.imap.selected import SYSTEM_FLAGS, Selected
-from pymailer.store import KeywordLimit
+from pymailer.store import KeywordLimit, MailboxNameTooLong
 from pymailer.store.maildir import INBOX, canonicalName
 
 log = Logger()
@@ -503,6 +503,8 @@ class IMAPServer(IMAP4Server):
                 name = name[:-1]  # RFC 3501 6.3.3: "foo/" creates foo
         try:
             return canonicalName(name)
+        except MailboxNameTooLong as e:
+            raise CommandFailed(f"[LIMIT] {e}") from None  # RFC 5530 3
         except ValueError as e:
             raise CommandFailed(f"[CANNOT] Bad mailbox name: {e}") from None
 
@@ -588,7 +590,8 @@ class IMAPServer(IMAP4Server):
                     raise CommandFailed("[NONEXISTENT] No such mailbox") from None
                 raise CommandFailed("[ALREADYEXISTS] Target exists") from None
             except ValueError as e:
-                raise CommandFailed(f"[CANNOT] {e}") from None
+                code = "LIMIT" if isinstance(e, MailboxNameTooLong) else "CANNOT"
+                raise CommandFailed(f"[{code}] {e}") from None
 
         return self.account.run(rename)
 

@@ -8,7 +8,7 @@ they share.
 
 from dataclasses import dataclass
 
-__all__ = ["KeywordLimit", "MailboxSnapshot", "MessageInfo"]
+__all__ = ["KeywordLimit", "MailboxNameTooLong", "MailboxSnapshot", "MessageInfo"]
 
 
 @dataclass(frozen=True)
@@ -65,3 +65,7 @@ class MailboxSnapshot:
 
 class KeywordLimit(ValueError):
     """The mailbox cannot hold another keyword (IMAP: C{NO [LIMIT]})."""
+
+
+class MailboxNameTooLong(ValueError):
+    """A mailbox name the backend cannot store (IMAP: C{NO [LIMIT]})."""

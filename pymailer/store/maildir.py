@@ -47,7 +47,7 @@ from zope.interface import implementer
 
 from pymailer.fsutil import fsyncDirectory
 from pymailer.interfaces import IMailbox, IMailStore
-from pymailer.store import MailboxSnapshot, MessageInfo
+from pymailer.store import MailboxNameTooLong, MailboxSnapshot, MessageInfo
 from pymailer.store.maildirindex import UIDLIST, Index, Keywords, readIndex, writeIndex
 
 log = Logger()
@@ -73,6 +73,7 @@ LETTER_FLAGS = {letter: flag for flag, letter in FLAG_LETTERS.items()}
 CHUNK = 64 * 1024
 UIDLIST_LOCK = UIDLIST + ".lock"
 _DELETED_PREFIX = "..pymailer-deleted-"
+NAME_MAX = 255  # octets in one directory entry (Linux, BSD, macOS)
 _UNIQUE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _DELIVERY_TIME = re.compile(r"(\d+)(?:\.M(\d+))?")
 _ESCAPED = re.compile(r"%([0-9A-F]{2})")
@@ -131,7 +132,18 @@ def canonicalName(name):
         raise ValueError("empty, . or .. component in mailbox name")
     if components[0].upper() == INBOX:
         components[0] = INBOX
-    return "/".join(components)
+    canonical = "/".join(components)
+    _checkDiskName(_diskName(canonical))
+    return canonical
+
+
+def _checkDiskName(diskName):
+    """
+    A folder is one directory entry (Maildir++ keeps the hierarchy in the
+    name): over the file system's NAME_MAX it could never be made.
+    """
+    if len(diskName.encode("utf-8", "surrogatepass")) > NAME_MAX:
+        raise MailboxNameTooLong(f"mailbox name longer than {NAME_MAX} octets on disk")
 
 
 def _diskName(canonical):
@@ -294,6 +306,8 @@ class MaildirStore:
             if entry.startswith(oldDisk + ".")
         ]
         for _, target in moves:
+            # The children's names grow too: refuse before moving any.
+            _checkDiskName(target)
             if os.path.lexists(userDir / target):
                 raise KeyError(newName)
         for source, target in moves:
