@@ -255,6 +255,12 @@ class TestRecord:
         assert dmarc.parseRecord("p=reject; v=DMARC1", "example.com") is None
         assert dmarc.parseRecord("v=DMARC2; p=reject", "example.com") is None
 
+    def test_hugeNumbersDefault(self):
+        """A record with 5000-digit pct or ri falls back to defaults: mail from that domain is still judged."""
+        r = dmarc.parseRecord(f"v=DMARC1; p=reject; pct={'1' * 5000}; ri={'9' * 5000}",
+                              "example.com")
+        assert (r.p, r.pct, r.ri) == ("reject", 100, 86400)
+
     def test_badValuesDefault(self):
         """Bad pct, adkim or ri values fall back to defaults, not errors."""
         r = dmarc.parseRecord("v=DMARC1; p=reject; pct=150; adkim=x; ri=soon", "example.com")

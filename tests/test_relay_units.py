@@ -539,6 +539,18 @@ def test_silent_server_times_out_after_five_minutes():
     assert clock.getDelayedCalls() == []
 
 
+@pytest.mark.parametrize("advertised,size", [
+    ("10240000", 10240000), ("\u00b2", None), ("9" * 100, None), ("0", None), ("", None),
+])
+def test_peer_size_limit_read_only_when_a_plain_number(advertised, size):
+    """A peer advertising SIZE as no plain number is taken as giving no limit, instead of failing every delivery to it."""
+    proto, _ = clientOn(task.Clock())
+    proto.dataReceived(b"220 mx.peer.test\r\n")
+    proto.ehlo("mx.example.org")
+    proto.dataReceived(f"250-mx.peer.test\r\n250 SIZE {advertised}\r\n".encode())
+    assert proto.supports("SIZE") and proto.maxSize() == size
+
+
 def test_pipelined_replies_matched_in_order():
     """
     With PIPELINING, MAIL and several RCPT go out together and their replies,

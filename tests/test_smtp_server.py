@@ -129,6 +129,20 @@ def test_mail_size_over_limit_552():
     assertReply(c.one("MAIL FROM:<a@remote.test> SIZE=1001\r\n"), 552, "5.3.4")
 
 
+@pytest.mark.parametrize("size,code,enhanced", [
+    ("\u00b2", 501, "5.5.4"),        # superscript two: str.isdigit() says yes, int() says no
+    ("\u0663", 501, "5.5.4"),        # Arabic-Indic three
+    ("0" * 30 + "5", 501, "5.5.4"),  # over RFC 1870's 20 digits
+    ("9" * 20, 552, "5.3.4"),
+])
+def test_mail_size_not_a_plain_number(size, code, enhanced):
+    """A client sending a SIZE that is no plain number gets a reply, not a dropped connection."""
+    c = Client(max_message_size=1000)
+    c.ehlo()
+    assertReply(c.one(f"MAIL FROM:<a@remote.test> SIZE={size}\r\n"), code, enhanced)
+    assertReply(c.one("MAIL FROM:<a@remote.test> SIZE=10\r\n"), 250, "2.1.0")
+
+
 def test_data_over_limit_552():
     """A message larger than the limit without SIZE is refused after DATA, not stored."""
     c = Client(max_message_size=1000)

@@ -542,6 +542,17 @@ def test_syntax_errors(record):
         parseRecord(record)
 
 
+def test_huge_numbers_in_records():
+    """A sender domain's record with 5000-digit numbers is a permerror or a plain macro, never a crash."""
+    with pytest.raises(SPFSyntaxError):
+        parseRecord("v=spf1 ip4:192.0.2.0/" + "1" * 5000)
+    with pytest.raises(SPFSyntaxError):
+        parseMacroString("%{d" + "0" * 5000 + "}")
+    values = {"d": "a.b.example.com"}
+    assert expand(parseMacroString("%{d" + "9" * 5000 + "}"), values) == "a.b.example.com"
+    assert expand(parseMacroString("%{d0002}"), values) == "example.com"
+
+
 def test_syntax_accepted():
     """Unusual but valid records parse: unknown modifiers, a dual CIDR, a "/" inside a domain-spec."""
     record = parseRecord(b"v=spf1 moo.cow-far_out=man:dog/cat a:foo:bar/baz.test/24//64 mx//0  ")

@@ -134,6 +134,11 @@ def _uris(value):
     return tuple(u.strip() for u in value.split(",") if _URI.match(u.strip()))
 
 
+def _digits(text, most):
+    """Whether C{text} is 1 to C{most} ASCII digits."""
+    return text.isascii() and text.isdigit() and len(text) <= most
+
+
 def parseRecord(text: str, domain: str) -> DMARCRecord | None:
     """
     Parse one TXT record.
@@ -174,9 +179,10 @@ def parseRecord(text: str, domain: str) -> DMARCRecord | None:
             return None
         p, sp, pInvalid = "none", None, True
     pct = tags.get("pct", "100")
-    pct = int(pct) if pct.isascii() and pct.isdigit() and int(pct) <= 100 else 100
+    # Bounded before int(): a record's digits are the sender domain's choice.
+    pct = int(pct) if _digits(pct, 3) and int(pct) <= 100 else 100
     ri = tags.get("ri", "86400")
-    ri = int(ri) if ri.isascii() and ri.isdigit() else 86400
+    ri = int(ri) if _digits(ri, 10) else 86400
     return DMARCRecord(
         domain=_clean(domain),
         p=p,

@@ -230,7 +230,7 @@ def _cidr(text, maximum, term):
     """
     if text is None:
         return maximum
-    if not re.fullmatch(r"0|[1-9][0-9]*", text) or int(text) > maximum:
+    if not re.fullmatch(r"0|[1-9][0-9]{0,2}", text) or int(text) > maximum:
         raise SPFSyntaxError(f"{term!r}: invalid CIDR length /{text}")
     return int(text)
 
@@ -298,13 +298,17 @@ def _parseMacros(text, letters, explanation):
                 letter, digits, reverse, delimiters = m.groups()
                 if letter.lower() not in letters:
                     raise SPFSyntaxError(f"macro letter {letter!r} not allowed here in {text!r}")
-                if digits and int(digits) == 0:
+                significant = digits.lstrip("0")
+                if digits and not significant:
                     raise SPFSyntaxError(f"zero DIGIT transformer in {text!r}")
+                # A domain has at most 127 labels: a longer count keeps
+                # them all, and the record's digits never reach int() unbounded.
+                count = int(significant or 0) if len(significant) <= 4 else 9999
                 if literal:
                     parts.append("".join(literal))
                     literal = []
                 parts.append(Macro(
-                    letter.lower(), letter.isupper(), int(digits) if digits else None,
+                    letter.lower(), letter.isupper(), count if digits else None,
                     bool(reverse), delimiters or ".",
                 ))
                 i = m.end()

@@ -151,7 +151,9 @@ class SMTPClientProtocol(LineOnlyReceiver):
 
     def maxSize(self):
         value = self.extensions.get("SIZE", "")
-        return int(value) if value.isdigit() and int(value) > 0 else None
+        # size-value = 1*20DIGIT (RFC 1870 §4); the peer's text is not trusted.
+        ok = value.isascii() and value.isdigit() and len(value) <= 20
+        return int(value) if ok and int(value) > 0 else None
 
     @defer.inlineCallbacks
     def sendData(self, sender):

@@ -466,7 +466,9 @@ class SMTPServer(SessionSecurity, ESMTP):
     def _checkMailParams(self, sender, params):
         for key, value in params.items():
             if key == "SIZE":
-                if value is None or not value.isdigit():
+                # size-value = 1*20DIGIT (RFC 1870 §4), ASCII digits only
+                # (str.isdigit also takes "²", which int() refuses).
+                if value is None or not (value.isascii() and value.isdigit()) or len(value) > 20:
                     raise SMTPReply(501, "5.5.4", "Bad SIZE parameter")
                 # RFC 1870 §6.1: a declared size over the limit: 552.
                 if int(value) > self.factory.limits.max_message_size:
