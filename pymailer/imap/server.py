@@ -116,6 +116,7 @@ class IMAPServer(IMAP4Server):
         self._paused = None
         self._idleSync = None
         self._closing = False
+        self._registered = False
         # RFC 7162 3.1: set by the first "CONDSTORE enabling command"; from
         # then on every untagged FETCH carries UID and MODSEQ.
         self.condstore = False
@@ -133,6 +134,7 @@ class IMAPServer(IMAP4Server):
         if setNoDelay is not None:
             setNoDelay(True)
         self.transport.registerProducer(self, True)
+        self._registered = True
         self.sendLine(b"* OK [CAPABILITY " + b" ".join(self.capabilityList()) + b"] " + self.IDENT)
 
     def connectionLost(self, reason):
@@ -148,8 +150,7 @@ class IMAPServer(IMAP4Server):
             d.errback(ConnectionError("connection lost"))
 
     def timeoutConnection(self):
-        self.sendLine(b"* BYE Autologout; idle for too long")
-        self.transport.loseConnection()
+        self._bye(b"Autologout; idle for too long")
 
     def pauseProducing(self):
         if self._paused is None:
@@ -165,7 +166,21 @@ class IMAPServer(IMAP4Server):
 
     def _bye(self, text):
         self.sendLine(b"* BYE " + text)
+        self._hangUp()
+
+    def _hangUp(self):
+        """
+        Close the connection after what was written.  The protocol is a
+        producer registered on its transport (connectionMade): TLS
+        (C{twisted.protocols.tls}) sends its close alert only once no
+        producer is registered, so unregister first or the connection stays
+        open after the BYE, and a client waiting for the close (mbsync)
+        hangs.
+        """
         self._closing = True
+        if self._registered:
+            self._registered = False
+            self.transport.unregisterProducer()
         self.transport.loseConnection()
 
     # -- capabilities -------------------------------------------------------
@@ -382,8 +397,7 @@ class IMAPServer(IMAP4Server):
         self._noArgs(args)
         self.sendLine(b"* BYE Logging out")
         self.sendLine(tag + b" OK LOGOUT completed")
-        self._closing = True
-        self.transport.loseConnection()
+        self._hangUp()
         return defer.fail(ConnectionError("logged out"))
 
     def cmd_ID(self, tag, args):
