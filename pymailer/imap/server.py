@@ -140,6 +140,7 @@ class IMAPServer(IMAP4Server):
     def connectionLost(self, reason):
         self.setTimeout(None)
         self._closing = True
+        self.factory.connectionClosed(self.peerHost)
         self._unselect()
         self._closeLiteral()
         if self._onLogout:
