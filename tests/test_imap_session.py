@@ -5,12 +5,14 @@ re-create, a selected mailbox deleted under a session, and APPEND refused
 before the upload.
 """
 
+import shutil
 import socket
 
 import pytest
+from imapclient import IMAPClient
 
-from imaplive import IMAP_SERVER
-from mailserver import insecureTLS, waitFor
+from imaplive import IMAP_SERVER, runningServer
+from mailserver import PASSWORD, insecureTLS, waitFor
 
 
 def greeting(port, tls=False):
@@ -44,3 +46,62 @@ def test_connections_over_the_per_ip_limit_get_bye_unavailable(makeMailServer):
         waitFor(admitted, 5, message="a slot freed by a closed connection")
         for s, _ in held:
             s.close()
+
+
+def imapsClient(server, user):
+    c = IMAPClient("127.0.0.1", port=server.ports["imaps"], ssl=True,
+                   ssl_context=insecureTLS(), timeout=30)
+    c.login(user, PASSWORD)
+    return c
+
+
+SPECIAL = {"Sent": b"\\Sent", "Drafts": b"\\Drafts", "Trash": b"\\Trash",
+           "Junk": b"\\Junk", "Archive": b"\\Archive"}
+
+
+def listed(c):
+    return {name: set(flags) for flags, _, name in c.list_folders("", "*")}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with runningServer(tmp_path_factory.mktemp("imapsession"), **IMAP_SERVER) as s:
+        yield s
+
+
+def test_new_account_lists_inbox_and_special_use_and_appends_to_sent(server):
+    """
+    If this fails, a user added a minute ago opens Thunderbird and sees no
+    INBOX and no Sent/Drafts/Trash/Junk/Archive, and saving a sent
+    message fails with TRYCREATE.
+    """
+    user = "newcomer@example.org"
+    server.addUser(user)
+    c = imapsClient(server, user)
+    folders = listed(c)
+    assert "INBOX" in folders
+    for name, attribute in SPECIAL.items():
+        assert attribute in folders[name], (name, folders)
+    uid = c.append("Sent", b"From: newcomer@example.org\r\nSubject: first\r\n\r\nhi\r\n")
+    assert b"APPENDUID" in uid
+    c.select_folder("Sent")
+    assert c.search(["SUBJECT", "first"])
+    c.logout()
+
+
+def test_create_before_first_select_keeps_every_folder(server):
+    """
+    If this fails, a client whose first command is CREATE (a sync tool
+    setting up its folders) leaves the account with that folder only:
+    no INBOX and no special-use folders in LIST.
+    """
+    user = "early@example.org"
+    server.addUser(user)
+    # An account made by an older version: nothing on disk yet.
+    shutil.rmtree(server.maildir(user), ignore_errors=True)
+    c = imapsClient(server, user)
+    c.create_folder("Projects")
+    folders = listed(c)
+    assert {"INBOX", "Projects", *SPECIAL} <= set(folders)
+    assert SPECIAL["Sent"] in folders["Sent"]
+    c.logout()

@@ -110,7 +110,7 @@ def test_deliverFailureLeavesNothing(store):
 
 def test_deliverCreatesUser(store):
     """If this fails, mail to a user added after start-up is lost."""
-    assert store.listMailboxes(USER) == []
+    assert not userDir(store).exists()
     assert deliver(store, b"hello")
     assert "INBOX" in store.listMailboxes(USER)
     assert len(store.mailbox(USER).messages()) == 1
@@ -387,6 +387,39 @@ def test_listenerCalled(store):
     box.expunge([uid])
     deliver(store, b"x", mailbox="Sent")
     assert calls == [(USER, "INBOX")] * 4 + [(USER, "Sent")]
+
+
+@pytest.mark.parametrize("first", ["list", "create", "mailbox"])
+def test_firstAccessMakesInboxAndSpecialUse(store, first):
+    """
+    If this fails, a new user (or one created by an older version) sees no
+    INBOX or Sent in LIST, APPEND to Sent fails, or a CREATE before the
+    first SELECT leaves a user whose LIST shows only that folder.
+    """
+    if first == "list":
+        store.listMailboxes(USER)
+    elif first == "create":
+        store.createMailbox(USER, "Projects")
+    else:
+        store.mailbox(USER, "Sent").append(io.BytesIO(b"sent"))
+    names = store.listMailboxes(USER)
+    assert names[0] == "INBOX"
+    assert set(SPECIAL_USE) <= set(names)
+
+
+def test_olderAccountGetsSpecialUseOnceAndDeletionSticks(store):
+    """
+    If this fails, an account made by an older version (INBOX only) never
+    gets Sent/Drafts/Trash/Junk/Archive, or a folder the user deleted
+    comes back on the next access.
+    """
+    home = userDir(store)
+    for sub in ("cur", "new", "tmp"):
+        (home / sub).mkdir(parents=True)
+    assert store.listMailboxes(USER) == ["INBOX"] + sorted(SPECIAL_USE)
+    store.deleteMailbox(USER, "Junk")
+    assert "Junk" not in store.listMailboxes(USER)
+    assert "Junk" not in MaildirStore(store.root, "other").listMailboxes(USER)
 
 
 def test_createUserIdempotent(store):

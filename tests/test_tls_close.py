@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from imaplive import BOB, IMAP_SERVER, deliver
-from mailserver import PASSWORD, MailServer, insecureTLS
+from imaplive import BOB, IMAP_SERVER, deliver, runningServer
+from mailserver import PASSWORD, insecureTLS
 
 CLOSE_WITHIN = 1.0
 
@@ -22,11 +22,8 @@ CLOSE_WITHIN = 1.0
 def server(tmp_path_factory):
     options = dict(IMAP_SERVER)
     options["roles"] = IMAP_SERVER["roles"] + ("pop3s", "submissions")
-    s = MailServer(tmp_path_factory.mktemp("tlsclose"), **options)
-    s.provision()
-    s.start()
-    yield s
-    s.stop()
+    with runningServer(tmp_path_factory.mktemp("tlsclose"), **options) as s:
+        yield s
 
 
 def tlsConnect(port):

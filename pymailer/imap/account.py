@@ -44,14 +44,8 @@ class IMAPAccount:
     # Blocking helpers (called through run()).
 
     def openMailbox(self, name):
-        """Blocking: the store's mailbox; creates the user on first use."""
-        try:
-            return self.store.mailbox(self.user, name)
-        except KeyError:
-            if name == "INBOX":
-                self.store.createUser(self.user)
-                return self.store.mailbox(self.user, name)
-            raise
+        """Blocking: the store's mailbox (L{KeyError} if there is none)."""
+        return self.store.mailbox(self.user, name)
 
     def subscriptions(self):
         """

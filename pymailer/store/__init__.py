@@ -8,7 +8,18 @@ they share.
 
 from dataclasses import dataclass
 
-__all__ = ["KeywordLimit", "MailboxSnapshot", "MessageInfo"]
+__all__ = ["KeywordLimit", "MailboxSnapshot", "MessageInfo", "openStore"]
+
+
+def openStore(config):
+    """
+    The L{pymailer.interfaces.IMailStore} of a L{pymailer.config.Config}:
+    the server's and the admin command's (which makes a new user's
+    mailboxes) are the same.
+    """
+    from pymailer.store.maildir import MaildirStore
+
+    return MaildirStore(config.data_dir / "mail", config.hostname)
 
 
 @dataclass(frozen=True)

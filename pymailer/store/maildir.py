@@ -72,6 +72,10 @@ LETTER_FLAGS = {letter: flag for flag, letter in FLAG_LETTERS.items()}
 
 CHUNK = 64 * 1024
 UIDLIST_LOCK = UIDLIST + ".lock"
+# In the user's directory once createUser has made INBOX and the special-use
+# folders: an account made by an older version (or a Maildir copied in) gets
+# them on first access, and a folder the user deleted later stays deleted.
+ACCOUNT_MARK = "pymailer-account"
 _DELETED_PREFIX = "..pymailer-deleted-"
 _UNIQUE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _DELIVERY_TIME = re.compile(r"(\d+)(?:\.M(\d+))?")
@@ -214,6 +218,11 @@ class MaildirStore:
     # -- users and mailboxes ---------------------------------------------
 
     def createUser(self, user):
+        """
+        INBOX and the special-use folders (RFC 6154), as every account has
+        from the start; folders that exist are left alone.  Safe when
+        several processes do it at once.
+        """
         userDir = self._userDir(user)
         userDir.mkdir(0o700, parents=True, exist_ok=True)
         for sub in ("tmp", "new", "cur"):
@@ -225,15 +234,29 @@ class MaildirStore:
                 pass
         for directory in (userDir, userDir.parent, self.root):
             fsyncDirectory(directory)
+        # Last, once the folders are durable: the mark says they were made.
+        open(userDir / ACCOUNT_MARK, "ab").close()
+        fsyncDirectory(userDir)
+
+    def _account(self, user):
+        """
+        The user's directory, with INBOX and the special-use folders made
+        on the first access to an account that does not have them yet.
+        """
+        userDir = self._userDir(user)
+        if not os.path.exists(userDir / ACCOUNT_MARK):
+            self.createUser(user)
+        return userDir
 
     def mailbox(self, user, name=INBOX):
         canonical, path = self._resolve(user, name)
+        self._account(user)
         if not _isMaildir(path):
             raise KeyError(name)
         return MaildirMailbox(self, user, canonical, path)
 
     def listMailboxes(self, user):
-        userDir = self._userDir(user)
+        userDir = self._account(user)
         try:
             entries = os.listdir(userDir)
         except FileNotFoundError:
@@ -251,7 +274,7 @@ class MaildirStore:
         canonical, path = self._resolve(user, name)
         if canonical == INBOX:
             raise KeyError(name)
-        self._userDir(user).mkdir(0o700, parents=True, exist_ok=True)
+        self._account(user)
         try:
             _makeMaildir(path, folder=True)
         except FileExistsError:
@@ -321,8 +344,7 @@ class MaildirStore:
         if checkDuplicate and uniqueKey is None:
             raise ValueError("checkDuplicate needs a uniqueKey")
         canonical, path = self._resolve(user, mailbox)
-        if not _isMaildir(self._userDir(user)):
-            self.createUser(user)
+        self._account(user)
         if not _isMaildir(path):
             raise KeyError(mailbox)
         if checkDuplicate:
