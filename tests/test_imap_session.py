@@ -105,3 +105,21 @@ def test_create_before_first_select_keeps_every_folder(server):
     assert {"INBOX", "Projects", *SPECIAL} <= set(folders)
     assert SPECIAL["Sent"] in folders["Sent"]
     c.logout()
+
+
+def test_mailbox_recreated_within_a_second_gets_new_uidvalidity(server):
+    """
+    If this fails, a caching client (Thunderbird, mbsync) shows the old
+    message in place of the new one after a folder is deleted and created
+    again quickly: same UIDVALIDITY, same UID 1.
+    """
+    c = imapsClient(server, "bob@example.org")
+    answers = []
+    for _ in range(2):
+        c.create_folder("Quick")
+        answers.append(c.append("Quick", b"Subject: x\r\n\r\nbody\r\n"))
+        c.delete_folder("Quick")
+    c.logout()
+    first, second = [a.split(b"[APPENDUID ")[1].split(b"]")[0].split() for a in answers]
+    assert first[1] == second[1] == b"1"
+    assert first[0] != second[0]

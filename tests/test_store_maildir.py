@@ -449,3 +449,52 @@ def test_appendFlagsAndInternalDate(store):
     assert info.path.endswith(":2,DS")
     assert os.listdir(box.path / "new") == os.listdir(box.path / "tmp") == []
     assert box.uidNext() == 3
+
+
+def test_recreatedMailboxGetsNewUidValidityWithinTheSameSecond(store):
+    """
+    If this fails, a mailbox deleted and created again within one second
+    gets the same UIDVALIDITY and UID 1 again, and a caching client shows
+    the old message in place of the new one (RFC 3501 2.3.1.1).
+    """
+    seen = set()
+    for _ in range(3):
+        store.createMailbox(USER, "Work")
+        box = store.mailbox(USER, "Work")
+        uid = box.append(io.BytesIO(b"a message"))
+        seen.add((box.uidValidity(), uid))
+        store.deleteMailbox(USER, "Work")
+    assert len({validity for validity, _ in seen}) == 3
+    # A store object in another process sees the same counter.
+    store.createMailbox(USER, "Work")
+    later = MaildirStore(store.root, "other").mailbox(USER, "Work").uidValidity()
+    assert later > max(validity for validity, _ in seen)
+
+
+def _newValidities(root, results):
+    store = MaildirStore(root, "mx.example.org")
+    got = []
+    for i in range(10):
+        name = f"P{os.getpid()}-{i}"
+        store.createMailbox(USER, name)
+        got.append(store.mailbox(USER, name).uidValidity())
+    results.put(got)
+
+
+def test_uidValidityNeverRepeatsAcrossProcesses(store):
+    """
+    If this fails, two server processes creating mailboxes at the same
+    moment hand out one UIDVALIDITY twice, and a client can confuse the
+    messages of the two mailboxes after a delete and re-create.
+    """
+    store.createUser(USER)
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_newValidities, args=(store.root, results)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    values = [v for _ in procs for v in results.get(timeout=120)]
+    for p in procs:
+        p.join(60)
+    assert len(values) == len(set(values)) == 40
+    assert all(0 < v < 2**32 for v in values)

@@ -28,24 +28,24 @@ index (L{pymailer.store.maildirindex}: C{pymailer-uidlist} and
 C{dovecot-keywords}) changed only under C{flock} on
 C{pymailer-uidlist.lock}.  The basename (file name before the first C{:})
 survives flag changes made by any Maildir tool, so UIDs do too; the flag
-letters a scan finds changed get a new mod-sequence.
+letters a scan finds changed get a new mod-sequence.  A new index takes
+its UIDVALIDITY from a per-user counter (C{pymailer-uidvalidity}, under its
+own lock), so a name deleted and created again never gets one it had.
 
 All methods block: call them from a thread pool.
 """
 
-import fcntl
 import os
 import re
 import secrets
 import shutil
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from pymailer.fsutil import fsyncDirectory
+from pymailer.fsutil import exclusiveLock, fsyncDirectory, writeDurably
 from pymailer.interfaces import IMailbox, IMailStore
 from pymailer.store import MailboxSnapshot, MessageInfo
 from pymailer.store.maildirindex import UIDLIST, Index, Keywords, readIndex, writeIndex
@@ -76,6 +76,8 @@ UIDLIST_LOCK = UIDLIST + ".lock"
 # folders: an account made by an older version (or a Maildir copied in) gets
 # them on first access, and a folder the user deleted later stays deleted.
 ACCOUNT_MARK = "pymailer-account"
+# The last UIDVALIDITY given to a mailbox of the user (see nextUidValidity).
+UIDVALIDITY = "pymailer-uidvalidity"
 _DELETED_PREFIX = "..pymailer-deleted-"
 _UNIQUE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _DELIVERY_TIME = re.compile(r"(\d+)(?:\.M(\d+))?")
@@ -237,6 +239,29 @@ class MaildirStore:
         # Last, once the folders are durable: the mark says they were made.
         open(userDir / ACCOUNT_MARK, "ab").close()
         fsyncDirectory(userDir)
+
+    def nextUidValidity(self, user):
+        """
+        A UIDVALIDITY for a new (or re-indexed) mailbox of C{user}, higher
+        than any handed out before to that user: RFC 3501 2.3.1.1 forbids
+        reusing one for a mailbox name, and the current second alone
+        repeats when a mailbox is deleted and created again within it (a
+        caching client would then show the old messages for the new ones).
+        A counter per user, under a lock shared by every process; the
+        clock keeps it ahead of values given before the counter existed.
+        """
+        path = self._account(user) / UIDVALIDITY
+        with exclusiveLock(f"{path}.lock"):
+            try:
+                with open(path, encoding="ascii") as f:
+                    previous = int(f.read().strip())
+            except (FileNotFoundError, ValueError):
+                previous = 0
+            # UIDVALIDITY is a 32-bit nz-number (RFC 3501 9).
+            value = max(previous + 1, int(time.time())) % 2**32 or 1
+            writeDurably(path, b"%d\n" % value)
+            fsyncDirectory(path.parent)
+        return value
 
     def _account(self, user):
         """
@@ -419,20 +444,14 @@ class MaildirMailbox:
 
     # -- the index (see maildirindex) ----------------------------------------
 
-    @contextmanager
     def _locked(self):
-        fd = os.open(self.path / UIDLIST_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the lock
+        return exclusiveLock(self.path / UIDLIST_LOCK)
 
     def _lockedIndex(self):
         """Under the lock: the index, created if missing."""
         index = readIndex(self.path)
         if index is None:
-            index = Index.fresh()
+            index = Index(self.store.nextUidValidity(self.user), 1)
             writeIndex(self.path, index)
         return index
 
