@@ -13,7 +13,7 @@ from twisted.logger import globalLogPublisher
 from zope.interface.verify import verifyObject
 
 from pymailer.interfaces import IMailbox, IMailStore
-from pymailer.store import MessageInfo
+from pymailer.store import MailboxGone, MessageInfo
 from pymailer.store.maildir import SPECIAL_USE, MaildirStore
 
 USER = "alice@example.org"
@@ -498,3 +498,25 @@ def test_uidValidityNeverRepeatsAcrossProcesses(store):
         p.join(60)
     assert len(values) == len(set(values)) == 40
     assert all(0 < v < 2**32 for v in values)
+
+
+def test_openMailboxDeletedOrRenamedSaysGone(store):
+    """
+    If this fails, a session whose mailbox was deleted or renamed gets a
+    raw FileNotFoundError (an internal error for the client) instead of a
+    clean "the mailbox is gone", and sessions are not told of the change.
+    """
+    calls = []
+    store.addListener(lambda user, name: calls.append(name))
+    for name, remove in (("Work", lambda: store.deleteMailbox(USER, "Work")),
+                         ("Old", lambda: store.renameMailbox(USER, "Old", "New"))):
+        store.createMailbox(USER, name)
+        box = store.mailbox(USER, name)
+        box.snapshot()
+        remove()
+        assert calls[-1] == name
+        for action in (box.snapshot, lambda: box.append(io.BytesIO(b"x")),
+                       lambda: box.storeFlags([1], "add", {"\\Seen"})):
+            with pytest.raises(MailboxGone) as info:
+                action()
+            assert info.value.name == name

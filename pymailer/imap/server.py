@@ -60,7 +60,7 @@ from pymailer.imap.parser import (
     astring, formatSet, formatValue, isAtom, splitCommand, tokenize,
 )
 from pymailer.imap.selected import SYSTEM_FLAGS, Selected
-from pymailer.store import KeywordLimit
+from pymailer.store import KeywordLimit, MailboxGone
 from pymailer.store.maildir import INBOX, canonicalName
 
 log = Logger()
@@ -369,8 +369,10 @@ class IMAPServer(IMAP4Server):
             self.sendLine(tag + b" BAD " + str(failure.value).encode("utf-8", "replace"))
         elif failure.check(CommandFailed):
             self.sendLine(tag + b" NO " + str(failure.value).encode("utf-8", "replace"))
-        elif failure.check(ConnectionError):
+        elif failure.check(ConnectionError) or self._selectedVanished(failure):
             pass
+        elif failure.check(MailboxGone):
+            self.sendLine(tag + b" NO [NONEXISTENT] Mailbox was deleted meanwhile")
         else:
             log.failure("IMAP command error", failure)
             self.sendLine(tag + b" NO [SERVERBUG] Internal error, see the server log")
@@ -381,9 +383,28 @@ class IMAPServer(IMAP4Server):
 
         def apply(scanned):
             if self.selected is selected and not self._closing:
+                if selected.validity and scanned.uidValidity != selected.validity:
+                    # Deleted and created again: our UIDs mean nothing now.
+                    raise MailboxGone(selected.name)
                 self._sendLines(selected.apply(scanned, allowExpunge, self.condstore))
 
         return d.addCallback(apply)
+
+    def _selectedVanished(self, failure):
+        """
+        If C{failure} says the selected mailbox was deleted or renamed
+        (by another session or tool), say BYE and hang up: RFC 2180 3.2
+        lets a server allow the DELETE and disconnect the sessions that
+        have the mailbox selected, as Dovecot does.  @return: whether it
+        did.
+        """
+        gone = failure.check(MailboxGone)
+        if gone is None or self.selected is None or failure.value.name != self.selected.name:
+            return False
+        self._unselect()
+        if not self._closing:
+            self._bye(b"Selected mailbox was deleted, have to disconnect")
+        return True
 
     # -- any state ----------------------------------------------------------
 
@@ -566,7 +587,20 @@ class IMAPServer(IMAP4Server):
             except KeyError:
                 raise CommandFailed("[NONEXISTENT] No such mailbox") from None
 
-        return self.account.run(delete)
+        return self.account.run(delete).addCallback(self._closeIfMoved, name, b"deleted")
+
+    def _closeIfMoved(self, _, name, what, withChildren=False):
+        """
+        This session deleted or renamed mailbox C{name}: if it is (or, with
+        C{withChildren}, contains) the selected one, close it.  RFC 3501
+        does not forbid it; the session goes back to the authenticated
+        state, as in Dovecot, and says so with RFC 9051 7.1's CLOSED.
+        """
+        selected = self.selected
+        if selected is not None and (selected.name == name or (
+                withChildren and selected.name.startswith(name + "/"))):
+            self._unselect()
+            self.sendLine(b"* OK [CLOSED] The selected mailbox was " + what)
 
     def cmd_RENAME(self, tag, args):
         if len(args) != 2:
@@ -605,7 +639,8 @@ class IMAPServer(IMAP4Server):
             except ValueError as e:
                 raise CommandFailed(f"[CANNOT] {e}") from None
 
-        return self.account.run(rename)
+        return self.account.run(rename).addCallback(
+            self._closeIfMoved, old, b"renamed", withChildren=(old != INBOX))
 
     def cmd_SUBSCRIBE(self, tag, args):
         if len(args) != 1:
@@ -808,9 +843,11 @@ class IMAPServer(IMAP4Server):
             self._sync().addBoth(self._idleSynced).chainDeferred(d)
 
     def _idleSynced(self, result):
-        if isinstance(result, Failure):
-            log.failure("IDLE update failed", result)
         self._idleSync = None
+        if isinstance(result, Failure):
+            if not self._selectedVanished(result):
+                log.failure("IDLE update failed", result)
+            return None  # not again at once: the next change or command retries
         if self.selected is not None and self.selected.dirty and self.idleTag is not None:
             self._mailboxChanged()
         return None

@@ -8,7 +8,7 @@ they share.
 
 from dataclasses import dataclass
 
-__all__ = ["KeywordLimit", "MailboxSnapshot", "MessageInfo", "openStore"]
+__all__ = ["KeywordLimit", "MailboxGone", "MailboxSnapshot", "MessageInfo", "openStore"]
 
 
 def openStore(config):
@@ -76,3 +76,15 @@ class MailboxSnapshot:
 
 class KeywordLimit(ValueError):
     """The mailbox cannot hold another keyword (IMAP: C{NO [LIMIT]})."""
+
+
+class MailboxGone(KeyError):
+    """
+    An open mailbox was deleted or renamed away (by this session, another
+    one, or an outside tool) since it was opened.  A C{KeyError}, like any
+    missing mailbox; C{name} says which one.
+    """
+
+    @property
+    def name(self):
+        return self.args[0]

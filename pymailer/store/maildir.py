@@ -40,6 +40,7 @@ import re
 import secrets
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from twisted.logger import Logger
@@ -47,7 +48,7 @@ from zope.interface import implementer
 
 from pymailer.fsutil import exclusiveLock, fsyncDirectory, writeDurably
 from pymailer.interfaces import IMailbox, IMailStore
-from pymailer.store import MailboxSnapshot, MessageInfo
+from pymailer.store import MailboxGone, MailboxSnapshot, MessageInfo
 from pymailer.store.maildirindex import UIDLIST, Index, Keywords, readIndex, writeIndex
 
 log = Logger()
@@ -321,6 +322,8 @@ class MaildirStore:
             raise KeyError(name) from None
         fsyncDirectory(path.parent)
         shutil.rmtree(trash, ignore_errors=True)
+        # Sessions that have it open learn it is gone (IMAP: BYE).
+        self._notify(user, canonical)
 
     def renameMailbox(self, user, oldName, newName):
         """
@@ -347,6 +350,7 @@ class MaildirStore:
         for source, target in moves:
             os.rename(userDir / source, userDir / target)
         fsyncDirectory(userDir)
+        self._notify(user, oldCanonical)
 
     # -- delivery ----------------------------------------------------------
 
@@ -444,8 +448,20 @@ class MaildirMailbox:
 
     # -- the index (see maildirindex) ----------------------------------------
 
+    @contextmanager
     def _locked(self):
-        return exclusiveLock(self.path / UIDLIST_LOCK)
+        """
+        The mailbox lock, for the block.  @raise MailboxGone: the mailbox
+        was deleted or renamed since it was opened (its files vanish under
+        the lock or before it).
+        """
+        try:
+            with exclusiveLock(self.path / UIDLIST_LOCK):
+                yield
+        except FileNotFoundError:
+            if _isMaildir(self.path):
+                raise
+            raise MailboxGone(self.name) from None
 
     def _lockedIndex(self):
         """Under the lock: the index, created if missing."""
@@ -702,7 +718,12 @@ class MaildirMailbox:
         info = "".join(sorted(letters))
         key = self.store.uniqueName()
         fileName = key + ":2," + info
-        writeMessage(self.path, "cur", fileName, b"", source, internalDate)
+        try:
+            writeMessage(self.path, "cur", fileName, b"", source, internalDate)
+        except FileNotFoundError:
+            if _isMaildir(self.path):
+                raise
+            raise MailboxGone(self.name) from None
         # Mail waiting in new/ arrived first and gets the lower UIDs: scan.
         # Otherwise (the usual case for Sent, COPY and MOVE) the UID is given
         # here with one write of the index, not a rescan of the whole
