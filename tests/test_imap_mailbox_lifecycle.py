@@ -102,3 +102,49 @@ def test_mailbox_deleted_and_created_again_gets_bye(tmp_path, failures):
     first.send(b"d DELETE Work\r\nc CREATE Work\r\n")
     assert second.send(b"n NOOP\r\n").startswith(b"* BYE Selected mailbox was deleted")
     assert failures == []
+
+
+@pytest.fixture
+def session(tmp_path):
+    c = Client(tmp_path, secure=True)
+    c.login()
+    return c
+
+
+def test_append_to_missing_mailbox_refused_before_upload(session, failures):
+    """
+    If this fails, a client saving a large draft into a folder that does
+    not exist uploads all of it before being told TRYCREATE.
+    """
+    out = session.send(b"a APPEND Nope (\\Seen) {900000}\r\n")
+    assert out == b"a NO [TRYCREATE] No such mailbox\r\n"
+    assert session.send(b"n NOOP\r\n") == b"n OK NOOP completed\r\n"
+    out = session.send(b"b APPEND a/../b {5}\r\n")
+    assert out.startswith(b"b NO [CANNOT] Bad mailbox name")
+    assert failures == []
+
+
+def test_append_non_synchronising_to_missing_mailbox_reads_and_drops_literal(session):
+    """
+    If this fails, a LITERAL+ client appending to a missing folder has its
+    message bytes run as commands (BAD after BAD) or the connection hangs.
+    """
+    out = session.send(b"a APPEND Nope {14+}\r\nSubject: x\r\n\r\n\r\nb NOOP\r\n")
+    assert out == b"a NO [TRYCREATE] No such mailbox\r\nb OK NOOP completed\r\n"
+    out = session.send(b"c APPEND Nope {14+}\r\nSub")
+    assert out == b""
+    out = session.send(b"ject: y\r\n\r\n\r\nd NOOP\r\n")
+    assert out == b"c NO [TRYCREATE] No such mailbox\r\nd OK NOOP completed\r\n"
+
+
+def test_append_after_pipelined_create_and_to_existing_mailbox(session):
+    """
+    If this fails, APPEND right after a pipelined CREATE of its folder is
+    refused, or appending to an existing folder no longer works.
+    """
+    out = session.send(b"c CREATE New\r\na APPEND New {14}\r\n")
+    assert out == b"c OK CREATE completed\r\n+ Ready for literal data\r\n"
+    out = session.send(b"Subject: x\r\n\r\n\r\n")
+    assert out.startswith(b"a OK [APPENDUID ")
+    out = session.send(b"b APPEND New {14+}\r\nSubject: y\r\n\r\n\r\nn NOOP\r\n")
+    assert out.startswith(b"b OK [APPENDUID ") and out.endswith(b"n OK NOOP completed\r\n")

@@ -123,3 +123,32 @@ def test_mailbox_recreated_within_a_second_gets_new_uidvalidity(server):
     first, second = [a.split(b"[APPENDUID ")[1].split(b"]")[0].split() for a in answers]
     assert first[1] == second[1] == b"1"
     assert first[0] != second[0]
+
+
+def test_append_to_missing_mailbox_refused_before_the_upload_over_the_wire(server):
+    """
+    If this fails, a client saving into a folder that does not exist must
+    upload the whole message before it is told TRYCREATE, or a LITERAL+
+    client's message bytes are run as commands.
+    """
+    s = tlsConnect(server)
+    f = s.makefile("rb")
+    f.readline()
+    s.sendall(b'l LOGIN bob@example.org "%s"\r\n' % PASSWORD.encode())
+    while not f.readline().startswith(b"l "):
+        pass
+    s.sendall(b"a APPEND Nope {14}\r\n")
+    assert f.readline() == b"a NO [TRYCREATE] No such mailbox\r\n"
+    s.sendall(b"b APPEND Nope {14+}\r\nSubject: x\r\n\r\n\r\nc NOOP\r\n")
+    assert f.readline() == b"b NO [TRYCREATE] No such mailbox\r\n"
+    assert f.readline() == b"c OK NOOP completed\r\n"
+    s.sendall(b"d APPEND Sent {14}\r\n")
+    assert f.readline().startswith(b"+ ")
+    s.sendall(b"Subject: x\r\n\r\n\r\n")
+    assert f.readline().startswith(b"d OK [APPENDUID ")
+    s.close()
+
+
+def tlsConnect(server):
+    raw = socket.create_connection(("127.0.0.1", server.ports["imaps"]), timeout=10)
+    return insecureTLS().wrap_socket(raw)

@@ -17,8 +17,9 @@ Twisted's:
     the thread pool) and has no UIDPLUS, MOVE, ENABLE, UNSELECT, ID.
 
 Trust: nothing from the client is trusted.  Literal sizes are checked
-before any continuation (C{NO [TOOBIG]}/C{BAD} first); literals before login
-are capped at L{PREAUTH_LITERAL}; a line over 64 KiB gets BAD and the
+before any continuation (C{NO [TOOBIG]}/C{BAD} first), and so is APPEND's
+mailbox (C{NO [TRYCREATE]} without an upload; a LITERAL+ message is read
+and dropped); literals before login are capped at L{PREAUTH_LITERAL}; a line over 64 KiB gets BAD and the
 connection is closed; mailbox names are strict modified UTF-7 and then
 checked by the store (no traversal).  Failed logins go through the shared
 L{pymailer.auth.guard.LoginGuard} (delayed, counted, logged, locked out).
@@ -110,6 +111,8 @@ class IMAPServer(IMAP4Server):
         self.idleTag = None
         self._segments = None
         self._literal = None
+        self._discard = None  # [octets left, reply]: a refused literal being read
+        self._skipLine = False
         self._commands = deque()
         self._busy = False
         self._sasl = None
@@ -213,6 +216,9 @@ class IMAPServer(IMAP4Server):
         if self._closing:
             return
         self.resetTimeout()
+        if self._skipLine:
+            self._skipLine = False
+            return
         if self._sasl is not None:
             return self._saslResponse(line)
         if self.idleTag is not None and self._segments is None:
@@ -239,6 +245,65 @@ class IMAPServer(IMAP4Server):
                 # not read them, so the connection cannot go on.
                 self._bye(b"Literal too large")
             return
+        target = self._appendTarget(name, segments)
+        if target is None:
+            return self._acceptLiteral(name, size, plus)
+        # APPEND's message: is the mailbox there?  Asked before any "+", so
+        # a refused name costs the client no upload; after the commands
+        # before it (a pipelined CREATE), with reading paused meanwhile.
+        self.paused = True  # LineReceiver: leave buffered input alone
+        self.transport.pauseProducing()
+        self._commands.append(lambda: self._checkAppend(tag, target, size, plus))
+        self._pump()
+
+    def _appendTarget(self, name, segments):
+        """
+        The mailbox token of an APPEND whose message literal this is, or
+        C{None} (another command, or a literal that is not the message).
+        """
+        if name != b"APPEND" or self.state not in ("auth", "select"):
+            return None
+        try:
+            tokens = tokenize(segments + [b""])  # b"": the literal to come
+        except ParseError:
+            return None
+        return tokens[2] if len(tokens) >= 4 else None
+
+    def _checkAppend(self, tag, target, size, plus):
+        def check():
+            self._openMailbox(self.mailboxName(target), b"TRYCREATE")
+
+        def accepted(_):
+            self._acceptLiteral(b"APPEND", size, plus)
+
+        def refused(failure):
+            self._segments = None
+            if failure.check(ParseError):
+                reply = b"BAD " + str(failure.value).encode("utf-8", "replace")
+            elif failure.check(CommandFailed):
+                reply = b"NO " + str(failure.value).encode("utf-8", "replace")
+            else:
+                log.failure("IMAP APPEND check failed", failure)
+                reply = b"NO [SERVERBUG] Internal error, see the server log"
+            if plus:
+                # RFC 7888 4: the client sends a non-synchronising literal
+                # anyway; read and drop it, then answer.
+                self._discard = [size, tag + b" " + reply]
+                self.setRawMode()
+            else:
+                self.sendLine(tag + b" " + reply)
+
+        def resume(_):
+            self.paused = False
+            if not self._closing:
+                self.transport.resumeProducing()
+                self.dataReceived(b"")
+
+        d = self.account.run(check) if self.user is not None else defer.fail(
+            ConnectionError("gone"))
+        return d.addCallbacks(accepted, refused).addBoth(resume)
+
+    def _acceptLiteral(self, name, size, plus):
         if not plus:
             self.sendLine(b"+ Ready for literal data")
         if name == b"APPEND" and size > SPOOL_THRESHOLD:
@@ -267,6 +332,8 @@ class IMAPServer(IMAP4Server):
 
     def rawDataReceived(self, data):
         self.resetTimeout()
+        if self._discard is not None:
+            return self._discardReceived(data)
         literal = self._literal
         need = literal[0]
         chunk, rest = data[:need], data[need:]
@@ -279,6 +346,17 @@ class IMAPServer(IMAP4Server):
                 lambda _: self.factory.run(spool.write, pending))
         if literal[0] == 0:
             self._finishLiteral(rest)
+
+    def _discardReceived(self, data):
+        left, reply = self._discard
+        if len(data) < left:
+            self._discard[0] -= len(data)
+            return
+        self._discard = None
+        self.sendLine(reply)
+        # The rest of the refused command's line (its CRLF) goes too.
+        self._skipLine = True
+        self.setLineMode(data[left:])
 
     def _finishLiteral(self, rest):
         _, spool, buffer, written, fileLiteral = self._literal
@@ -299,7 +377,10 @@ class IMAPServer(IMAP4Server):
         while self._commands and not self._busy and not self._closing:
             segments = self._commands.popleft()
             self._busy = True
-            d = defer.maybeDeferred(self._execute, segments)
+            if callable(segments):  # a step between commands (_checkAppend)
+                d = defer.maybeDeferred(segments)
+            else:
+                d = defer.maybeDeferred(self._execute, segments)
             d.addErrback(self._internalError)
             d.addBoth(self._done, segments)
             if self._busy:
@@ -307,7 +388,7 @@ class IMAPServer(IMAP4Server):
                 return
 
     def _done(self, _, segments):
-        for s in segments:
+        for s in segments if isinstance(segments, list) else ():
             if isinstance(s, FileLiteral):
                 s.file.close()
         self._busy = False
