@@ -36,6 +36,7 @@ from pymailer.auth.passwords import hashPassword
 from pymailer.policy import dkimkeys, dnsrecords
 from pymailer.policy.plugins import UnknownPolicy, checkPolicyNames
 from pymailer.queue import spool as spoolModule
+from pymailer.store import openStore
 
 __all__ = ["main", "buildParser"]
 
@@ -123,6 +124,9 @@ def cmdUserAdd(args, config, out):
         raise CommandError(f"user exists: {address}")
     password = _readPassword(args)
     directory.addUser(address, hashPassword(password))
+    # INBOX, Sent, Drafts, Trash, Junk, Archive from the start: a client's
+    # first LIST shows them and its first APPEND to Sent works.
+    openStore(config).createUser(address)
     print(f"added user {address}", file=out)
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "ConfigError",
     "ListenConfig",
     "SMTPConfig",
+    "ConnectionLimits",
     "DeliveryConfig",
     "QueueConfig",
     "Config",
@@ -102,6 +103,19 @@ class SMTPConfig:
     max_connections: int = 1000
     max_errors: int = 20
     min_free_disk_factor: float = 1.5
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """
+    [imap], [pop3]: open connections allowed per client IP and in all, per
+    listener (L{pymailer.connlimit}).  Generous: Thunderbird opens about
+    five IMAP connections per account, and an office behind one NAT
+    address has many clients.
+    """
+
+    max_connections_per_ip: int = 50
+    max_connections: int = 1000
 
 
 @dataclass(frozen=True)
@@ -274,6 +288,8 @@ class Config:
     dns: DNSConfig = field(default_factory=DNSConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    imap: ConnectionLimits = field(default_factory=ConnectionLimits)
+    pop3: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     @property
     def authservId(self):
@@ -520,7 +536,7 @@ def _parse(data, source, baseDir):
     top = _Reader(source, data)
     top.checkUnknown(
         {"hostname", "data_dir", "listen", "smtp", "delivery", "queue",
-         "tls", "auth", "submission", "dns", "relay", "policy"})
+         "tls", "auth", "submission", "dns", "relay", "policy", "imap", "pop3"})
 
     hostname = top.string("hostname", required=True)
     _checkHostname(top, hostname)
@@ -554,10 +570,7 @@ def _parse(data, source, baseDir):
             "max_message_size", d.max_message_size),
         max_recipients=smtpT.positiveInt("max_recipients", d.max_recipients),
         idle_timeout=smtpT.number("idle_timeout", d.idle_timeout),
-        max_connections_per_ip=smtpT.positiveInt(
-            "max_connections_per_ip", d.max_connections_per_ip),
-        max_connections=smtpT.positiveInt(
-            "max_connections", d.max_connections),
+        **_connectionLimits(smtpT, d),
         max_errors=smtpT.positiveInt("max_errors", d.max_errors),
         min_free_disk_factor=smtpT.number(
             "min_free_disk_factor", d.min_free_disk_factor, strict=False),
@@ -673,6 +686,12 @@ def _parse(data, source, baseDir):
 
     policy = _parsePolicy(top.table_("policy"))
 
+    limits = {}
+    for section in ("imap", "pop3"):
+        reader = top.table_(section)
+        limits[section] = ConnectionLimits(**_connectionLimits(reader, ConnectionLimits()))
+        reader.checkUnknown(reader.seen)
+
     return Config(
         hostname=hostname,
         data_dir=dataDirPath,
@@ -687,7 +706,14 @@ def _parse(data, source, baseDir):
         dns=dns,
         relay=relay,
         policy=policy,
+        **limits,
     )
+
+
+def _connectionLimits(reader, defaults):
+    """The connection-limit keys of a listener's table (L{ConnectionLimits})."""
+    return {key: reader.positiveInt(key, getattr(defaults, key))
+            for key in ("max_connections_per_ip", "max_connections")}
 
 
 def _stringList(reader, key, default):

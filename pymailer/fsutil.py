@@ -8,8 +8,24 @@ twenty journal commits; one fsync started after all twenty renames covers them
 all.  L{DirectorySync} lets concurrent callers share one.
 """
 
+import fcntl
 import os
 import threading
+from contextlib import contextmanager
+
+
+@contextmanager
+def exclusiveLock(path):
+    """
+    Hold an exclusive C{flock} on C{path} (created if missing) for the
+    block: other threads and processes taking it wait.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def fsyncDirectory(path):

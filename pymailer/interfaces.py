@@ -96,7 +96,10 @@ class IMailStore(Interface):
     def createUser(user):
         """
         Make the user's mailboxes (INBOX and the special-use folders).
-        Idempotent.  Blocking.
+        Idempotent.  Every other method makes them too, on the first access
+        to a user that does not have them yet (an account created before,
+        or by an older version), so every account has them from the start.
+        Blocking.
         """
 
     def deliver(user, prefix, source, mailbox="INBOX", uniqueKey=None,

@@ -47,7 +47,7 @@ from pymailer.smtp.factory import SMTPFactory
 from pymailer.pop3.server import buildMaildrops, buildPOP3
 from pymailer.imap.factory import buildAccount, buildIMAP
 from twisted.mail.interfaces import IAccountIMAP
-from pymailer.store.maildir import MaildirStore
+from pymailer.store import openStore
 from pymailer.store.notify import ChangeNotifier
 from pymailer.tls import ReloadableContextFactory, certificatePaths
 
@@ -152,7 +152,7 @@ def makeService(config, reactor=None):
     directory = openDirectory(config)
     router = Router(directory, config.delivery.recipient_delimiter,
                     config.delivery.postmaster)
-    store = MaildirStore(config.data_dir / "mail", config.hostname)
+    store = openStore(config)
     spool = Spool(config.data_dir / "queue")
 
     # DNS waits on the network, not the disk: a pool of its own.

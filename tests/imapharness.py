@@ -69,6 +69,9 @@ class FakeFactory:
     def run(self, function, *args):
         return defer.maybeDeferred(function, *args)
 
+    def connectionClosed(self, host):
+        """Sessions here are built directly, not counted (L{LimitedFactory})."""
+
 
 class Client:
     """One session; C{connectAgain} opens another on the same server."""

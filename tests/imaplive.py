@@ -5,10 +5,11 @@ logged-in IMAPClient sessions.
 """
 
 import smtplib
+from contextlib import contextmanager
 
 from imapclient import IMAPClient
 
-from mailserver import PASSWORD
+from mailserver import PASSWORD, MailServer
 
 ALICE = "alice@example.org"
 BOB = "bob@example.org"
@@ -17,6 +18,18 @@ BOB = "bob@example.org"
 # plaintext LOGIN allowed on loopback, as local tools (mbsync) use it.
 IMAP_SERVER = dict(roles=("imap", "imaps"),
                    sections={"auth": {"allow_plaintext_on_loopback": True}})
+
+
+@contextmanager
+def runningServer(root, **options):
+    """A provisioned, started L{MailServer} (for module-scoped fixtures)."""
+    server = MailServer(root, **options)
+    server.provision()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def deliver(server, to, subject, body="hello\r\n"):

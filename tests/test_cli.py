@@ -142,9 +142,20 @@ class TestUser:
         assert stored.startswith("$argon2id$")
         assert verifyPassword(stored, PASSWORD)
         assert not verifyPassword(stored, PASSWORD + "\r")
-        for f in database(conf).parent.iterdir():
-            assert PASSWORD.encode() not in f.read_bytes(), f
+        for f in database(conf).parent.rglob("*"):
+            assert not f.is_file() or PASSWORD.encode() not in f.read_bytes(), f
         assert run("user", "list") == (0, "bob@example.org\n", "")
+
+    def test_addMakesInboxAndSpecialUseFolders(self, run, conf):
+        """
+        If this fails, a new user's mail client finds no INBOX, Sent, Drafts,
+        Trash, Junk or Archive until mail arrives (APPEND to Sent fails).
+        """
+        run("domain", "add", "example.org")
+        run("user", "add", "Bob@example.org", "--password-stdin", stdin=PASSWORD + "\n")
+        home = conf.parent / "data" / "mail" / "example.org" / "bob"
+        for folder in ("", ".Sent", ".Drafts", ".Trash", ".Junk", ".Archive"):
+            assert (home / folder / "cur").is_dir(), folder
 
     def test_unknownDomain(self, run):
         """

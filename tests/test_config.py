@@ -50,6 +50,7 @@ class TestSample:
         # The sample names a postmaster address (there is no default one).
         assert c.delivery == config.DeliveryConfig(postmaster="admin@example.org")
         assert c.queue == config.QueueConfig()
+        assert c.imap == c.pop3 == config.ConnectionLimits()
 
     def test_sampleMentionsEveryKey(self):
         """
@@ -59,7 +60,8 @@ class TestSample:
         text = SAMPLE.read_text()
         for cls in (config.ListenConfig, config.SMTPConfig,
                     config.DeliveryConfig, config.QueueConfig,
-                    config.RateLimitConfig, config.DMARCConfig):
+                    config.RateLimitConfig, config.DMARCConfig,
+                    config.ConnectionLimits):
             for f in dataclasses.fields(cls):
                 assert f"\n{f.name} = " in text, f.name
         for name in ("checks", "authserv_id"):
@@ -100,6 +102,23 @@ class TestErrors:
         """
         message = loadError(tmp_path, MINIMAL + "[smtp]\nfoo = 1\n")
         assert message.endswith(": smtp.foo: unknown key")
+
+    def test_imapAndPOP3ConnectionLimits(self, tmp_path):
+        """
+        [imap] and [pop3] set their own connection limits and name a bad or
+        misspelt key: otherwise an admin could not raise the limit for a
+        big NAT'd office, or a typo would silently keep the default.
+        """
+        c = config.load(writeConfig(
+            tmp_path, MINIMAL + "[imap]\nmax_connections_per_ip = 200\n"
+                                "[pop3]\nmax_connections = 10\n"))
+        assert c.imap == config.ConnectionLimits(max_connections_per_ip=200)
+        assert c.pop3 == config.ConnectionLimits(max_connections=10)
+        assert config.load(writeConfig(tmp_path, MINIMAL)).imap.max_connections_per_ip == 50
+        message = loadError(tmp_path, MINIMAL + "[imap]\nmax_connections = 0\n")
+        assert message.endswith(": imap.max_connections: expected a positive integer, got 0")
+        message = loadError(tmp_path, MINIMAL + "[pop3]\nmax_conections = 5\n")
+        assert message.endswith(": pop3.max_conections: unknown key")
 
     def test_wrongType(self, tmp_path):
         """

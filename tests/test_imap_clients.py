@@ -9,6 +9,7 @@ import os
 import shutil
 import ssl
 import subprocess
+import time
 
 import pytest
 
@@ -76,20 +77,21 @@ def run(command, home):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.skipif(shutil.which("mbsync") is None, reason="mbsync (isync) not installed")
-def test_mbsync_syncs_both_ways(server, tmp_path):
-    """If this fails, mbsync users lose mail or flag changes between laptop and server."""
-    local = tmp_path / "local"
-    local.mkdir()
-    config = tmp_path / "mbsyncrc"
-    config.write_text(f"""
+def mbsyncConfig(server, local, path, implicitTLS=False):
+    """An mbsyncrc syncing C{local}/INBOX with bob's INBOX, over 143 or 993."""
+    if implicitTLS:
+        port = server.ports["imaps"]
+        security = f"SSLType IMAPS\nCertificateFile {server.dataDir / 'tls' / 'selfsigned-cert.pem'}"
+    else:
+        port = server.ports["imap"]
+        security = "SSLType None\nAuthMechs LOGIN"
+    path.write_text(f"""
 IMAPAccount test
 Host 127.0.0.1
-Port {server.ports['imap']}
+Port {port}
 User {BOB}
 Pass "{PASSWORD}"
-SSLType None
-AuthMechs LOGIN
+{security}
 
 IMAPStore remote
 Account test
@@ -107,7 +109,34 @@ Create Both
 Expunge Both
 SyncState *
 """)
+    return path
+
+
+@pytest.mark.skipif(shutil.which("mbsync") is None, reason="mbsync (isync) not installed")
+def test_mbsync_syncs_both_ways(server, tmp_path):
+    """If this fails, mbsync users lose mail or flag changes between laptop and server."""
+    local = tmp_path / "local"
+    local.mkdir()
+    config = mbsyncConfig(server, local, tmp_path / "mbsyncrc")
     checkTwoWaySync(server, local / "INBOX", lambda: run(["mbsync", "-c", str(config), "-a"], tmp_path))
+
+
+@pytest.mark.skipif(shutil.which("mbsync") is None, reason="mbsync (isync) not installed")
+def test_mbsync_over_imaps_finishes(server, tmp_path):
+    """
+    If this fails, mbsync over IMAPS (993) hangs for ever after every sync:
+    the server never closed the TLS connection after LOGOUT.
+    """
+    deliver(server, BOB, "mbsyncimaps")
+    server.waitQueueEmpty()
+    local = tmp_path / "local"
+    local.mkdir()
+    config = mbsyncConfig(server, local, tmp_path / "mbsyncrc", implicitTLS=True)
+    start = time.monotonic()
+    run(["mbsync", "-c", str(config), "-a"], tmp_path)
+    elapsed = time.monotonic() - start
+    localMessage(local / "INBOX", b"mbsyncimaps")
+    assert elapsed < 10, f"mbsync took {elapsed:.1f} s"
 
 
 def certificateFingerprint(server):

@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 
 from pymailer.auth.guard import LoginGuard
 from pymailer.auth.realm import MailRealm
-from pymailer.config import AuthConfig
+from pymailer.config import AuthConfig, ConnectionLimits
 from pymailer.pop3.maildrop import maildropFactory, uidl
 from pymailer.pop3.server import POP3Factory
 from pymailer.store.maildir import MaildirStore
@@ -419,3 +419,24 @@ def test_pipeliningFloodPausesReading(world):
     world.reactor.advance(world.auth.failure_delay)
     assert s.transport.producerState == "producing"
     assert s.take().count(b"-ERR") == 20001
+
+
+def test_connections_per_ip_and_in_all_refused_with_sys_temp(tmp_path):
+    """
+    If this fails, one client can hold every POP3 slot (or open thousands of
+    connections), or a refused client gets no reason before the close.
+    """
+    w = World(tmp_path)
+    factory = POP3Factory("mail.example.org", w.portal, w.guard, w.auth, w.reactor, w.pool,
+                          limits=ConnectionLimits(max_connections_per_ip=2, max_connections=3))
+    first, _ = connectSMTP(factory, host="192.0.2.1")
+    connectSMTP(factory, host="192.0.2.1")
+    _, refused = connectSMTP(factory, host="192.0.2.1")
+    assert refused.value() == b"-ERR [SYS/TEMP] Too many connections from your address, try again later\r\n"
+    assert refused.disconnecting
+    connectSMTP(factory, host="192.0.2.2")
+    _, full = connectSMTP(factory, host="192.0.2.3")
+    assert full.value().startswith(b"-ERR [SYS/TEMP] Too many connections,")
+    first.connectionLost(Failure(ConnectionDone()))
+    _, again = connectSMTP(factory, host="192.0.2.1")
+    assert again.value().startswith(b"+OK")

@@ -13,7 +13,7 @@ from twisted.logger import globalLogPublisher
 from zope.interface.verify import verifyObject
 
 from pymailer.interfaces import IMailbox, IMailStore
-from pymailer.store import MessageInfo
+from pymailer.store import MailboxGone, MessageInfo
 from pymailer.store.maildir import SPECIAL_USE, MaildirStore
 
 USER = "alice@example.org"
@@ -110,7 +110,7 @@ def test_deliverFailureLeavesNothing(store):
 
 def test_deliverCreatesUser(store):
     """If this fails, mail to a user added after start-up is lost."""
-    assert store.listMailboxes(USER) == []
+    assert not userDir(store).exists()
     assert deliver(store, b"hello")
     assert "INBOX" in store.listMailboxes(USER)
     assert len(store.mailbox(USER).messages()) == 1
@@ -389,6 +389,39 @@ def test_listenerCalled(store):
     assert calls == [(USER, "INBOX")] * 4 + [(USER, "Sent")]
 
 
+@pytest.mark.parametrize("first", ["list", "create", "mailbox"])
+def test_firstAccessMakesInboxAndSpecialUse(store, first):
+    """
+    If this fails, a new user (or one created by an older version) sees no
+    INBOX or Sent in LIST, APPEND to Sent fails, or a CREATE before the
+    first SELECT leaves a user whose LIST shows only that folder.
+    """
+    if first == "list":
+        store.listMailboxes(USER)
+    elif first == "create":
+        store.createMailbox(USER, "Projects")
+    else:
+        store.mailbox(USER, "Sent").append(io.BytesIO(b"sent"))
+    names = store.listMailboxes(USER)
+    assert names[0] == "INBOX"
+    assert set(SPECIAL_USE) <= set(names)
+
+
+def test_olderAccountGetsSpecialUseOnceAndDeletionSticks(store):
+    """
+    If this fails, an account made by an older version (INBOX only) never
+    gets Sent/Drafts/Trash/Junk/Archive, or a folder the user deleted
+    comes back on the next access.
+    """
+    home = userDir(store)
+    for sub in ("cur", "new", "tmp"):
+        (home / sub).mkdir(parents=True)
+    assert store.listMailboxes(USER) == ["INBOX"] + sorted(SPECIAL_USE)
+    store.deleteMailbox(USER, "Junk")
+    assert "Junk" not in store.listMailboxes(USER)
+    assert "Junk" not in MaildirStore(store.root, "other").listMailboxes(USER)
+
+
 def test_createUserIdempotent(store):
     """If this fails, a second login or restart wipes or breaks folders."""
     store.createUser(USER)
@@ -416,3 +449,74 @@ def test_appendFlagsAndInternalDate(store):
     assert info.path.endswith(":2,DS")
     assert os.listdir(box.path / "new") == os.listdir(box.path / "tmp") == []
     assert box.uidNext() == 3
+
+
+def test_recreatedMailboxGetsNewUidValidityWithinTheSameSecond(store):
+    """
+    If this fails, a mailbox deleted and created again within one second
+    gets the same UIDVALIDITY and UID 1 again, and a caching client shows
+    the old message in place of the new one (RFC 3501 2.3.1.1).
+    """
+    seen = set()
+    for _ in range(3):
+        store.createMailbox(USER, "Work")
+        box = store.mailbox(USER, "Work")
+        uid = box.append(io.BytesIO(b"a message"))
+        seen.add((box.uidValidity(), uid))
+        store.deleteMailbox(USER, "Work")
+    assert len({validity for validity, _ in seen}) == 3
+    # A store object in another process sees the same counter.
+    store.createMailbox(USER, "Work")
+    later = MaildirStore(store.root, "other").mailbox(USER, "Work").uidValidity()
+    assert later > max(validity for validity, _ in seen)
+
+
+def _newValidities(root, results):
+    store = MaildirStore(root, "mx.example.org")
+    got = []
+    for i in range(10):
+        name = f"P{os.getpid()}-{i}"
+        store.createMailbox(USER, name)
+        got.append(store.mailbox(USER, name).uidValidity())
+    results.put(got)
+
+
+def test_uidValidityNeverRepeatsAcrossProcesses(store):
+    """
+    If this fails, two server processes creating mailboxes at the same
+    moment hand out one UIDVALIDITY twice, and a client can confuse the
+    messages of the two mailboxes after a delete and re-create.
+    """
+    store.createUser(USER)
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_newValidities, args=(store.root, results)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    values = [v for _ in procs for v in results.get(timeout=120)]
+    for p in procs:
+        p.join(60)
+    assert len(values) == len(set(values)) == 40
+    assert all(0 < v < 2**32 for v in values)
+
+
+def test_openMailboxDeletedOrRenamedSaysGone(store):
+    """
+    If this fails, a session whose mailbox was deleted or renamed gets a
+    raw FileNotFoundError (an internal error for the client) instead of a
+    clean "the mailbox is gone", and sessions are not told of the change.
+    """
+    calls = []
+    store.addListener(lambda user, name: calls.append(name))
+    for name, remove in (("Work", lambda: store.deleteMailbox(USER, "Work")),
+                         ("Old", lambda: store.renameMailbox(USER, "Old", "New"))):
+        store.createMailbox(USER, name)
+        box = store.mailbox(USER, name)
+        box.snapshot()
+        remove()
+        assert calls[-1] == name
+        for action in (box.snapshot, lambda: box.append(io.BytesIO(b"x")),
+                       lambda: box.storeFlags([1], "add", {"\\Seen"})):
+            with pytest.raises(MailboxGone) as info:
+                action()
+            assert info.value.name == name

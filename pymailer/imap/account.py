@@ -6,7 +6,6 @@ Every store call blocks, so the avatar runs them in the shared thread pool
 and returns C{Deferred}s; the protocol never touches the disk itself.
 """
 
-import fcntl
 import json
 import os
 
@@ -14,7 +13,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.mail.interfaces import IAccountIMAP
 from zope.interface import implementer
 
-from pymailer.fsutil import fsyncDirectory, writeDurably
+from pymailer.fsutil import exclusiveLock, fsyncDirectory, writeDurably
 
 
 
@@ -44,14 +43,8 @@ class IMAPAccount:
     # Blocking helpers (called through run()).
 
     def openMailbox(self, name):
-        """Blocking: the store's mailbox; creates the user on first use."""
-        try:
-            return self.store.mailbox(self.user, name)
-        except KeyError:
-            if name == "INBOX":
-                self.store.createUser(self.user)
-                return self.store.mailbox(self.user, name)
-            raise
+        """Blocking: the store's mailbox (L{KeyError} if there is none)."""
+        return self.store.mailbox(self.user, name)
 
     def subscriptions(self):
         """
@@ -69,9 +62,7 @@ class IMAPAccount:
         os.makedirs(directory, 0o700, exist_ok=True)
         # Two sessions of one user (in two pool threads, or two processes)
         # must not lose each other's change: read-modify-write under a lock.
-        lockFd = os.open(self._subscriptionsPath + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(lockFd, fcntl.LOCK_EX)
+        with exclusiveLock(self._subscriptionsPath + ".lock"):
             names = self.subscriptions()
             if subscribed:
                 names.add(name)
@@ -80,5 +71,3 @@ class IMAPAccount:
             writeDurably(self._subscriptionsPath,
                          json.dumps(sorted(names)).encode("utf-8"))
             fsyncDirectory(directory)
-        finally:
-            os.close(lockFd)

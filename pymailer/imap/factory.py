@@ -5,18 +5,23 @@ each protocol) and the builders the composition root registers.
 
 import os
 
-from twisted.internet.protocol import ServerFactory
 from twisted.internet.threads import deferToThreadPool
+
+from pymailer.connlimit import LimitedFactory
 
 from pymailer.imap.account import IMAPAccount
 from pymailer.imap.server import IMAPServer
 
-class IMAPFactory(ServerFactory):
+class IMAPFactory(LimitedFactory):
     """
+    Builds L{IMAPServer}s for one listener, within the C{[imap]} connection
+    limits (L{pymailer.connlimit}).
+
     @param implicitTLS: the listener is wrapped in TLS (C{imaps}, RFC 8314).
     """
 
     def __init__(self, parts, implicitTLS=False):
+        LimitedFactory.__init__(self, parts.config.imap)
         self.parts = parts
         self.portal = parts.portal
         self.tls = parts.tls
@@ -32,7 +37,12 @@ class IMAPFactory(ServerFactory):
     def run(self, function, *args):
         return deferToThreadPool(self.parts.reactor, self.parts.threadpool, function, *args)
 
-    def buildProtocol(self, addr):
+    def refusal(self, reason):
+        # RFC 3501 7.1.5: a BYE greeting refuses the connection; RFC 5530
+        # 3: UNAVAILABLE, "try again later".
+        return b"* BYE [UNAVAILABLE] " + reason.encode("ascii")
+
+    def buildSession(self, addr):
         protocol = IMAPServer(self)
         protocol.factory = self
         return protocol

@@ -17,8 +17,9 @@ Twisted's:
     the thread pool) and has no UIDPLUS, MOVE, ENABLE, UNSELECT, ID.
 
 Trust: nothing from the client is trusted.  Literal sizes are checked
-before any continuation (C{NO [TOOBIG]}/C{BAD} first); literals before login
-are capped at L{PREAUTH_LITERAL}; a line over 64 KiB gets BAD and the
+before any continuation (C{NO [TOOBIG]}/C{BAD} first), and so is APPEND's
+mailbox (C{NO [TRYCREATE]} without an upload; a LITERAL+ message is read
+and dropped); literals before login are capped at L{PREAUTH_LITERAL}; a line over 64 KiB gets BAD and the
 connection is closed; mailbox names are strict modified UTF-7 and then
 checked by the store (no traversal).  Failed logins go through the shared
 L{pymailer.auth.guard.LoginGuard} (delayed, counted, logged, locked out).
@@ -60,7 +61,7 @@ from pymailer.imap.parser import (
     astring, formatSet, formatValue, isAtom, isFetch, splitCommand, tokenize,
 )
 from pymailer.imap.selected import SYSTEM_FLAGS, Selected
-from pymailer.store import KeywordLimit, MailboxNameTooLong
+from pymailer.store import KeywordLimit, MailboxGone, MailboxNameTooLong
 from pymailer.store.maildir import INBOX, canonicalName
 
 log = Logger()
@@ -110,12 +111,15 @@ class IMAPServer(IMAP4Server):
         self.idleTag = None
         self._segments = None
         self._literal = None
+        self._discard = None  # [octets left, reply]: a refused literal being read
+        self._skipLine = False
         self._commands = deque()
         self._busy = False
         self._sasl = None
         self._paused = None
         self._idleSync = None
         self._closing = False
+        self._registered = False
         # RFC 7162 3.1: set by the first "CONDSTORE enabling command"; from
         # then on every untagged FETCH carries UID and MODSEQ.
         self.condstore = False
@@ -133,11 +137,13 @@ class IMAPServer(IMAP4Server):
         if setNoDelay is not None:
             setNoDelay(True)
         self.transport.registerProducer(self, True)
+        self._registered = True
         self.sendLine(b"* OK [CAPABILITY " + b" ".join(self.capabilityList()) + b"] " + self.IDENT)
 
     def connectionLost(self, reason):
         self.setTimeout(None)
         self._closing = True
+        self.factory.connectionClosed(self.peerHost)
         self._unselect()
         self._closeLiteral()
         if self._onLogout:
@@ -148,8 +154,7 @@ class IMAPServer(IMAP4Server):
             d.errback(ConnectionError("connection lost"))
 
     def timeoutConnection(self):
-        self.sendLine(b"* BYE Autologout; idle for too long")
-        self.transport.loseConnection()
+        self._bye(b"Autologout; idle for too long")
 
     def pauseProducing(self):
         if self._paused is None:
@@ -165,7 +170,21 @@ class IMAPServer(IMAP4Server):
 
     def _bye(self, text):
         self.sendLine(b"* BYE " + text)
+        self._hangUp()
+
+    def _hangUp(self):
+        """
+        Close the connection after what was written.  The protocol is a
+        producer registered on its transport (connectionMade): TLS
+        (C{twisted.protocols.tls}) sends its close alert only once no
+        producer is registered, so unregister first or the connection stays
+        open after the BYE, and a client waiting for the close (mbsync)
+        hangs.
+        """
         self._closing = True
+        if self._registered:
+            self._registered = False
+            self.transport.unregisterProducer()
         self.transport.loseConnection()
 
     # -- capabilities -------------------------------------------------------
@@ -197,6 +216,9 @@ class IMAPServer(IMAP4Server):
         if self._closing:
             return
         self.resetTimeout()
+        if self._skipLine:
+            self._skipLine = False
+            return
         if self._sasl is not None:
             return self._saslResponse(line)
         if self.idleTag is not None and self._segments is None:
@@ -223,6 +245,65 @@ class IMAPServer(IMAP4Server):
                 # not read them, so the connection cannot go on.
                 self._bye(b"Literal too large")
             return
+        target = self._appendTarget(name, segments)
+        if target is None:
+            return self._acceptLiteral(name, size, plus)
+        # APPEND's message: is the mailbox there?  Asked before any "+", so
+        # a refused name costs the client no upload; after the commands
+        # before it (a pipelined CREATE), with reading paused meanwhile.
+        self.paused = True  # LineReceiver: leave buffered input alone
+        self.transport.pauseProducing()
+        self._commands.append(lambda: self._checkAppend(tag, target, size, plus))
+        self._pump()
+
+    def _appendTarget(self, name, segments):
+        """
+        The mailbox token of an APPEND whose message literal this is, or
+        C{None} (another command, or a literal that is not the message).
+        """
+        if name != b"APPEND" or self.state not in ("auth", "select"):
+            return None
+        try:
+            tokens = tokenize(segments + [b""])  # b"": the literal to come
+        except ParseError:
+            return None
+        return tokens[2] if len(tokens) >= 4 else None
+
+    def _checkAppend(self, tag, target, size, plus):
+        def check():
+            self._openMailbox(self.mailboxName(target), b"TRYCREATE")
+
+        def accepted(_):
+            self._acceptLiteral(b"APPEND", size, plus)
+
+        def refused(failure):
+            self._segments = None
+            if failure.check(ParseError):
+                reply = b"BAD " + str(failure.value).encode("utf-8", "replace")
+            elif failure.check(CommandFailed):
+                reply = b"NO " + str(failure.value).encode("utf-8", "replace")
+            else:
+                log.failure("IMAP APPEND check failed", failure)
+                reply = b"NO [SERVERBUG] Internal error, see the server log"
+            if plus:
+                # RFC 7888 4: the client sends a non-synchronising literal
+                # anyway; read and drop it, then answer.
+                self._discard = [size, tag + b" " + reply]
+                self.setRawMode()
+            else:
+                self.sendLine(tag + b" " + reply)
+
+        def resume(_):
+            self.paused = False
+            if not self._closing:
+                self.transport.resumeProducing()
+                self.dataReceived(b"")
+
+        d = self.account.run(check) if self.user is not None else defer.fail(
+            ConnectionError("gone"))
+        return d.addCallbacks(accepted, refused).addBoth(resume)
+
+    def _acceptLiteral(self, name, size, plus):
         if not plus:
             self.sendLine(b"+ Ready for literal data")
         if name == b"APPEND" and size > SPOOL_THRESHOLD:
@@ -251,6 +332,8 @@ class IMAPServer(IMAP4Server):
 
     def rawDataReceived(self, data):
         self.resetTimeout()
+        if self._discard is not None:
+            return self._discardReceived(data)
         literal = self._literal
         need = literal[0]
         chunk, rest = data[:need], data[need:]
@@ -263,6 +346,17 @@ class IMAPServer(IMAP4Server):
                 lambda _: self.factory.run(spool.write, pending))
         if literal[0] == 0:
             self._finishLiteral(rest)
+
+    def _discardReceived(self, data):
+        left, reply = self._discard
+        if len(data) < left:
+            self._discard[0] -= len(data)
+            return
+        self._discard = None
+        self.sendLine(reply)
+        # The rest of the refused command's line (its CRLF) goes too.
+        self._skipLine = True
+        self.setLineMode(data[left:])
 
     def _finishLiteral(self, rest):
         _, spool, buffer, written, fileLiteral = self._literal
@@ -283,7 +377,10 @@ class IMAPServer(IMAP4Server):
         while self._commands and not self._busy and not self._closing:
             segments = self._commands.popleft()
             self._busy = True
-            d = defer.maybeDeferred(self._execute, segments)
+            if callable(segments):  # a step between commands (_checkAppend)
+                d = defer.maybeDeferred(segments)
+            else:
+                d = defer.maybeDeferred(self._execute, segments)
             d.addErrback(self._internalError)
             d.addBoth(self._done, segments)
             if self._busy:
@@ -291,7 +388,7 @@ class IMAPServer(IMAP4Server):
                 return
 
     def _done(self, _, segments):
-        for s in segments:
+        for s in segments if isinstance(segments, list) else ():
             if isinstance(s, FileLiteral):
                 s.file.close()
         self._busy = False
@@ -353,8 +450,10 @@ class IMAPServer(IMAP4Server):
             self.sendLine(tag + b" BAD " + str(failure.value).encode("utf-8", "replace"))
         elif failure.check(CommandFailed):
             self.sendLine(tag + b" NO " + str(failure.value).encode("utf-8", "replace"))
-        elif failure.check(ConnectionError):
+        elif failure.check(ConnectionError) or self._selectedVanished(failure):
             pass
+        elif failure.check(MailboxGone):
+            self.sendLine(tag + b" NO [NONEXISTENT] Mailbox was deleted meanwhile")
         else:
             log.failure("IMAP command error", failure)
             self.sendLine(tag + b" NO [SERVERBUG] Internal error, see the server log")
@@ -365,9 +464,28 @@ class IMAPServer(IMAP4Server):
 
         def apply(scanned):
             if self.selected is selected and not self._closing:
+                if selected.validity and scanned.uidValidity != selected.validity:
+                    # Deleted and created again: our UIDs mean nothing now.
+                    raise MailboxGone(selected.name)
                 self._sendLines(selected.apply(scanned, allowExpunge, self.condstore))
 
         return d.addCallback(apply)
+
+    def _selectedVanished(self, failure):
+        """
+        If C{failure} says the selected mailbox was deleted or renamed
+        (by another session or tool), say BYE and hang up: RFC 2180 3.2
+        lets a server allow the DELETE and disconnect the sessions that
+        have the mailbox selected, as Dovecot does.  @return: whether it
+        did.
+        """
+        gone = failure.check(MailboxGone)
+        if gone is None or self.selected is None or failure.value.name != self.selected.name:
+            return False
+        self._unselect()
+        if not self._closing:
+            self._bye(b"Selected mailbox was deleted, have to disconnect")
+        return True
 
     # -- any state ----------------------------------------------------------
 
@@ -382,8 +500,7 @@ class IMAPServer(IMAP4Server):
         self._noArgs(args)
         self.sendLine(b"* BYE Logging out")
         self.sendLine(tag + b" OK LOGOUT completed")
-        self._closing = True
-        self.transport.loseConnection()
+        self._hangUp()
         return defer.fail(ConnectionError("logged out"))
 
     def cmd_ID(self, tag, args):
@@ -553,7 +670,20 @@ class IMAPServer(IMAP4Server):
             except KeyError:
                 raise CommandFailed("[NONEXISTENT] No such mailbox") from None
 
-        return self.account.run(delete)
+        return self.account.run(delete).addCallback(self._closeIfMoved, name, b"deleted")
+
+    def _closeIfMoved(self, _, name, what, withChildren=False):
+        """
+        This session deleted or renamed mailbox C{name}: if it is (or, with
+        C{withChildren}, contains) the selected one, close it.  RFC 3501
+        does not forbid it; the session goes back to the authenticated
+        state, as in Dovecot, and says so with RFC 9051 7.1's CLOSED.
+        """
+        selected = self.selected
+        if selected is not None and (selected.name == name or (
+                withChildren and selected.name.startswith(name + "/"))):
+            self._unselect()
+            self.sendLine(b"* OK [CLOSED] The selected mailbox was " + what)
 
     def cmd_RENAME(self, tag, args):
         if len(args) != 2:
@@ -593,7 +723,8 @@ class IMAPServer(IMAP4Server):
                 code = "LIMIT" if isinstance(e, MailboxNameTooLong) else "CANNOT"
                 raise CommandFailed(f"[{code}] {e}") from None
 
-        return self.account.run(rename)
+        return self.account.run(rename).addCallback(
+            self._closeIfMoved, old, b"renamed", withChildren=(old != INBOX))
 
     def cmd_SUBSCRIBE(self, tag, args):
         if len(args) != 1:
@@ -796,9 +927,11 @@ class IMAPServer(IMAP4Server):
             self._sync().addBoth(self._idleSynced).chainDeferred(d)
 
     def _idleSynced(self, result):
-        if isinstance(result, Failure):
-            log.failure("IDLE update failed", result)
         self._idleSync = None
+        if isinstance(result, Failure):
+            if not self._selectedVanished(result):
+                log.failure("IDLE update failed", result)
+            return None  # not again at once: the next change or command retries
         if self.selected is not None and self.selected.dirty and self.idleTag is not None:
             self._mailboxChanged()
         return None

@@ -124,12 +124,8 @@ class Maildrop:
     def _open(self):
         self._lock.acquire()
         try:
-            try:
-                mailbox = self.store.mailbox(self.user, INBOX)
-            except KeyError:
-                # A user that never got mail has no maildir yet.
-                self.store.createUser(self.user)
-                mailbox = self.store.mailbox(self.user, INBOX)
+            # The store makes INBOX for a user that never got mail.
+            mailbox = self.store.mailbox(self.user, INBOX)
             self._mailbox = mailbox
             self._messages = mailbox.messages()
         except BaseException:

@@ -37,7 +37,8 @@ import base64
 
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet import defer, protocol
+from twisted.internet import defer
+from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 from twisted.mail import pop3
 from twisted.mail.interfaces import IMailboxPOP3
@@ -47,6 +48,8 @@ from pymailer.auth.guard import plaintextLoginAllowed
 from pymailer.auth.login import LoginBlocked, accountName, guardedLogin
 from pymailer.auth import sasl
 from pymailer.auth.sasl import MECHANISMS
+from pymailer.config import ConnectionLimits
+from pymailer.connlimit import LimitedFactory
 from pymailer.pop3.maildrop import MaildropInUse, maildropFactory
 from pymailer.pop3.stream import DotStuffer, MessageSender
 from pymailer.tls import describeConnection
@@ -112,6 +115,7 @@ class POP3Server(pop3.POP3):
         # A session that did not QUIT removes nothing (RFC 1939 §6): the
         # logout only releases the maildrop lock.
         pop3.POP3.connectionLost(self, reason)
+        self.factory.connectionClosed(self._peerHost)
         self.log.info("pop3 connection from {peer} closed{user}",
                       peer=self._peerHost,
                       user=f" ({self.user})" if self.user else "")
@@ -563,9 +567,10 @@ class POP3Server(pop3.POP3):
     do_RPOP = do_LAST
 
 
-class POP3Factory(protocol.ServerFactory):
+class POP3Factory(LimitedFactory):
     """
-    Makes L{POP3Server}s for one listener.
+    Makes L{POP3Server}s for one listener, within the C{[pop3]} connection
+    limits (L{pymailer.connlimit}).
 
     @param implicitTLS: the listener is TLS from the first byte (pop3s,
         RFC 8314): passwords are accepted at once and STLS is refused.
@@ -576,7 +581,8 @@ class POP3Factory(protocol.ServerFactory):
     noisy = False
 
     def __init__(self, hostname, portal, guard, authConfig, reactor, threadpool,
-                 tls=None, implicitTLS=False):
+                 tls=None, implicitTLS=False, limits=ConnectionLimits()):
+        LimitedFactory.__init__(self, limits)
         self.hostname = hostname
         self.portal = portal
         self.guard = guard
@@ -586,13 +592,20 @@ class POP3Factory(protocol.ServerFactory):
         self.tls = tls
         self.implicitTLS = implicitTLS
 
+    def refusal(self, reason):
+        # RFC 2449 8.1.2: SYS/TEMP, a temporary problem; try again later.
+        return b"-ERR [SYS/TEMP] " + reason.encode("ascii")
+
+    def buildSession(self, addr):
+        return ServerFactory.buildProtocol(self, addr)
+
 
 def buildPOP3(role, parts):
     """The C{LISTENER_BUILDERS} entry for C{pop3} (STLS) and C{pop3s}."""
     return POP3Factory(
         parts.config.hostname, parts.portal, parts.guard, parts.config.auth,
         parts.reactor, parts.threadpool, tls=parts.tls,
-        implicitTLS=(role == "pop3s"),
+        implicitTLS=(role == "pop3s"), limits=parts.config.pop3,
     )
 
 

@@ -5,8 +5,7 @@ connection limits before a session starts.
 
 from dataclasses import dataclass
 
-from twisted.internet.protocol import Protocol, ServerFactory
-
+from pymailer.connlimit import LimitedFactory
 from pymailer.policy.chain import PolicyChain
 from pymailer.smtp.server import SMTPServer
 
@@ -33,30 +32,18 @@ SUBMISSIONS = SMTPRole("submissions", requireAuth=True, offerAuth=True, implicit
 ROLES = {r.name: r for r in (MTA, SUBMISSION, SUBMISSIONS)}
 
 
-class _Refusal(Protocol):
-    """Says why a connection over the limits is refused, and closes it."""
-
-    def __init__(self, text):
-        self.text = text
-
-    def connectionMade(self):
-        self.transport.write(f"421 4.7.0 {self.text}\r\n".encode("ascii"))
-        self.transport.loseConnection()
-
-
-class SMTPFactory(ServerFactory):
+class SMTPFactory(LimitedFactory):
     """
     Builds L{SMTPServer}s for one listener, enforcing the connection limits
-    (per client IP and in all; Postfix's smtpd_client_connection_count_limit
-    and process limit).
+    (L{pymailer.connlimit}; C{[smtp] max_connections_per_ip, max_connections}).
     """
 
     protocol = SMTPServer
 
     def __init__(self, hostname, limits, portal, reactor, role=MTA, tls=None,
                  guard=None, authConfig=None, hideClientIP=False, policy=None):
+        LimitedFactory.__init__(self, limits)
         self.hostname = hostname
-        self.limits = limits
         self.portal = portal
         self.reactor = reactor
         self.role = role
@@ -66,25 +53,11 @@ class SMTPFactory(ServerFactory):
         self.hideClientIP = hideClientIP and role.requireAuth
         # The policy chain, shared by every listener (one rate-limit count).
         self.policy = policy if policy is not None else PolicyChain([], hostname)
-        self.connections = {}
-        self.total = 0
 
-    def buildProtocol(self, addr):
-        host = getattr(addr, "host", str(addr))
-        if self.total >= self.limits.max_connections:
-            return _Refusal("Too many connections, try again later")
-        if self.connections.get(host, 0) >= self.limits.max_connections_per_ip:
-            return _Refusal("Too many connections from your address, try again later")
-        self.total += 1
-        self.connections[host] = self.connections.get(host, 0) + 1
+    def refusal(self, reason):
+        return f"421 4.7.0 {reason}".encode("ascii")
+
+    def buildSession(self, addr):
         p = self.protocol(self)
         p.portal = self.portal
         return p
-
-    def connectionClosed(self, host):
-        self.total -= 1
-        left = self.connections.get(host, 1) - 1
-        if left:
-            self.connections[host] = left
-        else:
-            self.connections.pop(host, None)

@@ -8,7 +8,21 @@ they share.
 
 from dataclasses import dataclass
 
-__all__ = ["KeywordLimit", "MailboxNameTooLong", "MailboxSnapshot", "MessageInfo"]
+__all__ = [
+    "KeywordLimit", "MailboxGone", "MailboxNameTooLong", "MailboxSnapshot",
+    "MessageInfo", "openStore",
+]
+
+
+def openStore(config):
+    """
+    The L{pymailer.interfaces.IMailStore} of a L{pymailer.config.Config}:
+    the server's and the admin command's (which makes a new user's
+    mailboxes) are the same.
+    """
+    from pymailer.store.maildir import MaildirStore
+
+    return MaildirStore(config.data_dir / "mail", config.hostname)
 
 
 @dataclass(frozen=True)
@@ -69,3 +83,15 @@ class KeywordLimit(ValueError):
 
 class MailboxNameTooLong(ValueError):
     """A mailbox name the backend cannot store (IMAP: C{NO [LIMIT]})."""
+
+
+class MailboxGone(KeyError):
+    """
+    An open mailbox was deleted or renamed away (by this session, another
+    one, or an outside tool) since it was opened.  A C{KeyError}, like any
+    missing mailbox; C{name} says which one.
+    """
+
+    @property
+    def name(self):
+        return self.args[0]

@@ -28,12 +28,13 @@ index (L{pymailer.store.maildirindex}: C{pymailer-uidlist} and
 C{dovecot-keywords}) changed only under C{flock} on
 C{pymailer-uidlist.lock}.  The basename (file name before the first C{:})
 survives flag changes made by any Maildir tool, so UIDs do too; the flag
-letters a scan finds changed get a new mod-sequence.
+letters a scan finds changed get a new mod-sequence.  A new index takes
+its UIDVALIDITY from a per-user counter (C{pymailer-uidvalidity}, under its
+own lock), so a name deleted and created again never gets one it had.
 
 All methods block: call them from a thread pool.
 """
 
-import fcntl
 import os
 import re
 import secrets
@@ -45,9 +46,9 @@ from pathlib import Path
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from pymailer.fsutil import fsyncDirectory
+from pymailer.fsutil import exclusiveLock, fsyncDirectory, writeDurably
 from pymailer.interfaces import IMailbox, IMailStore
-from pymailer.store import MailboxNameTooLong, MailboxSnapshot, MessageInfo
+from pymailer.store import MailboxGone, MailboxNameTooLong, MailboxSnapshot, MessageInfo
 from pymailer.store.maildirindex import UIDLIST, Index, Keywords, readIndex, writeIndex
 
 log = Logger()
@@ -72,6 +73,12 @@ LETTER_FLAGS = {letter: flag for flag, letter in FLAG_LETTERS.items()}
 
 CHUNK = 64 * 1024
 UIDLIST_LOCK = UIDLIST + ".lock"
+# In the user's directory once createUser has made INBOX and the special-use
+# folders: an account made by an older version (or a Maildir copied in) gets
+# them on first access, and a folder the user deleted later stays deleted.
+ACCOUNT_MARK = "pymailer-account"
+# The last UIDVALIDITY given to a mailbox of the user (see nextUidValidity).
+UIDVALIDITY = "pymailer-uidvalidity"
 _DELETED_PREFIX = "..pymailer-deleted-"
 NAME_MAX = 255  # octets in one directory entry (Linux, BSD, macOS)
 _UNIQUE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -226,6 +233,11 @@ class MaildirStore:
     # -- users and mailboxes ---------------------------------------------
 
     def createUser(self, user):
+        """
+        INBOX and the special-use folders (RFC 6154), as every account has
+        from the start; folders that exist are left alone.  Safe when
+        several processes do it at once.
+        """
         userDir = self._userDir(user)
         userDir.mkdir(0o700, parents=True, exist_ok=True)
         for sub in ("tmp", "new", "cur"):
@@ -237,15 +249,52 @@ class MaildirStore:
                 pass
         for directory in (userDir, userDir.parent, self.root):
             fsyncDirectory(directory)
+        # Last, once the folders are durable: the mark says they were made.
+        open(userDir / ACCOUNT_MARK, "ab").close()
+        fsyncDirectory(userDir)
+
+    def nextUidValidity(self, user):
+        """
+        A UIDVALIDITY for a new (or re-indexed) mailbox of C{user}, higher
+        than any handed out before to that user: RFC 3501 2.3.1.1 forbids
+        reusing one for a mailbox name, and the current second alone
+        repeats when a mailbox is deleted and created again within it (a
+        caching client would then show the old messages for the new ones).
+        A counter per user, under a lock shared by every process; the
+        clock keeps it ahead of values given before the counter existed.
+        """
+        path = self._account(user) / UIDVALIDITY
+        with exclusiveLock(f"{path}.lock"):
+            try:
+                with open(path, encoding="ascii") as f:
+                    previous = int(f.read().strip())
+            except (FileNotFoundError, ValueError):
+                previous = 0
+            # UIDVALIDITY is a 32-bit nz-number (RFC 3501 9).
+            value = max(previous + 1, int(time.time())) % 2**32 or 1
+            writeDurably(path, b"%d\n" % value)
+            fsyncDirectory(path.parent)
+        return value
+
+    def _account(self, user):
+        """
+        The user's directory, with INBOX and the special-use folders made
+        on the first access to an account that does not have them yet.
+        """
+        userDir = self._userDir(user)
+        if not os.path.exists(userDir / ACCOUNT_MARK):
+            self.createUser(user)
+        return userDir
 
     def mailbox(self, user, name=INBOX):
         canonical, path = self._resolve(user, name)
+        self._account(user)
         if not _isMaildir(path):
             raise KeyError(name)
         return MaildirMailbox(self, user, canonical, path)
 
     def listMailboxes(self, user):
-        userDir = self._userDir(user)
+        userDir = self._account(user)
         try:
             entries = os.listdir(userDir)
         except FileNotFoundError:
@@ -263,7 +312,7 @@ class MaildirStore:
         canonical, path = self._resolve(user, name)
         if canonical == INBOX:
             raise KeyError(name)
-        self._userDir(user).mkdir(0o700, parents=True, exist_ok=True)
+        self._account(user)
         try:
             _makeMaildir(path, folder=True)
         except FileExistsError:
@@ -285,6 +334,8 @@ class MaildirStore:
             raise KeyError(name) from None
         fsyncDirectory(path.parent)
         shutil.rmtree(trash, ignore_errors=True)
+        # Sessions that have it open learn it is gone (IMAP: BYE).
+        self._notify(user, canonical)
 
     def renameMailbox(self, user, oldName, newName):
         """
@@ -313,6 +364,7 @@ class MaildirStore:
         for source, target in moves:
             os.rename(userDir / source, userDir / target)
         fsyncDirectory(userDir)
+        self._notify(user, oldCanonical)
 
     # -- delivery ----------------------------------------------------------
 
@@ -335,8 +387,7 @@ class MaildirStore:
         if checkDuplicate and uniqueKey is None:
             raise ValueError("checkDuplicate needs a uniqueKey")
         canonical, path = self._resolve(user, mailbox)
-        if not _isMaildir(self._userDir(user)):
-            self.createUser(user)
+        self._account(user)
         if not _isMaildir(path):
             raise KeyError(mailbox)
         if checkDuplicate:
@@ -413,18 +464,24 @@ class MaildirMailbox:
 
     @contextmanager
     def _locked(self):
-        fd = os.open(self.path / UIDLIST_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        """
+        The mailbox lock, for the block.  @raise MailboxGone: the mailbox
+        was deleted or renamed since it was opened (its files vanish under
+        the lock or before it).
+        """
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the lock
+            with exclusiveLock(self.path / UIDLIST_LOCK):
+                yield
+        except FileNotFoundError:
+            if _isMaildir(self.path):
+                raise
+            raise MailboxGone(self.name) from None
 
     def _lockedIndex(self):
         """Under the lock: the index, created if missing."""
         index = readIndex(self.path)
         if index is None:
-            index = Index.fresh()
+            index = Index(self.store.nextUidValidity(self.user), 1)
             writeIndex(self.path, index)
         return index
 
@@ -675,7 +732,12 @@ class MaildirMailbox:
         info = "".join(sorted(letters))
         key = self.store.uniqueName()
         fileName = key + ":2," + info
-        writeMessage(self.path, "cur", fileName, b"", source, internalDate)
+        try:
+            writeMessage(self.path, "cur", fileName, b"", source, internalDate)
+        except FileNotFoundError:
+            if _isMaildir(self.path):
+                raise
+            raise MailboxGone(self.name) from None
         # Mail waiting in new/ arrived first and gets the lower UIDs: scan.
         # Otherwise (the usual case for Sent, COPY and MOVE) the UID is given
         # here with one write of the index, not a rescan of the whole

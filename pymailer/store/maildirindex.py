@@ -36,7 +36,6 @@ skipped.
 
 import os
 import string
-import time
 
 from twisted.logger import Logger
 
@@ -73,10 +72,6 @@ class Index:
         self.highestModSeq = highestModSeq
         self.firstRecent = firstRecent
         self.entries = entries if entries is not None else {}
-
-    @classmethod
-    def fresh(cls):
-        return cls(int(time.time()), 1)
 
     def nextModSeq(self):
         """A mod-sequence higher than any given so far (RFC 7162 3.1)."""
