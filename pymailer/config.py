@@ -206,9 +206,17 @@ class RateLimitConfig:
     """
     [policy.ratelimit]: per client IP and per authenticated user; 0 turns a
     limit off.
+
+    The defaults never slow a well-behaved peer: a stock Postfix opens one
+    connection per message (500 messages = 500 connections within seconds),
+    so the connection rate is only a cap on floods (Postfix's own
+    smtpd_client_connection_rate_limit is off); what a peer never does is
+    guess addresses, hence the tight C{unknown_recipients_per_minute}.
+    Concurrent connections per IP are C{[smtp] max_connections_per_ip}.
     """
 
-    connections_per_minute: int = 60
+    connections_per_minute: int = 600
+    unknown_recipients_per_minute: int = 20
     messages_per_hour: int = 500
     recipients_per_hour: int = 2000
 
@@ -727,7 +735,7 @@ def _parsePolicy(policyT):
     d = RateLimitConfig()
     ratelimit = RateLimitConfig(**{
         key: _nonNegativeInt(rateT, key, getattr(d, key))
-        for key in ("connections_per_minute", "messages_per_hour", "recipients_per_hour")
+        for key in (f.name for f in dataclasses.fields(RateLimitConfig))
     })
     rateT.checkUnknown(rateT.seen)
 

@@ -386,7 +386,7 @@ class TestPolicy:
         c = config.load(writeConfig(tmp_path, MINIMAL))
         assert c.policy.checks == ("ratelimit", "spf", "dkim", "arc", "dmarc")
         assert c.authservId == "mail.example.org"
-        assert c.policy.options()["ratelimit"]["connections_per_minute"] == 60
+        assert c.policy.options()["ratelimit"]["connections_per_minute"] == 600
 
     def test_plugin_options_passed_as_they_are(self, tmp_path):
         """A plugin's [policy.NAME] table reaches it unchanged."""

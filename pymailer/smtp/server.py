@@ -25,7 +25,7 @@ from pymailer.policy.decision import Facts
 from pymailer.policy.headerfilter import FilteredMessage, HeaderFilter
 from pymailer.smtp import data as smtpdata
 from pymailer.smtp.address import parsePathCommand, unquoteLocalPart
-from pymailer.smtp.reply import DEFAULT_ENHANCED, SMTPReply
+from pymailer.smtp.reply import BAD_MAILBOX, DEFAULT_ENHANCED, SMTPReply
 from pymailer.smtp.security import AUTH_MODE, SessionSecurity
 
 DATA = "DATA"
@@ -525,6 +525,7 @@ class SMTPServer(SessionSecurity, ESMTP):
             # RFC 5321 §4.5.3.1.10: 452 for too many recipients.
             return self.reply(452, "4.5.3", "Error: too many recipients")
         d = self.intake.validateRecipient(self._session(), txn.sender, recipient)
+        d.addErrback(self._unknownRecipient, recipient)
         d.addCallback(lambda _: self._ask("checkRecipient", recipient))
         d.addCallback(self._judge)
 
@@ -535,6 +536,18 @@ class SMTPServer(SessionSecurity, ESMTP):
             self.reply(250, "2.1.5", f"Recipient <{recipient}> ok")
 
         return d.addCallback(accepted)
+
+    def _unknownRecipient(self, failure, recipient):
+        """
+        No such user: policy may turn the 550 into a refusal of the client
+        (a directory harvest guesses addresses; a peer MTA does not).
+        """
+        failure.trap(SMTPReply)
+        if failure.value.enhanced != BAD_MAILBOX:
+            return failure
+        d = self._ask("checkUnknownRecipient", recipient)
+        d.addCallback(self._judge)
+        return d.addCallback(lambda _: failure)
 
     def _checkReadyForData(self, txn):
         if txn is None:
