@@ -183,6 +183,12 @@ class RelayConfig:
         MX delivery.
     @ivar smarthost_tls: "starttls" (required), "tls" (implicit, RFC 8314),
         or "opportunistic".
+    @ivar smarthost_tls_verify: the smarthost's certificate must be valid
+        for its host name and signed by a trusted CA (the system's, or
+        C{smarthost_ca_file}); C{False} accepts any certificate.  Mail to MX
+        hosts stays opportunistic and unverified (RFC 7435).
+    @ivar smarthost_auth_plaintext: send the password (AUTH) to the smarthost
+        without TLS too; it never goes over a certificate that failed.
     """
 
     port: int = 25
@@ -190,6 +196,9 @@ class RelayConfig:
     smarthost_user: str | None = None
     smarthost_password: str | None = None
     smarthost_tls: str = "opportunistic"
+    smarthost_tls_verify: bool = True
+    smarthost_ca_file: pathlib.Path | None = None
+    smarthost_auth_plaintext: bool = False
     connect_timeout: float = 30.0
     max_connections: int = 20
 
@@ -524,6 +533,12 @@ def _checkHostname(reader, hostname):
             "hostname", f"not a valid host name: {_show(hostname)}")
 
 
+def _checkReadable(reader, key, path):
+    if not os.access(path, os.R_OK):
+        reason = "no such file" if not path.exists() else "not readable"
+        raise reader.error(key, f"cannot read {path}: {reason}")
+
+
 def _parse(data, source, baseDir):
     top = _Reader(source, data)
     top.checkUnknown(
@@ -614,9 +629,8 @@ def _parse(data, source, baseDir):
         raise tlsT.error("cert" if tls.cert is None else "key",
                          "tls.cert and tls.key go together")
     for key, path in (("cert", tls.cert), ("key", tls.key)):
-        if path is not None and not os.access(path, os.R_OK):
-            reason = "no such file" if not path.exists() else "not readable"
-            raise tlsT.error(key, f"cannot read {path}: {reason}")
+        if path is not None:
+            _checkReadable(tlsT, key, path)
 
     authT = top.table_("auth")
     d = AuthConfig()
@@ -674,10 +688,16 @@ def _parse(data, source, baseDir):
         smarthost_user=relayT.string("smarthost_user"),
         smarthost_password=relayT.string("smarthost_password"),
         smarthost_tls=smarthostTLS,
+        smarthost_tls_verify=relayT.boolean("smarthost_tls_verify", d.smarthost_tls_verify),
+        smarthost_ca_file=relayT.path("smarthost_ca_file", baseDir),
+        smarthost_auth_plaintext=relayT.boolean(
+            "smarthost_auth_plaintext", d.smarthost_auth_plaintext),
         connect_timeout=relayT.number("connect_timeout", d.connect_timeout),
         max_connections=relayT.positiveInt("max_connections", d.max_connections),
     )
     relayT.checkUnknown(relayT.seen)
+    if relay.smarthost_ca_file is not None:
+        _checkReadable(relayT, "smarthost_ca_file", relay.smarthost_ca_file)
 
     policy = _parsePolicy(top.table_("policy"))
 
