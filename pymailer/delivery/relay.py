@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from pymailer.config import parseHostPort
+from pymailer.delivery.connections import ConnectionCache
 from pymailer.delivery.trace import PrefixedReader, policyHeaders, receivedHeader
 from pymailer.dotstuff import DotStuffer, MessageSender
 from pymailer.envelope import DeliveryResult
@@ -64,6 +65,10 @@ class HostUnusable(Exception):
         self.enhanced = enhanced
 
 
+class _StaleSession(Exception):
+    """A reused session failed before any data went: connect again."""
+
+
 # RFC 3463 via the RFC 5248 registry: X.7.5 "Cryptographic failure",
 # X.7.10 "Encryption needed".
 CRYPTO_FAILURE = "4.7.5"
@@ -95,6 +100,9 @@ class RelayDeliveryAgent:
             self.smarthostTLSOptions = verifyingClientOptions(
                 host, relayConfig.smarthost_ca_file)
         self.connections = defer.DeferredSemaphore(relayConfig.max_connections)
+        # Sessions kept open for the next message to the same destination;
+        # a service of its own, so shutdown QUITs them after the queue stops.
+        self.cache = ConnectionCache(reactor, relayConfig.max_connections)
 
     def _inThread(self, f, *args):
         return deferToThreadPool(self.reactor, self.threadpool, f, *args)
@@ -159,8 +167,35 @@ class RelayDeliveryAgent:
         return endpointClass(self.reactor, address, self.config.port,
                              timeout=self.config.connect_timeout)
 
+    def _destination(self, host, address):
+        """
+        What a session is reusable for: the host, its address and port, and
+        how it was secured and authenticated (fixed per agent, but named
+        here so that a session never serves other parameters).
+        """
+        config = self.config
+        if config.smarthost:
+            return (host, address, config.smarthost, config.smarthost_tls,
+                    config.smarthost_tls_verify, config.smarthost_user)
+        return (host, address, config.port)
+
     @defer.inlineCallbacks
     def _attempt(self, host, address, envelope, recipients, openData):
+        destination = self._destination(host, address)
+        client = self.cache.take(destination)
+        if client is not None:
+            try:
+                return (yield self._send(client, destination, host, envelope, recipients,
+                                         openData, reused=True))
+            except _StaleSession as e:
+                self.log.debug("{qid}: idle session to {host} went away ({e}); reconnecting",
+                               qid=envelope.queueId, host=host, e=e)
+        client = yield self._connect(host, address)
+        return (yield self._send(client, destination, host, envelope, recipients, openData))
+
+    @defer.inlineCallbacks
+    def _connect(self, host, address):
+        """A new session, greeted, said hello to (TLS, AUTH): ready for MAIL."""
         factory = Factory.forProtocol(lambda: SMTPClientProtocol(self.reactor))
         try:
             client = yield self._endpoint(address).connect(factory)
@@ -175,11 +210,32 @@ class RelayDeliveryAgent:
             if not greeting.ok:
                 raise HostUnusable(f"greeting {greeting}")
             yield self._hello(client, host)
-            return (yield self._transaction(client, host, envelope, recipients, openData))
         except SMTPClientError as e:
-            raise HostUnusable(str(e))
-        finally:
             client.quit()
+            raise HostUnusable(str(e))
+        except Exception:
+            client.quit()
+            raise
+        return client
+
+    @defer.inlineCallbacks
+    def _send(self, client, destination, host, envelope, recipients, openData, reused=False):
+        """One transaction on C{client}, which then goes back to the cache."""
+        before = client.transactions
+        try:
+            results = yield self._transaction(client, host, envelope, recipients, openData)
+        except SMTPClientError as e:
+            client.quit()
+            if reused and client.transactions == before:
+                # The peer closed the idle session before this message's
+                # data began: nothing was sent, a new connection may.
+                raise _StaleSession(str(e))
+            raise HostUnusable(str(e))
+        except Exception:
+            client.quit()
+            raise
+        yield self.cache.give(destination, client)
+        return results
 
     def _implicitTLS(self):
         return bool(self.config.smarthost) and self.config.smarthost_tls == "tls"

@@ -74,6 +74,9 @@ class SMTPClientProtocol(LineOnlyReceiver):
         self._lines = []
         self.extensions = {}
         self.connected = True
+        # Messages whose data began on this connection (a reused session's
+        # count; and a failure before it grows sent nothing).
+        self.transactions = 0
 
     # -- replies ------------------------------------------------------------
 
@@ -160,6 +163,7 @@ class SMTPClientProtocol(LineOnlyReceiver):
         L{pymailer.dotstuff.MessageSender}: stuffed, streamed, ended with
         "."); fires with the reply to the end of data.
         """
+        self.transactions += 1
         reply = yield self.command(b"DATA", "DATA")
         if reply.code != 354:
             return reply
@@ -174,6 +178,7 @@ class SMTPClientProtocol(LineOnlyReceiver):
         """
         RFC 3030: the message in BDAT chunks, unaltered (BINARYMIME).
         """
+        self.transactions += 1
         chunk = yield readChunk(source)
         while True:
             following = (yield readChunk(source)) if chunk else b""
