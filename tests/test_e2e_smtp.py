@@ -247,8 +247,9 @@ def test_smtputf8_to_utf8_local_user(mailserver):
 
     files = waitFor(delivered, DELIVERY_TIMEOUT, message="jösé's copy")
     assert len(files) == 1
+    # RFC 6531 §3.7.4: the hop is stamped UTF8SMTP, not ESMTP.
     checkDelivered(files[0].read_bytes(), "rené@client.test", "jösé@example.org",
-                   message)
+                   message, protocol="UTF8SMTP")
     assert files[0].parent.parent.name == "jösé"
 
 
