@@ -25,6 +25,8 @@ user@remote.test, one transaction after the other.  It measures:
  - relayed messages/s: first submission until the sink has the last message;
  - end-to-end latency per message, p50/p99: the 250 at submission until the
    sink read its final "." (both clocks are this process's);
+ - the connections the sink took (each would be a TLS handshake with a
+   real MX), and so how many messages each carried;
  - the server's peak RSS (VmHWM in /proc/PID/status) while relaying (reset
    through /proc/PID/clear_refs once the clients are logged in), and the
    peak during the logins, which is argon2id's (64 MiB a check, several at
@@ -166,6 +168,10 @@ def main(argv=None):
                     "auth": {"allow_plaintext_on_loopback": True, "failure_delay": 0},
                     "dns": {"servers": [dns.address], "timeout": 5.0},
                     "relay": {"port": port},
+                    # One user sends everything: not what the per-user
+                    # limits (a stolen password) are for.
+                    "policy": {"ratelimit": {"messages_per_hour": 0,
+                                             "recipients_per_hour": 0}},
                 },
             )
             server.provision(users=(SENDER,))
@@ -240,6 +246,8 @@ def run(server, sink, args, total):
     lines += [
         latencyLine("submit 250 -> at sink", latencies, digits=1),
         f"copies at the sink      : {sink.copies} (duplicates {sink.copies - len(sink.arrivals)})",
+        f"connections to the sink : {len(sink.transcripts)}"
+        f" ({relayed / max(1, len(sink.transcripts)):.1f} messages per connection)",
         f"server peak RSS (VmHWM) : {peak / MB:.1f} MB while relaying"
         + ("" if state.get("reset") else " (could not reset after the logins)"),
         f"  ... during the logins : {state.get('loginPeak', 0) / MB:.1f} MB"

@@ -197,6 +197,12 @@ class RelayConfig:
         MX delivery.
     @ivar smarthost_tls: "starttls" (required), "tls" (implicit, RFC 8314),
         or "opportunistic".
+    @ivar smarthost_tls_verify: the smarthost's certificate must be valid
+        for its host name and signed by a trusted CA (the system's, or
+        C{smarthost_ca_file}); C{False} accepts any certificate.  Mail to MX
+        hosts stays opportunistic and unverified (RFC 7435).
+    @ivar smarthost_auth_plaintext: send the password (AUTH) to the smarthost
+        without TLS too; it never goes over a certificate that failed.
     """
 
     port: int = 25
@@ -204,6 +210,9 @@ class RelayConfig:
     smarthost_user: str | None = None
     smarthost_password: str | None = None
     smarthost_tls: str = "opportunistic"
+    smarthost_tls_verify: bool = True
+    smarthost_ca_file: pathlib.Path | None = None
+    smarthost_auth_plaintext: bool = False
     connect_timeout: float = 30.0
     max_connections: int = 20
 
@@ -220,9 +229,17 @@ class RateLimitConfig:
     """
     [policy.ratelimit]: per client IP and per authenticated user; 0 turns a
     limit off.
+
+    The defaults never slow a well-behaved peer: a stock Postfix opens one
+    connection per message (500 messages = 500 connections within seconds),
+    so the connection rate is only a cap on floods (Postfix's own
+    smtpd_client_connection_rate_limit is off); what a peer never does is
+    guess addresses, hence the tight C{unknown_recipients_per_minute}.
+    Concurrent connections per IP are C{[smtp] max_connections_per_ip}.
     """
 
-    connections_per_minute: int = 60
+    connections_per_minute: int = 600
+    unknown_recipients_per_minute: int = 20
     messages_per_hour: int = 500
     recipients_per_hour: int = 2000
 
@@ -532,6 +549,12 @@ def _checkHostname(reader, hostname):
             "hostname", f"not a valid host name: {_show(hostname)}")
 
 
+def _checkReadable(reader, key, path):
+    if not os.access(path, os.R_OK):
+        reason = "no such file" if not path.exists() else "not readable"
+        raise reader.error(key, f"cannot read {path}: {reason}")
+
+
 def _parse(data, source, baseDir):
     top = _Reader(source, data)
     top.checkUnknown(
@@ -619,9 +642,8 @@ def _parse(data, source, baseDir):
         raise tlsT.error("cert" if tls.cert is None else "key",
                          "tls.cert and tls.key go together")
     for key, path in (("cert", tls.cert), ("key", tls.key)):
-        if path is not None and not os.access(path, os.R_OK):
-            reason = "no such file" if not path.exists() else "not readable"
-            raise tlsT.error(key, f"cannot read {path}: {reason}")
+        if path is not None:
+            _checkReadable(tlsT, key, path)
 
     authT = top.table_("auth")
     d = AuthConfig()
@@ -679,10 +701,16 @@ def _parse(data, source, baseDir):
         smarthost_user=relayT.string("smarthost_user"),
         smarthost_password=relayT.string("smarthost_password"),
         smarthost_tls=smarthostTLS,
+        smarthost_tls_verify=relayT.boolean("smarthost_tls_verify", d.smarthost_tls_verify),
+        smarthost_ca_file=relayT.path("smarthost_ca_file", baseDir),
+        smarthost_auth_plaintext=relayT.boolean(
+            "smarthost_auth_plaintext", d.smarthost_auth_plaintext),
         connect_timeout=relayT.number("connect_timeout", d.connect_timeout),
         max_connections=relayT.positiveInt("max_connections", d.max_connections),
     )
     relayT.checkUnknown(relayT.seen)
+    if relay.smarthost_ca_file is not None:
+        _checkReadable(relayT, "smarthost_ca_file", relay.smarthost_ca_file)
 
     policy = _parsePolicy(top.table_("policy"))
 
@@ -753,7 +781,7 @@ def _parsePolicy(policyT):
     d = RateLimitConfig()
     ratelimit = RateLimitConfig(**{
         key: _nonNegativeInt(rateT, key, getattr(d, key))
-        for key in ("connections_per_minute", "messages_per_hour", "recipients_per_hour")
+        for key in (f.name for f in dataclasses.fields(RateLimitConfig))
     })
     rateT.checkUnknown(rateT.seen)
 

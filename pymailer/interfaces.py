@@ -353,6 +353,14 @@ class IPolicy(Interface):
     def checkRecipient(facts, recipient):
         """RCPT TO C{recipient}; reject or tempfail refuses that recipient."""
 
+    def checkUnknownRecipient(facts, recipient):
+        """
+        RCPT TO C{recipient} named no such user (C{550 5.1.1}): accept
+        leaves that reply; a refusal replaces it (a C{421} that closes the
+        connection stops a directory harvest).  Optional: the chain skips
+        pieces written before this stage existed.
+        """
+
     def checkData(facts, message):
         """
         End of data, before the message is queued.  C{message} is the

@@ -167,6 +167,9 @@ def makeService(config, reactor=None):
                                     sealer=ForwardSealer(config.data_dir, config.authservId))
     relayAgent = RelayDeliveryAgent(config.relay, resolver, config.hostname, reactor, pool)
     runner.agent = RoutingAgent(router, localAgent, relayAgent, reactor, pool)
+    # Stops after the runner (StopInOrder): its idle sessions get QUIT once
+    # no delivery can want them.
+    relayAgent.cache.setServiceParent(top)
     runner.setServiceParent(top)
 
     minFree = int(config.smtp.max_message_size * config.smtp.min_free_disk_factor)

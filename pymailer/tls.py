@@ -1,5 +1,7 @@
 """
-TLS for every listener: one certificate, one hardened context, reloadable.
+TLS for every listener: one certificate, one hardened context, reloadable;
+and the client side of the relay: verifying (a smarthost) or opportunistic
+(MX hosts).
 
 Shared by SMTP (STARTTLS on 25/587, implicit on 465), and by IMAP and POP3.
 TLS 1.2 or newer only, with Mozilla's "intermediate" cipher list for TLS 1.2
@@ -15,7 +17,11 @@ import datetime
 import os
 
 from OpenSSL import SSL
+# Twisted's interface for trust anchors, not re-exported by twisted.internet.ssl;
+# implementing it lets OpenSSL read a CA file of any number of certificates.
+from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.interfaces import IOpenSSLContextFactory
+from twisted.internet.ssl import CertificateOptions, TLSVersion, optionsForClientTLS
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -144,3 +150,38 @@ def describeConnection(transport):
     if not cipher:
         return None, None
     return version, cipher
+
+
+@implementer(IOpenSSLTrustRoot)
+class CAFile:
+    """
+    The certificates of a PEM file (a private CA, or a server's self-signed
+    certificate) as the only trust anchors.
+    """
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def _addCACertsToContext(self, context):
+        context.load_verify_locations(self.path)
+
+
+def opportunisticClientOptions():
+    """
+    Client TLS that accepts any certificate: RFC 7435 opportunistic
+    security, as MX hosts are reached (no name to check one against, and
+    plaintext would be the alternative).
+    """
+    return CertificateOptions(verify=False, raiseMinimumTo=TLSVersion.TLSv1_2)
+
+
+def verifyingClientOptions(hostname, caFile=None):
+    """
+    Client TLS that fails the handshake unless the server's certificate is
+    valid for C{hostname} and chains to the system's CAs (or to those of
+    C{caFile}).  Builds the context at once: call it when starting up.
+    """
+    trustRoot = CAFile(caFile) if caFile is not None else None
+    return optionsForClientTLS(
+        hostname, trustRoot=trustRoot,
+        extraCertificateOptions={"raiseMinimumTo": TLSVersion.TLSv1_2})

@@ -109,6 +109,8 @@ class ScriptedSMTP:
                 data = b"".join(data)
                 send(self.messageReceived(mail, rcpts, data))
                 self.replySent(mail, rcpts, data)
+            elif verb == b"AUTH":
+                send("235 2.7.0 authenticated")
             elif verb == b"RSET":
                 mail, rcpts = None, []
                 send("250 2.0.0 ok")

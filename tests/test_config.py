@@ -405,7 +405,7 @@ class TestPolicy:
         c = config.load(writeConfig(tmp_path, MINIMAL))
         assert c.policy.checks == ("ratelimit", "spf", "dkim", "arc", "dmarc")
         assert c.authservId == "mail.example.org"
-        assert c.policy.options()["ratelimit"]["connections_per_minute"] == 60
+        assert c.policy.options()["ratelimit"]["connections_per_minute"] == 600
 
     def test_plugin_options_passed_as_they_are(self, tmp_path):
         """A plugin's [policy.NAME] table reaches it unchanged."""
@@ -434,5 +434,31 @@ class TestPolicy:
     ])
     def test_errors_name_the_key(self, tmp_path, text, key, reason):
         """Each mistake in [policy] is one line naming the key and the reason."""
+        message = loadError(tmp_path, MINIMAL + text)
+        assert f": {key}: " in message and reason in message, message
+
+
+class TestRelay:
+    def test_smarthost_verified_by_default(self, tmp_path):
+        """Without [relay] keys, a smarthost's certificate is verified and AUTH needs TLS."""
+        c = config.load(writeConfig(tmp_path, MINIMAL))
+        assert c.relay.smarthost_tls_verify is True
+        assert c.relay.smarthost_auth_plaintext is False
+        assert c.relay.smarthost_ca_file is None
+
+    def test_ca_file_relative_to_config(self, tmp_path):
+        """smarthost_ca_file is read relative to the config file, like [tls] cert."""
+        (tmp_path / "ca.pem").write_text("x")
+        c = config.load(writeConfig(tmp_path, MINIMAL + '[relay]\nsmarthost_ca_file = "ca.pem"\n'))
+        assert c.relay.smarthost_ca_file == tmp_path / "ca.pem"
+
+    @pytest.mark.parametrize("text, key, reason", [
+        ('[relay]\nsmarthost_ca_file = "/nonexistent.pem"\n', "relay.smarthost_ca_file",
+         "cannot read /nonexistent.pem: no such file"),
+        ('[relay]\nsmarthost_tls_verify = "no"\n', "relay.smarthost_tls_verify",
+         "expected true or false"),
+    ])
+    def test_errors_name_the_key(self, tmp_path, text, key, reason):
+        """A missing CA file or a non-boolean switch is one line naming the key, before any mail waits."""
         message = loadError(tmp_path, MINIMAL + text)
         assert f": {key}: " in message and reason in message, message

@@ -247,8 +247,9 @@ def test_smtputf8_to_utf8_local_user(mailserver):
 
     files = waitFor(delivered, DELIVERY_TIMEOUT, message="jösé's copy")
     assert len(files) == 1
+    # RFC 6531 §3.7.4: the hop is stamped UTF8SMTP, not ESMTP.
     checkDelivered(files[0].read_bytes(), "rené@client.test", "jösé@example.org",
-                   message)
+                   message, protocol="UTF8SMTP")
     assert files[0].parent.parent.name == "jösé"
 
 
@@ -379,6 +380,46 @@ def test_unknown_user_refused(mailserver):
         s.mail("sender@client.test")
         code, text = s.rcpt("nobody@example.org")
     assert code == 550 and text.startswith(b"5.1.1"), (code, text)
+
+
+def test_peer_connecting_per_message_is_never_throttled(mailserver):
+    """
+    With the default config, 200 connections one after the other from one
+    IP (a peer MTA opening a connection per message) are all greeted with
+    220; if this fails, a stock Postfix sending us a burst of mail is
+    deferred for minutes.
+    """
+    greetings = []
+    for _ in range(200):
+        s = smtplib.SMTP(timeout=30)
+        greetings.append(s.connect("127.0.0.1", mailserver.port))
+        s.close()
+    refused = [g for g in greetings if g[0] != 220]
+    assert refused == [], f"{len(refused)} of 200 refused: {refused[0]}"
+
+
+def test_directory_harvest_cut_off(mailserver):
+    """
+    A client guessing addresses gets 550 5.1.1 for 20 of them, then
+    421 4.7.1 and the connection closes; a new connection from the same
+    IP then gets 450 even for a real user, so the guesser learns nothing.
+    """
+    codes = []
+    with smtplib.SMTP("127.0.0.1", mailserver.port, timeout=30) as s:
+        s.ehlo("client.test")
+        s.mail("sender@client.test")
+        for i in range(30):
+            try:
+                code, text = s.rcpt(f"guess{i}@example.org")
+            except smtplib.SMTPServerDisconnected:
+                break
+            codes.append(code)
+    assert codes == [550] * 20 + [421], codes
+    with smtplib.SMTP("127.0.0.1", mailserver.port, timeout=30) as s:
+        s.ehlo("client.test")
+        s.mail("sender@client.test")
+        code, text = s.rcpt("alice@example.org")
+    assert code == 450 and text.startswith(b"4.7.1"), (code, text)
 
 
 SMALL_LIMIT = 100000

@@ -56,6 +56,23 @@ def test_starttls_login_send_arrives_with_esmtpsa(server):
     assert data.endswith(b"Hello from a test.\r\n")
 
 
+def test_smtputf8_over_starttls_and_auth_says_utf8smtpsa(server):
+    """
+    A message sent with SMTPUTF8 over STARTTLS and AUTH is stamped
+    "with UTF8SMTPSA" (RFC 6531 §3.7.4), and the next plain message in the
+    same session "with ESMTPSA": the name follows each transaction.
+    """
+    body = "From: jösé@example.org\r\nSubject: grüße\r\n\r\nHallo.\r\n".encode()
+    with smtplib.SMTP("127.0.0.1", server.ports["submission"], timeout=10) as c:
+        c.starttls(context=insecureTLS())
+        c.login(ALICE, PASSWORD)
+        c.sendmail(ALICE, [BOB], body, mail_options=["SMTPUTF8"])
+        c.sendmail(ALICE, [BOB], message("ascii"))
+    first, second = sorted(delivered(server, "bob", 2), key=lambda d: b"gr\xc3\xbc" not in d)
+    assert "with UTF8SMTPSA id" in headerBlock(first)
+    assert "with ESMTPSA id" in headerBlock(second)
+
+
 def test_implicit_tls_465(server):
     """A client using 465 (implicit TLS, RFC 8314) logs in and sends."""
     with smtplib.SMTP_SSL("127.0.0.1", server.ports["submissions"], context=insecureTLS(), timeout=10) as c:

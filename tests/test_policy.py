@@ -7,12 +7,17 @@ limits on their own, with time from L{task.Clock}.
 
 import pytest
 from twisted.internet import defer, task
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
 
 from pymailer.policy.authresults import (
     ForgedResultsFilter, authenticationResults, claimedAuthservId)
 from pymailer.policy.chain import PolicyChain
 from pymailer.policy.decision import AuthResult, Decision, Facts, Policy
 from pymailer.policy.headerfilter import HeaderFilter
+import dataclasses
+
+from pymailer.config import RateLimitConfig
 from pymailer.policy.ratelimit import RateLimit, TokenBuckets
 
 from test_smtp_server import Client, assertReply
@@ -256,7 +261,8 @@ def test_authentication_results_quoting():
 
 # -- rate limits ----------------------------------------------------------
 
-LIMITS = {"connections_per_minute": 3, "messages_per_hour": 2, "recipients_per_hour": 3}
+LIMITS = {"connections_per_minute": 3, "unknown_recipients_per_minute": 2,
+          "messages_per_hour": 2, "recipients_per_hour": 3}
 
 
 def test_token_bucket_refills_evenly():
@@ -300,3 +306,92 @@ def test_message_and_recipient_rate_limits_per_user():
         False, False, False, True]
     anonymous = Facts()
     assert not any(piece.checkMail(anonymous).refuses for _ in range(10))
+
+
+def test_default_limits_let_a_peer_open_a_connection_per_message():
+    """
+    With the default limits, 500 connections in quick succession from one
+    IP (a stock Postfix delivering 500 messages, one connection each) are
+    all greeted with 220: none is deferred by the rate limit.
+    """
+    clock = task.Clock()
+    c = clientWith(RateLimit(dataclasses.asdict(RateLimitConfig()), clock))
+    for i in range(500):
+        other = c.reconnect()
+        assert other.greeting[0][0] == 220, (i, other.greeting)
+        other.send("QUIT\r\n")
+        other.proto.connectionLost(Failure(ConnectionDone()))
+        clock.advance(0.01)
+
+
+def harvest(c, count, host="192.0.2.1"):
+    """One session naming C{count} unknown recipients: the replies to RCPT."""
+    c = c.reconnect(host=host)
+    c.ehlo()
+    c.one("MAIL FROM:<a@remote.test>\r\n")
+    replies = []
+    for i in range(count):
+        replies += c.send(f"RCPT TO:<nobody{i}@example.org>\r\n")
+        if c.transport.disconnecting:
+            break
+    return c, replies
+
+
+def test_directory_harvest_is_cut_off():
+    """
+    A client guessing addresses gets 550 5.1.1 for its allowance of unknown
+    recipients, then 421 4.7.1 and is disconnected; until the allowance
+    refills, a real user from that IP gets 450 too (the harvester learns
+    nothing), while other IPs are unaffected.
+    """
+    clock = task.Clock()
+    c = clientWith(RateLimit(LIMITS, clock))
+    guesser, replies = harvest(c, 5)
+    assert [r[0] for r in replies] == [550, 550, 421]
+    assertReply(replies[2], 421, "4.7.1")
+    assert "unknown recipients" in replies[2][1][0]
+    assert guesser.transport.disconnecting
+
+    again = c.reconnect()
+    again.ehlo()
+    again.one("MAIL FROM:<a@remote.test>\r\n")
+    assertReply(again.one("RCPT TO:<alice@example.org>\r\n"), 450, "4.7.1")
+    elsewhere = c.reconnect(host="192.0.2.9")
+    elsewhere.ehlo()
+    elsewhere.one("MAIL FROM:<a@remote.test>\r\n")
+    assertReply(elsewhere.one("RCPT TO:<alice@example.org>\r\n"), 250, "2.1.5")
+
+    clock.advance(30)
+    assertReply(again.one("RCPT TO:<alice@example.org>\r\n"), 250, "2.1.5")
+
+
+def test_default_harvest_limit_spares_a_peer_with_a_few_bounces():
+    """
+    With the default limits, a peer naming a dozen unknown recipients in a
+    minute (stale list members) gets the honest 550 5.1.1 for each, and is
+    not cut off.
+    """
+    clock = task.Clock()
+    c = clientWith(RateLimit(dataclasses.asdict(RateLimitConfig()), clock))
+    peer, replies = harvest(c, 12)
+    assert [r[0] for r in replies] == [550] * 12
+    assert not peer.transport.disconnecting
+
+
+def test_unknown_recipient_stage_is_optional_for_plugins():
+    """
+    A third-party piece written before the unknown-recipient stage existed
+    does not turn every unknown recipient into a 451 policy failure.
+    """
+    class Old:
+        """Knows only the stages it cares about, as older plugins may."""
+
+        name = "old"
+
+        def checkRecipient(self, facts, recipient):
+            return Decision.accept()
+
+    c = clientWith(Old())
+    c.ehlo()
+    c.one("MAIL FROM:<a@remote.test>\r\n")
+    assertReply(c.one("RCPT TO:<nobody@example.org>\r\n"), 550, "5.1.1")

@@ -152,6 +152,29 @@ def test_active_set_is_bounded(spool):
     assert len(agent.calls) == 3
 
 
+def test_freed_slot_takes_due_deferred_mail_at_once(spool):
+    """
+    With more deferred mail due than max_active, the next due message starts
+    as soon as a delivery finishes, not at the next scan: otherwise a retry
+    backlog drains in bursts of max_active every scan interval.
+    """
+    outcome = [DeliveryResult.tempfail("busy")]
+    agent = RecordingDeliveryAgent(lambda r: outcome[0])
+    runner, clock = makeRunner(spool, agent, max_active=1, retry_min=1, retry_max=1)
+    for _ in range(3):
+        accept(spool)
+    runner.startService()
+    assert len(agent.calls) == 3 and len(queueState(spool)["deferred"]) == 3
+    outcome[0] = DeliveryResult.delivered()
+    agent.hold = True
+    clock.advance(runner.scanInterval)  # all three due; room for one
+    assert len(agent.calls) == 4
+    for started in (5, 6):
+        d, results = agent.pending.pop(0)
+        d.callback(results)  # no clock advance: the freed slot is refilled at once
+        assert len(agent.calls) == started
+
+
 def test_crash_recovery_redelivers_active_with_duplicate_check(spool):
     """Mail a dead process left in active/ is delivered again, flagged as recovering."""
     qid = accept(spool)

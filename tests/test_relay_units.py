@@ -342,6 +342,8 @@ class FakePeer:
         elif verb == b"DATA":
             self._data = []
             self.proto.dataReceived(b"354 go ahead\r\n")
+        elif verb == b"RSET":
+            self.proto.dataReceived(b"250 2.0.0 ok\r\n")
         elif verb == b"QUIT":
             self.proto.dataReceived(b"221 2.0.0 bye\r\n")
         else:
@@ -425,6 +427,135 @@ def test_notify_success_relayed_to_peer_without_dsn(tmp_path, peerDSN):
         fields = statusFields(report)
         assert fields["Action"] == "relayed"
         assert "mx.peer.test" in report.as_string()
+
+
+# --- connection reuse ---------------------------------------------------------
+
+
+PEER_WORLD = {
+    "peer.test": [("MX", MX(10, "mx.peer.test."))],
+    "mx.peer.test": [("A", A("192.0.2.25"))],
+}
+
+
+class Relaying:
+    """The real relay agent, its connection cache started, on a memory reactor."""
+
+    def __init__(self, **config):
+        self.reactor = ThreadedMemoryReactor()
+        self.agent = RelayDeliveryAgent(RelayConfig(**config), FakeResolver(PEER_WORLD),
+                                        HOSTNAME, self.reactor, SynchronousThreadPool())
+        self.agent.cache.startService()
+        self.sent = 0
+
+    def send(self, peer=None):
+        """Relay one message to carol@peer.test; its per-recipient results."""
+        self.sent += 1
+        envelope = Envelope(queueId=f"q{self.sent}", sender=ALICE, receivedAt=0, size=20,
+                            recipients=(Recipient(0, "carol@peer.test"),))
+        results = []
+        self.agent.deliver(envelope, list(envelope.recipients),
+                           lambda: io.BytesIO(b"Subject: x\r\n\r\nHi.\r\n"), False
+                           ).addBoth(results.append)
+        if peer is None:
+            peer = FakePeer(self.reactor)
+        peer.pump()
+        self.reactor.advance(0.1)
+        peer.pump()
+        return peer, results
+
+
+def test_messages_to_one_mx_share_one_connection():
+    """
+    Two messages to the same MX, one after the other, go over one
+    connection with RSET between them (one TLS handshake, not two), and the
+    idle connection is closed with QUIT after a few seconds.
+    """
+    relay = Relaying()
+    peer, results = relay.send()
+    assert results[0][0].ok
+    assert relay.reactor.tcpClients == []
+    _, results = relay.send(peer)
+    assert results[0][0].ok and len(peer.messages) == 2
+    assert relay.reactor.tcpClients == []
+    verbs = [c.split()[0].upper() for c in peer.commands]
+    assert verbs.count(b"EHLO") == 1
+    assert verbs[verbs.index(b"DATA") + 1] == b"RSET"
+    relay.reactor.advance(relay.agent.cache.idleTimeout)
+    peer.pump()
+    assert peer.commands[-1] == b"QUIT"
+
+
+def test_connection_closed_after_max_messages():
+    """A connection carries at most maxMessages messages; the next one opens a new connection."""
+    relay = Relaying()
+    relay.agent.cache.maxMessages = 2
+    peer, _ = relay.send()
+    relay.send(peer)
+    assert peer.commands[-1] == b"QUIT"
+    other, results = relay.send()
+    assert results[0][0].ok and len(other.messages) == 1
+
+
+def test_idle_connection_closed_by_peer_is_replaced():
+    """
+    When the MX closed the idle connection (its own timeout), the next
+    message opens a new connection and is delivered, not deferred.
+    """
+    relay = Relaying()
+    peer, _ = relay.send()
+    peer.proto.connectionLost(Failure(ConnectionRefusedError()))
+    other, results = relay.send()
+    assert results[0][0].ok and len(other.messages) == 1
+
+
+def test_connection_lost_at_reuse_retried_on_a_new_one():
+    """
+    When a reused connection dies before the next message's data was sent
+    (the MX timed out as we spoke), the message goes over a new connection
+    at once instead of waiting for a retry.
+    """
+    relay = Relaying()
+    peer, _ = relay.send()
+    answer = peer.handle
+
+    def dying(line):
+        if line.startswith(b"MAIL"):
+            peer.proto.connectionLost(Failure(ConnectionRefusedError()))
+        else:
+            answer(line)
+
+    peer.handle = dying
+    _, results = relay.send(peer)
+    other = FakePeer(relay.reactor)
+    relay.reactor.advance(0.1)
+    other.pump()
+    assert results[0][0].ok and len(other.messages) == 1
+    assert len(peer.messages) == 1
+
+
+def test_shutdown_quits_idle_connections():
+    """Stopping the server sends QUIT on every idle relay connection."""
+    relay = Relaying()
+    peer, _ = relay.send()
+    relay.agent.cache.stopService()
+    peer.pump()
+    assert peer.commands[-1] == b"QUIT"
+
+
+def test_no_reuse_across_different_hosts():
+    """A connection to one MX is never used for a message to another."""
+    relay = Relaying()
+    relay.agent.resolver.records.update({
+        "other.test": [("MX", MX(10, "mx.other.test."))],
+        "mx.other.test": [("A", A("192.0.2.26"))],
+    })
+    relay.send()
+    envelope = Envelope(queueId="o1", sender=ALICE, receivedAt=0, size=20,
+                        recipients=(Recipient(0, "dave@other.test"),))
+    relay.agent.deliver(envelope, list(envelope.recipients),
+                        lambda: io.BytesIO(b"Subject: x\r\n\r\nHi.\r\n"), False)
+    assert [(h, p) for h, p, *_ in relay.reactor.tcpClients] == [("192.0.2.26", 25)]
 
 
 # --- dot-stuffing ------------------------------------------------------------

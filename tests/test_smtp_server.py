@@ -500,3 +500,18 @@ def test_bad_dsn_parameters_501(params):
     c.ehlo()
     c.one("MAIL FROM:<a@remote.test>\r\n")
     assertReply(c.one(f"RCPT TO:<alice@example.org> {params}\r\n"), 501, "5.5.4")
+
+
+def test_smtputf8_transaction_protocol_is_utf8smtp():
+    """
+    A transaction with SMTPUTF8 is recorded as UTF8SMTP (RFC 6531 §3.7.4)
+    for its Received line; the next one without it as ESMTP again.
+    """
+    c = Client()
+    c.startMail(sender="<rené@remote.test> SMTPUTF8")
+    c.one("Subject: x\r\n\r\nhi\r\n.\r\n")
+    c.one("MAIL FROM:<a@remote.test>\r\n")
+    c.one("RCPT TO:<alice@example.org>\r\n")
+    c.one("DATA\r\n")
+    c.one("Subject: y\r\n\r\nhi\r\n.\r\n")
+    assert [e.session.protocol for e, _ in c.intake.committed] == ["UTF8SMTP", "ESMTP"]

@@ -1,6 +1,7 @@
 """
 Trace headers (RFC 5321 §4.4): the ``Received:`` line every hop adds, and
-the ``Return-Path:`` the final delivery adds.  ``with`` per RFC 3848.
+the ``Return-Path:`` the final delivery adds.  ``with`` per RFC 3848 and,
+for SMTPUTF8 transactions, RFC 6531 §3.7.4 (the SMTP server names it).
 """
 
 from email.utils import formatdate

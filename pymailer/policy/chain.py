@@ -38,6 +38,9 @@ class PolicyChain:
     def checkRecipient(self, facts, recipient):
         return self._run("checkRecipient", facts, recipient)
 
+    def checkUnknownRecipient(self, facts, recipient):
+        return self._run("checkUnknownRecipient", facts, recipient)
+
     def checkData(self, facts, message):
         d = self._run("checkData", facts, message)
 
@@ -56,8 +59,12 @@ class PolicyChain:
     def _run(self, stage, facts, *args):
         combined = Decision.accept()
         for piece in self.pieces:
+            check = getattr(piece, stage, None)
+            if check is None:
+                # A plugin written before this stage existed has nothing to say.
+                continue
             try:
-                decision = yield defer.maybeDeferred(getattr(piece, stage), facts, *args)
+                decision = yield defer.maybeDeferred(check, facts, *args)
             except Exception:
                 self.log.failure("policy {name} failed at {stage}",
                                  name=piece.name, stage=stage)

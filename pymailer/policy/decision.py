@@ -156,6 +156,9 @@ class Policy:
     def checkRecipient(self, facts, recipient):
         return Decision.accept()
 
+    def checkUnknownRecipient(self, facts, recipient):
+        return Decision.accept()
+
     def checkData(self, facts, message):
         return Decision.accept()
 

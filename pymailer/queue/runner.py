@@ -48,6 +48,7 @@ class QueueRunner(Service):
         self._rescanFull = False
         self._dueBacklog = False
         self._preferDeferred = False
+        self._waitingFull = False
 
     def _inThread(self, f, *args, **kwargs):
         return deferToThreadPool(self.reactor, self.threadpool, f, *args, **kwargs)
@@ -93,6 +94,11 @@ class QueueRunner(Service):
             self._rescanFull = self._rescanFull or full
             return
         room = self.config.max_active - len(self.active)
+        if room <= 0:
+            # No slot: the first delivery to finish looks again, at
+            # everything this look would have seen (not only new mail).
+            self._waitingFull = self._waitingFull or full
+            return
         self._preferDeferred = not self._preferDeferred
         self._scanning = self._inThread(
             self._pickDue, self.reactor.seconds(), room, frozenset(self.active),
@@ -132,8 +138,6 @@ class QueueRunner(Service):
         @return: C{(claims, more)}: C{more} if due mail was left for lack
             of room.
         """
-        if room <= 0:
-            return [], False
         fresh = [("incoming", qid) for qid, _ in self.spool.listQueue("incoming")]
         if full:
             recovering = [("active", qid) for qid, _ in self.spool.listQueue("active")]
@@ -165,7 +169,11 @@ class QueueRunner(Service):
 
             def done(_, qid=claim.queueId):
                 self.active.pop(qid, None)
-                self.kick()
+                # The slot is free now: fill it at once, with due deferred
+                # mail too if a look found no room for it, rather than at
+                # the next scan interval.
+                full, self._waitingFull = self._waitingFull, False
+                self.kick(full)
 
             d.addBoth(done)
 

@@ -74,6 +74,9 @@ class SMTPClientProtocol(LineOnlyReceiver):
         self._lines = []
         self.extensions = {}
         self.connected = True
+        # Messages whose data began on this connection (a reused session's
+        # count; and a failure before it grows sent nothing).
+        self.transactions = 0
 
     # -- replies ------------------------------------------------------------
 
@@ -162,6 +165,7 @@ class SMTPClientProtocol(LineOnlyReceiver):
         L{pymailer.dotstuff.MessageSender}: stuffed, streamed, ended with
         "."); fires with the reply to the end of data.
         """
+        self.transactions += 1
         reply = yield self.command(b"DATA", "DATA")
         if reply.code != 354:
             return reply
@@ -176,6 +180,7 @@ class SMTPClientProtocol(LineOnlyReceiver):
         """
         RFC 3030: the message in BDAT chunks, unaltered (BINARYMIME).
         """
+        self.transactions += 1
         chunk = yield readChunk(source)
         while True:
             following = (yield readChunk(source)) if chunk else b""

@@ -25,6 +25,11 @@ class SMTPReply(Exception):
         return f"{self.code} {self.enhanced} {self.text}"
 
 
+# RFC 3463 §3.2: X.1.1, "Bad destination mailbox address": the recipient
+# does not exist.  The SMTP server tells policy about these (harvesting).
+BAD_MAILBOX = "5.1.1"
+
+
 # The enhanced code that goes with each basic code when a reply comes from
 # code (ours or Twisted's) that did not name one; RFC 2034 §3 asks for one on
 # every 2xx/4xx/5xx reply but the greeting and the HELO/EHLO answer.

@@ -25,7 +25,7 @@ from pymailer.policy.decision import Facts
 from pymailer.policy.headerfilter import FilteredMessage, HeaderFilter
 from pymailer.smtp import data as smtpdata
 from pymailer.smtp.address import parsePathCommand, unquoteLocalPart
-from pymailer.smtp.reply import DEFAULT_ENHANCED, SMTPReply
+from pymailer.smtp.reply import BAD_MAILBOX, DEFAULT_ENHANCED, SMTPReply
 from pymailer.smtp.security import AUTH_MODE, SessionSecurity
 
 DATA = "DATA"
@@ -409,11 +409,18 @@ class SMTPServer(SessionSecurity, ESMTP):
 
     # -- the transaction ------------------------------------------------------
 
-    def _session(self):
+    def _session(self, smtputf8=False):
+        """
+        The session as the envelope records it.  C{smtputf8}: the
+        transaction's MAIL had SMTPUTF8, which changes the protocol name, so
+        it is per transaction, not per session.
+        """
         tlsVersion, tlsCipher = self.tlsDetails()
-        # RFC 3848: ESMTP, plus S for TLS and A for an authenticated client.
+        # RFC 3848: ESMTP, plus S for TLS and A for an authenticated client;
+        # RFC 6531 §3.7.4: UTF8SMTP(S)(A) for a transaction with SMTPUTF8.
         protocol = self._protocolName
         if protocol == "ESMTP":
+            protocol = "UTF8SMTP" if smtputf8 else protocol
             protocol += ("S" if tlsVersion else "") + ("A" if self.authenticatedAs else "")
         hidden = self.factory.hideClientIP
         return Session(
@@ -448,7 +455,8 @@ class SMTPServer(SessionSecurity, ESMTP):
         size = int(params.get("SIZE") or 0)
         d = self._anonymousLogin()
         d.addCallback(lambda _: self.intake.checkCapacity(size))
-        d.addCallback(lambda _: self.intake.validateSender(self._session(), sender, params))
+        d.addCallback(lambda _: self.intake.validateSender(
+            self._session("SMTPUTF8" in params), sender, params))
 
         def askPolicy(_):
             self.facts.newTransaction()
@@ -526,7 +534,8 @@ class SMTPServer(SessionSecurity, ESMTP):
         if len(txn.recipients) >= self.factory.limits.max_recipients:
             # RFC 5321 §4.5.3.1.10: 452 for too many recipients.
             return self.reply(452, "4.5.3", "Error: too many recipients")
-        d = self.intake.validateRecipient(self._session(), txn.sender, recipient)
+        d = self.intake.validateRecipient(self._session(txn.smtputf8), txn.sender, recipient)
+        d.addErrback(self._unknownRecipient, recipient)
         d.addCallback(lambda _: self._ask("checkRecipient", recipient))
         d.addCallback(self._judge)
 
@@ -537,6 +546,18 @@ class SMTPServer(SessionSecurity, ESMTP):
             self.reply(250, "2.1.5", f"Recipient <{recipient}> ok")
 
         return d.addCallback(accepted)
+
+    def _unknownRecipient(self, failure, recipient):
+        """
+        No such user: policy may turn the 550 into a refusal of the client
+        (a directory harvest guesses addresses; a peer MTA does not).
+        """
+        failure.trap(SMTPReply)
+        if failure.value.enhanced != BAD_MAILBOX:
+            return failure
+        d = self._ask("checkUnknownRecipient", recipient)
+        d.addCallback(self._judge)
+        return d.addCallback(lambda _: failure)
 
     def _checkReadyForData(self, txn):
         if txn is None:
@@ -725,7 +746,7 @@ class SMTPServer(SessionSecurity, ESMTP):
                 for i, (a, notify, orcpt) in enumerate(txn.recipients)
             ),
             receivedAt=time.time(),
-            session=self._session(),
+            session=self._session(txn.smtputf8),
             size=txn.size,
             body=txn.body,
             smtputf8=txn.smtputf8,
