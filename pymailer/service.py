@@ -12,7 +12,6 @@ import signal
 import sys
 from dataclasses import dataclass
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.cred.checkers import AllowAnonymousAccess
@@ -38,6 +37,7 @@ from pymailer.queue.notify import Reporter
 from pymailer.queue.runner import QueueRunner
 from pymailer.queue.spool import Spool
 from pymailer.smtp.factory import ROLES as SMTP_ROLES
+from pymailer.shutdown import GoodbyeListener
 from pymailer.policy.authresults import ForgedResultsFilter
 from pymailer.policy.chain import PolicyChain
 from pymailer.policy.decision import PolicyContext
@@ -111,6 +111,9 @@ class StopInOrder(MultiService):
     stop while the queue runner still waits on deliveries queued to them,
     which then never run, and the process never exits.  Here listeners
     stop first, then the runner (finishing its deliveries), then the pools.
+    The listeners are one group that stops together (a plain MultiService):
+    each says goodbye to its clients and waits a little for them, at the
+    same time as the others.
     """
 
     @defer.inlineCallbacks
@@ -194,13 +197,15 @@ def makeService(config, reactor=None):
     for interface, build in AVATAR_BUILDERS.items():
         realm.avatarFactories[interface] = build(parts)
 
+    listeners = MultiService()
+    listeners.setServiceParent(top)
     for role, description in config.listen.roles().items():
         build = LISTENER_BUILDERS.get(role)
         if build is None:
             log.warn("listener {role} ({desc}) is configured but not available in "
                      "this version", role=role, desc=description)
             continue
-        listen(top, reactor, role, description, build(role, parts), tls)
+        listen(listeners, reactor, role, description, build(role, parts), tls)
     return top
 
 
@@ -218,14 +223,16 @@ def listen(parent, reactor, role, description, factory, tls):
     """
     Add a listener.  An ``ssl:`` endpoint without its own key is a TCP
     endpoint wrapped in TLS with our (reloadable) context, so that
-    ``submissions = "ssl:465"`` needs no certificate options.
+    ``submissions = "ssl:465"`` needs no certificate options.  At shutdown
+    it says goodbye to the clients of C{factory.clients}.
     """
+    clients = factory.clients
     if description.startswith("ssl:") and not usesOwnCertificate(description):
         endpoint = serverFromString(reactor, "tcp:" + description[len("ssl:"):])
         factory = TLSMemoryBIOFactory(tls, False, factory)
     else:
         endpoint = serverFromString(reactor, description)
-    listener = StreamServerEndpointService(endpoint, factory)
+    listener = GoodbyeListener(endpoint, factory, clients)
     # A port that cannot be bound stops the start (twistd exits with the
     # error) instead of leaving a server running that listens nowhere.
     listener._raiseSynchronously = True

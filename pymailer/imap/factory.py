@@ -10,6 +10,7 @@ from twisted.internet.threads import deferToThreadPool
 
 from pymailer.imap.account import IMAPAccount
 from pymailer.imap.server import IMAPServer
+from pymailer.shutdown import Connections
 
 class IMAPFactory(ServerFactory):
     """
@@ -26,6 +27,7 @@ class IMAPFactory(ServerFactory):
         self.implicitTLS = implicitTLS
         self.maxMessageSize = parts.config.smtp.max_message_size
         self.notifier = parts.notifier
+        self.clients = Connections(parts.reactor)
         self.tempDir = os.path.join(parts.config.data_dir, "tmp")
         os.makedirs(self.tempDir, 0o700, exist_ok=True)
 

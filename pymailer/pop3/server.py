@@ -42,13 +42,16 @@ from twisted.logger import Logger
 from twisted.mail import pop3
 from twisted.mail.interfaces import IMailboxPOP3
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from pymailer.auth.guard import plaintextLoginAllowed
 from pymailer.auth.login import LoginBlocked, accountName, guardedLogin
 from pymailer.auth import sasl
 from pymailer.auth.sasl import MECHANISMS
+from pymailer.interfaces import IGoodbye
 from pymailer.pop3.maildrop import MaildropInUse, maildropFactory
 from pymailer.pop3.stream import DotStuffer, MessageSender
+from pymailer.shutdown import Connections
 from pymailer.tls import describeConnection
 
 AUTHORIZATION = "AUTHORIZATION"
@@ -69,6 +72,7 @@ COMMANDS = {
 KNOWN = set().union(*COMMANDS.values())
 
 
+@implementer(IGoodbye)
 class POP3Server(pop3.POP3):
     """One POP3 session.  See the module docstring for what differs."""
 
@@ -90,6 +94,7 @@ class POP3Server(pop3.POP3):
     def connectionMade(self):
         # Not POP3.connectionMade: its greeting carries an APOP timestamp,
         # which announces APOP (RFC 1939 §7) that we do not offer.
+        self.factory.clients.opened(self)
         self.portal = self.factory.portal
         self.secure = self.factory.implicitTLS
         self._peerHost = getattr(self.transport.getPeer(), "host", None)
@@ -99,6 +104,7 @@ class POP3Server(pop3.POP3):
         self._draining = False
         self._paused = False
         self._lost = False
+        self._goodbye = False
         self._userName = None
         self._sasl = None
         self.setTimeout(self.timeOut)
@@ -107,6 +113,7 @@ class POP3Server(pop3.POP3):
         self.successResponse(f"{self.factory.hostname} POP3 server ready")
 
     def connectionLost(self, reason):
+        self.factory.clients.closed(self)
         self._lost = True
         self.state = CLOSED
         # A session that did not QUIT removes nothing (RFC 1939 §6): the
@@ -167,7 +174,9 @@ class POP3Server(pop3.POP3):
             self.log.failure("pop3 command failed", result)
             self.failResponse(b"[SYS/TEMP] Internal error")
         self._busy = False
-        if not self._lost:
+        if self._goodbye:
+            self.sayGoodbye()
+        elif not self._lost:
             self.setTimeout(self.timeOut)
             self._drain()
         return None
@@ -195,6 +204,15 @@ class POP3Server(pop3.POP3):
             return self.failResponse(
                 f"{name} not allowed in the {self.state} state".encode("ascii"))
         return getattr(self, "do_" + name)(rest)
+
+    def sayGoodbye(self):
+        # A command in flight (a RETR streaming) finishes first: an -ERR
+        # inside a multi-line response would corrupt the message.  A
+        # session that did not QUIT removes nothing (RFC 1939 §6).
+        # RFC 3206 §4: SYS/TEMP, a temporary problem on our side.
+        self._goodbye = True
+        if not self._busy and not self._lost and self.state != CLOSED:
+            self._closeWith(b"[SYS/TEMP] Server shutting down, try again later")
 
     def _closeWith(self, message):
         self.failResponse(message)
@@ -585,6 +603,7 @@ class POP3Factory(protocol.ServerFactory):
         self.threadpool = threadpool
         self.tls = tls
         self.implicitTLS = implicitTLS
+        self.clients = Connections(reactor)
 
 
 def buildPOP3(role, parts):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from twisted.internet.protocol import Protocol, ServerFactory
 
 from pymailer.policy.chain import PolicyChain
+from pymailer.shutdown import Connections
 from pymailer.smtp.server import SMTPServer
 
 
@@ -68,6 +69,7 @@ class SMTPFactory(ServerFactory):
         self.policy = policy if policy is not None else PolicyChain([], hostname)
         self.connections = {}
         self.total = 0
+        self.clients = Connections(reactor)
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", str(addr))
