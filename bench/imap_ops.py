@@ -52,6 +52,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests")
 
 from benchlib import MB, latencyLine, resetPeakRSS  # noqa: E402
 from mailserver import DOMAIN, PASSWORD, MailServer, readVm  # noqa: E402
+from pymailer.auth.checkers import MAX_CONCURRENT_CHECKS  # noqa: E402
+from pymailer.auth.passwords import MEMORY_COST_KIB  # noqa: E402
 
 BIG_USER = f"big@{DOMAIN}"
 SESSION = ("LOGIN", "SELECT", "FETCH FLAGS", "FETCH BODY[]", "STORE",
@@ -215,7 +217,8 @@ def runSessions(server, args):
         f"server CPU              : {serverCPU:.1f} s = {serverCPU / wall:.2f} cores",
         f"clients CPU             : {clientCPU:.1f} s = {clientCPU / wall:.2f} cores",
         f"server peak RSS (VmHWM) : {peak / MB:.1f} MB during the sessions"
-        " (with the first logins' argon2id, 64 MiB each)",
+        f" (with the first logins' argon2id, {MEMORY_COST_KIB // 1024} MiB each,"
+        f" at most {MAX_CONCURRENT_CHECKS} at once)",
     ]
     lines += [f"client error: {e}" for e in errors[:3]]
     print("\n".join(lines), flush=True)

@@ -22,7 +22,7 @@ from twisted.mail.interfaces import IMailboxPOP3
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
 
-from pymailer.auth.checkers import PasswordChecker
+from pymailer.auth.checkers import MAX_CONCURRENT_CHECKS, PasswordChecker
 from pymailer.config import usesOwnCertificate
 from pymailer.auth.directory import openDirectory
 from pymailer.auth.guard import LoginGuard
@@ -180,10 +180,10 @@ def makeService(config, reactor=None):
             minFreeSpace=minFree, user=user, relayAvailable=True,
         )
 
-    # argon2id uses 64 MiB per verification by design: a pool of its own,
-    # small, bounds that memory and keeps password guessing from starving
-    # the disk work of delivering mail.
-    authPool = ThreadPool(minthreads=0, maxthreads=4, name="pymailer-auth")
+    # argon2id holds 19 MiB per verification by design: a pool of its own
+    # keeps password guessing from starving the disk work of delivering
+    # mail; the checker runs at most MAX_CONCURRENT_CHECKS at once.
+    authPool = ThreadPool(minthreads=0, maxthreads=MAX_CONCURRENT_CHECKS, name="pymailer-auth")
     ThreadPoolService(authPool).setServiceParent(top)
     checker = PasswordChecker(directory, reactor, authPool)
     realm = MailRealm(intakeFor)
