@@ -48,7 +48,8 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
+# The tree's own pymailer (the one the server runs), not an installed copy.
+sys.path[:0] = [str(pathlib.Path(__file__).resolve().parent.parent / d) for d in ("tests", ".")]
 
 from benchlib import MB, latencyLine, resetPeakRSS  # noqa: E402
 from mailserver import DOMAIN, PASSWORD, MailServer, readVm  # noqa: E402
