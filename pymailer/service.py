@@ -33,6 +33,7 @@ from pymailer.delivery.relay import RelayDeliveryAgent
 from pymailer.dns import Resolver
 from pymailer.delivery.router import Router
 from pymailer.intake import MessageIntake
+from pymailer.memdebug import tracingService
 from pymailer.queue.notify import Reporter
 from pymailer.queue.runner import QueueRunner
 from pymailer.queue.spool import Spool
@@ -146,6 +147,9 @@ def makeService(config, reactor=None):
         from twisted.internet import reactor
     os.makedirs(config.data_dir, exist_ok=True)
     top = StopInOrder()
+    tracing = tracingService()
+    if tracing is not None:
+        tracing.setServiceParent(top)
 
     # Disk and database work (fsync, Maildir, SQLite, argon2) runs here, so
     # the reactor never waits on the disk.
