@@ -50,6 +50,7 @@ from pymailer.auth import sasl
 from pymailer.auth.sasl import MECHANISMS
 from pymailer.interfaces import IGoodbye
 from pymailer.pop3.maildrop import MaildropInUse, maildropFactory
+from pymailer.policy.dnsrecords import endpointPort
 from pymailer.pop3.stream import DotStuffer, MessageSender
 from pymailer.shutdown import Connections
 from pymailer.tls import describeConnection
@@ -270,9 +271,12 @@ class POP3Server(pop3.POP3):
 
     def _refuseCleartext(self):
         # RFC 3206 §4: [AUTH] -- the client must change how it logs in.
+        # Name the port this server's pop3s really listens on, not 995.
+        tlsPort = self.factory.tlsPort
         self.failResponse(
             b"[AUTH] Plaintext authentication disallowed on non-secure "
-            b"connections; use STLS or port 995")
+            b"connections; use STLS"
+            + (b" or port %d" % tlsPort if tlsPort else b""))
 
     def do_USER(self, rest):
         if not self._loginAllowed():
@@ -588,13 +592,15 @@ class POP3Factory(protocol.ServerFactory):
     @param implicitTLS: the listener is TLS from the first byte (pop3s,
         RFC 8314): passwords are accepted at once and STLS is refused.
     @param tls: the context factory for STLS, or C{None}.
+    @param tlsPort: the port of this server's pop3s listener, which a
+        refused plaintext login is told to use, or C{None}.
     """
 
     protocol = POP3Server
     noisy = False
 
     def __init__(self, hostname, portal, guard, authConfig, reactor, threadpool,
-                 tls=None, implicitTLS=False):
+                 tls=None, implicitTLS=False, tlsPort=None):
         self.hostname = hostname
         self.portal = portal
         self.guard = guard
@@ -603,6 +609,7 @@ class POP3Factory(protocol.ServerFactory):
         self.threadpool = threadpool
         self.tls = tls
         self.implicitTLS = implicitTLS
+        self.tlsPort = tlsPort
         self.clients = Connections(reactor)
 
 
@@ -612,6 +619,7 @@ def buildPOP3(role, parts):
         parts.config.hostname, parts.portal, parts.guard, parts.config.auth,
         parts.reactor, parts.threadpool, tls=parts.tls,
         implicitTLS=(role == "pop3s"),
+        tlsPort=endpointPort(pop3s) if (pop3s := parts.config.listen.pop3s) else None,
     )
 
 
