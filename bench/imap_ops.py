@@ -2,7 +2,7 @@
 IMAP throughput of a real pymailer server, and the cost of a big mailbox.
 
     python bench/imap_ops.py [--clients 10] [--duration 30] [--messages 100]
-                             [--big 100000] [--shared] [--port P]
+                             [--big 100000] [--shared] [--long] [--port P]
 
 Starts its own server (twistd, 127.0.0.1 only, an C{imap} listener with
 plaintext LOGIN allowed on loopback) in a temporary directory with the
@@ -48,10 +48,13 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
+# The tree's own pymailer (the one the server runs), not an installed copy.
+sys.path[:0] = [str(pathlib.Path(__file__).resolve().parent.parent / d) for d in ("tests", ".")]
 
 from benchlib import MB, latencyLine, resetPeakRSS  # noqa: E402
 from mailserver import DOMAIN, PASSWORD, MailServer, readVm  # noqa: E402
+from pymailer.auth.checkers import MAX_CONCURRENT_CHECKS  # noqa: E402
+from pymailer.auth.passwords import MEMORY_COST_KIB  # noqa: E402
 
 BIG_USER = f"big@{DOMAIN}"
 SESSION = ("LOGIN", "SELECT", "FETCH FLAGS", "FETCH BODY[]", "STORE",
@@ -109,8 +112,12 @@ def check(result, what):
 # -- part 1 ---------------------------------------------------------------
 
 
-def clientMain(index, port, user, duration, go, results):
-    """One client process: loop over sessions until the deadline."""
+def clientMain(index, port, user, duration, go, results, long=False):
+    """
+    One client process: loop over sessions until the deadline; with
+    C{long}, one session (LOGIN once, LOGOUT at the end) looping over the
+    commands between.
+    """
     rng = random.Random(index)
     latencies = {name: [] for name in SESSION}
     sessions = 0
@@ -120,6 +127,7 @@ def clientMain(index, port, user, duration, go, results):
     start = time.monotonic()
     deadline = start + duration
     end = start
+    m = None
     while time.monotonic() < deadline:
         timings = []
 
@@ -130,8 +138,9 @@ def clientMain(index, port, user, duration, go, results):
             return result
 
         try:
-            m = connect(port)
-            timed("LOGIN", m.login, user, PASSWORD)
+            if m is None or not long:
+                m = connect(port)
+                timed("LOGIN", m.login, user, PASSWORD)
             count = int(check(timed("SELECT", m.select, "INBOX"), "SELECT")[0])
             check(timed("FETCH FLAGS", m.fetch, "1:*", "(FLAGS)"), "FETCH FLAGS")
             picks = ",".join(str(rng.randint(1, count)) for _ in range(5))
@@ -143,8 +152,10 @@ def clientMain(index, port, user, duration, go, results):
             check(timed("STORE \\Deleted", m.store, "1", "+FLAGS.SILENT", "(\\Deleted)"),
                   "STORE \\Deleted")
             check(timed("EXPUNGE", m.expunge), "EXPUNGE")
-            timed("LOGOUT", m.logout)
+            if not long or time.monotonic() >= deadline:
+                timed("LOGOUT", m.logout)
         except Exception as e:  # report, do not hide
+            m = None
             errors.append(repr(e))
             if len(errors) > 20:
                 break
@@ -152,7 +163,7 @@ def clientMain(index, port, user, duration, go, results):
         end = time.monotonic()
         for name, seconds in timings:
             latencies[name].append(seconds)
-        if firstLogin is None:
+        if firstLogin is None and latencies["LOGIN"]:
             firstLogin = latencies["LOGIN"].pop()
         sessions += 1
     results.put(dict(index=index, sessions=sessions, latencies=latencies,
@@ -167,7 +178,7 @@ def runSessions(server, args):
     ctx = multiprocessing.get_context("fork")
     go, results = ctx.Event(), ctx.Queue()
     procs = [ctx.Process(target=clientMain, daemon=True,
-                         args=(i, port, users[i], args.duration, go, results))
+                         args=(i, port, users[i], args.duration, go, results, args.long))
              for i in range(args.clients)]
     for p in procs:
         p.start()
@@ -175,6 +186,12 @@ def runSessions(server, args):
     cpu0 = cpuSeconds(server.pid)
     t0 = time.monotonic()
     go.set()
+    if args.long:
+        # The server's RSS through the run: a leak shows as a steady climb.
+        while time.monotonic() < t0 + args.duration:
+            time.sleep(min(30.0, max(0.0, t0 + args.duration - time.monotonic())))
+            print(f"  {time.monotonic() - t0:6.0f} s: server RSS"
+                  f" {readVm(server.pid, 'VmRSS') / MB:.1f} MB", flush=True)
     got = [results.get(timeout=args.duration + 300) for _ in procs]
     for p in procs:
         p.join()
@@ -215,7 +232,8 @@ def runSessions(server, args):
         f"server CPU              : {serverCPU:.1f} s = {serverCPU / wall:.2f} cores",
         f"clients CPU             : {clientCPU:.1f} s = {clientCPU / wall:.2f} cores",
         f"server peak RSS (VmHWM) : {peak / MB:.1f} MB during the sessions"
-        " (with the first logins' argon2id, 64 MiB each)",
+        f" (with the first logins' argon2id, {MEMORY_COST_KIB // 1024} MiB each,"
+        f" at most {MAX_CONCURRENT_CHECKS} at once)",
     ]
     lines += [f"client error: {e}" for e in errors[:3]]
     print("\n".join(lines), flush=True)
@@ -285,6 +303,9 @@ def main(argv=None):
                         help="messages in each INBOX (default 100)")
     parser.add_argument("--big", type=int, default=100000,
                         help="messages in the big mailbox (default 100000; 0 skips it)")
+    parser.add_argument("--long", action="store_true",
+                        help="each client keeps one session for the whole run"
+                             " (RSS printed every 30 s)")
     parser.add_argument("--shared", action="store_true",
                         help="every client opens the same user's INBOX")
     parser.add_argument("--port", type=int, default=None,

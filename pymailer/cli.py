@@ -25,6 +25,8 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
+import signal
 import sqlite3
 import sys
 import time
@@ -503,6 +505,20 @@ def buildParser() -> argparse.ArgumentParser:
     return parser
 
 
+def _outputClosed():
+    """
+    The reader of our output went away (C{pymailer queue show ID | head}):
+    stop quietly, as a Unix tool killed by SIGPIPE does (exit status 141),
+    without an error message nor Python's own complaint at exit.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass  # Not a real file (tests): nothing to flush at exit.
+    return 128 + signal.SIGPIPE
+
+
 def main(argv=None) -> int:
     """
     Run the command line C{argv} (default C{sys.argv[1:]}).
@@ -526,6 +542,9 @@ def main(argv=None) -> int:
 
     try:
         args.func(args, config, sys.stdout)
+        sys.stdout.flush()  # A closed pipe shows here, not at exit.
+    except BrokenPipeError:
+        return _outputClosed()
     except (CommandError, spoolModule.QueueError, KeyError, ValueError) as e:
         return fail(_message(e))
     except sqlite3.Error as e:

@@ -40,20 +40,16 @@ class LimitedFactory(ServerFactory):
         L{pymailer.config.ConnectionLimits}).
     @ivar connections: C{{host: open connections}}.
     @ivar total: open connections in all.
+
+    A subclass defines C{refusal(reason)}, the C{bytes} line (no CRLF)
+    refusing with the text C{reason}, and C{buildSession(addr)}, the
+    protocol for an admitted connection.
     """
 
     def __init__(self, limits):
         self.limits = limits
         self.connections = {}
         self.total = 0
-
-    def refusal(self, reason):
-        """@return: the C{bytes} line (no CRLF) refusing with C{reason}."""
-        raise NotImplementedError
-
-    def buildSession(self, addr):
-        """@return: the protocol for an admitted connection."""
-        raise NotImplementedError
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", str(addr))

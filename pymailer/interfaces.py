@@ -393,3 +393,18 @@ class IPolicyFactory(Interface):
         @param options: the C{dict} of C{[policy.NAME]} (empty if absent).
         @return: an L{IPolicy} provider.
         """
+
+
+class IGoodbye(Interface):
+    """
+    A client connection that can be told the server is stopping: each
+    protocol says it in its own words (IMAP C{* BYE}, SMTP C{421}, POP3
+    C{-ERR}) and closes.  See L{pymailer.shutdown}.
+    """
+
+    def sayGoodbye():
+        """
+        Tell the client the server is shutting down and close the
+        connection, as soon as no command is half-done (a reply in flight
+        is finished first; an unfinished message is dropped, not stored).
+        """

@@ -12,7 +12,6 @@ import signal
 import sys
 from dataclasses import dataclass
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.cred.checkers import AllowAnonymousAccess
@@ -23,7 +22,7 @@ from twisted.mail.interfaces import IMailboxPOP3
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
 
-from pymailer.auth.checkers import PasswordChecker
+from pymailer.auth.checkers import MAX_CONCURRENT_CHECKS, PasswordChecker
 from pymailer.config import usesOwnCertificate
 from pymailer.auth.directory import openDirectory
 from pymailer.auth.guard import LoginGuard
@@ -34,10 +33,12 @@ from pymailer.delivery.relay import RelayDeliveryAgent
 from pymailer.dns import Resolver
 from pymailer.delivery.router import Router
 from pymailer.intake import MessageIntake
+from pymailer.memdebug import tracingService
 from pymailer.queue.notify import Reporter
 from pymailer.queue.runner import QueueRunner
 from pymailer.queue.spool import Spool
 from pymailer.smtp.factory import ROLES as SMTP_ROLES
+from pymailer.shutdown import GoodbyeListener
 from pymailer.policy.authresults import ForgedResultsFilter
 from pymailer.policy.chain import PolicyChain
 from pymailer.policy.decision import PolicyContext
@@ -111,6 +112,9 @@ class StopInOrder(MultiService):
     stop while the queue runner still waits on deliveries queued to them,
     which then never run, and the process never exits.  Here listeners
     stop first, then the runner (finishing its deliveries), then the pools.
+    The listeners are one group that stops together (a plain MultiService):
+    each says goodbye to its clients and waits a little for them, at the
+    same time as the others.
     """
 
     @defer.inlineCallbacks
@@ -143,6 +147,9 @@ def makeService(config, reactor=None):
         from twisted.internet import reactor
     os.makedirs(config.data_dir, exist_ok=True)
     top = StopInOrder()
+    tracing = tracingService()
+    if tracing is not None:
+        tracing.setServiceParent(top)
 
     # Disk and database work (fsync, Maildir, SQLite, argon2) runs here, so
     # the reactor never waits on the disk.
@@ -180,10 +187,10 @@ def makeService(config, reactor=None):
             minFreeSpace=minFree, user=user, relayAvailable=True,
         )
 
-    # argon2id uses 64 MiB per verification by design: a pool of its own,
-    # small, bounds that memory and keeps password guessing from starving
-    # the disk work of delivering mail.
-    authPool = ThreadPool(minthreads=0, maxthreads=4, name="pymailer-auth")
+    # argon2id holds 19 MiB per verification by design: a pool of its own
+    # keeps password guessing from starving the disk work of delivering
+    # mail; the checker runs at most MAX_CONCURRENT_CHECKS at once.
+    authPool = ThreadPool(minthreads=0, maxthreads=MAX_CONCURRENT_CHECKS, name="pymailer-auth")
     ThreadPoolService(authPool).setServiceParent(top)
     checker = PasswordChecker(directory, reactor, authPool)
     realm = MailRealm(intakeFor)
@@ -197,13 +204,15 @@ def makeService(config, reactor=None):
     for interface, build in AVATAR_BUILDERS.items():
         realm.avatarFactories[interface] = build(parts)
 
+    listeners = MultiService()
+    listeners.setServiceParent(top)
     for role, description in config.listen.roles().items():
         build = LISTENER_BUILDERS.get(role)
         if build is None:
             log.warn("listener {role} ({desc}) is configured but not available in "
                      "this version", role=role, desc=description)
             continue
-        listen(top, reactor, role, description, build(role, parts), tls)
+        listen(listeners, reactor, role, description, build(role, parts), tls)
     return top
 
 
@@ -221,14 +230,16 @@ def listen(parent, reactor, role, description, factory, tls):
     """
     Add a listener.  An ``ssl:`` endpoint without its own key is a TCP
     endpoint wrapped in TLS with our (reloadable) context, so that
-    ``submissions = "ssl:465"`` needs no certificate options.
+    ``submissions = "ssl:465"`` needs no certificate options.  At shutdown
+    it says goodbye to the clients of C{factory.clients}.
     """
+    clients = factory.clients
     if description.startswith("ssl:") and not usesOwnCertificate(description):
         endpoint = serverFromString(reactor, "tcp:" + description[len("ssl:"):])
         factory = TLSMemoryBIOFactory(tls, False, factory)
     else:
         endpoint = serverFromString(reactor, description)
-    listener = StreamServerEndpointService(endpoint, factory)
+    listener = GoodbyeListener(endpoint, factory, clients)
     # A port that cannot be bound stops the start (twistd exits with the
     # error) instead of leaving a server running that listens nowhere.
     listener._raiseSynchronously = True

@@ -20,6 +20,7 @@ from pymailer.imap.account import IMAPAccount
 from pymailer.imap.server import IMAPServer
 from pymailer.store.maildir import MaildirStore
 from pymailer.store.notify import ChangeNotifier
+from pymailer.shutdown import Connections
 
 USER = b"alice@example.org"
 PASSWORD = b"secret"
@@ -59,6 +60,7 @@ class FakeFactory:
         self.implicitTLS = secure
         self.maxMessageSize = 1000000
         self.tempDir = str(tmp_path)
+        self.clients = Connections(self.clock)
 
     def account(self, user):
         if isinstance(user, bytes):

@@ -8,6 +8,9 @@ import email
 import email.policy
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -17,6 +20,7 @@ from pymailer.envelope import FAILED, Envelope, Recipient
 from pymailer.queue.notify import Reporter
 from pymailer.queue.runner import QueueRunner
 from pymailer.queue.spool import ADMIN_BOUNCE, Spool
+from mailserver import subprocessEnv
 from pymailer.testing import ClockReactor, RecordingDeliveryAgent, SynchronousThreadPool
 
 DATA = b"From: alice@example.org\r\nTo: bob@remote.test\r\nSubject: hello\r\n\r\nbody\r\n"
@@ -346,3 +350,23 @@ class TestBounce:
         assert not any(call[1] for call in agent.calls if call[0].queueId == qid)
         assert state(spool, qid) is None
         runner.stopService()
+
+
+def test_show_into_a_closed_pipe_ends_quietly(spool, conf):
+    """
+    `pymailer queue show ID | head` whose reader has gone ends quietly,
+    with the status of a tool killed by SIGPIPE (141): before, it printed
+    "pymailer: error: Broken pipe" after the lines the user wanted.
+    """
+    qid = accept(spool)
+    read, write = os.pipe()
+    os.close(read)  # The reader is gone before the first write: every write fails.
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pymailer", "--config", str(conf), "queue", "show", qid],
+            stdout=write, stderr=subprocess.PIPE, text=True, env=subprocessEnv(),
+            cwd=conf.parent, timeout=60)
+    finally:
+        os.close(write)
+    assert result.stderr == ""
+    assert result.returncode == 128 + signal.SIGPIPE

@@ -121,12 +121,40 @@ def test_changed_body_fails_dkim_and_dmarc(run, key):
     assert facts.result("spf").result == "fail"
 
 
-def test_too_large_message_not_verified_and_not_enforced(run):
-    """A message over the crypto size cap is marked dkim=policy and DMARC does not refuse it."""
+def test_message_over_arc_cap_still_dkim_verified_and_enforced(run, key):
+    """
+    Inbound mail over the 16 MiB ARC cap is still DKIM-verified (streamed):
+    a good signature passes DMARC, an unsigned spoof is refused; ARC says
+    it did not look (arc=policy).
+    """
+    data = message("good.test")
+    decision, facts = run("news@good.test", sign(key, data) + data,
+                          client="192.0.2.99", size=MAX_CRYPTO_SIZE + 1)
+    assert not decision.refuses
+    assert [facts.result(m).result for m in ("dkim", "arc", "dmarc")] == [
+        "pass", "policy", "pass"]
     decision, facts = run("ceo@bad.test", message("bad.test"), size=MAX_CRYPTO_SIZE + 1)
-    assert not decision.refuses and decision.folder is None
-    assert facts.result("dkim").result == "policy"
-    assert facts.result("dmarc").result == "fail"
+    assert decision.refuses and facts.result("dmarc").result == "fail"
+
+
+def test_submitted_message_over_16_mib_is_signed(run, tmp_path):
+    """
+    A 20 MiB message our user submits leaves with a DKIM signature that
+    dkimpy verifies: before, mail over 16 MiB left unsigned and receivers'
+    DMARC treated it as forged.
+    """
+    config = default(tmp_path)
+    keys = dkimkeys.generateKeys(config.data_dir, "local.test", "k")
+    data = message("local.test", body=(b"A" * 76 + b"\r\n") * (20 * 1024 * 1024 // 78))
+    decision, facts = run("a@local.test", data, user="a@local.test")
+    signature = header(decision).encode()
+    assert signature.count(b"DKIM-Signature:") == 2
+    records = {f"{k.selector}._domainkey.local.test": dkimkeys.publicKeyRecord(k).encode()
+               for k in keys}
+    verifier = dkim.DKIM(signature + data)
+    for idx in (0, 1):
+        assert verifier.verify(idx, dnsfunc=lambda name, timeout=5: records[
+            name.decode().rstrip(".")])
 
 
 def test_temporary_dns_error_marks_temperror(run):

@@ -315,3 +315,18 @@ def test_retr_50mb_streams_in_small_memory(server, tmp_path):
           f"(+{growth / 2**20:.1f} MiB); VmRSS sampled during it at most "
           f"{rss / 2**20:.1f} MiB")
     assert growth < 16 * 2**20
+
+
+def test_plaintext_refusal_names_the_configured_pop3s_port(server):
+    """
+    A plaintext login is refused with the port this server's pop3s really
+    listens on: before, the reply said "port 995" on a server whose POP3S
+    port was 1995, and a user who followed it found nothing there.
+    """
+    client = poplib.POP3("127.0.0.1", server.ports["pop3"], timeout=10)
+    with pytest.raises(poplib.error_proto) as refused:
+        client.user(ALICE)
+    client.close()
+    reply = refused.value.args[0].decode()
+    assert reply.endswith(f"use STLS or port {server.ports['pop3s']}"), reply
+    assert "995" not in reply.replace(str(server.ports["pop3s"]), "")

@@ -2,7 +2,9 @@
 The password checker behind every login (SMTP AUTH, IMAP, POP3).
 
 argon2 verification is slow by design, so it runs in the thread pool, never
-on the reactor.  An unknown user costs the same verification as a known one
+on the reactor; and it holds its memory cost (19 MiB) while it runs, so at
+most L{MAX_CONCURRENT_CHECKS} run at once and other logins wait their turn
+(ten clients logging in at once used to take ten times 64 MiB).  An unknown user costs the same verification as a known one
 (against a dummy hash) so timing does not tell which addresses exist.
 
 A verified login is remembered for a minute (a mail client that logs in
@@ -20,11 +22,17 @@ import time
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.defer import DeferredSemaphore
 from twisted.internet.threads import deferToThreadPool
 from zope.interface import implementer
 
 from pymailer.auth.directory import normaliseAddress
 from pymailer.auth.passwords import hashPassword, needsRehash, verifyPassword
+
+
+# Password checks running at once; the rest queue (FIFO).  Two keep both
+# cores of a small server busy with logins while bounding their memory.
+MAX_CONCURRENT_CHECKS = 2
 
 
 def _text(value):
@@ -62,15 +70,17 @@ class VerifiedLogins:
 class PasswordChecker:
     credentialInterfaces = (IUsernamePassword,)
 
-    def __init__(self, directory, reactor, threadpool, verified=None):
+    def __init__(self, directory, reactor, threadpool, verified=None,
+                 concurrency=MAX_CONCURRENT_CHECKS):
         self.directory = directory
         self.reactor = reactor
         self.threadpool = threadpool
         self.verified = verified if verified is not None else VerifiedLogins()
+        self._slots = DeferredSemaphore(concurrency)
 
     def requestAvatarId(self, credentials):
-        return deferToThreadPool(
-            self.reactor, self.threadpool, self.check,
+        return self._slots.run(
+            deferToThreadPool, self.reactor, self.threadpool, self.check,
             credentials.username, credentials.password,
         )
 

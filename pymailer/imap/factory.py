@@ -11,6 +11,7 @@ from pymailer.connlimit import LimitedFactory
 
 from pymailer.imap.account import IMAPAccount
 from pymailer.imap.server import IMAPServer
+from pymailer.shutdown import Connections
 
 class IMAPFactory(LimitedFactory):
     """
@@ -31,6 +32,7 @@ class IMAPFactory(LimitedFactory):
         self.implicitTLS = implicitTLS
         self.maxMessageSize = parts.config.smtp.max_message_size
         self.notifier = parts.notifier
+        self.clients = Connections(parts.reactor)
         self.tempDir = os.path.join(parts.config.data_dir, "tmp")
         os.makedirs(self.tempDir, 0o700, exist_ok=True)
 

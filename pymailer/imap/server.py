@@ -61,6 +61,7 @@ from pymailer.imap.parser import (
     astring, formatSet, formatValue, isAtom, isFetch, splitCommand, tokenize,
 )
 from pymailer.imap.selected import SYSTEM_FLAGS, Selected
+from pymailer.interfaces import IGoodbye
 from pymailer.store import KeywordLimit, MailboxGone, MailboxNameTooLong
 from pymailer.store.maildir import INBOX, canonicalName
 
@@ -94,7 +95,7 @@ def _flagLimit():
         raise CommandFailed(f"[LIMIT] {e}") from None
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IGoodbye)
 class IMAPServer(IMAP4Server):
     IDENT = b"pymailer IMAP4rev1 ready"
     MAX_LENGTH = MAX_LINE
@@ -127,6 +128,7 @@ class IMAPServer(IMAP4Server):
     # -- connection ---------------------------------------------------------
 
     def connectionMade(self):
+        self.factory.clients.opened(self)
         peer = self.transport.getPeer()
         self.peerHost = getattr(peer, "host", "")
         self.setTimeout(self.timeOut)
@@ -141,6 +143,7 @@ class IMAPServer(IMAP4Server):
         self.sendLine(b"* OK [CAPABILITY " + b" ".join(self.capabilityList()) + b"] " + self.IDENT)
 
     def connectionLost(self, reason):
+        self.factory.clients.closed(self)
         self.setTimeout(None)
         self._closing = True
         self.factory.connectionClosed(self.peerHost)
@@ -167,6 +170,12 @@ class IMAPServer(IMAP4Server):
 
     def stopProducing(self):
         self.resumeProducing()
+
+    def sayGoodbye(self):
+        # RFC 3501 §7.1.5: BYE before the server closes; RFC 5530 §3:
+        # UNAVAILABLE, a temporary failure (try again later).
+        if not self._closing:
+            self._bye(b"[UNAVAILABLE] Server shutting down")
 
     def _bye(self, text):
         self.sendLine(b"* BYE " + text)

@@ -16,6 +16,12 @@ C{[]} when the name has no TXT records; raises L{pymailer.dns.DNSError}
 Everything here is blocking and reactor-free: the server runs it in a
 thread pool.
 
+Messages are read from a file, once, in chunks: the body hash (RFC 6376
+§3.7) is computed incrementally by L{BodyHasher}, and only the header
+section is given to dkimpy (which would otherwise hold a few copies of
+the whole message in memory).  So any size the server accepts is signed
+and verified in bounded memory.
+
 What it trusts: nothing in the message.  Signatures are counted and capped
 (L{MAX_SIGNATURES}, RFC 6376 §6.1 lets verifiers limit the work an attacker
 can cause), keys must be at least 1024 bits (RFC 8301 §3.2) and rsa-sha1 is
@@ -25,22 +31,35 @@ parser; a key that does not parse is a C{permerror}.
 
 from __future__ import annotations
 
+import base64
 import binascii
+import hashlib
+import io
 import re
+import time
 from dataclasses import dataclass
 
 import dkim
+import nacl.encoding
+import nacl.exceptions
+import nacl.signing
+from dkim.canonicalization import (
+    CanonicalizationPolicy, InvalidCanonicalizationPolicyError)
+from dkim.crypto import HASH_ALGORITHMS, UnparsableKeyError, parse_pem_private_key
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from pymailer.dns import DNSError
 from pymailer.policy.dkimkeys import dnsDomain
 
 __all__ = [
+    "BodyHasher",
     "DKIMResult",
     "MAX_SIGNATURES",
     "SIGNED_HEADERS",
     "verifyAll",
+    "verifyFile",
     "sign",
+    "signFile",
     "dkimpyDNS",
     "txtLookupFromResolver",
 ]
@@ -60,6 +79,136 @@ SIGNED_HEADERS = (
 _OVERSIGNED = ("from",)
 
 MIN_KEY_BITS = 1024
+
+# The header section is parsed in memory; a bigger one is refused (no MUA
+# writes a megabyte of header fields).
+MAX_HEADER_SECTION = 1024 * 1024
+# The body is read and hashed this much at a time.  The regular
+# expressions below build a list of pieces of a chunk, up to ~25 times its
+# size for a chunk of alternating tabs and letters: this keeps that small.
+CHUNK_SIZE = 64 * 1024
+
+_LINE_END = re.compile(rb"\r?\n")
+# RFC 6376 §3.4.4: WSP at line ends removed, other runs of WSP become one
+# SP.  Only the runs that change are matched: a single SP is left alone
+# (dkimpy's compress_whitespace matches every one, ~3 MiB of pieces for a
+# 256 KiB chunk of prose).
+_TRAILING_WSP = re.compile(rb"[\t ]+\r\n")
+_WSP_RUN = re.compile(rb"[\t ]{2,}|\t")
+
+
+class BodyHasher:
+    """
+    The DKIM body hash, fed the body in pieces of any size (RFC 6376 §3.7).
+
+    The body canonicalisations (§3.4.3 simple, §3.4.4 relaxed) are line by
+    line except for one rule: empty lines at the end of the body are
+    ignored.  So complete lines are canonicalised and hashed as they come,
+    a run of empty lines is held back as a count until a non-empty line
+    follows it, and the incomplete last line (if any) waits for the next
+    piece.  The result is byte for byte what dkimpy computes from the whole
+    body (LF line ends read as CRLF, as dkimpy reads them).
+
+    @ivar hashName: the hashlib name of the C{a=} algorithm's hash
+        (L{_hashName}).
+    @ivar length: C{l=}: hash only this many canonical octets (verifying a
+        signature that has one), or C{None}.
+    """
+
+    def __init__(self, canonicalization=b"relaxed", hashName="sha256", length=None):
+        if canonicalization not in (b"simple", b"relaxed"):
+            raise ValueError(f"unknown body canonicalization {canonicalization!r}")
+        self._relaxed = canonicalization == b"relaxed"
+        self._hash = hashlib.new(hashName)
+        self._left = length
+        self._tail = b""
+        self._emptyLines = 0
+        self._anyLine = False
+
+    def update(self, data: bytes) -> None:
+        data = self._tail + data
+        cut = data.rfind(b"\n") + 1
+        self._tail = data[cut:]
+        if cut:
+            self._lines(data[:cut])
+
+    def _canonical(self, lines):
+        # Each rewrite only when a fast scan finds something to rewrite: a
+        # large message is mostly base64 lines, which none of them changes.
+        if lines.count(b"\n") != lines.count(b"\r\n"):
+            lines = _LINE_END.sub(b"\r\n", lines)
+        if self._relaxed:
+            if b" \r\n" in lines or b"\t\r\n" in lines:
+                lines = _TRAILING_WSP.sub(b"\r\n", lines)
+            if b"\t" in lines or b"  " in lines:
+                lines = _WSP_RUN.sub(b" ", lines)
+        return lines
+
+    def _lines(self, lines):
+        lines = self._canonical(lines)
+        # Split off the empty lines at the end of this piece.
+        end = len(lines)
+        while lines.endswith(b"\r\n\r\n", 0, end):
+            end -= 2
+        if end == 2 and lines.startswith(b"\r\n"):
+            end = 0
+        if end:
+            self._feed(b"\r\n" * self._emptyLines + lines[:end])
+            self._emptyLines = 0
+            self._anyLine = True
+        self._emptyLines += (len(lines) - end) // 2
+
+    def _feed(self, data):
+        if self._left is not None:
+            data = data[:self._left]
+            self._left -= len(data)
+        self._hash.update(data)
+
+    def digest(self) -> bytes:
+        """The hash of the canonical body; call once, after the last update."""
+        if self._tail:
+            # An incomplete last line gets its CRLF (RFC 6376 §3.4.3).
+            self._feed(b"\r\n" * self._emptyLines + self._canonical(self._tail) + b"\r\n")
+        elif not self._anyLine and not self._relaxed:
+            # §3.4.3: an empty body is a single CRLF in "simple"; §3.4.4:
+            # nothing at all in "relaxed".
+            self._feed(b"\r\n")
+        return self._hash.digest()
+
+
+def _hashName(algorithm: bytes) -> str:
+    """The hashlib name of a signature algorithm's hash: rsa-sha256 and
+    ed25519-sha256 share one body hash."""
+    return HASH_ALGORITHMS[algorithm]().name
+
+
+def _readHeaderSection(f):
+    """
+    The header section of the message open in C{f}, leaving C{f} at the
+    first octet of the body.
+
+    @raise ValueError: the header section is over L{MAX_HEADER_SECTION}.
+    """
+    lines = []
+    size = 0
+    while True:
+        line = f.readline(MAX_HEADER_SECTION + 1 - size)
+        if line in (b"", b"\r\n", b"\n"):
+            return b"".join(lines)
+        lines.append(line)
+        size += len(line)
+        if size > MAX_HEADER_SECTION:
+            raise ValueError("header section over 1 MiB")
+
+
+def _hashBody(f, hashers):
+    """Feed the rest of C{f} to every hasher, one chunk in memory at a time."""
+    while True:
+        chunk = f.read(CHUNK_SIZE)
+        if not chunk:
+            return [h.digest() for h in hashers]
+        for h in hashers:
+            h.update(chunk)
 
 
 @dataclass(frozen=True)
@@ -205,13 +354,29 @@ def _headerSection(message):
     return message if end is None else message[:end.start()]
 
 
-def _countSignatures(message):
+def _countSignatures(header):
     """Signatures in a header dkimpy cannot parse: count lines by name."""
-    return len(re.findall(rb"(?im)^dkim-signature[ \t]*:", _headerSection(message)))
+    return len(re.findall(rb"(?im)^dkim-signature[ \t]*:", header))
 
 
-def _verifyOne(d, idx, txtLookup):
-    """One signature -> L{DKIMResult}."""
+def _bodyHashOf(sig):
+    """
+    The key of the body hash C{sig} asks for: C{(c=body, hash, l=)}, or
+    C{None} when the tags are unusable (dkimpy reports that itself).
+    """
+    try:
+        canonicalization = CanonicalizationPolicy.from_c_value(
+            sig.get(b"c", b"simple/simple")).body_algorithm.name
+    except InvalidCanonicalizationPolicyError:
+        return None
+    length = int(sig[b"l"]) if b"l" in sig else None
+    if sig.get(b"a") not in HASH_ALGORITHMS:
+        return None
+    return canonicalization, _hashName(sig[b"a"]), length
+
+
+def _verifyOne(d, idx, txtLookup, bodyHashes):
+    """One signature -> L{DKIMResult}; C{bodyHashes} from L{_bodyHashOf} keys."""
     # Parse the signature's tags (RFC 6376 §6.1.1).  dkimpy's own checks
     # raise ValidationError/MessageFormatError for syntax problems: RFC 8601
     # §2.7.1 calls that "neutral".
@@ -261,11 +426,12 @@ def _verifyOne(d, idx, txtLookup):
     def dnsfunc(name, timeout=5):
         return record.encode("ascii")
 
+    # dkimpy was given the header section only: we compare the body hash we
+    # streamed, and let it check the header hash and signature without bh=.
+    headerOnly = {k: v for k, v in sig.items() if k != b"bh"}
     try:
-        ok = d.verify_sig(sig, includeHeaders, sigHeaders[idx], dnsfunc)
+        ok = d.verify_sig(headerOnly, includeHeaders, sigHeaders[idx], dnsfunc)
     except dkim.ValidationError as e:
-        if str(e).startswith("body hash mismatch"):
-            return result("fail", "body hash did not verify")
         # E.g. a key for another service (RFC 6376 §3.6.1 s=).
         return result("permerror", str(e))
     except dkim.KeyFormatError as e:
@@ -277,44 +443,77 @@ def _verifyOne(d, idx, txtLookup):
         return result("neutral", f"signature syntax: {e}")
     except dkim.DKIMException as e:
         return result("permerror", str(e))
+    try:
+        expected = base64.b64decode(re.sub(rb"\s+", b"", sig[b"bh"]))
+    except binascii.Error:
+        return result("neutral", "signature syntax: bh= is not base64")
+    if bodyHashes.get(_bodyHashOf(sig)) != expected:
+        return result("fail", "body hash did not verify")
     if ok:
         return result("pass", "signature verified")
     return result("fail", "signature did not verify")
 
 
 def verifyAll(message: bytes, txtLookup) -> list[DKIMResult]:
-    """
-    Verify every DKIM-Signature of C{message} (up to L{MAX_SIGNATURES}),
-    topmost first.  Blocking (DNS, RSA).
+    """L{verifyFile} for a message in memory."""
+    return verifyFile(io.BytesIO(message), txtLookup)
 
-    @param message: the whole message, CRLF or LF line endings.
+
+def verifyFile(f, txtLookup) -> list[DKIMResult]:
+    """
+    Verify every DKIM-Signature of the message open in C{f} (up to
+    L{MAX_SIGNATURES}), topmost first.  Blocking (file, DNS, RSA); reads
+    C{f} once, in chunks.
+
+    @param f: a binary file at the start of the message, CRLF or LF line
+        endings.
     @param txtLookup: see the module docstring.
     @return: one L{DKIMResult} per signature; C{[]} when the message is not
         signed (A-R C{dkim=none}).
     """
-    if not _countSignatures(message):
+    try:
+        header = _readHeaderSection(f)
+    except ValueError as e:
+        return [DKIMResult("neutral", None, None, None, _reason(str(e)))]
+    if not _countSignatures(header):
         # Most mail: no signature, and no need for dkimpy to parse it.
         return []
     try:
-        d = dkim.DKIM(message, minkey=MIN_KEY_BITS)
+        d = dkim.DKIM(header + b"\r\n", minkey=MIN_KEY_BITS)
     except (dkim.DKIMException, IndexError) as e:
         # A header dkimpy cannot split into fields (e.g. a first line that
         # is a continuation): report each signature line as unverifiable.
         reason = _reason(f"message header does not parse: {e}")
         return [DKIMResult("neutral", None, None, None, reason)
-                for _ in range(min(_countSignatures(message), MAX_SIGNATURES))]
-    count = sum(1 for k, v in d.headers if k.lower() == b"dkim-signature")
-    return [_verifyOne(d, idx, txtLookup)
-            for idx in range(min(count, MAX_SIGNATURES))]
+                for _ in range(min(_countSignatures(header), MAX_SIGNATURES))]
+    signatures = [v for k, v in d.headers if k.lower() == b"dkim-signature"][:MAX_SIGNATURES]
+    wanted = set()
+    for value in signatures:
+        try:
+            wanted.add(_bodyHashOf(parse_tag_value(value)))
+        except (InvalidTagValueList, ValueError):
+            pass  # Reported as a syntax problem by _verifyOne.
+    wanted.discard(None)
+    wanted = sorted(wanted, key=repr)  # Signatures sharing a body hash share its work.
+    digests = _hashBody(f, [BodyHasher(*key) for key in wanted])
+    bodyHashes = dict(zip(wanted, digests))
+    return [_verifyOne(d, idx, txtLookup, bodyHashes) for idx in range(len(signatures))]
 
 
 def sign(message: bytes, domain: str, keys) -> bytes:
-    """
-    DKIM-Signature header fields for C{message}, one per key, to prepend to
-    it: relaxed/relaxed canonicalisation (survives the header re-folding
-    and whitespace changes of relays), the present fields of
-    L{SIGNED_HEADERS}, From over-signed.  Blocking (RSA).
+    """L{signFile} for a message in memory."""
+    return signFile(io.BytesIO(message), domain, keys)
 
+
+def signFile(f, domain: str, keys) -> bytes:
+    """
+    DKIM-Signature header fields for the message open in C{f}, one per key,
+    to prepend to it: relaxed/relaxed canonicalisation (survives the header
+    re-folding and whitespace changes of relays), the present fields of
+    L{SIGNED_HEADERS}, From over-signed.  Blocking (file, RSA); reads C{f}
+    once, in chunks, so any size is signed in bounded memory.
+
+    @param f: a binary file at the start of the message.
     @param domain: C{d=}; any spelling (converted to lower-case A-labels,
         RFC 6376 §3.5).
     @param keys: C{(selector, algorithm, privateKey)} tuples, e.g. from
@@ -322,29 +521,68 @@ def sign(message: bytes, domain: str, keys) -> bytes:
         (RSA first, then Ed25519, as loadSigningKeys sorts them).
     @return: the header lines, each ending in CRLF; C{b""} with no keys.
     @raise ValueError: the message has no From field (RFC 6376 §5.4: From
-        MUST be signed), or a key is unusable.
+        MUST be signed), its header does not parse, or a key is unusable.
     """
-    out = []
-    if keys:
-        domain = dnsDomain(domain)
-    for selector, algorithm, privateKey in keys:
-        try:
-            d = dkim.DKIM(message, signature_algorithm=algorithm.encode("ascii"),
-                          linesep=b"\r\n")
-        except (dkim.DKIMException, IndexError) as e:
-            raise ValueError(f"cannot DKIM-sign: message header does not parse ({e})") from None
-        d.should_sign = set(h.encode("ascii") for h in SIGNED_HEADERS)
-        d.frozen_sign = set(h.encode("ascii") for h in _OVERSIGNED)
-        include = d.default_sign_headers()
-        if not any(h.lower() == b"from" for h in include):
-            raise ValueError("message has no From header field: cannot DKIM-sign")
-        try:
-            header = d.sign(selector.encode("ascii"), domain.encode("ascii"),
-                            privateKey, canonicalize=(b"relaxed", b"relaxed"),
-                            include_headers=include)
-        except dkim.DKIMException as e:
-            raise ValueError(f"DKIM signing with {selector} ({algorithm}): {e}") from None
-        if not header.endswith(b"\r\n"):
-            header += b"\r\n"
-        out.append(header)
-    return b"".join(out)
+    if not keys:
+        return b""
+    domain = dnsDomain(domain).encode("ascii")
+    header = _readHeaderSection(f)
+    try:
+        d = dkim.DKIM(header + b"\r\n", linesep=b"\r\n")
+    except (dkim.DKIMException, IndexError) as e:
+        raise ValueError(f"cannot DKIM-sign: message header does not parse ({e})") from None
+    d.should_sign = set(h.encode("ascii") for h in SIGNED_HEADERS)
+    d.frozen_sign = set(h.encode("ascii") for h in _OVERSIGNED)
+    include = tuple(h.lower() for h in d.default_sign_headers())
+    if b"from" not in include:
+        raise ValueError("message has no From header field: cannot DKIM-sign")
+    keys = [(selector.encode("ascii"), algorithm.encode("ascii"), privateKey)
+            for selector, algorithm, privateKey in keys]
+    names = sorted({_hashName(algorithm) for _, algorithm, _ in keys})
+    bodyHashes = dict(zip(names, _hashBody(f, [BodyHasher(b"relaxed", n) for n in names])))
+    return b"".join(
+        _signatureField(d, include, selector, domain, algorithm, privateKey,
+                        bodyHashes[_hashName(algorithm)])
+        for selector, algorithm, privateKey in keys)
+
+
+def _signatureField(d, include, selector, domain, algorithm, privateKey, bodyHash):
+    """
+    One DKIM-Signature field over the header section dkimpy holds in C{d}
+    and our streamed C{bodyHash}: the tags C{dkim.DKIM.sign} writes, signed
+    by dkimpy's own header hashing and folding (C{gen_header}).
+    """
+    try:
+        if algorithm == b"ed25519-sha256":
+            pk = nacl.signing.SigningKey(privateKey, encoder=nacl.encoding.Base64Encoder)
+        else:
+            pk = parse_pem_private_key(privateKey)
+    except (UnparsableKeyError, nacl.exceptions.ValueError, binascii.Error, TypeError) as e:
+        raise ValueError(f"DKIM signing with {selector.decode()} ({algorithm.decode()}): "
+                         f"unusable key ({e})") from None
+    d.signature_algorithm = algorithm
+    d.hasher = HASH_ALGORITHMS[algorithm]
+    fields = [
+        (b"v", b"1"),
+        (b"a", algorithm),
+        (b"c", b"relaxed/relaxed"),
+        (b"d", domain),
+        (b"i", b"@" + domain),
+        (b"q", b"dns/txt"),
+        (b"s", selector),
+        (b"t", str(int(time.time())).encode("ascii")),
+        (b"h", b" : ".join(include)),
+        (b"bh", base64.b64encode(bodyHash)),
+        # dkimpy's placeholder: b= folds onto its own line, so refolding
+        # after the signature is added leaves the other tags alone.
+        (b"b", b"0" * 60),
+    ]
+    try:
+        value = d.gen_header(fields, include,
+                             CanonicalizationPolicy.from_c_value(b"relaxed/relaxed"),
+                             b"DKIM-Signature", pk)
+    except dkim.DKIMException as e:
+        raise ValueError(f"DKIM signing with {selector.decode()} ({algorithm.decode()}): "
+                         f"{e}") from None
+    header = b"DKIM-Signature: " + value
+    return header if header.endswith(b"\r\n") else header + b"\r\n"

@@ -10,10 +10,11 @@ Mail from an authenticated user (submission) is not judged: it is ours,
 and DKIM signs it instead.  Crypto and the DNS those libraries do run in the
 resolver's thread pool, never on the reactor.
 
-dkimpy works on the whole message in memory (a few copies of it), so a
-message over L{MAX_CRYPTO_SIZE} is neither verified nor signed: its DKIM
-and ARC results say so (RFC 8601 "policy"), and DMARC then only marks it,
-never refuses or files it on a verdict it could not check.
+DKIM streams over the spooled message once (L{dkim.signFile},
+L{dkim.verifyFile}), so every size the server accepts is signed and
+verified in bounded memory.  ARC still works on the whole message in
+memory (dkimpy, a few copies of it), so a message over L{MAX_CRYPTO_SIZE}
+is not ARC-verified: its arc result says so (RFC 8601 "policy").
 """
 
 from twisted.internet import defer
@@ -28,6 +29,8 @@ from pymailer.policy.decision import AuthResult, Decision, Policy
 
 MAX_CRYPTO_SIZE = 16 * 1024 * 1024
 TOO_LARGE = "message too large to verify"
+# What DMARC and the signer read to find the From field.
+HEADER_LIMIT = 256 * 1024
 
 
 class _Piece(Policy):
@@ -47,7 +50,7 @@ class _Piece(Policy):
 
     def headerBytes(self, facts, message):
         """The header section (at most 256 KiB of it): DMARC needs no body."""
-        return self._read(facts, message, 256 * 1024)
+        return self._read(facts, message, HEADER_LIMIT)
 
     def _read(self, facts, message, limit):
         if "message" in facts.notes:
@@ -83,16 +86,10 @@ class DKIMCheck(_Piece):
 
     @defer.inlineCallbacks
     def checkData(self, facts, message):
-        if facts.size > MAX_CRYPTO_SIZE:
-            if facts.authenticatedAs is None:
-                facts.notes["unverified"] = True
-                facts.authResults.append(AuthResult("dkim", "policy", TOO_LARGE))
-            return Decision.accept("dkim.toolarge")
-        data = yield self.messageBytes(facts, message)
         if facts.authenticatedAs is not None:
-            headers = yield self.inThread(self._sign, data)
+            headers = yield self.inThread(self._sign, message)
             return Decision.addHeaders([headers], "dkim.signed") if headers else None
-        results = yield self.inThread(dkim.verifyAll, data, self.txtLookup)
+        results = yield self.inThread(self._verify, message)
         facts.notes["dkim"] = results
         if not results:
             facts.authResults.append(AuthResult("dkim", "none", "message not signed"))
@@ -103,12 +100,20 @@ class DKIMCheck(_Piece):
                 "dkim", r.result, r.reason, tuple((k, v) for k, v in properties if v)))
         return Decision.accept()
 
-    def _sign(self, data):
-        domain, _ = dmarc.fromDomain(data)
-        if domain is None:
-            return b""
-        keys = dkimkeys.loadSigningKeys(self.context.config.data_dir, domain)
-        return dkim.sign(data, domain, keys) if keys else b""
+    def _verify(self, message):
+        with message.openData() as f:
+            return dkim.verifyFile(f, self.txtLookup)
+
+    def _sign(self, message):
+        with message.openData() as f:
+            domain, _ = dmarc.fromDomain(f.read(HEADER_LIMIT))
+            if domain is None:
+                return b""
+            keys = dkimkeys.loadSigningKeys(self.context.config.data_dir, domain)
+            if not keys:
+                return b""
+            f.seek(0)
+            return dkim.signFile(f, domain, keys)
 
 
 class ARCCheck(_Piece):
@@ -151,8 +156,6 @@ class DMARCCheck(_Piece):
         facts.authResults.append(AuthResult("dmarc", result.result, result.reason, properties))
         if result.disposition == "none":
             return Decision.accept()
-        if facts.notes.get("unverified"):
-            return Decision.accept("dmarc.unverified")
         markOnly = set(self.options.get("mark_only_domains", ()))
         enforced = [r for r in facts.recipients if r.rpartition("@")[2].lower() not in markOnly]
         if not enforced:

@@ -43,6 +43,7 @@ from twisted.logger import Logger
 from twisted.mail import pop3
 from twisted.mail.interfaces import IMailboxPOP3
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from pymailer.auth.guard import plaintextLoginAllowed
 from pymailer.auth.login import LoginBlocked, accountName, guardedLogin
@@ -50,8 +51,11 @@ from pymailer.auth import sasl
 from pymailer.auth.sasl import MECHANISMS
 from pymailer.config import ConnectionLimits
 from pymailer.connlimit import LimitedFactory
+from pymailer.interfaces import IGoodbye
 from pymailer.pop3.maildrop import MaildropInUse, maildropFactory
+from pymailer.policy.dnsrecords import endpointPort
 from pymailer.pop3.stream import DotStuffer, MessageSender
+from pymailer.shutdown import Connections
 from pymailer.tls import describeConnection
 
 AUTHORIZATION = "AUTHORIZATION"
@@ -72,6 +76,7 @@ COMMANDS = {
 KNOWN = set().union(*COMMANDS.values())
 
 
+@implementer(IGoodbye)
 class POP3Server(pop3.POP3):
     """One POP3 session.  See the module docstring for what differs."""
 
@@ -93,6 +98,7 @@ class POP3Server(pop3.POP3):
     def connectionMade(self):
         # Not POP3.connectionMade: its greeting carries an APOP timestamp,
         # which announces APOP (RFC 1939 §7) that we do not offer.
+        self.factory.clients.opened(self)
         self.portal = self.factory.portal
         self.secure = self.factory.implicitTLS
         self._peerHost = getattr(self.transport.getPeer(), "host", None)
@@ -102,6 +108,7 @@ class POP3Server(pop3.POP3):
         self._draining = False
         self._paused = False
         self._lost = False
+        self._goodbye = False
         self._userName = None
         self._sasl = None
         self.setTimeout(self.timeOut)
@@ -110,6 +117,7 @@ class POP3Server(pop3.POP3):
         self.successResponse(f"{self.factory.hostname} POP3 server ready")
 
     def connectionLost(self, reason):
+        self.factory.clients.closed(self)
         self._lost = True
         self.state = CLOSED
         # A session that did not QUIT removes nothing (RFC 1939 §6): the
@@ -171,7 +179,9 @@ class POP3Server(pop3.POP3):
             self.log.failure("pop3 command failed", result)
             self.failResponse(b"[SYS/TEMP] Internal error")
         self._busy = False
-        if not self._lost:
+        if self._goodbye:
+            self.sayGoodbye()
+        elif not self._lost:
             self.setTimeout(self.timeOut)
             self._drain()
         return None
@@ -199,6 +209,15 @@ class POP3Server(pop3.POP3):
             return self.failResponse(
                 f"{name} not allowed in the {self.state} state".encode("ascii"))
         return getattr(self, "do_" + name)(rest)
+
+    def sayGoodbye(self):
+        # A command in flight (a RETR streaming) finishes first: an -ERR
+        # inside a multi-line response would corrupt the message.  A
+        # session that did not QUIT removes nothing (RFC 1939 §6).
+        # RFC 3206 §4: SYS/TEMP, a temporary problem on our side.
+        self._goodbye = True
+        if not self._busy and not self._lost and self.state != CLOSED:
+            self._closeWith(b"[SYS/TEMP] Server shutting down, try again later")
 
     def _closeWith(self, message):
         self.failResponse(message)
@@ -256,9 +275,12 @@ class POP3Server(pop3.POP3):
 
     def _refuseCleartext(self):
         # RFC 3206 §4: [AUTH] -- the client must change how it logs in.
+        # Name the port this server's pop3s really listens on, not 995.
+        tlsPort = self.factory.tlsPort
         self.failResponse(
             b"[AUTH] Plaintext authentication disallowed on non-secure "
-            b"connections; use STLS or port 995")
+            b"connections; use STLS"
+            + (b" or port %d" % tlsPort if tlsPort else b""))
 
     def do_USER(self, rest):
         if not self._loginAllowed():
@@ -575,13 +597,16 @@ class POP3Factory(LimitedFactory):
     @param implicitTLS: the listener is TLS from the first byte (pop3s,
         RFC 8314): passwords are accepted at once and STLS is refused.
     @param tls: the context factory for STLS, or C{None}.
+    @param tlsPort: the port of this server's pop3s listener, which a
+        refused plaintext login is told to use, or C{None}.
     """
 
     protocol = POP3Server
     noisy = False
 
     def __init__(self, hostname, portal, guard, authConfig, reactor, threadpool,
-                 tls=None, implicitTLS=False, limits=ConnectionLimits()):
+                 tls=None, implicitTLS=False, limits=ConnectionLimits(),
+                 tlsPort=None):
         LimitedFactory.__init__(self, limits)
         self.hostname = hostname
         self.portal = portal
@@ -591,6 +616,8 @@ class POP3Factory(LimitedFactory):
         self.threadpool = threadpool
         self.tls = tls
         self.implicitTLS = implicitTLS
+        self.tlsPort = tlsPort
+        self.clients = Connections(reactor)
 
     def refusal(self, reason):
         # RFC 2449 8.1.2: SYS/TEMP, a temporary problem; try again later.
@@ -606,6 +633,7 @@ def buildPOP3(role, parts):
         parts.config.hostname, parts.portal, parts.guard, parts.config.auth,
         parts.reactor, parts.threadpool, tls=parts.tls,
         implicitTLS=(role == "pop3s"), limits=parts.config.pop3,
+        tlsPort=endpointPort(pop3s) if (pop3s := parts.config.listen.pop3s) else None,
     )
 
 

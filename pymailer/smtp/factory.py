@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from pymailer.connlimit import LimitedFactory
 from pymailer.policy.chain import PolicyChain
+from pymailer.shutdown import Connections
 from pymailer.smtp.server import SMTPServer
 
 
@@ -53,6 +54,7 @@ class SMTPFactory(LimitedFactory):
         self.hideClientIP = hideClientIP and role.requireAuth
         # The policy chain, shared by every listener (one rate-limit count).
         self.policy = policy if policy is not None else PolicyChain([], hostname)
+        self.clients = Connections(reactor)
 
     def refusal(self, reason):
         return f"421 4.7.0 {reason}".encode("ascii")

@@ -18,9 +18,10 @@ from twisted.cred.credentials import Anonymous
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.mail.smtp import COMMAND, ESMTP
+from zope.interface import implementer
 
 from pymailer.envelope import Envelope, Recipient, Session
-from pymailer.interfaces import IMessageIntake
+from pymailer.interfaces import IGoodbye, IMessageIntake
 from pymailer.policy.decision import Facts
 from pymailer.policy.headerfilter import FilteredMessage, HeaderFilter
 from pymailer.smtp import data as smtpdata
@@ -40,6 +41,10 @@ MAX_AUTH_LINE = 12288
 WRITE_BATCH = 256 * 1024
 # Pipelined input held while a command waits: beyond it, stop reading.
 MAX_BUFFERED = 64 * 1024
+
+# RFC 5321 §3.8: 421 when the server must shut down; RFC 3463 §3.5: 4.3.2,
+# system not accepting network messages.
+SHUTTING_DOWN = SMTPReply(421, "4.3.2", "Service shutting down, try again later")
 
 _DATA_PROBLEMS = {
     smtpdata.BARE_NEWLINE: SMTPReply(
@@ -104,6 +109,7 @@ class Transaction:
         self.problem = None
 
 
+@implementer(IGoodbye)
 class SMTPServer(SessionSecurity, ESMTP):
     """
     Subclasses L{ESMTP} for its extension dispatch (C{ext_*}), its AUTH and
@@ -133,6 +139,7 @@ class SMTPServer(SessionSecurity, ESMTP):
         self.intake = None
         self._buffer = b""
         self._busy = False
+        self._goodbye = False
         self._processing = False
         self._paused = False
         self._discardingLine = False
@@ -192,6 +199,7 @@ class SMTPServer(SessionSecurity, ESMTP):
         return self.host + b" ESMTP pymailer"
 
     def connectionMade(self):
+        self.factory.clients.opened(self)
         self.setTimeout(self.timeout)
         self.secure = self.factory.role.implicitTLS
         peer = self.transport.getPeer()
@@ -239,6 +247,7 @@ class SMTPServer(SessionSecurity, ESMTP):
         self.setTimeout(None)
         self._abortMessage()
         self.factory.connectionClosed(self._peerHost)
+        self.factory.clients.closed(self)
         ESMTP.connectionLost(self, reason)
 
     # -- framing --------------------------------------------------------------
@@ -329,7 +338,22 @@ class SMTPServer(SessionSecurity, ESMTP):
 
     def _commandDone(self, _):
         self._busy = False
-        self._processBuffer()
+        if self._goodbye:
+            self.sayGoodbye()
+        else:
+            self._processBuffer()
+
+    def sayGoodbye(self):
+        """
+        The server is stopping: 421 (RFC 5321 §3.8), after the command in
+        flight (so a message being committed gets its 250 first); a message
+        still arriving is dropped, never queued.
+        """
+        self._goodbye = True
+        if self._busy or self._disconnected:
+            return
+        self._abortMessage()
+        self._closeWith(SHUTTING_DOWN.code, SHUTTING_DOWN.enhanced, SHUTTING_DOWN.text)
 
     # -- session commands -----------------------------------------------------
 
