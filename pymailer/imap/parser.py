@@ -17,6 +17,7 @@ the size limits of L{pymailer.imap.server}) is turned into a list of tokens:
 Trusts nothing: every malformation raises L{ParseError}, answered with BAD.
 """
 
+import bisect
 import re
 
 
@@ -41,6 +42,10 @@ class FileLiteral:
         self.file = file
         self.size = size
 
+
+# Parentheses nest this deep at most: no command needs more (BODYSTRUCTURE
+# is the server's), and the SEARCH compiler recurses once per level.
+MAX_NESTING = 32
 
 LITERAL_AT_END = re.compile(rb"\{(\d{1,20})(\+?)\}$")
 _ATOM_STOP = b' (){"\r\n'
@@ -79,6 +84,8 @@ def _tokenizeLine(line, stack):
         if c == b" ":
             i += 1
         elif c == b"(":
+            if len(stack) > MAX_NESTING:
+                raise ParseError("parentheses nested too deeply")
             stack.append([])
             i += 1
         elif c == b")":
@@ -189,6 +196,7 @@ class SequenceSet:
 
     def __init__(self, ranges):
         self.ranges = ranges
+        self._spans = None  # (largest, spans, their starts)
 
     @classmethod
     def parse(cls, token):
@@ -214,13 +222,36 @@ class SequenceSet:
             hi = largest if hi is None else hi
             yield (lo, hi) if lo <= hi else (hi, lo)
 
+    def spans(self, largest):
+        """
+        The set as sorted, disjoint C{(lo, hi)} spans, with C{*} as
+        C{largest}.  A client may send thousands of overlapping ranges
+        (C{1,2,3,...} or C{1:*,1:*,...} up to the line limit): every lookup
+        is then a binary search over these spans, never a walk over the
+        ranges as written.
+        """
+        if self._spans is None or self._spans[0] != largest:
+            merged = []
+            for lo, hi in sorted(self.bounds(largest)):
+                if merged and lo <= merged[-1][1] + 1:
+                    if hi > merged[-1][1]:
+                        merged[-1] = (merged[-1][0], hi)
+                else:
+                    merged.append((lo, hi))
+            self._spans = (largest, merged, [lo for lo, _ in merged])
+        return self._spans[1]
+
     def contains(self, value, largest):
-        return any(lo <= value <= hi for lo, hi in self.bounds(largest))
+        spans = self.spans(largest)
+        i = bisect.bisect_right(self._spans[2], value) - 1
+        return i >= 0 and value <= spans[i][1]
 
     def select(self, values, largest):
-        """The members of sorted C{values} in the set."""
-        spans = list(self.bounds(largest))
-        return [v for v in values if any(lo <= v <= hi for lo, hi in spans)]
+        """The members of sorted C{values} (a list or a range) in the set."""
+        out = []
+        for lo, hi in self.spans(largest):
+            out.extend(values[bisect.bisect_left(values, lo):bisect.bisect_right(values, hi)])
+        return out
 
     def hasStar(self):
         return any(None in r for r in self.ranges)

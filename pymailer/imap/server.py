@@ -70,6 +70,12 @@ PREAUTH_LITERAL = 8 * 1024
 MAX_LITERAL = 64 * 1024          # literals other than APPEND's message
 SPOOL_THRESHOLD = 256 * 1024     # APPEND literals above this go to a file
 CHUNK = 256 * 1024
+# Literals in one command: each may take MAX_LITERAL octets, and a command
+# is held whole until it is complete.
+MAX_LITERALS = 64
+# A SEARCH costing more key tests than this (messages x keys) runs in the
+# thread pool rather than on the reactor thread.
+INLINE_SEARCH = 20000
 _FLAG_NAMES = {f.upper(): f for f in SYSTEM_FLAGS}
 _STORE_MODES = {b"FLAGS": "set", b"+FLAGS": "add", b"-FLAGS": "remove"}
 # flag-keyword = atom (RFC 3501 9): no atom-specials, no "]".
@@ -214,14 +220,14 @@ class IMAPServer(IMAP4Server):
         except ParseError:
             tag, name = b"*", b""
         size, plus = int(marker[1]), bool(marker[2])
-        refusal = self._literalRefusal(name, size)
+        refusal = self._literalRefusal(name, size, len(segments) // 2)
         if refusal is not None:
             self._segments = None
             self.sendLine(tag + b" " + refusal)
             if plus:
                 # The client sends the octets anyway (RFC 7888 4): we will
                 # not read them, so the connection cannot go on.
-                self._bye(b"Literal too large")
+                self._bye(b"Literal refused, the connection cannot go on")
             return
         if not plus:
             self.sendLine(b"+ Ready for literal data")
@@ -235,8 +241,13 @@ class IMAPServer(IMAP4Server):
         else:
             self.setRawMode()
 
-    def _literalRefusal(self, name, size):
-        """Why a literal of C{size} octets is refused, before any C{+}."""
+    def _literalRefusal(self, name, size, before):
+        """
+        Why a literal of C{size} octets, after C{before} others in the same
+        command, is refused, before any C{+}.
+        """
+        if before >= MAX_LITERALS:
+            return b"BAD Too many literals in one command"
         if self.user is None:
             if size > PREAUTH_LITERAL:
                 return b"BAD Literal too large before login"
@@ -1026,7 +1037,7 @@ class IMAPServer(IMAP4Server):
                 line += b" (MODSEQ %d)" % max(m for _, m in found)
             self.sendLine(line)
 
-        if compiler.needsContent:
+        if compiler.needsContent or len(snapshot) * compiler.keys > INLINE_SEARCH:
             return self.account.run(work).addCallback(answer)
         return answer(work())
 
