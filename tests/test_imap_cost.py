@@ -30,6 +30,9 @@ def client(mailbox):
     return c
 
 
+# CPU one command may take here: generous for a loaded test machine, and
+# still far below what these commands cost before (seconds, or a stack
+# overflow).
 def timed(client, line):
     start = time.process_time()
     out = client.send(line)
@@ -37,8 +40,8 @@ def timed(client, line):
 
 
 @pytest.mark.parametrize("sequenceSet", [
-    # Mostly numbers past the mailbox: each message is compared with all.
-    b",".join(b"%d" % (12000 - i) for i in range(12000)),
+    # Numbers past the mailbox: each message was compared with all of them.
+    b",".join(b"%d" % (100000 + i) for i in range(8000)),
     b",".join([b"1:*"] * 10000),
     b",".join([b"1:4294967295"] * 5000),
 ])
@@ -57,7 +60,7 @@ def test_huge_sequence_set_is_cheap(client, command, done, sequenceSet):
     out, cpu = timed(client, b"a " + command % sequenceSet + b"\r\n")
     assert out.endswith(b"a OK " + done + b" completed\r\n") or out.startswith(
         b"a BAD message sequence number out of range"), out[-200:]
-    assert cpu < 0.1
+    assert cpu < 0.25
 
 
 @pytest.mark.parametrize("program", [
@@ -74,7 +77,7 @@ def test_search_program_beyond_limits_is_bad(client, program):
     """
     out, cpu = timed(client, b"a SEARCH " + program + b"\r\n")
     assert out.startswith(b"a BAD "), out[:200]
-    assert cpu < 0.1
+    assert cpu < 0.25
     assert client.send(b"b NOOP\r\n").endswith(b"b OK NOOP completed\r\n")
 
 

@@ -49,6 +49,10 @@ MAX_NESTING = 32
 
 LITERAL_AT_END = re.compile(rb"\{(\d{1,20})(\+?)\}$")
 _ATOM_STOP = b' (){"\r\n'
+_SEQUENCE_RANGE = re.compile(rb"(\*|\d{1,10})(?::(\*|\d{1,10}))?")
+_SEQUENCE_SET = re.compile(rb"(?:\*|\d{1,10})(?::(?:\*|\d{1,10}))?"
+                           rb"(?:,(?:\*|\d{1,10})(?::(?:\*|\d{1,10}))?)*")
+_ATOM_RUN = re.compile(rb'[^ (){"\[\x00-\x1f\x7f]*')
 _TAG = re.compile(rb"[!#$&',-./0-9:-Z\[^-z|~]+")
 
 
@@ -120,6 +124,10 @@ def _tokenizeLine(line, stack):
         else:
             start = i
             while i < n and line[i:i + 1] not in (b" ", b"(", b")", b'"', b"{"):
+                # The plain run at once: a line-long sequence set is one atom.
+                i = _ATOM_RUN.match(line, i).end()
+                if i >= n or line[i:i + 1] in (b" ", b"(", b")", b'"', b"{"):
+                    break
                 if line[i] < 0x20 or line[i] == 0x7F:
                     raise ParseError("control character in atom")
                 if line[i:i + 1] == b"[":
@@ -202,18 +210,17 @@ class SequenceSet:
     def parse(cls, token):
         if not isinstance(token, Atom) or not token:
             raise ParseError("sequence set expected")
+        # One C-level pass checks the grammar (RFC 3501 9: seq-number is
+        # nz-number or "*", nz-number fits 32 bits); a set may fill the line.
+        if not _SEQUENCE_SET.fullmatch(token):
+            raise ParseError("bad sequence set")
         ranges = []
-        for item in bytes(token).split(b","):
-            lo, sep, hi = item.partition(b":")
-            values = []
-            for part in (lo, hi) if sep else (lo,):
-                if part == b"*":
-                    values.append(None)
-                elif part.isdigit() and len(part) <= 10 and 0 < int(part) <= 0xFFFFFFFF:
-                    values.append(int(part))
-                else:
-                    raise ParseError("bad sequence set")
-            ranges.append((values[0], values[-1]))
+        for lo, hi in _SEQUENCE_RANGE.findall(token):
+            lo = None if lo == b"*" else int(lo)
+            hi = lo if not hi else None if hi == b"*" else int(hi)
+            if lo == 0 or hi == 0 or (lo or 0) > 0xFFFFFFFF or (hi or 0) > 0xFFFFFFFF:
+                raise ParseError("bad sequence set")
+            ranges.append((lo, hi))
         return cls(ranges)
 
     def bounds(self, largest):

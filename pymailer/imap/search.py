@@ -39,9 +39,13 @@ def parseDate(token):
     try:
         text = astring(token, "date").decode("ascii")
         day, month, year = text.split("-")
+        # RFC 3501 9: date-day is 1*2DIGIT and date-year 4DIGIT (a longer
+        # year overflowed the C calendar: NO [SERVERBUG] and a traceback).
+        if not (day.isdigit() and len(day) <= 2 and year.isdigit() and len(year) == 4):
+            raise ValueError(text)
         m = _MONTHS.index(month.lower()) + 1
         return calendar.timegm((int(year), m, int(day), 0, 0, 0)) // 86400
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, OverflowError):
         raise ParseError("bad date") from None
 
 
@@ -270,7 +274,7 @@ def parseInternalDate(text):
         if zone[0] == "-":
             offset = -offset
         return calendar.timegm((int(year), m, int(day), h, mi, s)) - offset
-    except (ValueError, IndexError):
+    except (ValueError, IndexError, OverflowError):
         raise ParseError("bad date-time") from None
 
 
