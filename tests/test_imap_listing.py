@@ -4,9 +4,10 @@ matching in L{pymailer.imap.listing}, and the answers over the protocol.
 """
 
 import pytest
+from hypothesis import given, strategies as st
 
 from imapharness import Client
-from pymailer.imap.listing import listEntries, lsubEntries
+from pymailer.imap.listing import listEntries, lsubEntries, patternMatcher
 
 NAMES = ["INBOX", "Sent", "a/b", "a/b/c/d", "x", "x/y"]
 
@@ -74,3 +75,51 @@ def test_list_over_the_wire(client):
     assert client.send(b"s SELECT a\r\n").startswith(b"s NO [NONEXISTENT]")
     assert client.send(b"c CREATE a\r\n").startswith(b"c OK")  # the level becomes a mailbox
     assert b'* LIST (\\HasChildren) "/" "a"\r\n' in client.send(b'l LIST "" %\r\n')
+
+
+def test_wildcard_heavy_pattern_is_cheap():
+    """
+    If this fails, one client's LIST "" "*%*%*%*%*%*%*%*%*%*%>" keeps the
+    server busy for seconds (exponential backtracking) and every other
+    client waits.
+    """
+    import time
+
+    folders = NAMES + ["Newsletter", "Quarantine"]
+    start = time.process_time()
+    assert listEntries(folders, "", "*%*%*%*%*%*%*%*%*%*%>") == []
+    assert lsubEntries(set(folders), folders, "", "*%*%*%*%*%*%*%*%*%*%>") == []
+    assert time.process_time() - start < 0.05
+
+
+def test_longest_pattern_on_long_names_is_cheap():
+    """
+    If this fails, a LIST with a line-long pattern of wildcards and letters
+    against long folder names holds the server for more than a few ms.
+    """
+    import time
+
+    folders = ["a" * 255 + "/" + "b" * 255, "a/" * 200 + "c"] * 5
+    start = time.process_time()
+    assert listEntries(folders, "", "%" * 5000 + "*" * 5000 + ">") == []
+    assert listEntries(folders, "", "%a" * 20000 + ">") == []
+    assert listEntries(folders, "", "*a" * 100 + ">") == []
+    assert time.process_time() - start < 0.2
+
+
+_NAME = st.text(alphabet="ab/", max_size=8)
+_PATTERN = st.text(alphabet="ab/*%", max_size=8)
+
+
+@given(_NAME, _PATTERN)
+def test_matcher_agrees_with_rfc_wildcards(name, pattern):
+    """
+    If this fails, LIST shows folders a pattern does not name, or hides
+    ones it does (RFC 3501 6.3.8: * matches anything, % anything but /),
+    checked against a regular expression on short inputs.
+    """
+    import re
+
+    regex = "".join(".*" if c == "*" else "[^/]*" if c == "%" else re.escape(c)
+                    for c in pattern)
+    assert patternMatcher("", pattern)(name) == bool(re.fullmatch(regex, name, re.S))

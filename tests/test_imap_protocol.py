@@ -212,3 +212,40 @@ def test_flag_change_seen_by_other_session(tmp_path):
     c1.send(b"s STORE 1 +FLAGS (\\Flagged)\r\n")
     c2.dataReceived(b"n NOOP\r\n")
     assert b"* 1 FETCH (FLAGS (\\Flagged) UID 1)" in t2.value()
+
+
+@pytest.mark.parametrize("command", [
+    b'LIST "" "*"', b'LSUB "" "*"', b"CREATE x", b"DELETE x", b"RENAME x y",
+    b"SUBSCRIBE x", b"UNSUBSCRIBE x", b"STATUS INBOX (MESSAGES)", b"NAMESPACE",
+    b"APPEND INBOX {1+}\r\nx",
+])
+def test_mailbox_commands_before_login_are_bad(tmp_path, command):
+    """
+    If this fails, a client that sends LIST, CREATE, APPEND... before
+    logging in gets NO [SERVERBUG] (and the log a traceback) instead of
+    BAD (RFC 3501 6.3: authenticated state only), found by the fuzzer.
+    """
+    c = Client(tmp_path, secure=True)
+    assert c.send(b"a " + command + b"\r\n") == b"a BAD Command not valid in this state\r\n"
+
+
+@pytest.mark.parametrize("key", [b"SINCE 1-Jan-19700000000000000000000",
+                                 b"SENTSINCE 1-Jan-19700000000000000000000",
+                                 b"BEFORE 123-Jan-2020", b"ON 1-Jan-20"])
+def test_search_date_out_of_grammar_is_bad(client, key):
+    """If this fails, SEARCH with an absurd date gets NO [SERVERBUG] and a traceback, not BAD."""
+    client.login()
+    client.send(b"s SELECT INBOX\r\n")
+    assert client.send(b"a SEARCH " + key + b"\r\n") == b"a BAD bad date\r\n"
+
+
+@pytest.mark.parametrize("command", [b"CREATE %s", b"SELECT %s", b"RENAME INBOX %s"])
+def test_mailbox_name_over_255_octets_is_limit(client, command):
+    """
+    If this fails, CREATE of a 300-character name gets NO [SERVERBUG] (the
+    file system refuses the directory name) instead of NO [LIMIT].
+    """
+    client.login()
+    out = client.send(b"a " + command % (b"n" * 300) + b"\r\n")
+    assert out.startswith(b"a NO [LIMIT] Mailbox name longer than 255 octets"), out
+    assert client.send(b"b CREATE " + b"n" * 200 + b"\r\n") == b"b OK CREATE completed\r\n"

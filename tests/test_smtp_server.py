@@ -515,3 +515,51 @@ def test_smtputf8_transaction_protocol_is_utf8smtp():
     c.one("DATA\r\n")
     c.one("Subject: y\r\n\r\nhi\r\n.\r\n")
     assert [e.session.protocol for e, _ in c.intake.committed] == ["UTF8SMTP", "ESMTP"]
+
+
+def _spinGuard(proto, limit=50):
+    """Make a spinning framing loop fail the test instead of hanging it."""
+    step = proto._commandReceived
+    calls = []
+
+    def counted():
+        calls.append(1)
+        assert len(calls) < limit, "the command reader spins on an incomplete line"
+        return step()
+
+    proto._commandReceived = counted
+    return calls
+
+
+@pytest.mark.parametrize("first, second", [
+    (b"NOOP", b"\r\n"),
+    (b"NOOP\r", b"\n"),
+    (b"EHLO x\r", b"\n"),
+    (b"N", b"OOP\r\n"),
+])
+def test_command_split_across_reads_is_answered_once(first, second):
+    """
+    A command whose line ending arrives in a later TCP read gets no reply
+    until then, and one reply after: the server does not freeze on it
+    (issue 12: 100% CPU, no greeting on any port).
+    """
+    c = Client()
+    _spinGuard(c.proto)
+    assert c.send(first) == []
+    replies = c.send(second)
+    assert len(replies) == 1 and replies[0][0] == 250, replies
+    # Another client is still greeted.
+    assert c.reconnect().greeting[0][0] == 220
+
+
+def test_bytes_left_after_refused_bdat_wait_for_their_line():
+    """
+    The bytes after a refused 'BDAT x' stay in command mode: an unfinished
+    line there waits for its LF instead of freezing the server.
+    """
+    c = Client()
+    c.ehlo()
+    _spinGuard(c.proto)
+    replies = c.send(b"BDAT x\r\nNOO")
+    assert [r[0] for r in replies] == [501]
+    assertReply(c.one(b"P\r\n"), 250, "2.0.0")

@@ -18,6 +18,7 @@ the size limits of L{pymailer.imap.server}) is turned into a list of tokens:
 Trusts nothing: every malformation raises L{ParseError}, answered with BAD.
 """
 
+import bisect
 import re
 
 
@@ -43,12 +44,20 @@ class FileLiteral:
         self.size = size
 
 
+# Parentheses nest this deep at most: no command needs more (BODYSTRUCTURE
+# is the server's), and the SEARCH compiler recurses once per level.
+MAX_NESTING = 32
+
 LITERAL_AT_END = re.compile(rb"\{(\d{1,20})(\+?)\}$")
 # tag = 1*<any ASTRING-CHAR except "+"> (RFC 3501 9): "]" is one.
 _TAG = re.compile(rb"[!#$&',-./0-9:-Z\[\]^-z|~]+")
 # fetch-att names whose "[" opens a section that may hold spaces and
 # parentheses (RFC 3501 9, fetch-att; RFC 3516 BINARY, answered BAD).
 _SECTIONED = (b"BODY", b"BODY.PEEK", b"BINARY", b"BINARY.PEEK", b"BINARY.SIZE")
+_SEQUENCE_RANGE = re.compile(rb"(\*|\d{1,10})(?::(\*|\d{1,10}))?")
+_SEQUENCE_SET = re.compile(rb"(?:\*|\d{1,10})(?::(?:\*|\d{1,10}))?"
+                           rb"(?:,(?:\*|\d{1,10})(?::(?:\*|\d{1,10}))?)*")
+_ATOM_RUN = re.compile(rb'[^ (){"\[\x00-\x1f\x7f]*')
 
 
 def isFetch(firstLine):
@@ -93,6 +102,8 @@ def _tokenizeLine(line, stack, sections):
         if c == b" ":
             i += 1
         elif c == b"(":
+            if len(stack) > MAX_NESTING:
+                raise ParseError("parentheses nested too deeply")
             stack.append([])
             i += 1
         elif c == b")":
@@ -127,6 +138,10 @@ def _tokenizeLine(line, stack, sections):
         else:
             start = i
             while i < n and line[i:i + 1] not in (b" ", b"(", b")", b'"', b"{"):
+                # The plain run at once: a line-long sequence set is one atom.
+                i = _ATOM_RUN.match(line, i).end()
+                if i >= n or line[i:i + 1] in (b" ", b"(", b")", b'"', b"{"):
+                    break
                 if line[i] < 0x20 or line[i] == 0x7F:
                     raise ParseError("control character in atom")
                 if sections and line[i:i + 1] == b"[" and line[start:i].upper() in _SECTIONED:
@@ -203,23 +218,23 @@ class SequenceSet:
 
     def __init__(self, ranges):
         self.ranges = ranges
+        self._spans = None  # (largest, spans, their starts)
 
     @classmethod
     def parse(cls, token):
         if not isinstance(token, Atom) or not token:
             raise ParseError("sequence set expected")
+        # One C-level pass checks the grammar (RFC 3501 9: seq-number is
+        # nz-number or "*", nz-number fits 32 bits); a set may fill the line.
+        if not _SEQUENCE_SET.fullmatch(token):
+            raise ParseError("bad sequence set")
         ranges = []
-        for item in bytes(token).split(b","):
-            lo, sep, hi = item.partition(b":")
-            values = []
-            for part in (lo, hi) if sep else (lo,):
-                if part == b"*":
-                    values.append(None)
-                elif part.isdigit() and len(part) <= 10 and 0 < int(part) <= 0xFFFFFFFF:
-                    values.append(int(part))
-                else:
-                    raise ParseError("bad sequence set")
-            ranges.append((values[0], values[-1]))
+        for lo, hi in _SEQUENCE_RANGE.findall(token):
+            lo = None if lo == b"*" else int(lo)
+            hi = lo if not hi else None if hi == b"*" else int(hi)
+            if lo == 0 or hi == 0 or (lo or 0) > 0xFFFFFFFF or (hi or 0) > 0xFFFFFFFF:
+                raise ParseError("bad sequence set")
+            ranges.append((lo, hi))
         return cls(ranges)
 
     def bounds(self, largest):
@@ -228,13 +243,36 @@ class SequenceSet:
             hi = largest if hi is None else hi
             yield (lo, hi) if lo <= hi else (hi, lo)
 
+    def spans(self, largest):
+        """
+        The set as sorted, disjoint C{(lo, hi)} spans, with C{*} as
+        C{largest}.  A client may send thousands of overlapping ranges
+        (C{1,2,3,...} or C{1:*,1:*,...} up to the line limit): every lookup
+        is then a binary search over these spans, never a walk over the
+        ranges as written.
+        """
+        if self._spans is None or self._spans[0] != largest:
+            merged = []
+            for lo, hi in sorted(self.bounds(largest)):
+                if merged and lo <= merged[-1][1] + 1:
+                    if hi > merged[-1][1]:
+                        merged[-1] = (merged[-1][0], hi)
+                else:
+                    merged.append((lo, hi))
+            self._spans = (largest, merged, [lo for lo, _ in merged])
+        return self._spans[1]
+
     def contains(self, value, largest):
-        return any(lo <= value <= hi for lo, hi in self.bounds(largest))
+        spans = self.spans(largest)
+        i = bisect.bisect_right(self._spans[2], value) - 1
+        return i >= 0 and value <= spans[i][1]
 
     def select(self, values, largest):
-        """The members of sorted C{values} in the set."""
-        spans = list(self.bounds(largest))
-        return [v for v in values if any(lo <= v <= hi for lo, hi in spans)]
+        """The members of sorted C{values} (a list or a range) in the set."""
+        out = []
+        for lo, hi in self.spans(largest):
+            out.extend(values[bisect.bisect_left(values, lo):bisect.bisect_right(values, hi)])
+        return out
 
     def hasStar(self):
         return any(None in r for r in self.ranges)

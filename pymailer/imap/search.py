@@ -21,6 +21,12 @@ from pymailer.imap.parser import (
     Atom, ParseError, SequenceSet, String, astring, isAtom, modSequence, number,
 )
 
+# A search program's size: every key costs a call per message, and NOT and
+# OR recurse.  Real clients send a handful of keys; a line of 64 KiB could
+# hold 16,000.
+MAX_KEYS = 1000
+MAX_DEPTH = 64
+
 _MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
 _FLAG_KEYS = {
     b"ANSWERED": ("\\Answered", True), b"UNANSWERED": ("\\Answered", False),
@@ -163,6 +169,8 @@ class Compiler:
         self.largestUid = largestUid
         self.needsContent = False
         self.usesModSeq = False
+        self.keys = 0  # how many keys the program has (its cost per message)
+        self._depth = 0
 
     def compile(self, tokens):
         tokens = list(tokens)
@@ -170,8 +178,23 @@ class Compiler:
             raise ParseError("missing search key")
         preds = []
         while tokens:
-            preds.append(self._one(tokens))
+            preds.append(self._nested(tokens))
+        if len(preds) == 1:
+            return preds[0]
         return lambda m: all(p(m) for p in preds)
+
+    def _nested(self, tokens):
+        """One key, within the program's limits of size and nesting."""
+        self.keys += 1
+        if self.keys > MAX_KEYS:
+            raise ParseError(f"too many search keys (at most {MAX_KEYS})")
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise ParseError("search keys nested too deeply")
+            return self._one(tokens)
+        finally:
+            self._depth -= 1
 
     def _modseq(self, tokens):
         """
@@ -235,13 +258,13 @@ class Compiler:
         if name == b"NOT":
             if not tokens:
                 raise ParseError("NOT needs a key")
-            p = self._one(tokens)
+            p = self._nested(tokens)
             return lambda m: not p(m)
         if name == b"OR":
             if len(tokens) < 2:
                 raise ParseError("OR needs two keys")
-            a = self._one(tokens)
-            b = self._one(tokens)
+            a = self._nested(tokens)
+            b = self._nested(tokens)
             return lambda m: a(m) or b(m)
         if name in (b"BEFORE", b"ON", b"SINCE"):
             day = parseDate(tokens.pop(0) if tokens else None)

@@ -72,6 +72,14 @@ PREAUTH_LITERAL = 8 * 1024
 MAX_LITERAL = 64 * 1024          # literals other than APPEND's message
 SPOOL_THRESHOLD = 256 * 1024     # APPEND literals above this go to a file
 CHUNK = 256 * 1024
+# A mailbox name's octets: each becomes one directory name in the store.
+MAX_MAILBOX_NAME = 255
+# Literals in one command: each may take MAX_LITERAL octets, and a command
+# is held whole until it is complete.
+MAX_LITERALS = 64
+# A SEARCH costing more key tests than this (messages x keys) runs in the
+# thread pool rather than on the reactor thread.
+INLINE_SEARCH = 20000
 _FLAG_NAMES = {f.upper(): f for f in SYSTEM_FLAGS}
 _STORE_MODES = {b"FLAGS": "set", b"+FLAGS": "add", b"-FLAGS": "remove"}
 # flag-keyword = atom (RFC 3501 9): no atom-specials, no "]".
@@ -245,14 +253,14 @@ class IMAPServer(IMAP4Server):
         except ParseError:
             tag, name = b"*", b""
         size, plus = int(marker[1]), bool(marker[2])
-        refusal = self._literalRefusal(name, size)
+        refusal = self._literalRefusal(name, size, len(segments) // 2)
         if refusal is not None:
             self._segments = None
             self.sendLine(tag + b" " + refusal)
             if plus:
                 # The client sends the octets anyway (RFC 7888 4): we will
                 # not read them, so the connection cannot go on.
-                self._bye(b"Literal too large")
+                self._bye(b"Literal refused, the connection cannot go on")
             return
         target = self._appendTarget(name, segments)
         if target is None:
@@ -325,8 +333,13 @@ class IMAPServer(IMAP4Server):
         else:
             self.setRawMode()
 
-    def _literalRefusal(self, name, size):
-        """Why a literal of C{size} octets is refused, before any C{+}."""
+    def _literalRefusal(self, name, size, before):
+        """
+        Why a literal of C{size} octets, after C{before} others in the same
+        command, is refused, before any C{+}.
+        """
+        if before >= MAX_LITERALS:
+            return b"BAD Too many literals in one command"
         if self.user is None:
             if size > PREAUTH_LITERAL:
                 return b"BAD Literal too large before login"
@@ -618,6 +631,10 @@ class IMAPServer(IMAP4Server):
     def mailboxName(self, token, forCreate=False):
         """A client's mailbox name -> the store's canonical name, or NO."""
         raw = astring(token, "mailbox name")
+        if len(raw) > MAX_MAILBOX_NAME:
+            # RFC 5530 3: LIMIT.  Longer names overflowed the file system's
+            # name limit in the store (a traceback and NO [SERVERBUG]).
+            raise CommandFailed(f"[LIMIT] Mailbox name longer than {MAX_MAILBOX_NAME} octets")
         try:
             name = utf7.decode(raw)
         except utf7.UTF7Error as e:
@@ -871,6 +888,14 @@ class IMAPServer(IMAP4Server):
             else:
                 raise ParseError(f"bad keyword {text[:40]}")
         return tuple(flags)
+
+    # RFC 3501 6.3, RFC 2342: the commands of the authenticated state (they
+    # need the account; before login they reached None and logged a
+    # traceback).
+    for _command in (cmd_NAMESPACE, cmd_CREATE, cmd_DELETE, cmd_RENAME, cmd_SUBSCRIBE,
+                     cmd_UNSUBSCRIBE, cmd_LIST, cmd_LSUB, cmd_STATUS, cmd_APPEND):
+        _command.states = ("auth", "select")
+    del _command
 
     # -- SELECT ---------------------------------------------------------------
 
@@ -1174,7 +1199,7 @@ class IMAPServer(IMAP4Server):
                 line += b" (MODSEQ %d)" % max(m for _, m in found)
             self.sendLine(line)
 
-        if compiler.needsContent:
+        if compiler.needsContent or len(snapshot) * compiler.keys > INLINE_SEARCH:
             return self.account.run(work).addCallback(answer)
         return answer(work())
 

@@ -261,13 +261,17 @@ class SMTPServer(SessionSecurity, ESMTP):
             return
         self._processing = True
         try:
-            while self._buffer and not self._busy and not self._disconnected:
+            # Each step says whether it consumed input: an incomplete command
+            # line (no LF yet) waits for the next read instead of being
+            # looked at again and again on the reactor thread.
+            progress = True
+            while progress and self._buffer and not self._busy and not self._disconnected:
                 if self._decoder is not None:
-                    self._dataReceived()
+                    progress = self._dataReceived()
                 elif self._bdatRemaining is not None:
-                    self._chunkReceived()
+                    progress = self._chunkReceived()
                 else:
-                    self._commandReceived()
+                    progress = self._commandReceived()
         finally:
             self._processing = False
         self._flowControl()
@@ -289,6 +293,12 @@ class SMTPServer(SessionSecurity, ESMTP):
         return MAX_COMMAND_LINE
 
     def _commandReceived(self):
+        """
+        Run one command line from the buffer.
+
+        @return: whether any input was consumed (C{False} while the line's
+            LF has not arrived yet).
+        """
         limit = self._lineLimit()
         newline = self._buffer.find(b"\n")
         if newline < 0:
@@ -299,21 +309,23 @@ class SMTPServer(SessionSecurity, ESMTP):
                 if not self._discardingLine:
                     self._discardingLine = True
                     self.reply(500, "5.5.2", "Line too long")
-            return
+                return True
+            return False
         line, self._buffer = self._buffer[:newline], self._buffer[newline + 1 :]
         if self._discardingLine:
             self._discardingLine = False
-            return
+            return True
         if line.endswith(b"\r"):
             line = line[:-1]
         if len(line) + 2 > limit:
             self.reply(500, "5.5.2", "Line too long")
-            return
+            return True
         self.resetTimeout()
         if self.mode == AUTH_MODE:
             self._run(self.state_AUTH, line)
         else:
             self._dispatch(line)
+        return True
 
     def _dispatch(self, line):
         if b"\r" in line or b"\x00" in line:
@@ -646,6 +658,7 @@ class SMTPServer(SessionSecurity, ESMTP):
             self._run(self._endOfChunk, None)
         elif self._pendingSize >= WRITE_BATCH:
             self._run(self._flushData, None)
+        return bool(take)
 
     def _endOfChunk(self, _):
         txn, last = self._txn, self._bdatLast
@@ -692,6 +705,8 @@ class SMTPServer(SessionSecurity, ESMTP):
             self._run(lambda _: self._finishMessage(), None)
         elif self._pendingSize >= WRITE_BATCH:
             self._run(self._flushData, None)
+        # The decoder took the whole buffer (holding an incomplete line).
+        return True
 
     def _takePendingData(self):
         data = b"".join(self._pendingData)
