@@ -236,7 +236,7 @@ def test_search_date_out_of_grammar_is_bad(client, key):
     """If this fails, SEARCH with an absurd date gets NO [SERVERBUG] and a traceback, not BAD."""
     client.login()
     client.send(b"s SELECT INBOX\r\n")
-    assert client.send(b"a SEARCH " + key + b"\r\n") == b"a BAD bad date\r\n"
+    assert client.send(b"a SEARCH " + key + b"\r\n").startswith(b"a BAD bad date ")
 
 
 @pytest.mark.parametrize("command", [b"CREATE %s", b"SELECT %s", b"RENAME INBOX %s"])
@@ -247,5 +247,5 @@ def test_mailbox_name_over_255_octets_is_limit(client, command):
     """
     client.login()
     out = client.send(b"a " + command % (b"n" * 300) + b"\r\n")
-    assert out.startswith(b"a NO [LIMIT] Mailbox name longer than 255 octets"), out
+    assert out.startswith(b"a NO [LIMIT] mailbox name longer than 255 octets"), out
     assert client.send(b"b CREATE " + b"n" * 200 + b"\r\n") == b"b OK CREATE completed\r\n"

@@ -72,8 +72,6 @@ PREAUTH_LITERAL = 8 * 1024
 MAX_LITERAL = 64 * 1024          # literals other than APPEND's message
 SPOOL_THRESHOLD = 256 * 1024     # APPEND literals above this go to a file
 CHUNK = 256 * 1024
-# A mailbox name's octets: each becomes one directory name in the store.
-MAX_MAILBOX_NAME = 255
 # Literals in one command: each may take MAX_LITERAL octets, and a command
 # is held whole until it is complete.
 MAX_LITERALS = 64
@@ -631,10 +629,6 @@ class IMAPServer(IMAP4Server):
     def mailboxName(self, token, forCreate=False):
         """A client's mailbox name -> the store's canonical name, or NO."""
         raw = astring(token, "mailbox name")
-        if len(raw) > MAX_MAILBOX_NAME:
-            # RFC 5530 3: LIMIT.  Longer names overflowed the file system's
-            # name limit in the store (a traceback and NO [SERVERBUG]).
-            raise CommandFailed(f"[LIMIT] Mailbox name longer than {MAX_MAILBOX_NAME} octets")
         try:
             name = utf7.decode(raw)
         except utf7.UTF7Error as e:
