@@ -26,6 +26,7 @@ __all__ = [
     "ConnectionLimits",
     "DeliveryConfig",
     "QueueConfig",
+    "MTASTSConfig",
     "Config",
     "load",
     "default",
@@ -58,7 +59,8 @@ class ConfigError(Exception):
 # --- the dataclasses -------------------------------------------------------
 
 # Order matters: ListenConfig.roles() and the sample file follow it.
-ROLES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s")
+ROLES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s",
+         "https", "http", "metrics")
 
 
 @dataclass(frozen=True)
@@ -74,12 +76,19 @@ class ListenConfig:
     imaps: str | None = None
     pop3: str | None = None
     pop3s: str | None = None
+    # The web listener (autoconfig, MTA-STS, metrics; L{pymailer.web}), and
+    # the same pages over plain HTTP (Thunderbird asks for autoconfig there).
+    https: str | None = None
+    http: str | None = None
+    # Prometheus /metrics on a listener of its own; without it, /metrics is
+    # on the web listener for loopback clients only.
+    metrics: str | None = None
 
     def roles(self) -> dict[str, str]:
         """
         @return: C{{role: endpoint}} for the configured roles only, in the
             canonical order (smtp, submission, submissions, imap, imaps,
-            pop3, pop3s).
+            pop3, pop3s, https, http, metrics).
         """
         return {
             role: getattr(self, role)
@@ -255,6 +264,23 @@ class DMARCConfig:
     mark_only_domains: tuple = ()
 
 
+MTA_STS_MODES = ("testing", "enforce", "none")
+
+
+@dataclass(frozen=True)
+class MTASTSConfig:
+    """
+    [mta_sts]: the MTA-STS policy served for every local domain (RFC 8461
+    §3.2).  C{testing}: senders report TLS failures (TLS-RPT) but deliver
+    anyway; C{enforce}: they refuse to deliver without valid TLS to our MX;
+    C{none}: a published policy is withdrawn.  C{max_age}: how long senders
+    cache it (RFC 8461 §3.2 allows up to 31557600 s).
+    """
+
+    mode: str = "testing"
+    max_age: int = 604800
+
+
 DEFAULT_CHECKS = ("ratelimit", "spf", "dkim", "arc", "dmarc")
 
 
@@ -307,6 +333,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     imap: ConnectionLimits = field(default_factory=ConnectionLimits)
     pop3: ConnectionLimits = field(default_factory=ConnectionLimits)
+    mta_sts: MTASTSConfig = field(default_factory=MTASTSConfig)
 
     @property
     def authservId(self):
@@ -559,7 +586,8 @@ def _parse(data, source, baseDir):
     top = _Reader(source, data)
     top.checkUnknown(
         {"hostname", "data_dir", "listen", "smtp", "delivery", "queue",
-         "tls", "auth", "submission", "dns", "relay", "policy", "imap", "pop3"})
+         "tls", "auth", "submission", "dns", "relay", "policy", "imap", "pop3",
+         "mta_sts"})
 
     hostname = top.string("hostname", required=True)
     _checkHostname(top, hostname)
@@ -720,6 +748,17 @@ def _parse(data, source, baseDir):
         limits[section] = ConnectionLimits(**_connectionLimits(reader, ConnectionLimits()))
         reader.checkUnknown(reader.seen)
 
+    stsT = top.table_("mta_sts")
+    d = MTASTSConfig()
+    mode = stsT.string("mode") or d.mode
+    if mode not in MTA_STS_MODES:
+        raise stsT.error("mode", f"expected testing, enforce or none, got {_show(mode)}")
+    maxAge = stsT.positiveInt("max_age", d.max_age)
+    if maxAge > 31557600:
+        # RFC 8461 §3.2: max_age is at most 31557600 (about a year).
+        raise stsT.error("max_age", f"at most 31557600 (RFC 8461), got {maxAge}")
+    stsT.checkUnknown(stsT.seen)
+
     return Config(
         hostname=hostname,
         data_dir=dataDirPath,
@@ -734,6 +773,7 @@ def _parse(data, source, baseDir):
         dns=dns,
         relay=relay,
         policy=policy,
+        mta_sts=MTASTSConfig(mode=mode, max_age=maxAge),
         **limits,
     )
 
@@ -875,6 +915,7 @@ def default(cwd=None) -> Config:
             imaps="ssl:1993" + local,
             pop3="tcp:1110" + local,
             pop3s="ssl:1995" + local,
+            https="ssl:8443" + local,
         ),
         smtp=SMTPConfig(),
         delivery=DeliveryConfig(),

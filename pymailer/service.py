@@ -36,7 +36,7 @@ from pymailer.intake import MessageIntake
 from pymailer.memdebug import tracingService
 from pymailer.queue.notify import Reporter
 from pymailer.queue.runner import QueueRunner
-from pymailer.queue.spool import Spool
+from pymailer.queue.spool import STATES as QUEUE_STATES, Spool
 from pymailer.smtp.factory import ROLES as SMTP_ROLES
 from pymailer.shutdown import GoodbyeListener
 from pymailer.policy.authresults import ForgedResultsFilter
@@ -47,6 +47,8 @@ from pymailer.policy.plugins import buildPieces
 from pymailer.smtp.factory import SMTPFactory
 from pymailer.pop3.server import buildMaildrops, buildPOP3
 from pymailer.imap.factory import buildAccount, buildIMAP
+from pymailer.web.app import buildMetrics, buildWeb
+from pymailer import metrics
 from twisted.mail.interfaces import IAccountIMAP
 from pymailer.store import openStore
 from pymailer.store.notify import ChangeNotifier
@@ -72,6 +74,8 @@ class Parts:
     directory: object
     notifier: object  # mailbox changes -> sessions (IMAP IDLE)
     policy: object  # the policy chain every SMTP listener asks
+    # The scrape-time metrics (connections per listener, queue sizes).
+    metricsRegistry: object = None
 
 
 def buildSMTP(role, parts):
@@ -95,6 +99,9 @@ LISTENER_BUILDERS = {
     "pop3s": buildPOP3,
     "imap": buildIMAP,
     "imaps": buildIMAP,
+    "https": buildWeb,
+    "http": buildWeb,
+    "metrics": buildMetrics,
 }
 
 # Avatar interface -> factory(parts) of avatarFactory(user), for the realm:
@@ -199,8 +206,12 @@ def makeService(config, reactor=None):
     tls = ReloadableContextFactory(*certificatePaths(config))
     reloadOnHangup(reactor, tls)
     policy = buildPolicy(config, reactor, pool, resolver, directory)
+    # role -> its listener's open connections, filled below, read by scrapes.
+    connections = {}
+    registry = metrics.serviceRegistry(
+        metrics.ServerCollector(connections, spool, QUEUE_STATES))
     parts = Parts(config, reactor, pool, portal, guard, tls, store, directory,
-                  ChangeNotifier(store, reactor), policy)
+                  ChangeNotifier(store, reactor), policy, registry)
     for interface, build in AVATAR_BUILDERS.items():
         realm.avatarFactories[interface] = build(parts)
 
@@ -212,7 +223,9 @@ def makeService(config, reactor=None):
             log.warn("listener {role} ({desc}) is configured but not available in "
                      "this version", role=role, desc=description)
             continue
-        listen(listeners, reactor, role, description, build(role, parts), tls)
+        factory = build(role, parts)
+        connections[role] = factory.clients
+        listen(listeners, reactor, role, description, factory, tls)
     return top
 
 

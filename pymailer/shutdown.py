@@ -22,17 +22,24 @@ GOODBYE_TIMEOUT = 3.0
 
 
 class Connections:
-    """The open connections of one listener."""
+    """
+    The open connections of one listener.
+
+    @ivar accepted: how many have opened in all (the connections counter
+        of L{pymailer.metrics}).
+    """
 
     log = Logger()
 
     def __init__(self, reactor):
         self.reactor = reactor
         self.open = set()
+        self.accepted = 0
         self._waiting = []
 
     def opened(self, protocol):
         self.open.add(protocol)
+        self.accepted += 1
 
     def closed(self, protocol):
         self.open.discard(protocol)

@@ -157,7 +157,7 @@ class MailServer:
     @param port: the SMTP port (default: a free one).
     @param roles: other listener roles to open (e.g. C{("submission",
         "submissions", "pop3s")}), each on a free port in C{self.ports}; a
-        role ending in "s" (but "smtp") gets an C{ssl:} endpoint.
+        role ending in "s" (but "smtp" and "metrics") gets an C{ssl:} endpoint.
     @param sections: more config tables, e.g. C{{"auth": {...}}}.
     """
 
@@ -204,7 +204,7 @@ class MailServer:
             "[listen]",
         ]
         for role, port in self.ports.items():
-            kind = "ssl" if role.endswith("s") and role != "smtp" else "tcp"
+            kind = "ssl" if role.endswith("s") and role not in ("smtp", "metrics") else "tcp"
             lines.append(f'{role} = "{kind}:{port}:interface={self.interface}"')
         tables = [("smtp", self.smtpOptions), ("queue", self.queueOptions)]
         # A test server never asks the real DNS (no traffic off this

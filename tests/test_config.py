@@ -45,7 +45,9 @@ class TestSample:
         assert c.listen.roles() == {
             "smtp": "tcp:25", "submission": "tcp:587",
             "submissions": "ssl:465", "imap": "tcp:143", "imaps": "ssl:993",
-            "pop3": "tcp:110", "pop3s": "ssl:995"}
+            "pop3": "tcp:110", "pop3s": "ssl:995", "https": "ssl:443",
+            "http": "tcp:80", "metrics": "tcp:9090:interface=127.0.0.1"}
+        assert c.mta_sts == config.MTASTSConfig()
         assert c.smtp == config.SMTPConfig()
         # The sample names a postmaster address (there is no default one).
         assert c.delivery == config.DeliveryConfig(postmaster="admin@example.org")
@@ -61,7 +63,7 @@ class TestSample:
         for cls in (config.ListenConfig, config.SMTPConfig,
                     config.DeliveryConfig, config.QueueConfig,
                     config.RateLimitConfig, config.DMARCConfig,
-                    config.ConnectionLimits):
+                    config.ConnectionLimits, config.MTASTSConfig):
             for f in dataclasses.fields(cls):
                 assert f"\n{f.name} = " in text, f.name
         for name in ("checks", "authserv_id"):
@@ -355,6 +357,7 @@ class TestValues:
             "imaps": "ssl:1993:interface=127.0.0.1",
             "pop3": "tcp:1110:interface=127.0.0.1",
             "pop3s": "ssl:1995:interface=127.0.0.1",
+            "https": "ssl:8443:interface=127.0.0.1",
         }
         for endpoint in c.listen.roles().values():
             config.validateEndpoint(endpoint)
@@ -462,3 +465,46 @@ class TestRelay:
         """A missing CA file or a non-boolean switch is one line naming the key, before any mail waits."""
         message = loadError(tmp_path, MINIMAL + text)
         assert f": {key}: " in message and reason in message, message
+
+
+class TestWebKeys:
+    def test_mtaSTSDefaultsToTesting(self, tmp_path):
+        """
+        Without [mta_sts] the policy is 'testing' for a week: otherwise a
+        new server would tell senders to refuse mail without valid TLS
+        before its certificate is in place.
+        """
+        c = config.load(writeConfig(tmp_path, MINIMAL))
+        assert c.mta_sts == config.MTASTSConfig(mode="testing", max_age=604800)
+
+    def test_mtaSTSKeys(self, tmp_path):
+        """The [mta_sts] keys are read: otherwise 'enforce' would be ignored."""
+        c = config.load(writeConfig(
+            tmp_path, MINIMAL + '[mta_sts]\nmode = "enforce"\nmax_age = 86400\n'))
+        assert c.mta_sts == config.MTASTSConfig(mode="enforce", max_age=86400)
+
+    @pytest.mark.parametrize("text, key, reason", [
+        ('mode = "enforcing"', "mta_sts.mode", "expected testing, enforce or none"),
+        ("max_age = 0", "mta_sts.max_age", "positive integer"),
+        ("max_age = 40000000", "mta_sts.max_age", "at most 31557600"),
+        ("mod = 1", "mta_sts.mod", "unknown key"),
+    ])
+    def test_mtaSTSMistakes(self, tmp_path, text, key, reason):
+        """
+        check-config names a bad [mta_sts] key: otherwise a typo would serve
+        a policy senders reject (RFC 8461 §3.2) or silently fall back.
+        """
+        message = loadError(tmp_path, MINIMAL + "[mta_sts]\n" + text + "\n")
+        assert f": {key}: " in message and reason in message
+
+    def test_webListenersAreEndpoints(self, tmp_path):
+        """
+        [listen] https, http and metrics are checked like the mail
+        listeners: otherwise a bad one would fail only at start-up.
+        """
+        c = config.load(writeConfig(tmp_path, MINIMAL + '[listen]\nhttps = "ssl:443"\n'
+                                    'metrics = "tcp:9090:interface=127.0.0.1"\n'))
+        assert c.listen.roles() == {"https": "ssl:443",
+                                    "metrics": "tcp:9090:interface=127.0.0.1"}
+        message = loadError(tmp_path, MINIMAL + '[listen]\nhttp = "tcp:eighty"\n')
+        assert ": listen.http: bad endpoint" in message

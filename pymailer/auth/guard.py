@@ -13,6 +13,8 @@ from collections import deque
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from pymailer import metrics
+
 # Bound on remembered keys, so a flood of distinct addresses cannot grow
 # memory without limit; the oldest entries go first.
 MAX_KEYS = 100_000
@@ -48,6 +50,7 @@ class LoginGuard:
         C{Deferred} that fires after the failure delay.
         """
         now = self.clock.seconds()
+        metrics.AUTH_FAILURES.labels(protocol).inc()
         self.log.warn(
             "{protocol} login failed for {account!r} from {ip}",
             protocol=protocol, account=account, ip=ip,
@@ -61,6 +64,7 @@ class LoginGuard:
                 window.popleft()
             if len(window) >= self.config.max_failures:
                 self._lockedUntil[key] = now + self.config.lockout_time
+                metrics.LOCKOUTS.labels(key[0]).inc()
                 window.clear()
                 self.log.warn(
                     "{kind} {value!r} locked out for {t:g} s after {n} failed logins",

@@ -36,6 +36,7 @@ import mmap
 import os
 import re
 import tempfile
+import time
 from collections import deque
 from contextlib import contextmanager
 
@@ -49,6 +50,7 @@ from twisted.mail.imap4 import IMAP4Server
 from twisted.mail.interfaces import IAccountIMAP
 from zope.interface import implementer
 
+from pymailer import metrics
 from pymailer.auth.guard import plaintextLoginAllowed
 from pymailer.auth.login import LoginBlocked, guardedLogin
 from pymailer.auth import sasl
@@ -446,11 +448,18 @@ class IMAPServer(IMAP4Server):
         if self.state not in states:
             self.sendLine(tag + b" BAD Command not valid in this state")
             return None
+        started = time.perf_counter()
         d = defer.maybeDeferred(handler, tag, args, uid) if getattr(handler, "uid", False) \
             else defer.maybeDeferred(handler, tag, args)
         d.addCallbacks(self._completed, self._failed, (tag, name, uid), None, (tag,), None)
         d.addErrback(self._failed, tag)
-        return d
+        return d.addBoth(self._timed, name, uid, started)
+
+    def _timed(self, result, name, uid, started):
+        # Only commands we implement get here: the label set is bounded.
+        command = ("UID " if uid else "") + name.decode("ascii", "replace")
+        metrics.IMAP_COMMAND_SECONDS.labels(command).observe(time.perf_counter() - started)
+        return result
 
     def _completed(self, result, tag, name, uid):
         """After a command, report changes to the selected mailbox."""

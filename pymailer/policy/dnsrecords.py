@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pymailer import config as configModule
 from pymailer.policy import dkimkeys
+from pymailer.web import mtasts
 
 __all__ = ["zoneRecords", "endpointPort", "SERVICES", "DMARC_POLICY"]
 
@@ -151,6 +152,27 @@ def zoneRecords(config, domain: str) -> list[str]:
             lines.append(f"; warning: the {role} listener is bound to loopback"
                          f" ({_interface(endpoint)}): not reachable from outside.")
         lines.append(f"{name} IN SRV {priority} 1 {port} {host}.")
-    lines.append("; autoconfig/autodiscover (Thunderbird, Outlook) are not"
-                 " served by pymailer: clients fall back to the SRV records.")
+    lines.extend(_webRecords(config, domain, host))
+    return lines
+
+
+def _webRecords(config, domain, host):
+    """Autoconfig and MTA-STS names, which need the web listener."""
+    if config.listen.https is None:
+        return ["; autoconfig/autodiscover (Thunderbird, Outlook) and MTA-STS"
+                " need the web listener ([listen] https): without it, clients"
+                " fall back to the SRV records."]
+    lines = ["; Mail client autoconfig (Thunderbird) and Autodiscover"
+             " (Outlook) are served by the web listener under these names:"]
+    for name in ("autoconfig", "autodiscover"):
+        lines.append(f"{name}.{domain}. IN CNAME {host}.")
+    port = endpointPort(config.listen.https) or 443
+    lines.append("; Outlook also looks up this SRV record.")
+    lines.append(f"_autodiscover._tcp.{domain}. IN SRV 0 1 {port} {host}.")
+    lines.append(f"; MTA-STS (RFC 8461), mode {config.mta_sts.mode}: the policy at"
+                 f" https://mta-sts.{domain}/.well-known/mta-sts.txt; the id"
+                 " changes with the policy. The certificate must cover"
+                 f" mta-sts.{domain}. TLS-RPT (RFC 8460) reports go to postmaster.")
+    lines.append(f"mta-sts.{domain}. IN CNAME {host}.")
+    lines.extend(mtasts.dnsRecords(config, domain))
     return lines

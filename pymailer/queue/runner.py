@@ -15,6 +15,7 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from pymailer import metrics
 from pymailer.envelope import DELIVERED, FAILED, PENDING
 from pymailer.queue.backoff import retryDelay
 
@@ -278,6 +279,7 @@ class QueueRunner(Service):
         return envelope.withRecipients(recipients), nextAttempt, events
 
     def _logOutcome(self, envelope, recipient, status, detail):
+        metrics.DELIVERIES.labels(status).inc()
         # One line per recipient and attempt, in the manner of Postfix's
         # "to=<...>, status=..." so that operators can grep one format.
         self.log.info(

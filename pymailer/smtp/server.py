@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.mail.smtp import COMMAND, ESMTP
 from zope.interface import implementer
 
+from pymailer import metrics
 from pymailer.envelope import Envelope, Recipient, Session
 from pymailer.interfaces import IGoodbye, IMessageIntake
 from pymailer.policy.decision import Facts
@@ -232,6 +233,7 @@ class SMTPServer(SessionSecurity, ESMTP):
     def _judge(self, decision):
         """A refusing decision becomes the error reply (and maybe a close)."""
         if decision.refuses:
+            metrics.REJECTIONS.labels(decision.reason or "policy").inc()
             if decision.disconnect:
                 # The reply goes out here; the error below only stops the
                 # command (a closed session sends nothing more).
@@ -591,6 +593,7 @@ class SMTPServer(SessionSecurity, ESMTP):
         failure.trap(SMTPReply)
         if failure.value.enhanced != BAD_MAILBOX:
             return failure
+        metrics.REJECTIONS.labels("unknown_recipient").inc()
         d = self._ask("checkUnknownRecipient", recipient)
         d.addCallback(self._judge)
         return d.addCallback(lambda _: failure)
@@ -742,6 +745,7 @@ class SMTPServer(SessionSecurity, ESMTP):
                 lambda _: self.reply(txn.problem.code, txn.problem.enhanced, txn.problem.text)
             )
             return d
+        started = time.perf_counter()
         d = message.write(self._takePendingData())
         d.addCallback(lambda _: message.finish())
         self.facts.size = txn.size
@@ -760,6 +764,7 @@ class SMTPServer(SessionSecurity, ESMTP):
                 ip=self._peerHost,
                 user=f" sasl_username={self.authenticatedAs}" if self.authenticatedAs else "",
             )
+            metrics.MESSAGES_ACCEPTED.labels(self.factory.role.name).inc()
             self.reply(250, "2.0.0", f"Ok: queued as {envelope.queueId}")
 
         def failed(failure):
@@ -771,7 +776,12 @@ class SMTPServer(SessionSecurity, ESMTP):
             self.log.failure("could not commit {qid}", failure, qid=message.queueId)
             self.reply(451, "4.3.0", "Could not store the message, try again later")
 
-        return d.addCallbacks(committed, failed)
+        def timed(result):
+            metrics.SMTP_DATA_SECONDS.labels(self.factory.role.name).observe(
+                time.perf_counter() - started)
+            return result
+
+        return d.addCallbacks(committed, failed).addBoth(timed)
 
     def _envelope(self, txn, message, decision):
         """The envelope to queue, with what policy added and where it files."""
