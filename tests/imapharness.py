@@ -59,14 +59,12 @@ class FakeFactory:
         self.tls = TLS
         self.implicitTLS = secure
         self.maxMessageSize = 1000000
-        self.tempDir = str(tmp_path)
         self.clients = Connections(self.clock)
 
     def account(self, user):
         if isinstance(user, bytes):
             user = user.decode()
-        return InlineAccount(user, self.store, self.clock, None, self.notifier,
-                             str(self.store.root.parent))
+        return InlineAccount(user, self.store, self.clock, None, self.notifier)
 
     def run(self, function, *args):
         return defer.maybeDeferred(function, *args)

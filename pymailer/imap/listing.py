@@ -13,7 +13,7 @@ C{%} only (6.3.9).
 
 import re
 
-from pymailer.store.maildir import INBOX, SPECIAL_USE
+from pymailer.store import INBOX, SPECIAL_USE
 
 
 def patternRegex(reference, pattern):
