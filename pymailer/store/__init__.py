@@ -8,6 +8,10 @@ they share.
 
 from dataclasses import dataclass
 
+from twisted.logger import Logger
+
+log = Logger()
+
 __all__ = [
     "INBOX", "SPECIAL_USE", "KeywordLimit", "MailboxGone", "MailboxNameTooLong",
     "MailboxSnapshot", "MaildropLocked", "MessageInfo", "canonicalName",
@@ -57,6 +61,33 @@ def canonicalName(name):
     if components[0].upper() == INBOX:
         components[0] = INBOX
     return "/".join(components)
+
+
+class Listeners:
+    """
+    The listener half of L{pymailer.interfaces.IMailStore}, for backends to
+    inherit: C{_notify(user, mailboxName)} after each change.
+    """
+
+    def addListener(self, listener):
+        self._listeners = getattr(self, "_listeners", ()) + (listener,)
+
+    def removeListener(self, listener):
+        listeners = list(self._listeners)
+        listeners.remove(listener)
+        self._listeners = tuple(listeners)
+
+    def _notify(self, user, mailboxName):
+        # A tuple replaced on change: pool threads notify while the reactor
+        # adds or removes listeners.
+        for listener in getattr(self, "_listeners", ()):
+            try:
+                listener(user, mailboxName)
+            except Exception:
+                log.failure(
+                    "Mailbox listener {listener!r} failed: {user} {mailbox}",
+                    listener=listener, user=user, mailbox=mailboxName,
+                )
 
 
 @dataclass(frozen=True)

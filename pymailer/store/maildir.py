@@ -49,19 +49,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from pymailer.fsutil import exclusiveLock, fsyncDirectory, writeDurably
 from pymailer.interfaces import IMailbox, IMaildropLock, IMailStore
 from pymailer.store import (
-    INBOX, SPECIAL_USE, MailboxGone, MailboxNameTooLong, MailboxSnapshot,
+    INBOX, SPECIAL_USE, Listeners, MailboxGone, MailboxNameTooLong, MailboxSnapshot,
     MaildropLocked, MessageInfo, canonicalName as _genericName,
 )
 from pymailer.store.content import FileContent
 from pymailer.store.maildirindex import UIDLIST, Index, Keywords, readIndex, writeIndex
 
-log = Logger()
 
 # Maildir info letters <-> IMAP system flags (maildir spec, "info" semantics).
 FLAG_LETTERS = {
@@ -222,7 +220,7 @@ class FlockMaildropLock:
 
 
 @implementer(IMailStore)
-class MaildirStore:
+class MaildirStore(Listeners):
     """
     L{IMailStore} on Maildir++ directories under C{root}.
 
@@ -235,7 +233,6 @@ class MaildirStore:
     def __init__(self, root, hostname, stateDir=None):
         self.root = Path(root)
         self.hostname = hostname.replace("/", "\\057").replace(":", "\\072")
-        self._listeners = []
         state = self.root.parent if stateDir is None else Path(stateDir)
         self._scratch = state / "tmp"
         self._subscriptions = state / "imap-subscriptions"
@@ -480,23 +477,6 @@ class MaildirStore:
         self._notify(user, canonical)
         return True
 
-    # -- listeners ---------------------------------------------------------
-
-    def addListener(self, listener):
-        self._listeners.append(listener)
-
-    def removeListener(self, listener):
-        self._listeners.remove(listener)
-
-    def _notify(self, user, mailboxName):
-        for listener in list(self._listeners):
-            try:
-                listener(user, mailboxName)
-            except Exception:
-                log.failure(
-                    "Mailbox listener {listener!r} failed: {user} {mailbox}",
-                    listener=listener, user=user, mailbox=mailboxName,
-                )
 
 
 def writeMessage(mailboxDir, subdir, fileName, prefix, source,
