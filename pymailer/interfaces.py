@@ -87,76 +87,215 @@ class IAccountDirectory(Interface):
 
 class IMailStore(Interface):
     """
-    Where delivered mail lives: per-user mailboxes with stable UIDs and flags.
+    Where delivered mail lives: per-user mailboxes with stable UIDs, flags,
+    subscriptions and the POP3 maildrop lock.
 
-    Knows nothing of protocols.  Safe when several processes (and outside
-    Maildir tools) share it.
+    Knows nothing of protocols, and protocols know nothing of its layout:
+    they never see a path, a file descriptor or a directory name, only
+    names, UIDs and L{IMessageContent} objects.  Safe when several
+    processes share it (and, for Maildir, outside Maildir tools).
+
+    Users are normalised C{local@domain} addresses (the account directory
+    checks them); mailbox names are canonical names from
+    L{canonicalName}, C{"/"}-separated.  Unless a method says otherwise it
+    is I{blocking}: call it from a thread pool, never the reactor thread.
+    A missing user is never an error: the first access makes the account
+    (see L{createUser}).
     """
+
+    def canonicalName(name):
+        """
+        Validate a mailbox name from a client and return its canonical form
+        (C{INBOX} in any case, also as the first component, becomes
+        C{INBOX}).  I{Not blocking}: pure computation, safe on the reactor.
+
+        @raise pymailer.store.MailboxNameTooLong: this backend cannot store
+            a name that long (a C{ValueError}; IMAP: C{NO [LIMIT]}).
+        @raise ValueError: the name is empty or malformed (empty, C{.} or
+            C{..} components, a leading C{/}, control characters).
+        """
 
     def createUser(user):
         """
-        Make the user's mailboxes (INBOX and the special-use folders).
-        Idempotent.  Every other method makes them too, on the first access
-        to a user that does not have them yet (an account created before,
-        or by an older version), so every account has them from the start.
-        Blocking.
+        Make the user's mailboxes: INBOX and the special-use folders
+        (L{pymailer.store.SPECIAL_USE}, RFC 6154).  Idempotent: folders
+        that exist are left alone.  Every other method makes them too, on
+        the first access to a user that does not have them yet (an account
+        created before, or by an older version), so every account has them
+        from the start; a special-use folder the user deleted after that
+        stays deleted.
         """
 
     def deliver(user, prefix, source, mailbox="INBOX", uniqueKey=None,
                 checkDuplicate=False):
         """
         Deliver one message durably: C{prefix} (C{bytes}, e.g. trace headers)
-        followed by the bytes of the binary file object C{source}, streamed.
-        Returns only once the message is on disk (file and directory fsynced).
+        followed by the bytes of the binary file object C{source}, streamed
+        (never held whole in memory by a backend that can avoid it).
+        Returns only once the message is durable: a crash after the return
+        never loses it.  Listeners are told (see L{addListener}).
 
-        @param uniqueKey: a C{str} naming this delivery (queue id + recipient
-            index); with C{checkDuplicate=True}, a message already delivered
-            under that key is not delivered again (crash recovery).
+        @param uniqueKey: a C{str} of C{[A-Za-z0-9_-]} naming this delivery
+            (queue id + recipient index); with C{checkDuplicate=True}, a
+            message already delivered under that key is not delivered again
+            (crash recovery).
         @return: C{True} if delivered, C{False} if it was a duplicate.
-        Blocking.
+        @raise KeyError: no such mailbox.
+        @raise ValueError: a malformed C{uniqueKey}, or C{checkDuplicate}
+            without one.
         """
 
     def mailbox(user, name="INBOX"):
         """
         @return: the L{IMailbox} C{name} of C{user}.
         @raise KeyError: no such mailbox.
-        Blocking.
+        @raise ValueError: a name L{canonicalName} refuses.
         """
 
     def listMailboxes(user):
-        """@return: sorted C{list} of mailbox names of C{user}. Blocking."""
+        """@return: sorted C{list} of canonical mailbox names, INBOX first."""
 
     def createMailbox(user, name):
-        """Create a mailbox; L{KeyError} if it exists. Blocking."""
+        """
+        Create an empty mailbox (with a UIDVALIDITY never given before to
+        a mailbox of C{user}, RFC 3501 2.3.1.1).
+
+        @raise KeyError: it exists (INBOX always does).
+        @raise ValueError: a name L{canonicalName} refuses.
+        """
 
     def deleteMailbox(user, name):
-        """Delete a mailbox; L{KeyError} if there is none. Blocking."""
+        """
+        Delete a mailbox and its messages (not its children).  Sessions
+        that have it open get L{pymailer.store.MailboxGone} from then on;
+        listeners are told.
+
+        @raise KeyError: there is none.
+        @raise ValueError: INBOX cannot be deleted.
+        """
 
     def renameMailbox(user, oldName, newName):
-        """Rename a mailbox (UIDVALIDITY preserved). Blocking."""
+        """
+        Rename a mailbox and its children, keeping UIDVALIDITY and UIDs.
+        Listeners are told of C{oldName}.
+
+        @raise KeyError: C{oldName} does not exist (C{args[0] == oldName}),
+            or C{newName} (or a child's new name) exists.
+        @raise ValueError: either name is INBOX (RFC 3501 6.3.5's INBOX
+            special case is a L{IMailbox.move} of every message).
+        """
+
+    def subscriptions(user):
+        """
+        @return: the C{set} of mailbox names C{user} subscribed to
+            (IMAP LSUB).  Subscriptions outlive the mailboxes they name
+            (RFC 3501 6.3.6): a deleted mailbox stays subscribed.
+        """
+
+    def subscribe(user, name):
+        """
+        Add C{name} to the subscriptions (idempotent).  Does not check that
+        the mailbox exists; the protocol decides.  Two sessions changing
+        subscriptions at once never lose each other's change.
+        """
+
+    def unsubscribe(user, name):
+        """Remove C{name} from the subscriptions; no error if absent."""
+
+    def lockMaildrop(user):
+        """
+        Take the user's POP3 maildrop lock (RFC 1939 4: one POP3 session
+        per maildrop), shared by every process on this store, released by
+        L{IMaildropLock.release} or when the process dies.  Never waits.
+
+        @return: an L{IMaildropLock}.
+        @raise pymailer.store.MaildropLocked: somebody else holds it.
+        """
+
+    def newAppendSpool():
+        """
+        A scratch binary file for incoming content too large to hold in
+        memory (an IMAP APPEND literal): C{write}, C{seek}, C{read},
+        C{close}; it disappears when closed, or when the process dies.
+        Quick (one file creation, no fsync): may be called on the reactor
+        thread.
+        """
 
     def addListener(listener):
         """
         Call C{listener(user, mailboxName)} after every change to a mailbox
-        made through this store object (delivery, flags, expunge, append).
-        Listeners are called in the thread that made the change.
+        made through this store object (delivery, append, copy, move, flags,
+        expunge, delete, rename).  Listeners are called in the thread that
+        made the change, after it is durable; an exception a listener raises
+        is logged, never passed on.  I{Not blocking.}
         """
 
     def removeListener(listener):
-        """Stop calling C{listener}."""
+        """Stop calling C{listener}. I{Not blocking.}"""
+
+
+class IMaildropLock(Interface):
+    """A held POP3 maildrop lock (L{IMailStore.lockMaildrop})."""
+
+    def release():
+        """
+        Release the lock.  Idempotent, safe from any thread, never raises,
+        never blocks for long.
+        """
+
+
+class IMessageContent(Interface):
+    """
+    The octets of one stored message, opened (L{IMailbox.openMessage}): a
+    readable binary file object (C{read}, C{seek}, C{tell}, C{close}, and
+    a context manager) over content that never changes while it is open:
+    a flag change, an expunge or a rename does not disturb a reader.  No
+    C{fileno}: the content need not be a file.  Reads are blocking.
+    """
+
+    size = Attribute("The message's size in octets (RFC822.SIZE).")
+
+    def read(size=-1):
+        """@return: up to C{size} octets (all if negative) from the position."""
+
+    def seek(offset, whence=0):
+        """Move the position, as C{io.IOBase.seek}. @return: the new position."""
+
+    def tell():
+        """@return: the position."""
+
+    def readAt(offset, length):
+        """
+        @return: up to C{length} octets at C{offset}, without using or
+            moving the position: safe from several threads at once.
+        """
+
+    def duplicate():
+        """
+        @return: a new L{IMessageContent} on the same octets with its own
+            position, open until closed even if this one is closed or the
+            message expunged meanwhile.
+        """
+
+    def close():
+        """Release what the object holds. Idempotent."""
 
 
 class IMailbox(Interface):
     """
     One mailbox of one user.  UIDs are assigned under a lock shared by every
     process, are strictly ascending, and never reused while UIDVALIDITY holds.
-    All methods are blocking.
+    Every change gives the messages it touches (or, for an expunge, the
+    mailbox) a new mod-sequence, and tells the store's listeners.
+
+    All methods are blocking.  Once the mailbox is deleted or renamed away
+    (by anyone), methods raise L{pymailer.store.MailboxGone} (a C{KeyError}).
     """
 
-    name = Attribute("The mailbox name, e.g. C{'INBOX'} or C{'Sent'}.")
+    name = Attribute("The canonical mailbox name, e.g. C{'INBOX'} or C{'Sent'}.")
 
     def uidValidity():
-        """@return: the UIDVALIDITY C{int}."""
+        """@return: the UIDVALIDITY C{int} (32-bit, non-zero)."""
 
     def uidNext():
         """@return: the UID the next new message will get."""
@@ -166,14 +305,14 @@ class IMailbox(Interface):
 
     def messages():
         """
-        Scan the mailbox (new mail from any process gets its UID now).
+        The mailbox now (new mail from any process gets its UID now).
 
         @return: C{list} of L{pymailer.store.MessageInfo}, ascending by UID.
         """
 
     def snapshot(claimRecent=False):
         """
-        Scan the mailbox, as L{messages}, with its UIDVALIDITY, UIDNEXT,
+        The mailbox, as L{messages}, with its UIDVALIDITY, UIDNEXT,
         HIGHESTMODSEQ, keywords and C{\\\\Recent} messages, read at once.
 
         @param claimRecent: the caller is a session that opened the mailbox
@@ -183,7 +322,10 @@ class IMailbox(Interface):
         """
 
     def openMessage(uid):
-        """@return: a binary file object of the message. L{KeyError} if gone."""
+        """
+        @return: an L{IMessageContent} on the message's octets.
+        @raise KeyError: no message C{uid} (expunged, or never there).
+        """
 
     def storeFlags(uids, mode, flags, unchangedSince=None):
         """
@@ -191,23 +333,52 @@ class IMailbox(Interface):
         C{'$Junk'}) of messages, atomically for each: C{mode} is C{"set"},
         C{"add"} or C{"remove"}.  Each message whose flags change gets a new
         mod-sequence; one whose mod-sequence is above C{unchangedSince} is
-        left alone (RFC 7162 3.1.3 UNCHANGEDSINCE).
+        left alone (RFC 7162 3.1.3 UNCHANGEDSINCE).  C{\\\\Recent} is not a
+        stored flag and is ignored.
 
-        @return: C{({uid: (flags, modseq)}, [uids left alone])}; UIDs not
-            in the mailbox are in neither.
-        @raise pymailer.store.KeywordLimit: no room for a new keyword.
+        @return: C{({uid: (flags, modseq)}, [uids left alone])}: every
+            message found, changed or not; UIDs not in the mailbox are in
+            neither.
+        @raise pymailer.store.KeywordLimit: no room for a new keyword
+            (nothing is changed).
         """
 
     def setFlags(uid, flags):
         """Replace the flags of one message; L{KeyError} if it is gone."""
 
     def expunge(uids):
-        """Remove the messages with these UIDs; unknown UIDs are ignored."""
+        """
+        Remove the messages with these UIDs; unknown UIDs are ignored.  Their
+        UIDs are never given again; HIGHESTMODSEQ goes up if any went.
+        """
 
     def append(source, flags=(), internalDate=None):
         """
-        Add a message from binary file object C{source}.
+        Add a message durably from binary file object C{source} (read to
+        its end), with C{flags} and C{internalDate} (seconds since the
+        epoch; now if C{None}).
+
         @return: its UID.
+        @raise pymailer.store.KeywordLimit: no room for a new keyword.
+        """
+
+    def copy(uids, target):
+        """
+        Copy messages to mailbox C{target} (an L{IMailbox} of the same
+        store), with their flags and internal dates, in UID order.  UIDs
+        not in this mailbox are skipped.
+
+        @return: C{[(uid, new uid in target)]} (UIDPLUS COPYUID, RFC 4315).
+        @raise pymailer.store.KeywordLimit: C{target} has no room for a
+            keyword (what was copied before stays).
+        """
+
+    def move(uids, target):
+        """
+        As L{copy}, then expunge the copied messages from this mailbox
+        (RFC 6851): a message is never in neither mailbox.
+
+        @return: C{[(uid, new uid in target)]}.
         """
 
 

@@ -1,7 +1,8 @@
 """
 The IMAP server on a L{StringTransport} with a L{task.Clock}, a real
-Maildir store in a scratch directory and store calls run inline (no
-reactor, no threads): the harness of the protocol-level IMAP tests.
+Maildir store in a scratch directory (or any other store, C{store=}) and
+store calls run inline (no reactor, no threads): the harness of the
+protocol-level IMAP tests.
 """
 
 import io
@@ -45,9 +46,11 @@ class ImmediateReactor(task.Clock):
 
 
 class FakeFactory:
-    def __init__(self, tmp_path, secure=False, plaintextLoopback=False, **auth):
+    def __init__(self, tmp_path, secure=False, plaintextLoopback=False, store=None, **auth):
         self.clock = ImmediateReactor()
-        self.store = MaildirStore(tmp_path / "mail", "mail.example.org")
+        if store is None:
+            store = MaildirStore(tmp_path / "mail", "mail.example.org")
+        self.store = store
         self.store.createUser(USER.decode())
         self.notifier = ChangeNotifier(self.store, self.clock)
         self.authConfig = AuthConfig(allow_plaintext_on_loopback=plaintextLoopback,
@@ -59,14 +62,12 @@ class FakeFactory:
         self.tls = TLS
         self.implicitTLS = secure
         self.maxMessageSize = 1000000
-        self.tempDir = str(tmp_path)
         self.clients = Connections(self.clock)
 
     def account(self, user):
         if isinstance(user, bytes):
             user = user.decode()
-        return InlineAccount(user, self.store, self.clock, None, self.notifier,
-                             str(self.store.root.parent))
+        return InlineAccount(user, self.store, self.clock, None, self.notifier)
 
     def run(self, function, *args):
         return defer.maybeDeferred(function, *args)

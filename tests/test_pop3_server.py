@@ -41,7 +41,7 @@ class World:
         self.store = MaildirStore(tmp_path / "mail", "mail.example.org")
         realm = MailRealm(lambda user: None)
         realm.avatarFactories[IMailboxPOP3] = maildropFactory(
-            self.store, tmp_path / "locks", self.reactor, self.pool)
+            self.store, self.reactor, self.pool)
         db = InMemoryUsernamePasswordDatabaseDontUse()
         db.addUser(ALICE.encode(), PASSWORD)
         self.portal = Portal(realm, [_DecodingChecker(db)])

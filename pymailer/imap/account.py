@@ -6,15 +6,9 @@ Every store call blocks, so the avatar runs them in the shared thread pool
 and returns C{Deferred}s; the protocol never touches the disk itself.
 """
 
-import json
-import os
-
 from twisted.internet.threads import deferToThreadPool
 from twisted.mail.interfaces import IAccountIMAP
 from zope.interface import implementer
-
-from pymailer.fsutil import exclusiveLock, fsyncDirectory, writeDurably
-
 
 
 @implementer(IAccountIMAP)
@@ -27,14 +21,12 @@ class IMAPAccount:
     @ivar user: the normalised address (the avatar id).
     """
 
-    def __init__(self, user, store, reactor, threadpool, notifier, dataDir):
+    def __init__(self, user, store, reactor, threadpool, notifier):
         self.user = user
         self.store = store
         self.reactor = reactor
         self.threadpool = threadpool
         self.notifier = notifier
-        self._subscriptionsPath = os.path.join(
-            dataDir, "imap-subscriptions", user.encode("utf-8").hex() + ".json")
 
     def run(self, function, *args, **kwargs):
         """Run a blocking function in the disk thread pool."""
@@ -48,26 +40,14 @@ class IMAPAccount:
 
     def subscriptions(self):
         """
-        Blocking.  Subscriptions are kept apart from the store: RFC 3501
+        Blocking.  Kept by the store, apart from the mailboxes: RFC 3501
         6.3.6 says they outlive the mailboxes they name.
         """
-        try:
-            with open(self._subscriptionsPath, encoding="utf-8") as f:
-                return set(json.load(f))
-        except (FileNotFoundError, ValueError):
-            return set()
+        return self.store.subscriptions(self.user)
 
     def setSubscribed(self, name, subscribed):
-        directory = os.path.dirname(self._subscriptionsPath)
-        os.makedirs(directory, 0o700, exist_ok=True)
-        # Two sessions of one user (in two pool threads, or two processes)
-        # must not lose each other's change: read-modify-write under a lock.
-        with exclusiveLock(self._subscriptionsPath + ".lock"):
-            names = self.subscriptions()
-            if subscribed:
-                names.add(name)
-            else:
-                names.discard(name)
-            writeDurably(self._subscriptionsPath,
-                         json.dumps(sorted(names)).encode("utf-8"))
-            fsyncDirectory(directory)
+        """Blocking: (un)subscribe C{name}."""
+        if subscribed:
+            self.store.subscribe(self.user, name)
+        else:
+            self.store.unsubscribe(self.user, name)

@@ -3,8 +3,6 @@ The IMAP listener factory (Twisted has none: it only sets C{.portal} on
 each protocol) and the builders the composition root registers.
 """
 
-import os
-
 from twisted.internet.threads import deferToThreadPool
 
 from pymailer.connlimit import LimitedFactory
@@ -33,8 +31,6 @@ class IMAPFactory(LimitedFactory):
         self.maxMessageSize = parts.config.smtp.max_message_size
         self.notifier = parts.notifier
         self.clients = Connections(parts.reactor)
-        self.tempDir = os.path.join(parts.config.data_dir, "tmp")
-        os.makedirs(self.tempDir, 0o700, exist_ok=True)
 
     def run(self, function, *args):
         return deferToThreadPool(self.parts.reactor, self.parts.threadpool, function, *args)
@@ -58,7 +54,6 @@ def buildAccount(parts):
     notifier = parts.notifier
 
     def avatarFor(user):
-        return IMAPAccount(user, parts.store, parts.reactor, parts.threadpool,
-                           notifier, str(parts.config.data_dir))
+        return IMAPAccount(user, parts.store, parts.reactor, parts.threadpool, notifier)
 
     return avatarFor

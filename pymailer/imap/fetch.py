@@ -15,14 +15,15 @@ from pymailer.imap.parser import (
 )
 from pymailer.imap.selected import formatFlags
 
-STREAM_THRESHOLD = 256 * 1024    # sections above this are streamed from disk
+STREAM_THRESHOLD = 256 * 1024    # sections above this are streamed from the store
 
 
 class Range:
     """
-    A part of a message file to stream: C{length} octets at C{offset} of
-    C{file}, a descriptor of its own on the message as it was opened (a
-    rename, e.g. by setting \\Seen, does not lose it).
+    A part of a message to stream: C{length} octets at C{offset} of
+    C{file}, an L{pymailer.interfaces.IMessageContent} of its own on the
+    message as it was opened (a flag change or an expunge meanwhile does
+    not disturb it).
     """
 
     def __init__(self, file, offset, length):
@@ -46,10 +47,12 @@ def fetchPieces(selected, seq, u, items, data, reopen, extras=()):
 
     @param selected: the session's L{pymailer.imap.selected.Selected}.
     @param items: the L{FetchItem}s asked for.
-    @param data: the message octets (C{bytes} or C{mmap}), or C{None} if no
-        item needs them.
-    @param reopen: returns a new file object on the message, for the
-        sections too big to hold in the response (see L{Range}).
+    @param data: the message octets (C{bytes} or a
+        L{pymailer.imap.message.ContentView}), or C{None} if no item needs
+        them.
+    @param reopen: returns a new L{pymailer.interfaces.IMessageContent} on
+        the message, for the sections too big to hold in the response (see
+        L{Range}).
     @param extras: names of items the response must carry even if not
         asked for (C{FLAGS} after an implicit \\Seen; C{UID} and C{MODSEQ}
         once CONDSTORE is enabled, RFC 7162 3.1).

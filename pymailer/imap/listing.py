@@ -11,7 +11,7 @@ walks the tree level by level never finds C{a/b}).  LSUB does the same for
 C{%} only (6.3.9).
 """
 
-from pymailer.store.maildir import INBOX, SPECIAL_USE
+from pymailer.store import INBOX, SPECIAL_USE
 
 DELIMITER = "/"
 _WILDCARDS = ("*", "%")

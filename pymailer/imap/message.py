@@ -3,8 +3,8 @@ MIME structure of a stored message, read from its raw octets, for FETCH:
 BODYSTRUCTURE, BODY, ENVELOPE, RFC822.SIZE and C{BODY[section]<partial>}
 (RFC 3501 6.4.5 and 7.4.2).
 
-Works on offsets into the original octets (a C{bytes} or an C{mmap} of the
-file), never re-serialises: sizes, line counts and sections are exactly the
+Works on offsets into the original octets (a C{bytes}, or a L{ContentView}
+reading a large message from the store in pages), never re-serialises: sizes, line counts and sections are exactly the
 stored octets, as the RFC asks, and a 50 MB message is never copied whole
 to find its structure.  Header values are reported raw (unfolded, not
 decoded), as RFC 3501 asks for ENVELOPE.
@@ -17,6 +17,75 @@ import re
 
 MAX_DEPTH = 64
 _HEADER_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+WHOLE_LIMIT = 4 * 1024 * 1024   # messages up to this are read whole
+PAGE = 64 * 1024
+CACHED_PAGES = 64
+
+
+def messageOctets(content):
+    """
+    What L{Part} parses for an opened L{pymailer.interfaces.IMessageContent}:
+    its C{bytes} if small, else a L{ContentView} that reads pages as the
+    parser needs them (a 50 MB attachment is not read to find the
+    structure around it).  Blocking.
+    """
+    if content.size <= WHOLE_LIMIT:
+        return content.readAt(0, content.size)
+    return ContentView(content)
+
+
+class ContentView:
+    """
+    The part of C{bytes}' interface L{Part} uses (C{len}, slices, C{find})
+    over an L{pymailer.interfaces.IMessageContent}, read in cached pages
+    with C{readAt}.  Blocking; valid while the content is open.
+    """
+
+    def __init__(self, content):
+        self._content = content
+        self._size = content.size
+        self._pages = {}
+
+    def __len__(self):
+        return self._size
+
+    def _page(self, number):
+        page = self._pages.get(number)
+        if page is None:
+            if len(self._pages) >= CACHED_PAGES:
+                del self._pages[next(iter(self._pages))]  # the oldest
+            page = self._pages[number] = self._content.readAt(number * PAGE, PAGE)
+        return page
+
+    def __getitem__(self, index):
+        if not isinstance(index, slice):
+            raise TypeError("ContentView takes slices only")
+        start, stop, step = index.indices(self._size)
+        if step != 1:
+            raise ValueError("ContentView slices have step 1")
+        if stop <= start:
+            return b""
+        if stop - start > CACHED_PAGES * PAGE:  # big: not through the cache
+            return self._content.readAt(start, stop - start)
+        first, last = start // PAGE, (stop - 1) // PAGE
+        joined = b"".join(self._page(n) for n in range(first, last + 1))
+        offset = first * PAGE
+        return joined[start - offset:stop - offset]
+
+    def find(self, sub, start=0, end=None):
+        end = self._size if end is None else min(end, self._size)
+        pos = max(start, 0)
+        while pos < end:
+            # Windows overlap by len(sub) - 1, so no match is cut in two.
+            window = self[pos:min(end, pos + PAGE + len(sub) - 1)]
+            found = window.find(sub)
+            if found >= 0:
+                return pos + found
+            if pos + len(window) >= end:
+                break
+            pos += PAGE
+        return -1
+
 
 
 class Part:
@@ -242,7 +311,7 @@ class Part:
 
 
 def countLines(data, start, end, step=1 << 20):
-    """LF count of C{data[start:end]} (an mmap has no C{count})."""
+    """LF count of C{data[start:end]} (a L{ContentView} has no C{count})."""
     if isinstance(data, bytes):
         return data.count(b"\n", start, end)
     return sum(data[i:min(i + step, end)].count(b"\n") for i in range(start, end, step))

@@ -32,10 +32,7 @@ mod-sequences (CONDSTORE, RFC 7162).
 """
 
 import io
-import mmap
-import os
 import re
-import tempfile
 import time
 from collections import deque
 from contextlib import contextmanager
@@ -58,14 +55,14 @@ from pymailer.auth.sasl import Plain
 from pymailer.imap import search, utf7
 from pymailer.imap.fetch import Range, fetchPieces, parseFetchItems, parseModifiers
 from pymailer.imap.listing import listEntries, lsubEntries
+from pymailer.imap.message import messageOctets
 from pymailer.imap.parser import (
     LITERAL_AT_END, Atom, FileLiteral, ParseError, SequenceSet, String,
     astring, formatSet, formatValue, isAtom, isFetch, splitCommand, tokenize,
 )
 from pymailer.imap.selected import SYSTEM_FLAGS, Selected
 from pymailer.interfaces import IGoodbye
-from pymailer.store import KeywordLimit, MailboxGone, MailboxNameTooLong
-from pymailer.store.maildir import INBOX, canonicalName
+from pymailer.store import INBOX, KeywordLimit, MailboxGone, MailboxNameTooLong
 
 log = Logger()
 
@@ -324,7 +321,7 @@ class IMAPServer(IMAP4Server):
         if not plus:
             self.sendLine(b"+ Ready for literal data")
         if name == b"APPEND" and size > SPOOL_THRESHOLD:
-            spool = tempfile.TemporaryFile(dir=self.factory.tempDir)
+            spool = self.factory.store.newAppendSpool()
             self._literal = [size, spool, bytearray(), defer.succeed(None), FileLiteral(spool, size)]
         else:
             self._literal = [size, None, bytearray(), None, None]
@@ -648,7 +645,7 @@ class IMAPServer(IMAP4Server):
             if name.endswith("/") and len(name) > 1:
                 name = name[:-1]  # RFC 3501 6.3.3: "foo/" creates foo
         try:
-            return canonicalName(name)
+            return self.factory.store.canonicalName(name)
         except MailboxNameTooLong as e:
             raise CommandFailed(f"[LIMIT] {e}") from None  # RFC 5530 3
         except ValueError as e:
@@ -732,15 +729,8 @@ class IMAPServer(IMAP4Server):
                     raise CommandFailed("[ALREADYEXISTS] Target exists") from None
                 source = self.account.openMailbox(INBOX)
                 target = store.mailbox(self.user, new)
-                moved = []
-                for info in source.messages():
-                    try:
-                        with source.openMessage(info.uid) as f, _flagLimit():
-                            target.append(f, info.flags, info.internalDate)
-                    except KeyError:
-                        continue
-                    moved.append(info.uid)
-                source.expunge(moved)
+                with _flagLimit():
+                    source.move([info.uid for info in source.messages()], target)
                 return
             try:
                 store.renameMailbox(self.user, old, new)
@@ -1113,18 +1103,12 @@ class IMAPServer(IMAP4Server):
 
         def work():
             target = self._openMailbox(name, b"TRYCREATE")
-            pairs = []
-            for _, u in targets:
-                info = selected.infos.get(u)
-                try:
-                    with selected.mailbox.openMessage(u) as f, _flagLimit():
-                        newUid = target.append(f, selected.flags.get(u, ()),
-                                               info.internalDate if info else None)
-                except KeyError:
-                    continue
-                pairs.append((u, newUid))
-            if move and pairs:
-                selected.mailbox.expunge([u for u, _ in pairs])
+            uids = [u for _, u in targets]
+            with _flagLimit():
+                if move:
+                    pairs = selected.mailbox.move(uids, target)
+                else:
+                    pairs = selected.mailbox.copy(uids, target)
             return target.uidValidity(), pairs, selected.scan() if move else None
 
         def answer(result):
@@ -1280,20 +1264,13 @@ class IMAPServer(IMAP4Server):
         out = []
         for seq, u in chunk:
             try:
-                f = selected.mailbox.openMessage(u)
+                content = selected.mailbox.openMessage(u)
             except KeyError:
                 continue
-            with f:
-                fileSize = os.fstat(f.fileno()).st_size
-                data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if fileSize else b""
-                try:
-                    out.append(fetchPieces(
-                        selected, seq, u, items, data,
-                        lambda: os.fdopen(os.dup(f.fileno()), "rb"),
-                        seenExtras if u in seen else extras))
-                finally:
-                    if fileSize:
-                        data.close()
+            with content:
+                out.append(fetchPieces(
+                    selected, seq, u, items, messageOctets(content),
+                    content.duplicate, seenExtras if u in seen else extras))
         return out
 
     @defer.inlineCallbacks
@@ -1303,7 +1280,7 @@ class IMAPServer(IMAP4Server):
             offset, left = piece.offset, piece.length
             while left > 0:
                 size = min(CHUNK, left)
-                chunk = yield self.factory.run(_readAt, f, offset, size)
+                chunk = yield self.factory.run(f.readAt, offset, size)
                 if not chunk:
                     raise ConnectionError("message shrank while sending it")
                 self.transport.write(chunk)
@@ -1337,7 +1314,3 @@ class IMAPServer(IMAP4Server):
         else:
             d.callback(b"IDLE terminated")
 
-
-def _readAt(f, offset, size):
-    f.seek(offset)
-    return f.read(size)

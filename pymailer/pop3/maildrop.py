@@ -7,10 +7,9 @@ from the store only when the client QUITs (the UPDATE state, §6).  A session
 that ends any other way (dropped connection, timeout, crash) removes nothing.
 
 Lock (RFC 1939 §4, RFC 2449 §8.1.2 ``[IN-USE]``): one POP3 session per
-maildrop at a time, across every pymailer process sharing C{data_dir}: an
-exclusive, non-blocking C{flock} on C{data_dir/pop3/locks/<user>.lock}, held
-for the session and released by the kernel if the process dies.  IMAP is not
-locked out: it reads the store directly, and a message it expunges meanwhile
+maildrop at a time, across every pymailer process sharing the store: the
+store's maildrop lock (L{IMailStore.lockMaildrop}), held for the session
+and released if the process dies.  IMAP is not locked out: it reads the store directly, and a message it expunges meanwhile
 is answered with C{-ERR} by RETR and ignored at QUIT.
 
 UIDL (RFC 1939 §7): the store's stable per-message key (for Maildir the file
@@ -23,24 +22,17 @@ Every store call blocks, so each runs in the thread pool; the methods the
 protocol calls on the reactor only touch the in-memory snapshot.
 """
 
-import errno
-import fcntl
 import hashlib
-import os
 import re
 import threading
-from urllib.parse import quote
 
 from twisted.internet.threads import deferToThreadPool
 from twisted.mail.interfaces import IMailboxPOP3
 from zope.interface import implementer
 
-INBOX = "INBOX"
+from pymailer.store import INBOX
+
 _UIDL_OK = re.compile(r"[\x21-\x7e]{1,70}")
-
-
-class MaildropInUse(Exception):
-    """Another POP3 session holds this maildrop's lock."""
 
 
 def uidl(key):
@@ -48,40 +40,6 @@ def uidl(key):
     if _UIDL_OK.fullmatch(key):
         return key
     return "h" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:40]
-
-
-class MaildropLock:
-    """
-    The cross-process lock of one user's maildrop (blocking calls).
-
-    @param directory: where lock files live (created on first use).
-    """
-
-    def __init__(self, directory, user):
-        self.path = os.path.join(
-            os.fspath(directory), quote(user, safe="@.+-_") + ".lock")
-        self._fd = None
-        self._guard = threading.Lock()  # release() may race open's thread
-
-    def acquire(self):
-        """@raise MaildropInUse: somebody else holds it."""
-        os.makedirs(os.path.dirname(self.path), 0o700, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise MaildropInUse(self.path) from None
-            raise
-        with self._guard:
-            self._fd = fd
-
-    def release(self):
-        with self._guard:
-            fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)  # releases the flock
 
 
 @implementer(IMailboxPOP3)
@@ -97,12 +55,13 @@ class Maildrop:
     loginDelay = 0
     messageExpiration = None  # CAPA EXPIRE NEVER
 
-    def __init__(self, store, user, lockDirectory, reactor, threadpool):
+    def __init__(self, store, user, reactor, threadpool):
         self.store = store
         self.user = user
         self.reactor = reactor
         self.threadpool = threadpool
-        self._lock = MaildropLock(lockDirectory, user)
+        self._lock = None
+        self._guard = threading.Lock()  # close() may race _open's thread
         self._messages = []
         self._deleted = set()
         self._closed = False
@@ -117,27 +76,33 @@ class Maildrop:
         Lock the maildrop and take its snapshot.
 
         @return: a C{Deferred} firing with C{None}, or failing with
-            L{MaildropInUse}.
+            L{pymailer.store.MaildropLocked}.
         """
         return self._inThread(self._open)
 
     def _open(self):
-        self._lock.acquire()
+        lock = self.store.lockMaildrop(self.user)
         try:
             # The store makes INBOX for a user that never got mail.
             mailbox = self.store.mailbox(self.user, INBOX)
             self._mailbox = mailbox
             self._messages = mailbox.messages()
         except BaseException:
-            self._lock.release()
+            lock.release()
             raise
-        if self._closed:  # the session ended while we were opening
-            self._lock.release()
+        with self._guard:
+            if not self._closed:
+                self._lock, lock = lock, None
+        if lock is not None:  # the session ended while we were opening
+            lock.release()
 
     def close(self):
         """End the session: release the lock.  Removes nothing."""
-        self._closed = True
-        self._lock.release()
+        with self._guard:
+            self._closed = True
+            lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
 
     # -- the snapshot ---------------------------------------------------------
 
@@ -197,7 +162,7 @@ class Maildrop:
         return len(uids)
 
 
-def maildropFactory(store, lockDirectory, reactor, threadpool):
+def maildropFactory(store, reactor, threadpool):
     """
     @return: the realm's avatar factory for C{IMailboxPOP3}: C{user ->
         (Maildrop, logout)}; nothing blocks until the protocol calls
@@ -205,7 +170,7 @@ def maildropFactory(store, lockDirectory, reactor, threadpool):
     """
 
     def factory(user):
-        maildrop = Maildrop(store, user, lockDirectory, reactor, threadpool)
+        maildrop = Maildrop(store, user, reactor, threadpool)
         return maildrop, maildrop.close
 
     return factory

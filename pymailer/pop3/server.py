@@ -52,7 +52,8 @@ from pymailer.auth.sasl import MECHANISMS
 from pymailer.config import ConnectionLimits
 from pymailer.connlimit import LimitedFactory
 from pymailer.interfaces import IGoodbye
-from pymailer.pop3.maildrop import MaildropInUse, maildropFactory
+from pymailer.pop3.maildrop import maildropFactory
+from pymailer.store import MaildropLocked
 from pymailer.policy.dnsrecords import endpointPort
 from pymailer.pop3.stream import DotStuffer, MessageSender
 from pymailer.shutdown import Connections
@@ -376,7 +377,7 @@ class POP3Server(pop3.POP3):
             logout()
             if self._lost:
                 return
-            if failure.check(MaildropInUse):
+            if failure.check(MaildropLocked):
                 self.log.info("pop3 login {user} from {peer}: maildrop in use",
                               user=account, peer=self._peerHost)
                 # RFC 2449 §8.1.2
@@ -639,5 +640,4 @@ def buildPOP3(role, parts):
 
 def buildMaildrops(parts):
     """The C{AVATAR_BUILDERS} entry for C{IMailboxPOP3}."""
-    return maildropFactory(parts.store, parts.config.data_dir / "pop3" / "locks",
-                           parts.reactor, parts.threadpool)
+    return maildropFactory(parts.store, parts.reactor, parts.threadpool)

@@ -8,10 +8,25 @@ they share.
 
 from dataclasses import dataclass
 
+from twisted.logger import Logger
+
+log = Logger()
+
 __all__ = [
-    "KeywordLimit", "MailboxGone", "MailboxNameTooLong", "MailboxSnapshot",
-    "MessageInfo", "openStore",
+    "INBOX", "SPECIAL_USE", "KeywordLimit", "MailboxGone", "MailboxNameTooLong",
+    "MailboxSnapshot", "MaildropLocked", "MessageInfo", "canonicalName",
+    "openStore",
 ]
+
+INBOX = "INBOX"
+# The folders every account has from the start (RFC 6154 special-use).
+SPECIAL_USE = {
+    "Sent": "\\Sent",
+    "Drafts": "\\Drafts",
+    "Trash": "\\Trash",
+    "Junk": "\\Junk",
+    "Archive": "\\Archive",
+}
 
 
 def openStore(config):
@@ -22,7 +37,57 @@ def openStore(config):
     """
     from pymailer.store.maildir import MaildirStore
 
-    return MaildirStore(config.data_dir / "mail", config.hostname)
+    return MaildirStore(config.data_dir / "mail", config.hostname,
+                        stateDir=config.data_dir)
+
+
+def canonicalName(name):
+    """
+    The backend-independent part of L{IMailStore.canonicalName}: validate
+    an external mailbox name and return its canonical form (C{INBOX} in any
+    case becomes C{INBOX}, also as first component).
+
+    @raise ValueError: the name is unsafe or malformed.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError("empty mailbox name")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise ValueError("control character in mailbox name")
+    if name.startswith("/"):
+        raise ValueError("mailbox name starts with /")
+    components = name.split("/")
+    if any(c in ("", ".", "..") for c in components):
+        raise ValueError("empty, . or .. component in mailbox name")
+    if components[0].upper() == INBOX:
+        components[0] = INBOX
+    return "/".join(components)
+
+
+class Listeners:
+    """
+    The listener half of L{pymailer.interfaces.IMailStore}, for backends to
+    inherit: C{_notify(user, mailboxName)} after each change.
+    """
+
+    def addListener(self, listener):
+        self._listeners = getattr(self, "_listeners", ()) + (listener,)
+
+    def removeListener(self, listener):
+        listeners = list(self._listeners)
+        listeners.remove(listener)
+        self._listeners = tuple(listeners)
+
+    def _notify(self, user, mailboxName):
+        # A tuple replaced on change: pool threads notify while the reactor
+        # adds or removes listeners.
+        for listener in getattr(self, "_listeners", ()):
+            try:
+                listener(user, mailboxName)
+            except Exception:
+                log.failure(
+                    "Mailbox listener {listener!r} failed: {user} {mailbox}",
+                    listener=listener, user=user, mailbox=mailboxName,
+                )
 
 
 @dataclass(frozen=True)
@@ -37,11 +102,11 @@ class MessageInfo:
         C{frozenset({"\\\\Seen", "$Junk"})}.
     @ivar size: size in bytes.
     @ivar internalDate: IMAP INTERNALDATE, seconds since the epoch.
-    @ivar path: where the message was when the mailbox was scanned (it may
-        since have been renamed by a flag change); use
-        L{IMailbox.openMessage} to read it.
     @ivar modseq: the message's mod-sequence (RFC 7162): raised whenever
         its flags change; C{0} from a backend that keeps none.
+    @ivar path: the backend's own locator (Maildir: the file as scanned),
+        for the backend and its tests only: protocol code reads content
+        through L{pymailer.interfaces.IMailbox.openMessage}.
     """
 
     uid: int
@@ -49,8 +114,8 @@ class MessageInfo:
     flags: frozenset
     size: int
     internalDate: float
-    path: str
     modseq: int = 0
+    path: str = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +148,13 @@ class KeywordLimit(ValueError):
 
 class MailboxNameTooLong(ValueError):
     """A mailbox name the backend cannot store (IMAP: C{NO [LIMIT]})."""
+
+
+class MaildropLocked(Exception):
+    """
+    Another session holds the user's POP3 maildrop lock (POP3: C{-ERR
+    [IN-USE]}, RFC 2449 8.1.2).
+    """
 
 
 class MailboxGone(KeyError):

@@ -35,32 +35,32 @@ own lock), so a name deleted and created again never gets one it had.
 All methods block: call them from a thread pool.
 """
 
+import errno
+import fcntl
+import json
 import os
 import re
 import secrets
 import shutil
+import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from pymailer.fsutil import exclusiveLock, fsyncDirectory, writeDurably
-from pymailer.interfaces import IMailbox, IMailStore
-from pymailer.store import MailboxGone, MailboxNameTooLong, MailboxSnapshot, MessageInfo
+from pymailer.interfaces import IMailbox, IMaildropLock, IMailStore
+from pymailer.store import (
+    INBOX, SPECIAL_USE, Listeners, MailboxGone, MailboxNameTooLong, MailboxSnapshot,
+    MaildropLocked, MessageInfo, canonicalName as _genericName,
+)
+from pymailer.store.content import FileContent
 from pymailer.store.maildirindex import UIDLIST, Index, Keywords, readIndex, writeIndex
 
-log = Logger()
 
-INBOX = "INBOX"
-SPECIAL_USE = {
-    "Sent": "\\Sent",
-    "Drafts": "\\Drafts",
-    "Trash": "\\Trash",
-    "Junk": "\\Junk",
-    "Archive": "\\Archive",
-}
 # Maildir info letters <-> IMAP system flags (maildir spec, "info" semantics).
 FLAG_LETTERS = {
     "\\Draft": "D",
@@ -127,19 +127,9 @@ def canonicalName(name):
     (C{INBOX} in any case becomes C{INBOX}, also as first component).
 
     @raise ValueError: the name is unsafe or malformed.
+    @raise MailboxNameTooLong: its directory name would not fit.
     """
-    if not isinstance(name, str) or not name:
-        raise ValueError("empty mailbox name")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
-        raise ValueError("control character in mailbox name")
-    if name.startswith("/"):
-        raise ValueError("mailbox name starts with /")
-    components = name.split("/")
-    if any(c in ("", ".", "..") for c in components):
-        raise ValueError("empty, . or .. component in mailbox name")
-    if components[0].upper() == INBOX:
-        components[0] = INBOX
-    canonical = "/".join(components)
+    canonical = _genericName(name)
     _checkDiskName(_diskName(canonical))
     return canonical
 
@@ -194,18 +184,62 @@ def _isMaildir(path):
     return os.path.isdir(os.path.join(path, "cur"))
 
 
+@implementer(IMaildropLock)
+class FlockMaildropLock:
+    """
+    A maildrop lock as an exclusive, non-blocking C{flock} on a file of
+    its own: shared by every process, released by the kernel if the
+    process dies.
+    """
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self._fd = None
+        self._guard = threading.Lock()  # release() may race acquire's thread
+
+    def acquire(self):
+        """@raise MaildropLocked: somebody else holds it."""
+        os.makedirs(os.path.dirname(self.path), 0o700, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise MaildropLocked(self.path) from None
+            raise
+        with self._guard:
+            self._fd = fd
+        return self
+
+    def release(self):
+        with self._guard:
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # releases the flock
+
+
 @implementer(IMailStore)
-class MaildirStore:
+class MaildirStore(Listeners):
     """
     L{IMailStore} on Maildir++ directories under C{root}.
 
     @param hostname: this machine's name, used in message file names.
+    @param stateDir: where what is not mail lives (default: C{root}'s
+        parent, the server's C{data_dir}): C{tmp/} for APPEND spools,
+        C{imap-subscriptions/} (one JSON list per user), C{pop3/locks/}.
     """
 
-    def __init__(self, root, hostname):
+    def __init__(self, root, hostname, stateDir=None):
         self.root = Path(root)
         self.hostname = hostname.replace("/", "\\057").replace(":", "\\072")
-        self._listeners = []
+        state = self.root.parent if stateDir is None else Path(stateDir)
+        self._scratch = state / "tmp"
+        self._subscriptions = state / "imap-subscriptions"
+        self._locks = state / "pop3" / "locks"
+
+    def canonicalName(self, name):
+        return canonicalName(name)
 
     # -- paths ------------------------------------------------------------
 
@@ -366,6 +400,49 @@ class MaildirStore:
         fsyncDirectory(userDir)
         self._notify(user, oldCanonical)
 
+    # -- subscriptions, maildrop lock, spools ------------------------------
+
+    def _subscriptionsPath(self, user):
+        return self._subscriptions / (user.encode("utf-8").hex() + ".json")
+
+    def subscriptions(self, user):
+        try:
+            with open(self._subscriptionsPath(user), encoding="utf-8") as f:
+                return set(json.load(f))
+        except (FileNotFoundError, ValueError):
+            return set()
+
+    def _setSubscribed(self, user, name, subscribed):
+        path = self._subscriptionsPath(user)
+        self._subscriptions.mkdir(0o700, parents=True, exist_ok=True)
+        # Two sessions of one user (in two pool threads, or two processes)
+        # must not lose each other's change: read-modify-write under a lock.
+        with exclusiveLock(f"{path}.lock"):
+            names = self.subscriptions(user)
+            if (name in names) == subscribed:
+                return
+            if subscribed:
+                names.add(name)
+            else:
+                names.discard(name)
+            writeDurably(path, json.dumps(sorted(names)).encode("utf-8"))
+            fsyncDirectory(self._subscriptions)
+
+    def subscribe(self, user, name):
+        self._setSubscribed(user, name, True)
+
+    def unsubscribe(self, user, name):
+        self._setSubscribed(user, name, False)
+
+    def lockMaildrop(self, user):
+        self._userDir(user)  # refuses a user that could leave the directory
+        name = quote(user, safe="@.+-_") + ".lock"
+        return FlockMaildropLock(self._locks / name).acquire()
+
+    def newAppendSpool(self):
+        self._scratch.mkdir(0o700, parents=True, exist_ok=True)
+        return tempfile.TemporaryFile(dir=self._scratch)
+
     # -- delivery ----------------------------------------------------------
 
     def uniqueName(self, uniqueKey=None):
@@ -400,23 +477,6 @@ class MaildirStore:
         self._notify(user, canonical)
         return True
 
-    # -- listeners ---------------------------------------------------------
-
-    def addListener(self, listener):
-        self._listeners.append(listener)
-
-    def removeListener(self, listener):
-        self._listeners.remove(listener)
-
-    def _notify(self, user, mailboxName):
-        for listener in list(self._listeners):
-            try:
-                listener(user, mailboxName)
-            except Exception:
-                log.failure(
-                    "Mailbox listener {listener!r} failed: {user} {mailbox}",
-                    listener=listener, user=user, mailbox=mailboxName,
-                )
 
 
 def writeMessage(mailboxDir, subdir, fileName, prefix, source,
@@ -609,8 +669,8 @@ class MaildirMailbox:
                 continue
             infos.append(MessageInfo(
                 uid=uid, key=key, flags=self._flags(name, keywords),
-                size=st.st_size, internalDate=st.st_mtime, path=cur + name,
-                modseq=entry.modseq,
+                size=st.st_size, internalDate=st.st_mtime, modseq=entry.modseq,
+                path=cur + name,
             ))
         return MailboxSnapshot(
             messages=infos, uidValidity=index.validity, uidNext=index.uidNext,
@@ -625,7 +685,42 @@ class MaildirMailbox:
     # -- reading and changing ---------------------------------------------
 
     def openMessage(self, uid):
-        return self._retry(uid, lambda n: open(self.path / "cur" / n, "rb"))
+        return self._retry(uid, lambda n: FileContent.open(self.path / "cur" / n))
+
+    def copy(self, uids, target):
+        """
+        Copy each message through L{append} on C{target}: the file is
+        written again (a Maildir has no reference counting to share it).
+        """
+        pairs = []
+        for uid in sorted(set(uids)):
+            try:
+                content = self.openMessage(uid)
+            except KeyError:
+                continue
+            with content:
+                # The flags and date as they are now, not as last scanned.
+                info = self._info(uid)
+                if info is None:
+                    continue
+                pairs.append((uid, target.append(content, info.flags, info.internalDate)))
+        return pairs
+
+    def _info(self, uid):
+        """The L{MessageInfo} of C{uid} now, or C{None}."""
+        try:
+            name, st = self._retry(uid, lambda n: (n, os.stat(self.path / "cur" / n)))
+        except KeyError:
+            return None
+        keywords = Keywords.read(self.path)
+        return MessageInfo(uid=uid, key=_basename(name), flags=self._flags(name, keywords),
+                           size=st.st_size, internalDate=st.st_mtime)
+
+    def move(self, uids, target):
+        pairs = self.copy(uids, target)
+        if pairs:
+            self.expunge([uid for uid, _ in pairs])
+        return pairs
 
     def _keywordLetters(self, flags, allocate):
         """Under the lock: the letters of the keywords among C{flags}."""

@@ -1,0 +1,526 @@
+"""
+The contract of L{pymailer.interfaces.IMailStore} and L{IMailbox}: what
+every store backend must do, whatever it keeps on disk (buildbot's way: the
+in-memory fake runs the same suite as the real backends, so it stays
+honest).  C{tests/test_store_contract.py} runs it against each backend; a
+new backend adds one subclass there.
+
+Only behaviour the interface documents is tested here; layout details
+(Maildir file names, outside tools) stay in the backend's own tests.
+"""
+
+import io
+
+import pytest
+from twisted.logger import globalLogPublisher
+from zope.interface.verify import verifyObject
+
+from pymailer.interfaces import IMailbox, IMaildropLock, IMailStore, IMessageContent
+from pymailer.store import (
+    INBOX, SPECIAL_USE, KeywordLimit, MailboxGone, MailboxNameTooLong,
+    MaildropLocked, MessageInfo,
+)
+
+USER = "alice@example.org"
+OTHER = "bob@example.org"
+
+
+def deliver(store, body, user=USER, **kw):
+    return store.deliver(user, b"", io.BytesIO(body), **kw)
+
+
+class StoreContract:
+    """
+    Mixin: a subclass provides a C{store} fixture (a fresh, empty store)
+    and may override L{reopen} (a second store object on the same data,
+    as another process would have).
+    """
+
+    def reopen(self, store):
+        return store
+
+    # -- the interfaces ----------------------------------------------------
+
+    def test_interfaces(self, store):
+        """If this fails, the server cannot use this store at all."""
+        store.createUser(USER)
+        assert verifyObject(IMailStore, store)
+        box = store.mailbox(USER)
+        assert verifyObject(IMailbox, box)
+        uid = box.append(io.BytesIO(b"x"))
+        with box.openMessage(uid) as content:
+            assert verifyObject(IMessageContent, content)
+        lock = store.lockMaildrop(USER)
+        assert verifyObject(IMaildropLock, lock)
+        lock.release()
+
+    # -- names, users, mailboxes --------------------------------------------
+
+    def test_canonicalName(self, store):
+        """If this fails, 'inbox' and 'INBOX' are two folders, or a client
+        can name a folder outside the user's mail."""
+        assert store.canonicalName("inbox") == INBOX
+        assert store.canonicalName("InBox/Sub") == "INBOX/Sub"
+        assert store.canonicalName("Archive/2026") == "Archive/2026"
+        for bad in ("", "/x", "a//b", "a/../b", "..", ".", "a\x00b", "a\nb"):
+            with pytest.raises(ValueError):
+                store.canonicalName(bad)
+        with pytest.raises(MailboxNameTooLong):
+            store.canonicalName("x" * 2000)
+
+    def test_deliverCreatesUser(self, store):
+        """If this fails, mail to a user added after start-up is lost."""
+        assert deliver(store, b"hello")
+        assert INBOX in store.listMailboxes(USER)
+        [info] = store.mailbox(USER).messages()
+        with store.mailbox(USER).openMessage(info.uid) as content:
+            assert content.read() == b"hello"
+
+    def test_deliverPrefixAndSource(self, store):
+        """If this fails, users receive altered mail (or lose trace headers)."""
+        body = b"Subject: x\r\n\r\n" + bytes(range(256)) * 1000
+        assert store.deliver(USER, b"Received: by us\r\n", io.BytesIO(body))
+        [info] = store.mailbox(USER).messages()
+        assert info.size == len(body) + 17
+        with store.mailbox(USER).openMessage(info.uid) as content:
+            assert content.read() == b"Received: by us\r\n" + body
+
+    def test_deliverToMissingMailbox(self, store):
+        """If this fails, mail to a folder that does not exist vanishes."""
+        with pytest.raises(KeyError):
+            deliver(store, b"x", mailbox="Nope")
+
+    def test_deliverToFolder(self, store):
+        """If this fails, a sieve-style folder delivery lands in INBOX."""
+        assert deliver(store, b"x", mailbox="Junk")
+        assert len(store.mailbox(USER, "Junk").messages()) == 1
+        assert store.mailbox(USER).messages() == []
+
+    def test_badUniqueKey(self, store):
+        """If this fails, a crafted key could inject '/' or ':' in file names."""
+        for key in ("a/b", "a:2,S", "", "a.b"):
+            with pytest.raises(ValueError):
+                deliver(store, b"x", uniqueKey=key)
+        with pytest.raises(ValueError):
+            deliver(store, b"x", checkDuplicate=True)
+
+    def test_checkDuplicate(self, store):
+        """If this fails, a crash during delivery gives the user the mail twice."""
+        assert deliver(store, b"one", uniqueKey="Q1-0", checkDuplicate=True)
+        assert not deliver(store, b"one", uniqueKey="Q1-0", checkDuplicate=True)
+        store.mailbox(USER).messages()  # after a scan: still found
+        assert not deliver(store, b"one", uniqueKey="Q1-0", checkDuplicate=True)
+        # A key that merely ends another key's text is not a duplicate.
+        assert deliver(store, b"two", uniqueKey="1-0", checkDuplicate=True)
+        # Without checkDuplicate the key only names the delivery.
+        assert deliver(store, b"one", uniqueKey="Q1-0")
+        assert len(store.mailbox(USER).messages()) == 3
+
+    @pytest.mark.parametrize("first", ["list", "create", "mailbox", "deliver"])
+    def test_firstAccessMakesInboxAndSpecialUse(self, store, first):
+        """
+        If this fails, a new user sees no INBOX or Sent in LIST, APPEND to
+        Sent fails, or a CREATE before the first SELECT leaves a user whose
+        LIST shows only that folder.
+        """
+        if first == "list":
+            store.listMailboxes(USER)
+        elif first == "create":
+            store.createMailbox(USER, "Projects")
+        elif first == "mailbox":
+            store.mailbox(USER, "Sent").append(io.BytesIO(b"sent"))
+        else:
+            deliver(store, b"x", mailbox="Archive")
+        names = store.listMailboxes(USER)
+        assert names[0] == INBOX
+        assert set(SPECIAL_USE) <= set(names)
+
+    def test_createUserIdempotentAndDeletionSticks(self, store):
+        """If this fails, a second login or restart wipes or breaks folders,
+        or a special-use folder the user deleted comes back."""
+        store.createUser(USER)
+        deliver(store, b"x", mailbox="Trash")
+        store.createUser(USER)
+        assert store.listMailboxes(USER) == [INBOX] + sorted(SPECIAL_USE)
+        assert SPECIAL_USE["Sent"] == "\\Sent"
+        assert len(store.mailbox(USER, "Trash").messages()) == 1
+        store.deleteMailbox(USER, "Junk")
+        assert "Junk" not in store.listMailboxes(USER)
+        assert "Junk" not in self.reopen(store).listMailboxes(USER)
+
+    def test_usersApart(self, store):
+        """If this fails, one user reads another's mail or folders."""
+        deliver(store, b"for alice")
+        store.createMailbox(USER, "Private")
+        assert store.mailbox(OTHER).messages() == []
+        assert "Private" not in store.listMailboxes(OTHER)
+
+    def test_mailboxManagement(self, store):
+        """If this fails, creating, deleting or listing IMAP folders breaks."""
+        store.createUser(USER)
+        store.createMailbox(USER, "Work")
+        with pytest.raises(KeyError):
+            store.createMailbox(USER, "Work")
+        with pytest.raises(KeyError):
+            store.createMailbox(USER, "inbox")
+        assert store.listMailboxes(USER) == [INBOX] + sorted(list(SPECIAL_USE) + ["Work"])
+        assert store.mailbox(USER, "inbox").name == INBOX
+        with pytest.raises(ValueError):
+            store.deleteMailbox(USER, INBOX)
+        with pytest.raises(ValueError):
+            store.mailbox(USER, "../x")
+        store.deleteMailbox(USER, "Work")
+        assert "Work" not in store.listMailboxes(USER)
+        with pytest.raises(KeyError):
+            store.deleteMailbox(USER, "Work")
+        with pytest.raises(KeyError):
+            store.mailbox(USER, "Work")
+
+    def test_deleteKeepsChildren(self, store):
+        """If this fails, deleting a folder silently deletes its subfolders."""
+        store.createMailbox(USER, "A")
+        store.createMailbox(USER, "A/B")
+        store.deleteMailbox(USER, "A")
+        assert "A/B" in store.listMailboxes(USER)
+
+    def test_renameKeepsUidValidity(self, store):
+        """If this fails, renaming a folder makes IMAP clients re-download it,
+        or loses its subfolders."""
+        store.createMailbox(USER, "Old")
+        store.createMailbox(USER, "Old/Child")
+        deliver(store, b"kept", mailbox="Old")
+        box = store.mailbox(USER, "Old")
+        [m] = box.messages()
+        validity = box.uidValidity()
+        with pytest.raises(KeyError):
+            store.renameMailbox(USER, "Old", "Sent")
+        with pytest.raises(ValueError):
+            store.renameMailbox(USER, "Old", "INBOX")
+        store.renameMailbox(USER, "Old", "New/Name")
+        names = store.listMailboxes(USER)
+        assert "Old" not in names and "Old/Child" not in names
+        assert {"New/Name", "New/Name/Child"} <= set(names)
+        moved = store.mailbox(USER, "New/Name")
+        assert moved.uidValidity() == validity
+        assert [(x.uid, x.key) for x in moved.messages()] == [(m.uid, m.key)]
+        with pytest.raises(KeyError) as info:
+            store.renameMailbox(USER, "Old", "Other")
+        assert info.value.args[0] == "Old"
+
+    def test_recreatedMailboxGetsNewUidValidity(self, store):
+        """
+        If this fails, a mailbox deleted and created again within one second
+        gets the same UIDVALIDITY and UID 1 again, and a caching client shows
+        the old message in place of the new one (RFC 3501 2.3.1.1).
+        """
+        seen = set()
+        for _ in range(3):
+            store.createMailbox(USER, "Work")
+            box = store.mailbox(USER, "Work")
+            uid = box.append(io.BytesIO(b"a message"))
+            seen.add((box.uidValidity(), uid))
+            store.deleteMailbox(USER, "Work")
+        assert len({validity for validity, _ in seen}) == 3
+        store.createMailbox(USER, "Work")
+        later = self.reopen(store).mailbox(USER, "Work").uidValidity()
+        assert later > max(validity for validity, _ in seen)
+        assert 0 < later < 2**32
+
+    def test_openMailboxDeletedOrRenamedSaysGone(self, store):
+        """
+        If this fails, a session whose mailbox was deleted or renamed gets
+        an internal error instead of a clean "the mailbox is gone", and
+        sessions are not told of the change.
+        """
+        calls = []
+        store.addListener(lambda user, name: calls.append(name))
+        for name, remove in (("Work", lambda: store.deleteMailbox(USER, "Work")),
+                             ("Old", lambda: store.renameMailbox(USER, "Old", "New"))):
+            store.createMailbox(USER, name)
+            box = store.mailbox(USER, name)
+            box.snapshot()
+            remove()
+            assert calls[-1] == name
+            for action in (box.snapshot, lambda: box.append(io.BytesIO(b"x")),
+                           lambda: box.storeFlags([1], "add", {"\\Seen"})):
+                with pytest.raises(MailboxGone) as info:
+                    action()
+                assert info.value.name == name
+                assert isinstance(info.value, KeyError)
+
+    # -- listeners -----------------------------------------------------------
+
+    def test_listenerCalled(self, store):
+        """If this fails, IMAP clients in IDLE do not see new mail, or one
+        broken listener stops delivery."""
+        calls, events = [], []
+
+        def broken(user, name):
+            raise RuntimeError("boom")
+
+        store.addListener(broken)
+        store.addListener(lambda *a: calls.append(a))
+        globalLogPublisher.addObserver(events.append)
+        try:
+            assert deliver(store, b"x")
+        finally:
+            globalLogPublisher.removeObserver(events.append)
+        assert calls == [(USER, INBOX)]
+        assert any(e.get("log_failure") is not None for e in events)
+        store.removeListener(broken)
+        box = store.mailbox(USER)
+        uid = box.append(io.BytesIO(b"y"))
+        box.setFlags(uid, {"\\Seen"})
+        box.expunge([uid])
+        deliver(store, b"x", mailbox="Sent")
+        assert calls == [(USER, INBOX)] * 4 + [(USER, "Sent")]
+        trash = store.mailbox(USER, "Trash")
+        box.copy([1], trash)
+        assert calls[-1] == (USER, "Trash")
+        box.move([1], trash)
+        assert calls[-2:] == [(USER, "Trash"), (USER, INBOX)]
+
+    # -- UIDs, flags, mod-sequences -------------------------------------------
+
+    def test_uidsAscendAndSurviveReopen(self, store):
+        """If this fails, IMAP clients re-download everything after a restart."""
+        for i in range(5):
+            deliver(store, b"m%d" % i)
+        before = store.mailbox(USER).messages()
+        assert [m.uid for m in before] == [1, 2, 3, 4, 5]
+        assert len({m.key for m in before}) == 5
+        again = self.reopen(store).mailbox(USER)
+        assert [(m.uid, m.key) for m in again.messages()] == [(m.uid, m.key) for m in before]
+        assert again.uidValidity() == store.mailbox(USER).uidValidity()
+        assert again.uidNext() == 6
+
+    def test_expungeNeverReusesUid(self, store):
+        """If this fails, an IMAP client shows a deleted message's cached
+        content for a new message."""
+        for i in range(3):
+            deliver(store, b"m%d" % i)
+        box = store.mailbox(USER)
+        assert [m.uid for m in box.messages()] == [1, 2, 3]
+        before = box.highestModSeq()
+        box.expunge([3, 2, 42])
+        assert [m.uid for m in box.messages()] == [1]
+        assert box.highestModSeq() > before  # RFC 7162 3.2: QRESYNC sees it
+        box.expunge([42])
+        deliver(store, b"new")
+        assert [m.uid for m in self.reopen(store).mailbox(USER).messages()] == [1, 4]
+        with pytest.raises(KeyError):
+            box.openMessage(2)
+
+    def test_appendFlagsAndInternalDate(self, store):
+        """If this fails, a message saved to Sent by a client has the wrong
+        date, loses its flags, or gets a UID that is not the one announced."""
+        box = store.mailbox(USER, "Sent")
+        deliver(store, b"earlier", mailbox="Sent")
+        uid = box.append(io.BytesIO(b"body"), flags=("\\Seen", "\\Draft", "$Sent"),
+                         internalDate=1_000_000_000.5)
+        assert uid == 2
+        info = box.messages()[-1]
+        assert info == MessageInfo(
+            uid=2, key=info.key, flags=frozenset({"\\Seen", "\\Draft", "$Sent"}), size=4,
+            internalDate=1_000_000_000.5, path=info.path, modseq=info.modseq)
+        assert info.modseq > box.messages()[0].modseq
+        assert box.uidNext() == 3
+        assert box.highestModSeq() >= info.modseq
+
+    def test_storeFlagsModes(self, store):
+        """If this fails, flags set over IMAP (STORE FLAGS, +FLAGS, -FLAGS)
+        come out wrong, or a client's view of changes (MODSEQ) is stale."""
+        deliver(store, b"a")
+        deliver(store, b"b")
+        box = store.mailbox(USER)
+        results, failed = box.storeFlags([1, 2, 99], "set", {"\\Seen", "$Work", "\\Recent"})
+        assert failed == [] and set(results) == {1, 2}
+        assert results[1][0] == {"\\Seen", "$Work"}
+        modseq = results[1][1]
+        results, _ = box.storeFlags([1], "add", {"\\Flagged"})
+        assert results[1][0] == {"\\Seen", "$Work", "\\Flagged"}
+        assert results[1][1] > modseq
+        # No change: the same modseq, still reported.
+        same, _ = box.storeFlags([1], "add", {"\\Flagged"})
+        assert same[1] == results[1]
+        results, _ = box.storeFlags([1], "remove", {"$work", "\\Seen"})
+        assert results[1][0] == {"\\Flagged"}
+        assert {m.uid: m.flags for m in box.messages()} == {
+            1: {"\\Flagged"}, 2: {"\\Seen", "$Work"}}
+        box.setFlags(2, {"\\Answered"})
+        assert box.messages()[1].flags == {"\\Answered"}
+        with pytest.raises(KeyError):
+            box.setFlags(99, {"\\Seen"})
+
+    def test_unchangedSince(self, store):
+        """If this fails, two clients changing one message's flags at once
+        overwrite each other (RFC 7162 3.1.3 conditional STORE)."""
+        deliver(store, b"a")
+        deliver(store, b"b")
+        box = store.mailbox(USER)
+        first = {m.uid: m.modseq for m in box.messages()}
+        box.storeFlags([2], "add", {"\\Seen"})
+        results, failed = box.storeFlags([1, 2], "add", {"\\Flagged"},
+                                         unchangedSince=first[2])
+        assert failed == [2] and set(results) == {1}
+        assert box.messages()[1].flags == {"\\Seen"}
+
+    def test_keywordLimit(self, store):
+        """If this fails, a client defining too many keywords corrupts flags
+        instead of getting NO [LIMIT], or PERMANENTFLAGS keeps \\*."""
+        deliver(store, b"a")
+        box = store.mailbox(USER)
+        for i in range(26):
+            box.storeFlags([1], "add", {f"k{i}"})
+        snapshot = box.snapshot()
+        assert len(snapshot.keywords) == 26 and snapshot.keywordsFull
+        before = box.messages()[0]
+        with pytest.raises(KeywordLimit):
+            box.storeFlags([1], "add", {"one-too-many", "\\Seen"})
+        assert box.messages()[0] == before
+        with pytest.raises(KeywordLimit):
+            box.append(io.BytesIO(b"x"), ("another",))
+        # Known keywords (any case) and removals still work.
+        box.storeFlags([1], "remove", {"K0"})
+        assert "k0" not in box.messages()[0].flags
+
+    def test_snapshotAndRecent(self, store):
+        """If this fails, SELECT shows wrong counts, or two sessions both
+        (or neither) see new mail as \\Recent (RFC 3501 2.3.2)."""
+        deliver(store, b"a")
+        deliver(store, b"b")
+        box = store.mailbox(USER)
+        looking = box.snapshot()
+        assert looking.recent == {1, 2}
+        assert (looking.uidNext, looking.uidValidity) == (3, box.uidValidity())
+        assert looking.highestModSeq == box.highestModSeq()
+        claimed = box.snapshot(claimRecent=True)
+        assert claimed.recent == {1, 2}
+        assert box.snapshot(claimRecent=True).recent == frozenset()
+        deliver(store, b"c")
+        assert box.snapshot().recent == {3}
+        assert self.reopen(store).mailbox(USER).snapshot(claimRecent=True).recent == {3}
+        assert box.snapshot(claimRecent=True).recent == frozenset()
+
+    # -- content ------------------------------------------------------------
+
+    def test_openMessageContent(self, store):
+        """If this fails, FETCH of a body part or POP3 RETR sends the wrong
+        octets, or a message expunged while being sent is cut short."""
+        body = bytes(range(256)) * 4
+        deliver(store, body)
+        box = store.mailbox(USER)
+        content = box.openMessage(1)
+        assert content.size == len(body)
+        assert content.read(10) == body[:10]
+        assert content.tell() == 10
+        assert content.readAt(100, 5) == body[100:105]
+        assert content.tell() == 10  # readAt does not move it
+        assert content.seek(-4, 2) == len(body) - 4
+        assert content.read() == body[-4:]
+        assert content.read() == b""
+        assert content.readAt(len(body) - 2, 100) == body[-2:]
+        copy = content.duplicate()
+        content.close()
+        content.close()
+        box.setFlags(1, {"\\Seen"})
+        box.expunge([1])
+        with copy:
+            assert copy.seek(0) == 0 and copy.read() == body
+            assert copy.size == len(body)
+        with pytest.raises(KeyError):
+            box.openMessage(1)
+
+    # -- copy and move -----------------------------------------------------------
+
+    def test_copy(self, store):
+        """If this fails, COPY loses flags or dates, answers a wrong COPYUID
+        (UIDPLUS), or changes the source."""
+        box = store.mailbox(USER)
+        box.append(io.BytesIO(b"one"), ("\\Seen", "$Work"), 1_000_000_000)
+        box.append(io.BytesIO(b"two"), ("\\Flagged",), 1_100_000_000)
+        box.append(io.BytesIO(b"three"))
+        box.expunge([2])
+        archive = store.mailbox(USER, "Archive")
+        archive.append(io.BytesIO(b"already there"))
+        pairs = box.copy([3, 1, 2, 77], archive)
+        assert pairs == [(1, 2), (3, 3)]
+        copied = {m.uid: m for m in archive.messages()}
+        assert copied[2].flags == {"\\Seen", "$Work"}
+        assert copied[2].internalDate == 1_000_000_000
+        with archive.openMessage(3) as content:
+            assert content.read() == b"three"
+        assert [m.uid for m in box.messages()] == [1, 3]
+        assert box.copy([], archive) == []
+        # Into the same mailbox: new UIDs there.
+        assert box.copy([1], box) == [(1, 4)]
+
+    def test_move(self, store):
+        """If this fails, MOVE leaves the message in both folders or in
+        neither (RFC 6851)."""
+        box = store.mailbox(USER)
+        for body in (b"a", b"b", b"c"):
+            box.append(io.BytesIO(body), ("\\Deleted",) if body == b"b" else ())
+        trash = store.mailbox(USER, "Trash")
+        assert box.move([2, 3], trash) == [(2, 1), (3, 2)]
+        assert [m.uid for m in box.messages()] == [1]
+        assert [m.flags for m in trash.messages()] == [{"\\Deleted"}, frozenset()]
+        with trash.openMessage(2) as content:
+            assert content.read() == b"c"
+
+    def test_copyKeywordLimit(self, store):
+        """If this fails, COPY into a folder with no room for a keyword
+        silently drops it instead of saying NO [LIMIT]."""
+        box = store.mailbox(USER)
+        box.append(io.BytesIO(b"a"), ("$New",))
+        target = store.mailbox(USER, "Archive")
+        target.append(io.BytesIO(b"b"), tuple(f"k{i}" for i in range(26)))
+        with pytest.raises(KeywordLimit):
+            box.copy([1], target)
+        with pytest.raises(KeywordLimit):
+            box.move([1], target)
+        assert [m.uid for m in box.messages()] == [1]
+
+    # -- subscriptions, maildrop lock, spool ----------------------------------
+
+    def test_subscriptions(self, store):
+        """If this fails, LSUB forgets a client's subscribed folders, or a
+        deleted folder's subscription vanishes (RFC 3501 6.3.6)."""
+        assert store.subscriptions(USER) == set()
+        store.createMailbox(USER, "Work")
+        store.subscribe(USER, "Work")
+        store.subscribe(USER, "Work")
+        store.subscribe(USER, "INBOX")
+        store.deleteMailbox(USER, "Work")
+        assert self.reopen(store).subscriptions(USER) == {"Work", "INBOX"}
+        store.unsubscribe(USER, "Work")
+        store.unsubscribe(USER, "Never")
+        assert store.subscriptions(USER) == {"INBOX"}
+        assert store.subscriptions(OTHER) == set()
+
+    def test_maildropLock(self, store):
+        """If this fails, two POP3 sessions on one maildrop delete each
+        other's view (RFC 1939 4), or a maildrop stays locked for good."""
+        lock = store.lockMaildrop(USER)
+        with pytest.raises(MaildropLocked):
+            self.reopen(store).lockMaildrop(USER)
+        other = store.lockMaildrop(OTHER)
+        lock.release()
+        lock.release()
+        again = self.reopen(store).lockMaildrop(USER)
+        again.release()
+        other.release()
+
+    def test_appendSpool(self, store):
+        """If this fails, a large IMAP APPEND cannot be received."""
+        spool = store.newAppendSpool()
+        try:
+            spool.write(b"x" * 300_000)
+            spool.write(b"end")
+            spool.seek(0)
+            uid = store.mailbox(USER).append(spool)
+        finally:
+            spool.close()
+        assert store.mailbox(USER).messages()[0].size == 300_003
+        with store.mailbox(USER).openMessage(uid) as content:
+            assert content.readAt(300_000, 10) == b"end"

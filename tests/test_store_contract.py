@@ -1,0 +1,26 @@
+"""
+The store contract (L{tests.store_contract}) run against every backend:
+Maildir (production) and memory (the fake tests and tools use).
+"""
+
+import pytest
+
+from pymailer.store.maildir import MaildirStore
+from pymailer.store.memory import MemoryStore
+from tests.store_contract import StoreContract
+
+
+class TestMaildirStore(StoreContract):
+    @pytest.fixture
+    def store(self, tmp_path):
+        return MaildirStore(tmp_path / "mail", "mx.example.org")
+
+    def reopen(self, store):
+        """Another process's store object on the same directories."""
+        return MaildirStore(store.root, "other.example.org")
+
+
+class TestMemoryStore(StoreContract):
+    @pytest.fixture
+    def store(self):
+        return MemoryStore()
