@@ -77,8 +77,8 @@ class Resolver:
                 # sandbox's or captive portal's stub answers NXDOMAIN for
                 # everything when it cannot reach DNS): a permanent bounce
                 # on its word (RFC 5321 §5.1) would lose mail, so retry.
-                raise DNSError(name, "no such domain, said without the zone's SOA "
-                               "(DNS unreachable?)", temporary=True)
+                raise DNSError(name, "no such domain, said without the zone's SOA; "
+                               "is DNS reachable?", temporary=True)
             raise DNSError(name, "no such domain", temporary=False)
         except dns.resolver.NoAnswer:
             return []
