@@ -5,6 +5,12 @@ dnspython does the protocol work; its synchronous resolver runs in a thread
 pool of its own so a slow DNS server never stalls the reactor (nor the disk
 pool).  C{[dns] servers} points every lookup elsewhere (tests run a DNS
 server on loopback).
+
+Trust: answers come from whatever server resolv.conf or C{[dns] servers}
+names.  Only a name error that a server backs with its zone's SOA is taken
+as final: everything else (timeouts, SERVFAIL, refusals, no server
+configured, a bare NXDOMAIN with no SOA as sandboxes and captive stubs
+synthesise) is temporary, so mail waits in the queue instead of bouncing.
 """
 
 import dns.exception
@@ -40,7 +46,13 @@ class Resolver:
                 for server in dnsConfig.servers
             ]
         else:
-            resolver = dns.resolver.Resolver()
+            try:
+                resolver = dns.resolver.Resolver()
+            except dns.resolver.NoResolverConfiguration:
+                # A machine without DNS (no nameserver in resolv.conf) still
+                # starts: local mail works, and every lookup is a temporary
+                # failure (mail to other domains waits) until DNS returns.
+                resolver = dns.resolver.Resolver(configure=False)
         resolver.lifetime = dnsConfig.timeout
         resolver.cache = dns.resolver.LRUCache()
         self._resolver = resolver
@@ -54,9 +66,19 @@ class Resolver:
         return deferToThreadPool(self.reactor, self.threadpool, self.lookupBlocking, name, rdtype)
 
     def lookupBlocking(self, name, rdtype):
+        if not self._resolver.nameservers:
+            raise DNSError(name, "no DNS server configured", temporary=True)
         try:
             answer = self._resolver.resolve(name, rdtype, search=False)
-        except dns.resolver.NXDOMAIN:
+        except dns.resolver.NXDOMAIN as e:
+            if not all(_hasSOA(r) for r in e.responses().values()):
+                # RFC 2308 §3: a server reporting a name error MUST include
+                # the zone's SOA.  One without it did not ask the zone (a
+                # sandbox's or captive portal's stub answers NXDOMAIN for
+                # everything when it cannot reach DNS): a permanent bounce
+                # on its word (RFC 5321 §5.1) would lose mail, so retry.
+                raise DNSError(name, "no such domain, said without the zone's SOA; "
+                               "is DNS reachable?", temporary=True)
             raise DNSError(name, "no such domain", temporary=False)
         except dns.resolver.NoAnswer:
             return []
@@ -67,3 +89,7 @@ class Resolver:
         except dns.exception.DNSException as e:
             raise DNSError(name, str(e), temporary=True)
         return list(answer)
+
+
+def _hasSOA(response):
+    return any(rrset.rdtype == dns.rdatatype.SOA for rrset in response.authority)

@@ -10,6 +10,10 @@ same tests through the real resolver against this server and through the
 fake.  A name marked C{"TIMEOUT"} gets SERVFAIL at once (for the types it
 has no records of), which the real resolver reports as the same temporary
 error as a timeout, without waiting for one.
+
+Its NXDOMAIN answers carry an SOA in the authority section, as a real
+server's must (RFC 2308 §3); C{nxdomainSOA = False} makes it answer like
+the stub of a machine without DNS (a bare NXDOMAIN for everything).
 """
 
 import socket
@@ -17,6 +21,7 @@ import threading
 
 import dns.flags
 import dns.message
+import dns.name
 import dns.rcode
 import dns.rdatatype
 import dns.rrset
@@ -32,6 +37,8 @@ class DNSServer:
     the name SERVFAIL (see L{FakeResolver}).  C{records} stays live: tests
     may change it while the server runs.
     """
+
+    nxdomainSOA = True
 
     def __init__(self, records):
         self.records = {self._key(k): list(v) for k, v in records.items()}
@@ -90,12 +97,23 @@ class DNSServer:
             response.answer.append(dns.rrset.from_rdata_list(owner, 60, [cname]))
         if rcode == "NXDOMAIN":
             response.set_rcode(dns.rcode.NXDOMAIN)
+            if self.nxdomainSOA:
+                response.authority.append(self._soa(question.name))
         elif rcode == "SERVFAIL":
             response.set_rcode(dns.rcode.SERVFAIL)
         elif rdatas:
             owner = chain[-1][1].target if chain else question.name
             response.answer.append(dns.rrset.from_rdata_list(owner, 60, rdatas))
         return response
+
+    @staticmethod
+    def _soa(qname):
+        """The SOA of the zone C{qname} would be in: its last two labels."""
+        zone = dns.name.Name(qname.labels[-3:]) if len(qname.labels) > 2 else dns.name.root
+        ns = dns.name.Name((b"ns",) + zone.labels)
+        hostmaster = dns.name.Name((b"hostmaster",) + zone.labels)
+        return dns.rrset.from_text(zone, 60, "IN", "SOA",
+                                   f"{ns} {hostmaster} 1 3600 600 86400 60")
 
     def stop(self):
         self._stop = True

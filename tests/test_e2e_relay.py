@@ -167,3 +167,23 @@ def test_unreachable_host_skipped_for_next_mx(world):
     world.scripted = ScriptedSMTP("127.0.0.3", world.port)
     submit(world, ["someone@scripted.test"])
     waitFor(lambda: world.scripted.messages, timeout=20, message="second MX")
+
+
+def test_dns_stub_nxdomain_defers_not_bounces(world):
+    """
+    On a machine whose resolver cannot reach DNS and says NXDOMAIN (without
+    the zone's SOA) to every name, mail to another domain waits in the queue
+    with 4.4.3 instead of bouncing; if this fails, the sender gets "domain
+    example.net does not exist" for a domain that exists.
+    """
+    world.dns.nxdomainSOA = False
+    submit(world, ["someone@example.net"])
+
+    def deferredWith443():
+        for qid in world.sender.queueEnvelopes(("deferred",)).get("deferred", []):
+            text = (world.sender.queueDir("deferred") / f"{qid}.json").read_text()
+            if "4.4.3" in text:
+                return text
+    text = waitFor(deferredWith443, timeout=20, message="a deferred envelope with 4.4.3")
+    assert "does not exist" not in text
+    assert reports(world) == []
