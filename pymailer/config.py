@@ -13,6 +13,7 @@ The file is TOML (stdlib L{tomllib}); see C{etc/pymailer.toml} for every key.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import pathlib
 import socket
@@ -264,6 +265,68 @@ class DMARCConfig:
     mark_only_domains: tuple = ()
 
 
+@dataclass(frozen=True)
+class DNSBLZone:
+    """
+    One DNS list: C{action} "reject" (554 at RCPT) or "score" (adds
+    C{[policy.dnsbl] listing_score}); C{codes}: C{(("127.0.0.2", "SBL"),
+    ...)}, the answers that mean listed and their reasons (empty: any
+    127.0.0.0/8 answer lists).
+    """
+
+    name: str
+    action: str = "reject"
+    codes: tuple = ()
+
+
+DNSBL_ACTIONS = ("reject", "score")
+
+
+@dataclass(frozen=True)
+class DNSBLConfig:
+    """
+    [policy.dnsbl]: C{zones} list client IPs, C{domain_zones} list domains
+    (the sender's, and the URLs' in the body); C{allow_zones} (DNSWL) and
+    C{allow} (IPs and networks) exempt a client.  A lookup that takes
+    longer than C{timeout} counts as not listed; answers are kept
+    C{cache_ttl} seconds, at most C{cache_size} of them.
+    """
+
+    zones: tuple = ()
+    domain_zones: tuple = ()
+    allow_zones: tuple = ()
+    allow: tuple = ()
+    listing_score: float = 3.0
+    timeout: float = 5.0
+    cache_ttl: float = 300.0
+    cache_size: int = 10000
+
+
+@dataclass(frozen=True)
+class GreylistConfig:
+    """
+    [policy.greylist]: an unknown (client /24 or /64, sender, recipient)
+    triplet waits C{delay} seconds; a retry within C{expire} passes and
+    the triplet is remembered C{keep} seconds since its last use.
+    C{allow}: IPs and networks that never wait.
+    """
+
+    delay: float = 300.0
+    expire: float = 86400.0
+    keep: float = 35 * 86400.0
+    allow: tuple = ()
+
+
+@dataclass(frozen=True)
+class RulesConfig:
+    """
+    [policy.rules]: a message whose spam score (every check's points) is at
+    least C{junk_score} is filed into Junk.
+    """
+
+    junk_score: float = 5.0
+
+
 MTA_STS_MODES = ("testing", "enforce", "none")
 
 
@@ -300,6 +363,9 @@ class PolicyConfig:
     authserv_id: str | None = None
     ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
     dmarc: DMARCConfig = field(default_factory=DMARCConfig)
+    dnsbl: DNSBLConfig = field(default_factory=DNSBLConfig)
+    greylist: GreylistConfig = field(default_factory=GreylistConfig)
+    rules: RulesConfig = field(default_factory=RulesConfig)
     plugins: dict = field(default_factory=dict)
 
     def options(self):
@@ -830,6 +896,19 @@ def _parsePolicy(policyT):
         x.lower() for x in _stringList(dmarcT, "mark_only_domains", ())))
     dmarcT.checkUnknown(dmarcT.seen)
 
+    dnsbl = _parseDNSBL(policyT.table_("dnsbl"))
+    greylistT = policyT.table_("greylist")
+    d = GreylistConfig()
+    greylist = GreylistConfig(
+        delay=greylistT.number("delay", d.delay, strict=False),
+        expire=greylistT.number("expire", d.expire),
+        keep=greylistT.number("keep", d.keep),
+        allow=_networks(greylistT, "allow"))
+    greylistT.checkUnknown(greylistT.seen)
+    rulesT = policyT.table_("rules")
+    rules = RulesConfig(junk_score=rulesT.number("junk_score", RulesConfig.junk_score))
+    rulesT.checkUnknown(rulesT.seen)
+
     plugins = {}
     for key, value in policyT.table.items():
         if key in policyT.seen:
@@ -840,7 +919,81 @@ def _parsePolicy(policyT):
             raise policyT.error(key, f"options for {key!r}, which policy.checks does not name")
         plugins[key] = dict(value)
     return PolicyConfig(checks=checks, authserv_id=authservId, ratelimit=ratelimit,
-                        dmarc=dmarc, plugins=plugins)
+                        dmarc=dmarc, dnsbl=dnsbl, greylist=greylist, rules=rules,
+                        plugins=plugins)
+
+
+def _networks(reader, key):
+    """An array of IPs and networks ("192.0.2.0/24", "2001:db8::1")."""
+    nets = _stringList(reader, key, ())
+    for net in nets:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise reader.error(key, f"not an IP address or network: {_show(net)}") from None
+    return nets
+
+
+def _zoneName(reader, key, name):
+    labels = name.rstrip(".").split(".")
+    if not all(0 < len(label) <= 63 and label.isascii() and " " not in label
+               for label in labels) or len(labels) < 2:
+        raise reader.error(key, f"not a DNS zone: {_show(name)}")
+    return name.rstrip(".").lower()
+
+
+def _parseDNSBL(reader):
+    """
+    [policy.dnsbl]: C{zones = ["zen.spamhaus.org=reject", "bl.test=score"]}
+    (reject when no action is named), and return codes with reasons in
+    C{[policy.dnsbl.zone."zen.spamhaus.org"] "127.0.0.2" = "SBL"}.
+    """
+    codesT = reader.table_("zone")
+    codes = {}
+    for zone, table in codesT.table.items():
+        codesT.get(zone)
+        name = _zoneName(codesT, zone, zone)
+        if not isinstance(table, dict):
+            raise codesT.error(zone, f"expected a table, got {_show(table)}")
+        for code, reason in table.items():
+            try:
+                ok = ipaddress.ip_address(code).version == 4 and isinstance(reason, str)
+            except ValueError:
+                ok = False
+            if not ok:
+                raise codesT.error(
+                    f"{zone}.{code}", 'expected "127.0.0.N" = "reason"')
+        codes[name] = tuple(table.items())
+
+    def zones(key):
+        out = []
+        for entry in _stringList(reader, key, ()):
+            name, _, action = entry.partition("=")
+            action = action or "reject"
+            if action not in DNSBL_ACTIONS:
+                raise reader.error(
+                    key, f"{_show(entry)}: action must be one of {', '.join(DNSBL_ACTIONS)}")
+            name = _zoneName(reader, key, name)
+            out.append(DNSBLZone(name, action, codes.get(name, ())))
+        return tuple(out)
+
+    d = DNSBLConfig()
+    config = DNSBLConfig(
+        zones=zones("zones"),
+        domain_zones=zones("domain_zones"),
+        allow_zones=tuple(_zoneName(reader, "allow_zones", z)
+                          for z in _stringList(reader, "allow_zones", ())),
+        allow=_networks(reader, "allow"),
+        listing_score=reader.number("listing_score", d.listing_score, strict=False),
+        timeout=reader.number("timeout", d.timeout),
+        cache_ttl=reader.number("cache_ttl", d.cache_ttl, strict=False),
+        cache_size=_nonNegativeInt(reader, "cache_size", d.cache_size))
+    named = {z.name for z in config.zones + config.domain_zones}
+    for name in codes:
+        if name not in named:
+            raise codesT.error(name, "return codes for a zone that zones and domain_zones do not name")
+    reader.checkUnknown(reader.seen)
+    return config
 
 
 def parseHostPort(text, defaultPort):

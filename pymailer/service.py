@@ -236,7 +236,8 @@ def buildPolicy(config, reactor, threadpool, resolver, directory):
     """
     context = PolicyContext(config, reactor, threadpool, resolver, directory)
     pieces = buildPieces(config.policy.checks, context, config.policy.options())
-    return PolicyChain([ForgedResultsFilter(config.authservId)] + pieces, config.authservId)
+    return PolicyChain([ForgedResultsFilter(config.authservId)] + pieces, config.authservId,
+                       junkScore=config.policy.rules.junk_score)
 
 
 def listen(parent, reactor, role, description, factory, tls):

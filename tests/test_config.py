@@ -413,10 +413,10 @@ class TestPolicy:
     def test_plugin_options_passed_as_they_are(self, tmp_path):
         """A plugin's [policy.NAME] table reaches it unchanged."""
         c = config.load(writeConfig(tmp_path, MINIMAL + (
-            '[policy]\nchecks = ["spf", "greylist"]\nauthserv_id = "mx.example.org"\n'
-            '[policy.greylist]\ndelay = 300\n[policy.dmarc]\n'
+            '[policy]\nchecks = ["spf", "examplecheck"]\nauthserv_id = "mx.example.org"\n'
+            '[policy.examplecheck]\ndelay = 300\n[policy.dmarc]\n'
             'mark_only_domains = ["Example.NET"]\n')))
-        assert c.policy.options()["greylist"] == {"delay": 300}
+        assert c.policy.options()["examplecheck"] == {"delay": 300}
         assert c.policy.dmarc.mark_only_domains == ("example.net",)
         assert c.authservId == "mx.example.org"
 
@@ -428,7 +428,7 @@ class TestPolicy:
         ('[policy]\nchecks = ["spf", "dmarc"]\n', "policy.checks",
          "'dmarc' needs 'dkim' before it"),
         ('[policy]\nauthserv_id = "a b"\n', "policy.authserv_id", "not a valid authserv-id"),
-        ('[policy]\nchecks = ["spf"]\n[policy.greylist]\ndelay = 1\n', "policy.greylist",
+        ('[policy]\nchecks = ["spf"]\n[policy.examplecheck]\ndelay = 1\n', "policy.examplecheck",
          "which policy.checks does not name"),
         ('[policy.ratelimit]\nmessages_per_hour = -1\n', "policy.ratelimit.messages_per_hour",
          "expected an integer >= 0"),

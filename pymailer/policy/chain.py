@@ -4,7 +4,8 @@ The policy chain: the configured pieces, run in order at each SMTP stage.
 The first piece that refuses decides (later pieces are not asked); added
 headers accumulate in order; the last folder named wins.  At the end of
 data the chain writes the RFC 8601 Authentication-Results header from what
-the pieces recorded.  A piece that fails with an exception costs a
+the pieces recorded, and, if a piece scored the message as spam, the
+C{X-Spam-*} headers (filing it into Junk at C{junkScore}).  A piece that fails with an exception costs a
 temporary refusal, never a bounce: a bug in a plugin must not lose mail.
 """
 
@@ -13,14 +14,16 @@ from twisted.logger import Logger
 
 from pymailer.policy.authresults import authenticationResults
 from pymailer.policy.decision import Decision
+from pymailer.policy.verdict import SpamScore, logVerdict
 
 
 class PolicyChain:
     log = Logger()
 
-    def __init__(self, pieces, authservId):
+    def __init__(self, pieces, authservId, junkScore=5.0):
         self.pieces = list(pieces)
         self.authservId = authservId
+        self.junkScore = junkScore
 
     @property
     def names(self):
@@ -45,7 +48,16 @@ class PolicyChain:
         d = self._run("checkData", facts, message)
 
         def withResults(decision):
-            if decision.refuses or not facts.authResults:
+            if decision.refuses:
+                return decision
+            if "spam" in facts.notes:
+                score = SpamScore.of(facts)
+                spam = score.decision(self.junkScore)
+                if spam.folder is not None:
+                    logVerdict(facts, "spam", "junk", spam.reason, score.total,
+                               getattr(message, "queueId", None))
+                decision = _merge(decision, spam)
+            if not facts.authResults:
                 return decision
             header = authenticationResults(self.authservId, facts.authResults)
             return _merge(Decision.addHeaders([header]), decision)

@@ -19,6 +19,9 @@ BUILTIN = {
     "dkim": "pymailer.policy.pieces:DKIMFactory",
     "arc": "pymailer.policy.pieces:ARCFactory",
     "dmarc": "pymailer.policy.pieces:DMARCFactory",
+    "dnsbl": "pymailer.policy.dnsbl:DNSBLFactory",
+    "greylist": "pymailer.policy.greylist:GreylistFactory",
+    "rules": "pymailer.policy.rules:RulesFactory",
 }
 
 
