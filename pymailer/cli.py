@@ -126,10 +126,20 @@ def cmdUserAdd(args, config, out):
         raise CommandError(f"user exists: {address}")
     password = _readPassword(args)
     directory.addUser(address, hashPassword(password))
+    if args.admin:
+        directory.setAdmin(address)
     # INBOX, Sent, Drafts, Trash, Junk, Archive from the start: a client's
     # first LIST shows them and its first APPEND to Sent works.
     openStore(config).createUser(address)
-    print(f"added user {address}", file=out)
+    print(f"added user {address}" + (" (admin)" if args.admin else ""), file=out)
+
+
+def cmdUserAdmin(args, config, out):
+    directory = openDirectory(config)
+    address = normaliseAddress(args.address)
+    directory.setAdmin(address, not args.off)
+    state = "no longer an admin" if args.off else "an admin (may use the web admin pages)"
+    print(f"{address} is {state}", file=out)
 
 
 def cmdUserPasswd(args, config, out):
@@ -147,7 +157,7 @@ def cmdUserList(args, config, out):
     if args.domain is not None and not directory.hasDomain(args.domain):
         raise CommandError(f"no such domain: {args.domain}")
     for address in directory.listUsers(args.domain):
-        print(address, file=out)
+        print(address + (" (admin)" if directory.isAdmin(address) else ""), file=out)
 
 
 def cmdUserRemove(args, config, out):
@@ -425,7 +435,14 @@ def buildParser() -> argparse.ArgumentParser:
     p = actions.add_parser("add", help="add a user (prompts for a password)")
     p.add_argument("address")
     _passwordOption(p)
+    p.add_argument("--admin", action="store_true",
+                   help="the user may use the web admin pages")
     p.set_defaults(func=cmdUserAdd)
+    p = actions.add_parser(
+        "admin", help="let a user use the web admin pages (--off: no longer)")
+    p.add_argument("address")
+    p.add_argument("--off", action="store_true", help="take admin rights away")
+    p.set_defaults(func=cmdUserAdmin)
     p = actions.add_parser("passwd", help="change a user's password")
     p.add_argument("address")
     _passwordOption(p)
