@@ -38,6 +38,7 @@ from pymailer.auth.passwords import hashPassword
 from pymailer.policy import dkimkeys, dnsrecords
 from pymailer.policy.plugins import UnknownPolicy, checkPolicyNames
 from pymailer.queue import spool as spoolModule
+from pymailer.queue.display import age as _age, clean as _clean, headerLines as _headerLines
 from pymailer.store import openStore
 
 __all__ = ["main", "buildParser"]
@@ -209,28 +210,6 @@ def _openSpool(config):
     return spoolModule.Spool(root)
 
 
-def _clean(text):
-    """
-    Text from the network (addresses, remote servers' replies) made safe for
-    a terminal: control characters (escape sequences) become C{?}.
-    """
-    return "".join(c if c.isprintable() else "?" for c in str(text))
-
-
-def _age(seconds):
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes = seconds // 60
-    if minutes < 60:
-        return f"{minutes}m"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h{minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours:02d}h"
-
-
 def _localTime(t):
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
@@ -276,17 +255,6 @@ def cmdQueueList(args, config, out):
     total = sum(e.size or 0 for e in entries)
     n = len(entries)
     print(f"-- {n} message{'' if n == 1 else 's'}, {total} bytes", file=out)
-
-
-def _headerLines(f, limit):
-    """The first C{limit} lines of the message's header block."""
-    lines = []
-    while len(lines) < limit:
-        line = f.readline(4096)
-        if not line or line in (b"\r\n", b"\n"):
-            break
-        lines.append(line.rstrip(b"\r\n").decode("utf-8", "replace"))
-    return lines
 
 
 def cmdQueueShow(args, config, out):

@@ -94,6 +94,14 @@ class IAccountDirectory(Interface):
         """@return: sorted C{list} of C{(alias, (target, ...))}."""
 
 
+class IWebUser(Interface):
+    """
+    Someone logged in to the web pages (the avatar interface the web login
+    asks the realm for).  The avatar is the user's normalised address
+    (C{str}); what they may see is decided per request (admin or not).
+    """
+
+
 class IMailStore(Interface):
     """
     Where delivered mail lives: per-user mailboxes with stable UIDs and flags.
