@@ -16,7 +16,6 @@ import pathlib
 import re
 import shutil
 import smtplib
-import ssl
 import urllib.error
 import urllib.parse
 import urllib.request

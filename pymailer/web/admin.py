@@ -202,7 +202,7 @@ class AdminApp:
 
     # -- login ----------------------------------------------------------------
 
-    @app.route("/static/admin.css", methods=["GET", "HEAD"])
+    @app.route(STYLE_PATH, methods=["GET", "HEAD"])
     def style(self, request):
         request.setHeader(b"Content-Type", b"text/css; charset=utf-8")
         return STYLE
