@@ -38,6 +38,7 @@ from pymailer.auth.passwords import hashPassword
 from pymailer.policy import dkimkeys, dnsrecords
 from pymailer.policy.plugins import UnknownPolicy, checkPolicyNames
 from pymailer.queue import spool as spoolModule
+from pymailer.queue.display import age as _age, clean as _clean, headerLines as _headerLines
 from pymailer.store import openStore
 
 __all__ = ["main", "buildParser"]
@@ -126,10 +127,20 @@ def cmdUserAdd(args, config, out):
         raise CommandError(f"user exists: {address}")
     password = _readPassword(args)
     directory.addUser(address, hashPassword(password))
+    if args.admin:
+        directory.setAdmin(address)
     # INBOX, Sent, Drafts, Trash, Junk, Archive from the start: a client's
     # first LIST shows them and its first APPEND to Sent works.
     openStore(config).createUser(address)
-    print(f"added user {address}", file=out)
+    print(f"added user {address}" + (" (admin)" if args.admin else ""), file=out)
+
+
+def cmdUserAdmin(args, config, out):
+    directory = openDirectory(config)
+    address = normaliseAddress(args.address)
+    directory.setAdmin(address, not args.off)
+    state = "no longer an admin" if args.off else "an admin (may use the web admin pages)"
+    print(f"{address} is {state}", file=out)
 
 
 def cmdUserPasswd(args, config, out):
@@ -147,7 +158,7 @@ def cmdUserList(args, config, out):
     if args.domain is not None and not directory.hasDomain(args.domain):
         raise CommandError(f"no such domain: {args.domain}")
     for address in directory.listUsers(args.domain):
-        print(address, file=out)
+        print(address + (" (admin)" if directory.isAdmin(address) else ""), file=out)
 
 
 def cmdUserRemove(args, config, out):
@@ -199,28 +210,6 @@ def _openSpool(config):
     return spoolModule.Spool(root)
 
 
-def _clean(text):
-    """
-    Text from the network (addresses, remote servers' replies) made safe for
-    a terminal: control characters (escape sequences) become C{?}.
-    """
-    return "".join(c if c.isprintable() else "?" for c in str(text))
-
-
-def _age(seconds):
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes = seconds // 60
-    if minutes < 60:
-        return f"{minutes}m"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h{minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours:02d}h"
-
-
 def _localTime(t):
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
@@ -266,17 +255,6 @@ def cmdQueueList(args, config, out):
     total = sum(e.size or 0 for e in entries)
     n = len(entries)
     print(f"-- {n} message{'' if n == 1 else 's'}, {total} bytes", file=out)
-
-
-def _headerLines(f, limit):
-    """The first C{limit} lines of the message's header block."""
-    lines = []
-    while len(lines) < limit:
-        line = f.readline(4096)
-        if not line or line in (b"\r\n", b"\n"):
-            break
-        lines.append(line.rstrip(b"\r\n").decode("utf-8", "replace"))
-    return lines
 
 
 def cmdQueueShow(args, config, out):
@@ -425,7 +403,14 @@ def buildParser() -> argparse.ArgumentParser:
     p = actions.add_parser("add", help="add a user (prompts for a password)")
     p.add_argument("address")
     _passwordOption(p)
+    p.add_argument("--admin", action="store_true",
+                   help="the user may use the web admin pages")
     p.set_defaults(func=cmdUserAdd)
+    p = actions.add_parser(
+        "admin", help="let a user use the web admin pages (--off: no longer)")
+    p.add_argument("address")
+    p.add_argument("--off", action="store_true", help="take admin rights away")
+    p.set_defaults(func=cmdUserAdmin)
     p = actions.add_parser("passwd", help="change a user's password")
     p.add_argument("address")
     _passwordOption(p)

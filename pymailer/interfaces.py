@@ -72,6 +72,15 @@ class IAccountDirectory(Interface):
     def removeUser(address):
         """Remove a user (not their mail); L{KeyError} if no such user."""
 
+    def isAdmin(address):
+        """
+        @return: C{True} if C{address} is a user marked admin (may use the
+            web admin pages); C{False} for anyone else, malformed included.
+        """
+
+    def setAdmin(address, admin=True):
+        """Mark a user admin, or not; L{KeyError} if no such user."""
+
     def listUsers(domain=None):
         """@return: sorted C{list} of user addresses."""
 
@@ -83,6 +92,14 @@ class IAccountDirectory(Interface):
 
     def listAliases():
         """@return: sorted C{list} of C{(alias, (target, ...))}."""
+
+
+class IWebUser(Interface):
+    """
+    Someone logged in to the web pages (the avatar interface the web login
+    asks the realm for).  The avatar is the user's normalised address
+    (C{str}); what they may see is decided per request (admin or not).
+    """
 
 
 class IMailStore(Interface):

@@ -47,7 +47,9 @@ from pymailer.policy.plugins import buildPieces
 from pymailer.smtp.factory import SMTPFactory
 from pymailer.pop3.server import buildMaildrops, buildPOP3
 from pymailer.imap.factory import buildAccount, buildIMAP
+from pymailer.web.admin import buildWebUser
 from pymailer.web.app import buildMetrics, buildWeb
+from pymailer.interfaces import IWebUser
 from pymailer import metrics
 from twisted.mail.interfaces import IAccountIMAP
 from pymailer.store import openStore
@@ -76,6 +78,7 @@ class Parts:
     policy: object  # the policy chain every SMTP listener asks
     # The scrape-time metrics (connections per listener, queue sizes).
     metricsRegistry: object = None
+    spool: object = None  # the mail queue (the web admin's queue pages)
 
 
 def buildSMTP(role, parts):
@@ -106,7 +109,8 @@ LISTENER_BUILDERS = {
 
 # Avatar interface -> factory(parts) of avatarFactory(user), for the realm:
 # each protocol registers how a logged-in user is served.
-AVATAR_BUILDERS = {IMailboxPOP3: buildMaildrops, IAccountIMAP: buildAccount}
+AVATAR_BUILDERS = {IMailboxPOP3: buildMaildrops, IAccountIMAP: buildAccount,
+                   IWebUser: buildWebUser}
 BUILT_ROLES = tuple(LISTENER_BUILDERS)
 
 
@@ -211,7 +215,7 @@ def makeService(config, reactor=None):
     registry = metrics.serviceRegistry(
         metrics.ServerCollector(connections, spool, QUEUE_STATES))
     parts = Parts(config, reactor, pool, portal, guard, tls, store, directory,
-                  ChangeNotifier(store, reactor), policy, registry)
+                  ChangeNotifier(store, reactor), policy, registry, spool)
     for interface, build in AVATAR_BUILDERS.items():
         realm.avatarFactories[interface] = build(parts)
 

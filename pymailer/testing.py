@@ -62,6 +62,9 @@ class MemoryDirectory:
     def passwordHash(self, address):
         return None
 
+    def isAdmin(self, address):
+        return False
+
 
 @implementer(IIncomingMessage)
 class MemoryMessage:

@@ -146,6 +146,25 @@ class TestUser:
             assert not f.is_file() or PASSWORD.encode() not in f.read_bytes(), f
         assert run("user", "list") == (0, "bob@example.org\n", "")
 
+    def test_adminFlag(self, run, conf):
+        """
+        user add --admin and user admin ADDRESS [--off] mark who may use the
+        web admin pages, and user list shows it: otherwise an operator
+        could not give (or take back) admin rights from the terminal.
+        """
+        run("domain", "add", "example.org")
+        code, out, _ = run("user", "add", "root@example.org", "--admin",
+                           "--password-stdin", stdin=PASSWORD + "\n")
+        assert (code, out) == (0, "added user root@example.org (admin)\n")
+        run("user", "add", "bob@example.org", "--password-stdin", stdin=PASSWORD + "\n")
+        assert run("user", "list")[1] == "bob@example.org\nroot@example.org (admin)\n"
+        assert run("user", "admin", "Bob@example.org") == (
+            0, "bob@example.org is an admin (may use the web admin pages)\n", "")
+        assert run("user", "admin", "root@example.org", "--off")[0] == 0
+        assert run("user", "list")[1] == "bob@example.org (admin)\nroot@example.org\n"
+        code, _, err = run("user", "admin", "carol@example.org")
+        assert code == 1 and "no such user: carol@example.org" in oneLineError(err)
+
     def test_addMakesInboxAndSpecialUseFolders(self, run, conf):
         """
         If this fails, a new user's mail client finds no INBOX, Sent, Drafts,

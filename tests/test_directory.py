@@ -347,6 +347,60 @@ class TestDirectory:
             directory.addAlias("a@example.org", ["ok@x.org", "bad"])
         assert directory.listAliases() == []
 
+    def test_admins(self, directory):
+        """
+        A user is no admin until marked, then is, then is not again, and
+        unknown or malformed names never are: otherwise the web admin
+        pages would open to the wrong people.
+        """
+        directory.addDomain("example.org")
+        directory.addUser("bob@example.org", HASH)
+        assert not directory.isAdmin("bob@example.org")
+        directory.setAdmin("Bob@Example.org")
+        assert directory.isAdmin("bob@example.org")
+        directory.setAdmin("bob@example.org", False)
+        assert not directory.isAdmin("bob@example.org")
+        for nobody in ("carol@example.org", "not an address", ""):
+            assert not directory.isAdmin(nobody)
+        with pytest.raises(KeyError):
+            directory.setAdmin("carol@example.org")
+
+    def test_version1FileMigrated(self, path):
+        """
+        A database made before admins existed (schema version 1) opens
+        with its users kept and none of them admin, and can mark one:
+        otherwise upgrading would lose the accounts or fail to start.
+        """
+        import sqlite3
+        path.parent.mkdir(parents=True)
+        db = sqlite3.connect(path)
+        db.executescript(
+            "CREATE TABLE domains (name TEXT PRIMARY KEY, catch_all TEXT NULL);"
+            "CREATE TABLE users (address TEXT PRIMARY KEY, domain TEXT NOT NULL"
+            " REFERENCES domains(name) ON DELETE CASCADE, password_hash TEXT NOT NULL);"
+            "CREATE TABLE aliases (alias TEXT NOT NULL, target TEXT NOT NULL,"
+            " domain TEXT NOT NULL, PRIMARY KEY (alias, target));"
+            "INSERT INTO domains VALUES ('example.org', NULL);"
+            f"INSERT INTO users VALUES ('bob@example.org', 'example.org', '{HASH}');"
+            "PRAGMA user_version=1;")
+        db.commit()
+        db.close()
+        directory = SQLiteAccountDirectory(path)
+        try:
+            assert directory.listUsers() == ["bob@example.org"]
+            assert directory.passwordHash("bob@example.org") == HASH
+            assert not directory.isAdmin("bob@example.org")
+            directory.setAdmin("bob@example.org")
+            assert directory.isAdmin("bob@example.org")
+        finally:
+            directory.close()
+        # Opening it again (another process, a restart) changes nothing.
+        again = SQLiteAccountDirectory(path)
+        try:
+            assert again.isAdmin("bob@example.org")
+        finally:
+            again.close()
+
     def test_openDirectory(self, tmp_path):
         """
         openDirectory uses data_dir/accounts.sqlite3: otherwise the server

@@ -51,7 +51,8 @@ _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS users (
         address TEXT PRIMARY KEY,
         domain TEXT NOT NULL REFERENCES domains(name) ON DELETE CASCADE,
-        password_hash TEXT NOT NULL
+        password_hash TEXT NOT NULL,
+        admin INTEGER NOT NULL DEFAULT 0
     )""",
     # 'domain' is the alias's domain, so removeDomain can cascade without
     # parsing addresses in SQL.
@@ -64,7 +65,14 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS users_domain ON users(domain)",
     "CREATE INDEX IF NOT EXISTS aliases_domain ON aliases(domain)",
 ]
-_SCHEMA_VERSION = 1
+# Version 2: users.admin (issue 16: who may use the web admin pages).
+_SCHEMA_VERSION = 2
+# Changes that bring an older file up to date: version -> statements that
+# make it the next version.  CREATE TABLE IF NOT EXISTS leaves an existing
+# table as it was, so a column added later needs its ALTER here.
+_MIGRATIONS = {
+    1: ["ALTER TABLE users ADD COLUMN admin INTEGER NOT NULL DEFAULT 0"],
+}
 
 
 # --- normalisation ---------------------------------------------------------
@@ -197,8 +205,18 @@ class SQLiteAccountDirectory:
         # WAL is a property of the file: set once, every process gets it.
         db.execute("PRAGMA journal_mode=WAL")
         with self._write() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            existing = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE name='users'").fetchone()
             for statement in _SCHEMA:
                 db.execute(statement)
+            # A new file gets today's schema at once; an older one is
+            # migrated step by step, in the same transaction (another
+            # process opening it meanwhile waits, then sees it done).
+            if existing:
+                for step in range(max(version, 1), _SCHEMA_VERSION):
+                    for statement in _MIGRATIONS[step]:
+                        db.execute(statement)
             db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
 
     # -- connections --
@@ -278,6 +296,14 @@ class SQLiteAccountDirectory:
         row = self._one("SELECT password_hash FROM users WHERE address=?",
                         address)
         return row[0] if row else None
+
+    def isAdmin(self, address):
+        try:
+            address = normaliseAddress(address)
+        except ValueError:
+            return False
+        row = self._one("SELECT admin FROM users WHERE address=?", address)
+        return bool(row and row[0])
 
     def listDomains(self):
         return [row[0] for row in self._db().execute(
@@ -384,6 +410,14 @@ class SQLiteAccountDirectory:
             cursor = db.execute(
                 "UPDATE users SET password_hash=? WHERE address=?",
                 (passwordHash, address))
+            if cursor.rowcount == 0:
+                raise KeyError(f"no such user: {address}")
+
+    def setAdmin(self, address, admin=True):
+        address = normaliseAddress(address)
+        with self._write() as db:
+            cursor = db.execute("UPDATE users SET admin=? WHERE address=?",
+                                (int(bool(admin)), address))
             if cursor.rowcount == 0:
                 raise KeyError(f"no such user: {address}")
 

@@ -3,7 +3,8 @@ The web listener's routes (Klein on twisted.web), and the builders the
 composition root registers for the C{https}, C{http} and C{metrics}
 listener roles.
 
-What is served here needs no login: mail client autoconfig (Thunderbird)
+The login and admin pages (L{admin}) share the listener: L{Paths} hands
+their paths to them.  What else is served here needs no login: mail client autoconfig (Thunderbird)
 and Autodiscover (Outlook), the MTA-STS policy, and C{/metrics} for
 loopback clients.  Each concern's content lives in its own module
 (L{autoconfig}, L{mtasts}, L{metrics}); this one maps URLs to them.
@@ -17,8 +18,10 @@ The domain check reads the account directory in the thread pool.
 from klein import Klein
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
+from twisted.web.resource import Resource
 
 from pymailer.web import autoconfig, mtasts
+from pymailer.web.admin import AdminApp
 from pymailer.web.metrics import MetricsApp, MetricsPage
 from pymailer.web.site import WebSite
 
@@ -123,10 +126,38 @@ class WebApp:
         return self.metricsPage.render(request)
 
 
+class Paths(Resource):
+    """
+    The root of a web listener: paths under one of C{prefixes} go to
+    C{special}, the rest to C{other}.  A leaf, so that each Klein app sees
+    the whole path, as at the root.
+    """
+
+    isLeaf = True
+
+    def __init__(self, prefixes, special, other):
+        Resource.__init__(self)
+        self.prefixes = tuple(prefixes)
+        self.special = special
+        self.other = other
+
+    def render(self, request):
+        path = request.path
+        if any(path == p.rstrip(b"/") or path.startswith(p) for p in self.prefixes):
+            return self.special.render(request)
+        return self.other.render(request)
+
+
+# The paths of the login and admin pages.
+ADMIN_PREFIXES = (b"/admin/", b"/login", b"/logout", b"/static/")
+
+
 def buildWeb(role, parts):
     """The C{https} and C{http} listeners: the same routes."""
     serveMetrics = parts.config.listen.metrics is None
-    return WebSite(WebApp(parts, serveMetrics).app.resource(), parts.reactor)
+    root = Paths(ADMIN_PREFIXES, AdminApp(parts).app.resource(),
+                 WebApp(parts, serveMetrics).app.resource())
+    return WebSite(root, parts.reactor)
 
 
 def buildMetrics(role, parts):

@@ -1,0 +1,117 @@
+"""
+Server-rendered HTML for the login and admin pages: small builders that
+escape every value they are given.
+
+Rule: every piece of text that is not a literal in this module goes
+through L{esc} (or a builder that calls it); builders return L{Markup},
+which is the only thing inserted unescaped.  Nothing here runs script:
+the pages work under a CSP without C{script-src}, and the one style sheet
+is a file of ours (L{STYLE}).
+"""
+
+from __future__ import annotations
+
+import html
+
+# Pages of this kind may submit forms to us and load our style sheet; the
+# rest of the site's policy (pymailer.web.site) stays as it is.
+CONTENT_SECURITY_POLICY = (b"default-src 'none'; style-src 'self'; form-action 'self'; "
+                           b"frame-ancestors 'none'; base-uri 'none'")
+STYLE_PATH = "/static/admin.css"
+STYLE = b"""\
+body { font-family: system-ui, sans-serif; margin: 0; color: #222; background: #f6f7f9; }
+header { background: #234; color: #fff; padding: .6em 1.2em; display: flex; gap: 1.2em;
+         align-items: center; }
+header a { color: #dde; text-decoration: none; }
+header a.current { color: #fff; font-weight: bold; }
+header form { margin-left: auto; }
+main { padding: 1em 1.5em; max-width: 70em; }
+table { border-collapse: collapse; background: #fff; margin: .5em 0 1.5em; }
+th, td { border: 1px solid #ccd; padding: .3em .6em; text-align: left; vertical-align: top; }
+th { background: #e8ebf0; }
+form.inline { display: inline; margin: 0; }
+fieldset { background: #fff; border: 1px solid #ccd; margin: 1em 0; }
+label { display: inline-block; margin: .2em .8em .2em 0; }
+.notice { padding: .5em 1em; border-radius: 4px; }
+.ok { background: #dfd; border: 1px solid #9c9; }
+.error { background: #fdd; border: 1px solid #c99; }
+pre { background: #fff; border: 1px solid #ccd; padding: .5em; overflow-x: auto; }
+.login { max-width: 24em; margin: 4em auto; background: #fff; padding: 1.5em;
+         border: 1px solid #ccd; }
+.login input { width: 100%; box-sizing: border-box; margin-bottom: .8em; }
+"""
+
+
+class Markup(str):
+    """HTML that is already safe (built here)."""
+
+
+def esc(value) -> Markup:
+    """C{value} as HTML text (L{Markup} passes through unchanged)."""
+    if isinstance(value, Markup):
+        return value
+    return Markup(html.escape(str(value), quote=True))
+
+
+def join(parts) -> Markup:
+    return Markup("".join(esc(p) for p in parts))
+
+
+def element(tag, content="", **attributes) -> Markup:
+    """
+    C{<tag a="v">content</tag>}; attribute names with a trailing C{_}
+    lose it (C{class_}), C{True} values are bare, C{None}/C{False} left out.
+    """
+    attrs = []
+    for name, value in attributes.items():
+        name = name.rstrip("_").replace("_", "-")
+        if value is None or value is False:
+            continue
+        attrs.append(f" {name}" if value is True else f' {name}="{esc(value)}"')
+    if tag in ("input", "link", "meta"):
+        return Markup(f"<{tag}{''.join(attrs)}>")
+    return Markup(f"<{tag}{''.join(attrs)}>{esc(content)}</{tag}>")
+
+
+def table(headings, rows) -> Markup:
+    head = element("tr", join(element("th", h) for h in headings))
+    body = join(element("tr", join(element("td", cell) for cell in row)) for row in rows)
+    return element("table", join([head, body]))
+
+
+def form(action, csrf, fields, button, class_=None, method="post") -> Markup:
+    """A POST form with the session's CSRF token."""
+    hidden = element("input", type="hidden", name="csrf", value=csrf)
+    return element("form", join([hidden, fields, element("button", button, type="submit")]),
+                   method=method, action=action, class_=class_)
+
+
+def field(label, name, type="text", value=None, required=True, **extra) -> Markup:
+    return element("label", join([
+        label + " ", element("input", name=name, type=type, value=value,
+                             required=required, **extra)]))
+
+
+def page(title, content, csrf=None, current=None, notice=None, nav=()) -> bytes:
+    """
+    A whole page.  With C{csrf} (logged in) the header has the navigation
+    C{nav} (C{(path, label)} pairs) and a logout button.
+    """
+    header = [element("strong", "pymailer")]
+    if csrf is not None:
+        header += [element("a", label, href=path, class_="current" if path == current else None)
+                   for path, label in nav]
+        header.append(form("/logout", csrf, "", "Log out"))
+    parts = [element("header", join(header))]
+    body = [element("h1", title)]
+    if notice is not None:
+        kind, text = notice
+        body.append(element("p", text, class_=f"notice {kind}", role="status"))
+    body.append(content)
+    parts.append(element("main", join(body)))
+    head = join([element("meta", charset="utf-8"),
+                 element("title", f"{title} - pymailer"),
+                 element("link", rel="stylesheet", href=STYLE_PATH)])
+    document = element("html", join([element("head", head), element("body", join(parts))]),
+                       lang="en")
+    return ("<!DOCTYPE html>\n" + document).encode("utf-8")

@@ -1,0 +1,384 @@
+"""
+The web login and admin pages (issue 16, second step).
+
+Sessions are unit-tested with a L{task.Clock}.  End to end, a real server
+(twistd) is driven by headless Chromium through Selenium, as an admin would
+use it, and by urllib where the test needs what a browser hides (status
+codes, a forged POST without the CSRF token).
+
+Browser tests are marked C{browser}; without Chromium they are skipped,
+except in CI (C{CI} set), where a missing browser is a failure.
+"""
+
+import http.cookiejar
+import os
+import pathlib
+import re
+import shutil
+import smtplib
+import urllib.error
+import urllib.parse
+import urllib.request
+from email.message import EmailMessage
+
+import pytest
+from twisted.internet.task import Clock
+
+from pymailer.web.admin import LOGIN_FAILED
+from pymailer.web.html import element, esc, page
+from pymailer.web.sessions import ID_BYTES, SessionStore
+
+from mailserver import DOMAIN, PASSWORD, insecureTLS, waitFor
+
+CHROMEDRIVER = "/usr/bin/chromedriver"
+# Set to a directory (docs/screenshots) to keep the pages' screenshots.
+SCREENSHOTS = os.environ.get("PYMAILER_SCREENSHOTS")
+
+
+# -- units ----------------------------------------------------------------------
+
+class TestSessions:
+    def test_idsAreRandom256Bits(self):
+        """
+        Session ids and CSRF tokens carry 256 random bits and never repeat:
+        otherwise someone could guess a logged-in admin's cookie.
+        """
+        store = SessionStore(Clock())
+        sessions = [store.new("a@example.org") for _ in range(100)]
+        ids = {s.id for s in sessions} | {s.csrf for s in sessions}
+        assert len(ids) == 200
+        assert all(len(i) >= ID_BYTES * 4 // 3 for i in ids)
+        assert ID_BYTES * 8 == 256
+
+    def test_idleSessionExpires(self):
+        """
+        A session used within the idle time lives on; one left idle longer
+        is gone: otherwise a forgotten browser stays logged in for good.
+        """
+        clock = Clock()
+        store = SessionStore(clock, idleTimeout=600)
+        session = store.new("a@example.org")
+        clock.advance(500)
+        assert store.get(session.id) is session
+        clock.advance(500)
+        assert store.get(session.id) is session
+        clock.advance(600)
+        assert store.get(session.id) is None
+        assert store.get("made-up") is None and store.get(None) is None
+        assert len(store) == 0
+
+    def test_boundedNumber(self):
+        """
+        Past the limit the least recently used session goes: otherwise a
+        client opening login forms forever would use up the memory.
+        """
+        store = SessionStore(Clock(), maxSessions=3)
+        first, second = store.new(), store.new()
+        store.get(first.id)
+        store.new(), store.new()
+        assert len(store) == 3
+        assert store.get(second.id) is None and store.get(first.id) is first
+
+    def test_csrfComparison(self):
+        """Only the session's own token matches: otherwise a forged form would pass."""
+        session = SessionStore(Clock()).new()
+        assert session.csrfMatches(session.csrf)
+        assert session.csrfMatches(session.csrf.encode())
+        for wrong in ("", None, session.csrf[:-1], "x" + session.csrf, "é"):
+            assert not session.csrfMatches(wrong)
+
+
+class TestHTML:
+    def test_everyValueEscaped(self):
+        """
+        Markup in a value (a hostile address or queue entry) is shown as
+        text: otherwise it would run or change the admin's page.
+        """
+        hostile = '<script>alert(1)</script>"\'&'
+        out = page(hostile, element("td", hostile, title=hostile), csrf=hostile,
+                   notice=("ok", hostile)).decode()
+        assert "<script>" not in out
+        # title, h1, notice, attribute, cell, the logout form's token
+        assert out.count(str(esc(hostile))) == 6
+
+
+# -- end to end -------------------------------------------------------------------
+
+def chromiumMissing():
+    return shutil.which("chromium") is None or not os.path.exists(CHROMEDRIVER)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """A headless Chromium under Selenium (skipped without one, unless in CI)."""
+    if chromiumMissing():
+        if os.environ.get("CI"):
+            pytest.fail("chromium and chromium-driver are needed in CI (.ci/run installs them)")
+        pytest.skip("chromium or chromium-driver is not installed")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+    options = webdriver.ChromeOptions()
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                     "--ignore-certificate-errors", "--window-size=1200,900",
+                     f"--user-data-dir={tmp_path / 'chromium'}"):
+        options.add_argument(argument)
+    # The test server's certificate is self-signed.
+    options.accept_insecure_certs = True
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def webServer(makeMailServer):
+    """A server with the web, submission and IMAP listeners; alice is an admin."""
+    server = makeMailServer(
+        roles=("https", "http", "submissions", "imaps"), start=False,
+        sections={"auth": {"failure_delay": 0}})
+    server.admin("user", "admin", f"alice@{DOMAIN}")
+    return server.start()
+
+
+def base(server):
+    return f"https://127.0.0.1:{server.ports['https']}"
+
+
+def screenshot(driver, tmp_path, name):
+    path = tmp_path / name
+    driver.save_screenshot(str(path))
+    assert path.read_bytes().startswith(b"\x89PNG")
+    if SCREENSHOTS:
+        target = pathlib.Path(SCREENSHOTS)
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target / name)
+
+
+def logIn(driver, server, address, password):
+    from selenium.webdriver.common.by import By
+    driver.get(base(server) + "/login")
+    driver.find_element(By.NAME, "address").send_keys(address)
+    driver.find_element(By.NAME, "password").send_keys(password)
+    driver.find_element(By.CSS_SELECTOR, "form[action='/login'] button").click()
+
+
+def submitForm(driver, action, **values):
+    """Fill the form posting to C{action} with C{values} and submit it."""
+    from selenium.webdriver.common.by import By
+    form = driver.find_element(By.CSS_SELECTOR, f"form[action='{action}']")
+    for name, value in values.items():
+        box = form.find_element(By.NAME, name)
+        box.clear()
+        box.send_keys(value)
+    form.find_element(By.CSS_SELECTOR, "button").click()
+
+
+def notice(driver):
+    from selenium.webdriver.common.by import By
+    return driver.find_element(By.CSS_SELECTOR, "p.notice").text
+
+
+def deferredMessage(server):
+    """Submit a message to a remote address: with no DNS it stays deferred."""
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = f"bob@{DOMAIN}", "someone@example.net", "stuck"
+    msg.set_content("waiting for DNS\n")
+    with smtplib.SMTP_SSL("127.0.0.1", server.ports["submissions"], context=insecureTLS(),
+                          timeout=10) as client:
+        client.login(f"bob@{DOMAIN}", PASSWORD)
+        client.send_message(msg)
+    waitFor(lambda: server.queueEntries(("deferred",)), 30, message="a deferred message")
+    return server.queueEntries(("deferred",))
+
+
+@pytest.mark.browser
+class TestBrowser:
+    def test_adminAddsDomainAndUserAndFlushesTheQueue(self, webServer, browser, tmp_path):
+        """
+        An admin logs in, adds a domain and a user (who can then log in
+        over IMAP at once), sees a deferred message in the queue with its
+        last error and flushes it: otherwise the admin pages do not do what
+        `pymailer domain/user/queue` do.
+        """
+        from selenium.webdriver.common.by import By
+        import imaplib
+        deferredMessage(webServer)
+        browser.get(base(webServer) + "/login")
+        screenshot(browser, tmp_path, "login.png")
+        logIn(browser, webServer, f"alice@{DOMAIN}", PASSWORD)
+        assert browser.find_element(By.TAG_NAME, "h1").text == "Administration"
+
+        browser.get(base(webServer) + "/admin/domains")
+        submitForm(browser, "/admin/domains/add", domain="Example.COM")
+        assert notice(browser) == "added domain Example.COM"
+        assert "example.com" in browser.find_element(By.TAG_NAME, "table").text
+        assert "example.com" in webServer.admin("domain", "list").stdout
+
+        browser.get(base(webServer) + "/admin/users")
+        submitForm(browser, "/admin/users/add", address="carol@example.com",
+                   password="carol's new password")
+        assert notice(browser) == "added user carol@example.com"
+        assert "carol@example.com" in browser.find_element(By.TAG_NAME, "table").text
+        screenshot(browser, tmp_path, "users.png")
+        imap = imaplib.IMAP4_SSL("127.0.0.1", webServer.ports["imaps"],
+                                 ssl_context=insecureTLS())
+        imap.login("carol@example.com", "carol's new password")
+        assert imap.select("INBOX")[0] == "OK"
+        imap.logout()
+
+        browser.get(base(webServer) + "/admin/queue?state=deferred")
+        rows = browser.find_elements(By.CSS_SELECTOR, "table tr")
+        assert len(rows) == 2, browser.page_source
+        assert "someone@example.net" in rows[1].text and "deferred" in rows[1].text
+        screenshot(browser, tmp_path, "queue.png")
+        rows[1].find_element(By.TAG_NAME, "a").click()
+        queueId = browser.find_element(By.TAG_NAME, "h1").text.split()[-1]
+        assert "Subject: stuck" in browser.find_element(By.CSS_SELECTOR, "pre").text
+        assert "someone@example.net" in browser.page_source
+        browser.find_element(
+            By.CSS_SELECTOR, f"form[action='/admin/queue/{queueId}/flush'] button").click()
+        assert notice(browser) == (f"{queueId}: due now; the server retries it on its next"
+                                   " queue scan")
+        browser.find_element(
+            By.CSS_SELECTOR, f"form[action='/admin/queue/{queueId}/delete'] button").click()
+        assert notice(browser) == f"{queueId}: deleted"
+        assert webServer.admin("queue", "list").stdout == "queue is empty\n"
+
+    def test_failedLoginSameWhateverTheReason(self, webServer, browser):
+        """
+        A wrong password and an unknown address get the very same page: otherwise
+        the login form would tell a stranger which accounts exist.
+        """
+        from selenium.webdriver.common.by import By
+        answers = []
+        for address, password in ((f"alice@{DOMAIN}", "wrong"),
+                                  (f"nobody@{DOMAIN}", PASSWORD),
+                                  ("nobody@example.net", PASSWORD)):
+            logIn(browser, webServer, address, password)
+            answers.append((browser.current_url,
+                            browser.find_element(By.TAG_NAME, "main").text))
+        assert LOGIN_FAILED in answers[0][1]
+        assert answers[0] == answers[1] == answers[2]
+        browser.get(base(webServer) + "/admin/")
+        assert browser.current_url.endswith("/login")
+
+
+# -- end to end with an HTTP client -----------------------------------------------
+
+class Client:
+    """urllib with a cookie jar, not following redirects (we check them)."""
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args):
+            return None
+
+    def __init__(self, root):
+        self.root = root
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPSHandler(context=insecureTLS()),
+            urllib.request.HTTPCookieProcessor(self.jar), self.NoRedirect())
+
+    def request(self, path, form=None, headers=None):
+        data = urllib.parse.urlencode(form).encode() if form is not None else None
+        request = urllib.request.Request(self.root + path, data, headers=headers or {})
+        try:
+            with self.opener.open(request, timeout=20) as response:
+                return response.status, response.headers, response.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers, e.read().decode()
+
+    def csrf(self, path="/login"):
+        return re.search(r'name="csrf" value="([^"]+)"', self.request(path)[2]).group(1)
+
+    def logIn(self, address, password=PASSWORD):
+        return self.request("/login", {"csrf": self.csrf(), "address": address,
+                                       "password": password})
+
+
+class TestHTTP:
+    def test_cookieFlags(self, webServer):
+        """
+        The session cookie is Secure, HttpOnly, SameSite=Strict with Path=/,
+        and a new one is issued at login: otherwise script or another site
+        could use an admin's session, or a planted id would be logged in.
+        """
+        client = Client(base(webServer))
+        status, headers, _ = client.request("/login")
+        before = headers["Set-Cookie"]
+        assert status == 200
+        status, headers, _ = client.logIn(f"alice@{DOMAIN}")
+        assert (status, headers["Location"]) == (303, "/admin/")
+        cookie = headers["Set-Cookie"]
+        assert cookie.startswith("__Host-pymailer=")
+        assert {"Secure", "HttpOnly", "Path=/"} <= {p.strip() for p in cookie.split(";")}
+        assert "samesite=strict" in cookie.lower()
+        assert cookie.split(";")[0] != before.split(";")[0]
+
+    def test_postWithoutCSRFTokenRefused(self, webServer):
+        """
+        A logged-in admin's POST without the form's token, or with another,
+        is refused with 403 and changes nothing; with it, it works:
+        otherwise another page could make the admin's browser add domains.
+        """
+        client = Client(base(webServer))
+        client.logIn(f"alice@{DOMAIN}")
+        for form in ({"domain": "evil.example"},
+                     {"domain": "evil.example", "csrf": "guessed"}):
+            status, _, body = client.request("/admin/domains/add", form)
+            assert status == 403 and "form has expired" in body
+        assert "evil.example" not in webServer.admin("domain", "list").stdout
+        token = client.csrf("/admin/domains")
+        status, _, _ = client.request("/admin/domains/add",
+                                      {"domain": "good.example", "csrf": token})
+        assert status == 303
+        assert "good.example" in webServer.admin("domain", "list").stdout
+        # The login form is protected the same way.
+        status, _, _ = Client(base(webServer)).request(
+            "/login", {"address": f"alice@{DOMAIN}", "password": PASSWORD})
+        assert status == 403
+
+    def test_nonAdminGets403(self, webServer):
+        """
+        A user not marked admin logs in but gets 403 on every admin page
+        and cannot post to one; once marked admin (pymailer user admin) the
+        pages open without logging in again: otherwise any mailbox owner
+        could run the server, or the CLI's change would need a restart.
+        """
+        client = Client(base(webServer))
+        assert client.logIn(f"bob@{DOMAIN}")[0] == 303
+        for path in ("/admin/", "/admin/domains", "/admin/users", "/admin/queue"):
+            status, _, body = client.request(path)
+            assert status == 403 and "may not use the admin pages" in body, path
+            assert "example.org" not in body
+        token = client.csrf("/login")
+        assert client.request("/admin/domains/add",
+                              {"domain": "bobs.example", "csrf": token})[0] == 403
+        webServer.admin("user", "admin", f"bob@{DOMAIN}")
+        assert client.request("/admin/users")[0] == 200
+
+    def test_notLoggedInAndPlainHTTP(self, webServer):
+        """
+        Without a session the admin pages send to the login page, and over
+        plain HTTP nothing logs in: otherwise pages would show to anyone,
+        or passwords and cookies would cross the network in clear.
+        """
+        client = Client(base(webServer))
+        status, headers, _ = client.request("/admin/queue")
+        assert (status, headers["Location"]) == (303, "/login")
+        plain = Client(f"http://127.0.0.1:{webServer.ports['http']}")
+        for path in ("/login", "/admin/"):
+            status, headers, body = plain.request(path)
+            assert status == 403 and "HTTPS only" in body
+            assert "Set-Cookie" not in headers
+
+    def test_logout(self, webServer):
+        """After logging out the old cookie opens nothing: otherwise logout would not log out."""
+        client = Client(base(webServer))
+        client.logIn(f"alice@{DOMAIN}")
+        token = client.csrf("/admin/domains")
+        old = {"Cookie": "; ".join(f"{c.name}={c.value}" for c in client.jar)}
+        assert client.request("/logout", {"csrf": token})[0] == 303
+        assert len(client.jar) == 0
+        status, headers, _ = Client(base(webServer)).request("/admin/domains", headers=old)
+        assert (status, headers["Location"]) == (303, "/login")
