@@ -249,3 +249,57 @@ def test_mailbox_name_over_255_octets_is_limit(client, command):
     out = client.send(b"a " + command % (b"n" * 300) + b"\r\n")
     assert out.startswith(b"a NO [LIMIT] mailbox name longer than 255 octets"), out
     assert client.send(b"b CREATE " + b"n" * 200 + b"\r\n") == b"b OK CREATE completed\r\n"
+
+
+def test_commands_pipelined_behind_a_slow_one_all_answered(tmp_path):
+    """
+    If this fails, a client that pipelines thousands of commands behind a
+    LOGIN that takes a while (a password check, a failure delay) gets a
+    few hundred answers and then silence: the server hit RecursionError.
+    """
+    client = Client(tmp_path, plaintextLoopback=True, host="127.0.0.1")
+    count = 5000
+    out = client.send(b"a LOGIN alice@example.org wrong\r\n" + b"n NOOP\r\n" * count)
+    assert out == b""  # the failed LOGIN waits out its delay; nothing runs ahead
+    client.factory.clock.advance(2.0)
+    out = client.read()
+    assert out.startswith(b"a NO [AUTHENTICATIONFAILED]"), out[:80]
+    assert out.count(b"n OK NOOP completed\r\n") == count
+
+
+def test_reading_stops_while_too_many_commands_wait(tmp_path):
+    """
+    If this fails, a client pipelining without end behind a slow command
+    makes the server hold every command in memory: reading must pause once
+    MAX_QUEUED_COMMANDS wait, and go on once they have run.
+    """
+    from pymailer.imap.server import MAX_QUEUED_COMMANDS
+
+    client = Client(tmp_path, plaintextLoopback=True, host="127.0.0.1")
+    client.send(b"a LOGIN alice@example.org wrong\r\n" + b"n NOOP\r\n" * MAX_QUEUED_COMMANDS)
+    assert client.transport.producerState == "paused"
+    client.factory.clock.advance(2.0)
+    assert client.transport.producerState == "producing"
+    assert client.read().count(b"n OK NOOP completed\r\n") == MAX_QUEUED_COMMANDS
+
+
+def test_bad_tag_answered_untagged_not_echoed(client):
+    """
+    If this fails, the server echoes a client's garbage (8-bit bytes, NULs)
+    back as if it were a tag, instead of an untagged BAD.
+    """
+    assert client.send(b"\xa6\xbc NOOP\r\n") == b"* BAD bad tag\r\n"
+    assert client.send(b"\x00" * 100 + b"\r\n").startswith(b"* BAD")
+
+
+def test_too_many_bad_commands_close_the_session(client):
+    """
+    If this fails, a client sending garbage is answered BAD for ever; after
+    20 the server says BYE and closes, as Dovecot does.
+    """
+    from pymailer.imap.server import MAX_BAD_COMMANDS
+
+    out = client.send(b"x FOO\r\n" * MAX_BAD_COMMANDS)
+    assert out.count(b"x BAD Unknown command\r\n") == MAX_BAD_COMMANDS
+    assert out.endswith(b"* BYE Too many invalid commands\r\n")
+    assert client.transport.disconnecting

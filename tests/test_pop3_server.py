@@ -414,11 +414,25 @@ def test_pipeliningFloodPausesReading(world):
     bound; reading resumes once the backlog is worked off."""
     s = world.connect(implicitTLS=True)
     s.command(b"USER " + ALICE.encode())
-    s.send(b"PASS wrong\r\n" + b"NOOP\r\n" * 20000)
+    s.send(b"PASS wrong\r\n" + b"CAPA\r\n" * 20000)
     assert s.transport.producerState == "paused"
     world.reactor.advance(world.auth.failure_delay)
     assert s.transport.producerState == "producing"
-    assert s.take().count(b"-ERR") == 20001
+    out = s.take()
+    assert out.count(b"-ERR") == 1
+    assert out.count(b"\r\nTOP\r\n") == 20000
+
+
+def test_too_many_bad_commands_close_the_session(world):
+    """A client sending garbage is not answered -ERR for ever: after 20
+    unknown or misplaced commands the server says so and closes."""
+    from pymailer.pop3.server import MAX_BAD_COMMANDS
+
+    s = world.connect(implicitTLS=True)
+    out = s.send(b"FOO\r\n" * (MAX_BAD_COMMANDS + 5))
+    assert out.count(b"-ERR Unknown command\r\n") == MAX_BAD_COMMANDS
+    assert out.endswith(b"-ERR Too many bad commands, closing\r\n")
+    assert s.transport.disconnecting
 
 
 def test_connections_per_ip_and_in_all_refused_with_sys_temp(tmp_path):

@@ -160,12 +160,17 @@ def _tokenizeLine(line, stack, sections):
             stack[-1].append(Atom(line[start:i]))
 
 
+def isTag(word):
+    """Whether C{word} is a well-formed command tag (RFC 3501 9)."""
+    return _TAG.fullmatch(word) is not None
+
+
 def splitCommand(firstLine):
     """C{tag}, C{COMMAND} (upper case) from the first line, or ParseError."""
     tag, _, rest = firstLine.partition(b" ")
     if not tag:
         raise ParseError("empty command line")
-    if not _TAG.fullmatch(tag):
+    if not isTag(tag):
         raise ParseError("bad tag")
     name = rest.split(b" ", 1)[0]
     if not name:

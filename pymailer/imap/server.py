@@ -58,7 +58,7 @@ from pymailer.imap.listing import listEntries, lsubEntries
 from pymailer.imap.message import messageOctets
 from pymailer.imap.parser import (
     LITERAL_AT_END, Atom, FileLiteral, ParseError, SequenceSet, String,
-    astring, formatSet, formatValue, isAtom, isFetch, splitCommand, tokenize,
+    astring, formatSet, formatValue, isAtom, isFetch, isTag, splitCommand, tokenize,
 )
 from pymailer.imap.selected import SYSTEM_FLAGS, Selected
 from pymailer.interfaces import IGoodbye
@@ -74,6 +74,11 @@ CHUNK = 256 * 1024
 # Literals in one command: each may take MAX_LITERAL octets, and a command
 # is held whole until it is complete.
 MAX_LITERALS = 64
+# Commands pipelined behind a slow one before reading stops (and again
+# from half as many).
+MAX_QUEUED_COMMANDS = 1000
+# BAD answers before the session is closed (Dovecot: 20).
+MAX_BAD_COMMANDS = 20
 # A SEARCH costing more key tests than this (messages x keys) runs in the
 # thread pool rather than on the reactor thread.
 INLINE_SEARCH = 20000
@@ -121,6 +126,9 @@ class IMAPServer(IMAP4Server):
         self._skipLine = False
         self._commands = deque()
         self._busy = False
+        self._pumping = False
+        self._queueFull = False
+        self._badCommands = 0
         self._sasl = None
         self._paused = None
         self._idleSync = None
@@ -310,7 +318,8 @@ class IMAPServer(IMAP4Server):
         def resume(_):
             self.paused = False
             if not self._closing:
-                self.transport.resumeProducing()
+                if not self._queueFull:
+                    self.transport.resumeProducing()
                 self.dataReceived(b"")
 
         d = self.account.run(check) if self.user is not None else defer.fail(
@@ -393,18 +402,29 @@ class IMAPServer(IMAP4Server):
         self._literal = None
 
     def _pump(self):
-        while self._commands and not self._busy and not self._closing:
-            segments = self._commands.popleft()
-            self._busy = True
-            if callable(segments):  # a step between commands (_checkAppend)
-                d = defer.maybeDeferred(segments)
-            else:
-                d = defer.maybeDeferred(self._execute, segments)
-            d.addErrback(self._internalError)
-            d.addBoth(self._done, segments)
-            if self._busy:
-                # Answer pipelined commands strictly in order (twisted #9282).
-                return
+        # A command that completes at once calls _done, which calls _pump:
+        # without this guard every command queued behind a slow one (20,000
+        # NOOPs pipelined behind a LOGIN) nested one level deeper, until
+        # RecursionError left the session hanging.  The loop runs them.
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while self._commands and not self._busy and not self._closing:
+                segments = self._commands.popleft()
+                self._busy = True
+                if callable(segments):  # a step between commands (_checkAppend)
+                    d = defer.maybeDeferred(segments)
+                else:
+                    d = defer.maybeDeferred(self._execute, segments)
+                d.addErrback(self._internalError)
+                d.addBoth(self._done, segments)
+                if self._busy:
+                    # Answer pipelined commands strictly in order (twisted #9282).
+                    break
+        finally:
+            self._pumping = False
+        self._queueFlowControl()
 
     def _done(self, _, segments):
         for s in segments if isinstance(segments, list) else ():
@@ -412,6 +432,23 @@ class IMAPServer(IMAP4Server):
                 s.file.close()
         self._busy = False
         self._pump()
+
+    def _queueFlowControl(self):
+        """
+        Stop reading while too many commands wait behind a slow one, so a
+        client pipelining without end costs bounded memory; read again once
+        they have run.  (An APPEND check holds reading paused on its own:
+        C{self.paused}, LineReceiver's flag.)
+        """
+        if self._closing:
+            return
+        waiting = len(self._commands)
+        if waiting >= MAX_QUEUED_COMMANDS and not self._queueFull:
+            self._queueFull = True
+            self.transport.pauseProducing()
+        elif self._queueFull and waiting < MAX_QUEUED_COMMANDS // 2 and not self.paused:
+            self._queueFull = False
+            self.transport.resumeProducing()
 
     def _internalError(self, failure):
         log.failure("IMAP command failed", failure)
@@ -423,27 +460,29 @@ class IMAPServer(IMAP4Server):
             tag, name = splitCommand(segments[0])
             tokens = tokenize(segments, sections=isFetch(segments[0]))
         except ParseError as e:
-            tag = segments[0].split(b" ", 1)[0] or b"*"
-            self.sendLine(tag + b" BAD " + str(e).encode())
+            tag = segments[0].split(b" ", 1)[0]
+            # Not an echo of whatever the client sent: a tag that is not
+            # one (8-bit, NULs) is answered untagged (RFC 3501 7.1.3).
+            self._bad(tag if isTag(tag) else b"*", str(e).encode())
             return None
         args = tokens[2:]
         uid = False
         if name == b"UID":
             if not args or not isinstance(args[0], Atom):
-                self.sendLine(tag + b" BAD UID needs a command")
+                self._bad(tag, b"UID needs a command")
                 return None
             name = args.pop(0).upper()
             uid = True
             if name not in (b"FETCH", b"STORE", b"SEARCH", b"COPY", b"MOVE", b"EXPUNGE"):
-                self.sendLine(tag + b" BAD Unknown UID command")
+                self._bad(tag, b"Unknown UID command")
                 return None
         handler = getattr(self, "cmd_" + name.decode("ascii", "replace").replace(".", "_"), None)
         if handler is None:
-            self.sendLine(tag + b" BAD Unknown command")
+            self._bad(tag, b"Unknown command")
             return None
         states = getattr(handler, "states", ("unauth", "auth", "select"))
         if self.state not in states:
-            self.sendLine(tag + b" BAD Command not valid in this state")
+            self._bad(tag, b"Command not valid in this state")
             return None
         started = time.perf_counter()
         d = defer.maybeDeferred(handler, tag, args, uid) if getattr(handler, "uid", False) \
@@ -471,9 +510,20 @@ class IMAPServer(IMAP4Server):
                     lambda _: self.sendLine(tag + b" OK " + text))
         self.sendLine(tag + b" OK " + text)
 
+    def _bad(self, tag, text):
+        """
+        Answer BAD; past MAX_BAD_COMMANDS of them the client is not speaking
+        IMAP (or is probing): say BYE and close, as Dovecot does, rather than
+        answer garbage for ever.
+        """
+        self.sendLine(tag + b" BAD " + text)
+        self._badCommands += 1
+        if self._badCommands >= MAX_BAD_COMMANDS and not self._closing:
+            self._bye(b"Too many invalid commands")
+
     def _failed(self, failure, tag):
         if failure.check(ParseError):
-            self.sendLine(tag + b" BAD " + str(failure.value).encode("utf-8", "replace"))
+            self._bad(tag, str(failure.value).encode("utf-8", "replace"))
         elif failure.check(CommandFailed):
             self.sendLine(tag + b" NO " + str(failure.value).encode("utf-8", "replace"))
         elif failure.check(ConnectionError) or self._selectedVanished(failure):

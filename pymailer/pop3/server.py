@@ -65,6 +65,10 @@ TRANSACTION = "TRANSACTION"
 UPDATE = "UPDATE"
 CLOSED = "CLOSED"
 
+# -ERR answers to unknown or misplaced commands before the session is
+# closed: the client is not speaking POP3 (or is probing).
+MAX_BAD_COMMANDS = 20
+
 # RFC 5034 needs only PLAIN; LOGIN is obsolete.
 SASL_OFFERED = (b"PLAIN",)
 
@@ -109,6 +113,7 @@ class POP3Server(pop3.POP3):
         self._draining = False
         self._paused = False
         self._lost = False
+        self._badCommands = 0
         self._goodbye = False
         self._userName = None
         self._sasl = None
@@ -148,14 +153,14 @@ class POP3Server(pop3.POP3):
                         self._buffer = b""
                         if not self._discarding:
                             self._discarding = True
-                            self.failResponse(b"Line too long")
+                            self._badCommand(b"Line too long")
                     break
                 self._buffer = rest
                 if self._discarding:  # the end of an overlong line
                     self._discarding = False
                     continue
                 if len(line) > self.MAX_LINE:
-                    self.failResponse(b"Line too long")
+                    self._badCommand(b"Line too long")
                     continue
                 self.resetTimeout()
                 self._run(line[:-1] if line.endswith(b"\r") else line)
@@ -205,11 +210,21 @@ class POP3Server(pop3.POP3):
         command, _, rest = line.partition(b" ")
         name = command.decode("ascii", "replace").upper()
         if name not in KNOWN:
-            return self.failResponse(b"Unknown command")
+            return self._badCommand(b"Unknown command")
         if name not in COMMANDS.get(self.state, ()):
-            return self.failResponse(
+            return self._badCommand(
                 f"{name} not allowed in the {self.state} state".encode("ascii"))
         return getattr(self, "do_" + name)(rest)
+
+    def _badCommand(self, text):
+        """
+        C{-ERR}; past MAX_BAD_COMMANDS of them the client is not speaking
+        POP3 (or is probing): close, rather than answer garbage for ever.
+        """
+        self.failResponse(text)
+        self._badCommands += 1
+        if self._badCommands >= MAX_BAD_COMMANDS and self.state != CLOSED:
+            self._closeWith(b"Too many bad commands, closing")
 
     def sayGoodbye(self):
         # A command in flight (a RETR streaming) finishes first: an -ERR
