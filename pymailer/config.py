@@ -18,6 +18,7 @@ import os
 import pathlib
 import socket
 import tomllib
+import urllib.parse
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -327,6 +328,39 @@ class RulesConfig:
     junk_score: float = 5.0
 
 
+SCANNER_FAIL_MODES = ("open", "closed")
+
+
+@dataclass(frozen=True)
+class ClamAVConfig:
+    """
+    [policy.clamav]: clamd at C{socket} (a Unix socket path) or C{address}
+    ("host:port", TCP; wins when given).  A scan that has not answered in
+    C{timeout} seconds, a clamd that is down or refuses the message (over
+    its StreamMaxLength) costs, with C{fail = "open"}, nothing but an
+    C{X-Virus-Scanned: unscanned (reason)} header; with C{"closed"}, a
+    451 4.7.0 the sender retries.
+    """
+
+    socket: str = "/run/clamav/clamd.ctl"
+    address: str | None = None
+    timeout: float = 30.0
+    fail: str = "open"
+
+
+@dataclass(frozen=True)
+class RspamdConfig:
+    """
+    [policy.rspamd]: rspamd's normal worker at C{url} (its C{/checkv2}).
+    C{timeout} and C{fail} as in L{ClamAVConfig}; unscanned mail gets
+    C{X-Spam-Scanned: unscanned (reason)}.
+    """
+
+    url: str = "http://127.0.0.1:11333"
+    timeout: float = 30.0
+    fail: str = "open"
+
+
 MTA_STS_MODES = ("testing", "enforce", "none")
 
 
@@ -366,6 +400,8 @@ class PolicyConfig:
     dnsbl: DNSBLConfig = field(default_factory=DNSBLConfig)
     greylist: GreylistConfig = field(default_factory=GreylistConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
+    clamav: ClamAVConfig = field(default_factory=ClamAVConfig)
+    rspamd: RspamdConfig = field(default_factory=RspamdConfig)
     plugins: dict = field(default_factory=dict)
 
     def options(self):
@@ -599,6 +635,16 @@ class _Reader:
             raise self.error(key, f"expected a string, got {_show(value)}")
         return value
 
+    def hostPort(self, key, defaultPort):
+        """A C{"host:port"} string (checked by L{parseHostPort}), or C{None}."""
+        value = self.string(key)
+        if value is not None:
+            try:
+                parseHostPort(value, defaultPort)
+            except ValueError as e:
+                raise self.error(key, f"bad host:port {value!r}: {e}")
+        return value
+
     def boolean(self, key, default):
         value = self.get(key)
         if value is None:
@@ -779,12 +825,7 @@ def _parse(data, source, baseDir):
         port = d.port
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise relayT.error("port", f"expected a port number 1-65535, got {_show(port)}")
-    smarthost = relayT.string("smarthost")
-    if smarthost is not None:
-        try:
-            parseHostPort(smarthost, 25)
-        except ValueError as e:
-            raise relayT.error("smarthost", f"bad host:port {smarthost!r}: {e}")
+    smarthost = relayT.hostPort("smarthost", 25)
     smarthostTLS = relayT.string("smarthost_tls") or d.smarthost_tls
     if smarthostTLS not in ("starttls", "tls", "opportunistic"):
         raise relayT.error("smarthost_tls",
@@ -908,6 +949,8 @@ def _parsePolicy(policyT):
     rulesT = policyT.table_("rules")
     rules = RulesConfig(junk_score=rulesT.number("junk_score", RulesConfig.junk_score))
     rulesT.checkUnknown(rulesT.seen)
+    clamav = _parseClamAV(policyT.table_("clamav"))
+    rspamd = _parseRspamd(policyT.table_("rspamd"))
 
     plugins = {}
     for key, value in policyT.table.items():
@@ -920,7 +963,39 @@ def _parsePolicy(policyT):
         plugins[key] = dict(value)
     return PolicyConfig(checks=checks, authserv_id=authservId, ratelimit=ratelimit,
                         dmarc=dmarc, dnsbl=dnsbl, greylist=greylist, rules=rules,
-                        plugins=plugins)
+                        clamav=clamav, rspamd=rspamd, plugins=plugins)
+
+
+def _scannerFail(reader):
+    fail = reader.string("fail") or "open"
+    if fail not in SCANNER_FAIL_MODES:
+        raise reader.error("fail", f"expected open or closed, got {_show(fail)}")
+    return fail
+
+
+def _parseClamAV(reader):
+    d = ClamAVConfig()
+    path = reader.string("socket")
+    if path is not None and not path.startswith("/"):
+        raise reader.error("socket", f"expected an absolute path, got {_show(path)}")
+    address = reader.hostPort("address", 3310)
+    config = ClamAVConfig(socket=path or d.socket, address=address,
+                          timeout=reader.number("timeout", d.timeout),
+                          fail=_scannerFail(reader))
+    reader.checkUnknown(reader.seen)
+    return config
+
+
+def _parseRspamd(reader):
+    d = RspamdConfig()
+    url = reader.string("url") or d.url
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise reader.error("url", f"expected an http:// or https:// URL, got {_show(url)}")
+    config = RspamdConfig(url=url.rstrip("/"), timeout=reader.number("timeout", d.timeout),
+                          fail=_scannerFail(reader))
+    reader.checkUnknown(reader.seen)
+    return config
 
 
 def _networks(reader, key):

@@ -22,6 +22,8 @@ BUILTIN = {
     "dnsbl": "pymailer.policy.dnsbl:DNSBLFactory",
     "greylist": "pymailer.policy.greylist:GreylistFactory",
     "rules": "pymailer.policy.rules:RulesFactory",
+    "rspamd": "pymailer.policy.rspamd:RspamdFactory",
+    "clamav": "pymailer.policy.clamav:ClamAVFactory",
 }
 
 
