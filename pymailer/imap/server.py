@@ -52,7 +52,7 @@ from pymailer.auth.guard import plaintextLoginAllowed
 from pymailer.auth.login import LoginBlocked, guardedLogin
 from pymailer.auth import sasl
 from pymailer.auth.sasl import Plain
-from pymailer.imap import search, utf7
+from pymailer.imap import esearch, search, utf7
 from pymailer.imap.fetch import Range, fetchPieces, parseFetchItems, parseModifiers
 from pymailer.imap.listing import listEntries, lsubEntries
 from pymailer.imap.message import messageOctets
@@ -137,6 +137,8 @@ class IMAPServer(IMAP4Server):
         # RFC 7162 3.1: set by the first "CONDSTORE enabling command"; from
         # then on every untagged FETCH carries UID and MODSEQ.
         self.condstore = False
+        # RFC 5182: the UIDs of the last SEARCH RETURN (SAVE), "$".
+        self.searchResult = frozenset()
 
     # -- connection ---------------------------------------------------------
 
@@ -217,7 +219,7 @@ class IMAPServer(IMAP4Server):
     def capabilityList(self):
         caps = [b"IMAP4rev1", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE",
                 b"NAMESPACE", b"UIDPLUS", b"MOVE", b"UNSELECT", b"SPECIAL-USE",
-                b"CHILDREN", b"CONDSTORE"]
+                b"CHILDREN", b"CONDSTORE", b"ESEARCH", b"SEARCHRES"]
         if self.user is None:
             if not self.secure and self.factory.tls is not None:
                 caps.append(b"STARTTLS")
@@ -989,6 +991,8 @@ class IMAPServer(IMAP4Server):
     cmd_EXAMINE.states = ("auth", "select")
 
     def _unselect(self):
+        # RFC 5182 2.1: SELECT, EXAMINE, CLOSE and UNSELECT empty "$".
+        self.searchResult = frozenset()
         if self.selected is not None:
             self.factory.notifier.unsubscribe(self.user, self.selected.name, self._mailboxChanged)
             self.selected = None
@@ -1050,7 +1054,7 @@ class IMAPServer(IMAP4Server):
         if uid:
             if len(args) != 1:
                 raise ParseError("UID EXPUNGE needs a UID set")
-            seqset = SequenceSet.parse(args[0])
+            seqset = self._sequenceSet(args[0], True)
             largest = self.selected.uids[-1] if self.selected.uids else 0
             uids = set(seqset.select(self.selected.uids, largest))
         else:
@@ -1069,7 +1073,7 @@ class IMAPServer(IMAP4Server):
 
     def _targets(self, token, uid):
         """C{[(seq, uid)]} named by a sequence set (RFC 3501 6.4.8)."""
-        seqset = SequenceSet.parse(token)
+        seqset = self._sequenceSet(token, uid)
         uids = self.selected.uids
         if uid:
             largest = uids[-1] if uids else 0
@@ -1083,6 +1087,9 @@ class IMAPServer(IMAP4Server):
                 raise ParseError("message sequence number out of range")
         picked = seqset.select(range(1, count + 1), count)
         return [(s, uids[s - 1]) for s in picked]
+
+    def _sequenceSet(self, token, uid):
+        return esearch.parseSet(token, self.searchResult, self.selected.uids, uid)
 
     # STORE
 
@@ -1191,7 +1198,15 @@ class IMAPServer(IMAP4Server):
     # SEARCH
 
     def cmd_SEARCH(self, tag, args, uid=False):
-        args = list(args)
+        try:
+            options, args = esearch.parseReturn(list(args))
+        except ParseError:
+            self.searchResult = frozenset()  # RFC 5182 2.1: a failed SAVE empties $
+            raise
+        if options and esearch.SAVE in options:
+            saved, self.searchResult = self.searchResult, frozenset()
+        else:
+            saved = self.searchResult
         charset = "us-ascii"
         if args and isAtom(args[0], b"CHARSET"):
             if len(args) < 2:
@@ -1205,7 +1220,7 @@ class IMAPServer(IMAP4Server):
             charset = "utf-8"
         selected = self.selected
         uids = list(selected.uids)
-        compiler = search.Compiler(charset, len(uids), uids[-1] if uids else 0)
+        compiler = search.Compiler(charset, len(uids), uids[-1] if uids else 0, saved)
         predicate = compiler.compile(args)
         if compiler.usesModSeq:
             self.condstore = True  # RFC 7162 3.1.5: an enabling command
@@ -1224,16 +1239,18 @@ class IMAPServer(IMAP4Server):
                 m = search.Message(seq, info, flags, loader(info.uid), modseq)
                 try:
                     if predicate(m):
-                        found.append((info.uid if uid else seq, modseq))
+                        found.append((info.uid if uid else seq, modseq, info.uid))
                 except KeyError:
                     continue
             return found
 
         def answer(found):
-            line = b"* SEARCH" + b"".join(b" %d" % n for n, _ in found)
+            if options is not None:
+                return self._esearchAnswer(tag, uid, options, found, compiler.usesModSeq)
+            line = b"* SEARCH" + b"".join(b" %d" % n for n, _, _ in found)
             if compiler.usesModSeq and found:
                 # RFC 7162 3.1.6: the highest mod-sequence of those found.
-                line += b" (MODSEQ %d)" % max(m for _, m in found)
+                line += b" (MODSEQ %d)" % max(m for _, m, _ in found)
             self.sendLine(line)
 
         if compiler.needsContent or len(snapshot) * compiler.keys > INLINE_SEARCH:
@@ -1242,6 +1259,14 @@ class IMAPServer(IMAP4Server):
 
     cmd_SEARCH.states = ("select",)
     cmd_SEARCH.uid = True
+
+    def _esearchAnswer(self, tag, uid, options, found, usesModSeq):
+        if esearch.SAVE in options:
+            self.searchResult = frozenset(esearch.toSave(options, [u for _, _, u in found]))
+        line = esearch.esearchResponse(
+            tag, uid, options, [(n, m if usesModSeq else None) for n, m, _ in found])
+        if line is not None:
+            self.sendLine(line)
 
     # FETCH
 
