@@ -47,3 +47,21 @@ def test_esearch_and_searchres_over_tls(server):
     typ, data = imap.fetch("$", "(UID)")
     assert typ == "OK" and data == [b"2 (UID 2)", b"4 (UID 4)"]
     c.logout()
+
+
+def test_list_status_over_tls(server):
+    """
+    A client filling its folder pane asks LIST ... RETURN (STATUS (MESSAGES
+    UNSEEN SIZE)) once and gets every folder's counts after its LIST line.
+    """
+    c = tlsClient(server, "liststatus@example.org")
+    assert {b"LIST-EXTENDED", b"LIST-STATUS", b"STATUS=SIZE"} <= set(c.capabilities())
+    c.create_folder("Work")
+    c.append("Work", b"Subject: w\r\n\r\n12345\r\n")
+    imap = c._imap
+    typ, lists = imap.list('""', '"Work" RETURN (STATUS (MESSAGES UNSEEN SIZE))')
+    assert typ == "OK" and lists == [b'(\\HasNoChildren) "/" "Work"']
+    statuses = imap.untagged_responses.pop("STATUS")
+    assert statuses == [b'"Work" (MESSAGES 1 UNSEEN 1 SIZE 21)']
+    assert c.folder_status("Work", ["SIZE"])[b"SIZE"] == 21
+    c.logout()

@@ -163,7 +163,11 @@ class Generator:
                              b"RETURN (BOGUS)", b"RETURN", b"$", b"$,1"])
         if kind == 5:
             return r.choice([b'""', b'"*%*%*%*%*%*%*%*%>"', b'"' + b"%*" * 500 + b'"', b"%",
-                             b"\\Seen", b"\\Bogus", b"$kw", b"+FLAGS", b"-FLAGS.SILENT"])
+                             b"\\Seen", b"\\Bogus", b"$kw", b"+FLAGS", b"-FLAGS.SILENT",
+                             # LIST-EXTENDED, LIST-STATUS, CREATE USE (RFC 5258, 5819, 6154)
+                             b"(SUBSCRIBED RECURSIVEMATCH)", b"(RECURSIVEMATCH)", b"RETURN",
+                             b"(SPECIAL-USE)", b"(STATUS (MESSAGES SIZE))", b'("a" "%")',
+                             b"(SUBSCRIBED CHILDREN STATUS (UNSEEN))", b"(USE (\\Archive))"])
         if kind == 6:
             return self.numberSet() if r.random() < 0.9 else b"$"
         return self.word()

@@ -52,7 +52,7 @@ from pymailer.auth.guard import plaintextLoginAllowed
 from pymailer.auth.login import LoginBlocked, guardedLogin
 from pymailer.auth import sasl
 from pymailer.auth.sasl import Plain
-from pymailer.imap import esearch, search, utf7
+from pymailer.imap import esearch, listing, search, status, utf7
 from pymailer.imap.fetch import Range, fetchPieces, parseFetchItems, parseModifiers
 from pymailer.imap.listing import listEntries, lsubEntries
 from pymailer.imap.message import messageOctets
@@ -219,7 +219,8 @@ class IMAPServer(IMAP4Server):
     def capabilityList(self):
         caps = [b"IMAP4rev1", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE",
                 b"NAMESPACE", b"UIDPLUS", b"MOVE", b"UNSELECT", b"SPECIAL-USE",
-                b"CHILDREN", b"CONDSTORE", b"ESEARCH", b"SEARCHRES"]
+                b"CHILDREN", b"CONDSTORE", b"ESEARCH", b"SEARCHRES", b"LIST-EXTENDED",
+                b"LIST-STATUS", b"STATUS=SIZE"]
         if self.user is None:
             if not self.secure and self.factory.tls is not None:
                 caps.append(b"STARTTLS")
@@ -721,11 +722,13 @@ class IMAPServer(IMAP4Server):
     cmd_ENABLE.states = ("auth", "select")
 
     def cmd_CREATE(self, tag, args):
-        if len(args) != 1:
+        if len(args) not in (1, 2):
             raise ParseError("CREATE needs a mailbox name")
         name = self.mailboxName(args[0], forCreate=True)
         if name == INBOX:
             raise CommandFailed("[ALREADYEXISTS] INBOX always exists")
+        if len(args) == 2 and listing.createUseRefused(name, args[1]):
+            raise CommandFailed("[USEATTR] Special uses are given to the server's own folders only")
 
         def create():
             try:
@@ -816,14 +819,51 @@ class IMAPServer(IMAP4Server):
         name = self.mailboxName(args[0])
         return self.account.run(self.account.setSubscribed, name, False)
 
-    def cmd_LIST(self, tag, args, command=b"LIST"):
-        if len(args) != 2:
-            raise ParseError(f"{command.decode()} needs a reference and a pattern")
+    def _decodeNames(self, *raw):
         try:
-            reference = utf7.decode(astring(args[0], "reference"))
-            pattern = utf7.decode(astring(args[1], "pattern"))
+            return [utf7.decode(r) for r in raw]
         except utf7.UTF7Error as e:
             raise CommandFailed(f"[CANNOT] Bad mailbox name: {e}") from None
+
+    def cmd_LIST(self, tag, args):
+        request = listing.parseList(args)
+        if not request.extended:
+            return self._basicList(b"LIST", request.reference, request.patterns[0])
+        reference, *patterns = self._decodeNames(request.reference, *request.patterns)
+        if request.statusItems and b"HIGHESTMODSEQ" in request.statusItems:
+            self.condstore = True  # RFC 7162 3.1.7: as STATUS
+
+        def work():
+            names = self.factory.store.listMailboxes(self.user)
+            subscribed = self.account.subscriptions()
+            entries = listing.extendedEntries(request, names, subscribed, reference, patterns)
+            numbers = {}
+            for name, attrs, _ in entries if request.statusItems else ():
+                if b"\\NonExistent" in attrs:
+                    continue
+                try:
+                    numbers[name] = status.values(
+                        self.account.openMailbox(name).snapshot(), request.statusItems)
+                except (KeyError, MailboxGone):
+                    continue  # deleted meanwhile: no STATUS (RFC 5819 2)
+            return entries, numbers
+
+        def answer(result):
+            entries, numbers = result
+            for name, attrs, childInfo in entries:
+                encoded = encodeName(name)
+                line = b'* LIST (%s) "/" %s' % (b" ".join(attrs), formatValue(encoded))
+                if childInfo:  # RFC 5258 3.5
+                    line += b' ("CHILDINFO" (%s))' % b" ".join(childInfo)
+                self.sendLine(line)
+                if name in numbers:
+                    # RFC 5819 2: the STATUS right after its LIST.
+                    self.sendLine(status.statusLine(encoded, request.statusItems, numbers[name]))
+
+        return self.account.run(work).addCallback(answer)
+
+    def _basicList(self, command, rawReference, rawPattern):
+        reference, pattern = self._decodeNames(rawReference, rawPattern)
         if not pattern:
             if command == b"LIST":  # RFC 3501 6.3.8: the delimiter and root
                 self.sendLine(b'* LIST (\\Noselect) "/" ""')
@@ -843,7 +883,10 @@ class IMAPServer(IMAP4Server):
         return self.account.run(work).addCallback(answer)
 
     def cmd_LSUB(self, tag, args):
-        return self.cmd_LIST(tag, args, command=b"LSUB")
+        if len(args) != 2:
+            raise ParseError("LSUB needs a reference and a pattern")
+        return self._basicList(b"LSUB", astring(args[0], "reference"),
+                               astring(args[1], "pattern"))
 
     def _openMailbox(self, name, code):
         """Blocking: the mailbox, or NO with response code C{code}."""
@@ -853,30 +896,18 @@ class IMAPServer(IMAP4Server):
             raise CommandFailed(f"[{code.decode()}] No such mailbox") from None
 
     def cmd_STATUS(self, tag, args):
-        if len(args) != 2 or not isinstance(args[1], list):
+        if len(args) != 2:
             raise ParseError("STATUS needs a mailbox and a list of items")
         name = self.mailboxName(args[0])
-        items = [a.upper() for a in args[1] if isinstance(a, Atom)]
-        known = (b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN",
-                 b"HIGHESTMODSEQ")
-        if len(items) != len(args[1]) or any(i not in known for i in items) or not items:
-            raise ParseError("unknown STATUS item")
+        items = status.parseItems(args[1])
         if b"HIGHESTMODSEQ" in items:
             self.condstore = True  # RFC 7162 3.1.7: an enabling command
 
         def work():
-            # Not claiming \Recent: STATUS must not change it (RFC 3501 6.3.10).
-            snapshot = self._openMailbox(name, b"NONEXISTENT").snapshot()
-            return {
-                b"MESSAGES": len(snapshot.messages), b"RECENT": len(snapshot.recent),
-                b"UIDNEXT": snapshot.uidNext, b"UIDVALIDITY": snapshot.uidValidity,
-                b"UNSEEN": sum(1 for i in snapshot.messages if "\\Seen" not in i.flags),
-                b"HIGHESTMODSEQ": snapshot.highestModSeq,
-            }
+            return status.values(self._openMailbox(name, b"NONEXISTENT").snapshot(), items)
 
-        def answer(values):
-            parts = b" ".join(b"%s %d" % (i, values[i]) for i in items)
-            self.sendLine(b"* STATUS %s (%s)" % (formatValue(encodeName(name)), parts))
+        def answer(numbers):
+            self.sendLine(status.statusLine(encodeName(name), items, numbers))
 
         return self.account.run(work).addCallback(answer)
 
