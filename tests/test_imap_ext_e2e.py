@@ -65,3 +65,19 @@ def test_list_status_over_tls(server):
     assert statuses == [b'"Work" (MESSAGES 1 UNSEEN 1 SIZE 21)']
     assert c.folder_status("Work", ["SIZE"])[b"SIZE"] == 21
     c.logout()
+
+
+def test_multiappend_over_tls(server):
+    """IMAPClient's multiappend uploads a batch, including a message spooled to disk, in one APPEND."""
+    c = tlsClient(server, "multiappend@example.org")
+    assert b"MULTIAPPEND" in c.capabilities()
+    big = b"Subject: big\r\n\r\n" + b"y" * 70 + b"\r\n"
+    big = big * 5000  # over the 256 KiB spool threshold
+    typ, (result,) = c.multiappend("INBOX", [b"Subject: small\r\n\r\nx\r\n",
+                                     {"msg": big, "flags": [b"\\Seen"]}])
+    assert typ == "OK" and result.startswith(b"[APPENDUID ")
+    assert result.endswith(b" 1:2] APPEND completed")
+    c.select_folder("INBOX")
+    sizes = c.fetch([1, 2], ["RFC822.SIZE", "FLAGS"])
+    assert sizes[2][b"RFC822.SIZE"] == len(big) and b"\\Seen" in sizes[2][b"FLAGS"]
+    c.logout()

@@ -31,7 +31,6 @@ per mailbox (C{PERMANENTFLAGS} drops C{\\*} when they are used up) and
 mod-sequences (CONDSTORE, RFC 7162).
 """
 
-import io
 import re
 import time
 from collections import deque
@@ -52,12 +51,12 @@ from pymailer.auth.guard import plaintextLoginAllowed
 from pymailer.auth.login import LoginBlocked, guardedLogin
 from pymailer.auth import sasl
 from pymailer.auth.sasl import Plain
-from pymailer.imap import esearch, listing, search, status, utf7
+from pymailer.imap import append, esearch, listing, search, status, utf7
 from pymailer.imap.fetch import Range, fetchPieces, parseFetchItems, parseModifiers
 from pymailer.imap.listing import listEntries, lsubEntries
 from pymailer.imap.message import messageOctets
 from pymailer.imap.parser import (
-    LITERAL_AT_END, Atom, FileLiteral, ParseError, SequenceSet, String,
+    LITERAL_AT_END, Atom, FileLiteral, ParseError,
     astring, formatSet, formatValue, isAtom, isFetch, isTag, splitCommand, tokenize,
 )
 from pymailer.imap.selected import SYSTEM_FLAGS, Selected
@@ -220,7 +219,8 @@ class IMAPServer(IMAP4Server):
         caps = [b"IMAP4rev1", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE",
                 b"NAMESPACE", b"UIDPLUS", b"MOVE", b"UNSELECT", b"SPECIAL-USE",
                 b"CHILDREN", b"CONDSTORE", b"ESEARCH", b"SEARCHRES", b"LIST-EXTENDED",
-                b"LIST-STATUS", b"STATUS=SIZE"]
+                b"LIST-STATUS", b"STATUS=SIZE", b"MULTIAPPEND",
+                b"APPENDLIMIT=%d" % self.factory.maxMessageSize]
         if self.user is None:
             if not self.secure and self.factory.tls is not None:
                 caps.append(b"STARTTLS")
@@ -915,35 +915,23 @@ class IMAPServer(IMAP4Server):
         if len(args) < 2:
             raise ParseError("APPEND needs a mailbox and a message")
         name = self.mailboxName(args[0])
-        message = args[-1]
-        flags, date = (), None
-        for extra in args[1:-1]:
-            if isinstance(extra, list):
-                flags = self._flagList(extra)
-            elif isinstance(extra, String):
-                date = search.parseInternalDate(extra.decode("ascii", "replace"))
-            else:
-                raise ParseError("bad APPEND argument")
-        if not isinstance(message, (String, FileLiteral)) or isinstance(message, Atom):
-            raise ParseError("APPEND needs the message as a literal")
-        ready = getattr(message, "ready", defer.succeed(None))
+        messages = append.parseMessages(args[1:], self._flagList)
+        spooled = [m.ready for _, _, m in messages if isinstance(m, FileLiteral)]
 
         def work(_):
             mailbox = self._openMailbox(name, b"TRYCREATE")
-            if isinstance(message, FileLiteral):
-                source = message.file
-            else:
-                source = io.BytesIO(bytes(message))
             with _flagLimit():
-                uid = mailbox.append(source, flags, date)
-            return mailbox.uidValidity(), uid
+                uids = append.appendAll(mailbox, messages)
+            return mailbox.uidValidity(), uids
 
         def answer(result):
-            validity, uid = result
+            validity, uids = result
             if self.selected is not None and self.selected.name == name:
                 self.selected.dirty = True
-            return b"[APPENDUID %d %d] APPEND completed" % (validity, uid)
+            return b"[APPENDUID %d %s] APPEND completed" % (validity, formatSet(uids))
 
+        ready = defer.gatherResults(spooled, consumeErrors=True).addErrback(
+            lambda f: f.value.subFailure)
         return ready.addCallback(lambda _: self.account.run(work, None)).addCallback(answer)
 
     def _flagList(self, tokens):
