@@ -1,7 +1,10 @@
 """
 The IMAP4rev1 server protocol (RFC 3501) with IDLE, UIDPLUS, MOVE,
 NAMESPACE, ID, ENABLE, LITERAL+, UNSELECT, SPECIAL-USE, SASL-IR, CHILDREN,
-CONDSTORE.
+CONDSTORE, and (each in its own module, this one dispatching) ESEARCH and
+SEARCHRES (L{pymailer.imap.esearch}), LIST-EXTENDED and LIST-STATUS
+(L{pymailer.imap.listing}, L{pymailer.imap.status}), STATUS=SIZE,
+MULTIAPPEND and APPENDLIMIT (L{pymailer.imap.append}).
 
 Built on C{twisted.mail.imap4.IMAP4Server} (its line receiver, timeouts and
 response helpers) but replacing its command reader and dispatcher, because
