@@ -157,12 +157,19 @@ class Generator:
                              b"(" * r.randrange(1, 60) + b"ALL" + b")" * r.randrange(1, 60),
                              b"OR " * 50 + b"ALL " * 51, b"SENTSINCE 1-Jan-1970",
                              b"SINCE 1-Jan-19700000000000000000000", b"TEXT x",
-                             b"HEADER From a", b"MODSEQ 1", b"CHARSET KOI8 x"])
+                             b"HEADER From a", b"MODSEQ 1", b"CHARSET KOI8 x",
+                             # ESEARCH, SEARCHRES (RFC 4731, 5182)
+                             b"RETURN (SAVE MIN MAX COUNT ALL) ALL", b"RETURN () UID $",
+                             b"RETURN (BOGUS)", b"RETURN", b"$", b"$,1"])
         if kind == 5:
             return r.choice([b'""', b'"*%*%*%*%*%*%*%*%>"', b'"' + b"%*" * 500 + b'"', b"%",
-                             b"\\Seen", b"\\Bogus", b"$kw", b"+FLAGS", b"-FLAGS.SILENT"])
+                             b"\\Seen", b"\\Bogus", b"$kw", b"+FLAGS", b"-FLAGS.SILENT",
+                             # LIST-EXTENDED, LIST-STATUS, CREATE USE (RFC 5258, 5819, 6154)
+                             b"(SUBSCRIBED RECURSIVEMATCH)", b"(RECURSIVEMATCH)", b"RETURN",
+                             b"(SPECIAL-USE)", b"(STATUS (MESSAGES SIZE))", b'("a" "%")',
+                             b"(SUBSCRIBED CHILDREN STATUS (UNSEEN))", b"(USE (\\Archive))"])
         if kind == 6:
-            return self.numberSet()
+            return self.numberSet() if r.random() < 0.9 else b"$"
         return self.word()
 
     def pop3Command(self):

@@ -11,6 +11,10 @@ walks the tree level by level never finds C{a/b}).  LSUB does the same for
 C{%} only (6.3.9).
 """
 
+from dataclasses import dataclass
+
+from pymailer.imap import status
+from pymailer.imap.parser import Atom, ParseError, astring, isAtom
 from pymailer.store import INBOX, SPECIAL_USE
 
 DELIMITER = "/"
@@ -124,3 +128,142 @@ def lsubEntries(subscribed, names, reference, pattern):
     existing = set(names)
     return [(name, [] if name in subscribed and name in existing else [b"\\Noselect"])
             for name in _ordered(candidates) if matches(name)]
+
+
+# -- LIST-EXTENDED (RFC 5258), LIST-STATUS (RFC 5819), SPECIAL-USE (RFC 6154)
+
+_SELECTION = (b"SUBSCRIBED", b"REMOTE", b"RECURSIVEMATCH", b"SPECIAL-USE")
+_RETURN = (b"SUBSCRIBED", b"CHILDREN", b"SPECIAL-USE", b"STATUS")
+
+
+@dataclass(frozen=True)
+class ListRequest:
+    """A LIST command's parts, raw names still in modified UTF-7."""
+    selection: frozenset
+    reference: bytes
+    patterns: tuple
+    returns: frozenset
+    statusItems: tuple  # RETURN (STATUS (...)) items, or ()
+    extended: bool      # any RFC 5258 syntax: answer with its attributes
+
+    @property
+    def subscribedOnly(self):
+        return b"SUBSCRIBED" in self.selection
+
+    @property
+    def specialUseOnly(self):
+        return b"SPECIAL-USE" in self.selection
+
+
+def parseList(args):
+    """
+    C{LIST [(selection)] reference (pattern | (patterns)) [RETURN (options)]}
+    (RFC 5258 6).  BAD for what the RFC calls a syntax error, including
+    RECURSIVEMATCH alone (3.1: it only modifies another option).
+    """
+    args = list(args)
+    selection, extended = set(), False
+    if args and isinstance(args[0], list):
+        extended = True
+        selection = _options(args.pop(0), _SELECTION, "selection")
+        if b"RECURSIVEMATCH" in selection and not selection - {b"RECURSIVEMATCH", b"REMOTE"}:
+            raise ParseError("RECURSIVEMATCH needs another selection option")
+    returns, statusItems = set(), ()
+    if len(args) == 4 and isAtom(args[2], b"RETURN") and isinstance(args[3], list):
+        extended = True
+        options = list(args.pop(3))
+        args.pop(2)
+        for i, option in enumerate(options):
+            if isAtom(option, b"STATUS") and i + 1 < len(options) \
+                    and isinstance(options[i + 1], list):
+                statusItems = tuple(status.parseItems(options.pop(i + 1)))
+                break
+        returns = _options(options, _RETURN, "return")
+    if len(args) != 2:
+        raise ParseError("LIST needs a reference and a pattern")
+    reference = astring(args[0], "reference")
+    if isinstance(args[1], list):
+        extended = True
+        patterns = tuple(astring(p, "pattern") for p in args[1])
+        if not patterns:
+            raise ParseError("LIST needs a pattern")
+    else:
+        patterns = (astring(args[1], "pattern"),)
+    if b"SUBSCRIBED" in selection:
+        returns.add(b"SUBSCRIBED")  # RFC 5258 3.1: implied
+    return ListRequest(frozenset(selection), reference, patterns, frozenset(returns),
+                       statusItems, extended)
+
+
+def _options(tokens, known, what):
+    options = set()
+    for t in tokens:
+        if not isinstance(t, Atom) or t.upper() not in known:
+            raise ParseError(f"unknown LIST {what} option")
+        options.add(t.upper())
+    return options
+
+
+def extendedEntries(request, names, subscribed, reference, patterns):
+    """
+    LIST with RFC 5258 options: C{[(name, [attribute bytes], childInfo)]},
+    C{childInfo} the CHILDINFO tags (RFC 5258 3.5) of a name listed only
+    because, with RECURSIVEMATCH, some mailbox below it was selected.
+    C{reference} and C{patterns} are decoded.
+    """
+    matchers = [patternMatcher(reference, p) for p in patterns]
+
+    def matches(name):
+        return any(m(name) for m in matchers)
+
+    existing, subscribed = set(names), set(subscribed)
+    above = parents(names)
+    if request.subscribedOnly or request.specialUseOnly:
+        chosen = set(existing | subscribed) if request.subscribedOnly else set(existing)
+        tags = []
+        if request.subscribedOnly:
+            chosen &= subscribed
+            tags.append(b'"SUBSCRIBED"')
+        if request.specialUseOnly:
+            chosen = {n for n in chosen if n in SPECIAL_USE}
+            tags.append(b'"SPECIAL-USE"')
+    else:
+        chosen, tags = existing | above, []
+    recursive = b"RECURSIVEMATCH" in request.selection
+    extra = parents(chosen) - chosen if recursive else set()
+    entries = []
+    for name in _ordered(chosen | extra):
+        if not matches(name):
+            continue
+        if name in existing:
+            attrs = [b"\\HasChildren" if name in above else b"\\HasNoChildren"]
+            if name in SPECIAL_USE:
+                attrs.append(SPECIAL_USE[name].encode())
+        else:
+            # RFC 5258 3: \NonExistent implies \Noselect; both are said
+            # for a client that only knows RFC 3501's.
+            attrs = [b"\\NonExistent", b"\\Noselect"]
+            if name in above:
+                attrs.append(b"\\HasChildren")
+        if b"SUBSCRIBED" in request.returns and name in subscribed:
+            attrs.append(b"\\Subscribed")
+        entries.append((name, attrs, tags if name in extra else []))
+    return entries
+
+
+def createUseRefused(name, parameters):
+    """
+    C{CREATE name (USE (attrs))} (RFC 6154 3).  The store gives special
+    uses by name only (L{SPECIAL_USE}) and cannot record one for any other
+    folder, so only the use the name already has is accepted; any other is
+    refused with C{NO [USEATTR]}, before anything is created, as 3 allows
+    (CREATE-SPECIAL-USE is therefore not advertised).  @return: whether
+    to refuse.
+    """
+    if (not isinstance(parameters, list) or len(parameters) != 2
+            or not isAtom(parameters[0], b"USE") or not isinstance(parameters[1], list)
+            or not all(isinstance(a, Atom) and a.startswith(b"\\") for a in parameters[1])):
+        raise ParseError("CREATE takes only (USE (special-use attributes))")
+    wanted = {a.decode("ascii", "replace").lower() for a in parameters[1]}
+    have = {SPECIAL_USE[name].lower()} if name in SPECIAL_USE else set()
+    return bool(wanted - have)

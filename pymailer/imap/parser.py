@@ -36,6 +36,13 @@ class String(bytes):
         return "String(%s)" % bytes.__repr__(self)
 
 
+class Literal(String):
+    """A string sent as an in-memory literal (APPEND tells it from a date)."""
+
+    def __repr__(self):
+        return "Literal(%s)" % bytes.__repr__(self)
+
+
 class FileLiteral:
     """A literal spooled to C{file} (positioned at 0), C{size} octets."""
 
@@ -89,7 +96,7 @@ def tokenize(segments, sections=False):
             if isinstance(literal, FileLiteral):
                 stack[-1].append(literal)
             else:
-                stack[-1].append(String(literal))
+                stack[-1].append(Literal(literal))
     if len(stack) != 1:
         raise ParseError("unbalanced parentheses")
     return stack[0]

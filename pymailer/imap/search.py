@@ -163,8 +163,9 @@ class Compiler:
     the highest mod-sequence found).
     """
 
-    def __init__(self, charset, largestSeq, largestUid):
+    def __init__(self, charset, largestSeq, largestUid, saved=frozenset()):
         self.charset = charset
+        self.saved = saved  # SEARCHRES (RFC 5182): the UIDs "$" stands for
         self.largestSeq = largestSeq
         self.largestUid = largestUid
         self.needsContent = False
@@ -227,6 +228,8 @@ class Compiler:
         if not isinstance(key, Atom):
             raise ParseError("search key expected")
         name = key.upper()
+        if name == b"$":  # RFC 5182 2.1: the saved result
+            return lambda m: m.uid in self.saved
         if name[:1].isdigit() or name[:1] == b"*":
             seqset = SequenceSet.parse(key)
             return lambda m: seqset.contains(m.seq, self.largestSeq)
@@ -253,6 +256,9 @@ class Compiler:
                 return lambda m: m.size > n
             return lambda m: m.size < n
         if name == b"UID":
+            if tokens and tokens[0] == b"$":
+                tokens.pop(0)
+                return lambda m: m.uid in self.saved
             seqset = SequenceSet.parse(tokens.pop(0) if tokens else None)
             return lambda m: seqset.contains(m.uid, self.largestUid)
         if name == b"NOT":

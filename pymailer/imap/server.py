@@ -1,7 +1,10 @@
 """
 The IMAP4rev1 server protocol (RFC 3501) with IDLE, UIDPLUS, MOVE,
 NAMESPACE, ID, ENABLE, LITERAL+, UNSELECT, SPECIAL-USE, SASL-IR, CHILDREN,
-CONDSTORE.
+CONDSTORE, and (each in its own module, this one dispatching) ESEARCH and
+SEARCHRES (L{pymailer.imap.esearch}), LIST-EXTENDED and LIST-STATUS
+(L{pymailer.imap.listing}, L{pymailer.imap.status}), STATUS=SIZE,
+MULTIAPPEND and APPENDLIMIT (L{pymailer.imap.append}).
 
 Built on C{twisted.mail.imap4.IMAP4Server} (its line receiver, timeouts and
 response helpers) but replacing its command reader and dispatcher, because
@@ -31,7 +34,6 @@ per mailbox (C{PERMANENTFLAGS} drops C{\\*} when they are used up) and
 mod-sequences (CONDSTORE, RFC 7162).
 """
 
-import io
 import re
 import time
 from collections import deque
@@ -52,12 +54,12 @@ from pymailer.auth.guard import plaintextLoginAllowed
 from pymailer.auth.login import LoginBlocked, guardedLogin
 from pymailer.auth import sasl
 from pymailer.auth.sasl import Plain
-from pymailer.imap import search, utf7
+from pymailer.imap import append, esearch, listing, search, status, utf7
 from pymailer.imap.fetch import Range, fetchPieces, parseFetchItems, parseModifiers
 from pymailer.imap.listing import listEntries, lsubEntries
 from pymailer.imap.message import messageOctets
 from pymailer.imap.parser import (
-    LITERAL_AT_END, Atom, FileLiteral, ParseError, SequenceSet, String,
+    LITERAL_AT_END, Atom, FileLiteral, ParseError,
     astring, formatSet, formatValue, isAtom, isFetch, isTag, splitCommand, tokenize,
 )
 from pymailer.imap.selected import SYSTEM_FLAGS, Selected
@@ -137,6 +139,8 @@ class IMAPServer(IMAP4Server):
         # RFC 7162 3.1: set by the first "CONDSTORE enabling command"; from
         # then on every untagged FETCH carries UID and MODSEQ.
         self.condstore = False
+        # RFC 5182: the UIDs of the last SEARCH RETURN (SAVE), "$".
+        self.searchResult = frozenset()
 
     # -- connection ---------------------------------------------------------
 
@@ -217,7 +221,9 @@ class IMAPServer(IMAP4Server):
     def capabilityList(self):
         caps = [b"IMAP4rev1", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE",
                 b"NAMESPACE", b"UIDPLUS", b"MOVE", b"UNSELECT", b"SPECIAL-USE",
-                b"CHILDREN", b"CONDSTORE"]
+                b"CHILDREN", b"CONDSTORE", b"ESEARCH", b"SEARCHRES", b"LIST-EXTENDED",
+                b"LIST-STATUS", b"STATUS=SIZE", b"MULTIAPPEND",
+                b"APPENDLIMIT=%d" % self.factory.maxMessageSize]
         if self.user is None:
             if not self.secure and self.factory.tls is not None:
                 caps.append(b"STARTTLS")
@@ -719,11 +725,13 @@ class IMAPServer(IMAP4Server):
     cmd_ENABLE.states = ("auth", "select")
 
     def cmd_CREATE(self, tag, args):
-        if len(args) != 1:
+        if len(args) not in (1, 2):
             raise ParseError("CREATE needs a mailbox name")
         name = self.mailboxName(args[0], forCreate=True)
         if name == INBOX:
             raise CommandFailed("[ALREADYEXISTS] INBOX always exists")
+        if len(args) == 2 and listing.createUseRefused(name, args[1]):
+            raise CommandFailed("[USEATTR] Special uses are given to the server's own folders only")
 
         def create():
             try:
@@ -814,14 +822,51 @@ class IMAPServer(IMAP4Server):
         name = self.mailboxName(args[0])
         return self.account.run(self.account.setSubscribed, name, False)
 
-    def cmd_LIST(self, tag, args, command=b"LIST"):
-        if len(args) != 2:
-            raise ParseError(f"{command.decode()} needs a reference and a pattern")
+    def _decodeNames(self, *raw):
         try:
-            reference = utf7.decode(astring(args[0], "reference"))
-            pattern = utf7.decode(astring(args[1], "pattern"))
+            return [utf7.decode(r) for r in raw]
         except utf7.UTF7Error as e:
             raise CommandFailed(f"[CANNOT] Bad mailbox name: {e}") from None
+
+    def cmd_LIST(self, tag, args):
+        request = listing.parseList(args)
+        if not request.extended:
+            return self._basicList(b"LIST", request.reference, request.patterns[0])
+        reference, *patterns = self._decodeNames(request.reference, *request.patterns)
+        if request.statusItems and b"HIGHESTMODSEQ" in request.statusItems:
+            self.condstore = True  # RFC 7162 3.1.7: as STATUS
+
+        def work():
+            names = self.factory.store.listMailboxes(self.user)
+            subscribed = self.account.subscriptions()
+            entries = listing.extendedEntries(request, names, subscribed, reference, patterns)
+            numbers = {}
+            for name, attrs, _ in entries if request.statusItems else ():
+                if b"\\NonExistent" in attrs:
+                    continue
+                try:
+                    numbers[name] = status.values(
+                        self.account.openMailbox(name).snapshot(), request.statusItems)
+                except (KeyError, MailboxGone):
+                    continue  # deleted meanwhile: no STATUS (RFC 5819 2)
+            return entries, numbers
+
+        def answer(result):
+            entries, numbers = result
+            for name, attrs, childInfo in entries:
+                encoded = encodeName(name)
+                line = b'* LIST (%s) "/" %s' % (b" ".join(attrs), formatValue(encoded))
+                if childInfo:  # RFC 5258 3.5
+                    line += b' ("CHILDINFO" (%s))' % b" ".join(childInfo)
+                self.sendLine(line)
+                if name in numbers:
+                    # RFC 5819 2: the STATUS right after its LIST.
+                    self.sendLine(status.statusLine(encoded, request.statusItems, numbers[name]))
+
+        return self.account.run(work).addCallback(answer)
+
+    def _basicList(self, command, rawReference, rawPattern):
+        reference, pattern = self._decodeNames(rawReference, rawPattern)
         if not pattern:
             if command == b"LIST":  # RFC 3501 6.3.8: the delimiter and root
                 self.sendLine(b'* LIST (\\Noselect) "/" ""')
@@ -841,7 +886,10 @@ class IMAPServer(IMAP4Server):
         return self.account.run(work).addCallback(answer)
 
     def cmd_LSUB(self, tag, args):
-        return self.cmd_LIST(tag, args, command=b"LSUB")
+        if len(args) != 2:
+            raise ParseError("LSUB needs a reference and a pattern")
+        return self._basicList(b"LSUB", astring(args[0], "reference"),
+                               astring(args[1], "pattern"))
 
     def _openMailbox(self, name, code):
         """Blocking: the mailbox, or NO with response code C{code}."""
@@ -851,30 +899,18 @@ class IMAPServer(IMAP4Server):
             raise CommandFailed(f"[{code.decode()}] No such mailbox") from None
 
     def cmd_STATUS(self, tag, args):
-        if len(args) != 2 or not isinstance(args[1], list):
+        if len(args) != 2:
             raise ParseError("STATUS needs a mailbox and a list of items")
         name = self.mailboxName(args[0])
-        items = [a.upper() for a in args[1] if isinstance(a, Atom)]
-        known = (b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN",
-                 b"HIGHESTMODSEQ")
-        if len(items) != len(args[1]) or any(i not in known for i in items) or not items:
-            raise ParseError("unknown STATUS item")
+        items = status.parseItems(args[1])
         if b"HIGHESTMODSEQ" in items:
             self.condstore = True  # RFC 7162 3.1.7: an enabling command
 
         def work():
-            # Not claiming \Recent: STATUS must not change it (RFC 3501 6.3.10).
-            snapshot = self._openMailbox(name, b"NONEXISTENT").snapshot()
-            return {
-                b"MESSAGES": len(snapshot.messages), b"RECENT": len(snapshot.recent),
-                b"UIDNEXT": snapshot.uidNext, b"UIDVALIDITY": snapshot.uidValidity,
-                b"UNSEEN": sum(1 for i in snapshot.messages if "\\Seen" not in i.flags),
-                b"HIGHESTMODSEQ": snapshot.highestModSeq,
-            }
+            return status.values(self._openMailbox(name, b"NONEXISTENT").snapshot(), items)
 
-        def answer(values):
-            parts = b" ".join(b"%s %d" % (i, values[i]) for i in items)
-            self.sendLine(b"* STATUS %s (%s)" % (formatValue(encodeName(name)), parts))
+        def answer(numbers):
+            self.sendLine(status.statusLine(encodeName(name), items, numbers))
 
         return self.account.run(work).addCallback(answer)
 
@@ -882,35 +918,23 @@ class IMAPServer(IMAP4Server):
         if len(args) < 2:
             raise ParseError("APPEND needs a mailbox and a message")
         name = self.mailboxName(args[0])
-        message = args[-1]
-        flags, date = (), None
-        for extra in args[1:-1]:
-            if isinstance(extra, list):
-                flags = self._flagList(extra)
-            elif isinstance(extra, String):
-                date = search.parseInternalDate(extra.decode("ascii", "replace"))
-            else:
-                raise ParseError("bad APPEND argument")
-        if not isinstance(message, (String, FileLiteral)) or isinstance(message, Atom):
-            raise ParseError("APPEND needs the message as a literal")
-        ready = getattr(message, "ready", defer.succeed(None))
+        messages = append.parseMessages(args[1:], self._flagList)
+        spooled = [m.ready for _, _, m in messages if isinstance(m, FileLiteral)]
 
         def work(_):
             mailbox = self._openMailbox(name, b"TRYCREATE")
-            if isinstance(message, FileLiteral):
-                source = message.file
-            else:
-                source = io.BytesIO(bytes(message))
             with _flagLimit():
-                uid = mailbox.append(source, flags, date)
-            return mailbox.uidValidity(), uid
+                uids = append.appendAll(mailbox, messages)
+            return mailbox.uidValidity(), uids
 
         def answer(result):
-            validity, uid = result
+            validity, uids = result
             if self.selected is not None and self.selected.name == name:
                 self.selected.dirty = True
-            return b"[APPENDUID %d %d] APPEND completed" % (validity, uid)
+            return b"[APPENDUID %d %s] APPEND completed" % (validity, formatSet(uids))
 
+        ready = defer.gatherResults(spooled, consumeErrors=True).addErrback(
+            lambda f: f.value.subFailure)
         return ready.addCallback(lambda _: self.account.run(work, None)).addCallback(answer)
 
     def _flagList(self, tokens):
@@ -989,6 +1013,8 @@ class IMAPServer(IMAP4Server):
     cmd_EXAMINE.states = ("auth", "select")
 
     def _unselect(self):
+        # RFC 5182 2.1: SELECT, EXAMINE, CLOSE and UNSELECT empty "$".
+        self.searchResult = frozenset()
         if self.selected is not None:
             self.factory.notifier.unsubscribe(self.user, self.selected.name, self._mailboxChanged)
             self.selected = None
@@ -1050,7 +1076,7 @@ class IMAPServer(IMAP4Server):
         if uid:
             if len(args) != 1:
                 raise ParseError("UID EXPUNGE needs a UID set")
-            seqset = SequenceSet.parse(args[0])
+            seqset = self._sequenceSet(args[0], True)
             largest = self.selected.uids[-1] if self.selected.uids else 0
             uids = set(seqset.select(self.selected.uids, largest))
         else:
@@ -1069,7 +1095,7 @@ class IMAPServer(IMAP4Server):
 
     def _targets(self, token, uid):
         """C{[(seq, uid)]} named by a sequence set (RFC 3501 6.4.8)."""
-        seqset = SequenceSet.parse(token)
+        seqset = self._sequenceSet(token, uid)
         uids = self.selected.uids
         if uid:
             largest = uids[-1] if uids else 0
@@ -1083,6 +1109,9 @@ class IMAPServer(IMAP4Server):
                 raise ParseError("message sequence number out of range")
         picked = seqset.select(range(1, count + 1), count)
         return [(s, uids[s - 1]) for s in picked]
+
+    def _sequenceSet(self, token, uid):
+        return esearch.parseSet(token, self.searchResult, self.selected.uids, uid)
 
     # STORE
 
@@ -1191,7 +1220,15 @@ class IMAPServer(IMAP4Server):
     # SEARCH
 
     def cmd_SEARCH(self, tag, args, uid=False):
-        args = list(args)
+        try:
+            options, args = esearch.parseReturn(list(args))
+        except ParseError:
+            self.searchResult = frozenset()  # RFC 5182 2.1: a failed SAVE empties $
+            raise
+        if options and esearch.SAVE in options:
+            saved, self.searchResult = self.searchResult, frozenset()
+        else:
+            saved = self.searchResult
         charset = "us-ascii"
         if args and isAtom(args[0], b"CHARSET"):
             if len(args) < 2:
@@ -1205,7 +1242,7 @@ class IMAPServer(IMAP4Server):
             charset = "utf-8"
         selected = self.selected
         uids = list(selected.uids)
-        compiler = search.Compiler(charset, len(uids), uids[-1] if uids else 0)
+        compiler = search.Compiler(charset, len(uids), uids[-1] if uids else 0, saved)
         predicate = compiler.compile(args)
         if compiler.usesModSeq:
             self.condstore = True  # RFC 7162 3.1.5: an enabling command
@@ -1224,16 +1261,18 @@ class IMAPServer(IMAP4Server):
                 m = search.Message(seq, info, flags, loader(info.uid), modseq)
                 try:
                     if predicate(m):
-                        found.append((info.uid if uid else seq, modseq))
+                        found.append((info.uid if uid else seq, modseq, info.uid))
                 except KeyError:
                     continue
             return found
 
         def answer(found):
-            line = b"* SEARCH" + b"".join(b" %d" % n for n, _ in found)
+            if options is not None:
+                return self._esearchAnswer(tag, uid, options, found, compiler.usesModSeq)
+            line = b"* SEARCH" + b"".join(b" %d" % n for n, _, _ in found)
             if compiler.usesModSeq and found:
                 # RFC 7162 3.1.6: the highest mod-sequence of those found.
-                line += b" (MODSEQ %d)" % max(m for _, m in found)
+                line += b" (MODSEQ %d)" % max(m for _, m, _ in found)
             self.sendLine(line)
 
         if compiler.needsContent or len(snapshot) * compiler.keys > INLINE_SEARCH:
@@ -1242,6 +1281,14 @@ class IMAPServer(IMAP4Server):
 
     cmd_SEARCH.states = ("select",)
     cmd_SEARCH.uid = True
+
+    def _esearchAnswer(self, tag, uid, options, found, usesModSeq):
+        if esearch.SAVE in options:
+            self.searchResult = frozenset(esearch.toSave(options, [u for _, _, u in found]))
+        line = esearch.esearchResponse(
+            tag, uid, options, [(n, m if usesModSeq else None) for n, m, _ in found])
+        if line is not None:
+            self.sendLine(line)
 
     # FETCH
 

@@ -1,0 +1,60 @@
+"""
+APPEND's arguments (RFC 3501 6.3.11) with MULTIAPPEND (RFC 3502): one or
+more messages, each with optional flags and date, all stored or none.
+
+The store appends one message at a time, so "none" is made good after the
+fact: if a later message fails, the ones already appended are expunged
+again before the NO (RFC 3502 3 asks that none be seen after a failure;
+another session may glimpse them for that moment).
+"""
+
+import io
+
+from pymailer.imap import search
+from pymailer.imap.parser import FileLiteral, Literal, ParseError, String
+
+
+def parseMessages(tokens, flagList):
+    """
+    C{[(flags, date, message)]} from the tokens after the mailbox name;
+    C{flagList} checks a flag list.  A date is a quoted string and a
+    message a literal (RFC 3501 9, append-opts and append-data): the
+    tokenizer's L{Literal} tells them apart.
+    """
+    messages = []
+    tokens = list(tokens)
+    while tokens:
+        flags, date = (), None
+        if isinstance(tokens[0], list):
+            flags = flagList(tokens.pop(0))
+        if tokens and isinstance(tokens[0], String) and not isinstance(tokens[0], Literal):
+            date = search.parseInternalDate(tokens.pop(0).decode("ascii", "replace"))
+        if not tokens or not isinstance(tokens[0], (Literal, FileLiteral)):
+            raise ParseError("APPEND needs each message as a literal")
+        messages.append((flags, date, tokens.pop(0)))
+    if not messages:
+        raise ParseError("APPEND needs a mailbox and a message")
+    return messages
+
+
+def source(message):
+    """A file to read the message from."""
+    if isinstance(message, FileLiteral):
+        return message.file
+    return io.BytesIO(bytes(message))
+
+
+def appendAll(mailbox, messages):
+    """
+    Blocking: append every message, or none (RFC 3502 3).  @return: the
+    new UIDs, in order.
+    """
+    uids = []
+    try:
+        for flags, date, message in messages:
+            uids.append(mailbox.append(source(message), flags, date))
+    except BaseException:
+        if uids:
+            mailbox.expunge(uids)
+        raise
+    return uids

@@ -1,0 +1,83 @@
+"""
+IMAP extensions (issue 18) end to end: a real twistd, IMAPClient over
+implicit TLS (port 993, as phones connect), and the extension's answer
+read as the client library receives it.
+"""
+
+import pytest
+from imapclient import IMAPClient
+
+from imaplive import IMAP_SERVER, runningServer
+from mailserver import PASSWORD, insecureTLS
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with runningServer(tmp_path_factory.mktemp("imapext"), **IMAP_SERVER) as s:
+        yield s
+
+
+def tlsClient(server, user):
+    server.addUser(user)
+    c = IMAPClient("127.0.0.1", port=server.ports["imaps"], ssl=True,
+                   ssl_context=insecureTLS(), timeout=30)
+    c.login(user, PASSWORD)
+    return c
+
+
+def test_esearch_and_searchres_over_tls(server):
+    """
+    A client asking UID SEARCH RETURN (MIN MAX COUNT ALL) over TLS gets one
+    ESEARCH line with the extremes, count and compact set; a saved result is
+    then usable as $ in a FETCH.
+    """
+    c = tlsClient(server, "esearch@example.org")
+    assert {b"ESEARCH", b"SEARCHRES"} <= set(c.capabilities())
+    for n in range(5):
+        c.append("INBOX", f"Subject: es{n}\r\n\r\nx\r\n".encode(),
+                 flags=[b"\\Seen"] if n % 2 == 0 else [])
+    c.select_folder("INBOX")
+    imap = c._imap  # IMAPClient has no ESEARCH helper: its imaplib session
+    typ, _ = imap.uid("SEARCH", "RETURN (MIN MAX COUNT ALL) SEEN")
+    assert typ == "OK"
+    line = imap.untagged_responses.pop("ESEARCH")[0]
+    assert line.endswith(b"UID MIN 1 MAX 5 ALL 1,3,5 COUNT 3")
+    typ, _ = imap.uid("SEARCH", "RETURN (SAVE) UNSEEN")
+    assert typ == "OK" and "ESEARCH" not in imap.untagged_responses
+    typ, data = imap.fetch("$", "(UID)")
+    assert typ == "OK" and data == [b"2 (UID 2)", b"4 (UID 4)"]
+    c.logout()
+
+
+def test_list_status_over_tls(server):
+    """
+    A client filling its folder pane asks LIST ... RETURN (STATUS (MESSAGES
+    UNSEEN SIZE)) once and gets every folder's counts after its LIST line.
+    """
+    c = tlsClient(server, "liststatus@example.org")
+    assert {b"LIST-EXTENDED", b"LIST-STATUS", b"STATUS=SIZE"} <= set(c.capabilities())
+    c.create_folder("Work")
+    c.append("Work", b"Subject: w\r\n\r\n12345\r\n")
+    imap = c._imap
+    typ, lists = imap.list('""', '"Work" RETURN (STATUS (MESSAGES UNSEEN SIZE))')
+    assert typ == "OK" and lists == [b'(\\HasNoChildren) "/" "Work"']
+    statuses = imap.untagged_responses.pop("STATUS")
+    assert statuses == [b'"Work" (MESSAGES 1 UNSEEN 1 SIZE 21)']
+    assert c.folder_status("Work", ["SIZE"])[b"SIZE"] == 21
+    c.logout()
+
+
+def test_multiappend_over_tls(server):
+    """IMAPClient's multiappend uploads a batch, including a message spooled to disk, in one APPEND."""
+    c = tlsClient(server, "multiappend@example.org")
+    assert b"MULTIAPPEND" in c.capabilities()
+    big = b"Subject: big\r\n\r\n" + b"y" * 70 + b"\r\n"
+    big = big * 5000  # over the 256 KiB spool threshold
+    typ, (result,) = c.multiappend("INBOX", [b"Subject: small\r\n\r\nx\r\n",
+                                     {"msg": big, "flags": [b"\\Seen"]}])
+    assert typ == "OK" and result.startswith(b"[APPENDUID ")
+    assert result.endswith(b" 1:2] APPEND completed")
+    c.select_folder("INBOX")
+    sizes = c.fetch([1, 2], ["RFC822.SIZE", "FLAGS"])
+    assert sizes[2][b"RFC822.SIZE"] == len(big) and b"\\Seen" in sizes[2][b"FLAGS"]
+    c.logout()
