@@ -34,9 +34,9 @@ def client(mailbox):
 # still far below what these commands cost before (seconds, or a stack
 # overflow).
 def timed(client, line):
-    start = time.process_time()
+    start = time.thread_time()
     out = client.send(line)
-    return out, time.process_time() - start
+    return out, time.thread_time() - start
 
 
 @pytest.mark.parametrize("sequenceSet", [

@@ -303,3 +303,17 @@ def test_too_many_bad_commands_close_the_session(client):
     assert out.count(b"x BAD Unknown command\r\n") == MAX_BAD_COMMANDS
     assert out.endswith(b"* BYE Too many invalid commands\r\n")
     assert client.transport.disconnecting
+
+
+def test_bad_commands_between_good_ones_do_not_close(client):
+    """
+    If this fails, a client that tries an extension we lack now and then
+    (answered BAD) is thrown out after 20 tries spread over a long session:
+    only BADs in a row count.
+    """
+    from pymailer.imap.server import MAX_BAD_COMMANDS
+
+    for _ in range(MAX_BAD_COMMANDS * 2):
+        assert client.send(b"x FOO\r\n") == b"x BAD Unknown command\r\n"
+        assert client.send(b"n NOOP\r\n") == b"n OK NOOP completed\r\n"
+    assert not client.transport.disconnecting

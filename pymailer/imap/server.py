@@ -79,7 +79,7 @@ MAX_LITERALS = 64
 # Commands pipelined behind a slow one before reading stops (and again
 # from half as many).
 MAX_QUEUED_COMMANDS = 1000
-# BAD answers before the session is closed (Dovecot: 20).
+# BAD answers in a row before the session is closed (Dovecot: 20).
 MAX_BAD_COMMANDS = 20
 # A SEARCH costing more key tests than this (messages x keys) runs in the
 # thread pool rather than on the reactor thread.
@@ -505,6 +505,7 @@ class IMAPServer(IMAP4Server):
 
     def _completed(self, result, tag, name, uid):
         """After a command, report changes to the selected mailbox."""
+        self._badCommands = 0
         if isinstance(result, bytes):
             text = result
         else:
@@ -518,9 +519,10 @@ class IMAPServer(IMAP4Server):
 
     def _bad(self, tag, text):
         """
-        Answer BAD; past MAX_BAD_COMMANDS of them the client is not speaking
-        IMAP (or is probing): say BYE and close, as Dovecot does, rather than
-        answer garbage for ever.
+        Answer BAD; past MAX_BAD_COMMANDS of them in a row (a command that
+        works starts the count again: a client trying an extension we lack
+        is not garbage) the client is not speaking IMAP, or is probing: say
+        BYE and close, as Dovecot does, rather than answer garbage for ever.
         """
         self.sendLine(tag + b" BAD " + text)
         self._badCommands += 1

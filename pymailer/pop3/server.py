@@ -65,7 +65,7 @@ TRANSACTION = "TRANSACTION"
 UPDATE = "UPDATE"
 CLOSED = "CLOSED"
 
-# -ERR answers to unknown or misplaced commands before the session is
+# -ERR answers to unknown or misplaced commands in a row before the session is
 # closed: the client is not speaking POP3 (or is probing).
 MAX_BAD_COMMANDS = 20
 
@@ -214,12 +214,14 @@ class POP3Server(pop3.POP3):
         if name not in COMMANDS.get(self.state, ()):
             return self._badCommand(
                 f"{name} not allowed in the {self.state} state".encode("ascii"))
+        self._badCommands = 0
         return getattr(self, "do_" + name)(rest)
 
     def _badCommand(self, text):
         """
-        C{-ERR}; past MAX_BAD_COMMANDS of them the client is not speaking
-        POP3 (or is probing): close, rather than answer garbage for ever.
+        C{-ERR}; past MAX_BAD_COMMANDS of them in a row the client is not
+        speaking POP3 (or is probing): close, rather than answer garbage for
+        ever.
         """
         self.failResponse(text)
         self._badCommands += 1
