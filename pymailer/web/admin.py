@@ -37,6 +37,7 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from pymailer import doctor
 from pymailer.auth.directory import normaliseAddress
 from pymailer.auth.login import guardedLogin
 from pymailer.auth.passwords import hashPassword
@@ -60,7 +61,7 @@ SHOW_HEADER_LINES = 40
 # Every logged-in user's own page (pymailer.web.account).
 ACCOUNT_PATH = "/account/"
 NAV = (("/admin/domains", "Domains"), ("/admin/users", "Users"),
-       ("/admin/aliases", "Aliases"), ("/admin/queue", "Queue"),
+       ("/admin/aliases", "Aliases"), ("/admin/queue", "Queue"), ("/admin/dns", "DNS"),
        (ACCOUNT_PATH, "My account"))
 QUEUE_ACTIONS = ("flush", "hold", "release", "delete", "bounce")
 
@@ -110,6 +111,8 @@ class AdminApp:
         self.directory = parts.directory
         self.store = parts.store
         self.spool = parts.spool
+        self.config = parts.config
+        self.resolver = parts.resolver
         self.sessions = sessions if sessions is not None else SessionStore(parts.reactor)
 
     def inThread(self, f, *args, **kwargs):
@@ -601,6 +604,34 @@ class AdminApp:
         if action == "delete":
             back = "/admin/queue"
         return self._adminAction(request, back, operations[action])
+
+
+    # -- admin: DNS -------------------------------------------------------------
+
+    @app.route("/admin/dns", methods=["GET"])
+    def dns(self, request):
+        return self._adminPage(request, "DNS records", "/admin/dns", self._dns)
+
+    @defer.inlineCallbacks
+    def _dns(self, session):
+        domains = yield self.inThread(self.directory.listDomains)
+        # Many lookups, each up to [dns] timeout: in the resolver's own
+        # pool, as every DNS lookup of the server.
+        report = yield deferToThreadPool(self.reactor, self.resolver.threadpool,
+                                         doctor.diagnose, self.config, self.resolver, domains)
+        bad = sum(not c.good for checks in report.values() for c in checks)
+        parts = [element("p", "Every record is published as needed." if not bad else
+                         f"{bad} record{'' if bad == 1 else 's'} not as needed"
+                         " (the same check: pymailer doctor).",
+                         class_="notice " + ("ok" if not bad else "error"))]
+        for domain, checks in report.items():
+            parts.append(element("h2", domain if domain is not None else "Reverse DNS (PTR)"))
+            parts.append(table(
+                ["Status", "Name", "Type", "Needed", "Published now", "Note"],
+                [[element("strong", c.status, class_="status-" + c.status), c.name, c.rdtype,
+                  c.needed, join(element("div", p) for p in c.published), c.note]
+                 for c in checks]))
+        return join(parts)
 
 
 __all__ = ["AdminApp", "buildWebUser", "Markup", "esc", "LOGIN_FAILED"]
