@@ -32,6 +32,7 @@ import sys
 import time
 
 from pymailer import config as configModule
+from pymailer import doctor
 from pymailer.auth.directory import (
     checkMailboxName, normaliseAddress, normaliseDomain, openDirectory)
 from pymailer.auth.passwords import hashPassword
@@ -39,6 +40,7 @@ from pymailer.policy import dkimkeys, dnsrecords
 from pymailer.policy.plugins import UnknownPolicy, checkPolicyNames
 from pymailer.queue import spool as spoolModule
 from pymailer.queue.display import age as _age, clean as _clean, headerLines as _headerLines
+from pymailer.dns import Resolver
 from pymailer.store import openStore
 
 __all__ = ["main", "buildParser"]
@@ -349,6 +351,17 @@ def cmdDns(args, config, out):
         print(line, file=out)
 
 
+def cmdDoctor(args, config, out):
+    domains = [args.domain] if args.domain else openDirectory(config).listDomains()
+    if not domains:
+        raise CommandError("no domains yet: add one with 'pymailer domain add DOMAIN'")
+    # Lookups are made here, blocking, so no reactor or thread pool is needed.
+    report = doctor.diagnose(config, Resolver(config.dns, None, None), domains)
+    for line in doctor.formatReport(report):
+        print(line, file=out)
+    return 0 if doctor.allGood(report) else 1
+
+
 # --- parser ----------------------------------------------------------------
 
 def _group(subparsers, name, help):
@@ -487,6 +500,13 @@ def buildParser() -> argparse.ArgumentParser:
     p.add_argument("domain")
     p.set_defaults(func=cmdDns)
 
+    p = commands.add_parser(
+        "doctor", help="compare what DNS publishes with the records the domains need,"
+                       " and the PTR of this server's addresses; exit status 1 if"
+                       " anything is missing or wrong")
+    p.add_argument("domain", nargs="?", help="only this domain (default: every domain)")
+    p.set_defaults(func=cmdDoctor)
+
     return parser
 
 
@@ -526,7 +546,8 @@ def main(argv=None) -> int:
         return fail(str(e))
 
     try:
-        args.func(args, config, sys.stdout)
+        # A command may return its own exit status (doctor: 1 when a record is wrong).
+        status = args.func(args, config, sys.stdout)
         sys.stdout.flush()  # A closed pipe shows here, not at exit.
     except BrokenPipeError:
         return _outputClosed()
@@ -537,4 +558,4 @@ def main(argv=None) -> int:
     except OSError as e:
         where = f"{e.filename}: " if e.filename else ""
         return fail(f"{where}{e.strerror or e}")
-    return 0
+    return status or 0

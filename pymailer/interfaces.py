@@ -39,7 +39,9 @@ class IAccountDirectory(Interface):
     def aliasTargets(address):
         """
         @return: the C{tuple} of target addresses of the alias C{address}, or
-            an empty tuple if C{address} is not an alias.
+            an empty tuple if C{address} is not an alias.  For a user, the
+            targets of their forwarding (themselves among them when their
+            mailbox keeps a copy).
         """
 
     def catchAll(domain):

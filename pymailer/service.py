@@ -79,6 +79,7 @@ class Parts:
     # The scrape-time metrics (connections per listener, queue sizes).
     metricsRegistry: object = None
     spool: object = None  # the mail queue (the web admin's queue pages)
+    resolver: object = None  # the server's DNS resolver (the web admin's DNS page)
 
 
 def buildSMTP(role, parts):
@@ -215,7 +216,7 @@ def makeService(config, reactor=None):
     registry = metrics.serviceRegistry(
         metrics.ServerCollector(connections, spool, QUEUE_STATES))
     parts = Parts(config, reactor, pool, portal, guard, tls, store, directory,
-                  ChangeNotifier(store, reactor), policy, registry, spool)
+                  ChangeNotifier(store, reactor), policy, registry, spool, resolver)
     for interface, build in AVATAR_BUILDERS.items():
         realm.avatarFactories[interface] = build(parts)
 

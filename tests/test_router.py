@@ -104,3 +104,29 @@ def test_postmaster_fallback(directory):
     assert router.route("Postmaster").users == ("alice@example.org",)
     directory.addAlias("postmaster@example.org", ["bob@example.org"])
     assert router.route("postmaster@example.org").users == ("bob@example.org",)
+
+
+def test_forwardingKeepingACopy(directory):
+    """
+    A user who forwards and keeps a copy gets the mail in their mailbox and
+    the forward goes out; without the copy only the forward goes: otherwise
+    the account page's forwarding would lose mail or not forward it.
+    """
+    directory.setForwarding("alice@example.org", ["alice@elsewhere.example"], keepCopy=True)
+    assert directory.forwarding("Alice@example.org") == (("alice@elsewhere.example",), True)
+    assert Router(directory).route("alice+x@example.org") == Local(
+        "alice+x@example.org", ("alice@example.org",), ("alice@elsewhere.example",))
+    directory.setForwarding("alice@example.org", ["bob@example.org"], keepCopy=False)
+    assert directory.forwarding("alice@example.org") == (("bob@example.org",), False)
+    assert Router(directory).route("alice@example.org").users == ("bob@example.org",)
+    directory.setForwarding("alice@example.org", [])
+    assert directory.forwarding("alice@example.org") == ((), True)
+    assert Router(directory).route("alice@example.org") == Local(
+        "alice@example.org", ("alice@example.org",))
+    with pytest.raises(ValueError):
+        directory.setForwarding("alice@example.org", ["ALICE@example.org"])
+    with pytest.raises(KeyError):
+        directory.setForwarding("nobody@example.org", ["x@elsewhere.example"])
+    directory.setForwarding("bob@example.org", ["x@elsewhere.example"])
+    directory.removeUser("bob@example.org")
+    assert directory.aliasTargets("bob@example.org") == ()

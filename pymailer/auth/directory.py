@@ -428,6 +428,51 @@ class SQLiteAccountDirectory:
                                 (address,))
             if cursor.rowcount == 0:
                 raise KeyError(f"no such user: {address}")
+            # Their forwarding goes with them.
+            db.execute("DELETE FROM aliases WHERE alias=?", (address,))
+
+    def forwarding(self, address):
+        """
+        A user's forwarding: the other addresses their mail goes to, and
+        whether their own mailbox keeps a copy.
+
+        @return: C{(targets, keepCopy)}; C{((), True)} without forwarding.
+        """
+        targets = self.aliasTargets(address)
+        try:
+            address = normaliseAddress(address)
+        except ValueError:
+            return (), True
+        others = tuple(t for t in targets if t != address)
+        return others, not others or address in targets
+
+    def setForwarding(self, address, targets, keepCopy=True):
+        """
+        Forward a user's mail to C{targets} (none: forwarding off).  It is
+        kept as alias rows from the user's own address, with the user among
+        the targets when their mailbox keeps a copy; the router reads a
+        user's alias rows this way (L{pymailer.delivery.router}).
+
+        @raise KeyError: no such user.
+        @raise ValueError: a malformed target, or the user's own address.
+        """
+        address = normaliseAddress(address)
+        if isinstance(targets, str):
+            targets = [targets]
+        with self._write() as db:
+            row = db.execute("SELECT domain FROM users WHERE address=?",
+                             (address,)).fetchone()
+            if row is None:
+                raise KeyError(f"no such user: {address}")
+            normalised = [self._normaliseTarget(db, t) for t in targets]
+            if address in normalised:
+                raise ValueError(f"{address} cannot forward to itself")
+            db.execute("DELETE FROM aliases WHERE alias=?", (address,))
+            if normalised and keepCopy:
+                normalised.append(address)
+            db.executemany(
+                "INSERT OR IGNORE INTO aliases (alias, target, domain)"
+                " VALUES (?, ?, ?)", [(address, t, row[0]) for t in normalised])
 
     def addAlias(self, alias, targets):
         alias = normaliseAddress(alias)

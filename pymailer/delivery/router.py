@@ -4,7 +4,7 @@ route(address) -> Local | Relay | Reject, in one place.
 The SMTP server asks at RCPT time (to refuse early), and the delivery agent
 asks again at delivery time (so an alias changed in between takes effect).
 Lookup order for a local domain, as Postfix's virtual(5) does it: the exact
-user, the exact alias, then the same two for the address without its
+user (with their forwarding, if any), the exact alias, then the same two for the address without its
 ``+tag`` (plus-addressing), then the domain's catch-all.
 """
 
@@ -92,7 +92,17 @@ class Router:
             candidates.append(local.split(self.delimiter, 1)[0] + "@" + domain)
         for candidate in candidates:
             if self.directory.hasUser(candidate):
-                users.append(candidate)
+                # A user's own alias rows are their forwarding (set on
+                # /account/): mail goes to those targets, and to the user's
+                # mailbox only if they are one of them (a kept copy).
+                targets = self.directory.aliasTargets(candidate)
+                if not targets:
+                    users.append(candidate)
+                for target in targets:
+                    if target == candidate:
+                        users.append(candidate)
+                    else:
+                        self._expandTarget(target, users, forwards, seen, loop, depth)
                 return True
             targets = self.directory.aliasTargets(candidate)
             if targets:

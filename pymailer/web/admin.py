@@ -37,6 +37,7 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from pymailer import doctor
 from pymailer.auth.directory import normaliseAddress
 from pymailer.auth.login import guardedLogin
 from pymailer.auth.passwords import hashPassword
@@ -57,8 +58,11 @@ NOT_ADMIN = "Your account may not use the admin pages."
 # The queue ids and header lines `pymailer queue show` shows; the same here.
 SHOW_HEADER_LINES = 40
 
+# Every logged-in user's own page (pymailer.web.account).
+ACCOUNT_PATH = "/account/"
 NAV = (("/admin/domains", "Domains"), ("/admin/users", "Users"),
-       ("/admin/aliases", "Aliases"), ("/admin/queue", "Queue"))
+       ("/admin/aliases", "Aliases"), ("/admin/queue", "Queue"), ("/admin/dns", "DNS"),
+       (ACCOUNT_PATH, "My account"))
 QUEUE_ACTIONS = ("flush", "hold", "release", "delete", "bounce")
 
 
@@ -107,6 +111,8 @@ class AdminApp:
         self.directory = parts.directory
         self.store = parts.store
         self.spool = parts.spool
+        self.config = parts.config
+        self.resolver = parts.resolver
         self.sessions = sessions if sessions is not None else SessionStore(parts.reactor)
 
     def inThread(self, f, *args, **kwargs):
@@ -114,7 +120,8 @@ class AdminApp:
 
     # -- plumbing -------------------------------------------------------------
 
-    def _answer(self, request, title, content, code=200, session=None, current=None):
+    def answer(self, request, title, content, code=200, session=None, current=None,
+                nav=NAV):
         request.setResponseCode(code)
         request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
         request.setHeader(b"Content-Security-Policy", CONTENT_SECURITY_POLICY)
@@ -122,10 +129,10 @@ class AdminApp:
         request.setHeader(b"Cache-Control", b"no-store")
         notice = session.popNotice() if session is not None else None
         return page(title, content, csrf=session.csrf if session and session.user else None,
-                    current=current, notice=notice, nav=NAV)
+                    current=current, notice=notice, nav=nav)
 
-    def _refusal(self, request, refused, session=None):
-        return self._answer(request, "Not allowed", element("p", refused.text),
+    def refusal(self, request, refused, session=None):
+        return self.answer(request, "Not allowed", element("p", refused.text),
                             code=refused.code, session=session)
 
     def _setCookie(self, request, session):
@@ -141,13 +148,12 @@ class AdminApp:
         if not request.isSecure():
             raise Refused(403, HTTPS_ONLY)
 
-    @defer.inlineCallbacks
-    def _admin(self, request, post=False):
+    def loggedIn(self, request, post=False):
         """
-        The session of a logged-in admin.
+        The session of a logged-in user (any user: the account pages).
 
         @raise Refused: plain HTTP (403), a POST without this session's
-            CSRF token (403), not an admin (403).
+            CSRF token (403).
         @return: the session, or C{None} if not logged in (the caller
             redirects to the login page).
         """
@@ -157,11 +163,22 @@ class AdminApp:
             raise Refused(403, FORM_EXPIRED)
         if session is None or session.user is None:
             return None
+        return session
+
+    @defer.inlineCallbacks
+    def _admin(self, request, post=False):
+        """
+        The session of a logged-in admin: L{loggedIn}, and also refused
+        (403) if the user is not an admin.
+        """
+        session = self.loggedIn(request, post)
+        if session is None:
+            return None
         if not (yield self.inThread(self.directory.isAdmin, session.user)):
             raise Refused(403, NOT_ADMIN)
         return session
 
-    def _redirect(self, request, location):
+    def redirect(self, request, location):
         request.setResponseCode(303)
         request.setHeader(b"Location", location.encode("ascii"))
         return b""
@@ -172,33 +189,43 @@ class AdminApp:
         try:
             session = yield self._admin(request)
         except Refused as e:
-            return self._refusal(request, e, self._session(request))
+            return self.refusal(request, e, self._session(request))
         if session is None:
-            return self._redirect(request, "/login")
+            return self.redirect(request, "/login")
         content = yield render(session)
-        return self._answer(request, title, content, session=session, current=current)
+        return self.answer(request, title, content, session=session, current=current)
 
-    @defer.inlineCallbacks
     def _adminAction(self, request, back, action, *args):
         """
         POST: run the blocking C{action(*args)} in the thread pool for an
         admin; its text (or its error's) is shown on the page at C{back}.
         """
+        return self.postAction(request, back, lambda session: self.inThread(action, *args))
+
+    @defer.inlineCallbacks
+    def postAction(self, request, back, action, admin=True):
+        """
+        POST: C{action(session)} (a Deferred of the text to show) for a
+        logged-in admin (any logged-in user unless C{admin}); its text, or
+        its L{ValueError}'s, L{KeyError}'s or L{QueueError}'s, is shown on
+        the page at C{back}.
+        """
         try:
-            session = yield self._admin(request, post=True)
+            session = yield (self._admin(request, post=True) if admin
+                             else self.loggedIn(request, post=True))
         except Refused as e:
-            return self._refusal(request, e)
+            return self.refusal(request, e)
         if session is None:
-            return self._redirect(request, "/login")
+            return self.redirect(request, "/login")
         try:
-            done = yield self.inThread(action, *args)
+            done = yield action(session)
         except (ValueError, KeyError, spoolModule.QueueError) as e:
             text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
             session.notice = ("error", " ".join(str(text).split()))
         else:
-            self.log.info("web admin {user}: {done}", user=session.user, done=done)
+            self.log.info("web {user}: {done}", user=session.user, done=done)
             session.notice = ("ok", done)
-        return self._redirect(request, back)
+        return self.redirect(request, back)
 
     # -- login ----------------------------------------------------------------
 
@@ -214,7 +241,7 @@ class AdminApp:
                 field("Address", "address", autocomplete="username", autofocus=True),
                 field("Password", "password", type="password",
                       autocomplete="current-password")]), "Log in")])
-        return self._answer(request, "Log in", element("div", content, class_="login"),
+        return self.answer(request, "Log in", element("div", content, class_="login"),
                             code=code)
 
     @app.route("/login", methods=["GET"])
@@ -222,7 +249,7 @@ class AdminApp:
         try:
             self._requireHTTPS(request)
         except Refused as e:
-            return self._refusal(request, e)
+            return self.refusal(request, e)
         session = self._session(request)
         if session is None:
             # A session before login, for the login form's CSRF token.
@@ -236,10 +263,10 @@ class AdminApp:
         try:
             self._requireHTTPS(request)
         except Refused as e:
-            return self._refusal(request, e)
+            return self.refusal(request, e)
         session = self._session(request)
         if session is None or not session.csrfMatches(_arg(request, "csrf")):
-            return self._refusal(request, Refused(403, FORM_EXPIRED))
+            return self.refusal(request, Refused(403, FORM_EXPIRED))
         credentials = UsernamePassword(_arg(request, "address").encode("utf-8"),
                                        request.args.get(b"password", [b""])[0])
         try:
@@ -253,21 +280,22 @@ class AdminApp:
         self.sessions.end(session)
         session = self.sessions.new(user)
         self._setCookie(request, session)
-        return self._redirect(request, "/admin/")
+        admin = yield self.inThread(self.directory.isAdmin, user)
+        return self.redirect(request, "/admin/" if admin else ACCOUNT_PATH)
 
     @app.route("/logout", methods=["POST"])
     def logout(self, request):
         try:
             self._requireHTTPS(request)
         except Refused as e:
-            return self._refusal(request, e)
+            return self.refusal(request, e)
         session = self._session(request)
         if session is None or not session.csrfMatches(_arg(request, "csrf")):
-            return self._refusal(request, Refused(403, FORM_EXPIRED))
+            return self.refusal(request, Refused(403, FORM_EXPIRED))
         self.sessions.end(session)
         request.addCookie(COOKIE, b"", path=b"/", secure=True, httpOnly=True,
                           sameSite=b"strict", max_age=b"0")
-        return self._redirect(request, "/login")
+        return self.redirect(request, "/login")
 
     # -- admin: domains -------------------------------------------------------
 
@@ -576,6 +604,34 @@ class AdminApp:
         if action == "delete":
             back = "/admin/queue"
         return self._adminAction(request, back, operations[action])
+
+
+    # -- admin: DNS -------------------------------------------------------------
+
+    @app.route("/admin/dns", methods=["GET"])
+    def dns(self, request):
+        return self._adminPage(request, "DNS records", "/admin/dns", self._dns)
+
+    @defer.inlineCallbacks
+    def _dns(self, session):
+        domains = yield self.inThread(self.directory.listDomains)
+        # Many lookups, each up to [dns] timeout: in the resolver's own
+        # pool, as every DNS lookup of the server.
+        report = yield deferToThreadPool(self.reactor, self.resolver.threadpool,
+                                         doctor.diagnose, self.config, self.resolver, domains)
+        bad = sum(not c.good for checks in report.values() for c in checks)
+        parts = [element("p", "Every record is published as needed." if not bad else
+                         f"{bad} record{'' if bad == 1 else 's'} not as needed"
+                         " (the same check: pymailer doctor).",
+                         class_="notice " + ("ok" if not bad else "error"))]
+        for domain, checks in report.items():
+            parts.append(element("h2", domain if domain is not None else "Reverse DNS (PTR)"))
+            parts.append(table(
+                ["Status", "Name", "Type", "Needed", "Published now", "Note"],
+                [[element("strong", c.status, class_="status-" + c.status), c.name, c.rdtype,
+                  c.needed, join(element("div", p) for p in c.published), c.note]
+                 for c in checks]))
+        return join(parts)
 
 
 __all__ = ["AdminApp", "buildWebUser", "Markup", "esc", "LOGIN_FAILED"]

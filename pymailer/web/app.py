@@ -3,7 +3,7 @@ The web listener's routes (Klein on twisted.web), and the builders the
 composition root registers for the C{https}, C{http} and C{metrics}
 listener roles.
 
-The login and admin pages (L{admin}) share the listener: L{Paths} hands
+The login, admin and account pages (L{admin}, L{account}) share the listener: L{Paths} hands
 their paths to them.  What else is served here needs no login: mail client autoconfig (Thunderbird)
 and Autodiscover (Outlook), the MTA-STS policy, and C{/metrics} for
 loopback clients.  Each concern's content lives in its own module
@@ -20,7 +20,7 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.web.resource import Resource
 
-from pymailer.web import autoconfig, mtasts
+from pymailer.web import account, autoconfig, mtasts
 from pymailer.web.admin import AdminApp
 from pymailer.web.metrics import MetricsApp, MetricsPage
 from pymailer.web.site import WebSite
@@ -155,8 +155,11 @@ ADMIN_PREFIXES = (b"/admin/", b"/login", b"/logout", b"/static/")
 def buildWeb(role, parts):
     """The C{https} and C{http} listeners: the same routes."""
     serveMetrics = parts.config.listen.metrics is None
-    root = Paths(ADMIN_PREFIXES, AdminApp(parts).app.resource(),
-                 WebApp(parts, serveMetrics).app.resource())
+    admin = AdminApp(parts)
+    # /account/ shares the admin pages' sessions (one AdminApp).
+    root = Paths((account.PREFIX,), account.AccountApp(admin).app.resource(),
+                 Paths(ADMIN_PREFIXES, admin.app.resource(),
+                       WebApp(parts, serveMetrics).app.resource()))
     return WebSite(root, parts.reactor)
 
 

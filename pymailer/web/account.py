@@ -1,0 +1,169 @@
+"""
+C{/account/}: every logged-in user's own page.  Change their password,
+see their mailboxes (messages and size), set forwarding.
+
+It shares the login, sessions and page plumbing of L{pymailer.web.admin}
+(one L{AdminApp}); any logged-in user may use it, admin or not, and only
+for their own account (the address is the session's, never the form's).
+
+A password change asks for the current password through the same portal,
+checkers and lockouts as a login (L{guardedLogin}): a stolen session
+cannot change the password, and guessing it here counts as failed logins.
+The new hash is made with the same function as C{pymailer user passwd}.
+
+Mailboxes are read through the store interface (L{IMailStore},
+L{IMailbox}), forwarding is kept by the directory
+(L{SQLiteAccountDirectory.setForwarding}); both in the thread pool.
+
+Trust: every form value is the client's; the directory validates
+addresses, and every value on the page is escaped (L{pymailer.web.html}).
+"""
+
+from klein import Klein
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet import defer
+
+from pymailer.auth.login import guardedLogin
+from pymailer.auth.passwords import hashPassword
+from pymailer.interfaces import IWebUser
+from pymailer.web.admin import ACCOUNT_PATH, Refused, _arg, _clientIP
+from pymailer.web.html import element, field, form, join, table
+
+# Routes under this prefix go to this module (pymailer.web.app.Paths).
+PREFIX = b"/account/"
+WRONG_PASSWORD = "The current password is wrong (or there were too many attempts)."
+MISMATCH = "The two new passwords differ."
+EMPTY = "An empty password is refused."
+ADMIN_NAV = (("/admin/", "Administration"),)
+
+
+def formatSize(size):
+    """C{size} bytes as a person reads it (C{"12.3 MiB"})."""
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+
+
+class AccountApp:
+    """
+    The routes under C{/account/}.
+
+    @param admin: the L{pymailer.web.admin.AdminApp} whose sessions and
+        pages these share.
+    """
+
+    app = Klein()
+
+    def __init__(self, admin):
+        self.admin = admin
+        self.directory = admin.directory
+        self.store = admin.store
+
+    def _mailboxes(self, user):
+        """C{[(name, messages, bytes)]} of C{user}'s mailboxes.  Blocking."""
+        rows = []
+        for name in self.store.listMailboxes(user):
+            try:
+                messages = self.store.mailbox(user, name).messages()
+            except KeyError:
+                # Deleted meanwhile (by an IMAP client).
+                continue
+            rows.append((name, len(messages), sum(m.size for m in messages)))
+        return rows
+
+    def _facts(self, user):
+        return (self._mailboxes(user), self.directory.forwarding(user),
+                self.directory.isAdmin(user))
+
+    @app.route("/account/", methods=["GET"])
+    @app.route("/account", methods=["GET"])
+    @defer.inlineCallbacks
+    def page(self, request):
+        admin = self.admin
+        try:
+            session = admin.loggedIn(request)
+        except Refused as e:
+            return admin.refusal(request, e, admin._session(request))
+        if session is None:
+            return admin.redirect(request, "/login")
+        mailboxes, (targets, keepCopy), isAdmin = yield admin.inThread(
+            self._facts, session.user)
+        csrf = session.csrf
+        total = sum(size for _, _, size in mailboxes)
+        content = join([
+            element("p", join(["Logged in as ", element("strong", session.user)])),
+            element("h2", "Mailboxes"),
+            table(["Mailbox", "Messages", "Size"],
+                  [[name, count, formatSize(size)] for name, count, size in mailboxes]
+                  + [[element("strong", "Total"), sum(c for _, c, _ in mailboxes),
+                      formatSize(total)]]),
+            element("fieldset", join([
+                element("legend", "Change password"),
+                form(ACCOUNT_PATH + "password", csrf, join([
+                    field("Current password", "current", type="password",
+                          autocomplete="current-password"),
+                    field("New password", "new", type="password", autocomplete="new-password"),
+                    field("New password again", "again", type="password",
+                          autocomplete="new-password")]), "Change password")])),
+            element("fieldset", join([
+                element("legend", "Forwarding"),
+                element("p", ("Now forwarding to " + ", ".join(targets)
+                              + ("; this mailbox keeps a copy." if keepCopy
+                                 else "; no copy is kept here."))
+                        if targets else "Not forwarding."),
+                form(ACCOUNT_PATH + "forwarding", csrf, join([
+                    field("Forward to (empty: stop forwarding)", "target",
+                          value=", ".join(targets), required=False),
+                    element("label", join([
+                        element("input", type="checkbox", name="keep", value="1",
+                                checked=keepCopy), " keep a copy in this mailbox"]))]),
+                     "Save forwarding")])),
+        ])
+        return admin.answer(request, "My account", content, session=session,
+                            current=ACCOUNT_PATH,
+                            nav=((ACCOUNT_PATH, "My account"),) + (ADMIN_NAV if isAdmin else ()))
+
+    @app.route("/account/password", methods=["POST"])
+    def changePassword(self, request):
+        current = request.args.get(b"current", [b""])[0]
+        new, again = _arg(request, "new"), _arg(request, "again")
+        ip = _clientIP(request)
+
+        @defer.inlineCallbacks
+        def change(session):
+            if new != again:
+                raise ValueError(MISMATCH)
+            if not new:
+                raise ValueError(EMPTY)
+            credentials = UsernamePassword(session.user.encode("utf-8"), current)
+            try:
+                _, _, logout = yield guardedLogin(self.admin.portal, self.admin.guard, ip,
+                                                  credentials, IWebUser, "web")
+            except UnauthorizedLogin:
+                raise ValueError(WRONG_PASSWORD)
+            logout()
+
+            def store():
+                self.directory.setPasswordHash(session.user, hashPassword(new))
+            yield self.admin.inThread(store)
+            return "Password changed."
+
+        return self.admin.postAction(request, ACCOUNT_PATH, change, admin=False)
+
+    @app.route("/account/forwarding", methods=["POST"])
+    def setForwarding(self, request):
+        targets = _arg(request, "target").replace(",", " ").split()
+        keepCopy = bool(_arg(request, "keep"))
+
+        def change(session):
+            def store():
+                self.directory.setForwarding(session.user, targets, keepCopy)
+                if not targets:
+                    return "Forwarding stopped."
+                return (f"Forwarding to {', '.join(targets)}"
+                        + (", keeping a copy." if keepCopy else ", keeping no copy."))
+            return self.admin.inThread(store)
+
+        return self.admin.postAction(request, ACCOUNT_PATH, change, admin=False)

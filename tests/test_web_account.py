@@ -1,0 +1,113 @@
+"""
+C{/account/} (issue 16, third step): a user changes their password, sees
+their mailboxes and sets forwarding, on a real server (twistd) driven by
+headless Chromium and by urllib.
+"""
+
+import imaplib
+import smtplib
+from email.message import EmailMessage
+
+import pytest
+
+from pymailer.web.account import MISMATCH, WRONG_PASSWORD, formatSize
+
+from mailserver import DOMAIN, PASSWORD, insecureTLS, waitFor
+from test_web_admin import (  # noqa: F401 (fixtures)
+    Client, base, browser, logIn, notice, screenshot, submitForm, webServer)
+
+BOB = f"bob@{DOMAIN}"
+
+
+def send(server, to, subject="hello"):
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = f"alice@{DOMAIN}", to, subject
+    msg.set_content("some text\n")
+    with smtplib.SMTP_SSL("127.0.0.1", server.ports["submissions"], context=insecureTLS(),
+                          timeout=10) as client:
+        client.login(f"alice@{DOMAIN}", PASSWORD)
+        client.send_message(msg)
+
+
+def test_formatSize():
+    """Sizes read as people read them: otherwise the mailbox table shows raw byte counts."""
+    assert formatSize(0) == "0 bytes"
+    assert formatSize(1023) == "1023 bytes"
+    assert formatSize(1536) == "1.5 KiB"
+    assert formatSize(5 * 1024 ** 3) == "5.0 GiB"
+
+
+@pytest.mark.browser
+def test_userChangesPassword(webServer, browser, tmp_path):
+    """
+    A user (not an admin) logs in, lands on their account page with their
+    mailboxes, changes their password (a wrong current password or two
+    different new ones are refused), logs in again with the new one, and
+    IMAP LOGIN takes the new password and refuses the old: otherwise users
+    could not change their own password, or the change would not apply.
+    """
+    from selenium.webdriver.common.by import By
+    send(webServer, BOB)
+    webServer.waitForMessages(BOB, 1)
+    logIn(browser, webServer, BOB, PASSWORD)
+    assert browser.current_url == base(webServer) + "/account/"
+    assert browser.find_element(By.TAG_NAME, "h1").text == "My account"
+    rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "table tr")]
+    assert any(r.startswith("INBOX 1 ") for r in rows), rows
+    # No link to the admin pages for a user who may not use them.
+    assert "/admin/" not in browser.page_source
+    screenshot(browser, tmp_path, "account.png")
+
+    new = "a brand new passphrase"
+    submitForm(browser, "/account/password", current="wrong", new=new, again=new)
+    assert notice(browser) == WRONG_PASSWORD
+    submitForm(browser, "/account/password", current=PASSWORD, new=new, again=new + "x")
+    assert notice(browser) == MISMATCH
+    submitForm(browser, "/account/password", current=PASSWORD, new=new, again=new)
+    assert notice(browser) == "Password changed."
+
+    browser.find_element(By.CSS_SELECTOR, "form[action='/logout'] button").click()
+    logIn(browser, webServer, BOB, PASSWORD)
+    assert browser.current_url.endswith("/login")
+    logIn(browser, webServer, BOB, new)
+    assert browser.current_url == base(webServer) + "/account/"
+
+    imap = imaplib.IMAP4_SSL("127.0.0.1", webServer.ports["imaps"], ssl_context=insecureTLS())
+    with pytest.raises(imaplib.IMAP4.error):
+        imap.login(BOB, PASSWORD)
+    imap = imaplib.IMAP4_SSL("127.0.0.1", webServer.ports["imaps"], ssl_context=insecureTLS())
+    assert imap.login(BOB, new)[0] == "OK"
+    imap.logout()
+
+
+def test_forwardingKeepsACopy(webServer):
+    """
+    A user sets forwarding to a remote address keeping a copy: mail to
+    them lands in their INBOX and is queued for the remote address; with
+    forwarding stopped, mail only lands in the INBOX.  A forged POST
+    without the form's token changes nothing.  Otherwise forwarding set on
+    the account page would lose mail or not forward it.
+    """
+    client = Client(base(webServer))
+    assert client.logIn(BOB)[0] == 303
+    status, _, _ = client.request("/account/forwarding",
+                                  {"target": "bob@elsewhere.example", "keep": "1"})
+    assert status == 403
+    assert "Not forwarding." in client.request("/account/")[2]
+    token = client.csrf("/account/")
+    status, headers, _ = client.request(
+        "/account/forwarding", {"csrf": token, "target": "bob@elsewhere.example", "keep": "1"})
+    assert (status, headers["Location"]) == (303, "/account/")
+    page = client.request("/account/")[2]
+    assert "Forwarding to bob@elsewhere.example, keeping a copy." in page
+    assert "Now forwarding to bob@elsewhere.example; this mailbox keeps a copy." in page
+
+    send(webServer, BOB, "forwarded")
+    webServer.waitForMessages(BOB, 1)
+    waitFor(lambda: webServer.queueEntries(("deferred",)), 30, message="the forward queued")
+    (queueId,) = webServer.queueEnvelopes(("deferred",))["deferred"]
+    assert "bob@elsewhere.example" in webServer.admin("queue", "show", queueId).stdout
+
+    client.request("/account/forwarding", {"csrf": token, "target": ""})
+    assert "Forwarding stopped." in client.request("/account/")[2]
+    assert webServer.admin("alias", "list").stdout.count("bob@") == 0
