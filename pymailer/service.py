@@ -214,8 +214,10 @@ def makeService(config, reactor=None):
     connections = {}
     registry = metrics.serviceRegistry(
         metrics.ServerCollector(connections, spool, QUEUE_STATES))
+    notifier = ChangeNotifier(store, reactor, pool)
+    notifier.setServiceParent(top)
     parts = Parts(config, reactor, pool, portal, guard, tls, store, directory,
-                  ChangeNotifier(store, reactor), policy, registry, spool)
+                  notifier, policy, registry, spool)
     for interface, build in AVATAR_BUILDERS.items():
         realm.avatarFactories[interface] = build(parts)
 

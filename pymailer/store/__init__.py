@@ -33,12 +33,32 @@ def openStore(config):
     """
     The L{pymailer.interfaces.IMailStore} of a L{pymailer.config.Config}:
     the server's and the admin command's (which makes a new user's
-    mailboxes) are the same.
+    mailboxes) are the same.  C{[storage] backend} picks it; backends are
+    imported only when chosen.
     """
+    if config.storage.backend == "sqlite":
+        from pymailer.store.sqlite import SQLiteStore
+
+        return SQLiteStore(config.data_dir / "store")
     from pymailer.store.maildir import MaildirStore
 
     return MaildirStore(config.data_dir / "mail", config.hostname,
                         stateDir=config.data_dir)
+
+
+def checkDeliveryKey(uniqueKey, checkDuplicate):
+    """
+    The argument checks of L{IMailStore.deliver}: a C{uniqueKey} of
+    C{[A-Za-z0-9_-]} only, and one whenever C{checkDuplicate}.
+
+    @raise ValueError: either is wrong.
+    """
+    if checkDuplicate and uniqueKey is None:
+        raise ValueError("checkDuplicate needs a uniqueKey")
+    if uniqueKey is not None and not (
+            uniqueKey and all(c.isascii() and (c.isalnum() or c in "_-")
+                              for c in uniqueKey)):
+        raise ValueError(f"bad uniqueKey {uniqueKey!r}")
 
 
 def canonicalName(name):

@@ -24,7 +24,7 @@ from zope.interface import implementer
 from pymailer.interfaces import IMailbox, IMaildropLock, IMailStore
 from pymailer.store import (
     INBOX, SPECIAL_USE, KeywordLimit, Listeners, MailboxGone, MailboxNameTooLong,
-    MailboxSnapshot, MaildropLocked, MessageInfo, canonicalName,
+    MailboxSnapshot, MaildropLocked, MessageInfo, canonicalName, checkDeliveryKey,
 )
 from pymailer.store.content import BytesContent
 from pymailer.store.maildirindex import KEYWORD_LETTERS, Keywords
@@ -213,12 +213,7 @@ class MemoryStore(Listeners):
 
     def deliver(self, user, prefix, source, mailbox=INBOX, uniqueKey=None,
                 checkDuplicate=False):
-        if checkDuplicate and uniqueKey is None:
-            raise ValueError("checkDuplicate needs a uniqueKey")
-        if uniqueKey is not None and not (
-                uniqueKey and all(c.isascii() and (c.isalnum() or c in "_-")
-                                  for c in uniqueKey)):
-            raise ValueError(f"bad uniqueKey {uniqueKey!r}")
+        checkDeliveryKey(uniqueKey, checkDuplicate)
         canonical = self.canonicalName(mailbox)
         data = _readAll(prefix, source)  # outside the lock: source may block
         with self._lock:
