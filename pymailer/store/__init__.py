@@ -83,6 +83,35 @@ def canonicalName(name):
     return "/".join(components)
 
 
+def canonicalNameWithin(name, limit):
+    """
+    L{canonicalName}, for a backend that stores names of at most C{limit}
+    octets of UTF-8.
+
+    @raise MailboxNameTooLong: longer.
+    """
+    canonical = canonicalName(name)
+    if len(canonical.encode("utf-8", "surrogatepass")) > limit:
+        raise MailboxNameTooLong(f"mailbox name longer than {limit} octets")
+    return canonical
+
+
+def renameMoves(names, old, new, canonical):
+    """
+    The C{(from, to)} names of renaming C{old} to C{new} with its children
+    (RFC 3501 6.3.5), checked: C{canonical} accepts each new name.
+
+    @raise KeyError: C{new} (or a child's new name) is one of C{names}.
+    """
+    moves = [(name, new + name[len(old):]) for name in sorted(names)
+             if name == old or name.startswith(old + "/")]
+    for _, target in moves:
+        canonical(target)  # the children's names grow too
+        if target in names:
+            raise KeyError(new)
+    return moves
+
+
 class Listeners:
     """
     The listener half of L{pymailer.interfaces.IMailStore}, for backends to

@@ -42,8 +42,8 @@ from zope.interface import implementer
 
 from pymailer.interfaces import IExternalChanges, IMailbox, IMaildropLock, IMailStore
 from pymailer.store import (
-    INBOX, SPECIAL_USE, KeywordLimit, Listeners, MailboxGone, MailboxNameTooLong,
-    MailboxSnapshot, MaildropLocked, MessageInfo, canonicalName, checkDeliveryKey,
+    INBOX, SPECIAL_USE, Listeners, MailboxGone, MailboxSnapshot, MaildropLocked,
+    MessageInfo, canonicalNameWithin, checkDeliveryKey, renameMoves,
 )
 from pymailer.store.blobs import BlobStore
 from pymailer.store.maildirindex import Keywords
@@ -297,10 +297,7 @@ class SQLiteStore(Listeners):
     # -- accounts and names --------------------------------------------------
 
     def canonicalName(self, name):
-        canonical = canonicalName(name)
-        if len(canonical.encode("utf-8", "surrogatepass")) > NAME_LIMIT:
-            raise MailboxNameTooLong(f"mailbox name longer than {NAME_LIMIT} octets")
-        return canonical
+        return canonicalNameWithin(name, NAME_LIMIT)
 
     def _userId(self, user):
         """
@@ -402,12 +399,10 @@ class SQLiteStore(Listeners):
                 "SELECT id, name FROM mailboxes WHERE userId = ?", (userId,))}
             if old not in boxes:
                 raise KeyError(oldName)
-            moves = [(name, new + name[len(old):]) for name in sorted(boxes)
-                     if name == old or name.startswith(old + "/")]
-            for _, target in moves:
-                self.canonicalName(target)  # the children's names grow too
-                if target in boxes:
-                    raise KeyError(newName)
+            try:
+                moves = renameMoves(boxes, old, new, self.canonicalName)
+            except KeyError:
+                raise KeyError(newName) from None
             # The mailbox keeps its id (and so UIDVALIDITY and UIDs); an
             # open IMailbox notices by name (MailboxGone).
             for source, target in moves:
