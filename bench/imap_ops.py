@@ -3,6 +3,7 @@ IMAP throughput of a real pymailer server, and the cost of a big mailbox.
 
     python bench/imap_ops.py [--clients 10] [--duration 30] [--messages 100]
                              [--big 100000] [--shared] [--long] [--port P]
+                             [--backend maildir|sqlite]
 
 Starts its own server (twistd, 127.0.0.1 only, an C{imap} listener with
 plaintext LOGIN allowed on loopback) in a temporary directory with the
@@ -293,6 +294,29 @@ def timeBigMailbox(server, args):
 # -- set-up -------------------------------------------------------------------
 
 
+def fillSQLite(server, users, args):
+    """
+    The same mailboxes as L{populate} makes, in the SQLite store: appended
+    through it (each append durable, so this takes a while for C{--big}).
+    """
+    import io
+
+    from pymailer.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(server.dataDir / "store")
+    for seed, user in enumerate(users):
+        rng = random.Random(seed)
+        big = user == BIG_USER
+        box = store.mailbox(user)
+        for n in range(args.big if big else args.messages):
+            low, high = (600, 1400) if big else (1024, 10240)
+            flags = ("\\Seen",) if big and rng.random() < 0.9 else ()
+            box.append(io.BytesIO(message(rng, f"{seed}.{n}", low, high)), flags)
+        if big:
+            box.snapshot(claimRecent=True)  # as cur/: not \Recent any more
+
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=10,
@@ -308,6 +332,9 @@ def main(argv=None):
                              " (RSS printed every 30 s)")
     parser.add_argument("--shared", action="store_true",
                         help="every client opens the same user's INBOX")
+    parser.add_argument("--backend", choices=("maildir", "sqlite"), default="maildir",
+                        help="the server's [storage] backend (default maildir); with"
+                             " sqlite the mailboxes are filled by appends to the store")
     parser.add_argument("--port", type=int, default=None,
                         help="SMTP port on 127.0.0.1 (default: a free one;"
                              " IMAP gets another free one)")
@@ -318,7 +345,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="pymailer-bench-") as root:
         server = MailServer(
             root, port=args.port, roles=("imap",),
-            sections={"auth": {"allow_plaintext_on_loopback": True}},
+            sections={"auth": {"allow_plaintext_on_loopback": True},
+                      "storage": {"backend": args.backend}},
         )
         users = ([f"bench@{DOMAIN}"] if args.shared
                  else [f"bench{i}@{DOMAIN}" for i in range(args.clients)])
@@ -327,8 +355,10 @@ def main(argv=None):
         args.argon2 = argon2Cost()
         t = time.perf_counter()
         server.provision(users=users)
+        if args.backend == "sqlite":
+            fillSQLite(server, users, args)
         store = MaildirStore(server.dataDir / "mail", server.hostname)
-        for seed, user in enumerate(users):
+        for seed, user in enumerate(users if args.backend == "maildir" else ()):
             store.createUser(user)
             if user == BIG_USER:
                 populate(server.maildir(user), args.big, "cur", 0.9, 600, 1400, seed)

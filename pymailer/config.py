@@ -143,6 +143,20 @@ class DeliveryConfig:
     postmaster: str | None = None
 
 
+STORAGE_BACKENDS = ("maildir", "sqlite")
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """
+    The message store.  C{backend}: C{"maildir"} (C{data_dir/mail}) or
+    C{"sqlite"} (metadata in C{data_dir/store/index.sqlite}, content in
+    immutable blob files beside it; see L{pymailer.store.sqlite}).
+    """
+
+    backend: str = "maildir"
+
+
 @dataclass(frozen=True)
 class QueueConfig:
     """
@@ -436,6 +450,7 @@ class Config:
     imap: ConnectionLimits = field(default_factory=ConnectionLimits)
     pop3: ConnectionLimits = field(default_factory=ConnectionLimits)
     mta_sts: MTASTSConfig = field(default_factory=MTASTSConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
     @property
     def authservId(self):
@@ -699,7 +714,7 @@ def _parse(data, source, baseDir):
     top.checkUnknown(
         {"hostname", "data_dir", "listen", "smtp", "delivery", "queue",
          "tls", "auth", "submission", "dns", "relay", "policy", "imap", "pop3",
-         "mta_sts"})
+         "mta_sts", "storage"})
 
     hostname = top.string("hostname", required=True)
     _checkHostname(top, hostname)
@@ -866,6 +881,13 @@ def _parse(data, source, baseDir):
         raise stsT.error("max_age", f"at most 31557600 (RFC 8461), got {maxAge}")
     stsT.checkUnknown(stsT.seen)
 
+    storageT = top.table_("storage")
+    backend = storageT.string("backend") or StorageConfig().backend
+    if backend not in STORAGE_BACKENDS:
+        raise storageT.error(
+            "backend", f"expected {' or '.join(STORAGE_BACKENDS)}, got {_show(backend)}")
+    storageT.checkUnknown(storageT.seen)
+
     return Config(
         hostname=hostname,
         data_dir=dataDirPath,
@@ -881,6 +903,7 @@ def _parse(data, source, baseDir):
         relay=relay,
         policy=policy,
         mta_sts=MTASTSConfig(mode=mode, max_age=maxAge),
+        storage=StorageConfig(backend=backend),
         **limits,
     )
 

@@ -454,6 +454,32 @@ class IDeliveryAgent(Interface):
         """
 
 
+class IExternalChanges(Interface):
+    """
+    Optional, for an L{IMailStore} that other processes may change (a
+    second server on the same C{data_dir}, the admin command): how
+    L{pymailer.store.notify.ChangeNotifier} learns of their changes, so
+    an IMAP IDLE session here sees a delivery made there.  Listeners
+    (L{IMailStore.addListener}) still hear only this store object's own
+    changes.
+    """
+
+    def dataVersion():
+        """
+        A value that changes when another connection or process may have
+        committed a change.  Cheap (no disk read when nothing moved), but
+        I{blocking} in principle: call it from one thread at a time.
+        """
+
+    def changesSince(cursor):
+        """
+        I{Blocking}.  The mailboxes other store objects changed since
+        C{cursor} (C{None}: from now on).
+
+        @return: C{(new cursor, set of (user, mailboxName))}.
+        """
+
+
 class IChangeNotifier(Interface):
     """Publishes mailbox changes to sessions (IMAP IDLE) in this process."""
 

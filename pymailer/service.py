@@ -215,8 +215,10 @@ def makeService(config, reactor=None):
     connections = {}
     registry = metrics.serviceRegistry(
         metrics.ServerCollector(connections, spool, QUEUE_STATES))
+    notifier = ChangeNotifier(store, reactor, pool)
+    notifier.setServiceParent(top)
     parts = Parts(config, reactor, pool, portal, guard, tls, store, directory,
-                  ChangeNotifier(store, reactor), policy, registry, spool, resolver)
+                  notifier, policy, registry, spool, resolver)
     for interface, build in AVATAR_BUILDERS.items():
         realm.avatarFactories[interface] = build(parts)
 

@@ -122,6 +122,32 @@ class TestErrors:
         message = loadError(tmp_path, MINIMAL + "[pop3]\nmax_conections = 5\n")
         assert message.endswith(": pop3.max_conections: unknown key")
 
+    def test_storageBackend(self, tmp_path):
+        """
+        [storage] backend picks the store (maildir unless set) and a wrong
+        value is named: otherwise a typo would silently keep mail in the
+        other backend, where the admin does not look for it.
+        """
+        from pymailer.store import openStore
+        from pymailer.store.maildir import MaildirStore
+        from pymailer.store.sqlite import SQLiteStore
+
+        c = config.load(writeConfig(tmp_path, MINIMAL))
+        assert c.storage.backend == "maildir"
+        c = config.load(writeConfig(
+            tmp_path, f'hostname = "mail.example.org"\ndata_dir = "{tmp_path}/d"\n'
+                      '[storage]\nbackend = "sqlite"\n'))
+        assert c.storage.backend == "sqlite"
+        store = openStore(c)
+        assert isinstance(store, SQLiteStore)
+        assert (tmp_path / "d" / "store" / "index.sqlite").exists()
+        assert isinstance(openStore(dataclasses.replace(
+            c, storage=config.StorageConfig("maildir"))), MaildirStore)
+        message = loadError(tmp_path, MINIMAL + '[storage]\nbackend = "mysql"\n')
+        assert message.endswith(": storage.backend: expected maildir or sqlite, got 'mysql'")
+        message = loadError(tmp_path, MINIMAL + '[storage]\nbakend = "sqlite"\n')
+        assert message.endswith(": storage.bakend: unknown key")
+
     def test_wrongType(self, tmp_path):
         """
         A string where a number is expected is refused naming key and

@@ -1,5 +1,5 @@
 """
-IMAP sessions over each store backend (Maildir and memory): the protocol
+IMAP sessions over each store backend (Maildir, SQLite and memory): the protocol
 code needs nothing of a backend but L{IMailStore}/L{IMailbox}, so these
 common sessions behave the same on both, large messages included (read
 through L{IMessageContent}, not a file descriptor).
@@ -11,15 +11,18 @@ import pytest
 
 from pymailer.store.maildir import MaildirStore
 from pymailer.store.memory import MemoryStore
+from pymailer.store.sqlite import SQLiteStore
 from tests.imapharness import USER, Client
 
 BIG = 5 * 1024 * 1024  # over WHOLE_LIMIT: FETCH pages it in, streams sections
 
 
-@pytest.fixture(params=["maildir", "memory"])
+@pytest.fixture(params=["maildir", "memory", "sqlite"])
 def client(request, tmp_path):
     if request.param == "maildir":
         store = MaildirStore(tmp_path / "mail", "mail.example.org")
+    elif request.param == "sqlite":
+        store = SQLiteStore(tmp_path / "store")
     else:
         store = MemoryStore()
     store.createUser(USER.decode())

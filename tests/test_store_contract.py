@@ -1,12 +1,13 @@
 """
 The store contract (L{tests.store_contract}) run against every backend:
-Maildir (production) and memory (the fake tests and tools use).
+Maildir and SQLite (production) and memory (the fake tests and tools use).
 """
 
 import pytest
 
 from pymailer.store.maildir import MaildirStore
 from pymailer.store.memory import MemoryStore
+from pymailer.store.sqlite import SQLiteStore
 from tests.store_contract import StoreContract
 
 
@@ -24,3 +25,13 @@ class TestMemoryStore(StoreContract):
     @pytest.fixture
     def store(self):
         return MemoryStore()
+
+
+class TestSQLiteStore(StoreContract):
+    @pytest.fixture
+    def store(self, tmp_path):
+        return SQLiteStore(tmp_path / "store")
+
+    def reopen(self, store):
+        """Another process's store object on the same database and blobs."""
+        return SQLiteStore(store.root)

@@ -33,12 +33,32 @@ def openStore(config):
     """
     The L{pymailer.interfaces.IMailStore} of a L{pymailer.config.Config}:
     the server's and the admin command's (which makes a new user's
-    mailboxes) are the same.
+    mailboxes) are the same.  C{[storage] backend} picks it; backends are
+    imported only when chosen.
     """
+    if config.storage.backend == "sqlite":
+        from pymailer.store.sqlite import SQLiteStore
+
+        return SQLiteStore(config.data_dir / "store")
     from pymailer.store.maildir import MaildirStore
 
     return MaildirStore(config.data_dir / "mail", config.hostname,
                         stateDir=config.data_dir)
+
+
+def checkDeliveryKey(uniqueKey, checkDuplicate):
+    """
+    The argument checks of L{IMailStore.deliver}: a C{uniqueKey} of
+    C{[A-Za-z0-9_-]} only, and one whenever C{checkDuplicate}.
+
+    @raise ValueError: either is wrong.
+    """
+    if checkDuplicate and uniqueKey is None:
+        raise ValueError("checkDuplicate needs a uniqueKey")
+    if uniqueKey is not None and not (
+            uniqueKey and all(c.isascii() and (c.isalnum() or c in "_-")
+                              for c in uniqueKey)):
+        raise ValueError(f"bad uniqueKey {uniqueKey!r}")
 
 
 def canonicalName(name):
@@ -61,6 +81,35 @@ def canonicalName(name):
     if components[0].upper() == INBOX:
         components[0] = INBOX
     return "/".join(components)
+
+
+def canonicalNameWithin(name, limit):
+    """
+    L{canonicalName}, for a backend that stores names of at most C{limit}
+    octets of UTF-8.
+
+    @raise MailboxNameTooLong: longer.
+    """
+    canonical = canonicalName(name)
+    if len(canonical.encode("utf-8", "surrogatepass")) > limit:
+        raise MailboxNameTooLong(f"mailbox name longer than {limit} octets")
+    return canonical
+
+
+def renameMoves(names, old, new, canonical):
+    """
+    The C{(from, to)} names of renaming C{old} to C{new} with its children
+    (RFC 3501 6.3.5), checked: C{canonical} accepts each new name.
+
+    @raise KeyError: C{new} (or a child's new name) is one of C{names}.
+    """
+    moves = [(name, new + name[len(old):]) for name in sorted(names)
+             if name == old or name.startswith(old + "/")]
+    for _, target in moves:
+        canonical(target)  # the children's names grow too
+        if target in names:
+            raise KeyError(new)
+    return moves
 
 
 class Listeners:

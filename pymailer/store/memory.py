@@ -23,8 +23,8 @@ from zope.interface import implementer
 
 from pymailer.interfaces import IMailbox, IMaildropLock, IMailStore
 from pymailer.store import (
-    INBOX, SPECIAL_USE, KeywordLimit, Listeners, MailboxGone, MailboxNameTooLong,
-    MailboxSnapshot, MaildropLocked, MessageInfo, canonicalName,
+    INBOX, SPECIAL_USE, KeywordLimit, Listeners, MailboxGone, MailboxSnapshot, MaildropLocked,
+    MessageInfo, canonicalNameWithin, checkDeliveryKey, renameMoves,
 )
 from pymailer.store.content import BytesContent
 from pymailer.store.maildirindex import KEYWORD_LETTERS, Keywords
@@ -104,10 +104,7 @@ class MemoryStore(Listeners):
     # -- accounts and names --------------------------------------------------
 
     def canonicalName(self, name):
-        canonical = canonicalName(name)
-        if len(canonical.encode("utf-8", "surrogatepass")) > NAME_LIMIT:
-            raise MailboxNameTooLong(f"mailbox name longer than {NAME_LIMIT} octets")
-        return canonical
+        return canonicalNameWithin(name, NAME_LIMIT)
 
     def _newValidity(self, account):
         # Never one given before to this user (RFC 3501 2.3.1.1), even for a
@@ -171,12 +168,10 @@ class MemoryStore(Listeners):
             boxes = self._account(user).boxes
             if old not in boxes:
                 raise KeyError(oldName)
-            moves = [(name, new + name[len(old):]) for name in sorted(boxes)
-                     if name == old or name.startswith(old + "/")]
-            for _, target in moves:
-                self.canonicalName(target)  # the children's names grow too
-                if target in boxes:
-                    raise KeyError(newName)
+            try:
+                moves = renameMoves(boxes, old, new, self.canonicalName)
+            except KeyError:
+                raise KeyError(newName) from None
             moved = {target: boxes.pop(source) for source, target in moves}
             boxes.update(moved)
         self._notify(user, old)
@@ -213,12 +208,7 @@ class MemoryStore(Listeners):
 
     def deliver(self, user, prefix, source, mailbox=INBOX, uniqueKey=None,
                 checkDuplicate=False):
-        if checkDuplicate and uniqueKey is None:
-            raise ValueError("checkDuplicate needs a uniqueKey")
-        if uniqueKey is not None and not (
-                uniqueKey and all(c.isascii() and (c.isalnum() or c in "_-")
-                                  for c in uniqueKey)):
-            raise ValueError(f"bad uniqueKey {uniqueKey!r}")
+        checkDeliveryKey(uniqueKey, checkDuplicate)
         canonical = self.canonicalName(mailbox)
         data = _readAll(prefix, source)  # outside the lock: source may block
         with self._lock:

@@ -1,0 +1,706 @@
+"""
+The SQLite L{IMailStore}: metadata in one SQLite database in WAL mode
+(C{data_dir/store/index.sqlite}), the single truth, and message content in
+immutable, reference-counted blob files (L{pymailer.store.blobs}).
+
+Commands read the index, never the directories: C{snapshot()} is one query
+over the mailbox's rows.  Every change is one C{BEGIN IMMEDIATE}
+transaction (SQLite's single writer lock, shared by every process on the
+file), so UIDs are assigned under a lock every process shares, and a
+change is all there or not at all.
+
+Content: a new message's blob is written and fsynced to a temporary file
+outside the lock, then renamed into place and its directory fsynced inside
+the write transaction, before the commit: the commit never names content
+that a crash can lose.  A blob whose last reference goes is removed after
+that commit; a crash in between leaves an orphan that L{SQLiteStore.sweep}
+(run when a store is opened) removes.
+
+Other processes on the same C{data_dir} learn of changes through the
+C{changes} table (one row per committed change, kept bounded), polled by
+L{pymailer.store.notify.ChangeNotifier} only when C{PRAGMA data_version}
+says somebody else committed (L{IExternalChanges}).
+
+Trust: everything here comes from our own code; mailbox names and flags
+from clients are validated (L{canonicalName}, L{Keywords}) before they
+reach a query, and every query is parameterised.
+"""
+
+import fcntl
+import hashlib
+import json
+import os
+import pathlib
+import secrets
+import sqlite3
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+
+from zope.interface import implementer
+
+from pymailer.interfaces import IExternalChanges, IMailbox, IMaildropLock, IMailStore
+from pymailer.store import (
+    INBOX, SPECIAL_USE, Listeners, MailboxGone, MailboxSnapshot, MaildropLocked,
+    MessageInfo, canonicalNameWithin, checkDeliveryKey, renameMoves,
+)
+from pymailer.store.blobs import BlobStore
+from pymailer.store.maildirindex import Keywords
+
+NAME_LIMIT = 1000                 # octets of UTF-8 in a mailbox name
+SPOOL_IN_MEMORY = 1024 * 1024     # APPEND spools above this go to a file
+BUSY_TIMEOUT_MS = 30_000          # another process holding the write lock
+CHANGES_KEPT = 10_000             # rows of the change log other processes poll
+_SYSTEM = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    lastValidity INTEGER NOT NULL DEFAULT 0,
+    foldersMade INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS mailboxes (
+    id INTEGER PRIMARY KEY,
+    userId INTEGER NOT NULL REFERENCES users(id),
+    name TEXT NOT NULL,
+    specialUse TEXT,
+    uidValidity INTEGER NOT NULL,
+    uidNext INTEGER NOT NULL DEFAULT 1,
+    highestModSeq INTEGER NOT NULL DEFAULT 1,
+    firstRecent INTEGER NOT NULL DEFAULT 1,
+    keywords TEXT NOT NULL DEFAULT '[]',
+    UNIQUE (userId, name)
+);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    userId INTEGER NOT NULL REFERENCES users(id),
+    name TEXT NOT NULL,
+    PRIMARY KEY (userId, name)
+);
+CREATE TABLE IF NOT EXISTS messages (
+    mailboxId INTEGER NOT NULL REFERENCES mailboxes(id),
+    uid INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    modseq INTEGER NOT NULL,
+    system TEXT NOT NULL DEFAULT '',
+    letters TEXT NOT NULL DEFAULT '',
+    internalDate REAL NOT NULL,
+    size INTEGER NOT NULL,
+    blob TEXT NOT NULL REFERENCES blobs(id),
+    uniqueKey TEXT,
+    PRIMARY KEY (mailboxId, uid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS messagesUniqueKey ON messages (mailboxId, uniqueKey)
+    WHERE uniqueKey IS NOT NULL;
+CREATE TABLE IF NOT EXISTS expunged (
+    mailboxId INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    modseq INTEGER NOT NULL,
+    PRIMARY KEY (mailboxId, uid)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blobs (
+    id TEXT PRIMARY KEY,
+    refs INTEGER NOT NULL,
+    size INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    origin TEXT NOT NULL,
+    user TEXT NOT NULL,
+    mailbox TEXT NOT NULL
+);
+"""
+
+
+def _keywords(text):
+    """The mailbox's L{Keywords} from its column (a JSON list, empty at first)."""
+    return Keywords(json.loads(text) or None)
+
+
+class _Transaction:
+    """One write transaction: its cursor and what to do after the commit."""
+
+    def __init__(self, db):
+        self.db = db
+        self.touched = []      # (user, mailbox) to tell listeners
+        self.freed = []        # blob ids whose last reference went
+        self.pending = []      # blobs to discard if the transaction fails
+
+    def execute(self, sql, args=()):
+        return self.db.execute(sql, args)
+
+    def changed(self, user, mailbox):
+        if (user, mailbox) not in self.touched:
+            self.touched.append((user, mailbox))
+
+
+@implementer(IMaildropLock)
+class _MaildropLock:
+    """An C{flock} on a per-user file: other processes see it; death frees it."""
+
+    def __init__(self, fd):
+        self._fd = fd
+        self._guard = threading.Lock()
+
+    def release(self):
+        with self._guard:
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # releases the flock
+
+
+@implementer(IMailStore, IExternalChanges)
+class SQLiteStore(Listeners):
+    """
+    L{IMailStore} on SQLite + blobs under C{root} (C{data_dir/store}).
+    Thread-safe: one connection per thread; SQLite's locks serialise
+    writers across threads and processes (C{busy_timeout} waits).
+    """
+
+    def __init__(self, root):
+        self.root = pathlib.Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "locks").mkdir(exist_ok=True)
+        self.path = self.root / "index.sqlite"
+        self.blobs = BlobStore(self.root / "blobs")
+        # Our own rows in the change log: other processes' pollers act on
+        # them, ours are told directly after the commit.
+        self.origin = secrets.token_hex(8)
+        self._local = threading.local()
+        self._pollDb = None
+        self._db().executescript(SCHEMA)
+        self.sweep()
+
+    # -- connections and transactions ---------------------------------------
+
+    def _connect(self):
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                             timeout=BUSY_TIMEOUT_MS / 1000)
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        db.execute("PRAGMA journal_mode = WAL")
+        # FULL, not NORMAL: with WAL, NORMAL survives a process crash but a
+        # power loss may roll back the last commits, and a delivery or an
+        # APPEND is acknowledged as durable once the call returns (the
+        # interface's promise, RFC 5321 4.5.3.1's "accepted responsibility").
+        # FULL fsyncs the WAL at each commit; the WAL keeps that one fsync.
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("PRAGMA foreign_keys = OFF")
+        return db
+
+    def _db(self):
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = self._connect()
+        return db
+
+    @contextmanager
+    def _write(self):
+        """
+        A C{BEGIN IMMEDIATE} transaction; after the commit, blobs freed are
+        removed and listeners told.  A failure rolls everything back.
+        """
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        txn = _Transaction(db)
+        try:
+            yield txn
+            for user, mailbox in txn.touched:
+                txn.execute("INSERT INTO changes (origin, user, mailbox) VALUES (?, ?, ?)",
+                            (self.origin, user, mailbox))
+            if txn.touched:
+                seq = txn.execute("SELECT last_insert_rowid()").fetchone()[0]
+                if seq % 1000 == 0:
+                    txn.execute("DELETE FROM changes WHERE seq <= ?", (seq - CHANGES_KEPT,))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            for pending in txn.pending:
+                pending.discard()
+            raise
+        if txn.freed:
+            self._removeBlobs(txn.freed)
+        for user, mailbox in txn.touched:
+            self._notify(user, mailbox)
+
+    def _read(self, sql, args=()):
+        return self._db().execute(sql, args)
+
+    @contextmanager
+    def _readTransaction(self):
+        """Several reads that see one state (a WAL read snapshot)."""
+        db = self._db()
+        db.execute("BEGIN")
+        try:
+            yield db
+        finally:
+            db.execute("COMMIT")
+
+    # -- blobs ----------------------------------------------------------------
+
+    def _addBlob(self, txn, pending):
+        """Inside C{txn}: put a written blob in place and count a reference."""
+        # The rename (and its directory fsync) happens under the write lock:
+        # a concurrent removal of the same content (its last reference
+        # expunged) runs under that lock too, so it can never unlink a file
+        # this transaction is about to name.
+        pending.install()
+        self._reference(txn, pending.blobId, pending.size)
+
+    def _reference(self, txn, blobId, size):
+        txn.execute("INSERT INTO blobs (id, refs, size) VALUES (?, 1, ?)"
+                    " ON CONFLICT (id) DO UPDATE SET refs = refs + 1", (blobId, size))
+
+    def _unreference(self, txn, blobIds):
+        for blobId in blobIds:
+            txn.execute("UPDATE blobs SET refs = refs - 1 WHERE id = ?", (blobId,))
+            row = txn.execute("SELECT refs FROM blobs WHERE id = ?", (blobId,)).fetchone()
+            if row is not None and row[0] <= 0:
+                txn.execute("DELETE FROM blobs WHERE id = ?", (blobId,))
+                txn.freed.append(blobId)
+
+    def _removeBlobs(self, blobIds):
+        """After the commit that freed them: unlink, unless taken again."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for blobId in blobIds:
+                if db.execute("SELECT 1 FROM blobs WHERE id = ?", (blobId,)).fetchone() is None:
+                    self.blobs.remove(blobId)
+        finally:
+            db.execute("COMMIT")
+
+    def sweep(self, now=None):
+        """
+        Remove orphan blobs: files no row names, older than
+        L{pymailer.store.blobs.ORPHAN_AGE} (a crash between a blob and its
+        commit, or between an expunge's commit and the unlink).
+
+        @return: how many files went.
+        """
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")  # no blob is taken or freed meanwhile
+        try:
+            referenced = {row[0] for row in db.execute("SELECT id FROM blobs")}
+            removed = 0
+            for path in list(self.blobs.orphans(referenced, now)):
+                try:
+                    os.unlink(path)
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+        finally:
+            db.execute("COMMIT")
+        return removed
+
+    # -- accounts and names --------------------------------------------------
+
+    def canonicalName(self, name):
+        return canonicalNameWithin(name, NAME_LIMIT)
+
+    def _userId(self, user):
+        """
+        The user's id, with INBOX and the special-use folders made on the
+        first access (one write transaction, only that once).
+        """
+        if not isinstance(user, str) or "@" not in user:
+            raise ValueError(f"bad user {user!r}")
+        row = self._read("SELECT id FROM users WHERE name = ? AND foldersMade = 1",
+                         (user,)).fetchone()
+        if row is not None:
+            return row[0]
+        with self._write() as txn:
+            return self._makeUser(txn, user, force=False)
+
+    def _makeUser(self, txn, user, force):
+        txn.execute("INSERT INTO users (name) VALUES (?) ON CONFLICT (name) DO NOTHING", (user,))
+        userId, made = txn.execute("SELECT id, foldersMade FROM users WHERE name = ?",
+                                   (user,)).fetchone()
+        if force or not made:
+            for name in (INBOX, *SPECIAL_USE):
+                self._insertMailbox(txn, userId, name, ignoreExisting=True)
+            txn.execute("UPDATE users SET foldersMade = 1 WHERE id = ?", (userId,))
+        return userId
+
+    def _insertMailbox(self, txn, userId, name, ignoreExisting=False):
+        if txn.execute("SELECT 1 FROM mailboxes WHERE userId = ? AND name = ?",
+                       (userId, name)).fetchone() is not None:
+            if ignoreExisting:
+                return
+            raise KeyError(name)
+        # Never a UIDVALIDITY given before to this user (RFC 3501 2.3.1.1),
+        # even for a name deleted and created again within the second.
+        last = txn.execute("SELECT lastValidity FROM users WHERE id = ?",
+                           (userId,)).fetchone()[0]
+        validity = max(last + 1, int(time.time())) % 2**32 or 1
+        txn.execute("UPDATE users SET lastValidity = ? WHERE id = ?", (validity, userId))
+        txn.execute("INSERT INTO mailboxes (userId, name, specialUse, uidValidity)"
+                    " VALUES (?, ?, ?, ?)", (userId, name, SPECIAL_USE.get(name), validity))
+
+    def createUser(self, user):
+        if not isinstance(user, str) or "@" not in user:
+            raise ValueError(f"bad user {user!r}")
+        with self._write() as txn:
+            txn.execute("INSERT INTO users (name) VALUES (?) ON CONFLICT (name) DO NOTHING",
+                        (user,))
+            self._makeUser(txn, user, force=False)
+
+    def _mailboxRow(self, userId, name):
+        return self._read("SELECT id FROM mailboxes WHERE userId = ? AND name = ?",
+                          (userId, name)).fetchone()
+
+    def mailbox(self, user, name=INBOX):
+        canonical = self.canonicalName(name)
+        row = self._mailboxRow(self._userId(user), canonical)
+        if row is None:
+            raise KeyError(name)
+        return SQLiteMailbox(self, user, canonical, row[0])
+
+    def listMailboxes(self, user):
+        names = {row[0] for row in self._read(
+            "SELECT name FROM mailboxes WHERE userId = ?", (self._userId(user),))}
+        return [INBOX] + sorted(names - {INBOX})
+
+    def createMailbox(self, user, name):
+        canonical = self.canonicalName(name)
+        userId = self._userId(user)
+        with self._write() as txn:
+            self._insertMailbox(txn, userId, canonical)
+
+    def _dropMailbox(self, txn, mailboxId):
+        blobIds = [row[0] for row in txn.execute(
+            "SELECT blob FROM messages WHERE mailboxId = ?", (mailboxId,))]
+        self._unreference(txn, blobIds)
+        for table in ("messages", "expunged"):
+            txn.execute(f"DELETE FROM {table} WHERE mailboxId = ?", (mailboxId,))
+        txn.execute("DELETE FROM mailboxes WHERE id = ?", (mailboxId,))
+
+    def deleteMailbox(self, user, name):
+        canonical = self.canonicalName(name)
+        if canonical == INBOX:
+            raise ValueError("INBOX cannot be deleted")
+        userId = self._userId(user)
+        with self._write() as txn:
+            row = txn.execute("SELECT id FROM mailboxes WHERE userId = ? AND name = ?",
+                              (userId, canonical)).fetchone()
+            if row is None:
+                raise KeyError(name)
+            self._dropMailbox(txn, row[0])
+            txn.changed(user, canonical)
+
+    def renameMailbox(self, user, oldName, newName):
+        old, new = self.canonicalName(oldName), self.canonicalName(newName)
+        if INBOX in (old, new):
+            raise ValueError("renaming to or from INBOX is not supported")
+        userId = self._userId(user)
+        with self._write() as txn:
+            boxes = {name: mailboxId for mailboxId, name in txn.execute(
+                "SELECT id, name FROM mailboxes WHERE userId = ?", (userId,))}
+            if old not in boxes:
+                raise KeyError(oldName)
+            try:
+                moves = renameMoves(boxes, old, new, self.canonicalName)
+            except KeyError:
+                raise KeyError(newName) from None
+            # The mailbox keeps its id (and so UIDVALIDITY and UIDs); an
+            # open IMailbox notices by name (MailboxGone).
+            for source, target in moves:
+                txn.execute("UPDATE mailboxes SET name = ? WHERE id = ?",
+                            (target, boxes[source]))
+            txn.changed(user, old)
+
+    # -- subscriptions, maildrop lock, spools ------------------------------
+
+    def subscriptions(self, user):
+        return {row[0] for row in self._read(
+            "SELECT name FROM subscriptions WHERE userId = ?", (self._userId(user),))}
+
+    def subscribe(self, user, name):
+        userId = self._userId(user)
+        with self._write() as txn:
+            txn.execute("INSERT OR IGNORE INTO subscriptions (userId, name) VALUES (?, ?)",
+                        (userId, name))
+
+    def unsubscribe(self, user, name):
+        userId = self._userId(user)
+        with self._write() as txn:
+            txn.execute("DELETE FROM subscriptions WHERE userId = ? AND name = ?",
+                        (userId, name))
+
+    def lockMaildrop(self, user):
+        # flock is per open file: another store object, thread or process
+        # opening the same file conflicts; the kernel frees it on death.
+        name = hashlib.sha256(user.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        fd = os.open(self.root / "locks" / f"{name}.pop3",
+                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise MaildropLocked(user) from None
+        return _MaildropLock(fd)
+
+    def newAppendSpool(self):
+        return tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, dir=self.blobs.tmp)
+
+    # -- delivery ----------------------------------------------------------
+
+    def deliver(self, user, prefix, source, mailbox=INBOX, uniqueKey=None,
+                checkDuplicate=False):
+        checkDeliveryKey(uniqueKey, checkDuplicate)
+        canonical = self.canonicalName(mailbox)
+        userId = self._userId(user)
+        if self._mailboxRow(userId, canonical) is None:
+            raise KeyError(mailbox)
+        pending = self.blobs.write(prefix, source)  # outside the lock
+        with self._write() as txn:
+            txn.pending.append(pending)
+            row = txn.execute("SELECT id FROM mailboxes WHERE userId = ? AND name = ?",
+                              (userId, canonical)).fetchone()
+            if row is None:
+                raise KeyError(mailbox)
+            if checkDuplicate and txn.execute(
+                    "SELECT 1 FROM messages WHERE mailboxId = ? AND uniqueKey = ?",
+                    (row[0], uniqueKey)).fetchone() is not None:
+                pending.discard()
+                return False
+            self._addBlob(txn, pending)
+            self._addMessage(txn, row[0], pending.blobId, pending.size, "", "",
+                             time.time(), uniqueKey)
+            txn.changed(user, canonical)
+        return True
+
+    def _addMessage(self, txn, mailboxId, blobId, size, system, letters,
+                    internalDate, uniqueKey=None):
+        """Inside C{txn}: a new message row. @return: its UID."""
+        uid, modseq = txn.execute(
+            "UPDATE mailboxes SET uidNext = uidNext + 1, highestModSeq = highestModSeq + 1"
+            " WHERE id = ? RETURNING uidNext - 1, highestModSeq", (mailboxId,)).fetchone()
+        txn.execute(
+            "INSERT INTO messages (mailboxId, uid, key, modseq, system, letters,"
+            " internalDate, size, blob, uniqueKey) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (mailboxId, uid, secrets.token_hex(12), modseq, system, letters,
+             internalDate, size, blobId, uniqueKey))
+        return uid
+
+    # -- other processes' changes (IExternalChanges) ----------------------------
+
+    def dataVersion(self):
+        # A connection of its own, used by the poller's thread only:
+        # data_version moves when any *other* connection commits.
+        if self._pollDb is None:
+            self._pollDb = self._connect()
+        return self._pollDb.execute("PRAGMA data_version").fetchone()[0]
+
+    def changesSince(self, cursor):
+        if cursor is None:
+            row = self._read("SELECT max(seq) FROM changes").fetchone()
+            return (row[0] or 0), set()
+        rows = self._read("SELECT seq, user, mailbox FROM changes WHERE seq > ? AND origin != ?"
+                          " ORDER BY seq", (cursor, self.origin)).fetchall()
+        newest = self._read("SELECT max(seq) FROM changes").fetchone()[0] or 0
+        return max(newest, cursor), {(user, mailbox) for _, user, mailbox in rows}
+
+
+@implementer(IMailbox)
+class SQLiteMailbox:
+    """One mailbox of a L{SQLiteStore}: its row id, checked by name each call."""
+
+    def __init__(self, store, user, name, mailboxId):
+        self.store = store
+        self.user = user
+        self.name = name
+        self._id = mailboxId
+
+    def _row(self, db, columns="uidValidity, uidNext, highestModSeq, firstRecent, keywords"):
+        """The mailbox row, or L{MailboxGone} if deleted or renamed away."""
+        row = db.execute(f"SELECT name, {columns} FROM mailboxes WHERE id = ?",
+                         (self._id,)).fetchone()
+        if row is None or row[0] != self.name:
+            raise MailboxGone(self.name)
+        return row[1:]
+
+    def uidValidity(self):
+        return self._row(self.store._db(), "uidValidity")[0]
+
+    def uidNext(self):
+        return self._row(self.store._db(), "uidNext")[0]
+
+    def highestModSeq(self):
+        return self._row(self.store._db(), "highestModSeq")[0]
+
+    @staticmethod
+    def _flags(keywords, system, letters):
+        flags = set(system.split()) if system else set()
+        return frozenset(flags | keywords.decode(letters))
+
+    def _infos(self, db, keywords):
+        return [MessageInfo(uid=uid, key=key, flags=self._flags(keywords, system, letters),
+                            size=size, internalDate=internalDate, modseq=modseq)
+                for uid, key, modseq, system, letters, internalDate, size in db.execute(
+                    "SELECT uid, key, modseq, system, letters, internalDate, size"
+                    " FROM messages WHERE mailboxId = ? ORDER BY uid", (self._id,))]
+
+    def snapshot(self, claimRecent=False):
+        if claimRecent:  # RFC 3501 2.3.2: this session is told of them
+            with self.store._write() as txn:
+                validity, uidNext, highest, firstRecent, names = self._row(txn.db)
+                txn.execute("UPDATE mailboxes SET firstRecent = uidNext WHERE id = ?",
+                            (self._id,))
+                keywords = _keywords(names)
+                infos = self._infos(txn.db, keywords)
+        else:
+            with self.store._readTransaction() as db:
+                validity, uidNext, highest, firstRecent, names = self._row(db)
+                keywords = _keywords(names)
+                infos = self._infos(db, keywords)
+        return MailboxSnapshot(
+            messages=infos, uidValidity=validity, uidNext=uidNext, highestModSeq=highest,
+            recent=frozenset(i.uid for i in infos if i.uid >= firstRecent),
+            keywords=keywords.defined(), keywordsFull=keywords.full(),
+        )
+
+    def messages(self):
+        with self.store._readTransaction() as db:
+            keywords = _keywords(self._row(db, "keywords")[0])
+            return self._infos(db, keywords)
+
+    def openMessage(self, uid):
+        row = self.store._read("SELECT blob FROM messages WHERE mailboxId = ? AND uid = ?",
+                               (self._id, uid)).fetchone()
+        if row is None:
+            raise KeyError(uid)
+        try:
+            return self.store.blobs.open(row[0])
+        except FileNotFoundError:
+            # Expunged (and its blob removed) between the query and the open.
+            raise KeyError(uid) from None
+
+    def _split(self, txn, flags, allocate):
+        """
+        Inside C{txn}: C{(system, letters, keywords)} of C{flags}; a new
+        keyword is saved in the mailbox row (KeywordLimit changes nothing).
+        """
+        keywords = _keywords(self._row(txn.db, "keywords")[0])
+        system = " ".join(sorted(f for f in flags if f in _SYSTEM))
+        letters, changed = keywords.encode(
+            sorted(f for f in flags if not f.startswith("\\")), allocate)
+        if changed:
+            txn.execute("UPDATE mailboxes SET keywords = ? WHERE id = ?",
+                        (json.dumps(keywords.names), self._id))
+        return system, "".join(sorted(letters)), keywords
+
+    def _nextModSeq(self, txn):
+        return txn.execute("UPDATE mailboxes SET highestModSeq = highestModSeq + 1"
+                           " WHERE id = ? RETURNING highestModSeq", (self._id,)).fetchone()[0]
+
+    def storeFlags(self, uids, mode, flags, unchangedSince=None):
+        results, failed = {}, []
+        wanted = set(uids)
+        with self.store._write() as txn:
+            system, letters, keywords = self._split(txn, flags, mode != "remove")
+            system, letters = set(system.split()), set(letters)
+            rows = txn.execute("SELECT uid, modseq, system, letters FROM messages"
+                               " WHERE mailboxId = ? ORDER BY uid", (self._id,)).fetchall() \
+                if len(wanted) > 500 else [
+                    row for uid in sorted(wanted) for row in txn.execute(
+                        "SELECT uid, modseq, system, letters FROM messages"
+                        " WHERE mailboxId = ? AND uid = ?", (self._id, uid))]
+            for uid, modseq, oldSystem, oldLetters in rows:
+                if uid not in wanted:
+                    continue
+                if unchangedSince is not None and modseq > unchangedSince:
+                    failed.append(uid)
+                    continue
+                old = (set(oldSystem.split()), set(oldLetters))
+                if mode == "set":
+                    new = (system, letters)
+                elif mode == "add":
+                    new = (old[0] | system, old[1] | letters)
+                else:
+                    new = (old[0] - system, old[1] - letters)
+                if new != old:
+                    modseq = self._nextModSeq(txn)
+                    txn.execute("UPDATE messages SET system = ?, letters = ?, modseq = ?"
+                                " WHERE mailboxId = ? AND uid = ?",
+                                (" ".join(sorted(new[0])), "".join(sorted(new[1])),
+                                 modseq, self._id, uid))
+                    txn.changed(self.user, self.name)
+                results[uid] = (self._flags(keywords, " ".join(new[0]), new[1]), modseq)
+        return results, failed
+
+    def setFlags(self, uid, flags):
+        if uid not in self.storeFlags([uid], "set", flags)[0]:
+            raise KeyError(uid)
+
+    def expunge(self, uids):
+        with self.store._write() as txn:
+            self._row(txn.db, "1")
+            self._expunge(txn, uids)
+
+    def _expunge(self, txn, uids):
+        doomed = []
+        for uid in sorted(set(uids)):
+            row = txn.execute("DELETE FROM messages WHERE mailboxId = ? AND uid = ?"
+                              " RETURNING blob", (self._id, uid)).fetchone()
+            if row is not None:
+                doomed.append((uid, row[0]))
+        if doomed:
+            # Expunges raise HIGHESTMODSEQ too (RFC 7162 3.2), and are
+            # recorded with it for QRESYNC's VANISHED (RFC 7162 3.2.10).
+            modseq = self._nextModSeq(txn)
+            txn.db.executemany("INSERT OR REPLACE INTO expunged (mailboxId, uid, modseq)"
+                               " VALUES (?, ?, ?)", [(self._id, uid, modseq) for uid, _ in doomed])
+            self.store._unreference(txn, [blobId for _, blobId in doomed])
+            txn.changed(self.user, self.name)
+
+    def append(self, source, flags=(), internalDate=None):
+        self.uidValidity()  # MailboxGone before writing anything
+        pending = self.store.blobs.write(b"", source)  # outside the lock
+        with self.store._write() as txn:
+            txn.pending.append(pending)
+            system, letters, _ = self._split(txn, flags, True)
+            self.store._addBlob(txn, pending)
+            uid = self.store._addMessage(
+                txn, self._id, pending.blobId, pending.size, system, letters,
+                time.time() if internalDate is None else internalDate)
+            txn.changed(self.user, self.name)
+        return uid
+
+    def _copy(self, txn, uids, target):
+        pairs = []
+        self._row(txn.db, "1")
+        keywords = _keywords(self._row(txn.db, "keywords")[0])
+        for uid in sorted(set(uids)):
+            row = txn.execute("SELECT system, letters, internalDate, size, blob FROM messages"
+                              " WHERE mailboxId = ? AND uid = ?", (self._id, uid)).fetchone()
+            if row is None:
+                continue
+            system, letters, internalDate, size, blobId = row
+            flags = self._flags(keywords, system, letters)
+            newSystem, newLetters, _ = target._split(txn, flags, True)
+            self.store._reference(txn, blobId, size)
+            pairs.append((uid, self.store._addMessage(
+                txn, target._id, blobId, size, newSystem, newLetters, internalDate)))
+        if pairs:
+            txn.changed(target.user, target.name)
+        return pairs
+
+    def copy(self, uids, target):
+        # One transaction: a KeywordLimit part-way rolls the whole COPY
+        # back, which the interface allows (it only promises what was
+        # copied before stays *if* it stayed) and RFC 3501 6.4.7 prefers.
+        with self.store._write() as txn:
+            target._row(txn.db, "1")
+            return self._copy(txn, uids, target)
+
+    def move(self, uids, target):
+        # RFC 6851: copy and expunge in one transaction, so a message is
+        # never in neither mailbox, nor in both after a crash.
+        with self.store._write() as txn:
+            target._row(txn.db, "1")
+            pairs = self._copy(txn, uids, target)
+            if pairs:
+                self._expunge(txn, [uid for uid, _ in pairs])
+        return pairs

@@ -1,0 +1,246 @@
+"""
+The SQLite store beyond the shared contract (L{tests.store_contract}):
+content stored once per content and removed with its last reference,
+crash safety under SIGKILL, changes seen by another process's IDLE
+session, and a real server on C{backend = "sqlite"} end to end.
+"""
+
+import hashlib
+import io
+import os
+import poplib
+import random
+import signal
+import smtplib
+import subprocess
+import sys
+import time
+
+import pytest
+from imapclient import IMAPClient
+
+from mailserver import PASSWORD, MailServer, insecureTLS, subprocessEnv, waitFor
+from pymailer.store.sqlite import SQLiteStore
+
+ALICE = "alice@example.org"
+BOB = "bob@example.org"
+SQLITE = {"storage": {"backend": "sqlite"},
+          "auth": {"allow_plaintext_on_loopback": True}}
+
+
+def blobFiles(store):
+    return {p.parent.name + p.name for p in (store.root / "blobs").glob("??/*")}
+
+
+def test_one_blob_per_content_removed_with_last_reference(tmp_path):
+    """
+    If this fails, a message to ten local recipients takes ten times the
+    disk, or an expunged message's content stays on disk for ever (or goes
+    while another mailbox still shows it).
+    """
+    store = SQLiteStore(tmp_path / "store")
+    users = [f"u{i}@example.org" for i in range(10)]
+    for user in users:
+        assert store.deliver(user, b"Received: x\r\n", io.BytesIO(b"the same body\r\n"))
+    assert len(blobFiles(store)) == 1
+    inbox = store.mailbox(users[0])
+    inbox.copy([1], store.mailbox(users[0], "Archive"))
+    for user in users:
+        store.mailbox(user).expunge([1])
+    [blob] = blobFiles(store)
+    with store.mailbox(users[0], "Archive").openMessage(1) as content:
+        assert content.read() == b"Received: x\r\nthe same body\r\n"
+        assert hashlib.sha256(content.readAt(0, 100)).hexdigest() == blob
+    store.deleteMailbox(users[0], "Archive")
+    assert blobFiles(store) == set()
+
+
+def test_orphans_swept_at_start(tmp_path):
+    """
+    If this fails, content written by a delivery that crashed before its
+    commit fills the disk for ever, or start-up removes a blob that a
+    transaction in another process is about to commit.
+    """
+    store = SQLiteStore(tmp_path / "store")
+    store.deliver(ALICE, b"", io.BytesIO(b"kept"))
+    orphan = store.blobs.write(b"", io.BytesIO(b"never committed"))
+    orphan.install()
+    half = store.blobs.write(b"", io.BytesIO(b"still in tmp"))
+    assert len(blobFiles(store)) == 2
+    assert store.sweep() == 0  # young: may be another process's, mid-commit
+    old = time.time() - 3600
+    for path in (store.blobs.path(orphan.blobId), half.tempPath):
+        os.utime(path, (old, old))
+    SQLiteStore(store.root)  # opening sweeps
+    assert len(blobFiles(store)) == 1 and not any(store.blobs.tmp.iterdir())
+    with store.mailbox(ALICE).openMessage(1) as content:
+        assert content.read() == b"kept"
+
+
+def _check(store, model, maxUid, pending):
+    """
+    The store after a kill against what the child acknowledged: every
+    acknowledged change is there; the one in flight is wholly there or not
+    at all.
+    """
+    for user, messages in model.items():
+        actual = {}
+        box = store.mailbox(user)
+        for info in box.messages():
+            with box.openMessage(info.uid) as content:
+                data = content.read()
+            assert len(data) == info.size
+            actual[info.uid] = [hashlib.sha256(data).hexdigest(),
+                                ",".join(sorted(info.flags))]
+        kind = pending[1] if pending and pending[2] == user else None
+        for uid in list(messages):
+            if uid not in actual:
+                assert kind == "X" and int(pending[3]) == uid, (user, uid, pending)
+                del messages[uid]
+            elif actual[uid][1] != messages[uid][1]:
+                assert kind == "F" and int(pending[3]) == uid and pending[4] == actual[uid][1]
+                messages[uid][1] = actual[uid][1]
+        extra = sorted(set(actual) - set(messages))
+        if extra:
+            [uid] = extra
+            assert kind == "A" and actual[uid] == [pending[3], pending[4]], (actual[uid], pending)
+            assert uid > maxUid[user]
+            maxUid[user] = uid
+            messages[uid] = actual[uid]
+        assert actual == messages
+    # Reference counts match the rows; every referenced blob is there, and
+    # after the sweep (an hour later) nothing else is.
+    db = store._db()
+    counts = dict(db.execute("SELECT blob, count(*) FROM messages GROUP BY blob"))
+    assert counts == dict(db.execute("SELECT id, refs FROM blobs"))
+    store.sweep(now=time.time() + 3600)
+    assert blobFiles(store) == set(counts)
+    assert not any(store.blobs.tmp.iterdir())
+
+
+def _apply(line, model, maxUid, pending):
+    """
+    One line of the child's: an intent (the new pending change) or an
+    acknowledged change, applied to C{model}. @return: what is pending.
+    """
+    words = line.decode().split()
+    if words[0] == "I":
+        return words
+    kind, user, uid = words[0], words[1], int(words[2])
+    if kind == "A":
+        assert uid > maxUid[user], "a UID given twice"
+        maxUid[user] = uid
+        model[user][uid] = [words[3], words[4] if len(words) > 4 else ""]
+    elif kind == "F":
+        model[user][uid][1] = words[3] if len(words) > 3 else ""
+    else:
+        del model[user][uid]
+    return None
+
+
+def test_sigkill_keeps_acknowledged_changes(tmp_path):
+    """
+    If this fails, a crash (power cut, OOM kill) loses mail or flag changes
+    a client was told were done, leaves a message without content or
+    content without a message, or gives a new message a UID a client
+    already cached for another one.
+    """
+    root = tmp_path / "store"
+    SQLiteStore(root)
+    rng = random.Random(13)
+    model = {ALICE: {}, BOB: {}}
+    maxUid = {ALICE: 0, BOB: 0}
+    for round in range(10):
+        child = subprocess.Popen(
+            [sys.executable, os.path.join(os.path.dirname(__file__), "sqlitecrashchild.py"),
+             str(root), str(round)],
+            stdout=subprocess.PIPE, env=subprocessEnv())
+        pending = None
+        for _ in range(rng.randint(5, 80)):
+            pending = _apply(child.stdout.readline(), model, maxUid, pending)
+        child.send_signal(signal.SIGKILL)
+        # Whatever it printed before dying is acknowledged too.
+        for line in child.stdout.read().splitlines():
+            pending = _apply(line, model, maxUid, pending)
+        child.wait()
+        if pending is not None and len(pending) < 5 and pending[1] in "AF":
+            pending = pending + [""]
+        _check(SQLiteStore(root), model, maxUid, pending)
+    assert sum(len(m) for m in model.values()) > 5
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    s = MailServer(tmp_path_factory.mktemp("sqlite"), roles=("imap", "imaps", "pop3s"),
+                   sections=SQLITE)
+    s.provision()
+    s.start()
+    yield s
+    s.stop()
+
+
+def test_idle_sees_delivery_from_another_process(server):
+    """
+    If this fails, a phone in IDLE on one server process is not told of
+    mail that another process (a second server on the same data_dir, the
+    delivery agent, the admin command) stored, until it polls itself.
+    """
+    c = IMAPClient("127.0.0.1", port=server.ports["imap"], ssl=False, timeout=30)
+    c.login(BOB, PASSWORD)
+    exists = c.select_folder("INBOX")[b"EXISTS"]
+    c.idle()
+    # This test process is the other process: its own store object on the
+    # server's data_dir.
+    SQLiteStore(server.dataDir / "store").deliver(
+        BOB, b"", io.BytesIO(b"Subject: from elsewhere\r\n\r\nhi\r\n"))
+    t = time.monotonic()
+    responses = c.idle_check(timeout=5)
+    elapsed = time.monotonic() - t
+    c.idle_done()
+    assert (exists + 1, b"EXISTS") in responses
+    assert elapsed < 1.0, elapsed
+    c.logout()
+
+
+def test_end_to_end_on_sqlite(server):
+    """
+    If this fails, a server configured with backend = "sqlite" does not
+    store mail delivered over SMTP, or IMAP clients over TLS cannot read,
+    flag, copy or delete it, or POP3 cannot download it.
+    """
+    msg = (f"From: carol@example.net\r\nTo: {ALICE}\r\nSubject: on sqlite\r\n"
+           "Message-ID: <sqlite-e2e@example.net>\r\n\r\nthe body\r\n")
+    with smtplib.SMTP("127.0.0.1", server.port) as s:
+        s.sendmail("carol@example.net", [ALICE], msg.encode())
+    c = IMAPClient("127.0.0.1", port=server.ports["imaps"], ssl=True,
+                   ssl_context=insecureTLS(), timeout=30)
+    c.login(ALICE, PASSWORD)
+    waitFor(lambda: c.folder_status("INBOX", [b"MESSAGES"])[b"MESSAGES"] >= 1, 20)
+    assert c.select_folder("INBOX")[b"EXISTS"] == 1
+    [uid] = c.search(["SUBJECT", "on sqlite"])
+    data = c.fetch([uid], ["BODY.PEEK[]", "RFC822.SIZE", "ENVELOPE"])[uid]
+    assert b"the body" in data[b"BODY[]"] and data[b"ENVELOPE"].subject == b"on sqlite"
+    assert data[b"RFC822.SIZE"] == len(data[b"BODY[]"])
+    c.add_flags([uid], [b"\\Flagged", b"$Work"])
+    assert {b"\\Flagged", b"$Work"} <= set(c.get_flags([uid])[uid])
+    c.copy([uid], "Archive")
+    c.add_flags([uid], [b"\\Deleted"])
+    c.expunge()
+    assert c.search(["ALL"]) == []
+    c.select_folder("Archive")
+    [copied] = c.search(["SUBJECT", "on sqlite"])
+    assert {b"\\Flagged", b"$Work"} <= set(c.get_flags([copied])[copied])
+    c.logout()
+    # The copy is what POP3 does not see (INBOX only); deliver another.
+    with smtplib.SMTP("127.0.0.1", server.port) as s:
+        s.sendmail("carol@example.net", [ALICE], msg.replace("on sqlite", "pop").encode())
+    inbox = SQLiteStore(server.dataDir / "store").mailbox(ALICE)
+    waitFor(lambda: inbox.messages() or None, 20)
+    pop = poplib.POP3_SSL("127.0.0.1", server.ports["pop3s"], context=insecureTLS(), timeout=30)
+    pop.user(ALICE)
+    pop.pass_(PASSWORD)
+    assert pop.stat()[0] == 1
+    lines = pop.retr(1)[1]
+    assert b"Subject: pop" in lines and b"the body" in lines
+    pop.quit()
+    assert not (server.dataDir / "mail" / "example.org").exists()  # not in Maildir
