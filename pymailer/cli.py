@@ -362,6 +362,20 @@ def cmdDoctor(args, config, out):
     return 0 if doctor.allGood(report) else 1
 
 
+def cmdSpamStats(args, config, out):
+    from pymailer.auth.directory import normaliseAddress
+    from pymailer.spam.db import ClassifierDB, dbPath
+    from pymailer.spam.stats import formatStats
+
+    address = normaliseAddress(args.address) if args.address else None
+    path = dbPath(config.data_dir)
+    if not path.exists():
+        print(f"no spam verdicts or training recorded yet in {config.data_dir}", file=out)
+        return
+    for line in formatStats(ClassifierDB(dbPath(config.data_dir)), address):
+        print(line, file=out)
+
+
 # --- parser ----------------------------------------------------------------
 
 def _group(subparsers, name, help):
@@ -506,6 +520,13 @@ def buildParser() -> argparse.ArgumentParser:
                        " anything is missing or wrong")
     p.add_argument("domain", nargs="?", help="only this domain (default: every domain)")
     p.set_defaults(func=cmdDoctor)
+
+    actions = _group(commands, "spam", "spam and virus protection")
+    p = actions.add_parser(
+        "stats", help="verdicts per check and action (as the server last recorded them,"
+                      " every 10 s) and each user's classifier training")
+    p.add_argument("address", nargs="?", help="only the verdicts for this recipient")
+    p.set_defaults(func=cmdSpamStats)
 
     return parser
 

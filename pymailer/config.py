@@ -342,6 +342,26 @@ class RulesConfig:
     junk_score: float = 5.0
 
 
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """
+    [policy.classifier]: each user's Bayesian filter, trained by what they
+    move into and out of Junk.  A message whose spam probability for a
+    recipient is at least C{junk_threshold} goes to that recipient's Junk;
+    at least C{reject_threshold} (off unless set) for every recipient, it
+    is refused.  A filter trained on fewer than C{min_training} spam or
+    ham judges nothing.  A sender (address with SPF or DKIM pass, DKIM
+    domain, client IP) with at least C{reputation_min} past verdicts for a
+    user, all ham, scores C{reputation_score} and is not filed into Junk.
+    """
+
+    junk_threshold: float = 0.95
+    reject_threshold: float | None = None
+    min_training: int = 10
+    reputation_min: int = 3
+    reputation_score: float = -2.0
+
+
 SCANNER_FAIL_MODES = ("open", "closed")
 
 
@@ -414,6 +434,7 @@ class PolicyConfig:
     dnsbl: DNSBLConfig = field(default_factory=DNSBLConfig)
     greylist: GreylistConfig = field(default_factory=GreylistConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     clamav: ClamAVConfig = field(default_factory=ClamAVConfig)
     rspamd: RspamdConfig = field(default_factory=RspamdConfig)
     plugins: dict = field(default_factory=dict)
@@ -972,6 +993,7 @@ def _parsePolicy(policyT):
     rulesT = policyT.table_("rules")
     rules = RulesConfig(junk_score=rulesT.number("junk_score", RulesConfig.junk_score))
     rulesT.checkUnknown(rulesT.seen)
+    classifier = _parseClassifier(policyT.table_("classifier"))
     clamav = _parseClamAV(policyT.table_("clamav"))
     rspamd = _parseRspamd(policyT.table_("rspamd"))
 
@@ -986,7 +1008,28 @@ def _parsePolicy(policyT):
         plugins[key] = dict(value)
     return PolicyConfig(checks=checks, authserv_id=authservId, ratelimit=ratelimit,
                         dmarc=dmarc, dnsbl=dnsbl, greylist=greylist, rules=rules,
-                        clamav=clamav, rspamd=rspamd, plugins=plugins)
+                        classifier=classifier, clamav=clamav, rspamd=rspamd, plugins=plugins)
+
+
+def _parseClassifier(reader):
+    d = ClassifierConfig()
+
+    def probability(key, default):
+        value = reader.number(key, default)
+        if value is not None and not 0.5 < value <= 1.0:
+            # At or below 0.5 the filter would act on mail it thinks is ham.
+            raise reader.error(key, f"expected a probability above 0.5 and at most 1, got {value}")
+        return value
+
+    config = ClassifierConfig(
+        junk_threshold=probability("junk_threshold", d.junk_threshold),
+        reject_threshold=probability("reject_threshold", None),
+        min_training=_nonNegativeInt(reader, "min_training", d.min_training),
+        reputation_min=_nonNegativeInt(reader, "reputation_min", d.reputation_min),
+        reputation_score=reader.number("reputation_score", d.reputation_score,
+                                       minimum=-100.0))
+    reader.checkUnknown(reader.seen)
+    return config
 
 
 def _scannerFail(reader):

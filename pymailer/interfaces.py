@@ -480,6 +480,31 @@ class IExternalChanges(Interface):
         """
 
 
+class IMailboxObserver(Interface):
+    """
+    Told of what a user did to messages through the store (a copy, a move,
+    a flag change), with enough to read them: the learning spam filter
+    trains from these (L{pymailer.spam.training}).  Wired around a store by
+    the composition root (L{pymailer.store.observed.ObservedStore}), so the
+    store knows nothing of spam.  Called in the thread that made the
+    change, after it is durable; must not block long, and must not raise.
+    """
+
+    def transferred(user, sourceName, target, pairs, move):
+        """
+        Messages were copied (C{move} false) or moved from C{sourceName}
+        into the L{IMailbox} C{target}.
+
+        @param pairs: C{[(uid, new uid in target)]}.
+        """
+
+    def flagged(user, mailbox, uids, mode, flags):
+        """
+        L{IMailbox.storeFlags} ran on C{uids} of the L{IMailbox} C{mailbox}
+        with C{mode} and C{flags}.
+        """
+
+
 class IChangeNotifier(Interface):
     """Publishes mailbox changes to sessions (IMAP IDLE) in this process."""
 

@@ -54,6 +54,10 @@ from pymailer import metrics
 from twisted.mail.interfaces import IAccountIMAP
 from pymailer.store import openStore
 from pymailer.store.notify import ChangeNotifier
+from pymailer.store.observed import ObservedStore
+from pymailer.spam.db import ClassifierDB, dbPath
+from pymailer.spam.stats import VerdictRecorder
+from pymailer.spam.training import Trainer, inThreadPool
 from pymailer.tls import ReloadableContextFactory, certificatePaths
 
 log = Logger()
@@ -172,6 +176,11 @@ def makeService(config, reactor=None):
     router = Router(directory, config.delivery.recipient_delimiter,
                     config.delivery.postmaster)
     store = openStore(config)
+    spamDB = ClassifierDB(dbPath(config.data_dir))
+    if "classifier" in config.policy.checks:
+        # Users train their filter by moving mail into and out of Junk:
+        # the store tells the trainer, which works in the pool.
+        store = ObservedStore(store, Trainer(spamDB, inThreadPool(reactor, pool)))
     spool = Spool(config.data_dir / "queue")
 
     # DNS waits on the network, not the disk: a pool of its own.
@@ -211,6 +220,9 @@ def makeService(config, reactor=None):
     tls = ReloadableContextFactory(*certificatePaths(config))
     reloadOnHangup(reactor, tls)
     policy = buildPolicy(config, reactor, pool, resolver, directory)
+    # Verdict counts for `pymailer spam stats`; stops (and flushes) after
+    # the listeners.
+    VerdictRecorder(spamDB, reactor, pool).setServiceParent(top)
     # role -> its listener's open connections, filled below, read by scrapes.
     connections = {}
     registry = metrics.serviceRegistry(

@@ -96,10 +96,16 @@ class PolicyChain:
 
 
 def _merge(first, second):
-    """Accepting decisions combined: headers of both, the later folder."""
+    """
+    Accepting decisions combined: headers of both, the later folder; two
+    pieces filing different recipients into the same folder file both.
+    """
     folder, recipients = first.folder, first.recipients
     if second.folder is not None:
-        folder, recipients = second.folder, second.recipients
+        if second.folder == folder and None not in (recipients, second.recipients):
+            recipients = tuple(dict.fromkeys(recipients + second.recipients))
+        else:
+            folder, recipients = second.folder, second.recipients
     return Decision(
         headers=first.headers + second.headers,
         folder=folder, recipients=recipients,

@@ -22,6 +22,7 @@ BUILTIN = {
     "dnsbl": "pymailer.policy.dnsbl:DNSBLFactory",
     "greylist": "pymailer.policy.greylist:GreylistFactory",
     "rules": "pymailer.policy.rules:RulesFactory",
+    "classifier": "pymailer.policy.classifier:ClassifierFactory",
     "rspamd": "pymailer.policy.rspamd:RspamdFactory",
     "clamav": "pymailer.policy.clamav:ClamAVFactory",
 }

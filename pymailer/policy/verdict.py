@@ -10,6 +10,7 @@ C{X-Spam-Status} headers and files the message into Junk at or above the
 threshold (L{PolicyChain.checkData}).
 """
 
+import collections
 from dataclasses import dataclass, field
 
 from twisted.logger import Logger
@@ -19,6 +20,11 @@ from pymailer.policy.decision import Decision
 log = Logger(namespace="pymailer.policy.verdict")
 
 JUNK = "Junk"
+
+# (recipient, check, action) -> verdicts since the last flush, counted on
+# the reactor thread; L{pymailer.spam.stats.VerdictRecorder} takes them
+# into the database that C{pymailer spam stats} reads.
+COUNTS = collections.Counter()
 
 
 @dataclass
@@ -71,6 +77,8 @@ def logVerdict(facts, check, action, reason, score=0.0, queueId=None, recipients
     C{action}: reject, tempfail, score, junk, pass, timeout.
     """
     rcpts = facts.recipients if recipients is None else recipients
+    for rcpt in rcpts or ("-",):
+        COUNTS[(rcpt.lower(), check, action)] += 1
     log.info(
         "spam verdict: qid={qid} ip=[{ip}] from=<{sender}> to={rcpts} check={check}"
         " score={score:g} action={action} reason={reason}",
