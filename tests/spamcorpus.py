@@ -7,6 +7,7 @@ and encodings (plain, quoted-printable, base64, HTML), from a seeded RNG,
 so the same seed gives the same corpus.
 """
 
+import email.policy
 import random
 from email.message import EmailMessage
 
@@ -224,7 +225,7 @@ def _message(rng, templates, sender, recipient):
     else:
         msg.set_content(body, cte={"plain": "7bit", "qp": "quoted-printable",
                                    "base64": "base64"}[style])
-    return msg.as_bytes()
+    return msg.as_bytes(policy=email.policy.SMTP)
 
 
 def corpus(count, seed=1, recipient="alice@example.org"):
