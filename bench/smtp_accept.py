@@ -22,6 +22,7 @@ compete with the server for CPU, so the figures are a lower bound.
 """
 
 import argparse
+import contextlib
 import os
 import pathlib
 import re
@@ -33,10 +34,12 @@ import threading
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(1, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from benchlib import (  # noqa: E402
     MB, latencyLine, makeMessage, runAll, startProgress, summaryHead, summaryTail,
 )
+from dnsserver import DNSServer  # noqa: E402
 from mailserver import MailServer, readVm, waitFor  # noqa: E402
 
 RECIPIENT = "alice@example.org"
@@ -134,6 +137,10 @@ def main(argv=None):
     parser.add_argument("--checks", default=None,
                         help="comma-separated [policy] checks (default: the server's"
                              " default; '' for none, to see what policy costs)")
+    parser.add_argument("--train", type=int, default=50,
+                        help="with 'classifier' in --checks: train the recipient's filter on"
+                             " this many generated ham and spam first (default 50), so the"
+                             " filter judges every message (untrained it judges nothing)")
     parser.add_argument("--port", type=int, default=None,
                         help="SMTP port on 127.0.0.1 (default: a free one)")
     parser.add_argument("--progress", type=float, default=5.0,
@@ -141,19 +148,44 @@ def main(argv=None):
     args = parser.parse_args(argv)
     total = args.clients * args.messages
 
-    with tempfile.TemporaryDirectory(prefix="pymailer-bench-") as root:
+    checks = None if args.checks is None else [c for c in args.checks.split(",") if c]
+    sections = None if checks is None else {"policy": {"checks": checks}}
+    with tempfile.TemporaryDirectory(prefix="pymailer-bench-") as root, \
+            contextlib.ExitStack() as stack:
+        if checks and "dnsbl" in checks:
+            # A loopback DNS serving an empty blocklist zone: every client
+            # IP is looked up (then cached) and not listed.
+            zone = stack.enter_context(DNSServer({}))
+            sections["dns"] = {"servers": [zone.address], "timeout": 2.0}
+            sections["policy"]["dnsbl"] = {"zones": ["bl.test"]}
         server = MailServer(
             root, port=args.port,
             smtp={"max_connections_per_ip": max(50, args.clients + 10)},
-            sections=None if args.checks is None else {"policy": {
-                "checks": [c for c in args.checks.split(",") if c]}},
+            sections=sections,
         )
         server.provision(users=(RECIPIENT,))
+        if checks and "classifier" in checks and args.train:
+            trainClassifier(server.dataDir, args.train)
         server.start()
         try:
             return run(server, args, total)
         finally:
             server.stop()
+
+
+def trainClassifier(dataDir, n):
+    """Train the recipient's filter on C{n} generated ham and C{n} spam."""
+    import hashlib
+
+    from pymailer.spam.db import ClassifierDB, dbPath
+    from pymailer.spam.tokens import tokenize
+    from spamcorpus import corpus
+
+    db = ClassifierDB(dbPath(dataDir))
+    ham, spam = corpus(n)
+    for label, messages in (("ham", ham), ("spam", spam)):
+        for m in messages:
+            db.train(RECIPIENT, hashlib.sha256(m).hexdigest(), tokenize(m), label)
 
 
 def run(server, args, total):
