@@ -35,6 +35,11 @@ AUTH_FAILURES = Counter(
 LOCKOUTS = Counter(
     "pymailer_auth_lockouts", "Client addresses or accounts locked out after failed "
     "logins.", ["kind"], registry=REGISTRY)
+SPAM_VERDICTS = Counter(
+    "pymailer_spam_verdicts", "Spam and virus verdicts per message, by check "
+    "(dnsbl, greylist, rules, classifier, rspamd, clamav) and action (reject, "
+    "tempfail, score, junk, pass, timeout): what `pymailer spam stats` counts.",
+    ["check", "action"], registry=REGISTRY)
 SMTP_DATA_SECONDS = Histogram(
     "pymailer_smtp_end_of_data_seconds", "From the end of a message's data to the "
     "reply (policy checks and the queue commit), per listener.",

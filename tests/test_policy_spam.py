@@ -386,3 +386,21 @@ def test_defaults_judge_nothing(tmp_path):
     policy = default(tmp_path).policy
     assert not {"dnsbl", "greylist", "rules"} & set(policy.checks)
     assert policy.dnsbl.zones == ()
+
+
+def test_verdicts_counted_for_metrics(dnsbl):
+    """
+    If this fails, the operator's Prometheus dashboard shows no spam
+    verdicts although the log has them: a refusal by a blocklist moves
+    pymailer_spam_verdicts{check="dnsbl",action="reject"}.
+    """
+    from pymailer import metrics
+
+    def count():
+        return metrics.REGISTRY.get_sample_value(
+            "pymailer_spam_verdicts_total", {"check": "dnsbl", "action": "reject"}) or 0
+
+    before = count()
+    decision, _ = rcpt(dnsbl(zones=(DNSBLZone("bl.test"),)), "127.0.0.2")
+    assert decision.code == 554
+    assert count() == before + 1

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from twisted.logger import Logger
 
+from pymailer import metrics
 from pymailer.policy.decision import Decision
 
 log = Logger(namespace="pymailer.policy.verdict")
@@ -79,6 +80,7 @@ def logVerdict(facts, check, action, reason, score=0.0, queueId=None, recipients
     rcpts = facts.recipients if recipients is None else recipients
     for rcpt in rcpts or ("-",):
         COUNTS[(rcpt.lower(), check, action)] += 1
+    metrics.SPAM_VERDICTS.labels(check, action).inc()
     log.info(
         "spam verdict: qid={qid} ip=[{ip}] from=<{sender}> to={rcpts} check={check}"
         " score={score:g} action={action} reason={reason}",
