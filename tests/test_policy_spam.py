@@ -245,6 +245,31 @@ def test_greylist_expired_retry_waits_again(greylist):
     assert rcpt(piece, "2001:db8::2")[0].code == 451
 
 
+def test_greylist_dkim_aligned_domain_never_waits(greylist):
+    """
+    A domain whose mail came DKIM-signed by itself (aligned with MAIL FROM)
+    is a known good sender: its next mail, from any of its hosts, is not
+    delayed.  Without a signature, or with a stranger's, it still waits.
+    """
+    from pymailer.policy.decision import AuthResult
+
+    piece = greylist()
+    for signer, result in (("other.test", "pass"), ("remote.test", "fail")):
+        facts = Facts(clientAddress="192.0.2.10", sender="x@remote.test",
+                      authResults=[AuthResult("dkim", result, "", (("header.d", signer),))])
+        assert result_of(piece.checkData(facts, None)) is None
+    assert rcpt(piece, "198.51.100.7", sender="y@remote.test")[0].code == 451
+    facts = Facts(clientAddress="192.0.2.10", sender="x@remote.test",
+                  authResults=[AuthResult("dkim", "pass", "", (("header.d", "mail.remote.test"),))])
+    result_of(piece.checkData(facts, None))
+    assert rcpt(piece, "203.0.113.9", sender="z@remote.test")[0] is None
+    assert rcpt(piece, "203.0.113.9", sender="z@elsewhere.test")[0].code == 451
+
+
+def result_of(value):
+    return result(defer.maybeDeferred(lambda: value))
+
+
 def test_greylist_exempt(greylist):
     """Authenticated users and allowlisted clients never wait."""
     assert rcpt(greylist(), "192.0.2.10", user="a@local.test")[0] is None

@@ -9,7 +9,12 @@ was last used.  The client network is the /24 (IPv4) or /64 (IPv6): big
 senders retry from another host of the same farm.
 
 Never wait: authenticated users, clients in C{allow}, and known good
-senders: a (network, sender) that passed before, for any recipient.
+senders: a (network, sender) that passed before, for any recipient, and
+any sender of a domain whose mail came with a DKIM signature that passed
+and aligns with the envelope sender's domain (RFC 7489 §3.1 relaxed: the
+same organisational domain): its big senders retry from many farms, and a
+signature proves the domain stands behind them.  (A forger using that
+domain in MAIL FROM skips the wait but not DKIM/DMARC at end of data.)
 
 State lives in C{data_dir/greylist.sqlite} so a restart forgives nobody and
 forgets nobody; SQLite in WAL mode with a busy timeout is safe with several
@@ -30,6 +35,7 @@ from zope.interface import implementer
 
 from pymailer.interfaces import IPolicyFactory
 from pymailer.policy.decision import Decision, Policy
+from pymailer.policy.dmarc import aligned
 from pymailer.policy.dnsbl import clientIP, inNetworks
 from pymailer.policy.verdict import logVerdict
 
@@ -42,6 +48,8 @@ CREATE TABLE IF NOT EXISTS triplets (
     first REAL NOT NULL, passed REAL, last REAL NOT NULL,
     PRIMARY KEY (net, sender, recipient));
 CREATE INDEX IF NOT EXISTS triplets_last ON triplets (last);
+CREATE TABLE IF NOT EXISTS signed_domains (
+    domain TEXT PRIMARY KEY, last REAL NOT NULL);
 """
 
 
@@ -94,9 +102,20 @@ class GreylistStore:
         if self._checks % PURGE_EVERY == 0:
             db.execute("DELETE FROM triplets WHERE last < ? OR (passed IS NULL AND first < ?)",
                        (now - keep, now - expire))
+            db.execute("DELETE FROM signed_domains WHERE last < ?", (now - keep,))
         return wait
 
+    def rememberSignedDomain(self, domain, now):
+        """Mail from C{domain} came DKIM-signed by it: its senders never wait."""
+        self._db().execute(
+            "INSERT INTO signed_domains VALUES (?, ?) ON CONFLICT (domain) DO UPDATE"
+            " SET last=excluded.last", (domain, now))
+
     def _check(self, db, net, sender, recipient, now, delay, expire, keep):
+        domain = sender.rpartition("@")[2]
+        if domain and db.execute("SELECT 1 FROM signed_domains WHERE domain=? AND last >= ?",
+                                 (domain, now - keep)).fetchone():
+            return None
         row = db.execute(
             "SELECT first, passed, last FROM triplets WHERE net=? AND sender=? AND recipient=?",
             (net, sender, recipient)).fetchone()
@@ -151,6 +170,20 @@ class Greylist(Policy):
                 451, "4.7.1", f"Greylisted, try again in {seconds} seconds", "greylist")
 
         return d.addCallback(decide)
+
+    def checkData(self, facts, message):
+        # Runs after dkim in the chain (its results are in facts) when the
+        # operator lists greylist after it; before it there is nothing yet.
+        domain = (facts.sender or "").rpartition("@")[2].lower()
+        if not domain or facts.authenticatedAs is not None:
+            return None
+        for r in facts.authResults:
+            signer = dict(r.properties).get("header.d")
+            if r.method == "dkim" and r.result == "pass" and aligned(signer, domain, "r"):
+                return deferToThreadPool(
+                    self.reactor, self.threadpool, self.store.rememberSignedDomain,
+                    domain, self.reactor.seconds()).addCallback(lambda _: None)
+        return None
 
 
 @implementer(IPolicyFactory)
