@@ -31,6 +31,8 @@ from pymailer.delivery.dispatch import RoutingAgent
 from pymailer.delivery.local import LocalDeliveryAgent
 from pymailer.delivery.relay import RelayDeliveryAgent
 from pymailer.dns import Resolver
+from pymailer.events import Events
+from pymailer.monitoring import openMonitoring
 from pymailer.delivery.router import Router
 from pymailer.intake import MessageIntake
 from pymailer.memdebug import tracingService
@@ -84,6 +86,8 @@ class Parts:
     metricsRegistry: object = None
     spool: object = None  # the mail queue (the web admin's queue pages)
     resolver: object = None  # the server's DNS resolver (the web admin's DNS page)
+    events: object = None  # records mail and login events (metrics, monitoring)
+    monitoring: object = None  # the persistent counters and recent events (admin page)
 
 
 def buildSMTP(role, parts):
@@ -92,7 +96,7 @@ def buildSMTP(role, parts):
         config.hostname, config.smtp, parts.portal, parts.reactor,
         role=SMTP_ROLES[role], tls=parts.tls, guard=parts.guard,
         authConfig=config.auth, hideClientIP=config.submission.hide_client_ip,
-        policy=parts.policy,
+        policy=parts.policy, events=parts.events,
     )
 
 
@@ -171,6 +175,11 @@ def makeService(config, reactor=None):
     # the reactor never waits on the disk.
     pool = ThreadPool(minthreads=2, maxthreads=20, name="pymailer-disk")
     ThreadPoolService(pool).setServiceParent(top)
+    # Stops after the listeners and the runner (StopInOrder), so that their
+    # last events are in its final flush, and before the pool it writes in.
+    monitoring = openMonitoring(config, reactor, pool)
+    monitoring.setServiceParent(top)
+    events = Events(reactor, monitoring)
 
     directory = openDirectory(config)
     router = Router(directory, config.delivery.recipient_delimiter,
@@ -189,7 +198,8 @@ def makeService(config, reactor=None):
     resolver = Resolver(config.dns, reactor, dnsPool)
 
     runner = QueueRunner(spool, None, config.queue, reactor, pool,
-                         reporter=Reporter(spool, config.hostname, config.queue))
+                         reporter=Reporter(spool, config.hostname, config.queue),
+                         events=events)
 
     localAgent = LocalDeliveryAgent(store, router, config.hostname, reactor, pool, spool,
                                     sealer=ForwardSealer(config.data_dir, config.authservId))
@@ -216,7 +226,7 @@ def makeService(config, reactor=None):
     checker = PasswordChecker(directory, reactor, authPool)
     realm = MailRealm(intakeFor)
     portal = Portal(realm, [AllowAnonymousAccess(), checker])
-    guard = LoginGuard(config.auth, reactor)
+    guard = LoginGuard(config.auth, reactor, events)
     tls = ReloadableContextFactory(*certificatePaths(config))
     reloadOnHangup(reactor, tls)
     policy = buildPolicy(config, reactor, pool, resolver, directory)
@@ -230,7 +240,7 @@ def makeService(config, reactor=None):
     notifier = ChangeNotifier(store, reactor, pool)
     notifier.setServiceParent(top)
     parts = Parts(config, reactor, pool, portal, guard, tls, store, directory,
-                  notifier, policy, registry, spool, resolver)
+                  notifier, policy, registry, spool, resolver, events, monitoring)
     for interface, build in AVATAR_BUILDERS.items():
         realm.avatarFactories[interface] = build(parts)
 

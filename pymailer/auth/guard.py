@@ -13,7 +13,7 @@ from collections import deque
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from pymailer import metrics
+from pymailer.events import PROMETHEUS_ONLY
 
 # Bound on remembered keys, so a flood of distinct addresses cannot grow
 # memory without limit; the oldest entries go first.
@@ -23,9 +23,11 @@ MAX_KEYS = 100_000
 class LoginGuard:
     log = Logger()
 
-    def __init__(self, authConfig, clock):
+    def __init__(self, authConfig, clock, events=None):
         self.config = authConfig
         self.clock = clock
+        # Failed logins and lockouts are recorded here (metrics, monitoring).
+        self.events = events if events is not None else PROMETHEUS_ONLY
         self._failures = {}
         self._lockedUntil = {}
 
@@ -50,7 +52,7 @@ class LoginGuard:
         C{Deferred} that fires after the failure delay.
         """
         now = self.clock.seconds()
-        metrics.AUTH_FAILURES.labels(protocol).inc()
+        self.events.loginFailed(protocol, ip, account)
         self.log.warn(
             "{protocol} login failed for {account!r} from {ip}",
             protocol=protocol, account=account, ip=ip,
@@ -64,7 +66,7 @@ class LoginGuard:
                 window.popleft()
             if len(window) >= self.config.max_failures:
                 self._lockedUntil[key] = now + self.config.lockout_time
-                metrics.LOCKOUTS.labels(key[0]).inc()
+                self.events.lockedOut(key[0], key[1], ip, account)
                 window.clear()
                 self.log.warn(
                     "{kind} {value!r} locked out for {t:g} s after {n} failed logins",

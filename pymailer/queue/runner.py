@@ -15,7 +15,7 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from pymailer import metrics
+from pymailer.events import PROMETHEUS_ONLY
 from pymailer.envelope import DELIVERED, FAILED, PENDING
 from pymailer.queue.backoff import retryDelay
 
@@ -32,11 +32,14 @@ class QueueRunner(Service):
     # Seconds stopService waits for deliveries in flight.
     shutdownGrace = 5.0
 
-    def __init__(self, spool, agent, queueConfig, reactor, threadpool, reporter=None):
+    def __init__(self, spool, agent, queueConfig, reactor, threadpool, reporter=None,
+                 events=None):
         self.spool = spool
         self.agent = agent
         # Sends delivery status notifications (L{pymailer.queue.notify}).
         self.reporter = reporter
+        # Each recipient's outcome is recorded here (metrics, monitoring).
+        self.events = events if events is not None else PROMETHEUS_ONLY
         # Every commit to the spool (SMTP, forwards, reports) wakes us.
         spool.addListener(lambda queueId: reactor.callFromThread(self.kick))
         self.config = queueConfig
@@ -279,7 +282,9 @@ class QueueRunner(Service):
         return envelope.withRecipients(recipients), nextAttempt, events
 
     def _logOutcome(self, envelope, recipient, status, detail):
-        metrics.DELIVERIES.labels(status).inc()
+        self.events.deliveryOutcome(status, envelope.queueId, envelope.sender,
+                                    recipient.address, envelope.session.clientAddress,
+                                    detail)
         # One line per recipient and attempt, in the manner of Postfix's
         # "to=<...>, status=..." so that operators can grep one format.
         self.log.info(

@@ -6,6 +6,7 @@ connection limits before a session starts.
 from dataclasses import dataclass
 
 from pymailer.connlimit import LimitedFactory
+from pymailer.events import PROMETHEUS_ONLY
 from pymailer.policy.chain import PolicyChain
 from pymailer.shutdown import Connections
 from pymailer.smtp.server import SMTPServer
@@ -42,7 +43,8 @@ class SMTPFactory(LimitedFactory):
     protocol = SMTPServer
 
     def __init__(self, hostname, limits, portal, reactor, role=MTA, tls=None,
-                 guard=None, authConfig=None, hideClientIP=False, policy=None):
+                 guard=None, authConfig=None, hideClientIP=False, policy=None,
+                 events=None):
         LimitedFactory.__init__(self, limits)
         self.hostname = hostname
         self.portal = portal
@@ -55,6 +57,8 @@ class SMTPFactory(LimitedFactory):
         # The policy chain, shared by every listener (one rate-limit count).
         self.policy = policy if policy is not None else PolicyChain([], hostname)
         self.clients = Connections(reactor)
+        # Accepted and refused mail is recorded here (metrics, monitoring).
+        self.events = events if events is not None else PROMETHEUS_ONLY
 
     def refusal(self, reason):
         return f"421 4.7.0 {reason}".encode("ascii")

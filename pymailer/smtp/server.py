@@ -215,6 +215,7 @@ class SMTPServer(SessionSecurity, ESMTP):
 
         def greet(decision):
             if decision.refuses:
+                self._recordRefusal(decision)
                 # RFC 5321 §3.1: 554 (or 421) instead of the greeting.
                 return self._closeWith(decision.code, decision.enhanced, decision.text)
             # RFC 2034 §3: no enhanced code on the greeting.
@@ -230,16 +231,28 @@ class SMTPServer(SessionSecurity, ESMTP):
         facts.authenticatedAs = self.authenticatedAs
         return defer.maybeDeferred(getattr(self.factory.policy, stage), facts, *args)
 
-    def _judge(self, decision):
-        """A refusing decision becomes the error reply (and maybe a close)."""
+    def _judge(self, decision, recipient=None):
+        """
+        A refusing decision becomes the error reply (and maybe a close).
+
+        @param recipient: the RCPT being judged, for the record.
+        """
         if decision.refuses:
-            metrics.REJECTIONS.labels(decision.reason or "policy").inc()
+            self._recordRefusal(decision, recipient)
             if decision.disconnect:
                 # The reply goes out here; the error below only stops the
                 # command (a closed session sends nothing more).
                 self._closeWith(decision.code, decision.enhanced, decision.text)
             raise SMTPReply(decision.code, decision.enhanced, decision.text)
         return decision
+
+    def _recordRefusal(self, decision, recipient=None):
+        if recipient is None:
+            # At DATA: the message's recipients.
+            recipient = ", ".join(self.facts.recipients)
+        self.factory.events.rejected(
+            decision.reason or "policy", self._peerHost, self.facts.sender, recipient,
+            f"{decision.code} {decision.enhanced} {decision.text}")
 
     def timeoutConnection(self):
         self._closeWith(421, "4.4.2", f"{self.factory.hostname} Error: timeout exceeded")
@@ -575,7 +588,7 @@ class SMTPServer(SessionSecurity, ESMTP):
         d = self.intake.validateRecipient(self._session(txn.smtputf8), txn.sender, recipient)
         d.addErrback(self._unknownRecipient, recipient)
         d.addCallback(lambda _: self._ask("checkRecipient", recipient))
-        d.addCallback(self._judge)
+        d.addCallback(self._judge, recipient)
 
         def accepted(_):
             if self._txn is txn:
@@ -593,9 +606,11 @@ class SMTPServer(SessionSecurity, ESMTP):
         failure.trap(SMTPReply)
         if failure.value.enhanced != BAD_MAILBOX:
             return failure
-        metrics.REJECTIONS.labels("unknown_recipient").inc()
+        reply = failure.value
+        self.factory.events.rejected("unknown_recipient", self._peerHost, self.facts.sender,
+                                     recipient, f"{reply.code} {reply.enhanced} {reply.text}")
         d = self._ask("checkUnknownRecipient", recipient)
-        d.addCallback(self._judge)
+        d.addCallback(self._judge, recipient)
         return d.addCallback(lambda _: failure)
 
     def _checkReadyForData(self, txn):
@@ -764,7 +779,9 @@ class SMTPServer(SessionSecurity, ESMTP):
                 ip=self._peerHost,
                 user=f" sasl_username={self.authenticatedAs}" if self.authenticatedAs else "",
             )
-            metrics.MESSAGES_ACCEPTED.labels(self.factory.role.name).inc()
+            self.factory.events.messageAccepted(
+                self.factory.role.name, envelope.queueId, envelope.sender,
+                [r.address for r in envelope.recipients], self._peerHost)
             self.reply(250, "2.0.0", f"Ok: queued as {envelope.queueId}")
 
         def failed(failure):

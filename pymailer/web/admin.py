@@ -62,7 +62,7 @@ SHOW_HEADER_LINES = 40
 ACCOUNT_PATH = "/account/"
 NAV = (("/admin/domains", "Domains"), ("/admin/users", "Users"),
        ("/admin/aliases", "Aliases"), ("/admin/queue", "Queue"), ("/admin/dns", "DNS"),
-       (ACCOUNT_PATH, "My account"))
+       ("/admin/monitoring", "Monitoring"), (ACCOUNT_PATH, "My account"))
 QUEUE_ACTIONS = ("flush", "hold", "release", "delete", "bounce")
 
 

@@ -20,7 +20,7 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.web.resource import Resource
 
-from pymailer.web import account, autoconfig, mtasts
+from pymailer.web import account, autoconfig, monitoring, mtasts
 from pymailer.web.admin import AdminApp
 from pymailer.web.metrics import MetricsApp, MetricsPage
 from pymailer.web.site import WebSite
@@ -156,10 +156,12 @@ def buildWeb(role, parts):
     """The C{https} and C{http} listeners: the same routes."""
     serveMetrics = parts.config.listen.metrics is None
     admin = AdminApp(parts)
-    # /account/ shares the admin pages' sessions (one AdminApp).
+    # /account/ and /admin/monitoring share the admin pages' sessions (one AdminApp).
     root = Paths((account.PREFIX,), account.AccountApp(admin).app.resource(),
-                 Paths(ADMIN_PREFIXES, admin.app.resource(),
-                       WebApp(parts, serveMetrics).app.resource()))
+                 Paths((monitoring.PREFIX,),
+                       monitoring.MonitoringApp(admin, parts.monitoring).app.resource(),
+                       Paths(ADMIN_PREFIXES, admin.app.resource(),
+                             WebApp(parts, serveMetrics).app.resource())))
     return WebSite(root, parts.reactor)
 
 
