@@ -123,6 +123,7 @@ class Generator:
                          b"APPEND", b"CHECK", b"CLOSE", b"EXPUNGE", b"SEARCH", b"FETCH",
                          b"STORE", b"COPY", b"MOVE", b"UID", b"IDLE", b"ENABLE", b"ID",
                          b"NAMESPACE", b"UNSELECT", b"AUTHENTICATE", b"LOGIN", b"STARTTLS",
+                         b"COMPRESS",
                          b"LOGOUT" if r.random() < 0.1 else b"NOOP", b"XYZZY"])
         args = []
         if verb == b"UID":
@@ -145,13 +146,18 @@ class Generator:
         if kind == 1:
             data = r.choice([MESSAGE, self.junk(30), b""])
             size = len(data) + r.choice([0, 0, 0, -1, 1])
-            return b"{%d%s}\r\n" % (size, r.choice([b"", b"+"])) + data
+            # "~{n}": literal8 (RFC 3516 4.4), APPEND only
+            return b"%s{%d%s}\r\n" % (r.choice([b"", b"", b"~"]), size,
+                                       r.choice([b"", b"+"])) + data
         if kind == 2:
             return b'"' + self.junk(10).replace(b"\r", b"").replace(b"\n", b"") + b'"'
         if kind == 3:
             return r.choice([b"BODY[]", b"BODY.PEEK[1.2.HEADER.FIELDS (From To)]<0.10>",
                              b"BODY[1.1.MIME]", b"BODYSTRUCTURE", b"ENVELOPE", b"RFC822.SIZE",
-                             b"(FLAGS UID)", b"BINARY[1]", b"BODY[", b"BODY[]<5.>"])
+                             b"(FLAGS UID)", b"BINARY[1]", b"BODY[", b"BODY[]<5.>",
+                             # BINARY (RFC 3516)
+                             b"BINARY.PEEK[1.2]<0.10>", b"BINARY.SIZE[]", b"BINARY[1.TEXT]",
+                             b"(BINARY[] BINARY.SIZE[2])", b"BINARY.SIZE[1]<0.1>"])
         if kind == 4:
             return r.choice([b"NOT " * r.randrange(1, 200) + b"ALL",
                              b"(" * r.randrange(1, 60) + b"ALL" + b")" * r.randrange(1, 60),
@@ -167,7 +173,8 @@ class Generator:
                              # LIST-EXTENDED, LIST-STATUS, CREATE USE (RFC 5258, 5819, 6154)
                              b"(SUBSCRIBED RECURSIVEMATCH)", b"(RECURSIVEMATCH)", b"RETURN",
                              b"(SPECIAL-USE)", b"(STATUS (MESSAGES SIZE))", b'("a" "%")',
-                             b"(SUBSCRIBED CHILDREN STATUS (UNSEEN))", b"(USE (\\Archive))"])
+                             b"(SUBSCRIBED CHILDREN STATUS (UNSEEN))", b"(USE (\\Archive))",
+                             b"DEFLATE", b"deflate"])  # COMPRESS (RFC 4978)
         if kind == 6:
             return self.numberSet() if r.random() < 0.9 else b"$"
         return self.word()

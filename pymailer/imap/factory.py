@@ -31,6 +31,7 @@ class IMAPFactory(LimitedFactory):
         self.maxMessageSize = parts.config.smtp.max_message_size
         self.notifier = parts.notifier
         self.clients = Connections(parts.reactor)
+        self.clock = parts.reactor
 
     def run(self, function, *args):
         return deferToThreadPool(self.parts.reactor, self.parts.threadpool, function, *args)

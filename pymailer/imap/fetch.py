@@ -8,7 +8,7 @@ in memory (the protocol streams them from the file).
 
 import re
 
-from pymailer.imap import search
+from pymailer.imap import binary, search
 from pymailer.imap.message import Part, _Concat
 from pymailer.imap.parser import (
     Atom, ParseError, String, astring, formatValue, isAtom, modSequence, number, tokenize,
@@ -80,7 +80,9 @@ def fetchPieces(selected, seq, u, items, data, reopen, extras=()):
         else:
             if part is None:
                 part = Part(data, 0, len(data))
-            if name in ("ENVELOPE", "BODYSTRUCTURE", "BODY"):
+            if name in ("BINARY", "BINARY.SIZE"):
+                pieces += binary.binaryPieces(item, part, data, reopen)
+            elif name in ("ENVELOPE", "BODYSTRUCTURE", "BODY"):
                 value = (part.envelope() if name == "ENVELOPE"
                          else part.bodystructure(name == "BODYSTRUCTURE"))
                 pieces.append(name.encode() + b" " + formatStructure(value))
@@ -176,7 +178,7 @@ def formatStructure(value):
 
 
 _SECTION = re.compile(
-    rb"(BODY|BODY\.PEEK|BINARY\.PEEK|BINARY)\[([^\]]*)\](?:<(\d{1,10})\.(\d{1,10})>)?$", re.I)
+    rb"(BODY|BODY\.PEEK)\[([^\]]*)\](?:<(\d{1,10})\.(\d{1,10})>)?$", re.I)
 _MACROS = {
     b"ALL": [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"ENVELOPE"],
     b"FAST": [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE"],
@@ -206,13 +208,13 @@ def parseFetchItems(token, uid):
             items.append(FetchItem(upper.decode(), True, True, ([], "", ())))
         elif upper == b"RFC822.HEADER":
             items.append(FetchItem(upper.decode(), True, False, ([], "HEADER", ())))
+        elif upper.startswith(b"BINARY"):
+            items.append(binary.parseItem(t))
         else:
             m = _SECTION.match(bytes(t))
             if m is None:
                 raise ParseError(f"unknown FETCH item {t.decode('ascii', 'replace')[:40]}")
             kind = m[1].upper()
-            if kind.startswith(b"BINARY"):
-                raise ParseError("BINARY is not supported")
             numbers, spec, fields = _parseSection(m[2])
             label = b"BODY[" + _sectionLabel(m[2]) + b"]"
             partial = None

@@ -55,7 +55,8 @@ class FileLiteral:
 # is the server's), and the SEARCH compiler recurses once per level.
 MAX_NESTING = 32
 
-LITERAL_AT_END = re.compile(rb"\{(\d{1,20})(\+?)\}$")
+# "~{n}": a literal8 (RFC 3516 4.4), taken in APPEND only (the server checks).
+LITERAL_AT_END = re.compile(rb"(~?)\{(\d{1,20})(\+?)\}$")
 # tag = 1*<any ASTRING-CHAR except "+"> (RFC 3501 9): "]" is one.
 _TAG = re.compile(rb"[!#$&',-./0-9:-Z\[\]^-z|~]+")
 # fetch-att names whose "[" opens a section that may hold spaces and

@@ -4,7 +4,8 @@ NAMESPACE, ID, ENABLE, LITERAL+, UNSELECT, SPECIAL-USE, SASL-IR, CHILDREN,
 CONDSTORE, and (each in its own module, this one dispatching) ESEARCH and
 SEARCHRES (L{pymailer.imap.esearch}), LIST-EXTENDED and LIST-STATUS
 (L{pymailer.imap.listing}, L{pymailer.imap.status}), STATUS=SIZE,
-MULTIAPPEND and APPENDLIMIT (L{pymailer.imap.append}).
+MULTIAPPEND and APPENDLIMIT (L{pymailer.imap.append}), BINARY
+(L{pymailer.imap.binary}) and COMPRESS=DEFLATE (L{pymailer.imap.compress}).
 
 Built on C{twisted.mail.imap4.IMAP4Server} (its line receiver, timeouts and
 response helpers) but replacing its command reader and dispatcher, because
@@ -54,7 +55,7 @@ from pymailer.auth.guard import plaintextLoginAllowed
 from pymailer.auth.login import LoginBlocked, guardedLogin
 from pymailer.auth import sasl
 from pymailer.auth.sasl import Plain
-from pymailer.imap import append, esearch, listing, search, status, utf7
+from pymailer.imap import append, binary, compress, esearch, listing, search, status, utf7
 from pymailer.imap.fetch import Range, fetchPieces, parseFetchItems, parseModifiers
 from pymailer.imap.listing import listEntries, lsubEntries
 from pymailer.imap.message import messageOctets
@@ -88,6 +89,10 @@ _FLAG_NAMES = {f.upper(): f for f in SYSTEM_FLAGS}
 _STORE_MODES = {b"FLAGS": "set", b"+FLAGS": "add", b"-FLAGS": "remove"}
 # flag-keyword = atom (RFC 3501 9): no atom-specials, no "]".
 _KEYWORD = re.compile(r'[^\x00-\x20\x7f-\uffff(){%*"\\\]]+')
+
+
+def _isCompress(line):
+    return line[:40].upper().split(b" ", 2)[1:2] == [b"COMPRESS"]
 
 
 class CommandFailed(Exception):
@@ -141,6 +146,9 @@ class IMAPServer(IMAP4Server):
         self.condstore = False
         # RFC 5182: the UIDs of the last SEARCH RETURN (SAVE), "$".
         self.searchResult = frozenset()
+        # RFC 4978: the L{compress.Deflate} once COMPRESS DEFLATE is on.
+        self.compression = None
+        self._readingLines = False
 
     # -- connection ---------------------------------------------------------
 
@@ -222,7 +230,8 @@ class IMAPServer(IMAP4Server):
         caps = [b"IMAP4rev1", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE",
                 b"NAMESPACE", b"UIDPLUS", b"MOVE", b"UNSELECT", b"SPECIAL-USE",
                 b"CHILDREN", b"CONDSTORE", b"ESEARCH", b"SEARCHRES", b"LIST-EXTENDED",
-                b"LIST-STATUS", b"STATUS=SIZE", b"MULTIAPPEND",
+                b"LIST-STATUS", b"STATUS=SIZE", b"MULTIAPPEND", b"BINARY",
+                b"COMPRESS=DEFLATE",
                 b"APPENDLIMIT=%d" % self.factory.maxMessageSize]
         if self.user is None:
             if not self.secure and self.factory.tls is not None:
@@ -234,6 +243,21 @@ class IMAPServer(IMAP4Server):
         return caps
 
     # -- reading commands ---------------------------------------------------
+
+    def dataReceived(self, data):
+        # With COMPRESS on, what the transport gives is inflated first.  Not
+        # what LineReceiver hands itself while reading (setLineMode's
+        # extra octets) nor b"" (read on what it holds, after a pause).
+        if self.compression is not None and data and not self._readingLines:
+            return self.compression.received(data)
+        return self._readLines(data)
+
+    def _readLines(self, data):
+        outer, self._readingLines = self._readingLines, True
+        try:
+            return IMAP4Server.dataReceived(self, data)
+        finally:
+            self._readingLines = outer
 
     def lineLengthExceeded(self, line):
         # Twisted drops the connection silently: say why first.
@@ -257,14 +281,23 @@ class IMAPServer(IMAP4Server):
         if marker is None:
             self._segments = None
             self._commands.append(segments)
+            if len(segments) == 1 and self.compression is None and _isCompress(line):
+                # RFC 4978 3: the client compresses right after this line:
+                # read no more lines until COMPRESS has run.
+                self.paused = True
+                self.transport.pauseProducing()
+                self._commands.append(self._afterCompress)
             return self._pump()
         self._segments = segments
         try:
             tag, name = splitCommand(segments[0])
         except ParseError:
             tag, name = b"*", b""
-        size, plus = int(marker[1]), bool(marker[2])
+        size, plus = int(marker[2]), bool(marker[3])
         refusal = self._literalRefusal(name, size, len(segments) // 2)
+        if refusal is None and marker[1] and name != b"APPEND":
+            # RFC 3516 4.4 (and 9): literal8 is APPEND's message only.
+            refusal = b"BAD literal8 is allowed in APPEND only"
         if refusal is not None:
             self._segments = None
             self.sendLine(tag + b" " + refusal)
@@ -283,6 +316,22 @@ class IMAPServer(IMAP4Server):
         self.transport.pauseProducing()
         self._commands.append(lambda: self._checkAppend(tag, target, size, plus))
         self._pump()
+
+    def _afterCompress(self):
+        """
+        After COMPRESS: what was read behind it is inflated when it worked,
+        read as lines again when it did not.
+        """
+        self.paused = False
+        if self._closing:
+            return
+        if not self._queueFull:
+            self.transport.resumeProducing()
+        rest = self.clearLineBuffer()
+        if self.compression is not None:
+            self.compression.received(rest)
+        else:
+            self._readLines(rest)
 
     def _appendTarget(self, name, segments):
         """
@@ -538,6 +587,10 @@ class IMAPServer(IMAP4Server):
             pass
         elif failure.check(MailboxGone):
             self.sendLine(tag + b" NO [NONEXISTENT] Mailbox was deleted meanwhile")
+        elif failure.check(binary.UnknownTransferEncoding):
+            # RFC 3516 4.3: a Content-Transfer-Encoding we cannot undo.
+            self.sendLine(tag + b" NO [UNKNOWN-CTE] Cannot decode content-transfer-encoding "
+                          + str(failure.value).encode("ascii", "replace"))
         else:
             log.failure("IMAP command error", failure)
             self.sendLine(tag + b" NO [SERVERBUG] Internal error, see the server log")
@@ -725,6 +778,22 @@ class IMAPServer(IMAP4Server):
         self.sendLine(b"* ENABLED" + enabled)
 
     cmd_ENABLE.states = ("auth", "select")
+
+    def cmd_COMPRESS(self, tag, args):
+        if len(args) != 1 or not isAtom(args[0], b"DEFLATE"):
+            raise ParseError("COMPRESS takes DEFLATE")
+        if self.compression is not None:
+            raise CommandFailed("[COMPRESSIONACTIVE] DEFLATE is active already")
+        # RFC 4978 3: the tagged OK goes out uncompressed, and everything
+        # after it, both ways, is compressed.
+        self.sendLine(tag + b" OK DEFLATE active")
+        log.info("IMAP COMPRESS DEFLATE active for {user}", user=self.user)
+        self.compression = compress.Deflate(
+            self.transport, self._readLines, self.factory.clock)
+        self.transport = self.compression
+        return defer.fail(ConnectionError("answered"))  # tagged reply sent
+
+    cmd_COMPRESS.states = ("auth", "select")
 
     def cmd_CREATE(self, tag, args):
         if len(args) not in (1, 2):
