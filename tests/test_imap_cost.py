@@ -30,9 +30,12 @@ def client(mailbox):
     return c
 
 
-# CPU one command may take here: generous for a loaded test machine, and
-# still far below what these commands cost before (seconds, or a stack
-# overflow).
+# CPU one command may take here: idle, these take 10-20 ms; a test run on
+# two busy cores (xdist, servers) has measured 0.34 s.  Still far below
+# what these commands cost before (seconds, or a stack overflow).
+MAX_CPU = 1.0
+
+
 def timed(client, line):
     start = time.thread_time()
     out = client.send(line)
@@ -60,7 +63,7 @@ def test_huge_sequence_set_is_cheap(client, command, done, sequenceSet):
     out, cpu = timed(client, b"a " + command % sequenceSet + b"\r\n")
     assert out.endswith(b"a OK " + done + b" completed\r\n") or out.startswith(
         b"a BAD message sequence number out of range"), out[-200:]
-    assert cpu < 0.25
+    assert cpu < MAX_CPU
 
 
 @pytest.mark.parametrize("program", [
@@ -77,7 +80,7 @@ def test_search_program_beyond_limits_is_bad(client, program):
     """
     out, cpu = timed(client, b"a SEARCH " + program + b"\r\n")
     assert out.startswith(b"a BAD "), out[:200]
-    assert cpu < 0.25
+    assert cpu < MAX_CPU
     assert client.send(b"b NOOP\r\n").endswith(b"b OK NOOP completed\r\n")
 
 

@@ -14,7 +14,7 @@ from pymailer.web.account import MISMATCH, WRONG_PASSWORD, formatSize
 
 from mailserver import DOMAIN, PASSWORD, insecureTLS, waitFor
 from test_web_admin import (  # noqa: F401 (fixtures)
-    Client, base, browser, logIn, notice, screenshot, submitForm, webServer)
+    Client, base, browser, clickAndLoad, logIn, notice, screenshot, submitForm, webServer)
 
 BOB = f"bob@{DOMAIN}"
 
@@ -66,7 +66,7 @@ def test_userChangesPassword(webServer, browser, tmp_path):
     submitForm(browser, "/account/password", current=PASSWORD, new=new, again=new)
     assert notice(browser) == "Password changed."
 
-    browser.find_element(By.CSS_SELECTOR, "form[action='/logout'] button").click()
+    clickAndLoad(browser, browser.find_element(By.CSS_SELECTOR, "form[action='/logout'] button"))
     logIn(browser, webServer, BOB, PASSWORD)
     assert browser.current_url.endswith("/login")
     logIn(browser, webServer, BOB, new)

@@ -154,12 +154,29 @@ def screenshot(driver, tmp_path, name):
         shutil.copy(path, target / name)
 
 
+def clickAndLoad(driver, element, timeout=30):
+    """
+    Click C{element} (a link or a form's button) and wait until the page it
+    leads to has replaced this one: a find right after a bare click may see
+    the old page (its notice) on a loaded machine.
+    """
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    wait = WebDriverWait(driver, timeout)
+    wait.until(expected_conditions.staleness_of(page))
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
 def logIn(driver, server, address, password):
     from selenium.webdriver.common.by import By
     driver.get(base(server) + "/login")
     driver.find_element(By.NAME, "address").send_keys(address)
     driver.find_element(By.NAME, "password").send_keys(password)
-    driver.find_element(By.CSS_SELECTOR, "form[action='/login'] button").click()
+    clickAndLoad(driver, driver.find_element(By.CSS_SELECTOR, "form[action='/login'] button"))
 
 
 def submitForm(driver, action, **values):
@@ -170,7 +187,7 @@ def submitForm(driver, action, **values):
         box = form.find_element(By.NAME, name)
         box.clear()
         box.send_keys(value)
-    form.find_element(By.CSS_SELECTOR, "button").click()
+    clickAndLoad(driver, form.find_element(By.CSS_SELECTOR, "button"))
 
 
 def notice(driver):
@@ -231,16 +248,16 @@ class TestBrowser:
         assert len(rows) == 2, browser.page_source
         assert "someone@example.net" in rows[1].text and "deferred" in rows[1].text
         screenshot(browser, tmp_path, "queue.png")
-        rows[1].find_element(By.TAG_NAME, "a").click()
+        clickAndLoad(browser, rows[1].find_element(By.TAG_NAME, "a"))
         queueId = browser.find_element(By.TAG_NAME, "h1").text.split()[-1]
         assert "Subject: stuck" in browser.find_element(By.CSS_SELECTOR, "pre").text
         assert "someone@example.net" in browser.page_source
-        browser.find_element(
-            By.CSS_SELECTOR, f"form[action='/admin/queue/{queueId}/flush'] button").click()
+        clickAndLoad(browser, browser.find_element(
+            By.CSS_SELECTOR, f"form[action='/admin/queue/{queueId}/flush'] button"))
         assert notice(browser) == (f"{queueId}: due now; the server retries it on its next"
                                    " queue scan")
-        browser.find_element(
-            By.CSS_SELECTOR, f"form[action='/admin/queue/{queueId}/delete'] button").click()
+        clickAndLoad(browser, browser.find_element(
+            By.CSS_SELECTOR, f"form[action='/admin/queue/{queueId}/delete'] button"))
         assert notice(browser) == f"{queueId}: deleted"
         assert webServer.admin("queue", "list").stdout == "queue is empty\n"
 

@@ -12,7 +12,8 @@ import smtplib
 import pytest
 
 from mailserver import DOMAIN, PASSWORD
-from test_web_admin import Client, base, browser, logIn, screenshot  # noqa: F401 (fixtures)
+from test_web_admin import (  # noqa: F401 (fixtures)
+    Client, base, browser, clickAndLoad, logIn, screenshot)
 
 PAGE = "/admin/monitoring"
 
@@ -76,7 +77,7 @@ def test_adminSeesMessageCountedChartedAndFound(monitoredServer, browser, tmp_pa
 
     box = browser.find_element(By.NAME, "q")
     box.send_keys(queueId)
-    browser.find_element(By.CSS_SELECTOR, f"form[action='{PAGE}'] button").click()
+    clickAndLoad(browser, browser.find_element(By.CSS_SELECTOR, f"form[action='{PAGE}'] button"))
     rows = [[c.text for c in row.find_elements(By.TAG_NAME, "td")]
             for row in browser.find_elements(By.CSS_SELECTOR, "table tr")]
     found = [r for r in rows if len(r) == 7 and r[2] == queueId]
