@@ -20,7 +20,8 @@ from mailserver import PASSWORD, MailServer, subprocessEnv
 from pymailer.store import INBOX, ImportedMessage
 from pymailer.store.maildir import MaildirStore
 from pymailer.store.maildir_io import (
-    LEGACY_DONE, exportMaildir, importMailboxes, readMaildirTree, readMbox,
+    LEGACY_DONE, exportMaildir, importMailboxes, migrateLegacyMaildirs, readMaildirTree,
+    readMbox,
 )
 from pymailer.store.memory import MemoryStore
 from pymailer.store.sqlite import SQLiteStore
@@ -327,6 +328,36 @@ def test_cli_import_export_and_first_start_migration(tmp_path):
     # The second start imports nothing again.
     server.start().stop()
     assert len(SQLiteStore(server.dataDir / "store").mailbox(ALICE).messages()) == 4
+
+
+def test_first_start_import_resumes_after_a_failure(tmp_path, monkeypatch):
+    """
+    If this fails, a first start that dies half-way through moving the old
+    Maildirs (a full disk, a kill) leaves the rest of the mail behind for
+    good, or doubles what had moved when it runs again.
+    """
+    old = MaildirStore(tmp_path / "mail", "mx.example.org")
+    for user in (ALICE, "bob@example.org"):
+        for i in range(3):
+            old.deliver(user, b"", io.BytesIO(b"%s %d\r\n" % (user.encode(), i)))
+    store = SQLiteStore(tmp_path / "store")
+    real = SQLiteStore.importMailbox
+
+    def failOnBob(self, user, *args):
+        if user == "bob@example.org":
+            raise OSError("disk full")
+        return real(self, user, *args)
+
+    monkeypatch.setattr(SQLiteStore, "importMailbox", failOnBob)
+    with pytest.raises(OSError):
+        migrateLegacyMaildirs(store, tmp_path, "mx.example.org")
+    monkeypatch.setattr(SQLiteStore, "importMailbox", real)
+    assert migrateLegacyMaildirs(SQLiteStore(tmp_path / "store"), tmp_path,
+                                 "mx.example.org") == 3  # bob's; alice's were in
+    legacy = MaildirStore(tmp_path / LEGACY_DONE, "mx.example.org")
+    for user in (ALICE, "bob@example.org"):
+        assert view(store, user)[INBOX] == view(legacy, user)[INBOX]
+    assert migrateLegacyMaildirs(store, tmp_path, "mx.example.org") == 0
 
 
 DELIVERY_LOOP = textwrap.dedent("""

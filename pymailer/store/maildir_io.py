@@ -329,13 +329,23 @@ def migrateLegacyMaildirs(store, dataDir, hostname):
     mailRoot = Path(dataDir) / "mail"
     if not mailRoot.is_dir():
         return 0
+    started = Path(dataDir) / "mail-import.started"
     with exclusiveLock(Path(dataDir) / "mail-import.lock"):
-        if not mailRoot.is_dir() or not store.isEmpty():
+        # An import that stopped half-way (a crash, a full disk) goes on at
+        # the next start: the store is no longer empty, but the mark says so.
+        if not mailRoot.is_dir() or not (store.isEmpty() or started.exists()):
             return 0
+        writeDurably(str(started), b"")
+        fsyncDirectory(dataDir)
         from pymailer.store.maildir import MaildirStore
         legacy = MaildirStore(mailRoot, hostname, stateDir=dataDir)
         total = 0
         for user, directory in legacyUsers(mailRoot):
+            # The old backend indexes every folder first, as it would on any
+            # access: every message then has a UIDVALIDITY and a UID, so
+            # clients keep their caches and a resumed import skips what is in.
+            for name in legacy.listMailboxes(user):
+                legacy.mailbox(user, name).snapshot()
             for name, count in importMailboxes(store, user, readMaildirTree(directory)):
                 log.info("Imported {count} messages of {user} {mailbox} from {path}",
                          count=count, user=user, mailbox=name, path=str(directory))
@@ -343,6 +353,7 @@ def migrateLegacyMaildirs(store, dataDir, hostname):
             for name in legacy.subscriptions(user):
                 store.subscribe(user, name)
         os.rename(mailRoot, Path(dataDir) / LEGACY_DONE)
+        started.unlink()
         fsyncDirectory(dataDir)
         log.info("Moved {total} messages from the Maildir backend into the store; the old"
                  " tree is now {done}", total=total, done=str(Path(dataDir) / LEGACY_DONE))
