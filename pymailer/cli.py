@@ -6,6 +6,10 @@ It changes the same SQLite accounts database the running server reads, so
 changes apply at once, without a restart.  Run it as the user the server
 runs as, so that files it creates stay readable by the server.
 
+C{import}, C{export maildir} and C{backup} move mail into and out of the
+message store (L{pymailer.store.maildir_io}); they are safe while the
+server runs.
+
 The C{queue} commands work on the server's spool directory
 (C{data_dir/queue}) with the spool's own locking, so they are safe while the
 server runs: a message being delivered at that moment is refused (try again),
@@ -376,6 +380,50 @@ def cmdSpamStats(args, config, out):
         print(line, file=out)
 
 
+def _importingStore(config):
+    from pymailer.interfaces import IMailImport
+
+    store = openStore(config)
+    if not IMailImport.providedBy(store):
+        raise CommandError(f'[storage] backend = "{config.storage.backend}" cannot import:'
+                           ' use backend = "sqlite"')
+    return store
+
+
+def cmdImport(args, config, out):
+    from pymailer.store import maildir_io
+
+    address = normaliseAddress(args.address)
+    store = _importingStore(config)
+    if args.format == "maildir":
+        if not os.path.isdir(args.path):
+            raise CommandError(f"{args.path}: not a directory")
+        boxes = maildir_io.readMaildirTree(args.path)
+    else:
+        boxes = [maildir_io.readMbox(args.path)]
+    for name, count in maildir_io.importMailboxes(store, address, boxes, args.folder):
+        print(f"{address} {name}: {count} messages imported", file=out)
+
+
+def cmdExport(args, config, out):
+    from pymailer.store import maildir_io
+
+    address = normaliseAddress(args.address)
+    for name, count in maildir_io.exportMaildir(openStore(config), address, args.directory):
+        print(f"{address} {name}: {count} messages exported", file=out)
+
+
+def cmdBackup(args, config, out):
+    store = openStore(config)
+    if not hasattr(store, "backup"):
+        raise CommandError(f'[storage] backend = "{config.storage.backend}" has no backup:'
+                           " copy data_dir/mail with the server stopped, or use"
+                           " pymailer export")
+    messages, blobs = store.backup(args.directory)
+    print(f"backup in {args.directory}: {messages} messages, {blobs} message files",
+          file=out)
+
+
 # --- parser ----------------------------------------------------------------
 
 def _group(subparsers, name, help):
@@ -527,6 +575,31 @@ def buildParser() -> argparse.ArgumentParser:
                       " every 10 s) and each user's classifier training")
     p.add_argument("address", nargs="?", help="only the verdicts for this recipient")
     p.set_defaults(func=cmdSpamStats)
+
+
+    p = commands.add_parser(
+        "import", help="bring a user's mail in from a Maildir tree (ours or Dovecot's,"
+                       " keeping UIDs) or an mbox file (safe while the server runs)")
+    p.add_argument("format", choices=("maildir", "mbox"))
+    p.add_argument("address")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--folder", metavar="NAME",
+                   help="import into this folder (a Maildir's subfolders go below it;"
+                        " default: INBOX, and the Maildir's own folder names)")
+    p.set_defaults(func=cmdImport)
+
+    actions = _group(commands, "export", "write a user's mail out")
+    p = actions.add_parser(
+        "maildir", help="as a Maildir++ tree that Dovecot and mutt read, with UIDs")
+    p.add_argument("address")
+    p.add_argument("directory", metavar="DIR", help="a new or empty directory")
+    p.set_defaults(func=cmdExport)
+
+    p = commands.add_parser(
+        "backup", help="a consistent copy of the message store (database and message"
+                       " files) in DIR, while the server runs")
+    p.add_argument("directory", metavar="DIR")
+    p.set_defaults(func=cmdBackup)
 
     return parser
 

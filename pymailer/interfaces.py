@@ -505,6 +505,42 @@ class IMailboxObserver(Interface):
         """
 
 
+class IMailImport(Interface):
+    """
+    Optional, for an L{IMailStore} that mail can move into from elsewhere
+    (C{pymailer import}, the first start after the Maildir backend): a
+    mailbox filled with the UIDVALIDITY and UIDs it had, so IMAP clients
+    that cached it keep their cache (RFC 3501 2.3.1.1: same UIDVALIDITY,
+    same UIDs, same messages) instead of downloading everything again.
+    """
+
+    def importMailbox(user, name, uidValidity, messages, uidNext=None):
+        """
+        I{Blocking}.  Fill mailbox C{name} of C{user} (created if missing)
+        from C{messages}, an iterable of L{pymailer.store.ImportedMessage}
+        in ascending UID order, committed in batches (listeners are told
+        per batch).
+
+        UIDs: with C{uidValidity}, a missing or empty mailbox takes that
+        UIDVALIDITY and each message keeps its C{uid}; a mailbox that
+        already has messages under the same UIDVALIDITY (an import that
+        was interrupted) skips messages whose UID is below its UIDNEXT, so
+        running the import again finishes it.  A message without a C{uid},
+        and every message when C{uidValidity} is C{None} or the mailbox
+        holds other mail, gets the next UID as a delivery would.  UIDNEXT
+        ends at least at C{uidNext}, so UIDs the source gave to messages
+        since expunged are never given again.  Imported messages are not
+        C{\\Recent}: they are old mail.
+
+        @return: how many messages were added.
+        @raise ValueError: C{uidValidity} differs from that of a mailbox
+            that already holds messages (the caller picks another name);
+            a name L{IMailStore.canonicalName} refuses.
+        @raise pymailer.store.KeywordLimit: more keywords than the mailbox
+            can hold (what was committed before stays).
+        """
+
+
 class IChangeNotifier(Interface):
     """Publishes mailbox changes to sessions (IMAP IDLE) in this process."""
 

@@ -13,7 +13,7 @@ from twisted.logger import Logger
 log = Logger()
 
 __all__ = [
-    "INBOX", "SPECIAL_USE", "KeywordLimit", "MailboxGone", "MailboxNameTooLong",
+    "INBOX", "SPECIAL_USE", "ImportedMessage", "KeywordLimit", "MailboxGone", "MailboxNameTooLong",
     "MailboxSnapshot", "MaildropLocked", "MessageInfo", "canonicalName",
     "openStore",
 ]
@@ -37,9 +37,14 @@ def openStore(config):
     imported only when chosen.
     """
     if config.storage.backend == "sqlite":
+        from pymailer.store.maildir_io import migrateLegacyMaildirs
         from pymailer.store.sqlite import SQLiteStore
 
-        return SQLiteStore(config.data_dir / "store")
+        store = SQLiteStore(config.data_dir / "store")
+        # The first start after the switch from the Maildir backend (the
+        # old default) brings its mail along, once.
+        migrateLegacyMaildirs(store, config.data_dir, config.hostname)
+        return store
     from pymailer.store.maildir import MaildirStore
 
     return MaildirStore(config.data_dir / "mail", config.hostname,
@@ -165,6 +170,59 @@ class MessageInfo:
     internalDate: float
     modseq: int = 0
     path: str = None
+
+
+@dataclass(frozen=True)
+class ImportedMessage:
+    """
+    One message coming from elsewhere (L{pymailer.interfaces.IMailImport}).
+
+    @ivar uid: its UID there (kept when the UIDVALIDITY is), or C{None}.
+    @ivar flags: IMAP system flags and keywords.
+    @ivar internalDate: seconds since the epoch.
+    @ivar open: a callable returning a binary file object (a context
+        manager) on the octets, called once, when the message is stored.
+    """
+
+    uid: int
+    flags: frozenset
+    internalDate: float
+    open: object
+
+
+def importTarget(uidValidity, boxValidity, hasMessages, name):
+    """
+    How L{pymailer.interfaces.IMailImport.importMailbox} treats a mailbox
+    (the same rule for every backend).
+
+    @return: C{(takeValidity, keepUids, resuming)}: the (empty) mailbox
+        takes C{uidValidity} and restarts at UID 1; messages keep their
+        UIDs; messages already there from an interrupted run are skipped.
+    @raise ValueError: it holds messages under another UIDVALIDITY.
+    """
+    if uidValidity is None:
+        return False, False, False
+    if uidValidity == boxValidity:
+        return False, True, hasMessages
+    if hasMessages:
+        raise ValueError(f"mailbox {name} already holds messages under"
+                         f" UIDVALIDITY {boxValidity}: import into another folder")
+    return True, True, False
+
+
+def importPlan(keepUids, resuming, uidNext, uid):
+    """
+    @return: C{"keep"} (store under C{uid}), C{"skip"} (there from an
+        interrupted run) or C{"new"} (the next UID) for one message.
+    @raise ValueError: UIDs not ascending (a broken source).
+    """
+    if not keepUids or uid is None:
+        return "new"
+    if uid >= uidNext:
+        return "keep"
+    if resuming:
+        return "skip"
+    raise ValueError(f"UID {uid} not above UID {uidNext - 1}: the source's UIDs do not ascend")
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,10 @@ import time
 
 from zope.interface import implementer
 
-from pymailer.interfaces import IMailbox, IMaildropLock, IMailStore
+from pymailer.interfaces import IMailbox, IMaildropLock, IMailImport, IMailStore
 from pymailer.store import (
     INBOX, SPECIAL_USE, KeywordLimit, Listeners, MailboxGone, MailboxSnapshot, MaildropLocked,
-    MessageInfo, canonicalNameWithin, checkDeliveryKey, renameMoves,
+    MessageInfo, canonicalNameWithin, checkDeliveryKey, importPlan, importTarget, renameMoves,
 )
 from pymailer.store.content import BytesContent
 from pymailer.store.maildirindex import KEYWORD_LETTERS, Keywords
@@ -92,7 +92,7 @@ def _readAll(prefix, source):
     return b"".join(chunks)
 
 
-@implementer(IMailStore)
+@implementer(IMailStore, IMailImport)
 class MemoryStore(Listeners):
     """L{IMailStore} in memory (see the module docstring)."""
 
@@ -230,6 +230,37 @@ class MemoryStore(Listeners):
                                      internalDate, box.nextModSeq(), uniqueKey)
         return uid
 
+
+    def importMailbox(self, user, name, uidValidity, messages, uidNext=None):
+        canonical = self.canonicalName(name)
+        with self._lock:
+            account = self._account(user)
+            box = account.boxes.get(canonical)
+            if box is None:
+                box = account.boxes[canonical] = _Box(self._newValidity(account))
+            take, keepUids, resuming = importTarget(uidValidity, box.validity,
+                                                    bool(box.messages), canonical)
+            if take:
+                box.validity, box.uidNext, box.firstRecent = uidValidity, 1, 1
+                account.lastValidity = max(account.lastValidity, uidValidity)
+        mailbox, count = MemoryMailbox(self, user, canonical, box), 0
+        for message in messages:
+            with message.open() as source:
+                data = _readAll(b"", source)  # outside the lock: source may block
+            with self._lock:
+                plan = importPlan(keepUids, resuming, box.uidNext, message.uid)
+                if plan == "skip":
+                    continue
+                if plan == "keep":
+                    box.uidNext = message.uid
+                system, letters, box.keywords = mailbox._split(box, message.flags, True)
+                self._add(box, data, system, letters, message.internalDate)
+                count += 1
+        with self._lock:
+            box.uidNext = max(box.uidNext, uidNext or 0)
+            box.firstRecent = box.uidNext
+        self._notify(user, canonical)
+        return count
 
 
 @implementer(IMailbox)

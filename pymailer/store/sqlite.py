@@ -32,6 +32,7 @@ import json
 import os
 import pathlib
 import secrets
+import shutil
 import sqlite3
 import tempfile
 import threading
@@ -40,11 +41,14 @@ from contextlib import contextmanager
 
 from zope.interface import implementer
 
-from pymailer.interfaces import IExternalChanges, IMailbox, IMaildropLock, IMailStore
+from pymailer.interfaces import (
+    IExternalChanges, IMailbox, IMaildropLock, IMailImport, IMailStore)
 from pymailer.store import (
     INBOX, SPECIAL_USE, Listeners, MailboxGone, MailboxSnapshot, MaildropLocked,
-    MessageInfo, canonicalNameWithin, checkDeliveryKey, renameMoves,
+    MessageInfo, canonicalNameWithin, checkDeliveryKey, importPlan, importTarget,
+    renameMoves,
 )
+from pymailer.fsutil import fsyncDirectory
 from pymailer.store.blobs import BlobStore
 from pymailer.store.maildirindex import Keywords
 
@@ -150,7 +154,7 @@ class _MaildropLock:
             os.close(fd)  # releases the flock
 
 
-@implementer(IMailStore, IExternalChanges)
+@implementer(IMailStore, IExternalChanges, IMailImport)
 class SQLiteStore(Listeners):
     """
     L{IMailStore} on SQLite + blobs under C{root} (C{data_dir/store}).
@@ -502,6 +506,143 @@ class SQLiteStore(Listeners):
         newest = self._read("SELECT max(seq) FROM changes").fetchone()[0] or 0
         return max(newest, cursor), {(user, mailbox) for _, user, mailbox in rows}
 
+
+    # -- moving in (IMailImport) and backups -----------------------------------
+
+    IMPORT_BATCH = 100  # messages per transaction: blobs wait in tmp/ < ORPHAN_AGE
+
+    def importMailbox(self, user, name, uidValidity, messages, uidNext=None):
+        canonical = self.canonicalName(name)
+        userId = self._userId(user)
+        with self._write() as txn:
+            row = txn.execute("SELECT id, uidValidity FROM mailboxes WHERE userId = ?"
+                              " AND name = ?", (userId, canonical)).fetchone()
+            if row is None:
+                self._insertMailbox(txn, userId, canonical)
+                row = txn.execute("SELECT id, uidValidity FROM mailboxes WHERE userId = ?"
+                                  " AND name = ?", (userId, canonical)).fetchone()
+            mailboxId, validity = row
+            hasMessages = txn.execute("SELECT 1 FROM messages WHERE mailboxId = ? LIMIT 1",
+                                      (mailboxId,)).fetchone() is not None
+            take, keepUids, resuming = importTarget(uidValidity, validity, hasMessages,
+                                                    canonical)
+            if take:
+                txn.execute("UPDATE mailboxes SET uidValidity = ?, uidNext = 1, firstRecent = 1"
+                            " WHERE id = ?", (uidValidity, mailboxId))
+                # A mailbox made later never gets this UIDVALIDITY again.
+                txn.execute("UPDATE users SET lastValidity = max(lastValidity, ?)"
+                            " WHERE id = ?", (uidValidity, userId))
+                txn.changed(user, canonical)
+        box = SQLiteMailbox(self, user, canonical, mailboxId)
+        count, batch = 0, []
+        for message in messages:
+            batch.append(message)
+            if len(batch) >= self.IMPORT_BATCH:
+                count += self._importBatch(box, batch, keepUids, resuming)
+                batch = []
+        count += self._importBatch(box, batch, keepUids, resuming)
+        with self._write() as txn:
+            txn.execute("UPDATE mailboxes SET uidNext = max(uidNext, ?) WHERE id = ?",
+                        (uidNext or 0, mailboxId))
+            txn.execute("UPDATE mailboxes SET firstRecent = uidNext WHERE id = ?", (mailboxId,))
+        return count
+
+    def _importBatch(self, box, batch, keepUids, resuming):
+        """One transaction of L{importMailbox}: blobs first, outside the lock."""
+        if not batch:
+            return 0
+        written = []
+        try:
+            for message in batch:
+                with message.open() as source:
+                    written.append(self.blobs.write(b"", source))
+        except BaseException:
+            for pending in written:
+                pending.discard()
+            raise
+        count = 0
+        with self._write() as txn:
+            txn.pending.extend(written)
+            for message, pending in zip(batch, written):
+                uidNext = box._row(txn.db, "uidNext")[0]
+                plan = importPlan(keepUids, resuming, uidNext, message.uid)
+                if plan == "skip":
+                    pending.discard()
+                    continue
+                if plan == "keep":
+                    txn.execute("UPDATE mailboxes SET uidNext = ? WHERE id = ?",
+                                (message.uid, box._id))
+                system, letters, _ = box._split(txn, message.flags, True)
+                self._addBlob(txn, pending)
+                self._addMessage(txn, box._id, pending.blobId, pending.size, system, letters,
+                                 message.internalDate)
+                count += 1
+            txn.changed(box.user, box.name)
+        return count
+
+    def isEmpty(self):
+        """Whether the store holds no message at all (a first start)."""
+        return self._read("SELECT 1 FROM messages LIMIT 1").fetchone() is None
+
+    def backup(self, directory):
+        """
+        A consistent copy of the store in C{directory} (which must not hold
+        one): C{index.sqlite} made with SQLite's online backup API while
+        other processes go on working, and every blob it names, hard-linked
+        (blobs are immutable) or copied across file systems.  The result is
+        a store root: L{SQLiteStore} opens it.  I{Blocking.}
+
+        The write lock is held only for the page copy and for the blobs
+        written since the first linking pass, so deliveries barely wait;
+        while it is held no blob can go, so every row of the copy finds
+        its file.
+
+        @return: C{(messages, blobs)} in the copy.
+        """
+        target = pathlib.Path(directory)
+        if (target / "index.sqlite").exists():
+            raise FileExistsError(f"{target / 'index.sqlite'} exists")
+        (target / "blobs").mkdir(parents=True, exist_ok=True)
+        for entry in list(self.blobs.root.iterdir()):  # most blobs, no lock held
+            if entry.is_dir() and entry != self.blobs.tmp:
+                for blob in list(entry.iterdir()):
+                    self._backupBlob(entry.name + blob.name, target)
+        lock, source = self._connect(), self._connect()
+        copy = sqlite3.connect(target / "index.sqlite")
+        try:
+            # The write lock on a connection of its own: no commit, so no
+            # blob freed, meanwhile; the WAL lets the backup read beside it.
+            lock.execute("BEGIN IMMEDIATE")
+            try:
+                source.backup(copy)
+                named = {row[0] for row in copy.execute("SELECT id FROM blobs")}
+                for blobId in named:
+                    self._backupBlob(blobId, target, required=True)
+            finally:
+                lock.execute("COMMIT")
+            messages = copy.execute("SELECT count(*) FROM messages").fetchone()[0]
+        finally:
+            for db in (lock, source, copy):
+                db.close()
+        for path in BlobStore(target / "blobs").orphans(named, now=float("inf")):
+            os.unlink(path)  # linked in the first pass, expunged before the copy
+        for path in [target / "index.sqlite", *(target / "blobs").iterdir()]:
+            fsyncDirectory(str(path.parent if path.is_file() else path))
+        return messages, len(named)
+
+    def _backupBlob(self, blobId, target, required=False):
+        path = target / "blobs" / blobId[:2] / blobId[2:]
+        if path.exists():
+            return
+        path.parent.mkdir(exist_ok=True)
+        try:
+            os.link(self.blobs.path(blobId), path)
+        except FileNotFoundError:
+            if required:  # under the lock none go: the store lost it
+                raise
+            # First pass: expunged meanwhile, and not in the copy.
+        except OSError:  # another file system
+            shutil.copy2(self.blobs.path(blobId), path)
 
 @implementer(IMailbox)
 class SQLiteMailbox:
