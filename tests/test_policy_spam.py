@@ -135,6 +135,21 @@ def test_allowlists_exempt(dnsbl):
     assert rcpt(dnsbl(zones=zones, allow=("127.0.0.0/24",)), "::ffff:127.0.0.2")[0] is None
 
 
+def test_allowlisted_client_gets_dnswl_result(dnsbl):
+    """
+    A client on a DNS allowlist is reported in Authentication-Results as
+    RFC 8904 says (dnswl=pass dns.zone=... policy.ip=...): otherwise the
+    user cannot tell why a blocklisted-looking sender got through.
+    """
+    from pymailer.policy.authresults import authenticationResults
+
+    decision, facts = rcpt(dnsbl(allow_zones=("wl.test",)), "127.0.0.5")
+    assert decision is None
+    assert authenticationResults("mx.test", facts.authResults) == (
+        b"Authentication-Results: mx.test;\r\n\tdnswl=pass dns.zone=wl.test"
+        b" policy.ip=127.0.10.1\r\n")
+
+
 def test_authenticated_not_judged(dnsbl):
     """A user submitting from a listed home IP can still send."""
     assert rcpt(dnsbl(zones=(DNSBLZone("bl.test"),)), "127.0.0.2", user="a@local.test")[0] is None

@@ -28,7 +28,7 @@ from zope.interface import implementer
 
 from pymailer.dns import DNSError
 from pymailer.interfaces import IPolicyFactory
-from pymailer.policy.decision import Decision
+from pymailer.policy.decision import AuthResult, Decision
 from pymailer.policy.pieces import _Piece
 from pymailer.policy.verdict import SpamScore, isSpamHeader, logVerdict
 
@@ -130,7 +130,12 @@ class DNSBL(_Piece):
         if inNetworks(ip, self.config.allow):
             return None
         for zone in self.config.allow_zones:
-            if (yield self._lookup(facts, f"{ipName}.{zone}", zone)):
+            answer = yield self._lookup(facts, f"{ipName}.{zone}", zone)
+            if answer:
+                # RFC 8904: the registered Authentication-Results method for
+                # a DNS allowlist, so the user's client can see why.
+                facts.authResults.append(AuthResult(
+                    "dnswl", "pass", "", (("dns.zone", zone), ("policy.ip", answer[0]))))
                 return None
         for zone in self.config.zones:
             decision = yield self._listed(facts, zone, ipName, f"Client host [{ip}]")
