@@ -10,9 +10,9 @@ C{import}, C{export maildir} and C{backup} move mail into and out of the
 message store (L{pymailer.store.maildir_io}); they are safe while the
 server runs.
 
-The C{queue} commands work on the server's spool directory
-(C{data_dir/queue}) with the spool's own locking, so they are safe while the
-server runs: a message being delivered at that moment is refused (try again),
+The C{queue} commands work on the server's queue through its
+L{pymailer.interfaces.ISpool}, whose claims make them safe while the server
+runs: a message being delivered at that moment is refused (try again),
 and the server notices held, released, flushed or bounced mail on its next
 queue scan, within seconds.
 
@@ -42,7 +42,8 @@ from pymailer.auth.directory import (
 from pymailer.auth.passwords import hashPassword
 from pymailer.policy import dkimkeys, dnsrecords
 from pymailer.policy.plugins import UnknownPolicy, checkPolicyNames
-from pymailer.queue import spool as spoolModule
+from pymailer.queue import model as queueModel
+from pymailer.queue.backend import openSpool
 from pymailer.queue.display import age as _age, clean as _clean, headerLines as _headerLines
 from pymailer.dns import Resolver
 from pymailer.store import openStore
@@ -206,14 +207,10 @@ SHOW_HEADER_LINES = 40
 
 def _openSpool(config):
     """
-    The server's spool.  Never created here: a queue directory made by the
-    wrong user (or under the wrong config) would break the server.
+    The server's queue.  Never created here: a queue made by the wrong user
+    (or under the wrong config) would break the server.
     """
-    root = config.data_dir / "queue"
-    if not root.is_dir():
-        raise CommandError(f"no mail queue at {root} (has the server run with"
-                           " this configuration?)")
-    return spoolModule.Spool(root)
+    return openSpool(config, create=False)
 
 
 def _localTime(t):
@@ -232,20 +229,19 @@ def _summary(entry, now):
         entry.queueId,
         f"{entry.state:<8}",
         f"{size:>9}",
-        f"{_age(now - envelope.receivedAt):>6}",
+        f"{_age(entry.age(now)):>6}",
         f"<{_clean(envelope.sender)}>",
         f"{count} rcpt" + ("" if count == 1 else "s")
         + (f" ({len(pending)} pending)" if len(pending) != count else ""),
     ]
-    if entry.state == "deferred":
-        if entry.mtime <= now:
+    if entry.state == queueModel.DEFERRED:
+        if entry.nextAttempt <= now:
             parts.append("retry: now")
         else:
-            parts.append(f"retry: {_localTime(entry.mtime)}"
-                         f" (in {_age(entry.mtime - now)})")
-        errors = [r.lastError for r in pending if r.lastError]
-        if errors:
-            parts.append(f"last error: {_clean(errors[0])}")
+            parts.append(f"retry: {_localTime(entry.nextAttempt)}"
+                         f" (in {_age(entry.nextAttempt - now)})")
+        if entry.lastError:
+            parts.append(f"last error: {_clean(entry.lastError)}")
     return "  ".join(parts)
 
 
@@ -265,9 +261,10 @@ def cmdQueueList(args, config, out):
 
 def cmdQueueShow(args, config, out):
     spool = _openSpool(config)
-    state, raw = spool.readEnvelope(args.id)
+    entry = spool.show(args.id)
+    raw = entry.raw
     print(f"queue id: {args.id}", file=out)
-    print(f"state: {state}", file=out)
+    print(f"state: {entry.state}", file=out)
     try:
         data = json.loads(raw)
     except ValueError:
@@ -283,7 +280,7 @@ def cmdQueueShow(args, config, out):
     try:
         with spool.openData(args.id) as f:
             lines = _headerLines(f, SHOW_HEADER_LINES)
-    except FileNotFoundError:
+    except queueModel.NoSuchMessage:
         print("(no message data)", file=out)
         return
     print(f"headers (first {SHOW_HEADER_LINES} lines at most):", file=out)
@@ -325,7 +322,7 @@ def cmdQueueBounce(args, config, out):
     spool = _openSpool(config)
     envelope = spool.bounce(args.id)
     n = sum(1 for r in envelope.recipients
-            if r.state == "failed" and r.lastError == spoolModule.ADMIN_BOUNCE)
+            if r.state == "failed" and r.lastError == queueModel.ADMIN_BOUNCE)
     to = (f"<{_clean(envelope.sender)}>" if envelope.sender
           else "nobody (null sender)")
     print(f"{args.id}: {n} recipient{'' if n == 1 else 's'} failed; the server"
@@ -645,7 +642,7 @@ def main(argv=None) -> int:
         sys.stdout.flush()  # A closed pipe shows here, not at exit.
     except BrokenPipeError:
         return _outputClosed()
-    except (CommandError, spoolModule.QueueError, KeyError, ValueError) as e:
+    except (CommandError, queueModel.QueueError, KeyError, ValueError) as e:
         return fail(_message(e))
     except sqlite3.Error as e:
         return fail(f"accounts database in {config.data_dir}: {_message(e)}")

@@ -7,8 +7,6 @@ spool, and commits it; the queue runner takes it from there.  The intake
 knows nothing of the SMTP wire format, and the SMTP server nothing of disks.
 """
 
-import shutil
-
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from zope.interface import implementer
@@ -66,8 +64,9 @@ class MessageIntake:
         and above the message itself.
         """
         def check():
-            free = shutil.disk_usage(self.spool.root).free
-            if free < max(self.minFreeSpace, size):
+            free = self.spool.freeSpace()
+            # A backend that cannot tell (a database) admits by size alone.
+            if free is not None and free < max(self.minFreeSpace, size):
                 raise SMTPReply(452, "4.3.1", "Insufficient system storage")
 
         return self._inThread(check)

@@ -403,14 +403,166 @@ class IMailbox(Interface):
 
 class ISpool(Interface):
     """
-    The durable queue of accepted messages (Postfix-style state directories).
+    The durable queue of accepted messages: what the intake writes into,
+    what the queue runner claims from, and what the administrator (the
+    C{pymailer queue} command, the web admin, the metrics) looks at.  Callers
+    know states by name (L{pymailer.queue.model.STATES}), never where or how
+    a backend keeps them.
 
-    A message is acknowledged (250) only after L{ISpoolWriter.commit} returns:
-    data and envelope are fsynced, file and directory.
+    Every method blocks (disk, database): call it from a thread pool, never
+    on the reactor.  Values crossing this line are
+    L{pymailer.queue.model.QueueEntry}, L{pymailer.queue.model.Claim} and
+    L{pymailer.envelope.Envelope}; message content is a binary file object.
+
+    Durability: a message is acknowledged (250) only after
+    L{ISpoolWriter.commit} returns, and every change of state below is
+    durable when the method returns.
+
+    Claims: a message is delivered by one claimer at a time.  A claim lasts
+    until L{complete}, L{reschedule} or L{release}, or until the claiming
+    process dies (the file spool: a lock the kernel drops; a database: a
+    lease that expires); the message is then claimed again with
+    C{recovered} set (at-least-once delivery: agents check duplicates).
+
+    The administrator's operations (L{hold}, L{unhold}, L{delete},
+    L{flush}, L{bounce}) are safe while servers run: they never wait for a
+    claim, and raise L{pymailer.queue.model.MessageBusy} for a claimed
+    message, L{pymailer.queue.model.NoSuchMessage} for an unknown id (or
+    anything that is not a queue id) and L{pymailer.queue.model.WrongState}
+    when the operation does not apply.  All three are
+    L{pymailer.queue.model.QueueError}s with one line of text for the user.
     """
 
     def newMessage():
-        """@return: an L{ISpoolWriter} for one incoming message. Blocking."""
+        """@return: an L{ISpoolWriter} for one incoming message."""
+
+    def inject(source, **envelopeFields):
+        """
+        Queue a message we make ourselves (a forward, a delivery report):
+        the bytes of the binary file object C{source} and an
+        L{pymailer.envelope.Envelope} of C{envelopeFields} (its C{queueId}
+        and, unless given, C{size} are filled in).  Committed as by
+        L{ISpoolWriter.commit}.
+
+        @return: the new message's queue id.
+        """
+
+    def addListener(listener):
+        """
+        Call C{listener(queueId)} after each commit (L{ISpoolWriter.commit},
+        L{inject}) in the committing thread: the runner wakes on it.  A
+        listener's exception is logged, never raised to the committer.
+        """
+
+    def freeSpace():
+        """
+        @return: bytes free for new messages (C{int}), or C{None} if the
+            backend cannot tell (the intake then admits by size alone).
+        """
+
+    def recover():
+        """
+        Start-up housekeeping: remove what was never acknowledged (data of
+        transactions that died before commit).  Claims of dead processes
+        need nothing here: L{claimDue} takes them back.
+
+        @return: the C{list} of queue ids whose remains were removed.
+        """
+
+    def claimDue(now, limit, newOnly=False):
+        """
+        Claim up to C{limit} messages due at C{now} (POSIX seconds): new
+        mail, deferred mail whose time has come, and messages whose claimer
+        died, alternating between new and deferred mail so that neither
+        starves.  Each message is given to one claimer only: two callers
+        (threads, processes, nodes) get disjoint claims.
+
+        @param newOnly: a hint that only newly committed mail need be
+            looked at (a commit woke the runner); a backend may look at
+            more.
+        @return: a C{list} of L{pymailer.queue.model.Claim}.  Fewer than
+            C{limit} means nothing more was due.
+        """
+
+    def openData(queueId):
+        """
+        @return: the message's content, a binary file object opened at its
+            start (the caller closes it).
+        @raise pymailer.queue.model.NoSuchMessage: no content for C{queueId}.
+        """
+
+    def complete(claim):
+        """Every recipient is done: remove the message and end the claim."""
+
+    def reschedule(claim, envelope, nextAttempt):
+        """
+        Record C{envelope} (its recipients' new states) and park the message
+        as C{deferred} until C{nextAttempt} (POSIX seconds); end the claim.
+        """
+
+    def release(claim):
+        """
+        End the claim without an attempt (shutdown): the message is due
+        again as it was, nothing recorded.
+        """
+
+    def listMessages(states=None):
+        """
+        @param states: a collection of state names, or C{None} for all.
+        @return: a C{list} of L{pymailer.queue.model.QueueEntry} (without
+            C{raw}), by state (in L{pymailer.queue.model.STATES} order) then
+            queue id.  A snapshot: nothing is claimed.
+        """
+
+    def counts():
+        """@return: C{{state: number of messages}} for every state."""
+
+    def show(queueId):
+        """
+        @return: the L{pymailer.queue.model.QueueEntry} of one message, with
+            C{raw}, the stored envelope (possibly unreadable).
+        @raise pymailer.queue.model.NoSuchMessage: not in the queue.
+        """
+
+    def flush(queueId=None, now=None):
+        """
+        Make deferred mail due at C{now} (default: the current time); held
+        mail stays held.
+
+        @param queueId: one message, or C{None} for every deferred message
+            (claimed ones are skipped).
+        @return: the C{list} of queue ids made due.
+        @raise pymailer.queue.model.WrongState: C{queueId} is not deferred.
+        """
+
+    def hold(queueId):
+        """
+        Put a message aside: no claimer gets it until L{unhold}.
+
+        @return: the state it was in.
+        @raise pymailer.queue.model.WrongState: on hold already, or corrupt.
+        """
+
+    def unhold(queueId, now=None):
+        """
+        The administrator's "release": a held message becomes C{deferred},
+        due at C{now} (as Postfix's C{postsuper -H}), its retry state kept.
+
+        @raise pymailer.queue.model.WrongState: not on hold.
+        """
+
+    def delete(queueId):
+        """Remove a message, whatever its state.  @return: that state."""
+
+    def bounce(queueId, reason=None, now=None):
+        """
+        Fail every pending recipient with C{reason} (default
+        L{pymailer.queue.model.ADMIN_BOUNCE}) and make the message due at
+        C{now}: the runner reports the failures to the sender.
+
+        @return: the updated L{pymailer.envelope.Envelope}.
+        @raise pymailer.queue.model.WrongState: corrupt, or nothing pending.
+        """
 
 
 class ISpoolWriter(Interface):

@@ -57,12 +57,13 @@ class ServerCollector:
     connections per listener (from each listener's
     L{pymailer.shutdown.Connections}) and envelopes per queue state.
 
-    Collecting lists the spool's directories: call it in a thread, never
-    on the reactor (L{render} is meant for C{deferToThreadPool}).
+    Collecting counts the spool's messages (L{ISpool.counts}): call it in a
+    thread, never on the reactor (L{render} is meant for
+    C{deferToThreadPool}).
 
     @param connections: C{{role: Connections}}, filled as listeners are built.
-    @param spool: anything with C{listQueue(state)}, or C{None}.
-    @param states: the queue states to report.
+    @param spool: an L{pymailer.interfaces.ISpool}, or C{None}.
+    @param states: the queue states to report (default: all the spool's).
     """
 
     def __init__(self, connections, spool=None, states=()):
@@ -87,8 +88,9 @@ class ServerCollector:
             queued = GaugeMetricFamily(
                 "pymailer_queue_messages", "Messages in the queue, per state.",
                 labels=["state"])
-            for state in self.states:
-                queued.add_metric([state], len(self.spool.listQueue(state)))
+            counts = self.spool.counts()
+            for state in self.states or sorted(counts):
+                queued.add_metric([state], counts.get(state, 0))
             yield queued
 
 

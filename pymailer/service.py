@@ -38,7 +38,8 @@ from pymailer.intake import MessageIntake
 from pymailer.memdebug import tracingService
 from pymailer.queue.notify import Reporter
 from pymailer.queue.runner import QueueRunner
-from pymailer.queue.spool import STATES as QUEUE_STATES, Spool
+from pymailer.queue.backend import openSpool
+from pymailer.queue.model import STATES as QUEUE_STATES
 from pymailer.smtp.factory import ROLES as SMTP_ROLES
 from pymailer.shutdown import GoodbyeListener
 from pymailer.policy.authresults import ForgedResultsFilter
@@ -190,7 +191,7 @@ def makeService(config, reactor=None):
         # Users train their filter by moving mail into and out of Junk:
         # the store tells the trainer, which works in the pool.
         store = ObservedStore(store, Trainer(spamDB, inThreadPool(reactor, pool)))
-    spool = Spool(config.data_dir / "queue")
+    spool = openSpool(config)
 
     # DNS waits on the network, not the disk: a pool of its own.
     dnsPool = ThreadPool(minthreads=1, maxthreads=10, name="pymailer-dns")

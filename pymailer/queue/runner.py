@@ -3,9 +3,11 @@ The queue runner: takes accepted messages from the spool and hands their
 recipients to a delivery agent, retrying with backoff.
 
 Clock-driven (C{IReactorTime}, so tests use C{task.Clock}), kicked at once by
-every commit to the spool, with a bounded active set.  It alternates between new and deferred
-mail so that neither starves the other (Postfix's qmgr does the same).  On
-start-up it first takes back what a dead process left in C{active/}.
+every commit to the spool, with a bounded active set.  The spool's claims
+alternate between new and deferred mail so that neither starves the other
+(Postfix's qmgr does the same).  It
+knows the queue only as an L{pymailer.interfaces.ISpool}: claims, outcomes,
+reschedules; where and how messages are kept is the spool's business.
 """
 
 import dataclasses
@@ -51,7 +53,6 @@ class QueueRunner(Service):
         self._rescan = False
         self._rescanFull = False
         self._dueBacklog = False
-        self._preferDeferred = False
         self._waitingFull = False
 
     def _inThread(self, f, *args, **kwargs):
@@ -59,7 +60,8 @@ class QueueRunner(Service):
 
     def startService(self):
         Service.startService(self)
-        d = self._inThread(self._recover)
+        d = self._inThread(self.spool.recover)
+        d.addCallback(self._recovered)
         d.addErrback(lambda f: self.log.failure("queue recovery failed", f))
         d.addBoth(lambda _: self.kick(full=True))
 
@@ -71,14 +73,13 @@ class QueueRunner(Service):
         # Local deliveries finish in moments; a relay conversation with a
         # slow MX may take minutes (RFC 5321 timeouts).  Wait a little, then
         # cancel: a cancelled attempt is recorded as deferred, and anything
-        # unrecorded is recovered from active/ at the next start.
+        # unrecorded is claimed again (recovered) once our claims are gone.
         d = defer.DeferredList(list(self.active.values()))
         d.addTimeout(self.shutdownGrace, self.reactor)
         d.addErrback(lambda f: f.trap(defer.CancelledError))
         return d
 
-    def _recover(self):
-        removed = self.spool.removeOrphans()
+    def _recovered(self, removed):
         if removed:
             self.log.info(
                 "removed {n} never-acknowledged spool files", n=len(removed)
@@ -87,7 +88,7 @@ class QueueRunner(Service):
     def kick(self, full=False):
         """
         Look at the queue now, coalescing concurrent kicks.  A commit only
-        needs a look at C{incoming/}; the timer (and start-up, and a backlog
+        needs a look at new mail; the timer (and start-up, and a backlog
         of due deferred mail) looks at every state.
         """
         if not self.running:
@@ -103,17 +104,16 @@ class QueueRunner(Service):
             # everything this look would have seen (not only new mail).
             self._waitingFull = self._waitingFull or full
             return
-        self._preferDeferred = not self._preferDeferred
         self._scanning = self._inThread(
-            self._pickDue, self.reactor.seconds(), room, frozenset(self.active),
-            full, self._preferDeferred,
+            self.spool.claimDue, self.reactor.seconds(), room, newOnly=not full
         )
-        self._scanning.addCallback(self._scanned, full)
+        self._scanning.addCallback(self._scanned, full, room)
         self._scanning.addErrback(lambda f: self.log.failure("queue scan failed", f))
         self._scanning.addBoth(self._scanDone)
 
-    def _scanned(self, result, full):
-        claims, more = result
+    def _scanned(self, claims, full, room):
+        # A full hand: more may be due, left for lack of room.
+        more = len(claims) >= room
         if full:
             self._dueBacklog = more
         self._rescan = self._rescan or more
@@ -132,39 +132,6 @@ class QueueRunner(Service):
             self._scanCall.cancel()
         if self.running:
             self._scanCall = self.reactor.callLater(self.scanInterval, self.kick, True)
-
-    def _pickDue(self, now, room, active, full, preferDeferred):
-        """
-        Claim as many due messages as there is C{room} for, alternating
-        between new and deferred mail.  Runs in a thread, on its arguments
-        only.
-
-        @return: C{(claims, more)}: C{more} if due mail was left for lack
-            of room.
-        """
-        fresh = [("incoming", qid) for qid, _ in self.spool.listQueue("incoming")]
-        if full:
-            recovering = [("active", qid) for qid, _ in self.spool.listQueue("active")]
-            due = [
-                ("deferred", qid)
-                for qid, retryAt in self.spool.listQueue("deferred")
-                if retryAt <= now
-            ]
-            order = recovering + _interleave(due, fresh, preferDeferred)
-        else:
-            order = fresh
-        claims = []
-        seen = set(active)
-        for state, qid in order:
-            if len(claims) >= room:
-                return claims, True
-            if qid in seen:
-                continue
-            claim = self.spool.claim(state, qid)
-            if claim is not None:
-                seen.add(qid)
-                claims.append(claim)
-        return claims, False
 
     def _startClaims(self, claims):
         for claim in claims:
@@ -210,9 +177,9 @@ class QueueRunner(Service):
                                  qid=claim.queueId)
         try:
             if retryAt is None:
-                yield self._inThread(self.spool.finish, claim)
+                yield self._inThread(self.spool.complete, claim)
             else:
-                yield self._inThread(self.spool.defer, claim, updated, retryAt)
+                yield self._inThread(self.spool.reschedule, claim, updated, retryAt)
         except Exception:
             self.log.failure("could not record delivery state of {qid}", qid=claim.queueId)
 
@@ -296,13 +263,3 @@ class QueueRunner(Service):
             detail=detail,
         )
 
-
-def _interleave(a, b, aFirst):
-    first, second = (a, b) if aFirst else (b, a)
-    out = []
-    for i in range(max(len(first), len(second))):
-        if i < len(first):
-            out.append(first[i])
-        if i < len(second):
-            out.append(second[i])
-    return out

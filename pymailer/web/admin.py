@@ -42,7 +42,7 @@ from pymailer.auth.directory import normaliseAddress
 from pymailer.auth.login import guardedLogin
 from pymailer.auth.passwords import hashPassword
 from pymailer.interfaces import IWebUser
-from pymailer.queue import spool as spoolModule
+from pymailer.queue import model as queueModel
 from pymailer.queue.display import age, clean, headerLines
 from pymailer.web.html import (
     CONTENT_SECURITY_POLICY, STYLE, STYLE_PATH, Markup, element, esc, field, form, join, page,
@@ -219,7 +219,7 @@ class AdminApp:
             return self.redirect(request, "/login")
         try:
             done = yield action(session)
-        except (ValueError, KeyError, spoolModule.QueueError) as e:
+        except (ValueError, KeyError, queueModel.QueueError) as e:
             text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
             session.notice = ("error", " ".join(str(text).split()))
         else:
@@ -490,34 +490,31 @@ class AdminApp:
     @app.route("/admin/queue", methods=["GET"])
     def queue(self, request):
         state = _arg(request, "state")
-        if state not in spoolModule.STATES:
+        if state not in queueModel.STATES:
             state = ""
         return self._adminPage(request, "Mail queue", "/admin/queue",
                                lambda session: self._queue(session, state))
 
     @defer.inlineCallbacks
     def _queue(self, session, state):
-        entries = yield self.inThread(self.spool.listMessages)
+        entries = yield self.inThread(self.spool.listMessages, (state,) if state else None)
         now = time.time()
         filters = join(
             [element("a", "all", href="/admin/queue"), " "]
             + [join([element("a", s, href="/admin/queue?" + urlencode({"state": s})), " "])
-               for s in spoolModule.STATES])
+               for s in queueModel.STATES])
         rows = []
         for entry in entries:
-            if state and entry.state != state:
-                continue
             envelope = entry.envelope
             link = element("a", entry.queueId, href="/admin/queue/" + quote(entry.queueId))
             if envelope is None:
                 rows.append([link, entry.state, entry.size, "", "(unreadable envelope)", "", ""])
                 continue
-            errors = [r.lastError for r in envelope.pending() if r.lastError]
             rows.append([
                 link, entry.state, "-" if entry.size is None else entry.size,
-                age(now - envelope.receivedAt), f"<{clean(envelope.sender)}>",
+                age(entry.age(now)), f"<{clean(envelope.sender)}>",
                 ", ".join(clean(r.address) for r in envelope.recipients),
-                clean(errors[0]) if errors else "",
+                clean(entry.lastError or ""),
             ])
         flushAll = form("/admin/queue/flush", session.csrf, "", "Flush all deferred mail",
                         class_="inline")
@@ -542,19 +539,19 @@ class AdminApp:
                                lambda session: self._message(session, queueId))
 
     def _readMessage(self, queueId):
-        state, raw = self.spool.readEnvelope(queueId)
+        entry = self.spool.show(queueId)
         try:
             with self.spool.openData(queueId) as f:
                 lines = headerLines(f, SHOW_HEADER_LINES)
-        except FileNotFoundError:
+        except queueModel.NoSuchMessage:
             lines = None
-        return state, raw, lines
+        return entry.state, entry.raw, lines
 
     @defer.inlineCallbacks
     def _message(self, session, queueId):
         try:
             state, raw, lines = yield self.inThread(self._readMessage, queueId)
-        except spoolModule.QueueError as e:
+        except queueModel.QueueError as e:
             return element("p", str(e), class_="notice error")
         try:
             data = json.loads(raw)

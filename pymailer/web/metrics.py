@@ -47,7 +47,7 @@ class MetricsPage:
             request.setResponseCode(404)
             return b"Not found\n"
         request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
-        # Queue sizes list the spool's directories: never on the reactor.
+        # Queue sizes ask the spool (disk or database): never on the reactor.
         return deferToThreadPool(self.reactor, self.threadpool, metrics.render, self.registry)
 
 

@@ -1,0 +1,27 @@
+"""
+The one place that picks the queue's backend from the configuration: the
+server (L{pymailer.service}) and the C{pymailer queue} command get their
+L{pymailer.interfaces.ISpool} here, and know nothing more about it.
+
+Today the only backend is the file spool under C{data_dir/queue}; a
+database backend (issue 19) is chosen here too.
+"""
+
+from pymailer.queue.model import QueueError
+
+
+def openSpool(config, create=True):
+    """
+    @param create: make the spool if it does not exist.  The admin command
+        passes C{False}: a queue made by the wrong user (or under the wrong
+        config) would break the server.
+    @return: an L{ISpool}.
+    @raise QueueError: C{create} is false and there is no spool.
+    """
+    from pymailer.queue.spool_files import Spool
+
+    root = config.data_dir / "queue"
+    if not create and not root.is_dir():
+        raise QueueError(f"no mail queue at {root} (has the server run with"
+                         " this configuration?)")
+    return Spool(root)
