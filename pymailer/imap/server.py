@@ -5,7 +5,9 @@ CONDSTORE, and (each in its own module, this one dispatching) ESEARCH and
 SEARCHRES (L{pymailer.imap.esearch}), LIST-EXTENDED and LIST-STATUS
 (L{pymailer.imap.listing}, L{pymailer.imap.status}), STATUS=SIZE,
 MULTIAPPEND and APPENDLIMIT (L{pymailer.imap.append}), BINARY
-(L{pymailer.imap.binary}) and COMPRESS=DEFLATE (L{pymailer.imap.compress}).
+(L{pymailer.imap.binary}) and COMPRESS=DEFLATE (L{pymailer.imap.compress});
+IMAP4rev2 (RFC 9051) after ENABLE, UTF8=ACCEPT and LITERAL-
+(L{pymailer.imap.rev2}, which maps RFC 9051 Appendix E to this code).
 
 Built on C{twisted.mail.imap4.IMAP4Server} (its line receiver, timeouts and
 response helpers) but replacing its command reader and dispatcher, because
