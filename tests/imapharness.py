@@ -108,3 +108,12 @@ class Client:
     def deliver(self, body=b"Subject: x\r\n\r\nhi\r\n", mailbox="INBOX"):
         """Local delivery into the store, as SMTP would do it."""
         self.factory.store.deliver(USER.decode(), b"", io.BytesIO(body), mailbox)
+
+
+def loggedIn(tmp_path, *bodies):
+    """A logged-in session over TLS, with C{bodies} delivered into INBOX first."""
+    c = Client(tmp_path, secure=True)
+    for body in bodies:
+        c.deliver(body)
+    c.login()
+    return c

@@ -8,16 +8,13 @@ import re
 
 import pytest
 
-from imapharness import Client
+from imapharness import Client, loggedIn
 
 
 @pytest.fixture
 def client(tmp_path):
     """A logged-in session; INBOX has two messages, no longer \\Recent."""
-    c = Client(tmp_path, secure=True)
-    c.deliver(b"Subject: one\r\n\r\n1\r\n")
-    c.deliver(b"Subject: two\r\n\r\n2\r\n")
-    c.login()
+    c = loggedIn(tmp_path, b"Subject: one\r\n\r\n1\r\n", b"Subject: two\r\n\r\n2\r\n")
     c.send(b"r SELECT INBOX\r\nu UNSELECT\r\n")
     return c
 

@@ -110,3 +110,26 @@ def test_binary_over_tls(server):
     assert typ == "OK" and data[0][0].endswith(b"BINARY[2] ~{%d}" % len(withNul))
     assert data[0][1] == withNul
     c.logout()
+
+
+def test_imap4rev2_and_utf8_names_over_tls(server):
+    """
+    IMAPClient over TLS enables IMAP4rev2 and UTF8=ACCEPT, creates and lists
+    a folder with a UTF-8 name, selects it without a RECENT response and
+    searches; if this fails, a rev2 client sees modified UTF-7 folder names
+    or no search results.
+    """
+    c = tlsClient(server, "rev2@example.org")
+    assert {b"IMAP4REV2", b"UTF8=ACCEPT", b"LITERAL-"} <= set(c.capabilities())
+    assert set(c.enable("IMAP4rev2", "UTF8=ACCEPT")) == {b"IMAP4rev2", b"UTF8=ACCEPT"}
+    c.folder_encode = False  # names are UTF-8 on the wire now (RFC 9051 5.1)
+    imap = c._imap
+    imap._encoding = "utf-8"  # imaplib sends UTF-8 after UTF8=ACCEPT
+    c.create_folder("Déjà vu")
+    assert "Déjà vu".encode() in [name for _, _, name in c.list_folders()]  # raw UTF-8
+    c.append("Déjà vu", "Subject: Grüße\r\n\r\nhallo\r\n".encode())
+    selected = c.select_folder("Déjà vu")
+    assert selected[b"EXISTS"] == 1 and b"RECENT" not in selected
+    typ, _ = imap.search(None, "ALL")
+    assert typ == "OK" and imap.untagged_responses.pop("ESEARCH")[0].endswith(b"ALL 1")
+    c.logout()

@@ -174,7 +174,11 @@ class Generator:
                              b"(SUBSCRIBED RECURSIVEMATCH)", b"(RECURSIVEMATCH)", b"RETURN",
                              b"(SPECIAL-USE)", b"(STATUS (MESSAGES SIZE))", b'("a" "%")',
                              b"(SUBSCRIBED CHILDREN STATUS (UNSEEN))", b"(USE (\\Archive))",
-                             b"DEFLATE", b"deflate"])  # COMPRESS (RFC 4978)
+                             b"DEFLATE", b"deflate",  # COMPRESS (RFC 4978)
+                             # ENABLE (RFC 9051, 6855), UTF-8 names, APPEND UTF8
+                             b"IMAP4rev2", b"imap4rev2", b"UTF8=ACCEPT", b"CONDSTORE",
+                             b'"Caf\xc3\xa9"', b'"Cafe\xcc\x81"', b'"\xff\xfe"',
+                             b"UTF8 (~{5+}\r\nhello)", b"UTF8 ()", b"(MESSAGES DELETED)"])
         if kind == 6:
             return self.numberSet() if r.random() < 0.9 else b"$"
         return self.word()

@@ -6,20 +6,24 @@ The store appends one message at a time, so "none" is made good after the
 fact: if a later message fails, the ones already appended are expunged
 again before the NO (RFC 3502 3 asks that none be seen after a failure;
 another session may glimpse them for that moment).
+
+With UTF8=ACCEPT enabled (RFC 6855 4) a message may come as C{UTF8
+(~{n})}: the same octets, a message whose headers may hold UTF-8.
 """
 
 import io
 
 from pymailer.imap import search
-from pymailer.imap.parser import FileLiteral, Literal, ParseError, String
+from pymailer.imap.parser import FileLiteral, Literal, ParseError, String, isAtom
 
 
-def parseMessages(tokens, flagList):
+def parseMessages(tokens, flagList, utf8=False):
     """
     C{[(flags, date, message)]} from the tokens after the mailbox name;
     C{flagList} checks a flag list.  A date is a quoted string and a
     message a literal (RFC 3501 9, append-opts and append-data): the
-    tokenizer's L{Literal} tells them apart.
+    tokenizer's L{Literal} tells them apart.  C{utf8}: the session enabled
+    UTF8=ACCEPT, so C{UTF8 (literal8)} is a message too.
     """
     messages = []
     tokens = list(tokens)
@@ -29,6 +33,15 @@ def parseMessages(tokens, flagList):
             flags = flagList(tokens.pop(0))
         if tokens and isinstance(tokens[0], String) and not isinstance(tokens[0], Literal):
             date = search.parseInternalDate(tokens.pop(0).decode("ascii", "replace"))
+        if tokens and isAtom(tokens[0], b"UTF8"):
+            # RFC 6855 4: append-data =/ "UTF8" SP "(" literal8 ")".
+            if not utf8:
+                raise ParseError("APPEND UTF8 needs ENABLE UTF8=ACCEPT")
+            tokens.pop(0)
+            inner = tokens.pop(0) if tokens and isinstance(tokens[0], list) else None
+            if inner is None or len(inner) != 1:
+                raise ParseError("APPEND UTF8 needs (literal8)")
+            tokens.insert(0, inner[0])
         if not tokens or not isinstance(tokens[0], (Literal, FileLiteral)):
             raise ParseError("APPEND needs each message as a literal")
         messages.append((flags, date, tokens.pop(0)))

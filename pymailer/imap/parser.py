@@ -314,6 +314,11 @@ class Raw(bytes):
 _QUOTABLE = re.compile(rb'[\x01-\x09\x0b\x0c\x0e-\x7f]*')
 
 
+def quoted(value):
+    """C{bytes} without CR, LF or NUL as a quoted string (RFC 3501 9)."""
+    return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
 def formatValue(value):
     """A Python value as IMAP: C{None} is NIL, C{int} a number, C{Raw} as
     is, C{str}/C{bytes} a quoted string or a literal, lists parenthesised."""
@@ -329,7 +334,7 @@ def formatValue(value):
         value = value.encode("utf-8")
     if isinstance(value, bytes):
         if len(value) < 1024 and _QUOTABLE.fullmatch(value):
-            return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+            return quoted(value)
         return b"{%d}\r\n" % len(value) + value
     if isinstance(value, (list, tuple)):
         return b"(" + b" ".join(formatValue(v) for v in value) + b")"

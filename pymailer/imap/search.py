@@ -110,6 +110,14 @@ class Message:
         values = self.parsed.get_all(name) or []
         out = []
         for v in values:
+            if isinstance(v, email.header.Header):
+                # Raw 8-bit: UTF-8 headers (RFC 6532), as UTF8=ACCEPT
+                # clients append them (RFC 6855); compat32 calls it
+                # unknown-8bit.
+                out.append("".join(
+                    part.decode("utf-8", "replace") if isinstance(part, bytes) else part
+                    for part, _ in email.header.decode_header(v)))
+                continue
             try:
                 out.append(str(email.header.make_header(email.header.decode_header(str(v)))))
             except Exception:

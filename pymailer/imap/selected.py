@@ -22,6 +22,8 @@ class Selected:
     @ivar recent: the UIDs that are C{\\Recent} in this session: those a
         read-write scan claimed, or (read-only) no session had claimed yet.
     @ivar keywords: the keywords last announced in C{FLAGS}.
+    @ivar showRecent: whether C{\\Recent} and C{RECENT} are told: not to an
+        IMAP4rev2 client (RFC 9051 2.3.2, Appendix E).
     """
 
     def __init__(self, name, mailbox, readOnly):
@@ -39,6 +41,7 @@ class Selected:
         self.uidNext = 1
         self.highestModSeq = 0
         self.dirty = False
+        self.showRecent = True
 
     def scan(self):
         """
@@ -50,7 +53,7 @@ class Selected:
     def shownFlags(self, uid):
         """The flags as FETCH shows them, C{\\Recent} included."""
         flags = self.flags.get(uid, set())
-        return flags | {"\\Recent"} if uid in self.recent else flags
+        return flags | {"\\Recent"} if self.showRecent and uid in self.recent else flags
 
     def fetchUpdate(self, seq, uid, condstore, withFlags=True, withUid=True):
         """
@@ -129,7 +132,8 @@ class Selected:
         if new or (not lines and not self.validity):
             lines.append(b"* %d EXISTS" % len(self.uids))
             # RFC 3501 7.3.2: RECENT goes with a change of the count.
-            lines.append(b"* %d RECENT" % len(self.recent))
+            if self.showRecent:
+                lines.append(b"* %d RECENT" % len(self.recent))
         self.validity, self.uidNext = snapshot.uidValidity, snapshot.uidNext
         self.highestModSeq = snapshot.highestModSeq
         self.dirty = False

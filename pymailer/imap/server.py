@@ -5,7 +5,9 @@ CONDSTORE, and (each in its own module, this one dispatching) ESEARCH and
 SEARCHRES (L{pymailer.imap.esearch}), LIST-EXTENDED and LIST-STATUS
 (L{pymailer.imap.listing}, L{pymailer.imap.status}), STATUS=SIZE,
 MULTIAPPEND and APPENDLIMIT (L{pymailer.imap.append}), BINARY
-(L{pymailer.imap.binary}) and COMPRESS=DEFLATE (L{pymailer.imap.compress}).
+(L{pymailer.imap.binary}) and COMPRESS=DEFLATE (L{pymailer.imap.compress});
+IMAP4rev2 (RFC 9051) after ENABLE, UTF8=ACCEPT and LITERAL-
+(L{pymailer.imap.rev2}, which maps RFC 9051 Appendix E to this code).
 
 Built on C{twisted.mail.imap4.IMAP4Server} (its line receiver, timeouts and
 response helpers) but replacing its command reader and dispatcher, because
@@ -55,7 +57,7 @@ from pymailer.auth.guard import plaintextLoginAllowed
 from pymailer.auth.login import LoginBlocked, guardedLogin
 from pymailer.auth import sasl
 from pymailer.auth.sasl import Plain
-from pymailer.imap import append, binary, compress, esearch, listing, search, status, utf7
+from pymailer.imap import append, binary, compress, esearch, listing, rev2, search, status, utf7
 from pymailer.imap.fetch import Range, fetchPieces, parseFetchItems, parseModifiers
 from pymailer.imap.listing import listEntries, lsubEntries
 from pymailer.imap.message import messageOctets
@@ -99,10 +101,6 @@ class CommandFailed(Exception):
     """Answered with C{NO} and this text."""
 
 
-def encodeName(name):
-    return utf7.encode(name)
-
-
 @contextmanager
 def _flagLimit():
     """A keyword the mailbox has no room for is refused (RFC 5530 LIMIT)."""
@@ -144,6 +142,8 @@ class IMAPServer(IMAP4Server):
         # RFC 7162 3.1: set by the first "CONDSTORE enabling command"; from
         # then on every untagged FETCH carries UID and MODSEQ.
         self.condstore = False
+        # RFC 9051 / RFC 6855: IMAP4rev2 and UTF8=ACCEPT, once enabled.
+        self.enabled = rev2.Session()
         # RFC 5182: the UIDs of the last SEARCH RETURN (SAVE), "$".
         self.searchResult = frozenset()
         # RFC 4978: the L{compress.Deflate} once COMPRESS DEFLATE is on.
@@ -227,7 +227,10 @@ class IMAPServer(IMAP4Server):
         return self.secure or plaintextLoginAllowed(self.factory.authConfig, self.peerHost)
 
     def capabilityList(self):
-        caps = [b"IMAP4rev1", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE",
+        # RFC 9051 and RFC 7888 4: IMAP4rev2's LITERAL- next to LITERAL+
+        # (the larger promise; L{pymailer.imap.rev2} says why both).
+        caps = [b"IMAP4rev1", rev2.IMAP4REV2, b"LITERAL+", rev2.LITERAL_MINUS,
+                rev2.UTF8_ACCEPT, b"SASL-IR", b"ID", b"ENABLE", b"IDLE",
                 b"NAMESPACE", b"UIDPLUS", b"MOVE", b"UNSELECT", b"SPECIAL-USE",
                 b"CHILDREN", b"CONDSTORE", b"ESEARCH", b"SEARCHRES", b"LIST-EXTENDED",
                 b"LIST-STATUS", b"STATUS=SIZE", b"MULTIAPPEND", b"BINARY",
@@ -403,14 +406,14 @@ class IMAPServer(IMAP4Server):
             return b"BAD Too many literals in one command"
         if self.user is None:
             if size > PREAUTH_LITERAL:
-                return b"BAD Literal too large before login"
+                return b"BAD [TOOBIG] Literal too large before login"
             return None
         if name == b"APPEND":
             if size > self.factory.maxMessageSize:
                 return b"NO [TOOBIG] Message too large"
             return None
         if size > MAX_LITERAL:
-            return b"BAD Literal too large"
+            return b"BAD [TOOBIG] Literal too large"
         return None
 
     def rawDataReceived(self, data):
@@ -747,7 +750,7 @@ class IMAPServer(IMAP4Server):
         """A client's mailbox name -> the store's canonical name, or NO."""
         raw = astring(token, "mailbox name")
         try:
-            name = utf7.decode(raw)
+            name = rev2.decodeName(raw, self.enabled.utf8)
         except utf7.UTF7Error as e:
             raise CommandFailed(f"[CANNOT] Bad mailbox name: {e}") from None
         if forCreate:
@@ -762,6 +765,19 @@ class IMAPServer(IMAP4Server):
         except ValueError as e:
             raise CommandFailed(f"[CANNOT] Bad mailbox name: {e}") from None
 
+    def encodeName(self, name):
+        """A mailbox name as this client reads it (L{rev2.encodeName})."""
+        return rev2.encodeName(name, self.enabled.utf8)
+
+    def _normalised(self, token, name):
+        """
+        RFC 9051 6.3.2, 6.3.4: tell a UTF-8 client that the name it gave
+        was stored in NFC, as C{name}.
+        """
+        raw = astring(token)
+        if rev2.wasDenormalised(raw, self.enabled.utf8):
+            self.sendLine(rev2.normalisedNotice(raw, name))
+
     def cmd_NAMESPACE(self, tag, args):
         self._noArgs(args)
         self.sendLine(b'* NAMESPACE (("" "/")) NIL NIL')
@@ -770,12 +786,16 @@ class IMAPServer(IMAP4Server):
         if not args or not all(isinstance(a, Atom) for a in args):
             raise ParseError("ENABLE needs capabilities")
         # RFC 5161 3.1: ENABLED lists what we enabled and ignores the rest
-        # (QRESYNC, UTF8=ACCEPT are not offered).
-        enabled = b""
-        if any(a.upper() == b"CONDSTORE" for a in args):
+        # (QRESYNC is not offered).
+        names = {a.upper() for a in args}
+        enabled = []
+        if b"CONDSTORE" in names:
             self.condstore = True
-            enabled = b" CONDSTORE"
-        self.sendLine(b"* ENABLED" + enabled)
+            enabled.append(b"CONDSTORE")
+        enabled += self.enabled.enable(names)
+        if self.selected is not None:
+            self.selected.showRecent = not self.enabled.rev2
+        self.sendLine(b" ".join([b"* ENABLED"] + enabled))
 
     cmd_ENABLE.states = ("auth", "select")
 
@@ -810,7 +830,8 @@ class IMAPServer(IMAP4Server):
             except KeyError:
                 raise CommandFailed("[ALREADYEXISTS] Mailbox exists") from None
 
-        return self.account.run(create)
+        return self.account.run(create).addCallback(
+            lambda _: self._normalised(args[0], name))
 
     def cmd_DELETE(self, tag, args):
         if len(args) != 1:
@@ -871,8 +892,9 @@ class IMAPServer(IMAP4Server):
                 code = "LIMIT" if isinstance(e, MailboxNameTooLong) else "CANNOT"
                 raise CommandFailed(f"[{code}] {e}") from None
 
-        return self.account.run(rename).addCallback(
+        d = self.account.run(rename).addCallback(
             self._closeIfMoved, old, b"renamed", withChildren=(old != INBOX))
+        return d.addCallback(lambda _: self._normalised(args[1], new))
 
     def cmd_SUBSCRIBE(self, tag, args):
         if len(args) != 1:
@@ -895,7 +917,7 @@ class IMAPServer(IMAP4Server):
 
     def _decodeNames(self, *raw):
         try:
-            return [utf7.decode(r) for r in raw]
+            return [rev2.decodeName(r, self.enabled.utf8) for r in raw]
         except utf7.UTF7Error as e:
             raise CommandFailed(f"[CANNOT] Bad mailbox name: {e}") from None
 
@@ -925,7 +947,7 @@ class IMAPServer(IMAP4Server):
         def answer(result):
             entries, numbers = result
             for name, attrs, childInfo in entries:
-                encoded = encodeName(name)
+                encoded = self.encodeName(name)
                 line = b'* LIST (%s) "/" %s' % (b" ".join(attrs), formatValue(encoded))
                 if childInfo:  # RFC 5258 3.5
                     line += b' ("CHILDINFO" (%s))' % b" ".join(childInfo)
@@ -952,7 +974,7 @@ class IMAPServer(IMAP4Server):
         def answer(entries):
             for name, attrs in entries:
                 self.sendLine(b"* %s (%s) \"/\" %s" % (
-                    command, b" ".join(attrs), formatValue(encodeName(name))))
+                    command, b" ".join(attrs), formatValue(self.encodeName(name))))
 
         return self.account.run(work).addCallback(answer)
 
@@ -981,7 +1003,7 @@ class IMAPServer(IMAP4Server):
             return status.values(self._openMailbox(name, b"NONEXISTENT").snapshot(), items)
 
         def answer(numbers):
-            self.sendLine(status.statusLine(encodeName(name), items, numbers))
+            self.sendLine(status.statusLine(self.encodeName(name), items, numbers))
 
         return self.account.run(work).addCallback(answer)
 
@@ -989,7 +1011,7 @@ class IMAPServer(IMAP4Server):
         if len(args) < 2:
             raise ParseError("APPEND needs a mailbox and a message")
         name = self.mailboxName(args[0])
-        messages = append.parseMessages(args[1:], self._flagList)
+        messages = append.parseMessages(args[1:], self._flagList, self.enabled.utf8Accept)
         spooled = [m.ready for _, _, m in messages if isinstance(m, FileLiteral)]
 
         def work(_):
@@ -1050,8 +1072,11 @@ class IMAPServer(IMAP4Server):
         self._unselect()
         self.state = "auth"
 
+        rev2Session = self.enabled.rev2
+
         def work():
             selected = Selected(name, self._openMailbox(name, b"NONEXISTENT"), readOnly)
+            selected.showRecent = not rev2Session
             return selected, selected.scan()
 
         def answer(result):
@@ -1062,10 +1087,18 @@ class IMAPServer(IMAP4Server):
             self.factory.notifier.subscribe(self.user, name, self._mailboxChanged)
             self._sendLines(selected.flagsResponses())
             self.sendLine(b"* %d EXISTS" % len(selected.uids))
-            self.sendLine(b"* %d RECENT" % len(selected.recent))
-            unseen = [s for s, u in enumerate(selected.uids, 1) if "\\Seen" not in selected.flags[u]]
-            if unseen:
-                self.sendLine(b"* OK [UNSEEN %d] First unseen" % unseen[0])
+            if rev2Session:
+                # RFC 9051 6.3.2: no RECENT, no UNSEEN; the mailbox's LIST
+                # (its attributes may be left out), with OLDNAME if the
+                # client's spelling was not the stored one.
+                self.sendLine(b'* LIST () "/" %s' % formatValue(self.encodeName(name)))
+                self._normalised(args[0], name)
+            else:
+                self.sendLine(b"* %d RECENT" % len(selected.recent))
+                unseen = [s for s, u in enumerate(selected.uids, 1)
+                          if "\\Seen" not in selected.flags[u]]
+                if unseen:
+                    self.sendLine(b"* OK [UNSEEN %d] First unseen" % unseen[0])
             self.sendLine(b"* OK [UIDVALIDITY %d] UIDs valid" % selected.validity)
             self.sendLine(b"* OK [UIDNEXT %d] Predicted next UID" % selected.uidNext)
             # RFC 7162 3.1.2.1: on every SELECT/EXAMINE of a mailbox that
@@ -1296,6 +1329,10 @@ class IMAPServer(IMAP4Server):
         except ParseError:
             self.searchResult = frozenset()  # RFC 5182 2.1: a failed SAVE empties $
             raise
+        if options is None and self.enabled.rev2:
+            # RFC 9051 6.4.4: IMAP4rev2 answers SEARCH with ESEARCH, ALL
+            # when no RETURN was given.
+            options = frozenset({esearch.ALL})
         if options and esearch.SAVE in options:
             saved, self.searchResult = self.searchResult, frozenset()
         else:

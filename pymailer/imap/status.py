@@ -1,7 +1,8 @@
 """
 STATUS items (RFC 3501 6.3.10), shared by STATUS and LIST's RETURN
 (STATUS (...)) (LIST-STATUS, RFC 5819), with HIGHESTMODSEQ (RFC 7162) and
-SIZE (RFC 8438: the total of the messages' RFC822.SIZE).
+SIZE (RFC 8438: the total of the messages' RFC822.SIZE) and DELETED (RFC
+9051 6.3.11: the messages flagged C{\\Deleted}).
 
 Read from a store snapshot, which does not claim C{\\Recent}: STATUS must
 not change it (RFC 3501 6.3.10).
@@ -10,7 +11,7 @@ not change it (RFC 3501 6.3.10).
 from pymailer.imap.parser import Atom, ParseError, formatValue
 
 ITEMS = (b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN", b"HIGHESTMODSEQ",
-         b"SIZE")
+         b"SIZE", b"DELETED")
 
 
 def parseItems(tokens):
@@ -34,6 +35,7 @@ def values(snapshot, items):
         b"UNSEEN": lambda: sum(1 for i in messages if "\\Seen" not in i.flags),
         b"HIGHESTMODSEQ": lambda: snapshot.highestModSeq,
         b"SIZE": lambda: sum(i.size for i in messages),
+        b"DELETED": lambda: sum(1 for i in messages if "\\Deleted" in i.flags),
     }
     return {i: compute[i]() for i in items}
 
