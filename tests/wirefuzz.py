@@ -335,9 +335,14 @@ class Fuzzer:
         if bad:
             self.found("reply", data, bad[0])
 
-    def runFor(self, seconds):
+    def runFor(self, seconds, inputs=None):
+        """
+        Run batches for C{seconds}; with C{inputs}, until that many have
+        run instead (the same inputs on every machine, the seed fixes them),
+        C{seconds} being only a safety cap.
+        """
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and (inputs is None or self.inputs < inputs):
             self.runBatch()
         return self
 
