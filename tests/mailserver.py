@@ -17,6 +17,7 @@ puts C{tests/} on C{sys.path}); it needs nothing from pytest.
 
 import os
 import pathlib
+import random
 import signal
 import socket
 import subprocess
@@ -91,11 +92,31 @@ def waitFor(predicate, timeout=10.0, interval=0.05, message=None):
         pause.wait(interval)
 
 
+# Ports for test servers come from below the kernel's ephemeral range
+# (32768-60999 here): a port bind(0) hands out is in that range, and between
+# our close and the server's bind a client connection of another test (its
+# source port) could take it ("Address already in use", seen on a busy run).
+# Each xdist worker draws from its own slice, so workers never race either.
+_PORT_SLICE = 2000
+_PORT_BASE = 12000
+_ports = None
+
+
 def freePort():
-    """A TCP port free on 127.0.0.1 right now (bind to 0, read, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port free on 127.0.0.1 right now, outside the ephemeral range."""
+    global _ports
+    if _ports is None:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+        index = int(worker[2:]) if worker[2:].isdigit() else 0
+        start = _PORT_BASE + (index % 10) * _PORT_SLICE
+        candidates = list(range(start, start + _PORT_SLICE))
+        random.Random(os.getpid()).shuffle(candidates)
+        _ports = iter(candidates)
+    for port in _ports:
+        if portIsFree(port):
+            return port
+    _ports = None  # every port of the slice used once: draw them again
+    return freePort()
 
 
 def portIsFree(port, interface="127.0.0.1"):
