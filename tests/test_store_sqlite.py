@@ -55,6 +55,37 @@ def test_one_blob_per_content_removed_with_last_reference(tmp_path):
     assert blobFiles(store) == set()
 
 
+def test_select_with_nothing_recent_needs_no_write_lock(tmp_path):
+    """
+    If this fails, every SELECT and every scan after an IMAP command queues
+    for the store's write lock even with nothing to claim as \\Recent: ten
+    clients on one server wait behind each other's APPENDs and EXPUNGEs
+    (a third of the server's time in the side-by-side benchmark), and one
+    slow writer in another process stalls every SELECT.
+    """
+    import sqlite3
+    import threading
+
+    store = SQLiteStore(tmp_path / "store")
+    store.deliver(ALICE, b"", io.BytesIO(b"Subject: one\r\n\r\nbody\r\n"))
+    inbox = store.mailbox(ALICE)
+    assert inbox.snapshot(claimRecent=True).recent == {1}
+    writer = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")  # another process mid-transaction
+    got = []
+    reader = threading.Thread(target=lambda: got.append(inbox.snapshot(claimRecent=True)))
+    reader.start()
+    reader.join(10)  # bounded: the store's busy timeout is longer than this
+    answeredWhileLocked = bool(got)
+    writer.execute("COMMIT")
+    reader.join()
+    writer.close()
+    assert answeredWhileLocked
+    assert got[0].recent == frozenset() and [i.uid for i in got[0].messages] == [1]
+    store.deliver(ALICE, b"", io.BytesIO(b"Subject: two\r\n\r\nbody\r\n"))
+    assert inbox.snapshot(claimRecent=True).recent == {2}
+
+
 def test_orphans_swept_at_start(tmp_path):
     """
     If this fails, content written by a delivery that crashed before its

@@ -55,7 +55,9 @@ from pymailer.auth.login import LoginBlocked, guardedLogin
 from pymailer.auth import sasl
 from pymailer.auth.sasl import Plain
 from pymailer.imap import append, esearch, listing, search, status, utf7
-from pymailer.imap.fetch import Range, fetchPieces, parseFetchItems, parseModifiers
+from pymailer.imap.fetch import (
+    Range, fetchPieces, parseFetchItems, parseModifiers, sessionFetchLines,
+)
 from pymailer.imap.listing import listEntries, lsubEntries
 from pymailer.imap.message import messageOctets
 from pymailer.imap.parser import (
@@ -1311,6 +1313,10 @@ class IMAPServer(IMAP4Server):
         needsContent = any(i.needsContent for i in items)
         setsSeen = any(i.setsSeen for i in items) and not selected.readOnly
         if not needsContent and not setsSeen:
+            lines = sessionFetchLines(selected, targets, items, extras)
+            if lines is not None:
+                self.transport.write(lines)
+                return None
             for seq, u in targets:
                 self.transport.write(b"".join(fetchPieces(selected, seq, u, items, None, None, extras)))
             return None
