@@ -8,6 +8,11 @@ Timing (RFC 3501 7.4.1): EXPUNGE only where the caller allows it; flag
 changes and new messages at the end of any command.
 """
 
+import bisect
+import operator
+
+_uid = operator.attrgetter("uid")
+
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
@@ -17,7 +22,7 @@ def formatFlags(flags):
 
 class Selected:
     """
-    @ivar flags: C{{uid: set}} of stored flags (system flags, keywords).
+    @ivar flags: C{{uid: frozenset}} of stored flags (system flags, keywords).
     @ivar modseq: C{{uid: mod-sequence}}.
     @ivar recent: the UIDs that are C{\\Recent} in this session: those a
         read-write scan claimed, or (read-only) no session had claimed yet.
@@ -99,33 +104,39 @@ class Selected:
             set(keywords) != set(self.keywords) or snapshot.keywordsFull != self.keywordsFull)
         self.keywords, self.keywordsFull = keywords, snapshot.keywordsFull
         lines = self.flagsResponses() if announce else []
-        current = {i.uid: i for i in snapshot.messages}
-        if allowExpunge:
-            for uid in [u for u in self.uids if u not in current]:
-                seq = self.uids.index(uid) + 1
-                del self.uids[seq - 1]
-                for known in (self.infos, self.flags, self.modseq):
-                    known.pop(uid, None)
-                self.recent.discard(uid)
-                lines.append(b"* %d EXPUNGE" % seq)
-        for seq, uid in enumerate(self.uids, 1):
-            info = current.get(uid)
-            if info is None:
-                continue
-            self.infos[uid] = info
-            flagsChanged = set(info.flags) != self.flags.get(uid)
-            if flagsChanged or (condstore and info.modseq != self.modseq.get(uid)):
-                self.flags[uid], self.modseq[uid] = set(info.flags), info.modseq
-                lines.append(self.fetchUpdate(seq, uid, condstore))
-        known = set(self.uids)
-        new = [i for i in snapshot.messages
-               if i.uid not in known and (not self.uids or i.uid > self.uids[-1])]
-        for info in new:
-            self.uids.append(info.uid)
-            self.infos[info.uid] = info
-            self.flags[info.uid] = set(info.flags)
-            self.modseq[info.uid] = info.modseq
-        self.recent |= snapshot.recent & {i.uid for i in new}
+        messages = snapshot.messages
+        if self.uids:
+            current = {i.uid: i for i in messages}
+            if allowExpunge:
+                for uid in [u for u in self.uids if u not in current]:
+                    seq = self.uids.index(uid) + 1
+                    del self.uids[seq - 1]
+                    for known in (self.infos, self.flags, self.modseq):
+                        known.pop(uid, None)
+                    self.recent.discard(uid)
+                    lines.append(b"* %d EXPUNGE" % seq)
+            for seq, uid in enumerate(self.uids, 1):
+                info = current.get(uid)
+                if info is None:
+                    continue
+                self.infos[uid] = info
+                flagsChanged = info.flags != self.flags.get(uid)
+                if flagsChanged or (condstore and info.modseq != self.modseq.get(uid)):
+                    self.flags[uid], self.modseq[uid] = frozenset(info.flags), info.modseq
+                    lines.append(self.fetchUpdate(seq, uid, condstore))
+        # Messages come ascending by UID: the new ones are those past the
+        # last one known (one that reappeared lower would break the map).
+        # Flag sets are the store's frozensets, shared between messages,
+        # not a set each (a SELECT of 100,000 messages made 100,000).
+        last = self.uids[-1] if self.uids else 0
+        new = messages[bisect.bisect_right(messages, last, key=_uid):]
+        newUids = [i.uid for i in new]
+        self.uids.extend(newUids)
+        self.infos.update(zip(newUids, new))
+        self.flags.update((i.uid, frozenset(i.flags)) for i in new)
+        self.modseq.update((i.uid, i.modseq) for i in new)
+        if snapshot.recent:
+            self.recent |= snapshot.recent.intersection(newUids)
         if new or (not lines and not self.validity):
             lines.append(b"* %d EXISTS" % len(self.uids))
             # RFC 3501 7.3.2: RECENT goes with a change of the count.

@@ -570,7 +570,8 @@ class SQLiteMailbox:
                 infos = self._infos(txn.db, keywords)
         return MailboxSnapshot(
             messages=infos, uidValidity=validity, uidNext=uidNext, highestModSeq=highest,
-            recent=frozenset(i.uid for i in infos if i.uid >= firstRecent),
+            recent=frozenset(i.uid for i in infos if i.uid >= firstRecent)
+            if firstRecent < uidNext else frozenset(),
             keywords=keywords.defined(), keywordsFull=keywords.full(),
         )
 
