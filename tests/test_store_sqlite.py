@@ -275,3 +275,33 @@ def test_end_to_end_on_sqlite(server):
     assert b"Subject: pop" in lines and b"the body" in lines
     pop.quit()
     assert not (server.dataDir / "mail" / "example.org").exists()  # not in Maildir
+
+
+def test_noop_with_nothing_new_does_not_scan(tmp_path):
+    """
+    If this fails, a NOOP (what clients send every few minutes, per
+    session) re-reads every message of the mailbox although nothing
+    changed, or misses a change another process made: a delivery, a flag,
+    a new keyword, an expunge held back during a FETCH.
+    """
+    from pymailer.imap.selected import Selected
+
+    store = SQLiteStore(tmp_path / "store")
+    store.deliver(ALICE, b"", io.BytesIO(b"Subject: one\r\n\r\nbody\r\n"))
+    selected = Selected("INBOX", store.mailbox(ALICE), False)
+    selected.apply(selected.scan())
+    assert selected.scanIfChanged() is None
+    other = store.mailbox(ALICE)  # another session or process
+    for change in (lambda: store.deliver(ALICE, b"", io.BytesIO(b"Subject: two\r\n\r\nx\r\n")),
+                   lambda: other.storeFlags([1], "add", {"\\Flagged"}),
+                   lambda: other.storeFlags([99], "add", {"$Work"}),
+                   lambda: other.expunge([1])):
+        change()
+        scanned = selected.scanIfChanged()
+        assert scanned is not None
+        selected.apply(scanned, allowExpunge=False)
+        # An expunge not told yet: the next NOOP must still scan and tell it.
+        assert selected.scanIfChanged() is not None
+        selected.apply(selected.scan())
+        assert selected.scanIfChanged() is None
+    assert selected.uids == [2] and "$Work" in selected.keywords

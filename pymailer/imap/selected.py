@@ -44,6 +44,7 @@ class Selected:
         self.uidNext = 1
         self.highestModSeq = 0
         self.dirty = False
+        self.changeStamp = None
 
     def scan(self):
         """
@@ -51,6 +52,16 @@ class Selected:
         recent messages; EXAMINE must not (RFC 3501 6.3.2).
         """
         return self.mailbox.snapshot(claimRecent=not self.readOnly)
+
+    def scanIfChanged(self):
+        """
+        Blocking: L{scan}, or C{None} if the store's change stamp is the one
+        of the snapshot last applied in full: a NOOP with nothing new costs
+        one cheap query, not a scan of the mailbox.
+        """
+        if self.changeStamp is not None and self.mailbox.changeStamp() == self.changeStamp:
+            return None
+        return self.scan()
 
     def shownFlags(self, uid):
         """The flags as FETCH shows them, C{\\Recent} included."""
@@ -143,5 +154,8 @@ class Selected:
             lines.append(b"* %d RECENT" % len(self.recent))
         self.validity, self.uidNext = snapshot.uidValidity, snapshot.uidNext
         self.highestModSeq = snapshot.highestModSeq
+        # Expunges held back (RFC 3501 7.4.1) are still to tell: then the
+        # stamp must not say "nothing new".
+        self.changeStamp = snapshot.changeStamp if allowExpunge else None
         self.dirty = False
         return lines

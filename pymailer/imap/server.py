@@ -515,7 +515,7 @@ class IMAPServer(IMAP4Server):
         if self.selected is not None and name not in (b"LOGOUT",):
             allowExpunge = uid or name not in (b"FETCH", b"STORE", b"SEARCH")
             if self.selected.dirty or name in (b"NOOP", b"CHECK"):
-                return self._sync(allowExpunge).addCallback(
+                return self._sync(allowExpunge, ifChanged=not self.selected.dirty).addCallback(
                     lambda _: self.sendLine(tag + b" OK " + text))
         self.sendLine(tag + b" OK " + text)
 
@@ -544,12 +544,12 @@ class IMAPServer(IMAP4Server):
             log.failure("IMAP command error", failure)
             self.sendLine(tag + b" NO [SERVERBUG] Internal error, see the server log")
 
-    def _sync(self, allowExpunge=True):
+    def _sync(self, allowExpunge=True, ifChanged=False):
         selected = self.selected
-        d = self.account.run(selected.scan)
+        d = self.account.run(selected.scanIfChanged if ifChanged else selected.scan)
 
         def apply(scanned):
-            if self.selected is selected and not self._closing:
+            if scanned is not None and self.selected is selected and not self._closing:
                 if selected.validity and scanned.uidValidity != selected.validity:
                     # Deleted and created again: our UIDs mean nothing now.
                     raise MailboxGone(selected.name)

@@ -530,6 +530,11 @@ class SQLiteMailbox:
     def highestModSeq(self):
         return self._row(self.store._db(), "highestModSeq")[0]
 
+    def changeStamp(self):
+        # Appends raise UIDNEXT, every other change HIGHESTMODSEQ; a keyword
+        # defined by a STORE that changed no message only the keywords.
+        return self._row(self.store._db(), "uidNext, highestModSeq, keywords")
+
     @staticmethod
     def _flags(keywords, system, letters):
         flags = set(system.split()) if system else set()
@@ -573,6 +578,7 @@ class SQLiteMailbox:
             recent=frozenset(i.uid for i in infos if i.uid >= firstRecent)
             if firstRecent < uidNext else frozenset(),
             keywords=keywords.defined(), keywordsFull=keywords.full(),
+            changeStamp=(uidNext, highest, names),
         )
 
     def messages(self):
