@@ -4,6 +4,10 @@ IMAP throughput of a real pymailer server, and the cost of a big mailbox.
     python bench/imap_ops.py [--clients 10] [--duration 30] [--messages 100]
                              [--big 100000] [--shared] [--long] [--port P]
                              [--backend maildir|sqlite]
+    python bench/imap_ops.py --target HOST:PORT --users U1,U2,.. [--password P]
+                             [--tls] [--big-user U] [--server-pid PID] ...
+    python bench/imap_ops.py --serve DIR --backend sqlite [--clients N] [--big N]
+    python bench/imap_ops.py --fill-maildir ROOT --users U1,.. [--big-user U]
 
 Starts its own server (twistd, 127.0.0.1 only, an C{imap} listener with
 plaintext LOGIN allowed on loopback) in a temporary directory with the
@@ -35,6 +39,15 @@ SELECT and FETCH (the list exists), and STATUS.
 Clients and server share this machine's CPUs (on 2 cores, 10 client
 processes compete with the server's reactor and thread pool), so the
 figures are a lower bound for the server; the CPU lines say who used what.
+
+The other modes serve C{bench/imap_side_by_side.sh}, which runs the same
+load against Dovecot and pymailer: C{--target} runs both parts against a
+server already running (any IMAP server: C{--users} with C{--password},
+C{--tls} for implicit TLS, C{--big-user} whose INBOX holds C{--big}
+messages; C{--server-pid} for its CPU and VmHWM); C{--serve DIR} starts
+pymailer with the mailboxes filled as above, prints C{READY port=P pid=N
+users=..} and runs until its standard input closes; C{--fill-maildir ROOT}
+writes the same mailboxes as Maildirs (C{ROOT/USER/Maildir}) for Dovecot.
 """
 
 import argparse
@@ -95,8 +108,14 @@ def cpuSeconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def connect(port):
-    m = imaplib.IMAP4("127.0.0.1", port, timeout=120)
+def connect(port, host="127.0.0.1", tls=False):
+    if tls:
+        import ssl
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        m = imaplib.IMAP4_SSL(host, port, ssl_context=context, timeout=120)
+    else:
+        m = imaplib.IMAP4(host, port, timeout=120)
     # imaplib sends a literal and its closing CRLF apart: without this,
     # Nagle holds the CRLF back until the server's delayed ACK (40 ms).
     m.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -113,7 +132,8 @@ def check(result, what):
 # -- part 1 ---------------------------------------------------------------
 
 
-def clientMain(index, port, user, duration, go, results, long=False):
+def clientMain(index, port, user, duration, go, results, long=False, host="127.0.0.1",
+               tls=False, password=PASSWORD):
     """
     One client process: loop over sessions until the deadline; with
     C{long}, one session (LOGIN once, LOGOUT at the end) looping over the
@@ -140,8 +160,8 @@ def clientMain(index, port, user, duration, go, results, long=False):
 
         try:
             if m is None or not long:
-                m = connect(port)
-                timed("LOGIN", m.login, user, PASSWORD)
+                m = connect(port, host, tls)
+                timed("LOGIN", m.login, user, password)
             count = int(check(timed("SELECT", m.select, "INBOX"), "SELECT")[0])
             check(timed("FETCH FLAGS", m.fetch, "1:*", "(FLAGS)"), "FETCH FLAGS")
             picks = ",".join(str(rng.randint(1, count)) for _ in range(5))
@@ -172,44 +192,53 @@ def clientMain(index, port, user, duration, go, results, long=False):
                      cpu=time.process_time()))
 
 
+def sessionUsers(args):
+    if args.users:
+        users = args.users.split(",")
+        return [users[i % len(users)] for i in range(args.clients)]
+    return ([f"bench@{DOMAIN}"] * args.clients if args.shared
+            else [f"bench{i}@{DOMAIN}" for i in range(args.clients)])
+
+
 def runSessions(server, args):
-    port = server.ports["imap"]
-    users = ([f"bench@{DOMAIN}"] * args.clients if args.shared
-             else [f"bench{i}@{DOMAIN}" for i in range(args.clients)])
+    port, pid = server.ports["imap"], server.pid
+    users = sessionUsers(args)
     ctx = multiprocessing.get_context("fork")
     go, results = ctx.Event(), ctx.Queue()
     procs = [ctx.Process(target=clientMain, daemon=True,
-                         args=(i, port, users[i], args.duration, go, results, args.long))
+                         args=(i, port, users[i], args.duration, go, results, args.long,
+                               args.host, args.tls, args.password))
              for i in range(args.clients)]
     for p in procs:
         p.start()
-    resetPeakRSS(server.pid)
-    cpu0 = cpuSeconds(server.pid)
+    if pid:
+        resetPeakRSS(pid)
+    cpu0 = cpuSeconds(pid) if pid else 0.0
     t0 = time.monotonic()
     go.set()
-    if args.long:
+    if args.long and pid:
         # The server's RSS through the run: a leak shows as a steady climb.
         while time.monotonic() < t0 + args.duration:
             time.sleep(min(30.0, max(0.0, t0 + args.duration - time.monotonic())))
             print(f"  {time.monotonic() - t0:6.0f} s: server RSS"
-                  f" {readVm(server.pid, 'VmRSS') / MB:.1f} MB", flush=True)
+                  f" {readVm(pid, 'VmRSS') / MB:.1f} MB", flush=True)
     got = [results.get(timeout=args.duration + 300) for _ in procs]
     for p in procs:
         p.join()
     wall = max(r["end"] for r in got) - t0
-    serverCPU = cpuSeconds(server.pid) - cpu0
-    peak = readVm(server.pid, "VmHWM")
+    serverCPU = cpuSeconds(pid) - cpu0 if pid else float("nan")
+    peak = readVm(pid, "VmHWM") if pid else None
 
     sessions = sum(r["sessions"] for r in got)
     commands = sessions * len(SESSION)
     errors = [e for r in got for e in r["errors"]]
     firstLogins = sorted(r["firstLogin"] for r in got if r["firstLogin"] is not None)
     clientCPU = sum(r["cpu"] for r in got)
-    mode = (f"one INBOX (bench@{DOMAIN}) shared by all" if args.shared
-            else f"{args.clients} users, one INBOX each")
+    mode = (f"one INBOX ({users[0]}) shared by all" if len(set(users)) == 1
+            else f"{len(set(users))} users, one INBOX each")
     lines = [
         "",
-        "==== pymailer IMAP sessions benchmark " + "=" * 28,
+        f"==== {args.label} IMAP sessions benchmark " + "=" * 28,
         f"machine                 : {os.cpu_count()} CPUs; server, and {args.clients}"
         " client processes (imaplib) share them",
         f"load                    : {args.clients} clients, {mode},"
@@ -225,17 +254,18 @@ def runSessions(server, args):
         values = sorted(x for r in got for x in r["latencies"][name])
         lines.append(latencyLine(name if name != "LOGIN" else "LOGIN (cached)", values))
     lines.append(latencyLine("first LOGIN (argon2id)", firstLogins))
-    wall1, cpu1 = args.argon2
-    lines.append(f"{'one argon2id verify':<24}: {wall1 * 1000:.0f} ms, {cpu1 * 1000:.0f} ms CPU"
-                 f" (idle machine): without the login cache at most"
-                 f" {os.cpu_count() / cpu1:.0f} logins/s on {os.cpu_count()} CPUs")
-    lines += [
-        f"server CPU              : {serverCPU:.1f} s = {serverCPU / wall:.2f} cores",
-        f"clients CPU             : {clientCPU:.1f} s = {clientCPU / wall:.2f} cores",
-        f"server peak RSS (VmHWM) : {peak / MB:.1f} MB during the sessions"
-        f" (with the first logins' argon2id, {MEMORY_COST_KIB // 1024} MiB each,"
-        f" at most {MAX_CONCURRENT_CHECKS} at once)",
-    ]
+    if args.argon2:
+        wall1, cpu1 = args.argon2
+        lines.append(f"{'one argon2id verify':<24}: {wall1 * 1000:.0f} ms,"
+                     f" {cpu1 * 1000:.0f} ms CPU (idle machine): without the login cache"
+                     f" at most {os.cpu_count() / cpu1:.0f} logins/s on {os.cpu_count()} CPUs")
+    if pid:
+        lines.append(f"server CPU              : {serverCPU:.1f} s = {serverCPU / wall:.2f} cores")
+    lines.append(f"clients CPU             : {clientCPU:.1f} s = {clientCPU / wall:.2f} cores")
+    if peak is not None:
+        lines.append(f"server peak RSS (VmHWM) : {peak / MB:.1f} MB during the sessions"
+                     f" (with the first logins' argon2id, {MEMORY_COST_KIB // 1024} MiB each,"
+                     f" at most {MAX_CONCURRENT_CHECKS} at once)")
     lines += [f"client error: {e}" for e in errors[:3]]
     print("\n".join(lines), flush=True)
     return not errors and sessions > 0
@@ -261,9 +291,9 @@ def argon2Cost():
 
 
 def timeBigMailbox(server, args):
-    port = server.ports["imap"]
-    m = connect(port)
-    check(m.login(BIG_USER, PASSWORD), "LOGIN")
+    port, pid = server.ports["imap"], server.pid
+    m = connect(port, args.host, args.tls)
+    check(m.login(args.big_user, args.password), "LOGIN")
     rows = []
 
     def timed(label, call, *a):
@@ -273,20 +303,22 @@ def timeBigMailbox(server, args):
         return data
 
     for attempt in ("first", "second"):
-        cpu0 = cpuSeconds(server.pid)
+        cpu0 = cpuSeconds(pid) if pid else float("nan")
         exists = int(timed(f"{attempt} SELECT", m.select, "INBOX")[0])
         data = timed(f"{attempt} UID FETCH 1:* (FLAGS)", m.uid, "FETCH", "1:*", "(FLAGS)")
-        rows.append(("  server CPU for both", cpuSeconds(server.pid) - cpu0))
+        if pid:
+            rows.append(("  server CPU for both", cpuSeconds(pid) - cpu0))
         if exists != args.big or len(data) != args.big:
             raise RuntimeError(f"{attempt}: EXISTS {exists}, {len(data)} FETCH answers,"
                                f" want {args.big}")
         m.unselect()
     timed("STATUS (MESSAGES UNSEEN)", m.status, "INBOX", "(MESSAGES UNSEEN)")
     m.logout()
-    lines = ["", f"==== a {args.big}-message mailbox " + "=" * 36]
+    lines = ["", f"==== {args.label}: a {args.big}-message mailbox " + "=" * 36]
     lines += [f"{label:<32}: {seconds:7.3f} s" for label, seconds in rows]
-    lines.append(f"server peak RSS (VmHWM) : {readVm(server.pid, 'VmHWM') / MB:.1f} MB"
-                 " since the start")
+    if pid:
+        lines.append(f"server peak RSS (VmHWM) : {readVm(pid, 'VmHWM') / MB:.1f} MB"
+                     " since the start")
     lines.append("=" * 66)
     print("\n".join(lines), flush=True)
 
@@ -297,24 +329,67 @@ def timeBigMailbox(server, args):
 def fillSQLite(server, users, args):
     """
     The same mailboxes as L{populate} makes, in the SQLite store: appended
-    through it (each append durable, so this takes a while for C{--big}).
+    through its API.  A bench set-up, like L{populate}: no fsync (neither
+    the blobs' nor SQLite's), or 100,000 appends would take many minutes.
     """
     import io
+    from unittest import mock
 
     from pymailer.store.sqlite import SQLiteStore
 
     store = SQLiteStore(server.dataDir / "store")
-    for seed, user in enumerate(users):
-        rng = random.Random(seed)
-        big = user == BIG_USER
-        box = store.mailbox(user)
-        for n in range(args.big if big else args.messages):
-            low, high = (600, 1400) if big else (1024, 10240)
-            flags = ("\\Seen",) if big and rng.random() < 0.9 else ()
-            box.append(io.BytesIO(message(rng, f"{seed}.{n}", low, high)), flags)
-        if big:
-            box.snapshot(claimRecent=True)  # as cur/: not \Recent any more
+    store._db().execute("PRAGMA synchronous = OFF")
+    with mock.patch("os.fsync"), mock.patch("pymailer.store.blobs.fsyncDirectory"):
+        for seed, user in enumerate(users):
+            rng = random.Random(seed)
+            big = user == args.big_user
+            box = store.mailbox(user)
+            for n in range(args.big if big else args.messages):
+                low, high = (600, 1400) if big else (1024, 10240)
+                flags = ("\\Seen",) if big and rng.random() < 0.9 else ()
+                box.append(io.BytesIO(message(rng, f"{seed}.{n}", low, high)), flags)
+            if big:
+                box.snapshot(claimRecent=True)  # as cur/: not \Recent any more
 
+
+def fillMaildirs(args):
+    """
+    C{--fill-maildir ROOT}: the same mailboxes as Maildirs for another
+    server (Dovecot's C{mail_location = maildir:~/Maildir}, home
+    C{ROOT/USER}): C{--messages} in C{new/} for each of C{--users}, and
+    C{--big} in C{cur/} for C{--big-user}.
+    """
+    users = args.users.split(",") if args.users else []
+    if args.big:
+        users.append(args.big_user)
+    for seed, user in enumerate(users):
+        maildir = pathlib.Path(args.fill_maildir) / user / "Maildir"
+        for sub in ("cur", "new", "tmp"):
+            (maildir / sub).mkdir(parents=True, exist_ok=True)
+        if user == args.big_user:
+            populate(maildir, args.big, "cur", 0.9, 600, 1400, seed)
+        else:
+            populate(maildir, args.messages, "new", 0.0, 1024, 10240, seed)
+    print(f"filled {len(users)} Maildirs under {args.fill_maildir}", flush=True)
+
+
+class _Target:
+    """A server this process did not start: its IMAP port and, if known, pid."""
+
+    def __init__(self, port, pid):
+        self.ports, self.pid = {"imap": port}, pid
+
+
+def runTarget(args):
+    host, _, port = args.target.rpartition(":")
+    args.host = host or "127.0.0.1"
+    server = _Target(int(port), args.server_pid)
+    print(f"{args.label} IMAP bench: {args.host}:{port}; {args.clients} clients"
+          f" for {args.duration:g} s ...", flush=True)
+    ok = runSessions(server, args) if args.duration > 0 else True
+    if args.big:
+        timeBigMailbox(server, args)
+    return 0 if ok else 1
 
 
 def main(argv=None):
@@ -322,7 +397,7 @@ def main(argv=None):
     parser.add_argument("--clients", type=int, default=10,
                         help="concurrent client processes (default 10)")
     parser.add_argument("--duration", type=float, default=30.0,
-                        help="seconds of sessions (default 30)")
+                        help="seconds of sessions (default 30; 0 skips them)")
     parser.add_argument("--messages", type=int, default=100,
                         help="messages in each INBOX (default 100)")
     parser.add_argument("--big", type=int, default=100000,
@@ -338,11 +413,36 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=None,
                         help="SMTP port on 127.0.0.1 (default: a free one;"
                              " IMAP gets another free one)")
+    parser.add_argument("--target", metavar="HOST:PORT",
+                        help="run against this IMAP server (already running) instead")
+    parser.add_argument("--users", help="with --target/--fill-maildir: the users,"
+                                        " comma-separated (client i logs in as user i mod n)")
+    parser.add_argument("--password", default=PASSWORD, help="with --target: the password")
+    parser.add_argument("--tls", action="store_true", help="with --target: implicit TLS")
+    parser.add_argument("--big-user", default=BIG_USER,
+                        help=f"the user with the big mailbox (default {BIG_USER})")
+    parser.add_argument("--server-pid", type=int, default=None,
+                        help="with --target: the server's pid (its CPU and VmHWM)")
+    parser.add_argument("--label", default="pymailer", help="names the server in the output")
+    parser.add_argument("--serve", metavar="DIR",
+                        help="start pymailer in DIR with the mailboxes filled, print"
+                             " READY port=.. pid=.. users=.., stop when stdin closes")
+    parser.add_argument("--fill-maildir", metavar="ROOT",
+                        help="write the mailboxes as Maildirs under ROOT/USER/Maildir")
     args = parser.parse_args(argv)
+    args.argon2 = None
+    args.host, args.tls = getattr(args, "host", "127.0.0.1"), args.tls
+    if args.fill_maildir:
+        fillMaildirs(args)
+        return 0
+    if args.target:
+        return runTarget(args)
 
     from pymailer.store.maildir import MaildirStore
 
     with tempfile.TemporaryDirectory(prefix="pymailer-bench-") as root:
+        if args.serve:
+            root = args.serve
         server = MailServer(
             root, port=args.port, roles=("imap",),
             sections={"auth": {"allow_plaintext_on_loopback": True},
@@ -351,8 +451,9 @@ def main(argv=None):
         users = ([f"bench@{DOMAIN}"] if args.shared
                  else [f"bench{i}@{DOMAIN}" for i in range(args.clients)])
         if args.big:
-            users.append(BIG_USER)
-        args.argon2 = argon2Cost()
+            users.append(args.big_user)
+        if not args.serve:
+            args.argon2 = argon2Cost()
         t = time.perf_counter()
         server.provision(users=users)
         if args.backend == "sqlite":
@@ -360,7 +461,7 @@ def main(argv=None):
         store = MaildirStore(server.dataDir / "mail", server.hostname)
         for seed, user in enumerate(users if args.backend == "maildir" else ()):
             store.createUser(user)
-            if user == BIG_USER:
+            if user == args.big_user:
                 populate(server.maildir(user), args.big, "cur", 0.9, 600, 1400, seed)
             else:
                 populate(server.maildir(user), args.messages, "new", 0.0, 1024, 10240, seed)
@@ -368,6 +469,11 @@ def main(argv=None):
               f" {time.perf_counter() - t:.1f} s", flush=True)
         server.start()
         try:
+            if args.serve:
+                print(f"READY port={server.ports['imap']} pid={server.pid}"
+                      f" users={','.join(u for u in users if u != args.big_user)}", flush=True)
+                sys.stdin.read()
+                return 0
             print(f"server pid {server.pid}, IMAP on 127.0.0.1:{server.ports['imap']};"
                   f" {args.clients} clients for {args.duration:g} s ...", flush=True)
             ok = runSessions(server, args)

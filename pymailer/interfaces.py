@@ -322,6 +322,18 @@ class IMailbox(Interface):
     def highestModSeq():
         """@return: the mailbox's HIGHESTMODSEQ (RFC 7162)."""
 
+    def changeStamp():
+        """
+        A cheap token (one query, no scan) that is different after any
+        change to the mailbox by anyone: messages, flags, keywords,
+        expunges.  Equal to the C{changeStamp} of a
+        L{pymailer.store.MailboxSnapshot} means nothing changed since that
+        snapshot, so a NOOP need not scan (RFC 3501 6.1.2).
+
+        @return: the token, or C{None} if this backend cannot tell without
+            a scan.
+        """
+
     def messages():
         """
         The mailbox now (new mail from any process gets its UID now).

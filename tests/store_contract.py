@@ -327,6 +327,27 @@ class StoreContract:
         assert box.uidNext() == 3
         assert box.highestModSeq() >= info.modseq
 
+    def test_changeStamp(self, store):
+        """If this fails, a NOOP on this backend says nothing is new although
+        a message arrived, changed flags, got a new keyword or was expunged
+        (the stamp stayed), or the stamp a snapshot carries is not the
+        mailbox's own."""
+        box = store.mailbox(USER)
+        deliver(store, b"one")
+        stamps = [box.changeStamp()]
+        if stamps[0] is None:
+            assert box.snapshot().changeStamp is None
+            return  # this backend always scans
+        assert box.snapshot().changeStamp == stamps[0] == box.changeStamp()
+        for change in (lambda: deliver(store, b"two"),
+                       lambda: box.storeFlags([1], "add", {"\\Seen"}),
+                       lambda: box.storeFlags([99], "add", {"$New"}),
+                       lambda: box.expunge([1])):
+            change()
+            stamps.append(box.changeStamp())
+            assert stamps[-1] not in stamps[:-1]
+            assert box.snapshot().changeStamp == stamps[-1]
+
     def test_storeFlagsModes(self, store):
         """If this fails, flags set over IMAP (STORE FLAGS, +FLAGS, -FLAGS)
         come out wrong, or a client's view of changes (MODSEQ) is stale."""

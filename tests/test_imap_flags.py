@@ -114,3 +114,56 @@ def test_new_keyword_announced_before_any_fetch_shows_it(client):
     # A keyword already announced is not announced again.
     out = client.send(b"t STORE 1 -FLAGS ($Important)\r\nu STORE 1 +FLAGS ($Important)\r\n")
     assert b"* FLAGS" not in out and b"* 1 FETCH (FLAGS ($Important \\Recent))" in out
+
+
+def test_flags_fetch_from_the_session_matches_the_general_path():
+    """
+    If this fails, FETCH (FLAGS), UID FETCH and CHANGEDSINCE answers on the
+    fast path (every flag list formatted once per distinct set) differ from
+    what the same FETCH of one message at a time says: a client would see
+    wrong flags, a missing \\Recent or MODSEQ on big mailboxes only.
+    """
+    from pymailer.imap.fetch import FetchItem, fetchPieces, sessionFetchLines
+    from pymailer.imap.selected import Selected
+
+    selected = Selected("INBOX", None, False)
+    selected.uids = [3, 5, 9, 12]
+    selected.flags = {3: {"\\Seen"}, 5: set(), 9: {"\\Seen", "$Junk"}, 12: {"\\Seen"}}
+    selected.modseq = {3: 7, 5: 2, 9: 11, 12: 4}
+    selected.recent = {12}
+    targets = list(enumerate(selected.uids, 1))
+    for names, extras in [(["FLAGS"], []), (["UID", "FLAGS"], []),
+                          (["FLAGS", "UID"], ["MODSEQ"]), (["MODSEQ", "UID"], ["FLAGS"])]:
+        items = [FetchItem(n) for n in names]
+        expected = b"".join(b"".join(fetchPieces(selected, seq, u, items, None, None, extras))
+                            for seq, u in targets)
+        assert sessionFetchLines(selected, targets, items, extras) == expected
+    assert b"* 4 FETCH (FLAGS (\\Recent \\Seen))\r\n" in sessionFetchLines(
+        selected, targets, [FetchItem("FLAGS")])
+    assert sessionFetchLines(selected, targets, [FetchItem("INTERNALDATE")]) is None
+
+
+def test_selecting_a_big_mailbox_shares_flag_sets():
+    """
+    If this fails, every SELECTed message costs the session a set of its
+    own (100,000 of them for a big mailbox: tens of MB per session and a
+    SELECT several times slower), instead of sharing the store's few
+    distinct flag sets; and the new messages of a later scan are missed.
+    """
+    from pymailer.imap.selected import Selected
+    from pymailer.store import MailboxSnapshot, MessageInfo
+
+    seen = frozenset({"\\Seen"})
+    infos = [MessageInfo(uid=u, key=str(u), flags=seen, size=1, internalDate=0.0, modseq=u)
+             for u in range(1, 1001)]
+    selected = Selected("INBOX", None, False)
+    selected.apply(MailboxSnapshot(messages=infos, uidValidity=7, uidNext=1001,
+                                   highestModSeq=1000))
+    assert len(selected.uids) == 1000
+    assert all(selected.flags[u] is seen for u in selected.uids)
+    more = infos[1:] + [MessageInfo(uid=1001, key="n", flags=frozenset(), size=1,
+                                    internalDate=0.0, modseq=1001)]
+    lines = selected.apply(MailboxSnapshot(messages=more, uidValidity=7, uidNext=1002,
+                                           highestModSeq=1001, recent=frozenset({1001})))
+    assert lines == [b"* 1 EXPUNGE", b"* 1000 EXISTS", b"* 1 RECENT"]
+    assert selected.uids[-1] == 1001 and selected.recent == {1001}

@@ -55,6 +55,37 @@ def test_one_blob_per_content_removed_with_last_reference(tmp_path):
     assert blobFiles(store) == set()
 
 
+def test_select_with_nothing_recent_needs_no_write_lock(tmp_path):
+    """
+    If this fails, every SELECT and every scan after an IMAP command queues
+    for the store's write lock even with nothing to claim as \\Recent: ten
+    clients on one server wait behind each other's APPENDs and EXPUNGEs
+    (a third of the server's time in the side-by-side benchmark), and one
+    slow writer in another process stalls every SELECT.
+    """
+    import sqlite3
+    import threading
+
+    store = SQLiteStore(tmp_path / "store")
+    store.deliver(ALICE, b"", io.BytesIO(b"Subject: one\r\n\r\nbody\r\n"))
+    inbox = store.mailbox(ALICE)
+    assert inbox.snapshot(claimRecent=True).recent == {1}
+    writer = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")  # another process mid-transaction
+    got = []
+    reader = threading.Thread(target=lambda: got.append(inbox.snapshot(claimRecent=True)))
+    reader.start()
+    reader.join(10)  # bounded: the store's busy timeout is longer than this
+    answeredWhileLocked = bool(got)
+    writer.execute("COMMIT")
+    reader.join()
+    writer.close()
+    assert answeredWhileLocked
+    assert got[0].recent == frozenset() and [i.uid for i in got[0].messages] == [1]
+    store.deliver(ALICE, b"", io.BytesIO(b"Subject: two\r\n\r\nbody\r\n"))
+    assert inbox.snapshot(claimRecent=True).recent == {2}
+
+
 def test_orphans_swept_at_start(tmp_path):
     """
     If this fails, content written by a delivery that crashed before its
@@ -244,3 +275,33 @@ def test_end_to_end_on_sqlite(server):
     assert b"Subject: pop" in lines and b"the body" in lines
     pop.quit()
     assert not (server.dataDir / "mail" / "example.org").exists()  # not in Maildir
+
+
+def test_noop_with_nothing_new_does_not_scan(tmp_path):
+    """
+    If this fails, a NOOP (what clients send every few minutes, per
+    session) re-reads every message of the mailbox although nothing
+    changed, or misses a change another process made: a delivery, a flag,
+    a new keyword, an expunge held back during a FETCH.
+    """
+    from pymailer.imap.selected import Selected
+
+    store = SQLiteStore(tmp_path / "store")
+    store.deliver(ALICE, b"", io.BytesIO(b"Subject: one\r\n\r\nbody\r\n"))
+    selected = Selected("INBOX", store.mailbox(ALICE), False)
+    selected.apply(selected.scan())
+    assert selected.scanIfChanged() is None
+    other = store.mailbox(ALICE)  # another session or process
+    for change in (lambda: store.deliver(ALICE, b"", io.BytesIO(b"Subject: two\r\n\r\nx\r\n")),
+                   lambda: other.storeFlags([1], "add", {"\\Flagged"}),
+                   lambda: other.storeFlags([99], "add", {"$Work"}),
+                   lambda: other.expunge([1])):
+        change()
+        scanned = selected.scanIfChanged()
+        assert scanned is not None
+        selected.apply(scanned, allowExpunge=False)
+        # An expunge not told yet: the next NOOP must still scan and tell it.
+        assert selected.scanIfChanged() is not None
+        selected.apply(selected.scan())
+        assert selected.scanIfChanged() is None
+    assert selected.uids == [2] and "$Work" in selected.keywords

@@ -264,3 +264,39 @@ def _parseSection(raw):
     elif len(tokens) != 1:
         raise ParseError("bad section")
     return numbers, spec, fields
+
+
+_FROM_SESSION = frozenset({"UID", "FLAGS", "MODSEQ"})
+
+
+def sessionFetchLines(selected, targets, items, extras=()):
+    """
+    The FETCH responses when every item is one the session holds (UID,
+    FLAGS, MODSEQ): the lines L{fetchPieces} would give, as one C{bytes},
+    each distinct flag list formatted once (C{UID FETCH 1:* (FLAGS)} on
+    100,000 messages spent most of its time building them one by one).
+
+    @return: C{None} if an item needs more than the session knows.
+    """
+    names = [i.name for i in items]
+    names += [n for n in extras if n not in names]
+    if not _FROM_SESSION.issuperset(names):
+        return None
+    flags, modseq, recent = selected.flags, selected.modseq, selected.recent
+    formatted = {}
+    lines = []
+    for seq, u in targets:
+        parts = []
+        for name in names:
+            if name == "UID":
+                parts.append(b"UID %d" % u)
+            elif name == "FLAGS":
+                key = (frozenset(flags.get(u, ())), u in recent)
+                text = formatted.get(key)
+                if text is None:
+                    text = formatted[key] = b"FLAGS " + formatFlags(selected.shownFlags(u))
+                parts.append(text)
+            else:
+                parts.append(b"MODSEQ (%d)" % modseq.get(u, 0))
+        lines.append(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts)))
+    return b"".join(lines)

@@ -58,7 +58,9 @@ from pymailer.auth.login import LoginBlocked, guardedLogin
 from pymailer.auth import sasl
 from pymailer.auth.sasl import Plain
 from pymailer.imap import append, binary, compress, esearch, listing, rev2, search, status, utf7
-from pymailer.imap.fetch import Range, fetchPieces, parseFetchItems, parseModifiers
+from pymailer.imap.fetch import (
+    Range, fetchPieces, parseFetchItems, parseModifiers, sessionFetchLines,
+)
 from pymailer.imap.listing import listEntries, lsubEntries
 from pymailer.imap.message import messageOctets
 from pymailer.imap.parser import (
@@ -565,7 +567,7 @@ class IMAPServer(IMAP4Server):
         if self.selected is not None and name not in (b"LOGOUT",):
             allowExpunge = uid or name not in (b"FETCH", b"STORE", b"SEARCH")
             if self.selected.dirty or name in (b"NOOP", b"CHECK"):
-                return self._sync(allowExpunge).addCallback(
+                return self._sync(allowExpunge, ifChanged=not self.selected.dirty).addCallback(
                     lambda _: self.sendLine(tag + b" OK " + text))
         self.sendLine(tag + b" OK " + text)
 
@@ -598,12 +600,12 @@ class IMAPServer(IMAP4Server):
             log.failure("IMAP command error", failure)
             self.sendLine(tag + b" NO [SERVERBUG] Internal error, see the server log")
 
-    def _sync(self, allowExpunge=True):
+    def _sync(self, allowExpunge=True, ifChanged=False):
         selected = self.selected
-        d = self.account.run(selected.scan)
+        d = self.account.run(selected.scanIfChanged if ifChanged else selected.scan)
 
         def apply(scanned):
-            if self.selected is selected and not self._closing:
+            if scanned is not None and self.selected is selected and not self._closing:
                 if selected.validity and scanned.uidValidity != selected.validity:
                     # Deleted and created again: our UIDs mean nothing now.
                     raise MailboxGone(selected.name)
@@ -1417,6 +1419,10 @@ class IMAPServer(IMAP4Server):
         needsContent = any(i.needsContent for i in items)
         setsSeen = any(i.setsSeen for i in items) and not selected.readOnly
         if not needsContent and not setsSeen:
+            lines = sessionFetchLines(selected, targets, items, extras)
+            if lines is not None:
+                self.transport.write(lines)
+                return None
             for seq, u in targets:
                 self.transport.write(b"".join(fetchPieces(selected, seq, u, items, None, None, extras)))
             return None

@@ -238,6 +238,9 @@ class MailboxSnapshot:
     @ivar keywords: the keywords defined in the mailbox (for C{FLAGS}).
     @ivar keywordsFull: no new keyword can be defined (C{PERMANENTFLAGS}
         then has no C{\\*}).
+    @ivar changeStamp: the mailbox's
+        L{pymailer.interfaces.IMailbox.changeStamp} as this snapshot saw it
+        (C{None}: the backend keeps none).
     """
 
     messages: list
@@ -247,6 +250,7 @@ class MailboxSnapshot:
     recent: frozenset = frozenset()
     keywords: tuple = ()
     keywordsFull: bool = False
+    changeStamp: object = None
 
 
 class KeywordLimit(ValueError):

@@ -561,6 +561,11 @@ class MaildirMailbox:
     def highestModSeq(self):
         return self._index().highestModSeq
 
+    def changeStamp(self):
+        # Deliveries and other programs change the files behind the
+        # index's back: only a scan can tell.
+        return None
+
     # -- scanning ----------------------------------------------------------
 
     def _scanLocked(self):
