@@ -217,6 +217,127 @@ def testObserverFailureDoesNotFailTheMove(tmp_path):
     assert len(store.mailbox(USER, "Junk").messages()) == 1
 
 
+class FifoPool:
+    """
+    A thread pool's queue, run by hand in submission order: C{submit} is
+    the trainer's, C{callInThread} anyone else's.  Records the most
+    training jobs ever waiting in it at once, and how many ran.
+    """
+
+    def __init__(self):
+        self.jobs = []
+        self.mostWaiting = 0
+        self.trainingJobs = 0
+
+    def submit(self, f, *args):
+        self.jobs.append((True, f, args))
+        self.mostWaiting = max(self.mostWaiting, sum(t for t, _, _ in self.jobs))
+
+    def callInThread(self, f, *args):
+        self.jobs.append((False, f, args))
+
+    def runOne(self):
+        training, f, args = self.jobs.pop(0)
+        self.trainingJobs += training
+        f(*args)
+
+    def runAll(self):
+        while self.jobs:
+            self.runOne()
+
+
+class CountingMailbox:
+    """A mailbox that counts the messages read from it (for training)."""
+
+    def __init__(self, mailbox):
+        self._mailbox = mailbox
+        self.name = mailbox.name
+        self.reads = 0
+
+    def openMessage(self, uid):
+        self.reads += 1
+        return self._mailbox.openMessage(uid)
+
+
+def testBulkJunkFlagTrainsBoundedWorkOneJobAtATime(tmp_path):
+    """
+    STORE 1:* +FLAGS $Junk on a 50,000-message mailbox, twice, queues at
+    most the cap, never has two training jobs waiting in the shared pool
+    (SMTP, IMAP and POP3 would wait behind them), lets other pool work
+    run between batches, and still trains the messages it kept.
+    """
+    db = ClassifierDB(tmp_path / "c.sqlite")
+    store, pool = MemoryStore(), FifoPool()
+    for body in ("lottery prize claim", "casino bonus now", "cheap pills here"):
+        store.deliver(USER, b"", io.BytesIO(mail(body=body)))
+    inbox = CountingMailbox(store.mailbox(USER))
+    real = [m.uid for m in store.mailbox(USER).messages()]
+    # The rest were expunged by another session before training got to them.
+    uids = real + list(range(max(real) + 1, max(real) + 1 + 50_000 - len(real)))
+    trainer = Trainer(db, pool.submit)  # at most 10,000 pending, 20 per job
+    trainer.flagged(USER, inbox, uids, "add", {"$Junk"})
+    trainer.flagged(USER, inbox, uids, "add", {"$Junk"})
+    assert len(pool.jobs) == 1
+    assert trainer.pending() == 10_000
+
+    pool.runOne()
+    assert inbox.reads == 20
+    other = []
+    pool.callInThread(other.append, "IMAP FETCH")
+    pool.runOne()
+    pool.runOne()  # the pool's other work waits one batch, not all of them
+    assert (other, inbox.reads) == (["IMAP FETCH"], 40)
+    pool.runAll()
+
+    assert inbox.reads == 10_000
+    assert pool.mostWaiting == 1
+    assert pool.trainingJobs == 10_000 // 20
+    assert db.totals(USER) == (3, 0)
+    assert trainer.pending() == 0
+
+
+def testTrainingQueueCoalescesAndKeepsTheLastWord(tmp_path):
+    """A message flagged $Junk twice and then $NotJunk before training is read once, as ham."""
+    db = ClassifierDB(tmp_path / "c.sqlite")
+    store, pool = MemoryStore(), FifoPool()
+    store.deliver(USER, b"", io.BytesIO(mail(body="meeting notes attached")))
+    inbox = CountingMailbox(store.mailbox(USER))
+    [uid] = [m.uid for m in store.mailbox(USER).messages()]
+    trainer = Trainer(db, pool.submit)
+    trainer.flagged(USER, inbox, [uid], "add", {"$Junk"})
+    trainer.flagged(USER, inbox, [uid], "add", {"$Junk"})
+    trainer.flagged(USER, inbox, [uid], "add", {"$NotJunk"})
+    pool.runAll()
+    assert inbox.reads == 1
+    assert db.totals(USER) == (0, 1)
+    # Once trained, new flags start a new job.
+    trainer.flagged(USER, inbox, [uid], "add", {"$Junk"})
+    pool.runAll()
+    assert db.totals(USER) == (1, 0)
+
+
+def testTrainingFailureDoesNotStopTheQueue(tmp_path):
+    """One unreadable message is logged and skipped; the rest are still trained."""
+    db = ClassifierDB(tmp_path / "c.sqlite")
+    store, pool = MemoryStore(), FifoPool()
+    for body in ("lottery prize claim", "casino bonus now"):
+        store.deliver(USER, b"", io.BytesIO(mail(body=body)))
+    inner = store.mailbox(USER)
+    first, second = [m.uid for m in inner.messages()]
+
+    class Flaky(CountingMailbox):
+        def openMessage(self, uid):
+            if uid == first:
+                raise OSError("disk error")
+            return super().openMessage(uid)
+
+    trainer = Trainer(db, pool.submit)
+    trainer.flagged(USER, Flaky(inner), [first, second], "add", {"$Junk"})
+    pool.runAll()
+    assert db.totals(USER) == (1, 0)
+    assert trainer.pending() == 0
+
+
 # The policy piece
 
 @pytest.fixture

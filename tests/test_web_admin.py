@@ -11,11 +11,14 @@ except in CI (C{CI} set), where a missing browser is a failure.
 """
 
 import http.cookiejar
+import io
 import os
 import pathlib
 import re
 import shutil
 import smtplib
+import time
+import types
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -24,7 +27,10 @@ from email.message import EmailMessage
 import pytest
 from twisted.internet.task import Clock
 
-from pymailer.web.admin import LOGIN_FAILED
+from pymailer.envelope import DELIVERED, Envelope, Recipient, Session
+from pymailer.queue.model import NoSuchMessage, QueueEntry
+from pymailer.testing import ClockReactor, SynchronousThreadPool
+from pymailer.web.admin import LOGIN_FAILED, AdminApp
 from pymailer.web.html import element, esc, page
 from pymailer.web.sessions import ID_BYTES, SessionStore
 
@@ -100,6 +106,88 @@ class TestHTML:
         assert "<script>" not in out
         # title, h1, notice, attribute, cell, the logout form's token
         assert out.count(str(esc(hostile))) == 6
+
+
+class SQLLikeSpool:
+    """
+    The two calls of L{ISpool} the queue page makes, from a backend that
+    keeps envelopes in its own format (as a SQL spool would): C{raw} is
+    whatever that backend stores, or nothing.
+    """
+
+    def __init__(self, entry, data):
+        self.entry = entry
+        self.data = data
+
+    def show(self, queueId):
+        if queueId != self.entry.queueId:
+            raise NoSuchMessage(queueId)
+        return self.entry
+
+    def openData(self, queueId):
+        return io.BytesIO(self.data)
+
+
+def renderMessagePage(entry, data=b"Subject: stuck\r\nFrom: <bob@example.com>\r\n\r\nhi\r\n"):
+    parts = types.SimpleNamespace(
+        reactor=ClockReactor(), threadpool=SynchronousThreadPool(), portal=None, guard=None,
+        directory=None, store=None, spool=SQLLikeSpool(entry, data), config=None,
+        resolver=None)
+    pages = AdminApp(parts, sessions=object())
+    rendered = []
+    pages._message(types.SimpleNamespace(csrf="token"), entry.queueId).addCallback(
+        rendered.append)
+    [markup] = rendered
+    return markup
+
+
+def stuckEntry(raw):
+    now = time.time()
+    envelope = Envelope(
+        queueId="q1", sender="bob@example.com", receivedAt=now - 630, size=52,
+        recipients=(
+            Recipient(0, "someone@example.net", attempts=3, nextAttempt=now + 330,
+                      lastError="451 4.4.1 <b>no answer</b> from mx.example.net"),
+            Recipient(1, "carol@example.com", state=DELIVERED, attempts=1)),
+        session=Session(helo="client.example.com", clientAddress="192.0.2.7"))
+    return QueueEntry("q1", "deferred", now + 330, envelope, 52, raw=raw)
+
+
+class TestQueueMessagePage:
+    @pytest.mark.parametrize("raw", [None, b"(1, 'q1', 'bob@example.com', ...)"],
+                             ids=["no-raw", "sql-row"])
+    def test_recipientsFromTheTypedEnvelopeWhateverTheBackendStores(self, raw):
+        """
+        A queued message's page shows each recipient with its state and
+        last error, the headers and the envelope, from a spool that does not
+        store the file spool's JSON: otherwise the admin sees an error page
+        or no recipients for every message of a SQL spool.
+        """
+        out = renderMessagePage(stuckEntry(raw))
+        assert "<strong>deferred</strong>" in out
+        rows = re.findall(r"<tr>(.*?)</tr>", out)
+        [someone] = [r for r in rows if "someone@example.net" in r]
+        assert "<td>pending</td><td>3</td><td>in 5m</td>" in someone
+        # Network text is escaped, not markup.
+        assert "451 4.4.1 &lt;b&gt;no answer&lt;/b&gt; from mx.example.net" in someone
+        [carol] = [r for r in rows if "carol@example.com" in r]
+        assert "<td>delivered</td><td>1</td>" in carol
+        assert "Subject: stuck" in out
+        assert "<td>sender</td><td>bob@example.com</td>" in out
+        assert "<td>receivedAt</td><td>10m ago</td>" in out
+        assert "<td>session.clientAddress</td><td>192.0.2.7</td>" in out
+
+    def test_unreadableEnvelopeShownAsStoredText(self):
+        """
+        A corrupt message's page says its envelope cannot be read and shows
+        what is stored as text (escaped), so the admin can still decide.
+        """
+        entry = QueueEntry("q1", "corrupt", time.time(), None, 10,
+                           raw=b'{"sender": "<script>x</script>", \x1b[2J')
+        out = renderMessagePage(entry)
+        assert "(unreadable envelope)" in out
+        assert '<pre>{&quot;sender&quot;: &quot;&lt;script&gt;x&lt;/script&gt;&quot;, ?[2J</pre>' \
+            in out
 
 
 # -- end to end -------------------------------------------------------------------

@@ -545,38 +545,71 @@ class AdminApp:
                 lines = headerLines(f, SHOW_HEADER_LINES)
         except queueModel.NoSuchMessage:
             lines = None
-        return entry.state, entry.raw, lines
+        return entry, lines
 
     @defer.inlineCallbacks
     def _message(self, session, queueId):
+        # Rendered from the typed QueueEntry and Envelope only: how a
+        # backend stores an envelope (a JSON file, SQL columns) is its own
+        # business.  entry.raw is shown as opaque text when nothing else
+        # could be read, never parsed.
         try:
-            state, raw, lines = yield self.inThread(self._readMessage, queueId)
+            entry, lines = yield self.inThread(self._readMessage, queueId)
         except queueModel.QueueError as e:
             return element("p", str(e), class_="notice error")
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            envelope = element("pre", clean(raw.decode("utf-8", "replace")))
-            recipients = ""
+        now = time.time()
+
+        def when(t):
+            return f"{age(now - t)} ago" if t <= now else f"in {age(t - now)}"
+
+        def text(value):
+            return "" if value is None else clean(value)
+
+        def fields(obj, skip=()):
+            return [(name, value) for name, value in vars(obj).items() if name not in skip]
+
+        envelope = entry.envelope
+        if envelope is None:
+            recipients = element("p", "(unreadable envelope)")
+            stored = (clean(entry.raw.decode("utf-8", "replace")) if entry.raw is not None
+                      else "(nothing stored)")
+            details = join([element("p", "The envelope cannot be read; as stored:"),
+                            element("pre", stored)])
         else:
-            envelope = element("pre", json.dumps(data, indent=2, sort_keys=True,
-                                                 ensure_ascii=False))
             recipients = table(
-                ["Recipient", "State", "Attempts", "Last error"],
-                [[r.get("address", ""), r.get("state", ""), r.get("attempts", ""),
-                  r.get("lastError") or ""] for r in data.get("recipients", ())
-                 if isinstance(r, dict)])
+                ["Recipient", "State", "Attempts", "Next attempt", "Last error", "Other"],
+                [[text(r.address), r.state, r.attempts,
+                  when(r.nextAttempt) if r.state == queueModel.PENDING and r.nextAttempt
+                  else "",
+                  text(r.lastError),
+                  "; ".join(f"{name}: {text(value)}" for name, value in fields(
+                      r, ("index", "address", "state", "attempts", "nextAttempt",
+                          "lastError")) if value not in (None, False, ""))]
+                 for r in envelope.recipients])
+            rows = [["queue id", entry.queueId], ["state", entry.state],
+                    ["size", "" if entry.size is None else f"{entry.size} bytes"],
+                    ["next attempt" if entry.state == queueModel.DEFERRED else "since",
+                     when(entry.nextAttempt)]]
+            for name, value in fields(envelope, ("queueId", "recipients", "session",
+                                                 "headers")):
+                rows.append([name, when(value) if name == "receivedAt" else text(value)])
+            rows.extend([f"session.{name}", text(value)]
+                        for name, value in fields(envelope.session))
+            rows.append(["headers added", element("pre", "\n".join(
+                clean(line) for line in envelope.headers.splitlines()))
+                if envelope.headers else ""])
+            details = table(["Field", "Value"], rows)
         actions = join(
             form(f"/admin/queue/{quote(queueId)}/{action}", session.csrf, "",
                  action.capitalize(), class_="inline") for action in QUEUE_ACTIONS)
         headers = (element("pre", "\n".join(line.replace("\t", " " * 8) for line in lines))
                    if lines is not None else element("p", "(no message data)"))
         return join([
-            element("p", join(["State: ", element("strong", state)])),
+            element("p", join(["State: ", element("strong", entry.state)])),
             element("p", actions),
             element("h2", "Recipients"), recipients,
             element("h2", f"Headers (first {SHOW_HEADER_LINES} lines at most)"), headers,
-            element("h2", "Envelope"), envelope,
+            element("h2", "Envelope"), details,
         ])
 
     @app.route("/admin/queue/<queueId>/<action>", methods=["POST"])
