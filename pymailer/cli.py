@@ -8,7 +8,8 @@ runs as, so that files it creates stay readable by the server.
 
 C{import}, C{export maildir} and C{backup} move mail into and out of the
 message store (L{pymailer.store.maildir_io}); they are safe while the
-server runs.
+server runs.  C{mailbox list} shows what a mailbox holds, read through the
+store's interfaces like any protocol (whatever the backend keeps on disk).
 
 The C{queue} commands work on the server's queue through its
 L{pymailer.interfaces.ISpool}, whose claims make them safe while the server
@@ -410,6 +411,54 @@ def cmdExport(args, config, out):
         print(f"{address} {name}: {count} messages exported", file=out)
 
 
+# Octets of a message read for "mailbox list": its header block, usually.
+LIST_HEADER_OCTETS = 64 * 1024
+
+
+def _fromAndSubject(content):
+    """C{(From, Subject)} of a message, decoded (RFC 2047), terminal-safe."""
+    import email.parser
+    import email.policy
+
+    head = content.read(LIST_HEADER_OCTETS)
+    end = min((i for i in (head.find(b"\r\n\r\n"), head.find(b"\n\n")) if i >= 0),
+              default=len(head))
+    try:
+        fields = email.parser.BytesParser(policy=email.policy.default).parsebytes(
+            head[:end + 2], headersonly=True)
+        return tuple(" ".join(_clean(fields.get(name, "")).split()) or "-"
+                     for name in ("From", "Subject"))
+    except Exception:  # a malformed field: still list the message
+        return "?", "?"
+
+
+def cmdMailboxList(args, config, out):
+    address = normaliseAddress(args.address)
+    # The store makes accounts on first access: never for a typo.
+    if not openDirectory(config).hasUser(address):
+        raise CommandError(f"no such user: {address}")
+    store = openStore(config)
+    try:
+        box = store.mailbox(address, args.folder)
+    except (KeyError, ValueError):
+        raise CommandError(f"{address} has no mailbox {args.folder!r}"
+                           f" (mailboxes: {', '.join(store.listMailboxes(address))})") from None
+    messages = box.messages()
+    for info in messages:
+        try:
+            with box.openMessage(info.uid) as content:
+                sender, subject = _fromAndSubject(content)
+        except KeyError:
+            continue  # expunged meanwhile
+        flags = " ".join(sorted(info.flags)) or "-"
+        print(f"{info.uid:>6}  ({flags})  {info.size:>9}  {_localTime(info.internalDate)}"
+              f"  {sender}  {subject}", file=out)
+    total = sum(info.size for info in messages)
+    n = len(messages)
+    print(f"-- {address} {box.name}: {n} message{'' if n == 1 else 's'}, {total} bytes",
+          file=out)
+
+
 def cmdBackup(args, config, out):
     store = openStore(config)
     if not hasattr(store, "backup"):
@@ -584,6 +633,14 @@ def buildParser() -> argparse.ArgumentParser:
                    help="import into this folder (a Maildir's subfolders go below it;"
                         " default: INBOX, and the Maildir's own folder names)")
     p.set_defaults(func=cmdImport)
+
+    actions = _group(commands, "mailbox", "look into users' mailboxes")
+    p = actions.add_parser(
+        "list", help="one line per message: UID, flags, size, date received, From, Subject")
+    p.add_argument("address")
+    p.add_argument("folder", metavar="FOLDER", nargs="?", default="INBOX",
+                   help="a mailbox name as IMAP shows it (default: INBOX)")
+    p.set_defaults(func=cmdMailboxList)
 
     actions = _group(commands, "export", "write a user's mail out")
     p = actions.add_parser(

@@ -149,12 +149,13 @@ STORAGE_BACKENDS = ("maildir", "sqlite")
 @dataclass(frozen=True)
 class StorageConfig:
     """
-    The message store.  C{backend}: C{"maildir"} (C{data_dir/mail}) or
-    C{"sqlite"} (metadata in C{data_dir/store/index.sqlite}, content in
-    immutable blob files beside it; see L{pymailer.store.sqlite}).
+    The message store.  C{backend}: C{"sqlite"}, the default (metadata in
+    C{data_dir/store/index.sqlite}, content in immutable blob files beside
+    it; see L{pymailer.store.sqlite}), or C{"maildir"} (C{data_dir/mail},
+    one Maildir per user).
     """
 
-    backend: str = "maildir"
+    backend: str = "sqlite"
 
 
 @dataclass(frozen=True)

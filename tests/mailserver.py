@@ -206,11 +206,13 @@ class MailServer:
         self.cwd = pathlib.Path(cwd) if cwd is not None else self.root
         self.proc = None
         self._logFile = None
+        self._store = None
         self.writeConfig()
 
     # -- setting up -----------------------------------------------------
 
     def writeConfig(self):
+        self._store = None  # the backend may have changed
         def value(v):
             if isinstance(v, bool):
                 return "true" if v else "false"
@@ -371,6 +373,70 @@ class MailServer:
         except FileNotFoundError:
             return ""
 
+    def store(self):
+        """
+        The server's message store, opened in this process the way the
+        server and the admin command open it (C{openStore(config)}): every
+        backend is safe with several processes on one C{data_dir}, so the
+        test reads what the server delivered through the store interfaces,
+        whatever the backend keeps on disk.
+        """
+        if self._store is None:
+            from pymailer import config as configModule
+            from pymailer.store import openStore
+
+            self._store = openStore(configModule.load(self.configPath))
+        return self._store
+
+    def _address(self, user):
+        from pymailer.auth.directory import normaliseAddress
+
+        return normaliseAddress(user if "@" in user else f"{user}@{DOMAIN}")
+
+    def messages(self, user, folder=None):
+        """
+        The octets of each message in C{user}'s INBOX (or C{folder}, e.g.
+        "Junk"), ascending by UID, read through L{store}; C{[]} if there is
+        no such mailbox.
+        """
+        try:
+            box = self.store().mailbox(self._address(user), folder or "INBOX")
+            infos = box.messages()
+        except KeyError:
+            return []
+        found = []
+        for info in infos:
+            try:
+                with box.openMessage(info.uid) as content:
+                    found.append(content.read())
+            except KeyError:
+                pass  # expunged meanwhile
+        return found
+
+    def waitForMessages(self, user, count, folder=None, timeout=20.0):
+        """Wait until C{user}'s C{folder} holds C{count} messages; their octets."""
+        def enough():
+            found = self.messages(user, folder)
+            return found if len(found) >= count else None
+
+        return waitFor(enough, timeout, message=lambda: (
+            f"{count} message(s) in {user}'s {folder or 'INBOX'}; queue: "
+            f"{self.queueEntries()}\n--- log ---\n{self.log()[-3000:]}"))
+
+    def allMessages(self):
+        """The octets of every message in any mailbox of any user."""
+        from pymailer import config as configModule
+        from pymailer.auth.directory import openDirectory
+
+        directory = openDirectory(configModule.load(self.configPath))
+        store = self.store()
+        return [data for user in directory.listUsers()
+                for name in store.listMailboxes(user)
+                for data in self.messages(user, name)]
+
+    # The Maildir backend's files, for tests of that backend only (a server
+    # with [storage] backend = "maildir").
+
     def maildir(self, user):
         local, domain = splitLocal(user if "@" in user else f"{user}@{DOMAIN}")
         return self.dataDir / "mail" / domain / local
@@ -378,7 +444,7 @@ class MailServer:
     def maildirFiles(self, user, folder=None):
         """
         Paths of the messages in C{user}'s INBOX (C{new/} and C{cur/}), or
-        in the Maildir++ C{folder} ("Junk").
+        in the Maildir++ C{folder} ("Junk"), on the Maildir backend.
         """
         base = self.maildir(user)
         if folder is not None:
@@ -391,25 +457,6 @@ class MailServer:
                 continue
             files += [base / sub / n for n in names if not n.startswith(".")]
         return files
-
-    def waitForMessages(self, user, count, folder=None, timeout=20.0):
-        """Wait until C{user}'s C{folder} holds C{count} messages; their paths."""
-        def enough():
-            files = self.maildirFiles(user, folder)
-            return files if len(files) >= count else None
-
-        return waitFor(enough, timeout, message=lambda: (
-            f"{count} message(s) in {user}'s {folder or 'INBOX'}; queue: "
-            f"{self.queueEntries()}\n--- log ---\n{self.log()[-3000:]}"))
-
-    def allMaildirFiles(self):
-        """Every message file in new/ or cur/ of any mailbox of anyone."""
-        top = self.dataDir / "mail"
-        found = []
-        for dirpath, _, filenames in os.walk(top):
-            if os.path.basename(dirpath) in ("new", "cur"):
-                found += [pathlib.Path(dirpath) / n for n in filenames]
-        return found
 
     def queueDir(self, state):
         return self.dataDir / "queue" / state

@@ -3,6 +3,7 @@ Tests for L{pymailer.cli}: the C{pymailer} admin command, run in-process
 through L{main} (and once as C{python -m pymailer}).
 """
 
+import io
 import os
 import pathlib
 import subprocess
@@ -12,7 +13,9 @@ import pytest
 
 from pymailer.auth.directory import SQLiteAccountDirectory
 from pymailer.auth.passwords import verifyPassword
+from pymailer import config as configModule
 from pymailer.cli import main
+from pymailer.store import openStore
 
 PASSWORD = "correct horse battery staple"
 
@@ -172,9 +175,9 @@ class TestUser:
         """
         run("domain", "add", "example.org")
         run("user", "add", "Bob@example.org", "--password-stdin", stdin=PASSWORD + "\n")
-        home = conf.parent / "data" / "mail" / "example.org" / "bob"
-        for folder in ("", ".Sent", ".Drafts", ".Trash", ".Junk", ".Archive"):
-            assert (home / folder / "cur").is_dir(), folder
+        store = openStore(configModule.load(conf))
+        assert store.listMailboxes("bob@example.org") == [
+            "INBOX", "Archive", "Drafts", "Junk", "Sent", "Trash"]
 
     def test_unknownDomain(self, run):
         """
@@ -315,6 +318,48 @@ class TestAlias:
         code, _, err = run("alias", "remove", "zzz@example.org")
         assert code == 1
         assert "no such alias" in oneLineError(err)
+
+
+class TestMailboxList:
+    def test_listsWhatWasDelivered(self, run, conf):
+        """
+        `pymailer mailbox list ADDRESS [FOLDER]` prints one line per message
+        (UID, flags, size, date, From, Subject decoded) and a total, read
+        through the store: if this fails, an admin (or a new user following
+        the README) cannot see whether mail arrived without an IMAP client.
+        """
+        run("domain", "add", "example.org")
+        run("user", "add", "bob@example.org", "--password-stdin", stdin=PASSWORD + "\n")
+        store = openStore(configModule.load(conf))
+        message = (b"From: Alice <alice@example.org>\r\n"
+                   b"Subject: =?utf-8?q?gr=C3=BC=C3=9Fe?=\r\n\r\nHi Bob\r\n")
+        store.deliver("bob@example.org", b"", io.BytesIO(message))
+        store.mailbox("bob@example.org", "Sent").append(
+            io.BytesIO(b"Subject: \x1b[31mred\r\n\r\nx\r\n"), flags=["\\Seen"])
+        code, out, err = run("mailbox", "list", "Bob@example.org")
+        assert code == 0, err
+        first, total = out.splitlines()
+        assert first.split()[:3] == ["1", "(-)", str(len(message))]
+        assert first.endswith("  Alice <alice@example.org>  grüße")
+        assert total == f"-- bob@example.org INBOX: 1 message, {len(message)} bytes"
+        code, out, err = run("mailbox", "list", "bob@example.org", "Sent")
+        assert code == 0, err
+        assert "(\\Seen)" in out and "\x1b" not in out and "?[31mred" in out
+
+    def test_unknownUserOrFolder(self, run):
+        """
+        A typo in the address or folder is a one-line error naming it (and
+        the folders there are), exit 1; if this fails, the admin reads an
+        empty listing as "no mail arrived", or a typo makes an account.
+        """
+        run("domain", "add", "example.org")
+        run("user", "add", "bob@example.org", "--password-stdin", stdin=PASSWORD + "\n")
+        code, _, err = run("mailbox", "list", "bobby@example.org")
+        assert code == 1 and "no such user: bobby@example.org" in oneLineError(err)
+        code, _, err = run("mailbox", "list", "bob@example.org", "Snet")
+        assert code == 1
+        assert "bob@example.org has no mailbox 'Snet' (mailboxes: INBOX, Archive," \
+            in oneLineError(err)
 
 
 class TestModuleEntry:

@@ -124,7 +124,7 @@ class TestErrors:
 
     def test_storageBackend(self, tmp_path):
         """
-        [storage] backend picks the store (maildir unless set) and a wrong
+        [storage] backend picks the store (sqlite unless set) and a wrong
         value is named: otherwise a typo would silently keep mail in the
         other backend, where the admin does not look for it.
         """
@@ -133,7 +133,7 @@ class TestErrors:
         from pymailer.store.sqlite import SQLiteStore
 
         c = config.load(writeConfig(tmp_path, MINIMAL))
-        assert c.storage.backend == "maildir"
+        assert c.storage.backend == "sqlite"
         c = config.load(writeConfig(
             tmp_path, f'hostname = "mail.example.org"\ndata_dir = "{tmp_path}/d"\n'
                       '[storage]\nbackend = "sqlite"\n'))

@@ -62,8 +62,8 @@ def submit(world, to, body="Hello over there.\r\n", mail_options=(), data=None):
 def reports(world):
     """The delivery reports in alice's mailbox, parsed."""
     out = []
-    for path in world.sender.maildirFiles("alice"):
-        msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    for data in world.sender.messages("alice"):
+        msg = email.message_from_bytes(data, policy=email.policy.default)
         if msg.get_content_type() == "multipart/report":
             out.append(msg)
     return out
@@ -81,8 +81,8 @@ def statusFields(report):
 def test_relayed_to_mx_with_received_line(world):
     """Mail to another domain reaches its MX (found through DNS), with our Received: line on top."""
     submit(world, ["carol@remote.test"])
-    waitFor(lambda: world.receiver.maildirFiles("carol@remote.test"), timeout=20, message="relayed mail")
-    data = world.receiver.maildirFiles("carol@remote.test")[0].read_bytes()
+    waitFor(lambda: world.receiver.messages("carol@remote.test"), timeout=20, message="relayed mail")
+    data = world.receiver.messages("carol@remote.test")[0]
     received = [l for l in data.split(b"\r\n") if l.startswith(b"Received:")]
     assert len(received) == 2  # the receiver's and ours
     # Ours: authenticated submission in plaintext on loopback (RFC 3848
@@ -96,7 +96,7 @@ def test_relayed_to_mx_with_received_line(world):
 def test_no_mx_falls_back_to_address(world):
     """A domain without MX gets its mail at its own A record (RFC 5321 §5.1)."""
     submit(world, ["dave@implicit.test"])
-    waitFor(lambda: world.receiver.maildirFiles("dave@implicit.test"), timeout=20, message="implicit MX")
+    waitFor(lambda: world.receiver.messages("dave@implicit.test"), timeout=20, message="implicit MX")
 
 
 def test_dot_lines_around_chunk_boundaries_byte_exact(world):
@@ -115,8 +115,8 @@ def test_dot_lines_around_chunk_boundaries_byte_exact(world):
     body = b"".join(lines)
     data = b"From: alice@example.org\r\nSubject: dots\r\n\r\n" + body
     submit(world, ["carol@remote.test"], data=data)
-    waitFor(lambda: world.receiver.maildirFiles("carol@remote.test"), timeout=20, message="dots")
-    assert world.receiver.maildirFiles("carol@remote.test")[0].read_bytes().endswith(body)
+    waitFor(lambda: world.receiver.messages("carol@remote.test"), timeout=20, message="dots")
+    assert world.receiver.messages("carol@remote.test")[0].endswith(body)
 
 
 def test_tempfail_retried_then_delivered(world):

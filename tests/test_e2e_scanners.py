@@ -85,11 +85,11 @@ def test_eicar_refused_inbound_and_on_submission(makeMailServer, clamd):
 
     send(server, message(body="Nothing to see.\r\n", extra="X-Virus-Scanned: clean\r\n"))
     submit(server, message(BOB, body="From a colleague.\r\n"))
-    delivered = [email.message_from_bytes(p.read_bytes())
-                 for p in server.waitForMessages(ALICE, 2)]
+    delivered = [email.message_from_bytes(data)
+                 for data in server.waitForMessages(ALICE, 2)]
     # The sender's own X-Virus-Scanned is dropped: nothing claims a scan we did not record.
     assert all(m["X-Virus-Scanned"] is None for m in delivered)
-    assert server.maildirFiles(ALICE, folder="Junk") == []
+    assert server.messages(ALICE, folder="Junk") == []
 
 
 def test_custom_signature_over_tcp(makeMailServer, clamd):
@@ -98,7 +98,7 @@ def test_custom_signature_over_tcp(makeMailServer, clamd):
     data = message(body=f"payload {MARKER.decode()} here\r\n")
     assert refusedAtData(lambda: send(server, data)) == (
         554, f"5.7.0 Message refused: virus found ({MARKER_NAME})")
-    assert server.maildirFiles(ALICE) == []
+    assert server.messages(ALICE) == []
 
 
 def test_clamd_down_fail_open_marks_fail_closed_defers(makeMailServer, tmp_path):
@@ -106,8 +106,8 @@ def test_clamd_down_fail_open_marks_fail_closed_defers(makeMailServer, tmp_path)
     gone = str(tmp_path / "no-clamd.sock")
     server = scannerServer(makeMailServer, ["clamav"], clamav={"socket": gone})
     send(server, message())
-    [path] = server.waitForMessages(ALICE, 1)
-    delivered = email.message_from_bytes(path.read_bytes())
+    [data] = server.waitForMessages(ALICE, 1)
+    delivered = email.message_from_bytes(data)
     assert delivered["X-Virus-Scanned"] == "unscanned (clamd unreachable)"
     assert "check=clamav score=0 action=unscanned reason=clamd unreachable" in server.log()
 
@@ -127,8 +127,8 @@ def test_silent_clamd_times_out(makeMailServer):
         server = scannerServer(makeMailServer, ["clamav"],
                                clamav={"address": address, "timeout": 1})
         send(server, message())
-        [path] = server.waitForMessages(ALICE, 1)
-    assert email.message_from_bytes(path.read_bytes())["X-Virus-Scanned"] == (
+        [data] = server.waitForMessages(ALICE, 1)
+    assert email.message_from_bytes(data)["X-Virus-Scanned"] == (
         "unscanned (clamd timed out)")
 
 
@@ -137,8 +137,8 @@ def test_message_over_clamd_stream_limit_handled_per_fail(makeMailServer, clamd)
     server = scannerServer(makeMailServer, ["clamav"], clamav={"socket": str(clamd.socket)})
     big = message(body=("x" * 998 + "\r\n") * 1200)
     send(server, big)
-    [path] = server.waitForMessages(ALICE, 1)
-    mark = email.message_from_bytes(path.read_bytes())["X-Virus-Scanned"]
+    [data] = server.waitForMessages(ALICE, 1)
+    mark = email.message_from_bytes(data)["X-Virus-Scanned"]
     assert mark.startswith("unscanned (clamd"), mark
 
 
@@ -155,8 +155,8 @@ def test_rspamd_reject_refused_and_clean_mail_passes(makeMailServer, rspamd):
     assert "symbols=PYMAILER_TEST_REJECT(100)" in log
 
     send(server, message(extra="X-Spam-Status: No, forged\r\n"))
-    [path] = server.waitForMessages(ALICE, 1)
-    delivered = email.message_from_bytes(path.read_bytes())
+    [data] = server.waitForMessages(ALICE, 1)
+    delivered = email.message_from_bytes(data)
     assert delivered["X-Spam-Status"].startswith("No, score=0 ")
     assert "rspamd.no_action" in delivered["X-Spam-Status"]
     assert "from=<x@remote.test> to=<alice@example.org> check=rspamd score=0 action=no_action" \
@@ -170,8 +170,8 @@ def test_rspamd_down_fail_open_marks_fail_closed_defers(makeMailServer):
         url = "http://127.0.0.1:%d" % s.getsockname()[1]
     server = scannerServer(makeMailServer, ["rspamd"], rspamd={"url": url})
     send(server, message())
-    [path] = server.waitForMessages(ALICE, 1)
-    assert email.message_from_bytes(path.read_bytes())["X-Spam-Scanned"] == (
+    [data] = server.waitForMessages(ALICE, 1)
+    assert email.message_from_bytes(data)["X-Spam-Scanned"] == (
         "unscanned (rspamd unreachable)")
     closed = scannerServer(makeMailServer, ["rspamd"], name="closed",
                            rspamd={"url": url, "fail": "closed"})

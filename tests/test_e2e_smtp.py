@@ -1,12 +1,13 @@
 """
 End-to-end tests: a real C{twistd pymailer} process on 127.0.0.1, real
-clients (smtplib, swaks, raw sockets), real Maildirs on disk.
+clients (smtplib, swaks, raw sockets), the real message store (read back through it).
 
 Each test starts its own server (see C{conftest.py} and L{mailserver}); a
 test fails with the server's log in the message when it cannot start.
 """
 
 import hashlib
+import io
 import os
 import re
 import shutil
@@ -74,18 +75,18 @@ def smtpSend(port, sender, recipients, message, mailOptions=(), ehlo="client.tes
         return queueIdFrom(text)
 
 
-def waitDelivered(server, user, queueId, rcptIndex=0, n=0, timeout=DELIVERY_TIMEOUT):
-    """The path of the Maildir file for one recipient of one queue id."""
-    mark = f"Q{queueId}R{rcptIndex}U{n}."
+def waitDelivered(server, user, queueId, timeout=DELIVERY_TIMEOUT):
+    """The octets of C{user}'s copy of queue id C{queueId} (our Received: names it)."""
+    mark = re.compile(rb"^Received: .*?\bid " + re.escape(queueId.encode()) + rb"\b",
+                      re.M | re.S)
 
     def find():
-        hits = [p for p in server.maildirFiles(user) if mark in p.name]
+        hits = [data for data in server.messages(user) if mark.search(data[:4096])]
         return hits[0] if hits else None
 
     return waitFor(find, timeout, message=lambda: (
-        f"{mark} in {user}'s Maildir; files: "
-        f"{[p.name for p in server.maildirFiles(user)]}; queue: "
-        f"{server.queueEntries()}\n--- log ---\n{server.log()[-3000:]}"))
+        f"queue id {queueId} in {user}'s INBOX ({len(server.messages(user))}"
+        f" messages); queue: {server.queueEntries()}\n--- log ---\n{server.log()[-3000:]}"))
 
 
 def traceBounds(data):
@@ -184,7 +185,7 @@ DOT_AND_8BIT_BODY = (
 def test_smtplib_delivers_byte_exact(mailserver, recipient):
     """
     A message sent with smtplib (BODY=8BITMIME, lines starting with '.',
-    8-bit UTF-8 text) reaches alice's Maildir (also through alice+news)
+    8-bit UTF-8 text) reaches alice's INBOX (also through alice+news)
     with Return-Path and Received trace headers and the message itself
     exactly as sent; if this fails, users get mangled, lost or misfiled
     mail.
@@ -193,9 +194,9 @@ def test_smtplib_delivers_byte_exact(mailserver, recipient):
     message = makeMessage(tok, to=recipient, extraBody=DOT_AND_8BIT_BODY)
     qid = smtpSend(mailserver.port, "sender@client.test", [recipient], message,
                    mailOptions=["BODY=8BITMIME"])
-    path = waitDelivered(mailserver, "alice@example.org", qid)
-    checkDelivered(path.read_bytes(), "sender@client.test", recipient, message)
-    assert mailserver.maildirFiles("bob@example.org") == []
+    data = waitDelivered(mailserver, "alice@example.org", qid)
+    checkDelivered(data, "sender@client.test", recipient, message)
+    assert mailserver.messages("bob@example.org") == []
 
 
 def test_swaks_delivers_byte_exact(mailserver, tmp_path):
@@ -219,8 +220,7 @@ def test_swaks_delivers_byte_exact(mailserver, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     qid = queueIdFrom(re.search(r"<-  250 2\.0\.0 Ok: queued as \S+",
                                 result.stdout).group(0))
-    path = waitDelivered(mailserver, "alice@example.org", qid)
-    data = path.read_bytes()
+    data = waitDelivered(mailserver, "alice@example.org", qid)
     checkDelivered(data, "swaks@client.test", "alice@example.org", content + b"\r\n")
     assert b"from swaks.client.test" in data[:traceBounds(data)[1]]
 
@@ -228,7 +228,7 @@ def test_swaks_delivers_byte_exact(mailserver, tmp_path):
 def test_smtputf8_to_utf8_local_user(mailserver):
     """
     smtplib.sendmail with SMTPUTF8 from a UTF-8 sender to the UTF-8 local
-    user jösé@example.org is delivered into jösé's Maildir; if this fails,
+    user jösé@example.org is delivered into jösé's INBOX; if this fails,
     users with non-ASCII addresses cannot receive mail.
     """
     mailserver.addUser("jösé@example.org")
@@ -242,15 +242,14 @@ def test_smtputf8_to_utf8_local_user(mailserver):
     assert refused == {}
 
     def delivered():
-        return [p for p in mailserver.maildirFiles("jösé@example.org")
-                if tok.encode() in p.read_bytes()]
+        return [data for data in mailserver.messages("jösé@example.org")
+                if tok.encode() in data]
 
     files = waitFor(delivered, DELIVERY_TIMEOUT, message="jösé's copy")
     assert len(files) == 1
     # RFC 6531 §3.7.4: the hop is stamped UTF8SMTP, not ESMTP.
-    checkDelivered(files[0].read_bytes(), "rené@client.test", "jösé@example.org",
+    checkDelivered(files[0], "rené@client.test", "jösé@example.org",
                    message, protocol="UTF8SMTP")
-    assert files[0].parent.parent.name == "jösé"
 
 
 def test_alias_delivers_one_copy_to_each_target(mailserver):
@@ -265,14 +264,13 @@ def test_alias_delivers_one_copy_to_each_target(mailserver):
     message = makeMessage(tok, to="sales@example.org")
     qid = smtpSend(mailserver.port, "customer@client.test", ["sales@example.org"],
                    message)
-    for n, user in enumerate(("alice@example.org", "bob@example.org")):
-        path = waitDelivered(mailserver, user, qid, n=n)
-        checkDelivered(path.read_bytes(), "customer@client.test",
+    for user in ("alice@example.org", "bob@example.org"):
+        data = waitDelivered(mailserver, user, qid)
+        checkDelivered(data, "customer@client.test",
                        "sales@example.org", message)
     mailserver.waitQueueEmpty()
     for user in ("alice@example.org", "bob@example.org"):
-        copies = [p for p in mailserver.maildirFiles(user)
-                  if tok.encode() in p.read_bytes()]
+        copies = [data for data in mailserver.messages(user) if tok.encode() in data]
         assert len(copies) == 1, (user, copies)
 
 
@@ -292,8 +290,8 @@ def test_user_added_while_running_receives_at_once(mailserver):
     message = makeMessage(tok, to="carol@example.org")
     qid = smtpSend(mailserver.port, "sender@client.test", ["carol@example.org"],
                    message)
-    path = waitDelivered(mailserver, "carol@example.org", qid)
-    checkDelivered(path.read_bytes(), "sender@client.test", "carol@example.org",
+    data = waitDelivered(mailserver, "carol@example.org", qid)
+    checkDelivered(data, "sender@client.test", "carol@example.org",
                    message)
 
 
@@ -367,7 +365,7 @@ def test_open_relay_matrix_refused(mailserver):
     assert accepted == []
     assert mailserver.queueEntries(
         ("incoming", "active", "deferred", "hold", "corrupt", "data")) == {}
-    assert mailserver.allMaildirFiles() == []
+    assert mailserver.allMessages() == []
 
 
 def test_unknown_user_refused(mailserver):
@@ -472,8 +470,8 @@ def test_oversize_message_without_size_refused_after_data(smallServer):
         assert code == 250, (code, text)
     waitDelivered(smallServer, "alice@example.org", queueIdFrom(text))
     smallServer.waitQueueEmpty()
-    files = smallServer.maildirFiles("alice@example.org")
-    assert len(files) == 1 and tok.encode() not in files[0].read_bytes()
+    found = smallServer.messages("alice@example.org")
+    assert len(found) == 1 and tok.encode() not in found[0]
     assert os.listdir(smallServer.queueDir("data")) == []
 
 
@@ -539,9 +537,9 @@ def test_50mb_message_byte_exact_with_bounded_memory(mailserver):
         code, lines = c.command(b".")
         assert code == 250, lines
     qid = queueIdFrom(lines[0])
-    path = waitDelivered(mailserver, "alice@example.org", qid, timeout=120)
+    data = waitDelivered(mailserver, "alice@example.org", qid, timeout=120)
     peak = mailserver.peakRSS()
-    with open(path, "rb") as f:
+    with io.BytesIO(data) as f:
         head = f.read(64 * 1024)
         _, j = traceBounds(head)
         got = hashlib.sha256(head[j:])
@@ -607,7 +605,7 @@ def test_smuggling_endings_never_accepted(mailserver):
             problems.append((ending, replies))
     assert problems == []
     mailserver.waitQueueEmpty()
-    assert mailserver.allMaildirFiles() == []
+    assert mailserver.allMessages() == []
     assert os.listdir(mailserver.queueDir("data")) == []
 
 
@@ -664,8 +662,8 @@ def test_tac_file_accepts_mail(makeMailServer):
     tok = token()
     message = makeMessage(tok)
     qid = smtpSend(server.port, "tac@client.test", ["alice@example.org"], message)
-    path = waitDelivered(server, "alice@example.org", qid)
-    checkDelivered(path.read_bytes(), "tac@client.test", "alice@example.org", message)
+    data = waitDelivered(server, "alice@example.org", qid)
+    checkDelivered(data, "tac@client.test", "alice@example.org", message)
 
 
 def test_embedded_default_config(makeMailServer, tmp_path):

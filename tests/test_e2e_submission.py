@@ -30,9 +30,7 @@ def server(makeMailServer):
 
 
 def delivered(server, user, count=1):
-    waitFor(lambda: len(server.maildirFiles(user)) >= count, timeout=10,
-            message=f"{count} message(s) for {user}")
-    return [p.read_bytes() for p in server.maildirFiles(user)]
+    return server.waitForMessages(user, count, timeout=10)
 
 
 def message(subject, body="Hello from a test.\r\n"):

@@ -276,14 +276,15 @@ def test_pipelined_imaplib_after_slow_select(server):
 
 
 def test_bad_names_refused_over_the_wire(server):
-    """Traversal and non-canonical names never create anything outside the user's maildir."""
+    """Traversal and non-canonical names never create a mailbox, nor anything outside the user's mailboxes."""
     c = client(server)
     for name in ["../evil", "/abs", "&AGE-"]:
         with pytest.raises(IMAPClient.Error):
             c._imap._simple_command("CREATE", '"' + name + '"') and c._checkok  # noqa
             typ, data = c._imap._untagged_response("OK", [None], "CREATE")
             raise IMAPClient.Error("refused" if typ != "OK" else "created")
-    assert not (server.dataDir / "mail" / "evil").exists()
+    assert not [n for n in server.store().listMailboxes(ALICE) if "evil" in n or "abs" in n]
+    assert not [p for p in server.dataDir.rglob("*evil*")]
     c.logout()
 
 

@@ -19,8 +19,7 @@ import pytest
 from imapclient import IMAPClient
 
 from imapwire import Wire
-from mailserver import DOMAIN, HOSTNAME, MailServer, PASSWORD, readVm
-from pymailer.store.maildir import MaildirStore
+from mailserver import DOMAIN, MailServer, PASSWORD, readVm
 
 MB = 1000 * 1000
 MiB = 1024 * 1024
@@ -30,16 +29,29 @@ APPEND_GROWTH = 20 * MiB    # "much less than the 50 MB message"
 FETCH_GROWTH = 20 * MiB     # "not held twice": far under 100 MB, even under one copy
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("imaplimits")
+def startServer(root, sections=()):
     if shutil.disk_usage(root).free < 500 * MB:
         pytest.skip("needs 500 MB of free disk")
     s = MailServer(root, roles=("imap",), smtp={"max_message_size": MAX_MESSAGE},
                    sections={"auth": {"allow_plaintext_on_loopback": True,
-                                      "failure_delay": 0}})
+                                      "failure_delay": 0}, **dict(sections)})
     s.provision(users=())
     s.start()
+    return s
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    s = startServer(tmp_path_factory.mktemp("imaplimits"))
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def maildirServer(tmp_path_factory):
+    """The same server on the Maildir backend, for outside Maildir tools."""
+    s = startServer(tmp_path_factory.mktemp("imaplimitsmaildir"),
+                    {"storage": {"backend": "maildir"}})
     yield s
     s.stop()
 
@@ -55,7 +67,7 @@ def newUser(server):
 
 
 def store(server):
-    return MaildirStore(server.dataDir / "mail", HOSTNAME)
+    return server.store()
 
 
 def client(server, user):
@@ -121,11 +133,10 @@ class ChunkReader:
         return out
 
 
-def fileDigest(path):
+def contentDigest(f):
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(MiB):
-            digest.update(chunk)
+    while chunk := f.read(MiB):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -168,9 +179,11 @@ def test_append_50mb_streamed_to_disk(server):
     print(f"\nAPPEND of {BIG / MB:.0f} MB: server VmHWM {baseline / MiB:.1f} MiB"
           f" -> {peak / MiB:.1f} MiB (+{growth / MiB:.1f} MiB); VmRSS sampled"
           f" at most {sampled / MiB:.1f} MiB")
-    (path,) = server.maildirFiles(user)
-    assert os.path.getsize(path) == BIG
-    assert fileDigest(path) == bigDigest()
+    box = store(server).mailbox(user)
+    (info,) = box.messages()
+    assert info.size == BIG
+    with box.openMessage(info.uid) as content:
+        assert contentDigest(content) == bigDigest()
     assert growth < APPEND_GROWTH
 
 
@@ -242,7 +255,7 @@ def test_append_literal_over_limit_refused_before_reading(server):
     assert b"(MESSAGES 0)" in b"".join(untagged), untagged
     w.command("LOGOUT")
     w.close()
-    assert server.maildirFiles(user) == []
+    assert server.messages(user) == []
 
 
 def test_non_synchronizing_literal_over_limit_closes(server):
@@ -260,7 +273,7 @@ def test_non_synchronizing_literal_over_limit_closes(server):
     assert w.file.readline().startswith(b"* BYE")
     assert w.file.readline() == b""  # closed by the server
     w.close()
-    assert server.maildirFiles(user) == []
+    assert server.messages(user) == []
 
 
 # -- UIDs that last ---------------------------------------------------------------
@@ -317,7 +330,7 @@ def test_uids_and_uidvalidity_survive_restart(server):
     c.logout()
 
 
-def test_uids_survive_renames_by_another_maildir_tool(server):
+def test_uids_survive_renames_by_another_maildir_tool(maildirServer):
     """
     A Maildir tool working beside the server (mutt, a sync script) that
     marks messages read by renaming them (X:2, -> X:2,S), moves a new
@@ -327,6 +340,7 @@ def test_uids_survive_renames_by_another_maildir_tool(server):
     clients see messages vanish and reappear as new ones (duplicates,
     lost flags) whenever another tool touches the Maildir.
     """
+    server = maildirServer  # the tool works on the Maildir backend's files
     user = newUser(server)
     for n in range(3):
         deliverSimple(server, user, f"tool{n}")

@@ -5,7 +5,6 @@ re-create, a selected mailbox deleted under a session, and APPEND refused
 before the upload.
 """
 
-import shutil
 import socket
 
 import pytest
@@ -13,6 +12,9 @@ from imapclient import IMAPClient
 
 from imaplive import IMAP_SERVER, runningServer
 from mailserver import PASSWORD, insecureTLS, waitFor
+from pymailer import config as configModule
+from pymailer.auth.directory import openDirectory
+from pymailer.auth.passwords import hashPassword
 
 
 def greeting(port, tls=False):
@@ -96,9 +98,10 @@ def test_create_before_first_select_keeps_every_folder(server):
     no INBOX and no special-use folders in LIST.
     """
     user = "early@example.org"
-    server.addUser(user)
-    # An account made by an older version: nothing on disk yet.
-    shutil.rmtree(server.maildir(user), ignore_errors=True)
+    # An account made by an older version: in the directory, with no
+    # mailboxes in the store yet.
+    config = configModule.load(server.configPath)
+    openDirectory(config).addUser(user, hashPassword(PASSWORD))
     c = imapsClient(server, user)
     c.create_folder("Projects")
     folders = listed(c)

@@ -9,18 +9,17 @@ import os
 import smtplib
 import subprocess
 
-from mailserver import HOSTNAME, PASSWORD, waitFor
-from pymailer.store.maildir import MaildirStore
+from mailserver import PASSWORD, waitFor
 
 ALICE = "alice@example.org"
 
 
 def inbox(server, user=ALICE):
-    return MaildirStore(server.dataDir / "mail", HOSTNAME).mailbox(user).messages()
+    return server.store().mailbox(user).messages()
 
 
 def deliver(server, data, user=ALICE):
-    MaildirStore(server.dataDir / "mail", HOSTNAME).deliver(user, b"", io.BytesIO(data))
+    server.store().deliver(user, b"", io.BytesIO(data))
 
 
 def message(subject):

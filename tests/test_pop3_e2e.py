@@ -15,7 +15,6 @@ import time
 import pytest
 
 from mailserver import insecureTLS, HOSTNAME, PASSWORD, readVm, waitFor
-from pymailer.store.maildir import MaildirStore
 
 ALICE = "alice@example.org"
 
@@ -29,7 +28,7 @@ def server(makeMailServer):
 
 
 def store(server):
-    return MaildirStore(server.dataDir / "mail", HOSTNAME)
+    return server.store()
 
 
 def deliver(server, data, user=ALICE):
