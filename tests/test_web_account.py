@@ -104,8 +104,10 @@ def test_forwardingKeepsACopy(webServer):
 
     send(webServer, BOB, "forwarded")
     webServer.waitForMessages(BOB, 1)
-    waitFor(lambda: webServer.queueEntries(("deferred",)), 30, message="the forward queued")
-    (queueId,) = webServer.queueEnvelopes(("deferred",))["deferred"]
+    # The envelope, not just any file: the data file lands in deferred/ first.
+    queued = waitFor(lambda: webServer.queueEnvelopes(("deferred",)), 30,
+                     message="the forward queued")
+    (queueId,) = queued["deferred"]
     assert "bob@elsewhere.example" in webServer.admin("queue", "show", queueId).stdout
 
     client.request("/account/forwarding", {"csrf": token, "target": ""})

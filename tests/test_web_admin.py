@@ -292,8 +292,9 @@ def deferredMessage(server):
                           timeout=10) as client:
         client.login(f"bob@{DOMAIN}", PASSWORD)
         client.send_message(msg)
-    waitFor(lambda: server.queueEntries(("deferred",)), 30, message="a deferred message")
-    return server.queueEntries(("deferred",))
+    # The envelope, not just any file: the data file lands in deferred/ first.
+    return waitFor(lambda: server.queueEnvelopes(("deferred",)), 30,
+                   message="a deferred message")
 
 
 @pytest.mark.browser
