@@ -641,7 +641,8 @@ class AdminApp:
                          " (the same check: pymailer doctor).",
                          class_="notice " + ("ok" if not bad else "error"))]
         for domain, checks in report.items():
-            parts.append(element("h2", domain if domain is not None else "Reverse DNS (PTR)"))
+            parts.append(element("h2", domain if domain is not None
+                                 else doctor.SERVER.capitalize()))
             parts.append(table(
                 ["Status", "Name", "Type", "Needed", "Published now", "Note"],
                 [[element("strong", c.status, class_="status-" + c.status), c.name, c.rdtype,
