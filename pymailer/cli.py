@@ -151,6 +151,16 @@ def cmdUserAdmin(args, config, out):
     print(f"{address} is {state}", file=out)
 
 
+def cmdUserDisable(args, config, out):
+    directory = openDirectory(config)
+    address = normaliseAddress(args.address)
+    disable = args.action == "disable"
+    directory.setDisabled(address, disable)
+    state = ("disabled: may not log in; mail to it is still delivered" if disable
+             else "enabled: may log in")
+    print(f"{address} is {state}", file=out)
+
+
 def cmdUserPasswd(args, config, out):
     directory = openDirectory(config)
     address = normaliseAddress(args.address)
@@ -166,7 +176,9 @@ def cmdUserList(args, config, out):
     if args.domain is not None and not directory.hasDomain(args.domain):
         raise CommandError(f"no such domain: {args.domain}")
     for address in directory.listUsers(args.domain):
-        print(address + (" (admin)" if directory.isAdmin(address) else ""), file=out)
+        marks = [mark for mark, on in (("admin", directory.isAdmin(address)),
+                                       ("disabled", directory.isDisabled(address))) if on]
+        print(address + (f" ({', '.join(marks)})" if marks else ""), file=out)
 
 
 def cmdUserRemove(args, config, out):
@@ -532,6 +544,11 @@ def buildParser() -> argparse.ArgumentParser:
     p.add_argument("address")
     p.add_argument("--off", action="store_true", help="take admin rights away")
     p.set_defaults(func=cmdUserAdmin)
+    for action, help in (("disable", "refuse a user's logins (mail to it is still delivered)"),
+                         ("enable", "let a disabled user log in again")):
+        p = actions.add_parser(action, help=help)
+        p.add_argument("address")
+        p.set_defaults(func=cmdUserDisable)
     p = actions.add_parser("passwd", help="change a user's password")
     p.add_argument("address")
     _passwordOption(p)

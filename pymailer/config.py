@@ -29,6 +29,7 @@ __all__ = [
     "DeliveryConfig",
     "QueueConfig",
     "MTASTSConfig",
+    "DoctorConfig",
     "Config",
     "load",
     "default",
@@ -413,6 +414,22 @@ class MTASTSConfig:
     max_age: int = 604800
 
 
+# Widely used lists of IPs that send spam: a listed server's mail is
+# refused or scored down by many receivers.
+DEFAULT_BLOCKLISTS = ("zen.spamhaus.org", "bl.spamcop.net", "b.barracudacentral.org")
+
+
+@dataclass(frozen=True)
+class DoctorConfig:
+    """
+    [doctor]: what C{pymailer doctor} and C{/admin/dns} check beyond the
+    records.  C{blocklists}: the DNS blocklist zones the server's public
+    addresses are looked up in (RFC 5782).
+    """
+
+    blocklists: tuple = DEFAULT_BLOCKLISTS
+
+
 DEFAULT_CHECKS = ("ratelimit", "spf", "dkim", "arc", "dmarc")
 
 
@@ -472,6 +489,7 @@ class Config:
     imap: ConnectionLimits = field(default_factory=ConnectionLimits)
     pop3: ConnectionLimits = field(default_factory=ConnectionLimits)
     mta_sts: MTASTSConfig = field(default_factory=MTASTSConfig)
+    doctor: DoctorConfig = field(default_factory=DoctorConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
 
     @property
@@ -736,7 +754,7 @@ def _parse(data, source, baseDir):
     top.checkUnknown(
         {"hostname", "data_dir", "listen", "smtp", "delivery", "queue",
          "tls", "auth", "submission", "dns", "relay", "policy", "imap", "pop3",
-         "mta_sts", "storage"})
+         "mta_sts", "storage", "doctor"})
 
     hostname = top.string("hostname", required=True)
     _checkHostname(top, hostname)
@@ -903,6 +921,12 @@ def _parse(data, source, baseDir):
         raise stsT.error("max_age", f"at most 31557600 (RFC 8461), got {maxAge}")
     stsT.checkUnknown(stsT.seen)
 
+    doctorT = top.table_("doctor")
+    doctor = DoctorConfig(blocklists=tuple(
+        _zoneName(doctorT, "blocklists", zone)
+        for zone in _stringList(doctorT, "blocklists", DEFAULT_BLOCKLISTS)))
+    doctorT.checkUnknown(doctorT.seen)
+
     storageT = top.table_("storage")
     backend = storageT.string("backend") or StorageConfig().backend
     if backend not in STORAGE_BACKENDS:
@@ -925,6 +949,7 @@ def _parse(data, source, baseDir):
         relay=relay,
         policy=policy,
         mta_sts=MTASTSConfig(mode=mode, max_age=maxAge),
+        doctor=doctor,
         storage=StorageConfig(backend=backend),
         **limits,
     )

@@ -19,9 +19,13 @@ type.  A CNAME the server asks for is also ok when the name has, directly,
 the addresses of the host it should point to.
 
 Then the hostname's public addresses are checked for a PTR record naming
-it back (receivers refuse or score down mail from addresses without one).
-When every listener is bound to loopback there is no public address to
-check, and the report says so.
+it back (receivers refuse or score down mail from addresses without one)
+and looked up in the DNS blocklists of C{[doctor] blocklists} (C{listed}
+when a list has one: much of the mail from it is refused); and whether
+port 25 can be reached is explained, since the server cannot test that
+from the inside (C{info}, which is not a problem).  When every listener is
+bound to loopback there is no public address to check, and the report
+says so.
 
 Blocking (DNS): the CLI calls it directly, the web page in a thread.
 Trust: answers are DNS's, shown escaped by the page.
@@ -39,8 +43,14 @@ import dns.reversename
 
 from pymailer.dns import DNSError
 from pymailer.policy import dnsrecords
+from pymailer.policy.dnsbl import LISTED_NET, reversedName
 
-OK, MISSING, WRONG, ERROR = "ok", "missing", "wrong", "error"
+OK, MISSING, WRONG, ERROR, LISTED, INFO = "ok", "missing", "wrong", "error", "listed", "info"
+# Spamhaus answers 127.255.255.0/24 for queries it refuses (through a
+# public resolver, or too many): an error, not a listing.
+REFUSED_NET = ipaddress.ip_network("127.255.255.0/24")
+LOOPBACK_ONLY = "every listener is bound to loopback: no public address to check"
+SERVER = "this server: reverse DNS (PTR), blocklists, port 25"
 
 
 @dataclass(frozen=True)
@@ -56,7 +66,7 @@ class Check:
 
     @property
     def good(self):
-        return self.status == OK
+        return self.status in (OK, INFO)
 
 
 def neededRecords(config, domain):
@@ -155,8 +165,7 @@ def checkPTR(config, resolver, addresses):
     """The PTR checks of the hostname's public C{addresses}."""
     host = config.hostname.rstrip(".").lower()
     if not _publicListeners(config):
-        return [Check(host, "PTR", host + ".", (), OK,
-                      "every listener is bound to loopback: no public address to check")]
+        return [Check(host, "PTR", host + ".", (), OK, LOOPBACK_ONLY)]
     if not addresses:
         return [Check(host, "A/AAAA", "this server's public addresses", (), MISSING,
                       f"{host} has no address records")]
@@ -176,10 +185,73 @@ def checkPTR(config, resolver, addresses):
     return checks
 
 
+def checkBlocklists(config, resolver, addresses):
+    """
+    Each of the hostname's public C{addresses} in each C{[doctor]
+    blocklists} zone: C{ok} (not listed: NXDOMAIN), C{listed} (with the
+    list's TXT reason when it gives one) or C{error}.
+    """
+    host = config.hostname.rstrip(".").lower()
+    zones = config.doctor.blocklists
+    if not zones:
+        return []
+    if not _publicListeners(config):
+        return [Check(", ".join(zones), "A", "not listed", (), OK, LOOPBACK_ONLY)]
+    checks = []
+    for address in sorted(addresses):
+        for zone in zones:
+            # RFC 5782 §2.1/§2.4: reversed octets (nibbles) under the zone.
+            name = f"{reversedName(address)}.{zone}."
+            published, error = _lookup(resolver, name, "A")
+            answers = tuple(r.to_text() for r in published)
+            note = f"{address} ({host}) on {zone}"
+            if error is not None:
+                checks.append(Check(name, "A", "not listed", answers, ERROR, error))
+            elif any(ipaddress.ip_address(a) in REFUSED_NET for a in answers):
+                checks.append(Check(name, "A", "not listed", answers, ERROR,
+                                    f"{zone} refused the query (through a public resolver?"
+                                    " use your own): unknown"))
+            elif any(ipaddress.ip_address(a) in LISTED_NET for a in answers):
+                reasons = tuple(_txt(r) for r in _lookup(resolver, name, "TXT")[0])
+                checks.append(Check(name, "A", "not listed", answers + reasons, LISTED,
+                                    f"{note}: much mail from it will be refused;"
+                                    f" ask {zone} to delist it"))
+            else:
+                checks.append(Check(name, "A", "not listed", answers, OK, note))
+    return checks
+
+
+def checkPort25(config):
+    """
+    Why port 25's reachability is not checked here, and how to check it:
+    a server cannot see its own port from outside (NAT, the provider's
+    filter), so this is always C{info}.
+    """
+    host = config.hostname.rstrip(".").lower()
+    endpoint = config.listen.roles().get("smtp")
+    if endpoint is None:
+        note = "no smtp listener: other servers cannot deliver mail here"
+    else:
+        interface = dnsrecords._interface(endpoint)
+        try:
+            loopback = interface is not None and (
+                interface == "localhost" or ipaddress.ip_address(interface).is_loopback)
+        except ValueError:
+            loopback = False
+        if loopback:
+            note = (f"the smtp listener ({endpoint}) is bound to loopback: other servers"
+                    " cannot reach it")
+        else:
+            note = (f"cannot be checked from the server itself; check from outside:"
+                    f" swaks --server {host}:25 --quit-after banner (many home and cloud"
+                    f" networks block port 25)")
+    return Check(f"{host}:25", "TCP", "reachable by other mail servers", (), INFO, note)
+
+
 def diagnose(config, resolver, domains):
     """
     C{{domain: [Check]}} for each of C{domains}, and under the key C{None}
-    the PTR checks of the host.  Blocking.
+    the host's checks (PTR, blocklists, port 25).  Blocking.
     """
     host = config.hostname.rstrip(".").lower()
     addresses = hostAddresses(resolver, host)
@@ -187,7 +259,9 @@ def diagnose(config, resolver, domains):
     for domain in domains:
         report[domain] = [checkRecord(resolver, name, rdtype, text, addresses)
                           for name, rdtype, text in neededRecords(config, domain)]
-    report[None] = checkPTR(config, resolver, addresses)
+    report[None] = (checkPTR(config, resolver, addresses)
+                    + checkBlocklists(config, resolver, addresses)
+                    + [checkPort25(config)])
     return report
 
 
@@ -199,10 +273,10 @@ def formatReport(report):
     """Lines of text for the terminal."""
     lines = []
     for domain, checks in report.items():
-        lines.append(f"== {domain}" if domain is not None else "== reverse DNS (PTR)")
+        lines.append(f"== {domain if domain is not None else SERVER}")
         for c in checks:
             lines.append(f"{c.status.upper():8} {c.name} {c.rdtype} {c.needed}")
-            if not c.good and c.published:
+            if c.status != OK and c.published:
                 lines.append(f"         published: {' | '.join(c.published)}")
             if c.note:
                 lines.append(f"         ({c.note})")

@@ -83,6 +83,16 @@ class IAccountDirectory(Interface):
     def setAdmin(address, admin=True):
         """Mark a user admin, or not; L{KeyError} if no such user."""
 
+    def isDisabled(address):
+        """
+        @return: C{True} if C{address} is a user whose account is disabled:
+            they may not log in (any protocol, the web pages) but their
+            mail is still delivered.  C{False} for anyone else.
+        """
+
+    def setDisabled(address, disabled=True):
+        """Disable a user's logins, or enable them; L{KeyError} if no such user."""
+
     def listUsers(domain=None):
         """@return: sorted C{list} of user addresses."""
 

@@ -65,6 +65,9 @@ class MemoryDirectory:
     def isAdmin(self, address):
         return False
 
+    def isDisabled(self, address):
+        return False
+
 
 @implementer(IIncomingMessage)
 class MemoryMessage:

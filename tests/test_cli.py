@@ -168,6 +168,38 @@ class TestUser:
         code, _, err = run("user", "admin", "carol@example.org")
         assert code == 1 and "no such user: carol@example.org" in oneLineError(err)
 
+    def test_disableEnable(self, run, conf):
+        """
+        user disable ADDRESS stops the account's logins (the checker
+        refuses the right password) and user list shows it; user enable
+        undoes it: otherwise an operator could not lock out a compromised
+        account from the terminal without deleting it.
+        """
+        from pymailer.auth.checkers import PasswordChecker
+        from twisted.cred.error import UnauthorizedLogin
+        run("domain", "add", "example.org")
+        run("user", "add", "bob@example.org", "--password-stdin", stdin=PASSWORD + "\n")
+        directory = SQLiteAccountDirectory(database(conf))
+        checker = PasswordChecker(directory, None, None)
+        try:
+            # A login verified a moment ago is remembered; disabling must
+            # still apply at once.
+            assert checker.check(b"bob@example.org", PASSWORD.encode()) == "bob@example.org"
+            assert run("user", "disable", "Bob@example.org") == (
+                0, "bob@example.org is disabled: may not log in; mail to it is still"
+                " delivered\n", "")
+            assert run("user", "list")[1] == "bob@example.org (disabled)\n"
+            with pytest.raises(UnauthorizedLogin):
+                checker.check(b"bob@example.org", PASSWORD.encode())
+            assert run("user", "enable", "bob@example.org") == (
+                0, "bob@example.org is enabled: may log in\n", "")
+            assert checker.check(b"bob@example.org", PASSWORD.encode()) == "bob@example.org"
+        finally:
+            directory.close()
+        assert run("user", "list")[1] == "bob@example.org\n"
+        code, _, err = run("user", "disable", "carol@example.org")
+        assert code == 1 and "no such user: carol@example.org" in oneLineError(err)
+
     def test_addMakesInboxAndSpecialUseFolders(self, run, conf):
         """
         If this fails, a new user's mail client finds no INBOX, Sent, Drafts,

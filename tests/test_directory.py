@@ -29,6 +29,25 @@ def directory(path):
     d.close()
 
 
+
+def oldFile(path, version, userColumns="", userValues=""):
+    """An accounts file as schema C{version} made it, with bob@example.org."""
+    import sqlite3
+    path.parent.mkdir(parents=True)
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE domains (name TEXT PRIMARY KEY, catch_all TEXT NULL);"
+        "CREATE TABLE users (address TEXT PRIMARY KEY, domain TEXT NOT NULL"
+        " REFERENCES domains(name) ON DELETE CASCADE, password_hash TEXT NOT NULL"
+        f"{userColumns});"
+        "CREATE TABLE aliases (alias TEXT NOT NULL, target TEXT NOT NULL,"
+        " domain TEXT NOT NULL, PRIMARY KEY (alias, target));"
+        "INSERT INTO domains VALUES ('example.org', NULL);"
+        f"INSERT INTO users VALUES ('bob@example.org', 'example.org', '{HASH}'{userValues});"
+        f"PRAGMA user_version={version};")
+    db.commit()
+    db.close()
+
 class TestNormalise:
     def test_case(self):
         """
@@ -347,23 +366,44 @@ class TestDirectory:
             directory.addAlias("a@example.org", ["ok@x.org", "bad"])
         assert directory.listAliases() == []
 
-    def test_admins(self, directory):
+    @pytest.mark.parametrize("isFlag, setFlag", [("isAdmin", "setAdmin"),
+                                                  ("isDisabled", "setDisabled")])
+    def test_userFlags(self, directory, isFlag, setFlag):
         """
-        A user is no admin until marked, then is, then is not again, and
-        unknown or malformed names never are: otherwise the web admin
-        pages would open to the wrong people.
+        A user is neither admin nor disabled until marked, then is, then is
+        not again, and unknown or malformed names never are: otherwise the
+        web admin pages would open to the wrong people, or disabling an
+        account would not stop its logins.
         """
+        isFlag, setFlag = getattr(directory, isFlag), getattr(directory, setFlag)
         directory.addDomain("example.org")
         directory.addUser("bob@example.org", HASH)
-        assert not directory.isAdmin("bob@example.org")
-        directory.setAdmin("Bob@Example.org")
-        assert directory.isAdmin("bob@example.org")
-        directory.setAdmin("bob@example.org", False)
-        assert not directory.isAdmin("bob@example.org")
+        assert not isFlag("bob@example.org")
+        setFlag("Bob@Example.org")
+        assert isFlag("bob@example.org")
+        assert directory.hasUser("bob@example.org")
+        setFlag("bob@example.org", False)
+        assert not isFlag("bob@example.org")
         for nobody in ("carol@example.org", "not an address", ""):
-            assert not directory.isAdmin(nobody)
+            assert not isFlag(nobody)
         with pytest.raises(KeyError):
-            directory.setAdmin("carol@example.org")
+            setFlag("carol@example.org")
+
+    def test_version2FileMigrated(self, path):
+        """
+        A database made before accounts could be disabled (schema version
+        2) opens with its users and admins kept and none disabled: otherwise
+        upgrading would lose accounts or fail to start.
+        """
+        oldFile(path, 2, ", admin INTEGER NOT NULL DEFAULT 0", ", 1")
+        directory = SQLiteAccountDirectory(path)
+        try:
+            assert directory.isAdmin("bob@example.org")
+            assert not directory.isDisabled("bob@example.org")
+            directory.setDisabled("bob@example.org")
+            assert directory.isDisabled("bob@example.org")
+        finally:
+            directory.close()
 
     def test_version1FileMigrated(self, path):
         """
@@ -371,20 +411,7 @@ class TestDirectory:
         with its users kept and none of them admin, and can mark one:
         otherwise upgrading would lose the accounts or fail to start.
         """
-        import sqlite3
-        path.parent.mkdir(parents=True)
-        db = sqlite3.connect(path)
-        db.executescript(
-            "CREATE TABLE domains (name TEXT PRIMARY KEY, catch_all TEXT NULL);"
-            "CREATE TABLE users (address TEXT PRIMARY KEY, domain TEXT NOT NULL"
-            " REFERENCES domains(name) ON DELETE CASCADE, password_hash TEXT NOT NULL);"
-            "CREATE TABLE aliases (alias TEXT NOT NULL, target TEXT NOT NULL,"
-            " domain TEXT NOT NULL, PRIMARY KEY (alias, target));"
-            "INSERT INTO domains VALUES ('example.org', NULL);"
-            f"INSERT INTO users VALUES ('bob@example.org', 'example.org', '{HASH}');"
-            "PRAGMA user_version=1;")
-        db.commit()
-        db.close()
+        oldFile(path, 1)
         directory = SQLiteAccountDirectory(path)
         try:
             assert directory.listUsers() == ["bob@example.org"]

@@ -110,3 +110,67 @@ def test_loopbackOnly(conf):
     """
     (check,) = doctor.checkPTR(loadOrDefault(conf), None, set())
     assert check.good and "bound to loopback" in check.note
+
+
+SECOND = "192.0.2.11"
+
+
+def test_blocklists(cli, dnsServer):
+    """
+    With two addresses for the host and one of them listed in
+    zen.spamhaus.org (with the list's TXT reason), doctor marks that one
+    LISTED, every other address and list OK, explains port 25, and exits 1:
+    otherwise an operator would not learn why receivers refuse the
+    server's mail.
+    """
+    zone = goodZone(cli)
+    zone[HOST + "."].append(("A", SECOND))
+    zone["11.2.0.192.in-addr.arpa."] = [("PTR", HOST + ".")]
+    zone["11.2.0.192.zen.spamhaus.org."] = [("A", "127.0.0.2"), ("TXT", '"listed: test"')]
+    dnsServer.records.update(zone)
+    code, out, _ = cli("doctor")
+    assert code == 1
+    lines = out.splitlines()
+
+    def status(needle):
+        return next(line for line in lines if needle in line).split()[0]
+
+    assert status("11.2.0.192.zen.spamhaus.org.") == "LISTED"
+    assert "published: 127.0.0.2 | listed: test" in out
+    for zone in ("zen.spamhaus.org", "bl.spamcop.net", "b.barracudacentral.org"):
+        assert status(f"10.2.0.192.{zone}. A not listed") == "OK"
+    assert status("11.2.0.192.bl.spamcop.net.") == "OK"
+    assert status(f"{HOST}:25 TCP") == "INFO"
+    assert f"swaks --server {HOST}:25 --quit-after banner" in out
+    assert "1 record not as needed" in out
+    # The same list, delisted: all good.
+    del dnsServer.records["11.2.0.192.zen.spamhaus.org."]
+    assert cli("doctor")[0] == 0
+
+
+@pytest.mark.parametrize("confExtra", [
+    '[listen]\nsmtp = "tcp:25:interface=127.0.0.1"\n[doctor]\nblocklists = ["bl.test"]\n'])
+def test_loopbackOnlyBlocklistsAndPort25(conf):
+    """
+    With every listener on loopback, the blocklist check says there is no
+    public address instead of looking one up, and port 25 is explained as
+    unreachable from outside: otherwise a private setup would get
+    misleading failures.
+    """
+    config = loadOrDefault(conf)
+    assert config.doctor.blocklists == ("bl.test",)
+    (check,) = doctor.checkBlocklists(config, None, {ADDRESS})
+    assert check.good and "bound to loopback" in check.note and "bl.test" in check.name
+    port25 = doctor.checkPort25(config)
+    assert port25.good and port25.status == "info"
+    assert "bound to loopback: other servers cannot reach it" in port25.note
+
+
+@pytest.mark.parametrize("confExtra", ['[doctor]\nblocklists = ["not a zone"]\n'])
+def test_badBlocklistRefused(cli):
+    """
+    A blocklist that is not a DNS zone is a config error naming the key:
+    otherwise doctor would look up nonsense and call it not listed.
+    """
+    code, _, err = cli("check-config")
+    assert code != 0 and "doctor.blocklists" in err

@@ -113,3 +113,37 @@ def test_forwardingKeepsACopy(webServer):
     client.request("/account/forwarding", {"csrf": token, "target": ""})
     assert "Forwarding stopped." in client.request("/account/")[2]
     assert webServer.admin("alias", "list").stdout.count("bob@") == 0
+
+
+def test_appleProfile(webServer):
+    """
+    A logged-in user downloads their Apple configuration profile: a plist
+    with one com.apple.mail.managed payload naming their address and the
+    configured imaps and submissions ports with TLS, no password, served as
+    an attachment of type application/x-apple-aspen-config; without a
+    session it sends to the login page: otherwise iPhones and Macs could
+    not set the account up from it, or it would leak to strangers.
+    """
+    import plistlib
+    client = Client(base(webServer))
+    status, headers, _ = client.request("/account/apple.mobileconfig")
+    assert (status, headers["Location"]) == (303, "/login")
+    client.logIn(BOB)
+    request = client.opener.open(base(webServer) + "/account/apple.mobileconfig", timeout=20)
+    with request as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "application/x-apple-aspen-config"
+        assert response.headers["Content-Disposition"].startswith("attachment;")
+        profile = plistlib.loads(response.read())
+    assert profile["PayloadType"] == "Configuration"
+    (mail,) = profile["PayloadContent"]
+    assert mail["PayloadType"] == "com.apple.mail.managed"
+    assert mail["EmailAccountType"] == "EmailTypeIMAP"
+    assert mail["EmailAddress"] == mail["IncomingMailServerUsername"] == BOB
+    assert mail["IncomingMailServerPortNumber"] == webServer.ports["imaps"]
+    assert mail["OutgoingMailServerPortNumber"] == webServer.ports["submissions"]
+    assert mail["IncomingMailServerUseSSL"] and mail["OutgoingMailServerUseSSL"]
+    assert mail["IncomingMailServerHostName"] == "mail.example.org"
+    assert not any("Password" in key and key != "OutgoingPasswordSameAsIncomingPassword"
+                   and "Authentication" not in key for key in mail)
+    assert PASSWORD.encode() not in plistlib.dumps(profile)

@@ -350,6 +350,66 @@ class TestBrowser:
         assert notice(browser) == f"{queueId}: deleted"
         assert webServer.admin("queue", "list").stdout == "queue is empty\n"
 
+    def test_disableButton(self, webServer, browser):
+        """
+        An admin disables bob from the users page: bob's IMAP LOGIN, SMTP
+        AUTH and web login with the right password are refused with the
+        same reply as a wrong password, mail to bob is still delivered, and
+        Enable lets him in again: otherwise a compromised account could not
+        be stopped without deleting it, or disabling it would lose mail or
+        tell a guesser which accounts are disabled.
+        """
+        import imaplib
+        from selenium.webdriver.common.by import By
+        bob = f"bob@{DOMAIN}"
+
+        def imapLogin(address, password):
+            imap = imaplib.IMAP4_SSL("127.0.0.1", webServer.ports["imaps"],
+                                     ssl_context=insecureTLS())
+            try:
+                imap.login(address, password)
+            except imaplib.IMAP4.error as e:
+                return str(e)
+            imap.logout()
+            return "OK"
+
+        logIn(browser, webServer, f"alice@{DOMAIN}", PASSWORD)
+        browser.get(base(webServer) + "/admin/users")
+        def clickInBobsRow(action):
+            row = browser.find_element(By.XPATH, f"//tr[td[text()='{bob}']]")
+            clickAndLoad(browser, row.find_element(
+                By.CSS_SELECTOR, f"form[action='{action}'] button"))
+
+        clickInBobsRow("/admin/users/disable")
+        assert notice(browser) == (f"disabled {bob}: it may not log in; its mail is still"
+                                   " delivered")
+        assert "disabled" in browser.find_element(
+            By.XPATH, f"//tr[td[text()='{bob}']]").text
+        assert "disabled" in webServer.admin("user", "list").stdout
+
+        wrong = imapLogin(f"alice@{DOMAIN}", "wrong password")
+        assert "AUTHENTICATIONFAILED" in wrong
+        assert imapLogin(bob, PASSWORD) == wrong
+        with smtplib.SMTP_SSL("127.0.0.1", webServer.ports["submissions"],
+                              context=insecureTLS(), timeout=10) as client:
+            client.ehlo()
+            client.user, client.password = bob, PASSWORD
+            # One mechanism: login() would try each, counting towards the
+            # IP's lockout.
+            with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+                client.auth("PLAIN", client.auth_plain)
+            assert refused.value.smtp_code == 535
+            client.login(f"alice@{DOMAIN}", PASSWORD)
+            client.sendmail(f"alice@{DOMAIN}", [bob],
+                            b"Subject: still delivered\r\n\r\nwhile disabled\r\n")
+        webServer.waitForMessages(bob, 1)
+        status, _, body = Client(base(webServer)).logIn(bob)
+        assert status == 403 and LOGIN_FAILED in body
+
+        clickInBobsRow("/admin/users/enable")
+        assert notice(browser) == f"enabled {bob}: it may log in again"
+        assert imapLogin(bob, PASSWORD) == "OK"
+
     def test_failedLoginSameWhateverTheReason(self, webServer, browser):
         """
         A wrong password and an unknown address get the very same page: otherwise

@@ -31,7 +31,8 @@ def test_adminSeesDNSChecks(dnsWebServer, dnsServer, browser, tmp_path):
     """
     The DNS page shows each needed record with what DNS publishes: our MX
     ok, another SPF record wrong, a missing DMARC record missing, and that
-    the listeners are loopback-only instead of a PTR failure: otherwise the
+    the listeners are loopback-only instead of a PTR or blocklist failure,
+    with port 25 explained: otherwise the
     admin could not see from the browser why mail to the domain fails.
     """
     from selenium.webdriver.common.by import By
@@ -51,5 +52,10 @@ def test_adminSeesDNSChecks(dnsWebServer, dnsServer, browser, tmp_path):
     assert spf[0] == "wrong" and spf[4] == "v=spf1 a -all"
     assert rows[(f"_dmarc.{DOMAIN}.", "TXT", '"v=DMARC1;')][0] == "missing"
     assert "bound to loopback" in browser.find_element(By.TAG_NAME, "main").text
+    # The blocklists and port 25 are on the page too (loopback: explained).
+    assert rows[("zen.spamhaus.org, bl.spamcop.net, b.barracudacentral.org", "A",
+                 "not")][0] == "ok"
+    port25 = rows[(f"{HOSTNAME}:25", "TCP", "reachable")]
+    assert port25[0] == "info" and "cannot reach it" in port25[5]
     assert "not as needed" in browser.find_element(By.CSS_SELECTOR, "p.notice").text
     screenshot(browser, tmp_path, "dns.png")

@@ -5,7 +5,9 @@ argon2 verification is slow by design, so it runs in the thread pool, never
 on the reactor; and it holds its memory cost (19 MiB) while it runs, so at
 most L{MAX_CONCURRENT_CHECKS} run at once and other logins wait their turn
 (ten clients logging in at once used to take ten times 64 MiB).  An unknown user costs the same verification as a known one
-(against a dummy hash) so timing does not tell which addresses exist.
+(against a dummy hash) so timing does not tell which addresses exist; so
+does a disabled account (C{pymailer user disable}), which may not log in
+anywhere but still receives mail.
 
 A verified login is remembered for a minute (a mail client that logs in
 every few seconds would otherwise pay argon2 each time), keyed by an HMAC
@@ -87,14 +89,21 @@ class PasswordChecker:
     def check(self, username, password):
         """
         Blocking.  @return: the user's normalised address.
-        @raise UnauthorizedLogin: wrong user name or password.
+        @raise UnauthorizedLogin: wrong user name or password, or a
+            disabled account.
         """
         try:
             address = normaliseAddress(_text(username))
             passwordText = _text(password)
         except (UnicodeDecodeError, ValueError):
             address, passwordText = None, ""
-        stored = self.directory.passwordHash(address) if address else None
+        # A disabled account is checked as an unknown one (against the
+        # dummy hash): the same reply and the same time as a wrong password,
+        # and before the verified-login cache, so disabling applies at once.
+        if address and not self.directory.isDisabled(address):
+            stored = self.directory.passwordHash(address)
+        else:
+            stored = None
         if stored is not None and self.verified.known(address, passwordText, stored):
             return address
         if verifyPassword(stored, passwordText) and stored is not None:

@@ -52,7 +52,8 @@ _SCHEMA = [
         address TEXT PRIMARY KEY,
         domain TEXT NOT NULL REFERENCES domains(name) ON DELETE CASCADE,
         password_hash TEXT NOT NULL,
-        admin INTEGER NOT NULL DEFAULT 0
+        admin INTEGER NOT NULL DEFAULT 0,
+        disabled INTEGER NOT NULL DEFAULT 0
     )""",
     # 'domain' is the alias's domain, so removeDomain can cascade without
     # parsing addresses in SQL.
@@ -66,13 +67,19 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS aliases_domain ON aliases(domain)",
 ]
 # Version 2: users.admin (issue 16: who may use the web admin pages).
-_SCHEMA_VERSION = 2
+# Version 3: users.disabled (issue 16: accounts that may not log in).
+_SCHEMA_VERSION = 3
 # Changes that bring an older file up to date: version -> statements that
 # make it the next version.  CREATE TABLE IF NOT EXISTS leaves an existing
 # table as it was, so a column added later needs its ALTER here.
 _MIGRATIONS = {
     1: ["ALTER TABLE users ADD COLUMN admin INTEGER NOT NULL DEFAULT 0"],
+    2: ["ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0"],
 }
+
+# The users table's yes/no columns (the only column names put into SQL
+# text, from this fixed table).
+_FLAGS = {"admin": "admin", "disabled": "disabled"}
 
 
 # --- normalisation ---------------------------------------------------------
@@ -297,13 +304,20 @@ class SQLiteAccountDirectory:
                         address)
         return row[0] if row else None
 
-    def isAdmin(self, address):
+    def _flag(self, column, address):
+        # column is one of _FLAGS, never the caller's text.
         try:
             address = normaliseAddress(address)
         except ValueError:
             return False
-        row = self._one("SELECT admin FROM users WHERE address=?", address)
+        row = self._one(f"SELECT {_FLAGS[column]} FROM users WHERE address=?", address)
         return bool(row and row[0])
+
+    def isAdmin(self, address):
+        return self._flag("admin", address)
+
+    def isDisabled(self, address):
+        return self._flag("disabled", address)
 
     def listDomains(self):
         return [row[0] for row in self._db().execute(
@@ -413,13 +427,19 @@ class SQLiteAccountDirectory:
             if cursor.rowcount == 0:
                 raise KeyError(f"no such user: {address}")
 
-    def setAdmin(self, address, admin=True):
+    def _setFlag(self, column, address, value):
         address = normaliseAddress(address)
         with self._write() as db:
-            cursor = db.execute("UPDATE users SET admin=? WHERE address=?",
-                                (int(bool(admin)), address))
+            cursor = db.execute(f"UPDATE users SET {_FLAGS[column]}=? WHERE address=?",
+                                (int(bool(value)), address))
             if cursor.rowcount == 0:
                 raise KeyError(f"no such user: {address}")
+
+    def setAdmin(self, address, admin=True):
+        self._setFlag("admin", address, admin)
+
+    def setDisabled(self, address, disabled=True):
+        self._setFlag("disabled", address, disabled)
 
     def removeUser(self, address):
         address = normaliseAddress(address)

@@ -27,6 +27,7 @@ from twisted.internet import defer
 from pymailer.auth.login import guardedLogin
 from pymailer.auth.passwords import hashPassword
 from pymailer.interfaces import IWebUser
+from pymailer.web import autoconfig
 from pymailer.web.admin import ACCOUNT_PATH, Refused, _arg, _clientIP
 from pymailer.web.html import element, field, form, join, table
 
@@ -36,6 +37,9 @@ WRONG_PASSWORD = "The current password is wrong (or there were too many attempts
 MISMATCH = "The two new passwords differ."
 EMPTY = "An empty password is refused."
 ADMIN_NAV = (("/admin/", "Administration"),)
+PROFILE_FILENAME = b"mail.mobileconfig"
+NO_PROFILE = "This server has no IMAP or no submission listener to put in a profile."
+
 
 
 def formatSize(size):
@@ -73,6 +77,20 @@ class AccountApp:
             rows.append((name, len(messages), sum(m.size for m in messages)))
         return rows
 
+    def _user(self, request):
+        """
+        C{(session, None)} for a logged-in user, else C{(None, response)}:
+        the refusal page (plain HTTP) or the redirect to the login page.
+        """
+        admin = self.admin
+        try:
+            session = admin.loggedIn(request)
+        except Refused as e:
+            return None, admin.refusal(request, e, admin._session(request))
+        if session is None:
+            return None, admin.redirect(request, "/login")
+        return session, None
+
     def _facts(self, user):
         return (self._mailboxes(user), self.directory.forwarding(user),
                 self.directory.isAdmin(user))
@@ -82,18 +100,19 @@ class AccountApp:
     @defer.inlineCallbacks
     def page(self, request):
         admin = self.admin
-        try:
-            session = admin.loggedIn(request)
-        except Refused as e:
-            return admin.refusal(request, e, admin._session(request))
+        session, refused = self._user(request)
         if session is None:
-            return admin.redirect(request, "/login")
+            return refused
         mailboxes, (targets, keepCopy), isAdmin = yield admin.inThread(
             self._facts, session.user)
         csrf = session.csrf
         total = sum(size for _, _, size in mailboxes)
         content = join([
             element("p", join(["Logged in as ", element("strong", session.user)])),
+            element("p", join([
+                element("a", "Set up this account on an iPhone, iPad or Mac",
+                        href=ACCOUNT_PATH + "apple.mobileconfig"),
+                " (a configuration profile; it asks for the password)"])),
             element("h2", "Mailboxes"),
             table(["Mailbox", "Messages", "Size"],
                   [[name, count, formatSize(size)] for name, count, size in mailboxes]
@@ -124,6 +143,22 @@ class AccountApp:
         return admin.answer(request, "My account", content, session=session,
                             current=ACCOUNT_PATH,
                             nav=((ACCOUNT_PATH, "My account"),) + (ADMIN_NAV if isAdmin else ()))
+
+    @app.route("/account/apple.mobileconfig", methods=["GET"])
+    def appleProfile(self, request):
+        """The user's own Apple configuration profile (no password in it)."""
+        admin = self.admin
+        session, refused = self._user(request)
+        if session is None:
+            return refused
+        profile = autoconfig.appleProfile(admin.config, session.user)
+        if profile is None:
+            return admin.refusal(request, Refused(404, NO_PROFILE), session)
+        request.setHeader(b"Content-Type", autoconfig.MOBILECONFIG_TYPE)
+        request.setHeader(b"Content-Disposition",
+                          b'attachment; filename="' + PROFILE_FILENAME + b'"')
+        request.setHeader(b"Cache-Control", b"no-store")
+        return profile
 
     @app.route("/account/password", methods=["POST"])
     def changePassword(self, request):

@@ -377,15 +377,20 @@ class AdminApp:
         return self._adminPage(request, "Users", "/admin/users", self._users)
 
     def _listUsers(self):
-        return [(u, self.directory.isAdmin(u)) for u in self.directory.listUsers()]
+        return [(u, self.directory.isAdmin(u), self.directory.isDisabled(u))
+                for u in self.directory.listUsers()]
 
     @defer.inlineCallbacks
     def _users(self, session):
         rows = []
-        for user, admin in (yield self.inThread(self._listUsers)):
+        for user, admin, disabled in (yield self.inThread(self._listUsers)):
             hidden = element("input", type="hidden", name="address", value=user)
             rows.append([
-                user, "admin" if admin else "",
+                user, ", ".join(mark for mark, on in (("admin", admin), ("disabled", disabled))
+                                if on),
+                form("/admin/users/enable" if disabled else "/admin/users/disable",
+                     session.csrf, hidden, "Enable" if disabled else "Disable",
+                     class_="inline"),
                 form("/admin/users/password", session.csrf, join([
                     hidden, element("input", type="password", name="password", required=True,
                                     autocomplete="new-password",
@@ -394,7 +399,8 @@ class AdminApp:
                 form("/admin/users/remove", session.csrf, hidden, "Remove", class_="inline"),
             ])
         return join([
-            table(["User", "", "Password", ""], rows) if rows else element("p", "No users yet."),
+            table(["User", "", "Logins", "Password", ""], rows) if rows
+            else element("p", "No users yet."),
             element("fieldset", join([
                 element("legend", "Add a user"),
                 form("/admin/users/add", session.csrf, join([
@@ -428,6 +434,19 @@ class AdminApp:
                 raise ValueError("empty password refused")
             self.directory.setPasswordHash(address, hashPassword(password))
             return f"changed password of {address}"
+
+        return self._adminAction(request, "/admin/users", change)
+
+    @app.route("/admin/users/disable", methods=["POST"])
+    @app.route("/admin/users/enable", methods=["POST"])
+    def disableUser(self, request):
+        address = _arg(request, "address")
+        disable = request.path.endswith(b"/disable")
+
+        def change():
+            self.directory.setDisabled(address, disable)
+            return (f"disabled {address}: it may not log in; its mail is still delivered"
+                    if disable else f"enabled {address}: it may log in again")
 
         return self._adminAction(request, "/admin/users", change)
 
@@ -655,7 +674,8 @@ class AdminApp:
                          " (the same check: pymailer doctor).",
                          class_="notice " + ("ok" if not bad else "error"))]
         for domain, checks in report.items():
-            parts.append(element("h2", domain if domain is not None else "Reverse DNS (PTR)"))
+            parts.append(element("h2", domain if domain is not None
+                                 else doctor.SERVER.capitalize()))
             parts.append(table(
                 ["Status", "Name", "Type", "Needed", "Published now", "Note"],
                 [[element("strong", c.status, class_="status-" + c.status), c.name, c.rdtype,

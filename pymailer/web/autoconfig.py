@@ -1,7 +1,8 @@
 """
 Mail client self-configuration: Thunderbird's autoconfig file
-(C{clientConfig} version 1.1) and Microsoft Outlook's Autodiscover
-response, generated from the listeners actually configured.
+(C{clientConfig} version 1.1), Microsoft Outlook's Autodiscover response
+and an Apple configuration profile (for a logged-in user's own address),
+generated from the listeners actually configured.
 
 Both name only servers (host name, port, TLS kind) and say that the login
 is the full address; neither looks up the user, so the answer for an
@@ -16,6 +17,8 @@ DOCTYPE (entity expansion), before it is parsed.
 
 from __future__ import annotations
 
+import plistlib
+import uuid
 from dataclasses import dataclass
 from xml.etree import ElementTree
 
@@ -174,3 +177,64 @@ def autodiscover(config, address: str) -> bytes:
             _text(protocol, "UsePOPAuth", "off")
             _text(protocol, "SMTPLast", "off")
     return _serialise(root)
+
+
+# The profile's MIME type: iOS and macOS offer to install it.
+MOBILECONFIG_TYPE = b"application/x-apple-aspen-config"
+
+
+def appleProfile(config, address):
+    """
+    An Apple configuration profile (a plist) with one
+    C{com.apple.mail.managed} payload: IMAP and SMTP submission from the
+    listeners configured (implicit TLS first), the login the full address,
+    and no password (the device asks for it).  The UUIDs are derived from
+    the host and address, so installing it again replaces the same profile.
+
+    @return: the plist's bytes, or C{None} without an IMAP or submission
+        listener (a profile must name both).
+    """
+    configured = servers(config)
+    incoming = next((s for s in configured if s.kind == "imap"), None)
+    outgoing = next((s for s in configured if s.kind == "smtp"), None)
+    if incoming is None or outgoing is None:
+        return None
+    host = config.hostname.rstrip(".").lower()
+    identifier = ".".join(reversed(host.split("."))) + ".pymailer.mail"
+
+    def uuidOf(what):
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"pymailer:{host}:{address}:{what}")).upper()
+
+    mail = {
+        "PayloadType": "com.apple.mail.managed",
+        "PayloadVersion": 1,
+        "PayloadIdentifier": identifier + ".account",
+        "PayloadUUID": uuidOf("account"),
+        "PayloadDisplayName": address,
+        "EmailAccountDescription": address,
+        "EmailAccountType": "EmailTypeIMAP",
+        "EmailAddress": address,
+        "IncomingMailServerHostName": incoming.hostname,
+        "IncomingMailServerPortNumber": incoming.port,
+        # UseSSL: TLS from the first byte on an implicit-TLS port, STARTTLS
+        # otherwise; we never offer either without TLS.
+        "IncomingMailServerUseSSL": True,
+        "IncomingMailServerUsername": address,
+        "IncomingMailServerAuthentication": "EmailAuthPassword",
+        "OutgoingMailServerHostName": outgoing.hostname,
+        "OutgoingMailServerPortNumber": outgoing.port,
+        "OutgoingMailServerUseSSL": True,
+        "OutgoingMailServerUsername": address,
+        "OutgoingMailServerAuthentication": "EmailAuthPassword",
+        "OutgoingPasswordSameAsIncomingPassword": True,
+    }
+    profile = {
+        "PayloadType": "Configuration",
+        "PayloadVersion": 1,
+        "PayloadIdentifier": identifier,
+        "PayloadUUID": uuidOf("profile"),
+        "PayloadDisplayName": f"Mail: {address}",
+        "PayloadDescription": f"The mail account {address} on {host}",
+        "PayloadContent": [mail],
+    }
+    return plistlib.dumps(profile)

@@ -36,7 +36,8 @@ label { display: inline-block; margin: .2em .8em .2em 0; }
 .ok { background: #dfd; border: 1px solid #9c9; }
 .error { background: #fdd; border: 1px solid #c99; }
 pre { background: #fff; border: 1px solid #ccd; padding: .5em; overflow-x: auto; }
-.status-ok { color: #170; } .status-missing, .status-wrong, .status-error { color: #b00; }
+.status-ok { color: #170; } .status-info { color: #555; }
+.status-missing, .status-wrong, .status-error, .status-listed { color: #b00; }
 td + td { overflow-wrap: anywhere; max-width: 40em; }
 .login { max-width: 24em; margin: 4em auto; background: #fff; padding: 1.5em;
          border: 1px solid #ccd; }
