@@ -247,7 +247,9 @@ class IMailStore(Interface):
         memory (an IMAP APPEND literal): C{write}, C{seek}, C{read},
         C{close}; it disappears when closed, or when the process dies.
         Quick (one file creation, no fsync): may be called on the reactor
-        thread.
+        thread.  The file's methods block (disk): the caller uses it from
+        one thread at a time and closes it after its last write
+        (L{pymailer.imap.spool.SpoolingLiteral} chains them in the pool).
         """
 
     def addListener(listener):

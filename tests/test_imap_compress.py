@@ -232,3 +232,96 @@ def test_bomb_over_tls_bounded(server):
     grown = server.peakRSS() - before
     print(f"bomb: {sent} octets sent, server peak RSS grew {grown >> 10} KiB")
     assert grown < 50 << 20
+
+
+# -- Deflate alone: flow control under a bomb --------------------------------
+
+def feedWhileReading(deflate, transport, pieces):
+    """Hand C{pieces} to C{deflate} as a transport does: only while it is reading."""
+    while pieces and transport.producerState == "producing":
+        deflate.received(pieces.pop(0))
+
+
+def test_bomb_pauses_reading_and_bounds_backlog():
+    """
+    A bomb arriving in 4 KB reads (each inflating to far more than a
+    turn's worth): reading stops at the first yield, so the compressed
+    input waiting stays one read, not the whole bomb; reading goes on once
+    the next clock turn has inflated it, and stops again at the next read.
+    """
+    from twisted.internet import task
+    from twisted.internet.testing import StringTransport
+
+    from pymailer.imap.compress import TURN, Deflate
+
+    z = Deflated()
+    bomb = z.out.compress(b"A" * (64 << 20)) + z.out.flush(zlib.Z_SYNC_FLUSH)
+    pieces = [bomb[i:i + 4096] for i in range(0, len(bomb), 4096)]
+    assert len(pieces) > 4
+    transport, clock, got = StringTransport(), task.Clock(), []
+    deflate = Deflate(transport, got.append, clock)
+    feedWhileReading(deflate, transport, pieces)
+    assert transport.producerState == "paused"
+    assert deflate.backlog <= 4096
+    inflated = sum(map(len, got))
+    assert TURN <= inflated < TURN + (1 << 17)
+    # The next turn inflates what waits (task.Clock runs the turns it
+    # schedules itself within one advance), then reading goes on.
+    clock.advance(0)
+    assert sum(map(len, got)) > inflated
+    assert transport.producerState == "producing"
+    assert deflate.backlog == 0
+    feedWhileReading(deflate, transport, pieces)
+    assert transport.producerState == "paused" and deflate.backlog <= 4096
+
+
+def test_received_while_yielding_waits_for_its_turn():
+    """
+    Octets arriving while a turn's inflating is scheduled are not inflated
+    at once (past the per-turn limit, and a second scheduled call would
+    replace the first): they wait for that call.
+    """
+    from twisted.internet import task
+    from twisted.internet.testing import StringTransport
+
+    from pymailer.imap.compress import TURN, Deflate
+
+    z = Deflated()
+    first = z.out.compress(b"A" * (2 * TURN)) + z.out.flush(zlib.Z_SYNC_FLUSH)
+    second = z.pack(b"B" * 1000)
+    transport, clock, got = StringTransport(), task.Clock(), []
+    deflate = Deflate(transport, got.append, clock)
+    deflate.received(first)
+    before = sum(map(len, got))
+    deflate.received(second)  # already read by the transport before it paused
+    assert sum(map(len, got)) == before
+    assert len(clock.getDelayedCalls()) == 1
+    for _ in range(10):
+        clock.advance(0)
+    assert b"".join(got) == b"A" * (2 * TURN) + b"B" * 1000
+    assert transport.producerState == "producing"
+
+
+def test_protocol_pause_holds_over_yield():
+    """
+    The protocol's own pause (a slow command) is not undone when a turn's
+    inflating finishes: reading stays stopped until the protocol resumes.
+    """
+    from twisted.internet import task
+    from twisted.internet.testing import StringTransport
+
+    from pymailer.imap.compress import TURN, Deflate
+
+    z = Deflated()
+    data = z.out.compress(b"A" * (2 * TURN)) + z.out.flush(zlib.Z_SYNC_FLUSH)
+    transport, clock, got = StringTransport(), task.Clock(), []
+    deflate = Deflate(transport, got.append, clock)
+    deflate.received(data)
+    deflate.pauseProducing()
+    clock.advance(0)
+    assert transport.producerState == "paused"
+    deflate.resumeProducing()
+    for _ in range(10):
+        clock.advance(0)
+    assert b"".join(got) == b"A" * (2 * TURN)
+    assert transport.producerState == "producing"

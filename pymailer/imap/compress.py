@@ -14,14 +14,17 @@ inflating to gigabytes).  Memory stays bounded: each C{decompress} call
 makes at most L{CHUNK} octets (C{max_length}); the rest waits as the
 compressed C{unconsumed_tail}, not inflated; inflating stops while the
 protocol has reading paused (its flow control then holds for compressed
-input too) and yields to the reactor after L{TURN} octets, so a bomb of
-commands neither blocks other clients nor piles up memory.  The
+input too) and yields to the reactor after L{TURN} octets, with reading
+stopped until what waits is inflated, so a bomb of commands neither
+blocks other clients nor piles up memory (compressed input waiting is
+what the transport read before it paused: L{Deflate.backlog}).  The
 protocol's own limits (line length, literal sizes, queued commands) then
 apply to the inflated stream as to a plain one.  Corrupt input closes the
 connection.
 """
 
 import zlib
+from collections import deque
 
 from twisted.logger import Logger
 
@@ -48,8 +51,14 @@ class Deflate:
         self._clock = clock
         self._inflater = zlib.decompressobj(-15)
         self._deflater = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
-        self._tail = b""          # compressed input not yet inflated
-        self._paused = False
+        # Compressed input not yet inflated: the pieces as received (a
+        # deque, not one growing bytes: appending stays O(1)) and the
+        # unconsumed tail of the one being inflated.
+        self._pieces = deque()
+        self._tail = b""
+        self.backlog = 0          # compressed octets in both
+        self._paused = False      # the protocol asked to stop reading
+        self._yielding = False    # we stopped reading until the backlog is inflated
         self._flushCall = None
         self._resumeCall = None
         self._closed = False
@@ -59,19 +68,31 @@ class Deflate:
 
     def received(self, data):
         """Compressed octets from the client."""
-        if self._closed:
+        if self._closed or not data:
             return
-        self._tail += data
-        self._inflate()
+        self._pieces.append(data)
+        self.backlog += len(data)
+        # While a turn's inflating is scheduled, that call goes on with
+        # this too: inflating here would skip the per-turn limit.
+        if self._resumeCall is None:
+            self._inflate()
 
     def _inflate(self):
         self._resumeCall = None
         handed = 0
-        while self._tail and not self._paused and not self._closed:
+        while self.backlog and not self._paused and not self._closed:
             if handed >= TURN:
-                # Let other connections run; go on next turn.
+                # Let other connections run; go on next turn.  Reading
+                # stops meanwhile, or a bomb's compressed octets would
+                # pile up behind the yield without bound.
+                if not self._yielding:
+                    self._yielding = True
+                    self._transport.pauseProducing()
                 self._resumeCall = self._clock.callLater(0, self._inflate)
                 return
+            if not self._tail:
+                self._tail = self._pieces.popleft()
+            before = len(self._tail)
             try:
                 out = self._inflater.decompress(self._tail, CHUNK)
             except zlib.error as e:
@@ -80,11 +101,17 @@ class Deflate:
                 self._transport.loseConnection()
                 return
             self._tail = self._inflater.unconsumed_tail
-            if not out:
-                break  # needs more input than we have
-            handed += len(out)
-            self.octetsIn += len(out)
-            self._deliver(out)
+            self.backlog -= before - len(self._tail)
+            if out:
+                handed += len(out)
+                self.octetsIn += len(out)
+                self._deliver(out)
+            elif self._tail:
+                break  # zlib wants more input than the tail holds
+        if self._yielding and not self._paused and not self._closed:
+            # Our own pause only: the protocol's holds until it resumes.
+            self._yielding = False
+            self._transport.resumeProducing()
 
     # -- output -------------------------------------------------------------
 
@@ -124,9 +151,16 @@ class Deflate:
 
     def resumeProducing(self):
         self._paused = False
-        self._transport.resumeProducing()
-        if self._tail and self._resumeCall is None:
-            self._resumeCall = self._clock.callLater(0, self._inflate)
+        if self.backlog:
+            # What waits is inflated first (next turn), and reading goes
+            # on once it is (the transport is still paused: ours or the
+            # protocol's pause).
+            self._yielding = True
+            if self._resumeCall is None:
+                self._resumeCall = self._clock.callLater(0, self._inflate)
+        else:
+            self._yielding = False
+            self._transport.resumeProducing()
 
     def __getattr__(self, name):
         # getPeer, getHost, registerProducer, abortConnection, ...

@@ -61,6 +61,7 @@ from pymailer.imap import append, binary, compress, esearch, listing, rev2, sear
 from pymailer.imap.fetch import (
     Range, fetchPieces, parseFetchItems, parseModifiers, sessionFetchLines,
 )
+from pymailer.imap.spool import MAX_PENDING_WRITES, SpoolFailed, SpoolingLiteral
 from pymailer.imap.listing import listEntries, lsubEntries
 from pymailer.imap.message import messageOctets
 from pymailer.imap.parser import (
@@ -135,6 +136,7 @@ class IMAPServer(IMAP4Server):
         self._busy = False
         self._pumping = False
         self._queueFull = False
+        self._spoolFull = False  # reading stopped: APPEND chunks wait for the disk
         self._badCommands = 0
         self._sasl = None
         self._paused = None
@@ -330,8 +332,7 @@ class IMAPServer(IMAP4Server):
         self.paused = False
         if self._closing:
             return
-        if not self._queueFull:
-            self.transport.resumeProducing()
+        self._resumeReading()
         rest = self.clearLineBuffer()
         if self.compression is not None:
             self.compression.received(rest)
@@ -378,8 +379,7 @@ class IMAPServer(IMAP4Server):
         def resume(_):
             self.paused = False
             if not self._closing:
-                if not self._queueFull:
-                    self.transport.resumeProducing()
+                self._resumeReading()
                 self.dataReceived(b"")
 
         d = self.account.run(check) if self.user is not None else defer.fail(
@@ -389,11 +389,11 @@ class IMAPServer(IMAP4Server):
     def _acceptLiteral(self, name, size, plus):
         if not plus:
             self.sendLine(b"+ Ready for literal data")
+        spool = None
         if name == b"APPEND" and size > SPOOL_THRESHOLD:
-            spool = self.factory.store.newAppendSpool()
-            self._literal = [size, spool, bytearray(), defer.succeed(None), FileLiteral(spool, size)]
-        else:
-            self._literal = [size, None, bytearray(), None, None]
+            spool = SpoolingLiteral(self.factory.store.newAppendSpool(), size,
+                                    self.factory.run, self._spoolWritten)
+        self._literal = [size, spool, bytearray()]
         if size == 0:
             self._finishLiteral(b"")
         else:
@@ -427,11 +427,13 @@ class IMAPServer(IMAP4Server):
         chunk, rest = data[:need], data[need:]
         literal[0] -= len(chunk)
         literal[2] += chunk
-        if literal[1] is not None and (len(literal[2]) >= CHUNK or literal[0] == 0):
+        spool = literal[1]
+        if spool is not None and (len(literal[2]) >= CHUNK or literal[0] == 0):
             pending, literal[2] = bytes(literal[2]), bytearray()
-            spool = literal[1]
-            literal[3] = literal[3].addCallback(
-                lambda _: self.factory.run(spool.write, pending))
+            spool.write(pending)
+            if spool.pending > MAX_PENDING_WRITES and not self._spoolFull:
+                self._spoolFull = True
+                self.transport.pauseProducing()
         if literal[0] == 0:
             self._finishLiteral(rest)
 
@@ -446,19 +448,40 @@ class IMAPServer(IMAP4Server):
         self._skipLine = True
         self.setLineMode(data[left:])
 
+    def _spoolWritten(self):
+        """A chunk of an APPEND literal is on disk: read again below the limit."""
+        spools = [self._literal[1]] if self._literal is not None else []
+        if self._spoolFull and all(s is None or s.pending <= MAX_PENDING_WRITES // 2
+                                   for s in spools):
+            self._spoolFull = False
+            self._resumeReading()
+
+    def _resumeReading(self):
+        """Read again, unless something else still holds reading stopped."""
+        if not (self._closing or self._queueFull or self._spoolFull or self.paused):
+            self.transport.resumeProducing()
+
     def _finishLiteral(self, rest):
-        _, spool, buffer, written, fileLiteral = self._literal
+        _, spool, buffer = self._literal
         self._literal = None
         if spool is not None:
-            fileLiteral.ready = written.addCallback(lambda _: self.factory.run(spool.seek, 0))
-            self._segments.append(fileLiteral)
+            spool.finish()
+            self._segments.append(spool)
         else:
             self._segments.append(bytes(buffer))
         self.setLineMode(rest)
 
     def _closeLiteral(self):
-        if self._literal is not None and self._literal[1] is not None:
-            self._literal[1].close()
+        """
+        The connection is gone: close every spooled literal not handed to
+        a running command (each after its pending writes).
+        """
+        held = [self._literal[1]] if self._literal is not None else []
+        for segments in [self._segments or []] + [c for c in self._commands if isinstance(c, list)]:
+            held += [s for s in segments if isinstance(s, SpoolingLiteral)]
+        for spool in held:
+            if spool is not None:
+                spool.close()
         self._literal = None
 
     def _pump(self):
@@ -488,8 +511,8 @@ class IMAPServer(IMAP4Server):
 
     def _done(self, _, segments):
         for s in segments if isinstance(segments, list) else ():
-            if isinstance(s, FileLiteral):
-                s.file.close()
+            if isinstance(s, SpoolingLiteral):
+                s.close()  # after its pending writes, in the pool
         self._busy = False
         self._pump()
 
@@ -508,7 +531,7 @@ class IMAPServer(IMAP4Server):
             self.transport.pauseProducing()
         elif self._queueFull and waiting < MAX_QUEUED_COMMANDS // 2 and not self.paused:
             self._queueFull = False
-            self.transport.resumeProducing()
+            self._resumeReading()
 
     def _internalError(self, failure):
         log.failure("IMAP command failed", failure)
@@ -586,7 +609,7 @@ class IMAPServer(IMAP4Server):
     def _failed(self, failure, tag):
         if failure.check(ParseError):
             self._bad(tag, str(failure.value).encode("utf-8", "replace"))
-        elif failure.check(CommandFailed):
+        elif failure.check(CommandFailed, SpoolFailed):
             self.sendLine(tag + b" NO " + str(failure.value).encode("utf-8", "replace"))
         elif failure.check(ConnectionError) or self._selectedVanished(failure):
             pass
