@@ -29,6 +29,13 @@ LISTEN = configModule.ListenConfig(
     smtp="tcp:25", submission="tcp:587", submissions="ssl:465",
     imap="tcp:143", imaps="ssl:993", pop3s="ssl:995", https="ssl:443")
 
+# An Autodiscover request whose address comes from an entity of its DTD,
+# in UTF-16 (with a BOM): no "<!DOCTYPE" byte string in it.
+UTF16_DOCTYPE_REQUEST = (
+    '<?xml version="1.0" encoding="UTF-16"?>'
+    '<!DOCTYPE x [<!ENTITY a "bob@example.org">]><Autodiscover><Request>'
+    '<EMailAddress>&a;</EMailAddress></Request></Autodiscover>').encode("utf-16")
+
 
 def makeConfig(listen=LISTEN, **options):
     return configModule.Config(hostname="mail.example.org", data_dir=pathlib.Path("/nonexistent"),
@@ -165,6 +172,7 @@ class TestAutoconfigDocument:
         b"<Autodiscover><Request>" + b"x" * 20000 + b"</Request></Autodiscover>",
         b"not xml",
         b"<Autodiscover><Request></Request></Autodiscover>",
+        UTF16_DOCTYPE_REQUEST,
     ])
     def test_autodiscoverRefusesBadRequests(self, body):
         """
@@ -174,6 +182,15 @@ class TestAutoconfigDocument:
         """
         with pytest.raises(autoconfig.BadRequest):
             autoconfig.autodiscoverAddress(body)
+
+    def test_autodiscoverUTF16DoctypeRefused(self):
+        """
+        A DTD in a UTF-16 body (where "<!DOCTYPE" is not those bytes) is
+        refused as a DTD: otherwise its entities expand, and a billion-laughs
+        request costs the server its memory.
+        """
+        with pytest.raises(autoconfig.BadRequest, match="DOCTYPE"):
+            autoconfig.autodiscoverAddress(UTF16_DOCTYPE_REQUEST)
 
 
 class TestMTASTSPolicy:
@@ -313,6 +330,18 @@ class TestWebListener:
         ports = [int(p.text) for p in ElementTree.fromstring(body).iterfind(
             "o:Response/o:Account/o:Protocol/o:Port", ns)]
         assert ports == [webServer.ports[r] for r in ("imaps", "submissions", "submission")]
+
+    def test_autodiscoverUTF16DoctypeGets400(self, webServer, tmp_path):
+        """
+        A UTF-16 Autodiscover POST with a DTD gets 400, not the settings:
+        otherwise anyone can make the server expand entities (billion laughs).
+        """
+        body = tmp_path / "request.xml"
+        body.write_bytes(UTF16_DOCTYPE_REQUEST)
+        status, _, answer = curl(
+            "-k", "-H", "Content-Type: text/xml", "--data-binary", f"@{body}",
+            f"https://127.0.0.1:{webServer.ports['https']}/autodiscover/autodiscover.xml")
+        assert (status, answer) == (400, b"Bad request: DOCTYPE not allowed\n")
 
     def test_mtaSTSPolicyByHost(self, webServer):
         """
