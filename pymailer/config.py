@@ -119,7 +119,7 @@ class SMTPConfig:
 @dataclass(frozen=True)
 class ConnectionLimits:
     """
-    [imap], [pop3]: open connections allowed per client IP and in all, per
+    [imap], [pop3], [web]: open connections allowed per client IP and in all, per
     listener (L{pymailer.connlimit}).  Generous: Thunderbird opens about
     five IMAP connections per account, and an office behind one NAT
     address has many clients.
@@ -470,6 +470,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     imap: ConnectionLimits = field(default_factory=ConnectionLimits)
     pop3: ConnectionLimits = field(default_factory=ConnectionLimits)
+    web: ConnectionLimits = field(default_factory=ConnectionLimits)
     mta_sts: MTASTSConfig = field(default_factory=MTASTSConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
 
@@ -886,7 +887,7 @@ def _parse(data, source, baseDir):
     policy = _parsePolicy(top.table_("policy"))
 
     limits = {}
-    for section in ("imap", "pop3"):
+    for section in ("imap", "pop3", "web"):
         reader = top.table_(section)
         limits[section] = ConnectionLimits(**_connectionLimits(reader, ConnectionLimits()))
         reader.checkUnknown(reader.seen)
