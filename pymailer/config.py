@@ -735,7 +735,7 @@ def _parse(data, source, baseDir):
     top = _Reader(source, data)
     top.checkUnknown(
         {"hostname", "data_dir", "listen", "smtp", "delivery", "queue",
-         "tls", "auth", "submission", "dns", "relay", "policy", "imap", "pop3",
+         "tls", "auth", "submission", "dns", "relay", "policy", "imap", "pop3", "web",
          "mta_sts", "storage"})
 
     hostname = top.string("hostname", required=True)
