@@ -120,7 +120,7 @@ class SMTPConfig:
 @dataclass(frozen=True)
 class ConnectionLimits:
     """
-    [imap], [pop3]: open connections allowed per client IP and in all, per
+    [imap], [pop3], [web]: open connections allowed per client IP and in all, per
     listener (L{pymailer.connlimit}).  Generous: Thunderbird opens about
     five IMAP connections per account, and an office behind one NAT
     address has many clients.
@@ -488,6 +488,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     imap: ConnectionLimits = field(default_factory=ConnectionLimits)
     pop3: ConnectionLimits = field(default_factory=ConnectionLimits)
+    web: ConnectionLimits = field(default_factory=ConnectionLimits)
     mta_sts: MTASTSConfig = field(default_factory=MTASTSConfig)
     doctor: DoctorConfig = field(default_factory=DoctorConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -753,7 +754,7 @@ def _parse(data, source, baseDir):
     top = _Reader(source, data)
     top.checkUnknown(
         {"hostname", "data_dir", "listen", "smtp", "delivery", "queue",
-         "tls", "auth", "submission", "dns", "relay", "policy", "imap", "pop3",
+         "tls", "auth", "submission", "dns", "relay", "policy", "imap", "pop3", "web",
          "mta_sts", "storage", "doctor"})
 
     hostname = top.string("hostname", required=True)
@@ -905,7 +906,7 @@ def _parse(data, source, baseDir):
     policy = _parsePolicy(top.table_("policy"))
 
     limits = {}
-    for section in ("imap", "pop3"):
+    for section in ("imap", "pop3", "web"):
         reader = top.table_(section)
         limits[section] = ConnectionLimits(**_connectionLimits(reader, ConnectionLimits()))
         reader.checkUnknown(reader.seen)

@@ -107,15 +107,17 @@ class TestErrors:
 
     def test_imapAndPOP3ConnectionLimits(self, tmp_path):
         """
-        [imap] and [pop3] set their own connection limits and name a bad or
+        [imap], [pop3] and [web] set their own connection limits and name a bad or
         misspelt key: otherwise an admin could not raise the limit for a
         big NAT'd office, or a typo would silently keep the default.
         """
         c = config.load(writeConfig(
             tmp_path, MINIMAL + "[imap]\nmax_connections_per_ip = 200\n"
-                                "[pop3]\nmax_connections = 10\n"))
+                                "[pop3]\nmax_connections = 10\n"
+                                "[web]\nmax_connections_per_ip = 5\n"))
         assert c.imap == config.ConnectionLimits(max_connections_per_ip=200)
         assert c.pop3 == config.ConnectionLimits(max_connections=10)
+        assert c.web == config.ConnectionLimits(max_connections_per_ip=5)
         assert config.load(writeConfig(tmp_path, MINIMAL)).imap.max_connections_per_ip == 50
         message = loadError(tmp_path, MINIMAL + "[imap]\nmax_connections = 0\n")
         assert message.endswith(": imap.max_connections: expected a positive integer, got 0")

@@ -43,6 +43,10 @@ ZONE = {
     "2.0.0.127.score.test": [("A", "127.0.0.4")],
     "2.0.0.127.coded.test": [("A", "127.0.0.3")],
     "2.0.0.127.bl2.test": [("A", "127.0.0.2"), txtEntry("see https://bl2.test/q")],
+    # CR, LF and NUL as zone-file escapes (RFC 1035 §5.1 \DDD), then 5,000 x.
+    "2.0.0.127.hostile.test": [("A", "127.0.0.2"),
+                               ("TXT", '"listed\\013\\010250 ok\\000" '
+                                + txtEntry("x" * 5000)[1])],
     "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.bl.test":
         [("A", "127.0.0.2")],
     "5.0.0.127.wl.test": [("A", "127.0.10.1")],
@@ -106,6 +110,20 @@ def test_reason_from_txt(dnsbl):
     """Without a code map, the list's TXT record is the reason the sender reads."""
     decision, _ = rcpt(dnsbl(zones=(DNSBLZone("bl2.test"),)), "127.0.0.2")
     assert decision.text.endswith("bl2.test; see https://bl2.test/q")
+
+
+def test_txt_reason_sanitised(dnsbl):
+    """
+    A list whose TXT holds CRLF, controls and 5,000 characters cannot put a
+    forged "250 ok" line or a huge reply on our SMTP session: the sender
+    reads one short printable line.
+    """
+    decision, _ = rcpt(dnsbl(zones=(DNSBLZone("hostile.test"),)), "127.0.0.2")
+    assert decision.code == 554
+    assert not any(c in decision.text for c in "\r\n\x00")
+    reason = decision.text.split("blocked using hostile.test; ", 1)[1]
+    assert reason.startswith("listed 250 ok x")
+    assert len(reason) <= 200
 
 
 def test_not_listed_and_unreachable_pass(dnsbl):

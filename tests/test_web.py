@@ -10,8 +10,11 @@ client or Prometheus would.
 import imaplib
 import pathlib
 import re
+import select
 import smtplib
+import socket
 import subprocess
+import time
 from email.message import EmailMessage
 from xml.etree import ElementTree
 
@@ -23,11 +26,18 @@ from pymailer import config as configModule
 from pymailer.web import autoconfig, mtasts
 from pymailer.web.metrics import MetricsPage, isLoopback
 
-from mailserver import DOMAIN, PASSWORD, waitFor
+from mailserver import DOMAIN, PASSWORD, readVm, waitFor
 
 LISTEN = configModule.ListenConfig(
     smtp="tcp:25", submission="tcp:587", submissions="ssl:465",
     imap="tcp:143", imaps="ssl:993", pop3s="ssl:995", https="ssl:443")
+
+# An Autodiscover request whose address comes from an entity of its DTD,
+# in UTF-16 (with a BOM): no "<!DOCTYPE" byte string in it.
+UTF16_DOCTYPE_REQUEST = (
+    '<?xml version="1.0" encoding="UTF-16"?>'
+    '<!DOCTYPE x [<!ENTITY a "bob@example.org">]><Autodiscover><Request>'
+    '<EMailAddress>&a;</EMailAddress></Request></Autodiscover>').encode("utf-16")
 
 
 def makeConfig(listen=LISTEN, **options):
@@ -165,6 +175,7 @@ class TestAutoconfigDocument:
         b"<Autodiscover><Request>" + b"x" * 20000 + b"</Request></Autodiscover>",
         b"not xml",
         b"<Autodiscover><Request></Request></Autodiscover>",
+        UTF16_DOCTYPE_REQUEST,
     ])
     def test_autodiscoverRefusesBadRequests(self, body):
         """
@@ -174,6 +185,15 @@ class TestAutoconfigDocument:
         """
         with pytest.raises(autoconfig.BadRequest):
             autoconfig.autodiscoverAddress(body)
+
+    def test_autodiscoverUTF16DoctypeRefused(self):
+        """
+        A DTD in a UTF-16 body (where "<!DOCTYPE" is not those bytes) is
+        refused as a DTD: otherwise its entities expand, and a billion-laughs
+        request costs the server its memory.
+        """
+        with pytest.raises(autoconfig.BadRequest, match="DOCTYPE"):
+            autoconfig.autodiscoverAddress(UTF16_DOCTYPE_REQUEST)
 
 
 class TestMTASTSPolicy:
@@ -314,6 +334,18 @@ class TestWebListener:
             "o:Response/o:Account/o:Protocol/o:Port", ns)]
         assert ports == [webServer.ports[r] for r in ("imaps", "submissions", "submission")]
 
+    def test_autodiscoverUTF16DoctypeGets400(self, webServer, tmp_path):
+        """
+        A UTF-16 Autodiscover POST with a DTD gets 400, not the settings:
+        otherwise anyone can make the server expand entities (billion laughs).
+        """
+        body = tmp_path / "request.xml"
+        body.write_bytes(UTF16_DOCTYPE_REQUEST)
+        status, _, answer = curl(
+            "-k", "-H", "Content-Type: text/xml", "--data-binary", f"@{body}",
+            f"https://127.0.0.1:{webServer.ports['https']}/autodiscover/autodiscover.xml")
+        assert (status, answer) == (400, b"Bad request: DOCTYPE not allowed\n")
+
     def test_mtaSTSPolicyByHost(self, webServer):
         """
         https://mta-sts.example.org/.well-known/mta-sts.txt is the policy;
@@ -347,6 +379,95 @@ class TestWebListener:
             assert headers["referrer-policy"] == "no-referrer"
             assert ("strict-transport-security" in headers) == url.startswith("https")
         assert curl("-k", https + "/no/such/page")[0] == 404
+
+
+def bytesWritten(pid):
+    """What process C{pid} has written in all (files and sockets), from /proc."""
+    with open(f"/proc/{pid}/io") as f:
+        return int(next(line for line in f if line.startswith("wchar:")).split()[1])
+
+
+class TestWebLimits:
+    def test_hugeLoginPostGets413(self, webServer, tmp_path):
+        """
+        curl POSTing 10 MB to /login gets 413 at once, and the server
+        neither spools it to disk nor grows in memory: otherwise anyone
+        could fill the server's disk, then its memory, without logging in.
+        """
+        body = tmp_path / "body"
+        body.write_bytes(b"password=" + b"x" * (10 * 1024 * 1024))
+        rssBefore, writtenBefore = readVm(webServer.pid, "VmRSS"), bytesWritten(webServer.pid)
+        started = time.monotonic()
+        result = subprocess.run(
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20",
+             "--data-binary", f"@{body}",
+             f"http://127.0.0.1:{webServer.ports['http']}/login"],
+            capture_output=True, timeout=30)
+        elapsed = time.monotonic() - started
+        assert result.stdout == b"413"
+        assert elapsed < 5
+        assert bytesWritten(webServer.pid) - writtenBefore < 64 * 1024
+        assert readVm(webServer.pid, "VmRSS") - rssBefore < 4 * 1024 * 1024
+
+    def test_hugeChunkedPostGets413(self, webServer):
+        """
+        A chunked POST with no Content-Length gets 413 and is closed once
+        it passes 64 KiB: otherwise a client could stream without end.
+        """
+        with socket.create_connection(("127.0.0.1", webServer.ports["http"]), 10) as s:
+            s.sendall(b"POST /login HTTP/1.1\r\nHost: x\r\n"
+                      b"Transfer-Encoding: chunked\r\n"
+                      b"Content-Type: application/x-www-form-urlencoded\r\n\r\n")
+            chunk = b"%x\r\n%s\r\n" % (16384, b"x" * 16384)
+            answer = b""
+            try:
+                for _ in range(640):  # 10 MB, if nobody stops us
+                    s.sendall(chunk)
+                    if select.select([s], [], [], 0)[0]:
+                        break
+                while True:
+                    data = s.recv(65536)
+                    if not data:
+                        break
+                    answer += data
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+        assert answer.startswith(b"HTTP/1.1 413 ")
+
+    def test_connectionsOverTheLimitGet503(self, webServer):
+        """
+        Of 60 connections from one address, the 10 over the per-IP limit
+        (50) get an HTTP 503 and are closed, the others are served, and a
+        slot freed is usable again: otherwise one client could hold every
+        connection the web listener has.
+        """
+        port = webServer.ports["http"]
+        sockets = [socket.create_connection(("127.0.0.1", port), 10) for _ in range(60)]
+        refused = {}
+
+        def readRefusals():
+            for s in select.select([s for s in sockets if s not in refused], [], [], 0.2)[0]:
+                refused[s] = s.recv(4096)
+            return len(refused) >= 10
+
+        try:
+            waitFor(readRefusals, 20, message="10 connections refused")
+            assert len(refused) == 10
+            assert all(r.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+                       and r.endswith(b"Too many connections from your address, "
+                                      b"try again later\r\n")
+                       for r in refused.values())
+            admitted = [s for s in sockets if s not in refused]
+            admitted[0].sendall(b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert admitted[0].recv(4096).startswith(b"HTTP/1.1 404 ")
+        finally:
+            for s in sockets:
+                s.close()
+
+        def served():
+            status, _, _ = curl(f"http://127.0.0.1:{port}/nothing")
+            return status == 404
+        waitFor(served, 20, message="a freed slot serves again")
 
 
 def scrape(url):

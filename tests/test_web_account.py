@@ -14,7 +14,7 @@ from pymailer.web.account import MISMATCH, WRONG_PASSWORD, formatSize
 
 from mailserver import DOMAIN, PASSWORD, insecureTLS, waitFor
 from test_web_admin import (  # noqa: F401 (fixtures)
-    Client, base, browser, clickAndLoad, logIn, notice, screenshot, submitForm, webServer)
+    Client, assertIMAPLogin, base, browser, clickAndLoad, logIn, notice, screenshot, submitForm, webServer)
 
 BOB = f"bob@{DOMAIN}"
 
@@ -78,6 +78,22 @@ def test_userChangesPassword(webServer, browser, tmp_path):
     imap = imaplib.IMAP4_SSL("127.0.0.1", webServer.ports["imaps"], ssl_context=insecureTLS())
     assert imap.login(BOB, new)[0] == "OK"
     imap.logout()
+
+
+def test_changedPasswordKeepsItsSpaces(webServer):
+    """
+    A user who changes their password to one with spaces at both ends
+    logs in over IMAP with exactly that: otherwise the password they typed
+    (twice) never works again.
+    """
+    client = Client(base(webServer))
+    assert client.logIn(BOB)[0] == 303
+    typed = "  pass phrase "
+    status, headers, _ = client.request("/account/password", {
+        "csrf": client.csrf("/account/"), "current": PASSWORD, "new": typed, "again": typed})
+    assert (status, headers["Location"]) == (303, "/account/")
+    assert "Password changed." in client.request("/account/")[2]
+    assertIMAPLogin(webServer, BOB, typed, refused=typed.strip())
 
 
 def test_forwardingKeepsACopy(webServer):

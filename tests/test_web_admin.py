@@ -11,6 +11,7 @@ except in CI (C{CI} set), where a missing browser is a failure.
 """
 
 import http.cookiejar
+import imaplib
 import io
 import os
 import pathlib
@@ -462,6 +463,15 @@ class Client:
                                        "password": password})
 
 
+def assertIMAPLogin(server, user, password, refused):
+    """IMAP LOGIN as C{user} works with C{password} and fails with C{refused}."""
+    with imaplib.IMAP4_SSL("127.0.0.1", server.ports["imaps"], ssl_context=insecureTLS(),
+                           timeout=20) as imap:
+        with pytest.raises(imaplib.IMAP4.error):
+            imap.login(user, refused)
+        assert imap.login(user, password)[0] == "OK"
+
+
 class TestHTTP:
     def test_cookieFlags(self, webServer):
         """
@@ -537,6 +547,25 @@ class TestHTTP:
             status, headers, body = plain.request(path)
             assert status == 403 and "HTTPS only" in body
             assert "Set-Cookie" not in headers
+
+    def test_passwordWithSpacesKeptAsTyped(self, webServer):
+        """
+        A password set on the admin pages with leading, inner and trailing
+        spaces (add user, reset password) is the one IMAP LOGIN takes, and
+        the stripped one is not: otherwise the user can never log in with
+        what the admin typed.
+        """
+        client = Client(base(webServer))
+        client.logIn(f"alice@{DOMAIN}")
+        carol, typed = f"carol@{DOMAIN}", " s3 cret "
+        status, _, _ = client.request("/admin/users/add", {
+            "csrf": client.csrf("/admin/users"), "address": carol, "password": typed})
+        assert status == 303
+        assertIMAPLogin(webServer, carol, typed, refused=typed.strip())
+        status, _, _ = client.request("/admin/users/password", {
+            "csrf": client.csrf("/admin/users"), "address": carol, "password": " new one  "})
+        assert status == 303
+        assertIMAPLogin(webServer, carol, " new one  ", refused="new one")
 
     def test_logout(self, webServer):
         """After logging out the old cookie opens nothing: otherwise logout would not log out."""

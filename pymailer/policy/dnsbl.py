@@ -30,6 +30,7 @@ from pymailer.dns import DNSError
 from pymailer.interfaces import IPolicyFactory
 from pymailer.policy.decision import AuthResult, Decision
 from pymailer.policy.pieces import _Piece
+from pymailer.policy.scanner import printable
 from pymailer.policy.verdict import SpamScore, isSpamHeader, logVerdict
 
 # RFC 5782 §2.3: a listing is an A record in 127.0.0.0/8.
@@ -37,6 +38,9 @@ LISTED_NET = ipaddress.ip_network("127.0.0.0/8")
 # URLs looked at per message, and how much of it is read for them.
 MAX_URL_DOMAINS = 10
 URL_SCAN_LIMIT = 1024 * 1024
+# Characters of a list's TXT reason that reach the SMTP reply (as clamav's
+# and rspamd's reasons: L{pymailer.policy.scanner.printable}).
+REASON_LIMIT = 200
 _URL = re.compile(rb"(?:https?://|www\.)([a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9-]+)+)",
                   re.IGNORECASE)
 
@@ -244,7 +248,11 @@ class DNSBL(_Piece):
             records = yield d
         except Exception:
             return None
-        texts = [b"".join(r.strings).decode("utf-8", "replace") for r in records]
+        # The list's text goes into our SMTP reply: a TXT record may hold
+        # CR/LF (a forged reply line), controls or 64 KB; clamp it as the
+        # scanners' reasons are.
+        texts = [printable(b"".join(r.strings).decode("utf-8", "replace"), REASON_LIMIT)
+                 for r in records]
         return [t for t in texts if t][:1] or None
 
 

@@ -163,7 +163,7 @@ class AccountApp:
     @app.route("/account/password", methods=["POST"])
     def changePassword(self, request):
         current = request.args.get(b"current", [b""])[0]
-        new, again = _arg(request, "new"), _arg(request, "again")
+        new, again = _arg(request, "new", strip=False), _arg(request, "again", strip=False)
         ip = _clientIP(request)
 
         @defer.inlineCallbacks

@@ -71,12 +71,17 @@ def buildWebUser(parts):
     return lambda user: user
 
 
-def _arg(request, name):
-    """A form or query value as text (C{""} if absent)."""
+def _arg(request, name, strip=True):
+    """
+    A form or query value as text (C{""} if absent), stripped unless
+    C{strip} is false: a password is read as typed (spaces are part of it,
+    as at login).
+    """
     values = request.args.get(name.encode("ascii"))
     if not values:
         return ""
-    return values[0].decode("utf-8", "replace").strip()
+    value = values[0].decode("utf-8", "replace")
+    return value.strip() if strip else value
 
 
 def _clientIP(request):
@@ -411,7 +416,7 @@ class AdminApp:
 
     @app.route("/admin/users/add", methods=["POST"])
     def addUser(self, request):
-        address, password = _arg(request, "address"), _arg(request, "password")
+        address, password = _arg(request, "address"), _arg(request, "password", strip=False)
 
         def add():
             if not password:
@@ -427,7 +432,7 @@ class AdminApp:
 
     @app.route("/admin/users/password", methods=["POST"])
     def resetPassword(self, request):
-        address, password = _arg(request, "address"), _arg(request, "password")
+        address, password = _arg(request, "address"), _arg(request, "password", strip=False)
 
         def change():
             if not password:

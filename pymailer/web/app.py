@@ -162,9 +162,9 @@ def buildWeb(role, parts):
                        monitoring.MonitoringApp(admin, parts.monitoring).app.resource(),
                        Paths(ADMIN_PREFIXES, admin.app.resource(),
                              WebApp(parts, serveMetrics).app.resource())))
-    return WebSite(root, parts.reactor)
+    return WebSite(root, parts.reactor, parts.config.web)
 
 
 def buildMetrics(role, parts):
     """The C{metrics} listener: C{/metrics} only, to any client."""
-    return WebSite(MetricsApp(parts).app.resource(), parts.reactor)
+    return WebSite(MetricsApp(parts).app.resource(), parts.reactor, parts.config.web)

@@ -11,8 +11,9 @@ existing and a made-up address of a local domain is the same.
 Trust: the requested address comes from the client; it is only split into
 its domain (the caller checks that the domain is local) and written into
 XML through L{xml.etree.ElementTree}, which escapes it.  The Autodiscover
-request body is untrusted XML: it is size-capped and refused if it has a
-DOCTYPE (entity expansion), before it is parsed.
+request body is untrusted XML: it is size-capped, and parsed by expat
+with handlers that refuse any DOCTYPE or entity declaration the moment
+the parser meets one (entity expansion), in whatever encoding it comes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import plistlib
 import uuid
 from dataclasses import dataclass
 from xml.etree import ElementTree
+from xml.parsers import expat
 
 from pymailer.policy.dnsrecords import SERVICES, endpointPort
 
@@ -132,19 +134,45 @@ def autodiscoverAddress(body: bytes) -> str:
     """
     if len(body) > MAX_REQUEST:
         raise BadRequest("request too large")
+    # The namespace separator makes an element's name "uri local" (or
+    # "local" unqualified): clients differ in the request namespace.
+    parser = expat.ParserCreate(namespace_separator=" ")
     # No DTDs at all: they are how entity-expansion attacks arrive, and no
-    # Outlook request has one.
-    if b"<!DOCTYPE" in body.upper() or b"<!ENTITY" in body.upper():
-        raise BadRequest("DOCTYPE not allowed")
+    # Outlook request has one.  Asked of the parser, not of the raw bytes:
+    # a UTF-16 (or UTF-32, EBCDIC...) body spells "<!DOCTYPE" in other bytes.
+    parser.StartDoctypeDeclHandler = _refuseDeclaration
+    parser.EntityDeclHandler = _refuseDeclaration
+    addresses = []
+    inside = []  # the text pieces of the EMailAddress element we are in
+
+    def start(name, attributes):
+        if name.rsplit(" ", 1)[-1] == "EMailAddress" and not addresses:
+            inside.append([])
+
+    def text(data):
+        if inside:
+            inside[-1].append(data)
+
+    def end(name):
+        if name.rsplit(" ", 1)[-1] == "EMailAddress" and inside:
+            address = "".join(inside.pop()).strip()
+            if address:
+                addresses.append(address)
+
+    parser.StartElementHandler = start
+    parser.CharacterDataHandler = text
+    parser.EndElementHandler = end
     try:
-        root = ElementTree.fromstring(body)
-    except ElementTree.ParseError:
+        parser.Parse(body, True)
+    except expat.ExpatError:
         raise BadRequest("not XML") from None
-    for element in root.iter():
-        # Namespace-agnostic: clients differ in the request namespace.
-        if element.tag.rsplit("}", 1)[-1] == "EMailAddress" and element.text:
-            return element.text.strip()
-    raise BadRequest("no EMailAddress")
+    if not addresses:
+        raise BadRequest("no EMailAddress")
+    return addresses[0]
+
+
+def _refuseDeclaration(*args):
+    raise BadRequest("DOCTYPE not allowed")
 
 
 # Autodiscover protocol types per server kind.

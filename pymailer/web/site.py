@@ -1,14 +1,35 @@
 """
 The HTTP plumbing every web listener shares: a request that carries the
-security headers on every response (errors and 404s included), a channel
-that joins its listener's L{pymailer.shutdown.Connections} (counted in the
-metrics, closed at shutdown), and the C{Site} that ties them together.
+security headers on every response (errors and 404s included) and refuses
+a body over L{MAX_BODY}, a channel that joins its listener's
+L{pymailer.shutdown.Connections} (counted in the metrics, closed at
+shutdown), and the C{Site} that ties them together within the C{[web]}
+connection limits (L{pymailer.connlimit}).
+
+Trust: nothing a client sends.  Twisted caps the request line and headers
+but not the body: past 100 KB it spools to a temporary file without limit,
+and a form body is then parsed into C{request.args} in memory.  So the
+body is refused (413) as soon as its Content-Length says it is too large,
+or as soon as what has come (chunked) is.
 """
+
+from io import BytesIO
 
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
+from pymailer.connlimit import LimitedFactory
 from pymailer.shutdown import Connections
+
+# The largest request body read: our forms are a few hundred bytes, an
+# Autodiscover request needs 16 KiB (L{pymailer.web.autoconfig.MAX_REQUEST}).
+MAX_BODY = 64 * 1024
+# RFC 9110 §15.5.14 (413 Content Too Large): the server may close the
+# connection after it, which we do (Connection: close, RFC 9112 §9.6).
+CONTENT_TOO_LARGE = b"Request body too large\n"
+# Seconds a refused client may go on sending (read and dropped) before
+# the connection is cut.
+LINGER = 5
 
 # No page of ours loads anything from anywhere, runs script or may be
 # framed; later pages that need more relax this for themselves.
@@ -25,8 +46,54 @@ SECURITY_HEADERS = (
 HSTS = b"max-age=31536000"
 
 
+def _response(status, text):
+    """A whole HTTP/1.1 response (bytes) that tells the client we close."""
+    return (b"HTTP/1.1 " + status + b"\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: " + str(len(text)).encode("ascii") + b"\r\n"
+            b"Connection: close\r\n\r\n" + text)
+
+
 class SecureRequest(Request):
-    """A request whose response always carries L{SECURITY_HEADERS}."""
+    """
+    A request whose response always carries L{SECURITY_HEADERS}, and whose
+    body is refused past C{maxBody} bytes.
+    """
+
+    maxBody = MAX_BODY
+    _received = 0
+    _refused = False
+
+    def gotLength(self, length):
+        if length is not None and length > self.maxBody:
+            # Refuse before a byte of the body is read, and before the
+            # channel says "100 Continue" to a client that asked.
+            self.requestHeaders.removeHeader(b"Expect")
+            self._refuse()
+            return
+        Request.gotLength(self, length)
+
+    def handleContentChunk(self, data):
+        if self._refused:
+            return  # what was on the wire before the close; dropped
+        self._received += len(data)
+        if self._received > self.maxBody:
+            # Chunked (or a lying Content-Length): refused once over.
+            self._refuse()
+            return
+        Request.handleContentChunk(self, data)
+
+    def _refuse(self):
+        """Answer 413 and close: nothing more of the body is read or kept."""
+        self._refused = True
+        self.content = BytesIO()
+        self.channel.refuseAndClose(_response(b"413 Content Too Large", CONTENT_TOO_LARGE))
+
+    def requestReceived(self, command, path, version):
+        # A refused body that ended within the data already read must not
+        # be answered a second time.
+        if not self._refused:
+            Request.requestReceived(self, command, path, version)
 
     def process(self):
         for name, value in SECURITY_HEADERS:
@@ -39,12 +106,34 @@ class SecureRequest(Request):
 class TrackedChannel(HTTPChannel):
     """An HTTP connection that its listener counts and closes at shutdown."""
 
+    _lingering = None
+
+    def refuseAndClose(self, response):
+        """
+        Write C{response} and close once the client has read it.  What the
+        client still sends is read and dropped meanwhile (Apache's
+        lingering close): closing with unread input makes TCP send a RST,
+        which can destroy the response before the client reads it.  The
+        client closes on the response; one that goes on sending is cut off
+        after L{LINGER} seconds.
+        """
+        self.transport.write(response)
+        self.dataReceived = self._drop
+        self.setTimeout(None)
+        self._lingering = self.callLater(LINGER, self.transport.abortConnection)
+
+    def _drop(self, data):
+        pass
+
     def connectionMade(self):
         HTTPChannel.connectionMade(self)
         self.site.clients.opened(self)
 
     def connectionLost(self, reason):
+        if self._lingering is not None and self._lingering.active():
+            self._lingering.cancel()
         self.site.clients.closed(self)
+        self.site.connectionClosed(self.peerHost)
         HTTPChannel.connectionLost(self, reason)
 
     def sayGoodbye(self):
@@ -53,9 +142,10 @@ class TrackedChannel(HTTPChannel):
         self.loseConnection()
 
 
-class WebSite(Site):
+class WebSite(LimitedFactory, Site):
     """
-    The C{Site} of one web listener.
+    The C{Site} of one web listener, within connection C{limits}
+    (L{pymailer.config.ConnectionLimits}).
 
     @ivar clients: its open connections (L{pymailer.service.listen} says
         goodbye to them).
@@ -64,8 +154,20 @@ class WebSite(Site):
     protocol = TrackedChannel
     requestFactory = SecureRequest
 
-    def __init__(self, resource, reactor):
+    def __init__(self, resource, reactor, limits):
         Site.__init__(self, resource, requestFactory=SecureRequest, reactor=reactor)
+        LimitedFactory.__init__(self, limits)
         # Never a traceback to a browser: they go to the log.
         self.displayTracebacks = False
         self.clients = Connections(reactor)
+
+    def refusal(self, reason):
+        # Written at connect, before the request is read: a whole response,
+        # so that a browser or curl shows it.  Refusal writes the body's
+        # last CRLF.
+        return _response(b"503 Service Unavailable", reason.encode("ascii") + b"\r\n")[:-2]
+
+    def buildSession(self, addr):
+        channel = Site.buildProtocol(self, addr)
+        channel.peerHost = getattr(addr, "host", str(addr))
+        return channel
