@@ -240,6 +240,25 @@ def test_header_filter_bounded_field():
     assert out == b"B: 1\r\n\r\nbody"
 
 
+def test_header_filter_too_long_line_split_across_reads():
+    """
+    If this fails, a header line longer than the filter holds, split across
+    reads, ends the header section early: a forged field after it (here a
+    second X-Bad, in real mail a forged Authentication-Results) gets through,
+    or the long line is written twice.
+    """
+    message = b"X-Bad: " + b"a" * 30 + b"b" * 30 + b"\r\nX-Bad: c\r\nSubject: s\r\n\r\nbody"
+    keep = lambda field: not field.startswith(b"X-Bad")  # noqa: E731
+    for size in range(1, len(message) + 1):
+        chunks = [message[i:i + size] for i in range(0, len(message), size)]
+        assert filtered(chunks, keep, maxField=10) == b"Subject: s\r\n\r\nbody", size
+    long = b"Long: " + b"x" * 40 + b"\r\nX-Bad: c\r\nB: 1\r\n\r\nbody"
+    for size in range(1, len(long) + 1):
+        chunks = [long[i:i + size] for i in range(0, len(long), size)]
+        out = filtered(chunks, keep, maxField=10)
+        assert out == b"Long: " + b"x" * 40 + b"\r\nB: 1\r\n\r\nbody", size
+
+
 @pytest.mark.parametrize("field, claimed", [
     (b"Authentication-Results: mx.example.org; spf=pass", "mx.example.org"),
     (b"authentication-results:  (comment) \"MX.Example.Org\" 1 ;none", "mx.example.org"),

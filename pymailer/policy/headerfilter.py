@@ -18,6 +18,7 @@ class HeaderFilter:
         self._partial = b""
         self._field = b""
         self._overflow = None  # True/False: passing/dropping a too-long field
+        self._midLine = False  # the last octets fed were part of a line still going on
 
     def feed(self, data):
         """@return: the bytes to write for C{data}."""
@@ -27,16 +28,24 @@ class HeaderFilter:
         data = self._partial + data
         self._partial = b""
         start = 0
-        while not self._inBody:
+        while not self._inBody and start < len(data):
             end = data.find(b"\n", start)
-            if end < 0:
-                self._partial = data[start:]
-                if len(self._partial) > self.maxField:
-                    self._line(self._partial, out)
-                    self._partial = b""
-                break
-            self._line(data[start:end + 1], out)
-            start = end + 1
+            piece = data[start:] if end < 0 else data[start:end + 1]
+            start += len(piece)
+            if self._midLine:
+                # More of a line too long to hold: it belongs to the field
+                # already judged, whatever it starts with (not a new line:
+                # taken as one, it ended the header section early and let
+                # every later field through unfiltered).
+                self._append(piece, out)
+                self._midLine = end < 0
+            elif end >= 0:
+                self._line(piece, out)
+            elif len(piece) > self.maxField:
+                self._line(piece, out)
+                self._midLine = not self._inBody
+            else:
+                self._partial = piece
         if self._inBody:
             out.append(data[start:])
         return b"".join(out)
