@@ -87,7 +87,7 @@ def test_sigterm_says_goodbye_to_every_client(makeMailServer):
     # twistd re-raises the SIGTERM it handled, after a clean shutdown.
     assert server.stop() in (0, -15)
     assert "Server Shut Down." in server.log()
-    assert server.allMaildirFiles() == []
+    assert server.allMessages() == []
     assert server.queueEnvelopes() == {}
     assert os.listdir(server.dataDir / "queue" / "data") == []
 
