@@ -420,15 +420,7 @@ class Spool:
                 except FileNotFoundError:
                     continue  # it moved on while we looked
                 seen.add(queueId)
-                try:
-                    envelope = Envelope.fromJSON(raw)
-                except (ValueError, TypeError, KeyError):
-                    envelope = None
-                try:
-                    size = os.stat(self.dataPath(queueId)).st_size
-                except FileNotFoundError:
-                    size = None
-                entries.append(QueueEntry(queueId, state, mtime, envelope, size))
+                entries.append(self._entry(queueId, state, mtime, raw))
         order = {state: i for i, state in enumerate(STATES)}
         entries.sort(key=lambda e: (order[e.state], e.queueId))
         return entries
@@ -439,6 +431,14 @@ class Spool:
     def show(self, queueId):
         state, raw = self.readEnvelope(queueId)
         try:
+            mtime = os.stat(self.envelopePath(state, queueId)).st_mtime
+        except FileNotFoundError:
+            mtime = time.time()  # moved on since: the state shown is a snapshot
+        return self._entry(queueId, state, mtime, raw, keepRaw=True)
+
+    def _entry(self, queueId, state, mtime, raw, keepRaw=False):
+        """The L{QueueEntry} of an envelope read as C{raw} (unreadable: no envelope)."""
+        try:
             envelope = Envelope.fromJSON(raw)
         except (ValueError, TypeError, KeyError):
             envelope = None
@@ -446,11 +446,7 @@ class Spool:
             size = os.stat(self.dataPath(queueId)).st_size
         except FileNotFoundError:
             size = None
-        try:
-            mtime = os.stat(self.envelopePath(state, queueId)).st_mtime
-        except FileNotFoundError:
-            mtime = time.time()  # moved on since: the state shown is a snapshot
-        return QueueEntry(queueId, state, mtime, envelope, size, raw=raw)
+        return QueueEntry(queueId, state, mtime, envelope, size, raw=raw if keepRaw else None)
 
     def hold(self, queueId):
         """
