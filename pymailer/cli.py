@@ -47,6 +47,7 @@ from pymailer.queue import model as queueModel
 from pymailer.queue.backend import openSpool
 from pymailer.queue.display import age as _age, clean as _clean, headerLines as _headerLines
 from pymailer.dns import Resolver
+from pymailer.sizes import formatSize, parseSize
 from pymailer.store import openStore
 
 __all__ = ["main", "buildParser"]
@@ -171,13 +172,35 @@ def cmdUserPasswd(args, config, out):
     print(f"changed password of {address}", file=out)
 
 
+def cmdUserQuota(args, config, out):
+    directory = openDirectory(config)
+    address = normaliseAddress(args.address)
+    if args.size.strip().lower() == "none":
+        limit = None
+    else:
+        try:
+            limit = parseSize(args.size)
+        except ValueError as e:
+            raise CommandError(str(e)) from None
+    directory.setQuota(address, limit)
+    used = formatSize(openStore(config).usage(address))
+    state = "no limit" if limit is None else f"a limit of {formatSize(limit)}"
+    print(f"{address} has {state} ({used} used)", file=out)
+
+
 def cmdUserList(args, config, out):
     directory = openDirectory(config)
     if args.domain is not None and not directory.hasDomain(args.domain):
         raise CommandError(f"no such domain: {args.domain}")
+    store = None
     for address in directory.listUsers(args.domain):
         marks = [mark for mark, on in (("admin", directory.isAdmin(address)),
                                        ("disabled", directory.isDisabled(address))) if on]
+        limit = directory.quota(address)
+        if limit is not None:
+            # The store only for users with a limit: a usage is a query.
+            store = store or openStore(config)
+            marks.append(f"{formatSize(store.usage(address))} of {formatSize(limit)} used")
         print(address + (f" ({', '.join(marks)})" if marks else ""), file=out)
 
 
@@ -553,7 +576,13 @@ def buildParser() -> argparse.ArgumentParser:
     p.add_argument("address")
     _passwordOption(p)
     p.set_defaults(func=cmdUserPasswd)
-    p = actions.add_parser("list", help="list users")
+    p = actions.add_parser(
+        "quota", help="limit the storage a user's mail may take (IMAP QUOTA; SMTP 452 when full)")
+    p.add_argument("address")
+    p.add_argument("size", metavar="SIZE",
+                   help="500M, 2G, 100K, a number of octets, or 'none' for no limit")
+    p.set_defaults(func=cmdUserQuota)
+    p = actions.add_parser("list", help="list users, with their storage used and quota")
     p.add_argument("--domain", help="only users of this domain")
     p.set_defaults(func=cmdUserList)
     p = actions.add_parser("remove",

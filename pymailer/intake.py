@@ -15,6 +15,10 @@ from pymailer.delivery.router import Local, Reject, Relay
 from pymailer.interfaces import IIncomingMessage, IMessageIntake
 from pymailer.smtp.reply import SMTPReply
 
+# RFC 3463 3.3: X.2.2 "Mailbox full"; 4.x.x so the sender's server keeps
+# the message and retries (RFC 5321 4.2.5's 452 for "insufficient storage").
+MAILBOX_FULL = SMTPReply(452, "4.2.2", "Mailbox full, try again later")
+
 
 @implementer(IIncomingMessage)
 class IncomingMessage:
@@ -42,10 +46,12 @@ class MessageIntake:
     @ivar user: the authenticated user, or C{None} (port 25).  A user may
         send to other domains, but only as an address of theirs.
     @ivar relayAvailable: is there an agent that delivers to other domains.
+    @ivar quotas: the L{pymailer.quota.Quotas} that refuse mail for a full
+        mailbox at RCPT time, or C{None} (no quotas).
     """
 
     def __init__(self, router, spool, reactor, threadpool,
-                 minFreeSpace=0, user=None, relayAvailable=False):
+                 minFreeSpace=0, user=None, relayAvailable=False, quotas=None):
         self.router = router
         self.spool = spool
         self.reactor = reactor
@@ -53,6 +59,7 @@ class MessageIntake:
         self.minFreeSpace = minFreeSpace
         self.user = user
         self.relayAvailable = relayAvailable
+        self.quotas = quotas
 
     def _inThread(self, f, *args):
         return deferToThreadPool(self.reactor, self.threadpool, f, *args)
@@ -86,10 +93,22 @@ class MessageIntake:
 
         return d.addCallback(judge)
 
-    def validateRecipient(self, session, sender, recipient):
-        d = self._inThread(self.router.route, recipient)
+    def validateRecipient(self, session, sender, recipient, size=0):
+        d = self._inThread(self._route, recipient, size)
         d.addCallback(self._judgeRoute)
         return d
+
+    def _route(self, recipient, size):
+        """Blocking: the route, with quotas applied to a local one."""
+        route = self.router.route(recipient)
+        if isinstance(route, Local) and self.quotas is not None and route.users \
+                and not route.forwards \
+                and not any(self.quotas.state(user).fits(size) for user in route.users):
+            # Refused only when the mail would land nowhere with room: an
+            # alias reaching one full mailbox among others is delivered to
+            # all (pymailer.quota says why an overrun beats a bounce).
+            raise MAILBOX_FULL
+        return route
 
     def _judgeRoute(self, route):
         if isinstance(route, Reject):

@@ -93,6 +93,18 @@ class IAccountDirectory(Interface):
     def setDisabled(address, disabled=True):
         """Disable a user's logins, or enable them; L{KeyError} if no such user."""
 
+    def quota(address):
+        """
+        @return: the user's storage limit in octets (C{int}), or C{None}
+            for no limit (and for anyone who is not a user).
+        """
+
+    def setQuota(address, limit):
+        """
+        Set a user's storage limit in octets, or with C{None} remove it;
+        L{KeyError} if no such user, L{ValueError} if C{limit} is negative.
+        """
+
     def listUsers(domain=None):
         """@return: sorted C{list} of user addresses."""
 
@@ -212,6 +224,18 @@ class IMailStore(Interface):
             or C{newName} (or a child's new name) exists.
         @raise ValueError: either name is INBOX (RFC 3501 6.3.5's INBOX
             special case is a L{IMailbox.move} of every message).
+        """
+
+    def usage(user):
+        """
+        The storage C{user}'s mail takes, for quotas (RFC 9208 STORAGE):
+        the sum of the sizes (IMAP RFC822.SIZE) of every message in every
+        mailbox, a message copied counting once per copy, whatever the
+        backend shares on disk.  One aggregate query (or, for Maildir, a
+        scan of the user's folders), never a read of the messages.  Does
+        not make the account: a user never seen has used C{0}.
+
+        @return: octets (C{int}).
         """
 
     def subscriptions(user):
@@ -744,8 +768,12 @@ class IMessageIntake(Interface):
     def validateSender(session, sender, params):
         """Fire with C{None} if mail from C{sender} is acceptable."""
 
-    def validateRecipient(session, sender, recipient):
-        """Fire with C{None} if mail to C{recipient} is acceptable."""
+    def validateRecipient(session, sender, recipient, size=0):
+        """
+        Fire with C{None} if mail to C{recipient} is acceptable; C{size}
+        is what C{MAIL FROM ... SIZE=} declared (RFC 1870), 0 if nothing
+        (a recipient whose mailbox it would overfill is refused).
+        """
 
     def openMessage():
         """

@@ -36,6 +36,7 @@ from pymailer.monitoring import openMonitoring
 from pymailer.delivery.router import Router
 from pymailer.intake import MessageIntake
 from pymailer.memdebug import tracingService
+from pymailer.quota import Quotas
 from pymailer.queue.notify import Reporter
 from pymailer.queue.runner import QueueRunner
 from pymailer.queue.backend import openSpool
@@ -212,11 +213,12 @@ def makeService(config, reactor=None):
     runner.setServiceParent(top)
 
     minFree = int(config.smtp.max_message_size * config.smtp.min_free_disk_factor)
+    quotas = Quotas(directory, store)
 
     def intakeFor(user):
         return MessageIntake(
             router, spool, reactor, pool,
-            minFreeSpace=minFree, user=user, relayAvailable=True,
+            minFreeSpace=minFree, user=user, relayAvailable=True, quotas=quotas,
         )
 
     # argon2id holds 19 MiB per verification by design: a pool of its own

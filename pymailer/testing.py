@@ -46,6 +46,7 @@ class MemoryDirectory:
             normaliseAddress(a): tuple(t) for a, t in (aliases or {}).items()
         }
         self.catchAlls = dict(catchAll or {})
+        self.quotas = {}
 
     def hasDomain(self, domain):
         return domain in self.domains
@@ -67,6 +68,14 @@ class MemoryDirectory:
 
     def isDisabled(self, address):
         return False
+
+    def quota(self, address):
+        return self.quotas.get(address)
+
+    def setQuota(self, address, limit):
+        if address not in self.users:
+            raise KeyError(address)
+        self.quotas[address] = limit
 
 
 @implementer(IIncomingMessage)
@@ -128,8 +137,8 @@ class MemoryIntake(MessageIntake):
             return defer.fail(self.capacityError)
         return defer.succeed(None)
 
-    def validateRecipient(self, session, sender, recipient):
-        d = MessageIntake.validateRecipient(self, session, sender, recipient)
+    def validateRecipient(self, session, sender, recipient, size=0):
+        d = MessageIntake.validateRecipient(self, session, sender, recipient, size)
         if not self.hold:
             return d
         held = defer.Deferred()

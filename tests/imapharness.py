@@ -46,11 +46,13 @@ class ImmediateReactor(task.Clock):
 
 
 class FakeFactory:
-    def __init__(self, tmp_path, secure=False, plaintextLoopback=False, store=None, **auth):
+    def __init__(self, tmp_path, secure=False, plaintextLoopback=False, store=None,
+                 quotas=None, **auth):
         self.clock = ImmediateReactor()
         if store is None:
             store = MaildirStore(tmp_path / "mail", "mail.example.org")
         self.store = store
+        self.quotas = quotas  # a pymailer.quota.Quotas, or None: no quotas
         self.store.createUser(USER.decode())
         self.notifier = ChangeNotifier(self.store, self.clock)
         self.authConfig = AuthConfig(allow_plaintext_on_loopback=plaintextLoopback,

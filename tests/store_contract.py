@@ -502,6 +502,28 @@ class StoreContract:
             box.move([1], target)
         assert [m.uid for m in box.messages()] == [1]
 
+    # -- usage (quotas) -------------------------------------------------------
+
+    def test_usage(self, store):
+        """If this fails, GETQUOTA and `pymailer user list` show a wrong
+        usage, and a full mailbox takes mail (or an empty one refuses it):
+        every message of every folder counts, each copy once, expunged
+        ones no more, and a user never seen has used nothing."""
+        assert store.usage("nobody@example.org") == 0
+        assert store.listMailboxes(USER)  # made: still empty
+        assert store.usage(USER) == 0
+        deliver(store, b"12345")
+        box = store.mailbox(USER)
+        box.append(io.BytesIO(b"abc"))
+        store.createMailbox(USER, "Work/Deep")
+        box.copy([1, 2], store.mailbox(USER, "Work/Deep"))
+        assert store.usage(USER) == 16
+        assert self.reopen(store).usage(USER) == 16
+        box.expunge([1])
+        assert store.usage(USER) == 11
+        deliver(store, b"other", user=OTHER)
+        assert store.usage(USER) == 11 and store.usage(OTHER) == 5
+
     # -- subscriptions, maildrop lock, spool ----------------------------------
 
     def test_subscriptions(self, store):

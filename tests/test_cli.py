@@ -168,6 +168,34 @@ class TestUser:
         code, _, err = run("user", "admin", "carol@example.org")
         assert code == 1 and "no such user: carol@example.org" in oneLineError(err)
 
+    def test_quota(self, run, conf):
+        """
+        user quota ADDRESS SIZE sets a storage limit (none removes it) and
+        user list shows it with the mail stored: otherwise an operator
+        could not limit a mailbox or see who is close to full.
+        """
+        import io as _io
+        run("domain", "add", "example.org")
+        run("user", "add", "bob@example.org", "--admin", "--password-stdin",
+            stdin=PASSWORD + "\n")
+        assert run("user", "quota", "Bob@example.org", "500M") == (
+            0, "bob@example.org has a limit of 500.0 MiB (0 bytes used)\n", "")
+        store = openStore(configModule.load(conf))
+        store.deliver("bob@example.org", b"", _io.BytesIO(b"x" * 2048))
+        assert run("user", "list")[1] == "bob@example.org (admin, 2.0 KiB of 500.0 MiB used)\n"
+        directory = SQLiteAccountDirectory(database(conf))
+        try:
+            assert directory.quota("bob@example.org") == 500 * 1024 * 1024
+        finally:
+            directory.close()
+        assert run("user", "quota", "bob@example.org", "none") == (
+            0, "bob@example.org has no limit (2.0 KiB used)\n", "")
+        assert run("user", "list")[1] == "bob@example.org (admin)\n"
+        code, _, err = run("user", "quota", "bob@example.org", "lots")
+        assert code == 1 and "not a size: 'lots'" in oneLineError(err)
+        code, _, err = run("user", "quota", "carol@example.org", "1G")
+        assert code == 1 and "no such user: carol@example.org" in oneLineError(err)
+
     def test_disableEnable(self, run, conf):
         """
         user disable ADDRESS stops the account's logins (the checker

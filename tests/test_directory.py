@@ -389,6 +389,45 @@ class TestDirectory:
         with pytest.raises(KeyError):
             setFlag("carol@example.org")
 
+    def test_quota(self, directory):
+        """
+        A user has no storage limit until one is set, then has it, then
+        none again; anyone else never has one: otherwise `pymailer user
+        quota` would not take, or would limit the wrong mailbox.
+        """
+        directory.addDomain("example.org")
+        directory.addUser("bob@example.org", HASH)
+        assert directory.quota("bob@example.org") is None
+        directory.setQuota("Bob@Example.org", 500 * 1024 * 1024)
+        assert directory.quota("bob@example.org") == 500 * 1024 * 1024
+        directory.setQuota("bob@example.org", None)
+        assert directory.quota("bob@example.org") is None
+        for nobody in ("carol@example.org", "not an address"):
+            assert directory.quota(nobody) is None
+        with pytest.raises(KeyError):
+            directory.setQuota("carol@example.org", 10)
+        with pytest.raises(ValueError):
+            directory.setQuota("bob@example.org", -1)
+
+    def test_version3FileMigrated(self, path):
+        """
+        A database made before quotas (schema version 3) opens with its
+        users, admins and disabled accounts kept and no limits, and takes
+        one: otherwise upgrading would lose accounts, fail to start, or
+        limit everybody.
+        """
+        oldFile(path, 3, ", admin INTEGER NOT NULL DEFAULT 0,"
+                " disabled INTEGER NOT NULL DEFAULT 0", ", 1, 1")
+        directory = SQLiteAccountDirectory(path)
+        try:
+            assert directory.isAdmin("bob@example.org")
+            assert directory.isDisabled("bob@example.org")
+            assert directory.quota("bob@example.org") is None
+            directory.setQuota("bob@example.org", 1024)
+            assert directory.quota("bob@example.org") == 1024
+        finally:
+            directory.close()
+
     def test_version2FileMigrated(self, path):
         """
         A database made before accounts could be disabled (schema version

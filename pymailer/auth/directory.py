@@ -53,7 +53,8 @@ _SCHEMA = [
         domain TEXT NOT NULL REFERENCES domains(name) ON DELETE CASCADE,
         password_hash TEXT NOT NULL,
         admin INTEGER NOT NULL DEFAULT 0,
-        disabled INTEGER NOT NULL DEFAULT 0
+        disabled INTEGER NOT NULL DEFAULT 0,
+        quota INTEGER NULL
     )""",
     # 'domain' is the alias's domain, so removeDomain can cascade without
     # parsing addresses in SQL.
@@ -68,18 +69,21 @@ _SCHEMA = [
 ]
 # Version 2: users.admin (issue 16: who may use the web admin pages).
 # Version 3: users.disabled (issue 16: accounts that may not log in).
-_SCHEMA_VERSION = 3
+# Version 4: users.quota (issue 18: storage limit in octets, NULL: none).
+_SCHEMA_VERSION = 4
 # Changes that bring an older file up to date: version -> statements that
 # make it the next version.  CREATE TABLE IF NOT EXISTS leaves an existing
 # table as it was, so a column added later needs its ALTER here.
 _MIGRATIONS = {
     1: ["ALTER TABLE users ADD COLUMN admin INTEGER NOT NULL DEFAULT 0"],
     2: ["ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0"],
+    3: ["ALTER TABLE users ADD COLUMN quota INTEGER NULL"],
 }
 
-# The users table's yes/no columns (the only column names put into SQL
-# text, from this fixed table).
+# The users table's yes/no columns, and those read one at a time (the only
+# column names put into SQL text, from these fixed tables).
 _FLAGS = {"admin": "admin", "disabled": "disabled"}
+_COLUMNS = {**_FLAGS, "password_hash": "password_hash", "quota": "quota"}
 
 
 # --- normalisation ---------------------------------------------------------
@@ -295,29 +299,39 @@ class SQLiteAccountDirectory:
         row = self._one("SELECT catch_all FROM domains WHERE name=?", domain)
         return row[0] if row else None
 
-    def passwordHash(self, address):
+    def _userColumn(self, column, address):
+        """A user's C{column} (one of L{_COLUMNS}), or C{None} for a non-user."""
         try:
             address = normaliseAddress(address)
         except ValueError:
             return None
-        row = self._one("SELECT password_hash FROM users WHERE address=?",
-                        address)
+        # column is one of _COLUMNS, never the caller's text.
+        row = self._one(f"SELECT {_COLUMNS[column]} FROM users WHERE address=?", address)
         return row[0] if row else None
 
+    def passwordHash(self, address):
+        return self._userColumn("password_hash", address)
+
     def _flag(self, column, address):
-        # column is one of _FLAGS, never the caller's text.
-        try:
-            address = normaliseAddress(address)
-        except ValueError:
-            return False
-        row = self._one(f"SELECT {_FLAGS[column]} FROM users WHERE address=?", address)
-        return bool(row and row[0])
+        return bool(self._userColumn(column, address))
 
     def isAdmin(self, address):
         return self._flag("admin", address)
 
     def isDisabled(self, address):
         return self._flag("disabled", address)
+
+    def quota(self, address):
+        return self._userColumn("quota", address)
+
+    def setQuota(self, address, limit):
+        address = normaliseAddress(address)
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise ValueError(f"a quota is a number of octets, not {limit!r}")
+        with self._write() as db:
+            cursor = db.execute("UPDATE users SET quota=? WHERE address=?", (limit, address))
+            if cursor.rowcount == 0:
+                raise KeyError(f"no such user: {address}")
 
     def listDomains(self):
         return [row[0] for row in self._db().execute(

@@ -50,6 +50,11 @@ def parseMessages(tokens, flagList, utf8=False):
     return messages
 
 
+def size(message):
+    """The message's size in octets."""
+    return message.size if isinstance(message, FileLiteral) else len(message)
+
+
 def source(message):
     """A file to read the message from."""
     if isinstance(message, FileLiteral):

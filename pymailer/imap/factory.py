@@ -9,6 +9,7 @@ from pymailer.connlimit import LimitedFactory
 
 from pymailer.imap.account import IMAPAccount
 from pymailer.imap.server import IMAPServer
+from pymailer.quota import Quotas
 from pymailer.shutdown import Connections
 
 class IMAPFactory(LimitedFactory):
@@ -26,6 +27,7 @@ class IMAPFactory(LimitedFactory):
         self.tls = parts.tls
         self.guard = parts.guard
         self.store = parts.store
+        self.quotas = Quotas(parts.directory, parts.store)
         self.authConfig = parts.config.auth
         self.implicitTLS = implicitTLS
         self.maxMessageSize = parts.config.smtp.max_message_size

@@ -58,6 +58,8 @@ from pymailer.auth.login import LoginBlocked, guardedLogin
 from pymailer.auth import sasl
 from pymailer.auth.sasl import Plain
 from pymailer.imap import append, binary, compress, esearch, listing, rev2, search, status, utf7
+from pymailer.imap.errors import CommandFailed
+from pymailer.imap.quota import QuotaCommands
 from pymailer.imap.fetch import (
     Range, fetchPieces, parseFetchItems, parseModifiers, sessionFetchLines,
 )
@@ -100,10 +102,6 @@ def _isCompress(line):
     return line[:40].upper().split(b" ", 2)[1:2] == [b"COMPRESS"]
 
 
-class CommandFailed(Exception):
-    """Answered with C{NO} and this text."""
-
-
 @contextmanager
 def _flagLimit():
     """A keyword the mailbox has no room for is refused (RFC 5530 LIMIT)."""
@@ -114,7 +112,7 @@ def _flagLimit():
 
 
 @implementer(IPushProducer, IGoodbye)
-class IMAPServer(IMAP4Server):
+class IMAPServer(QuotaCommands, IMAP4Server):
     IDENT = b"pymailer IMAP4rev1 ready"
     MAX_LENGTH = MAX_LINE
     timeOut = 120
@@ -239,7 +237,7 @@ class IMAPServer(IMAP4Server):
                 b"CHILDREN", b"CONDSTORE", b"ESEARCH", b"SEARCHRES", b"LIST-EXTENDED",
                 b"LIST-STATUS", b"STATUS=SIZE", b"MULTIAPPEND", b"BINARY",
                 b"COMPRESS=DEFLATE",
-                b"APPENDLIMIT=%d" % self.factory.maxMessageSize]
+                b"APPENDLIMIT=%d" % self.factory.maxMessageSize] + self.quotaCapabilities()
         if self.user is None:
             if not self.secure and self.factory.tls is not None:
                 caps.append(b"STARTTLS")
@@ -355,6 +353,7 @@ class IMAPServer(IMAP4Server):
     def _checkAppend(self, tag, target, size, plus):
         def check():
             self._openMailbox(self.mailboxName(target), b"TRYCREATE")
+            self.checkQuota(size)  # before the upload, as for the mailbox
 
         def accepted(_):
             self._acceptLiteral(b"APPEND", size, plus)
@@ -1041,6 +1040,7 @@ class IMAPServer(IMAP4Server):
 
         def work(_):
             mailbox = self._openMailbox(name, b"TRYCREATE")
+            self.checkQuota(sum(append.size(m) for _, _, m in messages))
             with _flagLimit():
                 uids = append.appendAll(mailbox, messages)
             return mailbox.uidValidity(), uids
@@ -1312,6 +1312,8 @@ class IMAPServer(IMAP4Server):
         def work():
             target = self._openMailbox(name, b"TRYCREATE")
             uids = [u for _, u in targets]
+            if not move:  # a copy takes room; a move within the account none
+                self.checkQuota(sum(selected.infos[u].size for u in uids if u in selected.infos))
             with _flagLimit():
                 if move:
                     pairs = selected.mailbox.move(uids, target)

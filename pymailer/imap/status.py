@@ -2,16 +2,18 @@
 STATUS items (RFC 3501 6.3.10), shared by STATUS and LIST's RETURN
 (STATUS (...)) (LIST-STATUS, RFC 5819), with HIGHESTMODSEQ (RFC 7162) and
 SIZE (RFC 8438: the total of the messages' RFC822.SIZE) and DELETED (RFC
-9051 6.3.11: the messages flagged C{\\Deleted}).
+9051 6.3.11: the messages flagged C{\\Deleted}) and DELETED-STORAGE (RFC
+9208: the room an EXPUNGE would free, in its 1024-octet units).
 
 Read from a store snapshot, which does not claim C{\\Recent}: STATUS must
 not change it (RFC 3501 6.3.10).
 """
 
 from pymailer.imap.parser import Atom, ParseError, formatValue
+from pymailer.imap.quota import units
 
 ITEMS = (b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN", b"HIGHESTMODSEQ",
-         b"SIZE", b"DELETED")
+         b"SIZE", b"DELETED", b"DELETED-STORAGE")
 
 
 def parseItems(tokens):
@@ -36,6 +38,7 @@ def values(snapshot, items):
         b"HIGHESTMODSEQ": lambda: snapshot.highestModSeq,
         b"SIZE": lambda: sum(i.size for i in messages),
         b"DELETED": lambda: sum(1 for i in messages if "\\Deleted" in i.flags),
+        b"DELETED-STORAGE": lambda: units(sum(i.size for i in messages if "\\Deleted" in i.flags)),
     }
     return {i: compute[i]() for i in items}
 

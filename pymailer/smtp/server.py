@@ -105,6 +105,7 @@ class Transaction:
         self.recipients = []  # (address, notify, orcpt)
         self.dsnRet = (params.get("RET") or "").upper() or None
         self.dsnEnvid = params.get("ENVID")
+        self.declaredSize = int(params.get("SIZE") or 0)  # checked in _checkMailParams
         self.message = None
         self.size = 0
         self.problem = None
@@ -585,7 +586,8 @@ class SMTPServer(SessionSecurity, ESMTP):
         if len(txn.recipients) >= self.factory.limits.max_recipients:
             # RFC 5321 §4.5.3.1.10: 452 for too many recipients.
             return self.reply(452, "4.5.3", "Error: too many recipients")
-        d = self.intake.validateRecipient(self._session(txn.smtputf8), txn.sender, recipient)
+        d = self.intake.validateRecipient(self._session(txn.smtputf8), txn.sender, recipient,
+                                          txn.declaredSize)
         d.addErrback(self._unknownRecipient, recipient)
         d.addCallback(lambda _: self._ask("checkRecipient", recipient))
         d.addCallback(self._judge, recipient)

@@ -400,6 +400,28 @@ class MaildirStore(Listeners):
         fsyncDirectory(userDir)
         self._notify(user, oldCanonical)
 
+    def usage(self, user):
+        # A scan of new/ and cur/ (a Maildir keeps no total: Dovecot's
+        # maildirsize file is a cache of the same scan); read-only, so the
+        # admin command may ask while the server delivers.
+        userDir = self._userDir(user)
+        if not os.path.isdir(userDir):
+            return 0
+        total = 0
+        for name in self.listMailboxes(user):
+            folder = self._resolve(user, name)[1]
+            for sub in ("new", "cur"):
+                try:
+                    entries = list(os.scandir(folder / sub))
+                except FileNotFoundError:
+                    continue  # deleted meanwhile
+                for entry in entries:
+                    try:
+                        total += entry.stat().st_size
+                    except FileNotFoundError:
+                        pass  # expunged, or renamed by a flag change and seen again
+        return total
+
     # -- subscriptions, maildrop lock, spools ------------------------------
 
     def _subscriptionsPath(self, user):

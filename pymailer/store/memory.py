@@ -176,6 +176,12 @@ class MemoryStore(Listeners):
             boxes.update(moved)
         self._notify(user, old)
 
+    def usage(self, user):
+        with self._lock:
+            account = self._accounts.get(user)
+            boxes = account.boxes.values() if account is not None else ()
+            return sum(len(m.data) for box in boxes for m in box.messages.values())
+
     # -- subscriptions, maildrop lock, spools ------------------------------
 
     def subscriptions(self, user):

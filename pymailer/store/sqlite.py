@@ -414,6 +414,14 @@ class SQLiteStore(Listeners):
                             (target, boxes[source]))
             txn.changed(user, old)
 
+    def usage(self, user):
+        # One aggregate over the user's mailboxes (the messages' primary key
+        # starts with mailboxId): no blob is read, none is made.
+        row = self._read(
+            "SELECT coalesce(sum(m.size), 0) FROM users u JOIN mailboxes b ON b.userId = u.id"
+            " JOIN messages m ON m.mailboxId = b.id WHERE u.name = ?", (user,)).fetchone()
+        return row[0]
+
     # -- subscriptions, maildrop lock, spools ------------------------------
 
     def subscriptions(self, user):

@@ -27,6 +27,7 @@ from twisted.internet import defer
 from pymailer.auth.login import guardedLogin
 from pymailer.auth.passwords import hashPassword
 from pymailer.interfaces import IWebUser
+from pymailer.sizes import formatSize
 from pymailer.web import autoconfig
 from pymailer.web.admin import ACCOUNT_PATH, Refused, _arg, _clientIP
 from pymailer.web.html import element, field, form, join, table
@@ -40,14 +41,6 @@ ADMIN_NAV = (("/admin/", "Administration"),)
 PROFILE_FILENAME = b"mail.mobileconfig"
 NO_PROFILE = "This server has no IMAP or no submission listener to put in a profile."
 
-
-
-def formatSize(size):
-    """C{size} bytes as a person reads it (C{"12.3 MiB"})."""
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024
 
 
 class AccountApp:
