@@ -196,13 +196,27 @@ class IMailStore(Interface):
     def listMailboxes(user):
         """@return: sorted C{list} of canonical mailbox names, INBOX first."""
 
-    def createMailbox(user, name):
+    def createMailbox(user, name, specialUse=None):
         """
         Create an empty mailbox (with a UIDVALIDITY never given before to
         a mailbox of C{user}, RFC 3501 2.3.1.1).
 
+        @param specialUse: the mailbox's special uses (RFC 6154, e.g.
+            C{{"\\Archive"}}), any of L{pymailer.store.SPECIAL_USES};
+            C{None}: the standard use of its name, if any
+            (L{pymailer.store.SPECIAL_USE}: a deleted C{Sent} made again
+            is C{\\Sent} again).  Kept with the mailbox: a rename keeps
+            it, a delete drops it.
         @raise KeyError: it exists (INBOX always does).
-        @raise ValueError: a name L{canonicalName} refuses.
+        @raise ValueError: a name L{canonicalName} refuses, or a use not in
+            L{pymailer.store.SPECIAL_USES}.
+        """
+
+    def specialUses(user):
+        """
+        @return: C{{name: frozenset of attributes}} for the mailboxes of
+            C{user} that have a special use (RFC 6154 LIST attributes,
+            e.g. C{"\\Sent"}).
         """
 
     def deleteMailbox(user, name):

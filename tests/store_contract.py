@@ -148,6 +148,39 @@ class StoreContract:
         assert "Junk" not in store.listMailboxes(USER)
         assert "Junk" not in self.reopen(store).listMailboxes(USER)
 
+    def test_specialUses(self, store):
+        """If this fails, a folder made with CREATE ... (USE (\\Archive))
+        (RFC 6154) is not listed as \\Archive, a rename loses a folder's
+        use, a standard folder made again loses its own, or a use the
+        server cannot keep is stored."""
+        store.createUser(USER)
+        assert store.specialUses(USER) == {
+            name: {use} for name, use in SPECIAL_USE.items()}
+        store.createMailbox(USER, "Old mail", specialUse=["\\ARCHIVE"])
+        store.createMailbox(USER, "Both", specialUse=("\\Sent", "\\Drafts"))
+        store.createMailbox(USER, "Plain")
+        store.createMailbox(USER, "Plain/Deeper", specialUse=())
+        uses = self.reopen(store).specialUses(USER)
+        assert uses["Old mail"] == {"\\Archive"}
+        assert uses["Both"] == {"\\Sent", "\\Drafts"}
+        assert "Plain" not in uses and "Plain/Deeper" not in uses
+        store.renameMailbox(USER, "Old mail", "Older mail")
+        store.renameMailbox(USER, "Sent", "Sent 2025")
+        uses = store.specialUses(USER)
+        assert uses["Older mail"] == {"\\Archive"} and "Old mail" not in uses
+        assert uses["Sent 2025"] == {"\\Sent"}
+        store.createMailbox(USER, "Sent")
+        assert store.specialUses(USER)["Sent"] == {"\\Sent"}
+        store.deleteMailbox(USER, "Older mail")
+        store.createMailbox(USER, "Older mail")
+        assert "Older mail" not in store.specialUses(USER)
+        for bad in (["\\All"], ["\\Flagged"], ["\\Important"], ["Archive"]):
+            with pytest.raises(ValueError):
+                store.createMailbox(USER, "Virtual", specialUse=bad)
+        assert "Virtual" not in store.listMailboxes(USER)
+        assert store.specialUses(OTHER) == {
+            name: {use} for name, use in SPECIAL_USE.items()}
+
     def test_usersApart(self, store):
         """If this fails, one user reads another's mail or folders."""
         deliver(store, b"for alice")

@@ -28,10 +28,10 @@ def listLines(out):
 
 
 def test_capabilities(client):
-    """Clients look for LIST-EXTENDED, LIST-STATUS and STATUS=SIZE; CREATE-SPECIAL-USE is not promised."""
+    """Clients look for LIST-EXTENDED, LIST-STATUS, STATUS=SIZE and CREATE-SPECIAL-USE."""
     caps = client.send(b"c CAPABILITY\r\n").split(b"\r\n")[0].split()
-    assert {b"LIST-EXTENDED", b"LIST-STATUS", b"STATUS=SIZE", b"SPECIAL-USE"} <= set(caps)
-    assert b"CREATE-SPECIAL-USE" not in caps
+    assert {b"LIST-EXTENDED", b"LIST-STATUS", b"STATUS=SIZE", b"SPECIAL-USE",
+            b"CREATE-SPECIAL-USE"} <= set(caps)
 
 
 def test_rfc5258_subscribed_but_deleted_is_nonexistent(client):
@@ -122,10 +122,21 @@ def test_basic_list_unchanged(client):
 
 
 def test_rfc6154_create_with_use(client):
-    """CREATE (USE (\\Archive)) for a folder the server cannot mark is NO [USEATTR] and creates nothing."""
-    out = client.send(b"a CREATE MyArchive (USE (\\Archive))\r\n")
-    assert out == b"a NO [USEATTR] Special uses are given to the server's own folders only\r\n"
-    assert b"MyArchive" not in client.send(b'l LIST "" "*"\r\n')
-    client.send(b"d DELETE Archive\r\n")
-    assert client.send(b"b CREATE Archive (USE (\\Archive))\r\n") == b"b OK CREATE completed\r\n"
+    """
+    RFC 6154 5.2's example: CREATE MyDrafts (USE (\\Drafts)) makes a folder
+    LIST shows as \\Drafts (and LIST (SPECIAL-USE) selects), kept across a
+    rename; \\All (a virtual folder) is NO [USEATTR] and creates nothing.
+    """
+    out = client.send(b"t1 CREATE MyDrafts (USE (\\Drafts))\r\n")
+    assert out == b"t1 OK CREATE completed\r\n"
+    out = client.send(b'a LIST "" MyDrafts\r\n')
+    assert listLines(out) == [b'* LIST (\\HasNoChildren \\Drafts) "/" "MyDrafts"']
+    out = client.send(b'b LIST (SPECIAL-USE) "" "My*"\r\n')
+    assert listLines(out) == [b'* LIST (\\HasNoChildren \\Drafts) "/" "MyDrafts"']
+    client.send(b"r RENAME MyDrafts Entwurf\r\n")
+    out = client.send(b'c LIST "" "*" RETURN (SPECIAL-USE)\r\n')
+    assert b'* LIST (\\HasNoChildren \\Drafts) "/" "Entwurf"' in out
+    out = client.send(b"t2 CREATE Everything (USE (\\All))\r\n")
+    assert out.startswith(b"t2 NO [USEATTR] ")
+    assert b"Everything" not in client.send(b'l LIST "" "*"\r\n')
     assert b"a BAD" in client.send(b"a CREATE X (USE \\Archive)\r\n")

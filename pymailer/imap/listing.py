@@ -14,8 +14,9 @@ C{%} only (6.3.9).
 from dataclasses import dataclass
 
 from pymailer.imap import status
+from pymailer.imap.errors import CommandFailed
 from pymailer.imap.parser import Atom, ParseError, astring, isAtom
-from pymailer.store import INBOX, SPECIAL_USE
+from pymailer.store import INBOX, SPECIAL_USES, specialUseOf
 
 DELIMITER = "/"
 _WILDCARDS = ("*", "%")
@@ -97,8 +98,21 @@ def _ordered(names):
     return sorted(names, key=lambda n: (n != INBOX, n))
 
 
-def listEntries(names, reference, pattern):
-    """LIST: C{[(name, [attribute bytes])]} for the existing C{names}."""
+def _uses(uses, names):
+    """The store's special uses, or (not given) the standard folders' by name."""
+    return uses if uses is not None else {n: specialUseOf(n) for n in names}
+
+
+def _useAttributes(uses, name):
+    return [use.encode() for use in sorted(uses.get(name, ()))]
+
+
+def listEntries(names, reference, pattern, uses=None):
+    """
+    LIST: C{[(name, [attribute bytes])]} for the existing C{names};
+    C{uses}: the store's L{IMailStore.specialUses}.
+    """
+    uses = _uses(uses, names)
     matches = patternMatcher(reference, pattern)
     existing = set(names)
     above = parents(names)
@@ -110,9 +124,7 @@ def listEntries(names, reference, pattern):
             entries.append((name, [b"\\Noselect", b"\\HasChildren"]))
             continue
         attrs = [b"\\HasChildren" if name in above else b"\\HasNoChildren"]
-        if name in SPECIAL_USE:
-            attrs.append(SPECIAL_USE[name].encode())
-        entries.append((name, attrs))
+        entries.append((name, attrs + _useAttributes(uses, name)))
     return entries
 
 
@@ -204,13 +216,14 @@ def _options(tokens, known, what):
     return options
 
 
-def extendedEntries(request, names, subscribed, reference, patterns):
+def extendedEntries(request, names, subscribed, reference, patterns, uses=None):
     """
     LIST with RFC 5258 options: C{[(name, [attribute bytes], childInfo)]},
     C{childInfo} the CHILDINFO tags (RFC 5258 3.5) of a name listed only
     because, with RECURSIVEMATCH, some mailbox below it was selected.
-    C{reference} and C{patterns} are decoded.
+    C{reference} and C{patterns} are decoded; C{uses} as for L{listEntries}.
     """
+    uses = _uses(uses, names)
     matchers = [patternMatcher(reference, p) for p in patterns]
 
     def matches(name):
@@ -225,7 +238,7 @@ def extendedEntries(request, names, subscribed, reference, patterns):
             chosen &= subscribed
             tags.append(b'"SUBSCRIBED"')
         if request.specialUseOnly:
-            chosen = {n for n in chosen if n in SPECIAL_USE}
+            chosen = {n for n in chosen if uses.get(n)}
             tags.append(b'"SPECIAL-USE"')
     else:
         chosen, tags = existing | above, []
@@ -237,8 +250,7 @@ def extendedEntries(request, names, subscribed, reference, patterns):
             continue
         if name in existing:
             attrs = [b"\\HasChildren" if name in above else b"\\HasNoChildren"]
-            if name in SPECIAL_USE:
-                attrs.append(SPECIAL_USE[name].encode())
+            attrs += _useAttributes(uses, name)
         else:
             # RFC 5258 3: \NonExistent implies \Noselect; both are said
             # for a client that only knows RFC 3501's.
@@ -251,19 +263,24 @@ def extendedEntries(request, names, subscribed, reference, patterns):
     return entries
 
 
-def createUseRefused(name, parameters):
+def createUses(parameters):
     """
-    C{CREATE name (USE (attrs))} (RFC 6154 3).  The store gives special
-    uses by name only (L{SPECIAL_USE}) and cannot record one for any other
-    folder, so only the use the name already has is accepted; any other is
-    refused with C{NO [USEATTR]}, before anything is created, as 3 allows
-    (CREATE-SPECIAL-USE is therefore not advertised).  @return: whether
-    to refuse.
+    The special uses of C{CREATE name (USE (attrs))} (RFC 6154 3): any of
+    L{SPECIAL_USES}, for any folder.  C{\\All} and C{\\Flagged} would be
+    virtual mailboxes, which the store does not keep, and other attributes
+    are not uses: C{NO [USEATTR]}, before anything is created (RFC 6154 3).
+
+    @return: the attributes as C{str}s.
+    @raise ParseError: not C{(USE (attributes))}.
     """
     if (not isinstance(parameters, list) or len(parameters) != 2
             or not isAtom(parameters[0], b"USE") or not isinstance(parameters[1], list)
             or not all(isinstance(a, Atom) and a.startswith(b"\\") for a in parameters[1])):
         raise ParseError("CREATE takes only (USE (special-use attributes))")
-    wanted = {a.decode("ascii", "replace").lower() for a in parameters[1]}
-    have = {SPECIAL_USE[name].lower()} if name in SPECIAL_USE else set()
-    return bool(wanted - have)
+    wanted = [a.decode("ascii", "replace") for a in parameters[1]]
+    try:
+        specialUseOf("", wanted)
+    except ValueError:
+        raise CommandFailed("[USEATTR] Only %s can be given to a folder" % " ".join(
+            sorted(SPECIAL_USES))) from None
+    return wanted

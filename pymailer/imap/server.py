@@ -234,6 +234,7 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         caps = [b"IMAP4rev1", rev2.IMAP4REV2, b"LITERAL+", rev2.LITERAL_MINUS,
                 rev2.UTF8_ACCEPT, b"SASL-IR", b"ID", b"ENABLE", b"IDLE",
                 b"NAMESPACE", b"UIDPLUS", b"MOVE", b"UNSELECT", b"SPECIAL-USE",
+                b"CREATE-SPECIAL-USE",
                 b"CHILDREN", b"CONDSTORE", b"ESEARCH", b"SEARCHRES", b"LIST-EXTENDED",
                 b"LIST-STATUS", b"STATUS=SIZE", b"MULTIAPPEND", b"BINARY",
                 b"COMPRESS=DEFLATE",
@@ -845,12 +846,11 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         name = self.mailboxName(args[0], forCreate=True)
         if name == INBOX:
             raise CommandFailed("[ALREADYEXISTS] INBOX always exists")
-        if len(args) == 2 and listing.createUseRefused(name, args[1]):
-            raise CommandFailed("[USEATTR] Special uses are given to the server's own folders only")
+        uses = listing.createUses(args[1]) if len(args) == 2 else None
 
         def create():
             try:
-                self.factory.store.createMailbox(self.user, name)
+                self.factory.store.createMailbox(self.user, name, uses)
             except KeyError:
                 raise CommandFailed("[ALREADYEXISTS] Mailbox exists") from None
 
@@ -956,7 +956,8 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         def work():
             names = self.factory.store.listMailboxes(self.user)
             subscribed = self.account.subscriptions()
-            entries = listing.extendedEntries(request, names, subscribed, reference, patterns)
+            entries = listing.extendedEntries(request, names, subscribed, reference, patterns,
+                                              self.factory.store.specialUses(self.user))
             numbers = {}
             for name, attrs, _ in entries if request.statusItems else ():
                 if b"\\NonExistent" in attrs:
@@ -993,7 +994,8 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             names = self.factory.store.listMailboxes(self.user)
             if command == b"LSUB":
                 return lsubEntries(self.account.subscriptions(), names, reference, pattern)
-            return listEntries(names, reference, pattern)
+            return listEntries(names, reference, pattern,
+                               self.factory.store.specialUses(self.user))
 
         def answer(entries):
             for name, attrs in entries:

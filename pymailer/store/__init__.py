@@ -13,7 +13,7 @@ from twisted.logger import Logger
 log = Logger()
 
 __all__ = [
-    "INBOX", "SPECIAL_USE", "ImportedMessage", "KeywordLimit", "MailboxGone", "MailboxNameTooLong",
+    "INBOX", "SPECIAL_USE", "SPECIAL_USES", "ImportedMessage", "KeywordLimit", "MailboxGone", "MailboxNameTooLong",
     "MailboxSnapshot", "MaildropLocked", "MessageInfo", "canonicalName",
     "openStore",
 ]
@@ -27,6 +27,37 @@ SPECIAL_USE = {
     "Junk": "\\Junk",
     "Archive": "\\Archive",
 }
+# The uses a mailbox may be given (CREATE-SPECIAL-USE, RFC 6154 3): those
+# of the standard folders.  \All and \Flagged name virtual mailboxes
+# (every message, the flagged ones), which no backend here keeps.
+SPECIAL_USES = frozenset(SPECIAL_USE.values())
+
+
+def specialUseOf(name, specialUse=None):
+    """
+    The uses a new mailbox C{name} gets (L{IMailStore.createMailbox}'s
+    rule): C{specialUse} in its canonical spelling (attributes are
+    case-insensitive, RFC 6154 2), or by default its name's standard use.
+
+    @return: a C{frozenset}, perhaps empty.
+    @raise ValueError: an attribute not in L{SPECIAL_USES}.
+    """
+    if specialUse is None:
+        return frozenset([SPECIAL_USE[name]]) if name in SPECIAL_USE else frozenset()
+    spelled = {use.lower(): use for use in SPECIAL_USES}
+    try:
+        return frozenset(spelled[use.lower()] for use in specialUse)
+    except KeyError as e:
+        raise ValueError(f"unsupported special use {e.args[0]}") from None
+
+
+def encodeSpecialUse(uses):
+    """Uses as one column/file value (C{None} for none), and back: L{decodeSpecialUse}."""
+    return " ".join(sorted(uses)) or None
+
+
+def decodeSpecialUse(text):
+    return frozenset(text.split()) if text else frozenset()
 
 
 def openStore(config):

@@ -55,7 +55,8 @@ from pymailer.fsutil import exclusiveLock, fsyncDirectory, writeDurably
 from pymailer.interfaces import IMailbox, IMaildropLock, IMailStore
 from pymailer.store import (
     INBOX, SPECIAL_USE, Listeners, MailboxGone, MailboxNameTooLong, MailboxSnapshot,
-    MaildropLocked, MessageInfo, canonicalName as _genericName,
+    MaildropLocked, MessageInfo, canonicalName as _genericName, decodeSpecialUse,
+    encodeSpecialUse, specialUseOf,
 )
 from pymailer.store.content import FileContent
 from pymailer.store.maildirindex import UIDLIST, Index, Keywords, readIndex, writeIndex
@@ -80,6 +81,10 @@ ACCOUNT_MARK = "pymailer-account"
 # The last UIDVALIDITY given to a mailbox of the user (see nextUidValidity).
 UIDVALIDITY = "pymailer-uidvalidity"
 _DELETED_PREFIX = "..pymailer-deleted-"
+# In a folder: its special uses (RFC 6154), space-separated, so they move
+# with a rename and go with a delete.  A folder without one (made by an
+# older version or another tool) has its name's standard use.
+SPECIAL_USE_FILE = "pymailer-special-use"
 NAME_MAX = 255  # octets in one directory entry (Linux, BSD, macOS)
 _UNIQUE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _DELIVERY_TIME = re.compile(r"(\d+)(?:\.M(\d+))?")
@@ -168,12 +173,16 @@ def _inside(path, directory):
     return os.path.realpath(path).startswith(top)
 
 
-def _makeMaildir(path, folder):
+def _makeMaildir(path, folder, uses=frozenset()):
     """
     Create the Maildir C{path}; C{cur/} is made last, so its presence means
-    the mailbox is complete.  @raise FileExistsError: C{path} exists.
+    the mailbox is complete.  A folder's special C{uses} are written before.
+    @raise FileExistsError: C{path} exists.
     """
     os.mkdir(path, 0o700)
+    if folder:
+        writeDurably(os.path.join(path, SPECIAL_USE_FILE),
+                     (encodeSpecialUse(uses) or "").encode("ascii"))
     for sub in ("tmp", "new", "cur"):
         os.makedirs(os.path.join(path, sub), 0o700, exist_ok=True)
     if folder:  # Maildir++ marker read by Courier-style delivery agents
@@ -278,7 +287,7 @@ class MaildirStore(Listeners):
             (userDir / sub).mkdir(0o700, exist_ok=True)
         for name in SPECIAL_USE:
             try:
-                _makeMaildir(userDir / _diskName(name), folder=True)
+                _makeMaildir(userDir / _diskName(name), folder=True, uses=specialUseOf(name))
             except FileExistsError:
                 pass
         for directory in (userDir, userDir.parent, self.root):
@@ -342,16 +351,32 @@ class MaildirStore(Listeners):
         )
         return ([INBOX] if _isMaildir(userDir) else []) + names
 
-    def createMailbox(self, user, name):
+    def createMailbox(self, user, name, specialUse=None):
         canonical, path = self._resolve(user, name)
         if canonical == INBOX:
             raise KeyError(name)
+        uses = specialUseOf(canonical, specialUse)
         self._account(user)
         try:
-            _makeMaildir(path, folder=True)
+            _makeMaildir(path, folder=True, uses=uses)
         except FileExistsError:
             raise KeyError(name) from None
         fsyncDirectory(path.parent)
+
+    def specialUses(self, user):
+        found = {}
+        for name in self.listMailboxes(user):
+            if name == INBOX:
+                continue
+            try:
+                with open(self._resolve(user, name)[1] / SPECIAL_USE_FILE,
+                          encoding="ascii") as f:
+                    uses = decodeSpecialUse(f.read())
+            except FileNotFoundError:
+                uses = specialUseOf(name)
+            if uses:
+                found[name] = uses
+        return found
 
     def deleteMailbox(self, user, name):
         canonical, path = self._resolve(user, name)

@@ -25,6 +25,7 @@ from pymailer.interfaces import IMailbox, IMaildropLock, IMailImport, IMailStore
 from pymailer.store import (
     INBOX, SPECIAL_USE, KeywordLimit, Listeners, MailboxGone, MailboxSnapshot, MaildropLocked,
     MessageInfo, canonicalNameWithin, checkDeliveryKey, importPlan, importTarget, renameMoves,
+    specialUseOf,
 )
 from pymailer.store.content import BytesContent
 from pymailer.store.maildirindex import KEYWORD_LETTERS, Keywords
@@ -51,8 +52,9 @@ class _Message:
 class _Box:
     """One mailbox's state; a rename moves it, a delete drops it."""
 
-    def __init__(self, validity):
+    def __init__(self, validity, specialUse=frozenset()):
         self.validity = validity
+        self.specialUse = specialUse
         self.uidNext = 1
         self.highestModSeq = 1
         self.firstRecent = 1
@@ -119,16 +121,17 @@ class MemoryStore(Listeners):
         account = self._accounts.get(user)
         if account is None:
             account = self._accounts[user] = _Account()
-            for name in (INBOX, *SPECIAL_USE):
-                account.boxes[name] = _Box(self._newValidity(account))
+            self._makeFolders(account)
         return account
+
+    def _makeFolders(self, account):
+        for name in (INBOX, *SPECIAL_USE):
+            if name not in account.boxes:
+                account.boxes[name] = _Box(self._newValidity(account), specialUseOf(name))
 
     def createUser(self, user):
         with self._lock:
-            account = self._account(user)
-            for name in (INBOX, *SPECIAL_USE):
-                if name not in account.boxes:
-                    account.boxes[name] = _Box(self._newValidity(account))
+            self._makeFolders(self._account(user))
 
     def mailbox(self, user, name=INBOX):
         canonical = self.canonicalName(name)
@@ -143,13 +146,19 @@ class MemoryStore(Listeners):
             names = set(self._account(user).boxes)
         return [INBOX] + sorted(names - {INBOX})
 
-    def createMailbox(self, user, name):
+    def createMailbox(self, user, name, specialUse=None):
         canonical = self.canonicalName(name)
+        uses = specialUseOf(canonical, specialUse)
         with self._lock:
             account = self._account(user)
             if canonical in account.boxes:
                 raise KeyError(name)
-            account.boxes[canonical] = _Box(self._newValidity(account))
+            account.boxes[canonical] = _Box(self._newValidity(account), uses)
+
+    def specialUses(self, user):
+        with self._lock:
+            return {name: box.specialUse
+                    for name, box in self._account(user).boxes.items() if box.specialUse}
 
     def deleteMailbox(self, user, name):
         canonical = self.canonicalName(name)
@@ -243,7 +252,7 @@ class MemoryStore(Listeners):
             account = self._account(user)
             box = account.boxes.get(canonical)
             if box is None:
-                box = account.boxes[canonical] = _Box(self._newValidity(account))
+                box = account.boxes[canonical] = _Box(self._newValidity(account), specialUseOf(canonical))
             take, keepUids, resuming = importTarget(uidValidity, box.validity,
                                                     bool(box.messages), canonical)
             if take:

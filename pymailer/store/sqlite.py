@@ -45,8 +45,8 @@ from pymailer.interfaces import (
     IExternalChanges, IMailbox, IMaildropLock, IMailImport, IMailStore)
 from pymailer.store import (
     INBOX, SPECIAL_USE, Listeners, MailboxGone, MailboxSnapshot, MaildropLocked,
-    MessageInfo, canonicalNameWithin, checkDeliveryKey, importPlan, importTarget,
-    renameMoves,
+    MessageInfo, canonicalNameWithin, checkDeliveryKey, decodeSpecialUse, encodeSpecialUse,
+    importPlan, importTarget, renameMoves, specialUseOf,
 )
 from pymailer.fsutil import fsyncDirectory
 from pymailer.store.blobs import BlobStore
@@ -327,7 +327,7 @@ class SQLiteStore(Listeners):
             txn.execute("UPDATE users SET foldersMade = 1 WHERE id = ?", (userId,))
         return userId
 
-    def _insertMailbox(self, txn, userId, name, ignoreExisting=False):
+    def _insertMailbox(self, txn, userId, name, ignoreExisting=False, specialUse=None):
         if txn.execute("SELECT 1 FROM mailboxes WHERE userId = ? AND name = ?",
                        (userId, name)).fetchone() is not None:
             if ignoreExisting:
@@ -339,8 +339,11 @@ class SQLiteStore(Listeners):
                            (userId,)).fetchone()[0]
         validity = max(last + 1, int(time.time())) % 2**32 or 1
         txn.execute("UPDATE users SET lastValidity = ? WHERE id = ?", (validity, userId))
+        # The specialUse column (there since the first schema) keeps the
+        # uses, space-separated; it goes with the row on a rename.
         txn.execute("INSERT INTO mailboxes (userId, name, specialUse, uidValidity)"
-                    " VALUES (?, ?, ?, ?)", (userId, name, SPECIAL_USE.get(name), validity))
+                    " VALUES (?, ?, ?, ?)",
+                    (userId, name, encodeSpecialUse(specialUseOf(name, specialUse)), validity))
 
     def createUser(self, user):
         if not isinstance(user, str) or "@" not in user:
@@ -366,11 +369,17 @@ class SQLiteStore(Listeners):
             "SELECT name FROM mailboxes WHERE userId = ?", (self._userId(user),))}
         return [INBOX] + sorted(names - {INBOX})
 
-    def createMailbox(self, user, name):
+    def createMailbox(self, user, name, specialUse=None):
         canonical = self.canonicalName(name)
+        specialUseOf(canonical, specialUse)  # ValueError before the write
         userId = self._userId(user)
         with self._write() as txn:
-            self._insertMailbox(txn, userId, canonical)
+            self._insertMailbox(txn, userId, canonical, specialUse=specialUse)
+
+    def specialUses(self, user):
+        return {name: decodeSpecialUse(uses) for name, uses in self._read(
+            "SELECT name, specialUse FROM mailboxes WHERE userId = ? AND specialUse IS NOT NULL",
+            (self._userId(user),))}
 
     def _dropMailbox(self, txn, mailboxId):
         blobIds = [row[0] for row in txn.execute(
