@@ -253,3 +253,13 @@ def test_statusDeletedStorage(tmp_path, store):
     c.send(b"f STORE 1 +FLAGS (\\Deleted)\r\n")
     out = c.send(b"a STATUS Trash (DELETED DELETED-STORAGE)\r\n")
     assert b'* STATUS "Trash" (DELETED 1 DELETED-STORAGE 3)' in out
+
+
+def test_catenateCountsBuiltSize(tmp_path, store):
+    """A CATENATE APPEND is judged by the size of the message it builds: a
+    URL copy of a large message cannot slip past the quota."""
+    c = imap(tmp_path, store, 100)
+    c.deliver(b"x" * 60)
+    out = c.send(b'a APPEND Drafts CATENATE (URL "/INBOX/;UID=1")\r\n')
+    assert out.startswith(b"a NO [OVERQUOTA]"), out
+    assert store.usage(ALICE) == 60

@@ -8,12 +8,14 @@ again before the NO (RFC 3502 3 asks that none be seen after a failure;
 another session may glimpse them for that moment).
 
 With UTF8=ACCEPT enabled (RFC 6855 4) a message may come as C{UTF8
-(~{n})}: the same octets, a message whose headers may hold UTF-8.
+(~{n})}: the same octets, a message whose headers may hold UTF-8.  With
+CATENATE (RFC 4469) it may come as C{CATENATE (...)}, a
+L{pymailer.imap.catenate.Catenation} built before the appends.
 """
 
 import io
 
-from pymailer.imap import search
+from pymailer.imap import catenate, search
 from pymailer.imap.parser import FileLiteral, Literal, ParseError, String, isAtom
 
 
@@ -42,12 +44,28 @@ def parseMessages(tokens, flagList, utf8=False):
             if inner is None or len(inner) != 1:
                 raise ParseError("APPEND UTF8 needs (literal8)")
             tokens.insert(0, inner[0])
+        if tokens and isAtom(tokens[0], b"CATENATE"):
+            tokens.pop(0)
+            messages.append((flags, date, catenate.parseCatenation(
+                tokens.pop(0) if tokens else None)))
+            continue
         if not tokens or not isinstance(tokens[0], (Literal, FileLiteral)):
             raise ParseError("APPEND needs each message as a literal")
         messages.append((flags, date, tokens.pop(0)))
     if not messages:
         raise ParseError("APPEND needs a mailbox and a message")
     return messages
+
+
+def fileLiterals(messages):
+    """The spooled literals of the messages (CATENATE's TEXT parts too)."""
+    found = []
+    for _, _, message in messages:
+        if isinstance(message, catenate.Catenation):
+            found += message.fileLiterals()
+        elif isinstance(message, FileLiteral):
+            found.append(message)
+    return found
 
 
 def size(message):

@@ -57,7 +57,8 @@ from pymailer.auth.guard import plaintextLoginAllowed
 from pymailer.auth.login import LoginBlocked, guardedLogin
 from pymailer.auth import sasl
 from pymailer.auth.sasl import Plain
-from pymailer.imap import append, binary, compress, esearch, listing, rev2, search, status, utf7
+from pymailer.imap import (
+    append, binary, catenate, compress, esearch, listing, rev2, search, status, utf7)
 from pymailer.imap.errors import CommandFailed
 from pymailer.imap.quota import QuotaCommands
 from pymailer.imap.fetch import (
@@ -67,7 +68,7 @@ from pymailer.imap.spool import MAX_PENDING_WRITES, SpoolFailed, SpoolingLiteral
 from pymailer.imap.listing import listEntries, lsubEntries
 from pymailer.imap.message import messageOctets
 from pymailer.imap.parser import (
-    LITERAL_AT_END, Atom, FileLiteral, ParseError,
+    LITERAL_AT_END, Atom, ParseError,
     astring, formatSet, formatValue, isAtom, isFetch, isTag, splitCommand, tokenize,
 )
 from pymailer.imap.selected import SYSTEM_FLAGS, Selected
@@ -234,7 +235,7 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         caps = [b"IMAP4rev1", rev2.IMAP4REV2, b"LITERAL+", rev2.LITERAL_MINUS,
                 rev2.UTF8_ACCEPT, b"SASL-IR", b"ID", b"ENABLE", b"IDLE",
                 b"NAMESPACE", b"UIDPLUS", b"MOVE", b"UNSELECT", b"SPECIAL-USE",
-                b"CREATE-SPECIAL-USE",
+                b"CREATE-SPECIAL-USE", catenate.CAPABILITY,
                 b"CHILDREN", b"CONDSTORE", b"ESEARCH", b"SEARCHRES", b"LIST-EXTENDED",
                 b"LIST-STATUS", b"STATUS=SIZE", b"MULTIAPPEND", b"BINARY",
                 b"COMPRESS=DEFLATE",
@@ -1038,13 +1039,18 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             raise ParseError("APPEND needs a mailbox and a message")
         name = self.mailboxName(args[0])
         messages = append.parseMessages(args[1:], self._flagList, self.enabled.utf8Accept)
-        spooled = [m.ready for _, _, m in messages if isinstance(m, FileLiteral)]
+        spooled = [m.ready for m in append.fileLiterals(messages)]
 
         def work(_):
             mailbox = self._openMailbox(name, b"TRYCREATE")
-            self.checkQuota(sum(append.size(m) for _, _, m in messages))
-            with _flagLimit():
-                uids = append.appendAll(mailbox, messages)
+            built, files = catenate.resolve(messages, self.buildCatenation)
+            try:
+                self.checkQuota(sum(append.size(m) for _, _, m in built))
+                with _flagLimit():
+                    uids = append.appendAll(mailbox, built)
+            finally:
+                for f in files:
+                    f.close()
             return mailbox.uidValidity(), uids
 
         def answer(result):
@@ -1056,6 +1062,12 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         ready = defer.gatherResults(spooled, consumeErrors=True).addErrback(
             lambda f: f.value.subFailure)
         return ready.addCallback(lambda _: self.account.run(work, None)).addCallback(answer)
+
+    def buildCatenation(self, catenation):
+        """Blocking: a CATENATE message, from this user's mailboxes (RFC 4469)."""
+        return catenate.build(catenation, self.account.openMailbox,
+                              self.factory.store.newAppendSpool, self.factory.maxMessageSize,
+                              self.user)
 
     def _flagList(self, tokens):
         flags = []
