@@ -84,10 +84,6 @@ class Quotas:
         # one (most) cost nothing per delivery.
         return QuotaState(limit, self.store.usage(user) if limit is not None else 0)
 
-    def stateWithUsage(self, user):
-        """Blocking: as L{state}, with the usage even when there is no limit."""
-        return QuotaState(self.directory.quota(user), self.store.usage(user))
-
     def check(self, user, adding):
         """
         Blocking: L{OverQuota} unless C{adding} more octets fit.

@@ -78,7 +78,7 @@ def test_quotasReadStoreUsage():
     assert quotas.check(ALICE, 4) == QuotaState(10, 6)
     with pytest.raises(OverQuota):
         quotas.check(ALICE, 5)
-    assert quotas.stateWithUsage("bob@example.org") == QuotaState(None, 0)
+    assert quotas.state("bob@example.org") == QuotaState(None, 0)
 
 
 # -- SMTP: 452 4.2.2 at RCPT ------------------------------------------------
