@@ -16,7 +16,7 @@ from pymailer.interfaces import IIncomingMessage, IMessageIntake
 from pymailer.smtp.reply import SMTPReply
 
 # RFC 3463 3.3: X.2.2 "Mailbox full"; 4.x.x so the sender's server keeps
-# the message and retries (RFC 5321 4.2.5's 452 for "insufficient storage").
+# the message and retries (RFC 5321 4.2.3: 452, insufficient system storage).
 MAILBOX_FULL = SMTPReply(452, "4.2.2", "Mailbox full, try again later")
 
 
