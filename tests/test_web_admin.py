@@ -536,8 +536,9 @@ class TestHTTP:
     def test_notLoggedInAndPlainHTTP(self, webServer):
         """
         Without a session the admin pages send to the login page, and over
-        plain HTTP nothing logs in: otherwise pages would show to anyone,
-        or passwords and cookies would cross the network in clear.
+        plain HTTP nothing logs in (a redirect to HTTPS, no cookie):
+        otherwise pages would show to anyone, or passwords and cookies
+        would cross the network in clear.
         """
         client = Client(base(webServer))
         status, headers, _ = client.request("/admin/queue")
@@ -545,8 +546,8 @@ class TestHTTP:
         plain = Client(f"http://127.0.0.1:{webServer.ports['http']}")
         for path in ("/login", "/admin/"):
             status, headers, body = plain.request(path)
-            assert status == 403 and "HTTPS only" in body
-            assert "Set-Cookie" not in headers
+            assert (status, headers["Location"]) == (301, base(webServer) + path)
+            assert "Set-Cookie" not in headers and "<form" not in body
 
     def test_passwordWithSpacesKeptAsTyped(self, webServer):
         """

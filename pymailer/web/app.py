@@ -1,7 +1,7 @@
 """
 The web listener's routes (Klein on twisted.web), and the builders the
-composition root registers for the C{https}, C{http} and C{metrics}
-listener roles.
+composition root registers for the C{https}, C{http} (L{plainhttp}) and
+C{metrics} listener roles.
 
 The login, admin and account pages (L{admin}, L{account}) and their JSON
 API (L{api}) share the listener: L{Paths} hands
@@ -21,7 +21,7 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.web.resource import Resource
 
-from pymailer.web import account, api, autoconfig, monitoring, mtasts
+from pymailer.web import account, api, autoconfig, monitoring, mtasts, plainhttp
 from pymailer.web.admin import AdminApp
 from pymailer.web.metrics import MetricsApp, MetricsPage
 from pymailer.web.site import WebSite
@@ -33,6 +33,7 @@ NOT_FOUND = b"Not found\n"
 # Thunderbird asks https://autoconfig.DOMAIN/mail/config-v1.1.xml and
 # https://DOMAIN/.well-known/autoconfig/mail/config-v1.1.xml.
 AUTOCONFIG_HOST_PREFIX = "autoconfig."
+AUTOCONFIG_PATHS = ("/.well-known/autoconfig/mail/config-v1.1.xml", "/mail/config-v1.1.xml")
 
 
 def _notFound(request):
@@ -69,8 +70,8 @@ class WebApp:
 
     # -- autoconfig -----------------------------------------------------------
 
-    @app.route("/.well-known/autoconfig/mail/config-v1.1.xml", methods=["GET", "HEAD"])
-    @app.route("/mail/config-v1.1.xml", methods=["GET", "HEAD"])
+    @app.route(AUTOCONFIG_PATHS[0], methods=["GET", "HEAD"])
+    @app.route(AUTOCONFIG_PATHS[1], methods=["GET", "HEAD"])
     @defer.inlineCallbacks
     def autoconfig(self, request):
         address = request.args.get(b"emailaddress", [b""])[0].decode("utf-8", "replace")
@@ -157,7 +158,7 @@ ADMIN_PREFIXES = (b"/admin/", b"/login", b"/logout", b"/static/")
 
 
 def buildWeb(role, parts):
-    """The C{https} and C{http} listeners: the same routes."""
+    """The C{https} listener."""
     serveMetrics = parts.config.listen.metrics is None
     admin = AdminApp(parts)
     # /api/, /account/ and /admin/monitoring share the admin pages'
@@ -168,6 +169,19 @@ def buildWeb(role, parts):
         ((monitoring.PREFIX,), monitoring.MonitoringApp(admin, parts.monitoring).app.resource()),
         (ADMIN_PREFIXES, admin.app.resource()),
     ], WebApp(parts, serveMetrics).app.resource())
+    return WebSite(root, parts.reactor, parts.config.web)
+
+
+def buildPlainHTTP(role, parts):
+    """
+    The C{http} listener: redirects to HTTPS, but Thunderbird's autoconfig
+    (L{pymailer.web.plainhttp}).
+    """
+    root = Paths([
+        (tuple(p.encode("ascii") for p in AUTOCONFIG_PATHS),
+         WebApp(parts, serveMetrics=False).app.resource()),
+        ((plainhttp.ACME_CHALLENGE_PREFIX,), plainhttp.NotFound()),
+    ], plainhttp.RedirectToHTTPS(parts.config))
     return WebSite(root, parts.reactor, parts.config.web)
 
 
