@@ -5,7 +5,9 @@ Python's http client.
 """
 
 import json
+import pathlib
 import subprocess
+from unittest import mock
 
 import pytest
 
@@ -229,3 +231,56 @@ def test_plainHTTPRefused(webServer):
     head, _, body = result.stdout.partition(b"\r\n\r\n")
     assert b"set-cookie" not in head.lower() and b"csrf" not in body
     assert head.split()[1] == b"301"
+
+
+def test_sessionSharedBetweenTwoServers(makeMailServer, tmp_path):
+    """
+    Two servers on one data directory: a login through one is accepted by
+    the other (the API and the pages, a change's notice shown by the
+    other), and a logout through one is refused by both: otherwise with
+    two processes (or workers) a user is logged out at random, or stays
+    logged in after logging out.
+    """
+    from test_web_admin import Client
+
+    one = makeMailServer("one", roles=("https", "imaps"), start=False)
+    one.admin("user", "admin", f"alice@{DOMAIN}")
+    # Two twistd starting on a loaded machine: more than the usual 20 s.
+    one.start(timeout=60)
+    other = makeMailServer("other", provision=False, start=False, roles=("https",))
+    other.dataDir = one.dataDir
+    other.writeConfig()
+    other.start(timeout=60)
+
+    script = Script(one, tmp_path)
+    assert script.logIn(f"alice@{DOMAIN}")[0] == 200
+    # The cookie jar is per host, not per port: the same cookie goes to both.
+    script.root = base(other)
+    status, _, users = script.call("/api/users")
+    assert status == 200 and f"bob@{DOMAIN}" in [u["address"] for u in users]
+    assert script.call("/api/domains", {"domain": "two.example"})[0] == 201
+
+    pages = Client(base(one))
+    pages.logIn(f"alice@{DOMAIN}")
+    token = pages.csrf("/admin/domains")
+    assert pages.request("/admin/domains/add", {"domain": "three.example",
+                                                "csrf": token})[0] == 303
+    pages.root = base(other)
+    status, _, body = pages.request("/admin/domains")
+    assert status == 200 and "added domain three.example" in body
+
+    # Log out through one; the old cookie (kept, as a thief would) opens
+    # nothing on either.
+    script.root = base(one)
+    kept = pathlib.Path(script.jar).read_bytes()
+    assert script.call("/api/logout", {})[0] == 200
+    pathlib.Path(script.jar).write_bytes(kept)
+    for server in (one, other):
+        script.root = base(server)
+        assert script.call("/api/users") == (401, mock.ANY, {"error": "Not logged in."})
+    # The pages' session ends the same way, through the other.
+    old = {"Cookie": "; ".join(f"{c.name}={c.value}" for c in pages.jar)}
+    assert pages.request("/logout", {"csrf": token})[0] == 303
+    for server in (one, other):
+        status, headers, _ = Client(base(server)).request("/admin/domains", headers=old)
+        assert (status, headers["Location"]) == (303, "/login")

@@ -52,16 +52,18 @@ class AccountApp:
         self.admin = admin
         self.ops = admin.ops
 
+    @defer.inlineCallbacks
     def _user(self, request):
         """
-        C{(session, None)} for a logged-in user, else C{(None, response)}:
-        the refusal page (plain HTTP) or the redirect to the login page.
+        A Deferred of C{(session, None)} for a logged-in user, else
+        C{(None, response)}: the refusal page (plain HTTP) or the redirect
+        to the login page.
         """
         admin = self.admin
         try:
-            session = admin.loggedIn(request)
+            session = yield admin.loggedIn(request)
         except Refused as e:
-            return None, admin.refusal(request, e, admin._session(request))
+            return None, admin.refusal(request, e)
         if session is None:
             return None, admin.redirect(request, "/login")
         return session, None
@@ -71,7 +73,7 @@ class AccountApp:
     @defer.inlineCallbacks
     def page(self, request):
         admin = self.admin
-        session, refused = self._user(request)
+        session, refused = yield self._user(request)
         if session is None:
             return refused
         mailboxes, (targets, keepCopy), isAdmin = yield admin.inThread(
@@ -116,10 +118,11 @@ class AccountApp:
                             nav=((ACCOUNT_PATH, "My account"),) + (ADMIN_NAV if isAdmin else ()))
 
     @app.route("/account/apple.mobileconfig", methods=["GET"])
+    @defer.inlineCallbacks
     def appleProfile(self, request):
         """The user's own Apple configuration profile (no password in it)."""
         admin = self.admin
-        session, refused = self._user(request)
+        session, refused = yield self._user(request)
         if session is None:
             return refused
         profile = autoconfig.appleProfile(admin.config, session.user)

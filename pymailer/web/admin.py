@@ -45,7 +45,7 @@ from pymailer.web.html import (
     CONTENT_SECURITY_POLICY, STYLE, STYLE_PATH, Markup, element, esc, field, form, join, page,
     table)
 from pymailer.web.operations import QUEUE_ACTIONS, SHOW_HEADER_LINES, Operations, errorText
-from pymailer.web.sessions import COOKIE, SessionStore
+from pymailer.web.sessions import COOKIE, openSessions
 
 # One text for every failed login: wrong password, unknown user, locked
 # out account or address.
@@ -99,12 +99,16 @@ def _clientIP(request):
 
 
 class Refused(Exception):
-    """Answer with C{code} and a page saying C{text}."""
+    """
+    Answer with C{code} and a page saying C{text} (with the navigation of
+    C{session}, a logged-in user's, if given).
+    """
 
-    def __init__(self, code, text):
+    def __init__(self, code, text, session=None):
         Exception.__init__(self, text)
         self.code = code
         self.text = text
+        self.session = session
 
 
 class AdminApp:
@@ -126,7 +130,7 @@ class AdminApp:
         self.directory = parts.directory
         self.config = parts.config
         self.resolver = parts.resolver
-        self.sessions = sessions if sessions is not None else SessionStore(parts.reactor)
+        self.sessions = sessions if sessions is not None else openSessions(parts)
         self.ops = Operations(parts, self.inThread)
 
     def inThread(self, f, *args, **kwargs):
@@ -147,7 +151,7 @@ class AdminApp:
 
     def refusal(self, request, refused, session=None):
         return self.answer(request, "Not allowed", element("p", refused.text),
-                            code=refused.code, session=session)
+                            code=refused.code, session=session or refused.session)
 
     def _setCookie(self, request, session):
         # RFC 6265 §4.1.2.5/6 Secure, HttpOnly; SameSite=Strict: no other
@@ -156,23 +160,25 @@ class AdminApp:
                           httpOnly=True, sameSite=b"strict")
 
     def _session(self, request):
+        """A Deferred of the request's live session, or C{None}."""
         return self.sessions.get(request.getCookie(COOKIE))
 
     def _requireHTTPS(self, request):
         if not request.isSecure():
             raise Refused(403, HTTPS_ONLY)
 
+    @defer.inlineCallbacks
     def loggedIn(self, request, post=False):
         """
         The session of a logged-in user (any user: the account pages).
 
         @raise Refused: plain HTTP (403), a POST without this session's
             CSRF token (403).
-        @return: the session, or C{None} if not logged in (the caller
-            redirects to the login page).
+        @return: a Deferred of the session, or C{None} if not logged in
+            (the caller redirects to the login page).
         """
         self._requireHTTPS(request)
-        session = self._session(request)
+        session = yield self._session(request)
         if post and (session is None or not session.csrfMatches(csrfToken(request))):
             raise Refused(403, FORM_EXPIRED)
         if session is None or session.user is None:
@@ -185,11 +191,12 @@ class AdminApp:
         The session of a logged-in admin: L{loggedIn}, and also refused
         (403) if the user is not an admin.
         """
-        session = self.loggedIn(request, post)
+        session = yield self.loggedIn(request, post)
         if session is None:
             return None
         if not (yield self.inThread(self.directory.isAdmin, session.user)):
-            raise Refused(403, NOT_ADMIN)
+            # The page still shows the navigation and the logout button.
+            raise Refused(403, NOT_ADMIN, session)
         return session
 
     def redirect(self, request, location):
@@ -203,7 +210,7 @@ class AdminApp:
         try:
             session = yield self._admin(request)
         except Refused as e:
-            return self.refusal(request, e, self._session(request))
+            return self.refusal(request, e)
         if session is None:
             return self.redirect(request, "/login")
         content = yield render(session)
@@ -234,10 +241,12 @@ class AdminApp:
         try:
             done = yield action(session)
         except (ValueError, KeyError, queueModel.QueueError) as e:
-            session.notice = ("error", errorText(e))
+            notice = ("error", errorText(e))
         else:
             self.log.info("web {user}: {done}", user=session.user, done=done)
-            session.notice = ("ok", done)
+            notice = ("ok", done)
+        # For the page at `back`, whichever process serves it.
+        yield self.sessions.setNotice(session, notice)
         return self.redirect(request, back)
 
     # -- login ----------------------------------------------------------------
@@ -258,15 +267,16 @@ class AdminApp:
                             code=code)
 
     @app.route("/login", methods=["GET"])
+    @defer.inlineCallbacks
     def loginForm(self, request):
         try:
             self._requireHTTPS(request)
         except Refused as e:
             return self.refusal(request, e)
-        session = self._session(request)
+        session = yield self._session(request)
         if session is None:
             # A session before login, for the login form's CSRF token.
-            session = self.sessions.new()
+            session = yield self.sessions.new()
             self._setCookie(request, session)
         return self._loginPage(request, session)
 
@@ -277,7 +287,7 @@ class AdminApp:
             self._requireHTTPS(request)
         except Refused as e:
             return self.refusal(request, e)
-        session = self._session(request)
+        session = yield self._session(request)
         if session is None or not session.csrfMatches(csrfToken(request)):
             return self.refusal(request, Refused(403, FORM_EXPIRED))
         try:
@@ -306,27 +316,31 @@ class AdminApp:
             self.portal, self.guard, _clientIP(request), credentials, IWebUser, "web")
         logout()
         if old is not None:
-            self.sessions.end(old)
-        session = self.sessions.new(user)
+            yield self.sessions.end(old)
+        session = yield self.sessions.new(user)
         self._setCookie(request, session)
         return session
 
     def endSession(self, request, session):
-        """Log out: the session is gone, and the browser forgets its cookie."""
-        self.sessions.end(session)
+        """
+        Log out: a Deferred firing once the session is gone for every
+        process; the browser forgets its cookie.
+        """
         request.addCookie(COOKIE, b"", path=b"/", secure=True, httpOnly=True,
                           sameSite=b"strict", max_age=b"0")
+        return self.sessions.end(session)
 
     @app.route("/logout", methods=["POST"])
+    @defer.inlineCallbacks
     def logout(self, request):
         try:
             self._requireHTTPS(request)
         except Refused as e:
             return self.refusal(request, e)
-        session = self._session(request)
+        session = yield self._session(request)
         if session is None or not session.csrfMatches(csrfToken(request)):
             return self.refusal(request, Refused(403, FORM_EXPIRED))
-        self.endSession(request, session)
+        yield self.endSession(request, session)
         return self.redirect(request, "/login")
 
     # -- admin: domains -------------------------------------------------------

@@ -235,7 +235,7 @@ class APIApp:
             return answer(request, e.code, {"error": e.text})
         try:
             session = yield self.pages.startSession(request, address, password,
-                                                    self.pages._session(request))
+                                                    (yield self.pages._session(request)))
         except UnauthorizedLogin:
             # The same answer whatever the reason (unknown, wrong, locked out).
             return answer(request, UNAUTHORIZED, {"error": LOGIN_FAILED})
@@ -248,8 +248,8 @@ class APIApp:
     @app.route("/api/logout", methods=["POST"])
     @endpoint(admin=False, post=True)
     def logout(self, request, session, body):
-        self.pages.endSession(request, session)
-        return done("logged out")
+        return self.pages.endSession(request, session).addCallback(
+            lambda _: done("logged out"))
 
     # -- the user's own account -----------------------------------------------
 
