@@ -284,3 +284,23 @@ def test_sessionSharedBetweenTwoServers(makeMailServer, tmp_path):
     for server in (one, other):
         status, headers, _ = Client(base(server)).request("/admin/domains", headers=old)
         assert (status, headers["Location"]) == (303, "/login")
+
+
+def test_apiLoginFailuresLockOutLikeIMAP(webServer, tmp_path):
+    """
+    Five wrong passwords through /api/login lock the address out: the
+    right password then gets the same 401 there, and IMAP refuses it too:
+    otherwise the API would be a way to guess passwords without the
+    lockouts of every other login.
+    """
+    import imaplib
+    from mailserver import insecureTLS
+
+    for _ in range(5):
+        assert Script(webServer, tmp_path).logIn(f"bob@{DOMAIN}", "guess")[0] == 401
+    assert Script(webServer, tmp_path).logIn(f"bob@{DOMAIN}") == (
+        401, mock.ANY, {"error": LOGIN_FAILED})
+    with imaplib.IMAP4_SSL("127.0.0.1", webServer.ports["imaps"], ssl_context=insecureTLS(),
+                           timeout=20) as imap:
+        with pytest.raises(imaplib.IMAP4.error):
+            imap.login(f"alice@{DOMAIN}", PASSWORD)
