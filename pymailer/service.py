@@ -52,7 +52,7 @@ from pymailer.smtp.factory import SMTPFactory
 from pymailer.pop3.server import buildMaildrops, buildPOP3
 from pymailer.imap.factory import buildAccount, buildIMAP
 from pymailer.web.admin import buildWebUser
-from pymailer.web.app import buildMetrics, buildWeb
+from pymailer.web.app import buildMetrics, buildPlainHTTP, buildWeb
 from pymailer.interfaces import IWebUser
 from pymailer import metrics
 from twisted.mail.interfaces import IAccountIMAP
@@ -114,7 +114,7 @@ LISTENER_BUILDERS = {
     "imap": buildIMAP,
     "imaps": buildIMAP,
     "https": buildWeb,
-    "http": buildWeb,
+    "http": buildPlainHTTP,
     "metrics": buildMetrics,
 }
 

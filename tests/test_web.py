@@ -349,8 +349,9 @@ class TestWebListener:
     def test_mtaSTSPolicyByHost(self, webServer):
         """
         https://mta-sts.example.org/.well-known/mta-sts.txt is the policy;
-        another Host or plain HTTP gets 404 (RFC 8461 §3.3 wants HTTPS):
-        otherwise senders would cache a policy from the wrong place.
+        another Host gets 404, plain HTTP only a redirect (RFC 8461 §3.3
+        wants HTTPS): otherwise senders would cache a policy from the wrong
+        place.
         """
         https = f"https://127.0.0.1:{webServer.ports['https']}/.well-known/mta-sts.txt"
         status, headers, body = curl("-k", "-H", "Host: mta-sts.example.org", https)
@@ -361,7 +362,8 @@ class TestWebListener:
         for host in ("mta-sts.example.net", "example.org", "mail.example.org"):
             assert curl("-k", "-H", f"Host: {host}", https)[0] == 404
         http = f"http://127.0.0.1:{webServer.ports['http']}/.well-known/mta-sts.txt"
-        assert curl("-H", "Host: mta-sts.example.org", http)[0] == 404
+        status, _, body = curl("-H", "Host: mta-sts.example.org", http)
+        assert status == 301 and b"STSv1" not in body
 
     def test_securityHeaders(self, webServer):
         """
@@ -379,6 +381,56 @@ class TestWebListener:
             assert headers["referrer-policy"] == "no-referrer"
             assert ("strict-transport-security" in headers) == url.startswith("https")
         assert curl("-k", https + "/no/such/page")[0] == 404
+
+
+class TestPlainHTTP:
+    def test_everythingRedirectsToHTTPS(self, webServer):
+        """
+        Over plain HTTP, pages, the login, the API, POSTs and MTA-STS get a
+        301 to the same path and query on the HTTPS listener's port, with
+        no cookie and nothing of the page: otherwise a browser typing the
+        bare name gets no admin page, or a password or cookie crosses the
+        network in clear.
+        """
+        http = f"http://127.0.0.1:{webServer.ports['http']}"
+        https = f"https://127.0.0.1:{webServer.ports['https']}"
+        for path in ("/", "/login", "/admin/users?x=1&y=%2F", "/api/users",
+                     "/.well-known/mta-sts.txt", "/metrics", "/no/such/page"):
+            status, headers, body = curl(http + path)
+            assert (status, headers["location"]) == (301, https + path), path
+            assert "set-cookie" not in headers and b"<form" not in body
+        status, headers, _ = curl("--data", "address=a&password=b", http + "/login")
+        assert (status, headers["location"]) == (301, https + "/login")
+        # The host the client asked for, on the HTTPS port; never a header's junk.
+        port = webServer.ports["https"]
+        status, headers, _ = curl("-H", f"Host: mail.{DOMAIN}", http + "/login")
+        assert headers["location"] == f"https://mail.{DOMAIN}:{port}/login"
+        status, headers, _ = curl("-H", "Host: evil/\\x@y", http + "/login")
+        assert headers["location"] == f"https://{webServer.hostname}:{port}/login"
+        # Where the redirect leads works.
+        assert curl("-k", headers["location"].replace(webServer.hostname, "127.0.0.1"))[0] \
+            == 200
+
+    def test_autoconfigServedAndACMEChallenge404(self, webServer):
+        """
+        Thunderbird's autoconfig URLs answer over plain HTTP as over HTTPS
+        (Thunderbird asks there too), and an ACME challenge path gets 404,
+        not a redirect: otherwise Thunderbird finds no settings on
+        autoconfig.DOMAIN, or a certificate authority is sent elsewhere.
+        """
+        http = f"http://127.0.0.1:{webServer.ports['http']}"
+        https = f"https://127.0.0.1:{webServer.ports['https']}"
+        for path in (f"/mail/config-v1.1.xml?emailaddress=alice%40{DOMAIN}",
+                     f"/.well-known/autoconfig/mail/config-v1.1.xml?emailaddress=bob%40{DOMAIN}"):
+            status, headers, body = curl(http + path)
+            assert status == 200 and headers["content-type"].startswith("application/xml")
+            assert body == curl("-k", https + path)[2]
+            assert readAsThunderbird(body)[0] == [DOMAIN]
+        status, _, _ = curl("-H", f"Host: autoconfig.{DOMAIN}", http + "/mail/config-v1.1.xml")
+        assert status == 200
+        assert curl(http + "/mail/config-v1.1.xml?emailaddress=a%40example.net")[0] == 404
+        status, headers, _ = curl(http + "/.well-known/acme-challenge/abc123")
+        assert status == 404 and "location" not in headers
 
 
 def bytesWritten(pid):
@@ -459,14 +511,14 @@ class TestWebLimits:
                        for r in refused.values())
             admitted = [s for s in sockets if s not in refused]
             admitted[0].sendall(b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert admitted[0].recv(4096).startswith(b"HTTP/1.1 404 ")
+            assert admitted[0].recv(4096).startswith(b"HTTP/1.1 301 ")
         finally:
             for s in sockets:
                 s.close()
 
         def served():
             status, _, _ = curl(f"http://127.0.0.1:{port}/nothing")
-            return status == 404
+            return status == 301
         waitFor(served, 20, message="a freed slot serves again")
 
 

@@ -10,7 +10,8 @@ from email.message import EmailMessage
 
 import pytest
 
-from pymailer.web.account import MISMATCH, WRONG_PASSWORD, formatSize
+from pymailer.web.account import formatSize
+from pymailer.web.operations import MISMATCH, WRONG_PASSWORD
 
 from mailserver import DOMAIN, PASSWORD, insecureTLS, waitFor
 from test_web_admin import (  # noqa: F401 (fixtures)

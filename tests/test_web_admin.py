@@ -26,7 +26,6 @@ import urllib.request
 from email.message import EmailMessage
 
 import pytest
-from twisted.internet.task import Clock
 
 from pymailer.envelope import DELIVERED, Envelope, Recipient, Session
 from pymailer.queue.model import NoSuchMessage, QueueEntry
@@ -44,51 +43,102 @@ SCREENSHOTS = os.environ.get("PYMAILER_SCREENSHOTS")
 
 # -- units ----------------------------------------------------------------------
 
+def fired(d):
+    """The result of a Deferred that has fired (the store's work ran synchronously)."""
+    results = []
+    d.addBoth(results.append)
+    [result] = results
+    if hasattr(result, "raiseException"):
+        result.raiseException()
+    return result
+
+
+def sessionStore(tmp_path, **options):
+    """A store on a SQLite file, run synchronously, on a clock; and that clock."""
+    reactor = ClockReactor()
+    return SessionStore(tmp_path / "websessions.sqlite", reactor, SynchronousThreadPool(),
+                        **options), reactor
+
+
 class TestSessions:
-    def test_idsAreRandom256Bits(self):
+    def test_idsAreRandom256Bits(self, tmp_path):
         """
-        Session ids and CSRF tokens carry 256 random bits and never repeat:
-        otherwise someone could guess a logged-in admin's cookie.
+        Session ids and CSRF tokens carry 256 random bits and never repeat,
+        and the database holds a hash of each id, never the id: otherwise
+        someone could guess a logged-in admin's cookie, or read one from a
+        copy of the data directory.
         """
-        store = SessionStore(Clock())
-        sessions = [store.new("a@example.org") for _ in range(100)]
+        store, _ = sessionStore(tmp_path)
+        sessions = [fired(store.new("a@example.org")) for _ in range(100)]
         ids = {s.id for s in sessions} | {s.csrf for s in sessions}
         assert len(ids) == 200
         assert all(len(i) >= ID_BYTES * 4 // 3 for i in ids)
         assert ID_BYTES * 8 == 256
+        stored = (tmp_path / "websessions.sqlite").read_bytes()
+        stored += (tmp_path / "websessions.sqlite-wal").read_bytes()
+        assert not any(s.id.encode() in stored for s in sessions)
+        assert all(s.csrf.encode() in stored for s in sessions)
 
-    def test_idleSessionExpires(self):
+    def test_idleSessionExpires(self, tmp_path):
         """
         A session used within the idle time lives on; one left idle longer
         is gone: otherwise a forgotten browser stays logged in for good.
         """
-        clock = Clock()
-        store = SessionStore(clock, idleTimeout=600)
-        session = store.new("a@example.org")
+        store, clock = sessionStore(tmp_path, idleTimeout=600, touchInterval=60)
+        session = fired(store.new("a@example.org"))
         clock.advance(500)
-        assert store.get(session.id) is session
+        assert fired(store.get(session.id)).user == "a@example.org"
         clock.advance(500)
-        assert store.get(session.id) is session
+        assert fired(store.get(session.id.encode())).csrf == session.csrf
         clock.advance(600)
-        assert store.get(session.id) is None
-        assert store.get("made-up") is None and store.get(None) is None
-        assert len(store) == 0
+        assert fired(store.get(session.id)) is None
+        for other in ("made-up", None, "", "é", "x" * 1000):
+            assert fired(store.get(other)) is None
+        assert fired(store.count()) == 0
 
-    def test_boundedNumber(self):
+    def test_boundedNumber(self, tmp_path):
         """
-        Past the limit the least recently used session goes: otherwise a
-        client opening login forms forever would use up the memory.
+        Past the limit the least recently used session goes, a login
+        form's (not logged in) before any logged-in one: otherwise a client
+        opening login forms forever would fill the disk, or log the admins
+        out.
         """
-        store = SessionStore(Clock(), maxSessions=3)
-        first, second = store.new(), store.new()
-        store.get(first.id)
-        store.new(), store.new()
-        assert len(store) == 3
-        assert store.get(second.id) is None and store.get(first.id) is first
+        store, clock = sessionStore(tmp_path, maxSessions=3, touchInterval=0)
+        first, second = fired(store.new("a@x")), fired(store.new("b@x"))
+        clock.advance(1)
+        fired(store.get(first.id))
+        forms = [fired(store.new()) for _ in range(5)]
+        assert fired(store.count()) == 3
+        assert fired(store.get(forms[-1].id)) is not None
+        assert all(fired(store.get(f.id)) is None for f in forms[:-1])
+        clock.advance(1)
+        assert fired(store.get(first.id))
+        fired(store.new("c@x"))
+        fired(store.new("d@x"))
+        assert fired(store.count()) == 3
+        assert fired(store.get(second.id)) is None and fired(store.get(first.id))
 
-    def test_csrfComparison(self):
+    def test_logoutAndNoticeSeenByAnotherStore(self, tmp_path):
+        """
+        A session made through one store (one process) is found through
+        another on the same file, with its notice shown once; ended through
+        one, it is gone for both: otherwise a second server process refuses
+        the cookie, or a logout leaves it logged in elsewhere.
+        """
+        one, _ = sessionStore(tmp_path)
+        other, _ = sessionStore(tmp_path)
+        session = fired(one.new("a@example.org"))
+        fired(one.setNotice(session, ("ok", "done")))
+        seen = fired(other.get(session.id))
+        assert (seen.user, seen.csrf, seen.popNotice()) == (
+            "a@example.org", session.csrf, ("ok", "done"))
+        assert fired(one.get(session.id)).notice is None
+        fired(other.end(seen))
+        assert fired(one.get(session.id)) is None
+
+    def test_csrfComparison(self, tmp_path):
         """Only the session's own token matches: otherwise a forged form would pass."""
-        session = SessionStore(Clock()).new()
+        session = fired(sessionStore(tmp_path)[0].new())
         assert session.csrfMatches(session.csrf)
         assert session.csrfMatches(session.csrf.encode())
         for wrong in ("", None, session.csrf[:-1], "x" + session.csrf, "é"):
@@ -536,8 +586,9 @@ class TestHTTP:
     def test_notLoggedInAndPlainHTTP(self, webServer):
         """
         Without a session the admin pages send to the login page, and over
-        plain HTTP nothing logs in: otherwise pages would show to anyone,
-        or passwords and cookies would cross the network in clear.
+        plain HTTP nothing logs in (a redirect to HTTPS, no cookie):
+        otherwise pages would show to anyone, or passwords and cookies
+        would cross the network in clear.
         """
         client = Client(base(webServer))
         status, headers, _ = client.request("/admin/queue")
@@ -545,8 +596,8 @@ class TestHTTP:
         plain = Client(f"http://127.0.0.1:{webServer.ports['http']}")
         for path in ("/login", "/admin/"):
             status, headers, body = plain.request(path)
-            assert status == 403 and "HTTPS only" in body
-            assert "Set-Cookie" not in headers
+            assert (status, headers["Location"]) == (301, base(webServer) + path)
+            assert "Set-Cookie" not in headers and "<form" not in body
 
     def test_passwordWithSpacesKeptAsTyped(self, webServer):
         """

@@ -6,41 +6,28 @@ It shares the login, sessions and page plumbing of L{pymailer.web.admin}
 (one L{AdminApp}); any logged-in user may use it, admin or not, and only
 for their own account (the address is the session's, never the form's).
 
-A password change asks for the current password through the same portal,
-checkers and lockouts as a login (L{guardedLogin}): a stolen session
-cannot change the password, and guessing it here counts as failed logins.
-The new hash is made with the same function as C{pymailer user passwd}.
-
-Mailboxes are read through the store interface (L{IMailStore},
-L{IMailbox}), forwarding is kept by the directory
-(L{SQLiteAccountDirectory.setForwarding}); both in the thread pool.
+What it reads and changes is done by L{pymailer.web.operations} (shared
+with the JSON API): a password change asks for the current password
+through the same portal, checkers and lockouts as a login; mailboxes are
+read through the store interface, forwarding is kept by the directory.
 
 Trust: every form value is the client's; the directory validates
 addresses, and every value on the page is escaped (L{pymailer.web.html}).
 """
 
 from klein import Klein
-from twisted.cred.credentials import UsernamePassword
-from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 
-from pymailer.auth.login import guardedLogin
-from pymailer.auth.passwords import hashPassword
-from pymailer.interfaces import IWebUser
 from pymailer.sizes import formatSize
 from pymailer.web import autoconfig
-from pymailer.web.admin import ACCOUNT_PATH, Refused, _arg, _clientIP
+from pymailer.web.admin import ACCOUNT_PATH, Refused, _arg, _clientIP, splitTargets
 from pymailer.web.html import element, field, form, join, table
 
 # Routes under this prefix go to this module (pymailer.web.app.Paths).
 PREFIX = b"/account/"
-WRONG_PASSWORD = "The current password is wrong (or there were too many attempts)."
-MISMATCH = "The two new passwords differ."
-EMPTY = "An empty password is refused."
 ADMIN_NAV = (("/admin/", "Administration"),)
 PROFILE_FILENAME = b"mail.mobileconfig"
 NO_PROFILE = "This server has no IMAP or no submission listener to put in a profile."
-
 
 
 class AccountApp:
@@ -55,49 +42,34 @@ class AccountApp:
 
     def __init__(self, admin):
         self.admin = admin
-        self.directory = admin.directory
-        self.store = admin.store
+        self.ops = admin.ops
 
-    def _mailboxes(self, user):
-        """C{[(name, messages, bytes)]} of C{user}'s mailboxes.  Blocking."""
-        rows = []
-        for name in self.store.listMailboxes(user):
-            try:
-                messages = self.store.mailbox(user, name).messages()
-            except KeyError:
-                # Deleted meanwhile (by an IMAP client).
-                continue
-            rows.append((name, len(messages), sum(m.size for m in messages)))
-        return rows
-
+    @defer.inlineCallbacks
     def _user(self, request):
         """
-        C{(session, None)} for a logged-in user, else C{(None, response)}:
-        the refusal page (plain HTTP) or the redirect to the login page.
+        A Deferred of C{(session, None)} for a logged-in user, else
+        C{(None, response)}: the refusal page (plain HTTP) or the redirect
+        to the login page.
         """
         admin = self.admin
         try:
-            session = admin.loggedIn(request)
+            session = yield admin.loggedIn(request)
         except Refused as e:
-            return None, admin.refusal(request, e, admin._session(request))
+            return None, admin.refusal(request, e)
         if session is None:
             return None, admin.redirect(request, "/login")
         return session, None
-
-    def _facts(self, user):
-        return (self._mailboxes(user), self.directory.forwarding(user),
-                self.directory.isAdmin(user))
 
     @app.route("/account/", methods=["GET"])
     @app.route("/account", methods=["GET"])
     @defer.inlineCallbacks
     def page(self, request):
         admin = self.admin
-        session, refused = self._user(request)
+        session, refused = yield self._user(request)
         if session is None:
             return refused
         mailboxes, (targets, keepCopy), isAdmin = yield admin.inThread(
-            self._facts, session.user)
+            self.ops.account, session.user)
         csrf = session.csrf
         total = sum(size for _, _, size in mailboxes)
         content = join([
@@ -138,10 +110,11 @@ class AccountApp:
                             nav=((ACCOUNT_PATH, "My account"),) + (ADMIN_NAV if isAdmin else ()))
 
     @app.route("/account/apple.mobileconfig", methods=["GET"])
+    @defer.inlineCallbacks
     def appleProfile(self, request):
         """The user's own Apple configuration profile (no password in it)."""
         admin = self.admin
-        session, refused = self._user(request)
+        session, refused = yield self._user(request)
         if session is None:
             return refused
         profile = autoconfig.appleProfile(admin.config, session.user)
@@ -158,40 +131,17 @@ class AccountApp:
         current = request.args.get(b"current", [b""])[0]
         new, again = _arg(request, "new", strip=False), _arg(request, "again", strip=False)
         ip = _clientIP(request)
-
-        @defer.inlineCallbacks
-        def change(session):
-            if new != again:
-                raise ValueError(MISMATCH)
-            if not new:
-                raise ValueError(EMPTY)
-            credentials = UsernamePassword(session.user.encode("utf-8"), current)
-            try:
-                _, _, logout = yield guardedLogin(self.admin.portal, self.admin.guard, ip,
-                                                  credentials, IWebUser, "web")
-            except UnauthorizedLogin:
-                raise ValueError(WRONG_PASSWORD)
-            logout()
-
-            def store():
-                self.directory.setPasswordHash(session.user, hashPassword(new))
-            yield self.admin.inThread(store)
-            return "Password changed."
-
-        return self.admin.postAction(request, ACCOUNT_PATH, change, admin=False)
+        return self.admin.postAction(
+            request, ACCOUNT_PATH,
+            lambda session: self.ops.changePassword(session.user, current, new, again, ip),
+            admin=False)
 
     @app.route("/account/forwarding", methods=["POST"])
     def setForwarding(self, request):
-        targets = _arg(request, "target").replace(",", " ").split()
+        targets = splitTargets(_arg(request, "target"))
         keepCopy = bool(_arg(request, "keep"))
-
-        def change(session):
-            def store():
-                self.directory.setForwarding(session.user, targets, keepCopy)
-                if not targets:
-                    return "Forwarding stopped."
-                return (f"Forwarding to {', '.join(targets)}"
-                        + (", keeping a copy." if keepCopy else ", keeping no copy."))
-            return self.admin.inThread(store)
-
-        return self.admin.postAction(request, ACCOUNT_PATH, change, admin=False)
+        return self.admin.postAction(
+            request, ACCOUNT_PATH,
+            lambda session: self.admin.inThread(self.ops.setForwarding, session.user, targets,
+                                                keepCopy),
+            admin=False)

@@ -12,9 +12,9 @@ pages are for users marked admin in the directory, checked on every
 request (so C{pymailer user admin ADDRESS --off} applies at once); other
 users get 403.
 
-Changes go through the same directory and spool functions as the
-C{pymailer} command (so they apply in the running server as the command's
-do), in the thread pool: they touch SQLite, the disk and argon2.
+What the pages read and change is done by L{pymailer.web.operations}
+(shared with the JSON API), in the thread pool: it touches SQLite, the
+disk and argon2.
 
 Trust: every form value and cookie is the client's.  Values are
 validated by the directory and the spool (which raise L{ValueError},
@@ -26,7 +26,6 @@ answer 403.
 
 from __future__ import annotations
 
-import json
 import time
 from urllib.parse import quote, urlencode
 
@@ -38,16 +37,15 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from pymailer import doctor
-from pymailer.auth.directory import normaliseAddress
 from pymailer.auth.login import guardedLogin
-from pymailer.auth.passwords import hashPassword
 from pymailer.interfaces import IWebUser
 from pymailer.queue import model as queueModel
-from pymailer.queue.display import age, clean, headerLines
+from pymailer.queue.display import age, clean
 from pymailer.web.html import (
     CONTENT_SECURITY_POLICY, STYLE, STYLE_PATH, Markup, element, esc, field, form, join, page,
     table)
-from pymailer.web.sessions import COOKIE, SessionStore
+from pymailer.web.operations import QUEUE_ACTIONS, SHOW_HEADER_LINES, Operations, errorText
+from pymailer.web.sessions import COOKIE, openSessions
 
 # One text for every failed login: wrong password, unknown user, locked
 # out account or address.
@@ -55,15 +53,13 @@ LOGIN_FAILED = "Login failed: wrong address or password, or too many attempts. T
 FORM_EXPIRED = "This form has expired or was not sent from our page. Reload it and try again."
 HTTPS_ONLY = "The admin pages are served over HTTPS only."
 NOT_ADMIN = "Your account may not use the admin pages."
-# The queue ids and header lines `pymailer queue show` shows; the same here.
-SHOW_HEADER_LINES = 40
+CSRF_HEADER = b"X-CSRF-Token"
 
 # Every logged-in user's own page (pymailer.web.account).
 ACCOUNT_PATH = "/account/"
 NAV = (("/admin/domains", "Domains"), ("/admin/users", "Users"),
        ("/admin/aliases", "Aliases"), ("/admin/queue", "Queue"), ("/admin/dns", "DNS"),
        ("/admin/monitoring", "Monitoring"), (ACCOUNT_PATH, "My account"))
-QUEUE_ACTIONS = ("flush", "hold", "release", "delete", "bounce")
 
 
 def buildWebUser(parts):
@@ -84,17 +80,35 @@ def _arg(request, name, strip=True):
     return value.strip() if strip else value
 
 
+def csrfToken(request):
+    """
+    The CSRF token a state-changing request carries: the C{X-CSRF-Token}
+    header (scripts, L{pymailer.web.api}) or the form's C{csrf} field.
+    """
+    header = request.getHeader(CSRF_HEADER)
+    return header if header is not None else _arg(request, "csrf")
+
+
+def splitTargets(text):
+    """Addresses separated by commas or spaces (the forms' target fields)."""
+    return text.replace(",", " ").split()
+
+
 def _clientIP(request):
     return getattr(request.getClientAddress(), "host", "")
 
 
 class Refused(Exception):
-    """Answer with C{code} and a page saying C{text}."""
+    """
+    Answer with C{code} and a page saying C{text} (with the navigation of
+    C{session}, a logged-in user's, if given).
+    """
 
-    def __init__(self, code, text):
+    def __init__(self, code, text, session=None):
         Exception.__init__(self, text)
         self.code = code
         self.text = text
+        self.session = session
 
 
 class AdminApp:
@@ -114,11 +128,10 @@ class AdminApp:
         self.portal = parts.portal
         self.guard = parts.guard
         self.directory = parts.directory
-        self.store = parts.store
-        self.spool = parts.spool
         self.config = parts.config
         self.resolver = parts.resolver
-        self.sessions = sessions if sessions is not None else SessionStore(parts.reactor)
+        self.sessions = sessions if sessions is not None else openSessions(parts)
+        self.ops = Operations(parts, self.inThread)
 
     def inThread(self, f, *args, **kwargs):
         return deferToThreadPool(self.reactor, self.threadpool, f, *args, **kwargs)
@@ -138,7 +151,7 @@ class AdminApp:
 
     def refusal(self, request, refused, session=None):
         return self.answer(request, "Not allowed", element("p", refused.text),
-                            code=refused.code, session=session)
+                            code=refused.code, session=session or refused.session)
 
     def _setCookie(self, request, session):
         # RFC 6265 §4.1.2.5/6 Secure, HttpOnly; SameSite=Strict: no other
@@ -147,24 +160,26 @@ class AdminApp:
                           httpOnly=True, sameSite=b"strict")
 
     def _session(self, request):
+        """A Deferred of the request's live session, or C{None}."""
         return self.sessions.get(request.getCookie(COOKIE))
 
     def _requireHTTPS(self, request):
         if not request.isSecure():
             raise Refused(403, HTTPS_ONLY)
 
+    @defer.inlineCallbacks
     def loggedIn(self, request, post=False):
         """
         The session of a logged-in user (any user: the account pages).
 
         @raise Refused: plain HTTP (403), a POST without this session's
             CSRF token (403).
-        @return: the session, or C{None} if not logged in (the caller
-            redirects to the login page).
+        @return: a Deferred of the session, or C{None} if not logged in
+            (the caller redirects to the login page).
         """
         self._requireHTTPS(request)
-        session = self._session(request)
-        if post and (session is None or not session.csrfMatches(_arg(request, "csrf"))):
+        session = yield self._session(request)
+        if post and (session is None or not session.csrfMatches(csrfToken(request))):
             raise Refused(403, FORM_EXPIRED)
         if session is None or session.user is None:
             return None
@@ -176,11 +191,12 @@ class AdminApp:
         The session of a logged-in admin: L{loggedIn}, and also refused
         (403) if the user is not an admin.
         """
-        session = self.loggedIn(request, post)
+        session = yield self.loggedIn(request, post)
         if session is None:
             return None
         if not (yield self.inThread(self.directory.isAdmin, session.user)):
-            raise Refused(403, NOT_ADMIN)
+            # The page still shows the navigation and the logout button.
+            raise Refused(403, NOT_ADMIN, session)
         return session
 
     def redirect(self, request, location):
@@ -194,7 +210,7 @@ class AdminApp:
         try:
             session = yield self._admin(request)
         except Refused as e:
-            return self.refusal(request, e, self._session(request))
+            return self.refusal(request, e)
         if session is None:
             return self.redirect(request, "/login")
         content = yield render(session)
@@ -225,11 +241,12 @@ class AdminApp:
         try:
             done = yield action(session)
         except (ValueError, KeyError, queueModel.QueueError) as e:
-            text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-            session.notice = ("error", " ".join(str(text).split()))
+            notice = ("error", errorText(e))
         else:
             self.log.info("web {user}: {done}", user=session.user, done=done)
-            session.notice = ("ok", done)
+            notice = ("ok", done)
+        # For the page at `back`, whichever process serves it.
+        yield self.sessions.setNotice(session, notice)
         return self.redirect(request, back)
 
     # -- login ----------------------------------------------------------------
@@ -250,15 +267,16 @@ class AdminApp:
                             code=code)
 
     @app.route("/login", methods=["GET"])
+    @defer.inlineCallbacks
     def loginForm(self, request):
         try:
             self._requireHTTPS(request)
         except Refused as e:
             return self.refusal(request, e)
-        session = self._session(request)
+        session = yield self._session(request)
         if session is None:
             # A session before login, for the login form's CSRF token.
-            session = self.sessions.new()
+            session = yield self.sessions.new()
             self._setCookie(request, session)
         return self._loginPage(request, session)
 
@@ -269,37 +287,60 @@ class AdminApp:
             self._requireHTTPS(request)
         except Refused as e:
             return self.refusal(request, e)
-        session = self._session(request)
-        if session is None or not session.csrfMatches(_arg(request, "csrf")):
+        session = yield self._session(request)
+        if session is None or not session.csrfMatches(csrfToken(request)):
             return self.refusal(request, Refused(403, FORM_EXPIRED))
-        credentials = UsernamePassword(_arg(request, "address").encode("utf-8"),
-                                       request.args.get(b"password", [b""])[0])
         try:
-            _, user, logout = yield guardedLogin(
-                self.portal, self.guard, _clientIP(request), credentials, IWebUser, "web")
+            session = yield self.startSession(request, _arg(request, "address"),
+                                              request.args.get(b"password", [b""])[0], session)
         except UnauthorizedLogin:
             # LoginBlocked too: the same answer whatever the reason.
             return self._loginPage(request, session, LOGIN_FAILED, code=403)
-        logout()
-        # A new id at login (no session fixation); the old one is gone.
-        self.sessions.end(session)
-        session = self.sessions.new(user)
-        self._setCookie(request, session)
-        admin = yield self.inThread(self.directory.isAdmin, user)
+        admin = yield self.inThread(self.directory.isAdmin, session.user)
         return self.redirect(request, "/admin/" if admin else ACCOUNT_PATH)
 
+    @defer.inlineCallbacks
+    def startSession(self, request, address, password, old=None):
+        """
+        Log C{address} in with C{password} (bytes, as typed) through the
+        portal, checkers and lockouts (L{guardedLogin}, as IMAP); then a
+        new session replaces C{old} (a new id at login: no session
+        fixation) and its cookie is set.
+
+        @return: a Deferred of the new session.
+        @raise UnauthorizedLogin: whatever the reason (a locked out
+            address or account too), after the guard's delay.
+        """
+        credentials = UsernamePassword(address.encode("utf-8"), password)
+        _, user, logout = yield guardedLogin(
+            self.portal, self.guard, _clientIP(request), credentials, IWebUser, "web")
+        logout()
+        if old is not None:
+            yield self.sessions.end(old)
+        session = yield self.sessions.new(user)
+        self._setCookie(request, session)
+        return session
+
+    def endSession(self, request, session):
+        """
+        Log out: a Deferred firing once the session is gone for every
+        process; the browser forgets its cookie.
+        """
+        request.addCookie(COOKIE, b"", path=b"/", secure=True, httpOnly=True,
+                          sameSite=b"strict", max_age=b"0")
+        return self.sessions.end(session)
+
     @app.route("/logout", methods=["POST"])
+    @defer.inlineCallbacks
     def logout(self, request):
         try:
             self._requireHTTPS(request)
         except Refused as e:
             return self.refusal(request, e)
-        session = self._session(request)
-        if session is None or not session.csrfMatches(_arg(request, "csrf")):
+        session = yield self._session(request)
+        if session is None or not session.csrfMatches(csrfToken(request)):
             return self.refusal(request, Refused(403, FORM_EXPIRED))
-        self.sessions.end(session)
-        request.addCookie(COOKIE, b"", path=b"/", secure=True, httpOnly=True,
-                          sameSite=b"strict", max_age=b"0")
+        yield self.endSession(request, session)
         return self.redirect(request, "/login")
 
     # -- admin: domains -------------------------------------------------------
@@ -317,13 +358,10 @@ class AdminApp:
     def domains(self, request):
         return self._adminPage(request, "Domains", "/admin/domains", self._domains)
 
-    def _listDomains(self):
-        return [(d, self.directory.catchAll(d)) for d in self.directory.listDomains()]
-
     @defer.inlineCallbacks
     def _domains(self, session):
         rows = []
-        for domain, catchAll in (yield self.inThread(self._listDomains)):
+        for domain, catchAll in (yield self.inThread(self.ops.domains)):
             rows.append([
                 domain,
                 form("/admin/domains/catchall", session.csrf, join([
@@ -347,33 +385,18 @@ class AdminApp:
 
     @app.route("/admin/domains/add", methods=["POST"])
     def addDomain(self, request):
-        domain, catchAll = _arg(request, "domain"), _arg(request, "catchall") or None
-
-        def add():
-            self.directory.addDomain(domain, catchAll=catchAll)
-            return f"added domain {domain}"
-
-        return self._adminAction(request, "/admin/domains", add)
+        return self._adminAction(request, "/admin/domains", self.ops.addDomain,
+                                 _arg(request, "domain"), _arg(request, "catchall"))
 
     @app.route("/admin/domains/remove", methods=["POST"])
     def removeDomain(self, request):
-        domain = _arg(request, "domain")
-
-        def remove():
-            self.directory.removeDomain(domain)
-            return f"removed domain {domain} with its users and aliases (mail on disk is kept)"
-
-        return self._adminAction(request, "/admin/domains", remove)
+        return self._adminAction(request, "/admin/domains", self.ops.removeDomain,
+                                 _arg(request, "domain"))
 
     @app.route("/admin/domains/catchall", methods=["POST"])
     def setCatchAll(self, request):
-        domain, target = _arg(request, "domain"), _arg(request, "target") or None
-
-        def change():
-            self.directory.setCatchAll(domain, target)
-            return f"catch-all of {domain}: {target or 'none'}"
-
-        return self._adminAction(request, "/admin/domains", change)
+        return self._adminAction(request, "/admin/domains", self.ops.setCatchAll,
+                                 _arg(request, "domain"), _arg(request, "target"))
 
     # -- admin: users ---------------------------------------------------------
 
@@ -381,20 +404,19 @@ class AdminApp:
     def users(self, request):
         return self._adminPage(request, "Users", "/admin/users", self._users)
 
-    def _listUsers(self):
-        return [(u, self.directory.isAdmin(u), self.directory.isDisabled(u))
-                for u in self.directory.listUsers()]
-
     @defer.inlineCallbacks
     def _users(self, session):
         rows = []
-        for user, admin, disabled in (yield self.inThread(self._listUsers)):
+        for user, admin, disabled in (yield self.inThread(self.ops.users)):
             hidden = element("input", type="hidden", name="address", value=user)
             rows.append([
                 user, ", ".join(mark for mark, on in (("admin", admin), ("disabled", disabled))
                                 if on),
                 form("/admin/users/enable" if disabled else "/admin/users/disable",
                      session.csrf, hidden, "Enable" if disabled else "Disable",
+                     class_="inline"),
+                form("/admin/users/unadmin" if admin else "/admin/users/admin",
+                     session.csrf, hidden, "Remove admin" if admin else "Make admin",
                      class_="inline"),
                 form("/admin/users/password", session.csrf, join([
                     hidden, element("input", type="password", name="password", required=True,
@@ -404,7 +426,7 @@ class AdminApp:
                 form("/admin/users/remove", session.csrf, hidden, "Remove", class_="inline"),
             ])
         return join([
-            table(["User", "", "Logins", "Password", ""], rows) if rows
+            table(["User", "", "Logins", "Admin pages", "Password", ""], rows) if rows
             else element("p", "No users yet."),
             element("fieldset", join([
                 element("legend", "Add a user"),
@@ -416,54 +438,30 @@ class AdminApp:
 
     @app.route("/admin/users/add", methods=["POST"])
     def addUser(self, request):
-        address, password = _arg(request, "address"), _arg(request, "password", strip=False)
-
-        def add():
-            if not password:
-                raise ValueError("empty password refused")
-            # As `pymailer user add`: the account, then its mailboxes, so
-            # the first LIST shows INBOX, Sent, Drafts...
-            self.directory.addUser(address, hashPassword(password))
-            normalised = normaliseAddress(address)
-            self.store.createUser(normalised)
-            return f"added user {normalised}"
-
-        return self._adminAction(request, "/admin/users", add)
+        return self._adminAction(request, "/admin/users", self.ops.addUser,
+                                 _arg(request, "address"), _arg(request, "password", strip=False))
 
     @app.route("/admin/users/password", methods=["POST"])
     def resetPassword(self, request):
-        address, password = _arg(request, "address"), _arg(request, "password", strip=False)
-
-        def change():
-            if not password:
-                raise ValueError("empty password refused")
-            self.directory.setPasswordHash(address, hashPassword(password))
-            return f"changed password of {address}"
-
-        return self._adminAction(request, "/admin/users", change)
+        return self._adminAction(request, "/admin/users", self.ops.resetPassword,
+                                 _arg(request, "address"), _arg(request, "password", strip=False))
 
     @app.route("/admin/users/disable", methods=["POST"])
     @app.route("/admin/users/enable", methods=["POST"])
     def disableUser(self, request):
-        address = _arg(request, "address")
-        disable = request.path.endswith(b"/disable")
+        return self._adminAction(request, "/admin/users", self.ops.setDisabled,
+                                 _arg(request, "address"), request.path.endswith(b"/disable"))
 
-        def change():
-            self.directory.setDisabled(address, disable)
-            return (f"disabled {address}: it may not log in; its mail is still delivered"
-                    if disable else f"enabled {address}: it may log in again")
-
-        return self._adminAction(request, "/admin/users", change)
+    @app.route("/admin/users/admin", methods=["POST"])
+    @app.route("/admin/users/unadmin", methods=["POST"])
+    def setAdmin(self, request):
+        return self._adminAction(request, "/admin/users", self.ops.setAdmin,
+                                 _arg(request, "address"), request.path.endswith(b"/admin"))
 
     @app.route("/admin/users/remove", methods=["POST"])
     def removeUser(self, request):
-        address = _arg(request, "address")
-
-        def remove():
-            self.directory.removeUser(address)
-            return f"removed user {address} (mail on disk is kept)"
-
-        return self._adminAction(request, "/admin/users", remove)
+        return self._adminAction(request, "/admin/users", self.ops.removeUser,
+                                 _arg(request, "address"))
 
     # -- admin: aliases -------------------------------------------------------
 
@@ -477,7 +475,7 @@ class AdminApp:
                  form("/admin/aliases/remove", session.csrf,
                       element("input", type="hidden", name="alias", value=alias),
                       "Remove", class_="inline")]
-                for alias, targets in (yield self.inThread(self.directory.listAliases))]
+                for alias, targets in (yield self.inThread(self.ops.aliases))]
         return join([
             table(["Alias", "Targets", ""], rows) if rows else element("p", "No aliases yet."),
             element("fieldset", join([
@@ -490,24 +488,13 @@ class AdminApp:
 
     @app.route("/admin/aliases/add", methods=["POST"])
     def addAlias(self, request):
-        alias = _arg(request, "alias")
-        targets = _arg(request, "targets").replace(",", " ").split()
-
-        def add():
-            self.directory.addAlias(alias, targets)
-            return f"{alias} -> {', '.join(self.directory.aliasTargets(alias))}"
-
-        return self._adminAction(request, "/admin/aliases", add)
+        return self._adminAction(request, "/admin/aliases", self.ops.addAlias,
+                                 _arg(request, "alias"), splitTargets(_arg(request, "targets")))
 
     @app.route("/admin/aliases/remove", methods=["POST"])
     def removeAlias(self, request):
-        alias = _arg(request, "alias")
-
-        def remove():
-            self.directory.removeAlias(alias)
-            return f"removed alias {alias}"
-
-        return self._adminAction(request, "/admin/aliases", remove)
+        return self._adminAction(request, "/admin/aliases", self.ops.removeAlias,
+                                 _arg(request, "alias"))
 
     # -- admin: the queue -----------------------------------------------------
 
@@ -521,7 +508,7 @@ class AdminApp:
 
     @defer.inlineCallbacks
     def _queue(self, session, state):
-        entries = yield self.inThread(self.spool.listMessages, (state,) if state else None)
+        entries = yield self.inThread(self.ops.queue, state)
         now = time.time()
         filters = join(
             [element("a", "all", href="/admin/queue"), " "]
@@ -551,25 +538,12 @@ class AdminApp:
 
     @app.route("/admin/queue/flush", methods=["POST"])
     def flushAll(self, request):
-        def flush():
-            n = len(self.spool.flush(None))
-            return f"{n} deferred message{'' if n == 1 else 's'} due now"
-
-        return self._adminAction(request, "/admin/queue", flush)
+        return self._adminAction(request, "/admin/queue", self.ops.flushAll)
 
     @app.route("/admin/queue/<queueId>", methods=["GET"])
     def showMessage(self, request, queueId):
         return self._adminPage(request, f"Message {queueId}", "/admin/queue",
                                lambda session: self._message(session, queueId))
-
-    def _readMessage(self, queueId):
-        entry = self.spool.show(queueId)
-        try:
-            with self.spool.openData(queueId) as f:
-                lines = headerLines(f, SHOW_HEADER_LINES)
-        except queueModel.NoSuchMessage:
-            lines = None
-        return entry, lines
 
     @defer.inlineCallbacks
     def _message(self, session, queueId):
@@ -578,7 +552,7 @@ class AdminApp:
         # business.  entry.raw is shown as opaque text when nothing else
         # could be read, never parsed.
         try:
-            entry, lines = yield self.inThread(self._readMessage, queueId)
+            entry, lines = yield self.inThread(self.ops.message, queueId)
         except queueModel.QueueError as e:
             return element("p", str(e), class_="notice error")
         now = time.time()
@@ -641,24 +615,8 @@ class AdminApp:
         if action not in QUEUE_ACTIONS:
             request.setResponseCode(404)
             return b"Not found\n"
-        back = "/admin/queue/" + quote(queueId)
-        operations = {
-            "flush": lambda: (self.spool.flush(queueId),
-                              f"{queueId}: due now; the server retries it on its next"
-                              " queue scan")[1],
-            "hold": lambda: f"{queueId}: on hold (was {self.spool.hold(queueId)})",
-            "release": lambda: (self.spool.unhold(queueId),
-                                f"{queueId}: released; the server delivers it on its"
-                                " next queue scan")[1],
-            "delete": lambda: (self.spool.delete(queueId), f"{queueId}: deleted")[1],
-            "bounce": lambda: (self.spool.bounce(queueId),
-                               f"{queueId}: pending recipients failed; the server reports"
-                               " to the sender on its next queue scan")[1],
-        }
-        if action == "delete":
-            back = "/admin/queue"
-        return self._adminAction(request, back, operations[action])
-
+        back = "/admin/queue" if action == "delete" else "/admin/queue/" + quote(queueId)
+        return self._adminAction(request, back, self.ops.queueAction, queueId, action)
 
     # -- admin: DNS -------------------------------------------------------------
 

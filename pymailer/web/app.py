@@ -1,9 +1,10 @@
 """
 The web listener's routes (Klein on twisted.web), and the builders the
-composition root registers for the C{https}, C{http} and C{metrics}
-listener roles.
+composition root registers for the C{https}, C{http} (L{plainhttp}) and
+C{metrics} listener roles.
 
-The login, admin and account pages (L{admin}, L{account}) share the listener: L{Paths} hands
+The login, admin and account pages (L{admin}, L{account}) and their JSON
+API (L{api}) share the listener: L{Paths} hands
 their paths to them.  What else is served here needs no login: mail client autoconfig (Thunderbird)
 and Autodiscover (Outlook), the MTA-STS policy, and C{/metrics} for
 loopback clients.  Each concern's content lives in its own module
@@ -20,7 +21,7 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.web.resource import Resource
 
-from pymailer.web import account, autoconfig, monitoring, mtasts
+from pymailer.web import account, api, autoconfig, monitoring, mtasts, plainhttp
 from pymailer.web.admin import AdminApp
 from pymailer.web.metrics import MetricsApp, MetricsPage
 from pymailer.web.site import WebSite
@@ -32,6 +33,7 @@ NOT_FOUND = b"Not found\n"
 # Thunderbird asks https://autoconfig.DOMAIN/mail/config-v1.1.xml and
 # https://DOMAIN/.well-known/autoconfig/mail/config-v1.1.xml.
 AUTOCONFIG_HOST_PREFIX = "autoconfig."
+AUTOCONFIG_PATHS = ("/.well-known/autoconfig/mail/config-v1.1.xml", "/mail/config-v1.1.xml")
 
 
 def _notFound(request):
@@ -68,8 +70,8 @@ class WebApp:
 
     # -- autoconfig -----------------------------------------------------------
 
-    @app.route("/.well-known/autoconfig/mail/config-v1.1.xml", methods=["GET", "HEAD"])
-    @app.route("/mail/config-v1.1.xml", methods=["GET", "HEAD"])
+    @app.route(AUTOCONFIG_PATHS[0], methods=["GET", "HEAD"])
+    @app.route(AUTOCONFIG_PATHS[1], methods=["GET", "HEAD"])
     @defer.inlineCallbacks
     def autoconfig(self, request):
         address = request.args.get(b"emailaddress", [b""])[0].decode("utf-8", "replace")
@@ -128,23 +130,26 @@ class WebApp:
 
 class Paths(Resource):
     """
-    The root of a web listener: paths under one of C{prefixes} go to
-    C{special}, the rest to C{other}.  A leaf, so that each Klein app sees
-    the whole path, as at the root.
+    The root of a web listener: a path under one of a route's prefixes
+    goes to its resource (the first route that has it), any other to
+    C{other}.  A leaf, so that each Klein app sees the whole path, as at
+    the root.
+
+    @param routes: C{[(prefixes, resource)]}.
     """
 
     isLeaf = True
 
-    def __init__(self, prefixes, special, other):
+    def __init__(self, routes, other):
         Resource.__init__(self)
-        self.prefixes = tuple(prefixes)
-        self.special = special
+        self.routes = [(tuple(prefixes), resource) for prefixes, resource in routes]
         self.other = other
 
     def render(self, request):
         path = request.path
-        if any(path == p.rstrip(b"/") or path.startswith(p) for p in self.prefixes):
-            return self.special.render(request)
+        for prefixes, resource in self.routes:
+            if any(path == p.rstrip(b"/") or path.startswith(p) for p in prefixes):
+                return resource.render(request)
         return self.other.render(request)
 
 
@@ -153,15 +158,30 @@ ADMIN_PREFIXES = (b"/admin/", b"/login", b"/logout", b"/static/")
 
 
 def buildWeb(role, parts):
-    """The C{https} and C{http} listeners: the same routes."""
+    """The C{https} listener."""
     serveMetrics = parts.config.listen.metrics is None
     admin = AdminApp(parts)
-    # /account/ and /admin/monitoring share the admin pages' sessions (one AdminApp).
-    root = Paths((account.PREFIX,), account.AccountApp(admin).app.resource(),
-                 Paths((monitoring.PREFIX,),
-                       monitoring.MonitoringApp(admin, parts.monitoring).app.resource(),
-                       Paths(ADMIN_PREFIXES, admin.app.resource(),
-                             WebApp(parts, serveMetrics).app.resource())))
+    # /api/, /account/ and /admin/monitoring share the admin pages'
+    # sessions and operations (one AdminApp).
+    root = Paths([
+        ((api.PREFIX,), api.APIApp(admin).app.resource()),
+        ((account.PREFIX,), account.AccountApp(admin).app.resource()),
+        ((monitoring.PREFIX,), monitoring.MonitoringApp(admin, parts.monitoring).app.resource()),
+        (ADMIN_PREFIXES, admin.app.resource()),
+    ], WebApp(parts, serveMetrics).app.resource())
+    return WebSite(root, parts.reactor, parts.config.web)
+
+
+def buildPlainHTTP(role, parts):
+    """
+    The C{http} listener: redirects to HTTPS, but Thunderbird's autoconfig
+    (L{pymailer.web.plainhttp}).
+    """
+    root = Paths([
+        (tuple(p.encode("ascii") for p in AUTOCONFIG_PATHS),
+         WebApp(parts, serveMetrics=False).app.resource()),
+        ((plainhttp.ACME_CHALLENGE_PREFIX,), plainhttp.NotFound()),
+    ], plainhttp.RedirectToHTTPS(parts.config))
     return WebSite(root, parts.reactor, parts.config.web)
 
 

@@ -1,37 +1,75 @@
 """
-Server-side web sessions and their CSRF tokens.
+Server-side web sessions and their CSRF tokens, shared by every process
+on one C{data_dir}.
 
 A session is a random 256-bit id (the cookie's only content) mapped to
 who is logged in, a per-session CSRF token and a one-shot notice for the
-next page.  They live in this process's memory: a restart logs everyone
-out, and with several worker processes a session is known only to the one
-that made it (good enough for the admin pages of one server; a shared
-store is a later step).
+next page.  They are kept in SQLite (C{DATA_DIR/websessions.sqlite}, WAL),
+so that a second C{twistd pymailer} on the same data directory, or a
+worker process, accepts the cookie another one issued, and a logout or
+an expiry anywhere applies everywhere; a restart keeps everyone logged in.
+Only a SHA-256 hash of the id is stored (a copy of the file, a backup,
+opens no session): the id has 256 random bits, so no salt or slow hash
+is needed against guessing it back.
 
-A session expires after L{IDLE_TIMEOUT} seconds without a request; the
-number kept is bounded (the least recently used go first), so clients
-that open sessions and never come back cannot grow memory.
+A session expires after L{IDLE_TIMEOUT} seconds without a request; its
+expiry moves on at most once per L{TOUCH_INTERVAL} (a write per request
+would serialise every page on the database's lock).  The number kept is
+bounded: past L{MAX_SESSIONS} the least recently used go first, the
+not-logged-in ones (a login form's) before any logged-in one, so that a
+client opening login forms cannot log the admins out.
 
-Trust: the cookie value is the client's; it is only ever used as a
-dictionary key.  The CSRF token a form sends back is compared in constant
-time (L{hmac.compare_digest}).
+All database work runs in the thread pool; every method returns a
+Deferred.
+
+Trust: the cookie value is the client's; it is only ever hashed and used
+as a bound parameter.  The CSRF token a form sends back is compared in
+constant time (L{hmac.compare_digest}).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import json
+import os
 import secrets
 from dataclasses import dataclass, field
 from typing import Optional
+
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+
+from pymailer.sqlitedb import ThreadConnections
 
 # The cookie's name.  The __Host- prefix makes browsers refuse it unless it
 # is Secure, has Path=/ and no Domain (RFC 6265bis §4.1.3.2): no subdomain
 # or plain-HTTP page can plant or overwrite it.
 COOKIE = b"__Host-pymailer"
 IDLE_TIMEOUT = 30 * 60.0
+TOUCH_INTERVAL = 60.0
 MAX_SESSIONS = 10_000
 # 32 bytes: 256 bits from the OS's CSPRNG.
 ID_BYTES = 32
+FILENAME = "websessions.sqlite"
+# A cookie longer than this is not one of ours: not even hashed.
+MAX_ID_LENGTH = 128
+
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id_hash BLOB PRIMARY KEY,
+    csrf TEXT NOT NULL,
+    user TEXT,
+    expires REAL NOT NULL,
+    notice TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sessions_expires ON sessions (expires);
+"""
+
+
+def hashId(sessionId: str) -> bytes:
+    return hashlib.sha256(sessionId.encode("ascii")).digest()
 
 
 @dataclass
@@ -40,12 +78,14 @@ class Session:
     @ivar user: the logged-in address, or C{None} before login (the login
         form's session exists only for its CSRF token).
     @ivar csrf: the token every form of this session carries.
-    @ivar notice: C{(kind, text)} shown once on the next page, or C{None}.
+    @ivar expires: when it ends unless used (POSIX time).
+    @ivar notice: C{(kind, text)} shown once on this request's page, or
+        C{None} (taken from the store when the session was read).
     """
 
     id: str
     csrf: str
-    lastSeen: float
+    expires: float
     user: Optional[str] = None
     notice: Optional[tuple] = field(default=None)
 
@@ -60,55 +100,137 @@ class Session:
         return notice
 
 
+class SessionDB:
+    """
+    The sessions table, one connection per thread.  Every method blocks:
+    L{SessionStore} calls them in the thread pool.
+    """
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        if not os.path.exists(self.path):
+            # CSRF tokens and who is logged in: the owner's only.
+            try:
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            except FileExistsError:
+                pass
+        self.connections = ThreadConnections(self.path)
+        with self.connections.transaction() as db:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+
+    def insert(self, idHash, csrf, user, expires, now, maxSessions):
+        with self.connections.transaction() as db:
+            db.execute("DELETE FROM sessions WHERE expires <= ?", (now,))
+            db.execute("INSERT INTO sessions (id_hash, csrf, user, expires) VALUES (?, ?, ?, ?)",
+                       (idHash, csrf, user, expires))
+            (count,), = db.execute("SELECT count(*) FROM sessions")
+            if count > maxSessions:
+                # Login forms' sessions first, then the least recently
+                # used; never the one just made.
+                db.execute(
+                    "DELETE FROM sessions WHERE id_hash IN (SELECT id_hash FROM sessions"
+                    " WHERE id_hash != ? ORDER BY user IS NOT NULL, expires LIMIT ?)",
+                    (idHash, count - maxSessions))
+
+    def lookup(self, idHash, now, expires, touchBefore):
+        """
+        The live session's C{(csrf, user, expires, notice)}, or C{None}.
+        Its expiry moves to C{expires} if it is before C{touchBefore}, and
+        its notice is taken (cleared), so that one page shows it.
+        """
+        db = self.connections.db()
+        row = db.execute("SELECT csrf, user, expires, notice FROM sessions"
+                         " WHERE id_hash = ? AND expires > ?", (idHash, now)).fetchone()
+        if row is None:
+            return None
+        csrf, user, oldExpires, notice = row
+        if notice is not None or oldExpires < touchBefore:
+            db.execute("UPDATE sessions SET expires = ?, notice = NULL WHERE id_hash = ?",
+                       (expires, idHash))
+            oldExpires = expires
+        return csrf, user, oldExpires, notice
+
+    def delete(self, idHash):
+        self.connections.db().execute("DELETE FROM sessions WHERE id_hash = ?", (idHash,))
+
+    def setNotice(self, idHash, notice):
+        self.connections.db().execute("UPDATE sessions SET notice = ? WHERE id_hash = ?",
+                                      (notice, idHash))
+
+    def count(self, now):
+        (n,), = self.connections.db().execute(
+            "SELECT count(*) FROM sessions WHERE expires > ?", (now,))
+        return n
+
+
 class SessionStore:
     """
-    The sessions of one process.
+    The sessions of every process on one data directory.
 
-    @param clock: an C{IReactorTime} (the reactor, or a L{task.Clock}).
+    @param path: the SQLite file.
+    @param reactor: an C{IReactorTime} and C{IReactorThreads} (or a
+        L{pymailer.testing.ClockReactor}).
+    @param threadpool: where the database work runs.
     """
 
-    def __init__(self, clock, idleTimeout=IDLE_TIMEOUT, maxSessions=MAX_SESSIONS):
-        self.clock = clock
+    def __init__(self, path, reactor, threadpool, idleTimeout=IDLE_TIMEOUT,
+                 maxSessions=MAX_SESSIONS, touchInterval=TOUCH_INTERVAL):
+        self.db = SessionDB(path)
+        self.reactor = reactor
+        self.threadpool = threadpool
         self.idleTimeout = idleTimeout
         self.maxSessions = maxSessions
-        # Insertion order is last-use order: get() moves a session to the end.
-        self._sessions: dict[str, Session] = {}
+        self.touchInterval = min(touchInterval, idleTimeout / 2)
 
-    def __len__(self):
-        return len(self._sessions)
+    def _inThread(self, f, *args):
+        return deferToThreadPool(self.reactor, self.threadpool, f, *args)
 
-    def new(self, user=None) -> Session:
+    def count(self):
+        """A Deferred of the number of live sessions."""
+        return self._inThread(self.db.count, self.reactor.seconds())
+
+    @defer.inlineCallbacks
+    def new(self, user=None):
         """A fresh session (a new id whenever someone logs in: no fixation)."""
-        now = self.clock.seconds()
+        now = self.reactor.seconds()
         session = Session(secrets.token_urlsafe(ID_BYTES), secrets.token_urlsafe(ID_BYTES),
-                          now, user)
-        self._sessions[session.id] = session
-        while len(self._sessions) > self.maxSessions:
-            del self._sessions[next(iter(self._sessions))]
+                          now + self.idleTimeout, user)
+        yield self._inThread(self.db.insert, hashId(session.id), session.csrf, user,
+                             session.expires, now, self.maxSessions)
         return session
 
-    def get(self, sessionId) -> Optional[Session]:
-        """The live session of this id (and mark it used), or C{None}."""
+    def get(self, sessionId):
+        """A Deferred of the live session of this id (marked used), or C{None}."""
         if isinstance(sessionId, bytes):
             sessionId = sessionId.decode("ascii", "replace")
-        session = self._sessions.pop(sessionId, None) if sessionId else None
-        if session is None:
-            return None
-        now = self.clock.seconds()
-        if now - session.lastSeen >= self.idleTimeout:
-            return None
-        session.lastSeen = now
-        self._sessions[session.id] = session
-        self._expire(now)
-        return session
+        if not sessionId or len(sessionId) > MAX_ID_LENGTH or not sessionId.isascii():
+            return defer.succeed(None)
+        now = self.reactor.seconds()
+        expires = now + self.idleTimeout
+
+        def found(row):
+            if row is None:
+                return None
+            csrf, user, expires, notice = row
+            return Session(sessionId, csrf, expires, user,
+                           tuple(json.loads(notice)) if notice else None)
+
+        return self._inThread(self.db.lookup, hashId(sessionId), now, expires,
+                              expires - self.touchInterval).addCallback(found)
 
     def end(self, session):
-        self._sessions.pop(session.id, None)
+        """Log out: a Deferred firing once no process accepts the session."""
+        return self._inThread(self.db.delete, hashId(session.id))
 
-    def _expire(self, now):
-        # The oldest-used come first: stop at the first live one.
-        while self._sessions:
-            oldest = next(iter(self._sessions.values()))
-            if now - oldest.lastSeen < self.idleTimeout:
-                break
-            del self._sessions[oldest.id]
+    def setNotice(self, session, notice):
+        """A Deferred: C{notice} (C{(kind, text)}) shows on the session's next page."""
+        return self._inThread(self.db.setNotice, hashId(session.id), json.dumps(notice))
+
+
+def openSessions(parts):
+    """The sessions of the server's C{data_dir} (L{pymailer.service.Parts})."""
+    return SessionStore(os.path.join(parts.config.data_dir, FILENAME), parts.reactor,
+                        parts.threadpool)
