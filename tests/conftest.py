@@ -35,6 +35,23 @@ def postgresqlDSN(postgresql):
 
 
 @pytest.fixture
+def postgresqlPool(postgresqlDSN):
+    """
+    A connection pool (as the server makes it) on this test's database,
+    migrated to today's schema as `pymailer db migrate` does.
+    """
+    from pymailer.config import StorageConfig
+    from pymailer.pg.pool import connect, openPool
+    from pymailer.pg.schema import migrate
+
+    with connect(postgresqlDSN) as db:
+        migrate(db)
+    pool = openPool(StorageConfig("postgresql", postgresqlDSN, 4))
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
 def makeMailServer(tmp_path):
     """
     A factory: C{makeMailServer(name="server", provision=True, start=True,

@@ -1,0 +1,96 @@
+"""
+Connections to the shared PostgreSQL database: one pool per process
+(psycopg_pool), shared by every thread of the server's thread pool and by
+every backend on the database (queue, accounts).
+
+What it trusts: the DSN comes from the administrator's configuration; the
+database is a trusted peer (it holds the accounts), reached with whatever
+libpq's DSN, C{~/.pgpass} and C{PG*} environment variables say (use
+C{sslmode=verify-full} in the DSN across an untrusted network).
+"""
+
+from pymailer.pg.schema import SchemaError, checkSchema
+
+# Seconds to wait for the database when the server or a command starts,
+# and for a free connection afterwards.
+CONNECT_TIMEOUT = 10
+
+
+class DatabaseUnavailable(SchemaError):
+    """The database cannot be reached: one line saying where and why."""
+
+
+def _describe(dsn):
+    """Where C{dsn} points, without its password (for messages and logs)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        info = conninfo_to_dict(dsn)
+    except Exception:
+        return "the configured database"
+    host = info.get("host") or "the local socket"
+    port = f":{info['port']}" if info.get("port") else ""
+    return f"database {info.get('dbname') or '(default)'} on {host}{port}"
+
+
+def importPsycopg():
+    """
+    @return: the psycopg module.
+    @raise DatabaseUnavailable: not installed (an optional dependency).
+    """
+    try:
+        import psycopg
+        import psycopg_pool  # noqa: F401
+    except ImportError:
+        raise DatabaseUnavailable(
+            '[storage] backend = "postgresql" needs psycopg 3 and psycopg_pool:'
+            " pip install 'pymailer[postgresql]'") from None
+    return psycopg
+
+
+def connect(dsn):
+    """
+    One connection, in autocommit mode (for L{pymailer.pg.schema.migrate},
+    which opens its own transaction, and checks).
+
+    @raise DatabaseUnavailable: with libpq's reason.
+    """
+    psycopg = importPsycopg()
+    try:
+        return psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT, autocommit=True,
+                               application_name="pymailer")
+    except psycopg.Error as e:
+        reason = " ".join(str(e).split())
+        raise DatabaseUnavailable(f"cannot connect to {_describe(dsn)}: {reason}") from None
+
+
+def openPool(storage, check=True):
+    """
+    The pool of a L{pymailer.config.StorageConfig}: at most C{pool_size}
+    connections, each checked before use (a node outlives a database
+    restart or fail-over: a dead connection is replaced, not handed out).
+
+    @param check: first make sure the schema is the one this pymailer
+        knows (L{checkSchema}); the server and the admin commands do,
+        C{pymailer db migrate} does not.
+    @raise SchemaError: the database is unreachable or its schema is not
+        this version's (the message says what to do).
+    """
+    importPsycopg()
+    from psycopg_pool import ConnectionPool
+
+    with connect(storage.dsn) as db:
+        if check:
+            checkSchema(db)
+    options = {}
+    if hasattr(ConnectionPool, "check_connection"):  # psycopg_pool 3.2+
+        options["check"] = ConnectionPool.check_connection
+    pool = ConnectionPool(
+        storage.dsn, min_size=1, max_size=storage.pool_size, open=True,
+        timeout=CONNECT_TIMEOUT, name="pymailer",
+        # Autocommit: a read is never left inside an open transaction; the
+        # backends open theirs explicitly (connection.transaction()).
+        kwargs={"application_name": "pymailer", "connect_timeout": CONNECT_TIMEOUT,
+                "autocommit": True},
+        **options)
+    return pool
