@@ -9,6 +9,8 @@ libpq's DSN, C{~/.pgpass} and C{PG*} environment variables say (use
 C{sslmode=verify-full} in the DSN across an untrusted network).
 """
 
+import threading
+
 from pymailer.pg.schema import SchemaError, checkSchema
 
 # Seconds to wait for the database when the server or a command starts,
@@ -94,3 +96,29 @@ def openPool(storage, check=True):
                 "autocommit": True},
         **options)
     return pool
+
+
+_pools = {}
+_poolsLock = threading.Lock()
+
+
+def poolFor(storage):
+    """
+    This process's pool for a L{pymailer.config.StorageConfig}, opened (and
+    the schema checked) on first use: the queue and the accounts directory
+    of one server, or of one admin command, share it.
+    """
+    with _poolsLock:
+        pool = _pools.get(storage)
+        if pool is None or pool.closed:
+            pool = _pools[storage] = openPool(storage)
+        return pool
+
+
+def closePools():
+    """Close every pool L{poolFor} opened (at shutdown)."""
+    with _poolsLock:
+        pools = list(_pools.values())
+        _pools.clear()
+    for pool in pools:
+        pool.close()
