@@ -13,9 +13,10 @@ import threading
 
 from pymailer.pg.schema import SchemaError, checkSchema
 
-# Seconds to wait for the database when the server or a command starts,
-# and for a free connection afterwards.
+# Seconds to wait for the database when the server or a command starts.
 CONNECT_TIMEOUT = 10
+# Seconds a thread waits for a free connection (all pool_size busy).
+POOL_TIMEOUT = 30
 
 
 class DatabaseUnavailable(SchemaError):
@@ -68,9 +69,7 @@ def connect(dsn):
 
 def openPool(storage, check=True):
     """
-    The pool of a L{pymailer.config.StorageConfig}: at most C{pool_size}
-    connections, each checked before use (a node outlives a database
-    restart or fail-over: a dead connection is replaced, not handed out).
+    The pool of a L{pymailer.config.StorageConfig} (a L{Pool}).
 
     @param check: first make sure the schema is the one this pymailer
         knows (L{checkSchema}); the server and the admin commands do,
@@ -79,23 +78,61 @@ def openPool(storage, check=True):
         this version's (the message says what to do).
     """
     importPsycopg()
-    from psycopg_pool import ConnectionPool
-
-    with connect(storage.dsn) as db:
-        if check:
+    if check:
+        with connect(storage.dsn) as db:
             checkSchema(db)
-    options = {}
-    if hasattr(ConnectionPool, "check_connection"):  # psycopg_pool 3.2+
-        options["check"] = ConnectionPool.check_connection
-    pool = ConnectionPool(
-        storage.dsn, min_size=1, max_size=storage.pool_size, open=True,
-        timeout=CONNECT_TIMEOUT, name="pymailer",
-        # Autocommit: a read is never left inside an open transaction; the
-        # backends open theirs explicitly (connection.transaction()).
-        kwargs={"application_name": "pymailer", "connect_timeout": CONNECT_TIMEOUT,
-                "autocommit": True},
-        **options)
-    return pool
+    return Pool(storage)
+
+
+class Pool:
+    """
+    At most C{pool_size} connections (psycopg_pool), each checked before use
+    (a node outlives a database restart or fail-over: a dead connection is
+    replaced, not handed out).
+
+    The connections are made on first use, not when the server is built:
+    C{twistd} builds the service, then forks into the background, and a
+    connection (or the pool's own threads) would not survive the fork.
+    """
+
+    def __init__(self, storage):
+        self.conninfo = storage.dsn
+        self.size = storage.pool_size
+        self._pool = None
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def _open(self):
+        from psycopg_pool import ConnectionPool
+
+        with self._lock:
+            if self.closed:
+                raise DatabaseUnavailable("the database connections are closed (shutting down)")
+            if self._pool is None:
+                options = {}
+                if hasattr(ConnectionPool, "check_connection"):  # psycopg_pool 3.2+
+                    options["check"] = ConnectionPool.check_connection
+                self._pool = ConnectionPool(
+                    self.conninfo, min_size=1, max_size=self.size, open=True,
+                    timeout=POOL_TIMEOUT, name="pymailer",
+                    # Autocommit: a read is never left inside an open
+                    # transaction; the backends open theirs explicitly
+                    # (connection.transaction()).
+                    kwargs={"application_name": "pymailer",
+                            "connect_timeout": CONNECT_TIMEOUT, "autocommit": True},
+                    **options)
+            return self._pool
+
+    def connection(self):
+        """A context manager lending one connection (see psycopg_pool)."""
+        return (self._pool or self._open()).connection()
+
+    def close(self):
+        with self._lock:
+            self.closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
 
 
 _pools = {}
