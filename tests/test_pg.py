@@ -179,3 +179,23 @@ def test_adminCommandsOnTheSharedDatabase(cli, postgresqlDSN):
     assert cli("queue", "hold", qid)[0] == 0
     code, out, err = cli("queue", "list")
     assert "hold" in out
+
+
+def test_withoutPsycopgOneLine(tmp_path, capsys, monkeypatch):
+    """
+    Without the optional dependency, a command on backend = "postgresql"
+    says what to install: otherwise the administrator gets an ImportError
+    traceback.
+    """
+    import sys
+
+    from pymailer.cli import main
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    conf = tmp_path / "pymailer.toml"
+    conf.write_text('hostname = "mail.example.org"\ndata_dir = "data"\n[storage]\n'
+                    'backend = "postgresql"\ndsn = "postgresql:///mail"\n')
+    assert main(["--config", str(conf), "user", "list"]) == 1
+    assert capsys.readouterr().err == (
+        "pymailer: error: [storage] backend = \"postgresql\" needs psycopg 3 and"
+        " psycopg_pool: pip install 'pymailer[postgresql]'\n")
