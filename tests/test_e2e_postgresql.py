@@ -77,3 +77,32 @@ def test_olderSchemaStopsTheServerWithAdvice(makeMailServer, postgresqlDSN):
         server.start()
     assert ("pymailer: error: the PostgreSQL database has no pymailer schema:"
             " run `pymailer db migrate`") in str(info.value)
+
+
+def test_databaseOutageIsTemporary(makeMailServer):
+    """
+    While the database is down the server answers SMTP with a temporary
+    4xx (the sender retries), and once it is back the same server accepts
+    and delivers again, without a restart: otherwise a database restart or
+    fail-over would bounce mail, or leave every node needing a restart.
+    """
+    from daemons import PostgreSQL
+
+    with PostgreSQL() as cluster:
+        dsn = cluster.dsn(cluster.newDatabase())
+        server = makeMailServer("outage", provision=False, start=False, sections={
+            "storage": {"backend": "postgresql", "dsn": dsn}})
+        server.admin("db", "migrate")
+        server.provision()
+        server.start()
+        send(server, ["bob@example.org"], "before")
+        server.waitForMessages("bob", 1)
+        cluster.stop()
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as info:
+            send(server, ["bob@example.org"], "during")
+        [(code, text)] = info.value.recipients.values()
+        assert (code, text) == (451, b"4.3.0 Local error in processing, try again later")
+        cluster.start()
+        send(server, ["bob@example.org"], "after")
+        messages = server.waitForMessages("bob", 2)
+        assert [b"Subject: after" in m for m in messages] == [False, True]

@@ -15,8 +15,9 @@ from pymailer.pg.schema import SchemaError, checkSchema
 
 # Seconds to wait for the database when the server or a command starts.
 CONNECT_TIMEOUT = 10
-# Seconds a thread waits for a free connection (all pool_size busy).
-POOL_TIMEOUT = 30
+# Seconds a thread waits for a connection (all pool_size busy, or the
+# database down): an SMTP client then gets a temporary 451, not silence.
+POOL_TIMEOUT = 10
 
 
 class DatabaseUnavailable(SchemaError):
