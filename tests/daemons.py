@@ -244,9 +244,9 @@ class PostgreSQL(_Daemon):
             missing("psycopg is not installed (pip install 'psycopg[binary]')")
         bindir = postgresqlBinaries()
         self.runAs = pwd.getpwnam("nobody") if os.geteuid() == 0 else None
-        # Short (a Unix socket path is at most 107 bytes) and reachable by
-        # the cluster's owner.
-        root = pathlib.Path(tempfile.mkdtemp(prefix="pymailer-pg-"))
+        # In /tmp, whatever TMPDIR says: short (a Unix socket path is at
+        # most 107 bytes) and reachable by the cluster's owner.
+        root = pathlib.Path(tempfile.mkdtemp(prefix="pymailer-pg-", dir="/tmp"))
         super().__init__(root)
         self.data = self.root / "data"
         self.port = freePort()
