@@ -161,11 +161,15 @@ class StorageConfig:
     (a libpq URI), shared by every node using it, through a pool of at most
     C{pool_size} connections per process; the message store stays SQLite
     in C{data_dir} until it moves to PostgreSQL too (issue 19).
+    C{queue_lease}: seconds a node's claim on a queued message lasts
+    unless renewed (every quarter of it), so how long the mail of a node
+    that died waits before another node delivers it.
     """
 
     backend: str = "sqlite"
     dsn: str | None = None
     pool_size: int = 10
+    queue_lease: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -968,8 +972,10 @@ def _parseStorage(reader):
             f" {STORAGE_BACKENDS[-1]}, got {_show(backend)}")
     dsn = reader.string("dsn")
     poolSize = reader.positiveInt("pool_size", StorageConfig().pool_size)
+    # At least a second: renewals (every quarter) must fit in it.
+    lease = reader.number("queue_lease", StorageConfig().queue_lease, minimum=1.0, strict=False)
     if backend != POSTGRESQL:
-        for key in ("dsn", "pool_size"):
+        for key in ("dsn", "pool_size", "queue_lease"):
             if reader.get(key) is not None:
                 raise reader.error(key, f'only for backend = "{POSTGRESQL}"')
     elif dsn is None:
@@ -978,7 +984,7 @@ def _parseStorage(reader):
     else:
         _checkDSN(reader, dsn)
     reader.checkUnknown(reader.seen)
-    return StorageConfig(backend=backend, dsn=dsn, pool_size=poolSize)
+    return StorageConfig(backend=backend, dsn=dsn, pool_size=poolSize, queue_lease=lease)
 
 
 def _checkDSN(reader, dsn):

@@ -159,12 +159,15 @@ class TestErrors:
         """
         pg = MINIMAL + '[storage]\nbackend = "postgresql"\n'
         c = config.load(writeConfig(
-            tmp_path, pg + 'dsn = "postgresql://pymailer@db.example.org:5433/mail"\npool_size = 4\n'))
+            tmp_path, pg + 'dsn = "postgresql://pymailer@db.example.org:5433/mail"\npool_size = 4\n'
+                           'queue_lease = 30\n'))
         assert c.storage == config.StorageConfig(
-            "postgresql", "postgresql://pymailer@db.example.org:5433/mail", 4)
+            "postgresql", "postgresql://pymailer@db.example.org:5433/mail", 4, 30.0)
         assert config.load(writeConfig(
             tmp_path, pg + 'dsn = "postgres:///mail?host=/run/postgresql"\n')).storage.pool_size == 10
-        assert config.default(tmp_path).storage == config.StorageConfig("sqlite", None, 10)
+        assert config.default(tmp_path).storage == config.StorageConfig("sqlite", None, 10, 120.0)
+        message = loadError(tmp_path, pg + 'dsn = "postgresql://h/db"\nqueue_lease = 0.5\n')
+        assert message.endswith(": storage.queue_lease: expected a number >= 1, got 0.5")
         message = loadError(tmp_path, pg)
         assert ": storage.dsn: missing: backend = \"postgresql\" needs" in message
         message = loadError(tmp_path, pg + 'dsn = "mysql://u:secret@h/db"\n')

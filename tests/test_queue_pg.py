@@ -179,3 +179,31 @@ def test_nothingBeforeCommit(spool):
         assert f.read().endswith(b"xmore\r\n")
     writer.abort()
     assert spool.listMessages() == []
+
+
+def test_configuredLease(postgresqlDSN, tmp_path):
+    """
+    [storage] queue_lease sets how long a claim lasts: otherwise the
+    administrator cannot choose how long a dead node's mail waits.
+    """
+    import dataclasses
+
+    from pymailer.config import StorageConfig, default
+    from pymailer.pg.pool import closePools, connect
+    from pymailer.pg.schema import migrate
+    from pymailer.queue.backend import openSpool
+
+    with connect(postgresqlDSN) as db:
+        migrate(db)
+    config = dataclasses.replace(default(tmp_path), storage=StorageConfig(
+        "postgresql", postgresqlDSN, 2, queue_lease=5.0))
+    try:
+        spool = openSpool(config)
+        assert isinstance(spool, PostgreSQLSpool)
+        qid = enqueue(spool)
+        spool.claimDue(time.time(), 1)
+        left = column(spool, qid, "extract(epoch FROM lease_until - now())")
+        assert 3 < left <= 5
+        spool.close()
+    finally:
+        closePools()

@@ -24,7 +24,7 @@ def openSpool(config, create=True):
         from pymailer.pg.pool import poolFor
         from pymailer.queue.spool_pg import PostgreSQLSpool
 
-        return PostgreSQLSpool(poolFor(config.storage))
+        return PostgreSQLSpool(poolFor(config.storage), lease=config.storage.queue_lease)
     from pymailer.queue.spool_files import Spool
 
     root = config.data_dir / "queue"

@@ -65,7 +65,8 @@ _log = Logger()
 # Bytes per queue_data row; also what a writer keeps in memory before it
 # spills to a temporary file.
 CHUNK = 256 * 1024
-# Seconds a claim lasts unless renewed: how long a dead node's mail waits.
+# Seconds a claim lasts unless renewed: how long a dead node's mail waits
+# (C{[storage] queue_lease}).
 LEASE = 120.0
 
 
