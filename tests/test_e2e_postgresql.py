@@ -5,11 +5,15 @@ with smtplib, the admin command run as a separate process.  The message
 store stays each node's SQLite one for now (issue 19 moves it next).
 """
 
+import datetime
 import smtplib
+import threading
 
 import pytest
 
-from mailserver import ServerError, waitFor
+from dnsserver import DNSServer
+from mailserver import PASSWORD, ServerError, loopbackRelayPort, relaySenderOptions, waitFor
+from scriptedsmtp import ScriptedSMTP
 
 
 @pytest.fixture
@@ -106,3 +110,82 @@ def test_databaseOutageIsTemporary(makeMailServer):
         send(server, ["bob@example.org"], "after")
         messages = server.waitForMessages("bob", 2)
         assert [b"Subject: after" in m for m in messages] == [False, True]
+
+
+class StallingSink(ScriptedSMTP):
+    """
+    A remote MX that takes the first message's data and then says nothing
+    until C{release} is set (a slow MX), and answers later ones at once.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.release = threading.Event()
+        self.stalled = threading.Event()
+        self.accepted = []
+
+    def messageReceived(self, mail, rcpts, data):
+        if not self.stalled.is_set():
+            self.stalled.set()
+            self.release.wait(60)
+            return "451 4.3.0 too late"
+        with self.lock:
+            self.accepted.append(data)
+        return "250 2.0.0 queued"
+
+
+def test_deadNodesMailTakenOver(makeMailServer, postgresqlDSN):
+    """
+    A node killed in the middle of a relay delivery keeps its claim only
+    while it renews it: the other node waits while the first is alive, then
+    delivers the message itself once the lease lapses, and the queue ends
+    empty: otherwise the mail of a dead node is stuck, or two live nodes
+    send the same message at once.
+    """
+    import psycopg
+
+    port = loopbackRelayPort()
+    dns = DNSServer({"remote.test": [("MX", "10 mx.remote.test.")],
+                     "mx.remote.test": [("A", "127.0.0.3")]})
+    sink = StallingSink("127.0.0.3", port)
+    try:
+        nodes = []
+        for name in ("a", "b"):
+            options = relaySenderOptions(dns.address, port)
+            options["sections"]["storage"] = {
+                "backend": "postgresql", "dsn": postgresqlDSN, "queue_lease": 2}
+            node = makeMailServer(name, provision=False, start=False, **options)
+            if not nodes:
+                node.admin("db", "migrate")
+                node.provision()
+            node.start()
+            nodes.append(node)
+        a, b = nodes
+        with smtplib.SMTP("127.0.0.1", a.ports["submission"], timeout=10) as c:
+            c.login("alice@example.org", PASSWORD)
+            c.sendmail("alice@example.org", ["carol@remote.test"],
+                       b"From: alice@example.org\r\nSubject: taken over\r\n\r\nbody\r\n")
+        assert sink.stalled.wait(20), a.log()[-3000:]
+
+        def lease():
+            with psycopg.connect(postgresqlDSN) as db:
+                return db.execute("SELECT claimed_by, lease_until FROM queue").fetchone()
+
+        holder, first = lease()
+        # Alive, node a renews its claim (every half second here): b keeps off.
+        waitFor(lambda: lease()[1] > first + datetime.timedelta(seconds=1),
+                message="node a to renew its lease")
+        assert lease()[0] == holder and len(sink.transcripts) == 1
+        a.kill9()
+        waitFor(lambda: sink.accepted, timeout=30,
+                message=lambda: "node b to deliver; its log:\n" + b.log()[-3000:])
+        sink.release.set()
+        [data] = sink.accepted
+        assert b"Subject: taken over" in data
+        waitFor(lambda: "queue is empty" in b.admin("queue", "list").stdout,
+                message="the queue to empty")
+        assert "to=<carol@remote.test> status=delivered" in b.log()
+    finally:
+        sink.release.set()
+        sink.stop()
+        dns.stop()
