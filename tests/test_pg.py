@@ -199,3 +199,55 @@ def test_withoutPsycopgOneLine(tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().err == (
         "pymailer: error: [storage] backend = \"postgresql\" needs psycopg 3 and"
         " psycopg_pool: pip install 'pymailer[postgresql]'\n")
+
+
+def test_notUTF8Refused(postgresql, postgresqlDSN):
+    """
+    A database that cannot store UTF-8 is refused by `db migrate` with the
+    way to make one: otherwise international addresses (RFC 6531) fail
+    later, one user at a time.
+    """
+    import uuid
+
+    name = "latin_" + uuid.uuid4().hex[:8]
+    postgresql.execute(f"CREATE DATABASE {name} ENCODING 'LATIN1' TEMPLATE template0")
+    try:
+        with connect(postgresql.dsn(name)) as db:
+            with pytest.raises(SchemaError, match="encoding is LATIN1; pymailer needs UTF8"):
+                migrate(db)
+    finally:
+        postgresql.dropDatabase(name)
+
+
+def test_listsInCodePointOrder(postgresql):
+    """
+    Users list in code-point order even in a database whose locale sorts
+    otherwise (ICU's English ignores "." and "_" at first), as the SQLite
+    directory lists them: otherwise `pymailer user list` and the web admin
+    order users differently on each backend.
+    """
+    import uuid
+
+    from pymailer.auth.directory_pg import PostgreSQLAccountDirectory
+
+    name = "icu_" + uuid.uuid4().hex[:8]
+    postgresql.execute(f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8'"
+                       " LOCALE 'C' LOCALE_PROVIDER icu ICU_LOCALE 'en-US'")
+    try:
+        dsn = postgresql.dsn(name)
+        with connect(dsn) as db:
+            migrate(db)
+        pool = openPool(StorageConfig("postgresql", dsn, 1))
+        try:
+            d = PostgreSQLAccountDirectory(pool)
+            d.addDomain("example.org")
+            addresses = ["a_c@example.org", "ab@example.org", "a.d@example.org",
+                         "zé@example.org", "z@example.org", "Éa@example.org"]
+            for address in addresses:
+                d.addUser(address, "$argon2id$x")
+            assert d.listUsers() == sorted(d.listUsers())
+            assert len(d.listUsers()) == 6
+        finally:
+            pool.close()
+    finally:
+        postgresql.dropDatabase(name)

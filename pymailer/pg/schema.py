@@ -36,21 +36,24 @@ MIGRATIONS = [
             applied_at timestamptz NOT NULL DEFAULT now()
         )""",
         # -- the accounts directory (the SQLite one's schema version 3) --
+        # Names collate as "C" (by code point), whatever the database's
+        # locale: the lists come out in the order the SQLite directory and
+        # Python give, and comparisons are exact.
         """CREATE TABLE domains (
-            name text PRIMARY KEY,
+            name text COLLATE "C" PRIMARY KEY,
             catch_all text NULL
         )""",
         """CREATE TABLE users (
-            address text PRIMARY KEY,
-            domain text NOT NULL REFERENCES domains(name) ON DELETE CASCADE,
+            address text COLLATE "C" PRIMARY KEY,
+            domain text COLLATE "C" NOT NULL REFERENCES domains(name) ON DELETE CASCADE,
             password_hash text NOT NULL,
             admin boolean NOT NULL DEFAULT false,
             disabled boolean NOT NULL DEFAULT false
         )""",
         """CREATE TABLE aliases (
-            alias text NOT NULL,
-            target text NOT NULL,
-            domain text NOT NULL REFERENCES domains(name) ON DELETE CASCADE,
+            alias text COLLATE "C" NOT NULL,
+            target text COLLATE "C" NOT NULL,
+            domain text COLLATE "C" NOT NULL REFERENCES domains(name) ON DELETE CASCADE,
             PRIMARY KEY (alias, target)
         )""",
         "CREATE INDEX users_domain ON users(domain)",
@@ -66,7 +69,7 @@ MIGRATIONS = [
         # claims, last_claim: every claim counted when it is made, before
         #   the delivery attempt (as mox records attempts).
         f"""CREATE TABLE queue (
-            queue_id text PRIMARY KEY,
+            queue_id text COLLATE "C" PRIMARY KEY,
             state text NOT NULL CHECK (state IN ({_STATES})),
             envelope bytea NOT NULL,
             size bigint NOT NULL,
@@ -82,7 +85,7 @@ MIGRATIONS = [
         # The message data in chunks (bytea values are best kept well
         # under their 1 GB limit, and a chunk at a time in memory).
         """CREATE TABLE queue_data (
-            queue_id text NOT NULL REFERENCES queue(queue_id) ON DELETE CASCADE,
+            queue_id text COLLATE "C" NOT NULL REFERENCES queue(queue_id) ON DELETE CASCADE,
             seq integer NOT NULL,
             chunk bytea NOT NULL,
             PRIMARY KEY (queue_id, seq)
@@ -105,10 +108,24 @@ def schemaVersion(db):
     return db.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
 
 
+def checkEncoding(db):
+    """
+    @raise SchemaError: the database does not store UTF-8 (addresses and
+        mailbox names may be UTF-8: RFC 6531, RFC 6855).
+    """
+    encoding = db.execute("SHOW server_encoding").fetchone()[0]
+    if encoding.upper() not in ("UTF8", "UTF-8"):
+        raise SchemaError(
+            f"the PostgreSQL database's encoding is {encoding}; pymailer needs UTF8"
+            " (CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0)")
+
+
 def checkSchema(db):
     """
-    @raise SchemaError: the schema is older or newer than L{SCHEMA_VERSION}.
+    @raise SchemaError: the schema is older or newer than L{SCHEMA_VERSION},
+        or the database is not UTF-8.
     """
+    checkEncoding(db)
     version = schemaVersion(db)
     if version < SCHEMA_VERSION:
         what = "has no pymailer schema" if version == 0 else (
@@ -131,6 +148,7 @@ def migrate(db, migrations=None):
     """
     migrations = MIGRATIONS if migrations is None else migrations
     latest = migrations[-1][0]
+    checkEncoding(db)
     with db.transaction():
         db.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         before = schemaVersion(db)
