@@ -77,6 +77,19 @@ def test_lapsedClaimTakenOverAndOldClaimerToldSo(spool):
     assert spool.listMessages() == []
 
 
+def test_closeGivesClaimsUp(spool):
+    """
+    A node shutting down with deliveries unrecorded gives their claims up
+    at once: otherwise their mail waits a whole lease before another node
+    (or the node itself, restarted) delivers it.
+    """
+    qid = enqueue(spool)
+    spool.claimDue(time.time(), 10)
+    spool.close()
+    [again] = otherNode(spool).claimDue(time.time(), 10)
+    assert (again.queueId, again.recovered) == (qid, True)
+
+
 def test_claimCountedBeforeTheAttempt(spool):
     """
     Each claim is recorded in the database when it is made, before the

@@ -351,8 +351,24 @@ class PostgreSQLSpool:
                 (self.lease, self.claimer, held)).rowcount
 
     def close(self):
-        """Stop renewing leases (at shutdown, after the runner stopped)."""
+        """
+        At shutdown, after the runner stopped: stop renewing, and let the
+        claims still held (deliveries whose outcome was never recorded)
+        lapse now rather than after the lease, so another node recovers
+        them at once, as the kernel drops a dead process's file locks.
+        """
         self._stopping.set()
+        with self._heldLock:
+            held, self._held = sorted(self._held), set()
+        if not held:
+            return
+        try:
+            with self.pool.connection() as db:
+                db.execute(
+                    "UPDATE queue SET lease_until = now() - interval '1 second' WHERE claimed_by = %s"
+                    " AND state = 'active' AND queue_id = ANY(%s)", (self.claimer, held))
+        except Exception:
+            _log.failure("could not give up the queue's claims: they lapse with their lease")
 
     # -- the administrator's side -------------------------------------------
 
