@@ -365,8 +365,9 @@ class PostgreSQLSpool:
         try:
             with self.pool.connection() as db:
                 db.execute(
-                    "UPDATE queue SET lease_until = now() - interval '1 second' WHERE claimed_by = %s"
-                    " AND state = 'active' AND queue_id = ANY(%s)", (self.claimer, held))
+                    "UPDATE queue SET lease_until = now() - interval '1 second'"
+                    " WHERE claimed_by = %s AND state = 'active' AND queue_id = ANY(%s)",
+                    (self.claimer, held))
         except Exception:
             _log.failure("could not give up the queue's claims: they lapse with their lease")
 
