@@ -6,6 +6,10 @@ It changes the same SQLite accounts database the running server reads, so
 changes apply at once, without a restart.  Run it as the user the server
 runs as, so that files it creates stay readable by the server.
 
+With C{[storage] backend = "postgresql"} the accounts and the queue are
+in the shared database instead; C{db migrate} brings its schema up to date
+(the server and the other commands refuse an older one, saying so).
+
 C{import}, C{export maildir} and C{backup} move mail into and out of the
 message store (L{pymailer.store.maildir_io}); they are safe while the
 server runs.  C{mailbox list} shows what a mailbox holds, read through the
@@ -48,6 +52,7 @@ from pymailer.queue.backend import openSpool
 from pymailer.queue.display import age as _age, clean as _clean, headerLines as _headerLines
 from pymailer.dns import Resolver
 from pymailer.sizes import formatSize, parseSize
+from pymailer.pg.schema import SchemaError
 from pymailer.store import openStore
 
 __all__ = ["main", "buildParser"]
@@ -505,6 +510,21 @@ def cmdBackup(args, config, out):
           file=out)
 
 
+def cmdDbMigrate(args, config, out):
+    if config.storage.backend != configModule.POSTGRESQL:
+        raise CommandError(f'nothing to migrate: [storage] backend = "{config.storage.backend}"'
+                           " brings its own files up to date when the server starts")
+    from pymailer.pg.pool import connect
+    from pymailer.pg.schema import migrate
+
+    with connect(config.storage.dsn) as db:
+        before, after = migrate(db)
+    if before == after:
+        print(f"schema version {after}: up to date", file=out)
+    else:
+        print(f"schema version {before} -> {after}", file=out)
+
+
 # --- parser ----------------------------------------------------------------
 
 def _group(subparsers, name, help):
@@ -695,6 +715,12 @@ def buildParser() -> argparse.ArgumentParser:
     p.add_argument("directory", metavar="DIR", help="a new or empty directory")
     p.set_defaults(func=cmdExport)
 
+    actions = _group(commands, "db", 'the shared database of [storage] backend = "postgresql"')
+    p = actions.add_parser(
+        "migrate", help="bring the database's schema up to this version's (safe while"
+                        " other nodes start or run it too)")
+    p.set_defaults(func=cmdDbMigrate)
+
     p = commands.add_parser(
         "backup", help="a consistent copy of the message store (database and message"
                        " files) in DIR, while the server runs")
@@ -745,7 +771,7 @@ def main(argv=None) -> int:
         sys.stdout.flush()  # A closed pipe shows here, not at exit.
     except BrokenPipeError:
         return _outputClosed()
-    except (CommandError, queueModel.QueueError, KeyError, ValueError) as e:
+    except (CommandError, queueModel.QueueError, KeyError, ValueError, SchemaError) as e:
         return fail(_message(e))
     except sqlite3.Error as e:
         return fail(f"accounts database in {config.data_dir}: {_message(e)}")

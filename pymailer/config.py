@@ -144,19 +144,32 @@ class DeliveryConfig:
     postmaster: str | None = None
 
 
-STORAGE_BACKENDS = ("maildir", "sqlite")
+STORAGE_BACKENDS = ("maildir", "sqlite", "postgresql")
+POSTGRESQL = "postgresql"
+# What a PostgreSQL DSN may start with (libpq's URI schemes).
+_DSN_SCHEMES = ("postgresql", "postgres")
 
 
 @dataclass(frozen=True)
 class StorageConfig:
     """
-    The message store.  C{backend}: C{"sqlite"}, the default (metadata in
-    C{data_dir/store/index.sqlite}, content in immutable blob files beside
-    it; see L{pymailer.store.sqlite}), or C{"maildir"} (C{data_dir/mail},
-    one Maildir per user).
+    Where the server keeps its state.  C{backend}: C{"sqlite"}, the default
+    (metadata in C{data_dir/store/index.sqlite}, content in immutable blob
+    files beside it; see L{pymailer.store.sqlite}), C{"maildir"}
+    (C{data_dir/mail}, one Maildir per user), or C{"postgresql"}: the mail
+    queue and the accounts directory in the PostgreSQL database at C{dsn}
+    (a libpq URI), shared by every node using it, through a pool of at most
+    C{pool_size} connections per process; the message store stays SQLite
+    in C{data_dir} until it moves to PostgreSQL too (issue 19).
+    C{queue_lease}: seconds a node's claim on a queued message lasts
+    unless renewed (every quarter of it), so how long the mail of a node
+    that died waits before another node delivers it.
     """
 
     backend: str = "sqlite"
+    dsn: str | None = None
+    pool_size: int = 10
+    queue_lease: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -928,12 +941,7 @@ def _parse(data, source, baseDir):
         for zone in _stringList(doctorT, "blocklists", DEFAULT_BLOCKLISTS)))
     doctorT.checkUnknown(doctorT.seen)
 
-    storageT = top.table_("storage")
-    backend = storageT.string("backend") or StorageConfig().backend
-    if backend not in STORAGE_BACKENDS:
-        raise storageT.error(
-            "backend", f"expected {' or '.join(STORAGE_BACKENDS)}, got {_show(backend)}")
-    storageT.checkUnknown(storageT.seen)
+    storage = _parseStorage(top.table_("storage"))
 
     return Config(
         hostname=hostname,
@@ -951,9 +959,48 @@ def _parse(data, source, baseDir):
         policy=policy,
         mta_sts=MTASTSConfig(mode=mode, max_age=maxAge),
         doctor=doctor,
-        storage=StorageConfig(backend=backend),
+        storage=storage,
         **limits,
     )
+
+
+def _parseStorage(reader):
+    backend = reader.string("backend") or StorageConfig().backend
+    if backend not in STORAGE_BACKENDS:
+        raise reader.error(
+            "backend", f"expected {', '.join(STORAGE_BACKENDS[:-1])} or"
+            f" {STORAGE_BACKENDS[-1]}, got {_show(backend)}")
+    dsn = reader.string("dsn")
+    poolSize = reader.positiveInt("pool_size", StorageConfig().pool_size)
+    # At least a second: renewals (every quarter) must fit in it.
+    lease = reader.number("queue_lease", StorageConfig().queue_lease, minimum=1.0, strict=False)
+    if backend != POSTGRESQL:
+        for key in ("dsn", "pool_size", "queue_lease"):
+            if reader.get(key) is not None:
+                raise reader.error(key, f'only for backend = "{POSTGRESQL}"')
+    elif dsn is None:
+        raise reader.error("dsn", f'missing: backend = "{POSTGRESQL}" needs the'
+                           ' database\'s address, e.g. "postgresql://pymailer@db.example.org/mail"')
+    else:
+        _checkDSN(reader, dsn)
+    reader.checkUnknown(reader.seen)
+    return StorageConfig(backend=backend, dsn=dsn, pool_size=poolSize, queue_lease=lease)
+
+
+def _checkDSN(reader, dsn):
+    """
+    A libpq URI (C{postgresql://[user@][host][:port][/dbname][?param=value]},
+    libpq's "Connection URIs"); checked for form only: no connection here.
+    The password is better in C{~/.pgpass} or C{PGPASSWORD} than here.
+    """
+    try:
+        parsed = urllib.parse.urlsplit(dsn)
+        parsed.port  # noqa: B018 (raises on a bad port)
+    except ValueError as e:
+        raise reader.error("dsn", f"not a postgresql:// URI: {e}") from None
+    if parsed.scheme not in _DSN_SCHEMES or "\0" in dsn or any(c.isspace() for c in dsn):
+        raise reader.error("dsn", "expected a URI starting with postgresql://,"
+                           f" got {_show(dsn.split(':', 1)[0] + ':...')}")
 
 
 def _connectionLimits(reader, defaults):

@@ -23,7 +23,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
 
 from pymailer.auth.checkers import MAX_CONCURRENT_CHECKS, PasswordChecker
-from pymailer.config import usesOwnCertificate
+from pymailer.config import POSTGRESQL, usesOwnCertificate
 from pymailer.auth.directory import openDirectory
 from pymailer.auth.guard import LoginGuard
 from pymailer.auth.realm import MailRealm
@@ -164,6 +164,26 @@ class ThreadPoolService(Service):
         self.pool.stop()
 
 
+class SharedDatabaseService(Service):
+    """
+    With C{[storage] backend = "postgresql"}: at the very end of shutdown
+    (it is the first child of L{StopInOrder}, so it stops last, after the
+    thread pools), stop renewing the queue's claims (C{closers}) and close
+    this process's database connections.
+    """
+
+    def __init__(self):
+        self.closers = []
+
+    def stopService(self):
+        Service.stopService(self)
+        from pymailer.pg.pool import closePools
+
+        for close in self.closers:
+            close()
+        closePools()
+
+
 def makeService(config, reactor=None):
     if reactor is None:
         from twisted.internet import reactor
@@ -172,6 +192,10 @@ def makeService(config, reactor=None):
     tracing = tracingService()
     if tracing is not None:
         tracing.setServiceParent(top)
+    shared = None
+    if config.storage.backend == POSTGRESQL:
+        shared = SharedDatabaseService()
+        shared.setServiceParent(top)
 
     # Disk and database work (fsync, Maildir, SQLite, argon2) runs here, so
     # the reactor never waits on the disk.
@@ -193,6 +217,8 @@ def makeService(config, reactor=None):
         # the store tells the trainer, which works in the pool.
         store = ObservedStore(store, Trainer(spamDB, inThreadPool(reactor, pool)))
     spool = openSpool(config)
+    if shared is not None:
+        shared.closers.append(spool.close)
 
     # DNS waits on the network, not the disk: a pool of its own.
     dnsPool = ThreadPool(minthreads=1, maxthreads=10, name="pymailer-dns")

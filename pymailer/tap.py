@@ -7,6 +7,7 @@ import sys
 from twisted.python import usage
 
 from pymailer import config as configmodule
+from pymailer.pg.schema import SchemaError
 from pymailer.policy.plugins import UnknownPolicy, checkPolicyNames
 from pymailer.service import describeListeners, makeService as buildService
 
@@ -30,4 +31,9 @@ class Options(usage.Options):
 
 def makeService(options):
     describeListeners(options.config)
-    return buildService(options.config)
+    try:
+        return buildService(options.config)
+    except SchemaError as e:
+        # The shared database cannot be reached, or its schema is not this
+        # version's: one line saying what to do (run `pymailer db migrate`).
+        sys.exit(f"pymailer: error: {e}")

@@ -14,6 +14,43 @@ from pymailer.cli import main
 from mailserver import MailServer
 
 
+@pytest.fixture(scope="session")
+def postgresql():
+    """
+    One throwaway PostgreSQL cluster per test process (L{daemons.PostgreSQL});
+    skipped without PostgreSQL or psycopg, except in CI, where it fails.
+    """
+    from daemons import PostgreSQL
+
+    with PostgreSQL() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def postgresqlDSN(postgresql):
+    """The DSN of an empty database of this test's own, dropped after it."""
+    name = postgresql.newDatabase()
+    yield postgresql.dsn(name)
+    postgresql.dropDatabase(name)
+
+
+@pytest.fixture
+def postgresqlPool(postgresqlDSN):
+    """
+    A connection pool (as the server makes it) on this test's database,
+    migrated to today's schema as `pymailer db migrate` does.
+    """
+    from pymailer.config import StorageConfig
+    from pymailer.pg.pool import connect, openPool
+    from pymailer.pg.schema import migrate
+
+    with connect(postgresqlDSN) as db:
+        migrate(db)
+    pool = openPool(StorageConfig("postgresql", postgresqlDSN, 4))
+    yield pool
+    pool.close()
+
+
 @pytest.fixture
 def makeMailServer(tmp_path):
     """

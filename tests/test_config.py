@@ -146,9 +146,40 @@ class TestErrors:
         assert isinstance(openStore(dataclasses.replace(
             c, storage=config.StorageConfig("maildir"))), MaildirStore)
         message = loadError(tmp_path, MINIMAL + '[storage]\nbackend = "mysql"\n')
-        assert message.endswith(": storage.backend: expected maildir or sqlite, got 'mysql'")
+        assert message.endswith(": storage.backend: expected maildir, sqlite or postgresql, got 'mysql'")
         message = loadError(tmp_path, MINIMAL + '[storage]\nbakend = "sqlite"\n')
         assert message.endswith(": storage.bakend: unknown key")
+
+    def test_storagePostgreSQL(self, tmp_path):
+        """
+        backend = "postgresql" takes a postgresql:// DSN and a pool size,
+        and check-config names what is missing or wrong (never echoing a
+        password): otherwise a node would start on its own SQLite files and
+        silently not share the queue and accounts with the others.
+        """
+        pg = MINIMAL + '[storage]\nbackend = "postgresql"\n'
+        c = config.load(writeConfig(
+            tmp_path, pg + 'dsn = "postgresql://pymailer@db.example.org:5433/mail"\npool_size = 4\n'
+                           'queue_lease = 30\n'))
+        assert c.storage == config.StorageConfig(
+            "postgresql", "postgresql://pymailer@db.example.org:5433/mail", 4, 30.0)
+        assert config.load(writeConfig(
+            tmp_path, pg + 'dsn = "postgres:///mail?host=/run/postgresql"\n')).storage.pool_size == 10
+        assert config.default(tmp_path).storage == config.StorageConfig("sqlite", None, 10, 120.0)
+        message = loadError(tmp_path, pg + 'dsn = "postgresql://h/db"\nqueue_lease = 0.5\n')
+        assert message.endswith(": storage.queue_lease: expected a number >= 1, got 0.5")
+        message = loadError(tmp_path, pg)
+        assert ": storage.dsn: missing: backend = \"postgresql\" needs" in message
+        message = loadError(tmp_path, pg + 'dsn = "mysql://u:secret@h/db"\n')
+        assert message.endswith(": storage.dsn: expected a URI starting with postgresql://,"
+                                " got 'mysql:...'")
+        assert "secret" not in message
+        message = loadError(tmp_path, pg + 'dsn = "postgresql://h:99999/db"\n')
+        assert ": storage.dsn: not a postgresql:// URI: " in message
+        message = loadError(tmp_path, pg + 'dsn = "postgresql://h/db"\npool_size = 0\n')
+        assert message.endswith(": storage.pool_size: expected a positive integer, got 0")
+        message = loadError(tmp_path, MINIMAL + '[storage]\ndsn = "postgresql://h/db"\n')
+        assert message.endswith(': storage.dsn: only for backend = "postgresql"')
 
     def test_wrongType(self, tmp_path):
         """

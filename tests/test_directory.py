@@ -1,6 +1,7 @@
 """
-Tests for L{pymailer.auth.directory}: the SQLite accounts database shared
-by the server and the admin command.
+Tests for L{pymailer.auth.directory}: the accounts database shared by the
+server and the admin command; L{DirectoryContract} runs against SQLite and
+against PostgreSQL (L{pymailer.auth.directory_pg}, on a throwaway cluster).
 """
 
 import threading
@@ -103,23 +104,22 @@ class TestNormalise:
             normaliseAddress(bad)
 
 
-class TestDirectory:
+class DirectoryContract:
+    """
+    What every accounts directory does.  A subclass gives a C{directory}
+    fixture (empty) and L{reopen}: another process's (another node's)
+    directory on the same database.
+    """
+
+    def reopen(self, directory):
+        raise NotImplementedError
+
     def test_provides(self, directory):
         """
         The directory provides IAccountDirectory: otherwise the server
         could not use it.
         """
         assert verifyObject(IAccountDirectory, directory)
-
-    def test_createsFileAndParent(self, path, directory):
-        """
-        The database and its directory are created, owner-readable only:
-        otherwise the first run fails, or hashes are readable by everyone.
-        """
-        assert path.exists()
-        assert path.stat().st_mode & 0o077 == 0
-        mode = directory._db().execute("PRAGMA journal_mode").fetchone()[0]
-        assert mode == "wal"
 
     def test_domains(self, directory):
         """
@@ -312,13 +312,14 @@ class TestDirectory:
         directory.addDomain("example.org")
         assert directory.listUsers("example.org") == []
 
-    def test_otherProcessChangesSeen(self, path, directory):
+    def test_otherProcessChangesSeen(self, directory):
         """
-        A second instance (another process: the admin command) sees every
-        change of the first at once, and vice versa, without reopening:
-        otherwise a new user could not log in until a server restart.
+        A second instance (another process: the admin command; another
+        node) sees every change of the first at once, and vice versa,
+        without reopening: otherwise a new user could not log in until a
+        server restart.
         """
-        other = SQLiteAccountDirectory(path)
+        other = self.reopen(directory)
         try:
             # Prime the server-side connection before the change.
             assert not directory.hasDomain("example.org")
@@ -409,6 +410,21 @@ class TestDirectory:
         with pytest.raises(ValueError):
             directory.setQuota("bob@example.org", -1)
 
+class TestSQLiteDirectory(DirectoryContract):
+    def reopen(self, directory):
+        """Another process's directory on the same file."""
+        return SQLiteAccountDirectory(directory.path)
+
+    def test_createsFileAndParent(self, path, directory):
+        """
+        The database and its directory are created, owner-readable only:
+        otherwise the first run fails, or hashes are readable by everyone.
+        """
+        assert path.exists()
+        assert path.stat().st_mode & 0o077 == 0
+        mode = directory._db().execute("PRAGMA journal_mode").fetchone()[0]
+        assert mode == "wal"
+
     def test_version3FileMigrated(self, path):
         """
         A database made before quotas (schema version 3) opens with its
@@ -478,6 +494,49 @@ class TestDirectory:
                                  "accounts.sqlite3")
         finally:
             d.close()
+
+
+class TestPostgreSQLDirectory(DirectoryContract):
+    @pytest.fixture
+    def directory(self, postgresqlPool):
+        from pymailer.auth.directory_pg import PostgreSQLAccountDirectory
+
+        return PostgreSQLAccountDirectory(postgresqlPool)
+
+    def reopen(self, directory):
+        """Another node: its own pool on the same database."""
+        from pymailer.auth.directory_pg import PostgreSQLAccountDirectory
+        from pymailer.config import StorageConfig
+        from pymailer.pg.pool import openPool
+
+        pool = openPool(StorageConfig("postgresql", directory.pool.conninfo, 2))
+        other = PostgreSQLAccountDirectory(pool)
+        other.close = pool.close
+        return other
+
+    def test_openDirectory(self, postgresqlPool, tmp_path):
+        """
+        openDirectory gives the PostgreSQL directory when the storage is
+        PostgreSQL, and a user added through it is there for another node:
+        otherwise nodes would keep separate accounts in their own files.
+        """
+        import dataclasses
+
+        from pymailer.auth.directory_pg import PostgreSQLAccountDirectory
+        from pymailer.config import StorageConfig
+        from pymailer.pg.pool import closePools
+
+        config = dataclasses.replace(default(tmp_path), storage=StorageConfig(
+            "postgresql", postgresqlPool.conninfo, 2))
+        try:
+            d = openDirectory(config)
+            assert isinstance(d, PostgreSQLAccountDirectory)
+            d.addDomain("example.org")
+            d.addUser("bob@example.org", HASH)
+            assert PostgreSQLAccountDirectory(postgresqlPool).hasUser("bob@example.org")
+            assert not (tmp_path / "pymailer-data" / "accounts.sqlite3").exists()
+        finally:
+            closePools()
 
 
 def test_password_change_takes_effect_at_once_despite_login_cache(tmp_path):

@@ -1,6 +1,8 @@
 """
 The queue contract (L{tests.queue_contract}) run against every backend:
-the file spool (production) and the memory spool (the fake tests use).
+the file spool (production), PostgreSQL (production, many nodes; against a
+throwaway cluster, C{tests/daemons.py}) and the memory spool (the fake
+tests use).
 """
 
 import os
@@ -24,6 +26,29 @@ class TestFileSpool(QueueContract):
     def killClaimer(self, spool, claim):
         """The process died: the kernel drops its lock."""
         os.close(claim.fd)
+
+
+class TestPostgreSQLSpool(QueueContract):
+    @pytest.fixture
+    def spool(self, postgresqlPool):
+        from pymailer.queue.spool_pg import PostgreSQLSpool
+
+        spool = PostgreSQLSpool(postgresqlPool)
+        yield spool
+        spool.close()
+
+    def reopen(self, spool):
+        """Another node's spool on the same database."""
+        from pymailer.queue.spool_pg import PostgreSQLSpool
+
+        return PostgreSQLSpool(spool.pool)
+
+    def killClaimer(self, spool, claim):
+        """The node died: it renews nothing, and the lease runs out."""
+        spool.close()
+        with spool.pool.connection() as db:
+            db.execute("UPDATE queue SET lease_until = now() - interval '1 second'"
+                       " WHERE queue_id = %s", (claim.queueId,))
 
 
 class TestMemorySpool(QueueContract):

@@ -1,6 +1,8 @@
 """
 The accounts directory: domains, users (with password hashes) and aliases,
-in one SQLite file (C{data_dir/accounts.sqlite3}).
+in one SQLite file (C{data_dir/accounts.sqlite3}); L{SQLAccountDirectory}
+holds the rules and queries that the PostgreSQL directory of many nodes
+(L{pymailer.auth.directory_pg}) shares.
 
 Why SQLite: the server reads this database from a thread pool while the
 C{pymailer} admin command changes it from another process.  SQLite gives
@@ -191,77 +193,35 @@ def checkMailboxName(address, what="address"):
 # --- the directory ---------------------------------------------------------
 
 @implementer(IAccountDirectory)
-class SQLiteAccountDirectory:
+class SQLAccountDirectory:
     """
-    L{IAccountDirectory} over one SQLite file shared by every process.
-
-    @param path: the database file; its directory and the schema are created
-        if missing.
+    L{IAccountDirectory} in SQL: the rules, checks and queries every
+    database backend shares.  A subclass connects: L{_one} and L{_rows}
+    read (each seeing every change committed before), L{_write} gives a
+    transaction that no other writer interleaves with (so "exists?" then
+    "insert" is safe across processes and nodes).  SQL here is written with
+    C{?} placeholders and portable to SQLite and PostgreSQL.
     """
-
-    def __init__(self, path):
-        self.path = os.fspath(path)
-        self._local = threading.local()
-        self._connections = []
-        self._lock = threading.Lock()
-        parent = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(parent, exist_ok=True)
-        if not os.path.exists(self.path):
-            # Password hashes are secrets: readable by the owner only.
-            try:
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-            except FileExistsError:
-                pass
-        db = self._db()
-        # WAL is a property of the file: set once, every process gets it.
-        db.execute("PRAGMA journal_mode=WAL")
-        with self._write() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            existing = db.execute(
-                "SELECT 1 FROM sqlite_master WHERE name='users'").fetchone()
-            for statement in _SCHEMA:
-                db.execute(statement)
-            # A new file gets today's schema at once; an older one is
-            # migrated step by step, in the same transaction (another
-            # process opening it meanwhile waits, then sees it done).
-            if existing:
-                for step in range(max(version, 1), _SCHEMA_VERSION):
-                    for statement in _MIGRATIONS[step]:
-                        db.execute(statement)
-            db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-
-    # -- connections --
-
-    def _db(self):
-        db = getattr(self._local, "db", None)
-        if db is None:
-            # isolation_level=None: autocommit, so every read statement sees
-            # the latest committed state; writes open BEGIN IMMEDIATE.
-            db = sqlite3.connect(self.path, isolation_level=None,
-                                 timeout=5.0, check_same_thread=False)
-            db.execute("PRAGMA busy_timeout=5000")
-            db.execute("PRAGMA foreign_keys=ON")
-            self._local.db = db
-            with self._lock:
-                self._connections.append(db)
-        return db
-
-    def _write(self):
-        return _Transaction(self._db())
-
-    def close(self):
-        """
-        Close every connection this object opened (call at shutdown, when
-        no thread is using it).
-        """
-        with self._lock:
-            connections, self._connections = self._connections, []
-        for db in connections:
-            db.close()
-        self._local = threading.local()
 
     def _one(self, sql, *args):
-        return self._db().execute(sql, args).fetchone()
+        """The first row of a query, or C{None}."""
+        raise NotImplementedError
+
+    def _rows(self, sql, *args):
+        """Every row of a query, as a C{list}."""
+        raise NotImplementedError
+
+    def _write(self):
+        """
+        A context manager giving a handle with C{execute(sql, args)}
+        (returning a cursor: C{fetchone}, C{rowcount}) and
+        C{executemany(sql, rows)}; committed at the end, rolled back on an
+        exception.
+        """
+        raise NotImplementedError
+
+    def close(self):
+        """Release connections (at shutdown, when no thread uses this)."""
 
     # -- queries (untrusted input: malformed means "no") --
 
@@ -286,9 +246,8 @@ class SQLiteAccountDirectory:
             address = normaliseAddress(address)
         except ValueError:
             return ()
-        rows = self._db().execute(
-            "SELECT target FROM aliases WHERE alias=? ORDER BY target",
-            (address,)).fetchall()
+        rows = self._rows(
+            "SELECT target FROM aliases WHERE alias=? ORDER BY target", address)
         return tuple(row[0] for row in rows)
 
     def catchAll(self, domain):
@@ -334,22 +293,19 @@ class SQLiteAccountDirectory:
                 raise KeyError(f"no such user: {address}")
 
     def listDomains(self):
-        return [row[0] for row in self._db().execute(
-            "SELECT name FROM domains ORDER BY name")]
+        return [row[0] for row in self._rows("SELECT name FROM domains ORDER BY name")]
 
     def listUsers(self, domain=None):
         if domain is None:
-            rows = self._db().execute(
-                "SELECT address FROM users ORDER BY address")
+            rows = self._rows("SELECT address FROM users ORDER BY address")
         else:
-            rows = self._db().execute(
-                "SELECT address FROM users WHERE domain=? ORDER BY address",
-                (normaliseDomain(domain),))
+            rows = self._rows("SELECT address FROM users WHERE domain=? ORDER BY address",
+                              normaliseDomain(domain))
         return [row[0] for row in rows]
 
     def listAliases(self):
         aliases = {}
-        for alias, target in self._db().execute(
+        for alias, target in self._rows(
                 "SELECT alias, target FROM aliases ORDER BY alias, target"):
             aliases.setdefault(alias, []).append(target)
         return [(alias, tuple(targets)) for alias, targets in aliases.items()]
@@ -445,7 +401,7 @@ class SQLiteAccountDirectory:
         address = normaliseAddress(address)
         with self._write() as db:
             cursor = db.execute(f"UPDATE users SET {_FLAGS[column]}=? WHERE address=?",
-                                (int(bool(value)), address))
+                                (bool(value), address))
             if cursor.rowcount == 0:
                 raise KeyError(f"no such user: {address}")
 
@@ -505,8 +461,8 @@ class SQLiteAccountDirectory:
             if normalised and keepCopy:
                 normalised.append(address)
             db.executemany(
-                "INSERT OR IGNORE INTO aliases (alias, target, domain)"
-                " VALUES (?, ?, ?)", [(address, t, row[0]) for t in normalised])
+                "INSERT INTO aliases (alias, target, domain)"
+                " VALUES (?, ?, ?) ON CONFLICT DO NOTHING", [(address, t, row[0]) for t in normalised])
 
     def addAlias(self, alias, targets):
         alias = normaliseAddress(alias)
@@ -530,8 +486,8 @@ class SQLiteAccountDirectory:
                 if target == alias:
                     raise ValueError(f"alias {alias} cannot target itself")
                 db.execute(
-                    "INSERT OR IGNORE INTO aliases (alias, target, domain)"
-                    " VALUES (?, ?, ?)", (alias, target, domain))
+                    "INSERT INTO aliases (alias, target, domain)"
+                    " VALUES (?, ?, ?) ON CONFLICT DO NOTHING", (alias, target, domain))
 
     def removeAlias(self, alias, targets=()):
         alias = normaliseAddress(alias)
@@ -551,6 +507,83 @@ class SQLiteAccountDirectory:
                     (alias, target))
                 if cursor.rowcount == 0:
                     raise KeyError(f"{target} is not a target of {alias}")
+
+
+@implementer(IAccountDirectory)
+class SQLiteAccountDirectory(SQLAccountDirectory):
+    """
+    L{IAccountDirectory} over one SQLite file shared by every process.
+
+    @param path: the database file; its directory and the schema are created
+        if missing.
+    """
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self._local = threading.local()
+        self._connections = []
+        self._lock = threading.Lock()
+        parent = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(parent, exist_ok=True)
+        if not os.path.exists(self.path):
+            # Password hashes are secrets: readable by the owner only.
+            try:
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            except FileExistsError:
+                pass
+        db = self._db()
+        # WAL is a property of the file: set once, every process gets it.
+        db.execute("PRAGMA journal_mode=WAL")
+        with self._write() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            existing = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE name='users'").fetchone()
+            for statement in _SCHEMA:
+                db.execute(statement)
+            # A new file gets today's schema at once; an older one is
+            # migrated step by step, in the same transaction (another
+            # process opening it meanwhile waits, then sees it done).
+            if existing:
+                for step in range(max(version, 1), _SCHEMA_VERSION):
+                    for statement in _MIGRATIONS[step]:
+                        db.execute(statement)
+            db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+
+    # -- connections --
+
+    def _db(self):
+        db = getattr(self._local, "db", None)
+        if db is None:
+            # isolation_level=None: autocommit, so every read statement sees
+            # the latest committed state; writes open BEGIN IMMEDIATE.
+            db = sqlite3.connect(self.path, isolation_level=None,
+                                 timeout=5.0, check_same_thread=False)
+            db.execute("PRAGMA busy_timeout=5000")
+            db.execute("PRAGMA foreign_keys=ON")
+            self._local.db = db
+            with self._lock:
+                self._connections.append(db)
+        return db
+
+    def _write(self):
+        return _Transaction(self._db())
+
+    def close(self):
+        """
+        Close every connection this object opened (call at shutdown, when
+        no thread is using it).
+        """
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for db in connections:
+            db.close()
+        self._local = threading.local()
+
+    def _one(self, sql, *args):
+        return self._db().execute(sql, args).fetchone()
+
+    def _rows(self, sql, *args):
+        return self._db().execute(sql, args).fetchall()
 
 
 def _checkHash(passwordHash):
@@ -582,9 +615,17 @@ class _Transaction:
         return False
 
 
-def openDirectory(config) -> SQLiteAccountDirectory:
+def openDirectory(config) -> SQLAccountDirectory:
     """
     The accounts directory of a L{pymailer.config.Config}: the server and the
-    admin command both open it this way, so they share one file.
+    admin command both open it this way, so they share one file (or, with
+    C{[storage] backend = "postgresql"}, one database with every node).
+
+    @raise pymailer.pg.schema.SchemaError: PostgreSQL cannot be used as it is.
     """
+    if config.storage.backend == "postgresql":
+        from pymailer.auth.directory_pg import PostgreSQLAccountDirectory
+        from pymailer.pg.pool import poolFor
+
+        return PostgreSQLAccountDirectory(poolFor(config.storage))
     return SQLiteAccountDirectory(config.data_dir / ACCOUNTS_FILENAME)

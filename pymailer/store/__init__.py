@@ -67,7 +67,10 @@ def openStore(config):
     mailboxes) are the same.  C{[storage] backend} picks it; backends are
     imported only when chosen.
     """
-    if config.storage.backend == "sqlite":
+    # "postgresql" shares the queue and the accounts through PostgreSQL;
+    # the message store is this node's SQLite one until it moves there too
+    # (issue 19).
+    if config.storage.backend in ("sqlite", "postgresql"):
         from pymailer.store.maildir_io import migrateLegacyMaildirs
         from pymailer.store.sqlite import SQLiteStore
 

@@ -1,0 +1,167 @@
+"""
+The PostgreSQL schema, versioned: L{MIGRATIONS} lists the steps from an
+empty database to today's; C{pymailer db migrate} applies the missing ones
+(L{migrate}), and the server and the admin commands refuse to run on a
+database whose schema is not the version they know (L{checkSchema}), with
+a message saying what to do.
+
+Why the server does not migrate at start: with many nodes on one database,
+a node being upgraded must not change the schema under the others still
+running the old version; the administrator migrates once, deliberately
+(after a backup), then upgrades the nodes.  A newer schema than a node
+knows is refused too: that node is the one to upgrade.
+
+Two nodes (or two C{db migrate}s) at once: each migration runs in one
+transaction holding a transaction-level advisory lock, and reads the version
+under it, so the second waits, then finds nothing to do.  PostgreSQL's DDL
+is transactional: a failed step leaves the schema as it was.
+
+A step is never edited once released: a change is a new step.
+"""
+
+# pg_advisory_xact_lock's key for schema changes (any bigint agreed by every
+# node: "pymailer" in ASCII, truncated).
+MIGRATION_LOCK = 0x706D61696C6572
+# The same for writes to the accounts directory (L{pymailer.auth.directory_pg}).
+DIRECTORY_LOCK = MIGRATION_LOCK + 1
+
+_STATES = "'incoming', 'active', 'deferred', 'hold', 'corrupt'"
+
+# (version, what it brings, statements)
+MIGRATIONS = [
+    (1, "the mail queue and the accounts directory", [
+        """CREATE TABLE schema_migrations (
+            version integer PRIMARY KEY,
+            description text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )""",
+        # -- the accounts directory (the SQLite one's schema version 4) --
+        # Names collate as "C" (by code point), whatever the database's
+        # locale: the lists come out in the order the SQLite directory and
+        # Python give, and comparisons are exact.
+        """CREATE TABLE domains (
+            name text COLLATE "C" PRIMARY KEY,
+            catch_all text NULL
+        )""",
+        """CREATE TABLE users (
+            address text COLLATE "C" PRIMARY KEY,
+            domain text COLLATE "C" NOT NULL REFERENCES domains(name) ON DELETE CASCADE,
+            password_hash text NOT NULL,
+            admin boolean NOT NULL DEFAULT false,
+            disabled boolean NOT NULL DEFAULT false,
+            quota bigint NULL
+        )""",
+        """CREATE TABLE aliases (
+            alias text COLLATE "C" NOT NULL,
+            target text COLLATE "C" NOT NULL,
+            domain text COLLATE "C" NOT NULL REFERENCES domains(name) ON DELETE CASCADE,
+            PRIMARY KEY (alias, target)
+        )""",
+        "CREATE INDEX users_domain ON users(domain)",
+        "CREATE INDEX aliases_domain ON aliases(domain)",
+        # -- the mail queue (L{pymailer.queue.spool_pg}) --
+        # envelope: Envelope.toJSON() as the file spool keeps it.
+        # next_attempt: POSIX seconds, when a deferred message is due (for
+        #   other states, when it entered its state), on the runners' clock.
+        # claimed_by, lease_until: the claimer of an active message and when
+        #   its claim lapses unless renewed, on the database's clock (one
+        #   clock for every node).
+        # back_state, back_next: where release() puts a claimed message.
+        # claims, last_claim: every claim counted when it is made, before
+        #   the delivery attempt (as mox records attempts).
+        f"""CREATE TABLE queue (
+            queue_id text COLLATE "C" PRIMARY KEY,
+            state text NOT NULL CHECK (state IN ({_STATES})),
+            envelope bytea NOT NULL,
+            size bigint NOT NULL,
+            next_attempt double precision NOT NULL,
+            claimed_by text NULL,
+            lease_until timestamptz NULL,
+            back_state text NULL,
+            back_next double precision NULL,
+            claims integer NOT NULL DEFAULT 0,
+            last_claim timestamptz NULL
+        )""",
+        "CREATE INDEX queue_due ON queue (state, next_attempt)",
+        # The message data in chunks (bytea values are best kept well
+        # under their 1 GB limit, and a chunk at a time in memory).
+        """CREATE TABLE queue_data (
+            queue_id text COLLATE "C" NOT NULL REFERENCES queue(queue_id) ON DELETE CASCADE,
+            seq integer NOT NULL,
+            chunk bytea NOT NULL,
+            PRIMARY KEY (queue_id, seq)
+        )""",
+    ]),
+]
+
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+class SchemaError(Exception):
+    """The database cannot be used as it is: one line saying what to do."""
+
+
+def schemaVersion(db):
+    """The version of the schema in the database (0: none yet)."""
+    row = db.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    if not row[0]:
+        return 0
+    return db.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
+
+
+def checkEncoding(db):
+    """
+    @raise SchemaError: the database does not store UTF-8 (addresses and
+        mailbox names may be UTF-8: RFC 6531, RFC 6855).
+    """
+    encoding = db.execute("SHOW server_encoding").fetchone()[0]
+    if encoding.upper() not in ("UTF8", "UTF-8"):
+        raise SchemaError(
+            f"the PostgreSQL database's encoding is {encoding}; pymailer needs UTF8"
+            " (CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0)")
+
+
+def checkSchema(db):
+    """
+    @raise SchemaError: the schema is older or newer than L{SCHEMA_VERSION},
+        or the database is not UTF-8.
+    """
+    checkEncoding(db)
+    version = schemaVersion(db)
+    if version < SCHEMA_VERSION:
+        what = "has no pymailer schema" if version == 0 else (
+            f"has schema version {version}, this pymailer needs {SCHEMA_VERSION}")
+        raise SchemaError(f"the PostgreSQL database {what}: run `pymailer db migrate`")
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"the PostgreSQL database has schema version {version}, newer than this"
+            f" pymailer knows ({SCHEMA_VERSION}): upgrade pymailer on this node")
+
+
+def migrate(db, migrations=None):
+    """
+    Bring the schema up to date, under the migration lock.
+
+    @param db: a psycopg connection, not in a transaction.
+    @param migrations: the steps (tests pass their own).
+    @return: C{(versionBefore, versionAfter)}.
+    @raise SchemaError: the database is newer than these steps.
+    """
+    migrations = MIGRATIONS if migrations is None else migrations
+    latest = migrations[-1][0]
+    checkEncoding(db)
+    with db.transaction():
+        db.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        before = schemaVersion(db)
+        if before > latest:
+            raise SchemaError(
+                f"the PostgreSQL database has schema version {before}, newer than this"
+                f" pymailer knows ({latest}): upgrade pymailer on this node")
+        for version, description, statements in migrations:
+            if version <= before:
+                continue
+            for statement in statements:
+                db.execute(statement)
+            db.execute("INSERT INTO schema_migrations (version, description) VALUES (%s, %s)",
+                       (version, description))
+    return before, latest

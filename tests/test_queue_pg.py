@@ -1,0 +1,222 @@
+"""
+What the PostgreSQL queue (L{pymailer.queue.spool_pg}) does beyond the
+queue contract (C{tests/test_queue_contract.py}, which it passes): leases,
+lapsed claims, claims counted before the attempt, many claimers at once,
+messages larger than a chunk.  Against a throwaway cluster.
+"""
+
+import io
+import threading
+import time
+
+import pytest
+
+from pymailer.queue.spool_pg import CHUNK, ClaimLost, PostgreSQLSpool
+from tests.queue_contract import enqueue
+
+
+@pytest.fixture
+def spool(postgresqlPool):
+    spool = PostgreSQLSpool(postgresqlPool)
+    yield spool
+    spool.close()
+
+
+def otherNode(spool):
+    return PostgreSQLSpool(spool.pool)
+
+
+def lapse(spool, queueId):
+    """The lease runs out (as if its claimer stopped renewing it long ago)."""
+    with spool.pool.connection() as db:
+        db.execute("UPDATE queue SET lease_until = now() - interval '1 second'"
+                   " WHERE queue_id = %s", (queueId,))
+
+
+def column(spool, queueId, name):
+    with spool.pool.connection() as db:
+        return db.execute(f"SELECT {name} FROM queue WHERE queue_id = %s",
+                          (queueId,)).fetchone()[0]
+
+
+def test_renewedLeaseKeepsTheClaim(spool):
+    """
+    A claimer that renews its lease keeps the message, even past the time
+    its first lease would have lapsed: otherwise a long delivery (a slow
+    remote MX) would be taken over by another node and sent twice.
+    """
+    qid = enqueue(spool)
+    [claim] = spool.claimDue(time.time(), 10)
+    lapse(spool, qid)
+    assert spool.renewLeases() == 1
+    assert otherNode(spool).claimDue(time.time(), 10) == []
+    spool.complete(claim)
+    assert spool.renewLeases() == 0
+
+
+def test_lapsedClaimTakenOverAndOldClaimerToldSo(spool):
+    """
+    When a node stops renewing (dead, or cut off from the database), another
+    node claims its message, flagged recovered; the first node's late
+    completion is refused (ClaimLost) and the new claimer's stands:
+    otherwise a dead node's mail would never go out, or two nodes would
+    each think the message theirs.
+    """
+    qid = enqueue(spool)
+    [first] = spool.claimDue(time.time(), 10)
+    lapse(spool, qid)
+    other = otherNode(spool)
+    [second] = other.claimDue(time.time(), 10)
+    assert (second.queueId, second.recovered) == (qid, True)
+    with pytest.raises(ClaimLost):
+        spool.complete(first)
+    with pytest.raises(ClaimLost):
+        spool.reschedule(first, first.envelope, time.time() + 60)
+    assert [e.state for e in spool.listMessages()] == ["active"]
+    other.complete(second)
+    assert spool.listMessages() == []
+
+
+def test_closeGivesClaimsUp(spool):
+    """
+    A node shutting down with deliveries unrecorded gives their claims up
+    at once: otherwise their mail waits a whole lease before another node
+    (or the node itself, restarted) delivers it.
+    """
+    qid = enqueue(spool)
+    spool.claimDue(time.time(), 10)
+    spool.close()
+    [again] = otherNode(spool).claimDue(time.time(), 10)
+    assert (again.queueId, again.recovered) == (qid, True)
+
+
+def test_claimCountedBeforeTheAttempt(spool):
+    """
+    Each claim is recorded in the database when it is made, before the
+    delivery attempt, as mox does: otherwise a message whose delivery kills
+    the node leaves no trace of the attempts it cost.
+    """
+    qid = enqueue(spool)
+    assert column(spool, qid, "claims") == 0
+    [claim] = spool.claimDue(time.time(), 10)
+    assert column(spool, qid, "claims") == 1
+    assert column(spool, qid, "claimed_by") == spool.claimer
+    lapse(spool, qid)
+    otherNode(spool).claimDue(time.time(), 10)
+    assert column(spool, qid, "claims") == 2
+
+
+def test_releasedRecoveredClaimGoesBackWhereItWas(spool):
+    """
+    A message taken over from a dead node and then released (shutdown)
+    goes back to the state it had before the first claim, due as it was:
+    otherwise deferred mail would jump the queue, or new mail wait a retry.
+    """
+    qid = enqueue(spool)
+    [claim] = spool.claimDue(time.time(), 10)
+    later = time.time() + 600
+    spool.reschedule(claim, claim.envelope, later)
+    [claim] = spool.claimDue(later + 1, 10)
+    lapse(spool, qid)
+    other = otherNode(spool)
+    [again] = other.claimDue(later + 1, 10)
+    other.release(again)
+    [entry] = spool.listMessages()
+    assert entry.state == "deferred" and abs(entry.nextAttempt - later) < 1
+
+
+def test_manyClaimersAtOnce(spool):
+    """
+    Eight claimers (as eight nodes' runners) taking from one queue at the
+    same time get every message exactly once: otherwise mail is delivered
+    twice or never when several nodes run.
+    """
+    queued = sorted(enqueue(spool) for _ in range(60))
+    got, errors = [], []
+    start = threading.Barrier(8)
+
+    def runner():
+        node = otherNode(spool)
+        try:
+            start.wait()
+            while claims := node.claimDue(time.time(), 3):
+                got.extend(c.queueId for c in claims)
+                for c in claims:
+                    node.complete(c)
+        except Exception as e:
+            errors.append(e)
+        finally:
+            node.close()
+
+    threads = [threading.Thread(target=runner) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(got) == queued
+    assert spool.listMessages() == []
+
+
+def test_bigMessageInChunks(spool):
+    """
+    A message of several chunks comes back byte for byte, and its size is
+    right: otherwise large attachments are truncated or corrupted.
+    """
+    body = bytes(range(256)) * ((CHUNK * 5 // 2) // 256) + b"end\r\n"
+    qid = enqueue(spool, body=body)
+    assert column(spool, qid, "(SELECT count(*) FROM queue_data d"
+                              " WHERE d.queue_id = queue.queue_id)") == 3
+    with spool.openData(qid) as f:
+        assert f.read() == body
+    assert spool.show(qid).size == len(body)
+    injected = spool.inject(io.BytesIO(body), sender="", recipients=(), receivedAt=time.time())
+    with spool.openData(injected) as f:
+        assert f.read() == body
+
+
+def test_nothingBeforeCommit(spool):
+    """
+    Until the end of DATA commits it, a message being received is not in
+    the database at all (nothing for another node to see, nothing to clean
+    after a crash): otherwise a broken transaction could be delivered.
+    """
+    writer = spool.newMessage()
+    writer.write(b"Subject: x\r\n\r\n" + b"x" * (CHUNK * 2))
+    with spool.pool.connection() as db:
+        assert db.execute("SELECT count(*) FROM queue_data").fetchone() == (0,)
+    with writer.openData() as f:
+        assert f.read(10) == b"Subject: x"
+    writer.write(b"more\r\n")
+    with writer.openData() as f:
+        assert f.read().endswith(b"xmore\r\n")
+    writer.abort()
+    assert spool.listMessages() == []
+
+
+def test_configuredLease(postgresqlDSN, tmp_path):
+    """
+    [storage] queue_lease sets how long a claim lasts: otherwise the
+    administrator cannot choose how long a dead node's mail waits.
+    """
+    import dataclasses
+
+    from pymailer.config import StorageConfig, default
+    from pymailer.pg.pool import closePools, connect
+    from pymailer.pg.schema import migrate
+    from pymailer.queue.backend import openSpool
+
+    with connect(postgresqlDSN) as db:
+        migrate(db)
+    config = dataclasses.replace(default(tmp_path), storage=StorageConfig(
+        "postgresql", postgresqlDSN, 2, queue_lease=5.0))
+    try:
+        spool = openSpool(config)
+        assert isinstance(spool, PostgreSQLSpool)
+        qid = enqueue(spool)
+        spool.claimDue(time.time(), 1)
+        left = column(spool, qid, "extract(epoch FROM lease_until - now())")
+        assert 3 < left <= 5
+        spool.close()
+    finally:
+        closePools()
