@@ -32,6 +32,30 @@ def blobFiles(store):
     return {p.parent.name + p.name for p in (store.root / "blobs").glob("??/*")}
 
 
+def test_older_database_gets_the_change_indexes(tmp_path):
+    """
+    If this fails, a data_dir made by the previous version either does
+    not open, or keeps answering "what changed since" (QRESYNC, every IMAP
+    session's refresh) by reading the whole mailbox.
+    """
+    store = SQLiteStore(tmp_path / "store")
+    store.deliver(ALICE, b"", io.BytesIO(b"kept"))
+    db = store._connect()
+    db.executescript("DROP INDEX messagesModSeq; DROP INDEX expungedModSeq;"
+                     " PRAGMA user_version = 0;")  # as the previous version left it
+    db.close()
+    again = SQLiteStore(store.root)
+    box = again.mailbox(ALICE)
+    assert [i.uid for i in box.messages()] == [1]
+    db = again._connect()
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    for table, index in (("messages", "messagesModSeq"), ("expunged", "expungedModSeq")):
+        plan = " ".join(str(row) for row in db.execute(
+            f"EXPLAIN QUERY PLAN SELECT uid FROM {table} WHERE mailboxId = 1 AND modseq > 5"))
+        assert index in plan
+    db.close()
+
+
 def test_one_blob_per_content_removed_with_last_reference(tmp_path):
     """
     If this fails, a message to ten local recipients takes ten times the

@@ -35,6 +35,7 @@ own lock), so a name deleted and created again never gets one it had.
 All methods block: call them from a thread pool.
 """
 
+import dataclasses
 import errno
 import fcntl
 import json
@@ -586,10 +587,8 @@ class MaildirMailbox:
         files = {_basename(n): n for n in _listNames(cur)}
         entries = index.entries
         gone = [key for key in entries if key not in files]
-        for key in gone:
-            del entries[key]
         if gone:
-            index.nextModSeq()  # an expunge by another tool: see expunge()
+            index.expunge(gone)  # by another tool: see expunge()
         changed = bool(gone)
         for key, entry in entries.items():
             info = _infoLetters(files[key])
@@ -683,6 +682,38 @@ class MaildirMailbox:
             recent=frozenset(i.uid for i in infos if i.uid >= firstRecent),
             keywords=keywords.defined(), keywordsFull=keywords.full(),
         )
+
+    def changedSince(self, modseq, claimRecent=False):
+        # The scan (deliveries and other tools change files behind the
+        # index's back) lists directories; only the changed files are
+        # looked at.
+        index, firstRecent = self._sync(claimRecent)
+        if modseq < index.forgotten:
+            # Expunges after modseq are no longer all known: the caller
+            # compares UIDs.  The recent messages were claimed above.
+            whole = self.snapshot()
+            return dataclasses.replace(whole, recent=frozenset(
+                i.uid for i in whole.messages if i.uid >= firstRecent))
+        keywords = Keywords.read(self.path)
+        cur = os.path.join(self.path, "cur", "")
+        infos = []
+        for uid, (key, entry) in sorted(index.byUid().items()):
+            name = self._fileNames.get(uid)
+            if entry.modseq <= modseq or name is None:
+                continue
+            try:
+                st = os.stat(cur + name)
+            except FileNotFoundError:
+                continue  # renamed or expunged meanwhile: the next call tells
+            infos.append(MessageInfo(
+                uid=uid, key=key, flags=self._flags(name, keywords), size=st.st_size,
+                internalDate=st.st_mtime, modseq=entry.modseq, path=cur + name))
+        return MailboxSnapshot(
+            messages=infos, uidValidity=index.validity, uidNext=index.uidNext,
+            highestModSeq=index.highestModSeq,
+            recent=frozenset(i.uid for i in infos if i.uid >= firstRecent),
+            keywords=keywords.defined(), keywordsFull=keywords.full(), since=modseq,
+            vanished=tuple(sorted(u for u, m in index.expunged.items() if m > modseq)))
 
     def messages(self):
         return self.snapshot().messages
@@ -812,12 +843,12 @@ class MaildirMailbox:
                         break
                     except FileNotFoundError:
                         files = {_basename(n): n for n in _listNames(cur)}
-                del index.entries[key]
             if doomed:
                 fsyncDirectory(cur)
                 # Expunges raise HIGHESTMODSEQ too, so "has anything changed
-                # since N" sees them (RFC 7162 3.2, QRESYNC, requires it).
-                index.nextModSeq()
+                # since N" sees them, and are remembered with it (RFC 7162
+                # 3.2, QRESYNC, requires it).
+                index.expunge(doomed)
                 writeIndex(self.path, index)
         self._fileNames = {u: n for u, n in self._fileNames.items()
                            if u not in uids}
