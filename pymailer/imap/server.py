@@ -37,6 +37,7 @@ per mailbox (C{PERMANENTFLAGS} drops C{\\*} when they are used up) and
 mod-sequences (CONDSTORE, RFC 7162).
 """
 
+import itertools
 import re
 import time
 from collections import deque
@@ -146,6 +147,9 @@ class IMAPServer(IMAP4Server):
         # RFC 7162 3.1: set by the first "CONDSTORE enabling command"; from
         # then on every untagged FETCH carries UID and MODSEQ.
         self.condstore = False
+        # RFC 7162 3.2.3: set by ENABLE QRESYNC (which enables CONDSTORE
+        # too); from then on expunges are told as VANISHED.
+        self.qresync = False
         # RFC 9051 / RFC 6855: IMAP4rev2 and UTF8=ACCEPT, once enabled.
         self.enabled = rev2.Session()
         # RFC 5182: the UIDs of the last SEARCH RETURN (SAVE), "$".
@@ -590,7 +594,7 @@ class IMAPServer(IMAP4Server):
         if self.selected is not None and name not in (b"LOGOUT",):
             allowExpunge = uid or name not in (b"FETCH", b"STORE", b"SEARCH")
             if self.selected.dirty or name in (b"NOOP", b"CHECK"):
-                return self._sync(allowExpunge, ifChanged=not self.selected.dirty).addCallback(
+                return self._sync(allowExpunge).addCallback(
                     lambda _: self.sendLine(tag + b" OK " + text))
         self.sendLine(tag + b" OK " + text)
 
@@ -623,18 +627,18 @@ class IMAPServer(IMAP4Server):
             log.failure("IMAP command error", failure)
             self.sendLine(tag + b" NO [SERVERBUG] Internal error, see the server log")
 
-    def _sync(self, allowExpunge=True, ifChanged=False):
+    def _sync(self, allowExpunge=True):
+        """Tell the client what changed in the selected mailbox (only that is read)."""
         selected = self.selected
-        d = self.account.run(selected.scanIfChanged if ifChanged else selected.scan)
+        return self.account.run(selected.refresh).addCallback(
+            self._applyChanges, selected, allowExpunge)
 
-        def apply(scanned):
-            if scanned is not None and self.selected is selected and not self._closing:
-                if selected.validity and scanned.uidValidity != selected.validity:
-                    # Deleted and created again: our UIDs mean nothing now.
-                    raise MailboxGone(selected.name)
-                self._sendLines(selected.apply(scanned, allowExpunge, self.condstore))
-
-        return d.addCallback(apply)
+    def _applyChanges(self, changes, selected, allowExpunge=True):
+        if self.selected is selected and not self._closing:
+            if selected.validity and changes.uidValidity != selected.validity:
+                # Deleted and created again: our UIDs mean nothing now.
+                raise MailboxGone(selected.name)
+            self._sendLines(selected.apply(changes, allowExpunge, self.condstore, self.qresync))
 
     def _selectedVanished(self, failure):
         """
@@ -1192,13 +1196,18 @@ class IMAPServer(IMAP4Server):
     cmd_UNSELECT.states = ("select",)
 
     def _expungeDeleted(self, selected, uids):
-        """Blocking: expunge \\Deleted messages (of C{uids} if given)."""
-        infos = selected.mailbox.messages()
-        doomed = [i.uid for i in infos if "\\Deleted" in i.flags
-                  and (uids is None or i.uid in uids)]
+        """
+        Blocking: expunge the \\Deleted messages (of C{uids} if given) as
+        the store has them now: the session's flags with what changed
+        since, not a read of the whole mailbox.
+        """
+        changes = selected.refresh()
+        changed = {i.uid: i.flags for i in changes.messages}
+        flags = itertools.chain(changed.items(), () if changes.since is None else (
+            (u, f) for u, f in selected.flags.items() if u not in changed))
+        doomed = [u for u, f in flags if "\\Deleted" in f and (uids is None or u in uids)]
         if doomed:
             selected.mailbox.expunge(doomed)
-        return selected.scan()
 
     def cmd_EXPUNGE(self, tag, args, uid=False):
         uids = None
@@ -1214,10 +1223,11 @@ class IMAPServer(IMAP4Server):
             raise CommandFailed("[READ-ONLY] Mailbox is read-only")
         selected = self.selected
 
-        def answer(scanned):
-            self._sendLines(selected.apply(scanned, condstore=self.condstore))
+        def work():
+            self._expungeDeleted(selected, uids)
+            return selected.refresh()
 
-        return self.account.run(self._expungeDeleted, selected, uids).addCallback(answer)
+        return self.account.run(work).addCallback(self._applyChanges, selected)
 
     cmd_EXPUNGE.states = ("select",)
     cmd_EXPUNGE.uid = True
@@ -1317,7 +1327,7 @@ class IMAPServer(IMAP4Server):
                     pairs = selected.mailbox.move(uids, target)
                 else:
                     pairs = selected.mailbox.copy(uids, target)
-            return target.uidValidity(), pairs, selected.scan() if move else None
+            return target.uidValidity(), pairs, selected.refresh() if move else None
 
         def answer(result):
             validity, pairs, scanned = result
@@ -1331,7 +1341,7 @@ class IMAPServer(IMAP4Server):
                 # RFC 6851 4.3: COPYUID in an untagged OK before the EXPUNGEs.
                 if code:
                     self.sendLine(b"* OK " + code + b"Moved")
-                self._sendLines(selected.apply(scanned, condstore=self.condstore))
+                self._applyChanges(scanned, selected)
                 return b"MOVE completed"
             return code + b"COPY completed"
 

@@ -748,27 +748,28 @@ class SQLiteMailbox:
         )
 
     def changedSince(self, modseq, claimRecent=False):
-        def read(db):
-            validity, uidNext, highest, firstRecent, names = self._row(db)
-            keywords = _keywords(names)
+        def read(db, row):
+            validity, uidNext, highest, firstRecent, names = row
             if highest <= modseq:  # nothing after it: the row was the one query
-                return validity, uidNext, highest, firstRecent, names, [], ()
-            vanished = tuple(row[0] for row in db.execute(
+                return row, [], ()
+            vanished = tuple(r[0] for r in db.execute(
                 "SELECT uid FROM expunged WHERE mailboxId = ? AND modseq > ? ORDER BY uid",
                 (self._id, modseq)))
-            return (validity, uidNext, highest, firstRecent, names,
-                    self._infos(db, keywords, modseq), vanished)
+            return row, self._infos(db, _keywords(names), modseq), vanished
 
         with self.store._readTransaction() as db:
-            result = read(db)
-        if claimRecent and result[3] < result[1]:
-            # RFC 3501 2.3.2, as in snapshot: the claim and the read in one
-            # write transaction, only when there is something to claim.
+            row = self._row(db)
+            # RFC 3501 2.3.2, as in snapshot: a claim only when there is
+            # something to claim, in one write transaction with the read.
+            claim = claimRecent and row[3] < row[1]
+            if not claim:
+                result = read(db, row)
+        if claim:
             with self.store._write() as txn:
-                result = read(txn.db)
+                result = read(txn.db, self._row(txn.db))
                 txn.execute("UPDATE mailboxes SET firstRecent = uidNext WHERE id = ?",
                             (self._id,))
-        validity, uidNext, highest, firstRecent, names, infos, vanished = result
+        (validity, uidNext, highest, firstRecent, names), infos, vanished = result
         keywords = _keywords(names)
         return MailboxSnapshot(
             messages=infos, uidValidity=validity, uidNext=uidNext, highestModSeq=highest,
