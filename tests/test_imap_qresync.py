@@ -161,6 +161,23 @@ def test_expunges_are_vanished_once_enabled():
         b"* 1 FETCH (UID 1)\r\n* 2 FETCH (UID 3)\r\nf OK FETCH completed\r\n")
 
 
+def test_held_back_vanished_keeps_highestmodseq_below_it():
+    """If this fails, a QRESYNC client that sees a newer MODSEQ while an
+    expunge is held back (during FETCH, RFC 3501 7.4.1) and then loses the
+    connection resyncs from past the expunge and never learns of it (RFC
+    7162 3.2 and its section 6 example)."""
+    c = messages(3)
+    c.send(b"e ENABLE QRESYNC\r\n")
+    before = state(c.send(b"s SELECT INBOX\r\n"))[1]
+    elsewhere(c, b"UID STORE 3 +FLAGS.SILENT (\\Deleted)", b"UID EXPUNGE 3",
+              b"UID STORE 1 +FLAGS (\\Seen)")
+    out = c.send(b"f FETCH 2 (UID)\r\n")
+    assert b"VANISHED" not in out and re.search(rb"\* 1 FETCH \(FLAGS \([^)]*\\Seen\) UID 1 MODSEQ", out)
+    # Not the mailbox's HIGHESTMODSEQ: the one the client had before the expunge.
+    assert b"* OK [HIGHESTMODSEQ %d] " % before in out, out
+    assert c.send(b"n NOOP\r\n") == b"* VANISHED 3\r\nn OK NOOP completed\r\n"
+
+
 def test_closed_on_reselect():
     """If this fails, a client reading responses after SELECT of another
     folder cannot tell which folder they are about (RFC 7162 3.2.11)."""

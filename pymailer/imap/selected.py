@@ -50,8 +50,10 @@ class Selected:
         self.dirty = False
         self.showRecent = True
         # UIDs expunged from the store that the client has not been told
-        # of yet (RFC 3501 7.4.1: not during FETCH, STORE, SEARCH).
+        # of yet (RFC 3501 7.4.1: not during FETCH, STORE, SEARCH), and
+        # the HIGHESTMODSEQ before the first of them (RFC 7162 3.2).
         self.unannounced = set()
+        self.heldAt = None
 
     def scan(self):
         """
@@ -133,6 +135,8 @@ class Selected:
                 self.unannounced.update(u for u in self.uids if u not in current)
             else:
                 self.unannounced.update(snapshot.vanished)
+            if self.unannounced and self.heldAt is None:
+                self.heldAt = self.highestModSeq
             if allowExpunge and self.unannounced:
                 lines += self._expunged(qresync)
             for info in messages:
@@ -162,6 +166,11 @@ class Selected:
             # RFC 3501 7.3.2: RECENT goes with a change of the count.
             if self.showRecent:
                 lines.append(b"* %d RECENT" % len(self.recent))
+        if qresync and self.unannounced:
+            # RFC 7162 3.2: MODSEQs above an expunge not yet told must come
+            # with a HIGHESTMODSEQ below it, so a client that loses the
+            # connection now resyncs from before the expunge.
+            lines.append(b"* OK [HIGHESTMODSEQ %d] Expunges pending" % self.heldAt)
         self.validity, self.uidNext = snapshot.uidValidity, snapshot.uidNext
         self.highestModSeq = snapshot.highestModSeq
         self.dirty = False
@@ -175,7 +184,7 @@ class Selected:
         7162 3.2.10).
         """
         gone = sorted(self.unannounced)
-        self.unannounced = set()
+        self.unannounced, self.heldAt = set(), None
         lines, told = [], []
         for uid in gone:
             seq = bisect.bisect_left(self.uids, uid)
