@@ -688,32 +688,35 @@ class MaildirMailbox:
         # index's back) lists directories; only the changed files are
         # looked at.
         index, firstRecent = self._sync(claimRecent)
-        if modseq < index.forgotten:
-            # Expunges after modseq are no longer all known: the caller
-            # compares UIDs.  The recent messages were claimed above.
-            whole = self.snapshot()
-            return dataclasses.replace(whole, recent=frozenset(
-                i.uid for i in whole.messages if i.uid >= firstRecent))
-        keywords = Keywords.read(self.path)
-        cur = os.path.join(self.path, "cur", "")
-        infos = []
-        for uid, (key, entry) in sorted(index.byUid().items()):
-            name = self._fileNames.get(uid)
-            if entry.modseq <= modseq or name is None:
-                continue
+        if modseq >= index.forgotten:
+            keywords = Keywords.read(self.path)
+            cur = os.path.join(self.path, "cur", "")
+            infos = []
             try:
-                st = os.stat(cur + name)
+                for uid, (key, entry) in sorted(index.byUid().items()):
+                    name = self._fileNames.get(uid)
+                    if entry.modseq > modseq and name is not None:
+                        st = os.stat(cur + name)
+                        infos.append(MessageInfo(
+                            uid=uid, key=key, flags=self._flags(name, keywords),
+                            size=st.st_size, internalDate=st.st_mtime, modseq=entry.modseq,
+                            path=cur + name))
             except FileNotFoundError:
-                continue  # renamed or expunged meanwhile: the next call tells
-            infos.append(MessageInfo(
-                uid=uid, key=key, flags=self._flags(name, keywords), size=st.st_size,
-                internalDate=st.st_mtime, modseq=entry.modseq, path=cur + name))
-        return MailboxSnapshot(
-            messages=infos, uidValidity=index.validity, uidNext=index.uidNext,
-            highestModSeq=index.highestModSeq,
-            recent=frozenset(i.uid for i in infos if i.uid >= firstRecent),
-            keywords=keywords.defined(), keywordsFull=keywords.full(), since=modseq,
-            vanished=tuple(sorted(u for u, m in index.expunged.items() if m > modseq)))
+                pass  # renamed or expunged by another tool meanwhile: see below
+            else:
+                return MailboxSnapshot(
+                    messages=infos, uidValidity=index.validity, uidNext=index.uidNext,
+                    highestModSeq=index.highestModSeq,
+                    recent=frozenset(i.uid for i in infos if i.uid >= firstRecent),
+                    keywords=keywords.defined(), keywordsFull=keywords.full(),
+                    since=modseq, vanished=tuple(
+                        sorted(u for u, m in index.expunged.items() if m > modseq)))
+        # Expunges after modseq no longer all known (or a file moved under
+        # our feet): the whole mailbox, and the caller compares UIDs.  The
+        # recent messages were claimed above.
+        whole = self.snapshot()
+        return dataclasses.replace(whole, recent=frozenset(
+            i.uid for i in whole.messages if i.uid >= firstRecent))
 
     def messages(self):
         return self.snapshot().messages
