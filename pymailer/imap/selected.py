@@ -134,7 +134,7 @@ class Selected:
                 current = {i.uid: i for i in messages}
                 self.unannounced.update(u for u in self.uids if u not in current)
             else:
-                self.unannounced.update(snapshot.vanished)
+                self.unannounced.update(u for u in snapshot.vanished if u in self.flags)
             if self.unannounced and self.heldAt is None:
                 self.heldAt = self.highestModSeq
             if allowExpunge and self.unannounced:

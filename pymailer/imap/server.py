@@ -1183,10 +1183,9 @@ class IMAPServer(IMAP4Server):
         UIDs), then each message changed since its mod-sequence, as the
         session's view has it, with UID, FLAGS and MODSEQ.
         """
-        known = resync.knownUids
+        known, largest = resync.knownUids, selected.uidNext - 1
         self._sendLines(qresync.vanishedEarlier(qresync.vanishedSince(
-            changes, selected, known, selected.uidNext - 1, resync.seqMatch)))
-        largest = selected.uidNext - 1
+            changes, selected, known, largest, resync.seqMatch)))
         self._sendLines(
             selected.fetchUpdate(seq, uid, condstore=True)
             for seq, uid in enumerate(selected.uids, 1)
