@@ -402,6 +402,25 @@ class IMailbox(Interface):
         @return: a L{pymailer.store.MailboxSnapshot}.
         """
 
+    def changedSince(modseq, claimRecent=False):
+        """
+        What changed after mod-sequence C{modseq} (RFC 7162 3.2.5: the
+        question QRESYNC asks; a session's refresh after another session's
+        change asks it too): the cost follows what changed, not the
+        mailbox's size (a backend that keeps an index reads only the
+        changed rows; nothing changed is one cheap query).
+
+        @param claimRecent: as for L{snapshot}.
+        @return: a L{pymailer.store.MailboxSnapshot} whose C{since} is
+            C{modseq}, whose C{messages} are those with a mod-sequence
+            above C{modseq} (ascending by UID: flag changes and new
+            messages alike), and whose C{vanished} are the UIDs expunged
+            with a mod-sequence above C{modseq}, ascending.  A backend
+            that no longer remembers every expunge after C{modseq} (its
+            history is bounded) returns a whole L{snapshot} instead
+            (C{since} C{None}): the caller then compares UIDs.
+        """
+
     def openMessage(uid):
         """
         @return: an L{IMessageContent} on the message's octets.
@@ -430,7 +449,9 @@ class IMailbox(Interface):
     def expunge(uids):
         """
         Remove the messages with these UIDs; unknown UIDs are ignored.  Their
-        UIDs are never given again; HIGHESTMODSEQ goes up if any went.
+        UIDs are never given again; HIGHESTMODSEQ goes up if any went, and
+        the expunged UIDs are remembered with that mod-sequence (for
+        L{changedSince}; RFC 7162 3.2).
         """
 
     def append(source, flags=(), internalDate=None):

@@ -456,6 +456,52 @@ class StoreContract:
         assert self.reopen(store).mailbox(USER).snapshot(claimRecent=True).recent == {3}
         assert box.snapshot(claimRecent=True).recent == frozenset()
 
+    def test_changedSince(self, store):
+        """If this fails, a QRESYNC client resyncing a mailbox misses a flag
+        change or an expunge made elsewhere (or is told of ones it knew),
+        or an IMAP session re-reads the whole mailbox after each change."""
+        for i in range(4):
+            deliver(store, b"m%d" % i)
+        box = store.mailbox(USER)
+        start = box.snapshot().highestModSeq  # a session's view
+        quiet = box.changedSince(start)
+        assert (quiet.since, quiet.messages, quiet.vanished) == (start, [], ())
+        assert (quiet.uidValidity, quiet.uidNext, quiet.highestModSeq) == (
+            box.uidValidity(), 5, start)
+        flagged = box.storeFlags([2], "add", {"\\Flagged", "$Work"})[0][2][1]
+        box.expunge([3, 4])
+        other = self.reopen(store).mailbox(USER)  # another process asks
+        for asking in (box, other):
+            changes = asking.changedSince(start)
+            assert changes.since == start
+            assert [(i.uid, i.flags, i.modseq) for i in changes.messages] == [
+                (2, {"\\Flagged", "$Work"}, flagged)]
+            assert changes.vanished == (3, 4)
+            assert "$Work" in changes.keywords
+            assert changes.highestModSeq == box.highestModSeq() > flagged
+            later = asking.changedSince(flagged)
+            assert later.messages == [] and later.vanished == (3, 4)
+        deliver(store, b"new")
+        box.move([1], store.mailbox(USER, "Trash"))
+        changes = box.changedSince(flagged)
+        assert [i.uid for i in changes.messages] == [5] and changes.vanished == (1, 3, 4)
+        assert changes.messages[0].size == 3
+        assert box.changedSince(box.highestModSeq()).messages == []
+        # A whole snapshot (since None) is the answer of a backend whose
+        # bounded history no longer reaches back: never for changes this new.
+
+    def test_changedSinceClaimsRecent(self, store):
+        """If this fails, new mail a session learns of through a refresh is
+        \\Recent in two sessions, or in none (RFC 3501 2.3.2)."""
+        deliver(store, b"a")
+        box = store.mailbox(USER)
+        seen = box.snapshot(claimRecent=True).highestModSeq
+        deliver(store, b"b")
+        assert box.changedSince(seen).recent == {2}
+        assert box.changedSince(seen, claimRecent=True).recent == {2}
+        assert box.changedSince(seen, claimRecent=True).recent == frozenset()
+        assert box.snapshot().recent == frozenset()
+
     # -- content ------------------------------------------------------------
 
     def test_openMessageContent(self, store):

@@ -11,6 +11,7 @@ import tracemalloc
 
 import pytest
 
+from pymailer.store import maildirindex
 from pymailer.store.maildir import SPECIAL_USE, MaildirStore
 
 USER = "alice@example.org"
@@ -208,6 +209,42 @@ def test_outsideDeletionForgetsUid(store):
     os.unlink(first.path)
     assert [m.uid for m in box.messages()] == [2]
     assert box.uidNext() == 3
+
+
+def test_outsideDeletionIsVanished(store):
+    """If this fails, a QRESYNC client never learns that a message deleted
+    by another Maildir tool (mutt) is gone."""
+    deliver(store, b"a")
+    deliver(store, b"b")
+    box = store.mailbox(USER)
+    first, _ = box.messages()
+    seen = box.highestModSeq()
+    os.unlink(first.path)
+    changes = box.changedSince(seen)
+    assert changes.vanished == (1,) and changes.messages == []
+
+
+def test_expungeHistoryIsBounded(store, monkeypatch):
+    """If this fails, the uidlist grows with every message ever expunged (it
+    is rewritten on each change), or a QRESYNC client asking about changes
+    older than the history kept is told of too few expunges instead of
+    getting a whole snapshot to compare its UIDs with."""
+    monkeypatch.setattr(maildirindex, "EXPUNGES_KEPT", 3)
+    for i in range(6):
+        deliver(store, b"m%d" % i)
+    box = store.mailbox(USER)
+    start = box.snapshot().highestModSeq
+    marks = []
+    for uid in (1, 2, 3, 4):
+        box.expunge([uid])
+        marks.append(box.highestModSeq())
+    again = MaildirStore(store.root, "other.example.org").mailbox(USER)
+    for asking in (box, again):
+        assert asking.changedSince(marks[0]).vanished == (2, 3, 4)
+        whole = asking.changedSince(start)
+        assert whole.since is None and [i.uid for i in whole.messages] == [5, 6]
+    index = maildirindex.readIndex(box.path)
+    assert sorted(index.expunged) == [2, 3, 4] and index.forgotten == marks[0]
 
 
 @pytest.mark.parametrize("name", [

@@ -21,6 +21,7 @@ from imapclient import IMAPClient
 
 from mailserver import PASSWORD, MailServer, insecureTLS, subprocessEnv, waitFor
 from pymailer.store.sqlite import SQLiteStore
+from sqlitecount import RowCounter
 
 ALICE = "alice@example.org"
 BOB = "bob@example.org"
@@ -30,6 +31,30 @@ SQLITE = {"storage": {"backend": "sqlite"},
 
 def blobFiles(store):
     return {p.parent.name + p.name for p in (store.root / "blobs").glob("??/*")}
+
+
+def test_older_database_gets_the_change_indexes(tmp_path):
+    """
+    If this fails, a data_dir made by the previous version either does
+    not open, or keeps answering "what changed since" (QRESYNC, every IMAP
+    session's refresh) by reading the whole mailbox.
+    """
+    store = SQLiteStore(tmp_path / "store")
+    store.deliver(ALICE, b"", io.BytesIO(b"kept"))
+    db = store._connect()
+    db.executescript("DROP INDEX messagesModSeq; DROP INDEX expungedModSeq;"
+                     " PRAGMA user_version = 0;")  # as the previous version left it
+    db.close()
+    again = SQLiteStore(store.root)
+    box = again.mailbox(ALICE)
+    assert [i.uid for i in box.messages()] == [1]
+    db = again._connect()
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    for table, index in (("messages", "messagesModSeq"), ("expunged", "expungedModSeq")):
+        plan = " ".join(str(row) for row in db.execute(
+            f"EXPLAIN QUERY PLAN SELECT uid FROM {table} WHERE mailboxId = 1 AND modseq > 5"))
+        assert index in plan
+    db.close()
 
 
 def test_one_blob_per_content_removed_with_last_reference(tmp_path):
@@ -277,31 +302,41 @@ def test_end_to_end_on_sqlite(server):
     assert not (server.dataDir / "mail" / "example.org").exists()  # not in Maildir
 
 
-def test_noop_with_nothing_new_does_not_scan(tmp_path):
+def test_refresh_reads_only_what_changed(tmp_path):
     """
     If this fails, a NOOP (what clients send every few minutes, per
-    session) re-reads every message of the mailbox although nothing
-    changed, or misses a change another process made: a delivery, a flag,
-    a new keyword, an expunge held back during a FETCH.
+    session) or the refresh after another session's change re-reads every
+    message of the mailbox, or misses a change another process made: a
+    delivery, a flag, a new keyword, an expunge held back during a FETCH.
     """
     from pymailer.imap.selected import Selected
 
     store = SQLiteStore(tmp_path / "store")
-    store.deliver(ALICE, b"", io.BytesIO(b"Subject: one\r\n\r\nbody\r\n"))
+    for i in range(50):
+        store.deliver(ALICE, b"", io.BytesIO(b"Subject: %d\r\n\r\nbody\r\n" % i))
+    store.mailbox(ALICE).snapshot(claimRecent=True)  # an earlier session saw them
     selected = Selected("INBOX", store.mailbox(ALICE), False)
     selected.apply(selected.scan())
-    assert selected.scanIfChanged() is None
+    counter = RowCounter(store)
+    assert selected.apply(selected.refresh()) == []
+    assert counter.take() == {"*": 1, "mailboxes": 1}
     other = store.mailbox(ALICE)  # another session or process
-    for change in (lambda: store.deliver(ALICE, b"", io.BytesIO(b"Subject: two\r\n\r\nx\r\n")),
-                   lambda: other.storeFlags([1], "add", {"\\Flagged"}),
-                   lambda: other.storeFlags([99], "add", {"$Work"}),
-                   lambda: other.expunge([1])):
+    for change, lines in (
+            (lambda: store.deliver(ALICE, b"", io.BytesIO(b"Subject: new\r\n\r\nx\r\n")),
+             [b"* 51 EXISTS", b"* 1 RECENT"]),
+            (lambda: other.storeFlags([7], "add", {"\\Flagged"}),
+             [b"* 7 FETCH (FLAGS (\\Flagged) UID 7)"]),
+            (lambda: other.storeFlags([99], "add", {"$Work"}), None),
+            (lambda: other.expunge([1]), [])):
         change()
-        scanned = selected.scanIfChanged()
-        assert scanned is not None
-        selected.apply(scanned, allowExpunge=False)
-        # An expunge not told yet: the next NOOP must still scan and tell it.
-        assert selected.scanIfChanged() is not None
-        selected.apply(selected.scan())
-        assert selected.scanIfChanged() is None
-    assert selected.uids == [2] and "$Work" in selected.keywords
+        counter.take()
+        changes = selected.refresh()
+        read = counter.take()
+        assert read.get("messages", 0) <= 1 and read["*"] <= 3, read
+        told = selected.apply(changes, allowExpunge=False)
+        if lines is not None:
+            assert told == lines
+    # The expunge held back (RFC 3501 7.4.1) is told at the next chance.
+    assert selected.apply(selected.refresh()) == [b"* 1 EXPUNGE"]
+    assert len(selected.uids) == 50 and "$Work" in selected.keywords
+    assert selected.apply(selected.refresh()) == []

@@ -11,6 +11,8 @@ changes and new messages at the end of any command.
 import bisect
 import operator
 
+from pymailer.imap.parser import formatSet
+
 _uid = operator.attrgetter("uid")
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -47,7 +49,11 @@ class Selected:
         self.highestModSeq = 0
         self.dirty = False
         self.showRecent = True
-        self.changeStamp = None
+        # UIDs expunged from the store that the client has not been told
+        # of yet (RFC 3501 7.4.1: not during FETCH, STORE, SEARCH), and
+        # the HIGHESTMODSEQ before the first of them (RFC 7162 3.2).
+        self.unannounced = set()
+        self.heldAt = None
 
     def scan(self):
         """
@@ -56,15 +62,16 @@ class Selected:
         """
         return self.mailbox.snapshot(claimRecent=not self.readOnly)
 
-    def scanIfChanged(self):
+    def refresh(self):
         """
-        Blocking: L{scan}, or C{None} if the store's change stamp is the one
-        of the snapshot last applied in full: a NOOP with nothing new costs
-        one cheap query, not a scan of the mailbox.
+        Blocking: what changed since the state last applied, from the
+        store's L{pymailer.interfaces.IMailbox.changedSince}: one cheap
+        query when nothing did, the changed rows otherwise, never the
+        whole mailbox (issue 13).  A whole L{scan} before the first.
         """
-        if self.changeStamp is not None and self.mailbox.changeStamp() == self.changeStamp:
-            return None
-        return self.scan()
+        if not self.validity:
+            return self.scan()
+        return self.mailbox.changedSince(self.highestModSeq, claimRecent=not self.readOnly)
 
     def shownFlags(self, uid):
         """The flags as FETCH shows them, C{\\Recent} included."""
@@ -107,10 +114,13 @@ class Selected:
         self.keywords += tuple(new)
         return self.flagsResponses()
 
-    def apply(self, snapshot, allowExpunge=True, condstore=False):
+    def apply(self, snapshot, allowExpunge=True, condstore=False, qresync=False):
         """
         Bring the client's view up to date with a
-        L{pymailer.store.MailboxSnapshot}; returns the untagged lines.
+        L{pymailer.store.MailboxSnapshot}, whole or only what changed
+        (C{since} set); returns the untagged lines.  Expunges wait while
+        C{allowExpunge} is false (RFC 3501 7.4.1), and are told as
+        C{VANISHED} once C{qresync} is enabled (RFC 7162 3.2.10).
         """
         keywords = tuple(snapshot.keywords)
         # Keywords already told by announceKeywords are not told again.
@@ -120,24 +130,24 @@ class Selected:
         lines = self.flagsResponses() if announce else []
         messages = snapshot.messages
         if self.uids:
-            current = {i.uid: i for i in messages}
-            if allowExpunge:
-                for uid in [u for u in self.uids if u not in current]:
-                    seq = self.uids.index(uid) + 1
-                    del self.uids[seq - 1]
-                    for known in (self.infos, self.flags, self.modseq):
-                        known.pop(uid, None)
-                    self.recent.discard(uid)
-                    lines.append(b"* %d EXPUNGE" % seq)
-            for seq, uid in enumerate(self.uids, 1):
-                info = current.get(uid)
-                if info is None:
-                    continue
-                self.infos[uid] = info
-                flagsChanged = info.flags != self.flags.get(uid)
-                if flagsChanged or (condstore and info.modseq != self.modseq.get(uid)):
-                    self.flags[uid], self.modseq[uid] = frozenset(info.flags), info.modseq
-                    lines.append(self.fetchUpdate(seq, uid, condstore))
+            if snapshot.since is None:
+                current = {i.uid: i for i in messages}
+                self.unannounced.update(u for u in self.uids if u not in current)
+            else:
+                self.unannounced.update(u for u in snapshot.vanished if u in self.flags)
+            if self.unannounced and self.heldAt is None:
+                self.heldAt = self.highestModSeq
+            if allowExpunge and self.unannounced:
+                lines += self._expunged(qresync)
+            for info in messages:
+                known = self.flags.get(info.uid)
+                if known is None:
+                    continue  # new (below), or expunged and not yet told
+                self.infos[info.uid] = info
+                if info.flags != known or (condstore and info.modseq != self.modseq[info.uid]):
+                    self.flags[info.uid], self.modseq[info.uid] = frozenset(info.flags), info.modseq
+                    seq = bisect.bisect_left(self.uids, info.uid) + 1
+                    lines.append(self.fetchUpdate(seq, info.uid, condstore))
         # Messages come ascending by UID: the new ones are those past the
         # last one known (one that reappeared lower would break the map).
         # Flag sets are the store's frozensets, shared between messages,
@@ -156,10 +166,37 @@ class Selected:
             # RFC 3501 7.3.2: RECENT goes with a change of the count.
             if self.showRecent:
                 lines.append(b"* %d RECENT" % len(self.recent))
+        if qresync and self.unannounced:
+            # RFC 7162 3.2: MODSEQs above an expunge not yet told must come
+            # with a HIGHESTMODSEQ below it, so a client that loses the
+            # connection now resyncs from before the expunge.
+            lines.append(b"* OK [HIGHESTMODSEQ %d] Expunges pending" % self.heldAt)
         self.validity, self.uidNext = snapshot.uidValidity, snapshot.uidNext
         self.highestModSeq = snapshot.highestModSeq
-        # Expunges held back (RFC 3501 7.4.1) are still to tell: then the
-        # stamp must not say "nothing new".
-        self.changeStamp = snapshot.changeStamp if allowExpunge else None
         self.dirty = False
+        return lines
+
+    def _expunged(self, qresync):
+        """
+        Forget the messages expunged since last told, and say so: one
+        C{EXPUNGE} each (RFC 3501 7.4.1, the numbers shifting as they go),
+        or once QRESYNC is enabled one C{VANISHED} with their UIDs (RFC
+        7162 3.2.10).
+        """
+        gone = sorted(self.unannounced)
+        self.unannounced, self.heldAt = set(), None
+        lines, told = [], []
+        for uid in gone:
+            seq = bisect.bisect_left(self.uids, uid)
+            if seq == len(self.uids) or self.uids[seq] != uid:
+                continue  # never shown to this session
+            del self.uids[seq]
+            for known in (self.infos, self.flags, self.modseq):
+                known.pop(uid, None)
+            self.recent.discard(uid)
+            told.append(uid)
+            if not qresync:
+                lines.append(b"* %d EXPUNGE" % (seq + 1))
+        if qresync and told:
+            lines.append(b"* VANISHED " + formatSet(told))
         return lines

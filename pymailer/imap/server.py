@@ -1,7 +1,8 @@
 """
 The IMAP4rev1 server protocol (RFC 3501) with IDLE, UIDPLUS, MOVE,
 NAMESPACE, ID, ENABLE, LITERAL+, UNSELECT, SPECIAL-USE, SASL-IR, CHILDREN,
-CONDSTORE, and (each in its own module, this one dispatching) ESEARCH and
+CONDSTORE, and (each in its own module, this one dispatching) QRESYNC
+(L{pymailer.imap.qresync}), ESEARCH and
 SEARCHRES (L{pymailer.imap.esearch}), LIST-EXTENDED and LIST-STATUS
 (L{pymailer.imap.listing}, L{pymailer.imap.status}), STATUS=SIZE,
 MULTIAPPEND and APPENDLIMIT (L{pymailer.imap.append}), BINARY
@@ -37,6 +38,7 @@ per mailbox (C{PERMANENTFLAGS} drops C{\\*} when they are used up) and
 mod-sequences (CONDSTORE, RFC 7162).
 """
 
+import itertools
 import re
 import time
 from collections import deque
@@ -58,7 +60,9 @@ from pymailer.auth.login import LoginBlocked, guardedLogin
 from pymailer.auth import sasl
 from pymailer.auth.sasl import Plain
 from pymailer.imap import (
-    append, binary, catenate, compress, esearch, listing, rev2, search, status, utf7)
+    append, binary, catenate, compress, esearch, listing, qresync, rev2, search, status,
+    utf7,
+)
 from pymailer.imap.errors import CommandFailed
 from pymailer.imap.quota import QuotaCommands
 from pymailer.imap.fetch import (
@@ -145,6 +149,9 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         # RFC 7162 3.1: set by the first "CONDSTORE enabling command"; from
         # then on every untagged FETCH carries UID and MODSEQ.
         self.condstore = False
+        # RFC 7162 3.2.3: set by ENABLE QRESYNC (which enables CONDSTORE
+        # too); from then on expunges are told as VANISHED.
+        self.qresync = False
         # RFC 9051 / RFC 6855: IMAP4rev2 and UTF8=ACCEPT, once enabled.
         self.enabled = rev2.Session()
         # RFC 5182: the UIDs of the last SEARCH RETURN (SAVE), "$".
@@ -236,7 +243,7 @@ class IMAPServer(QuotaCommands, IMAP4Server):
                 rev2.UTF8_ACCEPT, b"SASL-IR", b"ID", b"ENABLE", b"IDLE",
                 b"NAMESPACE", b"UIDPLUS", b"MOVE", b"UNSELECT", b"SPECIAL-USE",
                 b"CREATE-SPECIAL-USE", catenate.CAPABILITY,
-                b"CHILDREN", b"CONDSTORE", b"ESEARCH", b"SEARCHRES", b"LIST-EXTENDED",
+                b"CHILDREN", b"CONDSTORE", b"QRESYNC", b"ESEARCH", b"SEARCHRES", b"LIST-EXTENDED",
                 b"LIST-STATUS", b"STATUS=SIZE", b"MULTIAPPEND", b"BINARY",
                 b"COMPRESS=DEFLATE",
                 b"APPENDLIMIT=%d" % self.factory.maxMessageSize] + self.quotaCapabilities()
@@ -591,7 +598,7 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         if self.selected is not None and name not in (b"LOGOUT",):
             allowExpunge = uid or name not in (b"FETCH", b"STORE", b"SEARCH")
             if self.selected.dirty or name in (b"NOOP", b"CHECK"):
-                return self._sync(allowExpunge, ifChanged=not self.selected.dirty).addCallback(
+                return self._sync(allowExpunge).addCallback(
                     lambda _: self.sendLine(tag + b" OK " + text))
         self.sendLine(tag + b" OK " + text)
 
@@ -624,18 +631,18 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             log.failure("IMAP command error", failure)
             self.sendLine(tag + b" NO [SERVERBUG] Internal error, see the server log")
 
-    def _sync(self, allowExpunge=True, ifChanged=False):
+    def _sync(self, allowExpunge=True):
+        """Tell the client what changed in the selected mailbox (only that is read)."""
         selected = self.selected
-        d = self.account.run(selected.scanIfChanged if ifChanged else selected.scan)
+        return self.account.run(selected.refresh).addCallback(
+            self._applyChanges, selected, allowExpunge)
 
-        def apply(scanned):
-            if scanned is not None and self.selected is selected and not self._closing:
-                if selected.validity and scanned.uidValidity != selected.validity:
-                    # Deleted and created again: our UIDs mean nothing now.
-                    raise MailboxGone(selected.name)
-                self._sendLines(selected.apply(scanned, allowExpunge, self.condstore))
-
-        return d.addCallback(apply)
+    def _applyChanges(self, changes, selected, allowExpunge=True):
+        if self.selected is selected and not self._closing:
+            if selected.validity and changes.uidValidity != selected.validity:
+                # Deleted and created again: our UIDs mean nothing now.
+                raise MailboxGone(selected.name)
+            self._sendLines(selected.apply(changes, allowExpunge, self.condstore, self.qresync))
 
     def _selectedVanished(self, failure):
         """
@@ -811,13 +818,16 @@ class IMAPServer(QuotaCommands, IMAP4Server):
     def cmd_ENABLE(self, tag, args):
         if not args or not all(isinstance(a, Atom) for a in args):
             raise ParseError("ENABLE needs capabilities")
-        # RFC 5161 3.1: ENABLED lists what we enabled and ignores the rest
-        # (QRESYNC is not offered).
+        # RFC 5161 3.1: ENABLED lists what we enabled and ignores the rest.
         names = {a.upper() for a in args}
         enabled = []
         if b"CONDSTORE" in names:
             self.condstore = True
             enabled.append(b"CONDSTORE")
+        if b"QRESYNC" in names:
+            # RFC 7162 3.2.3: QRESYNC enables CONDSTORE too.
+            self.qresync = self.condstore = True
+            enabled.append(b"QRESYNC")
         enabled += self.enabled.enable(names)
         if self.selected is not None:
             self.selected.showRecent = not self.enabled.rev2
@@ -1101,13 +1111,12 @@ class IMAPServer(QuotaCommands, IMAP4Server):
     def cmd_SELECT(self, tag, args, readOnly=False):
         if len(args) not in (1, 2):
             raise ParseError("SELECT needs a mailbox name")
-        if len(args) == 2:
-            # RFC 7162 3.1.8: SELECT/EXAMINE (CONDSTORE), an enabling command.
-            if not isinstance(args[1], list) or not args[1] or not all(
-                    isAtom(p, b"CONDSTORE") for p in args[1]):
-                raise ParseError("unknown SELECT parameter")
-            self.condstore = True
+        resync = self._selectParameters(args[1]) if len(args) == 2 else None
         name = self.mailboxName(args[0])
+        if self.selected is not None:
+            # RFC 7162 3.2.11 (and RFC 9051 7.1): what follows is about
+            # the mailbox being opened, not the one closed.
+            self.sendLine(b"* OK [CLOSED] Previous mailbox is now closed")
         self._unselect()
         self.state = "auth"
 
@@ -1116,10 +1125,16 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         def work():
             selected = Selected(name, self._openMailbox(name, b"NONEXISTENT"), readOnly)
             selected.showRecent = not rev2Session
-            return selected, selected.scan()
+            scanned = selected.scan()
+            changes = None
+            if resync is not None and resync.uidValidity == scanned.uidValidity:
+                # RFC 7162 3.2.5.1: a UIDVALIDITY that differs means the
+                # client's cache is void: a plain SELECT, nothing more.
+                changes = selected.mailbox.changedSince(resync.modseq)
+            return selected, scanned, changes
 
         def answer(result):
-            selected, scanned = result
+            selected, scanned, changes = result
             selected.apply(scanned)
             self.selected = selected
             self.state = "select"
@@ -1143,12 +1158,53 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             # RFC 7162 3.1.2.1: on every SELECT/EXAMINE of a mailbox that
             # keeps mod-sequences, enabled or not.
             self.sendLine(b"* OK [HIGHESTMODSEQ %d] Highest" % selected.highestModSeq)
+            if changes is not None:
+                self._resynced(selected, resync, changes)
             mode = b"[READ-ONLY]" if readOnly else b"[READ-WRITE]"
             return mode + b" " + (b"EXAMINE" if readOnly else b"SELECT") + b" completed"
 
         return self.account.run(work).addCallback(answer)
 
     cmd_SELECT.states = ("auth", "select")
+
+    def _selectParameters(self, params):
+        """
+        The SELECT/EXAMINE parameter list: C{CONDSTORE} (RFC 7162 3.1.8,
+        an enabling command) and C{QRESYNC (...)} (3.2.5).
+
+        @return: the L{qresync.Resync}, or C{None}.
+        """
+        if not isinstance(params, list) or not params:
+            raise ParseError("unknown SELECT parameter")
+        resync = None
+        tokens = iter(params)
+        for token in tokens:
+            if isAtom(token, b"CONDSTORE"):
+                self.condstore = True
+            elif isAtom(token, b"QRESYNC") and resync is None:
+                if not self.qresync:
+                    # RFC 7162 3.2.5: BAD unless ENABLE QRESYNC came first.
+                    raise ParseError("QRESYNC is not enabled")
+                resync = qresync.parseSelectParameter(next(tokens, None))
+            else:
+                raise ParseError("unknown SELECT parameter")
+        return resync
+
+    def _resynced(self, selected, resync, changes):
+        """
+        RFC 7162 3.2.5.1: after SELECT's usual responses, what the client
+        that knew C{resync} missed: the UIDs expunged (within its known
+        UIDs), then each message changed since its mod-sequence, as the
+        session's view has it, with UID, FLAGS and MODSEQ.
+        """
+        known, largest = resync.knownUids, selected.uidNext - 1
+        self._sendLines(qresync.vanishedEarlier(qresync.vanishedSince(
+            changes, selected, known, largest, resync.seqMatch)))
+        self._sendLines(
+            selected.fetchUpdate(seq, uid, condstore=True)
+            for seq, uid in enumerate(selected.uids, 1)
+            if selected.modseq[uid] > resync.modseq
+            and (known is None or known.contains(uid, largest)))
 
     def cmd_EXAMINE(self, tag, args):
         return self.cmd_SELECT(tag, args, readOnly=True)
@@ -1206,13 +1262,18 @@ class IMAPServer(QuotaCommands, IMAP4Server):
     cmd_UNSELECT.states = ("select",)
 
     def _expungeDeleted(self, selected, uids):
-        """Blocking: expunge \\Deleted messages (of C{uids} if given)."""
-        infos = selected.mailbox.messages()
-        doomed = [i.uid for i in infos if "\\Deleted" in i.flags
-                  and (uids is None or i.uid in uids)]
+        """
+        Blocking: expunge the \\Deleted messages (of C{uids} if given) as
+        the store has them now: the session's flags with what changed
+        since, not a read of the whole mailbox.
+        """
+        changes = selected.refresh()
+        changed = {i.uid: i.flags for i in changes.messages}
+        flags = itertools.chain(changed.items(), () if changes.since is None else (
+            (u, f) for u, f in selected.flags.items() if u not in changed))
+        doomed = [u for u, f in flags if "\\Deleted" in f and (uids is None or u in uids)]
         if doomed:
             selected.mailbox.expunge(doomed)
-        return selected.scan()
 
     def cmd_EXPUNGE(self, tag, args, uid=False):
         uids = None
@@ -1228,10 +1289,11 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             raise CommandFailed("[READ-ONLY] Mailbox is read-only")
         selected = self.selected
 
-        def answer(scanned):
-            self._sendLines(selected.apply(scanned, condstore=self.condstore))
+        def work():
+            self._expungeDeleted(selected, uids)
+            return selected.refresh()
 
-        return self.account.run(self._expungeDeleted, selected, uids).addCallback(answer)
+        return self.account.run(work).addCallback(self._applyChanges, selected)
 
     cmd_EXPUNGE.states = ("select",)
     cmd_EXPUNGE.uid = True
@@ -1333,7 +1395,7 @@ class IMAPServer(QuotaCommands, IMAP4Server):
                     pairs = selected.mailbox.move(uids, target)
                 else:
                     pairs = selected.mailbox.copy(uids, target)
-            return target.uidValidity(), pairs, selected.scan() if move else None
+            return target.uidValidity(), pairs, selected.refresh() if move else None
 
         def answer(result):
             validity, pairs, scanned = result
@@ -1347,7 +1409,7 @@ class IMAPServer(QuotaCommands, IMAP4Server):
                 # RFC 6851 4.3: COPYUID in an untagged OK before the EXPUNGEs.
                 if code:
                     self.sendLine(b"* OK " + code + b"Moved")
-                self._sendLines(selected.apply(scanned, condstore=self.condstore))
+                self._applyChanges(scanned, selected)
                 return b"MOVE completed"
             return code + b"COPY completed"
 
@@ -1448,13 +1510,40 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         items = parseFetchItems(args[1], uid)
         selected = self.selected
         extras = []
+        vanished = False
         if len(args) == 3:
+            modifiers = args[2]
+            if isinstance(modifiers, list) and any(isAtom(m, b"VANISHED") for m in modifiers):
+                # RFC 7162 3.2.6: UID FETCH only, with CHANGEDSINCE, once
+                # QRESYNC is enabled; BAD otherwise.
+                if not uid or not self.qresync:
+                    raise ParseError("VANISHED needs UID FETCH after ENABLE QRESYNC")
+                modifiers = [m for m in modifiers if not isAtom(m, b"VANISHED")]
+                vanished = True
             # RFC 7162 3.1.4.1: only the messages changed since, with MODSEQ.
-            since = parseModifiers(args[2], "CHANGEDSINCE")
+            since = parseModifiers(modifiers, "CHANGEDSINCE")
             targets = [(s, u) for s, u in targets if selected.modseq.get(u, 0) > since]
             extras.append("MODSEQ")
         if extras or any(i.name == "MODSEQ" for i in items):
             self.condstore = True  # RFC 7162 3.1.4: enabling
+        if vanished:
+            within = self._sequenceSet(args[0], True)
+
+            def vanishedFirst(changes):
+                # RFC 7162 3.2.6: the expunged UIDs of the set, before the FETCHes.
+                self._sendLines(qresync.vanishedEarlier(qresync.vanishedSince(
+                    changes, selected, within, max(selected.uidNext - 1, 1))))
+                return self._fetchTargets(targets, items, extras)
+
+            return self.account.run(selected.mailbox.changedSince, since).addCallback(
+                vanishedFirst)
+        return self._fetchTargets(targets, items, extras)
+
+    cmd_FETCH.states = ("select",)
+    cmd_FETCH.uid = True
+
+    def _fetchTargets(self, targets, items, extras):
+        selected = self.selected
         needsContent = any(i.needsContent for i in items)
         setsSeen = any(i.setsSeen for i in items) and not selected.readOnly
         if not needsContent and not setsSeen:
@@ -1466,9 +1555,6 @@ class IMAPServer(QuotaCommands, IMAP4Server):
                 self.transport.write(b"".join(fetchPieces(selected, seq, u, items, None, None, extras)))
             return None
         return self._fetchBatches(targets, items, setsSeen, extras)
-
-    cmd_FETCH.states = ("select",)
-    cmd_FETCH.uid = True
 
     @defer.inlineCallbacks
     def _fetchBatches(self, targets, items, setsSeen, extras):

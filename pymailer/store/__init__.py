@@ -275,6 +275,10 @@ class MailboxSnapshot:
     @ivar changeStamp: the mailbox's
         L{pymailer.interfaces.IMailbox.changeStamp} as this snapshot saw it
         (C{None}: the backend keeps none).
+    @ivar since: C{None} for the whole mailbox; for the answer of
+        L{pymailer.interfaces.IMailbox.changedSince}, its mod-sequence:
+        C{messages} then holds only the messages changed after it.
+    @ivar vanished: with C{since}, the UIDs expunged after it, ascending.
     """
 
     messages: list
@@ -285,6 +289,8 @@ class MailboxSnapshot:
     keywords: tuple = ()
     keywordsFull: bool = False
     changeStamp: object = None
+    since: int = None
+    vanished: tuple = ()
 
 
 class KeywordLimit(ValueError):

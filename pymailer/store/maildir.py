@@ -35,6 +35,7 @@ own lock), so a name deleted and created again never gets one it had.
 All methods block: call them from a thread pool.
 """
 
+import dataclasses
 import errno
 import fcntl
 import json
@@ -633,10 +634,8 @@ class MaildirMailbox:
         files = {_basename(n): n for n in _listNames(cur)}
         entries = index.entries
         gone = [key for key in entries if key not in files]
-        for key in gone:
-            del entries[key]
         if gone:
-            index.nextModSeq()  # an expunge by another tool: see expunge()
+            index.expunge(gone)  # by another tool: see expunge()
         changed = bool(gone)
         for key, entry in entries.items():
             info = _infoLetters(files[key])
@@ -730,6 +729,41 @@ class MaildirMailbox:
             recent=frozenset(i.uid for i in infos if i.uid >= firstRecent),
             keywords=keywords.defined(), keywordsFull=keywords.full(),
         )
+
+    def changedSince(self, modseq, claimRecent=False):
+        # The scan (deliveries and other tools change files behind the
+        # index's back) lists directories; only the changed files are
+        # looked at.
+        index, firstRecent = self._sync(claimRecent)
+        if modseq >= index.forgotten:
+            keywords = Keywords.read(self.path)
+            cur = os.path.join(self.path, "cur", "")
+            infos = []
+            try:
+                for uid, (key, entry) in sorted(index.byUid().items()):
+                    name = self._fileNames.get(uid)
+                    if entry.modseq > modseq and name is not None:
+                        st = os.stat(cur + name)
+                        infos.append(MessageInfo(
+                            uid=uid, key=key, flags=self._flags(name, keywords),
+                            size=st.st_size, internalDate=st.st_mtime, modseq=entry.modseq,
+                            path=cur + name))
+            except FileNotFoundError:
+                pass  # renamed or expunged by another tool meanwhile: see below
+            else:
+                return MailboxSnapshot(
+                    messages=infos, uidValidity=index.validity, uidNext=index.uidNext,
+                    highestModSeq=index.highestModSeq,
+                    recent=frozenset(i.uid for i in infos if i.uid >= firstRecent),
+                    keywords=keywords.defined(), keywordsFull=keywords.full(),
+                    since=modseq, vanished=tuple(
+                        sorted(u for u, m in index.expunged.items() if m > modseq)))
+        # Expunges after modseq no longer all known (or a file moved under
+        # our feet): the whole mailbox, and the caller compares UIDs.  The
+        # recent messages were claimed above.
+        whole = self.snapshot()
+        return dataclasses.replace(whole, recent=frozenset(
+            i.uid for i in whole.messages if i.uid >= firstRecent))
 
     def messages(self):
         return self.snapshot().messages
@@ -859,12 +893,12 @@ class MaildirMailbox:
                         break
                     except FileNotFoundError:
                         files = {_basename(n): n for n in _listNames(cur)}
-                del index.entries[key]
             if doomed:
                 fsyncDirectory(cur)
                 # Expunges raise HIGHESTMODSEQ too, so "has anything changed
-                # since N" sees them (RFC 7162 3.2, QRESYNC, requires it).
-                index.nextModSeq()
+                # since N" sees them, and are remembered with it (RFC 7162
+                # 3.2, QRESYNC, requires it).
+                index.expunge(doomed)
                 writeIndex(self.path, index)
         self._fileNames = {u: n for u, n in self._fileNames.items()
                            if u not in uids}

@@ -7,8 +7,15 @@ rename, directory fsync) and changed only under the mailbox lock.
 
 C{pymailer-uidlist}, version 2::
 
-    2 V<uidvalidity> N<uidnext> M<highestmodseq> R<first recent uid>
+    2 V<uidvalidity> N<uidnext> M<highestmodseq> R<first recent uid> X<forgotten>
     <uid> <modseq> :<info letters> <basename>
+    -<uid> <modseq>
+
+A C{-} line is an expunged UID with the mod-sequence of its expunge (RFC
+7162 3.2: QRESYNC's VANISHED), the last L{EXPUNGES_KEPT} of them; C{X} is
+the highest mod-sequence of those forgotten beyond that, so a question
+about changes since an older one is answered with a whole scan.  Readers
+written before these lines skip them (no C{:} field).
 
 The info letters are what the file name said (after C{:2,}) when the
 index last looked: a rename by another Maildir tool (mutt setting \\Seen)
@@ -47,6 +54,10 @@ log = Logger()
 UIDLIST = "pymailer-uidlist"
 KEYWORDS = "dovecot-keywords"
 KEYWORD_LETTERS = string.ascii_lowercase
+# Expunged UIDs the uidlist remembers: the file is rewritten on each
+# change, so the history is bounded; beyond it QRESYNC still works, from
+# the client's known UIDs (RFC 7162 3.2.5.2), at the cost of a scan.
+EXPUNGES_KEPT = 1000
 
 
 class Entry:
@@ -63,6 +74,10 @@ class Index:
     The contents of C{pymailer-uidlist}.
 
     @ivar entries: C{{basename: Entry}}.
+    @ivar expunged: C{{uid: modseq of its expunge}}, the last
+        L{EXPUNGES_KEPT}.
+    @ivar forgotten: the highest modseq of an expunge no longer in
+        C{expunged} (C{0}: none forgotten).
     """
 
     def __init__(self, validity, uidNext, highestModSeq=1, firstRecent=1,
@@ -72,6 +87,22 @@ class Index:
         self.highestModSeq = highestModSeq
         self.firstRecent = firstRecent
         self.entries = entries if entries is not None else {}
+        self.expunged = {}
+        self.forgotten = 0
+
+    def expunge(self, keys):
+        """
+        Forget the messages C{keys} (basenames), remembering their UIDs
+        with one new modseq (RFC 7162 3.2).
+        """
+        modseq = self.nextModSeq()
+        for key in keys:
+            self.expunged[self.entries.pop(key).uid] = modseq
+        if len(self.expunged) > EXPUNGES_KEPT:
+            oldest = sorted(self.expunged.items(), key=lambda item: item[1])
+            for uid, gone in oldest[:len(self.expunged) - EXPUNGES_KEPT]:
+                del self.expunged[uid]
+                self.forgotten = max(self.forgotten, gone)
 
     def nextModSeq(self):
         """A mod-sequence higher than any given so far (RFC 7162 3.1)."""
@@ -110,8 +141,14 @@ def readIndex(directory):
         log.warn("Corrupt {path}, starting a new UIDVALIDITY", path=path)
         return None
     index = Index(fields["V"], fields["N"], fields.get("M", 1), fields.get("R", 1))
+    index.forgotten = fields.get("X", 0)
     entries = index.entries
     for line in lines:
+        if line.startswith("-") and version == "2":
+            uid, _, modseq = line[1:].partition(" ")
+            if uid.isdigit() and modseq.isdigit():
+                index.expunged[int(uid)] = int(modseq)
+            continue
         if version == "1":
             uid, _, key = line.partition(" ")
             modseq, info = "1", None
@@ -127,10 +164,11 @@ def readIndex(directory):
 
 def writeIndex(directory, index):
     """Replace the index file durably (file and directory fsynced)."""
-    lines = ["2 V%d N%d M%d R%d\n" % (index.validity, index.uidNext,
-                                      index.highestModSeq, index.firstRecent)]
+    lines = ["2 V%d N%d M%d R%d X%d\n" % (index.validity, index.uidNext, index.highestModSeq,
+                                          index.firstRecent, index.forgotten)]
     for key, entry in sorted(index.entries.items(), key=lambda kv: kv[1].uid):
         lines.append("%d %d :%s %s\n" % (entry.uid, entry.modseq, entry.info or "", key))
+    lines.extend("-%d %d\n" % item for item in sorted(index.expunged.items()))
     data = "".join(lines).encode("utf-8", "surrogateescape")
     writeDurably(os.path.join(directory, UIDLIST), data, mode=0o600)
     fsyncDirectory(directory)

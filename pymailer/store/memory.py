@@ -59,6 +59,9 @@ class _Box:
         self.highestModSeq = 1
         self.firstRecent = 1
         self.messages = {}  # uid -> _Message, in ascending UID order
+        # uid -> the mod-sequence of its expunge, for changedSince: kept
+        # for the mailbox's life, unbounded (a test store is small).
+        self.expunged = {}
         self.keywords = Keywords()
 
     def nextModSeq(self):
@@ -321,17 +324,28 @@ class MemoryMailbox:
         )
 
     def snapshot(self, claimRecent=False):
+        return self._read(claimRecent)
+
+    def changedSince(self, modseq, claimRecent=False):
+        return self._read(claimRecent, modseq)
+
+    def _read(self, claimRecent, since=None):
+        """L{snapshot}, or with C{since} the answer of L{changedSince}."""
         with self.store._lock:
             box = self._state()
             firstRecent = box.firstRecent
             if claimRecent:  # RFC 3501 2.3.2: this session is told of them
                 box.firstRecent = box.uidNext
-            infos = [self._info(box, m) for m in box.messages.values()]
+            infos = [self._info(box, m) for m in box.messages.values()
+                     if since is None or m.modseq > since]
+            vanished = () if since is None else tuple(
+                sorted(u for u, m in box.expunged.items() if m > since))
             return MailboxSnapshot(
                 messages=infos, uidValidity=box.validity, uidNext=box.uidNext,
                 highestModSeq=box.highestModSeq,
                 recent=frozenset(i.uid for i in infos if i.uid >= firstRecent),
                 keywords=box.keywords.defined(), keywordsFull=box.keywords.full(),
+                since=since, vanished=vanished,
             )
 
     def messages(self):
@@ -391,8 +405,10 @@ class MemoryMailbox:
             for uid in doomed:
                 del box.messages[uid]
             if doomed:
-                # Expunges raise HIGHESTMODSEQ too (RFC 7162 3.2).
-                box.nextModSeq()
+                # Expunges raise HIGHESTMODSEQ too, and are remembered
+                # with it (RFC 7162 3.2).
+                modseq = box.nextModSeq()
+                box.expunged.update(dict.fromkeys(doomed, modseq))
         if doomed:
             self.store._notify(self.user, self.name)
 

@@ -116,6 +116,16 @@ CREATE TABLE IF NOT EXISTS changes (
 );
 """
 
+# Versioned steps that bring an older database up to date in place
+# (PRAGMA user_version says how far it got); a new database runs them too.
+SCHEMA_VERSION = 1
+UPGRADES = {
+    # changedSince (QRESYNC, a session's refresh) reads the rows changed
+    # or expunged after a mod-sequence, not the whole mailbox.
+    1: ["CREATE INDEX IF NOT EXISTS messagesModSeq ON messages (mailboxId, modseq)",
+        "CREATE INDEX IF NOT EXISTS expungedModSeq ON expunged (mailboxId, modseq)"],
+}
+
 
 def _keywords(text):
     """The mailbox's L{Keywords} from its column (a JSON list, empty at first)."""
@@ -174,7 +184,19 @@ class SQLiteStore(Listeners):
         self._local = threading.local()
         self._pollDb = None
         self._db().executescript(SCHEMA)
+        self._upgrade()
         self.sweep()
+
+    def _upgrade(self):
+        """Run the L{UPGRADES} steps this database has not had, in one transaction."""
+        if self._read("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            return
+        with self._write() as txn:
+            version = txn.execute("PRAGMA user_version").fetchone()[0]
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for sql in UPGRADES[step]:
+                    txn.execute(sql)
+            txn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # -- connections and transactions ---------------------------------------
 
@@ -698,15 +720,18 @@ class SQLiteMailbox:
         flags = set(system.split()) if system else set()
         return frozenset(flags | keywords.decode(letters))
 
-    def _infos(self, db, keywords):
+    def _infos(self, db, keywords, since=None):
         # A mailbox has few distinct flag sets: decode each once (a SELECT
         # of 100,000 messages spent a fifth of its time here) and share
         # the frozenset between the messages that carry it.
         decoded = {}
         infos = []
+        # With since: the messagesModSeq index finds the changed rows.
+        changed = "" if since is None else " AND modseq > ?"
         for uid, key, modseq, system, letters, internalDate, size in db.execute(
                 "SELECT uid, key, modseq, system, letters, internalDate, size"
-                " FROM messages WHERE mailboxId = ? ORDER BY uid", (self._id,)):
+                " FROM messages WHERE mailboxId = ?" + changed + " ORDER BY uid",
+                (self._id,) if since is None else (self._id, since)):
             flags = decoded.get((system, letters))
             if flags is None:
                 flags = decoded[system, letters] = self._flags(keywords, system, letters)
@@ -738,6 +763,36 @@ class SQLiteMailbox:
             keywords=keywords.defined(), keywordsFull=keywords.full(),
             changeStamp=(uidNext, highest, names),
         )
+
+    def changedSince(self, modseq, claimRecent=False):
+        def read(db, row):
+            validity, uidNext, highest, firstRecent, names = row
+            if highest <= modseq:  # nothing after it: the row was the one query
+                return row, [], ()
+            vanished = tuple(r[0] for r in db.execute(
+                "SELECT uid FROM expunged WHERE mailboxId = ? AND modseq > ? ORDER BY uid",
+                (self._id, modseq)))
+            return row, self._infos(db, _keywords(names), modseq), vanished
+
+        with self.store._readTransaction() as db:
+            row = self._row(db)
+            # RFC 3501 2.3.2, as in snapshot: a claim only when there is
+            # something to claim, in one write transaction with the read.
+            claim = claimRecent and row[3] < row[1]
+            if not claim:
+                result = read(db, row)
+        if claim:
+            with self.store._write() as txn:
+                result = read(txn.db, self._row(txn.db))
+                txn.execute("UPDATE mailboxes SET firstRecent = uidNext WHERE id = ?",
+                            (self._id,))
+        (validity, uidNext, highest, firstRecent, names), infos, vanished = result
+        keywords = _keywords(names)
+        return MailboxSnapshot(
+            messages=infos, uidValidity=validity, uidNext=uidNext, highestModSeq=highest,
+            recent=frozenset(i.uid for i in infos if i.uid >= firstRecent),
+            keywords=keywords.defined(), keywordsFull=keywords.full(),
+            changeStamp=(uidNext, highest, names), since=modseq, vanished=vanished)
 
     def messages(self):
         with self.store._readTransaction() as db:

@@ -1,0 +1,81 @@
+"""
+What a selected IMAP session reads from the store to stay up to date
+(issue 13, "per-command cost proportional to what changed"): after another
+session's change, the NOOP (or IDLE, or the end of any command) reads the
+rows that changed, not the mailbox; with nothing new, one row.  Counted on
+the SQLite store with L{sqlitecount.RowCounter}, in the harness of
+L{imapharness}.
+"""
+
+import io
+import os
+
+import pytest
+
+from imapharness import USER, Client
+from pymailer.store import ImportedMessage
+from pymailer.store.sqlite import SQLiteStore
+from sqlitecount import RowCounter
+
+MESSAGES = 10_000
+
+
+@pytest.fixture(scope="module")
+def bigStore(tmp_path_factory):
+    store = SQLiteStore(tmp_path_factory.mktemp("refresh") / "store")
+    body = b"Subject: one of many\r\n\r\nbody\r\n"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "fsync", lambda fd: None)  # filling, not what is measured
+        store.importMailbox(USER.decode(), "INBOX", None, (
+            ImportedMessage(None, frozenset(), 1_700_000_000, lambda: io.BytesIO(body))
+            for _ in range(MESSAGES)))
+    return store
+
+
+@pytest.fixture
+def sessions(tmp_path, bigStore):
+    a = Client(tmp_path, secure=True, store=bigStore)
+    a.login()
+    assert b"* %d EXISTS" % MESSAGES in a.send(b"s SELECT INBOX\r\n")
+    b = a.connectAgain()
+    b.login()
+    b.send(b"s SELECT INBOX\r\n")
+    return a, b, RowCounter(bigStore)
+
+
+def test_noop_with_nothing_new_reads_one_row(sessions):
+    """If this fails, every NOOP (clients send one every few minutes, per
+    session) reads all 10,000 messages of the mailbox."""
+    a, _, counter = sessions
+    counter.take()
+    assert a.send(b"n NOOP\r\n") == b"n OK NOOP completed\r\n"
+    assert counter.take() == {"*": 1, "mailboxes": 1}
+
+
+def test_flag_changed_elsewhere_reads_one_message_row(sessions):
+    """If this fails, one flag changed on a phone makes every other session
+    on the mailbox re-read all 10,000 messages (or miss the change)."""
+    a, b, counter = sessions
+    assert b"f OK" in b.send(b"f UID STORE 5000 +FLAGS.SILENT (\\Flagged)\r\n")
+    counter.take()
+    out = a.send(b"n NOOP\r\n")
+    assert out == b"* 5000 FETCH (FLAGS (\\Flagged) UID 5000)\r\nn OK NOOP completed\r\n"
+    read = counter.take()
+    assert read["messages"] == 1 and read["*"] <= 3, read
+    b.send(b"f UID STORE 5000 -FLAGS.SILENT (\\Flagged)\r\n")
+
+
+def test_expunge_elsewhere_reads_one_row(sessions):
+    """If this fails, a message deleted on another device costs every
+    session on the mailbox a read of all 10,000 messages."""
+    a, b, counter = sessions
+    last = MESSAGES
+    b.send(b"d UID STORE %d +FLAGS.SILENT (\\Deleted)\r\n" % last)
+    counter.take()
+    assert b"x OK" in b.send(b"x UID EXPUNGE %d\r\n" % last)
+    read = counter.take()
+    assert read.get("messages", 0) <= 2, read  # the expunge itself, and its refresh
+    out = a.send(b"n NOOP\r\n")
+    assert out == b"* %d EXPUNGE\r\nn OK NOOP completed\r\n" % last
+    read = counter.take()
+    assert read.get("messages", 0) == 0 and read["expunged"] == 1 and read["*"] <= 3, read
