@@ -1441,7 +1441,7 @@ class IMAPServer(IMAP4Server):
             self.condstore = True  # RFC 7162 3.1.4: enabling
         needsContent = any(i.needsContent for i in items)
         setsSeen = any(i.setsSeen for i in items) and not selected.readOnly
-        if not needsContent and not setsSeen:
+        if not needsContent and not setsSeen and not any(i.needsSummary for i in items):
             lines = sessionFetchLines(selected, targets, items, extras)
             if lines is not None:
                 self.transport.write(lines)
@@ -1457,7 +1457,8 @@ class IMAPServer(IMAP4Server):
     @defer.inlineCallbacks
     def _fetchBatches(self, targets, items, setsSeen, extras):
         selected = self.selected
-        batch = 32
+        # Summaries alone (ENVELOPE, BODYSTRUCTURE) are small: larger batches.
+        batch = 32 if any(i.needsContent for i in items) else 512
         for start in range(0, len(targets), batch):
             chunk = targets[start:start + batch]
             results = yield self.account.run(
@@ -1496,7 +1497,17 @@ class IMAPServer(IMAP4Server):
         # (RFC 7162 3.1).
         seenExtras = extras + ["FLAGS"] + (["UID", "MODSEQ"] if self.condstore else [])
         out = []
+        # ENVELOPE, BODY, BODYSTRUCTURE: from the store's summaries.
+        summaries = selected.mailbox.summaries([u for _, u in chunk]) \
+            if any(i.needsSummary for i in items) else None
+        needsContent = any(i.needsContent for i in items)
         for seq, u in chunk:
+            if summaries is not None and u not in summaries:
+                continue  # expunged meanwhile
+            if not needsContent:
+                out.append(fetchPieces(selected, seq, u, items, None, None,
+                                       seenExtras if u in seen else extras, summaries[u]))
+                continue
             try:
                 content = selected.mailbox.openMessage(u)
             except KeyError:
@@ -1504,7 +1515,8 @@ class IMAPServer(IMAP4Server):
             with content:
                 out.append(fetchPieces(
                     selected, seq, u, items, messageOctets(content),
-                    content.duplicate, seenExtras if u in seen else extras))
+                    content.duplicate, seenExtras if u in seen else extras,
+                    summaries and summaries[u]))
         return out
 
     @defer.inlineCallbacks
