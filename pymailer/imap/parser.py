@@ -26,6 +26,10 @@ class ParseError(ValueError):
     """The command does not follow the grammar; the text says why."""
 
 
+class CommandFailed(Exception):
+    """Answered with C{NO} and this text."""
+
+
 class Atom(bytes):
     def __repr__(self):
         return "Atom(%s)" % bytes.__repr__(self)

@@ -48,6 +48,9 @@ class Selected:
         self.dirty = False
         self.showRecent = True
         self.changeStamp = None
+        # uid -> MessageSummary read for SORT/THREAD (L{pymailer.imap.sort}):
+        # a UID's summary never changes, so it is read from the store once.
+        self.summaries = {}
 
     def scan(self):
         """

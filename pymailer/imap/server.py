@@ -57,7 +57,9 @@ from pymailer.auth.guard import plaintextLoginAllowed
 from pymailer.auth.login import LoginBlocked, guardedLogin
 from pymailer.auth import sasl
 from pymailer.auth.sasl import Plain
-from pymailer.imap import append, binary, compress, esearch, listing, rev2, search, status, utf7
+from pymailer.imap import (
+    append, binary, compress, esearch, listing, rev2, search, sort, status, thread, utf7,
+)
 from pymailer.imap.fetch import (
     Range, fetchPieces, parseFetchItems, parseModifiers, sessionFetchLines,
 )
@@ -65,7 +67,7 @@ from pymailer.imap.spool import MAX_PENDING_WRITES, SpoolFailed, SpoolingLiteral
 from pymailer.imap.listing import listEntries, lsubEntries
 from pymailer.imap.message import messageOctets
 from pymailer.imap.parser import (
-    LITERAL_AT_END, Atom, FileLiteral, ParseError,
+    LITERAL_AT_END, Atom, CommandFailed, FileLiteral, ParseError,
     astring, formatSet, formatValue, isAtom, isFetch, isTag, splitCommand, tokenize,
 )
 from pymailer.imap.selected import SYSTEM_FLAGS, Selected
@@ -87,9 +89,6 @@ MAX_LITERALS = 64
 MAX_QUEUED_COMMANDS = 1000
 # BAD answers in a row before the session is closed (Dovecot: 20).
 MAX_BAD_COMMANDS = 20
-# A SEARCH costing more key tests than this (messages x keys) runs in the
-# thread pool rather than on the reactor thread.
-INLINE_SEARCH = 20000
 _FLAG_NAMES = {f.upper(): f for f in SYSTEM_FLAGS}
 _STORE_MODES = {b"FLAGS": "set", b"+FLAGS": "add", b"-FLAGS": "remove"}
 # flag-keyword = atom (RFC 3501 9): no atom-specials, no "]".
@@ -98,10 +97,6 @@ _KEYWORD = re.compile(r'[^\x00-\x20\x7f-\uffff(){%*"\\\]]+')
 
 def _isCompress(line):
     return line[:40].upper().split(b" ", 2)[1:2] == [b"COMPRESS"]
-
-
-class CommandFailed(Exception):
-    """Answered with C{NO} and this text."""
 
 
 @contextmanager
@@ -238,7 +233,7 @@ class IMAPServer(IMAP4Server):
                 b"NAMESPACE", b"UIDPLUS", b"MOVE", b"UNSELECT", b"SPECIAL-USE",
                 b"CHILDREN", b"CONDSTORE", b"ESEARCH", b"SEARCHRES", b"LIST-EXTENDED",
                 b"LIST-STATUS", b"STATUS=SIZE", b"MULTIAPPEND", b"BINARY",
-                b"COMPRESS=DEFLATE",
+                b"COMPRESS=DEFLATE", *sort.CAPABILITIES,
                 b"APPENDLIMIT=%d" % self.factory.maxMessageSize]
         if self.user is None:
             if not self.secure and self.factory.tls is not None:
@@ -556,7 +551,8 @@ class IMAPServer(IMAP4Server):
                 return None
             name = args.pop(0).upper()
             uid = True
-            if name not in (b"FETCH", b"STORE", b"SEARCH", b"COPY", b"MOVE", b"EXPUNGE"):
+            if name not in (b"FETCH", b"STORE", b"SEARCH", b"COPY", b"MOVE", b"EXPUNGE",
+                            b"SORT", b"THREAD"):
                 self._bad(tag, b"Unknown UID command")
                 return None
         handler = getattr(self, "cmd_" + name.decode("ascii", "replace").replace(".", "_"), None)
@@ -1362,42 +1358,23 @@ class IMAPServer(IMAP4Server):
             saved, self.searchResult = self.searchResult, frozenset()
         else:
             saved = self.searchResult
-        charset = "us-ascii"
+        charset = "utf-8"
         if args and isAtom(args[0], b"CHARSET"):
             if len(args) < 2:
                 raise ParseError("CHARSET needs a name")
-            name = astring(args[1]).decode("ascii", "replace").lower()
-            if name not in ("utf-8", "us-ascii"):
-                raise CommandFailed("[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset")
-            charset = "utf-8" if name == "utf-8" else "ascii"
+            charset = search.parseCharset(args[1])
+            if charset is None:
+                raise CommandFailed(search.BAD_CHARSET)
             args = args[2:]
-        else:
-            charset = "utf-8"
         selected = self.selected
-        uids = list(selected.uids)
-        compiler = search.Compiler(charset, len(uids), uids[-1] if uids else 0, saved)
-        predicate = compiler.compile(args)
+        compiler, predicate = search.compileFor(selected, charset, saved, args)
         if compiler.usesModSeq:
             self.condstore = True  # RFC 7162 3.1.5: an enabling command
-        snapshot = [(seq, selected.infos[u], selected.shownFlags(u), selected.modseq.get(u, 0))
-                    for seq, u in enumerate(uids, 1) if u in selected.infos]
-
-        def loader(u):
-            def load():
-                with selected.mailbox.openMessage(u) as f:
-                    return f.read()
-            return load
+        snapshot = search.candidates(selected)
 
         def work():
-            found = []
-            for seq, info, flags, modseq in snapshot:
-                m = search.Message(seq, info, flags, loader(info.uid), modseq)
-                try:
-                    if predicate(m):
-                        found.append((info.uid if uid else seq, modseq, info.uid))
-                except KeyError:
-                    continue
-            return found
+            return [(u if uid else seq, modseq, u)
+                    for seq, u, modseq in search.evaluate(snapshot, predicate, selected.mailbox)]
 
         def answer(found):
             if options is not None:
@@ -1408,12 +1385,26 @@ class IMAPServer(IMAP4Server):
                 line += b" (MODSEQ %d)" % max(m for _, m, _ in found)
             self.sendLine(line)
 
-        if compiler.needsContent or len(snapshot) * compiler.keys > INLINE_SEARCH:
+        if search.inPool(compiler, snapshot):
             return self.account.run(work).addCallback(answer)
         return answer(work())
 
     cmd_SEARCH.states = ("select",)
     cmd_SEARCH.uid = True
+
+    # SORT, THREAD (RFC 5256, 5957, 5267): in their own modules.
+
+    def cmd_SORT(self, tag, args, uid=False):
+        return sort.command(self, tag, args, uid)
+
+    cmd_SORT.states = ("select",)
+    cmd_SORT.uid = True
+
+    def cmd_THREAD(self, tag, args, uid=False):
+        return thread.command(self, tag, args, uid)
+
+    cmd_THREAD.states = ("select",)
+    cmd_THREAD.uid = True
 
     def _esearchAnswer(self, tag, uid, options, found, usesModSeq):
         if esearch.SAVE in options:
