@@ -367,6 +367,18 @@ def evaluate(candidates, predicate, mailbox):
     return found
 
 
+def resultLine(name, found, usesModSeq):
+    """
+    C{* SEARCH} or C{* SORT} with the numbers of C{found}, C{[(number,
+    modseq, uid)]} in answer order; after a MODSEQ key, the highest
+    mod-sequence of those found (RFC 7162 3.1.5, 3.1.6).
+    """
+    line = b"* " + name + b"".join(b" %d" % n for n, _, _ in found)
+    if usesModSeq and found:
+        line += b" (MODSEQ %d)" % max(m for _, m, _ in found)
+    return line
+
+
 BAD_CHARSET = "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"
 
 

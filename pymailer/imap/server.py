@@ -1379,11 +1379,7 @@ class IMAPServer(IMAP4Server):
         def answer(found):
             if options is not None:
                 return self._esearchAnswer(tag, uid, options, found, compiler.usesModSeq)
-            line = b"* SEARCH" + b"".join(b" %d" % n for n, _, _ in found)
-            if compiler.usesModSeq and found:
-                # RFC 7162 3.1.6: the highest mod-sequence of those found.
-                line += b" (MODSEQ %d)" % max(m for _, m, _ in found)
-            self.sendLine(line)
+            self.sendLine(search.resultLine(b"SEARCH", found, compiler.usesModSeq))
 
         if search.inPool(compiler, snapshot):
             return self.account.run(work).addCallback(answer)

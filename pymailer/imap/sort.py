@@ -164,10 +164,6 @@ def command(server, tag, args, uid):
         found = [(u if uid else seq, modseq, u) for seq, _, _, u, modseq in ordered]
         if options is not None:
             return server._esearchAnswer(tag, uid, options, found, compiler.usesModSeq)
-        line = b"* SORT" + b"".join(b" %d" % n for n, _, _ in found)
-        if compiler.usesModSeq and found:
-            # RFC 7162 3.1.5: SORT too ends with the highest mod-sequence.
-            line += b" (MODSEQ %d)" % max(m for _, m, _ in found)
-        server.sendLine(line)
+        server.sendLine(search.resultLine(b"SORT", found, compiler.usesModSeq))
 
     return matchedWithSummaries(server, charset, args[2:], saved).addCallback(answer)
