@@ -84,23 +84,35 @@ def parseDate(token):
 
 
 class Message:
-    """What a predicate looks at; the content is loaded only if needed."""
+    """
+    What a predicate looks at; the content is loaded only if needed.  One
+    object serves a whole search (L{moveTo} the next message): a new one
+    per message made the garbage collector sweep the session's heap
+    several times per SEARCH or SORT of a large mailbox.
+    """
+
+    __slots__ = ("seq", "uid", "size", "internalDate", "flags", "modseq",
+                 "_loader", "_data", "_parsed")
 
     def __init__(self, seq, info, flags, loader, modseq=0):
+        self._loader = loader
+        self.moveTo(seq, info, flags, modseq)
+
+    def moveTo(self, seq, info, flags, modseq=0):
+        """Look at another message (the same loader, told the new UID)."""
         self.seq = seq
         self.uid = info.uid
         self.size = info.size
         self.internalDate = info.internalDate
         self.flags = flags  # \Recent included when it applies
         self.modseq = modseq
-        self._loader = loader
         self._data = None
         self._parsed = None
 
     @property
     def data(self):
         if self._data is None:
-            self._data = self._loader()
+            self._data = self._loader(self.uid)
         return self._data
 
     @property
@@ -350,15 +362,17 @@ def evaluate(candidates, predicate, mailbox):
     when the program reads content (L{Compiler.needsContent}); a message
     expunged meanwhile does not match.
     """
-    def loader(u):
-        def load():
-            with mailbox.openMessage(u) as f:
-                return f.read()
-        return load
+    def load(u):
+        with mailbox.openMessage(u) as f:
+            return f.read()
 
     found = []
+    m = None
     for seq, info, flags, modseq in candidates:
-        m = Message(seq, info, flags, loader(info.uid), modseq)
+        if m is None:
+            m = Message(seq, info, flags, load, modseq)
+        else:
+            m.moveTo(seq, info, flags, modseq)
         try:
             if predicate(m):
                 found.append((seq, info.uid, modseq))

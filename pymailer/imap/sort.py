@@ -19,7 +19,7 @@ reactor.
 """
 
 from pymailer.imap import esearch, search
-from pymailer.imap.parser import Atom, CommandFailed, ParseError
+from pymailer.imap.parser import Atom, CommandFailed, ParseError, isAtom
 
 CAPABILITIES = (b"SORT", b"SORT=DISPLAY", b"ESORT", b"THREAD=ORDEREDSUBJECT",
                 b"THREAD=REFERENCES")
@@ -75,18 +75,41 @@ def parseCriteria(token):
     return criteria
 
 
-def sortMessages(criteria, matched):
+def sortOrder(criteria, matched):
     """
-    C{matched}, C{[(seq, info, summary, ...)]} in sequence order, sorted by
-    C{criteria}: one stable sort per key, the last key first (a stable
-    sort keeps equal messages, reversed or not, in their earlier order, so
-    ties end in sequence order).
+    The positions of C{matched}'s messages (a L{Matched}, in sequence
+    order) sorted by C{criteria}: one stable sort per key, the last key
+    first (a stable sort keeps equal messages, reversed or not, in their
+    earlier order, so ties end in sequence order).  Keys are lists of
+    bytes and numbers, which the garbage collector does not track.
     """
-    order = list(matched)
+    order = list(range(len(matched.uids)))
     for name, reverse in reversed(criteria):
         get = _KEY_FUNCTIONS[name]
-        order.sort(key=lambda m: get(m[1], m[2]), reverse=reverse)
+        keys = [get(info, summary) for info, summary in zip(matched.infos, matched.summaries)]
+        order.sort(key=keys.__getitem__, reverse=reverse)
     return order
+
+
+class Matched:
+    """
+    The messages a search found, as columns in sequence order: C{seqs},
+    C{uids}, C{modseqs}, C{infos} (L{pymailer.store.MessageInfo}) and
+    C{summaries}.  Columns, not a tuple per message: a SORT of 10,000
+    messages made tens of thousands of tuples, and the collector swept the
+    whole heap for them.
+    """
+
+    def __init__(self, seqs, uids, modseqs, infos, summaries):
+        self.seqs, self.uids, self.modseqs = seqs, uids, modseqs
+        self.infos, self.summaries = infos, summaries
+
+    def keep(self, positions):
+        """Only the messages at C{positions} (all: this one)."""
+        if len(positions) == len(self.uids):
+            return self
+        return Matched(*([column[i] for i in positions] for column in (
+            self.seqs, self.uids, self.modseqs, self.infos)), None)
 
 
 def summariesOf(selected, uids):
@@ -119,21 +142,35 @@ def parseCharset(token):
 def matchedWithSummaries(server, charset, tokens, saved):
     """
     The messages the search program C{tokens} finds, with their summaries:
-    a C{Deferred} firing with C{(compiler, [(seq, info, summary, uid,
-    modseq)])} in sequence order, worked out in the thread pool.
+    a C{Deferred} firing with C{(compiler, L{Matched})}, worked out in the
+    thread pool.  C{ALL}, what clients send with SORT and THREAD, skips
+    the search.
     """
     selected = server.selected
     compiler, predicate = search.compileFor(selected, charset, saved, tokens)
     if compiler.usesModSeq:
         server.condstore = True  # RFC 7162 3.1.5: an enabling command
-    candidates = search.candidates(selected)
-    infos = {info.uid: info for _, info, _, _ in candidates}
+    known = selected.infos
+    if len(tokens) == 1 and isAtom(tokens[0], b"ALL"):
+        candidates = None
+        seqs = [seq for seq, u in enumerate(selected.uids, 1) if u in known]
+        uids = [u for u in selected.uids if u in known]
+    else:
+        candidates = search.candidates(selected)
+        seqs = [seq for seq, _, _, _ in candidates]
+        uids = [info.uid for _, info, _, _ in candidates]
+    infos = [known[u] for u in uids]
+    modseqs = [selected.modseq.get(u, 0) for u in uids]
 
     def work():
-        found = search.evaluate(candidates, predicate, selected.mailbox)
-        summaries = summariesOf(selected, [info.uid for _, info, _, _ in candidates])
-        return compiler, [(seq, infos[u], summaries[u], u, modseq)
-                          for seq, u, modseq in found if u in summaries]
+        found = Matched(seqs, uids, modseqs, infos, None)
+        if candidates is not None:
+            hits = {u for _, u, _ in search.evaluate(candidates, predicate, selected.mailbox)}
+            found = found.keep([i for i, u in enumerate(uids) if u in hits])
+        summaries = summariesOf(selected, uids)
+        found = found.keep([i for i, u in enumerate(found.uids) if u in summaries])
+        found.summaries = [summaries[u] for u in found.uids]  # not expunged meanwhile
+        return compiler, found
 
     return server.account.run(work)
 
@@ -160,8 +197,12 @@ def command(server, tag, args, uid):
 
     def answer(result):
         compiler, matched = result
-        ordered = sortMessages(criteria, matched)
-        found = [(u if uid else seq, modseq, u) for seq, _, _, u, modseq in ordered]
+        order = sortOrder(criteria, matched)
+        numbers = matched.uids if uid else matched.seqs
+        if options is None and not compiler.usesModSeq:
+            server.sendLine(b"* SORT" + b"".join(b" %d" % numbers[i] for i in order))
+            return
+        found = [(numbers[i], matched.modseqs[i], matched.uids[i]) for i in order]
         if options is not None:
             return server._esearchAnswer(tag, uid, options, found, compiler.usesModSeq)
         server.sendLine(search.resultLine(b"SORT", found, compiler.usesModSeq))

@@ -32,10 +32,14 @@ class _Node:
     def __init__(self, message=None):
         self.message = message
         self.parent = None
-        self.children = []
+        # A shared empty tuple until the first child: most messages have
+        # none, and every list is one more object for the collector.
+        self.children = ()
 
     def adopt(self, child):
         child.parent = self
+        if not self.children:
+            self.children = []
         self.children.append(child)
 
     def orphan(self):
@@ -142,6 +146,9 @@ def _prune(roots):
     stack = list(out)
     while stack:
         node = stack.pop()
+        if all(child.message is not None for child in node.children):
+            stack.extend(node.children)  # the usual case: nothing to prune
+            continue
         kept = []
         children = list(reversed(node.children))
         while children:
@@ -193,7 +200,7 @@ def _gatherBySubject(roots):
         if old.message is None and node.message is None:
             for child in node.children:
                 old.adopt(child)
-            node.children = []
+            node.children = ()
         elif old.message is None:
             old.adopt(node)
         elif _isReply(node) and not _isReply(old):
@@ -282,8 +289,9 @@ def command(server, tag, args, uid):
 
     def work(result):
         _, matched = result
-        messages = [_Message(u if uid else seq, seq, sentDate(info, summary), summary)
-                    for seq, info, summary, u, _ in matched]
+        numbers = matched.uids if uid else matched.seqs
+        messages = [_Message(n, seq, sentDate(info, summary), summary) for n, seq, info, summary
+                    in zip(numbers, matched.seqs, matched.infos, matched.summaries)]
         threads = (references if algorithm == b"REFERENCES" else orderedSubject)(messages)
         return formatThreads(threads)
 
