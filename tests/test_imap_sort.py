@@ -161,3 +161,16 @@ def test_base_subject_hostile_is_linear():
     assert baseSubject("[a]" * 300000 + "x") == ("x", False)
     assert baseSubject("x" + "(fwd)" * 200000) == ("x", True)
     assert time.perf_counter() - started < 5
+
+
+def test_esort_save_and_modseq(client):
+    """
+    SORT RETURN (SAVE) keeps the result for a later $ (RFC 5182), and a
+    MODSEQ key ends * SORT with the highest mod-sequence (RFC 7162 3.1.5).
+    """
+    out = client.send(b"a SORT RETURN (SAVE) (SUBJECT) UTF-8 SUBJECT alpha\r\n")
+    assert out == b"a OK SORT completed\r\n"
+    out = client.send(b"b FETCH $ (UID)\r\n")
+    assert out.count(b" FETCH (UID ") == 2 and b"* 2 FETCH" in out and b"* 5 FETCH" in out
+    out = client.send(b"c SORT (DATE) UTF-8 MODSEQ 1\r\n")
+    assert out.split(b"\r\n")[0].startswith(b"* SORT 3 2 5 1 4 (MODSEQ ")
