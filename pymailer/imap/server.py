@@ -7,7 +7,9 @@ SEARCHRES (L{pymailer.imap.esearch}), LIST-EXTENDED and LIST-STATUS
 MULTIAPPEND and APPENDLIMIT (L{pymailer.imap.append}), BINARY
 (L{pymailer.imap.binary}) and COMPRESS=DEFLATE (L{pymailer.imap.compress});
 IMAP4rev2 (RFC 9051) after ENABLE, UTF8=ACCEPT and LITERAL-
-(L{pymailer.imap.rev2}, which maps RFC 9051 Appendix E to this code).
+(L{pymailer.imap.rev2}, which maps RFC 9051 Appendix E to this code);
+SORT, SORT=DISPLAY and ESORT (L{pymailer.imap.sort}), THREAD
+(L{pymailer.imap.thread}), from the store's message summaries.
 
 Built on C{twisted.mail.imap4.IMAP4Server} (its line receiver, timeouts and
 response helpers) but replacing its command reader and dispatcher, because
