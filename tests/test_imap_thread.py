@@ -5,7 +5,6 @@ algorithm directly for the shapes senders get wrong: missing parents,
 duplicate ids, reply loops, thousands of ids, chains thousands deep.
 """
 
-import dataclasses
 import time
 
 import pytest
@@ -22,7 +21,7 @@ BASE = summarize(BytesContent(b"Subject: x\r\n\r\n"))
 def message(seq, subject="x", messageId="", references=(), inReplyTo="", date=None):
     from pymailer.imap.summary import baseSubject
     base, reply = baseSubject(subject)
-    s = dataclasses.replace(BASE, subject=subject, baseSubject=base, isReply=reply,
+    s = BASE._replace(subject=subject, baseSubject=base, isReply=reply,
                             messageId=messageId, references=tuple(references),
                             inReplyTo=inReplyTo)
     return thread._Message(seq, seq, seq if date is None else date, s)
