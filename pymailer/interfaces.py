@@ -427,6 +427,24 @@ class IMailbox(Interface):
         @raise KeyError: no message C{uid} (expunged, or never there).
         """
 
+    def summaries(uids, structure=True):
+        """
+        What IMAP needs of messages without opening them: their
+        L{pymailer.imap.summary.MessageSummary} (ENVELOPE, BODYSTRUCTURE,
+        BODY, and the header fields SORT and THREAD use).  A summary is
+        computed once per content, when it is written (delivery, append,
+        import; a copy or move shares it), and kept with the content, so a
+        message delivered to ten users is summarised once.  A backend may
+        compute a missing one (content written by an older version) on
+        this first read, and keeps it.
+
+        @param uids: UIDs of this mailbox; those not in it are left out.
+        @param structure: C{False} when only the sort and thread fields
+            are wanted: a backend may then leave C{envelope},
+            C{bodystructure} and C{body} C{None} (less to read).
+        @return: C{{uid: MessageSummary}}.
+        """
+
     def storeFlags(uids, mode, flags, unchangedSince=None):
         """
         Change the flags (IMAP names: C{'\\\\Seen'}, keywords like

@@ -646,3 +646,70 @@ class StoreContract:
         assert store.mailbox(USER).messages()[0].size == 300_003
         with store.mailbox(USER).openMessage(uid) as content:
             assert content.readAt(300_000, 10) == b"end"
+
+    # -- summaries (what IMAP needs without opening the message) -----------
+
+    SUMMARISED = (
+        b"From: =?utf-8?q?J=C3=B6rg?= <joerg@example.org>\r\n"
+        b"To: Bob <bob@example.net>, carol@example.net\r\n"
+        b"Subject: Re: [list] =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n"
+        b"Date: Tue, 1 Dec 2026 10:00:00 +0100\r\n"
+        b"Message-ID: <m2@example.org>\r\n"
+        b"In-Reply-To: <m1@example.org>\r\n"
+        b"References: <m0@example.org>\r\n <m1@example.org>\r\n"
+        b"MIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+        b"--b\r\nContent-Type: application/pdf; name=a.pdf\r\n"
+        b"Content-Disposition: attachment; filename=a.pdf\r\n\r\nJVBER\r\n--b--\r\n")
+
+    def test_summaries(self, store):
+        """If this fails, SORT, THREAD and FETCH ENVELOPE/BODYSTRUCTURE show
+        wrong senders, subjects, dates or threads, or the webmail's
+        attachment mark is wrong."""
+        from pymailer.imap.fetch import formatStructure
+        from pymailer.imap.message import Part
+
+        deliver(store, self.SUMMARISED)
+        box = store.mailbox(USER)
+        plain = box.append(io.BytesIO(b"Subject: plain\r\n\r\nbody\r\n"))
+        [first, _] = [i.uid for i in box.messages()]
+        found = box.summaries([first, plain, 999])
+        assert set(found) == {first, plain}
+        s = found[first]
+        part = Part(self.SUMMARISED, 0, len(self.SUMMARISED))
+        assert s.envelope == formatStructure(part.envelope())
+        assert s.bodystructure == formatStructure(part.bodystructure(True))
+        assert s.body == formatStructure(part.bodystructure(False))
+        assert s.date == 1796115600  # 2026-12-01 09:00:00 UTC
+        assert s.subject == "Re: [list] Grüße"
+        assert (s.baseSubject, s.isReply) == ("Grüße", True)
+        assert (s.sender.name, s.sender.mailbox, s.sender.host) == ("Jörg", "joerg", "example.org")
+        assert (s.to.name, s.to.addrSpec()) == ("Bob", "bob@example.net")
+        assert s.cc.addrSpec() == ""
+        assert s.messageId == "m2@example.org"
+        assert s.inReplyTo == "m1@example.org"
+        assert s.references == ("m0@example.org", "m1@example.org")
+        assert s.hasAttachments
+        p = found[plain]
+        assert (p.date, p.baseSubject, p.isReply, p.messageId, p.references,
+                p.hasAttachments) == (None, "plain", False, "", (), False)
+        # Sort fields only: whatever the backend leaves out, the fields hold.
+        light = box.summaries([first], structure=False)[first]
+        assert (light.baseSubject, light.references) == (s.baseSubject, s.references)
+
+    def test_summariesFollowCopies(self, store):
+        """If this fails, a message copied or moved to another folder sorts
+        or threads differently there, or FETCH ENVELOPE fails on it."""
+        deliver(store, self.SUMMARISED)
+        box = store.mailbox(USER)
+        store.createMailbox(USER, "Other")
+        other = store.mailbox(USER, "Other")
+        [uid] = [i.uid for i in box.messages()]
+        original = box.summaries([uid])[uid]
+        [(_, copied)] = box.copy([uid], other)
+        [(_, moved)] = box.move([uid], store.mailbox(USER, "Archive"))
+        assert other.summaries([copied])[copied] == original
+        archive = self.reopen(store).mailbox(USER, "Archive")
+        assert archive.summaries([moved])[moved] == original
+        assert box.summaries([uid]) == {}

@@ -49,7 +49,7 @@ def test_older_database_gets_the_change_indexes(tmp_path):
     box = again.mailbox(ALICE)
     assert [i.uid for i in box.messages()] == [1]
     db = again._connect()
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db.execute("PRAGMA user_version").fetchone()[0] == sqliteModule.UPGRADES[-1][0]
     for table, index in (("messages", "messagesModSeq"), ("expunged", "expungedModSeq")):
         plan = " ".join(str(row) for row in db.execute(
             f"EXPLAIN QUERY PLAN SELECT uid FROM {table} WHERE mailboxId = 1 AND modseq > 5"))

@@ -8,6 +8,9 @@ The IMAP4rev1 server (RFC 3501) over the mail store.
   - L{fetch}: FETCH items and responses;
   - L{message}: MIME structure, BODYSTRUCTURE, ENVELOPE and body sections;
   - L{search}: SEARCH keys;
+  - L{summary}: what IMAP needs of a message without opening it (ENVELOPE,
+    BODYSTRUCTURE, SORT/THREAD fields), computed when it is stored;
+  - L{sort}, L{thread}: SORT, ESORT and THREAD over those summaries;
   - L{listing}: LIST and LSUB wildcards and hierarchy;
   - L{account}: the C{IAccountIMAP} avatar and the change notifier;
   - L{utf7}: IMAP's modified UTF-7 for mailbox names (RFC 3501 5.1.3).

@@ -32,16 +32,19 @@ class Range:
 
 class FetchItem:
     def __init__(self, name, needsContent=False, setsSeen=False, section=None,
-                 label=None, partial=None):
+                 label=None, partial=None, needsSummary=False):
         self.name = name
         self.needsContent = needsContent
+        # Answered from the store's summary (L{pymailer.imap.summary}),
+        # without opening the message.
+        self.needsSummary = needsSummary
         self.setsSeen = setsSeen
         self.section = section
         self.label = label
         self.partial = partial
 
 
-def fetchPieces(selected, seq, u, items, data, reopen, extras=()):
+def fetchPieces(selected, seq, u, items, data, reopen, extras=(), summary=None):
     """
     The response to FETCH for one message, as pieces.
 
@@ -56,6 +59,9 @@ def fetchPieces(selected, seq, u, items, data, reopen, extras=()):
     @param extras: names of items the response must carry even if not
         asked for (C{FLAGS} after an implicit \\Seen; C{UID} and C{MODSEQ}
         once CONDSTORE is enabled, RFC 7162 3.1).
+    @param summary: the message's
+        L{pymailer.imap.summary.MessageSummary}, for ENVELOPE, BODY and
+        BODYSTRUCTURE (parsed from C{data} if C{None}).
     """
     info = selected.infos.get(u)
     part = None
@@ -77,6 +83,8 @@ def fetchPieces(selected, seq, u, items, data, reopen, extras=()):
                 info.internalDate if info else 0).encode())
         elif name == "RFC822.SIZE":
             pieces.append(b"RFC822.SIZE %d" % (len(data) if data is not None else info.size))
+        elif name in ("ENVELOPE", "BODYSTRUCTURE", "BODY") and summary is not None:
+            pieces.append(name.encode() + b" " + getattr(summary, name.lower()))
         else:
             if part is None:
                 part = Part(data, 0, len(data))
@@ -203,7 +211,7 @@ def parseFetchItems(token, uid):
         if upper in (b"UID", b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"MODSEQ"):
             items.append(FetchItem(upper.decode()))
         elif upper in (b"ENVELOPE", b"BODYSTRUCTURE", b"BODY"):
-            items.append(FetchItem(upper.decode(), needsContent=True))
+            items.append(FetchItem(upper.decode(), needsSummary=True))
         elif upper in (b"RFC822", b"RFC822.TEXT"):
             items.append(FetchItem(upper.decode(), True, True, ([], "", ())))
         elif upper == b"RFC822.HEADER":

@@ -26,6 +26,9 @@ from pymailer.imap.parser import (
 # hold 16,000.
 MAX_KEYS = 1000
 MAX_DEPTH = 64
+# A search costing more key tests than this (messages x keys) runs in the
+# thread pool rather than on the reactor thread.
+INLINE_SEARCH = 20000
 
 _MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
 _FLAG_KEYS = {
@@ -81,23 +84,35 @@ def parseDate(token):
 
 
 class Message:
-    """What a predicate looks at; the content is loaded only if needed."""
+    """
+    What a predicate looks at; the content is loaded only if needed.  One
+    object serves a whole search (L{moveTo} the next message): a new one
+    per message made the garbage collector sweep the session's heap
+    several times per SEARCH or SORT of a large mailbox.
+    """
+
+    __slots__ = ("seq", "uid", "size", "internalDate", "flags", "modseq",
+                 "_loader", "_data", "_parsed")
 
     def __init__(self, seq, info, flags, loader, modseq=0):
+        self._loader = loader
+        self.moveTo(seq, info, flags, modseq)
+
+    def moveTo(self, seq, info, flags, modseq=0):
+        """Look at another message (the same loader, told the new UID)."""
         self.seq = seq
         self.uid = info.uid
         self.size = info.size
         self.internalDate = info.internalDate
         self.flags = flags  # \Recent included when it applies
         self.modseq = modseq
-        self._loader = loader
         self._data = None
         self._parsed = None
 
     @property
     def data(self):
         if self._data is None:
-            self._data = self._loader()
+            self._data = self._loader(self.uid)
         return self._data
 
     @property
@@ -314,6 +329,80 @@ class Compiler:
             self.needsContent = True
             return lambda m: text in m.headersText() or text in m.bodyText()
         raise ParseError(f"unknown search key {name.decode('ascii', 'replace')}")
+
+
+def compileFor(selected, charset, saved, tokens):
+    """
+    The search program C{tokens} over the selected mailbox (a
+    L{pymailer.imap.selected.Selected}): C{(compiler, predicate)}.
+    SEARCH, SORT and THREAD take the same keys (RFC 5256 3).
+    """
+    uids = selected.uids
+    compiler = Compiler(charset, len(uids), uids[-1] if uids else 0, saved)
+    return compiler, compiler.compile(tokens)
+
+
+def candidates(selected):
+    """
+    On the reactor thread: the messages as the client knows them now,
+    C{[(seq, MessageInfo, shown flags, modseq)]}, for L{evaluate}.
+    """
+    return [(seq, selected.infos[u], selected.shownFlags(u), selected.modseq.get(u, 0))
+            for seq, u in enumerate(selected.uids, 1) if u in selected.infos]
+
+
+def inPool(compiler, candidates):
+    """Whether evaluating is for the thread pool (content, or many tests)."""
+    return compiler.needsContent or len(candidates) * compiler.keys > INLINE_SEARCH
+
+
+def evaluate(candidates, predicate, mailbox):
+    """
+    The L{candidates} that match, C{[(seq, uid, modseq)]}.  I{Blocking}
+    when the program reads content (L{Compiler.needsContent}); a message
+    expunged meanwhile does not match.
+    """
+    def load(u):
+        with mailbox.openMessage(u) as f:
+            return f.read()
+
+    found = []
+    m = None
+    for seq, info, flags, modseq in candidates:
+        if m is None:
+            m = Message(seq, info, flags, load, modseq)
+        else:
+            m.moveTo(seq, info, flags, modseq)
+        try:
+            if predicate(m):
+                found.append((seq, info.uid, modseq))
+        except KeyError:
+            continue
+    return found
+
+
+def resultLine(name, found, usesModSeq):
+    """
+    C{* SEARCH} or C{* SORT} with the numbers of C{found}, C{[(number,
+    modseq, uid)]} in answer order; after a MODSEQ key, the highest
+    mod-sequence of those found (RFC 7162 3.1.5, 3.1.6).
+    """
+    line = b"* " + name + b"".join(b" %d" % n for n, _, _ in found)
+    if usesModSeq and found:
+        line += b" (MODSEQ %d)" % max(m for _, m, _ in found)
+    return line
+
+
+BAD_CHARSET = "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"
+
+
+def parseCharset(token):
+    """
+    The codec of a SEARCH/SORT/THREAD charset argument, or C{None} if we
+    do not take it (C{NO [BADCHARSET]}, RFC 3501 6.4.4).
+    """
+    name = astring(token, "charset").decode("ascii", "replace").lower()
+    return {"utf-8": "utf-8", "us-ascii": "ascii"}.get(name)
 
 
 def _dateTest(kind, day, get):

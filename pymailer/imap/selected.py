@@ -54,6 +54,9 @@ class Selected:
         # the HIGHESTMODSEQ before the first of them (RFC 7162 3.2).
         self.unannounced = set()
         self.heldAt = None
+        # uid -> MessageSummary read for SORT/THREAD (L{pymailer.imap.sort}):
+        # a UID's summary never changes, so it is read from the store once.
+        self.summaries = {}
 
     def scan(self):
         """

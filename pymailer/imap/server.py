@@ -8,7 +8,9 @@ SEARCHRES (L{pymailer.imap.esearch}), LIST-EXTENDED and LIST-STATUS
 MULTIAPPEND and APPENDLIMIT (L{pymailer.imap.append}), BINARY
 (L{pymailer.imap.binary}) and COMPRESS=DEFLATE (L{pymailer.imap.compress});
 IMAP4rev2 (RFC 9051) after ENABLE, UTF8=ACCEPT and LITERAL-
-(L{pymailer.imap.rev2}, which maps RFC 9051 Appendix E to this code).
+(L{pymailer.imap.rev2}, which maps RFC 9051 Appendix E to this code);
+SORT, SORT=DISPLAY and ESORT (L{pymailer.imap.sort}), THREAD
+(L{pymailer.imap.thread}), from the store's message summaries.
 
 Built on C{twisted.mail.imap4.IMAP4Server} (its line receiver, timeouts and
 response helpers) but replacing its command reader and dispatcher, because
@@ -60,8 +62,8 @@ from pymailer.auth.login import LoginBlocked, guardedLogin
 from pymailer.auth import sasl
 from pymailer.auth.sasl import Plain
 from pymailer.imap import (
-    append, binary, catenate, compress, esearch, listing, qresync, rev2, search, status,
-    utf7,
+    append, binary, catenate, compress, esearch, listing, qresync, rev2, search, sort,
+    status, thread, utf7,
 )
 from pymailer.imap.errors import CommandFailed
 from pymailer.imap.quota import QuotaCommands
@@ -94,9 +96,6 @@ MAX_LITERALS = 64
 MAX_QUEUED_COMMANDS = 1000
 # BAD answers in a row before the session is closed (Dovecot: 20).
 MAX_BAD_COMMANDS = 20
-# A SEARCH costing more key tests than this (messages x keys) runs in the
-# thread pool rather than on the reactor thread.
-INLINE_SEARCH = 20000
 _FLAG_NAMES = {f.upper(): f for f in SYSTEM_FLAGS}
 _STORE_MODES = {b"FLAGS": "set", b"+FLAGS": "add", b"-FLAGS": "remove"}
 # flag-keyword = atom (RFC 3501 9): no atom-specials, no "]".
@@ -245,7 +244,7 @@ class IMAPServer(QuotaCommands, IMAP4Server):
                 b"CREATE-SPECIAL-USE", catenate.CAPABILITY,
                 b"CHILDREN", b"CONDSTORE", b"QRESYNC", b"ESEARCH", b"SEARCHRES", b"LIST-EXTENDED",
                 b"LIST-STATUS", b"STATUS=SIZE", b"MULTIAPPEND", b"BINARY",
-                b"COMPRESS=DEFLATE",
+                b"COMPRESS=DEFLATE", *sort.CAPABILITIES,
                 b"APPENDLIMIT=%d" % self.factory.maxMessageSize] + self.quotaCapabilities()
         if self.user is None:
             if not self.secure and self.factory.tls is not None:
@@ -564,7 +563,8 @@ class IMAPServer(QuotaCommands, IMAP4Server):
                 return None
             name = args.pop(0).upper()
             uid = True
-            if name not in (b"FETCH", b"STORE", b"SEARCH", b"COPY", b"MOVE", b"EXPUNGE"):
+            if name not in (b"FETCH", b"STORE", b"SEARCH", b"COPY", b"MOVE", b"EXPUNGE",
+                            b"SORT", b"THREAD"):
                 self._bad(tag, b"Unknown UID command")
                 return None
         handler = getattr(self, "cmd_" + name.decode("ascii", "replace").replace(".", "_"), None)
@@ -1440,58 +1440,49 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             saved, self.searchResult = self.searchResult, frozenset()
         else:
             saved = self.searchResult
-        charset = "us-ascii"
+        charset = "utf-8"
         if args and isAtom(args[0], b"CHARSET"):
             if len(args) < 2:
                 raise ParseError("CHARSET needs a name")
-            name = astring(args[1]).decode("ascii", "replace").lower()
-            if name not in ("utf-8", "us-ascii"):
-                raise CommandFailed("[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset")
-            charset = "utf-8" if name == "utf-8" else "ascii"
+            charset = search.parseCharset(args[1])
+            if charset is None:
+                raise CommandFailed(search.BAD_CHARSET)
             args = args[2:]
-        else:
-            charset = "utf-8"
         selected = self.selected
-        uids = list(selected.uids)
-        compiler = search.Compiler(charset, len(uids), uids[-1] if uids else 0, saved)
-        predicate = compiler.compile(args)
+        compiler, predicate = search.compileFor(selected, charset, saved, args)
         if compiler.usesModSeq:
             self.condstore = True  # RFC 7162 3.1.5: an enabling command
-        snapshot = [(seq, selected.infos[u], selected.shownFlags(u), selected.modseq.get(u, 0))
-                    for seq, u in enumerate(uids, 1) if u in selected.infos]
-
-        def loader(u):
-            def load():
-                with selected.mailbox.openMessage(u) as f:
-                    return f.read()
-            return load
+        snapshot = search.candidates(selected)
 
         def work():
-            found = []
-            for seq, info, flags, modseq in snapshot:
-                m = search.Message(seq, info, flags, loader(info.uid), modseq)
-                try:
-                    if predicate(m):
-                        found.append((info.uid if uid else seq, modseq, info.uid))
-                except KeyError:
-                    continue
-            return found
+            return [(u if uid else seq, modseq, u)
+                    for seq, u, modseq in search.evaluate(snapshot, predicate, selected.mailbox)]
 
         def answer(found):
             if options is not None:
                 return self._esearchAnswer(tag, uid, options, found, compiler.usesModSeq)
-            line = b"* SEARCH" + b"".join(b" %d" % n for n, _, _ in found)
-            if compiler.usesModSeq and found:
-                # RFC 7162 3.1.6: the highest mod-sequence of those found.
-                line += b" (MODSEQ %d)" % max(m for _, m, _ in found)
-            self.sendLine(line)
+            self.sendLine(search.resultLine(b"SEARCH", found, compiler.usesModSeq))
 
-        if compiler.needsContent or len(snapshot) * compiler.keys > INLINE_SEARCH:
+        if search.inPool(compiler, snapshot):
             return self.account.run(work).addCallback(answer)
         return answer(work())
 
     cmd_SEARCH.states = ("select",)
     cmd_SEARCH.uid = True
+
+    # SORT, THREAD (RFC 5256, 5957, 5267): in their own modules.
+
+    def cmd_SORT(self, tag, args, uid=False):
+        return sort.command(self, tag, args, uid)
+
+    cmd_SORT.states = ("select",)
+    cmd_SORT.uid = True
+
+    def cmd_THREAD(self, tag, args, uid=False):
+        return thread.command(self, tag, args, uid)
+
+    cmd_THREAD.states = ("select",)
+    cmd_THREAD.uid = True
 
     def _esearchAnswer(self, tag, uid, options, found, usesModSeq):
         if esearch.SAVE in options:
@@ -1546,7 +1537,7 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         selected = self.selected
         needsContent = any(i.needsContent for i in items)
         setsSeen = any(i.setsSeen for i in items) and not selected.readOnly
-        if not needsContent and not setsSeen:
+        if not needsContent and not setsSeen and not any(i.needsSummary for i in items):
             lines = sessionFetchLines(selected, targets, items, extras)
             if lines is not None:
                 self.transport.write(lines)
@@ -1559,7 +1550,8 @@ class IMAPServer(QuotaCommands, IMAP4Server):
     @defer.inlineCallbacks
     def _fetchBatches(self, targets, items, setsSeen, extras):
         selected = self.selected
-        batch = 32
+        # Summaries alone (ENVELOPE, BODYSTRUCTURE) are small: larger batches.
+        batch = 32 if any(i.needsContent for i in items) else 512
         for start in range(0, len(targets), batch):
             chunk = targets[start:start + batch]
             results = yield self.account.run(
@@ -1598,7 +1590,17 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         # (RFC 7162 3.1).
         seenExtras = extras + ["FLAGS"] + (["UID", "MODSEQ"] if self.condstore else [])
         out = []
+        # ENVELOPE, BODY, BODYSTRUCTURE: from the store's summaries.
+        summaries = selected.mailbox.summaries([u for _, u in chunk]) \
+            if any(i.needsSummary for i in items) else None
+        needsContent = any(i.needsContent for i in items)
         for seq, u in chunk:
+            if summaries is not None and u not in summaries:
+                continue  # expunged meanwhile
+            if not needsContent:
+                out.append(fetchPieces(selected, seq, u, items, None, None,
+                                       seenExtras if u in seen else extras, summaries[u]))
+                continue
             try:
                 content = selected.mailbox.openMessage(u)
             except KeyError:
@@ -1606,7 +1608,8 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             with content:
                 out.append(fetchPieces(
                     selected, seq, u, items, messageOctets(content),
-                    content.duplicate, seenExtras if u in seen else extras))
+                    content.duplicate, seenExtras if u in seen else extras,
+                    summaries and summaries[u]))
         return out
 
     @defer.inlineCallbacks

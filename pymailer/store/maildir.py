@@ -60,6 +60,7 @@ from pymailer.store import (
     encodeSpecialUse, specialUseOf,
 )
 from pymailer.store.content import FileContent
+from pymailer.imap.summary import summarize
 from pymailer.store.maildirindex import UIDLIST, Index, Keywords, readIndex, writeIndex
 
 
@@ -87,6 +88,9 @@ _DELETED_PREFIX = "..pymailer-deleted-"
 # older version or another tool) has its name's standard use.
 SPECIAL_USE_FILE = "pymailer-special-use"
 NAME_MAX = 255  # octets in one directory entry (Linux, BSD, macOS)
+# Message summaries kept in memory (a Maildir has nowhere to keep them):
+# about 1-2 KB each.
+SUMMARIES_CACHED = 20_000
 _UNIQUE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _DELIVERY_TIME = re.compile(r"(\d+)(?:\.M(\d+))?")
 _ESCAPED = re.compile(r"%([0-9A-F]{2})")
@@ -247,6 +251,10 @@ class MaildirStore(Listeners):
         self._scratch = state / "tmp"
         self._subscriptions = state / "imap-subscriptions"
         self._locks = state / "pop3" / "locks"
+        # (mailbox path, message key) -> MessageSummary: a Maildir file's
+        # octets never change, only its name's flags.
+        self._summaries = {}
+        self._summariesGuard = threading.Lock()
 
     def canonicalName(self, name):
         return canonicalName(name)
@@ -772,6 +780,35 @@ class MaildirMailbox:
 
     def openMessage(self, uid):
         return self._retry(uid, lambda n: FileContent.open(self.path / "cur" / n))
+
+    def summaries(self, uids, structure=True):
+        """
+        Computed from the file on the first read in this process, then
+        kept in memory (L{SUMMARIES_CACHED} of them, the oldest go first):
+        the Maildir has no index to keep them in.
+        """
+        store, out = self.store, {}
+        for uid in uids:
+            name = self._fileNames.get(uid)
+            if name is None:
+                try:
+                    name = self._find(uid)
+                except KeyError:
+                    continue
+            cacheKey = (str(self.path), _basename(name))
+            summary = store._summaries.get(cacheKey)
+            if summary is None:
+                try:
+                    with self.openMessage(uid) as content:
+                        summary = summarize(content)
+                except KeyError:
+                    continue
+                with store._summariesGuard:
+                    if len(store._summaries) >= SUMMARIES_CACHED:
+                        del store._summaries[next(iter(store._summaries))]
+                    store._summaries[cacheKey] = summary
+            out[uid] = summary
+        return out
 
     def copy(self, uids, target):
         """

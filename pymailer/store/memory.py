@@ -28,6 +28,7 @@ from pymailer.store import (
     specialUseOf,
 )
 from pymailer.store.content import BytesContent
+from pymailer.imap.summary import summarize
 from pymailer.store.maildirindex import KEYWORD_LETTERS, Keywords
 
 
@@ -39,11 +40,12 @@ _SYSTEM = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 class _Message:
     __slots__ = ("uid", "key", "data", "system", "letters", "internalDate",
-                 "modseq", "uniqueKey")
+                 "modseq", "uniqueKey", "summary")
 
     def __init__(self, uid, key, data, system, letters, internalDate, modseq,
-                 uniqueKey=None):
+                 uniqueKey=None, summary=None):
         self.uid, self.key, self.data = uid, key, data
+        self.summary = summary  # shared by copies: the content is the same
         self.system, self.letters = system, letters
         self.internalDate, self.modseq = internalDate, modseq
         self.uniqueKey = uniqueKey
@@ -229,6 +231,7 @@ class MemoryStore(Listeners):
         checkDeliveryKey(uniqueKey, checkDuplicate)
         canonical = self.canonicalName(mailbox)
         data = _readAll(prefix, source)  # outside the lock: source may block
+        summary = summarize(BytesContent(data))
         with self._lock:
             box = self._account(user).boxes.get(canonical)
             if box is None:
@@ -236,16 +239,17 @@ class MemoryStore(Listeners):
             if checkDuplicate and any(m.uniqueKey == uniqueKey
                                       for m in box.messages.values()):
                 return False
-            self._add(box, data, frozenset(), frozenset(), time.time(), uniqueKey)
+            self._add(box, data, frozenset(), frozenset(), time.time(), uniqueKey,
+                      summary)
         self._notify(user, canonical)
         return True
 
-    def _add(self, box, data, system, letters, internalDate, uniqueKey=None):
+    def _add(self, box, data, system, letters, internalDate, uniqueKey=None, summary=None):
         """Under the lock: a new message in C{box}. @return: its UID."""
         uid = box.uidNext
         box.uidNext += 1
         box.messages[uid] = _Message(uid, self._newKey(), data, system, letters,
-                                     internalDate, box.nextModSeq(), uniqueKey)
+                                     internalDate, box.nextModSeq(), uniqueKey, summary)
         return uid
 
 
@@ -265,6 +269,7 @@ class MemoryStore(Listeners):
         for message in messages:
             with message.open() as source:
                 data = _readAll(b"", source)  # outside the lock: source may block
+            summary = summarize(BytesContent(data))
             with self._lock:
                 plan = importPlan(keepUids, resuming, box.uidNext, message.uid)
                 if plan == "skip":
@@ -272,7 +277,8 @@ class MemoryStore(Listeners):
                 if plan == "keep":
                     box.uidNext = message.uid
                 system, letters, box.keywords = mailbox._split(box, message.flags, True)
-                self._add(box, data, system, letters, message.internalDate)
+                self._add(box, data, system, letters, message.internalDate,
+                          summary=summary)
                 count += 1
         with self._lock:
             box.uidNext = max(box.uidNext, uidNext or 0)
@@ -358,6 +364,17 @@ class MemoryMailbox:
                 raise KeyError(uid)
             return BytesContent(message.data)
 
+    def summaries(self, uids, structure=True):
+        with self.store._lock:
+            box = self._state()
+            found = {uid: box.messages[uid] for uid in uids if uid in box.messages}
+        out = {}
+        for uid, message in found.items():
+            if message.summary is None:  # not made by this store's writers
+                message.summary = summarize(BytesContent(message.data))
+            out[uid] = message.summary
+        return out
+
     def _split(self, box, flags, allocate):
         """Under the lock: C{(system flags, keyword letters)} of C{flags}."""
         system = frozenset(f for f in flags if f in _SYSTEM)
@@ -414,11 +431,13 @@ class MemoryMailbox:
 
     def append(self, source, flags=(), internalDate=None):
         data = _readAll(b"", source)  # outside the lock: source may block
+        summary = summarize(BytesContent(data))
         with self.store._lock:
             box = self._state()
             system, letters, box.keywords = self._split(box, flags, True)
             uid = self.store._add(box, data, system, letters,
-                                  time.time() if internalDate is None else internalDate)
+                                  time.time() if internalDate is None else internalDate,
+                                  summary=summary)
         self.store._notify(self.user, self.name)
         return uid
 
@@ -439,7 +458,8 @@ class MemoryMailbox:
                         self.store._notify(target.user, target.name)
                     raise
                 pairs.append((uid, self.store._add(
-                    into, message.data, system, letters, message.internalDate)))
+                    into, message.data, system, letters, message.internalDate,
+                    summary=message.summary)))
         if pairs:
             self.store._notify(target.user, target.name)
         return pairs

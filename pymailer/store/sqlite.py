@@ -39,6 +39,7 @@ import threading
 import time
 from contextlib import contextmanager
 
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from pymailer.interfaces import (
@@ -50,7 +51,11 @@ from pymailer.store import (
 )
 from pymailer.fsutil import fsyncDirectory
 from pymailer.store.blobs import BlobStore
+from pymailer.store.content import FileContent
 from pymailer.store.maildirindex import Keywords
+from pymailer.imap.summary import VERSION as SUMMARY_VERSION, Address, MessageSummary, summarize
+
+log = Logger()
 
 NAME_LIMIT = 1000                 # octets of UTF-8 in a mailbox name
 SPOOL_IN_MEMORY = 1024 * 1024     # APPEND spools above this go to a file
@@ -116,15 +121,59 @@ CREATE TABLE IF NOT EXISTS changes (
 );
 """
 
-# Versioned steps that bring an older database up to date in place
-# (PRAGMA user_version says how far it got); a new database runs them too.
-SCHEMA_VERSION = 1
-UPGRADES = {
-    # changedSince (QRESYNC, a session's refresh) reads the rows changed
+# Versioned steps on an existing database (PRAGMA user_version): each runs
+# once, in order, in one write transaction; a new database runs them all.
+# A released step is never edited: a change is a new step.
+UPGRADES = (
+    # 1: changedSince (QRESYNC, a session's refresh) reads the rows changed
     # or expunged after a mod-sequence, not the whole mailbox.
-    1: ["CREATE INDEX IF NOT EXISTS messagesModSeq ON messages (mailboxId, modseq)",
-        "CREATE INDEX IF NOT EXISTS expungedModSeq ON expunged (mailboxId, modseq)"],
-}
+    (1, ["CREATE INDEX IF NOT EXISTS messagesModSeq ON messages (mailboxId, modseq)",
+         "CREATE INDEX IF NOT EXISTS expungedModSeq ON expunged (mailboxId, modseq)"]),
+    # 2: message summaries (ENVELOPE, BODYSTRUCTURE, SORT/THREAD fields),
+    # one per blob: content is immutable and shared by copies, so a
+    # message delivered to ten users is summarised once.  Messages stored
+    # before this step get theirs on first read (SQLiteMailbox.summaries).
+    (2, ["""CREATE TABLE IF NOT EXISTS summaries (
+        blob TEXT PRIMARY KEY,
+        version INTEGER NOT NULL,
+        envelope BLOB, bodystructure BLOB, body BLOB,
+        sentDate INTEGER, subject TEXT NOT NULL, baseSubject TEXT NOT NULL,
+        isReply INTEGER NOT NULL,
+        fromName TEXT NOT NULL, fromMailbox TEXT NOT NULL, fromHost TEXT NOT NULL,
+        toName TEXT NOT NULL, toMailbox TEXT NOT NULL, toHost TEXT NOT NULL,
+        ccName TEXT NOT NULL, ccMailbox TEXT NOT NULL, ccHost TEXT NOT NULL,
+        messageId TEXT NOT NULL, inReplyTo TEXT NOT NULL, refs TEXT NOT NULL,
+        attachments INTEGER NOT NULL
+    )"""]),
+)
+_STRUCTURE_COLUMNS = "envelope, bodystructure, body"
+_FIELD_COLUMNS = (
+    "sentDate, subject, baseSubject, isReply, fromName, fromMailbox, fromHost,"
+    " toName, toMailbox, toHost, ccName, ccMailbox, ccHost, messageId, inReplyTo,"
+    " refs, attachments")
+SUMMARY_BATCH = 200  # summaries computed per write transaction on first read
+
+
+def _summaryRow(summary):
+    """The C{summaries} columns after C{blob, version} of a MessageSummary."""
+    s = summary
+    return (s.envelope, s.bodystructure, s.body, s.date, s.subject, s.baseSubject,
+            int(s.isReply), s.sender.name, s.sender.mailbox, s.sender.host,
+            s.to.name, s.to.mailbox, s.to.host, s.cc.name, s.cc.mailbox, s.cc.host,
+            s.messageId, s.inReplyTo, " ".join(s.references), int(s.hasAttachments))
+
+
+def _summaryFrom(structure, fields):
+    """A MessageSummary from its columns (structure: three, or Nones)."""
+    (date, subject, base, isReply, fn, fm, fh, tn, tm, th, cn, cm, ch,
+     messageId, inReplyTo, refs, attachments) = fields
+    envelope, bodystructure, body = structure
+    return MessageSummary(
+        envelope=envelope, bodystructure=bodystructure, body=body, date=date,
+        subject=subject, baseSubject=base, isReply=bool(isReply),
+        sender=Address(fn, fm, fh), to=Address(tn, tm, th), cc=Address(cn, cm, ch),
+        messageId=messageId, inReplyTo=inReplyTo, references=tuple(refs.split()),
+        hasAttachments=bool(attachments))
 
 
 def _keywords(text):
@@ -187,17 +236,6 @@ class SQLiteStore(Listeners):
         self._upgrade()
         self.sweep()
 
-    def _upgrade(self):
-        """Run the L{UPGRADES} steps this database has not had, in one transaction."""
-        if self._read("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
-            return
-        with self._write() as txn:
-            version = txn.execute("PRAGMA user_version").fetchone()[0]
-            for step in range(version + 1, SCHEMA_VERSION + 1):
-                for sql in UPGRADES[step]:
-                    txn.execute(sql)
-            txn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
     # -- connections and transactions ---------------------------------------
 
     def _connect(self):
@@ -250,6 +288,18 @@ class SQLiteStore(Listeners):
         for user, mailbox in txn.touched:
             self._notify(user, mailbox)
 
+    def _upgrade(self):
+        """Run the L{UPGRADES} steps this database has not had yet."""
+        if self._read("PRAGMA user_version").fetchone()[0] >= UPGRADES[-1][0]:
+            return
+        with self._write() as txn:  # another process may be upgrading too
+            version = txn.execute("PRAGMA user_version").fetchone()[0]
+            for number, statements in UPGRADES:
+                if number > version:
+                    for sql in statements:
+                        txn.execute(sql)
+                    txn.execute(f"PRAGMA user_version = {int(number)}")
+
     def _read(self, sql, args=()):
         return self._db().execute(sql, args)
 
@@ -274,6 +324,29 @@ class SQLiteStore(Listeners):
         pending.install()
         self._reference(txn, pending.blobId, pending.size)
 
+    def _summarizePending(self, pending):
+        """
+        Outside the lock: the summary of a written blob, or C{None} if its
+        content (the same octets delivered before) has one already.
+        """
+        if self._read("SELECT 1 FROM summaries WHERE blob = ? AND version = ?",
+                      (pending.blobId, SUMMARY_VERSION)).fetchone() is not None:
+            return None
+        try:
+            with FileContent.open(pending.tempPath) as content:
+                return summarize(content)
+        except Exception:
+            # Never a reason to refuse mail: the first read tries again.
+            log.failure("Summarising message {blob} failed", blob=pending.blobId)
+            return None
+
+    def _keepSummary(self, txn, blobId, summary):
+        """Inside C{txn}: store a blob's summary (C{None}: it has one)."""
+        if summary is not None:
+            txn.execute("INSERT OR REPLACE INTO summaries VALUES"
+                        " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (blobId, SUMMARY_VERSION) + _summaryRow(summary))
+
     def _reference(self, txn, blobId, size):
         txn.execute("INSERT INTO blobs (id, refs, size) VALUES (?, 1, ?)"
                     " ON CONFLICT (id) DO UPDATE SET refs = refs + 1", (blobId, size))
@@ -284,6 +357,7 @@ class SQLiteStore(Listeners):
             row = txn.execute("SELECT refs FROM blobs WHERE id = ?", (blobId,)).fetchone()
             if row is not None and row[0] <= 0:
                 txn.execute("DELETE FROM blobs WHERE id = ?", (blobId,))
+                txn.execute("DELETE FROM summaries WHERE blob = ?", (blobId,))
                 txn.freed.append(blobId)
 
     def _removeBlobs(self, blobIds):
@@ -497,6 +571,11 @@ class SQLiteStore(Listeners):
         if self._mailboxRow(userId, canonical) is None:
             raise KeyError(mailbox)
         pending = self.blobs.write(prefix, source)  # outside the lock
+        try:
+            summary = self._summarizePending(pending)
+        except BaseException:
+            pending.discard()
+            raise
         with self._write() as txn:
             txn.pending.append(pending)
             row = txn.execute("SELECT id FROM mailboxes WHERE userId = ? AND name = ?",
@@ -509,6 +588,7 @@ class SQLiteStore(Listeners):
                 pending.discard()
                 return False
             self._addBlob(txn, pending)
+            self._keepSummary(txn, pending.blobId, summary)
             self._addMessage(txn, row[0], pending.blobId, pending.size, "", "",
                              time.time(), uniqueKey)
             txn.changed(user, canonical)
@@ -590,11 +670,12 @@ class SQLiteStore(Listeners):
         """One transaction of L{importMailbox}: blobs first, outside the lock."""
         if not batch:
             return 0
-        written = []
+        written, summaries = [], []
         try:
             for message in batch:
                 with message.open() as source:
                     written.append(self.blobs.write(b"", source))
+                summaries.append(self._summarizePending(written[-1]))
         except BaseException:
             for pending in written:
                 pending.discard()
@@ -602,7 +683,7 @@ class SQLiteStore(Listeners):
         count = 0
         with self._write() as txn:
             txn.pending.extend(written)
-            for message, pending in zip(batch, written):
+            for message, pending, summary in zip(batch, written, summaries):
                 uidNext = box._row(txn.db, "uidNext")[0]
                 plan = importPlan(keepUids, resuming, uidNext, message.uid)
                 if plan == "skip":
@@ -613,6 +694,7 @@ class SQLiteStore(Listeners):
                                 (message.uid, box._id))
                 system, letters, _ = box._split(txn, message.flags, True)
                 self._addBlob(txn, pending)
+                self._keepSummary(txn, pending.blobId, summary)
                 self._addMessage(txn, box._id, pending.blobId, pending.size, system, letters,
                                  message.internalDate)
                 count += 1
@@ -810,6 +892,60 @@ class SQLiteMailbox:
             # Expunged (and its blob removed) between the query and the open.
             raise KeyError(uid) from None
 
+    def summaries(self, uids, structure=True):
+        columns = (_STRUCTURE_COLUMNS if structure else "NULL, NULL, NULL") \
+            + ", " + _FIELD_COLUMNS
+        query = ("SELECT m.uid, m.blob, s.version, " + columns + " FROM messages m"
+                 " LEFT JOIN summaries s ON s.blob = m.blob WHERE m.mailboxId = ?")
+        wanted = set(uids)
+        with self.store._readTransaction() as db:
+            self._row(db, "1")
+            if len(wanted) > 500:  # most of the mailbox: one pass
+                rows = [r for r in db.execute(query, (self._id,)) if r[0] in wanted]
+            else:
+                ordered = sorted(wanted)
+                rows = []
+                for i in range(0, len(ordered), 250):
+                    part = ordered[i:i + 250]
+                    rows += db.execute(query + " AND m.uid IN (%s)" % ",".join("?" * len(part)),
+                                       (self._id, *part)).fetchall()
+        out, missing = {}, {}
+        for row in rows:
+            if row[2] != SUMMARY_VERSION:
+                missing.setdefault(row[1], []).append(row[0])
+            else:
+                out[row[0]] = _summaryFrom(row[3:6], row[6:])
+        if missing:
+            out.update(self._summarizeStored(missing))
+        return out
+
+    def _summarizeStored(self, missing):
+        """
+        Summaries of blobs stored before there were any (an upgraded
+        database) or under an older L{SUMMARY_VERSION}: computed now, kept.
+
+        @param missing: C{{blobId: [uid, ...]}}.
+        """
+        out = {}
+        blobIds = list(missing)
+        for i in range(0, len(blobIds), SUMMARY_BATCH):
+            made = []
+            for blobId in blobIds[i:i + SUMMARY_BATCH]:
+                try:
+                    with self.store.blobs.open(blobId) as content:
+                        summary = summarize(content)
+                except FileNotFoundError:  # expunged meanwhile
+                    continue
+                made.append((blobId, summary))
+                out.update((uid, summary) for uid in missing[blobId])
+            with self.store._write() as txn:
+                for blobId, summary in made:
+                    # Not for a blob whose last reference went meanwhile.
+                    if txn.execute("SELECT 1 FROM blobs WHERE id = ?",
+                                   (blobId,)).fetchone() is not None:
+                        self.store._keepSummary(txn, blobId, summary)
+        return out
+
     def _split(self, txn, flags, allocate):
         """
         Inside C{txn}: C{(system, letters, keywords)} of C{flags}; a new
@@ -891,10 +1027,16 @@ class SQLiteMailbox:
     def append(self, source, flags=(), internalDate=None):
         self.uidValidity()  # MailboxGone before writing anything
         pending = self.store.blobs.write(b"", source)  # outside the lock
+        try:
+            summary = self.store._summarizePending(pending)
+        except BaseException:
+            pending.discard()
+            raise
         with self.store._write() as txn:
             txn.pending.append(pending)
             system, letters, _ = self._split(txn, flags, True)
             self.store._addBlob(txn, pending)
+            self.store._keepSummary(txn, pending.blobId, summary)
             uid = self.store._addMessage(
                 txn, self._id, pending.blobId, pending.size, system, letters,
                 time.time() if internalDate is None else internalDate)
