@@ -20,6 +20,7 @@ import pytest
 from imapclient import IMAPClient
 
 from mailserver import PASSWORD, MailServer, insecureTLS, subprocessEnv, waitFor
+from pymailer.store import sqlite as sqliteModule
 from pymailer.store.sqlite import SQLiteStore
 from sqlitecount import RowCounter
 
