@@ -334,6 +334,24 @@ class IMailbox(Interface):
     def highestModSeq():
         """@return: the mailbox's HIGHESTMODSEQ (RFC 7162)."""
 
+    def mailboxId():
+        """
+        The mailbox's MAILBOXID (RFC 8474 4): an ObjectID (C{str} of
+        letters and digits) that stays the same across a rename and is
+        never given to another mailbox, nor to one created again under the
+        same name.
+        """
+
+    def emailIds(uids):
+        """
+        The EMAILIDs (RFC 8474 5.1) of messages: ObjectIDs naming their
+        immutable content, the same for a message and its copies made by
+        L{copy} or L{move} (COPYUID pairs), never the same for different
+        content, and derived so they tell nothing about other users' mail.
+
+        @return: C{{uid: str}} for the C{uids} found.
+        """
+
     def changeStamp():
         """
         A cheap token (one query, no scan) that is different after any

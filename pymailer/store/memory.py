@@ -24,7 +24,8 @@ from zope.interface import implementer
 from pymailer.interfaces import IMailbox, IMaildropLock, IMailImport, IMailStore
 from pymailer.store import (
     INBOX, SPECIAL_USE, KeywordLimit, Listeners, MailboxGone, MailboxSnapshot, MaildropLocked,
-    MessageInfo, canonicalNameWithin, checkDeliveryKey, importPlan, importTarget, renameMoves,
+    MessageInfo, canonicalNameWithin, checkDeliveryKey, importPlan, importTarget, newObjectId,
+    renameMoves,
 )
 from pymailer.store.content import BytesContent
 from pymailer.store.maildirindex import KEYWORD_LETTERS, Keywords
@@ -38,14 +39,17 @@ _SYSTEM = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 class _Message:
     __slots__ = ("uid", "key", "data", "system", "letters", "internalDate",
-                 "modseq", "uniqueKey")
+                 "modseq", "uniqueKey", "saveDate", "emailId")
 
     def __init__(self, uid, key, data, system, letters, internalDate, modseq,
-                 uniqueKey=None):
+                 uniqueKey=None, emailId=None):
         self.uid, self.key, self.data = uid, key, data
         self.system, self.letters = system, letters
         self.internalDate, self.modseq = internalDate, modseq
         self.uniqueKey = uniqueKey
+        self.saveDate = time.time()  # RFC 8514 3: a copy is saved anew
+        # RFC 8474 5.1: a copy keeps the EMAILID of its source.
+        self.emailId = emailId or newObjectId("M")
 
 
 class _Box:
@@ -58,6 +62,7 @@ class _Box:
         self.firstRecent = 1
         self.messages = {}  # uid -> _Message, in ascending UID order
         self.keywords = Keywords()
+        self.objectId = newObjectId("F")  # RFC 8474 4: the box's, renamed or not
 
     def nextModSeq(self):
         self.highestModSeq += 1
@@ -222,12 +227,12 @@ class MemoryStore(Listeners):
         self._notify(user, canonical)
         return True
 
-    def _add(self, box, data, system, letters, internalDate, uniqueKey=None):
+    def _add(self, box, data, system, letters, internalDate, uniqueKey=None, emailId=None):
         """Under the lock: a new message in C{box}. @return: its UID."""
         uid = box.uidNext
         box.uidNext += 1
         box.messages[uid] = _Message(uid, self._newKey(), data, system, letters,
-                                     internalDate, box.nextModSeq(), uniqueKey)
+                                     internalDate, box.nextModSeq(), uniqueKey, emailId)
         return uid
 
 
@@ -295,6 +300,15 @@ class MemoryMailbox:
     def changeStamp(self):
         return None  # a scan of memory is as cheap as the stamp would be
 
+    def mailboxId(self):
+        with self.store._lock:
+            return self._state().objectId
+
+    def emailIds(self, uids):
+        with self.store._lock:
+            messages = self._state().messages
+            return {u: messages[u].emailId for u in uids if u in messages}
+
     def _flags(self, box, message):
         return message.system | box.keywords.decode(message.letters)
 
@@ -302,7 +316,7 @@ class MemoryMailbox:
         return MessageInfo(
             uid=message.uid, key=message.key, flags=self._flags(box, message),
             size=len(message.data), internalDate=message.internalDate,
-            modseq=message.modseq,
+            modseq=message.modseq, saveDate=message.saveDate,
         )
 
     def snapshot(self, claimRecent=False):
@@ -317,6 +331,7 @@ class MemoryMailbox:
                 highestModSeq=box.highestModSeq,
                 recent=frozenset(i.uid for i in infos if i.uid >= firstRecent),
                 keywords=box.keywords.defined(), keywordsFull=box.keywords.full(),
+                mailboxId=box.objectId,
             )
 
     def messages(self):
@@ -408,7 +423,8 @@ class MemoryMailbox:
                         self.store._notify(target.user, target.name)
                     raise
                 pairs.append((uid, self.store._add(
-                    into, message.data, system, letters, message.internalDate)))
+                    into, message.data, system, letters, message.internalDate,
+                    emailId=message.emailId)))
         if pairs:
             self.store._notify(target.user, target.name)
         return pairs

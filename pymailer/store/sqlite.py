@@ -28,6 +28,7 @@ reach a query, and every query is parameterised.
 
 import fcntl
 import hashlib
+import hmac
 import json
 import os
 import pathlib
@@ -44,9 +45,9 @@ from zope.interface import implementer
 from pymailer.interfaces import (
     IExternalChanges, IMailbox, IMaildropLock, IMailImport, IMailStore)
 from pymailer.store import (
-    INBOX, SPECIAL_USE, Listeners, MailboxGone, MailboxSnapshot, MaildropLocked,
-    MessageInfo, canonicalNameWithin, checkDeliveryKey, importPlan, importTarget,
-    renameMoves,
+    INBOX, OBJECTID_DIGITS, SPECIAL_USE, Listeners, MailboxGone, MailboxSnapshot,
+    MaildropLocked, MessageInfo, canonicalNameWithin, checkDeliveryKey, importPlan,
+    importTarget, newObjectId, renameMoves,
 )
 from pymailer.fsutil import fsyncDirectory
 from pymailer.store.blobs import BlobStore
@@ -75,6 +76,7 @@ CREATE TABLE IF NOT EXISTS mailboxes (
     highestModSeq INTEGER NOT NULL DEFAULT 1,
     firstRecent INTEGER NOT NULL DEFAULT 1,
     keywords TEXT NOT NULL DEFAULT '[]',
+    objectId TEXT,
     UNIQUE (userId, name)
 );
 CREATE TABLE IF NOT EXISTS subscriptions (
@@ -93,6 +95,7 @@ CREATE TABLE IF NOT EXISTS messages (
     size INTEGER NOT NULL,
     blob TEXT NOT NULL REFERENCES blobs(id),
     uniqueKey TEXT,
+    saveDate REAL,
     PRIMARY KEY (mailboxId, uid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messagesUniqueKey ON messages (mailboxId, uniqueKey)
@@ -108,6 +111,10 @@ CREATE TABLE IF NOT EXISTS blobs (
     refs INTEGER NOT NULL,
     size INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     origin TEXT NOT NULL,
@@ -115,6 +122,21 @@ CREATE TABLE IF NOT EXISTS changes (
     mailbox TEXT NOT NULL
 );
 """
+
+# A database made by an older version gets what SCHEMA adds since: each step
+# a column (table, column, type), added if missing, so running them again,
+# or in two processes starting at once (under the write lock), is harmless.
+# ALTER TABLE ... ADD COLUMN rewrites no row: an upgrade is instant however
+# much mail there is.
+UPGRADES = (
+    # RFC 8514 SAVEDATE.  Rows from before read NULL, shown as their
+    # internal date: for delivered mail that is the save date exactly, for
+    # APPENDed or copied mail the nearest thing known (RFC 8514 3 leaves
+    # no way to say "unknown" per message, only per mailbox).
+    ("messages", "saveDate", "REAL"),
+    # RFC 8474 MAILBOXID: random, given to older mailboxes by the upgrade.
+    ("mailboxes", "objectId", "TEXT"),
+)
 
 
 def _keywords(text):
@@ -174,6 +196,7 @@ class SQLiteStore(Listeners):
         self._local = threading.local()
         self._pollDb = None
         self._db().executescript(SCHEMA)
+        self._upgrade()
         self.sweep()
 
     # -- connections and transactions ---------------------------------------
@@ -230,6 +253,23 @@ class SQLiteStore(Listeners):
 
     def _read(self, sql, args=()):
         return self._db().execute(sql, args)
+
+    def _upgrade(self):
+        """Bring an older database up to L{SCHEMA} in place (L{UPGRADES})."""
+        with self._write() as txn:
+            for table, column, kind in UPGRADES:
+                columns = {row[1] for row in txn.execute(f"PRAGMA table_info({table})")}
+                if column not in columns:
+                    txn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            for (mailboxId,) in txn.execute(
+                    "SELECT id FROM mailboxes WHERE objectId IS NULL").fetchall():
+                txn.execute("UPDATE mailboxes SET objectId = ? WHERE id = ?",
+                            (newObjectId("F"), mailboxId))
+            # The key EMAILIDs are derived with (see SQLiteMailbox.emailIds).
+            txn.execute("INSERT OR IGNORE INTO settings (name, value) VALUES (?, ?)",
+                        ("objectIdKey", secrets.token_hex(32)))
+            self.objectIdKey = bytes.fromhex(txn.execute(
+                "SELECT value FROM settings WHERE name = 'objectIdKey'").fetchone()[0])
 
     @contextmanager
     def _readTransaction(self):
@@ -339,8 +379,9 @@ class SQLiteStore(Listeners):
                            (userId,)).fetchone()[0]
         validity = max(last + 1, int(time.time())) % 2**32 or 1
         txn.execute("UPDATE users SET lastValidity = ? WHERE id = ?", (validity, userId))
-        txn.execute("INSERT INTO mailboxes (userId, name, specialUse, uidValidity)"
-                    " VALUES (?, ?, ?, ?)", (userId, name, SPECIAL_USE.get(name), validity))
+        txn.execute("INSERT INTO mailboxes (userId, name, specialUse, uidValidity, objectId)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (userId, name, SPECIAL_USE.get(name), validity, newObjectId("F")))
 
     def createUser(self, user):
         if not isinstance(user, str) or "@" not in user:
@@ -481,11 +522,13 @@ class SQLiteStore(Listeners):
         uid, modseq = txn.execute(
             "UPDATE mailboxes SET uidNext = uidNext + 1, highestModSeq = highestModSeq + 1"
             " WHERE id = ? RETURNING uidNext - 1, highestModSeq", (mailboxId,)).fetchone()
+        # RFC 8514 3: the save date is now, for a copy or a move too.
         txn.execute(
             "INSERT INTO messages (mailboxId, uid, key, modseq, system, letters,"
-            " internalDate, size, blob, uniqueKey) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " internalDate, size, blob, uniqueKey, saveDate)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (mailboxId, uid, secrets.token_hex(12), modseq, system, letters,
-             internalDate, size, blobId, uniqueKey))
+             internalDate, size, blobId, uniqueKey, time.time()))
         return uid
 
     # -- other processes' changes (IExternalChanges) ----------------------------
@@ -665,6 +708,26 @@ class SQLiteMailbox:
     def uidValidity(self):
         return self._row(self.store._db(), "uidValidity")[0]
 
+    def mailboxId(self):
+        return self._row(self.store._db(), "objectId")[0]
+
+    def emailIds(self, uids):
+        # RFC 8474 5.1: the blob names the content, and a COPY or MOVE
+        # shares it, so its copies keep the EMAILID.  The blob id is the
+        # content's SHA-256, the same in every account that holds it: keyed
+        # with the store's secret and the user, the EMAILID lets nobody
+        # learn whether someone else holds a message, nor test a guess.
+        wanted = set(uids)
+        rows = self.store._read("SELECT uid, blob FROM messages WHERE mailboxId = ?",
+                                (self._id,)) if len(wanted) > 500 else (
+            row for uid in sorted(wanted) for row in self.store._read(
+                "SELECT uid, blob FROM messages WHERE mailboxId = ? AND uid = ?",
+                (self._id, uid)))
+        key, user = self.store.objectIdKey, self.user.encode("utf-8", "surrogatepass")
+        return {uid: "M" + hmac.new(key, user + b"\0" + blobId.encode(),
+                                    hashlib.sha256).hexdigest()[:OBJECTID_DIGITS]
+                for uid, blobId in rows if uid in wanted}
+
     def uidNext(self):
         return self._row(self.store._db(), "uidNext")[0]
 
@@ -687,14 +750,16 @@ class SQLiteMailbox:
         # the frozenset between the messages that carry it.
         decoded = {}
         infos = []
-        for uid, key, modseq, system, letters, internalDate, size in db.execute(
-                "SELECT uid, key, modseq, system, letters, internalDate, size"
+        for uid, key, modseq, system, letters, internalDate, size, saveDate in db.execute(
+                "SELECT uid, key, modseq, system, letters, internalDate, size,"
+                " coalesce(saveDate, internalDate)"  # see UPGRADES
                 " FROM messages WHERE mailboxId = ? ORDER BY uid", (self._id,)):
             flags = decoded.get((system, letters))
             if flags is None:
                 flags = decoded[system, letters] = self._flags(keywords, system, letters)
             infos.append(MessageInfo(uid=uid, key=key, flags=flags, size=size,
-                                     internalDate=internalDate, modseq=modseq))
+                                     internalDate=internalDate, modseq=modseq,
+                                     saveDate=saveDate))
         return infos
 
     def snapshot(self, claimRecent=False):
@@ -719,7 +784,7 @@ class SQLiteMailbox:
             recent=frozenset(i.uid for i in infos if i.uid >= firstRecent)
             if firstRecent < uidNext else frozenset(),
             keywords=keywords.defined(), keywordsFull=keywords.full(),
-            changeStamp=(uidNext, highest, names),
+            changeStamp=(uidNext, highest, names), mailboxId=self.mailboxId(),
         )
 
     def messages(self):
