@@ -6,6 +6,7 @@ protocol-level IMAP tests.
 """
 
 import io
+import re
 
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.portal import Portal
@@ -117,3 +118,8 @@ def loggedIn(tmp_path, *bodies):
         c.deliver(body)
     c.login()
     return c
+
+
+def withoutMailboxId(reply):
+    """A reply without CREATE's MAILBOXID code (RFC 8474 4.1), for tests of other things."""
+    return re.sub(rb"\[MAILBOXID \([A-Za-z0-9_-]+\)\] ", b"", reply)

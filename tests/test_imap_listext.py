@@ -7,7 +7,7 @@ trip.
 
 import pytest
 
-from imapharness import Client
+from imapharness import Client, withoutMailboxId
 
 
 @pytest.fixture
@@ -127,5 +127,5 @@ def test_rfc6154_create_with_use(client):
     assert out == b"a NO [USEATTR] Special uses are given to the server's own folders only\r\n"
     assert b"MyArchive" not in client.send(b'l LIST "" "*"\r\n')
     client.send(b"d DELETE Archive\r\n")
-    assert client.send(b"b CREATE Archive (USE (\\Archive))\r\n") == b"b OK CREATE completed\r\n"
+    assert withoutMailboxId(client.send(b"b CREATE Archive (USE (\\Archive))\r\n")) == b"b OK CREATE completed\r\n"
     assert b"a BAD" in client.send(b"a CREATE X (USE \\Archive)\r\n")

@@ -17,6 +17,7 @@ import re
 import time
 
 from pymailer.imap.message import parseAddressList, parseHeader
+from pymailer.imap.objectid import parseObjectId
 from pymailer.imap.parser import (
     Atom, ParseError, SequenceSet, String, astring, isAtom, modSequence, number,
 )
@@ -88,6 +89,9 @@ class Message:
         self.uid = info.uid
         self.size = info.size
         self.internalDate = info.internalDate
+        # RFC 8514 4.3: where the store cannot tell, the internal date.
+        self.saveDate = info.internalDate if info.saveDate is None else info.saveDate
+        self.emailId = None  # set by the caller when usesEmailId
         self.flags = flags  # \Recent included when it applies
         self.modseq = modseq
         self._loader = loader
@@ -178,6 +182,7 @@ class Compiler:
         self.largestUid = largestUid
         self.needsContent = False
         self.usesModSeq = False
+        self.usesEmailId = False  # EMAILID (RFC 8474 6): ids read from the store
         self.keys = 0  # how many keys the program has (its cost per message)
         self._depth = 0
 
@@ -284,6 +289,18 @@ class Compiler:
             day = parseDate(tokens.pop(0) if tokens else None)
             internal = lambda m: int(m.internalDate) // 86400  # noqa: E731
             return _dateTest(name, day, internal)
+        if name in (b"SAVEDBEFORE", b"SAVEDON", b"SAVEDSINCE"):  # RFC 8514 4.3
+            day = parseDate(tokens.pop(0) if tokens else None)
+            return _dateTest(name[5:], day, lambda m: int(m.saveDate) // 86400)
+        if name == b"SAVEDATESUPPORTED":  # every store keeps save dates
+            return lambda m: True
+        if name == b"EMAILID":
+            wanted = parseObjectId(tokens.pop(0) if tokens else None)
+            self.usesEmailId = True
+            return lambda m: m.emailId == wanted
+        if name == b"THREADID":  # RFC 8474 5.2: no THREADID, no match
+            parseObjectId(tokens.pop(0) if tokens else None)
+            return lambda m: False
         if name in (b"SENTBEFORE", b"SENTON", b"SENTSINCE"):
             day = parseDate(tokens.pop(0) if tokens else None)
             self.needsContent = True

@@ -48,6 +48,8 @@ class Selected:
         self.dirty = False
         self.showRecent = True
         self.changeStamp = None
+        self.mailboxId = None
+        self.emailIds = {}  # uid -> EMAILID (RFC 8474), as read (objectid)
 
     def scan(self):
         """
@@ -158,6 +160,7 @@ class Selected:
                 lines.append(b"* %d RECENT" % len(self.recent))
         self.validity, self.uidNext = snapshot.uidValidity, snapshot.uidNext
         self.highestModSeq = snapshot.highestModSeq
+        self.mailboxId = snapshot.mailboxId
         # Expunges held back (RFC 3501 7.4.1) are still to tell: then the
         # stamp must not say "nothing new".
         self.changeStamp = snapshot.changeStamp if allowExpunge else None

@@ -57,7 +57,9 @@ from pymailer.auth.guard import plaintextLoginAllowed
 from pymailer.auth.login import LoginBlocked, guardedLogin
 from pymailer.auth import sasl
 from pymailer.auth.sasl import Plain
-from pymailer.imap import append, binary, compress, esearch, listing, rev2, search, status, utf7
+from pymailer.imap import (
+    append, binary, compress, esearch, listing, objectid, rev2, search, status, utf7,
+)
 from pymailer.imap.fetch import (
     Range, fetchPieces, parseFetchItems, parseModifiers, sessionFetchLines,
 )
@@ -238,7 +240,7 @@ class IMAPServer(IMAP4Server):
                 b"NAMESPACE", b"UIDPLUS", b"MOVE", b"UNSELECT", b"SPECIAL-USE",
                 b"CHILDREN", b"CONDSTORE", b"ESEARCH", b"SEARCHRES", b"LIST-EXTENDED",
                 b"LIST-STATUS", b"STATUS=SIZE", b"MULTIAPPEND", b"BINARY",
-                b"COMPRESS=DEFLATE",
+                b"COMPRESS=DEFLATE", *objectid.CAPABILITIES,
                 b"APPENDLIMIT=%d" % self.factory.maxMessageSize]
         if self.user is None:
             if not self.secure and self.factory.tls is not None:
@@ -854,9 +856,13 @@ class IMAPServer(IMAP4Server):
                 self.factory.store.createMailbox(self.user, name)
             except KeyError:
                 raise CommandFailed("[ALREADYEXISTS] Mailbox exists") from None
+            return self.factory.store.mailbox(self.user, name).mailboxId()
 
-        return self.account.run(create).addCallback(
-            lambda _: self._normalised(args[0], name))
+        def created(mailboxId):
+            self._normalised(args[0], name)
+            return objectid.mailboxIdCode(mailboxId) + b" CREATE completed"  # RFC 8474 4.1
+
+        return self.account.run(create).addCallback(created)
 
     def cmd_DELETE(self, tag, args):
         if len(args) != 1:
@@ -1129,6 +1135,7 @@ class IMAPServer(IMAP4Server):
             # RFC 7162 3.1.2.1: on every SELECT/EXAMINE of a mailbox that
             # keeps mod-sequences, enabled or not.
             self.sendLine(b"* OK [HIGHESTMODSEQ %d] Highest" % selected.highestModSeq)
+            self.sendLine(b"* OK %s Ok" % objectid.mailboxIdCode(selected.mailboxId))  # RFC 8474 4.2
             mode = b"[READ-ONLY]" if readOnly else b"[READ-WRITE]"
             return mode + b" " + (b"EXAMINE" if readOnly else b"SELECT") + b" completed"
 
@@ -1390,8 +1397,11 @@ class IMAPServer(IMAP4Server):
 
         def work():
             found = []
+            emailIds = objectid.loadEmailIds(selected, [i.uid for _, i, _, _ in snapshot]) \
+                if compiler.usesEmailId else {}
             for seq, info, flags, modseq in snapshot:
                 m = search.Message(seq, info, flags, loader(info.uid), modseq)
+                m.emailId = emailIds.get(info.uid)
                 try:
                     if predicate(m):
                         found.append((info.uid if uid else seq, modseq, info.uid))
@@ -1408,7 +1418,8 @@ class IMAPServer(IMAP4Server):
                 line += b" (MODSEQ %d)" % max(m for _, m, _ in found)
             self.sendLine(line)
 
-        if compiler.needsContent or len(snapshot) * compiler.keys > INLINE_SEARCH:
+        if compiler.needsContent or compiler.usesEmailId or \
+                len(snapshot) * compiler.keys > INLINE_SEARCH:
             return self.account.run(work).addCallback(answer)
         return answer(work())
 
@@ -1439,6 +1450,15 @@ class IMAPServer(IMAP4Server):
             extras.append("MODSEQ")
         if extras or any(i.name == "MODSEQ" for i in items):
             self.condstore = True  # RFC 7162 3.1.4: enabling
+        if objectid.needsEmailIds(items):
+            return self.account.run(objectid.loadEmailIds, selected, [u for _, u in targets]) \
+                .addCallback(lambda _: self._fetchTargets(selected, targets, items, extras))
+        return self._fetchTargets(selected, targets, items, extras)
+
+    cmd_FETCH.states = ("select",)
+    cmd_FETCH.uid = True
+
+    def _fetchTargets(self, selected, targets, items, extras):
         needsContent = any(i.needsContent for i in items)
         setsSeen = any(i.setsSeen for i in items) and not selected.readOnly
         if not needsContent and not setsSeen:
@@ -1450,9 +1470,6 @@ class IMAPServer(IMAP4Server):
                 self.transport.write(b"".join(fetchPieces(selected, seq, u, items, None, None, extras)))
             return None
         return self._fetchBatches(targets, items, setsSeen, extras)
-
-    cmd_FETCH.states = ("select",)
-    cmd_FETCH.uid = True
 
     @defer.inlineCallbacks
     def _fetchBatches(self, targets, items, setsSeen, extras):

@@ -11,7 +11,7 @@ not change it (RFC 3501 6.3.10).
 from pymailer.imap.parser import Atom, ParseError, formatValue
 
 ITEMS = (b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN", b"HIGHESTMODSEQ",
-         b"SIZE", b"DELETED")
+         b"SIZE", b"DELETED", b"MAILBOXID")
 
 
 def parseItems(tokens):
@@ -36,10 +36,12 @@ def values(snapshot, items):
         b"HIGHESTMODSEQ": lambda: snapshot.highestModSeq,
         b"SIZE": lambda: sum(i.size for i in messages),
         b"DELETED": lambda: sum(1 for i in messages if "\\Deleted" in i.flags),
+        b"MAILBOXID": lambda: snapshot.mailboxId,  # RFC 8474 4.3
     }
     return {i: compute[i]() for i in items}
 
 
 def statusLine(encodedName, items, numbers):
-    parts = b" ".join(b"%s %d" % (i, numbers[i]) for i in items)
+    parts = b" ".join(b"MAILBOXID (%s)" % numbers[i].encode() if i == b"MAILBOXID"
+                      else b"%s %d" % (i, numbers[i]) for i in items)
     return b"* STATUS %s (%s)" % (formatValue(encodedName), parts)
