@@ -607,3 +607,15 @@ class StoreContract:
         deliver(store, b"Subject: a\r\n\r\none", user=OTHER)
         [theirs] = store.mailbox(OTHER).messages()
         assert store.mailbox(OTHER).emailIds([theirs.uid])[theirs.uid] != ids[one]
+
+    def test_listenersToldOfCreateAndSubscriptions(self, store):
+        """If this fails, an IMAP client using NOTIFY (RFC 5465 5.4, 5.5) is
+        not told of a folder another session created, or of a subscription
+        another session changed."""
+        store.createUser(USER)
+        calls = []
+        store.addListener(lambda user, name: calls.append((user, name)))
+        store.createMailbox(USER, "Projects")
+        store.subscribe(USER, "Projects")
+        store.unsubscribe(USER, "Projects")
+        assert calls == [(USER, "Projects")] * 3

@@ -10,22 +10,11 @@ import time
 
 import pytest
 
-from imapharness import Client
-from pymailer.store.memory import MemoryStore
-from pymailer.store.sqlite import SQLiteStore
+from imapharness import BACKENDS, backendClient
 
-STORES = {
-    "maildir": lambda tmp_path: None,
-    "memory": lambda tmp_path: MemoryStore(),
-    "sqlite": lambda tmp_path: SQLiteStore(tmp_path / "store"),
-}
-
-
-@pytest.fixture(params=sorted(STORES))
+@pytest.fixture(params=BACKENDS)
 def client(request, tmp_path):
-    c = Client(tmp_path, secure=True, store=STORES[request.param](tmp_path))
-    c.login()
-    return c
+    return backendClient(request.param, tmp_path)
 
 
 def mailboxId(text):

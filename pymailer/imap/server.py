@@ -58,7 +58,7 @@ from pymailer.auth.login import LoginBlocked, guardedLogin
 from pymailer.auth import sasl
 from pymailer.auth.sasl import Plain
 from pymailer.imap import (
-    append, binary, compress, esearch, listing, objectid, rev2, search, status, utf7,
+    append, binary, compress, esearch, listing, notify, objectid, rev2, search, status, utf7,
 )
 from pymailer.imap.fetch import (
     Range, fetchPieces, parseFetchItems, parseModifiers, sessionFetchLines,
@@ -155,6 +155,8 @@ class IMAPServer(IMAP4Server):
         # RFC 4978: the L{compress.Deflate} once COMPRESS DEFLATE is on.
         self.compression = None
         self._readingLines = False
+        # RFC 5465: the L{notify.Watcher} of NOTIFY SET, until NOTIFY NONE.
+        self.notify = None
 
     # -- connection ---------------------------------------------------------
 
@@ -180,6 +182,8 @@ class IMAPServer(IMAP4Server):
         self.factory.connectionClosed(self.peerHost)
         self._unselect()
         self._closeLiteral()
+        if self.notify is not None:
+            self.notify.stop()
         if self._onLogout:
             self._onLogout()
             self._onLogout = None
@@ -240,7 +244,7 @@ class IMAPServer(IMAP4Server):
                 b"NAMESPACE", b"UIDPLUS", b"MOVE", b"UNSELECT", b"SPECIAL-USE",
                 b"CHILDREN", b"CONDSTORE", b"ESEARCH", b"SEARCHRES", b"LIST-EXTENDED",
                 b"LIST-STATUS", b"STATUS=SIZE", b"MULTIAPPEND", b"BINARY",
-                b"COMPRESS=DEFLATE", *objectid.CAPABILITIES,
+                b"COMPRESS=DEFLATE", *objectid.CAPABILITIES, notify.CAPABILITY,
                 b"APPENDLIMIT=%d" % self.factory.maxMessageSize]
         if self.user is None:
             if not self.secure and self.factory.tls is not None:
@@ -516,7 +520,17 @@ class IMAPServer(IMAP4Server):
             if isinstance(s, SpoolingLiteral):
                 s.close()  # after its pending writes, in the pool
         self._busy = False
+        if self.notify is not None:
+            self.notify.idle()
         self._pump()
+
+    def canNotify(self):
+        """
+        Whether an unsolicited response may go out now (RFC 5465): between
+        commands or in IDLE, never inside a command's output.
+        """
+        return not self._closing and (not self._busy or self.idleTag is not None) \
+            and self._idleSync is None
 
     def _queueFlowControl(self):
         """
@@ -585,6 +599,8 @@ class IMAPServer(IMAP4Server):
     def _completed(self, result, tag, name, uid):
         """After a command, report changes to the selected mailbox."""
         self._badCommands = 0
+        if self.notify is not None:
+            self.notify.commandCompleted(name)
         if isinstance(result, bytes):
             text = result
         else:
@@ -1161,7 +1177,9 @@ class IMAPServer(IMAP4Server):
         if self.selected is None:
             return
         self.selected.dirty = True
-        if self.idleTag is not None and self._idleSync is None:
+        if self.notify is not None:
+            self.notify.selectedChanged()  # RFC 5465: NOTIFY decides, in IDLE or not
+        elif self.idleTag is not None and self._idleSync is None:
             d = self._idleSync = defer.Deferred()
             self._sync().addBoth(self._idleSynced).chainDeferred(d)
 
@@ -1543,6 +1561,11 @@ class IMAPServer(IMAP4Server):
                     raise ConnectionError("connection closed")
 
     # IDLE
+
+    def cmd_NOTIFY(self, tag, args):
+        return notify.command(self, args, CommandFailed)
+
+    cmd_NOTIFY.states = ("auth", "select")
 
     def cmd_IDLE(self, tag, args):
         self._noArgs(args)

@@ -375,6 +375,7 @@ class MaildirStore(Listeners):
         except FileExistsError:
             raise KeyError(name) from None
         fsyncDirectory(path.parent)
+        self._notify(user, canonical)
 
     def deleteMailbox(self, user, name):
         canonical, path = self._resolve(user, name)
@@ -450,6 +451,7 @@ class MaildirStore(Listeners):
                 names.discard(name)
             writeDurably(path, json.dumps(sorted(names)).encode("utf-8"))
             fsyncDirectory(self._subscriptions)
+        self._notify(user, name)
 
     def subscribe(self, user, name):
         self._setSubscribed(user, name, True)

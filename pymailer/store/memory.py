@@ -155,6 +155,7 @@ class MemoryStore(Listeners):
             if canonical in account.boxes:
                 raise KeyError(name)
             account.boxes[canonical] = _Box(self._newValidity(account))
+        self._notify(user, canonical)
 
     def deleteMailbox(self, user, name):
         canonical = self.canonicalName(name)
@@ -190,10 +191,12 @@ class MemoryStore(Listeners):
     def subscribe(self, user, name):
         with self._lock:
             self._account(user).subscriptions.add(name)
+        self._notify(user, name)
 
     def unsubscribe(self, user, name):
         with self._lock:
             self._account(user).subscriptions.discard(name)
+        self._notify(user, name)
 
     def lockMaildrop(self, user):
         with self._lock:

@@ -412,6 +412,7 @@ class SQLiteStore(Listeners):
         userId = self._userId(user)
         with self._write() as txn:
             self._insertMailbox(txn, userId, canonical)
+            txn.changed(user, canonical)
 
     def _dropMailbox(self, txn, mailboxId):
         blobIds = [row[0] for row in txn.execute(
@@ -466,12 +467,14 @@ class SQLiteStore(Listeners):
         with self._write() as txn:
             txn.execute("INSERT OR IGNORE INTO subscriptions (userId, name) VALUES (?, ?)",
                         (userId, name))
+            txn.changed(user, name)
 
     def unsubscribe(self, user, name):
         userId = self._userId(user)
         with self._write() as txn:
             txn.execute("DELETE FROM subscriptions WHERE userId = ? AND name = ?",
                         (userId, name))
+            txn.changed(user, name)
 
     def lockMaildrop(self, user):
         # flock is per open file: another store object, thread or process
