@@ -295,7 +295,13 @@ class Watcher:
     def start(self):
         """The baseline (and the STATUS lines asked for, 3.1), from the pool."""
         self.session.factory.notifier.subscribeAccount(self.user, self._changed)
-        return self.session.account.run(self._baseline, self._selectedName())
+        # No scan while the baseline is taken: changes meanwhile wait.
+        self._running = self.session.account.run(self._baseline, self._selectedName())
+
+        def taken(result):
+            self._running = None
+            return result
+        return self._running.addBoth(taken)
 
     def stop(self):
         if not self._stopped:
