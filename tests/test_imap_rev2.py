@@ -155,3 +155,21 @@ def test_literal_too_big_says_toobig(client):
     """RFC 7888 4: if this fails, the client is not told that the literal was refused for its size."""
     out = client.send(b"s SEARCH SUBJECT {999999}\r\n")
     assert out.startswith(b"s BAD [TOOBIG]")
+
+
+def test_rfc9051_select_while_selected_says_closed(tmp_path):
+    """RFC 9051 6.3.2 (Appendix E item 9): a SELECT or EXAMINE while a
+    mailbox is selected first says OK [CLOSED], so a client knows which
+    untagged responses still belong to the old mailbox; if this fails, a
+    client can apply the old mailbox's EXPUNGEs to the new one."""
+    from imapharness import backendClient
+
+    client = backendClient("memory", tmp_path)
+    client.send(b"e ENABLE IMAP4rev2\r\n")
+    first = client.send(b"s SELECT INBOX\r\n")
+    assert b"CLOSED" not in first
+    out = client.send(b"x EXAMINE Sent\r\n")
+    assert out.startswith(b"* OK [CLOSED] Previous mailbox closed\r\n* FLAGS")
+    out = client.send(b"y SELECT Nowhere\r\n")
+    assert out == b"* OK [CLOSED] Previous mailbox closed\r\ny NO [NONEXISTENT] No such mailbox\r\n"
+    assert client.send(b"z SELECT INBOX\r\n").startswith(b"* FLAGS")  # nothing was selected

@@ -1116,6 +1116,10 @@ class IMAPServer(IMAP4Server):
                 raise ParseError("unknown SELECT parameter")
             self.condstore = True
         name = self.mailboxName(args[0])
+        if self.selected is not None:
+            # RFC 9051 6.3.2 (Appendix E 9), RFC 7162 3.2.11: the mailbox
+            # selected before is closed, whether this one opens or not.
+            self.sendLine(b"* OK [CLOSED] Previous mailbox closed")
         self._unselect()
         self.state = "auth"
 
