@@ -6,6 +6,7 @@ new mail in the selected folder with the attributes it asked for, without
 polling; and the RFC's refusals (BAD, BADEVENT, NOTIFICATIONOVERFLOW).
 """
 
+import io
 import re
 
 import pytest
@@ -191,3 +192,54 @@ def test_notificationoverflow(client, monkeypatch):
     assert server.notify is None
     client.deliver(b"Subject: x\r\n\r\n", "Sent")
     assert client.read() == b""
+
+
+def test_idle_with_selected_pushes_new_mail_with_attributes(client):
+    """RFC 5465 4, 5.2: in IDLE with NOTIFY SET (selected ...), new mail in
+    the selected folder comes as EXISTS and the asked-for FETCH; without
+    SELECTED, IDLE says nothing of the selected folder until DONE."""
+    client.send(b"s SELECT INBOX\r\n")
+    client.send(b"n NOTIFY SET (selected (MessageNew (UID FLAGS) MessageExpunge))\r\n")
+    client.send(b"i IDLE\r\n")
+    client.deliver()
+    assert client.read() == (b"* 1 EXISTS\r\n* 1 RECENT\r\n"
+                             b"* 1 FETCH (UID 1 FLAGS (\\Recent))\r\n")
+    assert client.send(b"DONE\r\n") == b"i OK IDLE terminated\r\n"
+    client.send(b"n NOTIFY SET (personal (MessageNew MessageExpunge))\r\n")
+    client.send(b"i IDLE\r\n")
+    client.deliver()
+    assert client.read() == b""
+    # The end of the command brings the selected folder up to date (RFC
+    # 3501 7.4.1), as without NOTIFY.
+    assert client.send(b"DONE\r\n").endswith(b"* 2 EXISTS\r\n* 2 RECENT\r\ni OK IDLE terminated\r\n")
+
+
+def test_changes_from_another_process_reach_the_account(tmp_path):
+    """If this fails, a NOTIFY client connected to one server process is
+    not told of mail another process (a second worker, the admin command)
+    delivered: the cross-process poll must reach account subscribers."""
+    from twisted.internet import task
+
+    from pymailer.store.notify import ChangeNotifier
+    from pymailer.store.sqlite import SQLiteStore
+
+    class InlinePool:
+        def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
+            onResult(True, f(*args, **kwargs))
+
+    class Reactor(task.Clock):
+        def callFromThread(self, f, *args, **kwargs):
+            f(*args, **kwargs)
+
+    here, there = SQLiteStore(tmp_path / "store"), SQLiteStore(tmp_path / "store")
+    notifier = ChangeNotifier(here, Reactor(), InlinePool())
+    heard = []
+    notifier.subscribeAccount("a@example.org", heard.append)
+    notifier._poll()  # the cursor starts now
+    there.deliver("a@example.org", b"", io.BytesIO(b"x"), mailbox="Sent")
+    notifier._poll()
+    assert "Sent" in heard
+    notifier.unsubscribeAccount("a@example.org", heard.append)
+    there.deliver("a@example.org", b"", io.BytesIO(b"x"))
+    notifier._poll()
+    assert "INBOX" not in heard

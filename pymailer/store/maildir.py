@@ -106,15 +106,18 @@ def _infoLetters(fileName):
     return info[2:] if info.startswith("2,") else ""
 
 
-def _saveDate(key):
+def _saveDate(key, internalDate):
     """
     RFC 8514: when a file was saved into its mailbox, from the time our
     names start with (L{MaildirStore.uniqueName}: each delivery, APPEND,
-    COPY and MOVE writes a new file); C{None} for a name that has none.
+    COPY and MOVE writes a new file).  A name without one (another tool's)
+    gets the internal date, as the SQLite store's older rows do: RFC 8514
+    4.3 has the search keys use it where the save date is unknown, and
+    FETCH has no per-message "unknown".
     """
     match = _DELIVERY_TIME.match(key)
     if match is None:
-        return None
+        return internalDate
     return int(match[1]) + int(match[2] or 0) / 1e6
 
 
@@ -714,7 +717,7 @@ class MaildirMailbox:
             infos.append(MessageInfo(
                 uid=uid, key=key, flags=self._flags(name, keywords),
                 size=st.st_size, internalDate=st.st_mtime, modseq=entry.modseq,
-                path=cur + name, saveDate=_saveDate(key),
+                path=cur + name, saveDate=_saveDate(key, st.st_mtime),
             ))
         return MailboxSnapshot(
             messages=infos, uidValidity=index.validity, uidNext=index.uidNext,
