@@ -9,6 +9,8 @@ The IMAP4rev1 server (RFC 3501) over the mail store.
   - L{message}: MIME structure, BODYSTRUCTURE, ENVELOPE and body sections;
   - L{search}: SEARCH keys;
   - L{listing}: LIST and LSUB wildcards and hierarchy;
+  - L{objectid}: OBJECTID (RFC 8474) and SAVEDATE (RFC 8514) items;
+  - L{notify}: NOTIFY (RFC 5465), built on the store's change events;
   - L{account}: the C{IAccountIMAP} avatar and the change notifier;
   - L{utf7}: IMAP's modified UTF-7 for mailbox names (RFC 3501 5.1.3).
 """
