@@ -256,6 +256,10 @@ class SQLiteStore(Listeners):
 
     def _upgrade(self):
         """Bring an older database up to L{SCHEMA} in place (L{UPGRADES})."""
+        key = self._upgraded()
+        if key is not None:  # the usual open: no write transaction, no fsync
+            self.objectIdKey = key
+            return
         with self._write() as txn:
             for table, column, kind in UPGRADES:
                 columns = {row[1] for row in txn.execute(f"PRAGMA table_info({table})")}
@@ -270,6 +274,16 @@ class SQLiteStore(Listeners):
                         ("objectIdKey", secrets.token_hex(32)))
             self.objectIdKey = bytes.fromhex(txn.execute(
                 "SELECT value FROM settings WHERE name = 'objectIdKey'").fetchone()[0])
+
+    def _upgraded(self):
+        """The EMAILID key if L{UPGRADES} have all run, else C{None}."""
+        for table, column, _ in UPGRADES:
+            if column not in {row[1] for row in self._read(f"PRAGMA table_info({table})")}:
+                return None
+        if self._read("SELECT 1 FROM mailboxes WHERE objectId IS NULL LIMIT 1").fetchone():
+            return None
+        row = self._read("SELECT value FROM settings WHERE name = 'objectIdKey'").fetchone()
+        return bytes.fromhex(row[0]) if row else None
 
     @contextmanager
     def _readTransaction(self):
