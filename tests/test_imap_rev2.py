@@ -173,3 +173,31 @@ def test_rfc9051_select_while_selected_says_closed(tmp_path):
     out = client.send(b"y SELECT Nowhere\r\n")
     assert out == b"* OK [CLOSED] Previous mailbox closed\r\ny NO [NONEXISTENT] No such mailbox\r\n"
     assert client.send(b"z SELECT INBOX\r\n").startswith(b"* FLAGS")  # nothing was selected
+
+
+def test_rfc9051_list_shows_missing_parent_only_for_unmatched_children(tmp_path):
+    """RFC 9051 6.3.9.3 (Appendix E 2, LIST-EXTENDED folded in): a parent
+    level that is no mailbox is listed only when a mailbox below it does
+    not match the pattern (\\NonExistent with RETURN options); if this
+    fails, a client shows a folder that does not exist next to its child
+    in a full listing."""
+    from imapharness import backendClient
+
+    client = backendClient("memory", tmp_path)
+    client.send(b"c CREATE Fruit/Apple\r\n")
+
+    def names(command):
+        return [line.split(b'"/" ')[1] for line in client.send(command).split(b"\r\n")
+                if line.startswith(b"* LIST")]
+
+    # LIST-EXTENDED, for any client.
+    assert b'"Fruit"' not in names(b'a LIST "" "*" RETURN (CHILDREN)\r\n')
+    out = client.send(b'b LIST "" "%" RETURN (CHILDREN)\r\n')
+    assert b'* LIST (\\NonExistent \\Noselect \\HasChildren) "/" "Fruit"\r\n' in out
+    # IMAP4rev1's basic LIST keeps RFC 3501's \Noselect level for "*".
+    assert b'"Fruit"' in names(b'c LIST "" "*"\r\n')
+    client.send(b"e ENABLE IMAP4rev2\r\n")
+    listed = names(b'd LIST "" "*"\r\n')
+    assert b'"Fruit"' not in listed and b'"Fruit/Apple"' in listed
+    out = client.send(b'f LIST "" "%"\r\n')
+    assert b'* LIST (\\Noselect \\HasChildren) "/" "Fruit"\r\n' in out

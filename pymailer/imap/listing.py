@@ -93,17 +93,34 @@ def parents(names):
     return out
 
 
+def levelsShown(missing, existing, matches):
+    """
+    The parents in C{missing} (not mailboxes themselves) that LIST shows:
+    RFC 9051 6.3.9.3 (RFC 5258 3) lists a name that is not selected only
+    if some mailbox below it is and does not match the pattern, so C{%}
+    shows C{Fruit} for C{Fruit/Apple} and C{*}, which lists C{Fruit/Apple}
+    itself, does not.
+    """
+    return {p for p in missing
+            if any(n.startswith(p + "/") and not matches(n) for n in existing)}
+
+
 def _ordered(names):
     return sorted(names, key=lambda n: (n != INBOX, n))
 
 
-def listEntries(names, reference, pattern):
-    """LIST: C{[(name, [attribute bytes])]} for the existing C{names}."""
+def listEntries(names, reference, pattern, rev2=False):
+    """
+    LIST: C{[(name, [attribute bytes])]} for the existing C{names}; for an
+    IMAP4rev2 session (C{rev2}), a parent that does not exist only where a
+    child of it does not match (L{levelsShown}).
+    """
     matches = patternMatcher(reference, pattern)
     existing = set(names)
     above = parents(names)
+    shown = levelsShown(above - existing, existing, matches) if rev2 else above
     entries = []
-    for name in _ordered(existing | above):
+    for name in _ordered(existing | shown):
         if not matches(name):
             continue
         if name not in existing:
@@ -228,7 +245,7 @@ def extendedEntries(request, names, subscribed, reference, patterns):
             chosen = {n for n in chosen if n in SPECIAL_USE}
             tags.append(b'"SPECIAL-USE"')
     else:
-        chosen, tags = existing | above, []
+        chosen, tags = existing | levelsShown(above - existing, existing, matches), []
     recursive = b"RECURSIVEMATCH" in request.selection
     extra = parents(chosen) - chosen if recursive else set()
     entries = []

@@ -1016,7 +1016,7 @@ class IMAPServer(IMAP4Server):
             names = self.factory.store.listMailboxes(self.user)
             if command == b"LSUB":
                 return lsubEntries(self.account.subscriptions(), names, reference, pattern)
-            return listEntries(names, reference, pattern)
+            return listEntries(names, reference, pattern, self.enabled.rev2)
 
         def answer(entries):
             for name, attrs in entries:
