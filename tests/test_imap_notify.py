@@ -243,3 +243,25 @@ def test_changes_from_another_process_reach_the_account(tmp_path):
     there.deliver("a@example.org", b"", io.BytesIO(b"x"))
     notifier._poll()
     assert "INBOX" not in heard
+
+
+def test_subscribed_filter_follows_subscriptions(client):
+    """RFC 5465 6.4, 6.6: SUBSCRIBED watches the folders subscribed now
+    (re-evaluated when subscriptions change) and MAILBOXES the ones named,
+    without wildcard expansion; if this fails, a client watching its
+    subscribed folders misses mail in one it just subscribed to."""
+    client.send(b"s SUBSCRIBE Sent\r\n")
+    client.send(b"n NOTIFY SET (subscribed (MessageNew MessageExpunge))"
+                b" (mailboxes (Drafts Jun*) (MessageNew MessageExpunge))\r\n")
+    client.deliver(b"Subject: x\r\n\r\n", "Sent")
+    assert client.read() == b'* STATUS "Sent" (UIDNEXT 2 MESSAGES 1)\r\n'
+    client.deliver(b"Subject: x\r\n\r\n", "Trash")
+    client.deliver(b"Subject: x\r\n\r\n", "Junk")  # "Jun*" is a name, not a pattern
+    assert client.read() == b""
+    client.deliver(b"Subject: x\r\n\r\n", "Drafts")
+    assert client.read() == b'* STATUS "Drafts" (UIDNEXT 2 MESSAGES 1)\r\n'
+    other(client).send(b"s SUBSCRIBE Trash\r\n")
+    client.deliver(b"Subject: x\r\n\r\n", "Trash")
+    # Newly watched: its UIDVALIDITY is told too, as the client has none.
+    assert re.fullmatch(rb'\* STATUS "Trash" \(UIDVALIDITY \d+ UIDNEXT 3 MESSAGES 2\)\r\n',
+                        client.read())
