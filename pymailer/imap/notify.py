@@ -13,7 +13,9 @@ with what this session last knew, in the thread pool:
     FlagChange): an untagged C{STATUS} when the numbers the events are
     about moved (RFC 5465 5.1-5.3): C{UIDNEXT MESSAGES} for new and
     expunged mail, C{UNSEEN} for flag changes (and C{HIGHESTMODSEQ} once
-    CONDSTORE is on); C{UIDVALIDITY} whenever it changed;
+    CONDSTORE is on); C{UIDVALIDITY} whenever it changed, and with the
+    rest for a mailbox that has just come to be watched (a subscription
+    under SUBSCRIBED, a mailbox created under PERSONAL);
   - MailboxName: the mailbox list compared with the last one, a rename
     recognised by its MAILBOXID (RFC 8474) under a new name: C{LIST} with
     C{\\NonExistent} for a deleted one and C{OLDNAME} for a renamed one
