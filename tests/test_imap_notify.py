@@ -266,3 +266,12 @@ def test_subscribed_filter_follows_subscriptions(client):
                         client.read())
     client.deliver(b"Subject: x\r\n\r\n", "Trash")
     assert client.read() == b'* STATUS "Trash" (UIDNEXT 3 MESSAGES 2)\r\n'
+
+
+def test_inboxes_is_every_folder(client):
+    """RFC 5465 6.3: INBOXES is every folder mail may be delivered to; as
+    delivery files into any folder (Junk by the spam filter, others by
+    rules), it is taken as PERSONAL, as 6.3 asks when the set is not known."""
+    client.send(b"n NOTIFY SET (inboxes (MessageNew MessageExpunge))\r\n")
+    client.deliver(b"Subject: x\r\n\r\n", "Junk")
+    assert client.read() == b'* STATUS "Junk" (UIDNEXT 2 MESSAGES 1)\r\n'
