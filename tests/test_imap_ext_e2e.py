@@ -4,10 +4,14 @@ implicit TLS (port 993, as phones connect), and the extension's answer
 read as the client library receives it.
 """
 
+import re
+import socket
+
 import pytest
 from imapclient import IMAPClient
 
-from imaplive import IMAP_SERVER, runningServer
+from imaplive import IMAP_SERVER, deliver, runningServer
+from imapwire import Wire
 from mailserver import PASSWORD, insecureTLS
 
 
@@ -142,12 +146,6 @@ def test_notify_status_for_smtp_delivery_and_other_session(server):
     arrives over SMTP, and for Archive when session B appends there.  If
     this fails, a NOTIFY client shows new mail only when it polls.
     """
-    import re
-    import socket
-
-    from imaplive import deliver
-    from imapwire import Wire
-
     user = "notify@example.org"
     server.addUser(user)
     a = Wire(server.ports["imap"])

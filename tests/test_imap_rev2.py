@@ -6,7 +6,7 @@ harness of L{imapharness}.
 
 import pytest
 
-from imapharness import Client, loggedIn
+from imapharness import Client, backendClient, loggedIn
 
 CAFE_NFC = "Caf\u00e9".encode()
 CAFE_NFD = "Cafe\u0301".encode()
@@ -162,8 +162,6 @@ def test_rfc9051_select_while_selected_says_closed(tmp_path):
     mailbox is selected first says OK [CLOSED], so a client knows which
     untagged responses still belong to the old mailbox; if this fails, a
     client can apply the old mailbox's EXPUNGEs to the new one."""
-    from imapharness import backendClient
-
     client = backendClient("memory", tmp_path)
     client.send(b"e ENABLE IMAP4rev2\r\n")
     first = client.send(b"s SELECT INBOX\r\n")
@@ -181,8 +179,6 @@ def test_rfc9051_list_shows_missing_parent_only_for_unmatched_children(tmp_path)
     not match the pattern (\\NonExistent with RETURN options); if this
     fails, a client shows a folder that does not exist next to its child
     in a full listing."""
-    from imapharness import backendClient
-
     client = backendClient("memory", tmp_path)
     client.send(b"c CREATE Fruit/Apple\r\n")
 
