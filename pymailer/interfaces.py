@@ -294,7 +294,9 @@ class IMailStore(Interface):
         """
         Call C{listener(user, mailboxName)} after every change to a mailbox
         made through this store object (delivery, append, copy, move, flags,
-        expunge, delete, rename).  Listeners are called in the thread that
+        expunge, create, delete, rename, and a subscription to the name
+        added or removed: IMAP NOTIFY tells of those too, RFC 5465 5.4,
+        5.5).  Listeners are called in the thread that
         made the change, after it is durable; an exception a listener raises
         is logged, never passed on.  I{Not blocking.}
         """
@@ -371,6 +373,24 @@ class IMailbox(Interface):
 
     def highestModSeq():
         """@return: the mailbox's HIGHESTMODSEQ (RFC 7162)."""
+
+    def mailboxId():
+        """
+        The mailbox's MAILBOXID (RFC 8474 4): an ObjectID (C{str} of
+        letters and digits) that stays the same across a rename and is
+        never given to another mailbox, nor to one created again under the
+        same name.
+        """
+
+    def emailIds(uids):
+        """
+        The EMAILIDs (RFC 8474 5.1) of messages: ObjectIDs naming their
+        immutable content, the same for a message and its copies made by
+        L{copy} or L{move} (COPYUID pairs), never the same for different
+        content, and derived so they tell nothing about other users' mail.
+
+        @return: C{{uid: str}} for the C{uids} found.
+        """
 
     def changeStamp():
         """
@@ -801,6 +821,17 @@ class IChangeNotifier(Interface):
         """Call C{callback()} on the reactor thread after each change."""
 
     def unsubscribe(user, mailboxName, callback):
+        """Stop calling C{callback}."""
+
+    def subscribeAccount(user, callback):
+        """
+        Call C{callback(mailboxName)} on the reactor thread after each
+        change to any mailbox of C{user} (IMAP NOTIFY, RFC 5465), including
+        its creation, deletion, renaming (the old name) and subscription
+        changes, made in this process or (L{IExternalChanges}) another.
+        """
+
+    def unsubscribeAccount(user, callback):
         """Stop calling C{callback}."""
 
 

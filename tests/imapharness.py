@@ -6,6 +6,7 @@ protocol-level IMAP tests.
 """
 
 import io
+import re
 
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.portal import Portal
@@ -119,3 +120,27 @@ def loggedIn(tmp_path, *bodies):
         c.deliver(body)
     c.login()
     return c
+
+
+def withoutMailboxId(reply):
+    """A reply without CREATE's MAILBOXID code (RFC 8474 4.1), for tests of other things."""
+    return re.sub(rb"\[MAILBOXID \([A-Za-z0-9_-]+\)\] ", b"", reply)
+
+
+BACKENDS = ("maildir", "memory", "sqlite")
+
+
+def backendClient(backend, tmp_path):
+    """A logged-in L{Client} (over TLS) on a fresh store of C{backend}."""
+    from pymailer.store.memory import MemoryStore
+    from pymailer.store.sqlite import SQLiteStore
+
+    if backend == "maildir":
+        store = MaildirStore(tmp_path / "mail", "mail.example.org")
+    elif backend == "sqlite":
+        store = SQLiteStore(tmp_path / "store")
+    else:
+        store = MemoryStore()
+    client = Client(tmp_path, secure=True, store=store)
+    client.login()
+    return client

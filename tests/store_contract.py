@@ -10,6 +10,8 @@ Only behaviour the interface documents is tested here; layout details
 """
 
 import io
+import re
+import time
 
 import pytest
 from twisted.logger import globalLogPublisher
@@ -355,7 +357,8 @@ class StoreContract:
         info = box.messages()[-1]
         assert info == MessageInfo(
             uid=2, key=info.key, flags=frozenset({"\\Seen", "\\Draft", "$Sent"}), size=4,
-            internalDate=1_000_000_000.5, path=info.path, modseq=info.modseq)
+            internalDate=1_000_000_000.5, path=info.path, modseq=info.modseq,
+            saveDate=info.saveDate)
         assert info.modseq > box.messages()[0].modseq
         assert box.uidNext() == 3
         assert box.highestModSeq() >= info.modseq
@@ -713,3 +716,74 @@ class StoreContract:
         archive = self.reopen(store).mailbox(USER, "Archive")
         assert archive.summaries([moved])[moved] == original
         assert box.summaries([uid]) == {}
+
+    # -- SAVEDATE (RFC 8514) and OBJECTID (RFC 8474) ------------------------
+
+    def test_saveDate(self, store):
+        """If this fails, a client expiring Trash by when mail was moved
+        there (RFC 8514 SAVEDATE) deletes mail too early or never: a COPY
+        or MOVE must get a new save date, not the source's."""
+        deliver(store, b"Subject: old\r\n\r\nx")
+        inbox = store.mailbox(USER)
+        appended = inbox.append(io.BytesIO(b"y"), internalDate=86400.0)
+        before = time.time()
+        [(_, copied)] = inbox.copy([appended], store.mailbox(USER, "Trash"))
+        after = time.time()
+        delivered, kept = inbox.messages()
+        assert delivered.saveDate is not None and delivered.saveDate <= before + 1
+        assert kept.internalDate == 86400.0 and kept.saveDate > 86400.0 + 1e6
+        [trashed] = store.mailbox(USER, "Trash").messages()
+        assert trashed.uid == copied and trashed.internalDate == 86400.0
+        assert before - 1 <= trashed.saveDate <= after + 1
+
+    def test_mailboxId(self, store):
+        """If this fails, a client (RFC 8474 MAILBOXID) takes a folder
+        created again under an old name for the old one (and shows its
+        cached mail), or downloads a renamed folder again."""
+        store.createMailbox(USER, "Foo")
+        first = store.mailbox(USER, "Foo").mailboxId()
+        assert re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,254}", first)
+        assert store.mailbox(USER, "Foo").snapshot().mailboxId == first
+        assert self.reopen(store).mailbox(USER, "Foo").mailboxId() == first
+        assert first != store.mailbox(USER).mailboxId()
+        assert first != store.mailbox(OTHER, "Sent").mailboxId()
+        store.renameMailbox(USER, "Foo", "Bar")
+        assert store.mailbox(USER, "Bar").mailboxId() == first
+        store.createMailbox(USER, "Foo")
+        assert store.mailbox(USER, "Foo").mailboxId() != first
+        store.deleteMailbox(USER, "Bar")
+        store.createMailbox(USER, "Bar")
+        assert store.mailbox(USER, "Bar").mailboxId() != first
+
+    def test_emailIds(self, store):
+        """If this fails, a client (RFC 8474 EMAILID) downloads a message
+        again after another client copied or moved it, or takes two
+        different messages for one."""
+        deliver(store, b"Subject: a\r\n\r\none")
+        deliver(store, b"Subject: b\r\n\r\ntwo")
+        inbox = store.mailbox(USER)
+        one, two = [i.uid for i in inbox.messages()]
+        ids = inbox.emailIds([one, two, 999])
+        assert set(ids) == {one, two} and ids[one] != ids[two]
+        assert all(re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,254}", v) for v in ids.values())
+        [(_, copied)] = inbox.copy([one], store.mailbox(USER, "Archive"))
+        [(_, moved)] = inbox.move([two], store.mailbox(USER, "Trash"))
+        assert store.mailbox(USER, "Archive").emailIds([copied]) == {copied: ids[one]}
+        assert store.mailbox(USER, "Trash").emailIds([moved]) == {moved: ids[two]}
+        assert self.reopen(store).mailbox(USER).emailIds([one]) == {one: ids[one]}
+        # The same mail to another user says nothing of this one's.
+        deliver(store, b"Subject: a\r\n\r\none", user=OTHER)
+        [theirs] = store.mailbox(OTHER).messages()
+        assert store.mailbox(OTHER).emailIds([theirs.uid])[theirs.uid] != ids[one]
+
+    def test_listenersToldOfCreateAndSubscriptions(self, store):
+        """If this fails, an IMAP client using NOTIFY (RFC 5465 5.4, 5.5) is
+        not told of a folder another session created, or of a subscription
+        another session changed."""
+        store.createUser(USER)
+        calls = []
+        store.addListener(lambda user, name: calls.append((user, name)))
+        store.createMailbox(USER, "Projects")
+        store.subscribe(USER, "Projects")
+        store.unsubscribe(USER, "Projects")
+        assert calls == [(USER, "Projects")] * 3

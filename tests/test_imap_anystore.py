@@ -9,26 +9,14 @@ import re
 
 import pytest
 
-from pymailer.store.maildir import MaildirStore
-from pymailer.store.memory import MemoryStore
-from pymailer.store.sqlite import SQLiteStore
-from tests.imapharness import USER, Client
+from tests.imapharness import BACKENDS, backendClient
 
 BIG = 5 * 1024 * 1024  # over WHOLE_LIMIT: FETCH pages it in, streams sections
 
 
-@pytest.fixture(params=["maildir", "memory", "sqlite"])
+@pytest.fixture(params=BACKENDS)
 def client(request, tmp_path):
-    if request.param == "maildir":
-        store = MaildirStore(tmp_path / "mail", "mail.example.org")
-    elif request.param == "sqlite":
-        store = SQLiteStore(tmp_path / "store")
-    else:
-        store = MemoryStore()
-    store.createUser(USER.decode())
-    c = Client(tmp_path, secure=True, store=store)
-    c.login()
-    return c
+    return backendClient(request.param, tmp_path)
 
 
 def test_select_fetch_store_expunge(client):

@@ -4,10 +4,14 @@ implicit TLS (port 993, as phones connect), and the extension's answer
 read as the client library receives it.
 """
 
+import re
+import socket
+
 import pytest
 from imapclient import IMAPClient
 
-from imaplive import IMAP_SERVER, runningServer
+from imaplive import IMAP_SERVER, deliver, runningServer
+from imapwire import Wire
 from mailserver import PASSWORD, insecureTLS
 
 
@@ -133,3 +137,39 @@ def test_imap4rev2_and_utf8_names_over_tls(server):
     typ, _ = imap.search(None, "ALL")
     assert typ == "OK" and imap.untagged_responses.pop("ESEARCH")[0].endswith(b"ALL 1")
     c.logout()
+
+
+def test_notify_status_for_smtp_delivery_and_other_session(server):
+    """
+    RFC 5465 end to end: session A says NOTIFY SET (PERSONAL (MessageNew))
+    and, without polling or IDLE, gets a * STATUS for INBOX when a message
+    arrives over SMTP, and for Archive when session B appends there.  If
+    this fails, a NOTIFY client shows new mail only when it polls.
+    """
+    user = "notify@example.org"
+    server.addUser(user)
+    a = Wire(server.ports["imap"])
+    _, ok = a.command(f'LOGIN "{user}" "{PASSWORD}"')
+    assert b"OK" in ok
+    assert b"NOTIFY" in a.command("CAPABILITY")[0][0]
+    _, ok = a.command("NOTIFY SET (PERSONAL (MessageNew))")
+    assert b"OK" in ok
+    a.sock.settimeout(10)
+    deliver(server, user, "notified")
+    line = a.readResponse()
+    assert re.fullmatch(rb'\* STATUS "INBOX" \(UIDNEXT 2 MESSAGES 1\)\r\n', line), line
+    b = IMAPClient("127.0.0.1", port=server.ports["imaps"], ssl=True,
+                   ssl_context=insecureTLS(), timeout=30)
+    b.login(user, PASSWORD)
+    b.append("Archive", b"Subject: filed\r\n\r\nx\r\n")
+    line = a.readResponse()
+    assert re.fullmatch(rb'\* STATUS "Archive" \(UIDNEXT 2 MESSAGES 1\)\r\n', line), line
+    b.logout()
+    _, ok = a.command("NOTIFY NONE")
+    assert b"OK" in ok
+    a.sock.settimeout(0.5)
+    deliver(server, user, "quiet")
+    server.waitForMessages(user, 2)
+    with pytest.raises(socket.timeout):
+        a.readResponse()
+    a.close()

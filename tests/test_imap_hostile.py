@@ -9,7 +9,7 @@ L{imapharness}.
 import pytest
 from twisted.logger import globalLogPublisher
 
-from imapharness import Client
+from imapharness import Client, withoutMailboxId
 
 LONG = b"x" * 256
 # Short to type, long on disk: Maildir++ escapes "." as "%2E".
@@ -56,7 +56,7 @@ def test_rename_refused_when_a_child_name_grows_too_long(client, failures, tmp_p
     """Renaming a folder whose subfolder would get too long a name changes nothing and says why."""
     child = b"p/" + b"c" * 240
     for name in (b"p", child):
-        assert client.send(b"a CREATE " + name + b"\r\n") == b"a OK CREATE completed\r\n"
+        assert withoutMailboxId(client.send(b"a CREATE " + name + b"\r\n")) == b"a OK CREATE completed\r\n"
     out = client.send(b"b RENAME p " + b"q" * 20 + b"\r\n")
     assert out.startswith(b"b NO [LIMIT]"), out
     out = client.send(b'c LIST "" *\r\n')

@@ -7,7 +7,7 @@ trip.
 
 import pytest
 
-from imapharness import Client
+from imapharness import Client, withoutMailboxId
 
 
 @pytest.fixture
@@ -127,7 +127,7 @@ def test_rfc6154_create_with_use(client):
     LIST shows as \\Drafts (and LIST (SPECIAL-USE) selects), kept across a
     rename; \\All (a virtual folder) is NO [USEATTR] and creates nothing.
     """
-    out = client.send(b"t1 CREATE MyDrafts (USE (\\Drafts))\r\n")
+    out = withoutMailboxId(client.send(b"t1 CREATE MyDrafts (USE (\\Drafts))\r\n"))
     assert out == b"t1 OK CREATE completed\r\n"
     out = client.send(b'a LIST "" MyDrafts\r\n')
     assert listLines(out) == [b'* LIST (\\HasNoChildren \\Drafts) "/" "MyDrafts"']

@@ -6,7 +6,7 @@ harness of L{imapharness}.
 
 import pytest
 
-from imapharness import Client, loggedIn
+from imapharness import Client, backendClient, loggedIn
 
 CAFE_NFC = "Caf\u00e9".encode()
 CAFE_NFD = "Cafe\u0301".encode()
@@ -155,3 +155,45 @@ def test_literal_too_big_says_toobig(client):
     """RFC 7888 4: if this fails, the client is not told that the literal was refused for its size."""
     out = client.send(b"s SEARCH SUBJECT {999999}\r\n")
     assert out.startswith(b"s BAD [TOOBIG]")
+
+
+def test_rfc9051_select_while_selected_says_closed(tmp_path):
+    """RFC 9051 6.3.2 (Appendix E item 9): a SELECT or EXAMINE while a
+    mailbox is selected first says OK [CLOSED], so a client knows which
+    untagged responses still belong to the old mailbox; if this fails, a
+    client can apply the old mailbox's EXPUNGEs to the new one."""
+    client = backendClient("memory", tmp_path)
+    client.send(b"e ENABLE IMAP4rev2\r\n")
+    first = client.send(b"s SELECT INBOX\r\n")
+    assert b"CLOSED" not in first
+    out = client.send(b"x EXAMINE Sent\r\n")
+    assert out.startswith(b"* OK [CLOSED] Previous mailbox closed\r\n* FLAGS")
+    out = client.send(b"y SELECT Nowhere\r\n")
+    assert out == b"* OK [CLOSED] Previous mailbox closed\r\ny NO [NONEXISTENT] No such mailbox\r\n"
+    assert client.send(b"z SELECT INBOX\r\n").startswith(b"* FLAGS")  # nothing was selected
+
+
+def test_rfc9051_list_shows_missing_parent_only_for_unmatched_children(tmp_path):
+    """RFC 9051 6.3.9.3 (Appendix E 2, LIST-EXTENDED folded in): a parent
+    level that is no mailbox is listed only when a mailbox below it does
+    not match the pattern (\\NonExistent with RETURN options); if this
+    fails, a client shows a folder that does not exist next to its child
+    in a full listing."""
+    client = backendClient("memory", tmp_path)
+    client.send(b"c CREATE Fruit/Apple\r\n")
+
+    def names(command):
+        return [line.split(b'"/" ')[1] for line in client.send(command).split(b"\r\n")
+                if line.startswith(b"* LIST")]
+
+    # LIST-EXTENDED, for any client.
+    assert b'"Fruit"' not in names(b'a LIST "" "*" RETURN (CHILDREN)\r\n')
+    out = client.send(b'b LIST "" "%" RETURN (CHILDREN)\r\n')
+    assert b'* LIST (\\NonExistent \\Noselect \\HasChildren) "/" "Fruit"\r\n' in out
+    # IMAP4rev1's basic LIST keeps RFC 3501's \Noselect level for "*".
+    assert b'"Fruit"' in names(b'c LIST "" "*"\r\n')
+    client.send(b"e ENABLE IMAP4rev2\r\n")
+    listed = names(b'd LIST "" "*"\r\n')
+    assert b'"Fruit"' not in listed and b'"Fruit/Apple"' in listed
+    out = client.send(b'f LIST "" "%"\r\n')
+    assert b'* LIST (\\Noselect \\HasChildren) "/" "Fruit"\r\n' in out

@@ -362,3 +362,24 @@ def test_uidValidityNeverRepeatsAcrossProcesses(store):
     assert all(0 < v < 2**32 for v in values)
 
 
+
+
+def test_savedate_and_emailid_of_another_tools_file(store):
+    """If this fails, a message another Maildir tool put in (its name has
+    no delivery time) shows no save date, or changes EMAILID when copied,
+    so a client expiring Trash by save date or caching by EMAILID errs."""
+    deliver(store, b"x")
+    inbox = userDir(store)
+    (inbox / "new" / "othertool-message").write_bytes(b"Subject: moved in\r\n\r\nhi\r\n")
+    os.utime(inbox / "new" / "othertool-message", (1_000_000_000, 1_000_000_000))
+    box = store.mailbox(USER)
+    [info] = [i for i in box.messages() if i.key == "othertool-message"]
+    assert info.saveDate == info.internalDate == 1_000_000_000
+    [delivered] = [i for i in box.messages() if i.key != "othertool-message"]
+    assert abs(delivered.saveDate - os.stat(delivered.path).st_mtime) < 5
+    emailId = box.emailIds([info.uid])[info.uid]
+    [(_, copied)] = box.copy([info.uid], store.mailbox(USER, "Archive"))
+    archive = store.mailbox(USER, "Archive")
+    assert archive.emailIds([copied]) == {copied: emailId}
+    [again] = archive.messages()
+    assert again.saveDate > 1_000_000_000 + 1e8  # saved into Archive now

@@ -341,3 +341,35 @@ def test_refresh_reads_only_what_changed(tmp_path):
     assert selected.apply(selected.refresh()) == [b"* 1 EXPUNGE"]
     assert len(selected.uids) == 50 and "$Work" in selected.keywords
     assert selected.apply(selected.refresh()) == []
+
+
+def test_upgrade_adds_savedate_and_mailboxid_in_place(tmp_path):
+    """If this fails, a data_dir made by the version before SAVEDATE and
+    OBJECTID stops opening after an upgrade, or its old mail shows no
+    save date and its folders no MAILBOXID."""
+    import sqlite3
+
+    from pymailer.store import sqlite as module
+
+    old = module.SCHEMA.replace("    objectId TEXT,\n", "").replace("    saveDate REAL,\n", "")
+    old = old[:old.index("CREATE TABLE IF NOT EXISTS settings")] + \
+        old[old.index("CREATE TABLE IF NOT EXISTS changes"):]
+    root = tmp_path / "store"
+    root.mkdir()
+    db = sqlite3.connect(root / "index.sqlite")
+    db.executescript(old)
+    db.execute("INSERT INTO users (name, foldersMade) VALUES ('a@example.org', 1)")
+    db.execute("INSERT INTO mailboxes (userId, name, uidValidity, uidNext)"
+               " VALUES (1, 'INBOX', 7, 2)")
+    db.execute("INSERT INTO messages (mailboxId, uid, key, modseq, internalDate, size, blob)"
+               " VALUES (1, 1, 'k', 1, 1234567.0, 1, 'ab')")
+    db.commit()
+    db.close()
+    store = SQLiteStore(root)
+    inbox = store.mailbox("a@example.org")
+    [info] = inbox.messages()
+    assert info.saveDate == 1234567.0
+    assert inbox.mailboxId().startswith("F")
+    assert SQLiteStore(root).mailbox("a@example.org").mailboxId() == inbox.mailboxId()
+    inbox.append(io.BytesIO(b"new"))
+    assert inbox.messages()[-1].saveDate > time.time() - 60

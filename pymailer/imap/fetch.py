@@ -8,7 +8,7 @@ in memory (the protocol streams them from the file).
 
 import re
 
-from pymailer.imap import binary, search
+from pymailer.imap import binary, objectid, search
 from pymailer.imap.message import Part, _Concat
 from pymailer.imap.parser import (
     Atom, ParseError, String, astring, formatValue, isAtom, modSequence, number, tokenize,
@@ -81,6 +81,13 @@ def fetchPieces(selected, seq, u, items, data, reopen, extras=(), summary=None):
         elif name == "INTERNALDATE":
             pieces.append(b'INTERNALDATE "%s"' % search.formatInternalDate(
                 info.internalDate if info else 0).encode())
+        elif name == "SAVEDATE":
+            # RFC 8514 4.2: NIL where the store cannot tell.
+            saved = info.saveDate if info else None
+            pieces.append(b"SAVEDATE NIL" if saved is None else
+                          b'SAVEDATE "%s"' % search.formatInternalDate(saved).encode())
+        elif name in objectid.FETCH_ITEMS:
+            pieces.append(objectid.fetchPiece(name, selected, u))
         elif name == "RFC822.SIZE":
             pieces.append(b"RFC822.SIZE %d" % (len(data) if data is not None else info.size))
         elif name in ("ENVELOPE", "BODYSTRUCTURE", "BODY") and summary is not None:
@@ -208,7 +215,8 @@ def parseFetchItems(token, uid):
         if not isinstance(t, Atom):
             raise ParseError("bad FETCH item")
         upper = t.upper()
-        if upper in (b"UID", b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"MODSEQ"):
+        if upper in (b"UID", b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"MODSEQ",
+                     b"SAVEDATE", b"EMAILID", b"THREADID"):
             items.append(FetchItem(upper.decode()))
         elif upper in (b"ENVELOPE", b"BODYSTRUCTURE", b"BODY"):
             items.append(FetchItem(upper.decode(), needsSummary=True))

@@ -94,6 +94,18 @@ def parents(names):
     return out
 
 
+def levelsShown(missing, existing, matches):
+    """
+    The parents in C{missing} (not mailboxes themselves) that LIST shows:
+    RFC 9051 6.3.9.3 (RFC 5258 3) lists a name that is not selected only
+    if some mailbox below it is and does not match the pattern, so C{%}
+    shows C{Fruit} for C{Fruit/Apple} and C{*}, which lists C{Fruit/Apple}
+    itself, does not.
+    """
+    return {p for p in missing
+            if any(n.startswith(p + "/") and not matches(n) for n in existing)}
+
+
 def _ordered(names):
     return sorted(names, key=lambda n: (n != INBOX, n))
 
@@ -107,17 +119,20 @@ def _useAttributes(uses, name):
     return [use.encode() for use in sorted(uses.get(name, ()))]
 
 
-def listEntries(names, reference, pattern, uses=None):
+def listEntries(names, reference, pattern, uses=None, rev2=False):
     """
     LIST: C{[(name, [attribute bytes])]} for the existing C{names};
-    C{uses}: the store's L{IMailStore.specialUses}.
+    C{uses}: the store's L{IMailStore.specialUses}; for an IMAP4rev2
+    session (C{rev2}), a parent that does not exist only where a child of
+    it does not match (L{levelsShown}).
     """
     uses = _uses(uses, names)
     matches = patternMatcher(reference, pattern)
     existing = set(names)
     above = parents(names)
+    shown = levelsShown(above - existing, existing, matches) if rev2 else above
     entries = []
-    for name in _ordered(existing | above):
+    for name in _ordered(existing | shown):
         if not matches(name):
             continue
         if name not in existing:
@@ -241,7 +256,7 @@ def extendedEntries(request, names, subscribed, reference, patterns, uses=None):
             chosen = {n for n in chosen if uses.get(n)}
             tags.append(b'"SPECIAL-USE"')
     else:
-        chosen, tags = existing | above, []
+        chosen, tags = existing | levelsShown(above - existing, existing, matches), []
     recursive = b"RECURSIVEMATCH" in request.selection
     extra = parents(chosen) - chosen if recursive else set()
     entries = []

@@ -69,9 +69,12 @@ _ATOM_RUN = re.compile(rb'[^ (){"\[\x00-\x1f\x7f]*')
 
 
 def isFetch(firstLine):
-    """Whether a command's first line is a FETCH or UID FETCH."""
+    """
+    Whether a command's first line is a FETCH, UID FETCH or NOTIFY (whose
+    MessageNew takes fetch attributes, RFC 5465 8).
+    """
     words = firstLine.upper().split(b" ", 3)
-    return words[1:2] == [b"FETCH"] or words[1:3] == [b"UID", b"FETCH"]
+    return words[1:2] in ([b"FETCH"], [b"NOTIFY"]) or words[1:3] == [b"UID", b"FETCH"]
 
 
 def tokenize(segments, sections=False):

@@ -26,6 +26,16 @@ RFC 9051 Appendix E, item by item, and where each is in our code:
     6.3.2, 6.3.4): L{normalisedNotice}.
   - SELECT/EXAMINE: no C{RECENT} response and no C{OK [UNSEEN]}, and an
     untagged C{LIST} of the mailbox (RFC 9051 6.3.2): C{cmd_SELECT}.
+  - SELECT/EXAMINE while a mailbox is selected: C{OK [CLOSED]} first
+    (Appendix E 9, 6.3.2), to every client (RFC 7162 3.2.11 asks the same).
+  - COPY/MOVE to a missing mailbox: C{NO [TRYCREATE]}, never created
+    (Appendix E 8); COPYUID for MOVE and UID MOVE (7): already so.
+  - Unsolicited FETCH carries UID (Appendix E 21): already so
+    (L{pymailer.imap.selected.Selected.fetchUpdate}).
+  - IDLE may tell of other mailboxes (Appendix E 20): with NOTIFY
+    (L{pymailer.imap.notify}).
+  - ALERT (Appendix E 26): never sent; LOGIN before TLS is refused with
+    C{NO [PRIVACYREQUIRED]} while C{LOGINDISABLED} is advertised.
   - The C{\\Recent} flag and the C{RECENT} response are gone (RFC 9051
     2.3.2): L{pymailer.imap.selected.Selected.showRecent} (FETCH FLAGS,
     unsolicited FETCH, the RECENT after EXISTS).  SEARCH NEW/OLD/RECENT are

@@ -17,6 +17,7 @@ import re
 import time
 
 from pymailer.imap.message import parseAddressList, parseHeader
+from pymailer.imap.objectid import parseObjectId
 from pymailer.imap.parser import (
     Atom, ParseError, SequenceSet, String, astring, isAtom, modSequence, number,
 )
@@ -91,8 +92,8 @@ class Message:
     several times per SEARCH or SORT of a large mailbox.
     """
 
-    __slots__ = ("seq", "uid", "size", "internalDate", "flags", "modseq",
-                 "_loader", "_data", "_parsed")
+    __slots__ = ("seq", "uid", "size", "internalDate", "saveDate", "emailId", "flags",
+                 "modseq", "_loader", "_data", "_parsed")
 
     def __init__(self, seq, info, flags, loader, modseq=0):
         self._loader = loader
@@ -104,6 +105,9 @@ class Message:
         self.uid = info.uid
         self.size = info.size
         self.internalDate = info.internalDate
+        # RFC 8514 4.3: where the store cannot tell, the internal date.
+        self.saveDate = info.internalDate if info.saveDate is None else info.saveDate
+        self.emailId = None  # set by the caller when usesEmailId
         self.flags = flags  # \Recent included when it applies
         self.modseq = modseq
         self._data = None
@@ -193,6 +197,7 @@ class Compiler:
         self.largestUid = largestUid
         self.needsContent = False
         self.usesModSeq = False
+        self.usesEmailId = False  # EMAILID (RFC 8474 6): ids read from the store
         self.keys = 0  # how many keys the program has (its cost per message)
         self._depth = 0
 
@@ -299,6 +304,18 @@ class Compiler:
             day = parseDate(tokens.pop(0) if tokens else None)
             internal = lambda m: int(m.internalDate) // 86400  # noqa: E731
             return _dateTest(name, day, internal)
+        if name in (b"SAVEDBEFORE", b"SAVEDON", b"SAVEDSINCE"):  # RFC 8514 4.3
+            day = parseDate(tokens.pop(0) if tokens else None)
+            return _dateTest(name[5:], day, lambda m: int(m.saveDate) // 86400)
+        if name == b"SAVEDATESUPPORTED":  # every store keeps save dates
+            return lambda m: True
+        if name == b"EMAILID":
+            wanted = parseObjectId(tokens.pop(0) if tokens else None)
+            self.usesEmailId = True
+            return lambda m: m.emailId == wanted
+        if name == b"THREADID":  # RFC 8474 5.2: no THREADID, no match
+            parseObjectId(tokens.pop(0) if tokens else None)
+            return lambda m: False
         if name in (b"SENTBEFORE", b"SENTON", b"SENTSINCE"):
             day = parseDate(tokens.pop(0) if tokens else None)
             self.needsContent = True
@@ -353,14 +370,16 @@ def candidates(selected):
 
 def inPool(compiler, candidates):
     """Whether evaluating is for the thread pool (content, or many tests)."""
-    return compiler.needsContent or len(candidates) * compiler.keys > INLINE_SEARCH
+    return (compiler.needsContent or compiler.usesEmailId
+            or len(candidates) * compiler.keys > INLINE_SEARCH)
 
 
-def evaluate(candidates, predicate, mailbox):
+def evaluate(candidates, predicate, mailbox, emailIds=None):
     """
     The L{candidates} that match, C{[(seq, uid, modseq)]}.  I{Blocking}
     when the program reads content (L{Compiler.needsContent}); a message
-    expunged meanwhile does not match.
+    expunged meanwhile does not match.  C{emailIds}: uid -> EMAILID, for
+    a program that tests them (L{Compiler.usesEmailId}).
     """
     def load(u):
         with mailbox.openMessage(u) as f:
@@ -373,6 +392,8 @@ def evaluate(candidates, predicate, mailbox):
             m = Message(seq, info, flags, load, modseq)
         else:
             m.moveTo(seq, info, flags, modseq)
+        if emailIds is not None:
+            m.emailId = emailIds.get(info.uid)
         try:
             if predicate(m):
                 found.append((seq, info.uid, modseq))

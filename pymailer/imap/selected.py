@@ -57,6 +57,8 @@ class Selected:
         # uid -> MessageSummary read for SORT/THREAD (L{pymailer.imap.sort}):
         # a UID's summary never changes, so it is read from the store once.
         self.summaries = {}
+        self.mailboxId = None
+        self.emailIds = {}  # uid -> EMAILID (RFC 8474), as read (objectid)
 
     def scan(self):
         """
@@ -176,6 +178,7 @@ class Selected:
             lines.append(b"* OK [HIGHESTMODSEQ %d] Expunges pending" % self.heldAt)
         self.validity, self.uidNext = snapshot.uidValidity, snapshot.uidNext
         self.highestModSeq = snapshot.highestModSeq
+        self.mailboxId = snapshot.mailboxId
         self.dirty = False
         return lines
 

@@ -62,8 +62,8 @@ from pymailer.auth.login import LoginBlocked, guardedLogin
 from pymailer.auth import sasl
 from pymailer.auth.sasl import Plain
 from pymailer.imap import (
-    append, binary, catenate, compress, esearch, listing, qresync, rev2, search, sort,
-    status, thread, utf7,
+    append, binary, catenate, compress, esearch, listing, notify, objectid, qresync, rev2,
+    search, sort, status, thread, utf7,
 )
 from pymailer.imap.errors import CommandFailed
 from pymailer.imap.quota import QuotaCommands
@@ -158,6 +158,8 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         # RFC 4978: the L{compress.Deflate} once COMPRESS DEFLATE is on.
         self.compression = None
         self._readingLines = False
+        # RFC 5465: the L{notify.Watcher} of NOTIFY SET, until NOTIFY NONE.
+        self.notify = None
 
     # -- connection ---------------------------------------------------------
 
@@ -183,6 +185,8 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         self.factory.connectionClosed(self.peerHost)
         self._unselect()
         self._closeLiteral()
+        if self.notify is not None:
+            self.notify.stop()
         if self._onLogout:
             self._onLogout()
             self._onLogout = None
@@ -244,7 +248,8 @@ class IMAPServer(QuotaCommands, IMAP4Server):
                 b"CREATE-SPECIAL-USE", catenate.CAPABILITY,
                 b"CHILDREN", b"CONDSTORE", b"QRESYNC", b"ESEARCH", b"SEARCHRES", b"LIST-EXTENDED",
                 b"LIST-STATUS", b"STATUS=SIZE", b"MULTIAPPEND", b"BINARY",
-                b"COMPRESS=DEFLATE", *sort.CAPABILITIES,
+                b"COMPRESS=DEFLATE", *sort.CAPABILITIES, *objectid.CAPABILITIES,
+                notify.CAPABILITY,
                 b"APPENDLIMIT=%d" % self.factory.maxMessageSize] + self.quotaCapabilities()
         if self.user is None:
             if not self.secure and self.factory.tls is not None:
@@ -521,7 +526,17 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             if isinstance(s, SpoolingLiteral):
                 s.close()  # after its pending writes, in the pool
         self._busy = False
+        if self.notify is not None:
+            self.notify.idle()
         self._pump()
+
+    def canNotify(self):
+        """
+        Whether an unsolicited response may go out now (RFC 5465): between
+        commands or in IDLE, never inside a command's output.
+        """
+        return not self._closing and (not self._busy or self.idleTag is not None) \
+            and self._idleSync is None
 
     def _queueFlowControl(self):
         """
@@ -591,6 +606,8 @@ class IMAPServer(QuotaCommands, IMAP4Server):
     def _completed(self, result, tag, name, uid):
         """After a command, report changes to the selected mailbox."""
         self._badCommands = 0
+        if self.notify is not None:
+            self.notify.commandCompleted(name)
         if isinstance(result, bytes):
             text = result
         else:
@@ -864,9 +881,13 @@ class IMAPServer(QuotaCommands, IMAP4Server):
                 self.factory.store.createMailbox(self.user, name, uses)
             except KeyError:
                 raise CommandFailed("[ALREADYEXISTS] Mailbox exists") from None
+            return self.factory.store.mailbox(self.user, name).mailboxId()
 
-        return self.account.run(create).addCallback(
-            lambda _: self._normalised(args[0], name))
+        def created(mailboxId):
+            self._normalised(args[0], name)
+            return objectid.mailboxIdCode(mailboxId) + b" CREATE completed"  # RFC 8474 4.1
+
+        return self.account.run(create).addCallback(created)
 
     def cmd_DELETE(self, tag, args):
         if len(args) != 1:
@@ -1006,7 +1027,7 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             if command == b"LSUB":
                 return lsubEntries(self.account.subscriptions(), names, reference, pattern)
             return listEntries(names, reference, pattern,
-                               self.factory.store.specialUses(self.user))
+                               self.factory.store.specialUses(self.user), self.enabled.rev2)
 
         def answer(entries):
             for name, attrs in entries:
@@ -1114,8 +1135,9 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         resync = self._selectParameters(args[1]) if len(args) == 2 else None
         name = self.mailboxName(args[0])
         if self.selected is not None:
-            # RFC 7162 3.2.11 (and RFC 9051 7.1): what follows is about
-            # the mailbox being opened, not the one closed.
+            # RFC 9051 6.3.2 (Appendix E 9), RFC 7162 3.2.11: the mailbox
+            # selected before is closed, whether this one opens or not; what
+            # follows is about the mailbox being opened.
             self.sendLine(b"* OK [CLOSED] Previous mailbox is now closed")
         self._unselect()
         self.state = "auth"
@@ -1158,6 +1180,7 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             # RFC 7162 3.1.2.1: on every SELECT/EXAMINE of a mailbox that
             # keeps mod-sequences, enabled or not.
             self.sendLine(b"* OK [HIGHESTMODSEQ %d] Highest" % selected.highestModSeq)
+            self.sendLine(b"* OK %s Ok" % objectid.mailboxIdCode(selected.mailboxId))  # RFC 8474 4.2
             if changes is not None:
                 self._resynced(selected, resync, changes)
             mode = b"[READ-ONLY]" if readOnly else b"[READ-WRITE]"
@@ -1224,7 +1247,9 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         if self.selected is None:
             return
         self.selected.dirty = True
-        if self.idleTag is not None and self._idleSync is None:
+        if self.notify is not None:
+            self.notify.selectedChanged()  # RFC 5465: NOTIFY decides, in IDLE or not
+        elif self.idleTag is not None and self._idleSync is None:
             d = self._idleSync = defer.Deferred()
             self._sync().addBoth(self._idleSynced).chainDeferred(d)
 
@@ -1455,8 +1480,10 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         snapshot = search.candidates(selected)
 
         def work():
-            return [(u if uid else seq, modseq, u)
-                    for seq, u, modseq in search.evaluate(snapshot, predicate, selected.mailbox)]
+            emailIds = objectid.loadEmailIds(selected, [i.uid for _, i, _, _ in snapshot]) \
+                if compiler.usesEmailId else None
+            return [(u if uid else seq, modseq, u) for seq, u, modseq in search.evaluate(
+                snapshot, predicate, selected.mailbox, emailIds)]
 
         def answer(found):
             if options is not None:
@@ -1524,17 +1551,23 @@ class IMAPServer(QuotaCommands, IMAP4Server):
                 # RFC 7162 3.2.6: the expunged UIDs of the set, before the FETCHes.
                 self._sendLines(qresync.vanishedEarlier(qresync.vanishedSince(
                     changes, selected, within, max(selected.uidNext - 1, 1))))
-                return self._fetchTargets(targets, items, extras)
+                return self._fetchWithIds(selected, targets, items, extras)
 
             return self.account.run(selected.mailbox.changedSince, since).addCallback(
                 vanishedFirst)
-        return self._fetchTargets(targets, items, extras)
+        return self._fetchWithIds(selected, targets, items, extras)
 
     cmd_FETCH.states = ("select",)
     cmd_FETCH.uid = True
 
-    def _fetchTargets(self, targets, items, extras):
-        selected = self.selected
+    def _fetchWithIds(self, selected, targets, items, extras):
+        """The FETCH, after reading the EMAILIDs it shows (RFC 8474 5.1)."""
+        if objectid.needsEmailIds(items):
+            return self.account.run(objectid.loadEmailIds, selected, [u for _, u in targets]) \
+                .addCallback(lambda _: self._fetchTargets(selected, targets, items, extras))
+        return self._fetchTargets(selected, targets, items, extras)
+
+    def _fetchTargets(self, selected, targets, items, extras):
         needsContent = any(i.needsContent for i in items)
         setsSeen = any(i.setsSeen for i in items) and not selected.readOnly
         if not needsContent and not setsSeen and not any(i.needsSummary for i in items):
@@ -1631,6 +1664,11 @@ class IMAPServer(QuotaCommands, IMAP4Server):
                     raise ConnectionError("connection closed")
 
     # IDLE
+
+    def cmd_NOTIFY(self, tag, args):
+        return notify.command(self, args, CommandFailed)
+
+    cmd_NOTIFY.states = ("auth", "select")
 
     def cmd_IDLE(self, tag, args):
         self._noArgs(args)

@@ -18,7 +18,7 @@ sorting is done in the thread pool, so a large mailbox does not hold the
 reactor.
 """
 
-from pymailer.imap import esearch, search
+from pymailer.imap import esearch, objectid, search
 from pymailer.imap.errors import CommandFailed
 from pymailer.imap.parser import Atom, ParseError, isAtom
 
@@ -166,7 +166,9 @@ def matchedWithSummaries(server, charset, tokens, saved):
     def work():
         found = Matched(seqs, uids, modseqs, infos, None)
         if candidates is not None:
-            hits = {u for _, u, _ in search.evaluate(candidates, predicate, selected.mailbox)}
+            emailIds = objectid.loadEmailIds(selected, uids) if compiler.usesEmailId else None
+            hits = {u for _, u, _ in search.evaluate(
+                candidates, predicate, selected.mailbox, emailIds)}
             found = found.keep([i for i, u in enumerate(uids) if u in hits])
         summaries = summariesOf(selected, uids)
         found = found.keep([i for i, u in enumerate(found.uids) if u in summaries])

@@ -13,7 +13,7 @@ from pymailer.imap.parser import Atom, ParseError, formatValue
 from pymailer.imap.quota import units
 
 ITEMS = (b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN", b"HIGHESTMODSEQ",
-         b"SIZE", b"DELETED", b"DELETED-STORAGE")
+         b"SIZE", b"DELETED", b"DELETED-STORAGE", b"MAILBOXID")
 
 
 def parseItems(tokens):
@@ -39,10 +39,12 @@ def values(snapshot, items):
         b"SIZE": lambda: sum(i.size for i in messages),
         b"DELETED": lambda: sum(1 for i in messages if "\\Deleted" in i.flags),
         b"DELETED-STORAGE": lambda: units(sum(i.size for i in messages if "\\Deleted" in i.flags)),
+        b"MAILBOXID": lambda: snapshot.mailboxId,  # RFC 8474 4.3
     }
     return {i: compute[i]() for i in items}
 
 
 def statusLine(encodedName, items, numbers):
-    parts = b" ".join(b"%s %d" % (i, numbers[i]) for i in items)
+    parts = b" ".join(b"MAILBOXID (%s)" % numbers[i].encode() if i == b"MAILBOXID"
+                      else b"%s %d" % (i, numbers[i]) for i in items)
     return b"* STATUS %s (%s)" % (formatValue(encodedName), parts)

@@ -6,6 +6,8 @@ lazily by the composition root; this package only holds the value objects
 they share.
 """
 
+import hashlib
+import secrets
 from dataclasses import dataclass
 
 from twisted.logger import Logger
@@ -19,6 +21,7 @@ __all__ = [
 ]
 
 INBOX = "INBOX"
+OBJECTID_DIGITS = 24
 # The folders every account has from the start (RFC 6154 special-use).
 SPECIAL_USE = {
     "Sent": "\\Sent",
@@ -195,6 +198,9 @@ class MessageInfo:
     @ivar path: the backend's own locator (Maildir: the file as scanned),
         for the backend and its tests only: protocol code reads content
         through L{pymailer.interfaces.IMailbox.openMessage}.
+    @ivar saveDate: when the message was saved into this mailbox (RFC 8514
+        3: delivery, APPEND, COPY and MOVE each set it anew), seconds since
+        the epoch; C{None} when the backend cannot tell for this message.
     """
 
     uid: int
@@ -204,6 +210,7 @@ class MessageInfo:
     internalDate: float
     modseq: int = 0
     path: str = None
+    saveDate: float = None
 
 
 @dataclass(frozen=True)
@@ -279,6 +286,7 @@ class MailboxSnapshot:
         L{pymailer.interfaces.IMailbox.changedSince}, its mod-sequence:
         C{messages} then holds only the messages changed after it.
     @ivar vanished: with C{since}, the UIDs expunged after it, ascending.
+    @ivar mailboxId: the mailbox's L{pymailer.interfaces.IMailbox.mailboxId}.
     """
 
     messages: list
@@ -291,6 +299,24 @@ class MailboxSnapshot:
     changeStamp: object = None
     since: int = None
     vanished: tuple = ()
+    mailboxId: str = None
+
+
+def objectId(prefix, *parts):
+    """
+    An RFC 8474 ObjectID (a letter, then lower-case hex: never starting
+    with a digit or a dash, never differing from another only by case, 8.1)
+    that names C{parts} and reveals nothing of them: a SHA-256 of the parts,
+    cut to 24 digits (96 bits: no two collide in practice).
+    """
+    digest = hashlib.sha256("\0".join(str(p) for p in parts).encode(
+        "utf-8", "surrogatepass")).hexdigest()
+    return prefix + digest[:OBJECTID_DIGITS]
+
+
+def newObjectId(prefix):
+    """A random ObjectID of the same form (RFC 8474 4: never reused)."""
+    return prefix + secrets.token_hex(OBJECTID_DIGITS // 2)
 
 
 class KeywordLimit(ValueError):

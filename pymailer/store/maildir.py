@@ -55,9 +55,9 @@ from zope.interface import implementer
 from pymailer.fsutil import exclusiveLock, fsyncDirectory, writeDurably
 from pymailer.interfaces import IMailbox, IMaildropLock, IMailStore
 from pymailer.store import (
-    INBOX, SPECIAL_USE, Listeners, MailboxGone, MailboxNameTooLong, MailboxSnapshot,
-    MaildropLocked, MessageInfo, canonicalName as _genericName, decodeSpecialUse,
-    encodeSpecialUse, specialUseOf,
+    INBOX, OBJECTID_DIGITS, SPECIAL_USE, Listeners, MailboxGone, MailboxNameTooLong,
+    MailboxSnapshot, MaildropLocked, MessageInfo, canonicalName as _genericName,
+    decodeSpecialUse, encodeSpecialUse, objectId, specialUseOf,
 )
 from pymailer.store.content import FileContent
 from pymailer.imap.summary import summarize
@@ -93,6 +93,7 @@ NAME_MAX = 255  # octets in one directory entry (Linux, BSD, macOS)
 SUMMARIES_CACHED = 20_000
 _UNIQUE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _DELIVERY_TIME = re.compile(r"(\d+)(?:\.M(\d+))?")
+_EMAIL_ID = re.compile(r",E=(M[0-9a-f]{%d})" % OBJECTID_DIGITS)
 _ESCAPED = re.compile(r"%([0-9A-F]{2})")
 
 
@@ -113,6 +114,31 @@ def _infoLetters(fileName):
     """The flag letters of a C{name:2,LETTERS} file name, else C{""}."""
     _, _, info = fileName.partition(":")
     return info[2:] if info.startswith("2,") else ""
+
+
+def _saveDate(key, internalDate):
+    """
+    RFC 8514: when a file was saved into its mailbox, from the time our
+    names start with (L{MaildirStore.uniqueName}: each delivery, APPEND,
+    COPY and MOVE writes a new file).  A name without one (another tool's)
+    gets the internal date, as the SQLite store's older rows do: RFC 8514
+    4.3 has the search keys use it where the save date is unknown, and
+    FETCH has no per-message "unknown".
+    """
+    match = _DELIVERY_TIME.match(key)
+    if match is None:
+        return internalDate
+    return int(match[1]) + int(match[2] or 0) / 1e6
+
+
+def _emailId(user, key):
+    """
+    RFC 8474 5.1: a copy carries its source's EMAILID in its name
+    (C{,E=...}, L{MaildirStore.uniqueName}); any other file's is derived
+    from its own name, which no other message has.
+    """
+    match = _EMAIL_ID.search(key)
+    return match[1] if match else objectId("M", user, key)
 
 
 def _deliveryOrder(key):
@@ -371,6 +397,7 @@ class MaildirStore(Listeners):
         except FileExistsError:
             raise KeyError(name) from None
         fsyncDirectory(path.parent)
+        self._notify(user, canonical)
 
     def specialUses(self, user):
         found = {}
@@ -483,6 +510,7 @@ class MaildirStore(Listeners):
                 names.discard(name)
             writeDurably(path, json.dumps(sorted(names)).encode("utf-8"))
             fsyncDirectory(self._subscriptions)
+        self._notify(user, name)
 
     def subscribe(self, user, name):
         self._setSubscribed(user, name, True)
@@ -501,8 +529,11 @@ class MaildirStore(Listeners):
 
     # -- delivery ----------------------------------------------------------
 
-    def uniqueName(self, uniqueKey=None):
-        """A new Maildir file name, as the spec asks."""
+    def uniqueName(self, uniqueKey=None, emailId=None):
+        """
+        A new Maildir file name, as the spec asks; with C{emailId} (a
+        copy's, RFC 8474 5.1) as a C{,E=} field, as Dovecot adds C{,S=}.
+        """
         seconds, nanoseconds = divmod(time.time_ns(), 10**9)
         if uniqueKey is None:
             unique = "R" + secrets.token_hex(8)
@@ -510,7 +541,7 @@ class MaildirStore(Listeners):
             unique = "Q" + uniqueKey
         return (
             f"{seconds}.M{nanoseconds // 1000}P{os.getpid()}{unique}"
-            f".{self.hostname}"
+            f".{self.hostname}" + (f",E={emailId}" if emailId else "")
         )
 
     def deliver(self, user, prefix, source, mailbox=INBOX, uniqueKey=None,
@@ -610,6 +641,17 @@ class MaildirMailbox:
 
     def uidValidity(self):
         return self._index().validity
+
+    def mailboxId(self):
+        # RFC 8474 4: the UIDVALIDITY is never given twice to the user's
+        # mailboxes (nextUidValidity) and moves with a renamed one.
+        return objectId("F", self.user, self._index().validity)
+
+    def emailIds(self, uids):
+        if any(u not in self._fileNames for u in uids):
+            self._sync()
+        names = self._fileNames
+        return {u: _emailId(self.user, _basename(names[u])) for u in uids if u in names}
 
     def uidNext(self):
         return self._index().uidNext
@@ -729,13 +771,14 @@ class MaildirMailbox:
             infos.append(MessageInfo(
                 uid=uid, key=key, flags=self._flags(name, keywords),
                 size=st.st_size, internalDate=st.st_mtime, modseq=entry.modseq,
-                path=cur + name,
+                path=cur + name, saveDate=_saveDate(key, st.st_mtime),
             ))
         return MailboxSnapshot(
             messages=infos, uidValidity=index.validity, uidNext=index.uidNext,
             highestModSeq=index.highestModSeq,
             recent=frozenset(i.uid for i in infos if i.uid >= firstRecent),
             keywords=keywords.defined(), keywordsFull=keywords.full(),
+            mailboxId=objectId("F", self.user, index.validity),
         )
 
     def changedSince(self, modseq, claimRecent=False):
@@ -755,7 +798,7 @@ class MaildirMailbox:
                         infos.append(MessageInfo(
                             uid=uid, key=key, flags=self._flags(name, keywords),
                             size=st.st_size, internalDate=st.st_mtime, modseq=entry.modseq,
-                            path=cur + name))
+                            path=cur + name, saveDate=_saveDate(key, st.st_mtime)))
             except FileNotFoundError:
                 pass  # renamed or expunged by another tool meanwhile: see below
             else:
@@ -826,7 +869,8 @@ class MaildirMailbox:
                 info = self._info(uid)
                 if info is None:
                     continue
-                pairs.append((uid, target.append(content, info.flags, info.internalDate)))
+                pairs.append((uid, target.append(content, info.flags, info.internalDate,
+                                                 emailId=_emailId(self.user, info.key))))
         return pairs
 
     def _info(self, uid):
@@ -942,13 +986,13 @@ class MaildirMailbox:
         if doomed:
             self.store._notify(self.user, self.name)
 
-    def append(self, source, flags=(), internalDate=None):
+    def append(self, source, flags=(), internalDate=None, emailId=None):
         letters = {FLAG_LETTERS[f] for f in flags if f in FLAG_LETTERS}
         if any(not f.startswith("\\") for f in flags):
             with self._locked():
                 letters |= self._keywordLetters(flags, allocate=True)[1]
         info = "".join(sorted(letters))
-        key = self.store.uniqueName()
+        key = self.store.uniqueName(emailId=emailId)
         fileName = key + ":2," + info
         try:
             writeMessage(self.path, "cur", fileName, b"", source, internalDate)

@@ -24,8 +24,8 @@ from zope.interface import implementer
 from pymailer.interfaces import IMailbox, IMaildropLock, IMailImport, IMailStore
 from pymailer.store import (
     INBOX, SPECIAL_USE, KeywordLimit, Listeners, MailboxGone, MailboxSnapshot, MaildropLocked,
-    MessageInfo, canonicalNameWithin, checkDeliveryKey, importPlan, importTarget, renameMoves,
-    specialUseOf,
+    MessageInfo, canonicalNameWithin, checkDeliveryKey, importPlan, importTarget, newObjectId,
+    renameMoves, specialUseOf,
 )
 from pymailer.store.content import BytesContent
 from pymailer.imap.summary import summarize
@@ -40,15 +40,18 @@ _SYSTEM = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 class _Message:
     __slots__ = ("uid", "key", "data", "system", "letters", "internalDate",
-                 "modseq", "uniqueKey", "summary")
+                 "modseq", "uniqueKey", "summary", "saveDate", "emailId")
 
     def __init__(self, uid, key, data, system, letters, internalDate, modseq,
-                 uniqueKey=None, summary=None):
+                 uniqueKey=None, summary=None, emailId=None):
         self.uid, self.key, self.data = uid, key, data
         self.summary = summary  # shared by copies: the content is the same
         self.system, self.letters = system, letters
         self.internalDate, self.modseq = internalDate, modseq
         self.uniqueKey = uniqueKey
+        self.saveDate = time.time()  # RFC 8514 3: a copy is saved anew
+        # RFC 8474 5.1: a copy keeps the EMAILID of its source.
+        self.emailId = emailId or newObjectId("M")
 
 
 class _Box:
@@ -65,6 +68,7 @@ class _Box:
         # for the mailbox's life, unbounded (a test store is small).
         self.expunged = {}
         self.keywords = Keywords()
+        self.objectId = newObjectId("F")  # RFC 8474 4: the box's, renamed or not
 
     def nextModSeq(self):
         self.highestModSeq += 1
@@ -159,6 +163,7 @@ class MemoryStore(Listeners):
             if canonical in account.boxes:
                 raise KeyError(name)
             account.boxes[canonical] = _Box(self._newValidity(account), uses)
+        self._notify(user, canonical)
 
     def specialUses(self, user):
         with self._lock:
@@ -205,10 +210,12 @@ class MemoryStore(Listeners):
     def subscribe(self, user, name):
         with self._lock:
             self._account(user).subscriptions.add(name)
+        self._notify(user, name)
 
     def unsubscribe(self, user, name):
         with self._lock:
             self._account(user).subscriptions.discard(name)
+        self._notify(user, name)
 
     def lockMaildrop(self, user):
         with self._lock:
@@ -244,12 +251,14 @@ class MemoryStore(Listeners):
         self._notify(user, canonical)
         return True
 
-    def _add(self, box, data, system, letters, internalDate, uniqueKey=None, summary=None):
+    def _add(self, box, data, system, letters, internalDate, uniqueKey=None, summary=None,
+             emailId=None):
         """Under the lock: a new message in C{box}. @return: its UID."""
         uid = box.uidNext
         box.uidNext += 1
         box.messages[uid] = _Message(uid, self._newKey(), data, system, letters,
-                                     internalDate, box.nextModSeq(), uniqueKey, summary)
+                                     internalDate, box.nextModSeq(), uniqueKey, summary,
+                                     emailId)
         return uid
 
 
@@ -319,6 +328,15 @@ class MemoryMailbox:
     def changeStamp(self):
         return None  # a scan of memory is as cheap as the stamp would be
 
+    def mailboxId(self):
+        with self.store._lock:
+            return self._state().objectId
+
+    def emailIds(self, uids):
+        with self.store._lock:
+            messages = self._state().messages
+            return {u: messages[u].emailId for u in uids if u in messages}
+
     def _flags(self, box, message):
         return message.system | box.keywords.decode(message.letters)
 
@@ -326,7 +344,7 @@ class MemoryMailbox:
         return MessageInfo(
             uid=message.uid, key=message.key, flags=self._flags(box, message),
             size=len(message.data), internalDate=message.internalDate,
-            modseq=message.modseq,
+            modseq=message.modseq, saveDate=message.saveDate,
         )
 
     def snapshot(self, claimRecent=False):
@@ -352,6 +370,7 @@ class MemoryMailbox:
                 recent=frozenset(i.uid for i in infos if i.uid >= firstRecent),
                 keywords=box.keywords.defined(), keywordsFull=box.keywords.full(),
                 since=since, vanished=vanished,
+                mailboxId=box.objectId,
             )
 
     def messages(self):
@@ -459,7 +478,7 @@ class MemoryMailbox:
                     raise
                 pairs.append((uid, self.store._add(
                     into, message.data, system, letters, message.internalDate,
-                    summary=message.summary)))
+                    summary=message.summary, emailId=message.emailId)))
         if pairs:
             self.store._notify(target.user, target.name)
         return pairs

@@ -38,6 +38,7 @@ class ChangeNotifier(Service):
     def __init__(self, store, reactor, threadpool=None, pollInterval=POLL_INTERVAL):
         self.reactor = reactor
         self._subscribers = {}
+        self._accounts = {}  # user -> [callback(mailboxName)] (IMAP NOTIFY)
         store.addListener(self._changed)
         self._poller = None
         if threadpool is not None and IExternalChanges.providedBy(store):
@@ -84,13 +85,28 @@ class ChangeNotifier(Service):
                 callback()
             except Exception:
                 log.failure("mailbox change callback failed")
+        for callback in list(self._accounts.get(user, ())):
+            try:
+                callback(mailboxName)
+            except Exception:
+                log.failure("account change callback failed")
 
     def subscribe(self, user, mailboxName, callback):
         self._subscribers.setdefault((user, mailboxName), []).append(callback)
 
     def unsubscribe(self, user, mailboxName, callback):
-        callbacks = self._subscribers.get((user, mailboxName), [])
-        if callback in callbacks:
-            callbacks.remove(callback)
-        if not callbacks:
-            self._subscribers.pop((user, mailboxName), None)
+        _remove(self._subscribers, (user, mailboxName), callback)
+
+    def subscribeAccount(self, user, callback):
+        self._accounts.setdefault(user, []).append(callback)
+
+    def unsubscribeAccount(self, user, callback):
+        _remove(self._accounts, user, callback)
+
+
+def _remove(registry, key, callback):
+    callbacks = registry.get(key, [])
+    if callback in callbacks:
+        callbacks.remove(callback)
+    if not callbacks:
+        registry.pop(key, None)

@@ -28,6 +28,7 @@ reach a query, and every query is parameterised.
 
 import fcntl
 import hashlib
+import hmac
 import json
 import os
 import pathlib
@@ -47,7 +48,7 @@ from pymailer.interfaces import (
 from pymailer.store import (
     INBOX, SPECIAL_USE, Listeners, MailboxGone, MailboxSnapshot, MaildropLocked,
     MessageInfo, canonicalNameWithin, checkDeliveryKey, decodeSpecialUse, encodeSpecialUse,
-    importPlan, importTarget, renameMoves, specialUseOf,
+    importPlan, importTarget, newObjectId, OBJECTID_DIGITS, renameMoves, specialUseOf,
 )
 from pymailer.fsutil import fsyncDirectory
 from pymailer.store.blobs import BlobStore
@@ -80,6 +81,7 @@ CREATE TABLE IF NOT EXISTS mailboxes (
     highestModSeq INTEGER NOT NULL DEFAULT 1,
     firstRecent INTEGER NOT NULL DEFAULT 1,
     keywords TEXT NOT NULL DEFAULT '[]',
+    objectId TEXT,
     UNIQUE (userId, name)
 );
 CREATE TABLE IF NOT EXISTS subscriptions (
@@ -98,6 +100,7 @@ CREATE TABLE IF NOT EXISTS messages (
     size INTEGER NOT NULL,
     blob TEXT NOT NULL REFERENCES blobs(id),
     uniqueKey TEXT,
+    saveDate REAL,
     PRIMARY KEY (mailboxId, uid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messagesUniqueKey ON messages (mailboxId, uniqueKey)
@@ -112,6 +115,10 @@ CREATE TABLE IF NOT EXISTS blobs (
     id TEXT PRIMARY KEY,
     refs INTEGER NOT NULL,
     size INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -145,6 +152,8 @@ UPGRADES = (
         messageId TEXT NOT NULL, inReplyTo TEXT NOT NULL, refs TEXT NOT NULL,
         attachments INTEGER NOT NULL
     )"""]),
+    # 3: RFC 8514 SAVEDATE and RFC 8474 OBJECTID (see _objectIdStep).
+    (3, lambda txn: _objectIdStep(txn)),
 )
 _STRUCTURE_COLUMNS = "envelope, bodystructure, body"
 _FIELD_COLUMNS = (
@@ -174,6 +183,31 @@ def _summaryFrom(structure, fields):
         sender=Address(fn, fm, fh), to=Address(tn, tm, th), cc=Address(cn, cm, ch),
         messageId=messageId, inReplyTo=inReplyTo, references=tuple(refs.split()),
         hasAttachments=bool(attachments))
+
+
+def _objectIdStep(txn):
+    """
+    Upgrade step 3.  Columns: C{messages.saveDate}, NULL for rows from
+    before, shown as their internal date: for delivered mail that is the
+    save date exactly, for APPENDed or copied mail the nearest thing known
+    (RFC 8514 3 leaves no way to say "unknown" per message, only per
+    mailbox); C{mailboxes.objectId}, the RFC 8474 MAILBOXID, random, given
+    to older mailboxes here.  A column SCHEMA already made (a new database)
+    is not added again.  ALTER TABLE ... ADD COLUMN rewrites no row: the
+    step is instant however much mail there is.  Last, the random key
+    EMAILIDs are derived with.
+    """
+    for table, column, kind in (("messages", "saveDate", "REAL"),
+                                ("mailboxes", "objectId", "TEXT")):
+        columns = {row[1] for row in txn.execute(f"PRAGMA table_info({table})")}
+        if column not in columns:
+            txn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    for (mailboxId,) in txn.execute(
+            "SELECT id FROM mailboxes WHERE objectId IS NULL").fetchall():
+        txn.execute("UPDATE mailboxes SET objectId = ? WHERE id = ?",
+                    (newObjectId("F"), mailboxId))
+    txn.execute("INSERT OR IGNORE INTO settings (name, value) VALUES (?, ?)",
+                ("objectIdKey", secrets.token_hex(32)))
 
 
 def _keywords(text):
@@ -289,15 +323,26 @@ class SQLiteStore(Listeners):
             self._notify(user, mailbox)
 
     def _upgrade(self):
-        """Run the L{UPGRADES} steps this database has not had yet."""
-        if self._read("PRAGMA user_version").fetchone()[0] >= UPGRADES[-1][0]:
-            return
+        """
+        Run the L{UPGRADES} steps this database has not had yet (the usual
+        open: one read, no write transaction, no fsync), then load the key
+        EMAILIDs are derived with (see L{SQLiteMailbox.emailIds}).
+        """
+        if self._read("PRAGMA user_version").fetchone()[0] < UPGRADES[-1][0]:
+            self._runUpgrades()
+        self.objectIdKey = bytes.fromhex(self._read(
+            "SELECT value FROM settings WHERE name = 'objectIdKey'").fetchone()[0])
+
+    def _runUpgrades(self):
         with self._write() as txn:  # another process may be upgrading too
             version = txn.execute("PRAGMA user_version").fetchone()[0]
-            for number, statements in UPGRADES:
+            for number, step in UPGRADES:
                 if number > version:
-                    for sql in statements:
-                        txn.execute(sql)
+                    if callable(step):
+                        step(txn)
+                    else:
+                        for sql in step:
+                            txn.execute(sql)
                     txn.execute(f"PRAGMA user_version = {int(number)}")
 
     def _read(self, sql, args=()):
@@ -437,9 +482,10 @@ class SQLiteStore(Listeners):
         txn.execute("UPDATE users SET lastValidity = ? WHERE id = ?", (validity, userId))
         # The specialUse column (there since the first schema) keeps the
         # uses, space-separated; it goes with the row on a rename.
-        txn.execute("INSERT INTO mailboxes (userId, name, specialUse, uidValidity)"
-                    " VALUES (?, ?, ?, ?)",
-                    (userId, name, encodeSpecialUse(specialUseOf(name, specialUse)), validity))
+        txn.execute("INSERT INTO mailboxes (userId, name, specialUse, uidValidity, objectId)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (userId, name, encodeSpecialUse(specialUseOf(name, specialUse)), validity,
+                     newObjectId("F")))
 
     def createUser(self, user):
         if not isinstance(user, str) or "@" not in user:
@@ -471,6 +517,7 @@ class SQLiteStore(Listeners):
         userId = self._userId(user)
         with self._write() as txn:
             self._insertMailbox(txn, userId, canonical, specialUse=specialUse)
+            txn.changed(user, canonical)
 
     def specialUses(self, user):
         return {name: decodeSpecialUse(uses) for name, uses in self._read(
@@ -538,12 +585,14 @@ class SQLiteStore(Listeners):
         with self._write() as txn:
             txn.execute("INSERT OR IGNORE INTO subscriptions (userId, name) VALUES (?, ?)",
                         (userId, name))
+            txn.changed(user, name)
 
     def unsubscribe(self, user, name):
         userId = self._userId(user)
         with self._write() as txn:
             txn.execute("DELETE FROM subscriptions WHERE userId = ? AND name = ?",
                         (userId, name))
+            txn.changed(user, name)
 
     def lockMaildrop(self, user):
         # flock is per open file: another store object, thread or process
@@ -600,11 +649,13 @@ class SQLiteStore(Listeners):
         uid, modseq = txn.execute(
             "UPDATE mailboxes SET uidNext = uidNext + 1, highestModSeq = highestModSeq + 1"
             " WHERE id = ? RETURNING uidNext - 1, highestModSeq", (mailboxId,)).fetchone()
+        # RFC 8514 3: the save date is now, for a copy or a move too.
         txn.execute(
             "INSERT INTO messages (mailboxId, uid, key, modseq, system, letters,"
-            " internalDate, size, blob, uniqueKey) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " internalDate, size, blob, uniqueKey, saveDate)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (mailboxId, uid, secrets.token_hex(12), modseq, system, letters,
-             internalDate, size, blobId, uniqueKey))
+             internalDate, size, blobId, uniqueKey, time.time()))
         return uid
 
     # -- other processes' changes (IExternalChanges) ----------------------------
@@ -786,6 +837,26 @@ class SQLiteMailbox:
     def uidValidity(self):
         return self._row(self.store._db(), "uidValidity")[0]
 
+    def mailboxId(self):
+        return self._row(self.store._db(), "objectId")[0]
+
+    def emailIds(self, uids):
+        # RFC 8474 5.1: the blob names the content, and a COPY or MOVE
+        # shares it, so its copies keep the EMAILID.  The blob id is the
+        # content's SHA-256, the same in every account that holds it: keyed
+        # with the store's secret and the user, the EMAILID lets nobody
+        # learn whether someone else holds a message, nor test a guess.
+        wanted = set(uids)
+        rows = self.store._read("SELECT uid, blob FROM messages WHERE mailboxId = ?",
+                                (self._id,)) if len(wanted) > 500 else (
+            row for uid in sorted(wanted) for row in self.store._read(
+                "SELECT uid, blob FROM messages WHERE mailboxId = ? AND uid = ?",
+                (self._id, uid)))
+        key, user = self.store.objectIdKey, self.user.encode("utf-8", "surrogatepass")
+        return {uid: "M" + hmac.new(key, user + b"\0" + blobId.encode(),
+                                    hashlib.sha256).hexdigest()[:OBJECTID_DIGITS]
+                for uid, blobId in rows if uid in wanted}
+
     def uidNext(self):
         return self._row(self.store._db(), "uidNext")[0]
 
@@ -810,15 +881,17 @@ class SQLiteMailbox:
         infos = []
         # With since: the messagesModSeq index finds the changed rows.
         changed = "" if since is None else " AND modseq > ?"
-        for uid, key, modseq, system, letters, internalDate, size in db.execute(
-                "SELECT uid, key, modseq, system, letters, internalDate, size"
+        for uid, key, modseq, system, letters, internalDate, size, saveDate in db.execute(
+                "SELECT uid, key, modseq, system, letters, internalDate, size,"
+                " coalesce(saveDate, internalDate)"  # see _objectIdStep
                 " FROM messages WHERE mailboxId = ?" + changed + " ORDER BY uid",
                 (self._id,) if since is None else (self._id, since)):
             flags = decoded.get((system, letters))
             if flags is None:
                 flags = decoded[system, letters] = self._flags(keywords, system, letters)
             infos.append(MessageInfo(uid=uid, key=key, flags=flags, size=size,
-                                     internalDate=internalDate, modseq=modseq))
+                                     internalDate=internalDate, modseq=modseq,
+                                     saveDate=saveDate))
         return infos
 
     def snapshot(self, claimRecent=False):
@@ -843,7 +916,7 @@ class SQLiteMailbox:
             recent=frozenset(i.uid for i in infos if i.uid >= firstRecent)
             if firstRecent < uidNext else frozenset(),
             keywords=keywords.defined(), keywordsFull=keywords.full(),
-            changeStamp=(uidNext, highest, names),
+            changeStamp=(uidNext, highest, names), mailboxId=self.mailboxId(),
         )
 
     def changedSince(self, modseq, claimRecent=False):
