@@ -167,9 +167,9 @@ def test_rfc9051_select_while_selected_says_closed(tmp_path):
     first = client.send(b"s SELECT INBOX\r\n")
     assert b"CLOSED" not in first
     out = client.send(b"x EXAMINE Sent\r\n")
-    assert out.startswith(b"* OK [CLOSED] Previous mailbox closed\r\n* FLAGS")
+    assert out.startswith(b"* OK [CLOSED] Previous mailbox is now closed\r\n* FLAGS")
     out = client.send(b"y SELECT Nowhere\r\n")
-    assert out == b"* OK [CLOSED] Previous mailbox closed\r\ny NO [NONEXISTENT] No such mailbox\r\n"
+    assert out == b"* OK [CLOSED] Previous mailbox is now closed\r\ny NO [NONEXISTENT] No such mailbox\r\n"
     assert client.send(b"z SELECT INBOX\r\n").startswith(b"* FLAGS")  # nothing was selected
 
 
