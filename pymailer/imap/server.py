@@ -37,6 +37,7 @@ per mailbox (C{PERMANENTFLAGS} drops C{\\*} when they are used up) and
 mod-sequences (CONDSTORE, RFC 7162).
 """
 
+import bisect
 import re
 import time
 from collections import deque
@@ -1227,11 +1228,15 @@ class IMAPServer(IMAP4Server):
         seqset = self._sequenceSet(token, uid)
         uids = self.selected.uids
         if uid:
-            largest = uids[-1] if uids else 0
             if not uids:
                 return []
-            chosen = set(seqset.select(uids, largest))
-            return [(s, u) for s, u in enumerate(uids, 1) if u in chosen]
+            # Each span of the set is a run of sequence numbers: no set of
+            # the chosen UIDs (UID FETCH 1:* on 100,000 messages made one).
+            targets = []
+            for lo, hi in seqset.spans(uids[-1]):
+                first, end = bisect.bisect_left(uids, lo), bisect.bisect_right(uids, hi)
+                targets += zip(range(first + 1, end + 1), uids[first:end])
+            return targets
         count = len(uids)
         for lo, hi in seqset.bounds(count):
             if hi > count or lo < 1:
