@@ -1103,11 +1103,13 @@ class IMAPServer(IMAP4Server):
         def work():
             selected = Selected(name, self._openMailbox(name, b"NONEXISTENT"), readOnly)
             selected.showRecent = not rev2Session
-            return selected, selected.scan()
+            # Applied here, not in the reactor: nobody else sees this
+            # Selected yet, and on 100,000 messages building its maps
+            # would hold every other session up.
+            selected.apply(selected.scan())
+            return selected
 
-        def answer(result):
-            selected, scanned = result
-            selected.apply(scanned)
+        def answer(selected):
             self.selected = selected
             self.state = "select"
             self.factory.notifier.subscribe(self.user, name, self._mailboxChanged)
@@ -1121,10 +1123,11 @@ class IMAPServer(IMAP4Server):
                 self._normalised(args[0], name)
             else:
                 self.sendLine(b"* %d RECENT" % len(selected.recent))
-                unseen = [s for s, u in enumerate(selected.uids, 1)
-                          if "\\Seen" not in selected.flags[u]]
-                if unseen:
-                    self.sendLine(b"* OK [UNSEEN %d] First unseen" % unseen[0])
+                flags = selected.flags
+                unseen = next((s for s, u in enumerate(selected.uids, 1)
+                               if "\\Seen" not in flags[u]), None)
+                if unseen is not None:
+                    self.sendLine(b"* OK [UNSEEN %d] First unseen" % unseen)
             self.sendLine(b"* OK [UIDVALIDITY %d] UIDs valid" % selected.validity)
             self.sendLine(b"* OK [UIDNEXT %d] Predicted next UID" % selected.uidNext)
             # RFC 7162 3.1.2.1: on every SELECT/EXAMINE of a mailbox that
