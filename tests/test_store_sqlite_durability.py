@@ -139,3 +139,21 @@ def test_blob_removed_between_placing_and_the_lock_is_placed_again(tmp_path):
     with store.blobs.open(pending.blobId) as content:
         assert content.read() == b"Subject: same\r\n\r\nbody\r\n"
     assert not any(store.blobs.tmp.iterdir())
+
+
+def test_new_blob_directory_is_synced_in_its_parent(tmp_path, monkeypatch):
+    """
+    If this fails, the first message whose content lands in a new blob
+    directory (one of 256) can lose that directory, and so the message's
+    content, in a power cut after it was acknowledged.
+    """
+    from pymailer.store import blobs
+
+    store = SQLiteStore(tmp_path / "store")
+    synced = []
+    real = blobs.fsyncDirectory
+    monkeypatch.setattr(blobs, "fsyncDirectory", lambda d: (synced.append(d), real(d))[1])
+    store.mailbox(ALICE).append(io.BytesIO(b"Subject: first\r\n\r\nbody\r\n"))
+    [blobId] = blobFiles(store)
+    assert str(store.blobs.root) in synced
+    assert str(store.blobs.path(blobId).parent) in synced

@@ -42,7 +42,12 @@ class PendingBlob:
         already be there: the octets are the same.
         """
         path = self.blobs.path(self.blobId)
-        path.parent.mkdir(exist_ok=True)
+        try:
+            path.parent.mkdir()
+        except FileExistsError:
+            pass
+        else:  # the new directory's own name must survive a crash too
+            fsyncDirectory(str(self.blobs.root))
         try:
             os.link(self.tempPath, path)
         except FileExistsError:
