@@ -283,6 +283,8 @@ def _parseSection(raw):
 
 
 _FROM_SESSION = frozenset({"UID", "FLAGS", "MODSEQ"})
+_RECENT = frozenset({"\\Recent"})
+_SESSION_ITEMS = {"UID": b"UID %d", "FLAGS": b"FLAGS %s", "MODSEQ": b"MODSEQ (%d)"}
 
 
 def sessionFetchLines(selected, targets, items, extras=()):
@@ -298,21 +300,39 @@ def sessionFetchLines(selected, targets, items, extras=()):
     names += [n for n in extras if n not in names]
     if not _FROM_SESSION.issuperset(names):
         return None
-    flags, modseq, recent = selected.flags, selected.modseq, selected.recent
+    # One %-template for every line, filled from columns: no list of parts
+    # and no join per message.
+    template = b"* %d FETCH (" + b" ".join(_SESSION_ITEMS[n] for n in names) + b")\r\n"
+    seqs = [seq for seq, _ in targets]
+    uids = [u for _, u in targets]
+    columns = []
+    for name in names:
+        if name == "UID":
+            columns.append(uids)
+        elif name == "FLAGS":
+            columns.append(_flagTexts(selected, uids))
+        else:
+            modseq = selected.modseq.get
+            columns.append([modseq(u, 0) for u in uids])
+    return b"".join([template % values for values in zip(seqs, *columns)])
+
+
+def _flagTexts(selected, uids):
+    """The formatted FLAGS of each of C{uids}, one C{bytes} per flag set."""
+    flags, recent = selected.flags.get, selected.recent
+    showRecent = selected.showRecent and recent
     formatted = {}
-    lines = []
-    for seq, u in targets:
-        parts = []
-        for name in names:
-            if name == "UID":
-                parts.append(b"UID %d" % u)
-            elif name == "FLAGS":
-                key = (frozenset(flags.get(u, ())), u in recent)
-                text = formatted.get(key)
-                if text is None:
-                    text = formatted[key] = b"FLAGS " + formatFlags(selected.shownFlags(u))
-                parts.append(text)
-            else:
-                parts.append(b"MODSEQ (%d)" % modseq.get(u, 0))
-        lines.append(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts)))
-    return b"".join(lines)
+    texts = []
+    append = texts.append
+    empty = frozenset()
+    for u in uids:
+        # The store's frozensets are shared between messages (frozenset()
+        # of one is itself); this session's STOREs leave sets.
+        shown = frozenset(flags(u, empty))
+        if showRecent and u in recent:
+            shown = shown | _RECENT
+        text = formatted.get(shown)
+        if text is None:
+            text = formatted[shown] = formatFlags(shown)
+        append(text)
+    return texts

@@ -40,6 +40,7 @@ per mailbox (C{PERMANENTFLAGS} drops C{\\*} when they are used up) and
 mod-sequences (CONDSTORE, RFC 7162).
 """
 
+import bisect
 import itertools
 import re
 import time
@@ -1157,6 +1158,9 @@ class IMAPServer(QuotaCommands, IMAP4Server):
 
         def answer(result):
             selected, scanned, changes = result
+            # In the reactor: built in a pool thread, the maps of 100,000
+            # messages came from that thread's malloc arena and the
+            # server's peak RSS grew by 20-25 MB (bench/imap_side_by_side.sh).
             selected.apply(scanned)
             self.selected = selected
             self.state = "select"
@@ -1171,10 +1175,11 @@ class IMAPServer(QuotaCommands, IMAP4Server):
                 self._normalised(args[0], name)
             else:
                 self.sendLine(b"* %d RECENT" % len(selected.recent))
-                unseen = [s for s, u in enumerate(selected.uids, 1)
-                          if "\\Seen" not in selected.flags[u]]
-                if unseen:
-                    self.sendLine(b"* OK [UNSEEN %d] First unseen" % unseen[0])
+                flags = selected.flags
+                unseen = next((s for s, u in enumerate(selected.uids, 1)
+                               if "\\Seen" not in flags[u]), None)
+                if unseen is not None:
+                    self.sendLine(b"* OK [UNSEEN %d] First unseen" % unseen)
             self.sendLine(b"* OK [UIDVALIDITY %d] UIDs valid" % selected.validity)
             self.sendLine(b"* OK [UIDNEXT %d] Predicted next UID" % selected.uidNext)
             # RFC 7162 3.1.2.1: on every SELECT/EXAMINE of a mailbox that
@@ -1328,11 +1333,15 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         seqset = self._sequenceSet(token, uid)
         uids = self.selected.uids
         if uid:
-            largest = uids[-1] if uids else 0
             if not uids:
                 return []
-            chosen = set(seqset.select(uids, largest))
-            return [(s, u) for s, u in enumerate(uids, 1) if u in chosen]
+            # Each span of the set is a run of sequence numbers: no set of
+            # the chosen UIDs (UID FETCH 1:* on 100,000 messages made one).
+            targets = []
+            for lo, hi in seqset.spans(uids[-1]):
+                first, end = bisect.bisect_left(uids, lo), bisect.bisect_right(uids, hi)
+                targets += zip(range(first + 1, end + 1), uids[first:end])
+            return targets
         count = len(uids)
         for lo, hi in seqset.bounds(count):
             if hi > count or lo < 1:

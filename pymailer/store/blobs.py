@@ -32,18 +32,43 @@ class PendingBlob:
     def __init__(self, blobs, tempPath, blobId, size):
         self.blobs, self.tempPath = blobs, tempPath
         self.blobId, self.size = blobId, size
+        self.placed = False
+
+    def place(self):
+        """
+        Hard-link into place and fsync the directory, before the write
+        transaction (its lock is not held through that fsync); the
+        temporary name stays until L{install}.  Identical content may
+        already be there: the octets are the same.
+        """
+        path = self.blobs.path(self.blobId)
+        try:
+            path.parent.mkdir()
+        except FileExistsError:
+            pass
+        else:  # the new directory's own name must survive a crash too
+            fsyncDirectory(str(self.blobs.root))
+        try:
+            os.link(self.tempPath, path)
+        except FileExistsError:
+            pass
+        # Even if it was there: whoever linked it may not have synced yet.
+        fsyncDirectory(str(path.parent))
+        self.placed = True
 
     def install(self):
         """
-        Rename into place and fsync the directory (call inside the write
-        transaction, before its commit: see L{pymailer.store.sqlite}).
-        Identical content may already be there: renaming over it is
-        harmless, the octets are the same.
+        Inside the write transaction, before its commit (see
+        L{pymailer.store.sqlite}): the blob is in place and its directory
+        fsynced, and the temporary name goes.  After L{place}, only a check:
+        a removal of the same content (its last reference expunged) may
+        have come in between, and none can come while the lock is held.
         """
         path = self.blobs.path(self.blobId)
-        path.parent.mkdir(exist_ok=True)
-        os.rename(self.tempPath, path)
-        fsyncDirectory(str(path.parent))
+        if not self.placed or not path.exists():
+            self.placed = False
+            self.place()
+        os.unlink(self.tempPath)
         self.tempPath = None
 
     def discard(self):
