@@ -159,6 +159,28 @@ class StorageConfig:
     backend: str = "sqlite"
 
 
+def defaultWorkers():
+    """One worker process per CPU core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """
+    [server]: C{workers} processes serve every listener (see
+    L{pymailer.workers}); 1 is one process, as before workers existed.
+    C{None} (the key left out) means one per CPU core, decided at start.
+    """
+
+    workers: int | None = None
+
+    def workerCount(self):
+        return self.workers if self.workers is not None else defaultWorkers()
+
+
 @dataclass(frozen=True)
 class QueueConfig:
     """
@@ -492,6 +514,7 @@ class Config:
     mta_sts: MTASTSConfig = field(default_factory=MTASTSConfig)
     doctor: DoctorConfig = field(default_factory=DoctorConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
 
     @property
     def authservId(self):
@@ -755,7 +778,7 @@ def _parse(data, source, baseDir):
     top.checkUnknown(
         {"hostname", "data_dir", "listen", "smtp", "delivery", "queue",
          "tls", "auth", "submission", "dns", "relay", "policy", "imap", "pop3", "web",
-         "mta_sts", "storage", "doctor"})
+         "mta_sts", "storage", "doctor", "server"})
 
     hostname = top.string("hostname", required=True)
     _checkHostname(top, hostname)
@@ -935,6 +958,10 @@ def _parse(data, source, baseDir):
             "backend", f"expected {' or '.join(STORAGE_BACKENDS)}, got {_show(backend)}")
     storageT.checkUnknown(storageT.seen)
 
+    serverT = top.table_("server")
+    server = ServerConfig(workers=serverT.positiveInt("workers", None))
+    serverT.checkUnknown(serverT.seen)
+
     return Config(
         hostname=hostname,
         data_dir=dataDirPath,
@@ -952,6 +979,7 @@ def _parse(data, source, baseDir):
         mta_sts=MTASTSConfig(mode=mode, max_age=maxAge),
         doctor=doctor,
         storage=StorageConfig(backend=backend),
+        server=server,
         **limits,
     )
 
