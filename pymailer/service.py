@@ -372,4 +372,7 @@ def describeListeners(config, out=None):
     for role, description in config.listen.roles().items():
         state = "" if role in BUILT_ROLES else " (not available in this version)"
         print(f"pymailer: {role:<12} {description}{state}", file=out)
+    workers = config.server.workerCount()
+    if workers > 1:
+        print(f"pymailer: {workers} worker processes", file=out)
     out.flush()
