@@ -15,6 +15,7 @@ import signal
 import smtplib
 
 import pytest
+from twisted.python.failure import Failure
 
 from imapwire import Wire
 from mailserver import PASSWORD, MailServer, waitFor
@@ -243,3 +244,47 @@ def _zombie(pid):
             return f.read().split(") ")[1].startswith("Z")
     except FileNotFoundError:
         return True
+
+
+# -- the kick from a worker's commit to worker 0, piece by piece -------------
+
+
+class _Transport:
+    def __init__(self):
+        self.written = []
+        self.pid = 4242
+
+    def writeToChild(self, fd, data):
+        self.written.append((fd, data))
+
+
+def test_a_commit_in_any_worker_wakes_worker_zero():
+    """
+    A byte on a worker's kick pipe makes the supervisor write one to worker
+    0's stdin, and worker 0 reading it looks at the queue: without this,
+    mail accepted by another worker waited for the runner's next timed scan
+    (5 s) instead of going out at once.
+    """
+    from twisted.internet.task import Clock
+
+    from pymailer.workers import KICK_FD, Supervisor, SupervisorPipe, WorkerProcess
+
+    supervisor = Supervisor({}, 2, Clock())
+    workers = [WorkerProcess(supervisor, index) for index in (0, 1)]
+    for worker in workers:
+        worker.makeConnection(_Transport())
+        supervisor.workers[worker.index] = worker
+    workers[1].childDataReceived(KICK_FD, b"k")
+    assert workers[0].transport.written == [(0, b"k")]
+    assert workers[1].transport.written == []
+
+    readEnd, writeEnd = os.pipe()
+    kicks, closed = [], []
+    pipe = SupervisorPipe(lambda: kicks.append(1), lambda: closed.append(1), fd=readEnd)
+    os.write(writeEnd, b"kk")
+    assert pipe.doRead() is None and kicks == [1]
+    os.close(writeEnd)
+    reason = pipe.doRead()
+    pipe.connectionLost(Failure(reason))
+    assert closed == [1]
+    os.close(readEnd)
