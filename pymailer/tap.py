@@ -29,5 +29,10 @@ class Options(usage.Options):
 
 
 def makeService(options):
+    from pymailer.workers import WorkerSetupError
+
     describeListeners(options.config)
-    return buildService(options.config)
+    try:
+        return buildService(options.config)
+    except WorkerSetupError as e:
+        sys.exit(f"pymailer: error: {e}")

@@ -209,6 +209,8 @@ class Supervisor(Service):
 
     def __init__(self, roles, count, reactor, workerArgs=(), onHangup=None):
         self.roles = dict(roles)
+        for role, description in self.roles.items():
+            plainDescription(role, description)  # a listener we cannot share: say so now
         self.count = count
         self.reactor = reactor
         self.workerArgs = list(workerArgs)
