@@ -238,6 +238,23 @@ def test_sighup_reloads_and_sigterm_says_goodbye_in_every_worker(makeMailServer)
         assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
 
 
+def test_workers_stop_when_twistd_is_killed_and_a_restart_binds_again(makeMailServer):
+    """
+    SIGKILL twistd (a crash of the supervisor): its workers notice at once
+    and exit, so the server can be started again on the same ports; workers
+    left behind would keep serving with nobody watching them, and hold the
+    ports against the restart.
+    """
+    server = makeMailServer(workers=2)
+    pids = waitForWorkers(server)
+    server.kill9()
+    waitFor(lambda: all(not os.path.exists(f"/proc/{pid}") or _zombie(pid)
+                        for pid in pids.values()),
+            timeout=20, message="the workers to exit")
+    server.start()
+    assert server.running()
+
+
 def _zombie(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
