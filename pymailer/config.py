@@ -172,6 +172,28 @@ class StorageConfig:
     queue_lease: float = 120.0
 
 
+def defaultWorkers():
+    """One worker process per CPU core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """
+    [server]: C{workers} processes serve every listener (see
+    L{pymailer.workers}); 1 is one process, as before workers existed.
+    C{None} (the key left out) means one per CPU core, decided at start.
+    """
+
+    workers: int | None = None
+
+    def workerCount(self):
+        return self.workers if self.workers is not None else defaultWorkers()
+
+
 @dataclass(frozen=True)
 class QueueConfig:
     """
@@ -505,6 +527,7 @@ class Config:
     mta_sts: MTASTSConfig = field(default_factory=MTASTSConfig)
     doctor: DoctorConfig = field(default_factory=DoctorConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
 
     @property
     def authservId(self):
@@ -768,7 +791,7 @@ def _parse(data, source, baseDir):
     top.checkUnknown(
         {"hostname", "data_dir", "listen", "smtp", "delivery", "queue",
          "tls", "auth", "submission", "dns", "relay", "policy", "imap", "pop3", "web",
-         "mta_sts", "storage", "doctor"})
+         "mta_sts", "storage", "doctor", "server"})
 
     hostname = top.string("hostname", required=True)
     _checkHostname(top, hostname)
@@ -943,6 +966,10 @@ def _parse(data, source, baseDir):
 
     storage = _parseStorage(top.table_("storage"))
 
+    serverT = top.table_("server")
+    server = ServerConfig(workers=serverT.positiveInt("workers", None))
+    serverT.checkUnknown(serverT.seen)
+
     return Config(
         hostname=hostname,
         data_dir=dataDirPath,
@@ -960,6 +987,7 @@ def _parse(data, source, baseDir):
         mta_sts=MTASTSConfig(mode=mode, max_age=maxAge),
         doctor=doctor,
         storage=storage,
+        server=server,
         **limits,
     )
 

@@ -753,6 +753,46 @@ class IExternalChanges(Interface):
         """
 
 
+class ILimitStore(Interface):
+    """
+    The counters behind rate limits and login lockouts
+    (L{pymailer.policy.ratelimit}, L{pymailer.auth.guard}): in one
+    process's memory, or in a file every worker process shares
+    (L{pymailer.limits}).  Times are the callers' clock (seconds since the
+    epoch in a server, so that processes agree).  Every method may block:
+    a store that does says so with C{blocking = True}, and its callers run
+    it in a thread pool.
+    """
+
+    blocking = Attribute("C{True} if the methods wait on the disk.")
+
+    def take(bucket, key, limit, period, now, count=1):
+        """
+        Take C{count} tokens from C{key}'s bucket of C{limit} tokens,
+        refilled evenly over C{period} seconds.
+
+        @return: C{True} if there were enough (and they are taken).
+        """
+
+    def available(bucket, key, limit, period, now):
+        """@return: the tokens C{key}'s bucket holds now (nothing taken)."""
+
+    def recordFailure(kind, key, now, window, maxFailures, lockoutTime):
+        """
+        Count a failed login of C{key} (C{kind} is C{"ip"} or
+        C{"account"}); at C{maxFailures} within C{window} seconds, lock it
+        out until C{now + lockoutTime} and start counting afresh.
+
+        @return: C{True} if this failure locked C{key} out.
+        """
+
+    def lockedOut(kind, key, now):
+        """@return: C{True} if C{key} is locked out at C{now}."""
+
+    def clearFailures(kind, key):
+        """Forget the failures counted for C{key} (after a good login)."""
+
+
 class IMailboxObserver(Interface):
     """
     Told of what a user did to messages through the store (a copy, a move,

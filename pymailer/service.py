@@ -32,6 +32,7 @@ from pymailer.delivery.local import LocalDeliveryAgent
 from pymailer.delivery.relay import RelayDeliveryAgent
 from pymailer.dns import Resolver
 from pymailer.events import Events
+from pymailer.limits import openLimits
 from pymailer.monitoring import openMonitoring
 from pymailer.delivery.router import Router
 from pymailer.intake import MessageIntake
@@ -185,6 +186,36 @@ class SharedDatabaseService(Service):
 
 
 def makeService(config, reactor=None):
+    """
+    The service twistd runs: the whole server in this process, or with
+    C{[server] workers} above 1 the supervisor of that many worker
+    processes (L{pymailer.workers}), each running L{buildServer}.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    count = config.server.workerCount()
+    if count <= 1:
+        return buildServer(config, reactor)
+    from pymailer.workers import Supervisor
+
+    os.makedirs(config.data_dir, exist_ok=True)
+    # Made here, once: N workers starting together would each make one.
+    certificatePaths(config)
+    args = ["--config", os.path.abspath(config.source)] if config.source else []
+    roles = {role: description for role, description in config.listen.roles().items()
+             if role in LISTENER_BUILDERS}
+    return Supervisor(roles, count, reactor, args, onHangup=onHangup)
+
+
+def buildServer(config, reactor=None, worker=None):
+    """
+    Every part of the server, in this process.
+
+    @param worker: a L{pymailer.workers.WorkerRole} when this process is
+        one of several workers: its listeners are inherited sockets, its
+        rate limits and login counts are shared with the other workers,
+        and only worker 0 runs the queue.
+    """
     if reactor is None:
         from twisted.internet import reactor
     os.makedirs(config.data_dir, exist_ok=True)
@@ -228,6 +259,12 @@ def makeService(config, reactor=None):
     runner = QueueRunner(spool, None, config.queue, reactor, pool,
                          reporter=Reporter(spool, config.hostname, config.queue),
                          events=events)
+    runner.setName("queue")
+    # One queue runner among the workers, so each message is delivered
+    # once; the others tell it (through the supervisor) what they queue.
+    runsQueue = worker is None or worker.runsQueue
+    if not runsQueue:
+        spool.addListener(worker.queued)
 
     localAgent = LocalDeliveryAgent(store, router, config.hostname, reactor, pool, spool,
                                     sealer=ForwardSealer(config.data_dir, config.authservId))
@@ -235,8 +272,9 @@ def makeService(config, reactor=None):
     runner.agent = RoutingAgent(router, localAgent, relayAgent, reactor, pool)
     # Stops after the runner (StopInOrder): its idle sessions get QUIT once
     # no delivery can want them.
-    relayAgent.cache.setServiceParent(top)
-    runner.setServiceParent(top)
+    if runsQueue:
+        relayAgent.cache.setServiceParent(top)
+        runner.setServiceParent(top)
 
     minFree = int(config.smtp.max_message_size * config.smtp.min_free_disk_factor)
     quotas = Quotas(directory, store)
@@ -255,10 +293,12 @@ def makeService(config, reactor=None):
     checker = PasswordChecker(directory, reactor, authPool)
     realm = MailRealm(intakeFor)
     portal = Portal(realm, [AllowAnonymousAccess(), checker])
-    guard = LoginGuard(config.auth, reactor, events)
+    # Rate limits and login failures: in memory, or shared by the workers.
+    limits = openLimits(config, shared=worker is not None)
+    guard = LoginGuard(config.auth, reactor, events, limits, pool)
     tls = ReloadableContextFactory(*certificatePaths(config))
-    reloadOnHangup(reactor, tls)
-    policy = buildPolicy(config, reactor, pool, resolver, directory)
+    onHangup(reactor, tls.reload)
+    policy = buildPolicy(config, reactor, pool, resolver, directory, limits)
     # Verdict counts for `pymailer spam stats`; stops (and flushes) after
     # the listeners.
     VerdictRecorder(spamDB, reactor, pool).setServiceParent(top)
@@ -283,34 +323,47 @@ def makeService(config, reactor=None):
             continue
         factory = build(role, parts)
         connections[role] = factory.clients
-        listen(listeners, reactor, role, description, factory, tls)
+        inherited = worker.listeners.get(role) if worker is not None else None
+        listen(listeners, reactor, role, description, factory, tls, inherited)
     return top
 
 
-def buildPolicy(config, reactor, threadpool, resolver, directory):
+def buildPolicy(config, reactor, threadpool, resolver, directory, limits=None):
     """
     The policy chain: forged Authentication-Results are always dropped;
     then the configured pieces, ours or plugins, in their order.
     """
-    context = PolicyContext(config, reactor, threadpool, resolver, directory)
+    context = PolicyContext(config, reactor, threadpool, resolver, directory, limits)
     pieces = buildPieces(config.policy.checks, context, config.policy.options())
     return PolicyChain([ForgedResultsFilter(config.authservId)] + pieces, config.authservId,
                        junkScore=config.policy.rules.junk_score)
 
 
-def listen(parent, reactor, role, description, factory, tls):
+def listen(parent, reactor, role, description, factory, tls, inherited=None):
     """
     Add a listener.  An ``ssl:`` endpoint without its own key is a TCP
     endpoint wrapped in TLS with our (reloadable) context, so that
     ``submissions = "ssl:465"`` needs no certificate options.  At shutdown
     it says goodbye to the clients of C{factory.clients}.
+
+    @param inherited: the endpoint of a socket the supervisor bound (a
+        worker process), used instead of binding C{description}; TLS is
+        still ours to add.
     """
     clients = factory.clients
     if description.startswith("ssl:") and not usesOwnCertificate(description):
         endpoint = serverFromString(reactor, "tcp:" + description[len("ssl:"):])
         factory = TLSMemoryBIOFactory(tls, False, factory)
+    elif description.startswith("ssl:") and inherited is not None:
+        # Its own certificate: the ssl endpoint's context, on the inherited
+        # socket.  Making the endpoint binds nothing.
+        ownTLS = serverFromString(reactor, description)._sslContextFactory
+        factory = TLSMemoryBIOFactory(ownTLS, False, factory)
+        endpoint = None
     else:
         endpoint = serverFromString(reactor, description)
+    if inherited is not None:
+        endpoint = inherited
     listener = GoodbyeListener(endpoint, factory, clients)
     # A port that cannot be bound stops the start (twistd exits with the
     # error) instead of leaving a server running that listens nowhere.
@@ -319,17 +372,21 @@ def listen(parent, reactor, role, description, factory, tls):
     listener.setServiceParent(parent)
 
 
-def reloadOnHangup(reactor, tls):
-    """SIGHUP re-reads the certificate (after an ACME renewal)."""
+def onHangup(reactor, f):
+    """
+    SIGHUP calls C{f} in the reactor thread: the certificate is re-read
+    (after an ACME renewal); a supervisor passes the signal on to its
+    workers.
+    """
     previous = signal.getsignal(signal.SIGHUP)
 
-    def onHangup(signum, frame):
-        reactor.callFromThread(tls.reload)
+    def hungUp(signum, frame):
+        reactor.callFromThread(f)
         if callable(previous):
             previous(signum, frame)
 
     try:
-        signal.signal(signal.SIGHUP, onHangup)
+        signal.signal(signal.SIGHUP, hungUp)
     except ValueError:
         # Not the main thread (tests building the service): no signals.
         pass
@@ -343,4 +400,7 @@ def describeListeners(config, out=None):
     for role, description in config.listen.roles().items():
         state = "" if role in BUILT_ROLES else " (not available in this version)"
         print(f"pymailer: {role:<12} {description}{state}", file=out)
+    workers = config.server.workerCount()
+    if workers > 1:
+        print(f"pymailer: {workers} worker processes", file=out)
     out.flush()

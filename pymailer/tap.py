@@ -30,10 +30,13 @@ class Options(usage.Options):
 
 
 def makeService(options):
+    from pymailer.workers import WorkerSetupError
+
     describeListeners(options.config)
     try:
         return buildService(options.config)
-    except SchemaError as e:
-        # The shared database cannot be reached, or its schema is not this
-        # version's: one line saying what to do (run `pymailer db migrate`).
+    except (SchemaError, WorkerSetupError) as e:
+        # SchemaError: the shared database cannot be reached, or its schema
+        # is not this version's: one line saying what to do (run `pymailer
+        # db migrate`).  WorkerSetupError: a listener workers cannot share.
         sys.exit(f"pymailer: error: {e}")

@@ -180,11 +180,13 @@ class MailServer:
         "submissions", "pop3s")}), each on a free port in C{self.ports}; a
         role ending in "s" (but "smtp" and "metrics") gets an C{ssl:} endpoint.
     @param sections: more config tables, e.g. C{{"auth": {...}}}.
+    @param workers: C{[server] workers}: 1 (one process, the shape most
+        tests look at) unless a test asks for more.
     """
 
     def __init__(self, root, smtp=None, queue=None, twistdArgs=None, env=None,
                  cwd=None, port=None, hostname=HOSTNAME, roles=(), sections=None,
-                 interface="127.0.0.1"):
+                 interface="127.0.0.1", workers=1):
         self.root = pathlib.Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.hostname = hostname
@@ -195,6 +197,7 @@ class MailServer:
         self.smtpOptions = dict(smtp or {})
         self.queueOptions = dict(queue or {})
         self.sections = dict(sections or {})
+        self.workers = workers
         # Another loopback address (127.0.0.2, ...) lets several servers
         # share one port number: relay tests need that ([relay] port).
         self.interface = interface
@@ -233,7 +236,8 @@ class MailServer:
         # A test server never asks the real DNS (no traffic off this
         # machine): unless a test brings its own DNS server, lookups fail
         # at once, temporarily.
-        sections = {"dns": {"servers": [_FailingDNSServer.address()], "timeout": 1.0}}
+        sections = {"dns": {"servers": [_FailingDNSServer.address()], "timeout": 1.0},
+                    "server": {"workers": self.workers}}
         sections.update(self.sections)
         tables += list(sections.items())
         for table, options in tables:

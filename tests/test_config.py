@@ -4,6 +4,7 @@ reported as one line naming the file, the key and the reason.
 """
 
 import dataclasses
+import os
 import pathlib
 
 import pytest
@@ -567,3 +568,26 @@ class TestWebKeys:
                                     "metrics": "tcp:9090:interface=127.0.0.1"}
         message = loadError(tmp_path, MINIMAL + '[listen]\nhttp = "tcp:eighty"\n')
         assert ": listen.http: bad endpoint" in message
+
+
+class TestServer:
+    def test_workersDefaultToTheCores(self, tmp_path):
+        """Without [server] workers, one worker per CPU core this process may use."""
+        c = config.load(writeConfig(tmp_path, MINIMAL))
+        assert c.server.workers is None
+        assert c.server.workerCount() == len(os.sched_getaffinity(0))
+
+    def test_workersAsWritten(self, tmp_path):
+        """`workers = 1` keeps one process; a count is taken as written."""
+        for n in (1, 3):
+            c = config.load(writeConfig(tmp_path, MINIMAL + f"[server]\nworkers = {n}\n"))
+            assert c.server.workerCount() == n
+
+    @pytest.mark.parametrize("text, reason", [
+        ("[server]\nworkers = 0\n", "server.workers: expected a positive integer"),
+        ("[server]\nworkers = true\n", "server.workers: expected a positive integer"),
+        ("[server]\nprocesses = 2\n", "server.processes: unknown key"),
+    ])
+    def test_mistakes(self, tmp_path, text, reason):
+        """A bad [server] key is one line naming it, and no start."""
+        assert reason in loadError(tmp_path, MINIMAL + text)

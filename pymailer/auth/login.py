@@ -15,7 +15,6 @@ guard's bookkeeping and logs (undecodable bytes are replaced).
 """
 
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet import defer
 
 from pymailer.auth.directory import normaliseAddress
 
@@ -49,19 +48,23 @@ def guardedLogin(portal, guard, ip, credentials, interface, protocol):
         L{UnauthorizedLogin} (only after the failure delay).
     """
     account = accountName(credentials.username)
-    if guard.blocked(ip) is not None:
-        return defer.fail(LoginBlocked("too many failed logins from this address"))
-    if guard.blocked(ip, account) == "account":
-        d = defer.fail(UnauthorizedLogin("account locked out"))
-    else:
-        d = defer.maybeDeferred(portal.login, credentials, None, interface)
+
+    def checked(lockedOut):
+        if lockedOut == "ip":
+            raise LoginBlocked("too many failed logins from this address")
+        if lockedOut == "account":
+            raise UnauthorizedLogin("account locked out")
+        return portal.login(credentials, None, interface)
 
     def succeeded(result):
         guard.succeeded(account)
         return result
 
     def failed(failure):
+        if failure.check(LoginBlocked):
+            return failure
         failure.trap(UnauthorizedLogin)
         return guard.failed(ip, account, protocol).addCallback(lambda _: failure)
 
+    d = guard.blocked(ip, account).addCallback(checked)
     return d.addCallbacks(succeeded, failed)

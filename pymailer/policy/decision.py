@@ -136,6 +136,9 @@ class PolicyContext:
     threadpool: object
     resolver: object
     directory: object = None
+    # The counters of rate limits (L{pymailer.interfaces.ILimitStore});
+    # C{None}: each piece keeps its own in memory.
+    limits: object = None
 
 
 @implementer(IPolicy)

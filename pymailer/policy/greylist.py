@@ -27,8 +27,6 @@ Trusts: nothing the client says beyond the envelope it is judged on.
 
 import ipaddress
 import math
-import sqlite3
-import threading
 
 from twisted.internet.threads import deferToThreadPool
 from zope.interface import implementer
@@ -38,6 +36,7 @@ from pymailer.policy.decision import Decision, Policy
 from pymailer.policy.dmarc import aligned
 from pymailer.policy.dnsbl import clientIP, inNetworks
 from pymailer.policy.verdict import logVerdict
+from pymailer.sqlitefile import ThreadConnections
 
 # Forget stale rows every this many checks (a DELETE over an index).
 PURGE_EVERY = 1000
@@ -70,18 +69,8 @@ class GreylistStore:
 
     def __init__(self, path):
         self.path = str(path)
-        self._local = threading.local()
+        self._db = ThreadConnections(path, _SCHEMA).get
         self._checks = 0
-
-    def _db(self):
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-            self._local.db = db
-        return db
 
     def check(self, net, sender, recipient, now, delay, expire, keep):
         """

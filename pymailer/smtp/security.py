@@ -89,7 +89,11 @@ class SessionSecurity:
         mechanism = MECHANISMS.get(name.upper())
         if mechanism is None:
             return self.reply(504, "5.5.4", "Unrecognized authentication type")
-        if self.factory.guard.blocked(self._peerHost) is not None:
+        return self.factory.guard.blocked(self._peerHost).addCallback(
+            self._startAuth, mechanism, initial)
+
+    def _startAuth(self, lockedOut, mechanism, initial):
+        if lockedOut is not None:
             return self._closeWith(
                 421, "4.7.0", "Too many failed logins from your address, try again later"
             )

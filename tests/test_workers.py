@@ -1,0 +1,307 @@
+"""
+Worker processes (C{[server] workers = 2}), end to end: a real twistd
+supervisor and its two workers on loopback, real clients.
+
+Which worker accepts a connection is the kernel's choice; a test that needs
+a client on a given worker stops the other one (SIGSTOP) until the client
+has its greeting, so that only that worker is in accept().
+"""
+
+import contextlib
+import os
+import poplib
+import re
+import signal
+import smtplib
+
+import pytest
+from twisted.python.failure import Failure
+
+from imapwire import Wire
+from mailserver import PASSWORD, MailServer, waitFor
+
+ALICE = "alice@example.org"
+BOB = "bob@example.org"
+LOCKOUT_TIME = 3
+
+_STARTED = re.compile(r"worker (\d+) started, pid (\d+)")
+
+
+def workerPids(server):
+    """C{{index: pid}} of the workers running now, from the supervisor's log."""
+    pids = {}
+    for index, pid in _STARTED.findall(server.log()):
+        pids[int(index)] = int(pid)
+    return pids
+
+
+def waitForWorkers(server, count=2, timeout=60):
+    """Wait until C{count} workers say they are ready; return their pids."""
+    def ready():
+        pids = workerPids(server)
+        log = server.log()
+        return len(pids) == count and all(
+            f"[worker {i} pid {pid}] [pymailer.workers#info] worker {i} ready" in log
+            for i, pid in pids.items()) and pids
+    return waitFor(ready, timeout, message=lambda: f"{count} workers ready:\n{server.log()}")
+
+
+@contextlib.contextmanager
+def onlyWorker(server, index):
+    """
+    Only worker C{index} accepts connections in the block (the others are
+    stopped): connect and read the greeting inside it.
+    """
+    pids = workerPids(server)
+    others = [pid for i, pid in pids.items() if i != index]
+    for pid in others:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield pids[index]
+    finally:
+        for pid in others:
+            os.kill(pid, signal.SIGCONT)
+
+
+def login(wire, password=PASSWORD):
+    return wire.command(f'LOGIN {ALICE} "{password}"')[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    server = MailServer(
+        tmp_path_factory.mktemp("workers"), roles=("imap", "pop3"), workers=2,
+        sections={"auth": {"allow_plaintext_on_loopback": True, "failure_delay": 0.1,
+                           "max_failures": 3, "lockout_time": LOCKOUT_TIME}})
+    server.provision()
+    server.start()
+    waitForWorkers(server)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_every_worker_accepts_and_each_message_is_delivered_once(server):
+    """
+    With two workers, SMTP clients are served by both (the log names the
+    worker of each accepted message) and each message reaches the mailbox
+    exactly once, delivered by worker 0's queue runner: before, one process
+    served everyone, and a queue runner per worker could deliver twice.
+    """
+    before = len(server.messages(BOB))
+    for index in (0, 1):
+        with onlyWorker(server, index):
+            client = smtplib.SMTP("127.0.0.1", server.port, timeout=20)
+        with client:
+            client.sendmail(f"carol{index}@example.net", [BOB],
+                            f"Subject: via worker {index}\r\n\r\nhello\r\n".encode())
+    server.waitForMessages(BOB, before + 2)
+    log = server.log()
+    for index in (0, 1):
+        accepted = re.findall(
+            rf"\[worker {index} pid \d+\] \S+ (\S+): from=<carol{index}@example.net>", log)
+        assert len(accepted) == 1, log
+        delivered = re.findall(
+            rf"\[worker (\d+) pid \d+\] \S+ {re.escape(accepted[0])}: to=<{BOB}> "
+            r"status=delivered", log)
+        assert delivered == ["0"], log
+        copies = [m for m in server.messages(BOB) if f"via worker {index}".encode() in m]
+        assert len(copies) == 1
+
+
+def test_lockout_counts_failures_made_on_every_worker(server):
+    """
+    Failed logins on different workers add up: two on worker 0 and one on
+    worker 1 reach max_failures (3), and then even the right password is
+    refused on worker 0; with counts kept per process a guesser got
+    max_failures tries per worker.  After lockout_time the address may log
+    in again.
+    """
+    for index in (0, 0, 1):
+        with onlyWorker(server, index):
+            wire = Wire(server.ports["imap"], timeout=20)
+        assert b" NO " in login(wire, "wrong")
+        wire.close()
+    with onlyWorker(server, 0):
+        wire = Wire(server.ports["imap"], timeout=20)
+    assert b" OK " not in login(wire, PASSWORD)
+    wire.close()
+
+    def loginWorks():
+        w = Wire(server.ports["imap"], timeout=20)
+        try:
+            return b" OK " in login(w)
+        finally:
+            w.close()
+    waitFor(loginWorks, timeout=LOCKOUT_TIME + 10, interval=0.5,
+            message="the lockout to end")
+
+
+def test_idle_on_one_worker_sees_mail_delivered_by_the_other(server):
+    """
+    An IMAP client in IDLE on worker 1 hears `* N EXISTS` for a message that
+    worker 0 (the queue runner) delivered: a change made in one process
+    reaches sessions in every other, so mail shows up without a poll.
+    """
+    with onlyWorker(server, 1):
+        wire = Wire(server.ports["imap"], timeout=20)
+    assert b" OK " in login(wire)
+    untagged, _ = wire.command("SELECT INBOX")
+    exists = next(int(line.split()[1]) for line in untagged if line.endswith(b" EXISTS\r\n"))
+    wire.sock.sendall(b"i1 IDLE\r\n")
+    assert wire.file.readline().startswith(b"+")
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=20) as client:
+        client.sendmail("carol@example.net", [ALICE], b"Subject: idle\r\n\r\nhi\r\n")
+    line = wire.file.readline()
+    while not line.endswith(b" EXISTS\r\n"):
+        line = wire.file.readline()
+    assert int(line.split()[1]) > exists
+    wire.sock.sendall(b"DONE\r\n")
+    wire.close()
+
+
+def test_pop3_lock_holds_across_workers(server):
+    """
+    While a POP3 session on worker 1 holds alice's maildrop, a second login
+    on worker 0 gets `-ERR [IN-USE]` (RFC 2449 §8.1.2): two sessions on
+    different workers must not both delete messages.
+    """
+    with onlyWorker(server, 1):
+        first = poplib.POP3("127.0.0.1", server.ports["pop3"], timeout=20)
+    first.user(ALICE)
+    first.pass_(PASSWORD)
+    with onlyWorker(server, 0):
+        second = poplib.POP3("127.0.0.1", server.ports["pop3"], timeout=20)
+    second.user(ALICE)
+    with pytest.raises(poplib.error_proto, match=r"IN-USE"):
+        second.pass_(PASSWORD)
+    second.close()
+    first.quit()
+
+
+def test_killed_worker_is_restarted_and_others_keep_their_clients(server):
+    """
+    SIGKILL worker 0: the supervisor logs it and starts a new worker 0,
+    an IMAP client on worker 1 keeps its session, and mail sent afterwards
+    is still delivered (the new worker 0 runs the queue).  Before, a dead
+    process meant every client gone and no server.
+    """
+    with onlyWorker(server, 1):
+        wire = Wire(server.ports["imap"], timeout=20)
+    assert b" OK " in login(wire)
+    killed = workerPids(server)[0]
+    os.kill(killed, signal.SIGKILL)
+    pids = waitFor(lambda: workerPids(server)[0] != killed and waitForWorkers(server),
+                   timeout=60, message="worker 0 restarted")
+    assert re.search(rf"worker 0 \(pid {killed}\) died .* restarting", server.log())
+    assert b" OK " in wire.command("SELECT INBOX")[1]
+    assert b" OK " in wire.command("NOOP")[1]
+    wire.close()
+    before = len(server.messages(BOB))
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=20) as client:
+        client.sendmail("carol@example.net", [BOB], b"Subject: after\r\n\r\nhi\r\n")
+    server.waitForMessages(BOB, before + 1)
+    assert server.running() and pids[0] != killed
+
+
+def test_sighup_reloads_and_sigterm_says_goodbye_in_every_worker(makeMailServer):
+    """
+    SIGHUP to twistd reloads the certificate in both workers; SIGTERM gives
+    IMAP clients on both workers `* BYE`, and twistd exits cleanly after its
+    workers: otherwise a renewed certificate served by one worker only,
+    or clients cut without a word and worker processes left behind.
+    """
+    server = makeMailServer(roles=("imap",), workers=2, sections={
+        "auth": {"allow_plaintext_on_loopback": True}})
+    pids = waitForWorkers(server)
+    os.kill(server.pid, signal.SIGHUP)
+    waitFor(lambda: all(
+        re.search(rf"\[worker {i} pid {pid}\] .*TLS certificate reloaded", server.log())
+        for i, pid in pids.items()), timeout=20, message="both workers to reload")
+    clients = []
+    for index in (0, 1):
+        with onlyWorker(server, index):
+            clients.append(Wire(server.ports["imap"], timeout=20))
+    for wire in clients:
+        assert b" OK " in login(wire)
+    # twistd re-raises the SIGTERM it handled, after a clean shutdown.
+    assert server.stop() in (0, -15)
+    for wire in clients:
+        rest = wire.file.read()
+        assert b"* BYE" in rest
+    log = server.log()
+    for index, pid in pids.items():
+        assert f"worker {index} (pid {pid}) exited" in log
+    assert log.index("worker 1 (pid") < log.index("Server Shut Down.")
+    for pid in pids.values():
+        assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
+
+
+def test_workers_stop_when_twistd_is_killed_and_a_restart_binds_again(makeMailServer):
+    """
+    SIGKILL twistd (a crash of the supervisor): its workers notice at once
+    and exit, so the server can be started again on the same ports; workers
+    left behind would keep serving with nobody watching them, and hold the
+    ports against the restart.
+    """
+    server = makeMailServer(workers=2)
+    pids = waitForWorkers(server)
+    server.kill9()
+    waitFor(lambda: all(not os.path.exists(f"/proc/{pid}") or _zombie(pid)
+                        for pid in pids.values()),
+            timeout=20, message="the workers to exit")
+    server.start()
+    assert server.running()
+
+
+def _zombie(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1].startswith("Z")
+    except FileNotFoundError:
+        return True
+
+
+# -- the kick from a worker's commit to worker 0, piece by piece -------------
+
+
+class _Transport:
+    def __init__(self):
+        self.written = []
+        self.pid = 4242
+
+    def writeToChild(self, fd, data):
+        self.written.append((fd, data))
+
+
+def test_a_commit_in_any_worker_wakes_worker_zero():
+    """
+    A byte on a worker's kick pipe makes the supervisor write one to worker
+    0's stdin, and worker 0 reading it looks at the queue: without this,
+    mail accepted by another worker waited for the runner's next timed scan
+    (5 s) instead of going out at once.
+    """
+    from twisted.internet.task import Clock
+
+    from pymailer.workers import KICK_FD, Supervisor, SupervisorPipe, WorkerProcess
+
+    supervisor = Supervisor({}, 2, Clock())
+    workers = [WorkerProcess(supervisor, index) for index in (0, 1)]
+    for worker in workers:
+        worker.makeConnection(_Transport())
+        supervisor.workers[worker.index] = worker
+    workers[1].childDataReceived(KICK_FD, b"k")
+    assert workers[0].transport.written == [(0, b"k")]
+    assert workers[1].transport.written == []
+
+    readEnd, writeEnd = os.pipe()
+    kicks, closed = [], []
+    pipe = SupervisorPipe(lambda: kicks.append(1), lambda: closed.append(1), fd=readEnd)
+    os.write(writeEnd, b"kk")
+    assert pipe.doRead() is None and kicks == [1]
+    os.close(writeEnd)
+    reason = pipe.doRead()
+    pipe.connectionLost(Failure(reason))
+    assert closed == [1]
+    os.close(readEnd)
