@@ -24,7 +24,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from pymailer.interfaces import ILimitStore
-from pymailer.sqlitefile import ThreadConnections
+from pymailer.sqlitedb import ThreadConnections
 
 FILENAME = "limits.sqlite"
 
@@ -119,7 +119,7 @@ class SQLiteLimits:
 
     def __init__(self, path):
         self.path = os.fspath(path)
-        self._db = ThreadConnections(self.path, _SCHEMA).get
+        self._db = ThreadConnections(self.path, _SCHEMA).db
         self._changes = 0
         self._db()  # made (and checked) now, not on the first client
 

@@ -16,7 +16,7 @@ import threading
 from contextlib import contextmanager
 
 # How long a statement waits for another process's write lock (seconds).
-BUSY_TIMEOUT = 5.0
+BUSY_TIMEOUT = 10.0
 
 
 class ThreadConnections:
@@ -25,17 +25,21 @@ class ThreadConnections:
     (every read sees the latest commit; writes of several statements use
     L{transaction}).
 
+    @param schema: C{CREATE ... IF NOT EXISTS} statements run once, when
+        the file is opened (greylist triplets, rate-limit counters).
     @param durable: C{synchronous=FULL}; otherwise NORMAL, where a power cut
         may lose the last commits (for state that can be lost: sessions,
         counters), never corrupt the file.
     """
 
-    def __init__(self, path, durable=False):
+    def __init__(self, path, schema=None, durable=False):
         self.path = os.fspath(path)
         self.durable = durable
         self._local = threading.local()
         # WAL is a property of the file: set once, every process gets it.
         self.db().execute("PRAGMA journal_mode=WAL")
+        if schema:
+            self.db().executescript(schema)
 
     def db(self):
         """This thread's connection."""

@@ -36,7 +36,7 @@ from pymailer.policy.decision import Decision, Policy
 from pymailer.policy.dmarc import aligned
 from pymailer.policy.dnsbl import clientIP, inNetworks
 from pymailer.policy.verdict import logVerdict
-from pymailer.sqlitefile import ThreadConnections
+from pymailer.sqlitedb import ThreadConnections
 
 # Forget stale rows every this many checks (a DELETE over an index).
 PURGE_EVERY = 1000
@@ -69,7 +69,7 @@ class GreylistStore:
 
     def __init__(self, path):
         self.path = str(path)
-        self._db = ThreadConnections(path, _SCHEMA).get
+        self._db = ThreadConnections(path, _SCHEMA).db
         self._checks = 0
 
     def check(self, net, sender, recipient, now, delay, expire, keep):
