@@ -1,0 +1,352 @@
+"""
+The webmail (issue 17, first step): folders, paged message lists, reading
+a message safely, organising messages.
+
+Units: the sanitiser on hostile HTML, the folder pages of a 10,000-message
+SQLite folder (timed), the actions on the in-memory store.  End to end: a
+real server (twistd) driven by urllib (status codes, headers, forged
+POSTs) and by headless Chromium through Selenium (a user's view; a hostile
+message opened in the browser executes and loads nothing).
+"""
+
+import http.server
+import io
+import os
+import re
+import smtplib
+import threading
+import time
+from email.message import EmailMessage
+
+import pytest
+
+from pymailer.store import ImportedMessage
+from pymailer.store.memory import MemoryStore
+from pymailer.store.sqlite import SQLiteStore
+from pymailer.web.webmail import content
+from pymailer.web.webmail.mailbox import PAGE_SIZE, Webmail
+
+from mailserver import DOMAIN, PASSWORD, insecureTLS, waitFor
+from test_web_admin import (  # noqa: F401 (fixtures)
+    Client, base, browser, clickAndLoad, logIn, notice, screenshot, webServer)
+
+ALICE, BOB = f"alice@{DOMAIN}", f"bob@{DOMAIN}"
+HOSTILE = """<html><body>
+<p>Dear user</p>
+<script>alert(1)</script>
+<img src=x onerror=alert(1)>
+<a href="javascript:alert(1)">click me</a>
+<a href="https://example.net/page">a real link</a>
+<iframe src="http://127.0.0.1:{port}/frame"></iframe>
+<form action="http://127.0.0.1:{port}/form"><input name=q><button>go</button></form>
+<p style="background: url(http://127.0.0.1:{port}/css); color: red">styled</p>
+<style>body {{ background: url(http://127.0.0.1:{port}/style) }}</style>
+<link rel=stylesheet href="http://127.0.0.1:{port}/link">
+<img src="http://127.0.0.1:{port}/track" alt="tracker">
+<svg onload=alert(1)></svg>
+</body></html>
+"""
+
+
+def message(subject="hello", sender=ALICE, to=BOB, text="some text\n", html=None,
+            attachment=None):
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = sender, to, subject
+    msg.set_content(text)
+    if html is not None:
+        msg.add_alternative(html, subtype="html")
+    if attachment is not None:
+        data, maintype, subtype, filename = attachment
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+    return msg
+
+
+def send(server, msg, user=ALICE):
+    with smtplib.SMTP_SSL("127.0.0.1", server.ports["submissions"], context=insecureTLS(),
+                          timeout=10) as client:
+        client.login(user, PASSWORD)
+        client.send_message(msg)
+
+
+# -- units ----------------------------------------------------------------------
+
+class TestSanitiser:
+    def test_hostileHTMLLosesEverythingActive(self):
+        """
+        Script, event handlers, javascript: links, frames, forms, CSS url()
+        and remote images are gone from a message's HTML while its text and
+        real links stay: otherwise opening a message could run the sender's
+        code or tell them it was read.
+        """
+        clean, blocked = content.sanitise(HOSTILE.format(port=1))
+        lowered = clean.lower()
+        for bad in ("<script", "alert", "onerror", "onload", "javascript:", "<iframe",
+                    "<form", "<input", "url(", "<style", "<link", "127.0.0.1", "<svg"):
+            assert bad not in lowered, (bad, clean)
+        assert "Dear user" in clean and "styled" in clean and 'style="color:red"' in clean
+        assert ('<a href="https://example.net/page" target="_blank" rel="noopener noreferrer">'
+                in clean)
+        assert blocked == 1
+
+    def test_remoteImagesOnlyWhenAsked(self):
+        """
+        A remote image loads only after "show remote content"; inline
+        (data:) images always: otherwise tracking pixels report every
+        reading, or pictures sent inside the message never show.
+        """
+        markup = '<img src="https://t.example/p.gif"><img src="data:image/png;base64,AAAA">'
+        assert content.sanitise(markup) == ('<img><img src="data:image/png;base64,AAAA">', 1)
+        assert content.sanitise(markup, remote=True) == (markup, 0)
+
+    def test_showDecodesHeadersAndPicksTheBody(self):
+        """
+        Encoded words in headers are shown decoded, the HTML alternative is
+        preferred (sanitised), plain text is escaped, and attachments are
+        listed with name, type and size: otherwise the user reads =?utf-8?q?
+        gibberish, or markup in a plain message is interpreted.
+        """
+        msg = message(subject="Caf\u00e9 <menu>", text="1 < 2 & <b>not bold</b>\n",
+                      attachment=(b"%PDF-1.4 x", "application", "pdf", "r\u00e9sum\u00e9.pdf"))
+        shown = content.show(msg.as_bytes())
+        assert ("Subject", "Caf\u00e9 <menu>") in shown.headers
+        assert "<pre>1 &lt; 2 &amp; &lt;b&gt;not bold&lt;/b&gt;\n</pre>" in shown.body
+        [attachment] = shown.attachments
+        assert (attachment.filename, attachment.contentType, attachment.size) == (
+            "r\u00e9sum\u00e9.pdf", "application/pdf", 10)
+        assert content.attachmentPart(content.parse(msg.as_bytes()), attachment.part) == (
+            "application/pdf", "r\u00e9sum\u00e9.pdf", b"%PDF-1.4 x")
+        html = content.show(message(html="<p onclick=x()>rich</p>").as_bytes())
+        assert "<p>rich</p>" in html.body and html.attachments == []
+
+    def test_brokenCharsetStillShown(self):
+        """A part in a charset Python does not know is shown with replacement
+        characters: otherwise such a message cannot be opened at all."""
+        raw = (b"From: a@b\r\nSubject: x\r\nContent-Type: text/plain; charset=x-nonsense\r\n\r\n"
+               b"caf\xe9\r\n")
+        assert "caf" in content.show(raw).body
+
+
+@pytest.fixture(scope="module")
+def bigStore(tmp_path_factory):
+    """A SQLite store whose INBOX holds 10,000 messages, one second apart."""
+    store = SQLiteStore(tmp_path_factory.mktemp("webmail") / "store")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "fsync", lambda fd: None)  # filling, not what is measured
+        store.importMailbox("carol@example.org", "INBOX", None, (
+            ImportedMessage(None, frozenset(), 1_700_000_000 + i,
+                            lambda i=i: io.BytesIO(
+                                b"From: Sender %d <s%d@example.net>\r\nSubject: number %d\r\n"
+                                b"\r\nbody\r\n" % (i, i, i)))
+            for i in range(10_000)))
+    return store
+
+
+def test_bigFolderPagesQuickly(bigStore):
+    """
+    A folder of 10,000 messages is listed newest first, 50 a page, and the
+    first, a middle and the last page each take well under a second
+    (measured; the figures are printed): otherwise a big INBOX makes the
+    webmail unusable.
+    """
+    mail = Webmail(bigStore)
+    mail.folderPage("carol@example.org", "INBOX", 0)  # summaries computed once, as at delivery
+    timings = {}
+    for page in (0, 100, 199):
+        start = time.perf_counter()
+        shown = mail.folderPage("carol@example.org", "INBOX", page)
+        timings[page] = time.perf_counter() - start
+        assert len(shown.rows) == PAGE_SIZE and shown.pages == 200 and shown.total == 10_000
+        newest = 9_999 - page * PAGE_SIZE
+        assert [r.subject for r in shown.rows[:2]] == [f"number {newest}",
+                                                      f"number {newest - 1}"]
+        assert shown.rows[0].sender == f"Sender {newest}"
+    start = time.perf_counter()
+    folders = mail.folders("carol@example.org")
+    timings["folders"] = time.perf_counter() - start
+    assert ("INBOX", 10_000, 10_000) in folders
+    print("webmail 10,000-message folder:", {k: f"{v * 1000:.0f} ms" for k, v in timings.items()})
+    assert max(timings.values()) < 1.0, timings
+
+
+class TestActions:
+    def setup_method(self):
+        self.store = MemoryStore()
+        self.mail = Webmail(self.store)
+        self.store.createUser(BOB)
+        for subject in ("one", "two"):
+            self.store.deliver(BOB, b"", io.BytesIO(message(subject).as_bytes()))
+        self.inbox = self.store.mailbox(BOB, "INBOX")
+
+    def test_flags(self):
+        """Mark read/unread and flag/unflag change the flags IMAP sees:
+        otherwise the webmail and Thunderbird disagree."""
+        assert self.mail.act(BOB, "INBOX", [1, 2], "read") == "2 messages marked read."
+        self.mail.act(BOB, "INBOX", [2], "flag")
+        self.mail.act(BOB, "INBOX", [1], "unread")
+        flags = {m.uid: m.flags for m in self.inbox.messages()}
+        assert flags == {1: frozenset(), 2: frozenset({"\\Seen", "\\Flagged"})}
+
+    def test_deleteGoesToTrashThenForGood(self):
+        """Delete moves to Trash; delete in Trash removes for good: otherwise
+        a slip loses mail, or Trash can never be emptied."""
+        assert self.mail.act(BOB, "INBOX", [1], "delete") == "1 message moved to Trash."
+        assert [m.uid for m in self.inbox.messages()] == [2]
+        trash = self.store.mailbox(BOB, "Trash")
+        [moved] = trash.messages()
+        assert self.mail.act(BOB, "Trash", [moved.uid], "delete") == "1 message deleted for good."
+        assert trash.messages() == []
+
+    def test_moveAndReadMarksSeen(self):
+        """Move puts the message in the chosen folder; reading marks it seen:
+        otherwise organising does nothing, or read mail stays bold."""
+        self.mail.act(BOB, "INBOX", [2], "move", "Archive")
+        [moved] = self.store.mailbox(BOB, "Archive").messages()
+        shown = self.mail.message(BOB, "Archive", moved.uid)
+        assert ("Subject", "two") in shown.headers
+        assert "\\Seen" in self.store.mailbox(BOB, "Archive").messages()[0].flags
+        with pytest.raises(KeyError):
+            self.mail.message(BOB, "Archive", 999)
+        with pytest.raises(KeyError):
+            self.mail.act(BOB, "INBOX", [1], "move", "No such folder")
+
+
+# -- end to end with an HTTP client -----------------------------------------------
+
+def listPage(client, folder="INBOX"):
+    return client.request("/webmail/folder?name=" + folder)
+
+
+def uidsIn(page):
+    return [int(u) for u in re.findall(r'type="checkbox" name="uid" value="(\d+)"', page)]
+
+
+class TestHTTP:
+    def test_readAMessageAndItsAttachment(self, webServer):
+        """
+        Bob logs in, sees his folders with INBOX's unread count and the
+        message (sender, subject, attachment mark), opens it: headers
+        decoded, the body from its own URL under a script-less CSP, the
+        message now read; the attachment downloads with its type,
+        Content-Disposition: attachment and nosniff.  Otherwise the webmail
+        shows nothing, or an attachment could run as a page of ours.
+        """
+        msg = message("Caf\u00e9 menu", attachment=(b"<script>alert(1)</script>", "text",
+                                                    "html", "page.html"))
+        send(webServer, msg)
+        webServer.waitForMessages(BOB, 1)
+        client = Client(base(webServer))
+        assert client.logIn(BOB)[0] == 303
+        status, headers, page = client.request("/webmail/")
+        assert status == 200
+        assert 'href="/webmail/folder?name=INBOX" class="current">INBOX</a>' in page
+        assert 'class="unread-count" title="1 unread">1</span>' in page
+        assert "Caf\u00e9 menu" in page and "\U0001F4CE" in page and "alice@" in page
+        [uid] = uidsIn(page)
+        status, headers, page = client.request(f"/webmail/message?name=INBOX&uid={uid}")
+        assert status == 200 and "<dd>Caf\u00e9 menu</dd>" in page
+        assert "frame-src 'self'" in headers["Content-Security-Policy"]
+        assert (f'<iframe src="/webmail/body?name=INBOX&amp;uid={uid}" '
+                f'sandbox="allow-popups allow-popups-to-escape-sandbox"') in page
+        status, headers, body = client.request(f"/webmail/body?name=INBOX&uid={uid}")
+        assert status == 200 and "some text" in body
+        policy = headers["Content-Security-Policy"]
+        assert policy.startswith("default-src 'none'; style-src 'unsafe-inline'; "
+                                 "img-src data: cid:;") and "sandbox" in policy
+        assert "script" not in policy
+        [link] = re.findall(r'href="(/webmail/part\?[^"]+)"', page)
+        status, headers, body = client.request(link.replace("&amp;", "&"))
+        assert status == 200 and body == "<script>alert(1)</script>"
+        assert headers["Content-Type"].startswith("text/html")
+        assert headers["Content-Disposition"] == 'attachment; filename="page.html"'
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert "unread-count" not in listPage(client)[2]
+
+    def test_anotherUsersMessageIsNotFound(self, webServer):
+        """
+        Alice, changing the uid, folder or part in Bob's URLs, gets the same
+        404 as for a message that does not exist: otherwise one user could
+        read another's mail.
+        """
+        send(webServer, message("for bob only", attachment=(b"secret", "application",
+                                                            "octet-stream", "s.bin")))
+        webServer.waitForMessages(BOB, 1)
+        bob = Client(base(webServer))
+        bob.logIn(BOB)
+        [uid] = uidsIn(listPage(bob)[2])
+        assert bob.request(f"/webmail/part?name=INBOX&uid={uid}&part=2")[0] == 200
+        alice = Client(base(webServer))
+        alice.logIn(ALICE)
+        answers = set()
+        for path in (f"/webmail/message?name=INBOX&uid={uid}",
+                     f"/webmail/body?name=INBOX&uid={uid}",
+                     f"/webmail/part?name=INBOX&uid={uid}&part=2",
+                     "/webmail/message?name=INBOX&uid=999",
+                     "/webmail/message?name=INBOX&uid=x",
+                     f"/webmail/message?name=../bob@{DOMAIN}/INBOX&uid={uid}",
+                     "/webmail/folder?name=Nowhere"):
+            status, _, page = alice.request(path)
+            assert "for bob only" not in page and "secret" not in page
+            answers.add((status, re.search(r"<main>.*</main>", page, re.S).group(0)))
+        assert len(answers) == 1 and answers.pop()[0] == 404
+        # Nor may Alice act on it.
+        alice.request("/webmail/action", {"csrf": alice.csrf("/webmail/"), "name": "INBOX",
+                                          "uid": uid, "action": "delete"})
+        assert uidsIn(listPage(bob)[2]) == [uid]
+
+    def test_everyActionNeedsTheCSRFToken(self, webServer):
+        """
+        Every action posted without the session's CSRF token (or with
+        another session's) is refused with 403 and changes nothing:
+        otherwise another site could delete or move a user's mail.
+        """
+        send(webServer, message("keep me"))
+        webServer.waitForMessages(BOB, 1)
+        bob = Client(base(webServer))
+        bob.logIn(BOB)
+        [uid] = uidsIn(listPage(bob)[2])
+        other = Client(base(webServer))
+        other.logIn(ALICE)
+        for action in ("read", "unread", "flag", "unflag", "delete", "move"):
+            for token in (None, other.csrf("/webmail/")):
+                form = {"name": "INBOX", "uid": uid, "action": action, "target": "Archive"}
+                if token:
+                    form["csrf"] = token
+                assert bob.request("/webmail/action", form)[0] == 403, (action, token)
+        page = listPage(bob)[2]
+        assert uidsIn(page) == [uid] and 'class="unread"' in page and "\u2605" not in page
+
+    def test_organise(self, webServer):
+        """
+        Flag, mark read, move to Archive, delete to Trash and delete in
+        Trash each do what they say, with the session's token, and IMAP
+        sees it: otherwise organising in the webmail does nothing.
+        """
+        for n in range(3):
+            send(webServer, message(f"message {n}"))
+        webServer.waitForMessages(BOB, 3)
+        bob = Client(base(webServer))
+        bob.logIn(BOB)
+        csrf = bob.csrf("/webmail/")
+        one, two, three = sorted(uidsIn(listPage(bob)[2]))
+
+        def act(action, *uids, folder="INBOX", **extra):
+            status, headers, _ = bob.request("/webmail/action", [
+                ("csrf", csrf), ("name", folder), ("action", action)]
+                + [("uid", uid) for uid in uids] + list(extra.items()))
+            assert status == 303
+            return headers["Location"]
+
+        assert act("flag", one) == "/webmail/folder?name=INBOX"
+        act("read", one, two)
+        store = webServer.store().mailbox(BOB, "INBOX")
+        flags = {m.uid: m.flags for m in store.messages()}
+        assert flags[one] == {"\\Seen", "\\Flagged"} and flags[two] == {"\\Seen"}
+        assert "2 messages marked read." in listPage(bob)[2]
+        act("move", two, target="Archive")
+        act("delete", three)
+        assert uidsIn(listPage(bob)[2]) == [one]
+        assert len(uidsIn(listPage(bob, "Archive")[2])) == 1
+        [trashed] = uidsIn(listPage(bob, "Trash")[2])
+        act("delete", trashed, folder="Trash")
+        assert uidsIn(listPage(bob, "Trash")[2]) == []
+        assert webServer.messages(BOB, "Trash") == []
