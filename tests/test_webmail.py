@@ -350,3 +350,149 @@ class TestHTTP:
         act("delete", trashed, folder="Trash")
         assert uidsIn(listPage(bob, "Trash")[2]) == []
         assert webServer.messages(BOB, "Trash") == []
+
+
+# -- in the browser -----------------------------------------------------------------
+
+class Tracker:
+    """An HTTP listener on loopback that records every request's path."""
+
+    def __init__(self):
+        hits = self.hits = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                hits.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", "image/gif")
+                self.end_headers()
+                self.wfile.write(b"GIF89a")
+
+            do_POST = do_GET
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def tracker():
+    tracker = Tracker()
+    yield tracker
+    tracker.close()
+
+
+def openFirstMessage(driver):
+    """Click the first message of the list; the text of its body frame."""
+    from selenium.webdriver.common.by import By
+
+    clickAndLoad(driver, driver.find_element(By.CSS_SELECTOR, "ul.list li a"))
+    return openFirstMessageFrame(driver)
+
+
+def openFirstMessageFrame(driver):
+    """Wait for the message page's body frame to load; its text."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    frame = driver.find_element(By.CSS_SELECTOR, "iframe.body")
+    driver.switch_to.frame(frame)
+    WebDriverWait(driver, 30).until(
+        lambda d: d.execute_script("return document.readyState") == "complete"
+        and d.find_element(By.TAG_NAME, "body").text)
+    text = driver.find_element(By.TAG_NAME, "body").text
+    driver.switch_to.default_content()
+    return text
+
+
+def assertNoAlert(driver):
+    from selenium.common.exceptions import NoAlertPresentException
+    with pytest.raises(NoAlertPresentException):
+        driver.switch_to.alert.text
+
+
+def noHorizontalScroll(driver):
+    return driver.execute_script(
+        "return document.documentElement.scrollWidth <= window.innerWidth")
+
+
+@pytest.mark.browser
+class TestBrowser:
+    def test_hostileMessageRunsAndLoadsNothing(self, webServer, browser, tracker, tmp_path):
+        """
+        A message carrying script, onerror, a javascript: link, an iframe, a
+        form, CSS url() and a tracking image, opened in Chromium, fires no
+        alert and makes no request to the tracker; only after "Show remote
+        content" does the image (and nothing else) load.  Otherwise reading
+        mail could run a sender's script in the user's session or tell the
+        sender it was read.
+        """
+        from selenium.webdriver.common.by import By
+
+        send(webServer, message("hostile", html=HOSTILE.format(port=tracker.port)))
+        webServer.waitForMessages(BOB, 1)
+        logIn(browser, webServer, BOB, PASSWORD)
+        browser.get(base(webServer) + "/webmail/")
+        text = openFirstMessage(browser)
+        assert "Dear user" in text and "click me" in text and "styled" in text
+        assertNoAlert(browser)
+        # The body's own URL opened as a page is no different.
+        src = browser.find_element(By.CSS_SELECTOR, "iframe.body").get_attribute("src")
+        browser.get(src)
+        assert "Dear user" in browser.find_element(By.TAG_NAME, "body").text
+        assertNoAlert(browser)
+        assert tracker.hits == []
+        browser.back()
+        clickAndLoad(browser, browser.find_element(By.LINK_TEXT, "Show remote content"))
+        assert "Dear user" in openFirstMessageFrame(browser)
+        waitFor(lambda: tracker.hits, 30, message="the remote image asked for")
+        assertNoAlert(browser)
+        assert set(tracker.hits) == {"/track"}
+
+    def test_readAndTrashOnDesktopAndPhone(self, webServer, browser, tmp_path):
+        """
+        Bob logs in, sees INBOX with a message delivered over SMTP, opens
+        it, and moves it to Trash; on a phone-sized screen (390x844) the
+        list and the message fit the width (no sideways scrolling).
+        Otherwise the webmail cannot be used, or not on a phone.
+        """
+        from selenium.webdriver.common.by import By
+
+        send(webServer, message("Lunch on Friday?", text="Shall we meet at noon?\n"))
+        webServer.waitForMessages(BOB, 1)
+        logIn(browser, webServer, BOB, PASSWORD)
+        clickAndLoad(browser, browser.find_element(By.LINK_TEXT, "Mail"))
+        assert browser.find_element(By.TAG_NAME, "h1").text == "INBOX"
+        assert "1" == browser.find_element(By.CSS_SELECTOR, ".folders .unread-count").text
+        row = browser.find_element(By.CSS_SELECTOR, "ul.list li.unread")
+        assert "Lunch on Friday?" in row.text and "alice@" in row.text
+        screenshot(browser, tmp_path, "webmail-list.png")
+        assert "Shall we meet at noon?" in openFirstMessage(browser)
+        assert browser.find_element(By.TAG_NAME, "h1").text == "Lunch on Friday?"
+        screenshot(browser, tmp_path, "webmail-message.png")
+
+        browser.set_window_size(390, 844)
+        browser.refresh()
+        assert noHorizontalScroll(browser)
+        screenshot(browser, tmp_path, "webmail-message-phone.png")
+        browser.get(base(webServer) + "/webmail/")
+        assert noHorizontalScroll(browser)
+        assert browser.find_element(By.CSS_SELECTOR, "ul.list li a").is_displayed()
+        screenshot(browser, tmp_path, "webmail-list-phone.png")
+
+        openFirstMessage(browser)
+        clickAndLoad(browser, browser.find_element(
+            By.CSS_SELECTOR, "form[action='/webmail/action'] button[value='delete']"))
+        assert notice(browser) == "1 message moved to Trash."
+        assert browser.find_elements(By.CSS_SELECTOR, "ul.list li") == []
+        clickAndLoad(browser, browser.find_element(By.LINK_TEXT, "Trash"))
+        assert "Lunch on Friday?" in browser.find_element(By.CSS_SELECTOR, "ul.list").text
+        assert webServer.messages(BOB) == [] and len(webServer.messages(BOB, "Trash")) == 1

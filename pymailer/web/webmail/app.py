@@ -307,12 +307,13 @@ class WebmailApp:
                 "sender you read this). ",
                 element("a", "Show remote content",
                         href=messageURL(name, uid, remote="1"))]), class_="notice"))
-        bodyURL = messageURL(name, uid, "body", **({"remote": "1"} if remote else {}))
-        parts.append(element("iframe", "", src=bodyURL, sandbox=SANDBOX, class_="body",
-                             title="Message text", referrerpolicy="no-referrer"))
+        # The actions above the text: on a phone the frame fills the screen.
         parts.append(element("form", self._actions(session.csrf, name, folders, [uid],
                                                    back=folderURL(name)),
                              method="post", action=HOME + "action"))
+        bodyURL = messageURL(name, uid, "body", **({"remote": "1"} if remote else {}))
+        parts.append(element("iframe", "", src=bodyURL, sandbox=SANDBOX, class_="body",
+                             title="Message text", referrerpolicy="no-referrer"))
         return self._answer(request, subject, join(parts), session)
 
     @app.route("/webmail/body", methods=["GET"])
