@@ -341,7 +341,9 @@ class TestHTTP:
         store = webServer.store().mailbox(BOB, "INBOX")
         flags = {m.uid: m.flags for m in store.messages()}
         assert flags[one] == {"\\Seen", "\\Flagged"} and flags[two] == {"\\Seen"}
-        assert "2 messages marked read." in listPage(bob)[2]
+        page = listPage(bob)[2]
+        assert "2 messages marked read." in page
+        assert '<span class="marks" title="flagged">\u2605</span>' in page
         act("move", two, target="Archive")
         act("delete", three)
         assert uidsIn(listPage(bob)[2]) == [one]

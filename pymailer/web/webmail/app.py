@@ -35,7 +35,7 @@ from pymailer.sizes import formatSize
 from pymailer.web.account import AccountApp
 from pymailer.web.admin import ACCOUNT_PATH, _arg
 from pymailer.web.html import CONTENT_SECURITY_POLICY, element, join
-from pymailer.web.webmail.mailbox import ACTIONS, FLAGGED, SEEN, Webmail
+from pymailer.web.webmail.mailbox import ACTIONS, ANSWERED, FLAGGED, SEEN, Webmail
 
 # Routes under this prefix go to this module (pymailer.web.app.Paths).
 PREFIX = b"/webmail/"
@@ -244,15 +244,15 @@ class WebmailApp:
             return self._notFound(request, session)
         rows = []
         for row in shown.rows:
-            marks = ("\u2605" if FLAGGED in row.flags else "") + (
-                "\U0001F4CE" if row.hasAttachments else "")
+            marks = [(mark, title) for mark, title, on in (
+                ("\u2605", "flagged", FLAGGED in row.flags),
+                ("\u21a9", "answered", ANSWERED in row.flags),
+                ("\U0001F4CE", "attachments", row.hasAttachments)) if on]
             link = element("a", join([
                 element("span", row.sender or "(no sender)", class_="from"),
                 element("span", row.subject or "(no subject)", class_="subject"),
-                element("span", marks, class_="marks",
-                        title=", ".join(t for t, on in (("flagged", FLAGGED in row.flags),
-                                                        ("attachments", row.hasAttachments))
-                                        if on) or None),
+                element("span", "".join(mark for mark, _ in marks), class_="marks",
+                        title=", ".join(title for _, title in marks) or None),
                 element("span", formatDate(row.date), class_="date"),
                 element("span", formatSize(row.size), class_="size")]),
                 href=messageURL(shown.name, row.uid))

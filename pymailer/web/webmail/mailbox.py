@@ -23,6 +23,7 @@ from pymailer.web.webmail import content
 PAGE_SIZE = 50
 SEEN = "\\Seen"
 FLAGGED = "\\Flagged"
+ANSWERED = "\\Answered"
 TRASH = "\\Trash"
 # action name -> (storeFlags mode, flag)
 FLAG_ACTIONS = {
