@@ -141,6 +141,20 @@ def bigStore(tmp_path_factory):
     return store
 
 
+def test_attachmentNames():
+    """
+    A download keeps its name, in ASCII for old browsers and in UTF-8
+    (RFC 6266 filename*) for the rest, and no name can break out of the
+    header: otherwise downloads get wrong names, or a crafted name adds
+    header parameters.
+    """
+    from pymailer.web.webmail.app import contentDisposition
+    assert contentDisposition("report.pdf") == b'attachment; filename="report.pdf"'
+    assert contentDisposition('r\u00e9sum\u00e9 "x";.pdf') == (
+        b'attachment; filename="r_sum_ _x__.pdf"; '
+        b"filename*=UTF-8''r%C3%A9sum%C3%A9%20%22x%22%3B.pdf")
+
+
 def test_bigFolderPagesQuickly(bigStore):
     """
     A folder of 10,000 messages is listed newest first, 50 a page, and the
@@ -282,6 +296,8 @@ class TestHTTP:
                      f"/webmail/part?name=INBOX&uid={uid}&part=2",
                      "/webmail/message?name=INBOX&uid=999",
                      "/webmail/message?name=INBOX&uid=x",
+                     "/webmail/message?name=INBOX&uid=99999999999999999999",
+                     f"/webmail/part?name=INBOX&uid={uid}&part=99999999999999999999",
                      f"/webmail/message?name=../bob@{DOMAIN}/INBOX&uid={uid}",
                      "/webmail/folder?name=Nowhere"):
             status, _, page = alice.request(path)

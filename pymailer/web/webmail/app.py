@@ -116,12 +116,24 @@ def formatDate(seconds):
         return ""
 
 
-def _intArg(request, name):
-    """An integer query value; L{KeyError} (not found) if missing or not a number."""
-    text = _arg(request, name)
-    if not text.isdigit():
-        raise KeyError(name)
+# UIDs are 32-bit (RFC 3501 2.3.1.1); so are our part numbers, and a larger
+# number would overflow the store's integer column.
+MAX_NUMBER = 2 ** 32 - 1
+
+
+def _number(text):
+    """A UID or part number, or C{None}."""
+    if not text.isdigit() or len(text) > 10 or int(text) > MAX_NUMBER:
+        return None
     return int(text)
+
+
+def _intArg(request, name):
+    """A UID or part number of the query; L{KeyError} (not found) if missing or not one."""
+    number = _number(_arg(request, name))
+    if number is None:
+        raise KeyError(name)
+    return number
 
 
 def contentDisposition(filename):
@@ -353,7 +365,8 @@ class WebmailApp:
     @app.route("/webmail/action", methods=["POST"])
     def action(self, request):
         name, action, target = _arg(request, "name"), _arg(request, "action"), _arg(request, "target")
-        uids = [int(v) for v in request.args.get(b"uid", []) if v.isdigit()]
+        uids = [n for n in (_number(v.decode("ascii", "replace"))
+                            for v in request.args.get(b"uid", [])) if n is not None]
         back = _arg(request, "back")
         if not SAFE_BACK.match(back):
             back = folderURL(name)
