@@ -26,6 +26,7 @@ from pymailer.web.html import element, field, form, join, table
 # Routes under this prefix go to this module (pymailer.web.app.Paths).
 PREFIX = b"/account/"
 ADMIN_NAV = (("/admin/", "Administration"),)
+WEBMAIL_NAV = (("/webmail/", "Mail"),)
 PROFILE_FILENAME = b"mail.mobileconfig"
 NO_PROFILE = "This server has no IMAP or no submission listener to put in a profile."
 
@@ -107,7 +108,8 @@ class AccountApp:
         ])
         return admin.answer(request, "My account", content, session=session,
                             current=ACCOUNT_PATH,
-                            nav=((ACCOUNT_PATH, "My account"),) + (ADMIN_NAV if isAdmin else ()))
+                            nav=WEBMAIL_NAV + ((ACCOUNT_PATH, "My account"),)
+                            + (ADMIN_NAV if isAdmin else ()))
 
     @app.route("/account/apple.mobileconfig", methods=["GET"])
     @defer.inlineCallbacks

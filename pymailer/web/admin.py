@@ -139,7 +139,7 @@ class AdminApp:
     # -- plumbing -------------------------------------------------------------
 
     def answer(self, request, title, content, code=200, session=None, current=None,
-                nav=NAV):
+                nav=NAV, styles=()):
         request.setResponseCode(code)
         request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
         request.setHeader(b"Content-Security-Policy", CONTENT_SECURITY_POLICY)
@@ -147,7 +147,7 @@ class AdminApp:
         request.setHeader(b"Cache-Control", b"no-store")
         notice = session.popNotice() if session is not None else None
         return page(title, content, csrf=session.csrf if session and session.user else None,
-                    current=current, notice=notice, nav=nav)
+                    current=current, notice=notice, nav=nav, styles=styles)
 
     def refusal(self, request, refused, session=None):
         return self.answer(request, "Not allowed", element("p", refused.text),

@@ -25,6 +25,7 @@ from pymailer.web import account, api, autoconfig, monitoring, mtasts, plainhttp
 from pymailer.web.admin import AdminApp
 from pymailer.web.metrics import MetricsApp, MetricsPage
 from pymailer.web.site import WebSite
+from pymailer.web.webmail.app import PREFIX as WEBMAIL_PREFIX, WebmailApp
 
 XML = b"application/xml; charset=utf-8"
 TEXT = b"text/plain; charset=utf-8"
@@ -161,11 +162,12 @@ def buildWeb(role, parts):
     """The C{https} listener."""
     serveMetrics = parts.config.listen.metrics is None
     admin = AdminApp(parts)
-    # /api/, /account/ and /admin/monitoring share the admin pages'
+    # /api/, /account/, /webmail/ and /admin/monitoring share the admin pages'
     # sessions and operations (one AdminApp).
     root = Paths([
         ((api.PREFIX,), api.APIApp(admin).app.resource()),
         ((account.PREFIX,), account.AccountApp(admin).app.resource()),
+        ((WEBMAIL_PREFIX,), WebmailApp(admin).app.resource()),
         ((monitoring.PREFIX,), monitoring.MonitoringApp(admin, parts.monitoring).app.resource()),
         (ADMIN_PREFIXES, admin.app.resource()),
     ], WebApp(parts, serveMetrics).app.resource())

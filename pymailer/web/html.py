@@ -95,10 +95,11 @@ def field(label, name, type="text", value=None, required=True, **extra) -> Marku
                              required=required, **extra)]))
 
 
-def page(title, content, csrf=None, current=None, notice=None, nav=()) -> bytes:
+def page(title, content, csrf=None, current=None, notice=None, nav=(), styles=()) -> bytes:
     """
     A whole page.  With C{csrf} (logged in) the header has the navigation
-    C{nav} (C{(path, label)} pairs) and a logout button.
+    C{nav} (C{(path, label)} pairs) and a logout button.  C{styles}: paths
+    of style sheets of ours loaded after L{STYLE}.
     """
     header = [element("strong", "pymailer")]
     if csrf is not None:
@@ -113,8 +114,11 @@ def page(title, content, csrf=None, current=None, notice=None, nav=()) -> bytes:
     body.append(content)
     parts.append(element("main", join(body)))
     head = join([element("meta", charset="utf-8"),
+                 # Phones lay the page out at their own width, not a desktop's.
+                 element("meta", name="viewport", content="width=device-width, initial-scale=1"),
                  element("title", f"{title} - pymailer"),
-                 element("link", rel="stylesheet", href=STYLE_PATH)])
+                 element("link", rel="stylesheet", href=STYLE_PATH)]
+                + [element("link", rel="stylesheet", href=path) for path in styles])
     document = element("html", join([element("head", head), element("body", join(parts))]),
                        lang="en")
     return ("<!DOCTYPE html>\n" + document).encode("utf-8")

@@ -1,0 +1,227 @@
+"""
+A message as the webmail shows it: its decoded headers, the body part it
+displays (HTML, sanitised, or plain text), and its attachments.
+
+Pure computation on octets (no store, no reactor): L{pymailer.web.webmail.mailbox}
+calls it in the thread pool.
+
+Trust: none.  The message is whatever a sender wrote.  Its HTML goes
+through nh3 (the Ammonia sanitiser) with an allowlist of elements,
+attributes, URL schemes and CSS properties: no script, no event handler,
+no form, no frame, no C{javascript:} or C{data:} link; an image loads only
+from C{data:} or C{cid:} unless the user asked for remote content.  The
+page that shows it adds two more walls: it is served with a CSP that
+forbids script and remote loads, into a sandboxed frame.  Broken MIME or
+an unknown charset gives replacement characters, never an exception.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import html
+import re
+from dataclasses import dataclass, field
+
+import nh3
+
+# The header fields shown above a message, in this order.
+SHOWN_HEADERS = ("From", "To", "Cc", "Date", "Subject")
+
+# Elements kept (their content is kept for any other, but script and
+# style, whose content is dropped with them).
+TAGS = frozenset({
+    "a", "abbr", "address", "b", "bdi", "bdo", "big", "blockquote", "br", "caption", "center",
+    "cite", "code", "col", "colgroup", "dd", "del", "dfn", "div", "dl", "dt", "em", "font",
+    "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins", "kbd", "li", "mark", "ol",
+    "p", "pre", "q", "s", "samp", "small", "span", "strike", "strong", "sub", "sup", "table",
+    "tbody", "td", "tfoot", "th", "thead", "tr", "tt", "u", "ul", "var"})
+CELL = {"colspan", "rowspan", "valign", "width", "height", "bgcolor", "nowrap"}
+ATTRIBUTES = {
+    "*": {"style", "title", "dir", "lang", "align"},
+    "a": {"href"},
+    "img": {"src", "alt", "width", "height"},
+    "table": {"width", "cellpadding", "cellspacing", "border", "bgcolor"},
+    "td": CELL, "th": CELL,
+    "col": {"span", "width"}, "colgroup": {"span", "width"},
+    "font": {"color", "size", "face"},
+    "ol": {"start", "type"},
+}
+# CSS properties kept in style attributes: layout, colour and type only.
+# None of them takes a url() (no background, background-image,
+# list-style-image, content, cursor, border-image): CSS cannot load
+# anything.
+STYLE_PROPERTIES = frozenset({
+    "color", "background-color", "font", "font-family", "font-size", "font-style",
+    "font-weight", "font-variant", "text-align", "text-decoration", "text-indent",
+    "text-transform", "line-height", "letter-spacing", "word-spacing", "white-space",
+    "vertical-align", "direction", "margin", "margin-top", "margin-right", "margin-bottom",
+    "margin-left", "padding", "padding-top", "padding-right", "padding-bottom", "padding-left",
+    "border", "border-top", "border-right", "border-bottom", "border-left", "border-color",
+    "border-style", "border-width", "border-collapse", "border-spacing", "border-radius",
+    "width", "height", "max-width", "min-width", "max-height", "min-height", "display",
+    "list-style-type", "table-layout", "text-overflow", "overflow-wrap", "word-break"})
+URL_SCHEMES = frozenset({"http", "https", "mailto", "cid", "data"})
+# Links may go to the web and to mail addresses; data: never (a page of
+# the sender's making).
+LINK_SCHEMES = ("http:", "https:", "mailto:")
+# Images inside the message: inline data, or a part of the message.
+LOCAL_IMAGE = re.compile(r"^\s*(data:image/|cid:)", re.IGNORECASE)
+REMOTE_IMAGE = re.compile(r"^\s*https?:", re.IGNORECASE)
+
+# The body document's own style (allowed by its CSP's 'unsafe-inline').
+BODY_STYLE = ("body{font-family:system-ui,sans-serif;margin:.5em;overflow-wrap:anywhere;"
+              "color:#222;background:#fff}img{max-width:100%;height:auto}"
+              "pre{white-space:pre-wrap;font-family:inherit;margin:0}"
+              "table{max-width:100%}")
+
+
+@dataclass
+class Attachment:
+    """
+    One attachment: C{part} is its index in the message's MIME walk (the
+    download URL's C{part}).
+    """
+
+    part: int
+    filename: str
+    contentType: str
+    size: int
+
+
+@dataclass
+class Shown:
+    """
+    A message as the webmail shows it.
+
+    @ivar headers: C{[(name, decoded value)]} of L{SHOWN_HEADERS} present.
+    @ivar body: the body document (HTML text, sanitised) for the frame.
+    @ivar remoteBlocked: how many remote images were left out (the page
+        then offers to show them).
+    """
+
+    headers: list
+    body: str
+    remoteBlocked: int = 0
+    attachments: list = field(default_factory=list)
+
+
+def parse(octets):
+    """The message as an L{email.message.EmailMessage}."""
+    return email.message_from_bytes(octets, policy=email.policy.default)
+
+
+def _text(part):
+    """A text part's content as text, whatever its charset claims."""
+    try:
+        return part.get_content()
+    except (LookupError, ValueError, AssertionError):
+        payload = part.get_payload(decode=True) or b""
+        return payload.decode("utf-8", "replace")
+
+
+def _header(message, name):
+    try:
+        value = message[name]
+    except (ValueError, IndexError, TypeError, AttributeError):
+        # A header the parser cannot make sense of: shown raw.
+        value = message.get_all(name, failobj=[""])[0]
+    return "" if value is None else " ".join(str(value).split())
+
+
+def headers(message):
+    return [(name, _header(message, name)) for name in SHOWN_HEADERS if name in message]
+
+
+def _bodyPart(message):
+    try:
+        return message.get_body(preferencelist=("html", "plain"))
+    except (KeyError, ValueError, AttributeError):
+        return None
+
+
+def attachments(message, body=None):
+    """The message's L{Attachment}s: every leaf but the body and its alternatives."""
+    found = []
+    for index, part in enumerate(message.walk()):
+        if part.is_multipart() or part is body:
+            continue
+        named = part.get_filename()
+        disposition = part.get_content_disposition()
+        if disposition != "attachment" and not named and part.get_content_maintype() == "text":
+            # The other alternative of the body, or a text part shown inline.
+            continue
+        payload = part.get_payload(decode=True) or b""
+        found.append(Attachment(index, named or f"part-{index}", part.get_content_type(),
+                                len(payload)))
+    return found
+
+
+def attachmentPart(message, index):
+    """
+    The content type, file name and decoded octets of the attachment at
+    C{index}.
+
+    @raise KeyError: no attachment there.
+    """
+    for attachment in attachments(message, _bodyPart(message)):
+        if attachment.part == index:
+            for i, part in enumerate(message.walk()):
+                if i == index:
+                    return (attachment.contentType, attachment.filename,
+                            part.get_payload(decode=True) or b"")
+    raise KeyError(index)
+
+
+def sanitise(markup, remote=False):
+    """
+    C{markup} (a sender's HTML) with only what L{TAGS}, L{ATTRIBUTES},
+    L{URL_SCHEMES} and L{STYLE_PROPERTIES} allow; links open in a new
+    browsing context without opener or referrer.  Remote images are left
+    out unless C{remote}.
+
+    @return: C{(html, remoteBlocked)}.
+    """
+    blocked = [0]
+
+    def keep(tag, attribute, value):
+        if tag == "img" and attribute == "src":
+            if LOCAL_IMAGE.match(value):
+                return value
+            if REMOTE_IMAGE.match(value):
+                if remote:
+                    return value
+                blocked[0] += 1
+            return None
+        if tag == "a" and attribute == "href":
+            return value if value.strip().lower().startswith(LINK_SCHEMES) else None
+        return value
+
+    clean = nh3.clean(
+        markup, tags=set(TAGS), clean_content_tags={"script", "style"},
+        attributes={tag: set(names) for tag, names in ATTRIBUTES.items()},
+        attribute_filter=keep, url_schemes=set(URL_SCHEMES),
+        filter_style_properties=set(STYLE_PROPERTIES),
+        link_rel="noopener noreferrer", set_tag_attribute_values={"a": {"target": "_blank"}})
+    return clean, blocked[0]
+
+
+def bodyDocument(fragment):
+    """The whole document the body frame loads, around a safe C{fragment}."""
+    return ("<!DOCTYPE html><html><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width\">"
+            f"<style>{BODY_STYLE}</style></head><body>{fragment}</body></html>")
+
+
+def show(octets, remote=False):
+    """The L{Shown} message of C{octets}."""
+    message = parse(octets)
+    body = _bodyPart(message)
+    if body is None:
+        fragment, blocked = "", 0
+    elif body.get_content_subtype() == "html":
+        fragment, blocked = sanitise(_text(body), remote)
+    else:
+        fragment, blocked = f"<pre>{html.escape(_text(body))}</pre>", 0
+    return Shown(headers(message), bodyDocument(fragment), blocked,
+                 attachments(message, body))
