@@ -240,6 +240,8 @@ class IMAPWorld(World):
     def normalise(self, output):
         # UIDVALIDITY and INTERNALDATE come from the clock of the machine.
         output = re.sub(rb"(UIDVALIDITY|APPENDUID|COPYUID) \d+", rb"\1 N", output)
+        # RFC 8474 object ids are random per mailbox and message.
+        output = re.sub(rb"(MAILBOXID|EMAILID) \([A-Za-z0-9_-]+\)", rb"\1 (ID)", output)
         return re.sub(rb'INTERNALDATE "[^"]*"', b'INTERNALDATE "D"', output)
 
 
