@@ -306,8 +306,26 @@ def clickAndLoad(driver, element, timeout=30):
     page = driver.find_element(By.TAG_NAME, "html")
     element.click()
     wait = WebDriverWait(driver, timeout)
-    wait.until(expected_conditions.staleness_of(page))
+    wait.until(lambda d: _replaced(page))
     wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
+def _replaced(element):
+    """
+    Whether C{element}'s page is gone.  Chromedriver says so with a stale
+    element error, or now and then with "Node with given id does not belong
+    to the document" (a plain WebDriverException) while the new page loads.
+    """
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as e:
+        if "does not belong to the document" in str(e):
+            return True
+        raise
+    return False
 
 
 def logIn(driver, server, address, password):
