@@ -300,7 +300,6 @@ def clickAndLoad(driver, element, timeout=30):
     the old page (its notice) on a loaded machine.
     """
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     page = driver.find_element(By.TAG_NAME, "html")
