@@ -234,17 +234,22 @@ class _Transaction:
 
 @implementer(IMaildropLock)
 class _MaildropLock:
-    """An C{flock} on a per-user file: other processes see it; death frees it."""
+    """
+    A lock other processes see and death frees, held as long as C{handle}
+    is open: here an C{flock}ed file descriptor (C{close}: C{os.close});
+    a database session holding an advisory lock in
+    L{pymailer.store.postgresql}.
+    """
 
-    def __init__(self, fd):
-        self._fd = fd
+    def __init__(self, handle, close=os.close):
+        self._handle, self._close = handle, close
         self._guard = threading.Lock()
 
     def release(self):
         with self._guard:
-            fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)  # releases the flock
+            handle, self._handle = self._handle, None
+        if handle is not None:
+            self._close(handle)  # releases the lock
 
 
 @implementer(IMailStore, IExternalChanges, IMailImport)
@@ -347,6 +352,14 @@ class SQLiteStore(Listeners):
 
     def _read(self, sql, args=()):
         return self._db().execute(sql, args)
+
+    def _forUpdate(self, db):
+        """
+        What a read of a mailbox row on C{db} adds to lock it to the commit:
+        nothing here (C{BEGIN IMMEDIATE} already holds the one write lock);
+        a row lock on a database with many writers (L{pymailer.store.postgresql}).
+        """
+        return ""
 
     @contextmanager
     def _readTransaction(self):
@@ -504,7 +517,7 @@ class SQLiteStore(Listeners):
         row = self._mailboxRow(self._userId(user), canonical)
         if row is None:
             raise KeyError(name)
-        return SQLiteMailbox(self, user, canonical, row[0])
+        return self.mailboxClass(self, user, canonical, row[0])
 
     def listMailboxes(self, user):
         names = {row[0] for row in self._read(
@@ -703,7 +716,7 @@ class SQLiteStore(Listeners):
                 txn.execute("UPDATE users SET lastValidity = max(lastValidity, ?)"
                             " WHERE id = ?", (uidValidity, userId))
                 txn.changed(user, canonical)
-        box = SQLiteMailbox(self, user, canonical, mailboxId)
+        box = self.mailboxClass(self, user, canonical, mailboxId)
         count, batch = 0, []
         for message in messages:
             batch.append(message)
@@ -828,8 +841,8 @@ class SQLiteMailbox:
 
     def _row(self, db, columns="uidValidity, uidNext, highestModSeq, firstRecent, keywords"):
         """The mailbox row, or L{MailboxGone} if deleted or renamed away."""
-        row = db.execute(f"SELECT name, {columns} FROM mailboxes WHERE id = ?",
-                         (self._id,)).fetchone()
+        row = db.execute(f"SELECT name, {columns} FROM mailboxes WHERE id = ?"
+                         + self.store._forUpdate(db), (self._id,)).fetchone()
         if row is None or row[0] != self.name:
             raise MailboxGone(self.name)
         return row[1:]
@@ -1152,3 +1165,6 @@ class SQLiteMailbox:
             if pairs:
                 self._expunge(txn, [uid for uid, _ in pairs])
         return pairs
+
+
+SQLiteStore.mailboxClass = SQLiteMailbox
