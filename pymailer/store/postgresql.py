@@ -53,6 +53,7 @@ import re
 import secrets
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
 
 from twisted.logger import Logger
@@ -74,6 +75,7 @@ CHANNEL = "pymailer_store"  # NOTIFY channel of the message store
 SCHEMA = "mailstore"
 EVENTS_KEPT = 10_000        # other nodes' events kept for the poller
 LISTEN_WAIT = 5.0           # seconds the first poll waits for LISTEN
+SWEEP_INTERVAL = FREED_GRACE / 2  # seconds between sweeps (by the listener thread)
 
 _TABLES = ("users", "mailboxes", "subscriptions", "messages", "expunged", "blobs",
            "blob_chunks", "settings", "summaries")
@@ -286,8 +288,9 @@ class PostgreSQLStore(SQLiteStore):
         self._listener = None
         self._listening = threading.Event()
         self._closed = False
-        self._upgrade()
-        self.sweep()
+        self._objectIdKey = None
+        # Nothing touches the database here: twistd builds the store, then
+        # forks (see L{pymailer.pg.pool.Pool}).  The listener thread sweeps.
 
     # -- connections and transactions ---------------------------------------
 
@@ -344,17 +347,20 @@ class PostgreSQLStore(SQLiteStore):
         for user, mailbox in txn.touched:
             self._notify(user, mailbox)
 
-    def _upgrade(self):
+    @property
+    def objectIdKey(self):
         """
-        The schema is L{pymailer.pg.schema}'s business (C{pymailer db
-        migrate}); here only the key EMAILIDs are derived with, made by
-        the first node that needs it.
+        The key EMAILIDs are derived with (see the SQLite store), made by
+        the first node that needs it; the schema itself is
+        L{pymailer.pg.schema}'s business (C{pymailer db migrate}).
         """
-        with self._write() as txn:
-            txn.execute("INSERT OR IGNORE INTO settings (name, value) VALUES (?, ?)",
-                        ("objectIdKey", secrets.token_hex(32)))
-            self.objectIdKey = bytes.fromhex(txn.execute(
-                "SELECT value FROM settings WHERE name = 'objectIdKey'").fetchone()[0])
+        if self._objectIdKey is None:
+            with self._write() as txn:
+                txn.execute("INSERT OR IGNORE INTO settings (name, value) VALUES (?, ?)",
+                            ("objectIdKey", secrets.token_hex(32)))
+                self._objectIdKey = bytes.fromhex(txn.execute(
+                    "SELECT value FROM settings WHERE name = 'objectIdKey'").fetchone()[0])
+        return self._objectIdKey
 
     # -- blobs ----------------------------------------------------------------
 
@@ -472,9 +478,13 @@ class PostgreSQLStore(SQLiteStore):
                 with connect(self.pool.conninfo) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._listening.set()
+                    swept = 0.0
                     while not self._closed:
                         for note in conn.notifies(timeout=1.0):
                             self._heard(note.payload)
+                        if time.monotonic() - swept > SWEEP_INTERVAL:
+                            swept = time.monotonic()
+                            self.sweep()
             except (psycopg.Error, DatabaseUnavailable):
                 if not self._closed:
                     log.failure("listening for other nodes' changes failed; again in a second")
