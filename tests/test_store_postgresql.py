@@ -174,3 +174,16 @@ def test_summaryOfHeaderWithNul(nodes):
         b"Subject: =?utf-8?q?a=00b?=\r\n\r\nbody\r\n"))
     [summary] = store.mailbox(USER).summaries([1]).values()
     assert summary.subject == "ab"
+
+
+def test_cliBackupSaysToUsePostgreSQLTools(cli, conf):
+    """
+    `pymailer backup` on a PostgreSQL installation says in one line to back
+    the database up with PostgreSQL's tools: otherwise an administrator
+    would get a traceback, or believe a copy of data_dir held the mail.
+    """
+    conf.write_text(conf.read_text() + '\n[storage]\nbackend = "postgresql"\n'
+                    'dsn = "postgresql://pymailer@127.0.0.1:1/none"\n')
+    code, out, err = cli("backup", str(conf.parent / "bk"))
+    assert code == 1 and "pg_dump" in err and "Traceback" not in err
+    assert not (conf.parent / "bk").exists()
