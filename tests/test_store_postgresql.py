@@ -187,3 +187,50 @@ def test_cliBackupSaysToUsePostgreSQLTools(cli, conf):
     code, out, err = cli("backup", str(conf.parent / "bk"))
     assert code == 1 and "pg_dump" in err and "Traceback" not in err
     assert not (conf.parent / "bk").exists()
+
+
+def test_copiesInOppositeDirectionsAtOnce(nodes):
+    """
+    Two sessions (on two nodes) copying between the same two mailboxes in
+    opposite directions at the same time both succeed: otherwise the
+    database would find the two waiting on each other and one user's COPY
+    would fail.
+    """
+    nodes[0].createMailbox(USER, "Other")
+    for name in ("INBOX", "Other"):
+        nodes[0].mailbox(USER, name).append(io.BytesIO(name.encode()))
+
+    def work(i):
+        source, target = ("INBOX", "Other") if i % 2 else ("Other", "INBOX")
+        store = nodes[i % 2]
+        for _ in range(15):
+            store.mailbox(USER, source).copy([1], store.mailbox(USER, target))
+
+    inThreads(4, work)
+    assert len(nodes[1].mailbox(USER).messages()) == 31
+
+
+def test_redeliveryWhileTheFirstCopyIsExpunged(nodes):
+    """
+    The same content delivered again on one node while a session on
+    another expunges the earlier copy (a resent message, a user emptying
+    the folder) both succeed, and the new copy reads whole: otherwise the
+    delivery or the expunge would fail, or the new copy lose its content.
+    """
+    body = b"Subject: again\r\n\r\n" + b"z" * 1000
+
+    def work(i):
+        store = nodes[i % 2]
+        for _ in range(15):
+            if i % 2:
+                store.deliver(USER, b"", io.BytesIO(body))
+            else:
+                box = store.mailbox(USER)
+                box.expunge([info.uid for info in box.messages()])
+
+    nodes[0].createUser(USER)
+    inThreads(2, work)
+    box = nodes[1].mailbox(USER)
+    for info in box.messages():
+        with box.openMessage(info.uid) as content:
+            assert content.read() == body

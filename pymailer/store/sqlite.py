@@ -358,6 +358,8 @@ class SQLiteStore(Listeners):
         What a read of a mailbox row on C{db} adds to lock it to the commit:
         nothing here (C{BEGIN IMMEDIATE} already holds the one write lock);
         a row lock on a database with many writers (L{pymailer.store.postgresql}).
+        Writers there take locks in one order, so that two never wait on
+        each other: mailboxes first (in id order when two), then blobs.
         """
         return ""
 
@@ -551,8 +553,8 @@ class SQLiteStore(Listeners):
             raise ValueError("INBOX cannot be deleted")
         userId = self._userId(user)
         with self._write() as txn:
-            row = txn.execute("SELECT id FROM mailboxes WHERE userId = ? AND name = ?",
-                              (userId, canonical)).fetchone()
+            row = txn.execute("SELECT id FROM mailboxes WHERE userId = ? AND name = ?"
+                              + self._forUpdate(txn.db), (userId, canonical)).fetchone()
             if row is None:
                 raise KeyError(name)
             self._dropMailbox(txn, row[0])
@@ -640,8 +642,10 @@ class SQLiteStore(Listeners):
             raise
         with self._write() as txn:
             txn.pending.append(pending)
-            row = txn.execute("SELECT id FROM mailboxes WHERE userId = ? AND name = ?",
-                              (userId, canonical)).fetchone()
+            # The mailbox before the blob, as every writer takes them
+            # (see _forUpdate).
+            row = txn.execute("SELECT id FROM mailboxes WHERE userId = ? AND name = ?"
+                              + self._forUpdate(txn.db), (userId, canonical)).fetchone()
             if row is None:
                 raise KeyError(mailbox)
             if checkDuplicate and txn.execute(
@@ -1129,6 +1133,15 @@ class SQLiteMailbox:
             txn.changed(self.user, self.name)
         return uid
 
+    def _checkWith(self, txn, target):
+        """
+        Inside C{txn}: both mailboxes still there (L{MailboxGone}), read in
+        id order: where that locks them (see L{SQLiteStore._forUpdate}), a
+        COPY from A to B and one from B to A never wait on each other.
+        """
+        for box in sorted((self, target), key=lambda box: box._id):
+            box._row(txn.db, "1")
+
     def _copy(self, txn, uids, target):
         pairs = []
         self._row(txn.db, "1")
@@ -1153,14 +1166,14 @@ class SQLiteMailbox:
         # back, which the interface allows (it only promises what was
         # copied before stays *if* it stayed) and RFC 3501 6.4.7 prefers.
         with self.store._write() as txn:
-            target._row(txn.db, "1")
+            self._checkWith(txn, target)
             return self._copy(txn, uids, target)
 
     def move(self, uids, target):
         # RFC 6851: copy and expunge in one transaction, so a message is
         # never in neither mailbox, nor in both after a crash.
         with self.store._write() as txn:
-            target._row(txn.db, "1")
+            self._checkWith(txn, target)
             pairs = self._copy(txn, uids, target)
             if pairs:
                 self._expunge(txn, [uid for uid, _ in pairs])
