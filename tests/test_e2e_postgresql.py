@@ -7,6 +7,7 @@ in the database, nothing in its data directory.
 """
 
 import datetime
+import poplib
 import smtplib
 import threading
 import time
@@ -106,6 +107,37 @@ def test_mailDeliveredOnOneNodeIsReadAndIdledOnAnother(node):
     assert elapsed < 1.0, f"EXISTS on node B {elapsed:.2f} s after the send to node A"
     assert b"Subject: second via a" in c.fetch([2], ["BODY.PEEK[]"])[2][b"BODY[]"]
     c.logout()
+
+
+def pop3s(server):
+    client = poplib.POP3_SSL("127.0.0.1", server.ports["pop3s"], context=insecureTLS(),
+                             timeout=30)
+    client.user("bob@example.org")
+    return client
+
+
+def test_pop3MaildropLockedAcrossNodes(node):
+    """
+    A POP3 session on node A holds bob's maildrop for every node: a second
+    login on node B gets -ERR [IN-USE] (RFC 2449 8.1.2) until A's session
+    quits; then B's login works and retrieves the message delivered
+    through B.  Otherwise two POP3 clients on two nodes would delete each
+    other's view of the same mail (RFC 1939 4).
+    """
+    a = node("a", provision=True, roles=("pop3s",))
+    b = node("b", roles=("pop3s",))
+    send(b, ["bob@example.org"], "popped")
+    b.waitForMessages("bob", 1)
+    first = pop3s(a)
+    assert first.pass_(PASSWORD).startswith(b"+OK")
+    second = pop3s(b)
+    with pytest.raises(poplib.error_proto, match=r"\[IN-USE\]"):
+        second.pass_(PASSWORD)
+    first.quit()
+    second = pop3s(b)
+    assert second.pass_(PASSWORD).startswith(b"+OK")
+    assert b"Subject: popped" in b"\r\n".join(second.retr(1)[1])
+    second.quit()
 
 
 def test_olderSchemaStopsTheServerWithAdvice(makeMailServer, postgresqlDSN):
