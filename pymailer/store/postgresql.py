@@ -371,12 +371,12 @@ class PostgreSQLStore(SQLiteStore):
             " ON CONFLICT (id) DO UPDATE SET refs = blobs.refs + 1, freedAt = NULL"
             " RETURNING xmax = 0", (pending.blobId, pending.size)).fetchone()
         if inserted:
-            with txn.db.conn.cursor() as cursor:
-                cursor.executemany(
+            # A chunk at a time: a large message is never whole in memory.
+            # Empty content is one empty chunk (ChunkedBlobs.open reads seq 0).
+            for seq, chunk in enumerate(pending.chunks() if pending.size else [b""]):
+                txn.db.conn.execute(
                     f"INSERT INTO {SCHEMA}.blob_chunks (blob, seq, chunk) VALUES (%s, %s, %s)",
-                    [(pending.blobId, seq, chunk)
-                     for seq, chunk in enumerate(pending.chunks())] or
-                    [(pending.blobId, 0, b"")])
+                    (pending.blobId, seq, chunk))
 
     def _keepSummary(self, txn, blobId, summary):
         if summary is None:
