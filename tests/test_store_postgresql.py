@@ -234,3 +234,27 @@ def test_redeliveryWhileTheFirstCopyIsExpunged(nodes):
     for info in box.messages():
         with box.openMessage(info.uid) as content:
             assert content.read() == body
+
+
+def test_sameMailboxCreatedOnTwoNodesAtOnce(nodes):
+    """
+    Two nodes creating the same mailbox at the same moment: one creates
+    it, the other is told it exists (KeyError, IMAP's NO [ALREADYEXISTS]):
+    otherwise the second client would get a server error for an ordinary
+    race.
+    """
+    nodes[0].createUser(USER)
+    names = [f"Box{n}" for n in range(30)]
+    outcomes = [[], []]
+
+    def work(i):
+        for name in names:
+            try:
+                nodes[i].createMailbox(USER, name)
+                outcomes[i].append(name)
+            except KeyError:
+                pass
+
+    inThreads(2, work)
+    assert sorted(outcomes[0] + outcomes[1]) == sorted(names)
+    assert set(names) <= set(nodes[1].listMailboxes(USER))

@@ -424,6 +424,28 @@ class PostgreSQLStore(SQLiteStore):
 
     # -- accounts, maildrop lock, spools ------------------------------------
 
+    @contextmanager
+    def _takenMeanwhile(self, name):
+        """
+        A mailbox name another node took between the check and the commit
+        (the unique key says so, and the transaction rolled back): the same
+        KeyError as when it was there before.
+        """
+        from psycopg.errors import UniqueViolation
+
+        try:
+            yield
+        except UniqueViolation:
+            raise KeyError(name) from None
+
+    def createMailbox(self, user, name, specialUse=None):
+        with self._takenMeanwhile(name):
+            SQLiteStore.createMailbox(self, user, name, specialUse)
+
+    def renameMailbox(self, user, oldName, newName):
+        with self._takenMeanwhile(newName):
+            SQLiteStore.renameMailbox(self, user, oldName, newName)
+
     def lockMaildrop(self, user):
         from pymailer.pg.pool import connect
 
