@@ -297,9 +297,6 @@ class PostgreSQLStore(SQLiteStore):
     def _db(self):
         return getattr(self._local, "current", None) or self._reads
 
-    def _read(self, sql, args=()):
-        return self._db().execute(sql, args)
-
     def _forUpdate(self, db):
         # In a write transaction a mailbox row is read FOR UPDATE, so what
         # the transaction reads of it (UIDNEXT, the keywords) stays true to
@@ -465,9 +462,6 @@ class PostgreSQLStore(SQLiteStore):
 
     def newAppendSpool(self):
         return tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
-
-    def isEmpty(self):
-        return self._read("SELECT 1 FROM messages LIMIT 1").fetchone() is None
 
     def backup(self, directory):
         raise NotImplementedError("back up the PostgreSQL database with pg_dump or its"
