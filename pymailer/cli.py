@@ -500,6 +500,10 @@ def cmdMailboxList(args, config, out):
 
 
 def cmdBackup(args, config, out):
+    if config.storage.backend == configModule.POSTGRESQL:
+        raise CommandError('[storage] backend = "postgresql" keeps the mail in the database:'
+                           " back it up with PostgreSQL's tools (pg_dump, or continuous"
+                           " archiving)")
     store = openStore(config)
     if not hasattr(store, "backup"):
         raise CommandError(f'[storage] backend = "{config.storage.backend}" has no backup:'

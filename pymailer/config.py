@@ -157,10 +157,10 @@ class StorageConfig:
     (metadata in C{data_dir/store/index.sqlite}, content in immutable blob
     files beside it; see L{pymailer.store.sqlite}), C{"maildir"}
     (C{data_dir/mail}, one Maildir per user), or C{"postgresql"}: the mail
-    queue and the accounts directory in the PostgreSQL database at C{dsn}
-    (a libpq URI), shared by every node using it, through a pool of at most
-    C{pool_size} connections per process; the message store stays SQLite
-    in C{data_dir} until it moves to PostgreSQL too (issue 19).
+    queue, the accounts directory and the message store (content too) in
+    the PostgreSQL database at C{dsn} (a libpq URI), shared by every node
+    using it, through a pool of at most C{pool_size} connections per
+    process (see L{pymailer.store.postgresql}).
     C{queue_lease}: seconds a node's claim on a queued message lasts
     unless renewed (every quarter of it), so how long the mail of a node
     that died waits before another node delivers it.

@@ -242,6 +242,8 @@ def buildServer(config, reactor=None, worker=None):
     router = Router(directory, config.delivery.recipient_delimiter,
                     config.delivery.postmaster)
     store = openStore(config)
+    if shared is not None:
+        shared.closers.append(store.close)  # its LISTEN thread
     spamDB = ClassifierDB(dbPath(config.data_dir))
     if "classifier" in config.policy.checks:
         # Users train their filter by moving mail into and out of Junk:

@@ -130,8 +130,11 @@ def withoutMailboxId(reply):
 BACKENDS = ("maildir", "memory", "sqlite")
 
 
-def backendClient(backend, tmp_path):
-    """A logged-in L{Client} (over TLS) on a fresh store of C{backend}."""
+def backendClient(backend, tmp_path, request=None):
+    """
+    A logged-in L{Client} (over TLS) on a fresh store of C{backend};
+    C{"postgresql"} needs the test's C{request} (for its database fixture).
+    """
     from pymailer.store.memory import MemoryStore
     from pymailer.store.sqlite import SQLiteStore
 
@@ -139,6 +142,10 @@ def backendClient(backend, tmp_path):
         store = MaildirStore(tmp_path / "mail", "mail.example.org")
     elif backend == "sqlite":
         store = SQLiteStore(tmp_path / "store")
+    elif backend == "postgresql":
+        from pymailer.store.postgresql import PostgreSQLStore
+
+        store = PostgreSQLStore(request.getfixturevalue("postgresqlPool"))
     else:
         store = MemoryStore()
     client = Client(tmp_path, secure=True, store=store)

@@ -1,18 +1,23 @@
 """
 Servers on PostgreSQL (C{[storage] backend = "postgresql"}), end to end:
 real twistd servers sharing one database (a throwaway cluster), mail sent
-with smtplib, the admin command run as a separate process.  The message
-store stays each node's SQLite one for now (issue 19 moves it next).
+with smtplib, read with IMAPClient over TLS, the admin command run as a
+separate process.  Every node keeps its accounts, queue and message store
+in the database, nothing in its data directory.
 """
 
 import datetime
+import poplib
 import smtplib
 import threading
+import time
 
 import pytest
+from imapclient import IMAPClient
 
 from dnsserver import DNSServer
-from mailserver import PASSWORD, ServerError, loopbackRelayPort, relaySenderOptions, waitFor
+from mailserver import (
+    PASSWORD, ServerError, insecureTLS, loopbackRelayPort, relaySenderOptions, waitFor)
 from scriptedsmtp import ScriptedSMTP
 
 
@@ -21,8 +26,8 @@ def node(makeMailServer, postgresqlDSN):
     """A factory of servers on this test's database (migrated once)."""
     migrated = []
 
-    def make(name, provision=False):
-        server = makeMailServer(name, provision=False, start=False, sections={
+    def make(name, provision=False, roles=()):
+        server = makeMailServer(name, provision=False, start=False, roles=roles, sections={
             "storage": {"backend": "postgresql", "dsn": postgresqlDSN, "pool_size": 3}})
         if not migrated:
             server.admin("db", "migrate")
@@ -66,7 +71,73 @@ def test_twoNodesShareAccountsAndQueue(node):
     for server in (a, b):
         assert not (server.dataDir / "accounts.sqlite3").exists()
         assert not (server.dataDir / "queue").exists()
+        assert not (server.dataDir / "store").exists()
     assert b.admin("user", "list").stdout.split() == ["alice@example.org", "bob@example.org"]
+
+
+def test_mailDeliveredOnOneNodeIsReadAndIdledOnAnother(node):
+    """
+    Two servers on one database: a message sent over SMTP to node A is
+    read over IMAP (TLS) on node B, UIDs and all, and an IMAP IDLE session
+    on B hears of a delivery made through A within a second: otherwise a
+    user whose client lands on another node than the MX that took the mail
+    would not see it, or would see it only at the next poll.
+    """
+    a = node("a", provision=True)
+    b = node("b", roles=("imaps",))
+    send(a, ["alice@example.org"], "first via a")
+    a.waitForMessages("alice", 1)
+    c = IMAPClient("127.0.0.1", port=b.ports["imaps"], ssl=True, ssl_context=insecureTLS(),
+                   timeout=30)
+    c.login("alice@example.org", PASSWORD)
+    assert c.select_folder("INBOX")[b"EXISTS"] == 1
+    [(uid, data)] = c.fetch(c.search(), ["BODY.PEEK[]"]).items()
+    assert uid == 1 and b"Subject: first via a" in data[b"BODY[]"]
+    c.idle()
+    start = time.monotonic()
+    send(a, ["alice@example.org"], "second via a")
+    responses = []
+    while time.monotonic() - start < 10 and (2, b"EXISTS") not in responses:
+        responses += c.idle_check(timeout=1)
+    elapsed = time.monotonic() - start
+    c.idle_done()
+    assert (2, b"EXISTS") in responses
+    # From the SMTP client's first byte: queue, local delivery on A,
+    # the commit's NOTIFY, B's poll of its listener (every 0.5 s).
+    assert elapsed < 1.0, f"EXISTS on node B {elapsed:.2f} s after the send to node A"
+    assert b"Subject: second via a" in c.fetch([2], ["BODY.PEEK[]"])[2][b"BODY[]"]
+    c.logout()
+
+
+def pop3s(server):
+    client = poplib.POP3_SSL("127.0.0.1", server.ports["pop3s"], context=insecureTLS(),
+                             timeout=30)
+    client.user("bob@example.org")
+    return client
+
+
+def test_pop3MaildropLockedAcrossNodes(node):
+    """
+    A POP3 session on node A holds bob's maildrop for every node: a second
+    login on node B gets -ERR [IN-USE] (RFC 2449 8.1.2) until A's session
+    quits; then B's login works and retrieves the message delivered
+    through B.  Otherwise two POP3 clients on two nodes would delete each
+    other's view of the same mail (RFC 1939 4).
+    """
+    a = node("a", provision=True, roles=("pop3s",))
+    b = node("b", roles=("pop3s",))
+    send(b, ["bob@example.org"], "popped")
+    b.waitForMessages("bob", 1)
+    first = pop3s(a)
+    assert first.pass_(PASSWORD).startswith(b"+OK")
+    second = pop3s(b)
+    with pytest.raises(poplib.error_proto, match=r"\[IN-USE\]"):
+        second.pass_(PASSWORD)
+    first.quit()
+    second = pop3s(b)
+    assert second.pass_(PASSWORD).startswith(b"+OK")
+    assert b"Subject: popped" in b"\r\n".join(second.retr(1)[1])
+    second.quit()
 
 
 def test_olderSchemaStopsTheServerWithAdvice(makeMailServer, postgresqlDSN):

@@ -1,7 +1,7 @@
 """
-IMAP sessions over each store backend (Maildir, SQLite and memory): the protocol
+IMAP sessions over each store backend (Maildir, SQLite, PostgreSQL and memory): the protocol
 code needs nothing of a backend but L{IMailStore}/L{IMailbox}, so these
-common sessions behave the same on both, large messages included (read
+common sessions behave the same on each, large messages included (read
 through L{IMessageContent}, not a file descriptor).
 """
 
@@ -14,9 +14,9 @@ from tests.imapharness import BACKENDS, backendClient
 BIG = 5 * 1024 * 1024  # over WHOLE_LIMIT: FETCH pages it in, streams sections
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=BACKENDS + ("postgresql",))
 def client(request, tmp_path):
-    return backendClient(request.param, tmp_path)
+    return backendClient(request.param, tmp_path, request)
 
 
 def test_select_fetch_store_expunge(client):

@@ -1,6 +1,6 @@
 """
 The store contract (L{tests.store_contract}) run against every backend:
-Maildir and SQLite (production) and memory (the fake tests and tools use).
+Maildir, SQLite and PostgreSQL (production) and memory (the fake tests and tools use).
 """
 
 import pytest
@@ -35,3 +35,21 @@ class TestSQLiteStore(StoreContract):
     def reopen(self, store):
         """Another process's store object on the same database and blobs."""
         return SQLiteStore(store.root)
+
+
+class TestPostgreSQLStore(StoreContract):
+    """The same contract on a real PostgreSQL cluster (tests/daemons.py)."""
+
+    @pytest.fixture
+    def store(self, postgresqlPool):
+        from pymailer.store.postgresql import PostgreSQLStore
+
+        store = PostgreSQLStore(postgresqlPool)
+        yield store
+        store.close()
+
+    def reopen(self, store):
+        """Another node's store object on the same database."""
+        from pymailer.store.postgresql import PostgreSQLStore
+
+        return PostgreSQLStore(store.pool)

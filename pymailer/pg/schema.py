@@ -92,6 +92,100 @@ MIGRATIONS = [
             PRIMARY KEY (queue_id, seq)
         )""",
     ]),
+    (2, "the message store", [
+        # -- the message store (L{pymailer.store.postgresql}) --
+        # In a schema of its own: its tables keep the SQLite store's names
+        # (users, mailboxes, messages, ...; the SQL is shared with it) and
+        # "users" here is not the accounts directory's.  Identifiers are
+        # unquoted camelCase, folded to lower case by PostgreSQL alike in
+        # these statements and in the shared queries.
+        "CREATE SCHEMA mailstore",
+        """CREATE TABLE mailstore.users (
+            id bigserial PRIMARY KEY,
+            name text COLLATE "C" NOT NULL UNIQUE,
+            lastValidity bigint NOT NULL DEFAULT 0,
+            foldersMade integer NOT NULL DEFAULT 0
+        )""",
+        # uidNext, highestModSeq: assigned by UPDATE ... RETURNING, which
+        # holds the mailbox row's lock to the commit: two nodes never hand
+        # out the same UID or MODSEQ.
+        """CREATE TABLE mailstore.mailboxes (
+            id bigserial PRIMARY KEY,
+            userId bigint NOT NULL REFERENCES mailstore.users(id),
+            name text COLLATE "C" NOT NULL,
+            specialUse text,
+            uidValidity bigint NOT NULL,
+            uidNext bigint NOT NULL DEFAULT 1,
+            highestModSeq bigint NOT NULL DEFAULT 1,
+            firstRecent bigint NOT NULL DEFAULT 1,
+            keywords text NOT NULL DEFAULT '[]',
+            objectId text,
+            UNIQUE (userId, name)
+        )""",
+        """CREATE TABLE mailstore.subscriptions (
+            userId bigint NOT NULL REFERENCES mailstore.users(id),
+            name text COLLATE "C" NOT NULL,
+            PRIMARY KEY (userId, name)
+        )""",
+        # refs: messages naming the blob; at 0 it is freed, and its chunks
+        # go with it once freedAt is older than a grace period (a reader
+        # that opened it before the expunge finishes reading).
+        """CREATE TABLE mailstore.blobs (
+            id text COLLATE "C" PRIMARY KEY,
+            refs integer NOT NULL,
+            size integer NOT NULL,
+            freedAt timestamptz
+        )""",
+        "CREATE INDEX blobsFreed ON mailstore.blobs (freedAt) WHERE freedAt IS NOT NULL",
+        """CREATE TABLE mailstore.blob_chunks (
+            blob text COLLATE "C" NOT NULL REFERENCES mailstore.blobs(id) ON DELETE CASCADE,
+            seq integer NOT NULL,
+            chunk bytea NOT NULL,
+            PRIMARY KEY (blob, seq)
+        )""",
+        """CREATE TABLE mailstore.messages (
+            mailboxId bigint NOT NULL REFERENCES mailstore.mailboxes(id),
+            uid bigint NOT NULL,
+            key text NOT NULL,
+            modseq bigint NOT NULL,
+            system text NOT NULL DEFAULT '',
+            letters text COLLATE "C" NOT NULL DEFAULT '',
+            internalDate double precision NOT NULL,
+            size integer NOT NULL,
+            blob text COLLATE "C" NOT NULL REFERENCES mailstore.blobs(id),
+            uniqueKey text,
+            saveDate double precision,
+            PRIMARY KEY (mailboxId, uid)
+        )""",
+        """CREATE INDEX messagesUniqueKey ON mailstore.messages (mailboxId, uniqueKey)
+            WHERE uniqueKey IS NOT NULL""",
+        "CREATE INDEX messagesModSeq ON mailstore.messages (mailboxId, modseq)",
+        "CREATE INDEX messagesBlob ON mailstore.messages (blob)",
+        """CREATE TABLE mailstore.expunged (
+            mailboxId bigint NOT NULL,
+            uid bigint NOT NULL,
+            modseq bigint NOT NULL,
+            PRIMARY KEY (mailboxId, uid)
+        )""",
+        "CREATE INDEX expungedModSeq ON mailstore.expunged (mailboxId, modseq)",
+        """CREATE TABLE mailstore.settings (
+            name text PRIMARY KEY,
+            value text NOT NULL
+        )""",
+        # One per blob, as in the SQLite store's upgrade step 2.
+        """CREATE TABLE mailstore.summaries (
+            blob text COLLATE "C" PRIMARY KEY,
+            version integer NOT NULL,
+            envelope bytea, bodystructure bytea, body bytea,
+            sentDate bigint, subject text NOT NULL, baseSubject text NOT NULL,
+            isReply integer NOT NULL,
+            fromName text NOT NULL, fromMailbox text NOT NULL, fromHost text NOT NULL,
+            toName text NOT NULL, toMailbox text NOT NULL, toHost text NOT NULL,
+            ccName text NOT NULL, ccMailbox text NOT NULL, ccHost text NOT NULL,
+            messageId text NOT NULL, inReplyTo text NOT NULL, refs text NOT NULL,
+            attachments integer NOT NULL
+        )""",
+    ]),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -71,10 +71,13 @@ def openStore(config):
     mailboxes) are the same.  C{[storage] backend} picks it; backends are
     imported only when chosen.
     """
-    # "postgresql" shares the queue and the accounts through PostgreSQL;
-    # the message store is this node's SQLite one until it moves there too
-    # (issue 19).
-    if config.storage.backend in ("sqlite", "postgresql"):
+    if config.storage.backend == "postgresql":
+        # Every node on the database shares the store (issue 19).
+        from pymailer.pg.pool import poolFor
+        from pymailer.store.postgresql import PostgreSQLStore
+
+        return PostgreSQLStore(poolFor(config.storage))
+    if config.storage.backend == "sqlite":
         from pymailer.store.maildir_io import migrateLegacyMaildirs
         from pymailer.store.sqlite import SQLiteStore
 

@@ -256,17 +256,22 @@ class _Transaction:
 
 @implementer(IMaildropLock)
 class _MaildropLock:
-    """An C{flock} on a per-user file: other processes see it; death frees it."""
+    """
+    A lock other processes see and death frees, held as long as C{handle}
+    is open: here an C{flock}ed file descriptor (C{close}: C{os.close});
+    a database session holding an advisory lock in
+    L{pymailer.store.postgresql}.
+    """
 
-    def __init__(self, fd):
-        self._fd = fd
+    def __init__(self, handle, close=os.close):
+        self._handle, self._close = handle, close
         self._guard = threading.Lock()
 
     def release(self):
         with self._guard:
-            fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)  # releases the flock
+            handle, self._handle = self._handle, None
+        if handle is not None:
+            self._close(handle)  # releases the lock
 
 
 @implementer(IMailStore, IExternalChanges, IMailImport)
@@ -437,6 +442,16 @@ class SQLiteStore(Listeners):
     def _read(self, sql, args=()):
         return self._db().execute(sql, args)
 
+    def _forUpdate(self, db):
+        """
+        What a read of a mailbox row on C{db} adds to lock it to the commit:
+        nothing here (C{BEGIN IMMEDIATE} already holds the one write lock);
+        a row lock on a database with many writers (L{pymailer.store.postgresql}).
+        Writers there take locks in one order, so that two never wait on
+        each other: mailboxes first (in id order when two), then blobs.
+        """
+        return ""
+
     @contextmanager
     def _readTransaction(self):
         """Several reads that see one state (a WAL read snapshot)."""
@@ -599,7 +614,7 @@ class SQLiteStore(Listeners):
         row = self._mailboxRow(self._userId(user), canonical)
         if row is None:
             raise KeyError(name)
-        return SQLiteMailbox(self, user, canonical, row[0])
+        return self.mailboxClass(self, user, canonical, row[0])
 
     def listMailboxes(self, user):
         names = {row[0] for row in self._read(
@@ -633,8 +648,8 @@ class SQLiteStore(Listeners):
             raise ValueError("INBOX cannot be deleted")
         userId = self._userId(user)
         with self._write() as txn:
-            row = txn.execute("SELECT id FROM mailboxes WHERE userId = ? AND name = ?",
-                              (userId, canonical)).fetchone()
+            row = txn.execute("SELECT id FROM mailboxes WHERE userId = ? AND name = ?"
+                              + self._forUpdate(txn.db), (userId, canonical)).fetchone()
             if row is None:
                 raise KeyError(name)
             self._dropMailbox(txn, row[0])
@@ -723,8 +738,10 @@ class SQLiteStore(Listeners):
             raise
         with self._write() as txn:
             txn.pending.append(pending)
-            row = txn.execute("SELECT id FROM mailboxes WHERE userId = ? AND name = ?",
-                              (userId, canonical)).fetchone()
+            # The mailbox before the blob, as every writer takes them
+            # (see _forUpdate).
+            row = txn.execute("SELECT id FROM mailboxes WHERE userId = ? AND name = ?"
+                              + self._forUpdate(txn.db), (userId, canonical)).fetchone()
             if row is None:
                 raise KeyError(mailbox)
             if checkDuplicate and txn.execute(
@@ -804,7 +821,7 @@ class SQLiteStore(Listeners):
                 txn.execute("UPDATE users SET lastValidity = max(lastValidity, ?)"
                             " WHERE id = ?", (uidValidity, userId))
                 txn.changed(user, canonical)
-        box = SQLiteMailbox(self, user, canonical, mailboxId)
+        box = self.mailboxClass(self, user, canonical, mailboxId)
         count, batch = 0, []
         for message in messages:
             batch.append(message)
@@ -929,8 +946,8 @@ class SQLiteMailbox:
 
     def _row(self, db, columns="uidValidity, uidNext, highestModSeq, firstRecent, keywords"):
         """The mailbox row, or L{MailboxGone} if deleted or renamed away."""
-        row = db.execute(f"SELECT name, {columns} FROM mailboxes WHERE id = ?",
-                         (self._id,)).fetchone()
+        row = db.execute(f"SELECT name, {columns} FROM mailboxes WHERE id = ?"
+                         + self.store._forUpdate(db), (self._id,)).fetchone()
         if row is None or row[0] != self.name:
             raise MailboxGone(self.name)
         return row[1:]
@@ -1221,6 +1238,15 @@ class SQLiteMailbox:
             txn.changed(self.user, self.name)
         return uid
 
+    def _checkWith(self, txn, target):
+        """
+        Inside C{txn}: both mailboxes still there (L{MailboxGone}), read in
+        id order: where that locks them (see L{SQLiteStore._forUpdate}), a
+        COPY from A to B and one from B to A never wait on each other.
+        """
+        for box in sorted((self, target), key=lambda box: box._id):
+            box._row(txn.db, "1")
+
     def _copy(self, txn, uids, target):
         pairs = []
         self._row(txn.db, "1")
@@ -1245,15 +1271,18 @@ class SQLiteMailbox:
         # back, which the interface allows (it only promises what was
         # copied before stays *if* it stayed) and RFC 3501 6.4.7 prefers.
         with self.store._write() as txn:
-            target._row(txn.db, "1")
+            self._checkWith(txn, target)
             return self._copy(txn, uids, target)
 
     def move(self, uids, target):
         # RFC 6851: copy and expunge in one transaction, so a message is
         # never in neither mailbox, nor in both after a crash.
         with self.store._write() as txn:
-            target._row(txn.db, "1")
+            self._checkWith(txn, target)
             pairs = self._copy(txn, uids, target)
             if pairs:
                 self._expunge(txn, [uid for uid, _ in pairs])
         return pairs
+
+
+SQLiteStore.mailboxClass = SQLiteMailbox
