@@ -171,6 +171,9 @@ class _PendingBlob(PendingBlob):
     chunks; never installed as a file.
     """
 
+    def place(self):
+        """Nothing to place: the chunks go in with the transaction."""
+
     def chunks(self):
         with open(self.tempPath, "rb") as f:
             while chunk := f.read(CHUNK):
@@ -325,14 +328,20 @@ class PostgreSQLStore(SQLiteStore):
             yield db
 
     @contextmanager
-    def _write(self):
+    def _write(self, durable=True):
         """
         One transaction; its NOTIFYs go out at the commit, then this
         process's listeners are told.  A failure rolls everything back.
+        Not C{durable} (flag changes, expunges: see the SQLite store's
+        C{_write}): the commit does not wait for the WAL flush
+        (C{synchronous_commit = off}, this transaction only): atomic, and
+        only a crash of the database server can undo it.
         """
         txn = None
         try:
             with self._transaction(True) as db:
+                if not durable:
+                    db.conn.execute("SET LOCAL synchronous_commit TO off")
                 txn = _Transaction(db)
                 yield txn
                 for user, mailbox in txn.touched:
