@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from pymailer.envelope import Envelope
+from pymailer.listeners import Listeners
 from pymailer.interfaces import ISpool, ISpoolWriter
 from pymailer.queue.model import (
     ACTIVE, ADMIN_BOUNCE, CORRUPT, DEFERRED, HOLD, INCOMING, STATES, Claim,
@@ -24,7 +24,6 @@ from pymailer.queue.model import (
     injectMessage, interleave, isQueueId, newQueueId,
 )
 
-_log = Logger()
 
 
 @dataclass
@@ -59,12 +58,11 @@ class MemoryWriter:
 
 
 @implementer(ISpool)
-class MemorySpool:
+class MemorySpool(Listeners):
     def __init__(self, clock=time.time):
         self._clock = clock
         self._lock = threading.RLock()
         self._messages = {}
-        self._listeners = []
         self._preferDeferred = False
 
     # -- receiving ----------------------------------------------------------
@@ -78,14 +76,7 @@ class MemorySpool:
     def _commit(self, queueId, envelope, data):
         with self._lock:
             self._messages[queueId] = _Record(INCOMING, envelope, data, self._clock())
-        for listener in self._listeners:
-            try:
-                listener(queueId)
-            except Exception:
-                _log.failure("spool listener failed")
-
-    def addListener(self, listener):
-        self._listeners.append(listener)
+        self._tell(queueId)  # ISpool.addListener
 
     def freeSpace(self):
         return None

@@ -43,6 +43,7 @@ from zope.interface import implementer
 
 from pymailer.envelope import Envelope
 from pymailer.fsutil import DirectorySync, writeDurably
+from pymailer.listeners import Listeners
 from pymailer.interfaces import ISpool, ISpoolWriter
 from pymailer.queue.model import (  # noqa: F401 (the names this module had)
     ADMIN_BOUNCE, STATES, Claim, MessageBusy,
@@ -101,7 +102,7 @@ class SpoolWriter:
         writeDurably(path, envelope.toJSON())
         self.spool._stateSync["incoming"].sync()
         self._close()
-        self.spool._committed(self.queueId)
+        self.spool._tell(self.queueId)  # ISpool.addListener
 
     def openData(self):
         """Blocking: flush, and open what was written for reading."""
@@ -128,7 +129,7 @@ class SpoolWriter:
 
 
 @implementer(ISpool)
-class Spool:
+class Spool(Listeners):
     def __init__(self, root):
         self.root = os.fspath(root)
         # Which of new and deferred mail L{claimDue} looks at first: each
@@ -140,21 +141,6 @@ class Spool:
         self._stateSync = {
             state: DirectorySync(os.path.join(self.root, state)) for state in STATES
         }
-        self._listeners = []
-
-    def addListener(self, listener):
-        """
-        Call C{listener(queueId)} after each message is committed, whoever
-        committed it (SMTP, a forward, a report), in the committing thread.
-        """
-        self._listeners.append(listener)
-
-    def _committed(self, queueId):
-        for listener in self._listeners:
-            try:
-                listener(queueId)
-            except Exception:
-                _log.failure("spool listener failed")
 
     def dataPath(self, queueId):
         return os.path.join(self.root, "data", queueId)

@@ -53,6 +53,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from pymailer.envelope import Envelope
+from pymailer.listeners import Listeners
 from pymailer.interfaces import ISpool, ISpoolWriter
 from pymailer.queue.model import (
     ACTIVE, ADMIN_BOUNCE, CORRUPT, DEFERRED, HOLD, INCOMING, STATES, Claim,
@@ -118,7 +119,7 @@ class PostgreSQLWriter:
                     copy.write_row((self.queueId, seq, chunk))
                     seq += 1
         self._close()
-        self.spool._committed(self.queueId)
+        self.spool._tell(self.queueId)  # ISpool.addListener
 
     def abort(self):
         self._close()
@@ -142,7 +143,7 @@ class PostgreSQLWriter:
 
 
 @implementer(ISpool)
-class PostgreSQLSpool:
+class PostgreSQLSpool(Listeners):
     """
     @param pool: a psycopg_pool C{ConnectionPool} on a database with the
         schema (L{pymailer.pg.schema}); shared, not closed here.
@@ -158,7 +159,6 @@ class PostgreSQLSpool:
         self.lease = lease
         self.clock = clock
         self.claimer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._listeners = []
         self._preferDeferred = False
         # Queue ids claimed and not yet completed, rescheduled or released:
         # while there are any, the renewer keeps their leases.
@@ -174,16 +174,6 @@ class PostgreSQLSpool:
 
     def inject(self, source, **envelopeFields):
         return injectMessage(self, source, envelopeFields)
-
-    def addListener(self, listener):
-        self._listeners.append(listener)
-
-    def _committed(self, queueId):
-        for listener in self._listeners:
-            try:
-                listener(queueId)
-            except Exception:
-                _log.failure("spool listener failed")
 
     def freeSpace(self):
         # The database's disk is the database administrator's business.

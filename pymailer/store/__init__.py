@@ -11,9 +11,7 @@ import secrets
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from twisted.logger import Logger
-
-log = Logger()
+from pymailer import listeners
 
 __all__ = [
     "INBOX", "SPECIAL_USE", "SPECIAL_USES", "ImportedMessage", "KeywordLimit", "MailboxGone", "MailboxNameTooLong",
@@ -158,31 +156,14 @@ def renameMoves(names, old, new, canonical):
     return moves
 
 
-class Listeners:
+class Listeners(listeners.Listeners):
     """
     The listener half of L{pymailer.interfaces.IMailStore}, for backends to
     inherit: C{_notify(user, mailboxName)} after each change.
     """
 
-    def addListener(self, listener):
-        self._listeners = getattr(self, "_listeners", ()) + (listener,)
-
-    def removeListener(self, listener):
-        listeners = list(self._listeners)
-        listeners.remove(listener)
-        self._listeners = tuple(listeners)
-
     def _notify(self, user, mailboxName):
-        # A tuple replaced on change: pool threads notify while the reactor
-        # adds or removes listeners.
-        for listener in getattr(self, "_listeners", ()):
-            try:
-                listener(user, mailboxName)
-            except Exception:
-                log.failure(
-                    "Mailbox listener {listener!r} failed: {user} {mailbox}",
-                    listener=listener, user=user, mailbox=mailboxName,
-                )
+        self._tell(user, mailboxName)
 
 
 class MessageInfo(NamedTuple):
