@@ -158,6 +158,16 @@ class TestHTML:
         # title, h1, notice, attribute, cell, the logout form's token
         assert out.count(str(esc(hostile))) == 6
 
+    def test_pagesFitAPhone(self):
+        """
+        Every page tells a phone to lay it out at the phone's own width:
+        otherwise phones show the webmail and the account pages shrunk to
+        a desktop's width (found by a fresh-clone trial: the viewport meta
+        element had lost its content attribute).
+        """
+        out = page("Inbox", element("p", "x")).decode()
+        assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in out
+
 
 class SQLLikeSpool:
     """

@@ -115,7 +115,7 @@ def page(title, content, csrf=None, current=None, notice=None, nav=(), styles=()
     parts.append(element("main", join(body)))
     head = join([element("meta", charset="utf-8"),
                  # Phones lay the page out at their own width, not a desktop's.
-                 element("meta", name="viewport", content="width=device-width, initial-scale=1"),
+                 element("meta", name="viewport", content_="width=device-width, initial-scale=1"),
                  element("title", f"{title} - pymailer"),
                  element("link", rel="stylesheet", href=STYLE_PATH)]
                 + [element("link", rel="stylesheet", href=path) for path in styles])
