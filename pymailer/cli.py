@@ -180,14 +180,19 @@ def cmdUserPasswd(args, config, out):
 def cmdUserQuota(args, config, out):
     directory = openDirectory(config)
     address = normaliseAddress(args.address)
-    if args.size.strip().lower() == "none":
+    if args.size is None:  # show it
+        if not directory.hasUser(address):
+            raise CommandError(f"no such user: {address}")
+        limit = directory.quota(address)
+    elif args.size.strip().lower() == "none":
         limit = None
     else:
         try:
             limit = parseSize(args.size)
         except ValueError as e:
             raise CommandError(str(e)) from None
-    directory.setQuota(address, limit)
+    if args.size is not None:
+        directory.setQuota(address, limit)
     used = formatSize(openStore(config).usage(address))
     state = "no limit" if limit is None else f"a limit of {formatSize(limit)}"
     print(f"{address} has {state} ({used} used)", file=out)
@@ -603,8 +608,9 @@ def buildParser() -> argparse.ArgumentParser:
     p = actions.add_parser(
         "quota", help="limit the storage a user's mail may take (IMAP QUOTA; SMTP 452 when full)")
     p.add_argument("address")
-    p.add_argument("size", metavar="SIZE",
-                   help="500M, 2G, 100K, a number of octets, or 'none' for no limit")
+    p.add_argument("size", metavar="SIZE", nargs="?",
+                   help="500M, 2G, 100K, a number of octets, or 'none' for no limit;"
+                        " left out: show the limit and the storage used")
     p.set_defaults(func=cmdUserQuota)
     p = actions.add_parser("list", help="list users, with their storage used and quota")
     p.add_argument("--domain", help="only users of this domain")

@@ -183,6 +183,8 @@ class TestUser:
         store = openStore(configModule.load(conf))
         store.deliver("bob@example.org", b"", _io.BytesIO(b"x" * 2048))
         assert run("user", "list")[1] == "bob@example.org (admin, 2.0 KiB of 500.0 MiB used)\n"
+        assert run("user", "quota", "bob@example.org") == (
+            0, "bob@example.org has a limit of 500.0 MiB (2.0 KiB used)\n", "")
         directory = SQLiteAccountDirectory(database(conf))
         try:
             assert directory.quota("bob@example.org") == 500 * 1024 * 1024
@@ -194,6 +196,8 @@ class TestUser:
         code, _, err = run("user", "quota", "bob@example.org", "lots")
         assert code == 1 and "not a size: 'lots'" in oneLineError(err)
         code, _, err = run("user", "quota", "carol@example.org", "1G")
+        assert code == 1 and "no such user: carol@example.org" in oneLineError(err)
+        code, _, err = run("user", "quota", "carol@example.org")
         assert code == 1 and "no such user: carol@example.org" in oneLineError(err)
 
     def test_disableEnable(self, run, conf):
