@@ -91,6 +91,7 @@ class Parts:
     resolver: object = None  # the server's DNS resolver (the web admin's DNS page)
     events: object = None  # records mail and login events (metrics, monitoring)
     monitoring: object = None  # the persistent counters and recent events (admin page)
+    spamDB: object = None  # the spam classifier's state (the account page's training)
 
 
 def buildSMTP(role, parts):
@@ -311,7 +312,7 @@ def buildServer(config, reactor=None, worker=None):
     notifier = ChangeNotifier(store, reactor, pool)
     notifier.setServiceParent(top)
     parts = Parts(config, reactor, pool, portal, guard, tls, store, directory,
-                  notifier, policy, registry, spool, resolver, events, monitoring)
+                  notifier, policy, registry, spool, resolver, events, monitoring, spamDB)
     for interface, build in AVATAR_BUILDERS.items():
         realm.avatarFactories[interface] = build(parts)
 

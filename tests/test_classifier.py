@@ -144,6 +144,29 @@ def testTrainOnceAndRetrainByDigest(tmp_path):
     assert db.totals("bob@example.org") == (0, 0)
 
 
+def testUserForgetsASenderAndResetsTraining(tmp_path):
+    """
+    The account page's corrections: a sender forgotten loses its reputation
+    (only that one, only for that user), and a reset forgets all the user
+    trained; otherwise a wrong verdict learnt could never be undone, or one
+    user's reset would wipe another's filter.
+    """
+    db = ClassifierDB(tmp_path / "c.sqlite")
+    other = "bob@example.org"
+    m = mail(body="buy cheap pills")
+    for user in (USER, other):
+        db.train(user, digest(m), tokenize(m), SPAM)
+        db.recordSender(user, [("address", "shop@example.net"), ("ip", "192.0.2.7")], SPAM)
+    db.recordSender(USER, [("address", "shop@example.net")], HAM)
+    assert db.senders(USER) == [("address", "shop@example.net", 1, 1), ("ip", "192.0.2.7", 1, 0)]
+    db.forgetSender(USER, "address", "shop@example.net")
+    assert db.senders(USER) == [("ip", "192.0.2.7", 1, 0)]
+    db.resetTraining(USER)
+    assert (db.totals(USER), db.senders(USER), db.counts(USER, ["pills"])) == ((0, 0), [], {})
+    assert db.train(USER, digest(m), tokenize(m), SPAM) is None  # trained anew, not "already"
+    assert db.totals(other) == (1, 0) and len(db.senders(other)) == 2
+
+
 def testUntrainedFilterJudgesNothing(tmp_path):
     """A user who trained fewer than min_training of each gets no verdict at all."""
     db = ClassifierDB(tmp_path / "c.sqlite")

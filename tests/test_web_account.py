@@ -132,6 +132,40 @@ def test_forwardingKeepsACopy(webServer):
     assert webServer.admin("alias", "list").stdout.count("bob@") == 0
 
 
+def test_userSeesAndCorrectsTheSpamFilter(webServer):
+    """
+    The account page shows what the user's spam filter learnt (trained
+    message counts, senders judged), forgets one sender and resets all of
+    it, each only with the form's token; otherwise a user could not see
+    or undo a wrong lesson (issue 16's "see and correct the training").
+    """
+    from pymailer.spam.db import SPAM, ClassifierDB, dbPath
+
+    db = ClassifierDB(dbPath(webServer.dataDir))
+    db.train(BOB, "digest-1", ["cheap", "pills"], SPAM)
+    db.recordSender(BOB, [("address", "shop@example.net"), ("ip", "192.0.2.7")], SPAM)
+    client = Client(base(webServer))
+    assert client.logIn(BOB)[0] == 303
+    page = client.request("/account/")[2]
+    assert "Trained on 1 spam and 0 legitimate messages." in page
+    assert 'value="shop@example.net"' in page and "192.0.2.7" in page
+    forget = {"kind": "address", "value": "shop@example.net"}
+    assert client.request("/account/spam/forget", forget)[0] == 403  # no token
+    assert db.senders(BOB) != [("ip", "192.0.2.7", 1, 0)]
+    token = client.csrf("/account/")
+    status, headers, _ = client.request("/account/spam/forget", {"csrf": token, **forget})
+    assert (status, headers["Location"]) == (303, "/account/")
+    page = client.request("/account/")[2]
+    assert "forgot what it knew of shop@example.net" in page
+    assert 'value="shop@example.net"' not in page  # its row and Forget button gone
+    assert db.senders(BOB) == [("ip", "192.0.2.7", 1, 0)]
+    assert client.request("/account/spam/reset", {"csrf": token})[0] == 303
+    page = client.request("/account/")[2]
+    assert "Trained on 0 spam and 0 legitimate messages." in page
+    assert "It knows no senders yet." in page
+    assert db.totals(BOB) == (0, 0)
+
+
 def test_appleProfile(webServer):
     """
     A logged-in user downloads their Apple configuration profile: a plist

@@ -135,7 +135,34 @@ class ClassifierDB:
                 "SELECT user, spam, ham FROM totals ORDER BY user").fetchall()
         return [(user, *self.totals(user))]
 
+    def resetTraining(self, user):
+        """
+        Forget everything C{user}'s filter learnt: token counts, totals,
+        which messages it was trained on, sender reputation (the user's own
+        "start again"; the operator's verdict counters stay).
+        """
+        def work(db):
+            for table in ("tokens", "totals", "trained", "senders"):
+                # Table names from this tuple, never from input.
+                db.execute(f"DELETE FROM {table} WHERE user=?", (user,))
+
+        self._write(work)
+
     # Sender reputation
+
+    def senders(self, user, limit=50):
+        """
+        C{[(kind, value, spam, ham)]}: the senders C{user}'s past verdicts
+        know most about, most verdicts first.
+        """
+        return self._db().execute(
+            "SELECT kind, value, spam, ham FROM senders WHERE user=?"
+            " ORDER BY spam + ham DESC, kind, value LIMIT ?", (user, limit)).fetchall()
+
+    def forgetSender(self, user, kind, value):
+        """Drop one sender's reputation for C{user} (a wrong verdict learnt)."""
+        self._write(lambda db: db.execute(
+            "DELETE FROM senders WHERE user=? AND kind=? AND value=?", (user, kind, value)))
 
     def senderHistory(self, user, keys):
         """C{{(kind, value): (spam, ham)}} of past verdicts for C{user}."""

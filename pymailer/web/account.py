@@ -71,6 +71,7 @@ class AccountApp:
             return refused
         mailboxes, (targets, keepCopy), isAdmin = yield admin.inThread(
             self.ops.account, session.user)
+        (spam, ham), senders = yield admin.inThread(self.ops.spamTraining, session.user)
         csrf = session.csrf
         total = sum(size for _, _, size in mailboxes)
         content = join([
@@ -105,11 +106,28 @@ class AccountApp:
                         element("input", type="checkbox", name="keep", value="1",
                                 checked=keepCopy), " keep a copy in this mailbox"]))]),
                      "Save forwarding")])),
+            _spamFilter(csrf, spam, ham, senders),
         ])
         return admin.answer(request, "My account", content, session=session,
                             current=ACCOUNT_PATH,
                             nav=WEBMAIL_NAV + ((ACCOUNT_PATH, "My account"),)
                             + (ADMIN_NAV if isAdmin else ()))
+
+    @app.route("/account/spam/forget", methods=["POST"])
+    def forgetSender(self, request):
+        kind, value = _arg(request, "kind"), _arg(request, "value")
+        return self.admin.postAction(
+            request, ACCOUNT_PATH,
+            lambda session: self.admin.inThread(
+                self.ops.forgetSender, session.user, kind, value),
+            admin=False)
+
+    @app.route("/account/spam/reset", methods=["POST"])
+    def resetSpamTraining(self, request):
+        return self.admin.postAction(
+            request, ACCOUNT_PATH,
+            lambda session: self.admin.inThread(self.ops.resetSpamTraining, session.user),
+            admin=False)
 
     @app.route("/account/apple.mobileconfig", methods=["GET"])
     @defer.inlineCallbacks
@@ -147,3 +165,31 @@ class AccountApp:
             lambda session: self.admin.inThread(self.ops.setForwarding, session.user, targets,
                                                 keepCopy),
             admin=False)
+
+
+# How the account page names a sender the filter knows (pymailer.policy.classifier.senderKeys).
+SENDER_KINDS = {"address": "Address (SPF or DKIM passed)", "dkim": "DKIM domain",
+                "ip": "Sending server"}
+
+
+def _spamFilter(csrf, spam, ham, senders):
+    """
+    The account page's spam filter section: what it was trained on (moving
+    mail into and out of Junk trains it), the senders it judges by past
+    verdicts, each with a button to forget it, and a reset.
+    """
+    rows = [[SENDER_KINDS.get(kind, kind), value, s, h,
+             form(ACCOUNT_PATH + "spam/forget", csrf,
+                  join([element("input", type="hidden", name="kind", value=kind),
+                        element("input", type="hidden", name="value", value=value)]),
+                  "Forget", class_="inline")]
+            for kind, value, s, h in senders]
+    return element("fieldset", join([
+        element("legend", "Spam filter"),
+        element("p", f"Trained on {spam} spam and {ham} legitimate messages. "
+                     "Move mail into Junk to teach it spam, and out of Junk to teach it "
+                     "what is not."),
+        table(["Sender", "", "Judged spam", "Judged legitimate", ""], rows) if rows
+        else element("p", "It knows no senders yet."),
+        form(ACCOUNT_PATH + "spam/reset", csrf, "", "Reset the spam filter's training"),
+    ]))

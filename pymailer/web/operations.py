@@ -67,6 +67,7 @@ class Operations:
         self.directory = parts.directory
         self.store = parts.store
         self.spool = parts.spool
+        self.spamDB = parts.spamDB
 
     # -- domains ----------------------------------------------------------------
 
@@ -201,6 +202,25 @@ class Operations:
         """C{(mailboxes, (forwardingTargets, keepCopy), isAdmin)} of C{user}."""
         return (self.mailboxes(user), self.directory.forwarding(user),
                 self.directory.isAdmin(user))
+
+    def spamTraining(self, user):
+        """
+        C{((spam, ham), senders)}: how many messages C{user}'s spam filter
+        was trained on, and the senders it knows (L{ClassifierDB.senders}).
+        """
+        if self.spamDB is None:
+            return (0, 0), []
+        return self.spamDB.totals(user), self.spamDB.senders(user)
+
+    def forgetSender(self, user, kind, value):
+        if self.spamDB is not None:
+            self.spamDB.forgetSender(user, kind, value)
+        return f"The filter forgot what it knew of {value}."
+
+    def resetSpamTraining(self, user):
+        if self.spamDB is not None:
+            self.spamDB.resetTraining(user)
+        return "The spam filter starts again from nothing."
 
     def setForwarding(self, user, targets, keepCopy):
         self.directory.setForwarding(user, targets, keepCopy)
