@@ -193,7 +193,7 @@ def renderMessagePage(entry, data=b"Subject: stuck\r\nFrom: <bob@example.com>\r\
     parts = types.SimpleNamespace(
         reactor=ClockReactor(), threadpool=SynchronousThreadPool(), portal=None, guard=None,
         directory=None, store=None, spool=SQLLikeSpool(entry, data), config=None,
-        resolver=None)
+        resolver=None, spamDB=None)
     pages = AdminApp(parts, sessions=object())
     rendered = []
     pages._message(types.SimpleNamespace(csrf="token"), entry.queueId).addCallback(
