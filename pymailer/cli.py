@@ -510,7 +510,7 @@ def cmdBackup(args, config, out):
                            " back it up with PostgreSQL's tools (pg_dump, or continuous"
                            " archiving)")
     store = openStore(config)
-    if not hasattr(store, "backup"):
+    if getattr(store, "backup", None) is None:
         raise CommandError(f'[storage] backend = "{config.storage.backend}" has no backup:'
                            " copy data_dir/mail with the server stopped, or use"
                            " pymailer export")

@@ -25,6 +25,7 @@ not be shared between threads.  All methods are blocking.
 
 from __future__ import annotations
 
+import abc
 import os
 import sqlite3
 import threading
@@ -193,7 +194,7 @@ def checkMailboxName(address, what="address"):
 # --- the directory ---------------------------------------------------------
 
 @implementer(IAccountDirectory)
-class SQLAccountDirectory:
+class SQLAccountDirectory(abc.ABC):
     """
     L{IAccountDirectory} in SQL: the rules, checks and queries every
     database backend shares.  A subclass connects: L{_one} and L{_rows}
@@ -203,14 +204,15 @@ class SQLAccountDirectory:
     C{?} placeholders and portable to SQLite and PostgreSQL.
     """
 
+    @abc.abstractmethod
     def _one(self, sql, *args):
         """The first row of a query, or C{None}."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _rows(self, sql, *args):
         """Every row of a query, as a C{list}."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _write(self):
         """
         A context manager giving a handle with C{execute(sql, args)}
@@ -218,7 +220,6 @@ class SQLAccountDirectory:
         C{executemany(sql, rows)}; committed at the end, rolled back on an
         exception.
         """
-        raise NotImplementedError
 
     def close(self):
         """Release connections (at shutdown, when no thread uses this)."""

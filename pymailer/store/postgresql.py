@@ -472,9 +472,9 @@ class PostgreSQLStore(SQLiteStore):
     def newAppendSpool(self):
         return tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
 
-    def backup(self, directory):
-        raise NotImplementedError("back up the PostgreSQL database with pg_dump or its"
-                                  " replication, not pymailer")
+    # No file backup of ours: the mail is in the database, which PostgreSQL's
+    # own tools back up (pg_dump, continuous archiving; see cli.cmdBackup).
+    backup = None
 
     # -- other nodes' changes (IExternalChanges) ------------------------------
 
