@@ -19,8 +19,8 @@ from pymailer.envelope import Envelope
 from pymailer.listeners import Listeners
 from pymailer.interfaces import ISpool, ISpoolWriter
 from pymailer.queue.model import (
-    ACTIVE, ADMIN_BOUNCE, CORRUPT, DEFERRED, HOLD, INCOMING, STATES, Claim,
-    MessageBusy, NoSuchMessage, QueueEntry, WrongState, bouncedEnvelope,
+    ACTIVE, ADMIN_BOUNCE, DEFERRED, HOLD, INCOMING, STATES, Claim,
+    MessageBusy, NoSuchMessage, QueueEntry, WrongState, adminBounce,
     injectMessage, interleave, isQueueId, newQueueId,
 )
 
@@ -230,9 +230,7 @@ class MemorySpool(Listeners):
         reason = ADMIN_BOUNCE if reason is None else reason
         with self._lock:
             record = self._unclaimed(queueId)
-            if record.state == CORRUPT:
-                raise WrongState(f"{queueId}: the envelope is corrupt (only delete applies)")
-            record.envelope = bouncedEnvelope(queueId, record.envelope, reason)
+            record.envelope = adminBounce(queueId, record.state, lambda: record.envelope, reason)
             record.state = DEFERRED
             record.nextAttempt = self._clock() if now is None else now
             return record.envelope

@@ -156,6 +156,28 @@ def bouncedEnvelope(queueId, envelope, reason):
     )
 
 
+def refuseCorrupt(queueId, state):
+    """Only delete applies to a message whose envelope is corrupt."""
+    if state == CORRUPT:
+        raise WrongState(f"{queueId}: the envelope is corrupt (only delete applies)")
+
+
+def adminBounce(queueId, state, readEnvelope, reason):
+    """
+    The envelope an administrator's bounce leaves (L{bouncedEnvelope}), for
+    every spool: C{readEnvelope()} gives the stored one, raising
+    C{ValueError}, C{TypeError} or C{KeyError} when it cannot be read.
+
+    @raise WrongState: corrupt, unreadable, or no recipient is pending.
+    """
+    refuseCorrupt(queueId, state)
+    try:
+        envelope = readEnvelope()
+    except (ValueError, TypeError, KeyError):
+        raise WrongState(f"{queueId}: the envelope cannot be read") from None
+    return bouncedEnvelope(queueId, envelope, reason)
+
+
 def injectMessage(spool, source, envelopeFields):
     """
     L{ISpool.inject} in terms of L{ISpool.newMessage}: copy the binary file

@@ -47,7 +47,8 @@ from pymailer.listeners import Listeners
 from pymailer.interfaces import ISpool, ISpoolWriter
 from pymailer.queue.model import (  # noqa: F401 (the names this module had)
     ADMIN_BOUNCE, STATES, Claim, MessageBusy,
-    NoSuchMessage, QueueEntry, QueueError, WrongState, bouncedEnvelope,
+    NoSuchMessage, QueueEntry, QueueError, WrongState, adminBounce, bouncedEnvelope,
+    refuseCorrupt,
     injectMessage, interleave, isQueueId, newQueueId,
 )
 
@@ -445,8 +446,7 @@ class Spool(Listeners):
         with self._locked(queueId) as (state, fd):
             if state == "hold":
                 raise WrongState(f"{queueId}: already on hold")
-            if state == "corrupt":
-                raise WrongState(f"{queueId}: the envelope is corrupt (only delete applies)")
+            refuseCorrupt(queueId, state)
             os.rename(self.envelopePath(state, queueId), self.envelopePath("hold", queueId))
             self._stateSync["hold"].sync()
             self._stateSync[state].sync()
@@ -530,13 +530,7 @@ class Spool(Listeners):
         now = time.time() if now is None else now
         reason = ADMIN_BOUNCE if reason is None else reason
         with self._locked(queueId) as (state, fd):
-            if state == "corrupt":
-                raise WrongState(f"{queueId}: the envelope is corrupt (only delete applies)")
-            try:
-                envelope = self._readEnvelope(fd)
-            except (ValueError, TypeError, KeyError):
-                raise WrongState(f"{queueId}: the envelope cannot be read") from None
-            envelope = bouncedEnvelope(queueId, envelope, reason)
+            envelope = adminBounce(queueId, state, lambda: self._readEnvelope(fd), reason)
             target = self.envelopePath("deferred", queueId)
             if state != "deferred":
                 # Still under our lock: a crash after this rename leaves the

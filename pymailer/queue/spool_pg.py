@@ -58,7 +58,8 @@ from pymailer.interfaces import ISpool, ISpoolWriter
 from pymailer.queue.model import (
     ACTIVE, ADMIN_BOUNCE, CORRUPT, DEFERRED, HOLD, INCOMING, STATES, Claim,
     MessageBusy, NoSuchMessage, QueueEntry, QueueError, WrongState,
-    bouncedEnvelope, injectMessage, interleave, isQueueId, newQueueId,
+    adminBounce, injectMessage, interleave, isQueueId, newQueueId,
+    refuseCorrupt,
 )
 
 _log = Logger()
@@ -436,8 +437,7 @@ class PostgreSQLSpool(Listeners):
             state, _ = self._unclaimed(db, queueId)
             if state == HOLD:
                 raise WrongState(f"{queueId}: already on hold")
-            if state == CORRUPT:
-                raise WrongState(f"{queueId}: the envelope is corrupt (only delete applies)")
+            refuseCorrupt(queueId, state)
             self._setState(db, queueId, HOLD, self.clock())
         return state
 
@@ -477,12 +477,6 @@ class PostgreSQLSpool(Listeners):
         reason = ADMIN_BOUNCE if reason is None else reason
         with self.pool.connection() as db, db.transaction():
             state, raw = self._unclaimed(db, queueId)
-            if state == CORRUPT:
-                raise WrongState(f"{queueId}: the envelope is corrupt (only delete applies)")
-            try:
-                envelope = Envelope.fromJSON(raw)
-            except (ValueError, TypeError, KeyError):
-                raise WrongState(f"{queueId}: the envelope cannot be read") from None
-            envelope = bouncedEnvelope(queueId, envelope, reason)
+            envelope = adminBounce(queueId, state, lambda: Envelope.fromJSON(raw), reason)
             self._setState(db, queueId, DEFERRED, now, envelope.toJSON())
         return envelope
