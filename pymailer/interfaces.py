@@ -252,6 +252,18 @@ class IMailStore(Interface):
         @return: octets (C{int}).
         """
 
+    def mailboxCounts(user):
+        """
+        How many messages each mailbox of C{user} holds and how many of
+        them are not C{\\Seen} (IMAP STATUS MESSAGES and UNSEEN, RFC 3501
+        6.3.10), for every mailbox at once: one aggregate query over the
+        index (for Maildir, a scan of the file names), never a read of the
+        messages, so a folder list can show unread counts on every page.
+
+        @return: C{{name: (messages, unseen)}} for the mailboxes
+            L{listMailboxes} gives.
+        """
+
     def subscriptions(user):
         """
         @return: the C{set} of mailbox names C{user} subscribed to

@@ -606,6 +606,27 @@ class StoreContract:
         deliver(store, b"other", user=OTHER)
         assert store.usage(USER) == 11 and store.usage(OTHER) == 5
 
+    def test_mailboxCounts(self, store):
+        """If this fails, the webmail's folder list shows wrong unread
+        counts: every mailbox is counted (empty ones as 0, 0), a message
+        is unread until \\Seen is set, and another user's mail never
+        counts."""
+        deliver(store, b"one")
+        deliver(store, b"two")
+        store.createMailbox(USER, "Work/Deep")
+        box = store.mailbox(USER)
+        box.storeFlags([1], "add", ["\\Seen", "\\Flagged"])
+        box.copy([1, 2], store.mailbox(USER, "Work/Deep"))
+        store.mailbox(USER, "Work/Deep").storeFlags([2], "add", ["\\Answered", "seenit"])
+        deliver(store, b"other", user=OTHER)
+        counts = store.mailboxCounts(USER)
+        assert set(counts) == set(store.listMailboxes(USER))
+        assert counts["INBOX"] == (2, 1) and counts["Work/Deep"] == (2, 1)
+        assert all(counts[name] == (0, 0) for name in counts if name not in ("INBOX", "Work/Deep"))
+        box.storeFlags([2], "add", ["\\Seen"])
+        assert self.reopen(store).mailboxCounts(USER)["INBOX"] == (2, 0)
+        assert store.mailboxCounts(OTHER)["INBOX"] == (1, 1)
+
     # -- subscriptions, maildrop lock, spool ----------------------------------
 
     def test_subscriptions(self, store):

@@ -483,6 +483,19 @@ class MaildirStore(Listeners):
                         pass  # expunged, or renamed by a flag change and seen again
         return total
 
+    def mailboxCounts(self, user):
+        # The file names say it all (RFC-less Maildir convention: new/ is
+        # unseen, cur/ names carry ":2,S" once seen): a scan of the
+        # directories, no file opened.
+        counts = {}
+        for name in self.listMailboxes(user):
+            folder = self._resolve(user, name)[1]
+            new = _listNames(folder / "new")
+            cur = _listNames(folder / "cur")
+            unseen = len(new) + sum("S" not in _infoLetters(n) for n in cur)
+            counts[name] = (len(new) + len(cur), unseen)
+        return counts
+
     # -- subscriptions, maildrop lock, spools ------------------------------
 
     def _subscriptionsPath(self, user):

@@ -201,6 +201,12 @@ class MemoryStore(Listeners):
             boxes = account.boxes.values() if account is not None else ()
             return sum(len(m.data) for box in boxes for m in box.messages.values())
 
+    def mailboxCounts(self, user):
+        with self._lock:
+            return {name: (len(box.messages),
+                           sum("\\Seen" not in m.system for m in box.messages.values()))
+                    for name, box in self._account(user).boxes.items()}
+
     # -- subscriptions, maildrop lock, spools ------------------------------
 
     def subscriptions(self, user):

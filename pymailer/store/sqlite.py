@@ -684,6 +684,20 @@ class SQLiteStore(Listeners):
             " JOIN messages m ON m.mailboxId = b.id WHERE u.name = ?", (user,)).fetchone()
         return row[0]
 
+    def mailboxCounts(self, user):
+        # One aggregate over the user's mailboxes and their rows' system
+        # flags (space-separated names; no other system flag contains
+        # "\\Seen"); ESCAPE names a character that is not the backslash,
+        # which PostgreSQL's LIKE would take as its escape.
+        self._userId(user)  # makes the account, as listMailboxes does
+        rows = self._read(
+            "SELECT b.name, count(m.uid),"
+            " count(CASE WHEN m.system NOT LIKE ? ESCAPE '!' THEN 1 END)"
+            " FROM users u JOIN mailboxes b ON b.userId = u.id"
+            " LEFT JOIN messages m ON m.mailboxId = b.id WHERE u.name = ?"
+            " GROUP BY b.name", ("%\\Seen%", user)).fetchall()
+        return {name: (total, unseen) for name, total, unseen in rows}
+
     # -- subscriptions, maildrop lock, spools ------------------------------
 
     def subscriptions(self, user):
