@@ -25,6 +25,7 @@ escaped (L{pymailer.web.html}), the body sanitised
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from urllib.parse import quote, urlencode
 
@@ -35,7 +36,9 @@ from pymailer.sizes import formatSize
 from pymailer.web.account import AccountApp
 from pymailer.web.admin import ACCOUNT_PATH, _arg
 from pymailer.web.html import CONTENT_SECURITY_POLICY, element, join
-from pymailer.web.webmail.mailbox import ACTIONS, ANSWERED, FLAGGED, SEEN, Webmail
+from pymailer.web.webmail import organise, script
+from pymailer.web.webmail.folders import EMPTIED_USES, pageState
+from pymailer.web.webmail.mailbox import ACTIONS, ANSWERED, FLAGGED, JUNK, SEEN, Webmail
 
 # Routes under this prefix go to this module (pymailer.web.app.Paths).
 PREFIX = b"/webmail/"
@@ -46,6 +49,9 @@ NOT_FOUND = "No such folder or message."
 # The message page may frame its body (from our own origin) and nothing
 # else; the rest as for every page of ours.
 PAGE_POLICY = CONTENT_SECURITY_POLICY + b"; frame-src 'self'"
+# Pages that load our script (pymailer.web.webmail.script): that one
+# script element only (its nonce), and its polls of our own URLs.
+SCRIPT_POLICY = PAGE_POLICY + b"; script-src 'nonce-%s'; connect-src 'self'"
 # The body frame: no script, no form, inline style only, images only from
 # inside the message (data:, cid:) -- or from anywhere when asked.  The CSP
 # sandbox keeps it script-less even if opened as a page of its own; popups
@@ -86,7 +92,19 @@ dl.headers dt { font-weight: bold; } dl.headers dd { margin: 0; overflow-wrap: a
 iframe.body { width: 100%; height: 70vh; border: 1px solid #ccd; background: #fff;
               box-sizing: border-box; }
 .attachments a { overflow-wrap: anywhere; }
+.folders a.drop-target { outline: 2px dashed #234; }
+.folders .manage { margin-top: .6em; font-size: .9em; }
+form.search { display: flex; flex-wrap: wrap; gap: .3em; margin: 0 0 .5em; }
+form.search input[type=search] { flex: 1 1 12em; min-width: 0; }
+#live { background: #ffd; border: 1px solid #cc9; padding: .3em .5em; }
+table.manage { border-collapse: collapse; width: 100%; }
+table.manage td, table.manage th { padding: .3em; border-top: 1px solid #ccd; text-align: left;
+                                   vertical-align: top; }
+table.manage form { display: flex; flex-wrap: wrap; gap: .3em; }
+table.manage input[type=text] { min-width: 0; flex: 1 1 8em; }
 @media (max-width: 40em) {
+  table.manage, table.manage tbody, table.manage tr, table.manage td { display: block; }
+  table.manage tr:first-child { display: none; }
   main { padding: .5em; }
   header { flex-wrap: wrap; gap: .6em; padding: .5em; }
   .webmail { flex-direction: column; gap: .5em; }
@@ -168,10 +186,19 @@ class WebmailApp:
     # login page: as the account pages (it uses only self.admin).
     _user = AccountApp._user
 
-    def _answer(self, request, title, content, session, code=200):
+    def _answer(self, request, title, content, session, code=200, withScript=False):
+        """
+        A page of the webmail; C{withScript}: with our script
+        (L{pymailer.web.webmail.script}), allowed by this response's nonce.
+        """
+        policy = PAGE_POLICY
+        if withScript:
+            nonce = secrets.token_urlsafe(18)
+            content = join([content, element("script", "", src=script.PATH, nonce=nonce)])
+            policy = SCRIPT_POLICY % nonce.encode("ascii")
         page = self.admin.answer(request, title, content, code=code, session=session,
                                  current=HOME, nav=NAV, styles=(STYLE_PATH,))
-        request.setHeader(b"Content-Security-Policy", PAGE_POLICY)
+        request.setHeader(b"Content-Security-Policy", policy)
         return page
 
     def _notFound(self, request, session):
@@ -206,22 +233,25 @@ class WebmailApp:
             count = element("span", unread, class_="unread-count",
                             title=f"{unread} unread") if unread else ""
             items.append(element("li", join([
-                element("a", name, href=folderURL(name),
+                element("a", name, data_folder=name, href=folderURL(name),
                         class_="current" if name == current else None), count])))
-        return element("nav", element("ul", join(items)), class_="folders",
-                       aria_label="Folders")
+        return element("nav", join([
+            element("ul", join(items)),
+            element("p", element("a", "Manage folders", href=organise.FOLDERS_PATH),
+                    class_="manage")]), class_="folders", aria_label="Folders")
 
-    def _actions(self, csrf, name, folders, uids=(), back=None):
+    def _actions(self, csrf, name, folders, uids=(), back=None, inJunk=False):
         """The form's action buttons (and the hidden fields for one message)."""
         fields = [element("input", type="hidden", name="csrf", value=csrf),
                   element("input", type="hidden", name="name", value=name)]
         fields += [element("input", type="hidden", name="uid", value=uid) for uid in uids]
         if back is not None:
             fields.append(element("input", type="hidden", name="back", value=back))
+        spam = ("notspam", "Not spam") if inJunk else ("spam", "Spam")
         buttons = [element("button", label, type="submit", name="action", value=action)
                    for action, label in (("read", "Mark read"), ("unread", "Mark unread"),
                                          ("flag", "Flag"), ("unflag", "Unflag"),
-                                         ("delete", "Delete"))]
+                                         ("delete", "Delete"), spam)]
         targets = [element("option", other, value=other)
                    for other, _, _ in folders if other != name]
         move = join([element("select", join(targets), name="target", aria_label="Move to"),
@@ -249,31 +279,15 @@ class WebmailApp:
         name = name or _arg(request, "name")
         pageArg = _arg(request, "page")
         page = int(pageArg) if pageArg.isdigit() else 0
+        # The state first: a change after it makes the page's poll reload.
+        liveState, uses = yield self.admin.inThread(pageState, self.mail.store,
+                                                    session.user, name)
         folders = yield self.admin.inThread(self.mail.folders, session.user)
         try:
             shown = yield self.admin.inThread(self.mail.folderPage, session.user, name, page)
         except KeyError:
             return self._notFound(request, session)
-        rows = []
-        for row in shown.rows:
-            marks = [(mark, title) for mark, title, on in (
-                ("\u2605", "flagged", FLAGGED in row.flags),
-                ("\u21a9", "answered", ANSWERED in row.flags),
-                ("\U0001F4CE", "attachments", row.hasAttachments)) if on]
-            link = element("a", join([
-                element("span", row.sender or "(no sender)", class_="from"),
-                element("span", row.subject or "(no subject)", class_="subject"),
-                element("span", "".join(mark for mark, _ in marks), class_="marks",
-                        title=", ".join(title for _, title in marks) or None),
-                element("span", formatDate(row.date), class_="date"),
-                element("span", formatSize(row.size), class_="size")]),
-                href=messageURL(shown.name, row.uid))
-            box = element("input", type="checkbox", name="uid", value=row.uid,
-                          aria_label="Choose")
-            rows.append(element("li", join([box, link]),
-                                class_="unread" if SEEN not in row.flags else "read"))
-        listing = (element("ul", join(rows), class_="list") if rows
-                   else element("p", "No messages."))
+        listing = self._messageList(shown.name, shown.rows)
         paging = []
         if shown.page > 0:
             paging.append(element("a", "\u2190 Newer", href=folderURL(shown.name, shown.page - 1),
@@ -285,13 +299,43 @@ class WebmailApp:
                                   rel="next"))
         back = folderURL(shown.name, shown.page)
         form = element("form", join([
-            self._actions(session.csrf, shown.name, folders, back=back), listing]),
-            method="post", action=HOME + "action")
+            self._actions(session.csrf, shown.name, folders, back=back, inJunk=JUNK in uses),
+            listing]), method="post", action=HOME + "action", class_="message-actions")
+        tools = [organise.searchForm(shown.name)]
+        if uses & EMPTIED_USES and shown.total:
+            tools.append(organise.emptyForm(session.csrf, shown.name))
+        live = element("p", "This folder changed elsewhere: reload the page to see it.",
+                       id="live", hidden=True, data_state=liveState,
+                       data_url=organise.stateURL(shown.name))
         content = element("div", join([
             self._folderList(folders, shown.name),
-            element("section", join([form, element("div", join(paging), class_="paging")]),
+            element("section", join(tools + [live, form,
+                                             element("div", join(paging), class_="paging")]),
                     class_="messages")]), class_="webmail")
-        return self._answer(request, shown.name, content, session)
+        return self._answer(request, shown.name, content, session, withScript=True)
+
+    def _messageList(self, name, shown):
+        """The C{ul} of L{pymailer.web.webmail.mailbox.Row}s C{shown}, or "No messages"."""
+        rows = []
+        for row in shown:
+            marks = [(mark, title) for mark, title, on in (
+                ("\u2605", "flagged", FLAGGED in row.flags),
+                ("\u21a9", "answered", ANSWERED in row.flags),
+                ("\U0001F4CE", "attachments", row.hasAttachments)) if on]
+            link = element("a", join([
+                element("span", row.sender or "(no sender)", class_="from"),
+                element("span", row.subject or "(no subject)", class_="subject"),
+                element("span", "".join(mark for mark, _ in marks), class_="marks",
+                        title=", ".join(title for _, title in marks) or None),
+                element("span", formatDate(row.date), class_="date"),
+                element("span", formatSize(row.size), class_="size")]),
+                href=messageURL(name, row.uid))
+            box = element("input", type="checkbox", name="uid", value=row.uid,
+                          aria_label="Choose")
+            rows.append(element("li", join([box, link]), data_uid=row.uid,
+                                class_="unread" if SEEN not in row.flags else "read"))
+        return (element("ul", join(rows), class_="list") if rows
+                else element("p", "No messages."))
 
     @app.route("/webmail/message", methods=["GET"])
     @defer.inlineCallbacks
@@ -301,6 +345,7 @@ class WebmailApp:
         if session is None:
             return shown
         folders = yield self.admin.inThread(self.mail.folders, session.user)
+        uses = yield self.admin.inThread(self.mail.store.specialUses, session.user)
         subject = dict(shown.headers).get("Subject") or "(no subject)"
         headers = element("dl", join(join([element("dt", field), element("dd", value)])
                                      for field, value in shown.headers), class_="headers")
@@ -321,7 +366,8 @@ class WebmailApp:
                         href=messageURL(name, uid, remote="1"))]), class_="notice"))
         # The actions above the text: on a phone the frame fills the screen.
         parts.append(element("form", self._actions(session.csrf, name, folders, [uid],
-                                                   back=folderURL(name)),
+                                                   back=folderURL(name),
+                                                   inJunk=JUNK in uses.get(name, ())),
                              method="post", action=HOME + "action"))
         bodyURL = messageURL(name, uid, "body", **({"remote": "1"} if remote else {}))
         parts.append(element("iframe", "", src=bodyURL, sandbox=SANDBOX, class_="body",
@@ -380,4 +426,9 @@ class WebmailApp:
                                        target)
 
         return self.admin.postAction(request, back, act, admin=False)
+
+    # Search, folders, live updates, the script (pymailer.web.webmail.organise).
+    for _path, _methods, _route in organise.ROUTES:
+        app.route(_path, methods=_methods)(_route)
+    del _path, _methods, _route
 

@@ -17,6 +17,7 @@ an unknown charset gives replacement characters, never an exception.
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 import html
@@ -68,6 +69,11 @@ LINK_SCHEMES = ("http:", "https:", "mailto:")
 # Images inside the message: inline data, or a part of the message.
 LOCAL_IMAGE = re.compile(r"^\s*(data:image/|cid:)", re.IGNORECASE)
 REMOTE_IMAGE = re.compile(r"^\s*https?:", re.IGNORECASE)
+CID = re.compile(r"^\s*cid:\s*<?([^>\s]+)>?\s*$", re.IGNORECASE)
+# Images a cid: URL may name: inline as data: URLs (the frame's CSP allows
+# nothing else), up to this many octets in all for one message.
+INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+MAX_INLINE = 8 * 1024 * 1024
 
 # The body document's own style (allowed by its CSP's 'unsafe-inline').
 BODY_STYLE = ("body{font-family:system-ui,sans-serif;margin:.5em;overflow-wrap:anywhere;"
@@ -173,12 +179,36 @@ def attachmentPart(message, index):
     raise KeyError(index)
 
 
-def sanitise(markup, remote=False):
+def inlineImages(message):
+    """
+    C{{content id: data: URL}} of the message's image parts that carry a
+    Content-ID (RFC 2392: what a C{cid:} URL in its HTML names, as
+    multipart/related (RFC 2387) sends them), at most L{MAX_INLINE}
+    octets in all.
+    """
+    found, total = {}, 0
+    for part in message.walk():
+        if part.is_multipart() or part.get_content_type() not in INLINE_TYPES:
+            continue
+        contentId = str(part.get("Content-ID", "")).strip().strip("<>").strip()
+        if not contentId:
+            continue
+        payload = part.get_payload(decode=True) or b""
+        total += len(payload)
+        if total > MAX_INLINE:
+            break
+        found[contentId] = (f"data:{part.get_content_type()};base64,"
+                            + base64.b64encode(payload).decode("ascii"))
+    return found
+
+
+def sanitise(markup, remote=False, inline=None):
     """
     C{markup} (a sender's HTML) with only what L{TAGS}, L{ATTRIBUTES},
     L{URL_SCHEMES} and L{STYLE_PROPERTIES} allow; links open in a new
     browsing context without opener or referrer.  Remote images are left
-    out unless C{remote}.
+    out unless C{remote}; C{cid:} images are replaced by the data: URL of
+    C{inline} (L{inlineImages}), or left out.
 
     @return: C{(html, remoteBlocked)}.
     """
@@ -186,6 +216,9 @@ def sanitise(markup, remote=False):
 
     def keep(tag, attribute, value):
         if tag == "img" and attribute == "src":
+            cid = CID.match(value)
+            if cid is not None:
+                return (inline or {}).get(cid.group(1))
             if LOCAL_IMAGE.match(value):
                 return value
             if REMOTE_IMAGE.match(value):
@@ -220,7 +253,7 @@ def show(octets, remote=False):
     if body is None:
         fragment, blocked = "", 0
     elif body.get_content_subtype() == "html":
-        fragment, blocked = sanitise(_text(body), remote)
+        fragment, blocked = sanitise(_text(body), remote, inlineImages(message))
     else:
         fragment, blocked = f"<pre>{html.escape(_text(body))}</pre>", 0
     return Shown(headers(message), bodyDocument(fragment), blocked,

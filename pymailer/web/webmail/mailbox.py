@@ -25,13 +25,16 @@ SEEN = "\\Seen"
 FLAGGED = "\\Flagged"
 ANSWERED = "\\Answered"
 TRASH = "\\Trash"
+JUNK = "\\Junk"
+INBOX = "INBOX"
 # action name -> (storeFlags mode, flag)
 FLAG_ACTIONS = {
     "read": ("add", SEEN), "unread": ("remove", SEEN),
     "flag": ("add", FLAGGED), "unflag": ("remove", FLAGGED),
 }
-ACTIONS = tuple(FLAG_ACTIONS) + ("move", "delete")
+ACTIONS = tuple(FLAG_ACTIONS) + ("move", "delete", "spam", "notspam")
 NO_TRASH = "There is no Trash folder: create one (over IMAP) to delete messages here."
+NO_JUNK = "There is no Junk folder: create one to mark messages as spam."
 NOTHING_CHOSEN = "No message was chosen."
 
 
@@ -81,15 +84,14 @@ class Webmail:
             raise KeyError(name)
 
     def folders(self, user):
-        """C{[(name, unread, total)]} of C{user}'s folders, INBOX first."""
-        rows = []
-        for name in self.store.listMailboxes(user):
-            try:
-                messages = self.store.mailbox(user, name).messages()
-            except KeyError:
-                continue  # deleted meanwhile (by an IMAP client)
-            rows.append((name, sum(SEEN not in m.flags for m in messages), len(messages)))
-        return rows
+        """
+        C{[(name, unread, total)]} of C{user}'s folders, INBOX first: one
+        aggregate query of the store (L{IMailStore.mailboxCounts}), not a
+        read of every folder.
+        """
+        counts = self.store.mailboxCounts(user)
+        return [(name, counts[name][1], counts[name][0])
+                for name in sorted(counts, key=lambda name: (name != INBOX, name))]
 
     def folderPage(self, user, name, page=0):
         """
@@ -138,11 +140,15 @@ class Webmail:
         mailbox = self._mailbox(user, name)
         return content.attachmentPart(content.parse(self._octets(mailbox, uid)), part)
 
-    def trashName(self, user):
+    def specialName(self, user, use):
+        """The name of C{user}'s folder with special use C{use} (RFC 6154), or C{None}."""
         for name, uses in self.store.specialUses(user).items():
-            if TRASH in uses:
+            if use in uses:
                 return name
         return None
+
+    def trashName(self, user):
+        return self.specialName(user, TRASH)
 
     def act(self, user, name, uids, action, target=None):
         """
@@ -171,6 +177,15 @@ class Webmail:
                 mailbox.expunge(uids)
                 return f"{what} deleted for good."
             target = trash
+        elif action == "spam":
+            # A move into Junk: the store's observer (the learning filter,
+            # where it is on) trains on it as on the same IMAP MOVE.
+            target = self.specialName(user, JUNK)
+            if target is None:
+                raise ValueError(NO_JUNK)
+        elif action == "notspam":
+            # Out of Junk into INBOX: trained as ham likewise.
+            target = INBOX
         elif action != "move":
             raise ValueError(f"no such action: {action}")
         targetBox = self._mailbox(user, target)
