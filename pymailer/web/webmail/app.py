@@ -104,7 +104,7 @@ table.manage form { display: flex; flex-wrap: wrap; gap: .3em; }
 table.manage input[type=text] { min-width: 0; flex: 1 1 8em; }
 @media (max-width: 40em) {
   table.manage, table.manage tbody, table.manage tr, table.manage td { display: block; }
-  table.manage tr:first-child { display: none; }
+  table.manage tr:first-child, table.manage td:empty { display: none; }
   main { padding: .5em; }
   header { flex-wrap: wrap; gap: .6em; padding: .5em; }
   .webmail { flex-direction: column; gap: .5em; }

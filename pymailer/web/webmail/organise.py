@@ -146,7 +146,7 @@ def foldersPage(self, request):
         if special & EMPTIED_USES and total:
             counts = join([counts, emptyForm(csrf, name)])
         label = join([element("a", name, href=pages.folderURL(name)),
-                      element("small", " " + " ".join(sorted(special))) if special else ""])
+                      element("small", " (special folder)") if special else ""])
         rows.append(element("tr", join([element("td", label), element("td", counts),
                                         element("td", rename), element("td", remove)]),
                             data_folder=name))
