@@ -23,6 +23,7 @@ from pymailer.web.admin import _arg
 from pymailer.web.html import element, field, join
 from pymailer.web.webmail import app as pages, folders as folderOps, script
 from pymailer.web.webmail.folders import EMPTIED_USES, PROTECTED_USES
+from pymailer.web.webmail.mailbox import JUNK
 from pymailer.web.webmail.search import FIELDS, search
 
 FOLDERS_PATH = "/webmail/folders"
@@ -77,6 +78,7 @@ def searchPage(self, request):
     pageArg = _arg(request, "page")
     page = min(int(pageArg), 1000) if pageArg.isdigit() and len(pageArg) < 6 else 0
     folders = yield self.admin.inThread(self.mail.folders, session.user)
+    uses = yield self.admin.inThread(self.mail.store.specialUses, session.user)
 
     def run():
         return search(self.mail._mailbox(session.user, name), query, where, page)
@@ -95,7 +97,8 @@ def searchPage(self, request):
         listing = self._messageList(found.name, found.rows)
         back = searchURL(found.name, query, where, found.page)
         parts.append(element("form", join([
-            self._actions(session.csrf, found.name, folders, back=back), listing]),
+            self._actions(session.csrf, found.name, folders, back=back,
+                          inJunk=JUNK in uses.get(found.name, ())), listing]),
             method="post", action=pages.HOME + "action", class_="message-actions"))
         paging = []
         if found.page > 0:
