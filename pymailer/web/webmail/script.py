@@ -11,7 +11,7 @@ without it (the Move menu, the Reload of the browser).
  - Live updates: the folder page polls C{/webmail/state} (a short token
    of the folder's UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ and every folder's
    counts) every few seconds and reloads when it changed, unless the user
-   has messages ticked (then it says so instead).  It stops polling after
+   has messages ticked or is typing a search (then it says so instead).  It stops polling after
    L{IDLE_MINUTES} without the user doing anything, so that an open tab
    does not keep the session alive for ever.
 """
@@ -68,7 +68,9 @@ SCRIPT = ("""\
         .then(function (answer) { return answer.ok ? answer.json() : null; })
         .then(function (answer) {
           if (!answer || answer.state === live.getAttribute("data-state")) { return; }
-          if (dragging || document.querySelector("input[name=uid]:checked")) {
+          var typing = document.activeElement &&
+            document.activeElement.matches("input[type=search], select");
+          if (dragging || typing || document.querySelector("input[name=uid]:checked")) {
             live.hidden = false;
             return;
           }
