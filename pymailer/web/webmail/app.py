@@ -293,7 +293,7 @@ class WebmailApp:
             paging.append(element("a", "\u2190 Newer", href=folderURL(shown.name, shown.page - 1),
                                   rel="prev"))
         paging.append(element("span", f"Page {shown.page + 1} of {shown.pages}"
-                              f" ({shown.total} messages)"))
+                              f" ({shown.total} message{'' if shown.total == 1 else 's'})"))
         if shown.page + 1 < shown.pages:
             paging.append(element("a", "Older \u2192", href=folderURL(shown.name, shown.page + 1),
                                   rel="next"))
