@@ -23,7 +23,8 @@ from pymailer.web.webmail import compose, content, outgoing
 from mailserver import DOMAIN, PASSWORD, insecureTLS, waitFor
 from test_web_admin import (  # noqa: F401 (fixtures)
     Client, base, browser, clickAndLoad, logIn, notice, screenshot, webServer)
-from test_webmail import ALICE, BOB, listPage, message, openFirstMessage, send, uidsIn
+from test_webmail import (
+    ALICE, BOB, listPage, message, noHorizontalScroll, openFirstMessage, send, uidsIn)
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 40
 
@@ -113,6 +114,8 @@ class TestOutgoing:
         assert "wrote:\n> first line\n>\n> last line\n" in one["body"]
         every = outgoing.reply(original, ["bob@example.org"], replyAll=True)
         assert every["cc"] == "Carl <carl@example.net>, d@example.net"
+        own = parsed(b"From: bob@example.org\r\nTo: Ann <ann@example.net>\r\nSubject: hi\r\n\r\nx")
+        assert outgoing.reply(own, ["bob@example.org"])["to"] == "Ann <ann@example.net>"
         forward = outgoing.forward(original)
         assert forward["subject"] == "Fwd: Re: plans" and "first line" in forward["body"]
 
@@ -391,8 +394,8 @@ class TestBrowser:
         with a file chosen in the form; Alice's IMAP INBOX has the reply
         with the file, Bob's Sent the copy.  Then Bob writes a message,
         saves it as a draft, finds it in Drafts and opens it again with
-        what he wrote.  Otherwise writing mail in the browser does not
-        work.
+        what he wrote; the form fits a phone's width.  Otherwise writing
+        mail in the browser does not work.
         """
         from selenium.webdriver.common.by import By
 
@@ -441,3 +444,7 @@ class TestBrowser:
             "Plans \u00e0 venir"
         assert "To be continued" in browser.find_element(By.NAME, "body").get_attribute("value")
         assert len(webServer.messages(BOB, "Drafts")) == 1
+        browser.set_window_size(390, 844)
+        browser.refresh()
+        assert noHorizontalScroll(browser)
+        screenshot(browser, tmp_path, "webmail-compose-phone.png")

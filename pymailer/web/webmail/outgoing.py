@@ -241,7 +241,8 @@ def _mine(address, own):
 def reply(message, own, replyAll=False):
     """
     The fields of a reply to C{message} (an L{EmailMessage}): To the
-    Reply-To or From (RFC 5322 3.6.2), with reply-all the other To and Cc
+    Reply-To or From (RFC 5322 3.6.2; the To of the user's own message),
+    with reply-all the other To and Cc
     but the user's own addresses (C{own}, lower-case) in Cc; "Re:"; the
     original quoted; In-Reply-To and References (RFC 5322 3.6.4).
 
@@ -256,6 +257,9 @@ def reply(message, own, replyAll=False):
             return []
 
     to = parsed("Reply-To") or parsed("From")
+    if to and all(_mine(a, own) for a in to):
+        # A reply to one's own message (from Sent) goes to its recipients.
+        to = parsed("To") or to
     cc = []
     if replyAll:
         seen = {a.addr_spec.lower() for a in to}
