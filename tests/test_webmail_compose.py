@@ -281,7 +281,7 @@ class TestHTTP:
         assert status == 303 and "mode=draft" in headers["Location"]
         [first] = webServer.messages(BOB, "Drafts")
         hidden, page = formOf(bob, headers["Location"])
-        assert 'value="draft \u00e9"' in page and ">first\n</textarea>" in page
+        assert 'value="draft \u00e9"' in page and ">\nfirst\n</textarea>" in page
         assert f'name="bcc" value="carol@{DOMAIN}"' in page and "a.txt" in page
         keep = re.findall(r'name="keep" value="([^"]+)" checked', page)
         status, headers, _ = post(bob, dict(hidden, **{

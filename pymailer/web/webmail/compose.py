@@ -32,7 +32,7 @@ from pymailer.web.admin import Refused, _arg, _clientIP
 from pymailer.web.html import element, join
 from pymailer.web.webmail import content, outgoing
 from pymailer.web.webmail.app import (
-    HOME, NAV, PAGE_POLICY, STYLE_PATH, _number, folderURL, messageURL)
+    NAV, PAGE_POLICY, STYLE_PATH, _number, folderURL, messageURL)
 from pymailer.web.webmail.sending import Outbox, Submitter
 
 PATH = "/webmail/compose"
@@ -178,7 +178,7 @@ class ComposeApp:
 
     def _answer(self, request, title, body, session, code=200):
         page = self.admin.answer(request, title, body, code=code, session=session,
-                                 current=HOME, nav=NAV, styles=(STYLE_PATH, PATH + "/style.css"))
+                                 current=PATH, nav=NAV, styles=(STYLE_PATH, PATH + "/style.css"))
         request.setHeader(b"Content-Security-Policy", PAGE_POLICY)
         return page
 
@@ -243,8 +243,10 @@ class ComposeApp:
             line("Cc", "cc", fields.get("cc"), autocomplete="off"),
             line("Bcc", "bcc", fields.get("bcc"), autocomplete="off"),
             line("Subject", "subject", fields.get("subject")),
-            element("textarea", fields.get("body", ""), name="body", aria_label="Text",
-                    rows=20),
+            # HTML drops one newline right after <textarea> (HTML 13.2.6.4.7):
+            # given here, the text's own first newline stays.
+            element("textarea", "\n" + fields.get("body", ""), name="body",
+                    aria_label="Text", rows=20),
             element("ul", join(kept), class_="attachments", aria_label="Attachments")
             if kept else "",
             element("label", join(["Attach", element("input", type="file", name="attachment",

@@ -27,7 +27,6 @@ import time
 import uuid
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
-from email.headerregistry import Address
 from email.message import EmailMessage, MIMEPart
 
 import nh3
