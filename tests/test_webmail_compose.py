@@ -79,8 +79,9 @@ class TestOutgoing:
         """
         A message forwarded as an attachment is a message/rfc822 part with
         the stored octets unchanged (8-bit text, odd folding and all), and
-        the message says BODY=8BITMIME: otherwise the forward breaks the
-        original's DKIM signature or mangles its text.
+        the message says BODY=8BITMIME; the reader lists it as one
+        attachment: otherwise the forward breaks the original's DKIM
+        signature, mangles its text, or cannot be opened.
         """
         original = (b"From: Ren\xc3\xa9 <rene@example.net>\r\nSubject: r\xc3\xa9union\r\n"
                     b"X-Odd:   folded\r\n  oddly\r\n\r\nd\xc3\xa9j\xc3\xa0 vu\r\n")
@@ -92,6 +93,12 @@ class TestOutgoing:
         assert outgoing.bodyType(octets) == "8BITMIME"
         [part] = [p for p in parsed(octets).walk() if p.get_content_type() == "message/rfc822"]
         assert part.get_payload(0)["Subject"] == "r\u00e9union"
+        # The reader lists it as one attachment, downloadable whole.
+        [listed] = content.show(octets).attachments
+        assert (listed.filename, listed.contentType) == ("r\u00e9union.eml", "message/rfc822")
+        forwarded = content.attachmentPart(parsed(octets), listed.part)[2]
+        assert forwarded.endswith(b"\r\n\r\nd\xc3\xa9j\xc3\xa0 vu\r\n")
+        assert parsed(forwarded)["Subject"] == "r\u00e9union"
 
     def test_replyFields(self):
         """

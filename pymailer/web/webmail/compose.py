@@ -97,30 +97,11 @@ def parseForm(contentType, body):
 def attachable(message):
     """
     What of C{message} can go into a new one: C{[(key, filename,
-    contentType, size)]}, the key its index in the MIME walk.  Attached
-    messages (C{message/rfc822}) are one item each, never opened up.
+    contentType, size)]}, the key its index in the MIME walk
+    (L{content.attachments}: an attached message is one item).
     """
-    body = content._bodyPart(message)
-    inside, found = set(), []
-    for index, part in enumerate(message.walk()):
-        if id(part) in inside:
-            continue
-        if part.get_content_type() == "message/rfc822":
-            inside.update(id(p) for p in part.walk() if p is not part)
-            inner = part.get_payload(0) if part.is_multipart() else None
-            subject = content._header(inner, "Subject") if inner is not None else ""
-            found.append((str(index), (subject or "message") + ".eml", "message/rfc822",
-                          len(part.as_bytes()) if inner is not None else 0))
-            continue
-        if part.is_multipart() or part is body:
-            continue
-        named = part.get_filename()
-        if part.get_content_disposition() != "attachment" and not named \
-                and part.get_content_maintype() == "text":
-            continue
-        data = part.get_payload(decode=True) or b""
-        found.append((str(index), named or f"part-{index}", part.get_content_type(), len(data)))
-    return found
+    return [(str(a.part), a.filename, a.contentType, a.size)
+            for a in content.attachments(message, content._bodyPart(message))]
 
 
 def takeParts(octets, keys):
@@ -132,18 +113,14 @@ def takeParts(octets, keys):
     attachments, messages = [], []
     if WHOLE in wanted:
         messages.append(octets)
-    # compat32 keeps an attached message's octets as they were.
-    raw = email.message_from_bytes(octets, policy=email.policy.compat32)
-    parsed = content.parse(octets)
-    for key, filename, contentType, _ in attachable(parsed):
-        if key not in wanted:
-            continue
-        rawPart = list(raw.walk())[int(key)]
-        if contentType == "message/rfc822":
-            messages.append(rawPart.get_payload(0).as_bytes(policy=email.policy.compat32))
-        else:
-            attachments.append(outgoing.Attachment(
-                filename, contentType, rawPart.get_payload(decode=True) or b""))
+    message = content.parse(octets)
+    for key, _, _, _ in attachable(message):
+        if key in wanted:
+            contentType, filename, data = content.attachmentPart(message, int(key))
+            if contentType == content.MESSAGE:
+                messages.append(data)
+            else:
+                attachments.append(outgoing.Attachment(filename, contentType, data))
     return attachments, messages
 
 
