@@ -455,3 +455,74 @@ class TestBrowser:
         browser.refresh()
         assert noHorizontalScroll(browser)
         screenshot(browser, tmp_path, "webmail-compose-phone.png")
+
+
+class TestSubmitter:
+    """L{sending.Submitter} on the in-memory intake: the submission's checks."""
+
+    def setup_method(self):
+        from twisted.cred.portal import Portal
+
+        from pymailer.auth.realm import MailRealm
+        from pymailer.config import SMTPConfig
+        from pymailer.events import PROMETHEUS_ONLY
+        from pymailer.policy.chain import PolicyChain
+        from pymailer.policy.decision import Decision, Policy
+        from pymailer.testing import MemoryDirectory, MemoryIntake
+        from pymailer.web.webmail.sending import Submitter
+
+        class Judge(Policy):
+            name = "judge"
+
+            def checkRecipient(self, facts, recipient):
+                if recipient.startswith("refused@"):
+                    return Decision.reject(550, "5.7.1", "Not that one", "judge")
+
+            def checkData(self, facts, message):
+                with message.openData() as f:
+                    if b"spam" in f.read():
+                        return Decision.reject(554, "5.7.1", "Looks like spam", "judge")
+                return Decision.addHeaders([b"X-Judged: " + facts.authenticatedAs.encode()
+                                            + b"\r\n"])
+
+        directory = MemoryDirectory(domains=[DOMAIN], users=[ALICE, BOB],
+                                    aliases={f"team@{DOMAIN}": (BOB,)})
+        self.intake = MemoryIntake(directory, user=BOB, relayAvailable=True)
+        self.submitter = Submitter(Portal(MailRealm(lambda user: self.intake)),
+                                   PolicyChain([Judge()], "test"), SMTPConfig(), PROMETHEUS_ONLY)
+
+    def submit(self, sender, recipients, octets=b"Subject: hi\r\n\r\nhello\r\n"):
+        from pymailer.smtp.reply import SMTPReply
+        result = []
+        self.submitter.submit(BOB, "192.0.2.7", sender, recipients, octets).addBoth(
+            result.append)
+        [outcome] = result
+        if hasattr(outcome, "check") and outcome.check(SMTPReply):
+            return outcome.value
+        return outcome
+
+    def test_queuedWithThePolicyHeadersAsTheUser(self):
+        """
+        Bob's message (from an alias of his) is queued for its recipients
+        with what the chain added and his login in the envelope, like an
+        SMTP submission: otherwise webmail mail skips signing or the trail.
+        """
+        envelope = self.submit(f"team@{DOMAIN}", [ALICE, "x@example.net"])
+        [(queued, data)] = self.intake.committed
+        assert queued is envelope and data == b"Subject: hi\r\n\r\nhello\r\n"
+        assert [r.address for r in envelope.recipients] == [ALICE, "x@example.net"]
+        assert envelope.sender == f"team@{DOMAIN}" and envelope.headers == f"X-Judged: {BOB}\r\n"
+        assert envelope.session.authenticatedAs == BOB and envelope.session.protocol == "HTTPS"
+
+    def test_refusalsAsSMTPWouldGive(self):
+        """
+        Another user's address as sender (553), a recipient the chain
+        refuses, a local one that does not exist, and content it refuses each stop the message, with the
+        reply an SMTP client would get, and nothing is queued: otherwise
+        the webmail is a way around the submission's rules.
+        """
+        assert self.submit(ALICE, [ALICE]).code == 553
+        assert self.submit(BOB, [ALICE, "refused@example.net"]).text == "Not that one"
+        assert self.submit(BOB, [f"nobody@{DOMAIN}"]).code == 550
+        assert self.submit(BOB, [ALICE], b"Subject: x\r\n\r\nspam\r\n").text == "Looks like spam"
+        assert self.intake.committed == [] and self.intake.opened[-1].aborted
