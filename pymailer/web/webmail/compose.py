@@ -47,7 +47,7 @@ NOT_FOUND = "No such message."
 BAD_FORM = "The form could not be read."
 SENT = "Message sent to {n} recipient{s}; a copy is in {folder}."
 SAVED = "Draft saved in {folder}."
-STYLE_NOTE = "Attachments chosen before an error must be chosen again."
+CHOOSE_FILES_AGAIN = "Attachments chosen before an error must be chosen again."
 COMPOSE_STYLE = """\
 form.compose { display: grid; gap: .5em; max-width: 60em; }
 form.compose label { display: grid; grid-template-columns: 5em 1fr; align-items: baseline; }
@@ -359,7 +359,7 @@ class ComposeApp:
         except (ValueError, SMTPReply) as e:
             text = e.text if isinstance(e, SMTPReply) else str(e)
             if files:
-                text += " " + STYLE_NOTE
+                text += " " + CHOOSE_FILES_AGAIN
             formFields = dict(fields, sender=fields.get("from", ""))
             items = yield self.admin.inThread(self._keptItems, user, fields)
             page = self._answer(request, "Not sent", join([
