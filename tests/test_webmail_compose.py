@@ -13,6 +13,7 @@ user replies with an uploaded file; the recipient reads it over IMAP).
 import email
 import email.policy
 import imaplib
+import io
 import re
 import uuid
 
@@ -73,6 +74,15 @@ class TestOutgoing:
         assert content.attachmentPart(back, shown.attachments[0].part)[2] == PDF
         kept = outgoing.octetsOf(outgoing.build(composed, withBcc=True))
         assert parsed(kept)["Bcc"] == "hidden@example.net"
+        cut = outgoing.withoutBcc(kept)
+        assert b"Bcc" not in cut and kept.replace(b"Bcc: hidden@example.net\r\n", b"") == cut
+        many = outgoing.Composed(sender="bob@example.org", to="ann@example.net",
+                                 bcc=", ".join(f"R\u00e9 {n} <r{n}@example.net>"
+                                               for n in range(9)))
+        folded = outgoing.octetsOf(outgoing.build(many, withBcc=True))
+        assert b"\r\n " in folded.split(b"\r\n\r\n")[0]  # the Bcc field is folded
+        assert parsed(outgoing.withoutBcc(folded)).keys() == [
+            k for k in parsed(folded).keys() if k != "Bcc"]
         assert outgoing.recipients(composed) == ["ann@example.net", "hidden@example.net"]
 
     def test_forwardedMessageKeptByteForByte(self):
@@ -148,7 +158,7 @@ class TestOutgoing:
             {"csrf": "t", "subject": "caf\u00e9", "keep": ["1", "whole"]},
             [("r\u00e9sum\u00e9.pdf", "application/pdf", PDF), ("", "application/octet-stream",
                                                                b"")])
-        fields, files = compose.parseForm(contentType.encode(), body)
+        fields, files = compose.parseForm(contentType.encode(), io.BytesIO(body))
         assert fields["subject"] == "caf\u00e9" and fields["keep"] == ["1", "whole"]
         assert [(f.filename, f.contentType, f.data) for f in files] == [
             ("r\u00e9sum\u00e9.pdf", "application/pdf", PDF)]

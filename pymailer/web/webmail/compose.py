@@ -44,6 +44,11 @@ WHOLE = "whole"
 # sending it later flags that one (mode, UID, folder).
 ORIGIN_HEADER = "X-Pymailer-Origin"
 NOT_FOUND = "No such message."
+READ_CHUNK = 64 * 1024
+# Sends and saves handled at once: each holds a few copies of its message
+# (up to the submission size limit) while it is parsed and built; more
+# wait their turn, so memory stays bounded however many post at once.
+MAX_CONCURRENT = 2
 BAD_FORM = "The form could not be read."
 SENT = "Message sent to {n} recipient{s}; a copy is in {folder}."
 SAVED = "Draft saved in {folder}."
@@ -65,14 +70,19 @@ def composeURL(mode, name=None, uid=None):
 
 def parseForm(contentType, body):
     """
-    A C{multipart/form-data} body (RFC 7578): C{(fields, files)}, the
-    fields as C{{name: text}} (the first of each) and the non-empty files
-    of the C{attachment} inputs as L{outgoing.Attachment}s, in order.
+    A C{multipart/form-data} body (RFC 7578; a binary file): C{(fields,
+    files)}, the fields as C{{name: text}} (the first of each) and the
+    non-empty files of the C{attachment} inputs as
+    L{outgoing.Attachment}s, in order.
 
     @raise ValueError: not a multipart body.
     """
-    head = b"Content-Type: " + contentType + b"\r\nMIME-Version: 1.0\r\n\r\n"
-    form = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    parser = email.parser.BytesFeedParser(policy=email.policy.HTTP)
+    parser.feed(b"Content-Type: " + contentType + b"\r\nMIME-Version: 1.0\r\n\r\n")
+    # Fed a piece at a time: the body is never one more copy in memory.
+    for chunk in iter(lambda: body.read(READ_CHUNK), b""):
+        parser.feed(chunk)
+    form = parser.close()
     if not form.is_multipart():
         raise ValueError(BAD_FORM)
     fields, files, keep = {}, [], []
@@ -81,6 +91,7 @@ def parseForm(contentType, body):
         if not name:
             continue
         data = part.get_payload(decode=True) or b""
+        part.set_payload("")  # the encoded copy, no longer needed
         filename = part.get_filename()
         if filename is not None or name == "attachment":
             if data:
@@ -149,6 +160,7 @@ class ComposeApp:
     def __init__(self, admin, parts):
         self.admin = admin
         self.outbox = Outbox(admin.ops.store)
+        self.turns = defer.DeferredSemaphore(MAX_CONCURRENT)
         config = parts.config
         self.submitter = Submitter(admin.portal, parts.policy, config.smtp, parts.events,
                                    config.submission.hide_client_ip)
@@ -299,11 +311,9 @@ class ComposeApp:
     def _prepare(self, user, fields, files):
         """Blocking: C{(sender, recipients, octets sent, octets of the Sent copy)}."""
         composed = self._composed(user, fields, files)
-        message = outgoing.build(composed, withBcc=True)
-        copy = outgoing.octetsOf(message)
-        del message["Bcc"]
+        copy = outgoing.octetsOf(outgoing.build(composed, withBcc=True))
         return (outgoing.senderAddress(composed.sender).addr_spec,
-                outgoing.recipients(composed), outgoing.octetsOf(message), copy)
+                outgoing.recipients(composed), outgoing.withoutBcc(copy), copy)
 
     def _afterSending(self, user, fields, copy):
         """Blocking: the Sent copy filed, the origin flagged, the draft gone."""
@@ -319,11 +329,14 @@ class ComposeApp:
     def _readForm(self, request):
         """Blocking: L{parseForm} of the request's body."""
         request.content.seek(0)
-        return parseForm(request.getHeader(b"Content-Type") or b"", request.content.read())
+        return parseForm(request.getHeader(b"Content-Type") or b"", request.content)
 
     @app.route(PATH, methods=["POST"])
-    @defer.inlineCallbacks
     def post(self, request):
+        return self.turns.run(self._post, request)
+
+    @defer.inlineCallbacks
+    def _post(self, request):
         try:
             # Not logged in: refused before the body is parsed.
             session = yield self.admin.loggedIn(request)

@@ -205,6 +205,25 @@ def octetsOf(message):
     return octets
 
 
+def withoutBcc(octets):
+    """
+    C{octets} (of L{build}) without its Bcc field (RFC 5322 3.6.3: the
+    copy sent shows no Bcc): the field and its folded lines cut from the
+    header section, the rest the same octets.
+    """
+    # From comes first (build), so the field follows a line end.
+    header = b"\r\n" + octets[:octets.find(b"\r\n\r\n") + 2]
+    found = header.find(b"\r\nBcc:")
+    if found < 0:
+        return octets
+    start = stop = found + 2
+    while True:
+        stop = header.index(b"\r\n", stop) + 2
+        if header[stop:stop + 1] not in (b" ", b"\t"):
+            break
+    return octets[:start - 2] + octets[stop - 2:]
+
+
 def bodyType(octets):
     """RFC 6152: the BODY a submission of C{octets} declares."""
     return "7BIT" if octets.isascii() else "8BITMIME"
