@@ -21,11 +21,10 @@ from twisted.mail.smtp import COMMAND, ESMTP
 from zope.interface import implementer
 
 from pymailer import metrics
-from pymailer.envelope import Envelope, Recipient, Session
+from pymailer.envelope import Session
 from pymailer.interfaces import IGoodbye, IMessageIntake
 from pymailer.policy.decision import Facts
-from pymailer.policy.headerfilter import FilteredMessage, HeaderFilter
-from pymailer.smtp import data as smtpdata
+from pymailer.smtp import data as smtpdata, submission
 from pymailer.smtp.address import parsePathCommand, unquoteLocalPart
 from pymailer.smtp.reply import BAD_MAILBOX, DEFAULT_ENHANCED, SMTPReply
 from pymailer.smtp.security import AUTH_MODE, SessionSecurity
@@ -664,10 +663,7 @@ class SMTPServer(SessionSecurity, ESMTP):
             self._run(self._endOfChunk, None)
 
     def _openMessage(self):
-        facts, policy = self.facts, self.factory.policy
-        return FilteredMessage(
-            self.intake.openMessage(), HeaderFilter(lambda field: policy.keepHeader(facts, field))
-        )
+        return submission.openMessage(self.intake, self.factory.policy, self.facts)
 
     def _chunkReceived(self):
         take = self._buffer[: self._bdatRemaining]
@@ -764,12 +760,10 @@ class SMTPServer(SessionSecurity, ESMTP):
             return d
         started = time.perf_counter()
         d = message.write(self._takePendingData())
-        d.addCallback(lambda _: message.finish())
         self.facts.size = txn.size
-        d.addCallback(lambda _: self._ask("checkData", message))
-        d.addCallback(self._judge)
-        d.addCallback(lambda decision: self._envelope(txn, message, decision))
-        d.addCallback(message.commit)
+        d.addCallback(lambda _: submission.commitMessage(
+            message, lambda m: self._ask("checkData", m), self._judge,
+            lambda decision: self._envelope(txn, message, decision)))
 
         def committed(envelope):
             self.log.info(
@@ -804,24 +798,10 @@ class SMTPServer(SessionSecurity, ESMTP):
 
     def _envelope(self, txn, message, decision):
         """The envelope to queue, with what policy added and where it files."""
-        filed = decision.recipients
-        return Envelope(
-            queueId=message.queueId,
-            sender=txn.sender,
-            recipients=tuple(
-                Recipient(index=i, address=a, notify=notify, orcpt=orcpt,
-                          folder=decision.folder if filed is None or a in filed else None)
-                for i, (a, notify, orcpt) in enumerate(txn.recipients)
-            ),
-            receivedAt=time.time(),
-            session=self._session(txn.smtputf8),
-            size=txn.size,
-            body=txn.body,
-            smtputf8=txn.smtputf8,
-            dsnRet=txn.dsnRet,
-            dsnEnvid=txn.dsnEnvid,
-            headers=b"".join(decision.headers).decode("utf-8"),
-        )
+        return submission.envelope(
+            message.queueId, txn.sender, txn.recipients, decision,
+            self._session(txn.smtputf8), txn.size, txn.body, txn.smtputf8,
+            txn.dsnRet, txn.dsnEnvid)
 
     def _abortMessage(self):
         self._decoder = None

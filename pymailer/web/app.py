@@ -26,6 +26,7 @@ from pymailer.web.admin import AdminApp
 from pymailer.web.metrics import MetricsApp, MetricsPage
 from pymailer.web.site import WebSite
 from pymailer.web.webmail.app import PREFIX as WEBMAIL_PREFIX, WebmailApp
+from pymailer.web.webmail.compose import PREFIX as COMPOSE_PREFIX, ComposeApp
 
 XML = b"application/xml; charset=utf-8"
 TEXT = b"text/plain; charset=utf-8"
@@ -167,11 +168,14 @@ def buildWeb(role, parts):
     root = Paths([
         ((api.PREFIX,), api.APIApp(admin).app.resource()),
         ((account.PREFIX,), account.AccountApp(admin).app.resource()),
+        ((COMPOSE_PREFIX,), ComposeApp(admin, parts).app.resource()),
         ((WEBMAIL_PREFIX,), WebmailApp(admin).app.resource()),
         ((monitoring.PREFIX,), monitoring.MonitoringApp(admin, parts.monitoring).app.resource()),
         (ADMIN_PREFIXES, admin.app.resource()),
     ], WebApp(parts, serveMetrics).app.resource())
-    return WebSite(root, parts.reactor, parts.config.web)
+    # The compose form carries attachments: up to the submission size limit.
+    return WebSite(root, parts.reactor, parts.config.web,
+                   uploads={COMPOSE_PREFIX: parts.config.smtp.max_message_size})
 
 
 def buildPlainHTTP(role, parts):

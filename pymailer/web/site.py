@@ -64,7 +64,25 @@ class SecureRequest(Request):
     _received = 0
     _refused = False
 
+    def _uploadLimit(self):
+        """
+        The body limit of an upload path (L{WebSite.uploads}), or C{None}.
+        The request line is all that is known when the length is: Twisted
+        keeps its target on the channel (C{_path}) until the request is
+        made.
+        """
+        target = getattr(self.channel, "_path", b"") or b""
+        uploads = getattr(getattr(self.channel, "site", None), "uploads", None) or {}
+        return uploads.get(target.split(b"?", 1)[0])
+
     def gotLength(self, length):
+        limit = self._uploadLimit()
+        if limit is not None:
+            # An upload: its resource parses the body (in a thread), not
+            # Twisted (in requestReceived, on the reactor, keeping only
+            # values: the file names would be lost).
+            self.maxBody = limit
+            self._parsePOSTFormSubmission = False
         if length is not None and length > self.maxBody:
             # Refuse before a byte of the body is read, and before the
             # channel says "100 Continue" to a client that asked.
@@ -154,8 +172,11 @@ class WebSite(LimitedFactory, Site):
     protocol = TrackedChannel
     requestFactory = SecureRequest
 
-    def __init__(self, resource, reactor, limits):
+    def __init__(self, resource, reactor, limits, uploads=None):
         Site.__init__(self, resource, requestFactory=SecureRequest, reactor=reactor)
+        # Path -> the larger body limit of that upload (the webmail's
+        # compose form: the submission size limit).
+        self.uploads = dict(uploads or {})
         LimitedFactory.__init__(self, limits)
         # Never a traceback to a browser: they go to the log.
         self.displayTracebacks = False

@@ -7,5 +7,8 @@ their mail in a browser, with the login and sessions of the web pages.
    only (blocking: run in the thread pool);
  - L{content}: a message's headers, body and attachments, and the HTML
    sanitiser (nh3, an allowlist);
- - L{app}: the routes and the pages.
+ - L{app}: the routes and the pages;
+ - L{compose}: writing (compose, reply, forward, drafts), with
+   L{outgoing} (the MIME built) and L{sending} (Drafts, Sent, and the
+   hand-over to the queue through L{pymailer.smtp.submission}).
 """

@@ -44,8 +44,12 @@ from pymailer.web.webmail.mailbox import ACTIONS, ANSWERED, FLAGGED, JUNK, SEEN,
 PREFIX = b"/webmail/"
 HOME = "/webmail/"
 STYLE_PATH = "/webmail/style.css"
-NAV = ((HOME, "Mail"), (ACCOUNT_PATH, "My account"))
+# The compose page (pymailer.web.webmail.compose) and its modes on a message.
+COMPOSE = "/webmail/compose"
+NAV = ((HOME, "Mail"), (COMPOSE, "Write"), (ACCOUNT_PATH, "My account"))
 NOT_FOUND = "No such folder or message."
+WRITE_MODES = (("reply", "Reply"), ("replyall", "Reply all"), ("forward", "Forward"),
+               ("forwardattach", "Forward as attachment"), ("draft", "Edit"))
 # The message page may frame its body (from our own origin) and nothing
 # else; the rest as for every page of ours.
 PAGE_POLICY = CONTENT_SECURITY_POLICY + b"; frame-src 'self'"
@@ -258,6 +262,13 @@ class WebmailApp:
                      element("button", "Move", type="submit", name="action", value="move")])
         return join(fields + [element("div", join(buttons + [move]), class_="toolbar")])
 
+    def _writeLinks(self, name, uid):
+        """Reply, reply all, forward (inline, as attachment), edit (a draft's)."""
+        links = [element("a", label, href=f"{COMPOSE}?" + urlencode(
+            dict(mode=mode, name=name, uid=uid), quote_via=quote), class_="button")
+            for mode, label in WRITE_MODES]
+        return element("nav", join(links), class_="toolbar", aria_label="Write")
+
     # -- pages ----------------------------------------------------------------
 
     @app.route(STYLE_PATH, methods=["GET", "HEAD"])
@@ -349,7 +360,8 @@ class WebmailApp:
         subject = dict(shown.headers).get("Subject") or "(no subject)"
         headers = element("dl", join(join([element("dt", field), element("dd", value)])
                                      for field, value in shown.headers), class_="headers")
-        parts = [element("p", element("a", "\u2190 " + name, href=folderURL(name))), headers]
+        parts = [element("p", element("a", "\u2190 " + name, href=folderURL(name))),
+                 self._writeLinks(name, uid), headers]
         if shown.attachments:
             parts.append(element("ul", join(
                 element("li", join([

@@ -146,10 +146,44 @@ def _bodyPart(message):
         return None
 
 
+MESSAGE = "message/rfc822"
+AS_RECEIVED = email.policy.compat32.clone(linesep="\r\n", max_line_length=0)
+
+
+def _messageOctets(part):
+    """The octets of the message a C{message/rfc822} part holds."""
+    payload = part.get_payload()
+    if isinstance(payload, list) and payload:
+        # compat32 writes the fields as they came (but for the spaces
+        # after the colon), 8-bit text and all; the default policy would
+        # refold them.
+        return payload[0].as_bytes(policy=AS_RECEIVED)
+    return part.get_payload(decode=True) or b""
+
+
+def _messageName(part, index):
+    """An attached message's file name: its own, or its subject's."""
+    named = part.get_filename()
+    if named:
+        return named
+    payload = part.get_payload()
+    subject = _header(payload[0], "Subject") if isinstance(payload, list) and payload else ""
+    return (subject or f"message-{index}")[:100] + ".eml"
+
+
 def attachments(message, body=None):
     """The message's L{Attachment}s: every leaf but the body and its alternatives."""
-    found = []
+    found, inside = [], set()
     for index, part in enumerate(message.walk()):
+        if id(part) in inside:
+            continue
+        if part.get_content_type() == MESSAGE:
+            # An attached message (a forward, RFC 2046 5.2.1): one
+            # attachment, its own parts not listed.
+            inside.update(id(p) for p in part.walk() if p is not part)
+            found.append(Attachment(index, _messageName(part, index), MESSAGE,
+                                    len(_messageOctets(part))))
+            continue
         if part.is_multipart() or part is body:
             continue
         named = part.get_filename()
@@ -174,8 +208,9 @@ def attachmentPart(message, index):
         if attachment.part == index:
             for i, part in enumerate(message.walk()):
                 if i == index:
-                    return (attachment.contentType, attachment.filename,
-                            part.get_payload(decode=True) or b"")
+                    octets = (_messageOctets(part) if attachment.contentType == MESSAGE
+                              else part.get_payload(decode=True) or b"")
+                    return attachment.contentType, attachment.filename, octets
     raise KeyError(index)
 
 
