@@ -92,6 +92,35 @@ def fillMailboxes(node, users, count):
             box.append(io.BytesIO(message(rng, f"{seed}.{n}")), ())
 
 
+def databaseCPU(cluster):
+    """
+    CPU seconds of the PostgreSQL cluster (the postmaster, its reaped
+    children and its live backends), or 0 without one (SQLite runs in the
+    servers' own processes).
+    """
+    if cluster is None:
+        return 0.0
+    postmaster = cluster.proc.pid
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(entry) == postmaster:
+            # utime, stime, and those of the children it has reaped.
+            ticks = sum(int(v) for v in fields[11:15])
+        elif int(fields[1]) == postmaster:
+            ticks = int(fields[11]) + int(fields[12])
+        else:
+            continue
+        total += ticks / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def inboxCount(node, user):
     try:
         return len(node.store().mailbox(user, "INBOX").messages())
@@ -121,7 +150,7 @@ def smtpLoad(nodes, args):
                 firstProblem=(errors + refused)[:1])
 
 
-def imapLoad(nodes, users, args):
+def imapLoad(nodes, users, args, cluster):
     ctx = multiprocessing.get_context("fork")
     go, results = ctx.Event(), ctx.Queue()
     procs = [ctx.Process(target=clientMain, daemon=True,
@@ -132,6 +161,7 @@ def imapLoad(nodes, users, args):
         p.start()
     pids = [n.pid for n in nodes]
     cpu0 = sum(cpuSeconds(pid) for pid in pids)
+    db0 = databaseCPU(cluster)
     t0 = time.monotonic()
     go.set()
     got = [results.get(timeout=args.duration + 300) for _ in procs]
@@ -141,10 +171,11 @@ def imapLoad(nodes, users, args):
     sessions = sum(r["sessions"] for r in got)
     errors = [e for r in got for e in r["errors"]]
     return dict(commands=sessions * len(SESSION), wall=wall, errors=errors,
-                cpu=sum(cpuSeconds(pid) for pid in pids) - cpu0)
+                cpu=sum(cpuSeconds(pid) for pid in pids) - cpu0,
+                databaseCPU=databaseCPU(cluster) - db0)
 
 
-def runSetup(label, root, count, storage, args):
+def runSetup(label, root, count, storage, args, cluster):
     users = [f"bench{i}@{DOMAIN}" for i in range(args.imap_clients)]
     t = time.perf_counter()
     nodes = startNodes(root, count, storage, users, args)
@@ -152,7 +183,7 @@ def runSetup(label, root, count, storage, args):
           f" filled in {time.perf_counter() - t:.1f} s", flush=True)
     try:
         smtp = smtpLoad(nodes, args)
-        imap = imapLoad(nodes, users, args) if args.duration > 0 else None
+        imap = imapLoad(nodes, users, args, cluster) if args.duration > 0 else None
     finally:
         for node in nodes:
             node.stop()
@@ -161,8 +192,8 @@ def runSetup(label, root, count, storage, args):
             + (f"{smtp['accepted'] / smtp['delivered']:9.1f}" if smtp["delivered"]
                else "   (late)") + "  ")
     if imap is not None:
-        line += (f"{imap['commands'] / imap['wall']:8.1f}  "
-                 f"{imap['cpu'] / imap['wall']:5.2f}")
+        line += (f"{imap['commands'] / imap['wall']:10.1f}  "
+                 f"{imap['cpu'] / imap['wall']:12.2f}  {imap['databaseCPU'] / imap['wall']:8.2f}")
     print(f"  {latencyLine('DATA end -> 250', smtp['latencies'])}", flush=True)
     problems = smtp["problems"] + (len(imap["errors"]) if imap else 0)
     if problems:
@@ -207,12 +238,14 @@ def main(argv=None):
             setups.append(("postgresql", count,
                            {"backend": "postgresql", "dsn": dsn, "pool_size": 4}))
         for i, (label, count, storage) in enumerate(setups):
-            row, bad = runSetup(label, root / f"run{i}", count, storage, args)
+            row, bad = runSetup(label, root / f"run{i}", count, storage, args,
+                                cluster if label == "postgresql" else None)
             rows.append(row)
             problems += bad
     print("\n".join([
         "", "==== pymailer nodes benchmark " + "=" * 36,
-        "backend        nodes  accept/s  deliver/s  IMAP cmd/s  server cores",
+        "                              -------- IMAP sessions --------",
+        "backend        nodes  accept/s  deliver/s  commands/s  server cores  db cores",
         *rows, "=" * 66]), flush=True)
     return 1 if problems else 0
 

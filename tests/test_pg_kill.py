@@ -22,20 +22,20 @@ import re
 import threading
 import time
 
-import pytest
-
 from dnsserver import DNSServer
 from mailserver import loopbackRelayPort, relaySenderOptions, waitFor
 from scriptedsmtp import ScriptedSMTP
 
 from pymailer.envelope import Recipient
+from pymailer.queue.runner import QueueRunner
+from pymailer.queue.spool_pg import PostgreSQLSpool
 
 # (messages, kills) for CI; the issue's full run is 1000,10.
 DEFAULT_SIZE = (300, 4)
 # Seconds a claim lasts unless renewed (renewed every quarter of it).
 LEASE = 2.0
 # The queue runner's full scan (the one that looks for lapsed claims).
-SCAN_INTERVAL = 5.0
+SCAN_INTERVAL = QueueRunner.scanInterval
 # Per node: claims at once, and connections to the MX at once.
 MAX_ACTIVE = 8
 MAX_CONNECTIONS = 4
@@ -164,18 +164,11 @@ class TakeoverWatch(threading.Thread):
         self.join()
 
 
-@pytest.fixture
-def pool(postgresqlPool):
-    return postgresqlPool
-
-
 def fillQueue(pool, count):
     """
     C{count} messages to carol@remote.test in the queue, committed as the
     intake commits them; C{{queue id: Message-ID}}.
     """
-    from pymailer.queue.spool_pg import PostgreSQLSpool
-
     spool = PostgreSQLSpool(pool)
     messageIds = {}
     for n in range(count):
@@ -191,7 +184,7 @@ def fillQueue(pool, count):
     return messageIds
 
 
-def test_killedNodesLoseNothing(makeMailServer, postgresqlDSN, pool):
+def test_killedNodesLoseNothing(makeMailServer, postgresqlDSN, postgresqlPool):
     """
     Three nodes deliver one shared queue to a remote MX; one node after
     another is SIGKILLed while it holds claims, and started again.  Every
@@ -203,6 +196,7 @@ def test_killedNodesLoseNothing(makeMailServer, postgresqlDSN, pool):
     several nodes send the same mail.
     """
     total, rounds = killTestSize()
+    pool = postgresqlPool
     port = loopbackRelayPort()
     dns = DNSServer({"remote.test": [("MX", "10 mx.remote.test.")],
                      "mx.remote.test": [("A", "127.0.0.3")]})
