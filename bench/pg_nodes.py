@@ -244,7 +244,7 @@ def main(argv=None):
             problems += bad
     print("\n".join([
         "", "==== pymailer nodes benchmark " + "=" * 36,
-        "                              -------- IMAP sessions --------",
+        " " * 43 + "-" * 9 + " IMAP sessions " + "-" * 10,
         "backend        nodes  accept/s  deliver/s  commands/s  server cores  db cores",
         *rows, "=" * 66]), flush=True)
     return 1 if problems else 0
