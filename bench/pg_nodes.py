@@ -197,7 +197,7 @@ def runSetup(label, root, count, storage, args, cluster):
     print(f"  {latencyLine('DATA end -> 250', smtp['latencies'])}", flush=True)
     problems = smtp["problems"] + (len(imap["errors"]) if imap else 0)
     if problems:
-        first = smtp["firstProblem"] or imap["errors"][:1]
+        first = smtp["firstProblem"] or (imap["errors"][:1] if imap else [])
         print(f"  {problems} client errors or refusals, first: {first}", flush=True)
     return line, problems
 
