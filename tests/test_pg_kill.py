@@ -268,9 +268,11 @@ def test_killedNodesLoseNothing(makeMailServer, postgresqlDSN, postgresqlPool):
         # Taken over once the lease lapsed (and a node looked: its full scan,
         # or a free slot), not before: the dead node's claims were honoured.
         # Renewed every quarter of the lease, a claim has at least three
-        # quarters of it left when its node dies.
+        # quarters of it left when its node dies.  The upper bound is loose:
+        # while the victim restarts, the MX's pace may hold every node's
+        # slots until the next round opens it.
         for k in kills:
-            assert 0.75 * LEASE - 0.1 <= k.takeover <= LEASE + SCAN_INTERVAL + 20, k
+            assert 0.75 * LEASE - 0.1 <= k.takeover <= LEASE + SCAN_INTERVAL + 60, k
     finally:
         mx.stop()
         dns.stop()
