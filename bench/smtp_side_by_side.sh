@@ -1,0 +1,121 @@
+#!/bin/bash
+# smtp_side_by_side.sh WORKDIR [ROUNDS]
+# Durable SMTP accept, Postfix (Debian's) vs pymailer (this tree), interleaved in one
+# run on this machine, with Postfix's own load generator: smtp-source -s S -m M -l L
+# (20 sessions, a new connection per message, 4 KiB messages). Both answer 250 only
+# after an fsync.
+#  - Postfix: a private instance (config, queue and data directories under
+#    WORKDIR/postfix; /etc/postfix is not touched) from bench/reference/postfix on
+#    127.0.0.1:$PFPORT: smtpd -> cleanup (fsync) -> qmgr -> discard.
+#  - pymailer: twistd from this tree on 127.0.0.1:$PMPORT, delivering to a local user
+#    in the default store; for each of WORKERS ("1 0": 0 leaves [server] workers out,
+#    one worker per core) and each of CHECKS ("none chain": no policy checks, like the
+#    Postfix reference; then SPF, DKIM, ARC and DMARC against a loopback DNS,
+#    bench/dns_zone.py). While the load runs, bench/smtp_probe.py sends one message
+#    every 0.5 s to another user and times it from its 250 to its INBOX.
+# Each round runs Postfix, then every pymailer variant. Prints one line per run, then
+# per variant the median rate and the ratio of medians against Postfix's.
+# Needs: apt-get install postfix (smtp-source comes with it), bc; run as root.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+tree=$(cd "$here/.." && pwd)
+W=${1:?usage: $0 WORKDIR [ROUNDS]}; ROUNDS=${2:-3}
+M=${M:-2000}; S=${S:-20}; L=${L:-4096}
+WORKERS=${WORKERS:-1 0}; CHECKS=${CHECKS:-none chain}
+PFPORT=${PFPORT:-36025}; PMPORT=${PMPORT:-36026}; DNSPORT=${DNSPORT:-36053}
+PY=${PY:-$tree/.venv/bin/python}
+[ -x "$PY" ] || PY=/work/main/.venv/bin/python
+export PYTHONPATH=$tree
+rm -rf "$W"; mkdir -p "$W"; chmod 755 "$W"
+
+# -- Postfix ---------------------------------------------------------------------------
+P="$W/postfix"
+mkdir -p "$P/etc" "$P/queue" "$P/data"; chown postfix "$P/data"
+for f in main.cf master.cf; do
+  sed -e "s#@W@#$P#g" -e "s#@PORT@#$PFPORT#g" "$here/reference/postfix/$f" >"$P/etc/$f"
+done
+postfix -c "$P/etc" start </dev/null >/dev/null 2>&1 || { tail -3 "$P/maillog"; exit 1; }
+trap 'postfix -c "$P/etc" stop >/dev/null 2>&1; kill $DNSPID 2>/dev/null' EXIT
+
+"$PY" "$here/dns_zone.py" $DNSPORT "TXT:remote.test:v=spf1 ip4:127.0.0.1 -all" \
+  "TXT:_dmarc.remote.test:v=DMARC1; p=none" &
+DNSPID=$!
+
+waitPort() { for i in $(seq 150); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.2; done; return 1; }
+waitPort $PFPORT || { echo "postfix did not start"; exit 1; }
+
+startpm() {  # $1 = label, $2 = checks (TOML list), $3 = workers (0: one per core)
+  local d="$W/$1"; rm -rf "$d"; mkdir -p "$d"
+  {
+    echo "hostname = \"mx.example.org\""
+    echo "data_dir = \"$d/data\""
+    [ "$3" != 0 ] && printf '[server]\nworkers = %s\n' "$3"
+    echo "[listen]"
+    echo "smtp = \"tcp:$PMPORT:interface=127.0.0.1\""
+    echo "[smtp]"
+    echo "max_connections_per_ip = 1000"
+    echo "[policy]"
+    echo "checks = $2"
+    echo "[dns]"
+    echo "servers = [\"127.0.0.1:$DNSPORT\"]"
+  } >"$d/pm.toml"
+  "$PY" -m pymailer --config "$d/pm.toml" domain add example.org >/dev/null
+  for u in alice bob; do
+    echo pw-long-enough | "$PY" -m pymailer --config "$d/pm.toml" user add $u@example.org \
+      --password-stdin >/dev/null
+  done
+  (cd "$d" && exec "$(dirname "$PY")/twistd" -n --pidfile= pymailer \
+     --config "$d/pm.toml" >"$d/log" 2>&1) &
+  PMPID=$!
+  waitPort $PMPORT || { echo "pymailer did not start"; tail "$d/log"; exit 1; }
+}
+stoppm() { kill $PMPID 2>/dev/null; wait $PMPID 2>/dev/null; }
+queued() { find "$1/data/queue/data" -type f 2>/dev/null | wc -l; }
+
+run() {  # label port from to [pymailer dir]: one smtp-source run, prints its rate
+  local t0 t1 rc
+  t0=$(date +%s.%N)
+  smtp-source -4 -s $S -m $M -l $L -f "$3" -t "$4" "127.0.0.1:$2"; rc=$?
+  t1=$(date +%s.%N)
+  RATE=$(echo "$M / ($t1 - $t0)" | bc -l | cut -d. -f1)
+  echo "$1 rc=$rc rate=$RATE" | tee -a "$W/rates"
+}
+
+for r in $(seq "$ROUNDS"); do
+  run postfix $PFPORT bench@localhost bench@localhost
+  for checks in $CHECKS; do
+    for workers in $WORKERS; do
+      label="pymailer-$checks-w$workers"
+      case $checks in none) list='[]' ;; *) list='["spf", "dkim", "arc", "dmarc"]' ;; esac
+      startpm "$label" "$list" "$workers"
+      d="$W/$label"
+      rm -f "$d/stop"
+      "$PY" "$here/smtp_probe.py" "$d/pm.toml" $PMPORT bob@example.org "$d/stop" \
+        >"$d/probe" 2>&1 &
+      probe=$!
+      run "$label" $PMPORT bench@remote.test alice@example.org
+      touch "$d/stop"
+      # Delivery after the load: until the spool holds no message data.
+      t0=$(date +%s.%N)
+      while [ "$(queued "$d")" -gt 0 ] && [ $(( $(date +%s) - ${t0%.*} )) -lt 300 ]; do
+        sleep 0.2
+      done
+      wait $probe
+      echo "  $label left_in_queue=$(queued "$d") drain_s=$(echo "$(date +%s.%N) - $t0" | bc | cut -c1-5)" \
+        "$(cat "$d/probe")"
+      stoppm
+    done
+  done
+done
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+rateOf() { grep "^$1 " "$W/rates" | sed 's/.*rate=//' | median; }
+PF=$(rateOf postfix)
+echo "postfix median $PF msg/s (M=$M S=$S L=$L, $ROUNDS rounds)"
+for checks in $CHECKS; do
+  for workers in $WORKERS; do
+    label="pymailer-$checks-w$workers"
+    PM=$(rateOf "$label")
+    echo "$label median $PM msg/s ratio $(echo "scale=2; $PM / $PF" | bc)"
+  done
+done
