@@ -46,6 +46,8 @@ waitPort $PFPORT || { echo "postfix did not start"; exit 1; }
 
 startpm() {  # $1 = label, $2 = checks (TOML list), $3 = workers (0: one per core)
   local d="$W/$1"; rm -rf "$d"; mkdir -p "$d"
+  # The last run's workers may still be closing the port.
+  for i in $(seq 50); do ss -tlnH "sport = :$PMPORT" | grep -q . || break; sleep 0.2; done
   {
     echo "hostname = \"mx.example.org\""
     echo "data_dir = \"$d/data\""
