@@ -35,7 +35,7 @@ from pymailer.events import Events
 from pymailer.limits import openLimits
 from pymailer.monitoring import openMonitoring
 from pymailer.delivery.router import Router
-from pymailer.intake import MessageIntake
+from pymailer.intake import FreeSpace, MessageIntake
 from pymailer.memdebug import tracingService
 from pymailer.quota import Quotas
 from pymailer.queue.notify import Reporter
@@ -282,10 +282,13 @@ def buildServer(config, reactor=None, worker=None):
     minFree = int(config.smtp.max_message_size * config.smtp.min_free_disk_factor)
     quotas = Quotas(directory, store)
 
+    freeSpace = FreeSpace(spool)
+
     def intakeFor(user):
         return MessageIntake(
             router, spool, reactor, pool,
             minFreeSpace=minFree, user=user, relayAvailable=True, quotas=quotas,
+            freeSpace=freeSpace,
         )
 
     # argon2id holds 19 MiB per verification by design: a pool of its own

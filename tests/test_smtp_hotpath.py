@@ -262,3 +262,45 @@ def test_small_message_costs_one_thread_hand_off(tmp_path):
     assert (tmp_path / "queue" / "data" / message.queueId).read_bytes() == \
         b"Subject: hi\r\n\r\nhello\r\n"
     assert (tmp_path / "queue" / "incoming" / f"{message.queueId}.json").exists()
+
+
+class MeasuredSpool:
+    """A spool whose free space the test sets, counting the looks."""
+
+    def __init__(self, free):
+        self.free = free
+        self.looks = 0
+
+    def freeSpace(self):
+        self.looks += 1
+        return self.free
+
+
+def test_capacity_check_reuses_a_recent_free_space_figure():
+    """
+    Every MAIL checks the spool's free space; under load one look per
+    second serves them all, without a hand-off to the disk threads each,
+    and a low figure still refuses (452 4.3.1) until the space is back.
+    """
+    from pymailer.intake import FreeSpace
+    from pymailer.smtp.reply import SMTPReply
+
+    now = [100.0]
+    spool = MeasuredSpool(free=10 * 1024 * 1024)
+    pool = CountingThreadPool()
+    space = FreeSpace(spool, now=lambda: now[0])
+    intakes = [MessageIntake(None, spool, ClockReactor(), pool, minFreeSpace=1024 * 1024,
+                             freeSpace=space) for _ in range(2)]
+    results = []
+    for i in range(10):
+        intakes[i % 2].checkCapacity(1000).addBoth(results.append)
+    assert results == [None] * 10
+    assert (spool.looks, pool.calls) == (1, 1)
+    spool.free = 1000
+    now[0] += FreeSpace.MAX_AGE + 0.1
+    refused = []
+    for _ in range(3):
+        intakes[0].checkCapacity(1000).addErrback(lambda f: refused.append(f.value))
+    assert [(e.code, e.enhanced) for e in refused] == [(452, "4.3.1")] * 3
+    assert all(isinstance(e, SMTPReply) for e in refused)
+    assert (spool.looks, pool.calls) == (2, 2)
