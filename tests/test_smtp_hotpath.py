@@ -304,3 +304,36 @@ def test_capacity_check_reuses_a_recent_free_space_figure():
     assert [(e.code, e.enhanced) for e in refused] == [(452, "4.3.1")] * 3
     assert all(isinstance(e, SMTPReply) for e in refused)
     assert (spool.looks, pool.calls) == (2, 2)
+
+
+def test_local_delivery_costs_one_thread_hand_off(tmp_path):
+    """
+    The queue hands a message for a local user to the disk threads once:
+    the routes are looked up and the message delivered in the same
+    hand-off (before: one for the routes, one for the delivery).  The
+    message is in the mailbox when the result comes back.
+    """
+    from pymailer.delivery.dispatch import RoutingAgent
+    from pymailer.delivery.local import LocalDeliveryAgent
+    from pymailer.delivery.router import Router
+    from pymailer.store.maildir import MaildirStore
+
+    reactor = ClockReactor()
+    pool = CountingThreadPool()
+    router = Router(MemoryDirectory(domains=["example.org"], users=["alice@example.org"]))
+    store = MaildirStore(tmp_path / "mail", "mx.example.org")
+    store.createUser("alice@example.org")
+    local = LocalDeliveryAgent(store, router, "mx.example.org", reactor, pool)
+    agent = RoutingAgent(router, local, relay=None, reactor=reactor, threadpool=pool)
+    data = b"Subject: hi\r\n\r\nhello\r\n"
+    envelope = Envelope(queueId="Q1", sender="a@remote.test", receivedAt=0.0, size=len(data),
+                        recipients=(Recipient(index=0, address="alice@example.org"),))
+    results = []
+    agent.deliver(envelope, envelope.recipients, lambda: io.BytesIO(data),
+                  False).addCallback(results.append)
+    (result,) = results
+    assert result[0].code == 250 and pool.calls == 1
+    box = store.mailbox("alice@example.org")
+    (info,) = box.messages()
+    with box.openMessage(info.uid) as f:
+        assert f.read().endswith(data)
