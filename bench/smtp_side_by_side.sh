@@ -22,7 +22,9 @@ tree=$(cd "$here/.." && pwd)
 W=${1:?usage: $0 WORKDIR [ROUNDS]}; ROUNDS=${2:-3}
 M=${M:-2000}; S=${S:-20}; L=${L:-4096}
 WORKERS=${WORKERS:-1 0}; CHECKS=${CHECKS:-none chain}
-PFPORT=${PFPORT:-36025}; PMPORT=${PMPORT:-36026}; DNSPORT=${DNSPORT:-36053}
+# Ports below the ephemeral range (32768-60999): the load's client sockets
+# would otherwise sometimes hold the port a server is about to bind.
+PFPORT=${PFPORT:-21025}; PMPORT=${PMPORT:-21026}; DNSPORT=${DNSPORT:-21053}
 PY=${PY:-$tree/.venv/bin/python}
 [ -x "$PY" ] || PY=/work/main/.venv/bin/python
 export PYTHONPATH=$tree
