@@ -75,18 +75,40 @@ startpm() {  # $1 = label, $2 = checks (TOML list), $3 = workers (0: one per cor
 }
 stoppm() { kill $PMPID 2>/dev/null; wait $PMPID 2>/dev/null; }
 queued() { find "$1/data/queue/data" -type f 2>/dev/null | wc -l; }
+# CPU time (clock ticks) of a process tree: the process's own and its reaped
+# children's (/proc/PID/stat fields 14-17), plus its live children's.  The
+# load-independent side of the comparison: what each message costs in CPU.
+ticks() {
+  local t c
+  t=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12+$13+$14+$15}')
+  for c in $(ps -o pid= --ppid "$1"); do
+    t=$((t + $(sed 's/.*) //' "/proc/$c/stat" 2>/dev/null | awk '{print $12+$13}') + 0))
+  done
+  echo "${t:-0}"
+}
+HZ=$(getconf CLK_TCK)
 
-run() {  # label port from to [pymailer dir]: one smtp-source run, prints its rate
-  local t0 t1 rc
-  t0=$(date +%s.%N)
+run() {  # label port from to pid: one smtp-source run, prints its rate and CPU per message
+  local t0 t1 rc c0 c1
+  c0=$(ticks "$5"); t0=$(date +%s.%N)
   smtp-source -4 -s $S -m $M -l $L -f "$3" -t "$4" "127.0.0.1:$2"; rc=$?
   t1=$(date +%s.%N)
+  # Postfix: until its queue is empty (qmgr and discard are part of the cost);
+  # pymailer: its queue is drained (delivery) before the CPU is read.
+  [ "$1" = postfix ] && while [ -n "$(find "$P/queue/incoming" "$P/queue/active" -type f | head -1)" ]; do sleep 0.1; done
   RATE=$(echo "$M / ($t1 - $t0)" | bc -l | cut -d. -f1)
+  C0=$c0; CPUPID=$5
   echo "$1 rc=$rc rate=$RATE" | tee -a "$W/rates"
+  [ "$1" = postfix ] && cpu "$1"
+}
+cpu() {  # label: CPU ms per message since the run started
+  local ms
+  ms=$(echo "scale=2; ($(ticks "$CPUPID") - $C0) * 1000 / $HZ / $M" | bc)
+  echo "  $1 cpu_ms_per_msg=$ms" | tee -a "$W/cpu"
 }
 
 for r in $(seq "$ROUNDS"); do
-  run postfix $PFPORT bench@localhost bench@localhost
+  run postfix $PFPORT bench@localhost bench@localhost "$(tr -d " " <"$P/queue/pid/master.pid")"
   for checks in $CHECKS; do
     for workers in $WORKERS; do
       label="pymailer-$checks-w$workers"
@@ -97,7 +119,7 @@ for r in $(seq "$ROUNDS"); do
       "$PY" "$here/smtp_probe.py" "$d/pm.toml" $PMPORT bob@example.org "$d/stop" \
         >"$d/probe" 2>&1 &
       probe=$!
-      run "$label" $PMPORT bench@remote.test alice@example.org
+      run "$label" $PMPORT bench@remote.test alice@example.org $PMPID
       touch "$d/stop"
       # Delivery after the load: until the spool holds no message data.
       t0=$(date +%s.%N)
@@ -105,6 +127,7 @@ for r in $(seq "$ROUNDS"); do
         sleep 0.2
       done
       wait $probe
+      cpu "$label"
       echo "  $label left_in_queue=$(queued "$d") drain_s=$(echo "$(date +%s.%N) - $t0" | bc | cut -c1-5)" \
         "$(cat "$d/probe")"
       stoppm
@@ -114,12 +137,14 @@ done
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 rateOf() { grep "^$1 " "$W/rates" | sed 's/.*rate=//' | median; }
-PF=$(rateOf postfix)
-echo "postfix median $PF msg/s (M=$M S=$S L=$L, $ROUNDS rounds)"
+cpuOf() { grep " $1 " "$W/cpu" | sed 's/.*=//' | median; }
+PF=$(rateOf postfix); PFC=$(cpuOf postfix)
+echo "postfix median $PF msg/s, $PFC CPU ms/msg (M=$M S=$S L=$L, $ROUNDS rounds)"
 for checks in $CHECKS; do
   for workers in $WORKERS; do
     label="pymailer-$checks-w$workers"
-    PM=$(rateOf "$label")
-    echo "$label median $PM msg/s ratio $(echo "scale=2; $PM / $PF" | bc)"
+    PM=$(rateOf "$label"); PMC=$(cpuOf "$label")
+    echo "$label median $PM msg/s ratio $(echo "scale=2; $PM / $PF" | bc);" \
+      "$PMC CPU ms/msg, $(echo "scale=1; $PMC / $PFC" | bc)x Postfix's"
   done
 done
