@@ -13,6 +13,8 @@
 #    Postfix reference; then SPF, DKIM, ARC and DMARC against a loopback DNS,
 #    bench/dns_zone.py). While the load runs, bench/smtp_probe.py sends one message
 #    every 0.5 s to another user and times it from its 250 to its INBOX.
+# With OTHER=DIR, every pymailer variant also runs from the tree in DIR (labelled
+# "-other"), in the same rounds: before and after a change, side by side.
 # Each round runs Postfix, then every pymailer variant. Prints one line per run, then
 # per variant the median rate and the ratio of medians against Postfix's.
 # Needs: apt-get install postfix (smtp-source comes with it), bc; run as root.
@@ -27,7 +29,7 @@ WORKERS=${WORKERS:-1 0}; CHECKS=${CHECKS:-none chain}
 PFPORT=${PFPORT:-21025}; PMPORT=${PMPORT:-21026}; DNSPORT=${DNSPORT:-21053}
 PY=${PY:-$tree/.venv/bin/python}
 [ -x "$PY" ] || PY=/work/main/.venv/bin/python
-export PYTHONPATH=$tree
+OTHER=${OTHER:-}
 rm -rf "$W"; mkdir -p "$W"; chmod 755 "$W"
 
 # -- Postfix ---------------------------------------------------------------------------
@@ -46,7 +48,8 @@ DNSPID=$!
 waitPort() { for i in $(seq 150); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.2; done; return 1; }
 waitPort $PFPORT || { echo "postfix did not start"; exit 1; }
 
-startpm() {  # $1 = label, $2 = checks (TOML list), $3 = workers (0: one per core)
+startpm() {  # $1 = label, $2 = checks (TOML list), $3 = workers (0: one per core), $4 = tree
+  export PYTHONPATH=$4
   local d="$W/$1"; rm -rf "$d"; mkdir -p "$d"
   # The last run's workers may still be closing the port.
   for i in $(seq 50); do ss -tlnH "sport = :$PMPORT" | grep -q . || break; sleep 0.2; done
@@ -107,30 +110,34 @@ cpu() {  # label: CPU ms per message since the run started
   echo "  $1 cpu_ms_per_msg=$ms" | tee -a "$W/cpu"
 }
 
+variant() {  # label checks workers tree: one pymailer run, with the probe and the drain
+  local label=$1 d="$W/$1" list t0 probe
+  case $2 in none) list='[]' ;; *) list='["spf", "dkim", "arc", "dmarc"]' ;; esac
+  startpm "$label" "$list" "$3" "$4"
+  rm -f "$d/stop"
+  "$PY" "$here/smtp_probe.py" "$d/pm.toml" $PMPORT bob@example.org "$d/stop" \
+    >"$d/probe" 2>&1 &
+  probe=$!
+  run "$label" $PMPORT bench@remote.test alice@example.org $PMPID
+  touch "$d/stop"
+  # Delivery after the load: until the spool holds no message data.
+  t0=$(date +%s.%N)
+  while [ "$(queued "$d")" -gt 0 ] && [ $(( $(date +%s) - ${t0%.*} )) -lt 300 ]; do
+    sleep 0.2
+  done
+  wait $probe
+  cpu "$label"
+  echo "  $label left_in_queue=$(queued "$d") drain_s=$(echo "$(date +%s.%N) - $t0" | bc | cut -c1-5)" \
+    "$(cat "$d/probe")"
+  stoppm
+}
+
 for r in $(seq "$ROUNDS"); do
   run postfix $PFPORT bench@localhost bench@localhost "$(tr -d " " <"$P/queue/pid/master.pid")"
   for checks in $CHECKS; do
     for workers in $WORKERS; do
-      label="pymailer-$checks-w$workers"
-      case $checks in none) list='[]' ;; *) list='["spf", "dkim", "arc", "dmarc"]' ;; esac
-      startpm "$label" "$list" "$workers"
-      d="$W/$label"
-      rm -f "$d/stop"
-      "$PY" "$here/smtp_probe.py" "$d/pm.toml" $PMPORT bob@example.org "$d/stop" \
-        >"$d/probe" 2>&1 &
-      probe=$!
-      run "$label" $PMPORT bench@remote.test alice@example.org $PMPID
-      touch "$d/stop"
-      # Delivery after the load: until the spool holds no message data.
-      t0=$(date +%s.%N)
-      while [ "$(queued "$d")" -gt 0 ] && [ $(( $(date +%s) - ${t0%.*} )) -lt 300 ]; do
-        sleep 0.2
-      done
-      wait $probe
-      cpu "$label"
-      echo "  $label left_in_queue=$(queued "$d") drain_s=$(echo "$(date +%s.%N) - $t0" | bc | cut -c1-5)" \
-        "$(cat "$d/probe")"
-      stoppm
+      variant "pymailer-$checks-w$workers" $checks $workers "$tree"
+      [ -n "$OTHER" ] && variant "pymailer-$checks-w$workers-other" $checks $workers "$OTHER"
     done
   done
 done
@@ -142,9 +149,10 @@ PF=$(rateOf postfix); PFC=$(cpuOf postfix)
 echo "postfix median $PF msg/s, $PFC CPU ms/msg (M=$M S=$S L=$L, $ROUNDS rounds)"
 for checks in $CHECKS; do
   for workers in $WORKERS; do
-    label="pymailer-$checks-w$workers"
-    PM=$(rateOf "$label"); PMC=$(cpuOf "$label")
-    echo "$label median $PM msg/s ratio $(echo "scale=2; $PM / $PF" | bc);" \
-      "$PMC CPU ms/msg, $(echo "scale=1; $PMC / $PFC" | bc)x Postfix's"
+    for label in "pymailer-$checks-w$workers" ${OTHER:+"pymailer-$checks-w$workers-other"}; do
+      PM=$(rateOf "$label"); PMC=$(cpuOf "$label")
+      echo "$label median $PM msg/s ratio $(echo "scale=2; $PM / $PF" | bc);" \
+        "$PMC CPU ms/msg, $(echo "scale=1; $PMC / $PFC" | bc)x Postfix's"
+    done
   done
 done
