@@ -21,7 +21,8 @@ from pymailer.logs import BufferedLogObserver, LoggingTo
 from pymailer.queue.spool_files import Spool
 from pymailer.smtp.factory import SMTPFactory
 from pymailer.testing import (
-    ClockReactor, MemoryDirectory, MemoryIntake, connectSMTP, memoryPortal)
+    ClockReactor, MemoryDirectory, MemoryIntake, SynchronousThreadPool, connectSMTP,
+    memoryPortal)
 
 from test_smtp_server import REPLY
 
@@ -222,7 +223,7 @@ def test_twistd_uses_the_buffered_log():
     assert application.getComponent(ILogObserver) is observer
 
 
-class CountingThreadPool:
+class CountingThreadPool(SynchronousThreadPool):
     """Runs work at once, counting the hand-offs."""
 
     def __init__(self):
@@ -230,14 +231,7 @@ class CountingThreadPool:
 
     def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
         self.calls += 1
-        try:
-            result = f(*args, **kwargs)
-        except BaseException:
-            from twisted.python.failure import Failure
-
-            onResult(False, Failure())
-        else:
-            onResult(True, result)
+        SynchronousThreadPool.callInThreadWithCallback(self, onResult, f, *args, **kwargs)
 
 
 def test_small_message_costs_one_thread_hand_off(tmp_path):
