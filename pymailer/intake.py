@@ -7,6 +7,8 @@ spool, and commits it; the queue runner takes it from there.  The intake
 knows nothing of the SMTP wire format, and the SMTP server nothing of disks.
 """
 
+import time
+
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from zope.interface import implementer
@@ -20,24 +22,93 @@ from pymailer.smtp.reply import SMTPReply
 MAILBOX_FULL = SMTPReply(452, "4.2.2", "Mailbox full, try again later")
 
 
+# Message bytes held in memory before a write to the spool: a message under
+# this goes to disk in one thread hop with its commit.
+HOLD_IN_MEMORY = 256 * 1024
+
+
 @implementer(IIncomingMessage)
 class IncomingMessage:
+    """
+    One message being received.  Its data is held in memory up to
+    L{HOLD_IN_MEMORY} octets and written with the commit, so that a small
+    message costs one hand-off to the disk threads (write, fsyncs, envelope)
+    instead of one per chunk; a larger one is written in batches as it comes.
+    """
+
     def __init__(self, writer, intake):
         self._writer = writer
         self._intake = intake
         self.queueId = writer.queueId
+        self._held = []
+        self._heldSize = 0
 
     def write(self, data):
-        return self._intake._inThread(self._writer.write, data)
+        if data:
+            self._held.append(data)
+            self._heldSize += len(data)
+        if self._heldSize < HOLD_IN_MEMORY:
+            return defer.succeed(None)
+        return self._intake._inThread(self._writer.write, self._takeHeld())
+
+    def _takeHeld(self):
+        data = b"".join(self._held)
+        self._held = []
+        self._heldSize = 0
+        return data
 
     def commit(self, envelope):
-        return self._intake._inThread(self._writer.commit, envelope)
+        return self._intake._inThread(self._writeAndCommit, self._takeHeld(), envelope)
+
+    def _writeAndCommit(self, data, envelope):
+        """Blocking: the rest of the data, then the durable commit."""
+        if data:
+            self._writer.write(data)
+        self._writer.commit(envelope)
 
     def abort(self):
+        self._takeHeld()
         return self._intake._inThread(self._writer.abort)
 
     def openData(self):
+        # Blocking, in a pool thread: policy reads the message before its
+        # commit, while the session waits (nothing is written meanwhile).
+        data = self._takeHeld()
+        if data:
+            self._writer.write(data)
         return self._writer.openData()
+
+
+class FreeSpace:
+    """
+    The spool's free space, measured in a pool thread at most once per
+    L{MAX_AGE} seconds and shared by every session: each MAIL asks, and
+    under load most get the answer without a hand-off to the disk threads.
+    A figure a second old is close enough: the room kept free
+    (C{min_free_disk_factor} times the size limit) is there for the
+    messages accepted meanwhile.
+    """
+
+    MAX_AGE = 1.0
+
+    def __init__(self, spool, now=time.monotonic):
+        self.spool = spool
+        self.now = now
+        self._measuredAt = None
+        self._free = None
+
+    def recent(self):
+        """@return: C{(True, free)} when a recent figure is known, else C{(False, None)}."""
+        at = self._measuredAt
+        if at is not None and self.now() - at < self.MAX_AGE:
+            return True, self._free
+        return False, None
+
+    def measure(self):
+        """Blocking: ask the spool (C{None}: it cannot tell)."""
+        free = self.spool.freeSpace()
+        self._free, self._measuredAt = free, self.now()
+        return free
 
 
 @implementer(IMessageIntake)
@@ -48,12 +119,16 @@ class MessageIntake:
     @ivar relayAvailable: is there an agent that delivers to other domains.
     @ivar quotas: the L{pymailer.quota.Quotas} that refuse mail for a full
         mailbox at RCPT time, or C{None} (no quotas).
+    @ivar freeSpace: the L{FreeSpace} of C{spool}, shared by the intakes of
+        one server (one of its own when not given).
     """
 
     def __init__(self, router, spool, reactor, threadpool,
-                 minFreeSpace=0, user=None, relayAvailable=False, quotas=None):
+                 minFreeSpace=0, user=None, relayAvailable=False, quotas=None,
+                 freeSpace=None):
         self.router = router
         self.spool = spool
+        self.freeSpace = freeSpace if freeSpace is not None else FreeSpace(spool)
         self.reactor = reactor
         self.threadpool = threadpool
         self.minFreeSpace = minFreeSpace
@@ -70,13 +145,15 @@ class MessageIntake:
         above C{minFreeSpace} (the configured factor times the size limit),
         and above the message itself.
         """
-        def check():
-            free = self.spool.freeSpace()
+        def judge(free):
             # A backend that cannot tell (a database) admits by size alone.
             if free is not None and free < max(self.minFreeSpace, size):
                 raise SMTPReply(452, "4.3.1", "Insufficient system storage")
 
-        return self._inThread(check)
+        known, free = self.freeSpace.recent()
+        if known:
+            return defer.maybeDeferred(judge, free)
+        return self._inThread(self.freeSpace.measure).addCallback(judge)
 
     def validateSender(self, session, sender, params):
         if self.user is None:

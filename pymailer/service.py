@@ -35,9 +35,10 @@ from pymailer.events import Events
 from pymailer.limits import openLimits
 from pymailer.monitoring import openMonitoring
 from pymailer.delivery.router import Router
-from pymailer.intake import MessageIntake
+from pymailer.intake import FreeSpace, MessageIntake
 from pymailer.memdebug import tracingService
 from pymailer.quota import Quotas
+from pymailer.threadpool import LightThreadPool
 from pymailer.queue.notify import Reporter
 from pymailer.queue.runner import QueueRunner
 from pymailer.queue.backend import openSpool
@@ -231,7 +232,8 @@ def buildServer(config, reactor=None, worker=None):
 
     # Disk and database work (fsync, Maildir, SQLite, argon2) runs here, so
     # the reactor never waits on the disk.
-    pool = ThreadPool(minthreads=2, maxthreads=20, name="pymailer-disk")
+    # A light pool (pymailer.threadpool): a message costs several hand-offs.
+    pool = LightThreadPool(minthreads=2, maxthreads=20, name="pymailer-disk")
     ThreadPoolService(pool).setServiceParent(top)
     # Stops after the listeners and the runner (StopInOrder), so that their
     # last events are in its final flush, and before the pool it writes in.
@@ -282,10 +284,13 @@ def buildServer(config, reactor=None, worker=None):
     minFree = int(config.smtp.max_message_size * config.smtp.min_free_disk_factor)
     quotas = Quotas(directory, store)
 
+    freeSpace = FreeSpace(spool)
+
     def intakeFor(user):
         return MessageIntake(
             router, spool, reactor, pool,
             minFreeSpace=minFree, user=user, relayAvailable=True, quotas=quotas,
+            freeSpace=freeSpace,
         )
 
     # argon2id holds 19 MiB per verification by design: a pool of its own

@@ -7,6 +7,7 @@ import sys
 from twisted.python import usage
 
 from pymailer import config as configmodule
+from pymailer.logs import LoggingTo, twistdObserver
 from pymailer.pg.schema import SchemaError
 from pymailer.policy.plugins import UnknownPolicy, checkPolicyNames
 from pymailer.service import describeListeners, makeService as buildService
@@ -34,9 +35,14 @@ def makeService(options):
 
     describeListeners(options.config)
     try:
-        return buildService(options.config)
+        service = buildService(options.config)
     except (SchemaError, WorkerSetupError) as e:
         # SchemaError: the shared database cannot be reached, or its schema
         # is not this version's: one line saying what to do (run `pymailer
         # db migrate`).  WorkerSetupError: a listener workers cannot share.
         sys.exit(f"pymailer: error: {e}")
+    # twistd's log, written in batches off the reactor thread (pymailer.logs).
+    from twisted.internet import reactor
+
+    observer = twistdObserver(getattr(options, "parent", None), reactor)
+    return service if observer is None else LoggingTo(service, observer, reactor)

@@ -421,16 +421,19 @@ class SupervisorPipe:
 def _logToSupervisor(out):
     """
     Log one line per event to C{out} (a pipe the supervisor reads and
-    stamps with the time and this worker's name).
+    stamps with the time and this worker's name), in batches written by a
+    thread of their own (L{pymailer.logs}).
     """
     from twisted.logger import eventAsText, globalLogBeginner
 
-    def observer(event):
-        text = eventAsText(event, includeTimestamp=False, includeSystem=True)
-        out.write(text + "\n")
-        out.flush()
+    from pymailer.logs import BufferedLogObserver
 
+    def format(event):
+        return eventAsText(event, includeTimestamp=False, includeSystem=True) + "\n"
+
+    observer = BufferedLogObserver(out, format)
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    return observer
 
 
 def main(argv=None):
@@ -444,7 +447,7 @@ def main(argv=None):
     # Its own process group: a Ctrl-C in twistd's terminal reaches the
     # supervisor, which stops the workers in order.
     os.setpgrp()
-    _logToSupervisor(sys.stdout)
+    logObserver = _logToSupervisor(sys.stdout)
 
     from twisted.internet import reactor
 
@@ -470,6 +473,7 @@ def main(argv=None):
     top.privilegedStartService()
     top.startService()
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
+    reactor.addSystemEventTrigger("after", "shutdown", logObserver.stop)
     started = time.monotonic()
     log.info("worker {i} ready ({n} listeners{queue})", i=options.index, n=len(listeners),
              queue=", runs the queue" if role.runsQueue else "")

@@ -35,6 +35,10 @@ DOMAIN = "example.org"
 PASSWORD = "correct horse battery staple"
 DEFAULT_USERS = ("alice@example.org", "bob@example.org")
 QUEUE_STATES = ("incoming", "active", "deferred")
+# How long the log must stay the same before L{MailServer.log} trusts it:
+# more than the server's log batches take (pymailer.logs.FLUSH_INTERVAL,
+# twice with workers).
+LOG_SETTLE = 0.5
 
 
 class _FailingDNSServer:
@@ -371,7 +375,25 @@ class MailServer:
 
     # -- looking at the results --------------------------------------------
 
-    def log(self):
+    def log(self, settle=LOG_SETTLE):
+        """
+        The server's log so far.  The server writes it in batches, a
+        fraction of a second after the events (L{pymailer.logs}; with
+        workers twice, in the worker then in the supervisor): while it
+        runs, wait until the file has not grown for C{settle} seconds (at
+        most 5 s), so what happened before the call is in it.
+        """
+        deadline = time.monotonic() + 5
+        text = self._readLog()
+        while settle and self.running() and time.monotonic() < deadline:
+            time.sleep(settle)
+            again = self._readLog()
+            if len(again) == len(text):
+                break
+            text = again
+        return text
+
+    def _readLog(self):
         try:
             return self.logPath.read_text("utf-8", "replace")
         except FileNotFoundError:

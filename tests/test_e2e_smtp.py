@@ -380,6 +380,75 @@ def test_unknown_user_refused(mailserver):
     assert code == 550 and text.startswith(b"5.1.1"), (code, text)
 
 
+def test_mail_log_has_a_record_per_message_and_refusal(mailserver):
+    """
+    The server's log has one line for an accepted message (its queue id,
+    sender, recipients, size and the result) and one for a refused RCPT:
+    what an operator greps for when a sender asks where a message went.
+    """
+    tok = token()
+    queueId = smtpSend(mailserver.port, "carol@client.test",
+                       ["alice@example.org", "bob@example.org"], makeMessage(tok))
+    with smtplib.SMTP("127.0.0.1", mailserver.port, timeout=30) as s:
+        s.ehlo("client.test")
+        s.mail("dave@client.test")
+        assert s.rcpt("nobody@example.org")[0] == 550
+    log = mailserver.log()
+    accepted = [line for line in log.splitlines() if f"qid={queueId}" in line]
+    assert len(accepted) == 1, log[-3000:]
+    assert re.search(
+        rf"\[pymailer.mail#info\] result=queued qid={queueId} from=<carol@client.test> "
+        r"to=<alice@example.org>,<bob@example.org> size=\d+ client=127.0.0.1 "
+        r"listener=smtp$", accepted[0]), accepted[0]
+    assert re.search(
+        r"\[pymailer.mail#info\] result=refused stage=RCPT code=550 enhanced=5.1.1 "
+        r"reason=unknown_recipient from=<dave@client.test> to=<nobody@example.org> "
+        r"client=127.0.0.1 listener=smtp text=", log), log[-3000:]
+
+
+def test_delivery_within_a_second_under_load(mailserver):
+    """
+    While eight clients send mail as fast as they can (a new connection per
+    message), a message accepted is in the mailbox within a second: the
+    accept path's batching must not hold deliveries back.
+    """
+    import threading
+    import time
+
+    stop = threading.Event()
+    errors = []
+
+    def load():
+        while not stop.is_set():
+            try:
+                smtpSend(mailserver.port, "bulk@client.test", ["alice@example.org"],
+                         makeMessage(token()))
+            except Exception as e:  # reported below
+                errors.append(e)
+                return
+
+    senders = [threading.Thread(target=load) for _ in range(8)]
+    for t in senders:
+        t.start()
+    latencies = []
+    try:
+        time.sleep(1)
+        for _ in range(5):
+            before = len(mailserver.messages("bob"))
+            smtpSend(mailserver.port, "probe@client.test", ["bob@example.org"],
+                     makeMessage(token()))
+            accepted = time.monotonic()
+            waitFor(lambda: len(mailserver.messages("bob")) > before, 10, interval=0.01)
+            latencies.append(time.monotonic() - accepted)
+    finally:
+        stop.set()
+        for t in senders:
+            t.join()
+    assert errors == []
+    latencies.sort()
+    assert latencies[len(latencies) // 2] < 1.0, latencies
+
+
 def test_peer_connecting_per_message_is_never_throttled(mailserver):
     """
     With the default config, 200 connections one after the other from one

@@ -100,7 +100,8 @@ def test_every_worker_accepts_and_each_message_is_delivered_once(server):
     log = server.log()
     for index in (0, 1):
         accepted = re.findall(
-            rf"\[worker {index} pid \d+\] \S+ (\S+): from=<carol{index}@example.net>", log)
+            rf"\[worker {index} pid \d+\] \S+ result=queued qid=(\S+) "
+            rf"from=<carol{index}@example.net>", log)
         assert len(accepted) == 1, log
         delivered = re.findall(
             rf"\[worker (\d+) pid \d+\] \S+ {re.escape(accepted[0])}: to=<{BOB}> "

@@ -24,20 +24,9 @@ class RoutingAgent:
 
     @defer.inlineCallbacks
     def deliver(self, envelope, recipients, openData, recovering):
-        routes = yield deferToThreadPool(
+        results, local, localRoutes, remote = yield deferToThreadPool(
             self.reactor, self.threadpool,
-            lambda: [self.router.route(r.address) for r in recipients],
-        )
-        results, local, localRoutes, remote = {}, [], [], []
-        for recipient, route in zip(recipients, routes):
-            if isinstance(route, Reject):
-                results[recipient.index] = DeliveryResult.permfail(
-                    route.text, route.code, route.enhanced)
-            elif isinstance(route, Local):
-                local.append(recipient)
-                localRoutes.append(route)
-            else:
-                remote.append(recipient)
+            self._routeAndDeliverLocally, envelope, recipients, openData, recovering)
         pending = []
         if local:
             # The routes go along: the local agent need not look them up again.
@@ -48,3 +37,32 @@ class RoutingAgent:
         for partial in (yield defer.gatherResults(pending, consumeErrors=True)):
             results.update(partial)
         return results
+
+    def _routeAndDeliverLocally(self, envelope, recipients, openData, recovering):
+        """
+        Blocking, in a pool thread: the route of each recipient, and the
+        local deliveries at once when the local agent can make them in this
+        thread (C{deliverNow}): one hand-off to the disk threads for a
+        local message instead of two.
+
+        @return: C{(results, local, localRoutes, remote)}: the results so
+            far, and the local recipients still to deliver (with their
+            routes) and the remote ones.
+        """
+        results, local, localRoutes, remote = {}, [], [], []
+        for recipient in recipients:
+            route = self.router.route(recipient.address)
+            if isinstance(route, Reject):
+                results[recipient.index] = DeliveryResult.permfail(
+                    route.text, route.code, route.enhanced)
+            elif isinstance(route, Local):
+                local.append(recipient)
+                localRoutes.append(route)
+            else:
+                remote.append(recipient)
+        deliverNow = getattr(self.local, "deliverNow", None)
+        if local and deliverNow is not None:
+            results.update(deliverNow(envelope, local, openData, recovering,
+                                      routes=localRoutes))
+            local, localRoutes = [], []
+        return results, local, localRoutes, remote

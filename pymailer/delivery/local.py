@@ -64,6 +64,16 @@ class LocalDeliveryAgent:
             routes,
         )
 
+    def deliverNow(self, envelope, recipients, openData, recovering, routes=None):
+        """
+        I{Blocking}, in a pool thread: L{deliver} for a caller that is in
+        one already (the routing agent, which has just looked up the
+        routes there), saving a hand-off.
+
+        @return: C{{index: DeliveryResult}}.
+        """
+        return self._deliverAll(envelope, recipients, openData, recovering, routes)
+
     def _deliverAll(self, envelope, recipients, openData, recovering, routes):
         if routes is None:
             routes = [self.router.route(r.address) for r in recipients]

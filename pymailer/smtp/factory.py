@@ -9,6 +9,7 @@ from pymailer.connlimit import LimitedFactory
 from pymailer.events import PROMETHEUS_ONLY
 from pymailer.policy.chain import PolicyChain
 from pymailer.shutdown import Connections
+from pymailer.smtp.maillog import MailLog
 from pymailer.smtp.server import SMTPServer
 
 
@@ -59,6 +60,8 @@ class SMTPFactory(LimitedFactory):
         self.clients = Connections(reactor)
         # Accepted and refused mail is recorded here (metrics, monitoring).
         self.events = events if events is not None else PROMETHEUS_ONLY
+        # One record per accepted message and per refused command.
+        self.mailLog = MailLog(role.name)
 
     def refusal(self, reason):
         return f"421 4.7.0 {reason}".encode("ascii")

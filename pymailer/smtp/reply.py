@@ -11,11 +11,16 @@ class SMTPReply(Exception):
     A reply to send instead of the success reply, e.g. ``550 5.1.1``.
     """
 
-    def __init__(self, code, enhanced, text):
+    def __init__(self, code, enhanced, text, reason=None):
+        """
+        @param reason: the policy reason that refused (C{spf.fail}...), for
+            the mail log; C{None} when the protocol itself refuses.
+        """
         Exception.__init__(self, code, enhanced, text)
         self.code = code
         self.enhanced = enhanced
         self.text = text
+        self.reason = reason
 
     @property
     def temporary(self):

@@ -68,6 +68,8 @@ class SessionSecurity:
         self._heloName = None
         self._resetTransaction()
         self._releaseIntake()
+        # The 220 goes out in plaintext, before the handshake.
+        self._flushReplies()
         self.transport.startTLS(self.factory.tls)
         self.secure = True
 

@@ -42,6 +42,10 @@ WRITE_BATCH = 256 * 1024
 # Pipelined input held while a command waits: beyond it, stop reading.
 MAX_BUFFERED = 64 * 1024
 
+# RFC 3463 §3.4: X.3.0, mail system trouble; 4xx so that the client keeps
+# the message and tries again (a disk error is not the message's fault).
+STORAGE_FAILED = SMTPReply(451, "4.3.0", "Could not store the message, try again later")
+
 # RFC 5321 §3.8: 421 when the server must shut down; RFC 3463 §3.5: 4.3.2,
 # system not accepting network messages.
 SHUTTING_DOWN = SMTPReply(421, "4.3.2", "Service shutting down, try again later")
@@ -155,25 +159,49 @@ class SMTPServer(SessionSecurity, ESMTP):
         self._pendingData = []
         self._pendingSize = 0
         self._onLogout = None
+        self._outbox = []
         self.facts = Facts()
 
     # -- replies ------------------------------------------------------------
 
     def reply(self, code, enhanced, text):
-        """Send one reply, each line carrying its enhanced code."""
+        """
+        Queue one reply, each line carrying its enhanced code; it goes out
+        with the others of its command group (L{_flushReplies}).
+        """
         if self._disconnected:
             return
         if code >= 400:
             self._errors += 1
         lines = text.split("\n")
-        out = []
+        last = len(lines) - 1
         for i, line in enumerate(lines):
-            sep = "-" if i < len(lines) - 1 else " "
+            sep = "-" if i < last else " "
             prefix = f"{code}{sep}{enhanced} " if enhanced else f"{code}{sep}"
-            out.append((prefix + line).encode("utf-8"))
-        self.transport.writeSequence([line + b"\r\n" for line in out])
+            self._outbox.append((prefix + line + "\r\n").encode("utf-8"))
         if code != 421 and self._errors > self.factory.limits.max_errors:
             self._closeWith(421, "4.7.0", "Too many errors, closing connection")
+
+    def _send(self, data):
+        """Queue raw reply bytes (the greeting, the EHLO answer)."""
+        if not self._disconnected:
+            self._outbox.append(data)
+
+    def _flushReplies(self):
+        """
+        Write every queued reply in one transport write.
+
+        RFC 2920 §3.2: the server may hold the replies to a group of
+        pipelined commands until it has processed the last command of the
+        group, but must send them before it waits for more input.  So
+        replies go out when the input buffer holds no complete command to
+        run (L{_processBuffer}), and before the connection closes or
+        changes to TLS.  One write per group is one TCP segment (one TLS
+        record) instead of one per reply.
+        """
+        if self._outbox:
+            out, self._outbox = self._outbox, []
+            self.transport.writeSequence(out)
 
     def sendCode(self, code, message=b""):
         """
@@ -192,6 +220,7 @@ class SMTPServer(SessionSecurity, ESMTP):
 
     def _closeWith(self, code, enhanced, text):
         self.reply(code, enhanced, text)
+        self._flushReplies()
         self._disconnected = True
         self._buffer = b""
         self.transport.loseConnection()
@@ -216,10 +245,12 @@ class SMTPServer(SessionSecurity, ESMTP):
         def greet(decision):
             if decision.refuses:
                 self._recordRefusal(decision)
+                self._logRefusal("CONNECT", SMTPReply(
+                    decision.code, decision.enhanced, decision.text, decision.reason or "policy"))
                 # RFC 5321 §3.1: 554 (or 421) instead of the greeting.
                 return self._closeWith(decision.code, decision.enhanced, decision.text)
             # RFC 2034 §3: no enhanced code on the greeting.
-            self.transport.write(b"220 " + self.greeting() + b"\r\n")
+            self._send(b"220 " + self.greeting() + b"\r\n")
 
         return d.addCallback(greet)
 
@@ -243,7 +274,8 @@ class SMTPServer(SessionSecurity, ESMTP):
                 # The reply goes out here; the error below only stops the
                 # command (a closed session sends nothing more).
                 self._closeWith(decision.code, decision.enhanced, decision.text)
-            raise SMTPReply(decision.code, decision.enhanced, decision.text)
+            raise SMTPReply(decision.code, decision.enhanced, decision.text,
+                            decision.reason or "policy")
         return decision
 
     def _recordRefusal(self, decision, recipient=None):
@@ -253,6 +285,32 @@ class SMTPServer(SessionSecurity, ESMTP):
         self.factory.events.rejected(
             decision.reason or "policy", self._peerHost, self.facts.sender, recipient,
             f"{decision.code} {decision.enhanced} {decision.text}")
+
+    def _logRefusal(self, stage, reply, sender=None, recipients=()):
+        """One mail log record for a refused command (L{MailLog.refused})."""
+        reason = reply.reason
+        if reason is None and reply.enhanced == BAD_MAILBOX:
+            reason = "unknown_recipient"
+        self.factory.mailLog.refused(
+            stage, reply.code, reply.enhanced, reply.text, self._peerHost,
+            sender=sender, recipients=recipients, reason=reason)
+
+    def _refuse(self, stage, reply, sender=None, recipients=()):
+        """Log and send the refusal of a command of the transaction."""
+        self._logRefusal(stage, reply, sender, recipients)
+        self.reply(reply.code, reply.enhanced, reply.text)
+
+    def _refusedBy(self, stage, sender=None, recipients=()):
+        """
+        An errback that logs a refusal (an L{SMTPReply}) and passes it on to
+        L{replyError}, which answers it.
+        """
+        def logged(failure):
+            if failure.check(SMTPReply):
+                self._logRefusal(stage, failure.value, sender, recipients)
+            return failure
+
+        return logged
 
     def timeoutConnection(self):
         self._closeWith(421, "4.4.2", f"{self.factory.hostname} Error: timeout exceeded")
@@ -289,6 +347,10 @@ class SMTPServer(SessionSecurity, ESMTP):
                     progress = self._commandReceived()
         finally:
             self._processing = False
+        if not (self._busy and b"\n" in self._buffer):
+            # Nothing more of the group to run now: the client may be
+            # waiting for these replies (RFC 2920 §3.2).
+            self._flushReplies()
         self._flowControl()
 
     def _flowControl(self):
@@ -400,7 +462,7 @@ class SMTPServer(SessionSecurity, ESMTP):
         self._heloName = name
         d = self._ask("checkHelo").addCallback(self._judge)
         d.addCallback(lambda _: self._welcome(rest, name, extended))
-        return d
+        return d.addErrback(self._refusedBy("HELO"))
 
     def _welcome(self, rest, name, extended):
         self._helo = (rest, self._helo[1])
@@ -409,11 +471,9 @@ class SMTPServer(SessionSecurity, ESMTP):
         lines = [f"{self.factory.hostname} Hello {name} [{self._peerHost}]"]
         if extended:
             lines += self.extensionLines()
-        out = [
-            f"250{'-' if i < len(lines) - 1 else ' '}{line}".encode("utf-8") + b"\r\n"
-            for i, line in enumerate(lines)
-        ]
-        self.transport.writeSequence(out)
+        last = len(lines) - 1
+        for i, line in enumerate(lines):
+            self._send(f"250{'-' if i < last else ' '}{line}\r\n".encode("utf-8"))
 
     def do_HELO(self, rest):
         return self._greet(rest, extended=False)
@@ -501,7 +561,7 @@ class SMTPServer(SessionSecurity, ESMTP):
             )
             self._checkMailParams(sender, params)
         except SMTPReply as e:
-            return self.reply(e.code, e.enhanced, e.text)
+            return self._refuse("MAIL", e)
         sender = unquoteLocalPart(sender)
         size = int(params.get("SIZE") or 0)
         d = self._anonymousLogin()
@@ -520,7 +580,7 @@ class SMTPServer(SessionSecurity, ESMTP):
             self._txn = Transaction(sender, params)
             self.reply(250, "2.1.0", f"Sender <{sender}> ok")
 
-        return d.addCallback(accepted)
+        return d.addCallbacks(accepted, self._refusedBy("MAIL", sender))
 
     def _checkMailParams(self, sender, params):
         for key, value in params.items():
@@ -574,17 +634,17 @@ class SMTPServer(SessionSecurity, ESMTP):
                 self._decodeArgument(rest), "TO", allowNull=False, allowPostmaster=True
             )
         except SMTPReply as e:
-            return self.reply(e.code, e.enhanced, e.text)
+            return self._refuse("RCPT", e, txn.sender)
         try:
             notify, orcpt = _rcptDSNParams(params)
+            if not recipient.isascii() and not txn.smtputf8:
+                raise SMTPReply(553, "5.6.7", "UTF-8 address requires SMTPUTF8")
+            recipient = unquoteLocalPart(recipient)
+            if len(txn.recipients) >= self.factory.limits.max_recipients:
+                # RFC 5321 §4.5.3.1.10: 452 for too many recipients.
+                raise SMTPReply(452, "4.5.3", "Error: too many recipients")
         except SMTPReply as e:
-            return self.reply(e.code, e.enhanced, e.text)
-        if not recipient.isascii() and not txn.smtputf8:
-            return self.reply(553, "5.6.7", "UTF-8 address requires SMTPUTF8")
-        recipient = unquoteLocalPart(recipient)
-        if len(txn.recipients) >= self.factory.limits.max_recipients:
-            # RFC 5321 §4.5.3.1.10: 452 for too many recipients.
-            return self.reply(452, "4.5.3", "Error: too many recipients")
+            return self._refuse("RCPT", e, txn.sender, [recipient])
         d = self.intake.validateRecipient(self._session(txn.smtputf8), txn.sender, recipient,
                                           txn.declaredSize)
         d.addErrback(self._unknownRecipient, recipient)
@@ -597,7 +657,7 @@ class SMTPServer(SessionSecurity, ESMTP):
                 self.facts.recipients.append(recipient)
             self.reply(250, "2.1.5", f"Recipient <{recipient}> ok")
 
-        return d.addCallback(accepted)
+        return d.addCallbacks(accepted, self._refusedBy("RCPT", txn.sender, [recipient]))
 
     def _unknownRecipient(self, failure, recipient):
         """
@@ -683,7 +743,7 @@ class SMTPServer(SessionSecurity, ESMTP):
         self.resetTimeout()
         if txn.problem is not None and txn.message is None:
             self._txn = None
-            return self.reply(txn.problem.code, txn.problem.enhanced, txn.problem.text)
+            return self._refuse("DATA", txn.problem)
         if last or txn.problem is not None:
             return self._finishMessage()
         d = self._flushData(None)
@@ -740,9 +800,7 @@ class SMTPServer(SessionSecurity, ESMTP):
         def failed(failure):
             self.log.failure("could not write to the spool", failure)
             if txn.problem is None:
-                txn.problem = SMTPReply(
-                    451, "4.3.0", "Could not store the message, try again later"
-                )
+                txn.problem = STORAGE_FAILED
 
         return d.addErrback(failed)
 
@@ -751,12 +809,11 @@ class SMTPServer(SessionSecurity, ESMTP):
         txn = self._txn
         self._txn = None
         message = txn.message
+        recipients = [address for address, _, _ in txn.recipients]
         if txn.problem is not None:
             self._dropPendingData()
             d = message.abort()
-            d.addCallback(
-                lambda _: self.reply(txn.problem.code, txn.problem.enhanced, txn.problem.text)
-            )
+            d.addCallback(lambda _: self._refuse("DATA", txn.problem, txn.sender, recipients))
             return d
         started = time.perf_counter()
         d = message.write(self._takePendingData())
@@ -766,15 +823,8 @@ class SMTPServer(SessionSecurity, ESMTP):
             lambda decision: self._envelope(txn, message, decision)))
 
         def committed(envelope):
-            self.log.info(
-                "{qid}: from=<{sender}> size={size} nrcpt={n} client=[{ip}]{user}",
-                qid=envelope.queueId,
-                sender=envelope.sender,
-                size=envelope.size,
-                n=len(envelope.recipients),
-                ip=self._peerHost,
-                user=f" sasl_username={self.authenticatedAs}" if self.authenticatedAs else "",
-            )
+            self.factory.mailLog.queued(envelope.queueId, envelope.sender, recipients,
+                                        envelope.size, self._peerHost, self.authenticatedAs)
             self.factory.events.messageAccepted(
                 self.factory.role.name, envelope.queueId, envelope.sender,
                 [r.address for r in envelope.recipients], self._peerHost)
@@ -783,11 +833,12 @@ class SMTPServer(SessionSecurity, ESMTP):
         def failed(failure):
             message.abort()
             if failure.check(SMTPReply):
+                self._logRefusal("DATA", failure.value, txn.sender, recipients)
                 return failure
             # A disk error is temporary: the client keeps the message and
             # retries, instead of a 5xx bouncing it for good.
             self.log.failure("could not commit {qid}", failure, qid=message.queueId)
-            self.reply(451, "4.3.0", "Could not store the message, try again later")
+            self._refuse("DATA", STORAGE_FAILED, txn.sender, recipients)
 
         def timed(result):
             metrics.SMTP_DATA_SECONDS.labels(self.factory.role.name).observe(
