@@ -18,6 +18,7 @@ from pymailer.envelope import Session
 from pymailer.interfaces import IMessageIntake
 from pymailer.policy.decision import Facts
 from pymailer.smtp import submission
+from pymailer.smtp.maillog import MailLog
 from pymailer.web.webmail.mailbox import ANSWERED, SEEN, Webmail
 
 DRAFTS = "\\Drafts"
@@ -111,6 +112,8 @@ class Submitter:
         self.limits = limits
         self.events = events
         self.hideClientIP = hideClientIP
+        # The same mail log records as a submission over SMTP.
+        self.mailLog = MailLog(ROLE)
 
     def submit(self, user, clientAddress, sender, recipients, octets):
         """
@@ -132,6 +135,8 @@ class Submitter:
                               smtputf8)
 
         def accepted(envelope):
+            self.mailLog.queued(envelope.queueId, sender, recipients, envelope.size,
+                                clientAddress, user)
             self.events.messageAccepted(ROLE, envelope.queueId, sender, recipients,
                                         clientAddress)
             return envelope
