@@ -23,7 +23,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
 
 from pymailer.auth.checkers import MAX_CONCURRENT_CHECKS, PasswordChecker
-from pymailer.config import POSTGRESQL, usesOwnCertificate
+from pymailer.config import POSTGRESQL, usesOwnCertificate, withBacklog
 from pymailer.auth.directory import openDirectory
 from pymailer.auth.guard import LoginGuard
 from pymailer.auth.realm import MailRealm
@@ -354,6 +354,7 @@ def listen(parent, reactor, role, description, factory, tls, inherited=None):
         still ours to add.
     """
     clients = factory.clients
+    description = withBacklog(description)
     if description.startswith("ssl:") and not usesOwnCertificate(description):
         endpoint = serverFromString(reactor, "tcp:" + description[len("ssl:"):])
         factory = TLSMemoryBIOFactory(tls, False, factory)

@@ -57,7 +57,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 from twisted.internet.interfaces import IReadDescriptor, IStreamServerEndpoint
 
-from pymailer.config import _BUILTIN_ENDPOINTS, splitEndpoint
+from pymailer.config import _BUILTIN_ENDPOINTS, splitEndpoint, withBacklog
 
 # Named: a worker runs this module as __main__.
 log = Logger(namespace="pymailer.workers")
@@ -143,7 +143,7 @@ def bindListeners(reactor, roles):
     """
     bound = []
     for role, description in roles.items():
-        endpoint = serverFromString(reactor, plainDescription(role, description))
+        endpoint = serverFromString(reactor, withBacklog(plainDescription(role, description)))
         results = []
         endpoint.listen(_NeverServed()).addBoth(results.append)
         port = results[0]  # TCP and UNIX endpoints answer at once
