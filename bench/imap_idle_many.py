@@ -106,9 +106,8 @@ async def _session(port, user, ready, seen):
         if line.endswith(b" EXISTS\r\n"):
             seen.append(time.monotonic())
             break
-    writer.write(b"DONE\r\nd LOGOUT\r\n")
-    await writer.drain()
-    writer.close()
+    # Left idling: the parent reads the server's CPU before they go.
+    await asyncio.sleep(3600)
 
 
 async def _client(port, users, count, pipe):
@@ -132,6 +131,7 @@ async def _client(port, users, count, pipe):
     while len(seen) < len(ok) and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     pipe.send(("seen", seen))
+    await loop.run_in_executor(None, pipe.recv)  # then close them all
     for t in tasks:
         t.cancel()
 
@@ -215,9 +215,11 @@ def run(args, server, users):
     seen = []
     for pipe in pipes:
         seen += pipe.recv()[1]
+    cpu = cpuSeconds(pids) - cpu0
+    for pipe in pipes:
+        pipe.send("bye")
     for p in procs:
         p.join(30)
-    cpu = cpuSeconds(pids) - cpu0
     latencies = sorted(t - queued for t in seen)
     perSession = (idle - before) / max(1, ready)
     top = latencies[-1] if latencies else float("nan")

@@ -649,11 +649,16 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             log.failure("IMAP command error", failure)
             self.sendLine(tag + b" NO [SERVERBUG] Internal error, see the server log")
 
-    def _sync(self, allowExpunge=True):
-        """Tell the client what changed in the selected mailbox (only that is read)."""
+    def _sync(self, allowExpunge=True, shared=False):
+        """
+        Tell the client what changed in the selected mailbox (only that is
+        read); C{shared}: in one read with the other sessions woken by the
+        same change (IDLE, L{pymailer.imap.fanout}).
+        """
         selected = self.selected
-        return self.account.run(selected.refresh).addCallback(
-            self._applyChanges, selected, allowExpunge)
+        read = self.account.refreshWithOthers(selected) if shared \
+            else self.account.run(selected.refresh)
+        return read.addCallback(self._applyChanges, selected, allowExpunge)
 
     def _applyChanges(self, changes, selected, allowExpunge=True):
         if self.selected is selected and not self._closing:
@@ -1256,7 +1261,7 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             self.notify.selectedChanged()  # RFC 5465: NOTIFY decides, in IDLE or not
         elif self.idleTag is not None and self._idleSync is None:
             d = self._idleSync = defer.Deferred()
-            self._sync().addBoth(self._idleSynced).chainDeferred(d)
+            self._sync(shared=True).addBoth(self._idleSynced).chainDeferred(d)
 
     def _idleSynced(self, result):
         self._idleSync = None

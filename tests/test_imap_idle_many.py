@@ -1,0 +1,140 @@
+"""
+Many IMAP sessions idling on one mailbox (issue 14): one delivery reaches
+every one of them within a second, on every worker process, and each
+process reads the change from the store once, not once per session
+(L{pymailer.imap.fanout}).  The 10,000-session figures are
+C{bench/imap_idle_many.py}'s; these are the same promises at a size a test
+run can afford.
+"""
+
+import selectors
+import smtplib
+import socket
+import time
+
+import pytest
+
+from imapharness import Client
+from mailserver import PASSWORD
+from pymailer.store.sqlite import SQLiteStore
+from sqlitecount import RowCounter
+from test_workers import onlyWorker, waitForWorkers
+
+SESSIONS = 50
+ALICE = "alice@example.org"
+
+
+def idleSession(server, worker):
+    """
+    A socket whose session, on worker process C{worker}, has logged in,
+    selected INBOX and is in IDLE; and its reader.
+    """
+    with onlyWorker(server, worker):
+        sock = socket.create_connection(("127.0.0.1", server.ports["imap"]), timeout=20)
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"* OK")  # accepted by that worker
+    sock.sendall(f'a LOGIN {ALICE} "{PASSWORD}"\r\nb SELECT INBOX\r\nc IDLE\r\n'.encode())
+    line = reader.readline()
+    while not line.startswith(b"+"):
+        assert line and not line.startswith((b"a NO", b"b NO", b"a BAD", b"b BAD")), line
+        line = reader.readline()
+    return sock, reader
+
+
+def test_fifty_idle_sessions_on_two_workers_see_a_delivery_within_a_second(makeMailServer):
+    """
+    25 sessions idle on each of two workers; one message is delivered
+    (by worker 0's queue).  If this fails, a user with several clients
+    open sees new mail late, or not at all, on some of them: the sessions
+    on the worker that did not deliver waited for its poll, and every
+    session read the mailbox on its own, one after another.
+    """
+    server = makeMailServer(roles=("imap",), workers=2, sections={
+        "auth": {"allow_plaintext_on_loopback": True}})
+    waitForWorkers(server)
+    sessions = [idleSession(server, index) for index in (0, 1)
+                for _ in range(SESSIONS // 2)]
+    selector = selectors.DefaultSelector()
+    for sock, reader in sessions:
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ, [reader, b""])
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=20) as client:
+        client.sendmail("carol@example.net", [ALICE], b"Subject: for everyone\r\n\r\nhi\r\n")
+    queued = time.monotonic()
+    waiting, late = len(sessions), {}
+    while waiting and time.monotonic() - queued < 5:
+        for key, _ in selector.select(0.1):
+            data = key.fileobj.recv(4096)
+            key.data[1] += data
+            if b" EXISTS\r\n" in key.data[1] or not data:
+                selector.unregister(key.fileobj)
+                late[key.fileobj] = time.monotonic() - queued if data else None
+                waiting -= 1
+    slowest = max((t for t in late.values() if t is not None), default=None)
+    assert len(late) == SESSIONS and None not in late.values(), (len(late), server.log()[-2000:])
+    assert slowest < 1.0, slowest
+    for sock, _ in sessions:
+        sock.close()
+
+
+@pytest.fixture
+def sqliteClient(tmp_path):
+    store = SQLiteStore(tmp_path / "store")
+    return Client(tmp_path, secure=True, store=store, shareRefresh=True), store
+
+
+def test_one_store_read_for_all_idle_sessions_of_a_process(sqliteClient):
+    """
+    50 sessions of one process idle on one INBOX; one delivery is read
+    from the store once and told to all 50.  If this fails, a delivery to
+    a mailbox that many sessions watch costs one query per session and
+    the last one hears of it seconds later (5 s for 10,000 sessions).
+    \\Recent goes to one session only (RFC 3501 2.3.2).
+    """
+    first, store = sqliteClient
+    clients = [first] + [first.connectAgain() for _ in range(SESSIONS - 1)]
+    for c in clients:
+        c.login()
+        c.send(b"s SELECT INBOX\r\n")
+        c.send(b"i IDLE\r\n")
+    first.factory.clock.advance(0)
+    for c in clients:
+        c.read()
+    counter = RowCounter(store)
+    first.deliver()
+    counter.take()
+    first.factory.clock.advance(0)
+    read = counter.take()
+    told = [c.read() for c in clients]
+    assert all(b"* 1 EXISTS\r\n" in out for out in told), told
+    assert read["messages"] == 1, read
+    recent = [out for out in told if b"* 1 RECENT\r\n" in out]
+    assert len(recent) == 1 and all(b"* 0 RECENT\r\n" in out for out in told if out not in recent)
+    for c in clients:
+        assert c.send(b"DONE\r\n") == b"i OK IDLE terminated\r\n"
+
+
+def test_a_session_ahead_of_the_shared_read_is_not_taken_back(sqliteClient):
+    """
+    Two sessions idle on one INBOX; one of them has applied a newer state
+    (a flag set by its own earlier command) than the other: each is told
+    only what it had not seen.  If this fails, a client is told a flag
+    went back to its old value, or is told a change twice.
+    """
+    a, store = sqliteClient
+    a.deliver()
+    b = a.connectAgain()
+    for c in (a, b):
+        c.login()
+        c.send(b"s SELECT INBOX\r\n")
+    assert b"f OK" in a.send(b"f STORE 1 +FLAGS.SILENT (\\Flagged)\r\n")
+    for c in (a, b):
+        c.send(b"i IDLE\r\n")
+    a.factory.clock.advance(0)
+    assert b"* 1 FETCH (FLAGS (\\Flagged" in b.read()
+    assert a.read() == b""
+    a.deliver()
+    a.factory.clock.advance(0)
+    for c in (a, b):
+        out = c.read()
+        assert b"* 2 EXISTS\r\n" in out and b"FETCH" not in out, out
