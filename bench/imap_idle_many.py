@@ -171,7 +171,7 @@ def main(argv=None):
                       "imap": {"max_connections": args.sessions + 10,
                                "max_connections_per_ip": args.sessions + 10}})
         server.provision(users=users)
-        server.start()
+        server.start(timeout=120)  # workers start slowly on a busy machine
         try:
             waitFor(lambda: len(serverPids(server)) == args.workers + 1, 60,
                     message="the workers to be ready")
@@ -232,7 +232,9 @@ def run(args, server, users):
     print(f"server RSS, no session  : {before / MB:.1f} MB  (supervisor + workers)")
     print(f"server RSS, all idling  : {idle / MB:.1f} MB  ({perSession / 1024:.1f} KB a session)")
     print(f"saw the delivery        : {len(seen)} of {ready}")
-    print(f"250 -> EXISTS           : p50 {percentile(latencies, 0.5) * 1000:.0f} ms,"
+    low = latencies[0] if latencies else float("nan")
+    print(f"250 -> EXISTS           : min {low * 1000:.0f} ms,"
+          f" p50 {percentile(latencies, 0.5) * 1000:.0f} ms,"
           f" p99 {percentile(latencies, 0.99) * 1000:.0f} ms, max {top * 1000:.0f} ms")
     print(f"server CPU, fan-out     : {cpu:.2f} s")
     print("=" * 66)

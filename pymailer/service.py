@@ -310,7 +310,12 @@ def buildServer(config, reactor=None, worker=None):
     registry = metrics.serviceRegistry(
         metrics.ServerCollector(connections, spool, QUEUE_STATES))
     notifier = ChangeNotifier(store, reactor, pool)
+    notifier.setName("notifier")
     notifier.setServiceParent(top)
+    if worker is not None:
+        # The other workers' sessions hear of our changes at once
+        # (through the supervisor), not at their next poll.
+        store.addListener(worker.changed)
     parts = Parts(config, reactor, pool, portal, guard, tls, store, directory,
                   notifier, policy, registry, spool, resolver, events, monitoring, spamDB)
     for interface, build in AVATAR_BUILDERS.items():
