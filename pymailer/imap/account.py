@@ -33,15 +33,17 @@ class IMAPAccount:
         """Run a blocking function in the disk thread pool."""
         return deferToThreadPool(self.reactor, self.threadpool, function, *args, **kwargs)
 
-    def refreshWithOthers(self, selected):
+    def refreshWithOthers(self, selected, callback):
         """
-        C{selected.refresh()}, read once for every session of this process
-        asking in the same reactor turn (L{pymailer.imap.fanout}): what an
-        IDLE session does when its mailbox changes.
+        C{callback(changes, selected)} with C{selected.refresh()} (or a
+        L{Failure}), read once for every session of this process asking
+        in the same reactor turn (L{pymailer.imap.fanout}): what an IDLE
+        session does when its mailbox changes.
         """
         if self.sharedRefresh is None:
-            return self.run(selected.refresh)
-        return self.sharedRefresh.refresh(self.user, selected)
+            self.run(selected.refresh).addBoth(callback, selected)
+        else:
+            self.sharedRefresh.refresh(self.user, selected, callback)
 
     # Blocking helpers (called through run()).
 

@@ -27,7 +27,9 @@ batched apart.
 
 import dataclasses
 
-from twisted.internet import defer
+from twisted.logger import Logger
+
+log = Logger()
 
 
 class SharedRefresh:
@@ -40,25 +42,26 @@ class SharedRefresh:
     def __init__(self, reactor, run):
         self.reactor = reactor
         self.run = run
-        self._batches = {}  # key -> [(selected, Deferred)]
+        self._batches = {}  # key -> [(selected, callback)]
 
-    def refresh(self, user, selected):
+    def refresh(self, user, selected, callback):
         """
-        What changed in C{selected}'s mailbox since the session last
-        applied a state (a L{pymailer.store.MailboxSnapshot} for
-        C{selected.apply}), read once for every session asking in this
-        reactor turn.
+        Call C{callback(changes, selected)} with what changed in
+        C{selected}'s mailbox since the session last applied a state (a
+        L{pymailer.store.MailboxSnapshot} for C{selected.apply}, or a
+        L{Failure}), read once for every session asking in this reactor
+        turn.  Asking costs a list entry: no Deferred per session.
         """
         if not selected.validity:
-            return self.run(selected.refresh)  # never scanned: a whole scan, its own
+            # Never scanned: a whole scan, its own.
+            self.run(selected.refresh).addBoth(callback, selected)
+            return
         key = (user, selected.name, selected.mailboxId, selected.readOnly)
-        d = defer.Deferred()
         batch = self._batches.get(key)
         if batch is None:
             batch = self._batches[key] = []
             self.reactor.callLater(0, self._read, key)
-        batch.append((selected, d))
-        return d
+        batch.append((selected, callback))
 
     def _read(self, key):
         batch = self._batches.pop(key)
@@ -72,14 +75,22 @@ class SharedRefresh:
         others = dataclasses.replace(snapshot, recent=frozenset()) if snapshot.recent \
             else snapshot
         claimant = snapshot
-        for selected, d in batch:
+        for selected, callback in batch:
             if selected.highestModSeq > snapshot.highestModSeq:
                 # Moved past the read meanwhile: the shared answer is older.
-                self.run(selected.refresh).chainDeferred(d)
-            else:
-                d.callback(claimant)
-                claimant = others
+                self.run(selected.refresh).addBoth(callback, selected)
+                continue
+            _tell(callback, claimant, selected)
+            claimant = others
 
     def _failed(self, failure, batch):
-        for _, d in batch:
-            d.errback(failure)
+        for selected, callback in batch:
+            _tell(callback, failure, selected)
+
+
+def _tell(callback, result, selected):
+    # One session's failure must not keep the others from hearing.
+    try:
+        callback(result, selected)
+    except Exception:
+        log.failure("IDLE update of a session failed")

@@ -649,16 +649,11 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             log.failure("IMAP command error", failure)
             self.sendLine(tag + b" NO [SERVERBUG] Internal error, see the server log")
 
-    def _sync(self, allowExpunge=True, shared=False):
-        """
-        Tell the client what changed in the selected mailbox (only that is
-        read); C{shared}: in one read with the other sessions woken by the
-        same change (IDLE, L{pymailer.imap.fanout}).
-        """
+    def _sync(self, allowExpunge=True):
+        """Tell the client what changed in the selected mailbox (only that is read)."""
         selected = self.selected
-        read = self.account.refreshWithOthers(selected) if shared \
-            else self.account.run(selected.refresh)
-        return read.addCallback(self._applyChanges, selected, allowExpunge)
+        return self.account.run(selected.refresh).addCallback(
+            self._applyChanges, selected, allowExpunge)
 
     def _applyChanges(self, changes, selected, allowExpunge=True):
         if self.selected is selected and not self._closing:
@@ -1260,8 +1255,23 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         if self.notify is not None:
             self.notify.selectedChanged()  # RFC 5465: NOTIFY decides, in IDLE or not
         elif self.idleTag is not None and self._idleSync is None:
-            d = self._idleSync = defer.Deferred()
-            self._sync(shared=True).addBoth(self._idleSynced).chainDeferred(d)
+            # In one read with the other sessions the same change woke
+            # (L{pymailer.imap.fanout}); a bare callback, not a Deferred
+            # chain: 10,000 sessions woken at once made 250,000 objects,
+            # and a full garbage collection in the middle (issue 14).
+            self._idleSync = defer.Deferred()
+            self.account.refreshWithOthers(self.selected, self._idleRefreshed)
+
+    def _idleRefreshed(self, changes, selected):
+        """The IDLE update's read came back: C{changes}, or a L{Failure}."""
+        done = self._idleSync
+        if not isinstance(changes, Failure):
+            try:
+                self._applyChanges(changes, selected)
+            except Exception:
+                changes = Failure()
+        self._idleSynced(changes)
+        done.callback(None)  # a DONE waiting for the update
 
     def _idleSynced(self, result):
         self._idleSync = None
