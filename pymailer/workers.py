@@ -46,6 +46,7 @@ it on to the other workers, and they read the change at once.
 """
 
 import argparse
+import gc
 import os
 import socket
 import sys
@@ -506,6 +507,11 @@ def main(argv=None):
                                      onChanged=lambda: changedElsewhere(top)))
     top.privilegedStartService()
     top.startService()
+    # What start-up made (modules, config, the server's parts: ~80,000
+    # objects) lives as long as the process: out of the collector's
+    # sight, a full collection with 5,000 IMAP sessions open scans a
+    # third less (one during an IDLE fan-out took 1-2 s, issue 14).
+    gc.freeze()
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     started = time.monotonic()
     log.info("worker {i} ready ({n} listeners{queue})", i=options.index, n=len(listeners),
