@@ -138,3 +138,37 @@ def test_a_session_ahead_of_the_shared_read_is_not_taken_back(sqliteClient):
     for c in (a, b):
         out = c.read()
         assert b"* 2 EXISTS\r\n" in out and b"FETCH" not in out, out
+
+
+def test_a_burst_of_clients_all_get_their_greeting(makeMailServer):
+    """
+    400 clients connect to IMAP at once (as after a server restart, every
+    client reconnecting): each gets its greeting.  If this fails, clients
+    beyond the listen backlog (Twisted's default is 50) were dropped by
+    the kernel's full accept queue, and those it had answered with a SYN
+    cookie believed they were connected and waited for a greeting forever.
+    """
+    server = makeMailServer(roles=("imap",), sections={
+        "imap": {"max_connections": 500, "max_connections_per_ip": 500}})
+    selector = selectors.DefaultSelector()
+    sockets = []
+    for _ in range(400):
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.connect_ex(("127.0.0.1", server.ports["imap"]))
+        selector.register(sock, selectors.EVENT_READ)
+        sockets.append(sock)
+    greeted = set()
+    deadline = time.monotonic() + 15
+    while len(greeted) < len(sockets) and time.monotonic() < deadline:
+        for key, _ in selector.select(0.2):
+            try:
+                data = key.fileobj.recv(1024)
+            except OSError:
+                data = b""
+            if data.startswith(b"* OK"):
+                greeted.add(key.fileobj)
+            selector.unregister(key.fileobj)
+    for sock in sockets:
+        sock.close()
+    assert len(greeted) == len(sockets)
