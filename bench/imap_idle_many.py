@@ -49,7 +49,7 @@ import time
 # The tree's own pymailer (the one the server runs), not an installed copy.
 sys.path[:0] = [str(pathlib.Path(__file__).resolve().parent.parent / d) for d in ("tests", ".")]
 
-from benchlib import MB, percentile  # noqa: E402
+from benchlib import MB, cpuSeconds, percentile  # noqa: E402
 from mailserver import DOMAIN, PASSWORD, MailServer, readVm, waitFor  # noqa: E402
 
 _READY = re.compile(r"\[worker (\d+) pid (\d+)\] \[pymailer.workers#info\] worker \d+ ready")
@@ -72,16 +72,6 @@ def serverPids(server):
 
 def totalRSS(pids):
     return sum(readVm(pid, "VmRSS") or 0 for pid in pids)
-
-
-def cpuSeconds(pids):
-    """utime + stime of each of C{pids}, in seconds."""
-    seconds = []
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
-        seconds.append((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
-    return seconds
 
 
 # -- the client processes -----------------------------------------------------
@@ -209,7 +199,7 @@ def run(args, server, users):
     idle = totalRSS(pids)
     if args.keep:
         input(f"server pids {pids}; Enter to deliver> ")
-    cpu0 = cpuSeconds(pids)
+    cpu0 = [cpuSeconds(pid) for pid in pids]
     with smtplib.SMTP("127.0.0.1", server.port, timeout=60) as smtp:
         for user in users:
             smtp.sendmail("sender@remote.test", [user], b"Subject: idle-many\r\n\r\nhello\r\n")
@@ -219,7 +209,7 @@ def run(args, server, users):
     seen = []
     for pipe in pipes:
         seen += pipe.recv()[1]
-    cpu = [after - before for after, before in zip(cpuSeconds(pids), cpu0)]
+    cpu = [after - before for after, before in zip([cpuSeconds(pid) for pid in pids], cpu0)]
     for pipe in pipes:
         pipe.send("bye")
     for p in procs:

@@ -47,6 +47,13 @@ class ImmediateReactor(task.Clock):
         f(*args, **kwargs)
 
 
+class InlinePool:
+    """A thread pool that runs each call at once, in the caller's thread."""
+
+    def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
+        onResult(True, f(*args, **kwargs))
+
+
 class FakeFactory:
     def __init__(self, tmp_path, secure=False, plaintextLoopback=False, store=None,
                  quotas=None, shareRefresh=False, **auth):

@@ -319,6 +319,7 @@ def test_a_store_change_in_one_worker_wakes_the_others_at_once(tmp_path):
 
     from twisted.internet.task import Clock
 
+    from imapharness import ImmediateReactor, InlinePool
     from pymailer.store.notify import ChangeNotifier
     from pymailer.store.sqlite import SQLiteStore
     from pymailer.workers import CHANGED, KICK_FD, Supervisor, SupervisorPipe, WorkerProcess
@@ -331,16 +332,8 @@ def test_a_store_change_in_one_worker_wakes_the_others_at_once(tmp_path):
     workers[1].childDataReceived(KICK_FD, CHANGED)
     assert [w.transport.written for w in workers] == [[(0, CHANGED)], [], [(0, CHANGED)]]
 
-    class InlinePool:
-        def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
-            onResult(True, f(*args, **kwargs))
-
-    class Reactor(Clock):
-        def callFromThread(self, f, *args, **kwargs):
-            f(*args, **kwargs)
-
     here, there = SQLiteStore(tmp_path / "store"), SQLiteStore(tmp_path / "store")
-    notifier = ChangeNotifier(here, Reactor(), InlinePool())
+    notifier = ChangeNotifier(here, ImmediateReactor(), InlinePool())
     notifier.startService()  # the first poll: the cursor starts now
     heard = []
     notifier.subscribe(ALICE, "INBOX", lambda: heard.append("INBOX"))
