@@ -210,6 +210,7 @@ def run(args, server, users):
     for pipe in pipes:
         seen += pipe.recv()[1]
     cpu = [after - before for after, before in zip([cpuSeconds(pid) for pid in pids], cpu0)]
+    peak = sum(readVm(pid, "VmHWM") or 0 for pid in pids)
     for pipe in pipes:
         pipe.send("bye")
     for p in procs:
@@ -225,6 +226,7 @@ def run(args, server, users):
           f" {ready / setup:.0f} sessions/s)")
     print(f"server RSS, no session  : {before / MB:.1f} MB  (supervisor + workers)")
     print(f"server RSS, all idling  : {idle / MB:.1f} MB  ({perSession / 1024:.1f} KB a session)")
+    print(f"server peak RSS         : {peak / MB:.1f} MB  (sum of VmHWM, set-up included)")
     print(f"saw the delivery        : {len(seen)} of {ready}")
     low = latencies[0] if latencies else float("nan")
     print(f"250 -> EXISTS           : min {low * 1000:.0f} ms,"
