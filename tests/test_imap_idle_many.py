@@ -7,6 +7,7 @@ C{bench/imap_idle_many.py}'s; these are the same promises at a size a test
 run can afford.
 """
 
+import gc
 import selectors
 import smtplib
 import socket
@@ -79,8 +80,22 @@ def test_fifty_idle_sessions_on_two_workers_see_a_delivery_within_a_second(makeM
 
 @pytest.fixture
 def sqliteClient(tmp_path):
+    """
+    A session on the SQLite store whose IDLE updates are shared
+    (L{pymailer.imap.fanout}): a read waits for C{clock.advance(0)}, the
+    collector comes back on with a later C{advance} (L{settle}).
+    """
     store = SQLiteStore(tmp_path / "store")
-    return Client(tmp_path, secure=True, store=store, shareRefresh=True), store
+    yield Client(tmp_path, secure=True, store=store, shareRefresh=True), store
+    if not gc.isenabled():
+        gc.enable()  # for the tests that follow
+        pytest.fail("the garbage collector was left off")
+
+
+def settle(clock):
+    """The shared reads answered, and the reactor turned after their writes."""
+    clock.advance(0)
+    clock.advance(1)
 
 
 def test_one_store_read_for_all_idle_sessions_of_a_process(sqliteClient):
@@ -97,13 +112,13 @@ def test_one_store_read_for_all_idle_sessions_of_a_process(sqliteClient):
         c.login()
         c.send(b"s SELECT INBOX\r\n")
         c.send(b"i IDLE\r\n")
-    first.factory.clock.advance(0)
+    settle(first.factory.clock)
     for c in clients:
         c.read()
     counter = RowCounter(store)
     first.deliver()
     counter.take()
-    first.factory.clock.advance(0)
+    settle(first.factory.clock)
     read = counter.take()
     told = [c.read() for c in clients]
     assert all(b"* 1 EXISTS\r\n" in out for out in told), told
@@ -112,6 +127,33 @@ def test_one_store_read_for_all_idle_sessions_of_a_process(sqliteClient):
     assert len(recent) == 1 and all(b"* 0 RECENT\r\n" in out for out in told if out not in recent)
     for c in clients:
         assert c.send(b"DONE\r\n") == b"i OK IDLE terminated\r\n"
+
+
+def test_no_garbage_collection_in_the_middle_of_a_fan_out(sqliteClient):
+    """
+    The cyclic garbage collector is off from the first IDLE session asking
+    for the shared read until a moment after the answer (the updates
+    written), and on again after.  If this fails, a full collection (1-3 s
+    with 5,000 sessions open on a busy machine) can land between the
+    change and the sessions' updates, or the collector stays off for good
+    and cyclic garbage is never freed.
+    """
+    a, _ = sqliteClient
+    b = a.connectAgain()
+    for c in (a, b):
+        c.login()
+        c.send(b"s SELECT INBOX\r\n")
+        c.send(b"i IDLE\r\n")
+    clock = a.factory.clock
+    settle(clock)
+    assert gc.isenabled()
+    a.deliver()
+    assert not gc.isenabled()  # asked, not yet read
+    clock.advance(0)
+    assert b"* 1 EXISTS\r\n" in a.read() and b"* 1 EXISTS\r\n" in b.read()
+    assert not gc.isenabled()  # written, the reactor has not turned yet
+    clock.advance(1)
+    assert gc.isenabled()
 
 
 def test_a_session_ahead_of_the_shared_read_is_not_taken_back(sqliteClient):
@@ -130,11 +172,11 @@ def test_a_session_ahead_of_the_shared_read_is_not_taken_back(sqliteClient):
     assert b"f OK" in a.send(b"f STORE 1 +FLAGS.SILENT (\\Flagged)\r\n")
     for c in (a, b):
         c.send(b"i IDLE\r\n")
-    a.factory.clock.advance(0)
+    settle(a.factory.clock)
     assert b"* 1 FETCH (FLAGS (\\Flagged" in b.read()
     assert a.read() == b""
     a.deliver()
-    a.factory.clock.advance(0)
+    settle(a.factory.clock)
     for c in (a, b):
         out = c.read()
         assert b"* 2 EXISTS\r\n" in out and b"FETCH" not in out, out

@@ -23,13 +23,27 @@ A read-write batch claims the new messages once, for the first session of
 the batch; the others get the answer without them, as if each had read
 after that claim.  Read-only sessions (EXAMINE) claim nothing and are
 batched apart.
+
+The cyclic garbage collector is held off from the first request of a
+batch until a moment after its answer, when the reactor has written the
+updates.  With thousands of sessions open, a full collection (every
+object of every session scanned: 1 to 3 s under load) was set off in the
+middle of the fan-out by the allocations of the fan-out itself, and every
+session waited for it; it now runs after they have been told.
 """
 
 import dataclasses
+import gc
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 log = Logger()
+
+
+# How long after a batch's answer the collector stays off: the reactor
+# writes the updates in its next turn.
+COLLECT_AFTER = 0.05
 
 
 class SharedRefresh:
@@ -43,6 +57,8 @@ class SharedRefresh:
         self.reactor = reactor
         self.run = run
         self._batches = {}  # key -> [(selected, callback)]
+        self._held = 0  # batches between their first request and their writes
+        self._collectorWasOn = False
 
     def refresh(self, user, selected, callback):
         """
@@ -60,16 +76,32 @@ class SharedRefresh:
         batch = self._batches.get(key)
         if batch is None:
             batch = self._batches[key] = []
+            self._holdCollector()
             self.reactor.callLater(0, self._read, key)
         batch.append((selected, callback))
 
+    def _holdCollector(self):
+        if not self._held:
+            self._collectorWasOn = gc.isenabled()
+            gc.disable()
+        self._held += 1
+
+    def _releaseCollector(self):
+        self._held -= 1
+        if not self._held and self._collectorWasOn:
+            gc.enable()
+
     def _read(self, key):
         batch = self._batches.pop(key)
-        since = min(selected.highestModSeq for selected, _ in batch)
-        first = batch[0][0]
-        d = self.run(first.mailbox.changedSince, since, claimRecent=not first.readOnly)
+        d = defer.maybeDeferred(self._readBatch, batch)
         d.addCallbacks(self._answer, self._failed, callbackArgs=(batch,),
                        errbackArgs=(batch,))
+        d.addBoth(lambda _: self.reactor.callLater(COLLECT_AFTER, self._releaseCollector))
+
+    def _readBatch(self, batch):
+        since = min(selected.highestModSeq for selected, _ in batch)
+        first = batch[0][0]
+        return self.run(first.mailbox.changedSince, since, claimRecent=not first.readOnly)
 
     def _answer(self, snapshot, batch):
         others = dataclasses.replace(snapshot, recent=frozenset()) if snapshot.recent \
