@@ -45,6 +45,13 @@ def latencyLine(label, sortedSeconds, digits=2):
             f" p99 {ms(percentile(sortedSeconds, 0.99))}, max {ms(top)}")
 
 
+def cpuSeconds(pid):
+    """utime + stime of C{pid} (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def resetPeakRSS(pid):
     """Linux: writing 5 to clear_refs resets VmHWM to the current RSS."""
     try:

@@ -65,7 +65,7 @@ import time
 # The tree's own pymailer (the one the server runs), not an installed copy.
 sys.path[:0] = [str(pathlib.Path(__file__).resolve().parent.parent / d) for d in ("tests", ".")]
 
-from benchlib import MB, latencyLine, resetPeakRSS  # noqa: E402
+from benchlib import MB, cpuSeconds, latencyLine, resetPeakRSS  # noqa: E402
 from mailserver import DOMAIN, PASSWORD, MailServer, readVm  # noqa: E402
 from pymailer.auth.checkers import MAX_CONCURRENT_CHECKS  # noqa: E402
 from pymailer.auth.passwords import MEMORY_COST_KIB  # noqa: E402
@@ -99,13 +99,6 @@ def populate(maildir, count, sub, seenRatio, low, high, seed):
             name += ":2," + ("S" if rng.random() < seenRatio else "")
         with open(target / name, "wb") as f:
             f.write(message(rng, f"{seed}.{n}", low, high))
-
-
-def cpuSeconds(pid):
-    """utime + stime of C{pid} (all its threads), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def connect(port, host="127.0.0.1", tls=False):

@@ -549,6 +549,30 @@ _BUILTIN_ENDPOINTS = {
 }
 
 
+# The listen backlog when an endpoint names none.  Twisted's is 50: a
+# burst of clients above that (every IMAP client reconnecting after a
+# restart) overflows the accept queue, and with SYN cookies a client whose
+# handshake the kernel then forgot believes it is connected and waits
+# forever for a greeting that never comes (seen with 500 IMAP connections
+# at once, bench/imap_idle_many.py).  The kernel caps it at somaxconn.
+LISTEN_BACKLOG = 1024
+
+
+def withBacklog(description, backlog=LISTEN_BACKLOG):
+    """
+    C{description} with C{backlog=} added if it is a built-in endpoint
+    (tcp, tcp6, ssl, unix) that names none; anything else unchanged.
+    """
+    kind = description.partition(":")[0].lower()
+    params = _BUILTIN_ENDPOINTS.get(kind)
+    if params is None:
+        return description
+    args, kwargs = splitEndpoint(description)
+    if "backlog" in kwargs or len(args) - 1 > params.index("backlog"):
+        return description
+    return f"{description}:backlog={backlog}"
+
+
 def splitEndpoint(description):
     """
     Split an endpoint string like Twisted's C{_parse} does: C{:} separates

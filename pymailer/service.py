@@ -23,7 +23,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
 
 from pymailer.auth.checkers import MAX_CONCURRENT_CHECKS, PasswordChecker
-from pymailer.config import POSTGRESQL, usesOwnCertificate
+from pymailer.config import POSTGRESQL, usesOwnCertificate, withBacklog
 from pymailer.auth.directory import openDirectory
 from pymailer.auth.guard import LoginGuard
 from pymailer.auth.realm import MailRealm
@@ -315,7 +315,12 @@ def buildServer(config, reactor=None, worker=None):
     registry = metrics.serviceRegistry(
         metrics.ServerCollector(connections, spool, QUEUE_STATES))
     notifier = ChangeNotifier(store, reactor, pool)
+    notifier.setName("notifier")
     notifier.setServiceParent(top)
+    if worker is not None:
+        # The other workers' sessions hear of our changes at once
+        # (through the supervisor), not at their next poll.
+        store.addListener(worker.changed)
     parts = Parts(config, reactor, pool, portal, guard, tls, store, directory,
                   notifier, policy, registry, spool, resolver, events, monitoring, spamDB)
     for interface, build in AVATAR_BUILDERS.items():
@@ -359,6 +364,7 @@ def listen(parent, reactor, role, description, factory, tls, inherited=None):
         still ours to add.
     """
     clients = factory.clients
+    description = withBacklog(description)
     if description.startswith("ssl:") and not usesOwnCertificate(description):
         endpoint = serverFromString(reactor, "tcp:" + description[len("ssl:"):])
         factory = TLSMemoryBIOFactory(tls, False, factory)

@@ -19,6 +19,7 @@ from pymailer.auth.guard import LoginGuard
 from pymailer.auth.realm import MailRealm
 from pymailer.config import AuthConfig
 from pymailer.imap.account import IMAPAccount
+from pymailer.imap.fanout import SharedRefresh
 from pymailer.imap.server import IMAPServer
 from pymailer.store.maildir import MaildirStore
 from pymailer.store.notify import ChangeNotifier
@@ -46,10 +47,20 @@ class ImmediateReactor(task.Clock):
         f(*args, **kwargs)
 
 
+class InlinePool:
+    """A thread pool that runs each call at once, in the caller's thread."""
+
+    def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
+        onResult(True, f(*args, **kwargs))
+
+
 class FakeFactory:
     def __init__(self, tmp_path, secure=False, plaintextLoopback=False, store=None,
-                 quotas=None, **auth):
+                 quotas=None, shareRefresh=False, **auth):
         self.clock = ImmediateReactor()
+        # IDLE sessions on one mailbox share the read after a change, as in
+        # the server (pymailer.imap.fanout); the read waits for clock.advance(0).
+        self.sharedRefresh = SharedRefresh(self.clock, self.run) if shareRefresh else None
         if store is None:
             store = MaildirStore(tmp_path / "mail", "mail.example.org")
         self.store = store
@@ -70,10 +81,11 @@ class FakeFactory:
     def account(self, user):
         if isinstance(user, bytes):
             user = user.decode()
-        return InlineAccount(user, self.store, self.clock, None, self.notifier)
+        return InlineAccount(user, self.store, self.clock, None, self.notifier,
+                             self.sharedRefresh)
 
-    def run(self, function, *args):
-        return defer.maybeDeferred(function, *args)
+    def run(self, function, *args, **kwargs):
+        return defer.maybeDeferred(function, *args, **kwargs)
 
     def connectionClosed(self, host):
         """Sessions here are built directly, not counted (L{LimitedFactory})."""

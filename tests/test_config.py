@@ -591,3 +591,18 @@ class TestServer:
     def test_mistakes(self, tmp_path, text, reason):
         """A bad [server] key is one line naming it, and no start."""
         assert reason in loadError(tmp_path, MINIMAL + text)
+
+
+@pytest.mark.parametrize("description, expected", [
+    ("tcp:143", "tcp:143:backlog=1024"),
+    ("ssl:993:interface=127.0.0.1", "ssl:993:interface=127.0.0.1:backlog=1024"),
+    ("unix:/run/pymailer.sock", "unix:/run/pymailer.sock:backlog=1024"),
+    ("tcp:143:backlog=10", "tcp:143:backlog=10"),
+    ("tcp:143:127.0.0.1:10", "tcp:143:127.0.0.1:10"),  # positional backlog
+    ("systemd:domain=INET:index=0", "systemd:domain=INET:index=0"),  # a plugin's own
+])
+def test_listeners_get_a_backlog_unless_they_name_one(description, expected):
+    """If this fails, a listener without backlog= keeps Twisted's 50 (400
+    clients at once: some wait forever for a greeting), or one the admin
+    chose is overridden."""
+    assert config.withBacklog(description) == expected

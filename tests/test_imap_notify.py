@@ -218,21 +218,12 @@ def test_changes_from_another_process_reach_the_account(tmp_path):
     """If this fails, a NOTIFY client connected to one server process is
     not told of mail another process (a second worker, the admin command)
     delivered: the cross-process poll must reach account subscribers."""
-    from twisted.internet import task
-
+    from imapharness import ImmediateReactor, InlinePool
     from pymailer.store.notify import ChangeNotifier
     from pymailer.store.sqlite import SQLiteStore
 
-    class InlinePool:
-        def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
-            onResult(True, f(*args, **kwargs))
-
-    class Reactor(task.Clock):
-        def callFromThread(self, f, *args, **kwargs):
-            f(*args, **kwargs)
-
     here, there = SQLiteStore(tmp_path / "store"), SQLiteStore(tmp_path / "store")
-    notifier = ChangeNotifier(here, Reactor(), InlinePool())
+    notifier = ChangeNotifier(here, ImmediateReactor(), InlinePool())
     heard = []
     notifier.subscribeAccount("a@example.org", heard.append)
     notifier._poll()  # the cursor starts now

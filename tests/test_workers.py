@@ -306,3 +306,46 @@ def test_a_commit_in_any_worker_wakes_worker_zero():
     pipe.connectionLost(Failure(reason))
     assert closed == [1]
     os.close(readEnd)
+
+
+def test_a_store_change_in_one_worker_wakes_the_others_at_once(tmp_path):
+    """
+    A worker that changed the store writes CHANGED on its kick pipe; the
+    supervisor passes it to every other worker (not to itself, and not as
+    a queue kick), whose notifier reads the change at once instead of at
+    its next poll: without this, IMAP IDLE sessions on the workers that
+    did not deliver heard of new mail up to half a second later.
+    """
+    import io
+
+    from twisted.internet.task import Clock
+
+    from imapharness import ImmediateReactor, InlinePool
+    from pymailer.store.notify import ChangeNotifier
+    from pymailer.store.sqlite import SQLiteStore
+    from pymailer.workers import CHANGED, KICK_FD, Supervisor, SupervisorPipe, WorkerProcess
+
+    supervisor = Supervisor({}, 3, Clock())
+    workers = [WorkerProcess(supervisor, index) for index in (0, 1, 2)]
+    for worker in workers:
+        worker.makeConnection(_Transport())
+        supervisor.workers[worker.index] = worker
+    workers[1].childDataReceived(KICK_FD, CHANGED)
+    assert [w.transport.written for w in workers] == [[(0, CHANGED)], [], [(0, CHANGED)]]
+
+    here, there = SQLiteStore(tmp_path / "store"), SQLiteStore(tmp_path / "store")
+    notifier = ChangeNotifier(here, ImmediateReactor(), InlinePool())
+    notifier.startService()  # the first poll: the cursor starts now
+    heard = []
+    notifier.subscribe(ALICE, "INBOX", lambda: heard.append("INBOX"))
+    there.deliver(ALICE, b"", io.BytesIO(b"Subject: x\r\n\r\nhi\r\n"))
+    readEnd, writeEnd = os.pipe()
+    kicks = []
+    pipe = SupervisorPipe(lambda: kicks.append(1), lambda: None, fd=readEnd,
+                          onChanged=notifier.changedElsewhere)
+    os.write(writeEnd, CHANGED)
+    assert pipe.doRead() is None
+    assert heard == ["INBOX"] and kicks == []  # no clock advanced: no timed poll
+    notifier.stopService()
+    os.close(writeEnd)
+    os.close(readEnd)

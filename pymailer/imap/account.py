@@ -21,16 +21,29 @@ class IMAPAccount:
     @ivar user: the normalised address (the avatar id).
     """
 
-    def __init__(self, user, store, reactor, threadpool, notifier):
+    def __init__(self, user, store, reactor, threadpool, notifier, sharedRefresh=None):
         self.user = user
         self.store = store
         self.reactor = reactor
         self.threadpool = threadpool
         self.notifier = notifier
+        self.sharedRefresh = sharedRefresh
 
     def run(self, function, *args, **kwargs):
         """Run a blocking function in the disk thread pool."""
         return deferToThreadPool(self.reactor, self.threadpool, function, *args, **kwargs)
+
+    def refreshWithOthers(self, selected, callback):
+        """
+        C{callback(changes, selected)} with C{selected.refresh()} (or a
+        L{Failure}), read once for every session of this process asking
+        in the same reactor turn (L{pymailer.imap.fanout}): what an IDLE
+        session does when its mailbox changes.
+        """
+        if self.sharedRefresh is None:
+            self.run(selected.refresh).addBoth(callback, selected)
+        else:
+            self.sharedRefresh.refresh(self.user, selected, callback)
 
     # Blocking helpers (called through run()).
 

@@ -8,6 +8,7 @@ from twisted.internet.threads import deferToThreadPool
 from pymailer.connlimit import LimitedFactory
 
 from pymailer.imap.account import IMAPAccount
+from pymailer.imap.fanout import SharedRefresh
 from pymailer.imap.server import IMAPServer
 from pymailer.quota import Quotas
 from pymailer.shutdown import Connections
@@ -55,8 +56,13 @@ def buildIMAP(role, parts):
 
 def buildAccount(parts):
     notifier = parts.notifier
+    # One per process, for every IMAP listener: sessions on one mailbox
+    # share the read that follows a change (issue 14).
+    shared = SharedRefresh(parts.reactor, lambda f, *a, **kw: deferToThreadPool(
+        parts.reactor, parts.threadpool, f, *a, **kw))
 
     def avatarFor(user):
-        return IMAPAccount(user, parts.store, parts.reactor, parts.threadpool, notifier)
+        return IMAPAccount(user, parts.store, parts.reactor, parts.threadpool, notifier,
+                           shared)
 
     return avatarFor

@@ -1255,8 +1255,23 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         if self.notify is not None:
             self.notify.selectedChanged()  # RFC 5465: NOTIFY decides, in IDLE or not
         elif self.idleTag is not None and self._idleSync is None:
-            d = self._idleSync = defer.Deferred()
-            self._sync().addBoth(self._idleSynced).chainDeferred(d)
+            # In one read with the other sessions the same change woke
+            # (L{pymailer.imap.fanout}); a bare callback, not a Deferred
+            # chain: 10,000 sessions woken at once made 250,000 objects,
+            # and a full garbage collection in the middle (issue 14).
+            self._idleSync = defer.Deferred()
+            self.account.refreshWithOthers(self.selected, self._idleRefreshed)
+
+    def _idleRefreshed(self, changes, selected):
+        """The IDLE update's read came back: C{changes}, or a L{Failure}."""
+        done = self._idleSync
+        if not isinstance(changes, Failure):
+            try:
+                self._applyChanges(changes, selected)
+            except Exception:
+                changes = Failure()
+        self._idleSynced(changes)
+        done.callback(None)  # a DONE waiting for the update
 
     def _idleSynced(self, result):
         self._idleSync = None
