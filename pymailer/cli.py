@@ -380,13 +380,12 @@ def cmdQueueBounce(args, config, out):
 def cmdDkimKeygen(args, config, out):
     selector = args.selector or dkimkeys.defaultSelector()
     try:
-        keys = dkimkeys.generateKeys(config.data_dir, args.domain, selector,
-                                     force=args.force)
+        keys, where = dkimkeys.generateKeysFor(config, args.domain, selector,
+                                               force=args.force)
     except dkimkeys.KeyExistsError as e:
         raise CommandError(f"{e} (choose another --selector, or --force to"
                            " replace it)") from None
     domain = dkimkeys.dnsDomain(args.domain)
-    where = dkimkeys.keyDirectory(config.data_dir, domain)
     print(f"; DKIM keys for {domain} made in {where}; publish these records"
           " (the server signs with every key there):", file=out)
     for key in keys:
@@ -532,6 +531,20 @@ def cmdDbMigrate(args, config, out):
         print(f"schema version {after}: up to date", file=out)
     else:
         print(f"schema version {before} -> {after}", file=out)
+
+
+def cmdMigrateStorage(args, config, out):
+    from pymailer.pg.migrate_storage import MigrationError, migrateStorage
+    from pymailer.serverlock import DataDirectoryBusy
+
+    if not args.dsn.startswith(("postgresql://", "postgres://")):
+        raise CommandError("expected the database as a URI starting with postgresql://")
+    try:
+        migrateStorage(config, args.dsn, out)
+    except (MigrationError, DataDirectoryBusy) as e:
+        raise CommandError(str(e)) from None
+    print(f'done: set [storage] backend = "{args.to}" and dsn = "..." in the configuration'
+          " of every node, then start them", file=out)
 
 
 # --- parser ----------------------------------------------------------------
@@ -730,6 +743,15 @@ def buildParser() -> argparse.ArgumentParser:
         "migrate", help="bring the database's schema up to this version's (safe while"
                         " other nodes start or run it too)")
     p.set_defaults(func=cmdDbMigrate)
+
+    p = commands.add_parser(
+        "migrate-storage",
+        help="move this installation's accounts, mail, queue and DKIM keys into an empty"
+             " PostgreSQL database (the server stopped; resumable; the data here stays)")
+    p.add_argument("--to", required=True, choices=(configModule.POSTGRESQL,),
+                   help="the backend to move to")
+    p.add_argument("dsn", metavar="DSN", help="the database, postgresql://user@host/dbname")
+    p.set_defaults(func=cmdMigrateStorage)
 
     p = commands.add_parser(
         "backup", help="a consistent copy of the message store (database and message"
