@@ -8,7 +8,9 @@ runs as, so that files it creates stay readable by the server.
 
 With C{[storage] backend = "postgresql"} the accounts and the queue are
 in the shared database instead; C{db migrate} brings its schema up to date
-(the server and the other commands refuse an older one, saying so).
+(the server and the other commands refuse an older one, saying so), and
+C{migrate-storage --to postgresql DSN} moves an embedded installation into
+it (L{pymailer.pg.migrate_storage}).
 
 C{import}, C{export maildir} and C{backup} move mail into and out of the
 message store (L{pymailer.store.maildir_io}); they are safe while the
@@ -681,7 +683,7 @@ def buildParser() -> argparse.ArgumentParser:
     actions = _group(commands, "dkim", "manage DKIM signing keys")
     p = actions.add_parser(
         "keygen", help="make an RSA and an Ed25519 key for a domain in"
-                       " data_dir and print their DNS records")
+                       " data_dir (or the shared database) and print their DNS records")
     p.add_argument("domain")
     p.add_argument(
         "--selector", metavar="S",
