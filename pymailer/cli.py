@@ -541,12 +541,15 @@ def cmdMigrateStorage(args, config, out):
 
     if not args.dsn.startswith(("postgresql://", "postgres://")):
         raise CommandError("expected the database as a URI starting with postgresql://")
+    if args.blobs is not None and not os.path.isabs(args.blobs):
+        raise CommandError(f"--blobs {args.blobs}: expected an absolute directory path")
     try:
-        migrateStorage(config, args.dsn, out)
+        migrateStorage(config, args.dsn, out, args.blobs)
     except (MigrationError, DataDirectoryBusy) as e:
         raise CommandError(str(e)) from None
-    print(f'done: set [storage] backend = "{args.to}" and dsn = "..." in the configuration'
-          " of every node, then start them", file=out)
+    blobs = "" if args.blobs is None else f', blobs = "{args.blobs}"'
+    print(f'done: set [storage] backend = "{args.to}", dsn = "..."{blobs} in the'
+          " configuration of every node, then start them", file=out)
 
 
 # --- parser ----------------------------------------------------------------
@@ -753,6 +756,9 @@ def buildParser() -> argparse.ArgumentParser:
     p.add_argument("--to", required=True, choices=(configModule.POSTGRESQL,),
                    help="the backend to move to")
     p.add_argument("dsn", metavar="DSN", help="the database, postgresql://user@host/dbname")
+    p.add_argument("--blobs", metavar="DIR",
+                   help="put message content in this shared directory ([storage] blobs;"
+                        " hard links on the same file system) instead of the database")
     p.set_defaults(func=cmdMigrateStorage)
 
     p = commands.add_parser(

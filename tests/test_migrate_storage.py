@@ -24,12 +24,24 @@ from pymailer.store.postgresql import PostgreSQLStore
 from pymailer.store.sqlite import SQLiteStore
 
 
+_opened = []
+
+
 @pytest.fixture(autouse=True)
 def _closePools():
+    """The command's pools (one per process) and the tests' end with each test."""
     from pymailer.pg.pool import closePools
 
     yield
     closePools()
+    while _opened:
+        _opened.pop().close()
+
+
+def pool(dsn):
+    """A pool on the target database, closed after the test."""
+    _opened.append(openPool(StorageConfig("postgresql", dsn, 2)))
+    return _opened[-1]
 
 
 @pytest.fixture
@@ -89,12 +101,12 @@ def snapshot(store, user):
     return seen, store.subscriptions(user)
 
 
-def migrate(cli, dsn):
-    return cli("migrate-storage", "--to", "postgresql", dsn)
+def migrate(cli, dsn, *options):
+    return cli("migrate-storage", "--to", "postgresql", dsn, *options)
 
 
 def pgStore(dsn):
-    return PostgreSQLStore(openPool(StorageConfig("postgresql", dsn, 2)))
+    return PostgreSQLStore(pool(dsn))
 
 
 def test_everythingMovesAsItWas(cli, dataDir, postgresqlDSN):
@@ -116,25 +128,25 @@ def test_everythingMovesAsItWas(cli, dataDir, postgresqlDSN):
     target = pgStore(postgresqlDSN)
     after = {user: snapshot(target, user) for user in before}
     assert after == before
-    pool = openPool(StorageConfig("postgresql", postgresqlDSN, 2))
+    target = pool(postgresqlDSN)
     from pymailer.auth.directory_pg import PostgreSQLAccountDirectory
 
-    directory = PostgreSQLAccountDirectory(pool)
+    directory = PostgreSQLAccountDirectory(target)
     assert directory.passwordHash("alice@example.org") == SQLiteAccountDirectory(
         dataDir / "accounts.sqlite3").passwordHash("alice@example.org")
     assert directory.quota("alice@example.org") == 10_000_000
     assert sorted(directory.aliasTargets("team@example.org")) == [
         "alice@example.org", "bob@example.org"]
-    entry = PostgreSQLSpool(pool).show(queued)
+    entry = PostgreSQLSpool(target).show(queued)
     assert entry.state == "hold"
     recipient = Envelope.fromJSON(entry.raw).recipients[0]
     assert (recipient.address, recipient.attempts, recipient.lastError) == (
         "someone@remote.example", 2, "451 try later")
-    with PostgreSQLSpool(pool).openData(queued) as f:
+    with PostgreSQLSpool(target).openData(queued) as f:
         assert b"Subject: queued" in f.read()
     from pymailer.pg.dkimkeys import PostgreSQLKeys
 
-    assert PostgreSQLKeys(pool).load("example.org") == dkimkeys.loadSigningKeys(
+    assert PostgreSQLKeys(target).load("example.org") == dkimkeys.loadSigningKeys(
         dataDir, "example.org")
 
 
@@ -219,7 +231,7 @@ def test_refusesNonEmptyDatabase(cli, dataDir, postgresqlDSN):
 
     with connect(postgresqlDSN) as db:
         migrateSchema(db)
-    PostgreSQLAccountDirectory(openPool(StorageConfig("postgresql", postgresqlDSN, 2))
+    PostgreSQLAccountDirectory(pool(postgresqlDSN)
                                ).addDomain("elsewhere.example")
     code, out, err = migrate(cli, postgresqlDSN)
     assert code == 1
@@ -254,3 +266,27 @@ def test_serverLockRefusesBoth(dataDir):
             [sys.executable, "-c", "from pymailer import serverlock;"
              f"serverlock.holdForServer({str(dataDir)!r})"], capture_output=True, text=True)
         assert code.returncode == 1 and "being moved to another storage backend" in code.stderr
+
+
+def test_contentIntoSharedDirectory(cli, dataDir, postgresqlDSN, tmp_path):
+    """
+    With --blobs the content goes into the nodes' shared directory, hard
+    linked (no copy on one file system), not into the database, and a
+    store with [storage] blobs on that directory serves the same mail:
+    otherwise a large installation would have to push all its mail
+    through the database to use a shared directory.
+    """
+    store, _ = install(dataDir)
+    before = snapshot(store, "alice@example.org")
+    shared = tmp_path / "shared"
+    code, out, err = migrate(cli, postgresqlDSN, "--blobs", str(shared))
+    assert (code, err) == (0, ""), out
+    assert f"content in {shared}" in out and f'blobs = "{shared}"' in out
+    target = PostgreSQLStore(pool(postgresqlDSN),
+                             blobDirectory=shared)
+    with target.pool.connection() as db:
+        assert db.execute("SELECT count(*) FROM mailstore.blob_chunks").fetchone()[0] == 0
+        blobIds = [b for (b,) in db.execute("SELECT id FROM mailstore.blobs")]
+    assert all(target.blobs.path(b).stat().st_ino == store.blobs.path(b).stat().st_ino
+               for b in blobIds)
+    assert snapshot(target, "alice@example.org") == before

@@ -49,6 +49,7 @@ import os
 import sqlite3
 from dataclasses import dataclass, field
 
+from pymailer.fsutil import fsyncDirectory
 from pymailer.auth.directory import ACCOUNTS_FILENAME, SQLiteAccountDirectory
 from pymailer.pg.dkimkeys import PostgreSQLKeys
 from pymailer.pg.pool import connect
@@ -105,12 +106,23 @@ class StorageMigration:
     C{dsn}, reporting to C{out} line by line.
     """
 
-    def __init__(self, config, dsn, out):
+    def __init__(self, config, dsn, out, blobDirectory=None):
+        """
+        @param blobDirectory: the directory the nodes will share for
+            message content (C{[storage] blobs}): the content goes there,
+            hard-linked when on the same file system, instead of into the
+            database.
+        """
         self.config = config
         self.dsn = dsn
         self.out = out
         self.dataDir = config.data_dir
         self.moved = Moved()
+        self.blobFiles = None
+        if blobDirectory is not None:
+            from pymailer.store.blobs import BlobStore
+
+            self.blobFiles = BlobStore(blobDirectory)
 
     def say(self, line):
         print(line, file=self.out, flush=True)
@@ -404,13 +416,62 @@ class StorageMigration:
             return
         self.moved.blobs += 1
         path = store.blobs.path(blobId)
-        digest, seen = hashlib.sha256(), 0
         try:
             f = open(path, "rb")
         except FileNotFoundError:
             raise MigrationError(f"message content {path} is missing: the store lost it"
                                  " (nothing of this account was moved)") from None
-        with f, db.cursor().copy(
+        with f:
+            if self.blobFiles is not None:
+                self._placeFile(f, path, blobId, size)
+            else:
+                self._copyChunks(db, f, path, blobId, size)
+        summary = src.execute("SELECT * FROM summaries WHERE blob = ?", (blobId,)).fetchone()
+        if summary is not None:
+            # PostgreSQL's text holds no NUL (a header may): dropped, as the
+            # PostgreSQL store does.
+            row = tuple(v.replace("\x00", "") if isinstance(v, str) else v for v in summary)
+            db.execute("INSERT INTO mailstore.summaries VALUES (" + ", ".join(["%s"] * len(row))
+                       + ") ON CONFLICT (blob) DO NOTHING", row)
+
+    @staticmethod
+    def _damaged(path):
+        return MigrationError(f"message content {path} does not match its name or size:"
+                              " damaged on disk (nothing of this account was moved)")
+
+    def _placeFile(self, f, path, blobId, size):
+        """
+        Into the shared directory, checked against its name first: a hard
+        link (the same file system: no copy), else a copy, fsynced.  A run
+        that fails after this leaves a file no row names, which the nodes'
+        sweep removes (L{pymailer.store.sharedblobs}).
+        """
+        digest, seen = hashlib.sha256(), 0
+        while chunk := f.read(BLOB_CHUNK):
+            digest.update(chunk)
+            seen += len(chunk)
+        if digest.hexdigest() != blobId or seen != size:
+            raise self._damaged(path)
+        target = self.blobFiles.path(blobId)
+        try:
+            target.parent.mkdir()
+        except FileExistsError:
+            pass
+        else:  # the new directory's name must survive a crash too
+            fsyncDirectory(str(self.blobFiles.root))
+        try:
+            os.link(path, target)
+        except FileExistsError:
+            pass
+        except OSError:  # another file system
+            f.seek(0)
+            self.blobFiles.write(b"", f).install()
+            return
+        fsyncDirectory(str(target.parent))
+
+    def _copyChunks(self, db, f, path, blobId, size):
+        digest, seen = hashlib.sha256(), 0
+        with db.cursor().copy(
                 "COPY mailstore.blob_chunks (blob, seq, chunk) FROM STDIN") as copy:
             seq = 0
             while chunk := f.read(BLOB_CHUNK):
@@ -421,15 +482,7 @@ class StorageMigration:
             if seq == 0:  # empty content is one empty chunk (ChunkedBlobs.open)
                 copy.write_row((blobId, 0, b""))
         if digest.hexdigest() != blobId or seen != size:
-            raise MigrationError(f"message content {path} does not match its name or size:"
-                                 " damaged on disk (nothing of this account was moved)")
-        summary = src.execute("SELECT * FROM summaries WHERE blob = ?", (blobId,)).fetchone()
-        if summary is not None:
-            # PostgreSQL's text holds no NUL (a header may): dropped, as the
-            # PostgreSQL store does.
-            row = tuple(v.replace("\x00", "") if isinstance(v, str) else v for v in summary)
-            db.execute("INSERT INTO mailstore.summaries VALUES (" + ", ".join(["%s"] * len(row))
-                       + ") ON CONFLICT (blob) DO NOTHING", row)
+            raise self._damaged(path)
 
     # -- checking -------------------------------------------------------------
 
@@ -472,21 +525,37 @@ class StorageMigration:
             for row in sorted(here - there):
                 problems.append(f"{row[0]} {row[1]}: differs in the database")
             mailboxes, messages = len(here), sum(r[5] for r in here)
-            (bad,) = db.execute(
-                "SELECT count(*) FROM mailstore.blobs b WHERE b.size != (SELECT"
-                " coalesce(sum(length(c.chunk)), 0) FROM mailstore.blob_chunks c"
-                " WHERE c.blob = b.id)").fetchone()
+            bad = self._incompleteContent(db)
             if bad:
                 problems.append(f"{bad} message contents incomplete in the database")
         if problems:
             raise MigrationError("verification failed: " + "; ".join(problems))
+        where = "" if self.blobFiles is None else f" (content in {self.blobFiles.root})"
         self.say(f"verified: {len(domains)} domains, {len(users)} users, {len(aliases)}"
                  f" alias targets, {mailboxes} mailboxes, {messages} messages"
                  " (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ, counts and octets of each"
-                 " mailbox), every queued message and DKIM key")
+                 f" mailbox), every queued message and DKIM key{where}")
+
+    def _incompleteContent(self, db):
+        """How many blobs have neither their chunks nor a file of their size."""
+        bad = 0
+        for blobId, size, chunked, chunks in db.cursor().stream(
+                "SELECT b.id, b.size, coalesce(sum(length(c.chunk)), 0), count(c.seq)"
+                " FROM mailstore.blobs b LEFT JOIN mailstore.blob_chunks c ON c.blob = b.id"
+                " GROUP BY b.id, b.size"):
+            if chunks:
+                bad += chunked != size
+            elif self.blobFiles is None:
+                bad += 1
+            else:
+                try:
+                    bad += os.stat(self.blobFiles.path(blobId)).st_size != size
+                except FileNotFoundError:
+                    bad += 1
+        return bad
 
 
-def migrateStorage(config, dsn, out):
+def migrateStorage(config, dsn, out, blobDirectory=None):
     """
     Run L{StorageMigration} with the data directory to itself.
 
@@ -496,7 +565,7 @@ def migrateStorage(config, dsn, out):
     from pymailer import serverlock
 
     with serverlock.exclusive(config.data_dir):
-        moved = StorageMigration(config, dsn, out).run()
+        moved = StorageMigration(config, dsn, out, blobDirectory).run()
     print("left in the data directory, per node:", file=out)
     for name, why in LEFT_BEHIND:
         print(f"  {name}: {why}", file=out)
