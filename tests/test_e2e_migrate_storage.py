@@ -12,6 +12,7 @@ import hashlib
 import poplib
 import smtplib
 
+import pytest
 from imapclient import IMAPClient
 
 from mailserver import PASSWORD, insecureTLS, waitFor
@@ -65,14 +66,18 @@ def dkimRecords(server):
             if "._domainkey." in line]
 
 
-def test_migratedServerServesTheSameMail(makeMailServer, postgresqlDSN):
+@pytest.mark.parametrize("sharedBlobs", [False, True], ids=["content-in-database",
+                                                           "content-in-shared-directory"])
+def test_migratedServerServesTheSameMail(makeMailServer, postgresqlDSN, tmp_path, sharedBlobs):
     """
     After migrate-storage and a restart on PostgreSQL, an IMAP client that
     had synced finds the same UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ, UIDs,
     flags, dates and EMAILIDs, and nothing changed since its last sync;
     POP3 lists the same messages; the old password logs in; the held
     forward is still in the queue, held; and another node with nothing in
-    its data directory publishes (so signs with) the same DKIM keys.
+    its data directory publishes (so signs with) the same DKIM keys.  The
+    same with the content moved to a shared directory (--blobs, [storage]
+    blobs).
     Otherwise users would re-download their mail or lose it, and mail
     waiting in the queue would vanish at the move.
     """
@@ -111,12 +116,15 @@ def test_migratedServerServesTheSameMail(makeMailServer, postgresqlDSN):
     running = server.admin("migrate-storage", "--to", "postgresql", postgresqlDSN, check=False)
     assert running.returncode == 1 and "a pymailer server is running on" in running.stderr
     server.stop()
-    moved = server.admin("migrate-storage", "--to", "postgresql", postgresqlDSN).stdout
+    blobs = ("--blobs", str(tmp_path / "shared")) if sharedBlobs else ()
+    moved = server.admin("migrate-storage", "--to", "postgresql", postgresqlDSN, *blobs).stdout
     assert "directory: 1 domains, 2 users" in moved
     assert "queue: 1 messages: 1 hold" in moved
     assert "DKIM keys: 2" in moved and "verified:" in moved
     server.sections["storage"] = {"backend": "postgresql", "dsn": postgresqlDSN,
                                   "pool_size": 3}
+    if sharedBlobs:
+        server.sections["storage"]["blobs"] = str(tmp_path / "shared")
     server.writeConfig()
     server.start()
 
@@ -139,6 +147,11 @@ def test_migratedServerServesTheSameMail(makeMailServer, postgresqlDSN):
     waitFor(lambda: c.noop() and c.search(["SUBJECT", "after the move"]),
             message="the new message")
     assert c.search(["SUBJECT", "after the move"]) == [before["INBOX"][1]]
+    if sharedBlobs:  # the moved content and the new message's are files there
+        new = c.fetch([before["INBOX"][1]], ["BODY.PEEK[]"])[before["INBOX"][1]][b"BODY[]"]
+        for digest in [hashlib.sha256(new).hexdigest()] + [
+                m[4] for folder in before.values() for m in folder[3].values()]:
+            assert (tmp_path / "shared" / digest[:2] / digest[2:]).exists()
     c.logout()
 
     other = makeMailServer("other", provision=False, start=False, sections={
