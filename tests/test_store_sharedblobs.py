@@ -20,7 +20,7 @@ from pymailer.pg.pool import openPool
 from pymailer.store import postgresql
 from pymailer.store.postgresql import CHUNK, PostgreSQLStore
 
-from tests.test_store_postgresql import chunkRows, inThreads
+from tests.test_store_postgresql import chunkRows, redeliverWhileExpunging
 
 USER = "alice@example.org"
 
@@ -94,21 +94,13 @@ def test_redeliveryWhileAnotherNodeSweeps(nodes, monkeypatch):
     """
     monkeypatch.setattr(postgresql, "FREED_GRACE", -1)
     body = b"Subject: again\r\n\r\n" + b"q" * 1000
-    nodes[0].createUser(USER)
     missing = []
 
-    def work(i):
-        store = nodes[i % 2]
-        for _ in range(25):
-            if i % 2:
-                store.deliver(USER, b"", io.BytesIO(body))
-            else:
-                box = store.mailbox(USER)
-                box.expunge([info.uid for info in box.messages()])
-                store.sweep()
-            missing.extend(namedFilesMissing(store))
+    def sweepAndCheck(store):
+        store.sweep()
+        missing.extend(namedFilesMissing(store))
 
-    inThreads(2, work)
+    redeliverWhileExpunging(nodes, body, 40, sweepAndCheck)
     assert missing == []
     nodes[1].deliver(USER, b"", io.BytesIO(body))
     box = nodes[0].mailbox(USER)
