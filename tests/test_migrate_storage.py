@@ -290,3 +290,19 @@ def test_contentIntoSharedDirectory(cli, dataDir, postgresqlDSN, tmp_path):
     assert all(target.blobs.path(b).stat().st_ino == store.blobs.path(b).stat().st_ino
                for b in blobIds)
     assert snapshot(target, "alice@example.org") == before
+
+
+def test_verificationNamesWhatDiffers(cli, dataDir, postgresqlDSN):
+    """
+    A run that finds the database different from the source (a flag lost,
+    a row changed since) fails naming the mailbox: otherwise "verified"
+    would be printed over mail that did not arrive as it was.
+    """
+    install(dataDir)
+    assert migrate(cli, postgresqlDSN)[0] == 0
+    with pool(postgresqlDSN).connection() as db:
+        db.execute("UPDATE mailstore.messages SET system = '' WHERE system != ''")
+    code, out, err = migrate(cli, postgresqlDSN)
+    assert code == 1
+    assert err == ("pymailer: error: verification failed: alice@example.org INBOX:"
+                   " differs in the database\n")

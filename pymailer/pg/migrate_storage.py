@@ -490,7 +490,8 @@ class StorageMigration:
         """
         Compare the database with the source, count for count, mailbox for
         mailbox (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ, messages, octets,
-        highest UID), and every blob's chunks with its size.
+        highest UID, the sums of MODSEQs and of flag lengths, the user's
+        subscriptions), and every blob's chunks (or file) with its size.
         """
         problems = []
         domains, users, aliases = self._directoryRows()
@@ -512,10 +513,14 @@ class StorageMigration:
         mailboxes = messages = 0
         if store is not None:
             summary = ("SELECT u.name, b.name, b.uidValidity, b.uidNext, b.highestModSeq,"
-                       " count(m.uid), coalesce(sum(m.size), 0), coalesce(max(m.uid), 0)"
+                       " count(m.uid), coalesce(sum(m.size), 0), coalesce(max(m.uid), 0),"
+                       # MODSEQs and flags, summed: a cheap check of every row.
+                       " coalesce(sum(m.modseq), 0),"
+                       " coalesce(sum(length(m.system) + length(m.letters)), 0),"
+                       " (SELECT count(*) FROM {p}subscriptions s WHERE s.userId = u.id)"
                        " FROM {p}users u JOIN {p}mailboxes b ON b.userId = u.id"
                        " LEFT JOIN {p}messages m ON m.mailboxId = b.id"
-                       " GROUP BY u.name, b.name, b.uidValidity, b.uidNext, b.highestModSeq")
+                       " GROUP BY u.id, u.name, b.name, b.uidValidity, b.uidNext, b.highestModSeq")
             src = _sqlite(store.path)
             try:
                 here = {tuple(r) for r in src.execute(summary.format(p=""))}
@@ -533,8 +538,8 @@ class StorageMigration:
         where = "" if self.blobFiles is None else f" (content in {self.blobFiles.root})"
         self.say(f"verified: {len(domains)} domains, {len(users)} users, {len(aliases)}"
                  f" alias targets, {mailboxes} mailboxes, {messages} messages"
-                 " (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ, counts and octets of each"
-                 f" mailbox), every queued message and DKIM key{where}")
+                 " (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ, messages, octets, MODSEQs, flags"
+                 f" and subscriptions of each), every queued message and DKIM key{where}")
 
     def _incompleteContent(self, db):
         """How many blobs have neither their chunks nor a file of their size."""
