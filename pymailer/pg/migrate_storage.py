@@ -146,12 +146,11 @@ class StorageMigration:
                 self.say("resuming: what an earlier run committed is kept;"
                          " directory and DKIM keys: moved before")
             else:
-                self._moveDirectory(db, source)
+                self._moveDirectory(db, source, store)
             self._moveQueue(db)
-            if store is not None:
-                self._moveAccounts(db, store)
+            self._moveAccounts(db, store)
             self._verify(db, store)
-            with db.transaction():
+            with db.transaction():  # for the record: when it was first complete
                 db.execute("INSERT INTO mailstore.settings (name, value) VALUES (%s, now()::text)"
                            " ON CONFLICT (name) DO NOTHING", (DONE_KEY,))
         return self.moved
@@ -162,19 +161,16 @@ class StorageMigration:
                 f'[storage] backend = "{self.config.storage.backend}": migrate-storage moves'
                 ' the embedded SQLite store (backend = "sqlite"; a Maildir installation'
                 " becomes one at its first start on sqlite)")
-        root = self.dataDir / "store"
-        if not (root / "index.sqlite").exists():
-            return None
-        from pymailer.store.sqlite import SQLiteStore
+        from pymailer.store import openStore
 
-        # Opening it runs its in-place upgrades (as the server's start
-        # would): the rows below have today's columns.
-        return SQLiteStore(root)
+        # Opened as the server's start opens it: its in-place upgrades run
+        # (the rows below have today's columns), and the mail of the old
+        # Maildir backend, if never started on since, comes in first.
+        return openStore(self.config)
 
     def _sourceId(self, store):
         """This installation's name: its data directory and store key."""
-        key = store.objectIdKey.hex() if store is not None else ""
-        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        digest = hashlib.sha256(store.objectIdKey).hexdigest()[:16]
         return f"{os.path.abspath(self.dataDir)} {digest}"
 
     def _checkTarget(self, db, source):
@@ -234,7 +230,7 @@ class StorageMigration:
             keys.append((domain, keyType, selector, pem))
         return keys
 
-    def _moveDirectory(self, db, source):
+    def _moveDirectory(self, db, source, store):
         domains, users, aliases = self._directoryRows()
         keys = self._keys()
         with db.transaction():
@@ -249,29 +245,17 @@ class StorageMigration:
             shared = PostgreSQLKeys(None)
             for domain, keyType, selector, pem in keys:
                 shared.store(domain, [(keyType, selector, pem)], db=db)
-            for name, value in (("objectIdKey", self._objectIdKey()), (SOURCE_KEY, source)):
-                if value is not None:
-                    db.execute(
-                        "INSERT INTO mailstore.settings (name, value) VALUES (%s, %s)"
-                        " ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
-                        (name, value))
+            # The key EMAILIDs are derived with: theirs stay the same.
+            for name, value in (("objectIdKey", store.objectIdKey.hex()), (SOURCE_KEY, source)):
+                db.execute(
+                    "INSERT INTO mailstore.settings (name, value) VALUES (%s, %s)"
+                    " ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value", (name, value))
         self.moved.domains, self.moved.users = len(domains), len(users)
         self.moved.aliases, self.moved.dkimKeys = len(aliases), len(keys)
         self.say(f"directory: {len(domains)} domains, {len(users)} users (password hashes,"
                  f" flags, quotas), {len(aliases)} alias targets")
         self.say(f"DKIM keys: {len(keys)} ("
                  + (", ".join(f"{s}.{t} of {d}" for d, t, s, _ in keys) or "none") + ")")
-
-    def _objectIdKey(self):
-        path = self.dataDir / "store" / "index.sqlite"
-        if not path.exists():
-            return None
-        src = _sqlite(path)
-        try:
-            row = src.execute("SELECT value FROM settings WHERE name = 'objectIdKey'").fetchone()
-        finally:
-            src.close()
-        return row[0] if row else None
 
     # -- the queue: a transaction per message --------------------------------
 
@@ -510,29 +494,27 @@ class StorageMigration:
                 "SELECT queue_id FROM queue WHERE queue_id = ANY(%s)", (list(here),))}
             if here - there:
                 problems.append(f"queue: {len(here - there)} messages missing")
-        mailboxes = messages = 0
-        if store is not None:
-            summary = ("SELECT u.name, b.name, b.uidValidity, b.uidNext, b.highestModSeq,"
-                       " count(m.uid), coalesce(sum(m.size), 0), coalesce(max(m.uid), 0),"
-                       # MODSEQs and flags, summed: a cheap check of every row.
-                       " coalesce(sum(m.modseq), 0),"
-                       " coalesce(sum(length(m.system) + length(m.letters)), 0),"
-                       " (SELECT count(*) FROM {p}subscriptions s WHERE s.userId = u.id)"
-                       " FROM {p}users u JOIN {p}mailboxes b ON b.userId = u.id"
-                       " LEFT JOIN {p}messages m ON m.mailboxId = b.id"
-                       " GROUP BY u.id, u.name, b.name, b.uidValidity, b.uidNext, b.highestModSeq")
-            src = _sqlite(store.path)
-            try:
-                here = {tuple(r) for r in src.execute(summary.format(p=""))}
-            finally:
-                src.close()
-            there = {tuple(r) for r in db.execute(summary.format(p="mailstore."))}
-            for row in sorted(here - there):
-                problems.append(f"{row[0]} {row[1]}: differs in the database")
-            mailboxes, messages = len(here), sum(r[5] for r in here)
-            bad = self._incompleteContent(db)
-            if bad:
-                problems.append(f"{bad} message contents incomplete in the database")
+        summary = ("SELECT u.name, b.name, b.uidValidity, b.uidNext, b.highestModSeq,"
+                   " count(m.uid), coalesce(sum(m.size), 0), coalesce(max(m.uid), 0),"
+                   # MODSEQs and flags, summed: a cheap check of every row.
+                   " coalesce(sum(m.modseq), 0),"
+                   " coalesce(sum(length(m.system) + length(m.letters)), 0),"
+                   " (SELECT count(*) FROM {p}subscriptions s WHERE s.userId = u.id)"
+                   " FROM {p}users u JOIN {p}mailboxes b ON b.userId = u.id"
+                   " LEFT JOIN {p}messages m ON m.mailboxId = b.id"
+                   " GROUP BY u.id, u.name, b.name, b.uidValidity, b.uidNext, b.highestModSeq")
+        src = _sqlite(store.path)
+        try:
+            here = {tuple(r) for r in src.execute(summary.format(p=""))}
+        finally:
+            src.close()
+        there = {tuple(r) for r in db.execute(summary.format(p="mailstore."))}
+        for row in sorted(here - there):
+            problems.append(f"{row[0]} {row[1]}: differs in the database")
+        mailboxes, messages = len(here), sum(r[5] for r in here)
+        bad = self._incompleteContent(db)
+        if bad:
+            problems.append(f"{bad} message contents incomplete in the database")
         if problems:
             raise MigrationError("verification failed: " + "; ".join(problems))
         where = "" if self.blobFiles is None else f" (content in {self.blobFiles.root})"
