@@ -27,7 +27,10 @@ class DataDirectoryBusy(Exception):
 
 def _open(dataDir):
     os.makedirs(dataDir, exist_ok=True)
-    return os.open(os.path.join(dataDir, FILENAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    # Read-only: flock needs no more, so the admin command (the server's
+    # user) can lock the file a server started as root made.
+    return os.open(os.path.join(dataDir, FILENAME), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC,
+                   0o644)
 
 
 def holdForServer(dataDir):
