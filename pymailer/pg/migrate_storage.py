@@ -119,6 +119,7 @@ class StorageMigration:
         self.dataDir = config.data_dir
         self.moved = Moved()
         self.blobFiles = None
+        self._unsynced = set()  # directories of links made, to fsync before the commit
         if blobDirectory is not None:
             from pymailer.store.blobs import BlobStore
 
@@ -340,6 +341,7 @@ class StorageMigration:
                         " VALUES (%s, %s, %s) RETURNING id",
                         (user, lastValidity, foldersMade)).fetchone()[0]
                     counts = self._moveAccount(db, src, store, userId, newId)
+                    self._syncPlaced()
                 self.moved.accounts.append((user, *counts))
                 mailboxes, messages, octets = counts
                 self.say(f"account {user}: {mailboxes} mailboxes, {messages} messages,"
@@ -442,7 +444,7 @@ class StorageMigration:
         except FileExistsError:
             pass
         else:  # the new directory's name must survive a crash too
-            fsyncDirectory(str(self.blobFiles.root))
+            self._unsynced.add(self.blobFiles.root)
         try:
             os.link(path, target)
         except FileExistsError:
@@ -451,7 +453,13 @@ class StorageMigration:
             f.seek(0)
             self.blobFiles.write(b"", f).install()
             return
-        fsyncDirectory(str(target.parent))
+        self._unsynced.add(target.parent)
+
+    def _syncPlaced(self):
+        """Before the account's commit: one fsync per directory linked into."""
+        for directory in sorted(self._unsynced, key=lambda d: len(d.parts), reverse=True):
+            fsyncDirectory(str(directory))
+        self._unsynced.clear()
 
     def _copyChunks(self, db, f, path, blobId, size):
         digest, seen = hashlib.sha256(), 0
