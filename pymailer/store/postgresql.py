@@ -76,7 +76,6 @@ SCHEMA = "mailstore"
 EVENTS_KEPT = 10_000        # other nodes' events kept for the poller
 LISTEN_WAIT = 5.0           # seconds the first poll waits for LISTEN
 SWEEP_INTERVAL = FREED_GRACE / 2  # seconds between sweeps (by the listener thread)
-ORPHAN_SCAN_INTERVAL = 3600       # seconds between scans of a shared blob directory
 ORPHAN_BATCH = 500                # blob files looked up at a time
 
 _TABLES = ("users", "mailboxes", "subscriptions", "messages", "expunged", "blobs",
@@ -297,7 +296,7 @@ class PostgreSQLStore(SQLiteStore):
             from pymailer.store.sharedblobs import SharedFileBlobs
 
             self.blobs = SharedFileBlobs(blobDirectory, self.blobs)
-        self._orphansScanned = None  # monotonic time of the last scan
+        self._orphanCursor = 0  # the next of the 256 blob subdirectories a sweep scans
         self.origin = secrets.token_hex(8)
         self._local = threading.local()
         self._reads = _PooledReads(pool)
@@ -439,10 +438,12 @@ class PostgreSQLStore(SQLiteStore):
 
         @return: how many blobs went.
         """
-        if self._blobFiles and (self._orphansScanned is None or
-                                time.monotonic() - self._orphansScanned > ORPHAN_SCAN_INTERVAL):
-            self._orphansScanned = time.monotonic()
-            self.adoptOrphans(now)
+        if self._blobFiles:
+            # One subdirectory a sweep (every node's listener sweeps every
+            # SWEEP_INTERVAL): the listener never stops for long to scan a
+            # large directory, and an orphan goes within a day.
+            self.adoptOrphans(now, [f"{self._orphanCursor:02x}"])
+            self._orphanCursor = (self._orphanCursor + 1) % 256
         with self._write() as txn:
             gone = txn.db.conn.execute(
                 f"DELETE FROM {SCHEMA}.blobs WHERE refs <= 0 AND freedAt <"
@@ -456,17 +457,19 @@ class PostgreSQLStore(SQLiteStore):
                     self.blobs.unlink(blobId)
         return len(gone)
 
-    def adoptOrphans(self, now=None):
+    def adoptOrphans(self, now=None, subdirectories=None):
         """
         Blob files no row names (a crash between a file and its commit, a
         duplicate delivery's file) become freed rows, which the sweep then
         removes with the row-lock rules of L{pymailer.store.sharedblobs}.
 
+        @param subdirectories: the blob subdirectories (C{"00"} to C{"ff"})
+            to look in; all by default.
         @return: how many files were adopted.
         """
         adopted = 0
         batch = []
-        for candidate in self.blobs.orphanFiles(now):
+        for candidate in self.blobs.orphanFiles(now, subdirectories):
             batch.append(candidate)
             if len(batch) == ORPHAN_BATCH:
                 adopted += self._adopt(batch)

@@ -61,14 +61,21 @@ class SharedFileBlobs(BlobStore):
         """The sweep's removal, inside its transaction (see the module docstring)."""
         BlobStore.remove(self, blobId)
 
-    def orphanFiles(self, now=None):
+    def orphanFiles(self, now=None, subdirectories=None):
         """
         Blob files older than L{ORPHAN_AGE}, as C{(blobId, size)}, for the
         caller to look up; temporary files older than L{TEMPORARY_AGE} are
-        removed on the way.  One directory at a time: bounded memory.
+        removed on the way.  One directory entry at a time: bounded memory.
+
+        @param subdirectories: only these blob subdirectories (and tmp/);
+            all by default.
         """
         now = time.time() if now is None else now
-        for directory in sorted(self.root.iterdir()):
+        if subdirectories is None:
+            directories = sorted(self.root.iterdir())
+        else:
+            directories = [self.tmp] + [self.root / name for name in subdirectories]
+        for directory in directories:
             if not directory.is_dir():
                 continue
             for entry in os.scandir(directory):
