@@ -8,7 +8,9 @@ runs as, so that files it creates stay readable by the server.
 
 With C{[storage] backend = "postgresql"} the accounts and the queue are
 in the shared database instead; C{db migrate} brings its schema up to date
-(the server and the other commands refuse an older one, saying so).
+(the server and the other commands refuse an older one, saying so), and
+C{migrate-storage --to postgresql DSN} moves an embedded installation into
+it (L{pymailer.pg.migrate_storage}).
 
 C{import}, C{export maildir} and C{backup} move mail into and out of the
 message store (L{pymailer.store.maildir_io}); they are safe while the
@@ -380,13 +382,12 @@ def cmdQueueBounce(args, config, out):
 def cmdDkimKeygen(args, config, out):
     selector = args.selector or dkimkeys.defaultSelector()
     try:
-        keys = dkimkeys.generateKeys(config.data_dir, args.domain, selector,
-                                     force=args.force)
+        keys, where = dkimkeys.generateKeysFor(config, args.domain, selector,
+                                               force=args.force)
     except dkimkeys.KeyExistsError as e:
         raise CommandError(f"{e} (choose another --selector, or --force to"
                            " replace it)") from None
     domain = dkimkeys.dnsDomain(args.domain)
-    where = dkimkeys.keyDirectory(config.data_dir, domain)
     print(f"; DKIM keys for {domain} made in {where}; publish these records"
           " (the server signs with every key there):", file=out)
     for key in keys:
@@ -534,6 +535,23 @@ def cmdDbMigrate(args, config, out):
         print(f"schema version {before} -> {after}", file=out)
 
 
+def cmdMigrateStorage(args, config, out):
+    from pymailer.pg.migrate_storage import MigrationError, migrateStorage
+    from pymailer.serverlock import DataDirectoryBusy
+
+    if not args.dsn.startswith(("postgresql://", "postgres://")):
+        raise CommandError("expected the database as a URI starting with postgresql://")
+    if args.blobs is not None and not os.path.isabs(args.blobs):
+        raise CommandError(f"--blobs {args.blobs}: expected an absolute directory path")
+    try:
+        migrateStorage(config, args.dsn, out, args.blobs)
+    except (MigrationError, DataDirectoryBusy) as e:
+        raise CommandError(str(e)) from None
+    blobs = "" if args.blobs is None else f', blobs = "{args.blobs}"'
+    print(f'done: set [storage] backend = "{args.to}", dsn = "..."{blobs} in the'
+          " configuration of every node, then start them", file=out)
+
+
 # --- parser ----------------------------------------------------------------
 
 def _group(subparsers, name, help):
@@ -668,7 +686,7 @@ def buildParser() -> argparse.ArgumentParser:
     actions = _group(commands, "dkim", "manage DKIM signing keys")
     p = actions.add_parser(
         "keygen", help="make an RSA and an Ed25519 key for a domain in"
-                       " data_dir and print their DNS records")
+                       " data_dir (or the shared database) and print their DNS records")
     p.add_argument("domain")
     p.add_argument(
         "--selector", metavar="S",
@@ -730,6 +748,18 @@ def buildParser() -> argparse.ArgumentParser:
         "migrate", help="bring the database's schema up to this version's (safe while"
                         " other nodes start or run it too)")
     p.set_defaults(func=cmdDbMigrate)
+
+    p = commands.add_parser(
+        "migrate-storage",
+        help="move this installation's accounts, mail, queue and DKIM keys into an empty"
+             " PostgreSQL database (the server stopped; resumable; the data here stays)")
+    p.add_argument("--to", required=True, choices=(configModule.POSTGRESQL,),
+                   help="the backend to move to")
+    p.add_argument("dsn", metavar="DSN", help="the database, postgresql://user@host/dbname")
+    p.add_argument("--blobs", metavar="DIR",
+                   help="put message content in this shared directory ([storage] blobs;"
+                        " hard links on the same file system) instead of the database")
+    p.set_defaults(func=cmdMigrateStorage)
 
     p = commands.add_parser(
         "backup", help="a consistent copy of the message store (database and message"

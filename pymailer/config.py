@@ -164,12 +164,21 @@ class StorageConfig:
     C{queue_lease}: seconds a node's claim on a queued message lasts
     unless renewed (every quarter of it), so how long the mail of a node
     that died waits before another node delivers it.
+    C{blobs}: where a PostgreSQL store keeps message content: C{"postgresql"}
+    (the default: in the database, so nodes share everything through the
+    DSN) or an absolute directory path every node mounts (one machine, or
+    NFS), the metadata staying in the database (L{pymailer.store.sharedblobs}).
     """
 
     backend: str = "sqlite"
     dsn: str | None = None
     pool_size: int = 10
     queue_lease: float = 120.0
+    blobs: str = POSTGRESQL
+
+    def blobDirectory(self):
+        """The shared directory of message content, or C{None}: in the database."""
+        return None if self.blobs == POSTGRESQL else pathlib.Path(self.blobs)
 
 
 def defaultWorkers():
@@ -1026,8 +1035,12 @@ def _parseStorage(reader):
     poolSize = reader.positiveInt("pool_size", StorageConfig().pool_size)
     # At least a second: renewals (every quarter) must fit in it.
     lease = reader.number("queue_lease", StorageConfig().queue_lease, minimum=1.0, strict=False)
+    blobs = reader.string("blobs") or POSTGRESQL
+    if blobs != POSTGRESQL and (not os.path.isabs(blobs) or "\0" in blobs):
+        raise reader.error("blobs", f'expected "{POSTGRESQL}" or an absolute directory path,'
+                           f" got {_show(blobs)}")
     if backend != POSTGRESQL:
-        for key in ("dsn", "pool_size", "queue_lease"):
+        for key in ("dsn", "pool_size", "queue_lease", "blobs"):
             if reader.get(key) is not None:
                 raise reader.error(key, f'only for backend = "{POSTGRESQL}"')
     elif dsn is None:
@@ -1036,7 +1049,8 @@ def _parseStorage(reader):
     else:
         _checkDSN(reader, dsn)
     reader.checkUnknown(reader.seen)
-    return StorageConfig(backend=backend, dsn=dsn, pool_size=poolSize, queue_lease=lease)
+    return StorageConfig(backend=backend, dsn=dsn, pool_size=poolSize, queue_lease=lease,
+                         blobs=blobs)
 
 
 def _checkDSN(reader, dsn):

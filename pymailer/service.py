@@ -58,6 +58,7 @@ from pymailer.web.app import buildMetrics, buildPlainHTTP, buildWeb
 from pymailer.interfaces import IWebUser
 from pymailer import metrics
 from twisted.mail.interfaces import IAccountIMAP
+from pymailer import serverlock
 from pymailer.store import openStore
 from pymailer.store.notify import ChangeNotifier
 from pymailer.store.observed import ObservedStore
@@ -201,6 +202,7 @@ def makeService(config, reactor=None):
     from pymailer.workers import Supervisor
 
     os.makedirs(config.data_dir, exist_ok=True)
+    serverlock.holdForServer(config.data_dir)
     # Made here, once: N workers starting together would each make one.
     certificatePaths(config)
     args = ["--config", os.path.abspath(config.source)] if config.source else []
@@ -221,6 +223,9 @@ def buildServer(config, reactor=None, worker=None):
     if reactor is None:
         from twisted.internet import reactor
     os.makedirs(config.data_dir, exist_ok=True)
+    # While this process runs, `pymailer migrate-storage` refuses to move
+    # the data from under it (and a running migration stops this start).
+    serverlock.holdForServer(config.data_dir)
     top = StopInOrder()
     tracing = tracingService()
     if tracing is not None:
@@ -272,7 +277,7 @@ def buildServer(config, reactor=None, worker=None):
         spool.addListener(worker.queued)
 
     localAgent = LocalDeliveryAgent(store, router, config.hostname, reactor, pool, spool,
-                                    sealer=ForwardSealer(config.data_dir, config.authservId))
+                                    sealer=ForwardSealer(config, config.authservId))
     relayAgent = RelayDeliveryAgent(config.relay, resolver, config.hostname, reactor, pool)
     runner.agent = RoutingAgent(router, localAgent, relayAgent, reactor, pool)
     # Stops after the runner (StopInOrder): its idle sessions get QUIT once

@@ -31,15 +31,17 @@ class Options(usage.Options):
 
 
 def makeService(options):
+    from pymailer.serverlock import DataDirectoryBusy
     from pymailer.workers import WorkerSetupError
 
     describeListeners(options.config)
     try:
         service = buildService(options.config)
-    except (SchemaError, WorkerSetupError) as e:
+    except (SchemaError, WorkerSetupError, DataDirectoryBusy) as e:
         # SchemaError: the shared database cannot be reached, or its schema
         # is not this version's: one line saying what to do (run `pymailer
         # db migrate`).  WorkerSetupError: a listener workers cannot share.
+        # DataDirectoryBusy: pymailer migrate-storage is moving the data.
         sys.exit(f"pymailer: error: {e}")
     # twistd's log, written in batches off the reactor thread (pymailer.logs).
     from twisted.internet import reactor

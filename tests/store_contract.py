@@ -118,6 +118,18 @@ class StoreContract:
         assert deliver(store, b"one", uniqueKey="Q1-0")
         assert len(store.mailbox(USER).messages()) == 3
 
+    def test_checkDuplicateOfOtherOctets(self, store):
+        """
+        If this fails, a message delivered again after a crash with other
+        octets (its trace headers written anew) fails delivery instead of
+        being recognised as the duplicate it is.
+        """
+        assert deliver(store, b"Received: at 10:00\r\n\r\nbody", uniqueKey="Q2-0",
+                       checkDuplicate=True)
+        assert not deliver(store, b"Received: at 10:05\r\n\r\nbody", uniqueKey="Q2-0",
+                           checkDuplicate=True)
+        assert len(store.mailbox(USER).messages()) == 1
+
     @pytest.mark.parametrize("first", ["list", "create", "mailbox", "deliver"])
     def test_firstAccessMakesInboxAndSpecialUse(self, store, first):
         """

@@ -182,6 +182,23 @@ class TestErrors:
         message = loadError(tmp_path, MINIMAL + '[storage]\ndsn = "postgresql://h/db"\n')
         assert message.endswith(': storage.dsn: only for backend = "postgresql"')
 
+    def test_storageBlobDirectory(self, tmp_path):
+        """
+        blobs takes "postgresql" (the default) or an absolute directory, and
+        only with backend = "postgresql": otherwise nodes started from
+        different working directories would keep content in different
+        places, or a SQLite installation would seem to use a shared one.
+        """
+        pg = MINIMAL + '[storage]\nbackend = "postgresql"\ndsn = "postgresql://h/db"\n'
+        c = config.load(writeConfig(tmp_path, pg + 'blobs = "/srv/blobs"\n'))
+        assert c.storage.blobDirectory() == pathlib.Path("/srv/blobs")
+        assert config.load(writeConfig(tmp_path, pg)).storage.blobDirectory() is None
+        message = loadError(tmp_path, pg + 'blobs = "blobs"\n')
+        assert message.endswith(': storage.blobs: expected "postgresql" or an absolute'
+                                " directory path, got 'blobs'")
+        message = loadError(tmp_path, MINIMAL + '[storage]\nblobs = "/srv/blobs"\n')
+        assert message.endswith(': storage.blobs: only for backend = "postgresql"')
+
     def test_wrongType(self, tmp_path):
         """
         A string where a number is expected is refused naming key and

@@ -251,3 +251,23 @@ def test_listsInCodePointOrder(postgresql):
             pool.close()
     finally:
         postgresql.dropDatabase(name)
+
+
+def test_dkimKeysInTheSharedDatabase(cli, postgresqlDSN, tmp_path):
+    """
+    `dkim keygen` on the PostgreSQL backend keeps the keys in the database,
+    not in data_dir, refuses to replace them without --force, and `dns`
+    (so the signer, which reads them the same way) finds them: otherwise
+    each node would sign with a key of its own that DNS does not publish.
+    """
+    assert cli("db", "migrate")[0] == 0
+    code, out, err = cli("dkim", "keygen", "example.org", "--selector", "k1")
+    assert code == 0 and "made in the database" in out, err
+    records = [line for line in out.splitlines() if "._domainkey." in line]
+    assert [r.split()[0] for r in records] == ["k1._domainkey.example.org.",
+                                               "k1-ed25519._domainkey.example.org."]
+    assert not (tmp_path / "data" / "dkim").exists()
+    code, out, err = cli("dkim", "keygen", "example.org", "--selector", "k1")
+    assert code == 1 and "exists already" in err
+    code, out, err = cli("dns", "example.org")
+    assert all(record in out.splitlines() for record in records)

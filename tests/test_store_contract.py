@@ -53,3 +53,24 @@ class TestPostgreSQLStore(StoreContract):
         from pymailer.store.postgresql import PostgreSQLStore
 
         return PostgreSQLStore(store.pool)
+
+
+class TestPostgreSQLStoreBlobFiles(StoreContract):
+    """
+    The same contract with the content in a shared directory
+    (C{[storage] blobs = "/path"}), the metadata in PostgreSQL.
+    """
+
+    @pytest.fixture
+    def store(self, postgresqlPool, tmp_path):
+        from pymailer.store.postgresql import PostgreSQLStore
+
+        store = PostgreSQLStore(postgresqlPool, blobDirectory=tmp_path / "blobs")
+        yield store
+        store.close()
+
+    def reopen(self, store):
+        """Another node's store object on the same database and directory."""
+        from pymailer.store.postgresql import PostgreSQLStore
+
+        return PostgreSQLStore(store.pool, blobDirectory=store.blobs.root)

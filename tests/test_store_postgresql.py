@@ -53,6 +53,25 @@ def inThreads(count, work):
         raise failures[0]
 
 
+def redeliverWhileExpunging(nodes, body, rounds, afterEach=lambda store: None):
+    """
+    At once: node 1 delivers C{body} C{rounds} times, node 0 expunges the
+    whole INBOX as often; C{afterEach(store)} after every step of either.
+    """
+    def work(i):
+        store = nodes[i % 2]
+        for _ in range(rounds):
+            if i % 2:
+                store.deliver(USER, b"", io.BytesIO(body))
+            else:
+                box = store.mailbox(USER)
+                box.expunge([info.uid for info in box.messages()])
+            afterEach(store)
+
+    nodes[0].createUser(USER)
+    inThreads(2, work)
+
+
 def chunkRows(store):
     with store.pool.connection() as db:
         return db.execute("SELECT count(*) FROM mailstore.blob_chunks").fetchone()[0]
@@ -218,18 +237,7 @@ def test_redeliveryWhileTheFirstCopyIsExpunged(nodes):
     delivery or the expunge would fail, or the new copy lose its content.
     """
     body = b"Subject: again\r\n\r\n" + b"z" * 1000
-
-    def work(i):
-        store = nodes[i % 2]
-        for _ in range(15):
-            if i % 2:
-                store.deliver(USER, b"", io.BytesIO(body))
-            else:
-                box = store.mailbox(USER)
-                box.expunge([info.uid for info in box.messages()])
-
-    nodes[0].createUser(USER)
-    inThreads(2, work)
+    redeliverWhileExpunging(nodes, body, 15)
     box = nodes[1].mailbox(USER)
     for info in box.messages():
         with box.openMessage(info.uid) as content:

@@ -186,6 +186,20 @@ MIGRATIONS = [
             attachments integer NOT NULL
         )""",
     ]),
+    (3, "DKIM signing keys", [
+        # -- DKIM keys (L{pymailer.pg.dkimkeys}): every node signs with
+        # the same keys, the file layout's (data_dir/dkim/DOMAIN/
+        # SELECTOR.TYPE.key) as rows.  domain: A-label form, as in d=.
+        # pem: the key as the file held it (unencrypted PEM).
+        """CREATE TABLE dkim_keys (
+            domain text COLLATE "C" NOT NULL,
+            selector text COLLATE "C" NOT NULL,
+            key_type text NOT NULL CHECK (key_type IN ('rsa', 'ed25519')),
+            pem bytea NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (domain, selector, key_type)
+        )""",
+    ]),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

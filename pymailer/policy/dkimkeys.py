@@ -220,17 +220,50 @@ def generateKeys(dataDir, domain: str, selector: str | None = None,
                 raise KeyExistsError(path)
     _makeDirectory(directory)
     keys = []
-    for keyType, s in selectors.items():
-        if keyType == "rsa":
-            private = rsa.generate_private_key(public_exponent=65537,
-                                               key_size=RSA_BITS)
-        else:
-            private = ed25519.Ed25519PrivateKey.generate()
+    for keyType, s, private in newKeys(selector):
         writeDurably(str(_keyPath(directory, s, keyType)),
                      _pem(keyType, private), mode=0o600)
         keys.append(SigningKey(s, ALGORITHMS[keyType], _dkimpyForm(keyType, private)))
     fsyncDirectory(directory)
     return keys
+
+
+def newKeys(selector: str):
+    """
+    A new RSA (L{RSA_BITS}) and Ed25519 private key, with their selectors
+    (L{selectorsFor}): C{[(keyType, selector, private key)]}, RSA first.
+    """
+    made = []
+    for keyType, s in selectorsFor(selector).items():
+        if keyType == "rsa":
+            private = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+        else:
+            private = ed25519.Ed25519PrivateKey.generate()
+        made.append((keyType, s, private))
+    return made
+
+
+def pemOf(keyType, private) -> bytes:
+    """The PEM a key file holds (PKCS#1 for RSA, PKCS#8 for Ed25519)."""
+    return _pem(keyType, private)
+
+
+def keyFiles(dataDir):
+    """
+    Every key file under C{data_dir/dkim}: C{[(domain, selector, keyType,
+    path)]} (what C{pymailer migrate-storage} moves into PostgreSQL).
+    """
+    root = pathlib.Path(dataDir) / "dkim"
+    found = []
+    try:
+        domains = sorted(os.listdir(root))
+    except FileNotFoundError:
+        return []
+    for domain in domains:
+        if (root / domain).is_dir():
+            found += [(domain, selector, keyType, path)
+                      for selector, keyType, path in sorted(_keyFiles(root / domain))]
+    return found
 
 
 # --- loading ---------------------------------------------------------------
@@ -250,19 +283,34 @@ def _loadKey(path, keyType):
         data = path.read_bytes()
     except OSError as e:
         raise KeyFileError(f"{path}: {e.strerror or e}") from None
+    return parseKey(data, keyType, path)
+
+
+def parseKey(data, keyType, where):
+    """
+    The private key in C{data} (PEM), checked to be of C{keyType}.
+
+    @param where: what names the key in an error (a file, a database row).
+    @raise KeyFileError: not a usable key.
+    """
     try:
         private = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as e:
-        raise KeyFileError(f"{path}: not an unencrypted PEM private key ({e})") from None
+        raise KeyFileError(f"{where}: not an unencrypted PEM private key ({e})") from None
     if keyType == "rsa":
         if not isinstance(private, rsa.RSAPrivateKey):
-            raise KeyFileError(f"{path}: not an RSA key")
+            raise KeyFileError(f"{where}: not an RSA key")
         if private.key_size < _MIN_RSA_BITS:
-            raise KeyFileError(f"{path}: RSA key of {private.key_size} bits"
+            raise KeyFileError(f"{where}: RSA key of {private.key_size} bits"
                                f" (RFC 8301 needs at least {_MIN_RSA_BITS})")
     elif not isinstance(private, ed25519.Ed25519PrivateKey):
-        raise KeyFileError(f"{path}: not an Ed25519 key")
+        raise KeyFileError(f"{where}: not an Ed25519 key")
     return private
+
+
+def dkimpyForm(keyType, private):
+    """A parsed key in the form L{SigningKey.privateKey} holds."""
+    return _dkimpyForm(keyType, private)
 
 
 def _keyFiles(directory):
@@ -329,6 +377,50 @@ def loadSigningKeys(dataDir, domain: str) -> list[SigningKey]:
         SigningKey(selector, ALGORITHMS[keyType], _cachedKey(path, keyType))
         for selector, keyType, path in files
     ]
+
+
+def sortKeys(keys):
+    """RSA keys first (RFC 8463 §4), each type by selector."""
+    order = list(ALGORITHMS.values())
+    return sorted(keys, key=lambda k: (order.index(k.algorithm), k.selector))
+
+
+# --- where the keys are: files, or the shared database ---------------------
+
+def _sharedKeys(config):
+    """The PostgreSQL key store of C{config}, or C{None} for the key files."""
+    if config.storage.backend != "postgresql":
+        return None
+    from pymailer.pg import dkimkeys as pgKeys
+    from pymailer.pg.pool import poolFor
+
+    return pgKeys.PostgreSQLKeys(poolFor(config.storage))
+
+
+def signingKeys(config, domain: str) -> list[SigningKey]:
+    """
+    The keys the server signs C{domain}'s mail with: the key files under
+    C{data_dir/dkim} (L{loadSigningKeys}), or with C{[storage] backend =
+    "postgresql"} the keys every node shares in the database.
+    """
+    shared = _sharedKeys(config)
+    if shared is None:
+        return loadSigningKeys(config.data_dir, domain)
+    return shared.load(domain)
+
+
+def generateKeysFor(config, domain: str, selector: str | None = None,
+                    force: bool = False):
+    """
+    L{generateKeys} where C{config} keeps its keys.
+
+    @return: C{(keys, where)}: the new keys and where they are (for people).
+    """
+    shared = _sharedKeys(config)
+    if shared is None:
+        keys = generateKeys(config.data_dir, domain, selector, force)
+        return keys, str(keyDirectory(config.data_dir, domain))
+    return shared.generate(domain, selector or defaultSelector(), force), "the database"
 
 
 # --- DNS records -----------------------------------------------------------

@@ -119,7 +119,7 @@ def zoneRecords(config, domain: str) -> list[str]:
                          " (RFC 7208 §2.3), checked for bounces:")
             lines.append(f"; {helo}")
 
-    keys = dkimkeys.loadSigningKeys(config.data_dir, domain)
+    keys = dkimkeys.signingKeys(config, domain)
     lines.append("; DKIM (RFC 6376; Ed25519 per RFC 8463): the public keys"
                  " that verify this server's signatures.")
     if keys:

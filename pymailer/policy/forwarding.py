@@ -18,8 +18,8 @@ from pymailer.policy.pieces import MAX_CRYPTO_SIZE
 class ForwardSealer:
     log = Logger()
 
-    def __init__(self, dataDir, authservId):
-        self.dataDir = dataDir
+    def __init__(self, config, authservId):
+        self.config = config
         self.authservId = authservId
 
     def seal(self, domain, prefix, source, size):
@@ -33,7 +33,7 @@ class ForwardSealer:
         if size > MAX_CRYPTO_SIZE or not prefix.startswith(b"Authentication-Results:"):
             return b""
         try:
-            keys = [k for k in dkimkeys.loadSigningKeys(self.dataDir, domain)
+            keys = [k for k in dkimkeys.signingKeys(self.config, domain)
                     if k.algorithm == "rsa-sha256"]
         except ValueError as e:
             self.log.warn("no ARC seal for {domain}: {e}", domain=domain, e=e)

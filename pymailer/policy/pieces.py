@@ -109,7 +109,7 @@ class DKIMCheck(_Piece):
             domain, _ = dmarc.fromDomain(f.read(HEADER_LIMIT))
             if domain is None:
                 return b""
-            keys = dkimkeys.loadSigningKeys(self.context.config.data_dir, domain)
+            keys = dkimkeys.signingKeys(self.context.config, domain)
             if not keys:
                 return b""
             f.seek(0)

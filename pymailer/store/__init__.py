@@ -74,7 +74,8 @@ def openStore(config):
         from pymailer.pg.pool import poolFor
         from pymailer.store.postgresql import PostgreSQLStore
 
-        return PostgreSQLStore(poolFor(config.storage))
+        return PostgreSQLStore(poolFor(config.storage),
+                               blobDirectory=config.storage.blobDirectory())
     if config.storage.backend == "sqlite":
         from pymailer.store.maildir_io import migrateLegacyMaildirs
         from pymailer.store.sqlite import SQLiteStore

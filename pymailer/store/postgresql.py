@@ -76,6 +76,7 @@ SCHEMA = "mailstore"
 EVENTS_KEPT = 10_000        # other nodes' events kept for the poller
 LISTEN_WAIT = 5.0           # seconds the first poll waits for LISTEN
 SWEEP_INTERVAL = FREED_GRACE / 2  # seconds between sweeps (by the listener thread)
+ORPHAN_BATCH = 500                # blob files looked up at a time
 
 _TABLES = ("users", "mailboxes", "subscriptions", "messages", "expunged", "blobs",
            "blob_chunks", "settings", "summaries")
@@ -271,6 +272,9 @@ class ChunkedBlobs:
             return BytesContent(first)
         return ChunkedContent(self.pool, blobId, size, bytes(first))
 
+    def remove(self, blobId):
+        """Nothing to remove: chunks exist only with their committed row."""
+
 
 class PostgreSQLStore(SQLiteStore):
     """
@@ -279,9 +283,20 @@ class PostgreSQLStore(SQLiteStore):
     Thread-safe: each call takes a connection from the pool.
     """
 
-    def __init__(self, pool):
+    def __init__(self, pool, blobDirectory=None):
+        """
+        @param blobDirectory: keep the content in files there, shared by
+            every node (L{pymailer.store.sharedblobs}), instead of in
+            C{blob_chunks} rows (C{None}).
+        """
         self.pool = pool
         self.blobs = ChunkedBlobs(pool)
+        self._blobFiles = blobDirectory is not None
+        if self._blobFiles:
+            from pymailer.store.sharedblobs import SharedFileBlobs
+
+            self.blobs = SharedFileBlobs(blobDirectory, self.blobs)
+        self._orphanCursor = 0  # the next of the 256 blob subdirectories a sweep scans
         self.origin = secrets.token_hex(8)
         self._local = threading.local()
         self._reads = _PooledReads(pool)
@@ -376,7 +391,11 @@ class PostgreSQLStore(SQLiteStore):
             f"INSERT INTO {SCHEMA}.blobs (id, refs, size) VALUES (%s, 1, %s)"
             " ON CONFLICT (id) DO UPDATE SET refs = blobs.refs + 1, freedAt = NULL"
             " RETURNING xmax = 0", (pending.blobId, pending.size)).fetchone()
-        if inserted:
+        if self._blobFiles:
+            # Under the row lock: a sweep removing this content has
+            # committed, or waits for this transaction (sharedblobs).
+            pending.install()
+        elif inserted:
             # A chunk at a time: a large message is never whole in memory.
             # Empty content is one empty chunk (ChunkedBlobs.open reads seq 0).
             for seq, chunk in enumerate(pending.chunks() if pending.size else [b""]):
@@ -419,6 +438,12 @@ class PostgreSQLStore(SQLiteStore):
 
         @return: how many blobs went.
         """
+        if self._blobFiles:
+            # One subdirectory a sweep (every node's listener sweeps every
+            # SWEEP_INTERVAL): the listener never stops for long to scan a
+            # large directory, and an orphan goes within a day.
+            self.adoptOrphans(now, [f"{self._orphanCursor:02x}"])
+            self._orphanCursor = (self._orphanCursor + 1) % 256
         with self._write() as txn:
             gone = txn.db.conn.execute(
                 f"DELETE FROM {SCHEMA}.blobs WHERE refs <= 0 AND freedAt <"
@@ -426,7 +451,40 @@ class PostgreSQLStore(SQLiteStore):
             if gone:
                 txn.db.conn.execute(f"DELETE FROM {SCHEMA}.summaries WHERE blob = ANY(%s)",
                                     ([blobId for (blobId,) in gone],))
+            if self._blobFiles:
+                # Before the commit, the rows locked (see sharedblobs).
+                for (blobId,) in gone:
+                    self.blobs.unlink(blobId)
         return len(gone)
+
+    def adoptOrphans(self, now=None, subdirectories=None):
+        """
+        Blob files no row names (a crash between a file and its commit, a
+        duplicate delivery's file) become freed rows, which the sweep then
+        removes with the row-lock rules of L{pymailer.store.sharedblobs}.
+
+        @param subdirectories: the blob subdirectories (C{"00"} to C{"ff"})
+            to look in; all by default.
+        @return: how many files were adopted.
+        """
+        adopted = 0
+        batch = []
+        for candidate in self.blobs.orphanFiles(now, subdirectories):
+            batch.append(candidate)
+            if len(batch) == ORPHAN_BATCH:
+                adopted += self._adopt(batch)
+                batch = []
+        return adopted + (self._adopt(batch) if batch else 0)
+
+    def _adopt(self, batch):
+        with self._write() as txn:
+            rows = txn.db.conn.execute(
+                f"INSERT INTO {SCHEMA}.blobs (id, refs, size, freedAt)"
+                " SELECT id, 0, size, now() - make_interval(secs => %s)"
+                " FROM unnest(%s::text[], %s::integer[]) AS f(id, size)"
+                " ON CONFLICT (id) DO NOTHING RETURNING id",
+                (FREED_GRACE + 1, [b for b, _ in batch], [n for _, n in batch])).fetchall()
+        return len(rows)
 
     # -- accounts, maildrop lock, spools ------------------------------------
 
