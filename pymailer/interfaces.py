@@ -757,8 +757,11 @@ class ILimitStore(Interface):
     """
     The counters behind rate limits and login lockouts
     (L{pymailer.policy.ratelimit}, L{pymailer.auth.guard}): in one
-    process's memory, or in a file every worker process shares
-    (L{pymailer.limits}).  Times are the callers' clock (seconds since the
+    process's memory, in a file every worker process shares
+    (L{pymailer.limits}), or in the database every node shares
+    (L{pymailer.limits_pg}); and the open connections per client address
+    that C{max_connections_per_ip} limits across them
+    (L{pymailer.connlimit}).  Times are the callers' clock (seconds since the
     epoch in a server, so that processes agree).  Every method may block:
     a store that does says so with C{blocking = True}, and its callers run
     it in a thread pool.
@@ -791,6 +794,32 @@ class ILimitStore(Interface):
 
     def clearFailures(kind, key):
         """Forget the failures counted for C{key} (after a good login)."""
+
+    def openConnection(scope, host, limit):
+        """
+        Count one more open connection from C{host} to the listener
+        C{scope} (its role: C{"imaps"}, C{"smtp"}) on this store object, a
+        I{counter} (one per server process), unless C{limit} are open from
+        C{host} to C{scope} already, added up over every live counter:
+        every worker and every node sharing the store.
+
+        @return: C{True} if counted (then L{closeConnection} when it
+            ends), C{False} if C{limit} are open already.
+        """
+
+    def closeConnection(scope, host):
+        """A connection this counter counted (L{openConnection}) has ended."""
+
+    def keepAlive():
+        """
+        This counter is alive: its connection counts count for its lease
+        (seconds) more; the server calls this every third of the lease.
+        The counts of a counter that stopped renewing (a process that
+        died) stop counting, and are forgotten.
+        """
+
+    def leave():
+        """This counter stops (its server shuts down): its counts go now."""
 
 
 class IMailboxObserver(Interface):

@@ -24,6 +24,10 @@ A step is never edited once released: a change is a new step.
 MIGRATION_LOCK = 0x706D61696C6572
 # The same for writes to the accounts directory (L{pymailer.auth.directory_pg}).
 DIRECTORY_LOCK = MIGRATION_LOCK + 1
+# pg_advisory_xact_lock(LIMITS_LOCK_CLASS, hashtext(...)): the two-integer
+# key space of the rate limit, lockout and connection counters
+# (L{pymailer.limits_pg}), apart from the bigint keys above.
+LIMITS_LOCK_CLASS = 0x706D6C
 
 _STATES = "'incoming', 'active', 'deferred', 'hold', 'corrupt'"
 
@@ -184,6 +188,47 @@ MIGRATIONS = [
             ccName text NOT NULL, ccMailbox text NOT NULL, ccHost text NOT NULL,
             messageId text NOT NULL, inReplyTo text NOT NULL, refs text NOT NULL,
             attachments integer NOT NULL
+        )""",
+    ]),
+    (3, "rate limits, login lockouts and connection counts", [
+        # -- the counters of L{pymailer.limits_pg}, as the SQLite ones of
+        # L{pymailer.limits}; times (at, until) are the callers' clock.
+        """CREATE TABLE limit_buckets (
+            bucket text COLLATE "C" NOT NULL,
+            key text COLLATE "C" NOT NULL,
+            tokens double precision NOT NULL,
+            at double precision NOT NULL,
+            PRIMARY KEY (bucket, key)
+        )""",
+        "CREATE INDEX limit_buckets_at ON limit_buckets (at)",
+        """CREATE TABLE limit_failures (
+            kind text COLLATE "C" NOT NULL,
+            key text COLLATE "C" NOT NULL,
+            at double precision NOT NULL
+        )""",
+        "CREATE INDEX limit_failures_key ON limit_failures (kind, key, at)",
+        """CREATE TABLE limit_lockouts (
+            kind text COLLATE "C" NOT NULL,
+            key text COLLATE "C" NOT NULL,
+            until double precision NOT NULL,
+            PRIMARY KEY (kind, key)
+        )""",
+        # Open connections per client address, counted by each server
+        # process (a "counter": a node, or one worker of a node) for its
+        # own connections, and only while the counter is alive: it renews
+        # alive_until (the database's clock) while it runs, so the counts of
+        # a process that died stop counting once its lease lapses.
+        """CREATE TABLE limit_counters (
+            counter text COLLATE "C" PRIMARY KEY,
+            alive_until timestamptz NOT NULL
+        )""",
+        """CREATE TABLE limit_connections (
+            scope text COLLATE "C" NOT NULL,
+            host text COLLATE "C" NOT NULL,
+            counter text COLLATE "C" NOT NULL
+                REFERENCES limit_counters(counter) ON DELETE CASCADE,
+            open integer NOT NULL,
+            PRIMARY KEY (scope, host, counter)
         )""",
     ]),
 ]
