@@ -768,6 +768,9 @@ class ILimitStore(Interface):
     """
 
     blocking = Attribute("C{True} if the methods wait on the disk.")
+    lease = Attribute(
+        "Seconds this counter's connection counts count without L{keepAlive};"
+        " C{None} in memory, where they last as long as the process.")
 
     def take(bucket, key, limit, period, now, count=1):
         """

@@ -67,6 +67,7 @@ class MemoryLimits:
     """The counters of one process, in dictionaries."""
 
     blocking = False
+    lease = None
 
     def __init__(self):
         self._buckets = {}

@@ -24,6 +24,7 @@ from twisted.python.threadpool import ThreadPool
 
 from pymailer.auth.checkers import MAX_CONCURRENT_CHECKS, PasswordChecker
 from pymailer.config import POSTGRESQL, usesOwnCertificate
+from pymailer.connlimit import SharedConnections
 from pymailer.auth.directory import openDirectory
 from pymailer.auth.guard import LoginGuard
 from pymailer.auth.realm import MailRealm
@@ -296,8 +297,15 @@ def buildServer(config, reactor=None, worker=None):
     checker = PasswordChecker(directory, reactor, authPool)
     realm = MailRealm(intakeFor)
     portal = Portal(realm, [AllowAnonymousAccess(), checker])
-    # Rate limits and login failures: in memory, or shared by the workers.
+    # Rate limits and login failures: in memory, or shared by the workers
+    # (and by the nodes on PostgreSQL).
     limits = openLimits(config, shared=worker is not None)
+    sharedConnections = None
+    if limits.blocking:
+        # Shared by other processes: so are the connections per address.
+        # Stops after the listeners (StopInOrder), before the pool.
+        sharedConnections = SharedConnections(limits, reactor, pool)
+        sharedConnections.setServiceParent(top)
     guard = LoginGuard(config.auth, reactor, events, limits, pool)
     tls = ReloadableContextFactory(*certificatePaths(config))
     onHangup(reactor, tls.reload)
@@ -325,6 +333,8 @@ def buildServer(config, reactor=None, worker=None):
                      "this version", role=role, desc=description)
             continue
         factory = build(role, parts)
+        if sharedConnections is not None:
+            factory.shareCounts(sharedConnections, role)
         connections[role] = factory.clients
         inherited = worker.listeners.get(role) if worker is not None else None
         listen(listeners, reactor, role, description, factory, tls, inherited)
