@@ -573,6 +573,9 @@ class ISpool(Interface):
         Call C{listener(queueId)} after each commit (L{ISpoolWriter.commit},
         L{inject}) in the committing thread: the runner wakes on it.  A
         listener's exception is logged, never raised to the committer.
+        A spool that several nodes share may also tell of other nodes'
+        commits (in a thread of its own), and C{listener(None)} when it
+        may have missed some: look at the whole queue.
         """
 
     def freeSpace():
@@ -749,7 +752,10 @@ class IExternalChanges(Interface):
         I{Blocking}.  The mailboxes other store objects changed since
         C{cursor} (C{None}: from now on).
 
-        @return: C{(new cursor, set of (user, mailboxName))}.
+        @return: C{(new cursor, set of (user, mailboxName))}, or C{(new
+            cursor, None)} when changes may have been missed (a listener
+            that was cut off from the other nodes): any mailbox may have
+            changed, and every observer should look.
         """
 
 

@@ -169,14 +169,23 @@ class ThreadPoolService(Service):
 
 class SharedDatabaseService(Service):
     """
-    With C{[storage] backend = "postgresql"}: at the very end of shutdown
+    With C{[storage] backend = "postgresql"}: at start, start listening to
+    other nodes (C{starters}); at the very end of shutdown
     (it is the first child of L{StopInOrder}, so it stops last, after the
     thread pools), stop renewing the queue's claims (C{closers}) and close
     this process's database connections.
     """
 
     def __init__(self):
+        self.starters = []
         self.closers = []
+
+    def startService(self):
+        # Started first (after twistd's fork: no thread or connection
+        # survives it), before the queue runner.
+        Service.startService(self)
+        for start in self.starters:
+            start()
 
     def stopService(self):
         Service.stopService(self)
@@ -269,6 +278,9 @@ def buildServer(config, reactor=None, worker=None):
     runsQueue = worker is None or worker.runsQueue
     if not runsQueue:
         spool.addListener(worker.queued)
+    elif shared is not None:
+        # Other nodes tell it through the database what they queue.
+        shared.starters.append(spool.listen)
 
     localAgent = LocalDeliveryAgent(store, router, config.hostname, reactor, pool, spool,
                                     sealer=ForwardSealer(config.data_dir, config.authservId))
