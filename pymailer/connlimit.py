@@ -72,8 +72,6 @@ class LimitedFactory(ServerFactory):
         self.limits = limits
         self.connections = {}
         self.total = 0
-        # host -> connections of this process counted in the shared store
-        self.counted = {}
 
     def shareCounts(self, shared, scope):
         """
@@ -102,17 +100,6 @@ class LimitedFactory(ServerFactory):
             self.connections[host] = left
         else:
             self.connections.pop(host, None)
-        if self.counted.get(host):
-            self._uncount(host)
-            self.shared.release(self.scope, host)
-
-    def _counted(self, host):
-        self.counted[host] = self.counted.get(host, 0) + 1
-
-    def _uncount(self, host):
-        left = self.counted.pop(host) - 1
-        if left:
-            self.counted[host] = left
 
 
 class Admission(Protocol):
@@ -121,11 +108,13 @@ class Admission(Protocol):
     count (L{SharedConnections.admit}): its input is paused and kept;
     then it becomes the factory's session (which gets the transport, and
     the input so far), or is refused in the protocol's words.  Once a
-    session, everything the transport says is passed on to it.
+    session, everything the transport says is passed on to it; when it
+    ends, its shared count goes (the session frees this process's).
     """
 
     session = None
     lost = False
+    counted = False  # in the shared store (not when the store failed)
 
     def __init__(self, factory, addr, host):
         self.factory, self.addr, self.host = factory, addr, host
@@ -139,10 +128,10 @@ class Admission(Protocol):
 
     def _answered(self, counted):
         factory = self.factory
-        if counted:
-            factory._counted(self.host)
+        self.counted = bool(counted)
         if self.lost:  # gone while we asked: free what it took
             factory.connectionClosed(self.host)
+            self._uncount()
             return
         if counted is False:
             factory.connectionClosed(self.host)
@@ -168,8 +157,14 @@ class Admission(Protocol):
     def connectionLost(self, reason):
         if self.session is not None:
             self.session.connectionLost(reason)
+            self._uncount()
         elif not self.lost:
             self.lost = True  # freed once the answer comes
+
+    def _uncount(self):
+        if self.counted:
+            self.counted = False
+            self.factory.shared.release(self.factory.scope, self.host)
 
 
 class SharedConnections(Service):

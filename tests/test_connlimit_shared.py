@@ -45,7 +45,8 @@ def test_limit_holds_across_processes(tmp_path):
     _, t3 = connectSMTP(one)
     assert t3.value() == b"421 4.7.0 Too many connections from your address, try again later\r\n"
     assert t3.disconnecting
-    t3.loseConnection()
+    _, t3again = connectSMTP(two)  # the refusal freed nobody's slot
+    assert t3again.value().startswith(b"421 4.7.0")
     _, other = connectSMTP(two, host="192.0.2.77")
     assert other.value().startswith(b"220 ")
     first.connectionLost(None)
@@ -103,7 +104,7 @@ def test_connection_gone_before_the_answer_frees_its_slots():
     protocol.connectionLost(None)
     shared.asked[0].callback(True)
     assert shared.released == [("smtp", "192.0.2.1")]
-    assert factory.connections == {} and factory.total == 0 and factory.counted == {}
+    assert factory.connections == {} and factory.total == 0
 
 
 def test_store_failure_admits_on_this_process_count():
@@ -115,8 +116,13 @@ def test_store_failure_admits_on_this_process_count():
     class Broken:
         lease = 30.0
 
+        released = []
+
         def openConnection(self, scope, host, limit):
             raise OSError("database down")
+
+        def closeConnection(self, scope, host):
+            self.released.append(host)
 
     shared = SharedConnections(Broken(), ClockReactor(), SynchronousThreadPool())
     factory = smtpListener(shared)
@@ -128,3 +134,4 @@ def test_store_failure_admits_on_this_process_count():
     connectSMTP(factory)
     _, third = connectSMTP(factory)
     assert third.value().startswith(b"421 4.7.0")
+    assert Broken.released == []
