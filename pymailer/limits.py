@@ -57,6 +57,16 @@ STALE_AFTER = 86400
 CONNECTION_LEASE = 30.0
 
 
+def refilled(row, limit, period, now):
+    """
+    The tokens in a bucket of C{limit} refilled evenly over C{period}
+    seconds, at C{now}, from C{row}: C{(tokens, then)} as last left, or
+    C{None} (never used: full).
+    """
+    tokens, then = row if row is not None else (limit, now)
+    return min(limit, tokens + (now - then) * limit / period)
+
+
 def newCounter():
     """A name for this process's connection counts, unique among nodes."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -84,8 +94,7 @@ class MemoryLimits:
         return ok
 
     def available(self, bucket, key, limit, period, now):
-        tokens, then = self._buckets.get((bucket, key), (limit, now))
-        return min(limit, tokens + (now - then) * limit / period)
+        return refilled(self._buckets.get((bucket, key)), limit, period, now)
 
     def _forgetFull(self, bucket, limit, period, now):
         # Full buckets are forgotten, so memory follows the active keys.
@@ -197,8 +206,7 @@ class SQLiteLimits:
     def _tokens(self, db, bucket, key, limit, period, now):
         row = db.execute("SELECT tokens, at FROM buckets WHERE bucket=? AND key=?",
                          (bucket, key)).fetchone()
-        tokens, then = row if row is not None else (limit, now)
-        return min(limit, tokens + (now - then) * limit / period)
+        return refilled(row, limit, period, now)
 
     def take(self, bucket, key, limit, period, now, count=1):
         def take(db):

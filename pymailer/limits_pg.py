@@ -24,7 +24,8 @@ import time
 from zope.interface import implementer
 
 from pymailer.interfaces import ILimitStore
-from pymailer.limits import CONNECTION_LEASE, PURGE_EVERY, STALE_AFTER, newCounter
+from pymailer.limits import (
+    CONNECTION_LEASE, PURGE_EVERY, STALE_AFTER, newCounter, refilled)
 from pymailer.pg.schema import LIMITS_LOCK_CLASS
 
 
@@ -68,10 +69,9 @@ class PostgreSQLLimits:
 
     @staticmethod
     def _tokens(db, bucket, key, limit, period, now):
-        row = db.execute("SELECT tokens, at FROM limit_buckets WHERE bucket = %s AND key = %s",
-                         (bucket, key)).fetchone()
-        tokens, then = row if row is not None else (limit, now)
-        return min(limit, tokens + (now - then) * limit / period)
+        return refilled(db.execute(
+            "SELECT tokens, at FROM limit_buckets WHERE bucket = %s AND key = %s",
+            (bucket, key)).fetchone(), limit, period, now)
 
     def take(self, bucket, key, limit, period, now, count=1):
         def take(db):
