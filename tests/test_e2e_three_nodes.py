@@ -52,6 +52,8 @@ def nodes(makeMailServer, postgresqlDSN):
 
 def send(server, recipient, subject):
     with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as s:
+        # STARTTLS on a connection admitted after the shared count.
+        s.starttls(context=insecureTLS())
         s.sendmail("sender@client.example", [recipient],
                    f"From: sender@client.example\r\nSubject: {subject}\r\n\r\nbody\r\n")
 
@@ -79,7 +81,7 @@ def greeting(port):
 def test_mailToAnyNodeIsReadFromEveryNode(nodes):
     """
     One message sent to each of the three nodes: each node serves all three
-    over IMAP and over POP3, and an IMAP IDLE session on the third node
+    over IMAP (TLS, and STARTTLS) and over POP3, and an IMAP IDLE session on the third node
     hears of a delivery through the first within a second: otherwise a
     user whose client lands on another node than the MX that took the
     mail would not see it, or late.
@@ -94,6 +96,11 @@ def test_mailToAnyNodeIsReadFromEveryNode(nodes):
         fetched = client.fetch(client.search(), ["BODY.PEEK[HEADER.FIELDS (SUBJECT)]"])
         assert {data[b"BODY[HEADER.FIELDS (SUBJECT)]"].strip()
                 for data in fetched.values()} == subjects, server.root.name
+        client.logout()
+        client = IMAPClient("127.0.0.1", port=server.ports["imap"], ssl=False, timeout=30)
+        client.starttls(insecureTLS())
+        client.login("bob@example.org", PASSWORD)
+        assert client.select_folder("INBOX", readonly=True)[b"EXISTS"] == 3
         client.logout()
         client = pop3s(server)
         client.pass_(PASSWORD)
