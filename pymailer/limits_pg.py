@@ -29,6 +29,13 @@ from pymailer.limits import (
 from pymailer.pg.schema import LIMITS_LOCK_CLASS
 
 
+# In a transaction that changes counters: its commit does not wait for the
+# WAL flush (synchronous_commit off, this transaction only).  Counters, not
+# mail: a crash of the database server may lose the last changes, as the
+# SQLite counters' synchronous=NORMAL may, and never corrupts anything.
+_NO_FLUSH = "set_config('synchronous_commit', 'off', true)"
+
+
 @implementer(ILimitStore)
 class PostgreSQLLimits:
     """
@@ -50,7 +57,7 @@ class PostgreSQLLimits:
         C{lockKey} (a collision of two keys' hashes only serialises them).
         """
         with self.pool.connection() as db, db.transaction():
-            db.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+            db.execute(f"SELECT {_NO_FLUSH}, pg_advisory_xact_lock(%s, hashtext(%s))",
                        (LIMITS_LOCK_CLASS, lockKey))
             result = f(db)
         self._changes += 1
@@ -61,6 +68,7 @@ class PostgreSQLLimits:
     def _purge(self):
         cutoff = time.time() - STALE_AFTER
         with self.pool.connection() as db, db.transaction():
+            db.execute(f"SELECT {_NO_FLUSH}")
             db.execute("DELETE FROM limit_buckets WHERE at < %s", (cutoff,))
             db.execute("DELETE FROM limit_failures WHERE at < %s", (cutoff,))
             db.execute("DELETE FROM limit_lockouts WHERE until < %s", (cutoff,))
@@ -121,35 +129,16 @@ class PostgreSQLLimits:
 
     # -- open connections per address --------------------------------------
 
-    def _alive(self, db):
-        """Renew this counter (opening a connection is a sign of life too)."""
-        db.execute(
-            "INSERT INTO limit_counters (counter, alive_until)"
-            " VALUES (%s, now() + make_interval(secs => %s))"
-            " ON CONFLICT (counter) DO UPDATE SET alive_until = EXCLUDED.alive_until",
-            (self.counter, self.lease))
-
     def openConnection(self, scope, host, limit):
-        def open(db):
-            (count,) = db.execute(
-                "SELECT coalesce(sum(c.open), 0) FROM limit_connections c"
-                " JOIN limit_counters k ON k.counter = c.counter"
-                " WHERE c.scope = %s AND c.host = %s AND k.alive_until > now()",
-                (scope, host)).fetchone()
-            if count >= limit:
-                return False
-            self._alive(db)
-            db.execute(
-                "INSERT INTO limit_connections (scope, host, counter, open)"
-                " VALUES (%s, %s, %s, 1) ON CONFLICT (scope, host, counter)"
-                " DO UPDATE SET open = limit_connections.open + 1",
-                (scope, host, self.counter))
-            return True
-        return self._change(f"connections\n{scope}\n{host}", open)
+        # One statement (schema step 3's function): one round trip.
+        with self.pool.connection() as db:
+            return db.execute("SELECT limit_open_connection(%s, %s, %s, %s, %s)",
+                              (scope, host, self.counter, limit, self.lease)).fetchone()[0]
 
     def closeConnection(self, scope, host):
         key = (scope, host, self.counter)
         with self.pool.connection() as db, db.transaction():
+            db.execute(f"SELECT {_NO_FLUSH}")
             db.execute("UPDATE limit_connections SET open = open - 1"
                        " WHERE scope = %s AND host = %s AND counter = %s", key)
             db.execute("DELETE FROM limit_connections WHERE scope = %s AND host = %s"
@@ -157,7 +146,12 @@ class PostgreSQLLimits:
 
     def keepAlive(self):
         with self.pool.connection() as db, db.transaction():
-            self._alive(db)
+            db.execute(f"SELECT {_NO_FLUSH}")
+            db.execute(
+                "INSERT INTO limit_counters (counter, alive_until)"
+                " VALUES (%s, now() + make_interval(secs => %s))"
+                " ON CONFLICT (counter) DO UPDATE SET alive_until = EXCLUDED.alive_until",
+                (self.counter, self.lease))
             # Counters dead for a whole lease more go, their counts with
             # them (ON DELETE CASCADE).
             db.execute("DELETE FROM limit_counters"

@@ -230,6 +230,40 @@ MIGRATIONS = [
             open integer NOT NULL,
             PRIMARY KEY (scope, host, counter)
         )""",
+        # Count a connection if there is room, in one statement: a client's
+        # connection waits for this answer before its greeting, so it is
+        # one round trip, not one per statement.  The advisory lock on
+        # (scope, host), held to the commit, serialises the nodes counting
+        # one address; other addresses go on in parallel.
+        f"""CREATE FUNCTION limit_open_connection(
+            p_scope text, p_host text, p_counter text, p_limit integer,
+            p_lease double precision) RETURNS boolean
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            open_now bigint;
+        BEGIN
+            -- Counts, not mail: the commit need not wait for the WAL flush.
+            PERFORM set_config('synchronous_commit', 'off', true);
+            PERFORM pg_advisory_xact_lock({LIMITS_LOCK_CLASS},
+                                          hashtext('connections' || chr(10) || p_scope
+                                                   || chr(10) || p_host));
+            SELECT coalesce(sum(c.open), 0) INTO open_now
+                FROM limit_connections c JOIN limit_counters k ON k.counter = c.counter
+                WHERE c.scope = p_scope AND c.host = p_host AND k.alive_until > now();
+            IF open_now >= p_limit THEN
+                RETURN false;
+            END IF;
+            -- Opening a connection is a sign of life too.
+            INSERT INTO limit_counters (counter, alive_until)
+                VALUES (p_counter, now() + make_interval(secs => p_lease))
+                ON CONFLICT (counter) DO UPDATE SET alive_until = EXCLUDED.alive_until;
+            INSERT INTO limit_connections (scope, host, counter, open)
+                VALUES (p_scope, p_host, p_counter, 1)
+                ON CONFLICT (scope, host, counter)
+                DO UPDATE SET open = limit_connections.open + 1;
+            RETURN true;
+        END
+        $$""",
     ]),
 ]
 
