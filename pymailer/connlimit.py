@@ -11,11 +11,29 @@ a refusal is worded (L{LimitedFactory.refusal}) and builds the session
 L{LimitedFactory.connectionClosed} with its peer's host from
 C{connectionLost}.
 
+Across processes: with several workers, or several nodes on one
+PostgreSQL, a client's connections land on any of them, and a count kept
+per process would allow N times C{max_connections_per_ip}.  Then the
+listener's factory also has a L{SharedConnections} (the composition root
+gives it one when the limit store is shared): once the cheap count of this
+process admits a connection, the shared store is asked in the thread pool
+whether every process together has room for it, and the connection waits
+(L{Admission}: its input paused, nothing said) until the answer.  The
+total C{max_connections} stays per process: it bounds this process's load.
+If the shared store cannot be reached, this process's count alone decides
+(a database outage must not refuse every client).
+
 Trust: the peer address is the transport's (never anything the client
-says); limits count per listener.
+says); limits count per listener (its role, across processes).
 """
 
+from twisted.application.service import Service
+from twisted.internet import task
 from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+
+log = Logger()
 
 
 class Refusal(Protocol):
@@ -46,10 +64,21 @@ class LimitedFactory(ServerFactory):
     protocol for an admitted connection.
     """
 
+    # The counts shared with other processes (L{shareCounts}), or None.
+    shared = None
+    scope = None
+
     def __init__(self, limits):
         self.limits = limits
         self.connections = {}
         self.total = 0
+
+    def shareCounts(self, shared, scope):
+        """
+        Count connections per address across processes too, in the
+        L{SharedConnections} C{shared}, as the listener C{scope} (its role).
+        """
+        self.shared, self.scope = shared, scope
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", str(addr))
@@ -59,6 +88,8 @@ class LimitedFactory(ServerFactory):
             return Refusal(self.refusal(TOO_MANY_FROM_YOU))
         self.total += 1
         self.connections[host] = self.connections.get(host, 0) + 1
+        if self.shared is not None:
+            return Admission(self, addr, host)
         return self.buildSession(addr)
 
     def connectionClosed(self, host):
@@ -69,3 +100,118 @@ class LimitedFactory(ServerFactory):
             self.connections[host] = left
         else:
             self.connections.pop(host, None)
+
+
+class Admission(Protocol):
+    """
+    A connection this process's count admitted, waiting for the shared
+    count (L{SharedConnections.admit}): its input is paused and kept;
+    then it becomes the factory's session (which gets the transport, and
+    the input so far), or is refused in the protocol's words.  Once a
+    session, everything the transport says is passed on to it; when it
+    ends, its shared count goes (the session frees this process's).
+    """
+
+    session = None
+    lost = False
+    counted = False  # in the shared store (not when the store failed)
+
+    def __init__(self, factory, addr, host):
+        self.factory, self.addr, self.host = factory, addr, host
+        self._early = []
+
+    def connectionMade(self):
+        self.transport.pauseProducing()
+        factory = self.factory
+        d = factory.shared.admit(factory.scope, self.host, factory.limits.max_connections_per_ip)
+        d.addCallback(self._answered)
+
+    def _answered(self, counted):
+        factory = self.factory
+        self.counted = bool(counted)
+        if self.lost:  # gone while we asked: free what it took
+            factory.connectionClosed(self.host)
+            self._uncount()
+            return
+        if counted is False:
+            factory.connectionClosed(self.host)
+            self.lost = True  # nothing more to free when it goes
+            self.transport.write(factory.refusal(TOO_MANY_FROM_YOU) + b"\r\n")
+            self.transport.loseConnection()
+            return
+        # Resumed first: a session may pause the transport itself (an SMTP
+        # greeting waits on the policy check).
+        self.transport.resumeProducing()
+        self.session = factory.buildSession(self.addr)
+        self.session.makeConnection(self.transport)
+        early, self._early = b"".join(self._early), None
+        if early:
+            self.session.dataReceived(early)
+
+    def dataReceived(self, data):
+        if self.session is not None:
+            self.session.dataReceived(data)
+        elif self._early is not None:
+            self._early.append(data)
+
+    def connectionLost(self, reason):
+        if self.session is not None:
+            self.session.connectionLost(reason)
+            self._uncount()
+        elif not self.lost:
+            self.lost = True  # freed once the answer comes
+
+    def _uncount(self):
+        if self.counted:
+            self.counted = False
+            self.factory.shared.release(self.factory.scope, self.host)
+
+
+class SharedConnections(Service):
+    """
+    This process's side of the connection counts it shares with other
+    workers and nodes through an L{pymailer.interfaces.ILimitStore} (one
+    that blocks: asked in C{threadpool}).  Running, it renews the store's
+    lease on this process's counts every third of it; stopping, it takes
+    them away.
+    """
+
+    def __init__(self, store, reactor, threadpool):
+        self.store, self.reactor, self.threadpool = store, reactor, threadpool
+        self._renewer = task.LoopingCall(self._keepAlive)
+        self._renewer.clock = reactor
+
+    def _inThread(self, f, *args):
+        return deferToThreadPool(self.reactor, self.threadpool, f, *args)
+
+    def _keepAlive(self):
+        # A failure is logged; the next round tries again.
+        self._inThread(self.store.keepAlive).addErrback(
+            lambda f: log.failure("renewing the shared connection counts", f))
+
+    def startService(self):
+        Service.startService(self)
+        self._renewer.start(self.store.lease / 3, now=True)
+
+    def stopService(self):
+        Service.stopService(self)
+        if self._renewer.running:
+            self._renewer.stop()
+        return self._inThread(self.store.leave).addErrback(
+            lambda f: log.failure("removing the shared connection counts", f))
+
+    def admit(self, scope, host, limit):
+        """
+        @return: a C{Deferred} firing with C{True} (counted), C{False}
+            (C{limit} open already, over every process), or C{None} (the
+            store failed: not counted, admit on this process's count).
+        """
+        def failed(f):
+            log.failure("counting a connection in the shared store", f)
+            return None
+        return self._inThread(self.store.openConnection, scope, host, limit).addErrback(failed)
+
+    def release(self, scope, host):
+        """A counted connection has ended (nobody waits for the store)."""
+        self._inThread(self.store.closeConnection, scope, host).addErrback(
+            lambda f: log.failure("uncounting a connection in the shared store", f))

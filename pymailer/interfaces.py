@@ -585,6 +585,9 @@ class ISpool(Interface):
         Call C{listener(queueId)} after each commit (L{ISpoolWriter.commit},
         L{inject}) in the committing thread: the runner wakes on it.  A
         listener's exception is logged, never raised to the committer.
+        A spool that several nodes share may also tell of other nodes'
+        commits (in a thread of its own), and C{listener(None)} when it
+        may have missed some: look at the whole queue.
         """
 
     def freeSpace():
@@ -761,7 +764,10 @@ class IExternalChanges(Interface):
         I{Blocking}.  The mailboxes other store objects changed since
         C{cursor} (C{None}: from now on).
 
-        @return: C{(new cursor, set of (user, mailboxName))}.
+        @return: C{(new cursor, set of (user, mailboxName))}, or C{(new
+            cursor, None)} when changes may have been missed (a listener
+            that was cut off from the other nodes): any mailbox may have
+            changed, and every observer should look.
         """
 
 
@@ -769,14 +775,20 @@ class ILimitStore(Interface):
     """
     The counters behind rate limits and login lockouts
     (L{pymailer.policy.ratelimit}, L{pymailer.auth.guard}): in one
-    process's memory, or in a file every worker process shares
-    (L{pymailer.limits}).  Times are the callers' clock (seconds since the
+    process's memory, in a file every worker process shares
+    (L{pymailer.limits}), or in the database every node shares
+    (L{pymailer.limits_pg}); and the open connections per client address
+    that C{max_connections_per_ip} limits across them
+    (L{pymailer.connlimit}).  Times are the callers' clock (seconds since the
     epoch in a server, so that processes agree).  Every method may block:
     a store that does says so with C{blocking = True}, and its callers run
     it in a thread pool.
     """
 
     blocking = Attribute("C{True} if the methods wait on the disk.")
+    lease = Attribute(
+        "Seconds this counter's connection counts count without L{keepAlive};"
+        " C{None} in memory, where they last as long as the process.")
 
     def take(bucket, key, limit, period, now, count=1):
         """
@@ -803,6 +815,32 @@ class ILimitStore(Interface):
 
     def clearFailures(kind, key):
         """Forget the failures counted for C{key} (after a good login)."""
+
+    def openConnection(scope, host, limit):
+        """
+        Count one more open connection from C{host} to the listener
+        C{scope} (its role: C{"imaps"}, C{"smtp"}) on this store object, a
+        I{counter} (one per server process), unless C{limit} are open from
+        C{host} to C{scope} already, added up over every live counter:
+        every worker and every node sharing the store.
+
+        @return: C{True} if counted (then L{closeConnection} when it
+            ends), C{False} if C{limit} are open already.
+        """
+
+    def closeConnection(scope, host):
+        """A connection this counter counted (L{openConnection}) has ended."""
+
+    def keepAlive():
+        """
+        This counter is alive: its connection counts count for its lease
+        (seconds) more; the server calls this every third of the lease.
+        The counts of a counter that stopped renewing (a process that
+        died) stop counting, and are forgotten.
+        """
+
+    def leave():
+        """This counter stops (its server shuts down): its counts go now."""
 
 
 class IMailboxObserver(Interface):

@@ -12,17 +12,29 @@ a thread pool), where every worker reads and adds to the same rows.  Each
 change is one C{BEGIN IMMEDIATE} transaction, so two workers counting the
 same key at once never lose a count.
 
+With C{[storage] backend = "postgresql"} they live in the database every
+node shares (L{pymailer.limits_pg}), so that limits hold across nodes too.
+
 Times are the caller's clock: the reactor's C{seconds()}, wall-clock time in
 a server, which every process on the machine agrees on.
+
+Open connections per client address (C{max_connections_per_ip}, see
+L{pymailer.connlimit}) are counted by each process for its own connections
+(a I{counter}), and added up over the counters alive: each renews its
+lease (L{CONNECTION_LEASE}) while it runs, so the counts of a process that
+died stop counting within the lease, and are then purged.
 """
 
 import os
+import socket
 import time
+import uuid
 from collections import deque
 
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
+from pymailer.config import POSTGRESQL
 from pymailer.interfaces import ILimitStore
 from pymailer.sqlitedb import ThreadConnections
 
@@ -39,17 +51,39 @@ PURGE_EVERY = 1000
 # bucket period (an hour) and any failure window a sane config has.
 STALE_AFTER = 86400
 
+# Seconds a counter's connection counts count without renewal
+# (L{pymailer.interfaces.ILimitStore.keepAlive}): how long a dead process's
+# connections still hold their client's slots.
+CONNECTION_LEASE = 30.0
+
+
+def refilled(row, limit, period, now):
+    """
+    The tokens in a bucket of C{limit} refilled evenly over C{period}
+    seconds, at C{now}, from C{row}: C{(tokens, then)} as last left, or
+    C{None} (never used: full).
+    """
+    tokens, then = row if row is not None else (limit, now)
+    return min(limit, tokens + (now - then) * limit / period)
+
+
+def newCounter():
+    """A name for this process's connection counts, unique among nodes."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
 
 @implementer(ILimitStore)
 class MemoryLimits:
     """The counters of one process, in dictionaries."""
 
     blocking = False
+    lease = None
 
     def __init__(self):
         self._buckets = {}
         self._failures = {}
         self._lockedUntil = {}
+        self._connections = {}  # (scope, host) -> open
 
     def take(self, bucket, key, limit, period, now, count=1):
         tokens = self.available(bucket, key, limit, period, now)
@@ -60,8 +94,7 @@ class MemoryLimits:
         return ok
 
     def available(self, bucket, key, limit, period, now):
-        tokens, then = self._buckets.get((bucket, key), (limit, now))
-        return min(limit, tokens + (now - then) * limit / period)
+        return refilled(self._buckets.get((bucket, key)), limit, period, now)
 
     def _forgetFull(self, bucket, limit, period, now):
         # Full buckets are forgotten, so memory follows the active keys.
@@ -95,6 +128,25 @@ class MemoryLimits:
     def clearFailures(self, kind, key):
         self._failures.pop((kind, key), None)
 
+    # One process, one counter: nothing to renew, nothing outlives it.
+
+    def openConnection(self, scope, host, limit):
+        if self._connections.get((scope, host), 0) >= limit:
+            return False
+        self._connections[scope, host] = self._connections.get((scope, host), 0) + 1
+        return True
+
+    def closeConnection(self, scope, host):
+        left = self._connections.pop((scope, host), 0) - 1
+        if left > 0:
+            self._connections[scope, host] = left
+
+    def keepAlive(self):
+        pass
+
+    def leave(self):
+        self._connections.clear()
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS buckets (
@@ -105,6 +157,10 @@ CREATE TABLE IF NOT EXISTS failures (kind TEXT NOT NULL, key TEXT NOT NULL, at R
 CREATE INDEX IF NOT EXISTS failures_key ON failures (kind, key, at);
 CREATE TABLE IF NOT EXISTS lockouts (
     kind TEXT NOT NULL, key TEXT NOT NULL, until REAL NOT NULL, PRIMARY KEY (kind, key));
+CREATE TABLE IF NOT EXISTS counters (counter TEXT PRIMARY KEY, alive_until REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS connections (
+    scope TEXT NOT NULL, host TEXT NOT NULL, counter TEXT NOT NULL, open INTEGER NOT NULL,
+    PRIMARY KEY (scope, host, counter));
 """
 
 
@@ -117,11 +173,14 @@ class SQLiteLimits:
 
     blocking = True
 
-    def __init__(self, path):
+    def __init__(self, path, lease=CONNECTION_LEASE, clock=time.time):
         self.path = os.fspath(path)
         self._db = ThreadConnections(self.path, _SCHEMA).db
         self._changes = 0
         self._db()  # made (and checked) now, not on the first client
+        self.counter = newCounter()
+        self.lease = lease
+        self._clock = clock  # the counters' liveness: one machine, one clock
 
     def _change(self, f):
         """Run C{f(db)} as one transaction that no other writer interleaves."""
@@ -147,8 +206,7 @@ class SQLiteLimits:
     def _tokens(self, db, bucket, key, limit, period, now):
         row = db.execute("SELECT tokens, at FROM buckets WHERE bucket=? AND key=?",
                          (bucket, key)).fetchone()
-        tokens, then = row if row is not None else (limit, now)
-        return min(limit, tokens + (now - then) * limit / period)
+        return refilled(row, limit, period, now)
 
     def take(self, bucket, key, limit, period, now, count=1):
         def take(db):
@@ -186,13 +244,65 @@ class SQLiteLimits:
         self._change(lambda db: db.execute(
             "DELETE FROM failures WHERE kind=? AND key=?", (kind, key)))
 
+    def _alive(self, db):
+        """Renew this counter (opening a connection is a sign of life too)."""
+        db.execute("INSERT OR REPLACE INTO counters VALUES (?, ?)",
+                   (self.counter, self._clock() + self.lease))
+
+    def openConnection(self, scope, host, limit):
+        def open(db):
+            (count,) = db.execute(
+                "SELECT coalesce(sum(c.open), 0) FROM connections c JOIN counters k"
+                " ON k.counter = c.counter WHERE c.scope=? AND c.host=? AND k.alive_until > ?",
+                (scope, host, self._clock())).fetchone()
+            if count >= limit:
+                return False
+            self._alive(db)
+            db.execute("INSERT INTO connections VALUES (?, ?, ?, 1) ON CONFLICT"
+                       " (scope, host, counter) DO UPDATE SET open = open + 1",
+                       (scope, host, self.counter))
+            return True
+        return self._change(open)
+
+    def closeConnection(self, scope, host):
+        def close(db):
+            key = (scope, host, self.counter)
+            db.execute("UPDATE connections SET open = open - 1"
+                       " WHERE scope=? AND host=? AND counter=?", key)
+            db.execute("DELETE FROM connections WHERE scope=? AND host=? AND counter=?"
+                       " AND open <= 0", key)
+        self._change(close)
+
+    def keepAlive(self):
+        def renew(db):
+            self._alive(db)
+            # Counters dead for a whole lease more go, with their counts.
+            dead = "SELECT counter FROM counters WHERE alive_until < ?"
+            cutoff = (self._clock() - self.lease,)
+            db.execute(f"DELETE FROM connections WHERE counter IN ({dead})", cutoff)
+            db.execute("DELETE FROM counters WHERE alive_until < ?", cutoff)
+        self._change(renew)
+
+    def leave(self):
+        def leave(db):
+            db.execute("DELETE FROM connections WHERE counter=?", (self.counter,))
+            db.execute("DELETE FROM counters WHERE counter=?", (self.counter,))
+        self._change(leave)
+
 
 def openLimits(config, shared):
     """
     @param shared: several processes serve clients (worker processes):
-        keep the counters in C{data_dir}, else in memory.
+        keep the counters in C{data_dir}, else in memory.  With
+        C{[storage] backend = "postgresql"} they are in the database
+        whatever C{shared} says: other nodes serve clients too.
     @return: an L{ILimitStore}.
     """
+    if config.storage.backend == POSTGRESQL:
+        from pymailer.limits_pg import PostgreSQLLimits
+        from pymailer.pg.pool import poolFor
+
+        return PostgreSQLLimits(poolFor(config.storage))
     if shared:
         return SQLiteLimits(config.data_dir / FILENAME)
     return MemoryLimits()

@@ -24,6 +24,7 @@ from twisted.python.threadpool import ThreadPool
 
 from pymailer.auth.checkers import MAX_CONCURRENT_CHECKS, PasswordChecker
 from pymailer.config import POSTGRESQL, usesOwnCertificate, withBacklog
+from pymailer.connlimit import SharedConnections
 from pymailer.auth.directory import openDirectory
 from pymailer.auth.guard import LoginGuard
 from pymailer.auth.realm import MailRealm
@@ -170,14 +171,23 @@ class ThreadPoolService(Service):
 
 class SharedDatabaseService(Service):
     """
-    With C{[storage] backend = "postgresql"}: at the very end of shutdown
+    With C{[storage] backend = "postgresql"}: at start, start listening to
+    other nodes (C{starters}); at the very end of shutdown
     (it is the first child of L{StopInOrder}, so it stops last, after the
     thread pools), stop renewing the queue's claims (C{closers}) and close
     this process's database connections.
     """
 
     def __init__(self):
+        self.starters = []
         self.closers = []
+
+    def startService(self):
+        # Started first (after twistd's fork: no thread or connection
+        # survives it), before the queue runner.
+        Service.startService(self)
+        for start in self.starters:
+            start()
 
     def stopService(self):
         Service.stopService(self)
@@ -275,6 +285,9 @@ def buildServer(config, reactor=None, worker=None):
     runsQueue = worker is None or worker.runsQueue
     if not runsQueue:
         spool.addListener(worker.queued)
+    elif shared is not None:
+        # Other nodes tell it through the database what they queue.
+        shared.starters.append(spool.listen)
 
     localAgent = LocalDeliveryAgent(store, router, config.hostname, reactor, pool, spool,
                                     sealer=ForwardSealer(config, config.authservId))
@@ -306,8 +319,15 @@ def buildServer(config, reactor=None, worker=None):
     checker = PasswordChecker(directory, reactor, authPool)
     realm = MailRealm(intakeFor)
     portal = Portal(realm, [AllowAnonymousAccess(), checker])
-    # Rate limits and login failures: in memory, or shared by the workers.
+    # Rate limits and login failures: in memory, or shared by the workers
+    # (and by the nodes on PostgreSQL).
     limits = openLimits(config, shared=worker is not None)
+    sharedConnections = None
+    if limits.blocking:
+        # Shared by other processes: so are the connections per address.
+        # Stops after the listeners (StopInOrder), before the pool.
+        sharedConnections = SharedConnections(limits, reactor, pool)
+        sharedConnections.setServiceParent(top)
     guard = LoginGuard(config.auth, reactor, events, limits, pool)
     tls = ReloadableContextFactory(*certificatePaths(config))
     onHangup(reactor, tls.reload)
@@ -340,6 +360,8 @@ def buildServer(config, reactor=None, worker=None):
                      "this version", role=role, desc=description)
             continue
         factory = build(role, parts)
+        if sharedConnections is not None:
+            factory.shareCounts(sharedConnections, role)
         connections[role] = factory.clients
         inherited = worker.listeners.get(role) if worker is not None else None
         listen(listeners, reactor, role, description, factory, tls, inherited)

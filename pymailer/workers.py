@@ -38,11 +38,12 @@ Workers log one line per event to pipes read by the supervisor, which logs
 each line under C{[worker N pid P]}: one log, wherever twistd writes it.
 
 State a user sees across workers is kept where every worker sees it: rate
-limits and login failures in C{data_dir/limits.sqlite}
-(L{pymailer.limits}), the POP3 maildrop lock as a file lock, IMAP IDLE
-through the store's change counter (L{pymailer.store.notify}): a worker
-that changed the store writes L{CHANGED} to the supervisor, which passes
-it on to the other workers, and they read the change at once.
+limits, login failures and open connections per address in
+C{data_dir/limits.sqlite} (L{pymailer.limits}, L{pymailer.connlimit}), the
+POP3 maildrop lock as a file lock, IMAP IDLE through the store's change
+counter (L{pymailer.store.notify}): a worker that changed the store writes
+L{CHANGED} to the supervisor, which passes it on to the other workers, and
+they read the change at once.
 """
 
 import argparse

@@ -319,3 +319,25 @@ class PostgreSQL(_Daemon):
 
     def __exit__(self, *exc):
         self.remove()
+
+
+def cutListeners(dsn, channel):
+    """
+    Cut the connections in C{LISTEN} on C{channel} in C{dsn}'s database (as
+    a network fault or a database restart would), and wait until they are
+    gone: what is notified from now on, they miss.
+
+    @return: how many were cut.
+    """
+    import psycopg
+
+    query = ("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+             " AND query = %s")
+    with psycopg.connect(dsn, autocommit=True) as db:
+        pids = [pid for (pid,) in db.execute(query, (f"LISTEN {channel}",))]
+        for pid in pids:
+            db.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        waitFor(lambda: not db.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)).fetchone(),
+            message=f"the listeners on {channel} to go")
+    return len(pids)

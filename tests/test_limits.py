@@ -1,7 +1,9 @@
 """
-The counters behind rate limits and lockouts: the one kept in memory (one
-process) and the one in SQLite (shared by worker processes) pass the same
-checks, so the server behaves the same with one worker or several.
+The counters behind rate limits, lockouts and per-address connection
+limits: the one kept in memory (one process), the one in SQLite (shared by
+worker processes) and the one in PostgreSQL (shared by nodes) pass the same
+checks, so the server behaves the same with one worker, several, or
+several nodes.
 """
 
 import pytest
@@ -11,15 +13,42 @@ from pymailer.interfaces import ILimitStore
 from pymailer.limits import MemoryLimits, SQLiteLimits
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+def opener(request, tmp_path, kind):
+    """A function making openers of one shared store of C{kind}."""
+    if kind == "sqlite":
+        return lambda: SQLiteLimits(tmp_path / "limits.sqlite")
+    from pymailer.limits_pg import PostgreSQLLimits
+
+    pool = request.getfixturevalue("postgresqlPool")
+    return lambda: PostgreSQLLimits(pool)
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def limits(request, tmp_path):
     if request.param == "memory":
         return MemoryLimits()
-    return SQLiteLimits(tmp_path / "limits.sqlite")
+    return opener(request, tmp_path, request.param)()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def openShared(request, tmp_path):
+    """Openers of one store shared by processes (workers, nodes)."""
+    return opener(request, tmp_path, request.param)
+
+
+def lapse(limits):
+    """C{limits}' counter stops renewing and its lease runs out (its process died)."""
+    if isinstance(limits, SQLiteLimits):
+        limits._db().execute("UPDATE counters SET alive_until = 0 WHERE counter = ?",
+                             (limits.counter,))
+        return
+    with limits.pool.connection() as db:
+        db.execute("UPDATE limit_counters SET alive_until = now() - interval '1 second'"
+                   " WHERE counter = %s", (limits.counter,))
 
 
 def test_provides_the_interface(limits):
-    """Both backends provide ILimitStore: the guard and the rate limits can take either."""
+    """Every backend provides ILimitStore: the guard and the rate limits can take any."""
     assert verifyObject(ILimitStore, limits)
 
 
@@ -56,15 +85,59 @@ def test_failures_lock_out_within_the_window_only(limits):
     assert not limits.recordFailure("account", "y", 2.0, 60, 3, 300)
 
 
-def test_sqlite_counts_are_shared_between_openers(tmp_path):
+def test_connections_counted_up_to_the_limit(limits):
     """
-    Two openers of one file (two worker processes) add to the same counts:
-    a lockout reached through both holds in both.
+    Two connections from one address to a listener with a limit of two:
+    a third is refused until one ends; other addresses and other listeners
+    are counted apart.
     """
-    one, two = (SQLiteLimits(tmp_path / "limits.sqlite") for _ in range(2))
+    assert [limits.openConnection("imaps", "a", 2) for _ in range(3)] == [True, True, False]
+    assert limits.openConnection("imaps", "b", 2)
+    assert limits.openConnection("smtp", "a", 2)
+    limits.closeConnection("imaps", "a")
+    assert limits.openConnection("imaps", "a", 2)
+    assert not limits.openConnection("imaps", "a", 2)
+    limits.keepAlive()
+    assert not limits.openConnection("imaps", "a", 2)
+
+
+def test_counts_are_shared_between_openers(openShared):
+    """
+    Two openers of one store (two worker processes, two nodes) add to the
+    same counts: a lockout reached through both holds in both, a bucket
+    emptied through one is empty for the other, and connections open
+    through both count against one per-address limit.
+    """
+    one, two = openShared(), openShared()
     one.recordFailure("ip", "x", 0.0, 60, 3, 300)
     two.recordFailure("ip", "x", 1.0, 60, 3, 300)
     assert one.recordFailure("ip", "x", 2.0, 60, 3, 300)
     assert two.lockedOut("ip", "x", 3.0)
     assert one.take("c", "a", 1, 60, 0.0)
     assert not two.take("c", "a", 1, 60, 0.0)
+    assert one.openConnection("imaps", "h", 3)
+    assert two.openConnection("imaps", "h", 3)
+    assert two.openConnection("imaps", "h", 3)
+    assert not one.openConnection("imaps", "h", 3)
+    two.closeConnection("imaps", "h")
+    assert one.openConnection("imaps", "h", 3)
+
+
+def test_dead_openers_connections_stop_counting(openShared):
+    """
+    The connections counted by a process that died (it stopped renewing
+    its lease) stop counting once the lease lapses, and go at the next
+    renewal; a process that stops cleanly takes its counts with it at
+    once: otherwise a crashed node would hold its clients' slots forever.
+    """
+    dead, alive, stopping = openShared(), openShared(), openShared()
+    assert dead.openConnection("pop3s", "h", 2)
+    assert stopping.openConnection("pop3s", "h", 2)
+    assert not alive.openConnection("pop3s", "h", 2)
+    stopping.leave()
+    assert alive.openConnection("pop3s", "h", 2)
+    assert not alive.openConnection("pop3s", "h", 2)
+    lapse(dead)
+    alive.keepAlive()
+    assert alive.openConnection("pop3s", "h", 2)
+    assert not alive.openConnection("pop3s", "h", 2)

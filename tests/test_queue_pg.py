@@ -220,3 +220,45 @@ def test_configuredLease(postgresqlDSN, tmp_path):
         spool.close()
     finally:
         closePools()
+
+
+def test_otherNodesNewMailWakesTheRunner(spool):
+    """
+    A message queued on another node is told to this spool's listeners (the
+    queue runner) within a second, and this spool's own once: otherwise a
+    node whose runner is free would wait for its next scan while the node
+    that took the mail is busy.
+    """
+    from mailserver import waitFor
+
+    heard = []
+    spool.addListener(heard.append)
+    spool.listen()
+    waitFor(lambda: spool._listener.listening.is_set(), message="LISTEN")
+    other = otherNode(spool)
+    start = time.monotonic()
+    theirs = enqueue(other)
+    waitFor(lambda: heard, message="the other node's message to be heard")
+    assert time.monotonic() - start < 1.0
+    ours = enqueue(spool)
+    time.sleep(0.3)  # our own NOTIFY arrives too, and is not told again
+    assert heard == [theirs, ours]
+
+
+def test_missedNotificationsMakeTheRunnerLook(spool):
+    """
+    When the listening connection is cut, mail queued meanwhile by another
+    node is not lost to the runner: once listening again, the spool tells
+    its listeners None (look at the whole queue).
+    """
+    from daemons import cutListeners
+    from mailserver import waitFor
+
+    heard = []
+    spool.addListener(heard.append)
+    spool.listen()
+    waitFor(lambda: spool._listener.listening.is_set(), message="LISTEN")
+    assert cutListeners(spool.pool.conninfo, "pymailer_queue") == 1
+    enqueue(otherNode(spool))
+    waitFor(lambda: heard, message="the spool to listen again")
+    assert heard == [None]

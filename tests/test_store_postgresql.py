@@ -142,6 +142,40 @@ def test_otherNodesChangesAreHeard(nodes):
     assert b.changesSince(cursor)[1] == {(USER, "Junk")}
 
 
+def test_missedEventsMakeEverySessionLook(nodes):
+    """
+    A delivery on node A while node B's listener is cut off (a network
+    fault, a database restart) still reaches B's IDLE sessions once B
+    listens again: the store says "anything may have changed", and the
+    notifier calls every subscriber and every account watcher, each of
+    which looks (changedSince).  Otherwise the IDLE client would wait for
+    its next command to see the mail.
+    """
+    from twisted.internet import task
+
+    from daemons import cutListeners
+    from mailserver import waitFor
+    from pymailer.store.notify import ChangeNotifier
+    from pymailer.testing import SynchronousThreadPool
+
+    class Reactor(task.Clock):
+        def callFromThread(self, f, *args, **kwargs):
+            f(*args, **kwargs)
+
+    a, b = nodes
+    a.createUser(USER)
+    notifier = ChangeNotifier(b, Reactor(), SynchronousThreadPool())
+    selected, watched = [], []
+    notifier.subscribe(USER, "INBOX", lambda: selected.append("INBOX"))
+    notifier.subscribeAccount(USER, watched.append)
+    notifier._poll()  # starts b's listener; changes count from now
+    assert cutListeners(b.pool.conninfo, postgresql.CHANNEL) == 1
+    a.deliver(USER, b"", io.BytesIO(b"while b was deaf\r\n"))
+    waitFor(lambda: (notifier._poll(), selected)[1], message="b to listen again")
+    assert selected == ["INBOX"]
+    assert {"INBOX", "Archive", "Sent"} <= set(watched)
+
+
 def test_largeMessageReadByRange(nodes):
     """
     A message larger than a chunk is stored in chunks and read by range

@@ -206,6 +206,35 @@ def test_killed_worker_is_restarted_and_others_keep_their_clients(server):
     assert server.running() and pids[0] != killed
 
 
+def test_connections_per_address_limited_across_workers(makeMailServer):
+    """
+    With two IMAP connections allowed per address, one on each worker
+    fills the quota: a third, on either worker, gets `* BYE [UNAVAILABLE]`,
+    and once one closes a new one is admitted.  Otherwise one address
+    could hold twice (N times) the limit by landing on every worker.
+    """
+    server = makeMailServer(roles=("imap",), workers=2, sections={
+        "imap": {"max_connections_per_ip": 2}})
+    waitForWorkers(server)
+    held = []
+    for index in (0, 1):
+        with onlyWorker(server, index):
+            held.append(Wire(server.ports["imap"], timeout=20))
+    for index in (0, 1):
+        with onlyWorker(server, index):
+            refused = Wire(server.ports["imap"], timeout=20)
+        assert refused.greeting == (b"* BYE [UNAVAILABLE] Too many connections from your"
+                                    b" address, try again later\r\n")
+    held.pop().close()
+
+    def admitted():
+        wire = Wire(server.ports["imap"], timeout=20)
+        wire.close()
+        return wire.greeting.startswith(b"* OK")
+
+    waitFor(admitted, 10, message="the closed connection's slot")
+
+
 def test_sighup_reloads_and_sigterm_says_goodbye_in_every_worker(makeMailServer):
     """
     SIGHUP to twistd reloads the certificate in both workers; SIGTERM gives

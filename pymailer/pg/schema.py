@@ -24,6 +24,10 @@ A step is never edited once released: a change is a new step.
 MIGRATION_LOCK = 0x706D61696C6572
 # The same for writes to the accounts directory (L{pymailer.auth.directory_pg}).
 DIRECTORY_LOCK = MIGRATION_LOCK + 1
+# pg_advisory_xact_lock(LIMITS_LOCK_CLASS, hashtext(...)): the two-integer
+# key space of the rate limit, lockout and connection counters
+# (L{pymailer.limits_pg}), apart from the bigint keys above.
+LIMITS_LOCK_CLASS = 0x706D6C
 
 _STATES = "'incoming', 'active', 'deferred', 'hold', 'corrupt'"
 
@@ -199,6 +203,81 @@ MIGRATIONS = [
             created_at timestamptz NOT NULL DEFAULT now(),
             PRIMARY KEY (domain, selector, key_type)
         )""",
+    ]),
+    (4, "rate limits, login lockouts and connection counts", [
+        # -- the counters of L{pymailer.limits_pg}, as the SQLite ones of
+        # L{pymailer.limits}; times (at, until) are the callers' clock.
+        """CREATE TABLE limit_buckets (
+            bucket text COLLATE "C" NOT NULL,
+            key text COLLATE "C" NOT NULL,
+            tokens double precision NOT NULL,
+            at double precision NOT NULL,
+            PRIMARY KEY (bucket, key)
+        )""",
+        "CREATE INDEX limit_buckets_at ON limit_buckets (at)",
+        """CREATE TABLE limit_failures (
+            kind text COLLATE "C" NOT NULL,
+            key text COLLATE "C" NOT NULL,
+            at double precision NOT NULL
+        )""",
+        "CREATE INDEX limit_failures_key ON limit_failures (kind, key, at)",
+        """CREATE TABLE limit_lockouts (
+            kind text COLLATE "C" NOT NULL,
+            key text COLLATE "C" NOT NULL,
+            until double precision NOT NULL,
+            PRIMARY KEY (kind, key)
+        )""",
+        # Open connections per client address, counted by each server
+        # process (a "counter": a node, or one worker of a node) for its
+        # own connections, and only while the counter is alive: it renews
+        # alive_until (the database's clock) while it runs, so the counts of
+        # a process that died stop counting once its lease lapses.
+        """CREATE TABLE limit_counters (
+            counter text COLLATE "C" PRIMARY KEY,
+            alive_until timestamptz NOT NULL
+        )""",
+        """CREATE TABLE limit_connections (
+            scope text COLLATE "C" NOT NULL,
+            host text COLLATE "C" NOT NULL,
+            counter text COLLATE "C" NOT NULL
+                REFERENCES limit_counters(counter) ON DELETE CASCADE,
+            open integer NOT NULL,
+            PRIMARY KEY (scope, host, counter)
+        )""",
+        # Count a connection if there is room, in one statement: a client's
+        # connection waits for this answer before its greeting, so it is
+        # one round trip, not one per statement.  The advisory lock on
+        # (scope, host), held to the commit, serialises the nodes counting
+        # one address; other addresses go on in parallel.
+        f"""CREATE FUNCTION limit_open_connection(
+            p_scope text, p_host text, p_counter text, p_limit integer,
+            p_lease double precision) RETURNS boolean
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            open_now bigint;
+        BEGIN
+            -- Counts, not mail: the commit need not wait for the WAL flush.
+            PERFORM set_config('synchronous_commit', 'off', true);
+            PERFORM pg_advisory_xact_lock({LIMITS_LOCK_CLASS},
+                                          hashtext('connections' || chr(10) || p_scope
+                                                   || chr(10) || p_host));
+            SELECT coalesce(sum(c.open), 0) INTO open_now
+                FROM limit_connections c JOIN limit_counters k ON k.counter = c.counter
+                WHERE c.scope = p_scope AND c.host = p_host AND k.alive_until > now();
+            IF open_now >= p_limit THEN
+                RETURN false;
+            END IF;
+            -- Opening a connection is a sign of life too.
+            INSERT INTO limit_counters (counter, alive_until)
+                VALUES (p_counter, now() + make_interval(secs => p_lease))
+                ON CONFLICT (counter) DO UPDATE SET alive_until = EXCLUDED.alive_until;
+            INSERT INTO limit_connections (scope, host, counter, open)
+                VALUES (p_scope, p_host, p_counter, 1)
+                ON CONFLICT (scope, host, counter)
+                DO UPDATE SET open = limit_connections.open + 1;
+            RETURN true;
+        END
+        $$""",
     ]),
 ]
 

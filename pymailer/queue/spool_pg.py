@@ -34,6 +34,13 @@ lease lapsed while it was still delivering (a database outage longer than
 the lease) finds on L{complete} that the message is no longer its own: it
 gets L{ClaimLost}, and the new claimer's result stands.
 
+Waking other nodes: each commit of new mail sends C{NOTIFY} on L{CHANNEL}
+(with the queue id); the process that runs the queue listens
+(L{PostgreSQLSpool.listen}), and its runner starts on a message another
+node queued as on one of its own, instead of at its next scan.  After the
+listener was cut off (notifications sent meanwhile are lost), the
+listeners are told C{None}: look at the whole queue.
+
 What it trusts: the database (the queue's contents are ours); queue ids
 from the administrator are checked (L{isQueueId}) before use, and all SQL is
 parameterised.
@@ -70,6 +77,8 @@ CHUNK = 256 * 1024
 # Seconds a claim lasts unless renewed: how long a dead node's mail waits
 # (C{[storage] queue_lease}).
 LEASE = 120.0
+# NOTIFY channel of new mail in the queue: "claimer queueId".
+CHANNEL = "pymailer_queue"
 
 
 class ClaimLost(QueueError):
@@ -119,6 +128,9 @@ class PostgreSQLWriter:
                 while chunk := self._buffer.read(CHUNK):
                     copy.write_row((self.queueId, seq, chunk))
                     seq += 1
+            # Sent by PostgreSQL at the commit, never for a rollback.
+            db.execute("SELECT pg_notify(%s, %s)",
+                       (CHANNEL, f"{self.spool.claimer} {self.queueId}"))
         self._close()
         self.spool._tell(self.queueId)  # ISpool.addListener
 
@@ -167,6 +179,29 @@ class PostgreSQLSpool(Listeners):
         self._heldLock = threading.Lock()
         self._renewer = None
         self._stopping = threading.Event()
+        self._listener = None
+
+    # -- other nodes' new mail ----------------------------------------------
+
+    def listen(self):
+        """
+        Tell this spool's listeners (L{ISpool.addListener}) of the mail
+        other nodes queue too, as it is committed, and C{None} when some
+        may have been missed.  For the process that runs the queue; not
+        waiting (the runner scans the queue when it starts anyway).
+        """
+        from pymailer.pg.listen import ChannelListener
+
+        if self._listener is None:
+            self._listener = ChannelListener(
+                self.pool.conninfo, CHANNEL, self._heard, lambda: self._tell(None),
+                "pymailer-queue-listen")
+            self._listener.start(0)
+
+    def _heard(self, payload):
+        claimer, _, queueId = payload.partition(" ")
+        if claimer != self.claimer:  # ours: told directly after the commit
+            self._tell(queueId)
 
     # -- receiving ----------------------------------------------------------
 
@@ -349,6 +384,8 @@ class PostgreSQLSpool(Listeners):
         them at once, as the kernel drops a dead process's file locks.
         """
         self._stopping.set()
+        if self._listener is not None:
+            self._listener.close()
         with self._heldLock:
             held, self._held = sorted(self._held), set()
         if not held:

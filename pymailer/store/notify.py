@@ -104,23 +104,50 @@ class ChangeNotifier(Service):
         return changed
 
     def _dispatchAll(self, changed):
+        if changed is None:
+            return self._dispatchEverything()
         for user, mailboxName in changed:
             self._dispatch(user, mailboxName)
+
+    def _dispatchEverything(self):
+        """
+        Changes may have been missed (L{IExternalChanges.changesSince}):
+        every session looks at its mailbox (a cheap C{changedSince} when
+        nothing moved), and every account watcher at each of its
+        mailboxes, listed in the pool.
+        """
+        for callbacks in list(self._subscribers.values()):
+            for callback in list(callbacks):
+                self._call(callback)
+        users = list(self._accounts)
+        if not users:
+            return None
+
+        def listAll():
+            return [(user, name) for user in users for name in self._store.listMailboxes(user)]
+
+        def tell(pairs):
+            for user, name in pairs:
+                for callback in list(self._accounts.get(user, ())):
+                    self._call(callback, name)
+        return deferToThreadPool(self.reactor, self._threadpool, listAll).addCallbacks(
+            tell, lambda f: log.failure("listing mailboxes after missed changes", f))
+
+    @staticmethod
+    def _call(callback, *args):
+        try:
+            callback(*args)
+        except Exception:
+            log.failure("change callback failed")
 
     def _changed(self, user, mailboxName):
         self.reactor.callFromThread(self._dispatch, user, mailboxName)
 
     def _dispatch(self, user, mailboxName):
         for callback in list(self._subscribers.get((user, mailboxName), ())):
-            try:
-                callback()
-            except Exception:
-                log.failure("mailbox change callback failed")
+            self._call(callback)
         for callback in list(self._accounts.get(user, ())):
-            try:
-                callback(mailboxName)
-            except Exception:
-                log.failure("account change callback failed")
+            self._call(callback, mailboxName)
 
     def subscribe(self, user, mailboxName, callback):
         self._subscribers.setdefault((user, mailboxName), {})[callback] = None

@@ -30,12 +30,13 @@ and the same content delivered again meanwhile takes it back.
 Change events across nodes: each write transaction sends
 C{NOTIFY} on L{CHANNEL} (delivered by PostgreSQL at the commit, never for
 a rollback); a listener thread per store object (a connection of its own
-in C{LISTEN}) collects other store objects' events, and
-L{pymailer.store.notify.ChangeNotifier} takes them through
+in C{LISTEN}, L{pymailer.pg.listen}) collects other store objects' events,
+and L{pymailer.store.notify.ChangeNotifier} takes them through
 L{IExternalChanges} as it does the SQLite store's change log: an IDLE
 session on one node hears of a delivery made on another within its poll
-interval.  Events sent while the listener is disconnected are lost (a
-session sees the change at its next command).
+interval.  Events sent while the listener is disconnected are lost: once
+it is back, L{PostgreSQLStore.changesSince} says "anything may have
+changed" (C{None}), and every session refreshes through C{changedSince}.
 
 POP3's maildrop lock: a session-level advisory lock on a connection of
 its own, held until released or until the connection (the node) dies.
@@ -53,7 +54,6 @@ import re
 import secrets
 import tempfile
 import threading
-import time
 from contextlib import contextmanager
 
 from twisted.logger import Logger
@@ -61,6 +61,7 @@ from zope.interface import implementer
 
 from pymailer.imap.summary import VERSION as SUMMARY_VERSION
 from pymailer.interfaces import IMessageContent
+from pymailer.pg.listen import ChannelListener
 from pymailer.store import MaildropLocked
 from pymailer.store.blobs import PendingBlob
 from pymailer.store.content import BytesContent, _Positioned
@@ -300,12 +301,14 @@ class PostgreSQLStore(SQLiteStore):
         self.origin = secrets.token_hex(8)
         self._local = threading.local()
         self._reads = _PooledReads(pool)
-        self._events = []  # (seq, user, mailbox) from other store objects
+        # (seq, user, mailbox) from other store objects; (seq, None, None)
+        # when events may have been missed (the listener reconnected).
+        self._events = []
         self._seq = 0
         self._eventsLock = threading.Lock()
-        self._listener = None
-        self._listening = threading.Event()
-        self._closed = False
+        self._listener = ChannelListener(
+            pool.conninfo, CHANNEL, self._heard, self._missed, "pymailer-store-listen",
+            idle=self.sweep, idleEvery=SWEEP_INTERVAL)
         self._objectIdKey = None
         # Nothing touches the database here: twistd builds the store, then
         # forks (see L{pymailer.pg.pool.Pool}).  The listener thread sweeps.
@@ -538,42 +541,29 @@ class PostgreSQLStore(SQLiteStore):
 
     def dataVersion(self):
         """How many events other store objects sent (starts the listener)."""
-        if self._listener is None:
-            self._listener = threading.Thread(target=self._listen, daemon=True,
-                                              name="pymailer-store-listen")
-            self._listener.start()
-            self._listening.wait(LISTEN_WAIT)
+        self._listener.start(LISTEN_WAIT)
         return self._seq
 
     def changesSince(self, cursor):
         with self._eventsLock:
             if cursor is None:
                 return self._seq, set()
-            return self._seq, {(user, mailbox) for seq, user, mailbox in self._events
-                               if seq > cursor}
+            changed = {(user, mailbox) for seq, user, mailbox in self._events if seq > cursor}
+            # Missed, or forgotten (more than EVENTS_KEPT since cursor).
+            if (None, None) in changed or (self._events and self._events[0][0] > cursor + 1):
+                return self._seq, None
+            return self._seq, changed
 
-    def _listen(self):
-        """The listener thread: LISTEN, reconnecting after a failure."""
-        import psycopg
+    def _missed(self):
+        """The listener was cut off: any mailbox may have changed meanwhile."""
+        self._record(None, None)
 
-        from pymailer.pg.pool import DatabaseUnavailable, connect
-
-        while not self._closed:
-            try:
-                with connect(self.pool.conninfo) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    self._listening.set()
-                    swept = 0.0
-                    while not self._closed:
-                        for note in conn.notifies(timeout=1.0):
-                            self._heard(note.payload)
-                        if time.monotonic() - swept > SWEEP_INTERVAL:
-                            swept = time.monotonic()
-                            self.sweep()
-            except (psycopg.Error, DatabaseUnavailable):
-                if not self._closed:
-                    log.failure("listening for other nodes' changes failed; again in a second")
-                    threading.Event().wait(1.0)
+    def _record(self, user, mailbox):
+        with self._eventsLock:
+            self._seq += 1
+            self._events.append((self._seq, user, mailbox))
+            if len(self._events) > EVENTS_KEPT:
+                del self._events[:len(self._events) - EVENTS_KEPT]
 
     def _heard(self, payload):
         try:
@@ -582,12 +572,8 @@ class PostgreSQLStore(SQLiteStore):
             return
         if origin == self.origin:  # ours: told directly after the commit
             return
-        with self._eventsLock:
-            self._seq += 1
-            self._events.append((self._seq, user, mailbox))
-            if len(self._events) > EVENTS_KEPT:
-                del self._events[:len(self._events) - EVENTS_KEPT]
+        self._record(user, mailbox)
 
     def close(self):
         """Stop listening (the listener thread ends within a second)."""
-        self._closed = True
+        self._listener.close()

@@ -1,0 +1,137 @@
+"""
+The per-address connection limit across processes (L{pymailer.connlimit}'s
+L{SharedConnections}): SMTP listeners of two "processes" sharing one limit
+store, driven through string transports, with the store's answers given at
+once or held by the test.
+"""
+
+from twisted.internet import defer, task
+
+from pymailer.config import SMTPConfig
+from pymailer.connlimit import SharedConnections
+from pymailer.limits import SQLiteLimits
+from pymailer.smtp.factory import SMTPFactory
+from pymailer.testing import (
+    ClockReactor, MemoryDirectory, MemoryIntake, SynchronousThreadPool, connectSMTP,
+    memoryPortal)
+
+
+def smtpListener(shared, perIP=2):
+    """One process's SMTP listener (port 25), sharing its counts through C{shared}."""
+    intake = MemoryIntake(MemoryDirectory(domains=["example.org"], users=["a@example.org"]))
+    factory = SMTPFactory("mx.example.org", SMTPConfig(max_connections_per_ip=perIP),
+                          memoryPortal(intake, {}), task.Clock())
+    factory.shareCounts(shared, "smtp")
+    return factory
+
+
+def sharedStore(tmp_path):
+    """The counts of one more process on the store in C{tmp_path}."""
+    store = SQLiteLimits(tmp_path / "limits.sqlite")
+    return SharedConnections(store, ClockReactor(), SynchronousThreadPool())
+
+
+def test_limit_holds_across_processes(tmp_path):
+    """
+    With two connections allowed per address, one open on each of two
+    processes: a third, on either, is told 421 4.7.0 and closed, and a
+    connection that ends frees its slot for every process: otherwise a
+    client would get twice the limit by landing on both.
+    """
+    one, two = smtpListener(sharedStore(tmp_path)), smtpListener(sharedStore(tmp_path))
+    first, t1 = connectSMTP(one)
+    _, t2 = connectSMTP(two)
+    assert t1.value().startswith(b"220 ") and t2.value().startswith(b"220 ")
+    _, t3 = connectSMTP(one)
+    assert t3.value() == b"421 4.7.0 Too many connections from your address, try again later\r\n"
+    assert t3.disconnecting
+    _, t3again = connectSMTP(two)  # the refusal freed nobody's slot
+    assert t3again.value().startswith(b"421 4.7.0")
+    _, other = connectSMTP(two, host="192.0.2.77")
+    assert other.value().startswith(b"220 ")
+    first.connectionLost(None)
+    _, t4 = connectSMTP(two)
+    assert t4.value().startswith(b"220 ")
+    assert two.connections == {"192.0.2.1": 2, "192.0.2.77": 1}
+    assert one.connections == {}
+
+
+class HeldAnswers:
+    """A L{SharedConnections} whose answers the test gives."""
+
+    def __init__(self):
+        self.asked = []
+        self.released = []
+
+    def admit(self, scope, host, limit):
+        d = defer.Deferred()
+        self.asked.append(d)
+        return d
+
+    def release(self, scope, host):
+        self.released.append((scope, host))
+
+
+def test_connection_waits_for_the_answer_and_keeps_its_input():
+    """
+    Until the shared store answers, the connection is paused and hears
+    nothing; once admitted, the session greets, then gets what the client
+    sent meanwhile (a pipelining client's EHLO is not lost).
+    """
+    shared = HeldAnswers()
+    factory = smtpListener(shared)
+    protocol, transport = connectSMTP(factory)
+    assert transport.value() == b"" and transport.producerState == "paused"
+    protocol.dataReceived(b"EHLO client.example\r\n")
+    shared.asked[0].callback(True)
+    assert transport.producerState == "producing"
+    lines = transport.value().split(b"\r\n")
+    assert lines[0].startswith(b"220 ") and lines[1].startswith(b"250-mx.example.org")
+    protocol.connectionLost(None)
+    assert shared.released == [("smtp", "192.0.2.1")]
+    assert factory.connections == {} and factory.total == 0
+
+
+def test_connection_gone_before_the_answer_frees_its_slots():
+    """
+    A client that hangs up while the store is asked leaves no count behind,
+    here or in the store: otherwise impatient clients would use up their
+    address's slots.
+    """
+    shared = HeldAnswers()
+    factory = smtpListener(shared)
+    protocol, _ = connectSMTP(factory)
+    protocol.connectionLost(None)
+    shared.asked[0].callback(True)
+    assert shared.released == [("smtp", "192.0.2.1")]
+    assert factory.connections == {} and factory.total == 0
+
+
+def test_store_failure_admits_on_this_process_count():
+    """
+    When the shared store cannot be reached, this process's own count
+    decides (the connection is served, and nothing is uncounted at its
+    end): a database outage must not turn every client away.
+    """
+    class Broken:
+        lease = 30.0
+
+        released = []
+
+        def openConnection(self, scope, host, limit):
+            raise OSError("database down")
+
+        def closeConnection(self, scope, host):
+            self.released.append(host)
+
+    shared = SharedConnections(Broken(), ClockReactor(), SynchronousThreadPool())
+    factory = smtpListener(shared)
+    protocol, transport = connectSMTP(factory)
+    assert transport.value().startswith(b"220 ")
+    protocol.connectionLost(None)
+    assert factory.connections == {}
+    connectSMTP(factory)
+    connectSMTP(factory)
+    _, third = connectSMTP(factory)
+    assert third.value().startswith(b"421 4.7.0")
+    assert Broken.released == []
