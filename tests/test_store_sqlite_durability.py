@@ -58,6 +58,25 @@ def test_only_new_content_waits_for_the_disk(tmp_path, monkeypatch):
         (1, ["\\Flagged"])]
 
 
+def test_claiming_recent_after_an_append_waits_for_no_flush(tmp_path, monkeypatch):
+    """
+    If this fails, the refresh after every APPEND into the selected
+    mailbox (which claims the new message as \\Recent for the session)
+    waits for a second disk flush, after the one that made the message
+    durable.
+    """
+    store = SQLiteStore(tmp_path / "store")
+    inbox = store.mailbox(ALICE)
+    inbox.append(io.BytesIO(b"Subject: one\r\n\r\nbody\r\n"))
+    seen = inbox.snapshot(claimRecent=True)
+    syncs = countSyncs(store, monkeypatch)
+    inbox.append(io.BytesIO(b"Subject: two\r\n\r\nbody\r\n"))
+    changes = inbox.changedSince(seen.highestModSeq, claimRecent=True)
+    assert [i.uid for i in changes.messages] == [2] and changes.recent == {2}
+    assert len(syncs) == 1
+    assert inbox.changedSince(seen.highestModSeq, claimRecent=True).recent == frozenset()
+
+
 def test_blob_freed_by_an_expunge_goes_once_the_expunge_is_on_disk(tmp_path, monkeypatch):
     """
     If this fails, a power cut right after an EXPUNGE can bring the

@@ -1058,7 +1058,10 @@ class SQLiteMailbox:
             if not claim:
                 result = read(db, row)
         if claim:
-            with self.store._write() as txn:
+            # Not durable, as in snapshot: the claim is no content; a power
+            # loss before the next durable commit only shows the messages
+            # as \Recent once more.
+            with self.store._write(durable=False) as txn:
                 result = read(txn.db, self._row(txn.db))
                 txn.execute("UPDATE mailboxes SET firstRecent = uidNext WHERE id = ?",
                             (self._id,))
