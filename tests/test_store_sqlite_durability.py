@@ -8,8 +8,10 @@ concurrent removal took away.
 """
 
 import io
+import os
 import sqlite3
 import threading
+import time
 
 from pymailer.store import sqlite as sqlitestore
 from pymailer.store.sqlite import SQLiteStore
@@ -155,6 +157,7 @@ def test_blob_removed_between_placing_and_the_lock_is_placed_again(tmp_path):
     pending.place()
     store.blobs.remove(pending.blobId)  # the concurrent removal
     pending.install()
+    pending.discard()  # after the commit, as the store does
     with store.blobs.open(pending.blobId) as content:
         assert content.read() == b"Subject: same\r\n\r\nbody\r\n"
     assert not any(store.blobs.tmp.iterdir())
@@ -176,3 +179,67 @@ def test_new_blob_directory_is_synced_in_its_parent(tmp_path, monkeypatch):
     [blobId] = blobFiles(store)
     assert str(store.blobs.root) in synced
     assert str(store.blobs.path(blobId).parent) in synced
+
+
+def test_appends_waiting_for_a_flush_share_the_next_one(tmp_path, monkeypatch):
+    """
+    If this fails, APPENDs from several sessions at once flush the WAL one
+    after the other, each waiting for all the flushes before its own
+    (group commit: one flush covers every commit made before it began),
+    or an APPEND is answered before a flush that covers it has ended.
+    """
+    store = SQLiteStore(tmp_path / "store")
+    inbox = store.mailbox(ALICE)
+    before = store._walTickets  # the account's own commits
+    flushes, release = [], threading.Event()
+    real = store._flushWal
+
+    def flush():
+        flushes.append(store._walTickets - before)
+        if len(flushes) == 1:
+            release.wait(30)  # the first flush is slow: the others queue
+        real()
+
+    monkeypatch.setattr(store, "_flushWal", flush)
+    answered = []
+
+    def append(n):
+        inbox.append(io.BytesIO(b"Subject: %d\r\n\r\nbody\r\n" % n))
+        answered.append(n)
+
+    first = threading.Thread(target=append, args=(0,))
+    first.start()
+    while not flushes:
+        time.sleep(0.01)
+    others = [threading.Thread(target=append, args=(n,)) for n in range(1, 5)]
+    for t in others:
+        t.start()
+    deadline = time.monotonic() + 30
+    while store._walTickets - before < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)  # all four committed and waiting for a flush
+    assert answered == []  # none answered before its flush
+    release.set()
+    for t in [first] + others:
+        t.join()
+    assert sorted(answered) == [0, 1, 2, 3, 4]
+    assert flushes == [1, 5]  # the second covers the four that waited
+    assert len(SQLiteStore(store.root).mailbox(ALICE).messages()) == 5
+
+
+def test_no_file_is_unlinked_while_writers_wait(tmp_path, monkeypatch):
+    """
+    If this fails, every APPEND holds the process's write lock while the
+    file system removes its temporary file name (milliseconds under load),
+    and every other session's STORE, EXPUNGE and APPEND waits behind it.
+    """
+    from pymailer.store import blobs
+
+    store = SQLiteStore(tmp_path / "store")
+    inbox = store.mailbox(ALICE)
+    underLock = []
+    real = os.unlink
+    monkeypatch.setattr(blobs.os, "unlink",
+                        lambda path: (underLock.append(store._writers.locked()), real(path))[1])
+    inbox.append(io.BytesIO(b"Subject: one\r\n\r\nbody\r\n"))
+    assert underLock == [False]
+    assert not any(store.blobs.tmp.iterdir())

@@ -23,15 +23,15 @@ when it matters: new mail"): SQLite runs in WAL mode with C{synchronous =
 NORMAL}, so a commit writes the WAL and does not wait for the disk.  A
 commit that adds content (delivery, APPEND, COPY, MOVE, import; and
 mailbox and account changes) is made durable before the call returns, by
-an fsync of the WAL after the write lock is released (concurrent commits
-share the flush).  Flag changes, expunges and the C{\\Recent} claim are
-not flushed: they are atomic, and survive the process being killed
-(C{kill -9}: the WAL is in the kernel's page cache), but an OS crash or a
-power loss before the next flush (the next new message, a checkpoint) can
-undo the last of them: an expunged message or an old flag comes back.
-Mail acknowledged as received is never lost.  Writers of one process
-queue on a lock of their own before SQLite's, so they never poll in its
-busy handler.
+an fsync of the WAL after the write lock is released; concurrent commits
+share one (group commit, L{SQLiteStore._syncWal}).  Flag changes,
+expunges and the C{\\Recent} claim are not flushed: they are atomic, and
+survive the process being killed (C{kill -9}: the WAL is in the kernel's
+page cache), but an OS crash or a power loss before the next flush (the
+next new message, a checkpoint) can undo the last of them: an expunged
+message or an old flag comes back.  Mail acknowledged as received is never
+lost.  Writers of one process queue on a lock of their own before
+SQLite's, so they never poll in its busy handler.
 
 Other processes on the same C{data_dir} learn of changes through the
 C{changes} table (one row per committed change, kept bounded), polled by
@@ -244,7 +244,7 @@ class _Transaction:
         self.db = db
         self.touched = []      # (user, mailbox) to tell listeners
         self.freed = []        # blob ids whose last reference went
-        self.pending = []      # blobs to discard if the transaction fails
+        self.pending = []      # blobs whose temporary names go after it, or if it fails
 
     def execute(self, sql, args=()):
         return self.db.execute(sql, args)
@@ -297,6 +297,11 @@ class SQLiteStore(Listeners):
         # Blobs freed by commits not yet durable (see _write).
         self._unsyncedGuard = threading.Lock()
         self._unsynced = []
+        # Group commit of the WAL (see _syncWal): tickets handed out to
+        # commits waiting for a flush, and the last one a flush covered.
+        self._walGuard = threading.Condition()
+        self._walTickets = self._walSynced = 0
+        self._walSyncing = False
         self._pollDb = None
         self._db().executescript(SCHEMA)
         self._upgrade()
@@ -368,6 +373,8 @@ class SQLiteStore(Listeners):
                 for pending in txn.pending:
                     pending.discard()
                 raise
+        for pending in txn.pending:
+            pending.discard()  # the temporary name, outside the lock
         if synced:
             # Outside the lock: the next writer goes on meanwhile, and
             # concurrent commits share the disk flush (group commit).
@@ -429,7 +436,33 @@ class SQLiteStore(Listeners):
         return taken
 
     def _syncWal(self):
-        """Make every commit so far durable: fsync the WAL."""
+        """
+        Make every commit so far durable: fsync the WAL, or wait for a
+        flush that covers them.  Group commit (as Postfix and Dovecot do
+        theirs): a flush that began after this call covers every commit
+        before it, so commits that come while one flush runs wait for it
+        to end and share the next one (one APPEND each from ten sessions
+        made ten flushes in a row, each waiting for the one before).
+        """
+        with self._walGuard:
+            self._walTickets += 1
+            ticket = self._walTickets
+            while self._walSynced < ticket:
+                if self._walSyncing:
+                    self._walGuard.wait()
+                    continue
+                self._walSyncing, covers = True, self._walTickets
+                self._walGuard.release()
+                try:
+                    self._flushWal()
+                finally:
+                    self._walGuard.acquire()
+                    self._walSyncing = False
+                    self._walGuard.notify_all()
+                # Not reached when the flush failed: its waiters try their own.
+                self._walSynced = max(self._walSynced, covers)
+
+    def _flushWal(self):
         try:
             fd = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
