@@ -1089,8 +1089,15 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         messages = append.parseMessages(args[1:], self._flagList, self.enabled.utf8Accept)
         spooled = [m.ready for m in append.fileLiterals(messages)]
 
+        selected = self.selected if self.selected is not None \
+            and self.selected.name == name else None
+
         def work(_):
-            mailbox = self._openMailbox(name, b"TRYCREATE")
+            # Into the selected mailbox: the session's own store object and
+            # UIDVALIDITY, not looked up again (deleted or renamed meanwhile,
+            # it says MailboxGone, and the session ends as on any command).
+            mailbox = selected.mailbox if selected is not None \
+                else self._openMailbox(name, b"TRYCREATE")
             built, files = catenate.resolve(messages, self.buildCatenation)
             try:
                 self.checkQuota(sum(append.size(m) for _, _, m in built))
@@ -1099,10 +1106,7 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             finally:
                 for f in files:
                     f.close()
-            return mailbox.uidValidity(), uids
-
-        selected = self.selected if self.selected is not None \
-            and self.selected.name == name else None
+            return (selected.validity if selected is not None else mailbox.uidValidity()), uids
 
         def answer(result):
             (validity, uids), changes = result

@@ -355,10 +355,10 @@ class SQLiteStore(Listeners):
             try:
                 yield txn
                 for user, mailbox in txn.touched:
-                    txn.execute("INSERT INTO changes (origin, user, mailbox) VALUES (?, ?, ?)",
-                                (self.origin, user, mailbox))
+                    seq = txn.execute("INSERT INTO changes (origin, user, mailbox)"
+                                      " VALUES (?, ?, ?) RETURNING seq",
+                                      (self.origin, user, mailbox)).fetchone()[0]
                 if txn.touched:
-                    seq = txn.execute("SELECT last_insert_rowid()").fetchone()[0]
                     if seq % 1000 == 0:
                         txn.execute("DELETE FROM changes WHERE seq <= ?",
                                     (seq - CHANGES_KEPT,))
