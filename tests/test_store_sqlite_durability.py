@@ -243,3 +243,46 @@ def test_no_file_is_unlinked_while_writers_wait(tmp_path, monkeypatch):
     inbox.append(io.BytesIO(b"Subject: one\r\n\r\nbody\r\n"))
     assert underLock == [False]
     assert not any(store.blobs.tmp.iterdir())
+
+
+def test_writers_of_two_processes_queue_on_a_file_lock(tmp_path):
+    """
+    If this fails, writers in different processes on one store (the
+    workers of C{[server] workers}, the delivery agent, the admin command)
+    meet in SQLite's busy handler, which polls in sleeps of up to 100 ms:
+    slow STOREs and APPENDs whenever two workers write at once.  Two store
+    objects stand for the two processes; the waiting one's connection
+    would fail at once on SQLite's lock (busy_timeout 0), so it must wait
+    in the file lock.
+    """
+    first = SQLiteStore(tmp_path / "store")
+    first.createUser(ALICE)
+    second = SQLiteStore(tmp_path / "store")
+    inbox = second.mailbox(ALICE)
+    holding, release, errors = threading.Event(), threading.Event(), []
+
+    def hold():
+        with first._write():
+            first._db().execute("UPDATE mailboxes SET keywords = keywords")
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait(30)
+
+    def write():
+        try:
+            second._db().execute("PRAGMA busy_timeout = 0")  # this thread's connection
+            inbox.append(io.BytesIO(b"Subject: waited\r\n\r\nbody\r\n"))
+        except Exception as e:
+            errors.append(e)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    time.sleep(0.2)  # the writer is waiting now, not failing
+    release.set()
+    holder.join()
+    writer.join()
+    assert errors == []
+    assert len(first.mailbox(ALICE).messages()) == 1
