@@ -6,8 +6,10 @@
 #    FETCH 1:* (FLAGS), FETCH 5x BODY.PEEK[], STORE, APPEND, STORE \Deleted, EXPUNGE),
 #    one INBOX of 100 messages (1-10 KB) each, DURATION (20) s per run; ROUNDS (3) runs
 #    each, alternating. Prints commands/s per run, the ratio of medians, and each
-#    server's peak memory (pymailer: VmHWM of its one process; Dovecot: the highest sum
-#    of RSS over its processes, sampled every 0.5 s, since it has one per session).
+#    server's peak memory (pymailer: VmHWM of its process, summed over its workers with
+#    WORKERS=N; Dovecot: the highest sum of RSS over its processes, sampled every 0.5 s,
+#    since it has one per session).  WORKERS (1): pymailer's [server] workers; its own
+#    default is one per core, the bench's 1 shows what one process (one GIL) does.
 #  - a BIG-message INBOX (100,000; ~1 KB, 90 % \Seen) on both: SELECT + UID FETCH 1:*
 #    (FLAGS), twice (the first builds Dovecot's index), and the ratio of the second.
 # Dovecot: the reference config of ../shared/bench/reference/dovecot on ports 20143 (so
@@ -19,6 +21,7 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 W=${1:?usage: $0 WORKDIR [ROUNDS]}; ROUNDS=${2:-3}
 CLIENTS=${CLIENTS:-10}; DURATION=${DURATION:-20}; BIG=${BIG:-100000}; PORT=${PORT:-20143}
+WORKERS=${WORKERS:-1}  # pymailer's [server] workers (its own default: one per core)
 PY=${PY:-$(cd "$here/.." && pwd)/.venv/bin/python}
 [ -x "$PY" ] || PY=/work/main/.venv/bin/python
 REF=${REF:-/work/shared/bench/reference/dovecot}
@@ -43,7 +46,8 @@ dovecot -c "$D/dovecot.conf" </dev/null || exit 1
 for i in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.2; done
 
 # -- pymailer -------------------------------------------------------------------------
-coproc PM { exec "$PY" "$OPS" --serve "$W/pm" --backend sqlite --clients "$CLIENTS" --big "$BIG" 2>&1; }
+coproc PM { exec "$PY" "$OPS" --serve "$W/pm" --backend sqlite --clients "$CLIENTS" --big "$BIG" \
+  --workers "$WORKERS" 2>&1; }
 PMIN=${PM[1]}
 while read -r line <&"${PM[0]}"; do
   echo "pymailer: $line"

@@ -8,8 +8,10 @@ concurrent removal took away.
 """
 
 import io
+import os
 import sqlite3
 import threading
+import time
 
 from pymailer.store import sqlite as sqlitestore
 from pymailer.store.sqlite import SQLiteStore
@@ -56,6 +58,25 @@ def test_only_new_content_waits_for_the_disk(tmp_path, monkeypatch):
     again = SQLiteStore(store.root)
     assert [(i.uid, sorted(i.flags)) for i in again.mailbox(ALICE).messages()] == [
         (1, ["\\Flagged"])]
+
+
+def test_claiming_recent_after_an_append_waits_for_no_flush(tmp_path, monkeypatch):
+    """
+    If this fails, the refresh after every APPEND into the selected
+    mailbox (which claims the new message as \\Recent for the session)
+    waits for a second disk flush, after the one that made the message
+    durable.
+    """
+    store = SQLiteStore(tmp_path / "store")
+    inbox = store.mailbox(ALICE)
+    inbox.append(io.BytesIO(b"Subject: one\r\n\r\nbody\r\n"))
+    seen = inbox.snapshot(claimRecent=True)
+    syncs = countSyncs(store, monkeypatch)
+    inbox.append(io.BytesIO(b"Subject: two\r\n\r\nbody\r\n"))
+    changes = inbox.changedSince(seen.highestModSeq, claimRecent=True)
+    assert [i.uid for i in changes.messages] == [2] and changes.recent == {2}
+    assert len(syncs) == 1
+    assert inbox.changedSince(seen.highestModSeq, claimRecent=True).recent == frozenset()
 
 
 def test_blob_freed_by_an_expunge_goes_once_the_expunge_is_on_disk(tmp_path, monkeypatch):
@@ -136,6 +157,7 @@ def test_blob_removed_between_placing_and_the_lock_is_placed_again(tmp_path):
     pending.place()
     store.blobs.remove(pending.blobId)  # the concurrent removal
     pending.install()
+    pending.discard()  # after the commit, as the store does
     with store.blobs.open(pending.blobId) as content:
         assert content.read() == b"Subject: same\r\n\r\nbody\r\n"
     assert not any(store.blobs.tmp.iterdir())
@@ -157,3 +179,110 @@ def test_new_blob_directory_is_synced_in_its_parent(tmp_path, monkeypatch):
     [blobId] = blobFiles(store)
     assert str(store.blobs.root) in synced
     assert str(store.blobs.path(blobId).parent) in synced
+
+
+def test_appends_waiting_for_a_flush_share_the_next_one(tmp_path, monkeypatch):
+    """
+    If this fails, APPENDs from several sessions at once flush the WAL one
+    after the other, each waiting for all the flushes before its own
+    (group commit: one flush covers every commit made before it began),
+    or an APPEND is answered before a flush that covers it has ended.
+    """
+    store = SQLiteStore(tmp_path / "store")
+    inbox = store.mailbox(ALICE)
+    before = store._walTickets  # the account's own commits
+    flushes, release = [], threading.Event()
+    real = store._flushWal
+
+    def flush():
+        flushes.append(store._walTickets - before)
+        if len(flushes) == 1:
+            release.wait(30)  # the first flush is slow: the others queue
+        real()
+
+    monkeypatch.setattr(store, "_flushWal", flush)
+    answered = []
+
+    def append(n):
+        inbox.append(io.BytesIO(b"Subject: %d\r\n\r\nbody\r\n" % n))
+        answered.append(n)
+
+    first = threading.Thread(target=append, args=(0,))
+    first.start()
+    while not flushes:
+        time.sleep(0.01)
+    others = [threading.Thread(target=append, args=(n,)) for n in range(1, 5)]
+    for t in others:
+        t.start()
+    deadline = time.monotonic() + 30
+    while store._walTickets - before < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)  # all four committed and waiting for a flush
+    assert answered == []  # none answered before its flush
+    release.set()
+    for t in [first] + others:
+        t.join()
+    assert sorted(answered) == [0, 1, 2, 3, 4]
+    assert flushes == [1, 5]  # the second covers the four that waited
+    assert len(SQLiteStore(store.root).mailbox(ALICE).messages()) == 5
+
+
+def test_no_file_is_unlinked_while_writers_wait(tmp_path, monkeypatch):
+    """
+    If this fails, every APPEND holds the process's write lock while the
+    file system removes its temporary file name (milliseconds under load),
+    and every other session's STORE, EXPUNGE and APPEND waits behind it.
+    """
+    from pymailer.store import blobs
+
+    store = SQLiteStore(tmp_path / "store")
+    inbox = store.mailbox(ALICE)
+    underLock = []
+    real = os.unlink
+    monkeypatch.setattr(blobs.os, "unlink",
+                        lambda path: (underLock.append(store._writers.locked()), real(path))[1])
+    inbox.append(io.BytesIO(b"Subject: one\r\n\r\nbody\r\n"))
+    assert underLock == [False]
+    assert not any(store.blobs.tmp.iterdir())
+
+
+def test_writers_of_two_processes_queue_on_a_file_lock(tmp_path):
+    """
+    If this fails, writers in different processes on one store (the
+    workers of C{[server] workers}, the delivery agent, the admin command)
+    meet in SQLite's busy handler, which polls in sleeps of up to 100 ms:
+    slow STOREs and APPENDs whenever two workers write at once.  Two store
+    objects stand for the two processes; the waiting one's connection
+    would fail at once on SQLite's lock (busy_timeout 0), so it must wait
+    in the file lock.
+    """
+    first = SQLiteStore(tmp_path / "store")
+    first.createUser(ALICE)
+    second = SQLiteStore(tmp_path / "store")
+    inbox = second.mailbox(ALICE)
+    holding, release, errors = threading.Event(), threading.Event(), []
+
+    def hold():
+        with first._write():
+            first._db().execute("UPDATE mailboxes SET keywords = keywords")
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait(30)
+
+    def write():
+        try:
+            second._db().execute("PRAGMA busy_timeout = 0")  # this thread's connection
+            inbox.append(io.BytesIO(b"Subject: waited\r\n\r\nbody\r\n"))
+        except Exception as e:
+            errors.append(e)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    time.sleep(0.2)  # the writer is waiting now, not failing
+    release.set()
+    holder.join()
+    writer.join()
+    assert errors == []
+    assert len(first.mailbox(ALICE).messages()) == 1

@@ -655,6 +655,22 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         return self.account.run(selected.refresh).addCallback(
             self._applyChanges, selected, allowExpunge)
 
+    def _runAndRefresh(self, selected, work):
+        """
+        Run the blocking C{work} and then C{selected}'s refresh in one trip
+        to the thread pool: C{(result, changes)}.  For a command that
+        changes the selected mailbox, whose own change would otherwise
+        make L{_completed} take a second trip (each costs a thread wake-up
+        and a reactor wake-up; under load these dominated a command's time).
+        The changes are applied by the command's answer, with its own
+        results first, so nothing is told twice.
+        """
+        def both():
+            result = work()
+            return result, selected.refresh()
+
+        return self.account.run(both)
+
     def _applyChanges(self, changes, selected, allowExpunge=True):
         if self.selected is selected and not self._closing:
             if selected.validity and changes.uidValidity != selected.validity:
@@ -1073,8 +1089,15 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         messages = append.parseMessages(args[1:], self._flagList, self.enabled.utf8Accept)
         spooled = [m.ready for m in append.fileLiterals(messages)]
 
+        selected = self.selected if self.selected is not None \
+            and self.selected.name == name else None
+
         def work(_):
-            mailbox = self._openMailbox(name, b"TRYCREATE")
+            # Into the selected mailbox: the session's own store object and
+            # UIDVALIDITY, not looked up again (deleted or renamed meanwhile,
+            # it says MailboxGone, and the session ends as on any command).
+            mailbox = selected.mailbox if selected is not None \
+                else self._openMailbox(name, b"TRYCREATE")
             built, files = catenate.resolve(messages, self.buildCatenation)
             try:
                 self.checkQuota(sum(append.size(m) for _, _, m in built))
@@ -1083,17 +1106,24 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             finally:
                 for f in files:
                     f.close()
-            return mailbox.uidValidity(), uids
+            return (selected.validity if selected is not None else mailbox.uidValidity()), uids
 
         def answer(result):
-            validity, uids = result
-            if self.selected is not None and self.selected.name == name:
-                self.selected.dirty = True
+            (validity, uids), changes = result
+            if selected is not None:
+                # The new message's EXISTS before the OK, read in the
+                # same trip to the pool as the append.
+                self._applyChanges(changes, selected)
             return b"[APPENDUID %d %s] APPEND completed" % (validity, formatSet(uids))
+
+        def run(_):
+            if selected is None:
+                return self.account.run(work, None).addCallback(lambda r: (r, None))
+            return self._runAndRefresh(selected, lambda: work(None))
 
         ready = defer.gatherResults(spooled, consumeErrors=True).addErrback(
             lambda f: f.value.subFailure)
-        return ready.addCallback(lambda _: self.account.run(work, None)).addCallback(answer)
+        return ready.addCallback(run).addCallback(answer)
 
     def buildCatenation(self, catenation):
         """Blocking: a CATENATE message, from this user's mailboxes (RFC 4469)."""
@@ -1396,7 +1426,7 @@ class IMAPServer(QuotaCommands, IMAP4Server):
                     [u for _, u in targets], mode, flags, unchangedSince)
 
         def answer(result):
-            results, failed = result
+            (results, failed), changes = result
             # A new keyword is defined before a FETCH shows it.
             self._sendLines(selected.announceKeywords(
                 set().union(*(newFlags for newFlags, _ in results.values()))))
@@ -1412,13 +1442,16 @@ class IMAPServer(QuotaCommands, IMAP4Server):
                 elif changed and self.condstore:
                     # RFC 7162 3.1.3: even .SILENT tells the new MODSEQ.
                     self.sendLine(selected.fetchUpdate(seq, u, True, withFlags=False))
+            # Others' changes since; ours are known now and not told again.
+            # RFC 3501 7.4.1: no EXPUNGE during STORE (UID STORE may).
+            self._applyChanges(changes, selected, allowExpunge=uid)
             if failed:
                 failed = set(failed)
                 numbers = sorted(u if uid else seq for seq, u in targets if u in failed)
                 return b"[MODIFIED %s] Conditional STORE failed" % formatSet(numbers)
             return None
 
-        return self.account.run(work).addCallback(answer)
+        return self._runAndRefresh(selected, work).addCallback(answer)
 
     cmd_STORE.states = ("select",)
     cmd_STORE.uid = True

@@ -60,18 +60,20 @@ class PendingBlob:
         """
         Inside the write transaction, before its commit (see
         L{pymailer.store.sqlite}): the blob is in place and its directory
-        fsynced, and the temporary name goes.  After L{place}, only a check:
-        a removal of the same content (its last reference expunged) may
-        have come in between, and none can come while the lock is held.
+        fsynced.  After L{place}, only a check: a removal of the same
+        content (its last reference expunged) may have come in between,
+        and none can come while the lock is held.  The temporary name goes
+        after the commit (L{discard}), outside the lock: an unlink waits
+        for the file system's journal, a few milliseconds under load, and
+        every writer of the process queued behind it.
         """
         path = self.blobs.path(self.blobId)
         if not self.placed or not path.exists():
             self.placed = False
             self.place()
-        os.unlink(self.tempPath)
-        self.tempPath = None
 
     def discard(self):
+        """The temporary name goes (the blob stays if it was installed)."""
         if self.tempPath is not None:
             try:
                 os.unlink(self.tempPath)

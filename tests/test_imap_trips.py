@@ -1,0 +1,82 @@
+"""
+How many trips to the disk thread pool a command on the selected mailbox
+takes (issue 13, long-session throughput).  Each trip costs a pool thread's
+wake-up and then the reactor's; under load (ten sessions on two shared
+CPUs) these waits, not the work, made most of a command's time.  A command
+that changes the selected mailbox reads what changed (its own change, and
+others') in the same trip as the change.  Counted in the harness of
+L{imapharness} on the SQLite store, whose calls run inline there.
+"""
+
+import pytest
+
+from imapharness import Client, InlineAccount
+from pymailer.store.sqlite import SQLiteStore
+
+MESSAGE = b"Subject: trip\r\n\r\nbody\r\n"
+
+
+@pytest.fixture
+def session(tmp_path, monkeypatch):
+    trips = []
+    inline = InlineAccount.run
+
+    def counted(self, function, *args, **kwargs):
+        trips.append(getattr(function, "__qualname__", repr(function)))
+        return inline(self, function, *args, **kwargs)
+
+    monkeypatch.setattr(InlineAccount, "run", counted)
+    client = Client(tmp_path, secure=True, store=SQLiteStore(tmp_path / "store"))
+    for _ in range(3):
+        client.deliver(MESSAGE)
+    client.login()
+    assert b"s OK" in client.send(b"s SELECT INBOX\r\n")
+    trips.clear()
+    return client, trips
+
+
+def test_store_takes_one_trip(session):
+    """If this fails, every flag change (a message read, flagged, deleted)
+    waits for the pool twice: once to change the flag and again to read
+    its own change back."""
+    client, trips = session
+    out = client.send(b"a STORE 2 +FLAGS (\\Flagged)\r\n")
+    assert out == b"* 2 FETCH (FLAGS (\\Flagged \\Recent))\r\na OK STORE completed\r\n"
+    assert len(trips) == 1, trips
+
+
+def test_store_tells_another_sessions_change_in_the_same_trip(session):
+    """If this fails, a flag changed by a phone is not told at the end of
+    this session's STORE (RFC 3501 7: at the end of any command), or is
+    told twice, or costs a second trip."""
+    client, trips = session
+    other = client.connectAgain()
+    other.login()
+    other.send(b"s SELECT INBOX\r\n")
+    other.send(b"o STORE 3 +FLAGS.SILENT (\\Seen)\r\n")
+    trips.clear()
+    out = client.send(b"a STORE 1 +FLAGS.SILENT (\\Answered)\r\n")
+    assert out == b"* 3 FETCH (FLAGS (\\Recent \\Seen) UID 3)\r\na OK STORE completed\r\n"
+    assert len(trips) == 1, trips
+
+
+def test_append_to_the_selected_mailbox_takes_two_trips(session):
+    """If this fails, an APPEND into the open mailbox (a draft saved, a
+    sent message filed) waits for the pool a third time to read its own
+    message back: the check before the upload and the append (with the
+    EXISTS read) are the two."""
+    client, trips = session
+    out = client.send(b"a APPEND INBOX (\\Seen) {%d}\r\n" % len(MESSAGE))
+    assert out == b"+ Ready for literal data\r\n"
+    out = client.send(MESSAGE + b"\r\n")
+    assert out.startswith(b"* 4 EXISTS\r\n* 4 RECENT\r\na OK [APPENDUID "), out
+    assert len(trips) == 2, trips
+
+
+def test_expunge_takes_one_trip(session):
+    """If this fails, EXPUNGE waits for the pool more than once."""
+    client, trips = session
+    client.send(b"d STORE 1 +FLAGS.SILENT (\\Deleted)\r\n")
+    trips.clear()
+    assert client.send(b"x EXPUNGE\r\n") == b"* 1 EXPUNGE\r\nx OK EXPUNGE completed\r\n"
+    assert len(trips) == 1, trips
