@@ -211,10 +211,14 @@ def test_sigkill_keeps_acknowledged_changes(tmp_path):
         child = subprocess.Popen(
             [sys.executable, os.path.join(os.path.dirname(__file__), "sqlitecrashchild.py"),
              str(root), str(round)],
-            stdout=subprocess.PIPE, env=subprocessEnv())
+            stdout=subprocess.PIPE, stderr=(tmp_path / f"child{round}.err").open("wb"),
+            env=subprocessEnv())
         pending = None
         for _ in range(rng.randint(5, 80)):
-            pending = _apply(child.stdout.readline(), model, maxUid, pending)
+            line = child.stdout.readline()
+            # The child only stops when killed: an early end is its error.
+            assert line, (tmp_path / f"child{round}.err").read_text()
+            pending = _apply(line, model, maxUid, pending)
         child.send_signal(signal.SIGKILL)
         # Whatever it printed before dying is acknowledged too.
         for line in child.stdout.read().splitlines():
