@@ -378,3 +378,34 @@ def test_a_store_change_in_one_worker_wakes_the_others_at_once(tmp_path):
     notifier.stopService()
     os.close(writeEnd)
     os.close(readEnd)
+
+
+def test_a_wake_up_with_no_session_listening_reads_nothing(tmp_path):
+    """
+    A worker with no IMAP session listening (one serving SMTP) that hears
+    "changed elsewhere" once per message delivered by another worker does
+    not read the store for it: that cost every message a thread hand-off
+    and two queries, and made two workers slower than one.
+    """
+    from imapharness import ImmediateReactor, InlinePool
+    from pymailer.store.notify import ChangeNotifier
+    from pymailer.store.sqlite import SQLiteStore
+
+    class CountingStore(SQLiteStore):
+        reads = 0
+
+        def dataVersion(self):
+            self.reads += 1
+            return super().dataVersion()
+
+    store = CountingStore(tmp_path / "store")
+    notifier = ChangeNotifier(store, ImmediateReactor(), InlinePool())
+    notifier.startService()
+    first = store.reads
+    for _ in range(5):
+        notifier.changedElsewhere()
+    assert store.reads == first
+    notifier.subscribe(ALICE, "INBOX", lambda: None)
+    notifier.changedElsewhere()
+    assert store.reads == first + 1
+    notifier.stopService()
