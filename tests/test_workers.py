@@ -409,3 +409,39 @@ def test_a_wake_up_with_no_session_listening_reads_nothing(tmp_path):
     notifier.changedElsewhere()
     assert store.reads == first + 1
     notifier.stopService()
+
+
+def test_wake_ups_are_batched_but_never_lost():
+    """
+    A worker queueing a burst of mail wakes the supervisor (and through it
+    the queue's worker) once at once and once more at the end of a 5 ms
+    window, not once per message (three processes woken per message made
+    two workers slower than one); a message queued after the last write
+    still gets its own wake-up, or the queue runner would not look.
+    """
+    from pymailer.testing import ClockReactor
+    from pymailer.workers import CHANGED, QUEUED, Teller
+
+    reactor = ClockReactor()
+    readEnd, writeEnd = os.pipe()
+    os.set_blocking(readEnd, False)
+    teller = Teller(reactor, writeEnd, clock=reactor.seconds)
+
+    def written():
+        try:
+            return os.read(readEnd, 100)
+        except BlockingIOError:
+            return b""
+
+    for _ in range(50):
+        teller.tell(QUEUED)
+    teller.tell(CHANGED)
+    assert written() == QUEUED + CHANGED
+    reactor.advance(0.005)
+    assert written() == QUEUED
+    reactor.advance(1)
+    assert written() == b""
+    teller.tell(QUEUED)  # a later message: told at once
+    assert written() == QUEUED
+    os.close(readEnd)
+    os.close(writeEnd)
