@@ -29,11 +29,18 @@ says); limits count per listener (its role, across processes).
 
 from twisted.application.service import Service
 from twisted.internet import task
+from twisted.internet.defer import succeed
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 log = Logger()
+
+# A closed connection's slot in the shared store is held this long (seconds)
+# for this process's next connection from the same address (L{SharedConnections.release}),
+# while the address holds fewer than its limit // HOLD_SHARE slots here.
+HOLD = 0.1
+HOLD_SHARE = 4
 
 
 class Refusal(Protocol):
@@ -180,6 +187,9 @@ class SharedConnections(Service):
         self.store, self.reactor, self.threadpool = store, reactor, threadpool
         self._renewer = task.LoopingCall(self._keepAlive)
         self._renewer.clock = reactor
+        self._held = {}  # (scope, host) -> slots held (L{release})
+        self._limitOf = {}  # scope -> its per-address limit, as last asked
+        self._flush = None  # the call giving back held slots
 
     def _inThread(self, f, *args):
         return deferToThreadPool(self.reactor, self.threadpool, f, *args)
@@ -197,6 +207,10 @@ class SharedConnections(Service):
         Service.stopService(self)
         if self._renewer.running:
             self._renewer.stop()
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        self._held = {}  # leave() takes every count of this process away
         return self._inThread(self.store.leave).addErrback(
             lambda f: log.failure("removing the shared connection counts", f))
 
@@ -205,13 +219,56 @@ class SharedConnections(Service):
         @return: a C{Deferred} firing with C{True} (counted), C{False}
             (C{limit} open already, over every process), or C{None} (the
             store failed: not counted, admit on this process's count).
+            A slot this process holds (L{release}) is taken at once,
+            without asking the store: it is still counted there.
         """
+        self._limitOf[scope] = limit
+        key = (scope, host)
+        held = self._held.get(key, 0)
+        if held:
+            if held == 1:
+                del self._held[key]
+            else:
+                self._held[key] = held - 1
+            return succeed(True)
+
         def failed(f):
             log.failure("counting a connection in the shared store", f)
             return None
         return self._inThread(self.store.openConnection, scope, host, limit).addErrback(failed)
 
     def release(self, scope, host):
-        """A counted connection has ended (nobody waits for the store)."""
+        """
+        A counted connection has ended (nobody waits for the store).
+
+        While its address uses little of its limit here, its slot is held
+        for L{HOLD} seconds first, still counted in the store, for this
+        process's next connection from that address: a client that
+        connects once per message (smtp-source, a busy relay) then costs
+        no store transaction and no thread hand-off per connection.  The
+        count in the store never falls below the connections open, so the
+        limit holds exactly; only another process's client near the limit
+        may wait for a held slot up to L{HOLD} seconds.
+        """
+        key = (scope, host)
+        held = self._held.get(key, 0)
+        if self.running and held < self._limitOf.get(scope, 0) // HOLD_SHARE:
+            self._held[key] = held + 1
+            if self._flush is None:
+                self._flush = self.reactor.callLater(HOLD, self._releaseHeld)
+            return
         self._inThread(self.store.closeConnection, scope, host).addErrback(
             lambda f: log.failure("uncounting a connection in the shared store", f))
+
+    def _releaseHeld(self):
+        """Give back every held slot, in one thread hand-off."""
+        self._flush = None
+        held, self._held = self._held, {}
+        if held:
+            self._inThread(self._closeAll, held).addErrback(
+                lambda f: log.failure("uncounting connections in the shared store", f))
+
+    def _closeAll(self, held):
+        for (scope, host), count in held.items():
+            for _ in range(count):
+                self.store.closeConnection(scope, host)

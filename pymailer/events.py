@@ -80,7 +80,7 @@ class Events:
 
     def messageAccepted(self, listener, queueId, sender, recipients, clientIP):
         """A message queued after its data (the 250 reply)."""
-        metrics.MESSAGES_ACCEPTED.labels(listener).inc()
+        metrics.labelled(metrics.MESSAGES_ACCEPTED, listener).inc()
         self._record(RECEIVED, reason=listener, queueId=queueId, sender=sender,
                      recipient=", ".join(recipients), clientIP=clientIP,
                      text=f"queued as {queueId}")
@@ -90,7 +90,7 @@ class Events:
         One recipient's delivery attempt: C{outcome} is the runner's
         C{delivered}, C{deferred}, C{bounced} or C{expired}.
         """
-        metrics.DELIVERIES.labels(outcome).inc()
+        metrics.labelled(metrics.DELIVERIES, outcome).inc()
         self._record(_OUTCOME_KINDS.get(outcome, outcome),
                      reason=outcome if outcome == "expired" else "", queueId=queueId,
                      sender=sender, recipient=recipient, clientIP=clientIP, text=detail)

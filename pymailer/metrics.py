@@ -14,6 +14,8 @@ command names we implement), never from what a client sends, so the
 number of series stays bounded.
 """
 
+import functools
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
@@ -49,6 +51,17 @@ IMAP_COMMAND_SECONDS = Histogram(
     "pymailer_imap_command_seconds", "IMAP command latency, per command.",
     ["command"], registry=REGISTRY,
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+
+@functools.lru_cache(maxsize=1024)
+def labelled(metric, *values):
+    """
+    C{metric.labels(*values)}, kept: C{labels} checks and looks its
+    arguments up under a lock on every call, a few microseconds on every
+    message's path (issue 14).  Only for labels from a small fixed set
+    (listener roles, outcomes), never client-chosen text.
+    """
+    return metric.labels(*values)
 
 
 class ServerCollector:

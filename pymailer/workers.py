@@ -373,15 +373,17 @@ class AdoptedEndpoint:
 
 class WorkerRole:
     """
-    What a worker process is told by the supervisor.
+    What a worker process is told by the supervisor, and how it tells the
+    supervisor that it queued mail or changed the store (L{Teller}).
 
     @ivar index: 0 to N-1; worker 0 runs the queue.
     @ivar listeners: role -> L{AdoptedEndpoint}.
     """
 
-    def __init__(self, index, listeners):
+    def __init__(self, index, listeners, reactor=None, kickFD=KICK_FD):
         self.index = index
         self.listeners = listeners
+        self._teller = Teller(reactor, kickFD)
 
     @property
     def runsQueue(self):
@@ -390,11 +392,9 @@ class WorkerRole:
     def queued(self, queueId=None):
         """
         Tell the queue's worker, through the supervisor, that mail was
-        queued.  Called in the committing thread: a write to a
-        non-blocking pipe is safe there, and a full pipe means a look at
-        the queue is due anyway.
+        queued (called in the committing thread).
         """
-        _tell(QUEUED)
+        self._teller.tell(QUEUED)
 
     def changed(self, user=None, mailboxName=None):
         """
@@ -402,15 +402,54 @@ class WorkerRole:
         changed the store (a store listener: called in the committing
         thread).
         """
-        _tell(CHANGED)
+        self._teller.tell(CHANGED)
 
 
-def _tell(what):
-    # Non-blocking: a full pipe means the reader has a look due anyway.
-    try:
-        os.write(KICK_FD, what)
-    except (BlockingIOError, OSError):
-        pass
+# Wake-ups of one kind are written at most once per this many seconds; one
+# asked for in between is written at the end of the window.  At a few
+# hundred messages a second, one byte per message cost three processes a
+# wake-up each per message (issue 14); the queue runner and IDLE sessions
+# elsewhere hear of new mail at most this much later.
+TELL_WINDOW = 0.005
+
+
+class Teller:
+    """
+    Writes wake-up bytes to the supervisor, batched per L{TELL_WINDOW}:
+    the first of a window at once, the rest as one at the window's end.
+    Called in any thread (the committing ones); without a reactor (tests of
+    the parts) every byte is written at once.
+    """
+
+    def __init__(self, reactor, fd=KICK_FD, clock=time.monotonic):
+        self.reactor, self.fd, self.clock = reactor, fd, clock
+        self._last = {}  # kind -> when its last byte was written
+        self._trailing = set()  # kinds with a write due at a window's end
+
+    def tell(self, what):
+        if self.reactor is not None:
+            if what in self._trailing:
+                return  # the write due at the window's end covers this one
+            if self.clock() - self._last.get(what, -TELL_WINDOW) < TELL_WINDOW:
+                self._trailing.add(what)
+                self.reactor.callFromThread(self.reactor.callLater, TELL_WINDOW,
+                                            self._trailingWrite, what)
+                return
+            self._last[what] = self.clock()
+        self._write(what)
+
+    def _trailingWrite(self, what):
+        # Cleared before the write: a change after this point asks anew.
+        self._trailing.discard(what)
+        self._last[what] = self.clock()
+        self._write(what)
+
+    def _write(self, what):
+        # Non-blocking: a full pipe means the reader has a look due anyway.
+        try:
+            os.write(self.fd, what)
+        except (BlockingIOError, OSError):
+            pass
 
 
 @implementer(IReadDescriptor)
@@ -499,7 +538,7 @@ def main(argv=None):
         listeners[role] = AdoptedEndpoint(reactor, int(fd), socket.AddressFamily(int(family)))
     fdesc.setNonBlocking(KICK_FD)
     config = configModule.loadOrDefault(options.config)
-    role = WorkerRole(options.index, listeners)
+    role = WorkerRole(options.index, listeners, reactor)
     top = buildServer(config, reactor, worker=role)
 
     def supervisorGone():

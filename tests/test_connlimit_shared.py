@@ -135,3 +135,41 @@ def test_store_failure_admits_on_this_process_count():
     _, third = connectSMTP(factory)
     assert third.value().startswith(b"421 4.7.0")
     assert Broken.released == []
+
+
+class CountingLimits(SQLiteLimits):
+    """The shared store, counting the transactions asked of it."""
+
+    calls = 0
+
+    def _change(self, f):
+        self.calls += 1
+        return super()._change(f)
+
+
+def test_reconnecting_client_costs_no_store_transaction_per_connection(tmp_path):
+    """
+    A client far below its limit that connects once per message (as
+    smtp-source and busy relays do) reuses the slot its last connection
+    held in this process: no shared-store write per connection (two per
+    connection made a second worker slower than one).  The slot still
+    counts everywhere until it is given back, within 0.1 s; then the other
+    process can use every slot again.
+    """
+    store = CountingLimits(tmp_path / "limits.sqlite")
+    reactor = ClockReactor()
+    shared = SharedConnections(store, reactor, SynchronousThreadPool())
+    shared.startService()
+    one = smtpListener(shared, perIP=8)
+    two = smtpListener(sharedStore(tmp_path), perIP=8)
+    before = store.calls
+    for _ in range(20):
+        protocol, transport = connectSMTP(one)
+        assert transport.value().startswith(b"220 ")
+        protocol.connectionLost(None)
+    assert store.calls - before == 1  # the first connection's count, kept since
+    reactor.advance(0.1)
+    opened = [connectSMTP(two) for _ in range(8)]
+    assert all(t.value().startswith(b"220 ") for _, t in opened)
+    _, ninth = connectSMTP(one)
+    assert ninth.value().startswith(b"421 4.7.0")

@@ -77,3 +77,23 @@ def test_size_counts_message_octets():
     decoder = DataDecoder()
     decoder.feed(b"..ab\r\n.\r\n")
     assert decoder.size == len(b".ab\r\n")
+
+
+GOOD_LINES = b"".join(b"Line %d of a message, plain text\r\n" % i for i in range(120))
+
+
+@pytest.mark.parametrize("bad, problem", [
+    (b"bare\nLF\r\n", BARE_NEWLINE), (b"bare\rCR\r\n", BARE_NEWLINE),
+    (b"CR CR LF\r\r\n", BARE_NEWLINE), (b"LF CR LF\n\r\n", BARE_NEWLINE),
+    (b"x" * 999 + b"\r\n", LONG_LINE), (b"NUL\x00\r\n", NUL),
+])
+def test_one_bad_line_among_many_good_ones_is_caught(bad, problem):
+    """
+    A single bare CR or LF, over-long line or NUL in the middle of a 4 KiB
+    message, in one packet or many, is refused: the fast checks of whole
+    chunks (counts, one split) miss none of them.
+    """
+    stream = b"Subject: x\r\n\r\n" + GOOD_LINES + bad + GOOD_LINES + b".\r\n"
+    for chunk in (None, 512, 1000):
+        assert decode(stream, chunk)[2] == problem
+    assert decode(b"Subject: x\r\n\r\n" + GOOD_LINES + b"x" * 996 + b"\r\n.\r\n")[2] is None

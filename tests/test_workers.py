@@ -378,3 +378,70 @@ def test_a_store_change_in_one_worker_wakes_the_others_at_once(tmp_path):
     notifier.stopService()
     os.close(writeEnd)
     os.close(readEnd)
+
+
+def test_a_wake_up_with_no_session_listening_reads_nothing(tmp_path):
+    """
+    A worker with no IMAP session listening (one serving SMTP) that hears
+    "changed elsewhere" once per message delivered by another worker does
+    not read the store for it: that cost every message a thread hand-off
+    and two queries, and made two workers slower than one.
+    """
+    from imapharness import ImmediateReactor, InlinePool
+    from pymailer.store.notify import ChangeNotifier
+    from pymailer.store.sqlite import SQLiteStore
+
+    class CountingStore(SQLiteStore):
+        reads = 0
+
+        def dataVersion(self):
+            self.reads += 1
+            return super().dataVersion()
+
+    store = CountingStore(tmp_path / "store")
+    notifier = ChangeNotifier(store, ImmediateReactor(), InlinePool())
+    notifier.startService()
+    first = store.reads
+    for _ in range(5):
+        notifier.changedElsewhere()
+    assert store.reads == first
+    notifier.subscribe(ALICE, "INBOX", lambda: None)
+    notifier.changedElsewhere()
+    assert store.reads == first + 1
+    notifier.stopService()
+
+
+def test_wake_ups_are_batched_but_never_lost():
+    """
+    A worker queueing a burst of mail wakes the supervisor (and through it
+    the queue's worker) once at once and once more at the end of a 5 ms
+    window, not once per message (three processes woken per message made
+    two workers slower than one); a message queued after the last write
+    still gets its own wake-up, or the queue runner would not look.
+    """
+    from pymailer.testing import ClockReactor
+    from pymailer.workers import CHANGED, QUEUED, Teller
+
+    reactor = ClockReactor()
+    readEnd, writeEnd = os.pipe()
+    os.set_blocking(readEnd, False)
+    teller = Teller(reactor, writeEnd, clock=reactor.seconds)
+
+    def written():
+        try:
+            return os.read(readEnd, 100)
+        except BlockingIOError:
+            return b""
+
+    for _ in range(50):
+        teller.tell(QUEUED)
+    teller.tell(CHANGED)
+    assert written() == QUEUED + CHANGED
+    reactor.advance(0.005)
+    assert written() == QUEUED
+    reactor.advance(1)
+    assert written() == b""
+    teller.tell(QUEUED)  # a later message: told at once
+    assert written() == QUEUED
+    os.close(readEnd)
+    os.close(writeEnd)

@@ -90,15 +90,20 @@ class DataDecoder:
     def _check(self, region, leadingLineContinues):
         if self.problem is not None:
             return
+        # Counts and a split in C rather than a regex with look-arounds and
+        # a generator over every line: this runs on every chunk of every
+        # message (issue 14).  CR, LF and CR LF counted equal mean every CR
+        # and every LF is part of a CR LF pair.
+        pairs = region.count(b"\r\n")
         if b"\x00" in region:
             self._fail(NUL)
-        elif _BARE_CR_OR_LF.search(region, 2):
+        elif (region.count(b"\r") != pairs or region.count(b"\n") != pairs) \
+                and _BARE_CR_OR_LF.search(region, 2):
             self._fail(BARE_NEWLINE)
         elif leadingLineContinues:
             self._fail(LONG_LINE)
-        elif len(region) > self.maxLine and any(
-            len(line) + 2 > self.maxLine for line in region[2:].split(b"\r\n")
-        ):
+        elif len(region) > self.maxLine \
+                and max(map(len, region[2:].split(b"\r\n"))) + 2 > self.maxLine:
             self._fail(LONG_LINE)
 
     def _fail(self, problem):

@@ -841,7 +841,7 @@ class SMTPServer(SessionSecurity, ESMTP):
             self._refuse("DATA", STORAGE_FAILED, txn.sender, recipients)
 
         def timed(result):
-            metrics.SMTP_DATA_SECONDS.labels(self.factory.role.name).observe(
+            metrics.labelled(metrics.SMTP_DATA_SECONDS, self.factory.role.name).observe(
                 time.perf_counter() - started)
             return result
 

@@ -89,8 +89,13 @@ class ChangeNotifier(Service):
         Another process says it changed the store (a worker, through the
         supervisor, L{pymailer.workers}): look now rather than at the
         next poll, so its IDLE sessions are not behind by up to
-        L{POLL_INTERVAL}.
+        L{POLL_INTERVAL}.  Nobody listening here (a worker serving only
+        SMTP): nothing to look for; the timed poll still moves the cursor.
+        One wake-up per message delivered elsewhere would otherwise cost a
+        thread hand-off and two queries here per message (issue 14).
         """
+        if not (self._subscribers or self._accounts):
+            return
         if self._poller is not None and self._poller.running:
             self._poll()
 
