@@ -469,6 +469,7 @@ class TestBrowser:
         browser.refresh()
         assert noHorizontalScroll(browser)
         screenshot(browser, tmp_path, "webmail-compose-phone.png")
+        screenshot(browser, tmp_path, "webmail-compose-phone.png")
 
 
 class TestSubmitter:
