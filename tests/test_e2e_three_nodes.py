@@ -72,6 +72,15 @@ def pop3s(server, user="bob@example.org"):
     return client
 
 
+def openConnections(dsn, role):
+    """The connections to C{role} listeners the nodes count open in the database."""
+    import psycopg
+
+    with psycopg.connect(dsn) as db:
+        return db.execute("SELECT coalesce(sum(open), 0) FROM limit_connections"
+                          " WHERE scope = %s", (role,)).fetchone()[0]
+
+
 def greeting(port):
     """A plain connection and its first line: C{(socket, line)}."""
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -127,7 +136,7 @@ def test_mailToAnyNodeIsReadFromEveryNode(nodes):
     assert elapsed < 1.0, f"EXISTS on node c {elapsed:.2f} s after the send to node a"
 
 
-def test_connectionLimitPerAddressHoldsAcrossNodes(nodes):
+def test_connectionLimitPerAddressHoldsAcrossNodes(nodes, postgresqlDSN):
     """
     With three connections allowed per address, one open to each node
     fills the quota: a fourth, to any node, is refused with the protocol's
@@ -154,7 +163,8 @@ def test_connectionLimitPerAddressHoldsAcrossNodes(nodes):
         for s, _ in held:
             s.close()
         # Every slot back before the next role (closes are counted in the background).
-        time.sleep(0.5)
+        waitFor(lambda: openConnections(postgresqlDSN, role) == 0, 10,
+                message=f"{role}: every close counted in the database")
 
 
 def test_failedLoginsOnThreeNodesAddUpToALockout(nodes):

@@ -241,8 +241,12 @@ def test_otherNodesNewMailWakesTheRunner(spool):
     waitFor(lambda: heard, message="the other node's message to be heard")
     assert time.monotonic() - start < 1.0
     ours = enqueue(spool)
-    time.sleep(0.3)  # our own NOTIFY arrives too, and is not told again
-    assert heard == [theirs, ours]
+    # Our own NOTIFY arrives too, and is not told again: notifications come
+    # in commit order, so once the other node's next one is heard, ours
+    # has been read (and skipped).
+    again = enqueue(other)
+    waitFor(lambda: again in heard, message="the other node's second message")
+    assert heard == [theirs, ours, again]
 
 
 def test_missedNotificationsMakeTheRunnerLook(spool):
