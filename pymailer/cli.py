@@ -290,6 +290,8 @@ def _summary(entry, now):
                          f" (in {_age(entry.nextAttempt - now)})")
         if entry.lastError:
             parts.append(f"last error: {_clean(entry.lastError)}")
+    if entry.holdReason:
+        parts.append(f"held: {_clean(entry.holdReason)}")
     return "  ".join(parts)
 
 
@@ -313,6 +315,11 @@ def cmdQueueShow(args, config, out):
     raw = entry.raw
     print(f"queue id: {args.id}", file=out)
     print(f"state: {entry.state}", file=out)
+    if entry.holdReason:
+        print(f"held: {_clean(entry.holdReason)}", file=out)
+    if entry.takeovers:
+        print(f"takeovers in a row: {entry.takeovers} (deliveries that stopped"
+              " without an outcome)", file=out)
     try:
         data = json.loads(raw)
     except ValueError:

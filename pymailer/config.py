@@ -208,7 +208,9 @@ class QueueConfig:
     """
     Queue runner.  Times are seconds: retries back off from C{retry_min} to
     C{retry_max}; a message still undelivered after C{max_queue_lifetime}
-    bounces.
+    bounces.  A message whose delivery was taken over from a process that
+    stopped mid-delivery C{max_takeovers} times in a row (a message that
+    crashes the server) is put on hold.
     """
 
     max_active: int = 100
@@ -216,6 +218,7 @@ class QueueConfig:
     retry_max: float = 14400
     max_queue_lifetime: float = 432000
     delay_warning: float = 14400
+    max_takeovers: int = 5
 
 
 @dataclass(frozen=True)
@@ -892,6 +895,7 @@ def _parse(data, source, baseDir):
         max_queue_lifetime=queueT.number(
             "max_queue_lifetime", d.max_queue_lifetime),
         delay_warning=queueT.number("delay_warning", d.delay_warning),
+        max_takeovers=queueT.positiveInt("max_takeovers", d.max_takeovers),
     )
     queueT.checkUnknown(queueT.seen)
     if queue.retry_max < queue.retry_min:

@@ -555,7 +555,10 @@ class ISpool(Interface):
     until L{complete}, L{reschedule} or L{release}, or until the claiming
     process dies (the file spool: a lock the kernel drops; a database: a
     lease that expires); the message is then claimed again with
-    C{recovered} set (at-least-once delivery: agents check duplicates).
+    C{recovered} and C{takenOver} set (at-least-once delivery: agents check
+    duplicates), and the takeover counted (C{takeovers}, in a row: an
+    outcome recorded resets it), so that the runner can stop a message that
+    kills every process delivering it.
 
     The administrator's operations (L{hold}, L{unhold}, L{delete},
     L{flush}, L{bounce}) are safe while servers run: they never wait for a
@@ -640,6 +643,22 @@ class ISpool(Interface):
         """
         End the claim without an attempt (shutdown): the message is due
         again as it was, nothing recorded.
+        """
+
+    def backOff(claim, nextAttempt):
+        """
+        End a claim that took the message over (C{claim.takenOver}) without
+        an attempt: C{deferred} until C{nextAttempt} (POSIX seconds), its
+        envelope and takeover count kept, so that the next claim is
+        C{recovered} (duplicates checked) and a further takeover counts on.
+        """
+
+    def holdClaimed(claim, reason):
+        """
+        End the claim by putting the message on hold (as L{hold}) with
+        C{reason}, a line for the administrator
+        (L{pymailer.queue.model.QueueEntry.holdReason}); the takeover count
+        is kept.  L{unhold} clears the reason.
         """
 
     def listMessages(states=None):

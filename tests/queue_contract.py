@@ -215,6 +215,72 @@ class QueueContract:
         [again] = self.reopen(spool).claimDue(time.time(), 10)
         assert (again.queueId, again.recovered) == (qid, True)
 
+    def takenOverOnce(self, spool):
+        """A message claimed, its claimer killed, taken over by another."""
+        qid = enqueue(spool)
+        [claim] = spool.claimDue(time.time(), 10)
+        assert (claim.takenOver, claim.takeovers) == (False, 0)
+        self.killClaimer(spool, claim)
+        claimer = self.reopen(spool)
+        [claim] = claimer.claimDue(time.time(), 10)
+        assert claim.queueId == qid
+        return claimer, claim
+
+    def test_takeoversCounted(self, spool):
+        """If this fails, a message that kills every process delivering it
+        is taken over again and again for ever: the runner cannot tell it
+        from a node that died once, and never holds it."""
+        claimer, claim = self.takenOverOnce(spool)
+        assert (claim.recovered, claim.takenOver, claim.takeovers) == (True, True, 1)
+        for n in (2, 3):
+            self.killClaimer(claimer, claim)
+            claimer = self.reopen(spool)
+            [claim] = claimer.claimDue(time.time(), 10)
+            assert (claim.recovered, claim.takenOver, claim.takeovers) == (True, True, n)
+        assert self.reopen(spool).show(claim.queueId).takeovers == 3
+        # An attempt's outcome recorded: the count starts again.
+        claimer.reschedule(claim, claim.envelope, time.time())
+        [again] = claimer.claimDue(time.time() + 1, 10)
+        assert (again.recovered, again.takenOver, again.takeovers) == (False, False, 0)
+
+    def test_backOffKeepsTheCount(self, spool):
+        """If this fails, a taken-over message is retried at once however
+        often it crashed its claimers, or after its back-off the next claim
+        forgets that it may have been delivered (duplicates) or that it
+        crashed before (never held)."""
+        claimer, claim = self.takenOverOnce(spool)
+        now = time.time()
+        claimer.backOff(claim, now + 600)
+        [entry] = self.reopen(spool).listMessages()
+        assert (entry.state, entry.takeovers) == (DEFERRED, 1)
+        assert abs(entry.nextAttempt - (now + 600)) < 2
+        assert claimer.claimDue(now + 1, 10) == []
+        [again] = claimer.claimDue(now + 601, 10)
+        assert (again.queueId, again.envelope.sender) == (claim.queueId, "alice@example.org")
+        assert (again.recovered, again.takenOver, again.takeovers) == (True, False, 1)
+        self.killClaimer(claimer, again)
+        [third] = self.reopen(spool).claimDue(now + 601, 10)
+        assert (third.takenOver, third.takeovers) == (True, 2)
+
+    def test_holdClaimedWithReason(self, spool):
+        """If this fails, the runner cannot put a message that crashes the
+        server aside, or the administrator is not told why it is held."""
+        claimer, claim = self.takenOverOnce(spool)
+        qid = claim.queueId
+        claimer.holdClaimed(claim, "it stopped 1 time")
+        other = self.reopen(spool)
+        [entry] = other.listMessages()
+        assert (entry.state, entry.holdReason, entry.takeovers) == (HOLD, "it stopped 1 time", 1)
+        shown = other.show(qid)
+        assert (shown.holdReason, Envelope.fromJSON(shown.raw).sender) == (
+            "it stopped 1 time", "alice@example.org")
+        assert other.claimDue(time.time() + 86400, 10) == []
+        other.unhold(qid)
+        entry = other.show(qid)
+        assert (entry.state, entry.holdReason, entry.takeovers) == (DEFERRED, None, 1)
+        [again] = other.claimDue(time.time() + 1, 10)
+        assert (again.queueId, again.recovered, again.takenOver) == (qid, True, False)
+
     # -- the administrator -------------------------------------------------
 
     def test_listByState(self, spool):

@@ -305,9 +305,10 @@ class StorageMigration:
                 size = 0
                 db.execute(
                     "INSERT INTO queue (queue_id, state, envelope, size, next_attempt,"
-                    " claimed_by, lease_until, back_state, back_next)"
-                    " VALUES (%s, %s, %s, 0, %s, %s, %s, %s, %s)",
-                    (entry.queueId, state, raw, entry.nextAttempt, *claimed))
+                    " claimed_by, lease_until, back_state, back_next, takeovers, hold_reason)"
+                    " VALUES (%s, %s, %s, 0, %s, %s, %s, %s, %s, %s, %s)",
+                    (entry.queueId, state, raw, entry.nextAttempt, *claimed,
+                     entry.takeovers, entry.holdReason))
                 if data is not None:
                     with db.cursor().copy(
                             "COPY queue_data (queue_id, seq, chunk) FROM STDIN") as copy:

@@ -279,6 +279,16 @@ MIGRATIONS = [
         END
         $$""",
     ]),
+    (5, "queue: takeovers of lapsed claims counted, hold reasons", [
+        # takeovers: claims in a row that took the message over from a
+        #   claimer whose lease lapsed (it died mid-delivery, perhaps of
+        #   this message), counted in the claim's transaction; back to 0
+        #   when an attempt's outcome is recorded.  The runner backs off,
+        #   then holds the message (L{pymailer.queue.runner}).
+        # hold_reason: why the runner put it on hold, for the administrator.
+        "ALTER TABLE queue ADD COLUMN takeovers integer NOT NULL DEFAULT 0",
+        "ALTER TABLE queue ADD COLUMN hold_reason text NULL",
+    ]),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -35,6 +35,9 @@ class _Record:
     claimed: bool = False
     # Where a claimed message goes back to on release.
     claimedFrom: Optional[tuple] = None
+    # Claims in a row taken over from a dead claimer (Claim.takeovers).
+    takeovers: int = 0
+    holdReason: Optional[str] = None
 
 
 @implementer(ISpoolWriter)
@@ -107,11 +110,15 @@ class MemorySpool(Listeners):
             claims = []
             for qid in order[:limit]:
                 record = self._messages[qid]
-                recovered = record.state == ACTIVE
-                if not recovered:
+                takenOver = record.state == ACTIVE
+                if takenOver:
+                    record.takeovers += 1
+                else:
                     record.claimedFrom = (record.state, record.nextAttempt)
                 record.state, record.claimed = ACTIVE, True
-                claims.append(Claim(qid, record.envelope, recovered=recovered))
+                claims.append(Claim(
+                    qid, record.envelope, recovered=takenOver or record.takeovers > 0,
+                    takenOver=takenOver, takeovers=record.takeovers))
             return claims
 
     def abandon(self, claim):
@@ -142,6 +149,7 @@ class MemorySpool(Listeners):
             record = self._claimed(claim)
             record.envelope, record.nextAttempt = envelope, nextAttempt
             record.state, record.claimed = DEFERRED, False
+            record.takeovers = 0
 
     def release(self, claim):
         with self._lock:
@@ -149,11 +157,23 @@ class MemorySpool(Listeners):
             record.state, record.nextAttempt = record.claimedFrom or (INCOMING, self._clock())
             record.claimed = False
 
+    def backOff(self, claim, nextAttempt):
+        with self._lock:
+            record = self._claimed(claim)
+            record.state, record.nextAttempt, record.claimed = DEFERRED, nextAttempt, False
+
+    def holdClaimed(self, claim, reason):
+        with self._lock:
+            record = self._claimed(claim)
+            record.state, record.nextAttempt, record.claimed = HOLD, self._clock(), False
+            record.holdReason = reason
+
     # -- the administrator's side -------------------------------------------
 
     def _entry(self, queueId, record, raw=None):
         return QueueEntry(queueId, record.state, record.nextAttempt, record.envelope,
-                          len(record.data), raw=raw)
+                          len(record.data), raw=raw, takeovers=record.takeovers,
+                          holdReason=record.holdReason)
 
     def listMessages(self, states=None):
         order = {state: i for i, state in enumerate(STATES)}
@@ -201,7 +221,7 @@ class MemorySpool(Listeners):
             record = self._unclaimed(queueId)
             if record.state != HOLD:
                 raise WrongState(f"{queueId}: not on hold (it is {record.state})")
-            record.state = DEFERRED
+            record.state, record.holdReason = DEFERRED, None
             record.nextAttempt = self._clock() if now is None else now
 
     def delete(self, queueId):

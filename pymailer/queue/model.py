@@ -88,6 +88,10 @@ class QueueEntry:
         other states, when it entered that state.
     @ivar raw: the stored envelope as bytes (JSON), for display (it may be
         unreadable); only L{ISpool.show} fills it in.
+    @ivar takeovers: claims of this message in a row taken over from a
+        claimer that stopped (L{Claim.takeovers}).
+    @ivar holdReason: why the queue runner put it on hold (L{ISpool.holdClaimed}),
+        or C{None} (not on hold, or held by the administrator).
     """
 
     queueId: str
@@ -96,6 +100,8 @@ class QueueEntry:
     envelope: Optional[Envelope]
     size: Optional[int]
     raw: Optional[bytes] = None
+    takeovers: int = 0
+    holdReason: Optional[str] = None
 
     @property
     def mtime(self):
@@ -132,11 +138,29 @@ class Claim:
 
     @ivar recovered: a claimer died holding this message: its last delivery
         attempt may have been made, so agents check for duplicates.
+    @ivar takenOver: this claim took the message over from a claimer that
+        stopped (died, or lost its lease) before recording an outcome.
+    @ivar takeovers: how many claims in a row were taken over, this one
+        included; back to 0 once an attempt's outcome is recorded
+        (L{ISpool.complete}, L{ISpool.reschedule}).  A message that crashes
+        every process delivering it counts up here, never to an outcome:
+        the runner backs off and then holds it (L{takeoverHoldReason}).
     """
 
     queueId: str
     envelope: Envelope
     recovered: bool = False
+    takenOver: bool = False
+    takeovers: int = 0
+
+
+def takeoverHoldReason(takeovers):
+    """
+    What an administrator reads (C{pymailer queue list/show}) about a
+    message the runner held after C{takeovers} takeovers in a row.
+    """
+    return (f"its delivery stopped {takeovers} times in a row without an outcome"
+            " (did it crash the server?); `pymailer queue release` tries once more")
 
 
 def bouncedEnvelope(queueId, envelope, reason):

@@ -8,6 +8,13 @@ alternate between new and deferred mail so that neither starves the other
 (Postfix's qmgr does the same).  It
 knows the queue only as an L{pymailer.interfaces.ISpool}: claims, outcomes,
 reschedules; where and how messages are kept is the spool's business.
+
+A claim taken over from a process that stopped mid-delivery (killed, or
+crashed, perhaps by this very message) is delivered again at once the first
+time; from the second takeover in a row it backs off as retries do, after
+C{max_takeovers} it is put on hold for the administrator, and past
+C{max_queue_lifetime} it bounces: a message that kills the server cannot
+kill every node in turn forever.
 """
 
 import dataclasses
@@ -20,6 +27,13 @@ from twisted.logger import Logger
 from pymailer.events import PROMETHEUS_ONLY
 from pymailer.envelope import DELIVERED, FAILED, PENDING
 from pymailer.queue.backoff import retryDelay
+from pymailer.queue.model import takeoverHoldReason
+
+# What a recipient fails with when no attempt ever came back (the agent
+# raised, or the deliveries kept stopping) and the message's time is up.
+NO_RESULT = "451 4.3.0 delivery agent error"
+# RFC 3463 X.4.7: delivery time expired.
+NO_OUTCOME_EXPIRED = "451 4.4.7 delivery stopped {n} times in a row without an outcome"
 
 
 class QueueRunner(Service):
@@ -148,21 +162,62 @@ class QueueRunner(Service):
 
             d.addBoth(done)
 
+    def _expired(self, envelope):
+        return self.reactor.seconds() >= envelope.receivedAt + self.config.max_queue_lifetime
+
+    @defer.inlineCallbacks
+    def _setAside(self, claim):
+        """
+        A claim taken over from a process that stopped mid-delivery, not to
+        be delivered now: put on hold after C{max_takeovers} in a row, or
+        deferred by the retry schedule from the second in a row.
+
+        @return: a L{Deferred} firing C{True} if the claim was ended here.
+        """
+        n, qid = claim.takeovers, claim.queueId
+        if n >= self.config.max_takeovers:
+            reason = takeoverHoldReason(n)
+            yield self._inThread(self.spool.holdClaimed, claim, reason)
+            self.log.error("{qid}: on hold: {reason}", qid=qid, reason=reason)
+            return True
+        if n >= 2:
+            delay = retryDelay(n - 1, self.config.retry_min, self.config.retry_max)
+            yield self._inThread(self.spool.backOff, claim, self.reactor.seconds() + delay)
+            self.log.warn(
+                "{qid}: its delivery stopped {n} times in a row without an outcome;"
+                " next attempt in {delay:.0f} s", qid=qid, n=n, delay=delay)
+            return True
+        return False
+
+    def _notSetAside(self, failure, claim):
+        # The claim stays as it is: it lapses, and is taken over again.
+        self.log.failure("could not set {qid} aside", failure, qid=claim.queueId)
+        return True
+
     @defer.inlineCallbacks
     def _deliver(self, claim):
         envelope = claim.envelope
         pending = envelope.pending()
-        try:
-            results = yield self.agent.deliver(
-                envelope,
-                pending,
-                lambda: self.spool.openData(claim.queueId),
-                claim.recovered,
-            )
-        except Exception:
-            self.log.failure("delivery agent failed for {qid}", qid=claim.queueId)
+        noResult = NO_RESULT
+        if claim.takenOver and self._expired(envelope):
+            # Never again through what may crash us: bounced unattempted.
             results = {}
-        updated, retryAt, events = self._applyResults(envelope, results)
+            noResult = NO_OUTCOME_EXPIRED.format(n=claim.takeovers)
+        elif claim.takenOver and (yield self._setAside(claim).addErrback(
+                self._notSetAside, claim)):
+            return
+        else:
+            try:
+                results = yield self.agent.deliver(
+                    envelope,
+                    pending,
+                    lambda: self.spool.openData(claim.queueId),
+                    claim.recovered,
+                )
+            except Exception:
+                self.log.failure("delivery agent failed for {qid}", qid=claim.queueId)
+                results = {}
+        updated, retryAt, events = self._applyResults(envelope, results, noResult)
         events += self._delayWarnings(updated, retryAt)
         if events and self.reporter is not None:
             try:
@@ -191,14 +246,15 @@ class QueueRunner(Service):
             return []
         return [("delayed", r) for r in envelope.pending()]
 
-    def _applyResults(self, envelope, results):
+    def _applyResults(self, envelope, results, noResult=NO_RESULT):
         """
+        @param noResult: the error of a recipient without a result.
         @return: the envelope with each recipient's new state, the time of
             the next attempt (C{None} once no recipient is pending), and the
             report-worthy events C{[(action, recipient)]} of this attempt.
         """
         now = self.reactor.seconds()
-        expired = now >= envelope.receivedAt + self.config.max_queue_lifetime
+        expired = self._expired(envelope)
         recipients, events = [], []
         nextAttempt = None
         for r in envelope.recipients:
@@ -229,7 +285,7 @@ class QueueRunner(Service):
                 self._logOutcome(envelope, r, "bounced", result.describe())
                 events.append(("failed", r))
             else:
-                reason = result.describe() if result else "451 4.3.0 delivery agent error"
+                reason = result.describe() if result else noResult
                 if expired:
                     r = dataclasses.replace(
                         r, state=FAILED, attempts=attempts, lastError=reason

@@ -16,7 +16,14 @@ Rules that make several processes on one queue safe:
    data file with no envelope anywhere was never acknowledged and is removed;
  - a runner locks an envelope before renaming it into C{active/} and holds the
    lock while it delivers; an unlocked envelope in C{active/} belonged to a
-   process that died, and is delivered again (with duplicate checks).
+   process that died, and is delivered again (with duplicate checks).  That
+   takeover is counted in the envelope file before the delivery (rewritten
+   under a lock taken before the rename, so never unlocked in C{active/}):
+   the runner stops a message that kills every process delivering it.
+
+An envelope file is the envelope's JSON (L{Envelope.toJSON}); the spool's
+own notes about it (takeovers in a row, the runner's hold reason), when it
+has any, are one more key, L{_NOTES}, that readers take off first.
 
 L{Spool} implements L{ISpool}; nothing outside this module knows the
 directories.  Its file-level methods (L{Spool.claim}, L{Spool.listQueue},
@@ -33,8 +40,10 @@ Every method here blocks on the disk: call it from a thread pool.
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 
@@ -58,6 +67,38 @@ _log = Logger()
 # crash (or a runner) inside L{Spool.defer} leaves an active copy next to the
 # newer state, and the newer one is the truth (as in L{Spool.claim}).
 _LOOKUP_ORDER = ("incoming", "deferred", "hold", "corrupt", "active")
+
+# The key of the spool's notes in an envelope file: {"takeovers": int,
+# "holdReason": str}, only those set (files without notes are plain
+# envelopes, as before there were any).
+_NOTES = "spool"
+
+
+def _splitNotes(raw):
+    """
+    @return: C{(envelope JSON, notes)} of an envelope file's bytes; an
+        unreadable file comes back as it is, without notes.
+    """
+    if f'"{_NOTES}"'.encode() not in raw:
+        return raw, {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return raw, {}
+    notes = data.pop(_NOTES, None) if isinstance(data, dict) else None
+    if not isinstance(notes, dict):
+        return raw, {}
+    return json.dumps(data, ensure_ascii=False, sort_keys=True).encode("utf-8"), notes
+
+
+def _withNotes(envelopeJSON, notes):
+    """The envelope file's bytes: C{envelopeJSON} and the C{notes} that are set."""
+    notes = {key: value for key, value in notes.items() if value}
+    if not notes:
+        return envelopeJSON
+    data = json.loads(envelopeJSON)
+    data[_NOTES] = notes
+    return json.dumps(data, ensure_ascii=False, sort_keys=True).encode("utf-8")
 
 
 @dataclass
@@ -245,15 +286,55 @@ class Spool(Listeners):
                     # delivered, or a stale copy that recovery removes first.
                     raise BlockingIOError("already active")
                 os.rename(source, target)
-            envelope = self._readEnvelope(fd)
+            envelopeJSON, notes = _splitNotes(self._readRaw(fd))
+            envelope = Envelope.fromJSON(envelopeJSON)
         except (BlockingIOError, FileNotFoundError):
             os.close(fd)
             return None
-        except ValueError:
+        except (ValueError, TypeError, KeyError):
             os.close(fd)
             self._moveToCorrupt(state if state == "active" else "active", queueId)
             return None
-        return FileClaim(queueId, envelope, recovered=(state == "active"), fd=fd)
+        takenOver = state == "active"
+        takeovers = notes.get("takeovers", 0)
+        if takenOver:
+            # Counted before the delivery, durably: if it kills this process
+            # too, the next claimer counts on from here.
+            takeovers += 1
+            try:
+                fd = self._rewriteLocked(
+                    fd, target, _withNotes(envelopeJSON, {**notes, "takeovers": takeovers}))
+            except OSError:
+                os.close(fd)
+                raise
+        return FileClaim(queueId, envelope, recovered=takenOver or takeovers > 0,
+                         takenOver=takenOver, takeovers=takeovers, fd=fd)
+
+    def _rewriteLocked(self, fd, path, data):
+        """
+        Replace the envelope file at C{path}, locked by us through C{fd},
+        by one holding C{data}, locked by us before it takes the name (so
+        the envelope is never unlocked there).
+
+        @return: the new file's descriptor (C{fd} is closed).
+        """
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        newFd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            fcntl.flock(newFd, fcntl.LOCK_EX)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(newFd, view):]
+            os.fsync(newFd)
+            os.replace(tmp, path)
+        except BaseException:
+            os.close(newFd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        self._stateSync["active"].sync()
+        os.close(fd)
+        return newFd
 
     def _supersededElsewhere(self, queueId):
         return any(
@@ -262,9 +343,13 @@ class Spool(Listeners):
             if state != "active"
         )
 
-    def _readEnvelope(self, fd):
+    def _readRaw(self, fd):
         with os.fdopen(os.dup(fd), "rb") as f:
-            return Envelope.fromJSON(f.read())
+            f.seek(0)
+            return f.read()
+
+    def _readEnvelope(self, fd):
+        return Envelope.fromJSON(_splitNotes(self._readRaw(fd))[0])
 
     def _moveToCorrupt(self, state, queueId):
         try:
@@ -297,6 +382,35 @@ class Spool(Listeners):
         os.utime(path, (retryAt, retryAt))
         self._stateSync["deferred"].sync()
         os.unlink(self.envelopePath("active", claim.queueId))
+        os.close(claim.fd)
+
+    def backOff(self, claim, nextAttempt):
+        """
+        Park a taken-over message in C{deferred/} until C{nextAttempt}, its
+        file (envelope and takeover count) as it is.
+        """
+        # The time first, so that it is never in deferred/ due too early.
+        os.utime(claim.fd, (nextAttempt, nextAttempt))
+        os.rename(self.envelopePath("active", claim.queueId),
+                  self.envelopePath("deferred", claim.queueId))
+        self._stateSync["deferred"].sync()
+        self._stateSync["active"].sync()
+        os.close(claim.fd)
+
+    def holdClaimed(self, claim, reason):
+        """
+        Put a claimed message in C{hold/} with C{reason} in its notes.  As
+        in L{reschedule}, the held copy is written before the active one
+        goes (a crash in between: L{claim} trusts the held one).
+        """
+        active = self.envelopePath("active", claim.queueId)
+        with open(active, "rb") as f:
+            envelopeJSON, notes = _splitNotes(f.read())
+        writeDurably(self.envelopePath("hold", claim.queueId),
+                     _withNotes(envelopeJSON, {**notes, "holdReason": reason}))
+        self._stateSync["hold"].sync()
+        os.unlink(active)
+        self._stateSync["active"].sync()
         os.close(claim.fd)
 
     # The names the runner used before L{ISpool}.
@@ -424,7 +538,11 @@ class Spool(Listeners):
         return self._entry(queueId, state, mtime, raw, keepRaw=True)
 
     def _entry(self, queueId, state, mtime, raw, keepRaw=False):
-        """The L{QueueEntry} of an envelope read as C{raw} (unreadable: no envelope)."""
+        """
+        The L{QueueEntry} of an envelope file read as C{raw} (unreadable: no
+        envelope); its C{raw} is the envelope without the spool's notes.
+        """
+        raw, notes = _splitNotes(raw)
         try:
             envelope = Envelope.fromJSON(raw)
         except (ValueError, TypeError, KeyError):
@@ -433,7 +551,9 @@ class Spool(Listeners):
             size = os.stat(self.dataPath(queueId)).st_size
         except FileNotFoundError:
             size = None
-        return QueueEntry(queueId, state, mtime, envelope, size, raw=raw if keepRaw else None)
+        return QueueEntry(queueId, state, mtime, envelope, size, raw=raw if keepRaw else None,
+                          takeovers=notes.get("takeovers", 0),
+                          holdReason=notes.get("holdReason") if state == "hold" else None)
 
     def hold(self, queueId):
         """
@@ -463,10 +583,21 @@ class Spool(Listeners):
         with self._locked(queueId) as (state, fd):
             if state != "hold":
                 raise WrongState(f"{queueId}: not on hold (it is {state})")
+            held = self.envelopePath("hold", queueId)
+            deferred = self.envelopePath("deferred", queueId)
+            envelopeJSON, notes = _splitNotes(self._readRaw(fd))
+            if notes.pop("holdReason", None) is not None:
+                # The runner's reason goes; the takeover count stays.
+                writeDurably(deferred, _withNotes(envelopeJSON, notes))
+                os.utime(deferred, (now, now))
+                self._stateSync["deferred"].sync()
+                os.unlink(held)
+                self._stateSync["hold"].sync()
+                return
             # The mtime first, so that the runner never sees it in deferred/
             # with an old retry time.
             os.utime(fd, (now, now))
-            os.rename(self.envelopePath("hold", queueId), self.envelopePath("deferred", queueId))
+            os.rename(held, deferred)
             self._stateSync["deferred"].sync()
             self._stateSync["hold"].sync()
 

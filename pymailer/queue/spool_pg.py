@@ -23,7 +23,9 @@ delivery attempt is made (as mox records an attempt first).  While this
 process holds claims, a thread renews their leases every C{lease / 4}
 seconds; a node that dies (or loses the database for longer than the lease)
 stops renewing, and once the lease has lapsed any node claims the message
-again with C{recovered} set.  Leases are on the database's clock, one clock
+again with C{recovered} set, and counts the takeover (C{takeovers}, in a
+row until an outcome is recorded: the runner stops a message that kills
+every node delivering it).  Leases are on the database's clock, one clock
 for every node.
 
 At-least-once: a message is delivered twice only when its claimer stops
@@ -254,23 +256,25 @@ class PostgreSQLSpool(Listeners):
                 "UPDATE queue q SET state = 'active', claimed_by = %s,"
                 " lease_until = now() + make_interval(secs => %s),"
                 " claims = q.claims + 1, last_claim = now(),"
+                " takeovers = q.takeovers + (q.state = 'active')::integer,"
                 # A lapsed claim keeps where its first claimer took it from.
                 " back_state = CASE WHEN q.state = 'active' THEN q.back_state ELSE q.state END,"
                 " back_next = CASE WHEN q.state = 'active' THEN q.back_next"
                 " ELSE q.next_attempt END"
                 " FROM (SELECT queue_id, state AS was FROM queue WHERE queue_id = ANY(%s)) old"
                 " WHERE q.queue_id = old.queue_id"
-                " RETURNING q.queue_id, q.envelope, old.was",
+                " RETURNING q.queue_id, q.envelope, old.was, q.takeovers",
                 (self.claimer, self.lease, order)).fetchall()
             claims, corrupt = {}, []
-            for queueId, raw, was in rows:
+            for queueId, raw, was, takeovers in rows:
                 try:
                     envelope = Envelope.fromJSON(bytes(raw))
                 except (ValueError, TypeError, KeyError):
                     corrupt.append(queueId)
                     continue
                 claims[queueId] = PostgreSQLClaim(
-                    queueId, envelope, recovered=(was == ACTIVE), claimedBy=self.claimer)
+                    queueId, envelope, recovered=(was == ACTIVE or takeovers > 0),
+                    takenOver=(was == ACTIVE), takeovers=takeovers, claimedBy=self.claimer)
             if corrupt:
                 db.execute(
                     "UPDATE queue SET state = 'corrupt', claimed_by = NULL, lease_until = NULL,"
@@ -320,7 +324,8 @@ class PostgreSQLSpool(Listeners):
             self._ended(
                 db, claim,
                 "UPDATE queue SET state = 'deferred', envelope = %s, next_attempt = %s,"
-                " claimed_by = NULL, lease_until = NULL, back_state = NULL, back_next = NULL",
+                " claimed_by = NULL, lease_until = NULL, back_state = NULL, back_next = NULL,"
+                " takeovers = 0",
                 (envelope.toJSON(), nextAttempt))
 
     def release(self, claim):
@@ -331,6 +336,22 @@ class PostgreSQLSpool(Listeners):
                 " next_attempt = coalesce(back_next, %s),"
                 " claimed_by = NULL, lease_until = NULL, back_state = NULL, back_next = NULL",
                 (self.clock(),))
+
+    def backOff(self, claim, nextAttempt):
+        with self.pool.connection() as db, db.transaction():
+            self._ended(
+                db, claim,
+                "UPDATE queue SET state = 'deferred', next_attempt = %s,"
+                " claimed_by = NULL, lease_until = NULL, back_state = NULL, back_next = NULL",
+                (nextAttempt,))
+
+    def holdClaimed(self, claim, reason):
+        with self.pool.connection() as db, db.transaction():
+            self._ended(
+                db, claim,
+                "UPDATE queue SET state = 'hold', next_attempt = %s, hold_reason = %s,"
+                " claimed_by = NULL, lease_until = NULL, back_state = NULL, back_next = NULL",
+                (self.clock(), reason))
 
     # -- leases -------------------------------------------------------------
 
@@ -401,18 +422,19 @@ class PostgreSQLSpool(Listeners):
 
     # -- the administrator's side -------------------------------------------
 
-    _COLUMNS = "queue_id, state, next_attempt, envelope, size"
+    _COLUMNS = "queue_id, state, next_attempt, envelope, size, takeovers, hold_reason"
 
     @staticmethod
     def _entry(row, keepRaw=False):
-        queueId, state, nextAttempt, raw, size = row
+        queueId, state, nextAttempt, raw, size, takeovers, holdReason = row
         raw = bytes(raw)
         try:
             envelope = Envelope.fromJSON(raw)
         except (ValueError, TypeError, KeyError):
             envelope = None
         return QueueEntry(queueId, state, nextAttempt, envelope, size,
-                          raw=raw if keepRaw else None)
+                          raw=raw if keepRaw else None, takeovers=takeovers,
+                          holdReason=holdReason)
 
     def listMessages(self, states=None):
         with self.pool.connection() as db:
@@ -463,10 +485,12 @@ class PostgreSQLSpool(Listeners):
         return state, bytes(raw)
 
     def _setState(self, db, queueId, state, nextAttempt, envelope=None):
+        # The runner's hold reason goes with any change the administrator
+        # makes (release, bounce, a hold of their own).
         db.execute(
             "UPDATE queue SET state = %s, next_attempt = %s,"
             " envelope = coalesce(%s, envelope), claimed_by = NULL, lease_until = NULL,"
-            " back_state = NULL, back_next = NULL WHERE queue_id = %s",
+            " back_state = NULL, back_next = NULL, hold_reason = NULL WHERE queue_id = %s",
             (state, nextAttempt, envelope, queueId))
 
     def hold(self, queueId):
