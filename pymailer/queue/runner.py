@@ -33,7 +33,8 @@ from pymailer.queue.model import takeoverHoldReason
 # raised, or the deliveries kept stopping) and the message's time is up.
 NO_RESULT = "451 4.3.0 delivery agent error"
 # RFC 3463 X.4.7: delivery time expired.
-NO_OUTCOME_EXPIRED = "451 4.4.7 delivery stopped {n} times in a row without an outcome"
+NO_OUTCOME_EXPIRED = ("451 4.4.7 its deliveries kept stopping without an outcome"
+                      " ({n} taken over in a row)")
 
 
 class QueueRunner(Service):
