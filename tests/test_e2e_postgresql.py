@@ -214,6 +214,9 @@ def test_deadNodesMailTakenOver(makeMailServer, postgresqlDSN):
     delivers the message itself once the lease lapses, and the queue ends
     empty: otherwise the mail of a dead node is stuck, or two live nodes
     send the same message at once.
+
+    Either node may claim the message (the one that queued it, or the
+    other, woken by its NOTIFY, first): the node killed is the holder.
     """
     import psycopg
 
@@ -245,19 +248,23 @@ def test_deadNodesMailTakenOver(makeMailServer, postgresqlDSN):
                 return db.execute("SELECT claimed_by, lease_until FROM queue").fetchone()
 
         holder, first = lease()
-        # Alive, node a renews its claim (every half second here): b keeps off.
+        # The claimer is "host:pid:random".
+        [dead] = [node for node in nodes if f":{node.proc.pid}:" in holder]
+        [other] = [node for node in nodes if node is not dead]
+        # Alive, the holder renews its claim (every half second here): the
+        # other node keeps off.
         waitFor(lambda: lease()[1] > first + datetime.timedelta(seconds=1),
-                message="node a to renew its lease")
+                message="the holder to renew its lease")
         assert lease()[0] == holder and len(sink.transcripts) == 1
-        a.kill9()
+        dead.kill9()
         waitFor(lambda: sink.accepted, timeout=30,
-                message=lambda: "node b to deliver; its log:\n" + b.log()[-3000:])
+                message=lambda: "the other node to deliver; its log:\n" + other.log()[-3000:])
         sink.release.set()
         [data] = sink.accepted
         assert b"Subject: taken over" in data
-        waitFor(lambda: "queue is empty" in b.admin("queue", "list").stdout,
+        waitFor(lambda: "queue is empty" in other.admin("queue", "list").stdout,
                 message="the queue to empty")
-        assert "to=<carol@remote.test> status=delivered" in b.log()
+        assert "to=<carol@remote.test> status=delivered" in other.log()
     finally:
         sink.release.set()
         sink.stop()

@@ -14,7 +14,6 @@ the second takeover on it backs off as retries do; past
 C{max_queue_lifetime} it bounces.
 """
 
-import os
 import time
 
 import pytest
@@ -28,6 +27,8 @@ from pymailer.queue.runner import QueueRunner
 from pymailer.queue.spool_files import Spool
 from pymailer.testing import ClockReactor, RecordingDeliveryAgent, SynchronousThreadPool
 from tests.queue_contract import enqueue
+# As a module: its test classes collected there only.
+from tests import test_queue_contract as contract
 
 CONFIG = QueueConfig(retry_min=60, retry_max=3600, max_takeovers=5)
 
@@ -43,7 +44,7 @@ class FileBackend:
         return Spool(self.dataDir / "queue")
 
     def kill(self, spool, claim):
-        os.close(claim.fd)
+        contract.TestFileSpool().killClaimer(spool, claim)
 
 
 class PostgreSQLBackend:
@@ -61,11 +62,8 @@ class PostgreSQLBackend:
         return PostgreSQLSpool(self.pool)
 
     def kill(self, spool, claim):
-        spool.close()
         # The lease runs out (the database's clock, not the runner's).
-        with self.pool.connection() as db:
-            db.execute("UPDATE queue SET lease_until = now() - interval '1 second'"
-                       " WHERE queue_id = %s", (claim.queueId,))
+        contract.TestPostgreSQLSpool().killClaimer(spool, claim)
 
 
 @pytest.fixture(params=["files", "postgresql"])
@@ -202,3 +200,45 @@ def test_takenOverPastItsLifetimeBounces(backend):
     with backend.spool().openData(bounce.queueId) as f:
         report = f.read()
     assert report.count(b"kept stopping without an outcome") == 2, report
+
+
+def test_lapsedClaimFoundByThePeriodicScan(backend):
+    """
+    If this fails, the mail of a process that died is taken over only when
+    something wakes the runner (new mail, a NOTIFY from another node); on
+    a quiet queue it waits for ever.  Nothing tells the runner of a lapse:
+    its look at the whole queue every scanInterval must find it.
+    """
+    now = time.time()
+    survivor = Process(backend, now)
+    survivor.agent.hold = False
+    dying = backend.spool()
+    qid = enqueue(dying)  # another process's spool: no wake-up here
+    [claim] = dying.claimDue(now, 10)
+    backend.kill(dying, claim)
+    assert survivor.agent.calls == []
+    survivor.reactor.advance(survivor.runner.scanInterval)
+    assert [(e.queueId, recovering) for e, *_, recovering in survivor.agent.calls] == [
+        (qid, True)]
+    assert backend.spool().listMessages() == []
+
+
+def test_missedNotificationsLookAtEverything():
+    """
+    If this fails, after a shared spool's listener was cut off (NOTIFYs
+    lost) the runner looks only at new mail, and deferred mail that came
+    due or a dead node's claims wait for the next scan instead.
+    """
+    from pymailer.queue.memory import MemorySpool
+
+    spool = MemorySpool()
+    qid = enqueue(spool)
+    [claim] = spool.claimDue(time.time(), 10)
+    spool.reschedule(claim, claim.envelope, 0)
+    agent = RecordingDeliveryAgent()
+    reactor = ClockReactor()
+    reactor.advance(time.time())
+    runner = QueueRunner(spool, agent, CONFIG, reactor, SynchronousThreadPool())
+    runner.running = True  # started, its first look (at start) long done
+    spool._tell(None)
+    assert [e.queueId for e, *_ in agent.calls] == [qid]

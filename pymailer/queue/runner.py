@@ -57,8 +57,11 @@ class QueueRunner(Service):
         self.reporter = reporter
         # Each recipient's outcome is recorded here (metrics, monitoring).
         self.events = events if events is not None else PROMETHEUS_ONLY
-        # Every commit to the spool (SMTP, forwards, reports) wakes us.
-        spool.addListener(lambda queueId: reactor.callFromThread(self.kick))
+        # Every commit to the spool (SMTP, forwards, reports) wakes us, for
+        # a look at new mail; None (a shared spool may have missed some):
+        # a look at everything.
+        spool.addListener(
+            lambda queueId: reactor.callFromThread(self.kick, queueId is None))
         self.config = queueConfig
         self.reactor = reactor
         self.threadpool = threadpool

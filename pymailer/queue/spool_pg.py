@@ -338,20 +338,19 @@ class PostgreSQLSpool(Listeners):
                 (self.clock(),))
 
     def backOff(self, claim, nextAttempt):
-        with self.pool.connection() as db, db.transaction():
-            self._ended(
-                db, claim,
-                "UPDATE queue SET state = 'deferred', next_attempt = %s,"
-                " claimed_by = NULL, lease_until = NULL, back_state = NULL, back_next = NULL",
-                (nextAttempt,))
+        self._setAside(claim, DEFERRED, nextAttempt, None)
 
     def holdClaimed(self, claim, reason):
+        self._setAside(claim, HOLD, self.clock(), reason)
+
+    def _setAside(self, claim, state, nextAttempt, holdReason):
+        """End a claim without an outcome; the takeover count stays."""
         with self.pool.connection() as db, db.transaction():
             self._ended(
                 db, claim,
-                "UPDATE queue SET state = 'hold', next_attempt = %s, hold_reason = %s,"
+                "UPDATE queue SET state = %s, next_attempt = %s, hold_reason = %s,"
                 " claimed_by = NULL, lease_until = NULL, back_state = NULL, back_next = NULL",
-                (self.clock(), reason))
+                (state, nextAttempt, holdReason))
 
     # -- leases -------------------------------------------------------------
 
