@@ -41,6 +41,7 @@ mod-sequences (CONDSTORE, RFC 7162).
 """
 
 import bisect
+import functools
 import itertools
 import re
 import time
@@ -98,6 +99,13 @@ MAX_QUEUED_COMMANDS = 1000
 # BAD answers in a row before the session is closed (Dovecot: 20).
 MAX_BAD_COMMANDS = 20
 _FLAG_NAMES = {f.upper(): f for f in SYSTEM_FLAGS}
+
+
+@functools.lru_cache(maxsize=256)
+def _commandLabel(name, uid):
+    """The metrics label of a command we implement (a bounded set)."""
+    return ("UID " if uid else "") + name.decode("ascii", "replace")
+
 _STORE_MODES = {b"FLAGS": "set", b"+FLAGS": "add", b"-FLAGS": "remove"}
 # flag-keyword = atom (RFC 3501 9): no atom-specials, no "]".
 _KEYWORD = re.compile(r'[^\x00-\x20\x7f-\uffff(){%*"\\\]]+')
@@ -512,7 +520,17 @@ class IMAPServer(QuotaCommands, IMAP4Server):
                 if callable(segments):  # a step between commands (_checkAppend)
                     d = defer.maybeDeferred(segments)
                 else:
-                    d = defer.maybeDeferred(self._execute, segments)
+                    # A command answered at once (FETCH FLAGS, NOOP, a BAD)
+                    # returns no Deferred: no chain is built for it.
+                    try:
+                        d = self._execute(segments)
+                    except BaseException:
+                        d = Failure()
+                    if not isinstance(d, defer.Deferred):
+                        if isinstance(d, Failure):
+                            self._internalError(d)
+                        self._done(None, segments)
+                        continue
                 d.addErrback(self._internalError)
                 d.addBoth(self._done, segments)
                 if self._busy:
@@ -592,16 +610,36 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             self._bad(tag, b"Command not valid in this state")
             return None
         started = time.perf_counter()
-        d = defer.maybeDeferred(handler, tag, args, uid) if getattr(handler, "uid", False) \
-            else defer.maybeDeferred(handler, tag, args)
-        d.addCallbacks(self._completed, self._failed, (tag, name, uid), None, (tag,), None)
-        d.addErrback(self._failed, tag)
-        return d.addBoth(self._timed, name, uid, started)
+        try:
+            result = handler(tag, args, uid) if getattr(handler, "uid", False) \
+                else handler(tag, args)
+        except BaseException:
+            result = Failure()
+        if isinstance(result, defer.Deferred):
+            result.addCallbacks(self._completed, self._failed, (tag, name, uid), None, (tag,),
+                                None)
+            result.addErrback(self._failed, tag)
+            return result.addBoth(self._timed, name, uid, started)
+        # Answered at once: the same steps as the chain above, without one.
+        if not isinstance(result, Failure):
+            try:
+                result = self._completed(result, tag, name, uid)
+            except BaseException:
+                result = Failure()
+            if isinstance(result, defer.Deferred):  # telling changes first
+                result.addErrback(self._failed, tag)
+                return result.addBoth(self._timed, name, uid, started)
+        if isinstance(result, Failure):
+            try:
+                result = self._failed(result, tag)
+            except BaseException:
+                result = Failure()
+        return self._timed(result, name, uid, started)
 
     def _timed(self, result, name, uid, started):
         # Only commands we implement get here: the label set is bounded.
-        command = ("UID " if uid else "") + name.decode("ascii", "replace")
-        metrics.IMAP_COMMAND_SECONDS.labels(command).observe(time.perf_counter() - started)
+        metrics.labelled(metrics.IMAP_COMMAND_SECONDS, _commandLabel(name, uid)).observe(
+            time.perf_counter() - started)
         return result
 
     def _completed(self, result, tag, name, uid):
