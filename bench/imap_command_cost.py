@@ -31,7 +31,6 @@ import time
 sys.path[:0] = [os.path.join(os.path.dirname(os.path.abspath(__file__)), d)
                 for d in ("../tests", "..")]
 
-from twisted.internet import defer  # noqa: E402
 
 from benchlib import makeMessage  # noqa: E402
 from imapharness import USER, Client, FakeFactory  # noqa: E402
