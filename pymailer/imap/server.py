@@ -100,15 +100,15 @@ MAX_QUEUED_COMMANDS = 1000
 MAX_BAD_COMMANDS = 20
 _FLAG_NAMES = {f.upper(): f for f in SYSTEM_FLAGS}
 
+_STORE_MODES = {b"FLAGS": "set", b"+FLAGS": "add", b"-FLAGS": "remove"}
+# flag-keyword = atom (RFC 3501 9): no atom-specials, no "]".
+_KEYWORD = re.compile(r'[^\x00-\x20\x7f-\uffff(){%*"\\\]]+')
+
 
 @functools.lru_cache(maxsize=256)
 def _commandLabel(name, uid):
     """The metrics label of a command we implement (a bounded set)."""
     return ("UID " if uid else "") + name.decode("ascii", "replace")
-
-_STORE_MODES = {b"FLAGS": "set", b"+FLAGS": "add", b"-FLAGS": "remove"}
-# flag-keyword = atom (RFC 3501 9): no atom-specials, no "]".
-_KEYWORD = re.compile(r'[^\x00-\x20\x7f-\uffff(){%*"\\\]]+')
 
 
 def _isCompress(line):
