@@ -99,7 +99,6 @@ MAX_QUEUED_COMMANDS = 1000
 # BAD answers in a row before the session is closed (Dovecot: 20).
 MAX_BAD_COMMANDS = 20
 _FLAG_NAMES = {f.upper(): f for f in SYSTEM_FLAGS}
-
 _STORE_MODES = {b"FLAGS": "set", b"+FLAGS": "add", b"-FLAGS": "remove"}
 # flag-keyword = atom (RFC 3501 9): no atom-specials, no "]".
 _KEYWORD = re.compile(r'[^\x00-\x20\x7f-\uffff(){%*"\\\]]+')
