@@ -92,6 +92,9 @@ def fetchPieces(selected, seq, u, items, data, reopen, extras=(), summary=None):
             pieces.append(b"RFC822.SIZE %d" % (len(data) if data is not None else info.size))
         elif name in ("ENVELOPE", "BODYSTRUCTURE", "BODY") and summary is not None:
             pieces.append(name.encode() + b" " + getattr(summary, name.lower()))
+        elif _wholeMessage(item):
+            # BODY[], RFC822: the octets as stored, no MIME parse.
+            pieces += _sectionPieces(item, None, data, reopen)
         else:
             if part is None:
                 part = Part(data, 0, len(data))
@@ -104,15 +107,35 @@ def fetchPieces(selected, seq, u, items, data, reopen, extras=(), summary=None):
             else:
                 pieces += _sectionPieces(item, part, data, reopen)
     pieces.append(b")\r\n")
-    # Merge small adjacent byte pieces.
-    merged = []
+    return joinPieces(pieces)
+
+
+def joinPieces(pieces, limit=65536):
+    """
+    C{pieces} with each run of adjacent C{bytes} joined (one copy, not one
+    per piece), a run closed once it holds C{limit} octets; L{Range}s as
+    they are.
+    """
+    merged, run, size = [], [], 0
     for p in pieces:
-        if merged and isinstance(p, bytes) and isinstance(merged[-1], bytes) \
-                and len(merged[-1]) < 65536:
-            merged[-1] += p
-        else:
+        if isinstance(p, bytes):
+            run.append(p)
+            size += len(p)
+            if size < limit:
+                continue
+        if run:
+            merged.append(run[0] if len(run) == 1 else b"".join(run))
+            run, size = [], 0
+        if not isinstance(p, bytes):
             merged.append(p)
+    if run:
+        merged.append(run[0] if len(run) == 1 else b"".join(run))
     return merged
+
+
+def _wholeMessage(item):
+    """Whether C{item} is the whole message: C{BODY[]}, C{BODY.PEEK[]}, C{RFC822}."""
+    return item.name in ("BODY[]", "RFC822") and item.section[1] == "" and not item.section[0]
 
 
 def _sectionPieces(item, part, data, reopen):
@@ -125,7 +148,10 @@ def _sectionPieces(item, part, data, reopen):
                              "RFC822.TEXT": "TEXT"}[name]
     else:
         label = item.label
-    start, end = _sectionRange(part, numbers, spec, fields, data)
+    if part is None:  # the whole message (L{_wholeMessage})
+        start, end = 0, len(data)
+    else:
+        start, end = _sectionRange(part, numbers, spec, fields, data)
     content = None
     if start is None:
         content = part.section(numbers, spec, fields)

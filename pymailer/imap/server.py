@@ -41,6 +41,7 @@ mod-sequences (CONDSTORE, RFC 7162).
 """
 
 import bisect
+import functools
 import itertools
 import re
 import time
@@ -69,7 +70,7 @@ from pymailer.imap import (
 from pymailer.imap.errors import CommandFailed
 from pymailer.imap.quota import QuotaCommands
 from pymailer.imap.fetch import (
-    Range, fetchPieces, parseFetchItems, parseModifiers, sessionFetchLines,
+    Range, fetchPieces, joinPieces, parseFetchItems, parseModifiers, sessionFetchLines,
 )
 from pymailer.imap.spool import MAX_PENDING_WRITES, SpoolFailed, SpoolingLiteral
 from pymailer.imap.listing import listEntries, lsubEntries
@@ -101,6 +102,12 @@ _FLAG_NAMES = {f.upper(): f for f in SYSTEM_FLAGS}
 _STORE_MODES = {b"FLAGS": "set", b"+FLAGS": "add", b"-FLAGS": "remove"}
 # flag-keyword = atom (RFC 3501 9): no atom-specials, no "]".
 _KEYWORD = re.compile(r'[^\x00-\x20\x7f-\uffff(){%*"\\\]]+')
+
+
+@functools.lru_cache(maxsize=256)
+def _commandLabel(name, uid):
+    """The metrics label of a command we implement (a bounded set)."""
+    return ("UID " if uid else "") + name.decode("ascii", "replace")
 
 
 def _isCompress(line):
@@ -512,7 +519,17 @@ class IMAPServer(QuotaCommands, IMAP4Server):
                 if callable(segments):  # a step between commands (_checkAppend)
                     d = defer.maybeDeferred(segments)
                 else:
-                    d = defer.maybeDeferred(self._execute, segments)
+                    # A command answered at once (FETCH FLAGS, NOOP, a BAD)
+                    # returns no Deferred: no chain is built for it.
+                    try:
+                        d = self._execute(segments)
+                    except BaseException:
+                        d = Failure()
+                    if not isinstance(d, defer.Deferred):
+                        if isinstance(d, Failure):
+                            self._internalError(d)
+                        self._done(None, segments)
+                        continue
                 d.addErrback(self._internalError)
                 d.addBoth(self._done, segments)
                 if self._busy:
@@ -592,16 +609,36 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             self._bad(tag, b"Command not valid in this state")
             return None
         started = time.perf_counter()
-        d = defer.maybeDeferred(handler, tag, args, uid) if getattr(handler, "uid", False) \
-            else defer.maybeDeferred(handler, tag, args)
-        d.addCallbacks(self._completed, self._failed, (tag, name, uid), None, (tag,), None)
-        d.addErrback(self._failed, tag)
-        return d.addBoth(self._timed, name, uid, started)
+        try:
+            result = handler(tag, args, uid) if getattr(handler, "uid", False) \
+                else handler(tag, args)
+        except BaseException:
+            result = Failure()
+        if isinstance(result, defer.Deferred):
+            result.addCallbacks(self._completed, self._failed, (tag, name, uid), None, (tag,),
+                                None)
+            result.addErrback(self._failed, tag)
+            return result.addBoth(self._timed, name, uid, started)
+        # Answered at once: the same steps as the chain above, without one.
+        if not isinstance(result, Failure):
+            try:
+                result = self._completed(result, tag, name, uid)
+            except BaseException:
+                result = Failure()
+            if isinstance(result, defer.Deferred):  # telling changes first
+                result.addErrback(self._failed, tag)
+                return result.addBoth(self._timed, name, uid, started)
+        if isinstance(result, Failure):
+            try:
+                result = self._failed(result, tag)
+            except BaseException:
+                result = Failure()
+        return self._timed(result, name, uid, started)
 
     def _timed(self, result, name, uid, started):
         # Only commands we implement get here: the label set is bounded.
-        command = ("UID " if uid else "") + name.decode("ascii", "replace")
-        metrics.IMAP_COMMAND_SECONDS.labels(command).observe(time.perf_counter() - started)
+        metrics.labelled(metrics.IMAP_COMMAND_SECONDS, _commandLabel(name, uid)).observe(
+            time.perf_counter() - started)
         return result
 
     def _completed(self, result, tag, name, uid):
@@ -715,8 +752,10 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         self.sendLine(b'* ID ("name" "pymailer")')
 
     def _sendLines(self, lines):
-        for line in lines:
-            self.sendLine(line)
+        """C{lines} in one transport write (each costs the reactor a few calls)."""
+        data = b"".join([line + b"\r\n" for line in lines])
+        if data:
+            self.transport.write(data)
 
     def _noArgs(self, args):
         if args:
@@ -841,9 +880,14 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         RFC 9051 6.3.2, 6.3.4: tell a UTF-8 client that the name it gave
         was stored in NFC, as C{name}.
         """
+        self._sendLines(self._normalisedNotice(token, name))
+
+    def _normalisedNotice(self, token, name):
+        """The lines L{_normalised} sends: none, or the notice."""
         raw = astring(token)
         if rev2.wasDenormalised(raw, self.enabled.utf8):
-            self.sendLine(rev2.normalisedNotice(raw, name))
+            return [rev2.normalisedNotice(raw, name)]
+        return []
 
     def cmd_NAMESPACE(self, tag, args):
         self._noArgs(args)
@@ -1195,27 +1239,29 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             self.selected = selected
             self.state = "select"
             self.factory.notifier.subscribe(self.user, name, self._mailboxChanged)
-            self._sendLines(selected.flagsResponses())
-            self.sendLine(b"* %d EXISTS" % len(selected.uids))
+            # One write for the lot.
+            lines = selected.flagsResponses()
+            lines.append(b"* %d EXISTS" % len(selected.uids))
             if rev2Session:
                 # RFC 9051 6.3.2: no RECENT, no UNSEEN; the mailbox's LIST
                 # (its attributes may be left out), with OLDNAME if the
                 # client's spelling was not the stored one.
-                self.sendLine(b'* LIST () "/" %s' % formatValue(self.encodeName(name)))
-                self._normalised(args[0], name)
+                lines.append(b'* LIST () "/" %s' % formatValue(self.encodeName(name)))
+                lines += self._normalisedNotice(args[0], name)
             else:
-                self.sendLine(b"* %d RECENT" % len(selected.recent))
+                lines.append(b"* %d RECENT" % len(selected.recent))
                 flags = selected.flags
                 unseen = next((s for s, u in enumerate(selected.uids, 1)
                                if "\\Seen" not in flags[u]), None)
                 if unseen is not None:
-                    self.sendLine(b"* OK [UNSEEN %d] First unseen" % unseen)
-            self.sendLine(b"* OK [UIDVALIDITY %d] UIDs valid" % selected.validity)
-            self.sendLine(b"* OK [UIDNEXT %d] Predicted next UID" % selected.uidNext)
+                    lines.append(b"* OK [UNSEEN %d] First unseen" % unseen)
+            lines.append(b"* OK [UIDVALIDITY %d] UIDs valid" % selected.validity)
+            lines.append(b"* OK [UIDNEXT %d] Predicted next UID" % selected.uidNext)
             # RFC 7162 3.1.2.1: on every SELECT/EXAMINE of a mailbox that
             # keeps mod-sequences, enabled or not.
-            self.sendLine(b"* OK [HIGHESTMODSEQ %d] Highest" % selected.highestModSeq)
-            self.sendLine(b"* OK %s Ok" % objectid.mailboxIdCode(selected.mailboxId))  # RFC 8474 4.2
+            lines.append(b"* OK [HIGHESTMODSEQ %d] Highest" % selected.highestModSeq)
+            lines.append(b"* OK %s Ok" % objectid.mailboxIdCode(selected.mailboxId))  # RFC 8474 4.2
+            self._sendLines(lines)
             if changes is not None:
                 self._resynced(selected, resync, changes)
             mode = b"[READ-ONLY]" if readOnly else b"[READ-WRITE]"
@@ -1632,8 +1678,11 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             if lines is not None:
                 self.transport.write(lines)
                 return None
-            for seq, u in targets:
-                self.transport.write(b"".join(fetchPieces(selected, seq, u, items, None, None, extras)))
+            # One write per CHUNK octets of responses, not one per message.
+            for piece in joinPieces([p for seq, u in targets
+                                     for p in fetchPieces(selected, seq, u, items, None, None,
+                                                          extras)], CHUNK):
+                self.transport.write(piece)
             return None
         return self._fetchBatches(targets, items, setsSeen, extras)
 
@@ -1646,10 +1695,12 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             chunk = targets[start:start + batch]
             results = yield self.account.run(
                 self._buildFetch, selected, chunk, items, setsSeen, extras)
-            pending = [p for pieces in results for p in pieces]
+            # The small messages' responses in one write (up to CHUNK
+            # octets), not one a message; a Range streamed from its file.
+            pending = deque(joinPieces([p for pieces in results for p in pieces], CHUNK))
             try:
                 while pending and not self._closing:
-                    piece = pending.pop(0)
+                    piece = pending.popleft()
                     if isinstance(piece, Range):
                         yield self._stream(piece)
                     else:
