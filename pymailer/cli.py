@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import os
 import signal
 import sqlite3
@@ -51,7 +50,8 @@ from pymailer.policy import dkimkeys, dnsrecords
 from pymailer.policy.plugins import UnknownPolicy, checkPolicyNames
 from pymailer.queue import model as queueModel
 from pymailer.queue.backend import openSpool
-from pymailer.queue.display import age as _age, clean as _clean, headerLines as _headerLines
+from pymailer.queue.display import (
+    age as _age, clean as _clean, envelopeLines as _envelopeLines, headerLines as _headerLines)
 from pymailer.dns import Resolver
 from pymailer.sizes import formatSize, parseSize
 from pymailer.pg.schema import SchemaError
@@ -312,7 +312,6 @@ def cmdQueueList(args, config, out):
 def cmdQueueShow(args, config, out):
     spool = _openSpool(config)
     entry = spool.show(args.id)
-    raw = entry.raw
     print(f"queue id: {args.id}", file=out)
     print(f"state: {entry.state}", file=out)
     if entry.holdReason:
@@ -320,18 +319,8 @@ def cmdQueueShow(args, config, out):
     if entry.takeovers:
         print(f"takeovers in a row: {entry.takeovers} (deliveries that stopped"
               " without an outcome)", file=out)
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        print("envelope (unreadable, shown as stored):", file=out)
-        print(_clean(raw.decode("utf-8", "replace")), file=out)
-    else:
-        print("envelope:", file=out)
-        # ensure_ascii=False keeps addresses readable; _clean still stops
-        # terminal escapes that JSON does not escape (DEL, C1 controls).
-        text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)
-        for line in text.splitlines():
-            print(_clean(line), file=out)
+    for line in _envelopeLines(entry):
+        print(_clean(line), file=out)
     try:
         with spool.openData(args.id) as f:
             lines = _headerLines(f, SHOW_HEADER_LINES)

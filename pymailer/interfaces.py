@@ -462,7 +462,7 @@ class IMailbox(Interface):
     def summaries(uids, structure=True):
         """
         What IMAP needs of messages without opening them: their
-        L{pymailer.imap.summary.MessageSummary} (ENVELOPE, BODYSTRUCTURE,
+        L{pymailer.message.summary.MessageSummary} (ENVELOPE, BODYSTRUCTURE,
         BODY, and the header fields SORT and THREAD use).  A summary is
         computed once per content, when it is written (delivery, append,
         import; a copy or move shares it), and kept with the content, so a

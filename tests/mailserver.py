@@ -381,7 +381,9 @@ class MailServer:
         fraction of a second after the events (L{pymailer.logs}; with
         workers twice, in the worker then in the supervisor): while it
         runs, wait until the file has not grown for C{settle} seconds (at
-        most 5 s), so what happened before the call is in it.
+        most 5 s), so what happened before the call is in it.  To wait for
+        an event, use L{waitForLog}; this is for what must I{not} be in the
+        log, and for the log shown when a test fails (C{settle=0}: as it is).
         """
         deadline = time.monotonic() + 5
         text = self._readLog()
@@ -392,6 +394,33 @@ class MailServer:
                 break
             text = again
         return text
+
+    def waitForLog(self, pattern, timeout=10.0):
+        """
+        Wait until the log has a line for an event: C{pattern} is a string
+        the line contains, or a compiled regular expression searched in the
+        whole log (its flags apply, e.g. C{re.M} for C{^}).  Returns as
+        soon as the line is there, rather than waiting for the log to
+        settle.
+
+        @return: the line (a string pattern) or the C{re.Match}.
+        @raise TimeoutError: not logged within C{timeout} seconds; the
+            message has the end of the log.
+        """
+        def logged():
+            text = self._readLog()
+            if isinstance(pattern, str):
+                at = text.find(pattern)
+                if at < 0:
+                    return None
+                start = text.rfind("\n", 0, at) + 1
+                end = text.find("\n", at)
+                return text[start:] if end < 0 else text[start:end]
+            return pattern.search(text)
+
+        return waitFor(logged, timeout, message=lambda: (
+            f"{pattern if isinstance(pattern, str) else pattern.pattern!r} in the log;"
+            f" it ends:\n{self._readLog()[-3000:]}"))
 
     def _readLog(self):
         try:

@@ -704,7 +704,7 @@ class StoreContract:
         wrong senders, subjects, dates or threads, or the webmail's
         attachment mark is wrong."""
         from pymailer.imap.fetch import formatStructure
-        from pymailer.imap.message import Part
+        from pymailer.message.mime import Part
 
         deliver(store, self.SUMMARISED)
         box = store.mailbox(USER)

@@ -6,6 +6,7 @@ reported as one line naming the file, the key and the reason.
 import dataclasses
 import os
 import pathlib
+import socket
 
 import pytest
 
@@ -421,7 +422,7 @@ class TestValues:
         data under the current directory: otherwise trying pymailer out
         would expose a mail server or need root.
         """
-        monkeypatch.setattr(config.socket, "getfqdn", lambda: "")
+        monkeypatch.setattr(socket, "getfqdn", lambda: "")
         c = config.default(tmp_path)
         assert c.hostname == "localhost"
         assert c.data_dir == tmp_path / "pymailer-data"
@@ -438,7 +439,7 @@ class TestValues:
         }
         for endpoint in c.listen.roles().values():
             config.validateEndpoint(endpoint)
-        monkeypatch.setattr(config.socket, "getfqdn", lambda: "box.lan")
+        monkeypatch.setattr(socket, "getfqdn", lambda: "box.lan")
         assert config.default(tmp_path).hostname == "box.lan"
 
     def test_loadOrDefault(self, tmp_path, monkeypatch):

@@ -264,7 +264,7 @@ def test_deadNodesMailTakenOver(makeMailServer, postgresqlDSN):
         assert b"Subject: taken over" in data
         waitFor(lambda: "queue is empty" in other.admin("queue", "list").stdout,
                 message="the queue to empty")
-        assert "to=<carol@remote.test> status=delivered" in other.log()
+        other.waitForLog("to=<carol@remote.test> status=delivered")
     finally:
         sink.release.set()
         sink.stop()

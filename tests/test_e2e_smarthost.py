@@ -89,7 +89,7 @@ def test_smarthost_ca_file_verifies_and_delivers_with_auth(makeMailServer, smart
     submit(ours)
     [data] = smarthost.waitForMessages(CAROL, 1)
     assert b"with ESMTPSA" in data
-    assert f"user={ALICE}" in smarthost.log()
+    smarthost.waitForLog(f"user={ALICE}")
 
 
 def test_smarthost_name_must_match_certificate(makeMailServer, smarthost, certificate):

@@ -393,7 +393,9 @@ def test_mail_log_has_a_record_per_message_and_refusal(mailserver):
         s.ehlo("client.test")
         s.mail("dave@client.test")
         assert s.rcpt("nobody@example.org")[0] == 550
-    log = mailserver.log()
+    # The refusal came last: once it is logged, so is the accepted message.
+    mailserver.waitForLog("result=refused stage=RCPT")
+    log = mailserver.log(settle=0)
     accepted = [line for line in log.splitlines() if f"qid={queueId}" in line]
     assert len(accepted) == 1, log[-3000:]
     assert re.search(
@@ -729,7 +731,7 @@ def test_tac_file_accepts_mail(makeMailServer):
     server.twistdArgs = ["-y", str(REPO_ROOT / "etc" / "pymailer.tac")]
     server.extraEnv = {"PYMAILER_CONFIG": str(server.configPath)}
     server.start()
-    assert f"config {server.configPath}" in server.log()
+    server.waitForLog(f"config {server.configPath}")
     tok = token()
     message = makeMessage(tok)
     qid = smtpSend(server.port, "tac@client.test", ["alice@example.org"], message)
@@ -751,11 +753,9 @@ def test_embedded_default_config(makeMailServer, tmp_path):
     server = makeMailServer("default", provision=False, start=False, port=2525,
                             twistdArgs=["pymailer"], cwd=cwd)
     server.start()
-    log = server.log()
-    assert "pymailer: config embedded default" in log
+    server.waitForLog("pymailer: config embedded default")
     for port in (2525, 2587, 2465, 1143, 1993, 1110, 1995):
-        assert re.search(rf"^pymailer: \w+ +\w+:{port}:interface=127\.0\.0\.1",
-                         log, re.M), (port, log)
+        server.waitForLog(re.compile(rf"^pymailer: \w+ +\w+:{port}:interface=127\.0\.0\.1", re.M))
     assert (cwd / "pymailer-data").is_dir()
     # twistd re-raises the SIGTERM it handled, after a clean shutdown.
     assert server.stop() in (0, -15)

@@ -147,7 +147,7 @@ def test_sixth_wrong_password_locks_ip_out(server):
         c.ehlo()
         code, text = c.docmd("AUTH", "PLAIN " + _plain(ALICE, PASSWORD))
         assert (code, text[:5]) == (421, b"4.7.0")
-    assert "locked out" in server.log()
+    server.waitForLog("locked out")
 
 
 def _plain(user, password):

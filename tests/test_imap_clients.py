@@ -127,7 +127,7 @@ def test_mbsync_syncs_both_ways(server, tmp_path):
     checkTwoWaySync(server, local / "INBOX", lambda: run(["mbsync", "-c", str(config), "-a"], tmp_path))
     # mbsync 1.4 turns on COMPRESS=DEFLATE (RFC 4978) whenever offered: the
     # sync above ran compressed.
-    assert "IMAP COMPRESS DEFLATE active for bob@" in server.log()
+    server.waitForLog("IMAP COMPRESS DEFLATE active for bob@")
 
 
 @pytest.mark.skipif(shutil.which("mbsync") is None, reason="mbsync (isync) not installed")

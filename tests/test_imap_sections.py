@@ -11,7 +11,7 @@ import pytest
 from imapharness import Client
 from imaplive import IMAP_SERVER, client
 from mailserver import MailServer
-from pymailer.imap.message import Part
+from pymailer.message.mime import Part
 
 
 def crlf(text):

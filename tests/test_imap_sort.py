@@ -7,8 +7,8 @@ Answered from the store's summaries: no message is parsed per command.
 import pytest
 
 from imapharness import Client
-from pymailer.imap import message
-from pymailer.imap.summary import baseSubject
+from pymailer.message import mime as message
+from pymailer.message.summary import baseSubject
 from pymailer.store.memory import MemoryStore
 
 

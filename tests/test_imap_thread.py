@@ -11,7 +11,7 @@ import pytest
 
 from imapharness import Client
 from pymailer.imap import thread
-from pymailer.imap.summary import summarize
+from pymailer.message.summary import summarize
 from pymailer.store.content import BytesContent
 from pymailer.store.memory import MemoryStore
 
@@ -19,7 +19,7 @@ BASE = summarize(BytesContent(b"Subject: x\r\n\r\n"))
 
 
 def message(seq, subject="x", messageId="", references=(), inReplyTo="", date=None):
-    from pymailer.imap.summary import baseSubject
+    from pymailer.message.summary import baseSubject
     base, reply = baseSubject(subject)
     s = BASE._replace(subject=subject, baseSubject=base, isReply=reply,
                             messageId=messageId, references=tuple(references),

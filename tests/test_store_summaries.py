@@ -8,7 +8,7 @@ place, with the missing ones computed on first read and kept.
 import io
 import sqlite3
 
-from pymailer.imap import summary as summaryModule
+from pymailer.message import summary as summaryModule
 from pymailer.store import sqlite as sqliteModule
 from pymailer.store.sqlite import SQLiteStore
 

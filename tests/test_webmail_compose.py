@@ -251,9 +251,9 @@ class TestHTTP:
         assert "Message sent to 1 recipient; a copy is in Sent." in bob.request(
             headers["Location"])[2]
         # The mail log has the same record as for a submission over SMTP.
-        assert re.search(rf"result=queued qid=\S+ from=<{re.escape(BOB)}> to=<{re.escape(ALICE)}>"
-                         rf" size=\d+ client=\S+ listener=webmail user={re.escape(BOB)}",
-                         webServer.log())
+        webServer.waitForLog(re.compile(
+            rf"result=queued qid=\S+ from=<{re.escape(BOB)}> to=<{re.escape(ALICE)}>"
+            rf" size=\d+ client=\S+ listener=webmail user={re.escape(BOB)}"))
 
     def test_forwardAsAttachmentAndInline(self, webServer):
         """

@@ -30,7 +30,7 @@ _STARTED = re.compile(r"worker (\d+) started, pid (\d+)")
 def workerPids(server):
     """C{{index: pid}} of the workers running now, from the supervisor's log."""
     pids = {}
-    for index, pid in _STARTED.findall(server.log()):
+    for index, pid in _STARTED.findall(server.log(settle=0)):
         pids[int(index)] = int(pid)
     return pids
 
@@ -39,11 +39,12 @@ def waitForWorkers(server, count=2, timeout=60):
     """Wait until C{count} workers say they are ready; return their pids."""
     def ready():
         pids = workerPids(server)
-        log = server.log()
+        log = server.log(settle=0)
         return len(pids) == count and all(
             f"[worker {i} pid {pid}] [pymailer.workers#info] worker {i} ready" in log
             for i, pid in pids.items()) and pids
-    return waitFor(ready, timeout, message=lambda: f"{count} workers ready:\n{server.log()}")
+    return waitFor(ready, timeout,
+                   message=lambda: f"{count} workers ready:\n{server.log(settle=0)}")
 
 
 @contextlib.contextmanager
@@ -97,7 +98,11 @@ def test_every_worker_accepts_and_each_message_is_delivered_once(server):
             client.sendmail(f"carol{index}@example.net", [BOB],
                             f"Subject: via worker {index}\r\n\r\nhello\r\n".encode())
     server.waitForMessages(BOB, before + 2)
-    log = server.log()
+    for index in (0, 1):
+        qid = server.waitForLog(re.compile(
+            rf"result=queued qid=(\S+) from=<carol{index}@example.net>"))[1]
+        server.waitForLog(f"{qid}: to=<{BOB}> status=delivered")
+    log = server.log(settle=0)
     for index in (0, 1):
         accepted = re.findall(
             rf"\[worker {index} pid \d+\] \S+ result=queued qid=(\S+) "
@@ -195,7 +200,7 @@ def test_killed_worker_is_restarted_and_others_keep_their_clients(server):
     os.kill(killed, signal.SIGKILL)
     pids = waitFor(lambda: workerPids(server)[0] != killed and waitForWorkers(server),
                    timeout=60, message="worker 0 restarted")
-    assert re.search(rf"worker 0 \(pid {killed}\) died .* restarting", server.log())
+    server.waitForLog(re.compile(rf"worker 0 \(pid {killed}\) died .* restarting"))
     assert b" OK " in wire.command("SELECT INBOX")[1]
     assert b" OK " in wire.command("NOOP")[1]
     wire.close()
@@ -246,9 +251,9 @@ def test_sighup_reloads_and_sigterm_says_goodbye_in_every_worker(makeMailServer)
         "auth": {"allow_plaintext_on_loopback": True}})
     pids = waitForWorkers(server)
     os.kill(server.pid, signal.SIGHUP)
-    waitFor(lambda: all(
-        re.search(rf"\[worker {i} pid {pid}\] .*TLS certificate reloaded", server.log())
-        for i, pid in pids.items()), timeout=20, message="both workers to reload")
+    for i, pid in pids.items():
+        server.waitForLog(re.compile(rf"\[worker {i} pid {pid}\] .*TLS certificate reloaded"),
+                          timeout=20)
     clients = []
     for index in (0, 1):
         with onlyWorker(server, index):

@@ -39,7 +39,7 @@ from urllib.parse import unquote_to_bytes
 
 from pymailer.imap.errors import CommandFailed
 from pymailer.imap.fetch import _parseSection, _sectionRange
-from pymailer.imap.message import Part, messageOctets
+from pymailer.message.mime import Part, messageOctets
 from pymailer.imap.parser import FileLiteral, Literal, ParseError, isAtom
 
 CHUNK = 256 * 1024

@@ -9,7 +9,7 @@ in memory (the protocol streams them from the file).
 import re
 
 from pymailer.imap import binary, objectid, search
-from pymailer.imap.message import Part, _Concat
+from pymailer.message.mime import MultipartBody as _Concat, Part
 from pymailer.imap.parser import (
     Atom, ParseError, String, astring, formatValue, isAtom, modSequence, number, tokenize,
 )

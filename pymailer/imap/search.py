@@ -16,7 +16,7 @@ import email.utils
 import re
 import time
 
-from pymailer.imap.message import parseAddressList, parseHeader
+from pymailer.message.mime import parseAddressList, parseHeader
 from pymailer.imap.objectid import parseObjectId
 from pymailer.imap.parser import (
     Atom, ParseError, SequenceSet, String, astring, isAtom, modSequence, number,

@@ -74,7 +74,7 @@ from pymailer.imap.fetch import (
 )
 from pymailer.imap.spool import MAX_PENDING_WRITES, SpoolFailed, SpoolingLiteral
 from pymailer.imap.listing import listEntries, lsubEntries
-from pymailer.imap.message import messageOctets
+from pymailer.message.mime import messageOctets
 from pymailer.imap.parser import (
     LITERAL_AT_END, Atom, ParseError,
     astring, formatSet, formatValue, isAtom, isFetch, isTag, splitCommand, tokenize,

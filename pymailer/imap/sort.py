@@ -2,7 +2,7 @@
 SORT (RFC 5256 3), SORT=DISPLAY (RFC 5957) and ESORT (RFC 5267 3:
 C{SORT RETURN (MIN MAX ALL COUNT SAVE)}), and what THREAD shares with
 them: the search keys (L{pymailer.imap.search}) and the messages'
-summaries (L{pymailer.imap.summary}) read from the store, never by parsing
+summaries (L{pymailer.message.summary}) read from the store, never by parsing
 the messages per command.
 
 CONTEXT=SORT and CONTEXT=SEARCH (RFC 5267 4, 5) are not offered: their

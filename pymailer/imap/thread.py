@@ -1,7 +1,7 @@
 """
 THREAD (RFC 5256 4): C{THREAD=ORDEREDSUBJECT} and C{THREAD=REFERENCES}
 (RFC 5256 4, the steps numbered as there), over the messages' summaries
-(L{pymailer.imap.summary}), never by parsing the messages per command.
+(L{pymailer.message.summary}), never by parsing the messages per command.
 
 Trust: Message-ID, In-Reply-To and References are whatever senders wrote:
 loops, duplicates, thousands of ids, chains thousands deep.  Nothing here

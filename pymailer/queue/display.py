@@ -1,8 +1,16 @@
 """
 How queued mail is shown to an administrator, the same in C{pymailer
-queue} (terminal) and the web admin pages: ages, header lines, and text
-from the network made harmless for display.
+queue} (terminal) and the web admin pages: ages, header lines, envelopes,
+and text from the network made harmless for display.
+
+Shown from the typed L{pymailer.queue.model.QueueEntry} and its
+L{pymailer.envelope.Envelope} only: how a backend stores an envelope (a
+JSON file, a database row) is its own business, and C{entry.raw} is shown
+as opaque text when nothing else could be read, never parsed.
 """
+
+import dataclasses
+import json
 
 
 def clean(text):
@@ -36,3 +44,20 @@ def headerLines(f, limit):
             break
         lines.append(line.rstrip(b"\r\n").decode("utf-8", "replace"))
     return lines
+
+
+def envelopeLines(entry):
+    """
+    The envelope of a queued message for a terminal: a heading, then its
+    fields as indented JSON (sorted keys, as stored by the file spool), or,
+    if the backend could not read it, what is stored as one opaque line.
+    Not yet made safe for a terminal: pass each line through L{clean}.
+    """
+    if entry.envelope is None:
+        stored = "(nothing stored)" if entry.raw is None else entry.raw.decode("utf-8", "replace")
+        return ["envelope (unreadable, shown as stored):", stored]
+    # ensure_ascii=False keeps addresses readable; clean() still stops
+    # terminal escapes that JSON does not escape (DEL, C1 controls).
+    text = json.dumps(dataclasses.asdict(entry.envelope), indent=2, sort_keys=True,
+                      ensure_ascii=False)
+    return ["envelope:", *text.splitlines()]

@@ -60,7 +60,7 @@ from pymailer.store import (
     decodeSpecialUse, encodeSpecialUse, objectId, specialUseOf,
 )
 from pymailer.store.content import FileContent
-from pymailer.imap.summary import summarize
+from pymailer.message.summary import summarize
 from pymailer.store.maildirindex import UIDLIST, Index, Keywords, readIndex, writeIndex
 
 

@@ -28,7 +28,7 @@ from pymailer.store import (
     renameMoves, specialUseOf,
 )
 from pymailer.store.content import BytesContent
-from pymailer.imap.summary import summarize
+from pymailer.message.summary import summarize
 from pymailer.store.maildirindex import KEYWORD_LETTERS, Keywords
 
 

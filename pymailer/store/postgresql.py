@@ -59,7 +59,7 @@ from contextlib import contextmanager
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from pymailer.imap.summary import VERSION as SUMMARY_VERSION
+from pymailer.message.summary import VERSION as SUMMARY_VERSION
 from pymailer.interfaces import IMessageContent
 from pymailer.pg.listen import ChannelListener
 from pymailer.store import MaildropLocked

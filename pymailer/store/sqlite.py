@@ -72,7 +72,7 @@ from pymailer.fsutil import fsyncDirectory
 from pymailer.store.blobs import BlobStore
 from pymailer.store.content import FileContent
 from pymailer.store.maildirindex import Keywords
-from pymailer.imap.summary import VERSION as SUMMARY_VERSION, Address, MessageSummary, summarize
+from pymailer.message.summary import VERSION as SUMMARY_VERSION, Address, MessageSummary, summarize
 
 log = Logger()
 

@@ -5,6 +5,10 @@ THREAD use (RFC 5256, RFC 5957), computed once from the header section and
 MIME structure when the content is written, and kept by the store per
 content (L{pymailer.interfaces.IMailbox.summaries}).
 
+The stored format is this module's: the three structures are kept in
+RFC 3501's syntax (L{encodeStructure}), which FETCH sends as it is; a
+change to what is stored bumps L{VERSION}.
+
 Pure computation on octets (no files, no reactor): the stores call
 L{summarize} in their thread pool; protocol code only reads the result.
 
@@ -19,8 +23,7 @@ import email.utils
 import re
 from typing import NamedTuple
 
-from pymailer.imap.fetch import formatStructure
-from pymailer.imap.message import Part, messageOctets, parseAddressList
+from pymailer.message.mime import MultipartBody, Part, messageOctets, parseAddressList
 
 # Bumped when what L{summarize} computes changes: a stored summary of an
 # older version is computed again on its first read.
@@ -108,9 +111,9 @@ def summarize(content):
     inReplyTo = _ids(part.header(b"in-reply-to"))
     messageId = _ids(part.header(b"message-id"))
     return MessageSummary(
-        envelope=formatStructure(part.envelope()),
-        bodystructure=formatStructure(part.bodystructure(True)),
-        body=formatStructure(part.bodystructure(False)),
+        envelope=encodeStructure(part.envelope()),
+        bodystructure=encodeStructure(part.bodystructure(True)),
+        body=encodeStructure(part.bodystructure(False)),
         date=sentDate(part.header(b"date")),
         subject=subject, baseSubject=base, isReply=isReply,
         sender=firstAddress(part.header(b"from")),
@@ -121,6 +124,39 @@ def summarize(content):
         references=references,
         hasAttachments=hasAttachments(part),
     )
+
+
+# RFC 3501 9: a quoted string holds any 7-bit character but CR, LF and NUL.
+_QUOTABLE = re.compile(rb'[\x01-\x09\x0b\x0c\x0e-\x7f]*')
+# Longer strings are sent as literals, as FETCH does elsewhere.
+MAX_QUOTED = 1024
+
+
+def encodeStructure(value):
+    """
+    An ENVELOPE or BODYSTRUCTURE value of L{Part} in RFC 3501's syntax:
+    C{None} is NIL, an C{int} a number, C{bytes} a quoted string or a
+    literal, a list or tuple parenthesised; a multipart's children
+    (L{MultipartBody}) follow each other without a space (RFC 3501 9,
+    C{body-type-mpart = 1*body SP media-subtype ...}).
+    """
+    if value is None:
+        return b"NIL"
+    if isinstance(value, MultipartBody):
+        children, rest = value[:value.parts], value[value.parts:]
+        return (b"(" + b"".join(encodeStructure(c) for c in children) + b" "
+                + b" ".join(encodeStructure(v) for v in rest) + b")")
+    if isinstance(value, (list, tuple)):
+        return b"(" + b" ".join(encodeStructure(v) for v in value) + b")"
+    if isinstance(value, bool):
+        raise TypeError(value)
+    if isinstance(value, int):
+        return b"%d" % value
+    if isinstance(value, bytes):
+        if len(value) < MAX_QUOTED and _QUOTABLE.fullmatch(value):
+            return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+        return b"{%d}\r\n" % len(value) + value
+    raise TypeError(f"cannot encode {value!r}")
 
 
 def decodeWords(raw):

@@ -1,11 +1,13 @@
 """
-MIME structure of a stored message, read from its raw octets, for FETCH:
-BODYSTRUCTURE, BODY, ENVELOPE, RFC822.SIZE and C{BODY[section]<partial>}
-(RFC 3501 6.4.5 and 7.4.2).
+MIME structure of a stored message, read from its raw octets: its parts,
+header fields and addresses, as values (no protocol syntax), for the
+stored summary (L{pymailer.message.summary}) and IMAP FETCH (BODYSTRUCTURE,
+BODY, ENVELOPE, RFC822.SIZE and C{BODY[section]<partial>}, RFC 3501 6.4.5
+and 7.4.2), CATENATE and SEARCH.
 
 Works on offsets into the original octets (a C{bytes}, or a L{ContentView}
-reading a large message from the store in pages), never re-serialises: sizes, line counts and sections are exactly the
-stored octets, as the RFC asks, and a 50 MB message is never copied whole
+reading a large message from the store in pages), never re-serialises:
+sizes, line counts and sections are exactly the stored octets, as the RFC asks, and a 50 MB message is never copied whole
 to find its structure.  Header values are reported raw (unfolded, not
 decoded), as RFC 3501 asks for ENVELOPE.
 
@@ -197,7 +199,7 @@ class Part:
             out.append(self.subtype)
             if extensible:
                 out += [_paramList(self.params)] + self._extension()
-            result = _Concat(out)
+            result = MultipartBody(out)
             result.parts = len(self.children)
             return result
         cte = self.header(b"content-transfer-encoding")
@@ -317,8 +319,11 @@ def countLines(data, start, end, step=1 << 20):
     return sum(data[i:min(i + step, end)].count(b"\n") for i in range(start, end, step))
 
 
-class _Concat(list):
-    """A multipart body: children are written without spaces between them."""
+class MultipartBody(list):
+    """
+    A multipart's BODYSTRUCTURE: its first C{parts} items are the children,
+    written without spaces between them (RFC 3501 9, body-type-mpart).
+    """
 
 
 def parseHeader(data, start, end):
