@@ -35,7 +35,7 @@ class FetchItem:
                  label=None, partial=None, needsSummary=False):
         self.name = name
         self.needsContent = needsContent
-        # Answered from the store's summary (L{pymailer.imap.summary}),
+        # Answered from the store's summary (L{pymailer.message.summary}),
         # without opening the message.
         self.needsSummary = needsSummary
         self.setsSeen = setsSeen
@@ -51,7 +51,7 @@ def fetchPieces(selected, seq, u, items, data, reopen, extras=(), summary=None):
     @param selected: the session's L{pymailer.imap.selected.Selected}.
     @param items: the L{FetchItem}s asked for.
     @param data: the message octets (C{bytes} or a
-        L{pymailer.imap.message.ContentView}), or C{None} if no item needs
+        L{pymailer.message.mime.ContentView}), or C{None} if no item needs
         them.
     @param reopen: returns a new L{pymailer.interfaces.IMessageContent} on
         the message, for the sections too big to hold in the response (see
@@ -60,7 +60,7 @@ def fetchPieces(selected, seq, u, items, data, reopen, extras=(), summary=None):
         asked for (C{FLAGS} after an implicit \\Seen; C{UID} and C{MODSEQ}
         once CONDSTORE is enabled, RFC 7162 3.1).
     @param summary: the message's
-        L{pymailer.imap.summary.MessageSummary}, for ENVELOPE, BODY and
+        L{pymailer.message.summary.MessageSummary}, for ENVELOPE, BODY and
         BODYSTRUCTURE (parsed from C{data} if C{None}).
     """
     info = selected.infos.get(u)
