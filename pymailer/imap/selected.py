@@ -78,6 +78,16 @@ class Selected:
             return self.scan()
         return self.mailbox.changedSince(self.highestModSeq, claimRecent=not self.readOnly)
 
+    def expungeDeleted(self, uids=None):
+        """
+        Blocking: expunge the messages the store has flagged \\Deleted
+        (of C{uids} if given), and read what changed since the state last
+        applied, the expunges included, in one store call
+        (L{pymailer.interfaces.IMailbox.expungeDeleted}).
+        """
+        return self.mailbox.expungeDeleted(uids, self.highestModSeq,
+                                           claimRecent=not self.readOnly)[1]
+
     def shownFlags(self, uid):
         """The flags as FETCH shows them, C{\\Recent} included."""
         flags = self.flags.get(uid, set())

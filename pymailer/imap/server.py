@@ -41,7 +41,6 @@ mod-sequences (CONDSTORE, RFC 7162).
 """
 
 import bisect
-import itertools
 import re
 import time
 from collections import deque
@@ -1326,7 +1325,8 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         self._unselect()
         if selected.readOnly:
             return None
-        return self.account.run(self._expungeDeleted, selected, None)
+        # RFC 3501 6.4.2: the \\Deleted messages go, nothing is told.
+        return self.account.run(selected.mailbox.expungeDeleted)
 
     cmd_CLOSE.states = ("select",)
 
@@ -1335,20 +1335,6 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         self._unselect()
 
     cmd_UNSELECT.states = ("select",)
-
-    def _expungeDeleted(self, selected, uids):
-        """
-        Blocking: expunge the \\Deleted messages (of C{uids} if given) as
-        the store has them now: the session's flags with what changed
-        since, not a read of the whole mailbox.
-        """
-        changes = selected.refresh()
-        changed = {i.uid: i.flags for i in changes.messages}
-        flags = itertools.chain(changed.items(), () if changes.since is None else (
-            (u, f) for u, f in selected.flags.items() if u not in changed))
-        doomed = [u for u, f in flags if "\\Deleted" in f and (uids is None or u in uids)]
-        if doomed:
-            selected.mailbox.expunge(doomed)
 
     def cmd_EXPUNGE(self, tag, args, uid=False):
         uids = None
@@ -1363,12 +1349,9 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         if self.selected.readOnly:
             raise CommandFailed("[READ-ONLY] Mailbox is read-only")
         selected = self.selected
-
-        def work():
-            self._expungeDeleted(selected, uids)
-            return selected.refresh()
-
-        return self.account.run(work).addCallback(self._applyChanges, selected)
+        # One trip: the store expunges and reads what to tell in one step.
+        return self.account.run(selected.expungeDeleted, uids).addCallback(
+            self._applyChanges, selected)
 
     cmd_EXPUNGE.states = ("select",)
     cmd_EXPUNGE.uid = True

@@ -571,8 +571,8 @@ class SQLiteStore(Listeners):
 
     def _unreference(self, txn, blobIds):
         for blobId in blobIds:
-            txn.execute("UPDATE blobs SET refs = refs - 1 WHERE id = ?", (blobId,))
-            row = txn.execute("SELECT refs FROM blobs WHERE id = ?", (blobId,)).fetchone()
+            row = txn.execute("UPDATE blobs SET refs = refs - 1 WHERE id = ? RETURNING refs",
+                              (blobId,)).fetchone()
             if row is not None and row[0] <= 0:
                 txn.execute("DELETE FROM blobs WHERE id = ?", (blobId,))
                 txn.execute("DELETE FROM summaries WHERE blob = ?", (blobId,))
@@ -1123,31 +1123,45 @@ class SQLiteMailbox:
             changeStamp=(uidNext, highest, names), mailboxId=self.mailboxId(),
         )
 
-    def changedSince(self, modseq, claimRecent=False):
-        def read(db, row):
-            validity, uidNext, highest, firstRecent, names = row
-            if highest <= modseq:  # nothing after it: the row was the one query
-                return row, [], ()
-            vanished = tuple(r[0] for r in db.execute(
-                "SELECT uid FROM expunged WHERE mailboxId = ? AND modseq > ? ORDER BY uid",
-                (self._id, modseq)))
-            return row, self._infos(db, _keywords(names), modseq), vanished
+    def _changesIn(self, db, modseq, row=None):
+        """
+        Inside a transaction: the mailbox row and what changed after
+        C{modseq} (C{(row, infos, vanished)}), for L{_changedSnapshot}.
+        """
+        row = self._row(db) if row is None else row
+        validity, uidNext, highest, firstRecent, names = row
+        if highest <= modseq:  # nothing after it: the row was the one query
+            return row, [], ()
+        vanished = tuple(r[0] for r in db.execute(
+            "SELECT uid FROM expunged WHERE mailboxId = ? AND modseq > ? ORDER BY uid",
+            (self._id, modseq)))
+        return row, self._infos(db, _keywords(names), modseq), vanished
 
+    def _claimIn(self, txn):
+        """
+        Inside a write transaction: the messages recent now are this
+        session's (RFC 3501 2.3.2).  Not durable, as in snapshot: the
+        claim is no content; a power loss before the next durable commit
+        only shows the messages as \\Recent once more.
+        """
+        txn.execute("UPDATE mailboxes SET firstRecent = uidNext WHERE id = ?", (self._id,))
+
+    def changedSince(self, modseq, claimRecent=False):
         with self.store._readTransaction() as db:
             row = self._row(db)
             # RFC 3501 2.3.2, as in snapshot: a claim only when there is
             # something to claim, in one write transaction with the read.
             claim = claimRecent and row[3] < row[1]
             if not claim:
-                result = read(db, row)
+                result = self._changesIn(db, modseq, row)
         if claim:
-            # Not durable, as in snapshot: the claim is no content; a power
-            # loss before the next durable commit only shows the messages
-            # as \Recent once more.
             with self.store._write(durable=False) as txn:
-                result = read(txn.db, self._row(txn.db))
-                txn.execute("UPDATE mailboxes SET firstRecent = uidNext WHERE id = ?",
-                            (self._id,))
+                result = self._changesIn(txn.db, modseq)
+                self._claimIn(txn)
+        return self._changedSnapshot(modseq, result)
+
+    def _changedSnapshot(self, modseq, result):
+        """The L{MailboxSnapshot} of L{_changesIn}'s C{result}."""
         (validity, uidNext, highest, firstRecent, names), infos, vanished = result
         keywords = _keywords(names)
         return MailboxSnapshot(
@@ -1288,7 +1302,33 @@ class SQLiteMailbox:
             self._row(txn.db, "1")
             self._expunge(txn, uids)
 
+    def expungeDeleted(self, uids=None, since=None, claimRecent=False):
+        # One write transaction (and so one trip for the caller): which
+        # messages are \Deleted, their removal, and what the session is to
+        # be told, with nobody's change in between.
+        with self.store._write(durable=False) as txn:
+            self._row(txn.db, "1")  # MailboxGone
+            wanted = None if uids is None else set(uids)
+            if wanted is not None and len(wanted) <= 500:  # UID EXPUNGE: by key
+                rows = [row for uid in sorted(wanted) for row in txn.execute(
+                    "SELECT uid, system FROM messages WHERE mailboxId = ? AND uid = ?",
+                    (self._id, uid))]
+            else:
+                rows = txn.execute("SELECT uid, system FROM messages WHERE mailboxId = ?",
+                                   (self._id,)).fetchall()
+            doomed = [uid for uid, system in rows if "\\Deleted" in system.split()
+                      and (wanted is None or uid in wanted)]
+            expunged = [uid for uid, _ in self._expunge(txn, doomed)]
+            if since is None:
+                return expunged, None
+            result = self._changesIn(txn.db, since)
+            row = result[0]
+            if claimRecent and row[3] < row[1]:  # RFC 3501 2.3.2, as in changedSince
+                self._claimIn(txn)
+        return expunged, self._changedSnapshot(since, result)
+
     def _expunge(self, txn, uids):
+        """Inside C{txn}: expunge C{uids}. @return: C{[(uid, blob)]} expunged."""
         doomed = []
         for uid in sorted(set(uids)):
             row = txn.execute("DELETE FROM messages WHERE mailboxId = ? AND uid = ?"
@@ -1303,6 +1343,7 @@ class SQLiteMailbox:
                                " VALUES (?, ?, ?)", [(self._id, uid, modseq) for uid, _ in doomed])
             self.store._unreference(txn, [blobId for _, blobId in doomed])
             txn.changed(self.user, self.name)
+        return doomed
 
     def append(self, source, flags=(), internalDate=None):
         self.uidValidity()  # MailboxGone before writing anything
