@@ -394,9 +394,32 @@ class IMAPServer(QuotaCommands, IMAP4Server):
                 self._resumeReading()
                 self.dataReceived(b"")
 
-        d = self.account.run(check) if self.user is not None else defer.fail(
-            ConnectionError("gone"))
+        if self.user is None:
+            d = defer.fail(ConnectionError("gone"))
+        elif self._appendCheckKnown(target, size):
+            d = defer.succeed(None)  # no trip to the store (issue 13)
+        else:
+            d = self.account.run(check)
         return d.addCallbacks(accepted, refused).addBoth(resume)
+
+    def _appendCheckKnown(self, target, size):
+        """
+        Whether the session knows the check's answer without the store
+        (run in order, after the commands before the APPEND): the target is
+        the selected mailbox, which exists as far as the session was last
+        told (RFC 9051 6.3.12's "no such mailbox" cannot be the answer;
+        deleted meanwhile, the append itself says so and the session ends
+        as on any command), and the quota has room as far as the session
+        knows (L{quotaRoomKnown}).
+        """
+        selected = self.selected
+        if selected is None:
+            return False
+        try:
+            name = self.mailboxName(target)
+        except (ParseError, CommandFailed):
+            return False  # the check says why
+        return name == selected.name and self.quotaRoomKnown(size)
 
     def _acceptLiteral(self, name, size, plus):
         if not plus:
