@@ -1303,7 +1303,7 @@ class IMAPServer(QuotaCommands, IMAP4Server):
     def _mailboxChanged(self):
         if self.selected is None:
             return
-        self.selected.dirty = True
+        self.selected.noticed(self.factory.notifier.stamp)
         if self.notify is not None:
             self.notify.selectedChanged()  # RFC 5465: NOTIFY decides, in IDLE or not
         elif self.idleTag is not None and self._idleSync is None:
