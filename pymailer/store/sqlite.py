@@ -299,6 +299,8 @@ class SQLiteStore(Listeners):
         # Blobs freed by commits not yet durable (see _write).
         self._unsyncedGuard = threading.Lock()
         self._unsynced = []
+        # Blobs freed by commits now durable, to unlink (see _removeBlobs).
+        self._settled = []
         # Group commit of the WAL (see _syncWal): tickets handed out to
         # commits waiting for a flush, and the last one a flush covered.
         self._walGuard = threading.Condition()
@@ -387,8 +389,9 @@ class SQLiteStore(Listeners):
         with self._writeLock():
             db.execute("BEGIN IMMEDIATE")
             txn = _Transaction(db)
-            written = db.total_changes
             try:
+                self._unlinkSettled(db)
+                written = db.total_changes
                 yield txn
                 for user, mailbox in txn.touched:
                     seq = txn.execute("INSERT INTO changes (origin, user, mailbox)"
@@ -579,17 +582,50 @@ class SQLiteStore(Listeners):
                 txn.freed.append(blobId)
 
     def _removeBlobs(self, blobIds):
-        """After the commit that freed them: unlink, unless taken again."""
-        db = self._db()
-        with self._writeLock():
-            db.execute("BEGIN IMMEDIATE")
+        """
+        Once the commits that freed them are durable: unlink the blobs,
+        unless a new reference took them meanwhile.  Checked and unlinked
+        under the write lock, where every writer of the same content
+        links it again if need be (L{_addBlob}); but never a transaction
+        of its own (it was a second one after each APPEND, issue 13): at
+        once if no writer holds the lock, else by the write transaction
+        that comes next, at its start (L{_unlinkSettled}).  A process that
+        ends first leaves them to the sweep at start-up.
+        """
+        with self._unsyncedGuard:
+            self._settled.extend(blobIds)
+        if self._writerFile is None:
+            return  # other processes may write without the file lock
+        if not self._writers.acquire(blocking=False):
+            return
+        try:
             try:
-                for blobId in blobIds:
-                    if db.execute("SELECT 1 FROM blobs WHERE id = ?",
-                                  (blobId,)).fetchone() is None:
-                        self.blobs.remove(blobId)
+                fcntl.flock(self._writerFile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # another process writes: our next transaction unlinks
+            try:
+                # Every writer holds both locks through its commit: what
+                # this read sees stays true while they are held.
+                self._unlinkSettled(self._db())
             finally:
-                db.execute("COMMIT")
+                fcntl.flock(self._writerFile, fcntl.LOCK_UN)
+        finally:
+            self._writers.release()
+
+    def _unlinkSettled(self, db):
+        """Under the write lock: unlink the settled blobs no row names again."""
+        with self._unsyncedGuard:
+            blobIds, self._settled = self._settled, []
+        for i in range(0, len(blobIds), 500):
+            part = blobIds[i:i + 500]
+            named = {row[0] for row in db.execute(
+                "SELECT id FROM blobs WHERE id IN (%s)" % ",".join("?" * len(part)), part)}
+            for blobId in part:
+                if blobId not in named:
+                    try:
+                        self.blobs.remove(blobId)
+                    except OSError:  # never the write's failure: an orphan now
+                        log.failure("Removing blob {blob} failed", blob=blobId)
 
     def sweep(self, now=None):
         """
