@@ -716,7 +716,14 @@ class SQLiteStore(Listeners):
 
     def mailbox(self, user, name=INBOX):
         canonical = self.canonicalName(name)
-        row = self._mailboxRow(self._userId(user), canonical)
+        # One query for the usual case (a SELECT, an APPEND elsewhere):
+        # an account made before, a mailbox that is there.
+        row = self._read(
+            "SELECT m.id FROM users u JOIN mailboxes m ON m.userId = u.id"
+            " WHERE u.name = ? AND u.foldersMade = 1 AND m.name = ?",
+            (user, canonical)).fetchone() if isinstance(user, str) else None
+        if row is None:
+            row = self._mailboxRow(self._userId(user), canonical)
         if row is None:
             raise KeyError(name)
         return self.mailboxClass(self, user, canonical, row[0])
@@ -1062,6 +1069,7 @@ class SQLiteMailbox:
         self.user = user
         self.name = name
         self._id = mailboxId
+        self._appended = False  # by this object, since its last changedSince
 
     def _row(self, db, columns="uidValidity, uidNext, highestModSeq, firstRecent, keywords"):
         """The mailbox row, or L{MailboxGone} if deleted or renamed away."""
@@ -1134,9 +1142,12 @@ class SQLiteMailbox:
                                       saveDate)))
         return infos
 
+    _SNAPSHOT_ROW = "uidValidity, uidNext, highestModSeq, firstRecent, keywords, objectId"
+
     def snapshot(self, claimRecent=False):
         with self.store._readTransaction() as db:
-            validity, uidNext, highest, firstRecent, names = self._row(db)
+            validity, uidNext, highest, firstRecent, names, objectId = self._row(
+                db, self._SNAPSHOT_ROW)
             # Nothing to claim (RFC 3501 2.3.2): no write transaction, so a
             # SELECT or the scan after a command does not queue for the
             # write lock and fsync a commit that changes nothing.
@@ -1146,9 +1157,9 @@ class SQLiteMailbox:
                 claimRecent = False
         if claimRecent:  # RFC 3501 2.3.2: this session is told of them
             with self.store._write(durable=False) as txn:
-                validity, uidNext, highest, firstRecent, names = self._row(txn.db)
-                txn.execute("UPDATE mailboxes SET firstRecent = uidNext WHERE id = ?",
-                            (self._id,))
+                validity, uidNext, highest, firstRecent, names, objectId = self._row(
+                    txn.db, self._SNAPSHOT_ROW)
+                self._claimIn(txn)
                 keywords = _keywords(names)
                 infos = self._infos(txn.db, keywords)
         return MailboxSnapshot(
@@ -1156,7 +1167,7 @@ class SQLiteMailbox:
             recent=frozenset(i.uid for i in infos if i.uid >= firstRecent)
             if firstRecent < uidNext else frozenset(),
             keywords=keywords.defined(), keywordsFull=keywords.full(),
-            changeStamp=(uidNext, highest, names), mailboxId=self.mailboxId(),
+            changeStamp=(uidNext, highest, names), mailboxId=objectId,
         )
 
     def _changesIn(self, db, modseq, row=None):
@@ -1183,13 +1194,19 @@ class SQLiteMailbox:
         txn.execute("UPDATE mailboxes SET firstRecent = uidNext WHERE id = ?", (self._id,))
 
     def changedSince(self, modseq, claimRecent=False):
-        with self.store._readTransaction() as db:
-            row = self._row(db)
-            # RFC 3501 2.3.2, as in snapshot: a claim only when there is
-            # something to claim, in one write transaction with the read.
-            claim = claimRecent and row[3] < row[1]
-            if not claim:
-                result = self._changesIn(db, modseq, row)
+        # After this object's own append there is something to claim (RFC
+        # 3501 2.3.2): straight to the write transaction, without the read
+        # that would find it out (a hint: the transaction reads again).
+        claim = claimRecent and self._appended
+        self._appended = False
+        if not claim:
+            with self.store._readTransaction() as db:
+                row = self._row(db)
+                # As in snapshot: a claim only when there is something to
+                # claim, in one write transaction with the read.
+                claim = claimRecent and row[3] < row[1]
+                if not claim:
+                    result = self._changesIn(db, modseq, row)
         if claim:
             with self.store._write(durable=False) as txn:
                 result = self._changesIn(txn.db, modseq)
@@ -1399,6 +1416,7 @@ class SQLiteMailbox:
                 txn, self._id, pending.blobId, pending.size, system, letters,
                 time.time() if internalDate is None else internalDate)
             txn.changed(self.user, self.name)
+        self._appended = True  # see changedSince
         return uid
 
     def _checkWith(self, txn, target):
