@@ -1348,7 +1348,7 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         self._unselect()
         if selected.readOnly:
             return None
-        # RFC 3501 6.4.2: the \\Deleted messages go, nothing is told.
+        # RFC 3501 6.4.2: the \Deleted messages go, nothing is told.
         return self.account.run(selected.mailbox.expungeDeleted)
 
     cmd_CLOSE.states = ("select",)

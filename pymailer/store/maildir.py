@@ -976,7 +976,7 @@ class MaildirMailbox:
             key for key, e in index.entries.items() if e.uid in uids])
 
     def expungeDeleted(self, uids=None, since=None, claimRecent=False):
-        # \\Deleted as the file names say now (another tool may have set it).
+        # \Deleted as the file names say now (another tool may have set it).
         deleted = FLAG_LETTERS["\\Deleted"]
         doomed = self._expunge(lambda index, files: [
             key for key, e in index.entries.items()
