@@ -1367,8 +1367,12 @@ class SQLiteMailbox:
                     "SELECT uid, system FROM messages WHERE mailboxId = ? AND uid = ?",
                     (self._id, uid))]
             else:
-                rows = txn.execute("SELECT uid, system FROM messages WHERE mailboxId = ?",
-                                   (self._id,)).fetchall()
+                # Filtered in SQL: under the write lock every writer waits
+                # for this (the system flags are space-separated names; no
+                # other holds "\\Deleted"; "!" as in mailboxCounts).
+                rows = txn.execute("SELECT uid, system FROM messages WHERE mailboxId = ?"
+                                   " AND system LIKE ? ESCAPE '!'",
+                                   (self._id, "%\\Deleted%")).fetchall()
             doomed = [uid for uid, system in rows if "\\Deleted" in system.split()
                       and (wanted is None or uid in wanted)]
             expunged = [uid for uid, _ in self._expunge(txn, doomed)]
