@@ -1369,7 +1369,7 @@ class SQLiteMailbox:
             else:
                 # Filtered in SQL: under the write lock every writer waits
                 # for this (the system flags are space-separated names; no
-                # other holds "\\Deleted"; "!" as in mailboxCounts).
+                # other holds "\Deleted"; "!" as in mailboxCounts).
                 rows = txn.execute("SELECT uid, system FROM messages WHERE mailboxId = ?"
                                    " AND system LIKE ? ESCAPE '!'",
                                    (self._id, "%\\Deleted%")).fetchall()
