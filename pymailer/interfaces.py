@@ -504,6 +504,22 @@ class IMailbox(Interface):
         L{changedSince}; RFC 7162 3.2).
         """
 
+    def expungeDeleted(uids=None, since=None, claimRecent=False):
+        """
+        IMAP's EXPUNGE, CLOSE and UID EXPUNGE (RFC 3501 6.4.3, 6.4.2; RFC
+        4315 2.1): expunge the messages flagged C{\\\\Deleted} now, as
+        the store has them (whoever set the flag), of C{uids} only if
+        given, as L{expunge} does; then, with C{since}, read what changed
+        after that mod-sequence as L{changedSince} would, the expunge
+        included.  A backend with transactions does both in one, so a
+        session's EXPUNGE costs one step and sees no change slip in
+        between.
+
+        @param claimRecent: as for L{changedSince}.
+        @return: C{(expunged UIDs ascending, snapshot)}: the snapshot is
+            L{changedSince}'s answer, or C{None} without C{since}.
+        """
+
     def append(source, flags=(), internalDate=None):
         """
         Add a message durably from binary file object C{source} (read to

@@ -517,6 +517,40 @@ class StoreContract:
         assert box.changedSince(seen, claimRecent=True).recent == frozenset()
         assert box.snapshot().recent == frozenset()
 
+    def test_expungeDeletedRemovesWhatIsDeletedNowAndTellsTheChanges(self, store):
+        """If this fails, an IMAP EXPUNGE keeps a message another client
+        flagged \\Deleted, removes one whose flag another client took
+        away, or leaves the session unaware of what went or came."""
+        for i in range(5):
+            deliver(store, b"m%d" % i)
+        box = store.mailbox(USER)
+        start = box.snapshot(claimRecent=True).highestModSeq  # the session's view
+        box.storeFlags([2, 4], "add", {"\\Deleted"})
+        other = self.reopen(store).mailbox(USER)  # another client, maybe another process
+        other.storeFlags([3], "add", {"\\Deleted", "\\Seen"})
+        other.storeFlags([4], "remove", {"\\Deleted"})
+        deliver(store, b"new")
+        expunged, changes = box.expungeDeleted(since=start, claimRecent=True)
+        assert expunged == [2, 3]
+        assert [m.uid for m in box.messages()] == [1, 4, 5, 6]
+        assert changes.since == start and changes.vanished == (2, 3)
+        assert [(i.uid, i.flags) for i in changes.messages] == [(4, frozenset()), (6, frozenset())]
+        assert changes.recent == {6}
+        assert changes.highestModSeq == box.highestModSeq()
+        assert (changes.uidNext, changes.uidValidity) == (7, box.uidValidity())
+        # Of the given UIDs only (UID EXPUNGE), and nothing read without since.
+        box.storeFlags([1, 5], "add", {"\\Deleted"})
+        assert box.expungeDeleted(uids={5, 6}) == ([5], None)
+        assert [m.uid for m in box.messages()] == [1, 4, 6]
+        assert box.expungeDeleted(since=box.highestModSeq())[0] == [1]
+        quiet = box.highestModSeq()
+        assert box.expungeDeleted(since=quiet)[1].vanished == ()
+        assert box.highestModSeq() == quiet  # nothing expunged, nothing changed
+        trash = store.mailbox(USER, "Trash")
+        store.deleteMailbox(USER, "Trash")
+        with pytest.raises(MailboxGone):
+            trash.expungeDeleted()
+
     # -- content ------------------------------------------------------------
 
     def test_openMessageContent(self, store):

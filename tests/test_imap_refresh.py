@@ -79,3 +79,62 @@ def test_expunge_elsewhere_reads_one_row(sessions):
     assert out == b"* %d EXPUNGE\r\nn OK NOOP completed\r\n" % last
     read = counter.take()
     assert read.get("messages", 0) == 0 and read["expunged"] == 1 and read["*"] <= 3, read
+
+
+def racing(client, change):
+    """
+    Make C{change()} happen once, just after the session's next read of
+    what changed (its commit and notice come while that read is on its
+    way back, as another session's can under load).
+    """
+    box = client.protocol.selected.mailbox
+    real = box.changedSince
+
+    def read(*args, **kwargs):
+        box.changedSince = real
+        result = real(*args, **kwargs)
+        change()
+        return result
+
+    box.changedSince = read
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_change_during_an_idle_read_is_told(tmp_path, shared):
+    """If this fails, an IDLE client is not told of a change made while
+    it was being told of another (a flag set on a phone just after a
+    delivery stays unseen until something else changes the mailbox)."""
+    a = Client(tmp_path, secure=True, store=SQLiteStore(tmp_path / "store"),
+               shareRefresh=shared)
+    a.deliver(b"Subject: one\r\n\r\none\r\n")
+    a.login()
+    a.send(b"s SELECT INBOX\r\n")
+    b = a.connectAgain()
+    b.login()
+    b.send(b"s SELECT INBOX\r\n")
+    assert a.send(b"i IDLE\r\n") == b"+ idling\r\n"
+    racing(a, lambda: b.send(b"f STORE 1 +FLAGS.SILENT (\\Flagged)\r\n"))
+    a.deliver(b"Subject: two\r\n\r\ntwo\r\n")
+    a.factory.clock.advance(0)  # the shared read runs on the next turn
+    a.factory.clock.advance(0)
+    out = a.read()
+    assert b"* 2 EXISTS\r\n" in out
+    assert b"* 1 FETCH (FLAGS (\\Flagged \\Recent) UID 1)\r\n" in out, out
+
+
+def test_change_during_a_commands_read_is_told_at_its_end(tmp_path):
+    """If this fails, a change made while a command read an earlier one is
+    not told at the end of that command (RFC 3501 7: any command may carry
+    it), nor of the next, only after some later change or a NOOP."""
+    a = Client(tmp_path, secure=True, store=SQLiteStore(tmp_path / "store"))
+    for subject in (b"one", b"two"):
+        a.deliver(b"Subject: " + subject + b"\r\n\r\nx\r\n")
+    a.login()
+    a.send(b"s SELECT INBOX\r\n")
+    b = a.connectAgain()
+    b.login()
+    b.send(b"s SELECT INBOX\r\n")
+    racing(a, lambda: b.send(b"f STORE 2 +FLAGS.SILENT (\\Seen)\r\n"))
+    out = a.send(b"a STORE 1 +FLAGS.SILENT (\\Answered)\r\n")
+    assert out == b"* 2 FETCH (FLAGS (\\Recent \\Seen) UID 2)\r\na OK STORE completed\r\n", out
+    assert a.send(b"u UID SEARCH SEEN\r\n") == b"* SEARCH 2\r\nu OK SEARCH completed\r\n"

@@ -112,6 +112,33 @@ def test_select_with_nothing_recent_needs_no_write_lock(tmp_path):
     assert inbox.snapshot(claimRecent=True).recent == {2}
 
 
+def test_what_a_session_knows_of_its_mailbox_never_hides_another_process(tmp_path):
+    """
+    If this fails, a session that appended a message shows it as \\Recent
+    although a session of another process claimed it first (RFC 3501
+    2.3.2: recent in one session only), or shows a mailbox another process
+    renamed, or the refresh after an APPEND into the selected mailbox
+    reads the mailbox row once more than it needs to.
+    """
+    here = SQLiteStore(tmp_path / "store")
+    there = SQLiteStore(tmp_path / "store")  # another process on the data_dir
+    box = here.mailbox(ALICE)
+    seen = box.snapshot(claimRecent=True).highestModSeq
+    uid = box.append(io.BytesIO(b"Subject: mine\r\n\r\nbody\r\n"))
+    counter = RowCounter(here)
+    changes = box.changedSince(seen, claimRecent=True)  # known due: no read first
+    assert changes.recent == {uid}
+    assert counter.take()["mailboxes"] == 1
+    uid = box.append(io.BytesIO(b"Subject: mine too\r\n\r\nbody\r\n"))
+    assert there.mailbox(ALICE).changedSince(seen, claimRecent=True).recent == {uid}
+    changes = box.changedSince(seen, claimRecent=True)
+    assert [i.uid for i in changes.messages] == [1, 2] and changes.recent == frozenset()
+    there.renameMailbox(ALICE, "Archive", "Old")
+    with pytest.raises(KeyError):
+        here.mailbox(ALICE, "Archive")
+    assert here.mailbox(ALICE, "Old").snapshot().messages == []
+
+
 def test_orphans_swept_at_start(tmp_path):
     """
     If this fails, content written by a delivery that crashed before its

@@ -7,6 +7,7 @@ SQLite's busy handler, and a blob placed before the write lock that a
 concurrent removal took away.
 """
 
+import fcntl
 import io
 import os
 import sqlite3
@@ -110,6 +111,50 @@ def test_blob_freed_by_an_expunge_goes_once_the_expunge_is_on_disk(tmp_path, mon
     assert len(blobFiles(store)) == 1
     assert SQLiteStore(store.root).sweep(now=float("inf")) == 1
     assert blobFiles(store) == set()
+
+
+def test_freed_blobs_go_without_a_transaction_of_their_own(tmp_path, monkeypatch):
+    """
+    If this fails, every APPEND after an EXPUNGE (each loop of a client
+    that files a message and empties its trash) queues for the write lock
+    a second time, to unlink the expunged message's file in a
+    transaction of its own; or, with another writer in, the file is
+    unlinked under its feet (it may be linking the same content again) or
+    stays on disk after the next write.
+    """
+    store = SQLiteStore(tmp_path / "store")
+    inbox = store.mailbox(ALICE)
+    for n in range(3):
+        inbox.append(io.BytesIO(b"Subject: %d\r\n\r\nbody\r\n" % n))
+    first, second = (store._read("SELECT blob FROM messages WHERE uid = ?", (uid,)).fetchone()[0]
+                     for uid in (1, 2))
+    inbox.expunge([1])
+    statements = []
+    store._db().set_trace_callback(statements.append)
+    inbox.append(io.BytesIO(b"Subject: new\r\n\r\nbody\r\n"))  # durable: the expunge too
+    assert [s for s in statements if s.startswith("BEGIN")] == ["BEGIN IMMEDIATE"]
+    assert first not in blobFiles(store)
+    # Another process's writer holds the lock when the expunge is on disk:
+    # the file waits for this process's next write, and goes there.
+    inbox.expunge([2])
+    other = open(store.root / "locks" / "writer", "rb")
+    real = store._syncWal
+
+    def flushedThenAnotherWriterComes():
+        real()
+        fcntl.flock(other, fcntl.LOCK_EX)
+
+    monkeypatch.setattr(store, "_syncWal", flushedThenAnotherWriterComes)
+    inbox.append(io.BytesIO(b"Subject: newer\r\n\r\nbody\r\n"))
+    monkeypatch.setattr(store, "_syncWal", real)
+    assert second in blobFiles(store)
+    fcntl.flock(other, fcntl.LOCK_UN)
+    other.close()
+    statements.clear()
+    inbox.storeFlags([3], "add", {"\\Seen"})
+    assert second not in blobFiles(store)
+    assert [s for s in statements if s.startswith("BEGIN")] == ["BEGIN IMMEDIATE"]
+    assert len(blobFiles(store)) == 3
 
 
 def test_writers_in_one_process_queue_in_the_process(tmp_path, monkeypatch):

@@ -99,6 +99,8 @@ class SharedRefresh:
         d.addBoth(lambda _: self.reactor.callLater(COLLECT_AFTER, self._releaseCollector))
 
     def _readBatch(self, batch):
+        for selected, _ in batch:
+            selected.reading()  # before the read is handed to the pool
         since = min(selected.highestModSeq for selected, _ in batch)
         first = batch[0][0]
         return self.run(first.mailbox.changedSince, since, claimRecent=not first.readOnly)

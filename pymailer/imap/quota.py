@@ -22,7 +22,7 @@ is the accounts directory's answer, asked for every SETQUOTA.
 
 from pymailer.imap.errors import CommandFailed
 from pymailer.imap.parser import Atom, ParseError, astring, formatValue
-from pymailer.quota import OverQuota
+from pymailer.quota import OverQuota, QuotaState
 
 ROOT = b""
 STORAGE = b"STORAGE"
@@ -72,6 +72,10 @@ class QuotaCommands:
     L{pymailer.quota.Quotas}, or C{None} (no quotas: nothing advertised).
     """
 
+    # The user's quota as this session's last check found it, with what
+    # that check let in counted (a QuotaState), or None: see quotaRoomKnown.
+    _quotaSeen = None
+
     def quotaCapabilities(self):
         return list(CAPABILITIES) if self.factory.quotas is not None else []
 
@@ -84,9 +88,27 @@ class QuotaCommands:
         if quotas is None:
             return
         try:
-            quotas.check(self.user, adding)
+            state = quotas.check(self.user, adding)
         except OverQuota:
             raise CommandFailed("[OVERQUOTA] Quota exceeded: the mailbox is full") from None
+        # What this session adds counts at once (an APPEND that then
+        # fails only makes the guess cautious).
+        self._quotaSeen = QuotaState(state.limit, state.usage + max(adding, 0))
+
+    def quotaRoomKnown(self, adding):
+        """
+        Whether C{adding} more octets fit as far as this session knows
+        without asking (no quotas; or its last check left room): APPEND's
+        check before the upload can then be skipped.  Only that early
+        answer rests on it: the command checks again before it stores, so
+        a mailbox filled meanwhile (a delivery, another session) still
+        gets C{NO [OVERQUOTA]}, after the upload (the limit is soft
+        anyway, L{pymailer.quota}).
+        """
+        if self.factory.quotas is None:
+            return True
+        seen = self._quotaSeen
+        return seen is not None and seen.fits(adding)
 
     def _quotas(self):
         if self.factory.quotas is None:

@@ -12,6 +12,7 @@ import bisect
 import operator
 
 from pymailer.imap.parser import formatSet
+from pymailer.store.notify import readingWithChanges, readStamp
 
 _uid = operator.attrgetter("uid")
 
@@ -47,7 +48,11 @@ class Selected:
         self.validity = 0
         self.uidNext = 1
         self.highestModSeq = 0
+        # A change notice came that the state applied may not hold (see
+        # noticed): the next command's end reads what changed.
         self.dirty = False
+        self._noticeStamp = 0  # the newest notice's (notify.readStamp's count)
+        self._readStamp = 0  # taken before the read being applied began
         self.showRecent = True
         # UIDs expunged from the store that the client has not been told
         # of yet (RFC 3501 7.4.1: not during FETCH, STORE, SEARCH), and
@@ -60,11 +65,30 @@ class Selected:
         self.mailboxId = None
         self.emailIds = {}  # uid -> EMAILID (RFC 8474), as read (objectid)
 
+    def noticed(self, stamp):
+        """
+        In the reactor: the store says the mailbox changed, in a change
+        stamped C{stamp} (L{pymailer.store.notify.ChangeNotifier.stamp}).
+        """
+        self.dirty = True
+        self._noticeStamp = max(self._noticeStamp, stamp)
+
+    def reading(self):
+        """
+        A read of the mailbox is about to begin (in whichever thread): a
+        notice older than this is one the read will hold, so applying it
+        clears L{dirty}; a newer one keeps it (the change may have come
+        after the read) and the session reads again.
+        """
+        self._readStamp = readStamp()
+        return self._readStamp
+
     def scan(self):
         """
         Blocking: what the store has now.  A read-write session claims the
         recent messages; EXAMINE must not (RFC 3501 6.3.2).
         """
+        self.reading()
         return self.mailbox.snapshot(claimRecent=not self.readOnly)
 
     def refresh(self):
@@ -76,7 +100,19 @@ class Selected:
         """
         if not self.validity:
             return self.scan()
+        self.reading()
         return self.mailbox.changedSince(self.highestModSeq, claimRecent=not self.readOnly)
+
+    def expungeDeleted(self, uids=None):
+        """
+        Blocking: expunge the messages the store has flagged \\Deleted
+        (of C{uids} if given), and read what changed since the state last
+        applied, the expunges included, in one store call
+        (L{pymailer.interfaces.IMailbox.expungeDeleted}).
+        """
+        with readingWithChanges(self.reading()):
+            return self.mailbox.expungeDeleted(uids, self.highestModSeq,
+                                               claimRecent=not self.readOnly)[1]
 
     def shownFlags(self, uid):
         """The flags as FETCH shows them, C{\\Recent} included."""
@@ -179,7 +215,9 @@ class Selected:
         self.validity, self.uidNext = snapshot.uidValidity, snapshot.uidNext
         self.highestModSeq = snapshot.highestModSeq
         self.mailboxId = snapshot.mailboxId
-        self.dirty = False
+        # Not simply cleared: a notice that came while the read ran may
+        # be of a change the read missed (it would wait for the next one).
+        self.dirty = self._noticeStamp > self._readStamp
         return lines
 
     def _expunged(self, qresync):

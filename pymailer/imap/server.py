@@ -42,7 +42,6 @@ mod-sequences (CONDSTORE, RFC 7162).
 
 import bisect
 import functools
-import itertools
 import re
 import time
 from collections import deque
@@ -402,9 +401,32 @@ class IMAPServer(QuotaCommands, IMAP4Server):
                 self._resumeReading()
                 self.dataReceived(b"")
 
-        d = self.account.run(check) if self.user is not None else defer.fail(
-            ConnectionError("gone"))
+        if self.user is None:
+            d = defer.fail(ConnectionError("gone"))
+        elif self._appendCheckKnown(target, size):
+            d = defer.succeed(None)  # no trip to the store (issue 13)
+        else:
+            d = self.account.run(check)
         return d.addCallbacks(accepted, refused).addBoth(resume)
+
+    def _appendCheckKnown(self, target, size):
+        """
+        Whether the session knows the check's answer without the store
+        (run in order, after the commands before the APPEND): the target is
+        the selected mailbox, which exists as far as the session was last
+        told (RFC 9051 6.3.12's "no such mailbox" cannot be the answer;
+        deleted meanwhile, the append itself says so and the session ends
+        as on any command), and the quota has room as far as the session
+        knows (L{quotaRoomKnown}).
+        """
+        selected = self.selected
+        if selected is None:
+            return False
+        try:
+            name = self.mailboxName(target)
+        except (ParseError, CommandFailed):
+            return False  # the check says why
+        return name == selected.name and self.quotaRoomKnown(size)
 
     def _acceptLiteral(self, name, size, plus):
         if not plus:
@@ -1327,7 +1349,7 @@ class IMAPServer(QuotaCommands, IMAP4Server):
     def _mailboxChanged(self):
         if self.selected is None:
             return
-        self.selected.dirty = True
+        self.selected.noticed(self.factory.notifier.stamp)
         if self.notify is not None:
             self.notify.selectedChanged()  # RFC 5465: NOTIFY decides, in IDLE or not
         elif self.idleTag is not None and self._idleSync is None:
@@ -1372,7 +1394,8 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         self._unselect()
         if selected.readOnly:
             return None
-        return self.account.run(self._expungeDeleted, selected, None)
+        # RFC 3501 6.4.2: the \Deleted messages go, nothing is told.
+        return self.account.run(selected.mailbox.expungeDeleted)
 
     cmd_CLOSE.states = ("select",)
 
@@ -1381,20 +1404,6 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         self._unselect()
 
     cmd_UNSELECT.states = ("select",)
-
-    def _expungeDeleted(self, selected, uids):
-        """
-        Blocking: expunge the \\Deleted messages (of C{uids} if given) as
-        the store has them now: the session's flags with what changed
-        since, not a read of the whole mailbox.
-        """
-        changes = selected.refresh()
-        changed = {i.uid: i.flags for i in changes.messages}
-        flags = itertools.chain(changed.items(), () if changes.since is None else (
-            (u, f) for u, f in selected.flags.items() if u not in changed))
-        doomed = [u for u, f in flags if "\\Deleted" in f and (uids is None or u in uids)]
-        if doomed:
-            selected.mailbox.expunge(doomed)
 
     def cmd_EXPUNGE(self, tag, args, uid=False):
         uids = None
@@ -1409,12 +1418,9 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         if self.selected.readOnly:
             raise CommandFailed("[READ-ONLY] Mailbox is read-only")
         selected = self.selected
-
-        def work():
-            self._expungeDeleted(selected, uids)
-            return selected.refresh()
-
-        return self.account.run(work).addCallback(self._applyChanges, selected)
+        # One trip: the store expunges and reads what to tell in one step.
+        return self.account.run(selected.expungeDeleted, uids).addCallback(
+            self._applyChanges, selected)
 
     cmd_EXPUNGE.states = ("select",)
     cmd_EXPUNGE.uid = True

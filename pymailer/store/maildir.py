@@ -972,11 +972,32 @@ class MaildirMailbox:
 
     def expunge(self, uids):
         uids = set(uids)
+        self._expunge(lambda index, files: [
+            key for key, e in index.entries.items() if e.uid in uids])
+
+    def expungeDeleted(self, uids=None, since=None, claimRecent=False):
+        # \Deleted as the file names say now (another tool may have set it).
+        deleted = FLAG_LETTERS["\\Deleted"]
+        doomed = self._expunge(lambda index, files: [
+            key for key, e in index.entries.items()
+            if key in files and deleted in _infoLetters(files[key])
+            and (uids is None or e.uid in uids)])
+        # Not atomic with the expunge (nothing is, in a Maildir): what
+        # changed since, the expunge included.
+        return doomed, None if since is None else self.changedSince(since, claimRecent)
+
+    def _expunge(self, choose):
+        """
+        Expunge the messages C{choose(index, {key: fileName})} names (keys).
+
+        @return: their UIDs, ascending.
+        """
         cur = self.path / "cur"
         with self._locked():
             index = self._lockedIndex()
-            doomed = [key for key, e in index.entries.items() if e.uid in uids]
             files = {_basename(n): n for n in _listNames(cur)}
+            doomed = choose(index, files)
+            uids = {index.entries[key].uid for key in doomed}
             for key in doomed:
                 # Another tool may rename the file (a flag change) between
                 # listing and unlinking: list again and retry.
@@ -998,6 +1019,7 @@ class MaildirMailbox:
                            if u not in uids}
         if doomed:
             self.store._notify(self.user, self.name)
+        return sorted(uids)
 
     def append(self, source, flags=(), internalDate=None, emailId=None):
         letters = {FLAG_LETTERS[f] for f in flags if f in FLAG_LETTERS}

@@ -442,17 +442,32 @@ class MemoryMailbox:
 
     def expunge(self, uids):
         with self.store._lock:
-            box = self._state()
-            doomed = [u for u in set(uids) if u in box.messages]
-            for uid in doomed:
-                del box.messages[uid]
-            if doomed:
-                # Expunges raise HIGHESTMODSEQ too, and are remembered
-                # with it (RFC 7162 3.2).
-                modseq = box.nextModSeq()
-                box.expunged.update(dict.fromkeys(doomed, modseq))
+            doomed = self._expunge(self._state(), set(uids))
         if doomed:
             self.store._notify(self.user, self.name)
+
+    def _expunge(self, box, uids):
+        """Under the lock: expunge C{uids}. @return: those that were there, ascending."""
+        doomed = sorted(u for u in uids if u in box.messages)
+        for uid in doomed:
+            del box.messages[uid]
+        if doomed:
+            # Expunges raise HIGHESTMODSEQ too, and are remembered
+            # with it (RFC 7162 3.2).
+            modseq = box.nextModSeq()
+            box.expunged.update(dict.fromkeys(doomed, modseq))
+        return doomed
+
+    def expungeDeleted(self, uids=None, since=None, claimRecent=False):
+        with self.store._lock:  # re-entered by _read: one atomic step
+            box = self._state()
+            doomed = self._expunge(box, [
+                u for u, m in box.messages.items()
+                if "\\Deleted" in m.system and (uids is None or u in uids)])
+            changes = None if since is None else self._read(claimRecent, since)
+        if doomed:
+            self.store._notify(self.user, self.name)
+        return doomed, changes
 
     def append(self, source, flags=(), internalDate=None):
         data = _readAll(b"", source)  # outside the lock: source may block

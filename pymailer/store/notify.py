@@ -14,6 +14,10 @@ says so through the supervisor and the others look at once
 (L{ChangeNotifier.changedElsewhere}, L{pymailer.workers}).
 """
 
+import itertools
+import threading
+from contextlib import contextmanager
+
 from twisted.application.service import Service
 from twisted.internet import task
 from twisted.internet.threads import deferToThreadPool
@@ -26,6 +30,40 @@ log = Logger()
 
 POLL_INTERVAL = 0.5  # seconds; the issue asks for "within a second"
 
+# Stamps order change notices against reads (see readStamp): one count for
+# the process, taken in whichever thread; next() on it is atomic.
+_stamps = itertools.count(1)
+
+
+def readStamp():
+    """
+    A stamp to take just before reading a mailbox: a change whose notice
+    (L{ChangeNotifier.stamp}) is older was committed before the read
+    began, so the read saw it; a newer one may have come after.  A session
+    that applies the read stays marked as changed only for the newer ones
+    (L{pymailer.imap.selected.Selected.noticed}).
+    """
+    return next(_stamps)
+
+
+_thread = threading.local()
+
+
+@contextmanager
+def readingWithChanges(stamp):
+    """
+    Around a store call that changes a mailbox and reads it in one step
+    (L{pymailer.interfaces.IMailbox.expungeDeleted}), in its thread: the
+    notices of the changes this thread commits meanwhile carry C{stamp},
+    the read's L{readStamp}, since the read holds them (taken after the
+    commit, theirs would look newer, and the session would read again).
+    """
+    _thread.stamp = stamp
+    try:
+        yield
+    finally:
+        _thread.stamp = None
+
 
 @implementer(IChangeNotifier)
 class ChangeNotifier(Service):
@@ -33,6 +71,10 @@ class ChangeNotifier(Service):
     Listens to the store (called in whichever thread made the change) and
     calls the subscribed sessions' callbacks on the reactor thread.  A
     service: running, it polls other processes' changes.
+
+    @ivar stamp: during a callback, the stamp of the change being told
+        (L{readStamp}'s count), taken after its commit, in the thread that
+        committed it (or read it from another process's change log).
 
     @param threadpool: where the cross-process poll runs; without one (or
         with a store that has no L{IExternalChanges}) nothing is polled.
@@ -46,6 +88,7 @@ class ChangeNotifier(Service):
         # million comparisons (issue 14).
         self._subscribers = {}
         self._accounts = {}
+        self.stamp = 0
         store.addListener(self._changed)
         self._poller = None
         if threadpool is not None and IExternalChanges.providedBy(store):
@@ -103,24 +146,26 @@ class ChangeNotifier(Service):
         """In a pool thread: the mailboxes others changed, if the counter moved."""
         version = self._store.dataVersion()
         if version == self._version and self._cursor is not None:
-            return ()
+            return 0, ()
         self._version = version
         self._cursor, changed = self._store.changesSince(self._cursor)
-        return changed
+        return readStamp(), changed  # after reading what others committed
 
-    def _dispatchAll(self, changed):
+    def _dispatchAll(self, result):
+        stamp, changed = result
         if changed is None:
-            return self._dispatchEverything()
+            return self._dispatchEverything(stamp)
         for user, mailboxName in changed:
-            self._dispatch(user, mailboxName)
+            self._dispatch(user, mailboxName, stamp)
 
-    def _dispatchEverything(self):
+    def _dispatchEverything(self, stamp):
         """
         Changes may have been missed (L{IExternalChanges.changesSince}):
         every session looks at its mailbox (a cheap C{changedSince} when
         nothing moved), and every account watcher at each of its
         mailboxes, listed in the pool.
         """
+        self.stamp = stamp
         for callbacks in list(self._subscribers.values()):
             for callback in list(callbacks):
                 self._call(callback)
@@ -146,9 +191,14 @@ class ChangeNotifier(Service):
             log.failure("change callback failed")
 
     def _changed(self, user, mailboxName):
-        self.reactor.callFromThread(self._dispatch, user, mailboxName)
+        # Stamped here, after the commit, in the committing thread: a read
+        # this thread makes next (a command's refresh after its own
+        # change) is known to include it.
+        stamp = getattr(_thread, "stamp", None) or readStamp()
+        self.reactor.callFromThread(self._dispatch, user, mailboxName, stamp)
 
-    def _dispatch(self, user, mailboxName):
+    def _dispatch(self, user, mailboxName, stamp):
+        self.stamp = stamp
         for callback in list(self._subscribers.get((user, mailboxName), ())):
             self._call(callback)
         for callback in list(self._accounts.get(user, ())):

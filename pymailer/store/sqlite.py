@@ -299,6 +299,8 @@ class SQLiteStore(Listeners):
         # Blobs freed by commits not yet durable (see _write).
         self._unsyncedGuard = threading.Lock()
         self._unsynced = []
+        # Blobs freed by commits now durable, to unlink (see _removeBlobs).
+        self._settled = []
         # Group commit of the WAL (see _syncWal): tickets handed out to
         # commits waiting for a flush, and the last one a flush covered.
         self._walGuard = threading.Condition()
@@ -387,8 +389,9 @@ class SQLiteStore(Listeners):
         with self._writeLock():
             db.execute("BEGIN IMMEDIATE")
             txn = _Transaction(db)
-            written = db.total_changes
             try:
+                self._unlinkSettled(db)
+                written = db.total_changes
                 yield txn
                 for user, mailbox in txn.touched:
                     seq = txn.execute("INSERT INTO changes (origin, user, mailbox)"
@@ -571,25 +574,58 @@ class SQLiteStore(Listeners):
 
     def _unreference(self, txn, blobIds):
         for blobId in blobIds:
-            txn.execute("UPDATE blobs SET refs = refs - 1 WHERE id = ?", (blobId,))
-            row = txn.execute("SELECT refs FROM blobs WHERE id = ?", (blobId,)).fetchone()
+            row = txn.execute("UPDATE blobs SET refs = refs - 1 WHERE id = ? RETURNING refs",
+                              (blobId,)).fetchone()
             if row is not None and row[0] <= 0:
                 txn.execute("DELETE FROM blobs WHERE id = ?", (blobId,))
                 txn.execute("DELETE FROM summaries WHERE blob = ?", (blobId,))
                 txn.freed.append(blobId)
 
     def _removeBlobs(self, blobIds):
-        """After the commit that freed them: unlink, unless taken again."""
-        db = self._db()
-        with self._writeLock():
-            db.execute("BEGIN IMMEDIATE")
+        """
+        Once the commits that freed them are durable: unlink the blobs,
+        unless a new reference took them meanwhile.  Checked and unlinked
+        under the write lock, where every writer of the same content
+        links it again if need be (L{_addBlob}); but never a transaction
+        of its own (it was a second one after each APPEND, issue 13): at
+        once if no writer holds the lock, else by the write transaction
+        that comes next, at its start (L{_unlinkSettled}).  A process that
+        ends first leaves them to the sweep at start-up.
+        """
+        with self._unsyncedGuard:
+            self._settled.extend(blobIds)
+        if self._writerFile is None:
+            return  # other processes may write without the file lock
+        if not self._writers.acquire(blocking=False):
+            return
+        try:
             try:
-                for blobId in blobIds:
-                    if db.execute("SELECT 1 FROM blobs WHERE id = ?",
-                                  (blobId,)).fetchone() is None:
-                        self.blobs.remove(blobId)
+                fcntl.flock(self._writerFile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # another process writes: our next transaction unlinks
+            try:
+                # Every writer holds both locks through its commit: what
+                # this read sees stays true while they are held.
+                self._unlinkSettled(self._db())
             finally:
-                db.execute("COMMIT")
+                fcntl.flock(self._writerFile, fcntl.LOCK_UN)
+        finally:
+            self._writers.release()
+
+    def _unlinkSettled(self, db):
+        """Under the write lock: unlink the settled blobs no row names again."""
+        with self._unsyncedGuard:
+            blobIds, self._settled = self._settled, []
+        for i in range(0, len(blobIds), 500):
+            part = blobIds[i:i + 500]
+            named = {row[0] for row in db.execute(
+                "SELECT id FROM blobs WHERE id IN (%s)" % ",".join("?" * len(part)), part)}
+            for blobId in part:
+                if blobId not in named:
+                    try:
+                        self.blobs.remove(blobId)
+                    except OSError:  # never the write's failure: an orphan now
+                        log.failure("Removing blob {blob} failed", blob=blobId)
 
     def sweep(self, now=None):
         """
@@ -680,7 +716,14 @@ class SQLiteStore(Listeners):
 
     def mailbox(self, user, name=INBOX):
         canonical = self.canonicalName(name)
-        row = self._mailboxRow(self._userId(user), canonical)
+        # One query for the usual case (a SELECT, an APPEND elsewhere):
+        # an account made before, a mailbox that is there.
+        row = self._read(
+            "SELECT m.id FROM users u JOIN mailboxes m ON m.userId = u.id"
+            " WHERE u.name = ? AND u.foldersMade = 1 AND m.name = ?",
+            (user, canonical)).fetchone() if isinstance(user, str) else None
+        if row is None:
+            row = self._mailboxRow(self._userId(user), canonical)
         if row is None:
             raise KeyError(name)
         return self.mailboxClass(self, user, canonical, row[0])
@@ -1026,6 +1069,7 @@ class SQLiteMailbox:
         self.user = user
         self.name = name
         self._id = mailboxId
+        self._appended = False  # by this object, since its last changedSince
 
     def _row(self, db, columns="uidValidity, uidNext, highestModSeq, firstRecent, keywords"):
         """The mailbox row, or L{MailboxGone} if deleted or renamed away."""
@@ -1098,9 +1142,12 @@ class SQLiteMailbox:
                                       saveDate)))
         return infos
 
+    _SNAPSHOT_ROW = "uidValidity, uidNext, highestModSeq, firstRecent, keywords, objectId"
+
     def snapshot(self, claimRecent=False):
         with self.store._readTransaction() as db:
-            validity, uidNext, highest, firstRecent, names = self._row(db)
+            validity, uidNext, highest, firstRecent, names, objectId = self._row(
+                db, self._SNAPSHOT_ROW)
             # Nothing to claim (RFC 3501 2.3.2): no write transaction, so a
             # SELECT or the scan after a command does not queue for the
             # write lock and fsync a commit that changes nothing.
@@ -1110,9 +1157,9 @@ class SQLiteMailbox:
                 claimRecent = False
         if claimRecent:  # RFC 3501 2.3.2: this session is told of them
             with self.store._write(durable=False) as txn:
-                validity, uidNext, highest, firstRecent, names = self._row(txn.db)
-                txn.execute("UPDATE mailboxes SET firstRecent = uidNext WHERE id = ?",
-                            (self._id,))
+                validity, uidNext, highest, firstRecent, names, objectId = self._row(
+                    txn.db, self._SNAPSHOT_ROW)
+                self._claimIn(txn)
                 keywords = _keywords(names)
                 infos = self._infos(txn.db, keywords)
         return MailboxSnapshot(
@@ -1120,34 +1167,54 @@ class SQLiteMailbox:
             recent=frozenset(i.uid for i in infos if i.uid >= firstRecent)
             if firstRecent < uidNext else frozenset(),
             keywords=keywords.defined(), keywordsFull=keywords.full(),
-            changeStamp=(uidNext, highest, names), mailboxId=self.mailboxId(),
+            changeStamp=(uidNext, highest, names), mailboxId=objectId,
         )
 
-    def changedSince(self, modseq, claimRecent=False):
-        def read(db, row):
-            validity, uidNext, highest, firstRecent, names = row
-            if highest <= modseq:  # nothing after it: the row was the one query
-                return row, [], ()
-            vanished = tuple(r[0] for r in db.execute(
-                "SELECT uid FROM expunged WHERE mailboxId = ? AND modseq > ? ORDER BY uid",
-                (self._id, modseq)))
-            return row, self._infos(db, _keywords(names), modseq), vanished
+    def _changesIn(self, db, modseq, row=None):
+        """
+        Inside a transaction: the mailbox row and what changed after
+        C{modseq} (C{(row, infos, vanished)}), for L{_changedSnapshot}.
+        """
+        row = self._row(db) if row is None else row
+        validity, uidNext, highest, firstRecent, names = row
+        if highest <= modseq:  # nothing after it: the row was the one query
+            return row, [], ()
+        vanished = tuple(r[0] for r in db.execute(
+            "SELECT uid FROM expunged WHERE mailboxId = ? AND modseq > ? ORDER BY uid",
+            (self._id, modseq)))
+        return row, self._infos(db, _keywords(names), modseq), vanished
 
-        with self.store._readTransaction() as db:
-            row = self._row(db)
-            # RFC 3501 2.3.2, as in snapshot: a claim only when there is
-            # something to claim, in one write transaction with the read.
-            claim = claimRecent and row[3] < row[1]
-            if not claim:
-                result = read(db, row)
+    def _claimIn(self, txn):
+        """
+        Inside a write transaction: the messages recent now are this
+        session's (RFC 3501 2.3.2).  Not durable, as in snapshot: the
+        claim is no content; a power loss before the next durable commit
+        only shows the messages as \\Recent once more.
+        """
+        txn.execute("UPDATE mailboxes SET firstRecent = uidNext WHERE id = ?", (self._id,))
+
+    def changedSince(self, modseq, claimRecent=False):
+        # After this object's own append there is something to claim (RFC
+        # 3501 2.3.2): straight to the write transaction, without the read
+        # that would find it out (a hint: the transaction reads again).
+        claim = claimRecent and self._appended
+        self._appended = False
+        if not claim:
+            with self.store._readTransaction() as db:
+                row = self._row(db)
+                # As in snapshot: a claim only when there is something to
+                # claim, in one write transaction with the read.
+                claim = claimRecent and row[3] < row[1]
+                if not claim:
+                    result = self._changesIn(db, modseq, row)
         if claim:
-            # Not durable, as in snapshot: the claim is no content; a power
-            # loss before the next durable commit only shows the messages
-            # as \Recent once more.
             with self.store._write(durable=False) as txn:
-                result = read(txn.db, self._row(txn.db))
-                txn.execute("UPDATE mailboxes SET firstRecent = uidNext WHERE id = ?",
-                            (self._id,))
+                result = self._changesIn(txn.db, modseq)
+                self._claimIn(txn)
+        return self._changedSnapshot(modseq, result)
+
+    def _changedSnapshot(self, modseq, result):
+        """The L{MailboxSnapshot} of L{_changesIn}'s C{result}."""
         (validity, uidNext, highest, firstRecent, names), infos, vanished = result
         keywords = _keywords(names)
         return MailboxSnapshot(
@@ -1288,7 +1355,37 @@ class SQLiteMailbox:
             self._row(txn.db, "1")
             self._expunge(txn, uids)
 
+    def expungeDeleted(self, uids=None, since=None, claimRecent=False):
+        # One write transaction (and so one trip for the caller): which
+        # messages are \Deleted, their removal, and what the session is to
+        # be told, with nobody's change in between.
+        with self.store._write(durable=False) as txn:
+            self._row(txn.db, "1")  # MailboxGone
+            wanted = None if uids is None else set(uids)
+            if wanted is not None and len(wanted) <= 500:  # UID EXPUNGE: by key
+                rows = [row for uid in sorted(wanted) for row in txn.execute(
+                    "SELECT uid, system FROM messages WHERE mailboxId = ? AND uid = ?",
+                    (self._id, uid))]
+            else:
+                # Filtered in SQL: under the write lock every writer waits
+                # for this (the system flags are space-separated names; no
+                # other holds "\Deleted"; "!" as in mailboxCounts).
+                rows = txn.execute("SELECT uid, system FROM messages WHERE mailboxId = ?"
+                                   " AND system LIKE ? ESCAPE '!'",
+                                   (self._id, "%\\Deleted%")).fetchall()
+            doomed = [uid for uid, system in rows if "\\Deleted" in system.split()
+                      and (wanted is None or uid in wanted)]
+            expunged = [uid for uid, _ in self._expunge(txn, doomed)]
+            if since is None:
+                return expunged, None
+            result = self._changesIn(txn.db, since)
+            row = result[0]
+            if claimRecent and row[3] < row[1]:  # RFC 3501 2.3.2, as in changedSince
+                self._claimIn(txn)
+        return expunged, self._changedSnapshot(since, result)
+
     def _expunge(self, txn, uids):
+        """Inside C{txn}: expunge C{uids}. @return: C{[(uid, blob)]} expunged."""
         doomed = []
         for uid in sorted(set(uids)):
             row = txn.execute("DELETE FROM messages WHERE mailboxId = ? AND uid = ?"
@@ -1303,6 +1400,7 @@ class SQLiteMailbox:
                                " VALUES (?, ?, ?)", [(self._id, uid, modseq) for uid, _ in doomed])
             self.store._unreference(txn, [blobId for _, blobId in doomed])
             txn.changed(self.user, self.name)
+        return doomed
 
     def append(self, source, flags=(), internalDate=None):
         self.uidValidity()  # MailboxGone before writing anything
@@ -1322,6 +1420,7 @@ class SQLiteMailbox:
                 txn, self._id, pending.blobId, pending.size, system, letters,
                 time.time() if internalDate is None else internalDate)
             txn.changed(self.user, self.name)
+        self._appended = True  # see changedSince
         return uid
 
     def _checkWith(self, txn, target):
