@@ -8,7 +8,7 @@ through the store, as the admin command opens it).
 
 Runs until STOPFILE exists, then waits for the probes still in flight (at
 most 30 s) and prints one line:
-``probe sent=N seen=N p50_ms=X max_ms=Y``.
+``probe sent=N seen=N p50_ms=X p90_ms=X p99_ms=X max_ms=Y``.
 """
 
 import smtplib
@@ -56,9 +56,13 @@ def main(configPath, port, recipient, stopFile, interval=0.5):
             break
         time.sleep(0.02)
     ordered = sorted(seen)
-    p50 = ordered[len(ordered) // 2] * 1000 if ordered else float("nan")
-    worst = ordered[-1] * 1000 if ordered else float("nan")
-    print(f"probe sent={len(sent)} seen={len(seen)} p50_ms={p50:.0f} max_ms={worst:.0f}")
+
+    def percentile(p):
+        return ordered[min(len(ordered) - 1, len(ordered) * p // 100)] * 1000 \
+            if ordered else float("nan")
+    print(f"probe sent={len(sent)} seen={len(seen)} p50_ms={percentile(50):.0f} "
+          f"p90_ms={percentile(90):.0f} p99_ms={percentile(99):.0f} "
+          f"max_ms={percentile(100):.0f}")
 
 
 if __name__ == "__main__":
