@@ -445,3 +445,35 @@ def test_wake_ups_are_batched_but_never_lost():
     assert written() == QUEUED
     os.close(readEnd)
     os.close(writeEnd)
+
+
+def test_the_supervisor_relays_a_burst_of_wake_ups_in_few_writes():
+    """
+    200 commits in another worker within a few milliseconds (a burst of
+    mail under load) reach worker 0 and the third worker as one write at
+    once and one at the end of the 5 ms window, each, not 200 writes (a
+    wake-up of the receiving process per message); a commit after the
+    last write still gets its own, or mail would wait for the runner's
+    timed scan and IDLE sessions for the poll.
+    """
+    from twisted.internet.task import Clock
+
+    from pymailer.workers import (CHANGED, KICK_FD, QUEUED, TELL_WINDOW, Supervisor,
+                                  WorkerProcess)
+
+    clock = Clock()
+    supervisor = Supervisor({}, 3, clock)
+    workers = [WorkerProcess(supervisor, index) for index in (0, 1, 2)]
+    for worker in workers:
+        worker.makeConnection(_Transport())
+        supervisor.workers[worker.index] = worker
+    for _ in range(200):
+        workers[1].childDataReceived(KICK_FD, QUEUED + CHANGED)
+        clock.advance(TELL_WINDOW / 400)  # the burst within one window
+    clock.advance(TELL_WINDOW)
+    written = [[data for _, data in w.transport.written] for w in workers]
+    assert sorted(written[0]) == [CHANGED, CHANGED, QUEUED, QUEUED]
+    assert written[1] == [] and written[2] == [CHANGED, CHANGED]
+    clock.advance(1)
+    workers[2].childDataReceived(KICK_FD, QUEUED)  # later: told at once
+    assert workers[0].transport.written[-1] == (0, QUEUED)
