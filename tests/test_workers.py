@@ -477,3 +477,20 @@ def test_the_supervisor_relays_a_burst_of_wake_ups_in_few_writes():
     clock.advance(1)
     workers[2].childDataReceived(KICK_FD, QUEUED)  # later: told at once
     assert workers[0].transport.written[-1] == (0, QUEUED)
+
+
+def test_start_up_objects_are_frozen_in_workers_and_in_one_process(server, makeMailServer):
+    """
+    Every worker, and a server of one process, moves what start-up made
+    out of the garbage collector's sight once started (gc.freeze).  If
+    this fails, each full collection with thousands of IMAP sessions open
+    scans those objects again: seconds of a stalled reactor in an IDLE
+    fan-out (issue 14).
+    """
+    frozen = re.compile(r"\[worker (\d) pid \d+\].* (\d+) start-up objects kept out of")
+    waitFor(lambda: {i for i, _ in frozen.findall(server.log())} == {"0", "1"}, 20,
+            message=server.log)
+    single = makeMailServer(roles=("imap",))
+    found = re.compile(r"(\d+) start-up objects kept out of the garbage collector")
+    waitFor(lambda: found.search(single.log()), 20, message=single.log)
+    assert int(found.search(single.log()).group(1)) > 10000
