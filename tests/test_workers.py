@@ -206,15 +206,18 @@ def test_killed_worker_is_restarted_and_others_keep_their_clients(server):
     assert server.running() and pids[0] != killed
 
 
-def test_connections_per_address_limited_across_workers(makeMailServer):
+@pytest.mark.parametrize("limit, refusal", [
+    ("max_connections_per_ip", b"Too many connections from your address, try again later"),
+    ("max_connections", b"Too many connections, try again later")])
+def test_connections_limited_across_workers(makeMailServer, limit, refusal):
     """
-    With two IMAP connections allowed per address, one on each worker
-    fills the quota: a third, on either worker, gets `* BYE [UNAVAILABLE]`,
-    and once one closes a new one is admitted.  Otherwise one address
-    could hold twice (N times) the limit by landing on every worker.
+    With two IMAP connections allowed per address (or in all), one on
+    each worker fills the quota: a third, on either worker, gets `* BYE
+    [UNAVAILABLE]`, and once one closes a new one is admitted.  Otherwise
+    a limit set to 2 meant 2 per worker (N times the limit in all).
     """
     server = makeMailServer(roles=("imap",), workers=2, sections={
-        "imap": {"max_connections_per_ip": 2}})
+        "imap": {"max_connections_per_ip": 50, "max_connections": 50, limit: 2}})
     waitForWorkers(server)
     held = []
     for index in (0, 1):
@@ -223,8 +226,7 @@ def test_connections_per_address_limited_across_workers(makeMailServer):
     for index in (0, 1):
         with onlyWorker(server, index):
             refused = Wire(server.ports["imap"], timeout=20)
-        assert refused.greeting == (b"* BYE [UNAVAILABLE] Too many connections from your"
-                                    b" address, try again later\r\n")
+        assert refused.greeting == b"* BYE [UNAVAILABLE] " + refusal + b"\r\n"
     held.pop().close()
 
     def admitted():
