@@ -169,7 +169,9 @@ def main(argv=None):
         server.provision(users=users)
         server.start(timeout=120)  # workers start slowly on a busy machine
         try:
-            waitFor(lambda: len(serverPids(server)) == args.workers + 1, 60,
+            # One process (workers 1) has no worker to wait for.
+            processes = args.workers + 1 if args.workers > 1 else 1
+            waitFor(lambda: len(serverPids(server)) == processes, 60,
                     message="the workers to be ready")
             return run(args, server, users)
         finally:
@@ -194,6 +196,7 @@ def run(args, server, users):
     warmUp(server.ports["imap"], users, args.workers)
     time.sleep(1)
     before = totalRSS(pids)
+    setupCpu0 = sum(cpuSeconds(pid) for pid in pids)
     context = multiprocessing.get_context("spawn")
     pipes, procs = [], []
     t0 = time.monotonic()
@@ -211,6 +214,7 @@ def run(args, server, users):
         ready += n
         errors += failed
     setup = time.monotonic() - t0
+    setupCpu = sum(cpuSeconds(pid) for pid in pids) - setupCpu0
     time.sleep(args.settle)
     idle = totalRSS(pids)
     if args.keep:
@@ -241,6 +245,8 @@ def run(args, server, users):
           f" {args.clients} client processes, {len(users)} user(s)")
     print(f"sessions idling         : {ready} of {args.sessions}  (set-up {setup:.1f} s,"
           f" {ready / setup:.0f} sessions/s)")
+    print(f"server CPU, set-up      : {setupCpu:.2f} s  ({setupCpu / max(1, ready) * 1e6:.0f} us a"
+          " session)")
     print(f"server RSS, no session  : {before / MB:.1f} MB  (supervisor + workers)")
     print(f"server RSS, all idling  : {idle / MB:.1f} MB  ({perSession / 1024:.1f} KB a session)")
     print(f"server peak RSS         : {peak / MB:.1f} MB  (sum of VmHWM, set-up included)")
