@@ -7,7 +7,11 @@ Built on the store's change events (L{pymailer.interfaces.IChangeNotifier}:
 C{subscribeAccount} hears every change to the user's mailboxes, made in
 this process or, through L{pymailer.interfaces.IExternalChanges}, another
 one).  An event only names a mailbox; what changed is found by comparing
-with what this session last knew, in the thread pool:
+what is read now with what this session last knew.  The read is shared
+(L{pymailer.imap.fanout}): every NOTIFY session of the user that heard of
+the change in one reactor turn gets the same listing and STATUS numbers
+(L{readAccount}), and the sessions on the selected mailbox the same
+C{changedSince}, as IDLE sessions do; the comparison is each session's:
 
   - other mailboxes' message events (MessageNew, MessageExpunge,
     FlagChange): an untagged C{STATUS} when the numbers the events are
