@@ -540,8 +540,13 @@ class Watcher:
         if not self.session.canNotify():
             return  # idle() comes back after the command
         changed, self._pending = self._pending, set()
-        absorb, self._absorb = self._absorb, False
         selectedName = self._selectedName()
+        if changed <= {selectedName} and not (
+                self.request.wants(MAILBOX_NAME) or self.request.wants(SUBSCRIPTION_CHANGE)):
+            # Only the selected mailbox changed: its own update tells that
+            # (L{selectedChanged}), and there is no list to compare.
+            return
+        absorb, self._absorb = self._absorb, False
         # One read of the account for every NOTIFY session of this user
         # that heard of the change in this turn (L{pymailer.imap.fanout}).
         self._running = d = defer.Deferred()
