@@ -589,7 +589,12 @@ class Watcher:
         if session.idleTag is not None:
             # As IDLE's own update (the server's _mailboxChanged): DONE
             # waits for it, and it runs again if more changed meanwhile.
-            if session._idleSync is None:
+            if session._idleSync is None and not self.fetchItems and not self._stopped:
+                # IDLE's own bare callback, no Deferred chain per session:
+                # thousands of them are woken at once (issue 14).
+                session._idleSync = defer.Deferred()
+                session.account.refreshWithOthers(session.selected, self._idleRefreshed)
+            elif session._idleSync is None:
                 d = session._idleSync = defer.Deferred()
                 self._push().addBoth(session._idleSynced).addBoth(
                     lambda _: self.idle()).chainDeferred(d)
@@ -598,6 +603,11 @@ class Watcher:
             self._queued = True
             session._commands.append(self._queuedPush)
             session._pump()
+
+    def _idleRefreshed(self, changes, selected):
+        """The shared read for the update in IDLE came back (EXPUNGE allowed, 6.1.2)."""
+        self.session._idleRefreshed(changes, selected)
+        self.idle()
 
     def _queuedPush(self):
         self._queued = False
