@@ -79,15 +79,22 @@ def totalRSS(pids):
 # -- the client processes -----------------------------------------------------
 
 
-async def _session(port, user, ready, seen):
-    """LOGIN, SELECT INBOX, IDLE; then wait for EXISTS (its monotonic time)."""
+# With --notify, each session asks for the selected mailbox's events and
+# every other folder's (RFC 5465) before IDLE.
+NOTIFY = b"n NOTIFY SET (SELECTED (MessageNew MessageExpunge)) (PERSONAL (MessageNew))\r\n"
+
+
+async def _session(port, user, ready, seen, notify=False):
+    """LOGIN, SELECT INBOX, [NOTIFY,] IDLE; then wait for EXISTS (its monotonic time)."""
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         await reader.readline()  # greeting
-        writer.write(f'a LOGIN "{user}" "{PASSWORD}"\r\nb SELECT INBOX\r\nc IDLE\r\n'.encode())
+        writer.write(f'a LOGIN "{user}" "{PASSWORD}"\r\nb SELECT INBOX\r\n'.encode()
+                     + (NOTIFY if notify else b"") + b"c IDLE\r\n")
         while True:
             line = await reader.readline()
-            if not line or line[:4] in (b"a NO", b"a BA", b"b NO", b"b BA", b"* BY"):
+            if not line or line[:4] in (b"a NO", b"a BA", b"b NO", b"b BA", b"n NO", b"n BA",
+                                        b"* BY"):
                 raise RuntimeError(f"set-up failed: {line!r}")
             if line.startswith(b"+"):
                 break
@@ -106,7 +113,7 @@ async def _session(port, user, ready, seen):
     await asyncio.sleep(3600)
 
 
-async def _client(port, users, count, pipe):
+async def _client(port, users, count, pipe, notify):
     loop = asyncio.get_running_loop()
     tasks, readies, seen = [], [], []
     for start in range(0, count, CONNECT_BURST):
@@ -115,7 +122,7 @@ async def _client(port, users, count, pipe):
             ready = loop.create_future()
             burst.append(ready)
             tasks.append(asyncio.create_task(
-                _session(port, users[i % len(users)], ready, seen)))
+                _session(port, users[i % len(users)], ready, seen, notify)))
         await asyncio.wait(burst, timeout=120)
         readies += burst
     ok = [r for r in readies if r.done() and r.exception() is None]
@@ -132,9 +139,9 @@ async def _client(port, users, count, pipe):
         t.cancel()
 
 
-def clientMain(port, users, count, pipe):
+def clientMain(port, users, count, pipe, notify=False):
     raiseFileLimit()
-    asyncio.run(_client(port, users, count, pipe))
+    asyncio.run(_client(port, users, count, pipe, notify))
 
 
 # -- the run ----------------------------------------------------------------
@@ -151,6 +158,8 @@ def main(argv=None):
                         help="seconds between the last IDLE and the RSS sample")
     parser.add_argument("--wait", type=float, default=30.0,
                         help="seconds to wait for every session to see the delivery")
+    parser.add_argument("--notify", action="store_true",
+                        help="each session says NOTIFY SET (RFC 5465) before IDLE")
     parser.add_argument("--keep", action="store_true",
                         help="print the server's pids and wait for Enter before the"
                              " delivery (to attach py-spy)")
@@ -169,7 +178,9 @@ def main(argv=None):
         server.provision(users=users)
         server.start(timeout=120)  # workers start slowly on a busy machine
         try:
-            waitFor(lambda: len(serverPids(server)) == args.workers + 1, 60,
+            # One process (workers 1) has no worker to wait for.
+            processes = args.workers + 1 if args.workers > 1 else 1
+            waitFor(lambda: len(serverPids(server)) == processes, 60,
                     message="the workers to be ready")
             return run(args, server, users)
         finally:
@@ -194,6 +205,7 @@ def run(args, server, users):
     warmUp(server.ports["imap"], users, args.workers)
     time.sleep(1)
     before = totalRSS(pids)
+    setupCpu0 = sum(cpuSeconds(pid) for pid in pids)
     context = multiprocessing.get_context("spawn")
     pipes, procs = [], []
     t0 = time.monotonic()
@@ -201,7 +213,7 @@ def run(args, server, users):
         count = args.sessions // args.clients + (c < args.sessions % args.clients)
         ours, theirs = context.Pipe()
         p = context.Process(target=clientMain,
-                            args=(server.ports["imap"], users, count, theirs))
+                            args=(server.ports["imap"], users, count, theirs, args.notify))
         p.start()
         pipes.append(ours)
         procs.append(p)
@@ -211,6 +223,7 @@ def run(args, server, users):
         ready += n
         errors += failed
     setup = time.monotonic() - t0
+    setupCpu = sum(cpuSeconds(pid) for pid in pids) - setupCpu0
     time.sleep(args.settle)
     idle = totalRSS(pids)
     if args.keep:
@@ -238,9 +251,12 @@ def run(args, server, users):
     print()
     print("==== IMAP IDLE, many sessions " + "=" * 36)
     print(f"machine                 : {os.cpu_count()} CPUs, {args.workers} workers,"
-          f" {args.clients} client processes, {len(users)} user(s)")
+          f" {args.clients} client processes, {len(users)} user(s)"
+          + (", NOTIFY" if args.notify else ""))
     print(f"sessions idling         : {ready} of {args.sessions}  (set-up {setup:.1f} s,"
           f" {ready / setup:.0f} sessions/s)")
+    print(f"server CPU, set-up      : {setupCpu:.2f} s  ({setupCpu / max(1, ready) * 1e6:.0f} us a"
+          " session)")
     print(f"server RSS, no session  : {before / MB:.1f} MB  (supervisor + workers)")
     print(f"server RSS, all idling  : {idle / MB:.1f} MB  ({perSession / 1024:.1f} KB a session)")
     print(f"server peak RSS         : {peak / MB:.1f} MB  (sum of VmHWM, set-up included)")

@@ -8,7 +8,10 @@ through the store, as the admin command opens it).
 
 Runs until STOPFILE exists, then waits for the probes still in flight (at
 most 30 s) and prints one line:
-``probe sent=N seen=N p50_ms=X max_ms=Y``.
+``probe sent=N seen=N p50_ms=X p90_ms=X p99_ms=X max_ms=Y ahead_of_max=Q``,
+where Q is the number of messages in the queue (new or being delivered)
+when the slowest probe was accepted: the backlog it waited behind (the
+queue is delivered oldest first).
 """
 
 import smtplib
@@ -22,7 +25,15 @@ from pymailer.store import openStore
 def main(configPath, port, recipient, stopFile, interval=0.5):
     import os
 
-    store = openStore(configModule.load(configPath))
+    config = configModule.load(configPath)
+    store = openStore(config)
+    queueDir = config.data_dir / "queue"
+
+    def queued():
+        try:
+            return sum(len(os.listdir(queueDir / state)) for state in ("incoming", "active"))
+        except OSError:
+            return 0
 
     def inboxCount():
         try:
@@ -33,6 +44,7 @@ def main(configPath, port, recipient, stopFile, interval=0.5):
     base = inboxCount()
     sent = []  # the perf_counter of each probe's 250
     seen = []  # latency of each probe, in order (delivery is FIFO enough)
+    ahead = []  # messages queued when each probe was accepted
     nextSend = time.perf_counter()
     deadline = None
     while True:
@@ -46,6 +58,7 @@ def main(configPath, port, recipient, stopFile, interval=0.5):
                     client.sendmail("probe@remote.test", [recipient],
                                     f"Subject: probe {len(sent)}\r\n\r\nprobe\r\n")
                 sent.append(time.perf_counter())
+                ahead.append(queued())
             except (OSError, smtplib.SMTPException) as e:
                 print(f"probe error {e}", file=sys.stderr)
         arrived = inboxCount() - base
@@ -56,9 +69,14 @@ def main(configPath, port, recipient, stopFile, interval=0.5):
             break
         time.sleep(0.02)
     ordered = sorted(seen)
-    p50 = ordered[len(ordered) // 2] * 1000 if ordered else float("nan")
-    worst = ordered[-1] * 1000 if ordered else float("nan")
-    print(f"probe sent={len(sent)} seen={len(seen)} p50_ms={p50:.0f} max_ms={worst:.0f}")
+
+    def percentile(p):
+        return ordered[min(len(ordered) - 1, len(ordered) * p // 100)] * 1000 \
+            if ordered else float("nan")
+    print(f"probe sent={len(sent)} seen={len(seen)} p50_ms={percentile(50):.0f} "
+          f"p90_ms={percentile(90):.0f} p99_ms={percentile(99):.0f} "
+          f"max_ms={percentile(100):.0f} "
+          f"ahead_of_max={ahead[seen.index(max(seen))] if seen else 0}")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,12 @@
 import os
 
 from twisted.application.service import Application
+from twisted.internet import reactor
 
-from pymailer import config, service
+from pymailer import config, logs, service
 
 cfg = config.loadOrDefault(os.environ.get("PYMAILER_CONFIG"))
 service.describeListeners(cfg)
 application = Application("pymailer")
-service.makeService(cfg).setServiceParent(application)
+# The log written in batches off the reactor thread, as `twistd pymailer` does.
+logs.fromTwistdCommandLine(service.makeService(cfg), reactor).setServiceParent(application)

@@ -19,9 +19,11 @@ gives it one when the limit store is shared): once the cheap count of this
 process admits a connection, the shared store is asked in the thread pool
 whether every process together has room for it, and the connection waits
 (L{Admission}: its input paused, nothing said) until the answer.  The
-total C{max_connections} stays per process: it bounds this process's load.
-If the shared store cannot be reached, this process's count alone decides
-(a database outage must not refuse every client).
+total C{max_connections} is shared the same way, as the count of the
+address L{ALL} (one store transaction for both, in one thread hand-off):
+with N workers a user's limit of 100 means 100, not N x 100.  If the
+shared store cannot be reached, this process's count alone decides (a
+database outage must not refuse every client).
 
 Trust: the peer address is the transport's (never anything the client
 says); limits count per listener (its role, across processes).
@@ -41,6 +43,12 @@ log = Logger()
 # while the address holds fewer than its limit // HOLD_SHARE slots here.
 HOLD = 0.1
 HOLD_SHARE = 4
+
+# The "address" under which the shared store counts every connection of a
+# listener, for its C{max_connections}: not an address a peer can have.
+ALL = "*"
+# L{SharedConnections.admit}'s answer when the listener's total is reached.
+FULL = "full"
 
 
 class Refusal(Protocol):
@@ -130,20 +138,23 @@ class Admission(Protocol):
     def connectionMade(self):
         self.transport.pauseProducing()
         factory = self.factory
-        d = factory.shared.admit(factory.scope, self.host, factory.limits.max_connections_per_ip)
+        limits = factory.limits
+        d = factory.shared.admit(factory.scope, self.host, limits.max_connections_per_ip,
+                                 limits.max_connections)
         d.addCallback(self._answered)
 
     def _answered(self, counted):
         factory = self.factory
-        self.counted = bool(counted)
+        self.counted = counted is True
         if self.lost:  # gone while we asked: free what it took
             factory.connectionClosed(self.host)
             self._uncount()
             return
-        if counted is False:
+        if counted is False or counted == FULL:
             factory.connectionClosed(self.host)
             self.lost = True  # nothing more to free when it goes
-            self.transport.write(factory.refusal(TOO_MANY_FROM_YOU) + b"\r\n")
+            reason = TOO_MANY if counted == FULL else TOO_MANY_FROM_YOU
+            self.transport.write(factory.refusal(reason) + b"\r\n")
             self.transport.loseConnection()
             return
         # Resumed first: a session may pause the transport itself (an SMTP
@@ -214,45 +225,95 @@ class SharedConnections(Service):
         return self._inThread(self.store.leave).addErrback(
             lambda f: log.failure("removing the shared connection counts", f))
 
-    def admit(self, scope, host, limit):
+    def admit(self, scope, host, limit, total=None):
         """
+        Count a connection from C{host} on the listener C{scope}, at most
+        C{limit} from one address and C{total} in all (L{ALL}), over every
+        process.
+
         @return: a C{Deferred} firing with C{True} (counted), C{False}
-            (C{limit} open already, over every process), or C{None} (the
-            store failed: not counted, admit on this process's count).
-            A slot this process holds (L{release}) is taken at once,
-            without asking the store: it is still counted there.
+            (C{limit} open already from C{host}), L{FULL} (C{total} open
+            already), or C{None} (the store failed: not counted, admit on
+            this process's count).  A slot this process holds
+            (L{release}) is taken at once, without asking the store: it
+            is still counted there.
         """
-        self._limitOf[scope] = limit
-        key = (scope, host)
-        held = self._held.get(key, 0)
-        if held:
-            if held == 1:
-                del self._held[key]
-            else:
-                self._held[key] = held - 1
+        self._limitOf[scope] = (limit, total)
+        wanted = [(ALL, total)] if total is not None else []
+        wanted.append((host, limit))
+        taken, ask = [], []
+        for key, most in wanted:
+            (taken if self._takeHeld((scope, key)) else ask).append((key, most))
+        if not ask:
             return succeed(True)
+
+        def answered(result):
+            if result is not True:  # refused, or failed: the held slots go back
+                for key, _ in taken:
+                    self._releaseKey(scope, key)
+            return result
 
         def failed(f):
             log.failure("counting a connection in the shared store", f)
             return None
-        return self._inThread(self.store.openConnection, scope, host, limit).addErrback(failed)
+        return self._inThread(self._open, scope, ask).addErrback(failed).addCallback(answered)
+
+    def _takeHeld(self, key):
+        held = self._held.get(key, 0)
+        if not held:
+            return False
+        if held == 1:
+            del self._held[key]
+        else:
+            self._held[key] = held - 1
+        return True
+
+    def _open(self, scope, wanted):
+        """
+        Blocking: count C{wanted} (C{[(host, limit)]}) in the store, all
+        or none.  @return: as L{admit}.
+        """
+        opened = []
+        try:
+            for key, most in wanted:
+                if not self.store.openConnection(scope, key, most):
+                    for done in opened:
+                        self.store.closeConnection(scope, done)
+                    return FULL if key == ALL else False
+                opened.append(key)
+        except Exception:
+            for done in opened:
+                try:
+                    self.store.closeConnection(scope, done)
+                except Exception:
+                    pass
+            raise
+        return True
 
     def release(self, scope, host):
         """
-        A counted connection has ended (nobody waits for the store).
+        A counted connection has ended (nobody waits for the store): its
+        address's slot and its slot in the listener's total go.
 
-        While its address uses little of its limit here, its slot is held
+        While an address uses little of its limit here, its slot is held
         for L{HOLD} seconds first, still counted in the store, for this
         process's next connection from that address: a client that
         connects once per message (smtp-source, a busy relay) then costs
         no store transaction and no thread hand-off per connection.  The
         count in the store never falls below the connections open, so the
         limit holds exactly; only another process's client near the limit
-        may wait for a held slot up to L{HOLD} seconds.
+        may be refused for a held slot, up to L{HOLD} seconds.
         """
+        if self._limitOf.get(scope, (0, None))[1] is not None:
+            self._releaseKey(scope, ALL)
+        self._releaseKey(scope, host)
+
+    def _releaseKey(self, scope, host):
         key = (scope, host)
         held = self._held.get(key, 0)
-        if self.running and held < self._limitOf.get(scope, 0) // HOLD_SHARE:
+        limit, total = self._limitOf.get(scope, (0, None))
+        most = total if host == ALL else limit
+        if self.running and held < (most or 0) // HOLD_SHARE:
             self._held[key] = held + 1
             if self._flush is None:
                 self._flush = self.reactor.callLater(HOLD, self._releaseHeld)

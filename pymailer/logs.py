@@ -13,7 +13,9 @@ L{FLUSH_INTERVAL} of them, and a normal exit (twistd's shutdown, C{atexit})
 writes everything first.
 
 L{twistdObserver} makes the observer twistd would make from its options
-(C{--logfile}, C{--nodaemon}), buffered; L{LoggingTo} hands it to twistd.
+(C{--logfile}, C{--nodaemon}), buffered; L{LoggingTo} hands it to twistd;
+L{fromTwistdCommandLine} does the same for a C{.tac} file, which twistd
+gives no options.
 """
 
 import atexit
@@ -187,3 +189,26 @@ class LoggingTo(MultiService):
         if isinstance(parent, Componentized) and parent.getComponent(ILogObserver) is None:
             parent.setComponent(ILogObserver, self.observer)
         return MultiService.setServiceParent(self, parent)
+
+
+def fromTwistdCommandLine(child, reactor, argv=None):
+    """
+    C{child} logging as L{twistdObserver} would from twistd's options, for
+    a C{.tac} file (C{etc/pymailer.tac}): twistd hands a C{.tac} no
+    options, so they are read again from its command line.
+
+    @param argv: twistd's command line (default C{sys.argv}).
+    @return: a L{LoggingTo} around C{child}, or C{child} itself where
+        twistd should keep its own log (or the command line is not
+        twistd's).
+    """
+    from twisted.python import usage
+    from twisted.scripts.twistd import ServerOptions
+
+    options = ServerOptions()
+    try:
+        options.parseOptions((sys.argv if argv is None else argv)[1:])
+    except (usage.UsageError, SystemExit):
+        return child
+    observer = twistdObserver(options, reactor)
+    return child if observer is None else LoggingTo(child, observer, reactor)

@@ -29,8 +29,10 @@ The queue runner runs in worker 0 alone, so each message is delivered once
 restarted, or the admin command, never delivers a message twice).  Every
 worker enqueues: a commit in another worker writes a byte to a pipe to the
 supervisor, which writes it to worker 0's stdin, and worker 0 looks at new
-mail at once.  The pipes are non-blocking: when one is full a look is due
-anyway, so the byte is dropped.  Every worker's stdin is a pipe from the
+mail at once.  Both hops are batched (L{Teller}): the first wake-up of a
+5 ms window at once, the rest as one at its end.  The pipes are
+non-blocking: when one is full a look is due anyway, so the byte is
+dropped.  Every worker's stdin is a pipe from the
 supervisor: its end of file means the supervisor is gone, and the worker
 stops too.
 
@@ -47,7 +49,6 @@ they read the change at once.
 """
 
 import argparse
-import gc
 import os
 import socket
 import sys
@@ -171,6 +172,10 @@ class WorkerProcess(protocol.ProcessProtocol):
         self.supervisor = supervisor
         self.index = index
         self.started = supervisor.reactor.seconds()
+        # Wake-ups relayed to this worker, batched as the workers batch
+        # theirs: a burst of N commits elsewhere is two writes here, not N.
+        self._teller = Teller(supervisor.reactor, clock=supervisor.reactor.seconds,
+                              write=self._writeToChild, fromThreads=False)
         self.ended = defer.Deferred()
         self.pid = None  # kept: the transport forgets it at the end
         self._partial = {1: b"", 2: b""}
@@ -195,7 +200,13 @@ class WorkerProcess(protocol.ProcessProtocol):
                  log_system=f"worker {self.index} pid {self.pid}")
 
     def kick(self, what=QUEUED):
-        """Tell this worker that mail was queued (worker 0), or the store changed."""
+        """
+        Tell this worker that mail was queued (worker 0), or the store
+        changed: at once, or at the end of the current L{TELL_WINDOW}.
+        """
+        self._teller.tell(what)
+
+    def _writeToChild(self, what):
         try:
             self.transport.writeToChild(0, what)
         except (KeyError, OSError, AttributeError):
@@ -415,14 +426,21 @@ TELL_WINDOW = 0.005
 
 class Teller:
     """
-    Writes wake-up bytes to the supervisor, batched per L{TELL_WINDOW}:
-    the first of a window at once, the rest as one at the window's end.
-    Called in any thread (the committing ones); without a reactor (tests of
-    the parts) every byte is written at once.
+    Writes wake-up bytes, batched per L{TELL_WINDOW}: the first of a window
+    at once, the rest as one at the window's end.  A worker's tells the
+    supervisor (C{fd}), called in any thread (the committing ones); the
+    supervisor's tells a worker (C{write}, C{fromThreads=False}: called on
+    the reactor).  Without a reactor (tests of the parts) every byte is
+    written at once.
+
+    @param write: C{write(what)}; default: C{os.write} to C{fd}.
     """
 
-    def __init__(self, reactor, fd=KICK_FD, clock=time.monotonic):
+    def __init__(self, reactor, fd=KICK_FD, clock=time.monotonic, write=None,
+                 fromThreads=True):
         self.reactor, self.fd, self.clock = reactor, fd, clock
+        self._write = write or self._writeFD
+        self._fromThreads = fromThreads
         self._last = {}  # kind -> when its last byte was written
         self._trailing = set()  # kinds with a write due at a window's end
 
@@ -432,8 +450,11 @@ class Teller:
                 return  # the write due at the window's end covers this one
             if self.clock() - self._last.get(what, -TELL_WINDOW) < TELL_WINDOW:
                 self._trailing.add(what)
-                self.reactor.callFromThread(self.reactor.callLater, TELL_WINDOW,
-                                            self._trailingWrite, what)
+                if self._fromThreads:
+                    self.reactor.callFromThread(self.reactor.callLater, TELL_WINDOW,
+                                                self._trailingWrite, what)
+                else:
+                    self.reactor.callLater(TELL_WINDOW, self._trailingWrite, what)
                 return
             self._last[what] = self.clock()
         self._write(what)
@@ -444,7 +465,7 @@ class Teller:
         self._last[what] = self.clock()
         self._write(what)
 
-    def _write(self, what):
+    def _writeFD(self, what):
         # Non-blocking: a full pipe means the reader has a look due anyway.
         try:
             os.write(self.fd, what)
@@ -549,12 +570,7 @@ def main(argv=None):
     reactor.addReader(SupervisorPipe(lambda: queueKick(top), supervisorGone,
                                      onChanged=lambda: changedElsewhere(top)))
     top.privilegedStartService()
-    top.startService()
-    # What start-up made (modules, config, the server's parts: ~80,000
-    # objects) lives as long as the process: out of the collector's
-    # sight, a full collection with 5,000 IMAP sessions open scans a
-    # third less (one during an IDLE fan-out took 1-2 s, issue 14).
-    gc.freeze()
+    top.startService()  # start-up objects frozen at the first turn (FreezeAfterStart)
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     reactor.addSystemEventTrigger("after", "shutdown", logObserver.stop)
     started = time.monotonic()

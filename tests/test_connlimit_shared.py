@@ -16,10 +16,11 @@ from pymailer.testing import (
     memoryPortal)
 
 
-def smtpListener(shared, perIP=2):
+def smtpListener(shared, perIP=2, total=1000):
     """One process's SMTP listener (port 25), sharing its counts through C{shared}."""
     intake = MemoryIntake(MemoryDirectory(domains=["example.org"], users=["a@example.org"]))
-    factory = SMTPFactory("mx.example.org", SMTPConfig(max_connections_per_ip=perIP),
+    factory = SMTPFactory("mx.example.org", SMTPConfig(max_connections_per_ip=perIP,
+                                                       max_connections=total),
                           memoryPortal(intake, {}), task.Clock())
     factory.shareCounts(shared, "smtp")
     return factory
@@ -56,6 +57,28 @@ def test_limit_holds_across_processes(tmp_path):
     assert one.connections == {}
 
 
+def test_total_limit_holds_across_processes(tmp_path):
+    """
+    With three connections allowed in all, two open on one process and
+    one on the other (from different addresses): a fourth, on either, is
+    told 421 "Too many connections", and one that ends frees its slot for
+    every process.  Otherwise with N workers a limit of 3 meant 3N.
+    """
+    one = smtpListener(sharedStore(tmp_path), perIP=10, total=3)
+    two = smtpListener(sharedStore(tmp_path), perIP=10, total=3)
+    first, _ = connectSMTP(one, host="192.0.2.1")
+    connectSMTP(one, host="192.0.2.2")
+    _, t3 = connectSMTP(two, host="192.0.2.3")
+    assert t3.value().startswith(b"220 ")
+    for factory in (one, two):
+        _, refused = connectSMTP(factory, host="192.0.2.4")
+        assert refused.value() == b"421 4.7.0 Too many connections, try again later\r\n"
+    assert two.connections == {"192.0.2.3": 1} and two.total == 1
+    first.connectionLost(None)
+    _, admitted = connectSMTP(two, host="192.0.2.4")
+    assert admitted.value().startswith(b"220 ")
+
+
 class HeldAnswers:
     """A L{SharedConnections} whose answers the test gives."""
 
@@ -63,7 +86,7 @@ class HeldAnswers:
         self.asked = []
         self.released = []
 
-    def admit(self, scope, host, limit):
+    def admit(self, scope, host, limit, total=None):
         d = defer.Deferred()
         self.asked.append(d)
         return d
@@ -167,7 +190,8 @@ def test_reconnecting_client_costs_no_store_transaction_per_connection(tmp_path)
         protocol, transport = connectSMTP(one)
         assert transport.value().startswith(b"220 ")
         protocol.connectionLost(None)
-    assert store.calls - before == 1  # the first connection's count, kept since
+    # The first connection's counts (its address's and the listener's total), kept since.
+    assert store.calls - before == 2
     reactor.advance(0.1)
     opened = [connectSMTP(two) for _ in range(8)]
     assert all(t.value().startswith(b"220 ") for _, t in opened)

@@ -8,6 +8,7 @@ run can afford.
 """
 
 import gc
+import re
 import selectors
 import smtplib
 import socket
@@ -214,3 +215,66 @@ def test_a_burst_of_clients_all_get_their_greeting(makeMailServer):
     for sock in sockets:
         sock.close()
     assert len(greeted) == len(sockets)
+
+
+@pytest.fixture
+def storeCalls(monkeypatch):
+    """C{{method: calls}} of the SQLite store's reads a NOTIFY update makes."""
+    from pymailer.store import sqlite
+
+    calls = {}
+
+    def counted(cls, name):
+        original = getattr(cls, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] = calls.get(name, 0) + 1
+            return original(*args, **kwargs)
+        monkeypatch.setattr(cls, name, wrapper)
+
+    for name in ("listMailboxes", "subscriptions"):
+        counted(sqlite.SQLiteStore, name)
+    for name in ("snapshot", "changedSince"):
+        counted(sqlite.SQLiteMailbox, name)
+    return calls
+
+
+def test_one_store_read_for_all_notify_sessions_of_a_process(sqliteClient, storeCalls):
+    """
+    20 sessions of one user with NOTIFY (RFC 5465) on the selected INBOX
+    and on every other folder, 10 of them in IDLE: a delivery into INBOX is
+    read once (one changedSince, and no look at the other folders) and
+    each session gets its EXISTS; one
+    into Archive is read once (one listing, one STATUS read) and each gets
+    its STATUS (5.1).  If this fails, a delivery costs one read per
+    session: the last of thousands of NOTIFY clients hears of it seconds
+    later, as IDLE clients did before they shared theirs.
+    """
+    first, _ = sqliteClient
+    first.deliver(mailbox="Archive")
+    clients = [first] + [first.connectAgain() for _ in range(19)]
+    for index, c in enumerate(clients):
+        c.login()
+        c.send(b"s SELECT INBOX\r\n")
+        c.send(b"n NOTIFY SET STATUS (SELECTED (MessageNew MessageExpunge))"
+               b" (PERSONAL (MessageNew MessageExpunge))\r\n")
+        if index % 2:
+            c.send(b"i IDLE\r\n")
+    settle(first.factory.clock)
+    for c in clients:
+        c.read()
+    storeCalls.clear()
+    first.deliver()
+    settle(first.factory.clock)
+    told = [c.read() for c in clients]
+    assert all(out.startswith(b"* 1 EXISTS\r\n") for out in told), told
+    assert storeCalls == {"changedSince": 1}, storeCalls  # no other folder to look at
+    storeCalls.clear()
+    first.deliver(mailbox="Archive")
+    settle(first.factory.clock)
+    told = [c.read() for c in clients]
+    assert all(re.fullmatch(rb'\* STATUS "Archive" \(UIDNEXT 3 MESSAGES 2\)\r\n', out)
+               for out in told), told
+    assert storeCalls == {"snapshot": 1, "listMailboxes": 1, "subscriptions": 1}, storeCalls
+    for c in clients[1::2]:
+        assert c.send(b"DONE\r\n") == b"i OK IDLE terminated\r\n"

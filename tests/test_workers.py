@@ -211,15 +211,18 @@ def test_killed_worker_is_restarted_and_others_keep_their_clients(server):
     assert server.running() and pids[0] != killed
 
 
-def test_connections_per_address_limited_across_workers(makeMailServer):
+@pytest.mark.parametrize("limit, refusal", [
+    ("max_connections_per_ip", b"Too many connections from your address, try again later"),
+    ("max_connections", b"Too many connections, try again later")])
+def test_connections_limited_across_workers(makeMailServer, limit, refusal):
     """
-    With two IMAP connections allowed per address, one on each worker
-    fills the quota: a third, on either worker, gets `* BYE [UNAVAILABLE]`,
-    and once one closes a new one is admitted.  Otherwise one address
-    could hold twice (N times) the limit by landing on every worker.
+    With two IMAP connections allowed per address (or in all), one on
+    each worker fills the quota: a third, on either worker, gets `* BYE
+    [UNAVAILABLE]`, and once one closes a new one is admitted.  Otherwise
+    a limit set to 2 meant 2 per worker (N times the limit in all).
     """
     server = makeMailServer(roles=("imap",), workers=2, sections={
-        "imap": {"max_connections_per_ip": 2}})
+        "imap": {"max_connections_per_ip": 50, "max_connections": 50, limit: 2}})
     waitForWorkers(server)
     held = []
     for index in (0, 1):
@@ -228,8 +231,7 @@ def test_connections_per_address_limited_across_workers(makeMailServer):
     for index in (0, 1):
         with onlyWorker(server, index):
             refused = Wire(server.ports["imap"], timeout=20)
-        assert refused.greeting == (b"* BYE [UNAVAILABLE] Too many connections from your"
-                                    b" address, try again later\r\n")
+        assert refused.greeting == b"* BYE [UNAVAILABLE] " + refusal + b"\r\n"
     held.pop().close()
 
     def admitted():
@@ -450,3 +452,52 @@ def test_wake_ups_are_batched_but_never_lost():
     assert written() == QUEUED
     os.close(readEnd)
     os.close(writeEnd)
+
+
+def test_the_supervisor_relays_a_burst_of_wake_ups_in_few_writes():
+    """
+    200 commits in another worker within a few milliseconds (a burst of
+    mail under load) reach worker 0 and the third worker as one write at
+    once and one at the end of the 5 ms window, each, not 200 writes (a
+    wake-up of the receiving process per message); a commit after the
+    last write still gets its own, or mail would wait for the runner's
+    timed scan and IDLE sessions for the poll.
+    """
+    from twisted.internet.task import Clock
+
+    from pymailer.workers import (CHANGED, KICK_FD, QUEUED, TELL_WINDOW, Supervisor,
+                                  WorkerProcess)
+
+    clock = Clock()
+    supervisor = Supervisor({}, 3, clock)
+    workers = [WorkerProcess(supervisor, index) for index in (0, 1, 2)]
+    for worker in workers:
+        worker.makeConnection(_Transport())
+        supervisor.workers[worker.index] = worker
+    for _ in range(200):
+        workers[1].childDataReceived(KICK_FD, QUEUED + CHANGED)
+        clock.advance(TELL_WINDOW / 400)  # the burst within one window
+    clock.advance(TELL_WINDOW)
+    written = [[data for _, data in w.transport.written] for w in workers]
+    assert sorted(written[0]) == [CHANGED, CHANGED, QUEUED, QUEUED]
+    assert written[1] == [] and written[2] == [CHANGED, CHANGED]
+    clock.advance(1)
+    workers[2].childDataReceived(KICK_FD, QUEUED)  # later: told at once
+    assert workers[0].transport.written[-1] == (0, QUEUED)
+
+
+def test_start_up_objects_are_frozen_in_workers_and_in_one_process(server, makeMailServer):
+    """
+    Every worker, and a server of one process, moves what start-up made
+    out of the garbage collector's sight once started (gc.freeze).  If
+    this fails, each full collection with thousands of IMAP sessions open
+    scans those objects again: seconds of a stalled reactor in an IDLE
+    fan-out (issue 14).
+    """
+    frozen = re.compile(r"\[worker (\d) pid \d+\].* (\d+) start-up objects kept out of")
+    waitFor(lambda: {i for i, _ in frozen.findall(server.log())} == {"0", "1"}, 20,
+            message=server.log)
+    single = makeMailServer(roles=("imap",))
+    found = re.compile(r"(\d+) start-up objects kept out of the garbage collector")
+    waitFor(lambda: found.search(single.log()), 20, message=single.log)
+    assert int(found.search(single.log()).group(1)) > 10000

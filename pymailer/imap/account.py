@@ -45,6 +45,17 @@ class IMAPAccount:
         else:
             self.sharedRefresh.refresh(self.user, selected, callback)
 
+    def readWithOthers(self, key, read, need, callback):
+        """
+        C{callback(read(needs))} (or a L{Failure}), C{read} run once in
+        the pool for every caller asking under C{key} in this reactor turn,
+        C{needs} their C{need}s (L{pymailer.imap.fanout.SharedRefresh.readTogether}).
+        """
+        if self.sharedRefresh is None:
+            self.run(read, [need]).addBoth(callback)
+        else:
+            self.sharedRefresh.readTogether(key, read, need, callback)
+
     # Blocking helpers (called through run()).
 
     def openMailbox(self, name):

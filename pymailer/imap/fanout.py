@@ -1,5 +1,6 @@
 """
-One store read for all the IDLE sessions of a process on one mailbox.
+One store read for all the IDLE (and NOTIFY) sessions of a process on one
+mailbox, and one look at an account for all its NOTIFY sessions.
 
 A delivery to a mailbox that thousands of sessions have selected and idle
 on wakes each of them in the same reactor turn (the change notifier calls
@@ -17,6 +18,11 @@ only what differs from what it was told (flags compared, new messages
 past its last UID, expunges of UIDs it knows).  A session that has seen a
 newer state than the read (it ran a command meanwhile) reads on its own
 rather than be taken back.
+
+NOTIFY sessions (RFC 5465) share the same read for their selected
+mailbox, and for the other mailboxes of their account one listing and one
+STATUS read per changed mailbox (L{SharedRefresh.readTogether}): each
+compares it with what it last told its own client.
 
 C{\\Recent} (RFC 3501 2.3.2): a message is recent in one session only.
 A read-write batch claims the new messages once, for the first session of
@@ -79,6 +85,35 @@ class SharedRefresh:
             self._holdCollector()
             self.reactor.callLater(0, self._read, key)
         batch.append((selected, callback))
+
+    def readTogether(self, key, read, need, callback):
+        """
+        Call C{callback(result)} with C{read(needs)} (blocking, in the
+        pool; or a L{Failure}), where C{needs} gathers the C{need} of every
+        caller asking under C{key} in this reactor turn: one read for all
+        of them.  The NOTIFY sessions of one user share their look at the
+        account this way (L{pymailer.imap.notify}); C{read} is the first
+        caller's, so callers under one key must pass the same.
+        """
+        batch = self._batches.get(key)
+        if batch is None:
+            batch = self._batches[key] = []
+            self._holdCollector()
+            self.reactor.callLater(0, self._readTogether, key, read)
+        batch.append((need, callback))
+
+    def _readTogether(self, key, read):
+        batch = self._batches.pop(key)
+        d = defer.maybeDeferred(self.run, read, [need for need, _ in batch])
+        d.addBoth(self._tellAll, batch)
+        d.addBoth(lambda _: self.reactor.callLater(COLLECT_AFTER, self._releaseCollector))
+
+    def _tellAll(self, result, batch):
+        for _, callback in batch:
+            try:
+                callback(result)
+            except Exception:
+                log.failure("NOTIFY update of a session failed")
 
     def _holdCollector(self):
         if not self._held:

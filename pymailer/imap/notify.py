@@ -7,7 +7,11 @@ Built on the store's change events (L{pymailer.interfaces.IChangeNotifier}:
 C{subscribeAccount} hears every change to the user's mailboxes, made in
 this process or, through L{pymailer.interfaces.IExternalChanges}, another
 one).  An event only names a mailbox; what changed is found by comparing
-with what this session last knew, in the thread pool:
+what is read now with what this session last knew.  The read is shared
+(L{pymailer.imap.fanout}): every NOTIFY session of the user that heard of
+the change in one reactor turn gets the same listing and STATUS numbers
+(L{readAccount}), and the sessions on the selected mailbox the same
+C{changedSince}, as IDLE sessions do; the comparison is each session's:
 
   - other mailboxes' message events (MessageNew, MessageExpunge,
     FlagChange): an untagged C{STATUS} when the numbers the events are
@@ -134,6 +138,14 @@ class Request:
 
     def wants(self, event):
         return any(event in g.events for g in self.groups)
+
+    def mayWatch(self, name):
+        """
+        Whether C{name} may be watched for message events, whatever the
+        subscriptions (read later) turn out to be: its STATUS is read.
+        """
+        return any(g.events & MESSAGE_EVENTS and (g.kind == "SUBSCRIBED" or g.matches(name, ()))
+                   for g in self.groups)
 
 
 def parseRequest(args, decodeName):
@@ -269,6 +281,59 @@ def command(session, args, refusal):
     return watcher.start().addCallbacks(started, refused)
 
 
+def statusOf(store, user, name):
+    """Blocking: the STATUS numbers of C{name}, or C{None} if it went."""
+    try:
+        return status.values(store.mailbox(user, name).snapshot(), _STATUS_ITEMS)
+    except (KeyError, MailboxGone):
+        return None
+
+
+def mailboxIds(store, user, names):
+    """Blocking: C{{name: MAILBOXID}} of those of C{names} that still exist."""
+    ids = {}
+    for name in names:
+        try:
+            ids[name] = store.mailbox(user, name).mailboxId()
+        except (KeyError, MailboxGone):
+            continue
+    return ids
+
+
+class AccountView:
+    """
+    What the NOTIFY sessions of one user asking at once read of their
+    account (L{readAccount}), for each to compare with what it last told.
+
+    @ivar names: the mailboxes; @ivar subscribed: the subscriptions;
+    @ivar ids: C{{name: MAILBOXID}} of the mailboxes some session did not
+        know; @ivar statuses: C{{name: STATUS numbers or None}} of the
+        changed ones some session may watch.
+    """
+
+    def __init__(self, names, subscribed, ids, statuses):
+        self.names, self.subscribed, self.ids, self.statuses = names, subscribed, ids, statuses
+
+
+def readAccount(store, user, needs):
+    """
+    Blocking: one L{AccountView} for every session's C{need}: C{(names
+    whose STATUS it may want, the MAILBOXIDs it knows, or None when it
+    does not watch MailboxName)}.  A mailbox new to a session may be a
+    rename of a watched one: its STATUS is read too.
+    """
+    names = store.listMailboxes(user)
+    present = set(names)
+    unknown, wanted = set(), set()
+    for statusOfNames, knownIds in needs:
+        wanted |= statusOfNames
+        if knownIds is not None:
+            unknown |= present.difference(knownIds)
+    ids = mailboxIds(store, user, sorted(unknown))
+    statuses = {name: statusOf(store, user, name) for name in (wanted | set(ids)) & present}
+    return AccountView(names, store.subscriptions(user), ids, statuses)
+
+
 class Watcher:
     """
     What one session asked NOTIFY for, and what it was last told (see the
@@ -318,10 +383,7 @@ class Watcher:
 
     def _status(self, name):
         """Blocking: the STATUS numbers of C{name}, or C{None} if it went."""
-        try:
-            return status.values(self.store.mailbox(self.user, name).snapshot(), _STATUS_ITEMS)
-        except (KeyError, MailboxGone):
-            return None
+        return statusOf(self.store, self.user, name)
 
     def _baseline(self, selectedName):
         names = self.store.listMailboxes(self.user)
@@ -344,22 +406,23 @@ class Watcher:
         return lines
 
     def _ids(self, names):
-        ids = {}
-        for name in names:
-            try:
-                ids[name] = self.store.mailbox(self.user, name).mailboxId()
-            except (KeyError, MailboxGone):
-                continue
-        return ids
+        return mailboxIds(self.store, self.user, names)
 
-    def _scan(self, changed, absorb, selectedName):
-        """Blocking: the lines telling what changed in C{changed} and the list."""
+    # -- on the reactor, from what was read --------------------------------
+
+    def _need(self, changed, selectedName):
+        """What this session wants of the shared L{readAccount}."""
+        statusOfNames = {n for n in changed if n != selectedName and self.request.mayWatch(n)}
+        knownIds = self._mailboxIds if self.request.wants(MAILBOX_NAME) else None
+        return statusOfNames, knownIds
+
+    def _scan(self, view, changed, absorb, selectedName):
+        """The lines telling what changed in C{changed} and the list (L{AccountView})."""
         lines = []
-        subscribed = self.store.subscriptions(self.user)
-        names = self.store.listMailboxes(self.user)
+        subscribed, names = view.subscribed, view.names
         renamed = {}
         if self.request.wants(MAILBOX_NAME):
-            renamed = self._mailboxNames(names, subscribed, absorb, lines)
+            renamed = self._mailboxNames(names, subscribed, absorb, lines, view.ids)
         if self.request.wants(SUBSCRIPTION_CHANGE):
             self._subscriptions(names, subscribed, absorb, lines)
         self._subscribed = subscribed
@@ -373,12 +436,12 @@ class Watcher:
                 continue
             events = self.request.eventsFor(name, subscribed) & MESSAGE_EVENTS
             if events:
-                lines += self._messageEvents(name, events)
+                lines += self._messageEvents(name, events, view.statuses.get(name))
         return lines
 
-    def _messageEvents(self, name, events):
+    def _messageEvents(self, name, events, new):
         """5.1-5.3: a STATUS for another mailbox, if what they are about moved."""
-        old, new = self._statuses.get(name), self._status(name)
+        old = self._statuses.get(name)
         if new is None:
             return []
         self._statuses[name] = new
@@ -400,13 +463,16 @@ class Watcher:
             items.append(b"HIGHESTMODSEQ")
         return [self._statusLine(name, items, new)] if tell else []
 
-    def _mailboxNames(self, names, subscribed, absorb, lines):
-        """5.4: created, deleted and renamed mailboxes. @return: {old: new}."""
+    def _mailboxNames(self, names, subscribed, absorb, lines, ids):
+        """
+        5.4: created, deleted and renamed mailboxes. @return: {old: new}.
+        @param ids: the MAILBOXIDs read of the mailboxes we did not know.
+        """
         known = self._mailboxIds
         created = [n for n in names if n not in known]
         gone = {known[n]: n for n in known if n not in set(names)}
         current = {n: known[n] for n in names if n in known}
-        current.update(self._ids(created))
+        current.update((n, ids[n]) for n in created if n in ids)
         renamed = {gone.pop(current[n]): n for n in created if current.get(n) in gone}
         self._mailboxIds = current
         if absorb:
@@ -474,10 +540,21 @@ class Watcher:
         if not self.session.canNotify():
             return  # idle() comes back after the command
         changed, self._pending = self._pending, set()
+        selectedName = self._selectedName()
+        if changed <= {selectedName} and not (
+                self.request.wants(MAILBOX_NAME) or self.request.wants(SUBSCRIPTION_CHANGE)):
+            # Only the selected mailbox changed: its own update tells that
+            # (L{selectedChanged}), and there is no list to compare.
+            return
         absorb, self._absorb = self._absorb, False
-        self._running = self.session.account.run(
-            self._scan, changed, absorb, self._selectedName())
-        self._running.addCallback(self._tell).addErrback(
+        # One read of the account for every NOTIFY session of this user
+        # that heard of the change in this turn (L{pymailer.imap.fanout}).
+        self._running = d = defer.Deferred()
+        self.session.account.readWithOthers(
+            ("notify", self.user), lambda needs: readAccount(self.store, self.user, needs),
+            self._need(changed, selectedName), d.callback)
+        d.addCallback(self._scan, changed, absorb, selectedName)
+        d.addCallback(self._tell).addErrback(
             lambda f: log.failure("NOTIFY scan failed", f)).addBoth(self._scanned)
 
     def _scanned(self, _):
@@ -512,7 +589,12 @@ class Watcher:
         if session.idleTag is not None:
             # As IDLE's own update (the server's _mailboxChanged): DONE
             # waits for it, and it runs again if more changed meanwhile.
-            if session._idleSync is None:
+            if session._idleSync is None and not self.fetchItems and not self._stopped:
+                # IDLE's own bare callback, no Deferred chain per session:
+                # thousands of them are woken at once (issue 14).
+                session._idleSync = defer.Deferred()
+                session.account.refreshWithOthers(session.selected, self._idleRefreshed)
+            elif session._idleSync is None:
                 d = session._idleSync = defer.Deferred()
                 self._push().addBoth(session._idleSynced).addBoth(
                     lambda _: self.idle()).chainDeferred(d)
@@ -521,6 +603,11 @@ class Watcher:
             self._queued = True
             session._commands.append(self._queuedPush)
             session._pump()
+
+    def _idleRefreshed(self, changes, selected):
+        """The shared read for the update in IDLE came back (EXPUNGE allowed, 6.1.2)."""
+        self.session._idleRefreshed(changes, selected)
+        self.idle()
 
     def _queuedPush(self):
         self._queued = False
@@ -540,7 +627,11 @@ class Watcher:
         before = set(selected.uids)
         # 6.1.2: SELECTED-DELAYED keeps EXPUNGE for a command that allows it.
         allowExpunge = self.request.selected == SELECTED or session.idleTag is not None
-        d = session._sync(allowExpunge)
+        # Read once with the other sessions on this mailbox (IDLE's and
+        # NOTIFY's) the same change woke (L{pymailer.imap.fanout}).
+        d = defer.Deferred()
+        session.account.refreshWithOthers(selected, lambda changes, _: d.callback(changes))
+        d.addCallback(session._applyChanges, selected, allowExpunge)
 
         def fetchNew(_):
             if not self.fetchItems or session.selected is not selected:
