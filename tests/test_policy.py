@@ -202,8 +202,9 @@ def test_slow_piece_holds_pipelined_commands():
 
 
 def self_result(d):
+    """The decision, whether the chain answered at once or with a Deferred (IPolicy)."""
     results = []
-    d.addCallback(results.append)
+    defer.maybeDeferred(lambda: d).addCallback(results.append)
     return results[0]
 
 
