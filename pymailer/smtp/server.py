@@ -26,6 +26,7 @@ from pymailer.envelope import Session
 from pymailer.interfaces import IGoodbye, IMessageIntake
 from pymailer.limits import andThen
 from pymailer.policy.decision import Facts
+from pymailer.sendnow import writeNow
 from pymailer.smtp import data as smtpdata, submission
 from pymailer.smtp.address import parsePathCommand, unquoteLocalPart
 from pymailer.smtp.reply import BAD_MAILBOX, DEFAULT_ENHANCED, SMTPReply
@@ -199,11 +200,11 @@ class SMTPServer(SessionSecurity, ESMTP):
         replies go out when the input buffer holds no complete command to
         run (L{_processBuffer}), and before the connection closes or
         changes to TLS.  One write per group is one TCP segment (one TLS
-        record) instead of one per reply.
+        record) instead of one per reply, sent at once (L{writeNow}).
         """
         if self._outbox:
             out, self._outbox = self._outbox, []
-            self.transport.writeSequence(out)
+            writeNow(self.transport, b"".join(out))
 
     def sendCode(self, code, message=b""):
         """
