@@ -23,6 +23,7 @@ from zope.interface import implementer
 
 from pymailer import metrics
 from pymailer.envelope import Session
+from pymailer.connlimit import hostOf
 from pymailer.interfaces import IGoodbye, IMessageIntake
 from pymailer.limits import andThen
 from pymailer.policy.decision import Facts
@@ -141,7 +142,7 @@ class SMTPServer(SessionSecurity, ESMTP):
     def __init__(self, factory):
         ESMTP.__init__(self)
         self.factory = factory
-        self.host = factory.hostname.encode("idna")
+        self.host = factory.greetingName
         self.timeout = factory.limits.idle_timeout
         self.callLater = factory.reactor.callLater
         self.intake = None
@@ -235,10 +236,10 @@ class SMTPServer(SessionSecurity, ESMTP):
         self.factory.clients.opened(self)
         self.setTimeout(self.timeout)
         self.secure = self.factory.role.implicitTLS
-        peer = self.transport.getPeer()
-        self._peerHost = getattr(peer, "host", str(peer))
+        self._peerHost = hostOf(self.transport.getPeer())
         self._helo = (None, self._peerHost.encode("ascii", "replace"))
-        self.facts = Facts(clientAddress=self._peerHost, role=self.factory.role.name)
+        self.facts.clientAddress = self._peerHost
+        self.facts.role = self.factory.role.name
         # Commands a client sends before the greeting wait behind the check.
         self._run(self._greetClient, None)
         if not self._busy:
