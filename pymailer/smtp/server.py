@@ -103,10 +103,14 @@ class Transaction:
     @ivar size: octets received so far.
     @ivar problem: the reply refusing the message, once one is known; the
         data is still read to its end so the session stays in step.
+    @ivar session: the L{Session} as the envelope records it, made once at
+        MAIL: nothing it holds can change before the transaction ends
+        (EHLO, STARTTLS and AUTH end or refuse it).
     """
 
-    def __init__(self, sender, params):
+    def __init__(self, sender, params, session=None):
         self.sender = sender
+        self.session = session
         self.smtputf8 = "SMTPUTF8" in params
         self.body = (params.get("BODY") or "7BIT").upper()
         self.recipients = []  # (address, notify, orcpt)
@@ -599,6 +603,7 @@ class SMTPServer(SessionSecurity, ESMTP):
             return self._refuse("MAIL", e)
         sender = unquoteLocalPart(sender)
         size = int(params.get("SIZE") or 0)
+        session = self._session("SMTPUTF8" in params)
 
         def askPolicy(_):
             self.facts.newTransaction()
@@ -606,15 +611,14 @@ class SMTPServer(SessionSecurity, ESMTP):
             return self._ask("checkMail")
 
         def accepted(_):
-            self._txn = Transaction(sender, params)
+            self._txn = Transaction(sender, params, session)
             self.reply(250, "2.1.0", f"Sender <{sender}> ok")
 
         return self._steps(
             self._refusedBy("MAIL", sender),
             self._anonymousLogin,
             lambda _: self.intake.checkCapacity(size),
-            lambda _: self.intake.validateSender(
-                self._session("SMTPUTF8" in params), sender, params),
+            lambda _: self.intake.validateSender(session, sender, params),
             askPolicy, self._judge, accepted)
 
     def _checkMailParams(self, sender, params):
@@ -680,8 +684,9 @@ class SMTPServer(SessionSecurity, ESMTP):
                 raise SMTPReply(452, "4.5.3", "Error: too many recipients")
         except SMTPReply as e:
             return self._refuse("RCPT", e, txn.sender, [recipient])
+
         def route(_):
-            d = self.intake.validateRecipient(self._session(txn.smtputf8), txn.sender,
+            d = self.intake.validateRecipient(txn.session, txn.sender,
                                               recipient, txn.declaredSize)
             return d.addErrback(self._unknownRecipient, recipient)
 
@@ -890,7 +895,7 @@ class SMTPServer(SessionSecurity, ESMTP):
         """The envelope to queue, with what policy added and where it files."""
         return submission.envelope(
             message.queueId, txn.sender, txn.recipients, decision,
-            self._session(txn.smtputf8), txn.size, txn.body, txn.smtputf8,
+            txn.session, txn.size, txn.body, txn.smtputf8,
             txn.dsnRet, txn.dsnEnvid)
 
     def _abortMessage(self):
