@@ -51,6 +51,13 @@ ALL = "*"
 FULL = "full"
 
 
+def hostOf(addr):
+    """The peer's host, or the address as text when it has none (a UNIX socket)."""
+    host = getattr(addr, "host", None)
+    # Not getattr's default: that would format every address to text.
+    return str(addr) if host is None else host
+
+
 class Refusal(Protocol):
     """Writes one line saying why the connection is refused, and closes."""
 
@@ -96,7 +103,7 @@ class LimitedFactory(ServerFactory):
         self.shared, self.scope = shared, scope
 
     def buildProtocol(self, addr):
-        host = getattr(addr, "host", str(addr))
+        host = hostOf(addr)
         if self.total >= self.limits.max_connections:
             return Refusal(self.refusal(TOO_MANY))
         if self.connections.get(host, 0) >= self.limits.max_connections_per_ip:

@@ -184,6 +184,55 @@ def test_first_refusal_wins():
     assert later.seen == []
 
 
+def test_chain_of_quick_pieces_answers_at_once():
+    """
+    Pieces that answer from memory cost no Deferred: the chain's answer is
+    the decision itself (IPolicy allows it), headers merged in order, so
+    every SMTP command of a session without slow checks is answered in the
+    same turn of the reactor, without Deferred or generator machinery
+    (issue 14).  Before, every stage of every message went through
+    inlineCallbacks.
+    """
+    first = Scripted(mail=Decision.addHeaders([b"X-A: 1\r\n"]))
+    chain = PolicyChain([first, Scripted(), Policy(),
+                         Scripted(mail=Decision.addHeaders([b"X-B: 2\r\n"], "b"))], "mx.test")
+    decision = chain.checkMail(Facts(sender="a@b.test"))
+    assert isinstance(decision, Decision)
+    assert decision.headers == (b"X-A: 1\r\n", b"X-B: 2\r\n") and decision.reason == "b"
+    assert not decision.refuses
+    assert PolicyChain([], "mx.test").checkConnect(Facts()) is Decision.accept()
+
+
+def test_pieces_after_a_slow_one_wait_for_it():
+    """
+    A piece answering later (DNS) holds the pieces after it: they are
+    asked once it has answered, in order, and a refusal after it still
+    wins; a slow piece that fails is a 451 4.3.5, never a bounce.
+    """
+    held = defer.Deferred()
+
+    class Slow(Policy):
+        name = "slow"
+
+        def checkMail(self, facts):
+            return held
+
+    later = Scripted(mail=REJECT)
+    answer = PolicyChain([Slow(), later], "mx.test").checkMail(Facts(sender="a@b.test"))
+    assert isinstance(answer, defer.Deferred) and later.seen == []
+    held.callback(Decision.addHeaders([b"X-Slow: 1\r\n"]))
+    assert self_result(answer) == REJECT
+    assert [stage for stage, *_ in later.seen] == ["mail"]
+
+    failing = defer.Deferred()
+    Slow.checkMail = lambda self, facts: failing
+    chain = PolicyChain([Slow()], "mx.test")
+    answer = chain.checkMail(Facts(sender="a@b.test"))
+    failing.errback(RuntimeError("resolver bug"))
+    refusal = self_result(answer)
+    assert (refusal.code, refusal.enhanced, refusal.reason) == (451, "4.3.5", "slow.error")
+
+
 def test_slow_piece_holds_pipelined_commands():
     """A piece answering later (DNS) keeps pipelined replies in order."""
     held = defer.Deferred()
@@ -202,8 +251,9 @@ def test_slow_piece_holds_pipelined_commands():
 
 
 def self_result(d):
+    """The decision, whether the chain answered at once or with a Deferred (IPolicy)."""
     results = []
-    d.addCallback(results.append)
+    defer.maybeDeferred(lambda: d).addCallback(results.append)
     return results[0]
 
 

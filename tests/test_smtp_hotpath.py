@@ -7,11 +7,14 @@ a small message's whole commit.
 """
 
 import io
+import socket
 import threading
 import time
 
 from twisted.application.service import Application, MultiService
-from twisted.internet import task
+from twisted.internet import task, tcp
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.logger import ILogObserver, Logger
 
 from pymailer.config import SMTPConfig
@@ -19,6 +22,7 @@ from pymailer.envelope import Envelope, Recipient
 from pymailer.intake import MessageIntake
 from pymailer.logs import BufferedLogObserver, LoggingTo
 from pymailer.queue.spool_files import Spool
+from pymailer.sendnow import writeNow
 from pymailer.smtp.factory import SMTPFactory
 from pymailer.testing import (
     ClockReactor, MemoryDirectory, MemoryIntake, SynchronousThreadPool, connectSMTP,
@@ -331,3 +335,76 @@ def test_local_delivery_costs_one_thread_hand_off(tmp_path):
     (info,) = box.messages()
     with box.openMessage(info.uid) as f:
         assert f.read().endswith(data)
+
+
+def tcpTransport():
+    """
+    Twisted's TCP transport on one end of a socket pair (its reactor a
+    MemoryReactor, which records the sockets it is asked to watch), and the
+    other end, as the client's.
+    """
+    ours, client = socket.socketpair()
+    reactor = MemoryReactor()
+    transport = tcp.Connection(ours, Protocol(), reactor)
+    transport.connected = True
+    client.setblocking(False)
+    return transport, client, reactor
+
+
+def received(client):
+    try:
+        return client.recv(1 << 20)
+    except BlockingIOError:
+        return b""
+
+
+def test_reply_is_sent_without_a_turn_of_the_reactor():
+    """
+    A reply leaves as it is written when nothing waits before it: the
+    client has it without the reactor first watching the socket for room
+    (two epoll_ctl calls and a loop turn per reply before, each a chance
+    for the disk threads to take the GIL from the reactor).
+    """
+    transport, client, reactor = tcpTransport()
+    writeNow(transport, b"250 2.0.0 Ok\r\n")
+    assert received(client) == b"250 2.0.0 Ok\r\n"
+    assert reactor.getWriters() == []
+
+
+def test_reply_waits_behind_bytes_already_waiting():
+    """
+    Bytes a reply follows go first: with data waiting in the transport's
+    buffer, the reply is buffered behind it, and the client reads both in
+    order once the socket has room.
+    """
+    transport, client, reactor = tcpTransport()
+    transport.write(b"220 first\r\n")
+    writeNow(transport, b"250 second\r\n")
+    assert received(client) == b""
+    transport.doWrite()
+    assert received(client) == b"220 first\r\n250 second\r\n"
+
+
+def test_reply_larger_than_the_socket_takes_is_sent_whole_and_in_order():
+    """
+    What the socket does not take at once is buffered and sent as it has
+    room, before anything written later.
+    """
+    transport, client, reactor = tcpTransport()
+    transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    big = bytes(range(256)) * 4096
+    writeNow(transport, big)
+    writeNow(transport, b"after")
+    assert reactor.getWriters() == [transport]
+    got = b""
+    while len(got) < len(big) + 5:
+        got += received(client)
+        transport.doWrite()
+    assert got == big + b"after"
+
+
+def test_reply_on_other_transports_goes_through_write():
+    """A transport that is not plain TCP (TLS, a test's) is written as before."""
+    transport = StringTransport()
+    writeNow(transport, b"250 2.0.0 Ok\r\n")
+    assert transport.value() == b"250 2.0.0 Ok\r\n"

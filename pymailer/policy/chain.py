@@ -5,15 +5,22 @@ The first piece that refuses decides (later pieces are not asked); added
 headers accumulate in order; the last folder named wins.  At the end of
 data the chain writes the RFC 8601 Authentication-Results header from what
 the pieces recorded, and, if a piece scored the message as spam, the
-C{X-Spam-*} headers (filing it into Junk at C{junkScore}).  A piece that fails with an exception costs a
-temporary refusal, never a bounce: a bug in a plugin must not lose mail.
+C{X-Spam-*} headers (filing it into Junk at C{junkScore}).  A piece that
+fails with an exception costs a temporary refusal, never a bounce: a bug
+in a plugin must not lose mail.
+
+Like each piece (L{pymailer.interfaces.IPolicy}), each stage answers with a
+L{Decision}, or a C{Deferred} of one only when a piece answers later (DNS,
+a thread): the SMTP server handles both, and takes the answer at once when
+there is one.
 """
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from pymailer.policy.authresults import authenticationResults
-from pymailer.policy.decision import Decision
+from pymailer.limits import andThen
+from pymailer.policy.decision import ACCEPTED, Decision
 from pymailer.policy.verdict import SpamScore, logVerdict
 
 
@@ -45,7 +52,7 @@ class PolicyChain:
         return self._run("checkUnknownRecipient", facts, recipient)
 
     def checkData(self, facts, message):
-        d = self._run("checkData", facts, message)
+        decision = self._run("checkData", facts, message)
 
         def withResults(decision):
             if decision.refuses:
@@ -62,37 +69,70 @@ class PolicyChain:
             header = authenticationResults(self.authservId, facts.authResults)
             return _merge(Decision.addHeaders([header]), decision)
 
-        return d.addCallback(withResults)
+        return andThen(decision, withResults)
 
     def keepHeader(self, facts, field):
+        # Asked for every header field of every message.
+        if not self.pieces:
+            return True
         return all(p.keepHeader(facts, field) for p in self.pieces)
 
-    @defer.inlineCallbacks
-    def _run(self, stage, facts, *args):
-        combined = Decision.accept()
-        for piece in self.pieces:
+    def _run(self, stage, facts, *args, start=0, combined=ACCEPTED):
+        """
+        Ask the pieces from C{start} on, in order.
+
+        @return: the combined L{Decision} itself when every piece answers at
+            once (a chain without pieces, checks answered from memory): no
+            Deferred and no generator per stage of every message (issue 14);
+            else a C{Deferred} firing with it, the pieces after the first
+            that answers later being asked once it has.
+        """
+        pieces = self.pieces
+        for index in range(start, len(pieces)):
+            piece = pieces[index]
             check = getattr(piece, stage, None)
             if check is None:
                 # A plugin written before this stage existed has nothing to say.
                 continue
             try:
-                decision = yield defer.maybeDeferred(check, facts, *args)
+                decision = check(facts, *args)
             except Exception:
-                self.log.failure("policy {name} failed at {stage}",
-                                 name=piece.name, stage=stage)
-                # RFC 3463 §3.4: 4.3.5, system incorrectly configured.
-                return Decision.tempfail(
-                    451, "4.3.5", "Temporary policy failure, try again later",
-                    f"{piece.name}.error")
-            if decision is None:
-                continue
-            if decision.refuses:
-                self.log.info("policy {name} refused at {stage}: {reason} ({code} {text})",
-                              name=piece.name, stage=stage, reason=decision.reason,
-                              code=decision.code, text=decision.text)
-                return decision
-            combined = _merge(combined, decision)
+                return self._pieceFailed(piece, stage)
+            if isinstance(decision, defer.Deferred):
+                def answered(decision, piece=piece, index=index, combined=combined):
+                    refusal, combined = self._weigh(piece, stage, decision, combined)
+                    if refusal is not None:
+                        return refusal
+                    return self._run(stage, facts, *args, start=index + 1, combined=combined)
+
+                return decision.addCallbacks(
+                    answered, lambda failure, piece=piece: self._pieceFailed(piece, stage, failure))
+            refusal, combined = self._weigh(piece, stage, decision, combined)
+            if refusal is not None:
+                return refusal
         return combined
+
+    def _weigh(self, piece, stage, decision, combined):
+        """
+        @return: C{(refusal, combined)}: the piece's refusing decision (or
+            C{None}), and C{combined} with its accepting one merged in.
+        """
+        if decision is None:
+            return None, combined
+        if decision.refuses:
+            self.log.info("policy {name} refused at {stage}: {reason} ({code} {text})",
+                          name=piece.name, stage=stage, reason=decision.reason,
+                          code=decision.code, text=decision.text)
+            return decision, combined
+        return None, _merge(combined, decision)
+
+    def _pieceFailed(self, piece, stage, failure=None):
+        """A piece that raised: logged, and a temporary refusal."""
+        self.log.failure("policy {name} failed at {stage}", failure,
+                         name=piece.name, stage=stage)
+        # RFC 3463 §3.4: 4.3.5, system incorrectly configured.
+        return Decision.tempfail(
+            451, "4.3.5", "Temporary policy failure, try again later", f"{piece.name}.error")
 
 
 def _merge(first, second):
@@ -100,6 +140,10 @@ def _merge(first, second):
     Accepting decisions combined: headers of both, the later folder; two
     pieces filing different recipients into the same folder file both.
     """
+    if second.addsNothing:
+        return first
+    if first.addsNothing:
+        return second
     folder, recipients = first.folder, first.recipients
     if second.folder is not None:
         if second.folder == folder and None not in (recipients, second.recipients):

@@ -45,6 +45,10 @@ class Decision:
 
     @classmethod
     def accept(cls, reason=""):
+        if not reason and cls is Decision:
+            # Frozen, so one plain acceptance serves every check of every
+            # message (issue 14: an allocation per stage per piece).
+            return ACCEPTED
         return cls(reason=reason)
 
     @classmethod
@@ -67,6 +71,15 @@ class Decision:
     @property
     def refuses(self):
         return self.action != ACCEPT
+
+    @property
+    def addsNothing(self):
+        """An acceptance with no header, folder or reason to merge."""
+        return not (self.headers or self.folder is not None or self.reason)
+
+
+# The plain acceptance (L{Decision.accept}).
+ACCEPTED = Decision()
 
 
 @dataclass(frozen=True)

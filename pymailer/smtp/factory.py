@@ -48,6 +48,9 @@ class SMTPFactory(LimitedFactory):
                  events=None):
         LimitedFactory.__init__(self, limits)
         self.hostname = hostname
+        # The name in the greeting, as bytes: IDNA-encoded once, not per
+        # connection.
+        self.greetingName = hostname.encode("idna")
         self.portal = portal
         self.reactor = reactor
         self.role = role
