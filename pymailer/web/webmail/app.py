@@ -144,8 +144,11 @@ MAX_NUMBER = 2 ** 32 - 1
 
 
 def _number(text):
-    """A UID or part number, or C{None}."""
-    if not text.isdigit() or len(text) > 10 or int(text) > MAX_NUMBER:
+    """
+    A UID or part number, or C{None}.  ASCII digits only: C{str.isdigit}
+    also says yes to "\u00b2" and other digits C{int} refuses.
+    """
+    if not (text.isascii() and text.isdigit()) or len(text) > 10 or int(text) > MAX_NUMBER:
         return None
     return int(text)
 
@@ -289,7 +292,7 @@ class WebmailApp:
             return refused
         name = name or _arg(request, "name")
         pageArg = _arg(request, "page")
-        page = int(pageArg) if pageArg.isdigit() else 0
+        page = _number(pageArg) or 0
         # The state first: a change after it makes the page's poll reload.
         liveState, uses = yield self.admin.inThread(pageState, self.mail.store,
                                                     session.user, name)

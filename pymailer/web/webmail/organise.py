@@ -76,7 +76,7 @@ def searchPage(self, request):
         return refused
     name, query, where = _arg(request, "name"), _arg(request, "q"), _arg(request, "field")
     pageArg = _arg(request, "page")
-    page = min(int(pageArg), 1000) if pageArg.isdigit() and len(pageArg) < 6 else 0
+    page = min(pages._number(pageArg) or 0, 1000)
     folders = yield self.admin.inThread(self.mail.folders, session.user)
     uses = yield self.admin.inThread(self.mail.store.specialUses, session.user)
 

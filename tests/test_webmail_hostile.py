@@ -1,0 +1,215 @@
+"""
+The webmail and the web listener against a hostile client: malformed and
+oversized forms, odd query values, uploads from someone not logged in.
+
+Units: the C{multipart/form-data} parser (L{pymailer.web.formdata}) with
+Hypothesis (what a browser sends comes back whole, however the body is
+cut into reads; garbage is refused with L{ValueError} only).  End to end:
+a real server (twistd) and a real HTTP client on raw sockets and urllib.
+"""
+
+import io
+import re
+import socket
+import ssl
+import time
+import uuid
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from pymailer.web import formdata
+
+from test_web_admin import Client, base, webServer  # noqa: F401 (fixtures)
+from test_webmail import BOB
+
+# -- the form parser ----------------------------------------------------------------
+
+
+class Trickle(io.RawIOBase):
+    """A body whose reads return at most C{step} octets: every cut is tried."""
+
+    def __init__(self, data, step):
+        self.data, self.step, self.at = data, step, 0
+
+    def read(self, size=-1):
+        size = self.step if size < 0 else min(size, self.step)
+        chunk = self.data[self.at:self.at + size]
+        self.at += len(chunk)
+        return chunk
+
+
+def encode(parts, boundary, preamble=b"", epilogue=b"\r\n"):
+    """A form body as browsers write it; C{parts}: C{(name, filename, type, data)}."""
+    out = [preamble]
+    for name, filename, contentType, data in parts:
+        disposition = f'form-data; name="{name}"'
+        if filename is not None:
+            disposition += f'; filename="{filename}"'
+        header = f"Content-Disposition: {disposition}\r\n"
+        if contentType is not None:
+            header += f"Content-Type: {contentType}\r\n"
+        out.append(b"--" + boundary + b"\r\n" + header.encode("utf-8") + b"\r\n" + data + b"\r\n")
+    out.append(b"--" + boundary + b"--" + epilogue)
+    return b"".join(out)
+
+
+# Names as browsers send them (a file name without its path); the
+# header's own parsing drops whitespace at either end.
+names = st.text(st.characters(codec="utf-8", exclude_characters='"\\/\r\n\x00'),
+                min_size=1, max_size=20).map(str.strip).filter(bool)
+parts = st.lists(st.tuples(
+    names, st.one_of(st.none(), names), st.sampled_from([None, "application/pdf", "text/plain"]),
+    st.binary(max_size=300)), max_size=8)
+
+
+class TestFormParser:
+    @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+    @given(parts, st.integers(1, 80), st.sampled_from([b"", b"\r\n", b"--"]))
+    def test_roundTrip(self, sent, step, epilogue):
+        """
+        Every field and file a browser sends comes back with its name, file
+        name (UTF-8), type and octets, however the body arrives in reads
+        and whatever the octets hold (CRLF, "--", the boundary's start):
+        otherwise a message or attachment written in the webmail is cut or
+        mangled.
+        """
+        boundary = b"----pymailer" + uuid.uuid4().hex.encode()
+        body = encode(sent, boundary, epilogue=epilogue)
+        got = formdata.parse(b"multipart/form-data; boundary=" + boundary, Trickle(body, step))
+        assert [(p.name, p.filename, p.contentType, p.data) for p in got] == [
+            (n, f, t or "text/plain", d) for n, f, t, d in sent]
+
+    @settings(max_examples=300)
+    @given(st.binary(max_size=400), st.integers(1, 50))
+    def test_garbageRefusedCleanly(self, body, step):
+        """
+        Any body at all is parsed or refused with ValueError (the page's
+        "could not be read"), never another exception: otherwise a
+        hostile post logs a traceback and answers 500.
+        """
+        try:
+            formdata.parse(b'multipart/form-data; boundary="B"', Trickle(b"--B\r\n" + body, step))
+        except ValueError:
+            pass
+
+    def test_bounds(self):
+        """
+        More than MAX_PARTS parts, a part header section over MAX_HEADER
+        octets, a body without its close delimiter, or a Content-Type that
+        is not multipart/form-data with a boundary are refused, quickly:
+        otherwise one post holds the compose page and gigabytes of memory.
+        """
+        boundary = b"B"
+        many = encode([("x", None, None, b"v")] * (formdata.MAX_PARTS + 1), boundary)
+        started = time.monotonic()
+        with pytest.raises(ValueError):
+            formdata.parse(b"multipart/form-data; boundary=B", io.BytesIO(many))
+        assert time.monotonic() - started < 1
+        enough = encode([("x", None, None, b"v")] * formdata.MAX_PARTS, boundary)
+        assert len(formdata.parse(b"multipart/form-data; boundary=B", io.BytesIO(enough))) \
+            == formdata.MAX_PARTS
+        huge = b"--B\r\nX-Long: " + b"a" * formdata.MAX_HEADER + b"\r\n\r\nv\r\n--B--\r\n"
+        unclosed = b"--B\r\nContent-Disposition: form-data; name=x\r\n\r\nv"
+        for contentType, body in [(b"multipart/form-data; boundary=B", huge),
+                                  (b"multipart/form-data; boundary=B", unclosed),
+                                  (b"multipart/form-data", b"--B--"),
+                                  (b"multipart/mixed; boundary=B", b"--B--"),
+                                  (b"text/plain", b""),
+                                  (b"multipart/form-data; boundary=" + b"b" * 71, b"")]:
+            with pytest.raises(ValueError):
+                formdata.parse(contentType, io.BytesIO(body))
+
+    def test_fileNamesAsBrowsersSendThem(self):
+        """
+        A file name in raw UTF-8 (RFC 7578 4.2) is kept, one in another
+        charset is read with replacement characters, and an old browser's
+        whole path is cut to its last part: otherwise an attachment's name
+        is mojibake, or refused, or tells the recipient the sender's paths.
+        """
+        body = (b'--B\r\nContent-Disposition: form-data; name="attachment"; '
+                b'filename="r\xc3\xa9sum\xc3\xa9.pdf"\r\n\r\n1\r\n'
+                b'--B\r\nContent-Disposition: form-data; name="attachment"; '
+                b'filename="caf\xe9.txt"\r\n\r\n2\r\n'
+                b'--B\r\nContent-Disposition: form-data; name="attachment"; '
+                b'filename="C:\\\\Users\\\\bob\\\\plan.pdf"\r\n\r\n3\r\n--B--\r\n')
+        got = formdata.parse(b"multipart/form-data; boundary=B", io.BytesIO(body))
+        assert [p.filename for p in got] == ["r\u00e9sum\u00e9.pdf", "caf\ufffd.txt", "plan.pdf"]
+
+
+# -- end to end ---------------------------------------------------------------------
+
+
+def connect(server):
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    return context.wrap_socket(socket.create_connection(
+        ("127.0.0.1", server.ports["https"]), timeout=60))
+
+
+def answer(sock):
+    """The status code of the response on C{sock} (read to its end)."""
+    data = b""
+    while b"\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return int(data.split(b" ", 2)[1]) if data else None
+
+
+def rss(server):
+    with open(f"/proc/{server.pid}/status") as status:
+        return int(re.search(r"VmRSS:\s+(\d+)", status.read()).group(1)) * 1024
+
+
+def loggedInCookie(client):
+    [cookie] = [c for c in client.jar if c.name.startswith("__Host-")]
+    return f"{cookie.name}={cookie.value}"
+
+
+class TestHTTP:
+    def test_formOfManyTinyPartsRefusedQuickly(self, webServer):
+        """
+        A logged-in user's compose post of 200,000 tiny parts (11 MB) is
+        refused (403) in seconds, and the server's memory does not
+        grow by hundreds of megabytes: otherwise one user holds the
+        compose page of everyone (two at a time) and the server's memory.
+        """
+        bob = Client(base(webServer))
+        bob.logIn(BOB)
+        csrf = bob.csrf("/webmail/compose")
+        body = (b'--B\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n'
+                + csrf.encode() + b"\r\n"
+                + b'--B\r\nContent-Disposition: form-data; name="x"\r\n\r\nv\r\n' * 200_000
+                + b"--B--\r\n")
+        before = rss(webServer)
+        sock = connect(webServer)
+        started = time.monotonic()
+        sock.sendall(b"POST /webmail/compose HTTP/1.1\r\nHost: x\r\nCookie: "
+                     + loggedInCookie(bob).encode()
+                     + b"\r\nContent-Type: multipart/form-data; boundary=B\r\n"
+                     + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        # Unreadable, so its CSRF token is unknown: 403, as a forged post.
+        assert answer(sock) in (400, 403)
+        assert time.monotonic() - started < 10
+        sock.close()
+        assert rss(webServer) - before < 100 * 1024 * 1024
+        assert "Traceback" not in webServer.log()
+
+    def test_oddNumbersInQueriesAreNotErrors(self, webServer):
+        """
+        A page number or UID written with other digits than 0-9 ("\u00b2")
+        or with thousands of them is taken as no number (the first page,
+        not found), never a 500 with a traceback in the log.
+        """
+        bob = Client(base(webServer))
+        bob.logIn(BOB)
+        for path in ["/webmail/folder?name=INBOX&page=%C2%B2",
+                     "/webmail/folder?name=INBOX&page=" + "9" * 5000,
+                     "/webmail/search?name=INBOX&q=x&page=%C2%B2",
+                     "/webmail/message?name=INBOX&uid=%C2%B2",
+                     "/webmail/compose?mode=reply&name=INBOX&uid=%C2%B2"]:
+            status, _, _ = bob.request(path)
+            assert status in (200, 404), path
+        assert "Traceback" not in webServer.log()
