@@ -213,3 +213,27 @@ class TestHTTP:
             status, _, _ = bob.request(path)
             assert status in (200, 404), path
         assert "Traceback" not in webServer.log()
+
+    def test_uploadWithoutLoginCutOff(self, webServer):
+        """
+        Someone not logged in (no cookie, or a made-up one) who posts a
+        large body to the compose form is answered 403 and cut off at
+        once, while the body is still coming (what it goes on sending is
+        read and dropped, not kept); a small post is still sent to
+        the login page: otherwise anyone could spool the submission size
+        limit (50 MB) to the server's disk on each of a thousand
+        connections.
+        """
+        big = 20 * 1024 * 1024
+        for cookie in (b"", b"Cookie: __Host-pymailer=" + b"x" * 43 + b"\r\n"):
+            sock = connect(webServer)
+            sock.sendall(b"POST /webmail/compose HTTP/1.1\r\nHost: x\r\n" + cookie
+                         + b"Content-Type: multipart/form-data; boundary=B\r\n"
+                         + b"Content-Length: %d\r\n\r\n" % big)
+            sock.sendall(b"a" * 1024 * 1024)
+            sock.settimeout(10)
+            assert answer(sock) == 403
+            sock.close()
+        small = Client(base(webServer))
+        status, headers, _ = small.request("/webmail/compose", {"csrf": "x"})
+        assert (status, headers["Location"]) == (303, "/login")

@@ -10,10 +10,16 @@ Trust: nothing a client sends.  Twisted caps the request line and headers
 but not the body: past 100 KB it spools to a temporary file without limit,
 and a form body is then parsed into C{request.args} in memory.  So the
 body is refused (413) as soon as its Content-Length says it is too large,
-or as soon as what has come (chunked) is.
+or as soon as what has come (chunked) is.  An upload path's larger limit
+is for logged-in users only: the session is looked up as the body starts
+to arrive, and a client without one is cut off (403) once past
+L{MAX_BODY}, rather than spooling up to the upload limit to disk on every
+connection it opens.
 """
 
+from dataclasses import dataclass
 from io import BytesIO
+from typing import Callable
 
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
@@ -27,6 +33,8 @@ MAX_BODY = 64 * 1024
 # RFC 9110 §15.5.14 (413 Content Too Large): the server may close the
 # connection after it, which we do (Connection: close, RFC 9112 §9.6).
 CONTENT_TOO_LARGE = b"Request body too large\n"
+# An upload from a client that is not logged in (or no longer).
+LOG_IN_TO_UPLOAD = b"Log in to send files (your session may have expired).\n"
 # Seconds a refused client may go on sending (read and dropped) before
 # the connection is cut.
 LINGER = 5
@@ -63,10 +71,12 @@ class SecureRequest(Request):
     maxBody = MAX_BODY
     _received = 0
     _refused = False
+    _bodyDone = False
+    _length = None
 
-    def _uploadLimit(self):
+    def _upload(self):
         """
-        The body limit of an upload path (L{WebSite.uploads}), or C{None}.
+        The L{Upload} of an upload path (L{WebSite.uploads}), or C{None}.
         The request line is all that is known when the length is: Twisted
         keeps its target on the channel (C{_path}) until the request is
         made.
@@ -76,13 +86,20 @@ class SecureRequest(Request):
         return uploads.get(target.split(b"?", 1)[0])
 
     def gotLength(self, length):
-        limit = self._uploadLimit()
-        if limit is not None:
+        upload = self._upload()
+        self._length = length
+        if upload is not None:
             # An upload: its resource parses the body (in a thread), not
             # Twisted (in requestReceived, on the reactor, keeping only
             # values: the file names would be lost).
-            self.maxBody = limit
             self._parsePOSTFormSubmission = False
+            # The larger limit meanwhile; taken back if the client turns
+            # out not to be logged in (a cookie-less one at once: the
+            # check then answers before returning).
+            self.maxBody = upload.limit
+            upload.allowed(self).addCallbacks(self._uploadChecked, lambda _: False)
+            if self._refused:
+                return
         if length is not None and length > self.maxBody:
             # Refuse before a byte of the body is read, and before the
             # channel says "100 Continue" to a client that asked.
@@ -90,6 +107,15 @@ class SecureRequest(Request):
             self._refuse()
             return
         Request.gotLength(self, length)
+
+    def _uploadChecked(self, allowed):
+        if allowed or self._refused or self._bodyDone:
+            # A body that came whole first is the resource's to refuse.
+            return
+        self.maxBody = MAX_BODY
+        if self._received > MAX_BODY or (self._length or 0) > MAX_BODY:
+            self.requestHeaders.removeHeader(b"Expect")
+            self._refuse(b"403 Forbidden", LOG_IN_TO_UPLOAD)
 
     def handleContentChunk(self, data):
         if self._refused:
@@ -101,13 +127,16 @@ class SecureRequest(Request):
             return
         Request.handleContentChunk(self, data)
 
-    def _refuse(self):
-        """Answer 413 and close: nothing more of the body is read or kept."""
+    def _refuse(self, status=b"413 Content Too Large", text=CONTENT_TOO_LARGE):
+        """Answer C{status} and close: nothing more of the body is read or kept."""
         self._refused = True
+        if self.content is not None:
+            self.content.close()  # a spooled temporary file goes now
         self.content = BytesIO()
-        self.channel.refuseAndClose(_response(b"413 Content Too Large", CONTENT_TOO_LARGE))
+        self.channel.refuseAndClose(_response(status, text))
 
     def requestReceived(self, command, path, version):
+        self._bodyDone = True
         # A refused body that ended within the data already read must not
         # be answered a second time.
         if not self._refused:
@@ -119,6 +148,21 @@ class SecureRequest(Request):
         if self.isSecure():
             self.setHeader(b"Strict-Transport-Security", HSTS)
         return Request.process(self)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """
+    A path whose body may be larger than L{MAX_BODY}.
+
+    @ivar limit: its body limit.
+    @ivar allowed: C{allowed(request)} -> a Deferred of whether this
+        client may send that much (a logged-in user); called when the
+        headers are in, with the cookies parsed.
+    """
+
+    limit: int
+    allowed: Callable
 
 
 class TrackedChannel(HTTPChannel):
@@ -174,8 +218,8 @@ class WebSite(LimitedFactory, Site):
 
     def __init__(self, resource, reactor, limits, uploads=None):
         Site.__init__(self, resource, requestFactory=SecureRequest, reactor=reactor)
-        # Path -> the larger body limit of that upload (the webmail's
-        # compose form: the submission size limit).
+        # Path -> the L{Upload} limit of that path (the webmail's compose
+        # form: the submission size limit, for logged-in users).
         self.uploads = dict(uploads or {})
         LimitedFactory.__init__(self, limits)
         # Never a traceback to a browser: they go to the log.
