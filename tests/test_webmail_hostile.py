@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pymailer.web import formdata
+from pymailer.web.webmail import outgoing
 
 from test_web_admin import Client, base, webServer  # noqa: F401 (fixtures)
 from test_webmail import BOB
@@ -135,6 +136,37 @@ class TestFormParser:
                 b'filename="C:\\\\Users\\\\bob\\\\plan.pdf"\r\n\r\n3\r\n--B--\r\n')
         got = formdata.parse(b"multipart/form-data; boundary=B", io.BytesIO(body))
         assert [p.filename for p in got] == ["r\u00e9sum\u00e9.pdf", "caf\ufffd.txt", "plan.pdf"]
+
+
+anyText = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=60)
+
+
+class TestOutgoingHeaders:
+    @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+    @given(anyText, anyText, anyText, anyText)
+    def test_noFieldAddsAHeader(self, subject, body, filename, displayName):
+        """
+        Whatever a user types as subject, text, file name (a browser's
+        RFC 2231 name may decode to CR LF) or display name, the message is
+        built or refused with ValueError, and has exactly the header
+        fields of its own making, none with a control character (NUL, CR,
+        LF): otherwise a form adds a Bcc or Received field, or the message
+        cannot be sent.
+        """
+        composed = outgoing.Composed(
+            sender=f'"{displayName}" <bob@example.org>'.replace("\\", ""),
+            to="ann@example.net", subject=subject, body=body,
+            attachments=[outgoing.Attachment(filename, "text/plain", b"data")])
+        try:
+            octets = outgoing.octetsOf(outgoing.build(composed))
+        except ValueError:
+            return
+        header = octets.split(b"\r\n\r\n", 1)[0]
+        names = [line.split(b":", 1)[0] for line in header.split(b"\r\n")
+                 if line[:1] not in (b" ", b"\t")]
+        assert names == [b"From", b"To"] + ([b"Subject"] if outgoing.oneLine(subject) else []) + [
+            b"Date", b"Message-ID", b"MIME-Version", b"Content-Type"]
+        assert not outgoing.CONTROL.search(octets.decode("ascii", "replace"))
 
 
 # -- end to end ---------------------------------------------------------------------
