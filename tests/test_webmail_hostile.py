@@ -269,3 +269,17 @@ class TestHTTP:
         small = Client(base(webServer))
         status, headers, _ = small.request("/webmail/compose", {"csrf": "x"})
         assert (status, headers["Location"]) == (303, "/login")
+
+
+class TestNewUser:
+    def test_frontPageLeadsToTheWebmail(self, webServer):
+        """
+        https://HOST/ (what a new user opens first) leads to the webmail,
+        which asks for a login: it answered 404, so the server seemed to
+        have no web pages at all.
+        """
+        client = Client(base(webServer))
+        status, headers, _ = client.request("/")
+        assert (status, headers["Location"]) == (303, "/webmail/")
+        status, headers, _ = client.request("/webmail/")
+        assert (status, headers["Location"]) == (303, "/login")

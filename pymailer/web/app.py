@@ -70,6 +70,19 @@ class WebApp:
         """A Deferred firing whether C{domain} is one we serve."""
         return deferToThreadPool(self.reactor, self.threadpool, self.directory.hasDomain, domain)
 
+    # -- the front page --------------------------------------------------------
+
+    @app.route("/", methods=["GET", "HEAD"])
+    def front(self, request):
+        """
+        The listener's own address leads to the webmail (which asks for a
+        login first): someone who opens https://HOST/ gets somewhere,
+        not a 404.
+        """
+        request.setResponseCode(303)
+        request.setHeader(b"Location", WEBMAIL_PREFIX.rstrip(b"/") + b"/")
+        return b""
+
     # -- autoconfig -----------------------------------------------------------
 
     @app.route(AUTOCONFIG_PATHS[0], methods=["GET", "HEAD"])
