@@ -179,14 +179,20 @@ def connect(server):
         ("127.0.0.1", server.ports["https"]), timeout=60))
 
 
-def answer(sock):
-    """The status code of the response on C{sock} (read to its end)."""
+def head(sock):
+    """The status line and header section of the response on C{sock}."""
     data = b""
-    while b"\r\n" not in data:
+    while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
         if not chunk:
             break
         data += chunk
+    return data.split(b"\r\n\r\n", 1)[0]
+
+
+def answer(sock):
+    """The status code of the response on C{sock}."""
+    data = head(sock)
     return int(data.split(b" ", 2)[1]) if data else None
 
 
@@ -251,7 +257,8 @@ class TestHTTP:
         Someone not logged in (no cookie, or a made-up one) who posts a
         large body to the compose form is answered 403 and cut off at
         once, while the body is still coming (what it goes on sending is
-        read and dropped, not kept); a small post is still sent to
+        read and dropped, not kept), with the security headers of every
+        response; a small post is still sent to
         the login page: otherwise anyone could spool the submission size
         limit (50 MB) to the server's disk on each of a thousand
         connections.
@@ -264,7 +271,11 @@ class TestHTTP:
                          + b"Content-Length: %d\r\n\r\n" % big)
             sock.sendall(b"a" * 1024 * 1024)
             sock.settimeout(10)
-            assert answer(sock) == 403
+            refusal = head(sock)
+            assert refusal.startswith(b"HTTP/1.1 403 ")
+            # As every response: no framing, no sniffing.
+            assert b"\r\nX-Frame-Options: DENY\r\n" in refusal
+            assert b"\r\nX-Content-Type-Options: nosniff\r\n" in refusal
             sock.close()
         small = Client(base(webServer))
         status, headers, _ = small.request("/webmail/compose", {"csrf": "x"})

@@ -55,8 +55,12 @@ HSTS = b"max-age=31536000"
 
 
 def _response(status, text):
-    """A whole HTTP/1.1 response (bytes) that tells the client we close."""
+    """
+    A whole HTTP/1.1 response (bytes) that tells the client we close,
+    with L{SECURITY_HEADERS} as every other response.
+    """
     return (b"HTTP/1.1 " + status + b"\r\n"
+            + b"".join(name + b": " + value + b"\r\n" for name, value in SECURITY_HEADERS) +
             b"Content-Type: text/plain; charset=utf-8\r\n"
             b"Content-Length: " + str(len(text)).encode("ascii") + b"\r\n"
             b"Connection: close\r\n\r\n" + text)
