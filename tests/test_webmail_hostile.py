@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pymailer.web import formdata
 from pymailer.web.webmail import outgoing
+from pymailer.web.webmail.app import organise  # app first: it imports organise
 
 from test_web_admin import Client, base, webServer  # noqa: F401 (fixtures)
 from test_webmail import BOB
@@ -294,3 +295,117 @@ class TestNewUser:
         assert (status, headers["Location"]) == (303, "/webmail/")
         status, headers, _ = client.request("/webmail/")
         assert (status, headers["Location"]) == (303, "/login")
+
+
+class TestSearchTurns:
+    def test_oneAtATimePerUserAndBoundedInAll(self):
+        """
+        Searches run one at a time per user and MAX_SEARCHES at a time in
+        all, the others waiting their turn: otherwise one user's many
+        searches take every thread of the pool.
+        """
+        from twisted.internet import defer
+
+        turns = organise.SearchTurns(size=2)
+        running = []
+
+        searches = {}
+
+        def search(name):
+            running.append(name)
+            searches[name] = defer.Deferred()
+            return searches[name].addCallback(lambda _: running.remove(name))
+
+        finished = {}
+        for name in ("bob1", "bob2", "bob3"):
+            finished[name] = turns.run("bob", search, name)
+        assert running == ["bob1"]
+        turns.run("ann", search, "ann1")
+        assert running == ["bob1", "ann1"]
+        turns.run("carl", search, "carl1")
+        assert running == ["bob1", "ann1"]  # no slot free
+        searches["bob1"].callback(None)
+        assert running == ["ann1", "carl1"]  # bob2 waits for a slot...
+        searches["ann1"].callback(None)
+        assert running == ["carl1", "bob2"]
+        searches["bob2"].callback(None)
+        searches["carl1"].callback(None)
+        searches["bob3"].callback(None)
+        assert running == [] and turns.users == {}
+        assert all(d.called for d in finished.values())
+
+    def test_manySearchesLeaveTheServerAnswering(self, webServer):
+        """
+        While one user runs 24 body searches (more than the pool has threads) at once over a folder of big
+        messages, the login page (whose session is made in the same thread
+        pool) still answers within 2 s: otherwise a user's tabs stall
+        logins, pages and mail intake for everyone.
+        """
+        import threading
+        mailbox = webServer.store().mailbox(BOB, "INBOX")
+        text = (b"lorem ipsum dolor sit amet " * 12000)
+        for n in range(200):
+            mailbox.append(io.BytesIO(b"From: a@example.org\r\nSubject: m%d\r\n\r\n" % n + text), [])
+        bob = Client(base(webServer))
+        bob.logIn(BOB)
+        results = []
+
+        def search():
+            # One after the other, they take a while: a longer timeout.
+            with bob.opener.open(bob.root + "/webmail/search?name=INBOX&q=zzz&field=body",
+                                 timeout=300) as response:
+                results.append(response.status)
+
+        searches = [threading.Thread(target=search) for _ in range(24)]
+        for thread in searches:
+            thread.start()
+        time.sleep(0.5)
+        slowest = 0
+        while any(thread.is_alive() for thread in searches) and slowest < 2:
+            started = time.monotonic()
+            assert Client(base(webServer)).request("/login")[0] == 200
+            slowest = max(slowest, time.monotonic() - started)
+        for thread in searches:
+            thread.join()
+        assert results == [200] * 24
+        assert slowest < 2
+
+
+class TestSlowClients:
+    def test_dribblingRequestsAreCutOff(self, webServer):
+        """
+        A client that sends its headers, or a POST body, a few bytes every
+        few seconds (slowloris) gets 408 and is closed after HEADER_TIMEOUT
+        or BODY_GRACE seconds, while a client that sends at a normal pace
+        is served: otherwise fifty such connections per address hold the
+        web listener's connections for ever (Twisted's timeout is for
+        silence only).
+        """
+        from pymailer.web import site
+        headers, body = connect(webServer), connect(webServer)
+        headers.sendall(b"GET /login HTTP/1.1\r\nHo")
+        body.sendall(b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                     b"application/x-www-form-urlencoded\r\nContent-Length: 60000\r\n\r\n")
+        started = time.monotonic()
+        answers = {}
+        while len(answers) < 2 and time.monotonic() - started < 60:
+            for name, sock in (("headers", headers), ("body", body)):
+                if name in answers:
+                    continue
+                try:
+                    sock.sendall(b"a")
+                except OSError:
+                    answers[name] = None
+                    continue
+                sock.settimeout(0.01)
+                try:
+                    data = sock.recv(65536)
+                except (TimeoutError, ssl.SSLWantReadError, socket.timeout):
+                    continue
+                answers[name] = (data.split(b"\r\n", 1)[0], time.monotonic() - started)
+            time.sleep(2)
+        for name in ("headers", "body"):
+            status, after = answers[name]
+            assert status == b"HTTP/1.1 408 Request Timeout", name
+            assert site.HEADER_TIMEOUT - 1 < after < site.HEADER_TIMEOUT + 10
+        assert Client(base(webServer)).request("/login")[0] == 200

@@ -38,6 +38,15 @@ LOG_IN_TO_UPLOAD = b"Log in to send files (your session may have expired).\n"
 # Seconds a refused client may go on sending (read and dropped) before
 # the connection is cut.
 LINGER = 5
+# A request must come at a pace (Apache's mod_reqtimeout): its request
+# line and headers within HEADER_TIMEOUT seconds of its first byte, its
+# body within BODY_GRACE seconds plus one second per MIN_BODY_RATE octets.
+# Twisted's own timeout is for silence only: a client sending a byte every
+# 50 seconds kept a connection (of the listener's limited number) forever.
+HEADER_TIMEOUT = 30
+BODY_GRACE = 30
+MIN_BODY_RATE = 1000
+TOO_SLOW = b"Request not received in time\n"
 
 # No page of ours loads anything from anywhere, runs script or may be
 # framed; later pages that need more relax this for themselves.
@@ -170,9 +179,55 @@ class Upload:
 
 
 class TrackedChannel(HTTPChannel):
-    """An HTTP connection that its listener counts and closes at shutdown."""
+    """
+    An HTTP connection that its listener counts and closes at shutdown,
+    and that answers 408 and closes when a request comes too slowly
+    (L{HEADER_TIMEOUT}, L{BODY_GRACE}, L{MIN_BODY_RATE}).
+    """
 
     _lingering = None
+    # What is awaited: "headers", "body", or None (a response, or nothing).
+    _awaiting = None
+    _since = 0.0
+    _bodyReceived = 0
+    _deadline = None
+
+    def dataReceived(self, data):
+        if self._awaiting is None:
+            self._await("headers")
+        elif self._awaiting == "body":
+            self._bodyReceived += len(data)
+        HTTPChannel.dataReceived(self, data)
+
+    def allHeadersReceived(self):
+        HTTPChannel.allHeadersReceived(self)
+        if self._awaiting == "headers":
+            self._await("body")
+
+    def allContentReceived(self):
+        self._await(None)
+        HTTPChannel.allContentReceived(self)
+
+    def _await(self, what):
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._awaiting, self._deadline = what, None
+        if what is not None:
+            self._since, self._bodyReceived = self.site.reactor.seconds(), 0
+            self._checkPace()
+
+    def _checkPace(self):
+        if self._awaiting == "headers":
+            limit = self._since + HEADER_TIMEOUT
+        else:
+            limit = self._since + BODY_GRACE + self._bodyReceived / MIN_BODY_RATE
+        now = self.site.reactor.seconds()
+        if now < limit:
+            self._deadline = self.callLater(limit - now, self._checkPace)
+            return
+        # RFC 9110 15.5.9: 408, and the connection closes.
+        self._awaiting = self._deadline = None
+        self.refuseAndClose(_response(b"408 Request Timeout", TOO_SLOW))
 
     def refuseAndClose(self, response):
         """
@@ -183,6 +238,7 @@ class TrackedChannel(HTTPChannel):
         client closes on the response; one that goes on sending is cut off
         after L{LINGER} seconds.
         """
+        self._await(None)
         self.transport.write(response)
         self.dataReceived = self._drop
         self.setTimeout(None)
@@ -196,8 +252,9 @@ class TrackedChannel(HTTPChannel):
         self.site.clients.opened(self)
 
     def connectionLost(self, reason):
-        if self._lingering is not None and self._lingering.active():
-            self._lingering.cancel()
+        for call in (self._lingering, self._deadline):
+            if call is not None and call.active():
+                call.cancel()
         self.site.clients.closed(self)
         self.site.connectionClosed(self.peerHost)
         HTTPChannel.connectionLost(self, reason)

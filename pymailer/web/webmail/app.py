@@ -186,6 +186,7 @@ class WebmailApp:
     def __init__(self, admin):
         self.admin = admin
         self.mail = Webmail(admin.ops.store)
+        self.searchTurns = organise.SearchTurns()
 
     # -- plumbing -------------------------------------------------------------
 
