@@ -338,7 +338,7 @@ class TestSearchTurns:
         """
         While one user runs 24 body searches (more than the pool has threads) at once over a folder of big
         messages, the login page (whose session is made in the same thread
-        pool) still answers within 2 s: otherwise a user's tabs stall
+        pool) still answers within 3 s: otherwise a user's tabs stall
         logins, pages and mail intake for everyone.
         """
         import threading
@@ -361,14 +361,14 @@ class TestSearchTurns:
             thread.start()
         time.sleep(0.5)
         slowest = 0
-        while any(thread.is_alive() for thread in searches) and slowest < 2:
+        while any(thread.is_alive() for thread in searches) and slowest < 3:
             started = time.monotonic()
             assert Client(base(webServer)).request("/login")[0] == 200
             slowest = max(slowest, time.monotonic() - started)
         for thread in searches:
             thread.join()
         assert results == [200] * 24
-        assert slowest < 2
+        assert slowest < 3
 
 
 class TestSlowClients:
