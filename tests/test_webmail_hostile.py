@@ -409,3 +409,16 @@ class TestSlowClients:
             assert status == b"HTTP/1.1 408 Request Timeout", name
             assert site.HEADER_TIMEOUT - 1 < after < site.HEADER_TIMEOUT + 10
         assert Client(base(webServer)).request("/login")[0] == 200
+
+
+def test_backLinkIsOneLine():
+    """
+    The page an action goes back to is a /webmail/ path of printable
+    ASCII to its very end: "$" let a final newline through into the
+    Location header (Twisted blanked it; nothing else did).
+    """
+    from pymailer.web.webmail.app import SAFE_BACK
+    assert SAFE_BACK.match("/webmail/folder?name=INBOX")
+    for bad in ("/webmail/x\n", "/webmail/x\r\nSet-Cookie: a=b", "//evil.example/webmail/",
+                "/webmail/ x"):
+        assert not SAFE_BACK.match(bad)

@@ -39,6 +39,7 @@ from pymailer.web.html import CONTENT_SECURITY_POLICY, element, join
 from pymailer.web.webmail import organise, script
 from pymailer.web.webmail.folders import EMPTIED_USES, pageState
 from pymailer.web.webmail.mailbox import ACTIONS, ANSWERED, FLAGGED, JUNK, SEEN, Webmail
+from pymailer.web.webmail.outgoing import MEDIA_TYPE
 
 # Routes under this prefix go to this module (pymailer.web.app.Paths).
 PREFIX = b"/webmail/"
@@ -65,11 +66,11 @@ BODY_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; img-src data: cid
                "frame-ancestors 'self'; base-uri 'none'; form-action 'none'; "
                f"sandbox {SANDBOX}")
 REMOTE_SOURCES = " http: https:"
-# An attachment's type as stored: kept only if it is a plain type/subtype.
-MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
+# An attachment's type as stored: kept only if it is a plain type/subtype
+# (MEDIA_TYPE), else this.
 DOWNLOAD_TYPE = "application/octet-stream"
 # Where an action's redirect may go: one of our pages, printable ASCII.
-SAFE_BACK = re.compile(r"^/webmail/[\x21-\x7e]*$")
+SAFE_BACK = re.compile(r"\A/webmail/[\x21-\x7e]*\Z")  # \Z: "$" passes a final newline
 STYLE = b"""\
 .webmail { display: flex; gap: 1.2em; align-items: flex-start; }
 .folders ul { list-style: none; padding: 0; margin: 0; min-width: 10em; }

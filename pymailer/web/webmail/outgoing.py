@@ -41,7 +41,7 @@ MAX_REFERENCES = 20
 # RFC 5321 4.5.3.1.6: a line of at most 998 octets without quoting.
 MAX_PLAIN_LINE = 998
 # An uploaded file's type as sent by the browser: kept only if plain.
-MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
+MEDIA_TYPE = re.compile(r"\A[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*\Z")
 DEFAULT_TYPE = "application/octet-stream"
 REPLY_PREFIX = re.compile(r"^\s*(re|aw|sv)\s*:\s*", re.IGNORECASE)
 FORWARD_PREFIX = re.compile(r"^\s*(fwd?|wg)\s*:\s*", re.IGNORECASE)
