@@ -66,7 +66,7 @@ parts = st.lists(st.tuples(
 
 
 class TestFormParser:
-    @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(parts, st.integers(1, 80), st.sampled_from([b"", b"\r\n", b"--"]))
     def test_roundTrip(self, sent, step, epilogue):
         """
@@ -82,7 +82,7 @@ class TestFormParser:
         assert [(p.name, p.filename, p.contentType, p.data) for p in got] == [
             (n, f, t or "text/plain", d) for n, f, t, d in sent]
 
-    @settings(max_examples=300)
+    @settings(max_examples=300, deadline=None)
     @given(st.binary(max_size=400), st.integers(1, 50))
     def test_garbageRefusedCleanly(self, body, step):
         """
@@ -143,7 +143,7 @@ anyText = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_s
 
 
 class TestOutgoingHeaders:
-    @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(anyText, anyText, anyText, anyText)
     def test_noFieldAddsAHeader(self, subject, body, filename, displayName):
         """
