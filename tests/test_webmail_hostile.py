@@ -103,11 +103,13 @@ class TestFormParser:
         otherwise one post holds the compose page and gigabytes of memory.
         """
         boundary = b"B"
-        many = encode([("x", None, None, b"v")] * (formdata.MAX_PARTS + 1), boundary)
+        # The email package's parser took 30 s over these; this one stops
+        # reading at part MAX_PARTS + 1.
+        many = encode([("x", None, None, b"v")] * 200_000, boundary)
         started = time.monotonic()
         with pytest.raises(ValueError):
             formdata.parse(b"multipart/form-data; boundary=B", io.BytesIO(many))
-        assert time.monotonic() - started < 1
+        assert time.monotonic() - started < 5
         enough = encode([("x", None, None, b"v")] * formdata.MAX_PARTS, boundary)
         assert len(formdata.parse(b"multipart/form-data; boundary=B", io.BytesIO(enough))) \
             == formdata.MAX_PARTS
