@@ -780,6 +780,11 @@ def _outputClosed():
     return 128 + signal.SIGPIPE
 
 
+NEW_DATA_DIR = (f"{PROG}: note: made a new data directory {{}} (the embedded default's, in"
+                " the working directory): a server started in another directory does not"
+                " see it; run this where `twistd pymailer` runs, or give --config FILE")
+
+
 def main(argv=None) -> int:
     """
     Run the command line C{argv} (default C{sys.argv[1:]}).
@@ -801,10 +806,16 @@ def main(argv=None) -> int:
     except configModule.ConfigError as e:
         return fail(str(e))
 
+    # The embedded default's data is in the working directory: run in
+    # another one, a command makes a new, empty data directory that the
+    # running server never sees.  Say so rather than seem to work.
+    newDataDir = args.config is None and not config.data_dir.exists()
     try:
         # A command may return its own exit status (doctor: 1 when a record is wrong).
         status = args.func(args, config, sys.stdout)
         sys.stdout.flush()  # A closed pipe shows here, not at exit.
+        if newDataDir and config.data_dir.exists():
+            print(NEW_DATA_DIR.format(config.data_dir), file=sys.stderr)
     except BrokenPipeError:
         return _outputClosed()
     except (CommandError, queueModel.QueueError, KeyError, ValueError, SchemaError) as e:

@@ -52,6 +52,23 @@ class TestCheckConfig:
         assert main(["check-config"]) == 0
         assert capsys.readouterr().out == "embedded default: OK\n"
 
+    def test_defaultElsewhereSaysItMadeANewDataDirectory(self, capsys, tmp_path,
+                                                          monkeypatch):
+        """
+        Without --config, a command run in a directory without the embedded
+        default's pymailer-data says on stderr that it made a new one, once:
+        otherwise "domain add" run in the wrong directory seems to work
+        while the running server never sees the domain.
+        """
+        monkeypatch.chdir(tmp_path)
+        assert main(["domain", "add", "example.org"]) == 0
+        out, err = capsys.readouterr()
+        assert out == "added domain example.org\n"
+        assert err.startswith("pymailer: note: made a new data directory ")
+        assert str(tmp_path / "pymailer-data") in err and "--config" in err
+        assert main(["domain", "list"]) == 0
+        assert capsys.readouterr() == ("example.org\n", "")
+
     def test_error(self, run, conf):
         """
         A bad config gives one line naming file and key, exit 1: otherwise

@@ -163,6 +163,17 @@ class AdminApp:
         """A Deferred of the request's live session, or C{None}."""
         return self.sessions.get(request.getCookie(COOKIE))
 
+    def mayUpload(self, request):
+        """
+        A Deferred: whether C{request} comes from a logged-in session over
+        HTTPS, so that its body may be an upload
+        (L{pymailer.web.site.Upload}).
+        """
+        if not request.isSecure():
+            return defer.succeed(False)
+        return self._session(request).addCallback(
+            lambda session: session is not None and session.user is not None)
+
     def _requireHTTPS(self, request):
         if not request.isSecure():
             raise Refused(403, HTTPS_ONLY)

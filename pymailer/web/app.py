@@ -24,7 +24,7 @@ from twisted.web.resource import Resource
 from pymailer.web import account, api, autoconfig, monitoring, mtasts, plainhttp
 from pymailer.web.admin import AdminApp
 from pymailer.web.metrics import MetricsApp, MetricsPage
-from pymailer.web.site import WebSite
+from pymailer.web.site import Upload, WebSite
 from pymailer.web.webmail.app import PREFIX as WEBMAIL_PREFIX, WebmailApp
 from pymailer.web.webmail.compose import PREFIX as COMPOSE_PREFIX, ComposeApp
 
@@ -69,6 +69,19 @@ class WebApp:
     def isLocal(self, domain):
         """A Deferred firing whether C{domain} is one we serve."""
         return deferToThreadPool(self.reactor, self.threadpool, self.directory.hasDomain, domain)
+
+    # -- the front page --------------------------------------------------------
+
+    @app.route("/", methods=["GET", "HEAD"])
+    def front(self, request):
+        """
+        The listener's own address leads to the webmail (which asks for a
+        login first): someone who opens https://HOST/ gets somewhere,
+        not a 404.
+        """
+        request.setResponseCode(303)
+        request.setHeader(b"Location", WEBMAIL_PREFIX.rstrip(b"/") + b"/")
+        return b""
 
     # -- autoconfig -----------------------------------------------------------
 
@@ -173,9 +186,10 @@ def buildWeb(role, parts):
         ((monitoring.PREFIX,), monitoring.MonitoringApp(admin, parts.monitoring).app.resource()),
         (ADMIN_PREFIXES, admin.app.resource()),
     ], WebApp(parts, serveMetrics).app.resource())
-    # The compose form carries attachments: up to the submission size limit.
-    return WebSite(root, parts.reactor, parts.config.web,
-                   uploads={COMPOSE_PREFIX: parts.config.smtp.max_message_size})
+    # The compose form carries attachments: up to the submission size
+    # limit, from a logged-in user.
+    return WebSite(root, parts.reactor, parts.config.web, uploads={
+        COMPOSE_PREFIX: Upload(parts.config.smtp.max_message_size, admin.mayUpload)})
 
 
 def buildPlainHTTP(role, parts):

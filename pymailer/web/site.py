@@ -10,10 +10,16 @@ Trust: nothing a client sends.  Twisted caps the request line and headers
 but not the body: past 100 KB it spools to a temporary file without limit,
 and a form body is then parsed into C{request.args} in memory.  So the
 body is refused (413) as soon as its Content-Length says it is too large,
-or as soon as what has come (chunked) is.
+or as soon as what has come (chunked) is.  An upload path's larger limit
+is for logged-in users only: the session is looked up as the body starts
+to arrive, and a client without one is cut off (403) once past
+L{MAX_BODY}, rather than spooling up to the upload limit to disk on every
+connection it opens.
 """
 
+from dataclasses import dataclass
 from io import BytesIO
+from typing import Callable
 
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
@@ -27,9 +33,20 @@ MAX_BODY = 64 * 1024
 # RFC 9110 §15.5.14 (413 Content Too Large): the server may close the
 # connection after it, which we do (Connection: close, RFC 9112 §9.6).
 CONTENT_TOO_LARGE = b"Request body too large\n"
+# An upload from a client that is not logged in (or no longer).
+LOG_IN_TO_UPLOAD = b"Log in to send files (your session may have expired).\n"
 # Seconds a refused client may go on sending (read and dropped) before
 # the connection is cut.
 LINGER = 5
+# A request must come at a pace (Apache's mod_reqtimeout): its request
+# line and headers within HEADER_TIMEOUT seconds of its first byte, its
+# body within BODY_GRACE seconds plus one second per MIN_BODY_RATE octets.
+# Twisted's own timeout is for silence only: a client sending a byte every
+# 50 seconds kept a connection (of the listener's limited number) forever.
+HEADER_TIMEOUT = 30
+BODY_GRACE = 30
+MIN_BODY_RATE = 1000
+TOO_SLOW = b"Request not received in time\n"
 
 # No page of ours loads anything from anywhere, runs script or may be
 # framed; later pages that need more relax this for themselves.
@@ -47,8 +64,12 @@ HSTS = b"max-age=31536000"
 
 
 def _response(status, text):
-    """A whole HTTP/1.1 response (bytes) that tells the client we close."""
+    """
+    A whole HTTP/1.1 response (bytes) that tells the client we close,
+    with L{SECURITY_HEADERS} as every other response.
+    """
     return (b"HTTP/1.1 " + status + b"\r\n"
+            + b"".join(name + b": " + value + b"\r\n" for name, value in SECURITY_HEADERS) +
             b"Content-Type: text/plain; charset=utf-8\r\n"
             b"Content-Length: " + str(len(text)).encode("ascii") + b"\r\n"
             b"Connection: close\r\n\r\n" + text)
@@ -63,10 +84,12 @@ class SecureRequest(Request):
     maxBody = MAX_BODY
     _received = 0
     _refused = False
+    _bodyDone = False
+    _length = None
 
-    def _uploadLimit(self):
+    def _upload(self):
         """
-        The body limit of an upload path (L{WebSite.uploads}), or C{None}.
+        The L{Upload} of an upload path (L{WebSite.uploads}), or C{None}.
         The request line is all that is known when the length is: Twisted
         keeps its target on the channel (C{_path}) until the request is
         made.
@@ -76,13 +99,20 @@ class SecureRequest(Request):
         return uploads.get(target.split(b"?", 1)[0])
 
     def gotLength(self, length):
-        limit = self._uploadLimit()
-        if limit is not None:
+        upload = self._upload()
+        self._length = length
+        if upload is not None:
             # An upload: its resource parses the body (in a thread), not
             # Twisted (in requestReceived, on the reactor, keeping only
             # values: the file names would be lost).
-            self.maxBody = limit
             self._parsePOSTFormSubmission = False
+            # The larger limit meanwhile; taken back if the client turns
+            # out not to be logged in (a cookie-less one at once: the
+            # check then answers before returning).
+            self.maxBody = upload.limit
+            upload.allowed(self).addCallbacks(self._uploadChecked, lambda _: False)
+            if self._refused:
+                return
         if length is not None and length > self.maxBody:
             # Refuse before a byte of the body is read, and before the
             # channel says "100 Continue" to a client that asked.
@@ -90,6 +120,15 @@ class SecureRequest(Request):
             self._refuse()
             return
         Request.gotLength(self, length)
+
+    def _uploadChecked(self, allowed):
+        if allowed or self._refused or self._bodyDone:
+            # A body that came whole first is the resource's to refuse.
+            return
+        self.maxBody = MAX_BODY
+        if self._received > MAX_BODY or (self._length or 0) > MAX_BODY:
+            self.requestHeaders.removeHeader(b"Expect")
+            self._refuse(b"403 Forbidden", LOG_IN_TO_UPLOAD)
 
     def handleContentChunk(self, data):
         if self._refused:
@@ -101,13 +140,16 @@ class SecureRequest(Request):
             return
         Request.handleContentChunk(self, data)
 
-    def _refuse(self):
-        """Answer 413 and close: nothing more of the body is read or kept."""
+    def _refuse(self, status=b"413 Content Too Large", text=CONTENT_TOO_LARGE):
+        """Answer C{status} and close: nothing more of the body is read or kept."""
         self._refused = True
+        if self.content is not None:
+            self.content.close()  # a spooled temporary file goes now
         self.content = BytesIO()
-        self.channel.refuseAndClose(_response(b"413 Content Too Large", CONTENT_TOO_LARGE))
+        self.channel.refuseAndClose(_response(status, text))
 
     def requestReceived(self, command, path, version):
+        self._bodyDone = True
         # A refused body that ended within the data already read must not
         # be answered a second time.
         if not self._refused:
@@ -121,10 +163,71 @@ class SecureRequest(Request):
         return Request.process(self)
 
 
+@dataclass(frozen=True)
+class Upload:
+    """
+    A path whose body may be larger than L{MAX_BODY}.
+
+    @ivar limit: its body limit.
+    @ivar allowed: C{allowed(request)} -> a Deferred of whether this
+        client may send that much (a logged-in user); called when the
+        headers are in, with the cookies parsed.
+    """
+
+    limit: int
+    allowed: Callable
+
+
 class TrackedChannel(HTTPChannel):
-    """An HTTP connection that its listener counts and closes at shutdown."""
+    """
+    An HTTP connection that its listener counts and closes at shutdown,
+    and that answers 408 and closes when a request comes too slowly
+    (L{HEADER_TIMEOUT}, L{BODY_GRACE}, L{MIN_BODY_RATE}).
+    """
 
     _lingering = None
+    # What is awaited: "headers", "body", or None (a response, or nothing).
+    _awaiting = None
+    _since = 0.0
+    _bodyReceived = 0
+    _deadline = None
+
+    def dataReceived(self, data):
+        if self._awaiting is None:
+            self._await("headers")
+        elif self._awaiting == "body":
+            self._bodyReceived += len(data)
+        HTTPChannel.dataReceived(self, data)
+
+    def allHeadersReceived(self):
+        HTTPChannel.allHeadersReceived(self)
+        if self._awaiting == "headers":
+            self._await("body")
+
+    def allContentReceived(self):
+        self._await(None)
+        HTTPChannel.allContentReceived(self)
+
+    def _await(self, what):
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._awaiting, self._deadline = what, None
+        if what is not None:
+            self._since, self._bodyReceived = self.site.reactor.seconds(), 0
+            self._checkPace()
+
+    def _checkPace(self):
+        if self._awaiting == "headers":
+            limit = self._since + HEADER_TIMEOUT
+        else:
+            limit = self._since + BODY_GRACE + self._bodyReceived / MIN_BODY_RATE
+        now = self.site.reactor.seconds()
+        if now < limit:
+            self._deadline = self.callLater(limit - now, self._checkPace)
+            return
+        # RFC 9110 15.5.9: 408, and the connection closes.
+        self._awaiting = self._deadline = None
+        self.refuseAndClose(_response(b"408 Request Timeout", TOO_SLOW))
 
     def refuseAndClose(self, response):
         """
@@ -135,6 +238,7 @@ class TrackedChannel(HTTPChannel):
         client closes on the response; one that goes on sending is cut off
         after L{LINGER} seconds.
         """
+        self._await(None)
         self.transport.write(response)
         self.dataReceived = self._drop
         self.setTimeout(None)
@@ -148,8 +252,9 @@ class TrackedChannel(HTTPChannel):
         self.site.clients.opened(self)
 
     def connectionLost(self, reason):
-        if self._lingering is not None and self._lingering.active():
-            self._lingering.cancel()
+        for call in (self._lingering, self._deadline):
+            if call is not None and call.active():
+                call.cancel()
         self.site.clients.closed(self)
         self.site.connectionClosed(self.peerHost)
         HTTPChannel.connectionLost(self, reason)
@@ -174,8 +279,8 @@ class WebSite(LimitedFactory, Site):
 
     def __init__(self, resource, reactor, limits, uploads=None):
         Site.__init__(self, resource, requestFactory=SecureRequest, reactor=reactor)
-        # Path -> the larger body limit of that upload (the webmail's
-        # compose form: the submission size limit).
+        # Path -> the L{Upload} limit of that path (the webmail's compose
+        # form: the submission size limit, for logged-in users).
         self.uploads = dict(uploads or {})
         LimitedFactory.__init__(self, limits)
         # Never a traceback to a browser: they go to the log.

@@ -39,6 +39,7 @@ from pymailer.web.html import CONTENT_SECURITY_POLICY, element, join
 from pymailer.web.webmail import organise, script
 from pymailer.web.webmail.folders import EMPTIED_USES, pageState
 from pymailer.web.webmail.mailbox import ACTIONS, ANSWERED, FLAGGED, JUNK, SEEN, Webmail
+from pymailer.web.webmail.outgoing import MEDIA_TYPE
 
 # Routes under this prefix go to this module (pymailer.web.app.Paths).
 PREFIX = b"/webmail/"
@@ -65,11 +66,11 @@ BODY_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; img-src data: cid
                "frame-ancestors 'self'; base-uri 'none'; form-action 'none'; "
                f"sandbox {SANDBOX}")
 REMOTE_SOURCES = " http: https:"
-# An attachment's type as stored: kept only if it is a plain type/subtype.
-MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
+# An attachment's type as stored: kept only if it is a plain type/subtype
+# (MEDIA_TYPE), else this.
 DOWNLOAD_TYPE = "application/octet-stream"
 # Where an action's redirect may go: one of our pages, printable ASCII.
-SAFE_BACK = re.compile(r"^/webmail/[\x21-\x7e]*$")
+SAFE_BACK = re.compile(r"\A/webmail/[\x21-\x7e]*\Z")  # \Z: "$" passes a final newline
 STYLE = b"""\
 .webmail { display: flex; gap: 1.2em; align-items: flex-start; }
 .folders ul { list-style: none; padding: 0; margin: 0; min-width: 10em; }
@@ -144,8 +145,11 @@ MAX_NUMBER = 2 ** 32 - 1
 
 
 def _number(text):
-    """A UID or part number, or C{None}."""
-    if not text.isdigit() or len(text) > 10 or int(text) > MAX_NUMBER:
+    """
+    A UID or part number, or C{None}.  ASCII digits only: C{str.isdigit}
+    also says yes to "\u00b2" and other digits C{int} refuses.
+    """
+    if not (text.isascii() and text.isdigit()) or len(text) > 10 or int(text) > MAX_NUMBER:
         return None
     return int(text)
 
@@ -183,6 +187,7 @@ class WebmailApp:
     def __init__(self, admin):
         self.admin = admin
         self.mail = Webmail(admin.ops.store)
+        self.searchTurns = organise.SearchTurns()
 
     # -- plumbing -------------------------------------------------------------
 
@@ -289,7 +294,7 @@ class WebmailApp:
             return refused
         name = name or _arg(request, "name")
         pageArg = _arg(request, "page")
-        page = int(pageArg) if pageArg.isdigit() else 0
+        page = _number(pageArg) or 0
         # The state first: a change after it makes the page's poll reload.
         liveState, uses = yield self.admin.inThread(pageState, self.mail.store,
                                                     session.user, name)

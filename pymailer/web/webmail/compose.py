@@ -18,8 +18,6 @@ L{outgoing} (addresses parsed, header values one line).
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import re
 from urllib.parse import quote, unquote, urlencode
 
@@ -29,6 +27,7 @@ from twisted.internet import defer
 from pymailer.sizes import formatSize
 from pymailer.smtp.reply import SMTPReply
 from pymailer.web.admin import Refused, _arg, _clientIP
+from pymailer.web import formdata
 from pymailer.web.html import element, join
 from pymailer.web.webmail import content, outgoing
 from pymailer.web.webmail.app import (
@@ -44,12 +43,10 @@ WHOLE = "whole"
 # sending it later flags that one (mode, UID, folder).
 ORIGIN_HEADER = "X-Pymailer-Origin"
 NOT_FOUND = "No such message."
-READ_CHUNK = 64 * 1024
 # Sends and saves handled at once: each holds a few copies of its message
 # (up to the submission size limit) while it is parsed and built; more
 # wait their turn, so memory stays bounded however many post at once.
 MAX_CONCURRENT = 2
-BAD_FORM = "The form could not be read."
 SENT = "Message sent to {n} recipient{s}; a copy is in {folder}."
 SAVED = "Draft saved in {folder}."
 CHOOSE_FILES_AGAIN = "Attachments chosen before an error must be chosen again."
@@ -75,32 +72,19 @@ def parseForm(contentType, body):
     non-empty files of the C{attachment} inputs as
     L{outgoing.Attachment}s, in order.
 
-    @raise ValueError: not a multipart body.
+    @raise ValueError: not a multipart body, or one past the bounds of
+        L{formdata.parse}.
     """
-    parser = email.parser.BytesFeedParser(policy=email.policy.HTTP)
-    parser.feed(b"Content-Type: " + contentType + b"\r\nMIME-Version: 1.0\r\n\r\n")
-    # Fed a piece at a time: the body is never one more copy in memory.
-    for chunk in iter(lambda: body.read(READ_CHUNK), b""):
-        parser.feed(chunk)
-    form = parser.close()
-    if not form.is_multipart():
-        raise ValueError(BAD_FORM)
     fields, files, keep = {}, [], []
-    for part in form.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if not name:
-            continue
-        data = part.get_payload(decode=True) or b""
-        part.set_payload("")  # the encoded copy, no longer needed
-        filename = part.get_filename()
-        if filename is not None or name == "attachment":
-            if data:
-                files.append(outgoing.Attachment(filename or "attachment",
-                                                 part.get_content_type(), data))
-        elif name == "keep":
-            keep.append(data.decode("utf-8", "replace"))
+    for part in formdata.parse(contentType, body):
+        if part.filename is not None or part.name == "attachment":
+            if part.data:
+                files.append(outgoing.Attachment(part.filename or "attachment",
+                                                 part.contentType, part.data))
+        elif part.name == "keep":
+            keep.append(part.data.decode("utf-8", "replace"))
         else:
-            fields.setdefault(name, data.decode("utf-8", "replace"))
+            fields.setdefault(part.name, part.data.decode("utf-8", "replace"))
     fields["keep"] = keep
     return fields, files
 

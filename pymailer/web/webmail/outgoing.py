@@ -41,10 +41,13 @@ MAX_REFERENCES = 20
 # RFC 5321 4.5.3.1.6: a line of at most 998 octets without quoting.
 MAX_PLAIN_LINE = 998
 # An uploaded file's type as sent by the browser: kept only if plain.
-MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
+MEDIA_TYPE = re.compile(r"\A[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*\Z")
 DEFAULT_TYPE = "application/octet-stream"
 REPLY_PREFIX = re.compile(r"^\s*(re|aw|sv)\s*:\s*", re.IGNORECASE)
 FORWARD_PREFIX = re.compile(r"^\s*(fwd?|wg)\s*:\s*", re.IGNORECASE)
+# RFC 5322 2.2 and 2.3: no NUL or other control character in a header
+# field or (but tab and line ends) in a 7-bit body.
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 BAD_ADDRESS = "Not an email address: {}"
 
 
@@ -57,6 +60,9 @@ class Attachment:
     data: bytes
 
     def __post_init__(self):
+        # A file name is a header parameter: one line (a browser's RFC 2231
+        # name may decode to CR LF, which the email library refuses).
+        self.filename = oneLine(self.filename)
         contentType = (self.contentType or "").strip().lower()
         self.contentType = contentType if MEDIA_TYPE.match(contentType) else DEFAULT_TYPE
 
@@ -84,8 +90,11 @@ class Composed:
 
 
 def oneLine(text):
-    """A single-line field: its whitespace (CR and LF included) collapsed."""
-    return " ".join(str(text).split())
+    """
+    A single-line field: its whitespace (CR and LF included) collapsed,
+    control characters (NUL...) left out.
+    """
+    return " ".join(CONTROL.sub("", str(text)).split())
 
 
 def addresses(text):
@@ -127,7 +136,8 @@ def recipients(composed):
 
 def _setText(part, text):
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    plain = text.isascii() and all(len(line) <= MAX_PLAIN_LINE for line in text.split("\n"))
+    plain = text.isascii() and not CONTROL.search(text) and all(
+        len(line) <= MAX_PLAIN_LINE for line in text.split("\n"))
     part.set_content(text, charset="utf-8", cte="7bit" if plain else "quoted-printable")
 
 
