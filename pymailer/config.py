@@ -142,6 +142,11 @@ class DeliveryConfig:
     # "postmaster") must be accepted; without a user or alias of that name,
     # it goes here.
     postmaster: str | None = None
+    # Deliver to local mailboxes at the end of DATA, before the 250, when
+    # every recipient is a local mailbox (pymailer.intake): no spool file
+    # and no second trip through the queue.  False: every message is
+    # queued first and delivered by the queue runner.
+    direct: bool = True
 
 
 STORAGE_BACKENDS = ("maildir", "sqlite", "postgresql")
@@ -880,7 +885,8 @@ def _parse(data, source, baseDir):
     if postmaster is not None and (postmaster.count("@") != 1 or postmaster.startswith("@")
                                    or postmaster.endswith("@")):
         raise deliveryT.error("postmaster", f"expected an address, got {_show(postmaster)}")
-    delivery = DeliveryConfig(recipient_delimiter=delimiter, postmaster=postmaster)
+    delivery = DeliveryConfig(recipient_delimiter=delimiter, postmaster=postmaster,
+                              direct=deliveryT.boolean("direct", DeliveryConfig.direct))
     deliveryT.checkUnknown(deliveryT.seen)
 
     queueT = top.table_("queue")
