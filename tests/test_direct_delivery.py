@@ -181,3 +181,21 @@ def test_idle_session_hears_a_delivery_made_at_once(makeMailServer):
     wire.sock.sendall(b"DONE\r\n")
     wire.close()
     assert mailRecord(server, qid).startswith("result=delivered ")
+
+
+def test_postgresql_store_gets_it_at_the_250(makeMailServer, postgresqlDSN):
+    """
+    On PostgreSQL (store and queue in the database) too: the message is in
+    both INBOXes when the 250 arrives, the queue holds nothing, and it
+    survives a SIGKILL right after the 250.
+    """
+    server = makeMailServer(provision=False, start=False, sections={
+        "storage": {"backend": "postgresql", "dsn": postgresqlDSN, "pool_size": 3}})
+    server.admin("db", "migrate")
+    server.provision()
+    server.start()
+    send(server, [ALICE, BOB], "on postgresql")
+    server.kill9()
+    for user in (ALICE, BOB):
+        assert len(with_subject(server.messages(user), "on postgresql")) == 1
+    assert server.admin("queue", "list").stdout == "queue is empty\n"
