@@ -125,6 +125,9 @@ class Envelope:
     def pending(self):
         return [r for r in self.recipients if r.state == PENDING]
 
+    def delivered(self):
+        return [r for r in self.recipients if r.state == DELIVERED]
+
     def withRecipients(self, recipients):
         return dataclasses.replace(self, recipients=tuple(recipients))
 

@@ -15,7 +15,13 @@ sink writes to disk later, in a thread.
 
 from dataclasses import dataclass
 
+from twisted.logger import Logger
+
 from pymailer import metrics
+
+# The delivery log: one line per recipient and attempt, whoever made it
+# (the queue runner, or the intake delivering at the end of DATA).
+_deliveryLog = Logger(namespace="pymailer.delivery")
 
 # Event kinds: the counters the monitoring page shows, in its order.
 RECEIVED = "received"
@@ -94,6 +100,20 @@ class Events:
         self._record(_OUTCOME_KINDS.get(outcome, outcome),
                      reason=outcome if outcome == "expired" else "", queueId=queueId,
                      sender=sender, recipient=recipient, clientIP=clientIP, text=detail)
+
+    def recipientOutcome(self, outcome, envelope, recipient, detail):
+        """
+        L{deliveryOutcome} for C{recipient} of C{envelope}, and its line in
+        the log, in the manner of Postfix's "to=<...>, status=..." so that
+        operators can grep one format.
+        """
+        self.deliveryOutcome(outcome, envelope.queueId, envelope.sender, recipient.address,
+                             envelope.session.clientAddress, detail)
+        _deliveryLog.info(
+            "{qid}: to=<{to}> status={status} attempts={n} ({detail})",
+            qid=envelope.queueId, to=recipient.address, status=outcome,
+            n=recipient.attempts, detail=detail,
+        )
 
     def rejected(self, reason, clientIP, sender=None, recipient=None, text=""):
         """An SMTP command refused by policy or for an unknown recipient."""

@@ -5,8 +5,18 @@ One message's path starts here: the SMTP server asks the intake about the
 sender and each recipient (routing and policy), streams the data into the
 spool, and commits it; the queue runner takes it from there.  The intake
 knows nothing of the SMTP wire format, and the SMTP server nothing of disks.
+
+A message for local mailboxes only, still held in memory at its commit, is
+delivered into them there and then, as mox does, instead of being spooled
+and delivered from the queue afterwards: one durable write (the store's)
+instead of two, in the same hand-off to the disk threads.  Its recipients
+are recorded as delivered in the envelope the commit returns; any whose
+mailbox could not take it are queued as before, with no spool file for a
+message delivered to all.
 """
 
+import dataclasses
+import io
 import time
 
 from twisted.internet import defer
@@ -14,6 +24,8 @@ from twisted.internet.threads import deferToThreadPool
 from zope.interface import implementer
 
 from pymailer.delivery.router import Local, Reject, Relay
+from pymailer.envelope import DELIVERED
+from pymailer.events import PROMETHEUS_ONLY
 from pymailer.interfaces import IIncomingMessage, IMessageIntake
 from pymailer.smtp.reply import SMTPReply
 
@@ -36,12 +48,19 @@ class IncomingMessage:
     instead of one per chunk; a larger one is written in batches as it comes.
     """
 
-    def __init__(self, writer, intake):
+    def __init__(self, writer, intake, routes=None):
+        """
+        @param routes: C{{address: route}} of the recipients routed at RCPT
+            time (reused at the commit rather than looked up again).
+        """
         self._writer = writer
         self._intake = intake
+        self._routes = routes or {}
         self.queueId = writer.queueId
         self._held = []
         self._heldSize = 0
+        # Some data went to the spool: the message is no longer all here.
+        self._spilled = False
 
     def write(self, data):
         if data:
@@ -49,6 +68,7 @@ class IncomingMessage:
             self._heldSize += len(data)
         if self._heldSize < HOLD_IN_MEMORY:
             return defer.succeed(None)
+        self._spilled = True
         return self._intake._inThread(self._writer.write, self._takeHeld())
 
     def _takeHeld(self):
@@ -58,13 +78,56 @@ class IncomingMessage:
         return data
 
     def commit(self, envelope):
-        return self._intake._inThread(self._writeAndCommit, self._takeHeld(), envelope)
+        """
+        @return: a Deferred firing with the envelope as recorded: the
+            recipients delivered at once are L{DELIVERED} in it.
+        """
+        intake = self._intake
+        data = self._takeHeld()
+        if self._spilled or not intake.mayDeliverAtOnce(envelope):
+            d = intake._inThread(self._writeAndCommit, data, envelope)
+            return d.addCallback(lambda _: envelope)
+        d = intake._inThread(self._deliverOrQueue, data, envelope)
+        return d.addCallback(intake._recordDelivered)
 
     def _writeAndCommit(self, data, envelope):
         """Blocking: the rest of the data, then the durable commit."""
         if data:
             self._writer.write(data)
         self._writer.commit(envelope)
+
+    def _deliverOrQueue(self, data, envelope):
+        """
+        Blocking: deliver C{data} (the whole message) into the mailboxes of
+        recipients that are all local, and queue those that could not take
+        it (or all of them, if one is not a local mailbox).
+
+        @return: the envelope, its recipients delivered marked so.
+        """
+        intake = self._intake
+        routes = [self._routes.get(r.address) or intake.router.route(r.address)
+                  for r in envelope.recipients]
+        if not all(isinstance(route, Local) and route.users and not route.forwards
+                   for route in routes):
+            # Another domain (even through an alias), or no longer
+            # deliverable: the queue's agents route, relay and bounce.
+            self._writeAndCommit(data, envelope)
+            return envelope
+        results = intake.localAgent.deliverAtOnce(envelope, envelope.recipients, data, routes)
+        envelope = envelope.withRecipients(
+            dataclasses.replace(r, state=DELIVERED, attempts=1,
+                                lastError=results[r.index].describe())
+            if results[r.index].ok else
+            dataclasses.replace(r, lastError=results[r.index].describe())
+            for r in envelope.recipients)
+        if envelope.pending():
+            # Queued with the others marked delivered: the runner takes
+            # the pending ones only (and reports on them as today).
+            self._writeAndCommit(data, envelope)
+        else:
+            # A file only if policy read the data before the commit.
+            self._writer.abort()
+        return envelope
 
     def abort(self):
         self._takeHeld()
@@ -73,6 +136,12 @@ class IncomingMessage:
     def openData(self):
         # Blocking, in a pool thread: policy reads the message before its
         # commit, while the session waits (nothing is written meanwhile).
+        if not self._spilled:
+            # All here: read from memory, and it stays there (a message
+            # delivered at once needs no spool file at all).
+            data = b"".join(self._held)
+            self._held = [data] if data else []
+            return io.BytesIO(data)
         data = self._takeHeld()
         if data:
             self._writer.write(data)
@@ -121,11 +190,16 @@ class MessageIntake:
         mailbox at RCPT time, or C{None} (no quotas).
     @ivar freeSpace: the L{FreeSpace} of C{spool}, shared by the intakes of
         one server (one of its own when not given).
+    @ivar localAgent: the L{pymailer.delivery.local.LocalDeliveryAgent}
+        that delivers a message for local mailboxes at its commit, or
+        C{None}: every message is queued.
+    @ivar events: records those deliveries (metrics, monitoring), as the
+        queue runner records its own.
     """
 
     def __init__(self, router, spool, reactor, threadpool,
                  minFreeSpace=0, user=None, relayAvailable=False, quotas=None,
-                 freeSpace=None):
+                 freeSpace=None, localAgent=None, events=None):
         self.router = router
         self.spool = spool
         self.freeSpace = freeSpace if freeSpace is not None else FreeSpace(spool)
@@ -135,6 +209,10 @@ class MessageIntake:
         self.user = user
         self.relayAvailable = relayAvailable
         self.quotas = quotas
+        self.localAgent = localAgent
+        self.events = events if events is not None else PROMETHEUS_ONLY
+        # The routes of this transaction's recipients, found at RCPT.
+        self._routes = {}
 
     def _inThread(self, f, *args):
         return deferToThreadPool(self.reactor, self.threadpool, f, *args)
@@ -156,6 +234,7 @@ class MessageIntake:
         return self._inThread(self.freeSpace.measure).addCallback(judge)
 
     def validateSender(self, session, sender, params):
+        self._routes = {}  # a new transaction
         if self.user is None:
             return defer.succeed(None)
         d = self._inThread(self.router.owns, self.user, sender)
@@ -173,7 +252,11 @@ class MessageIntake:
     def validateRecipient(self, session, sender, recipient, size=0):
         d = self._inThread(self._route, recipient, size)
         d.addCallback(self._judgeRoute)
-        return d
+        return d.addCallback(self._remember, recipient)
+
+    def _remember(self, route, recipient):
+        if isinstance(route, Local):
+            self._routes[recipient] = route
 
     def _route(self, recipient, size):
         """Blocking: the route, with quotas applied to a local one."""
@@ -200,6 +283,25 @@ class MessageIntake:
                     "available on this server yet, try again later",
                 )
         assert isinstance(route, (Local, Relay))
+        return route
 
     def openMessage(self):
-        return IncomingMessage(self.spool.newMessage(), self)
+        routes, self._routes = self._routes, {}
+        return IncomingMessage(self.spool.newMessage(), self, routes)
+
+    def mayDeliverAtOnce(self, envelope):
+        """
+        Whether a message with C{envelope} may be delivered at its commit,
+        if its recipients are local mailboxes: not when a recipient asked
+        for a success notice (RFC 3461 §4.1 NOTIFY=SUCCESS: the queue's
+        reporter owes one then, so it goes that way).
+        """
+        return self.localAgent is not None and not any(
+            r.notify and "SUCCESS" in r.notify for r in envelope.recipients)
+
+    def _recordDelivered(self, envelope):
+        """On the reactor thread: count the deliveries made at the commit."""
+        for r in envelope.recipients:
+            if r.state == DELIVERED:
+                self.events.recipientOutcome("delivered", envelope, r, r.lastError)
+        return envelope

@@ -1002,7 +1002,10 @@ class IIncomingMessage(Interface):
     def commit(envelope):
         """
         @return: a C{Deferred} firing once the message and its envelope are
-            durable and queued; only then may the server answer 250.
+            durable (queued, or delivered into local mailboxes at once);
+            only then may the server answer 250.  It fires with the
+            envelope as recorded (recipients delivered at once are
+            C{DELIVERED} in it), or C{None} for C{envelope} as given.
         """
 
     def abort():

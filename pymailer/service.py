@@ -328,11 +328,16 @@ def buildServer(config, reactor=None, worker=None):
 
     freeSpace = FreeSpace(spool)
 
+    # Mail for local mailboxes goes into them at the end of DATA, through
+    # the same agent the queue uses (in every worker: the store tells the
+    # others' IDLE sessions), unless [delivery] direct is off.
+    directAgent = localAgent if config.delivery.direct else None
+
     def intakeFor(user):
         return MessageIntake(
             router, spool, reactor, pool,
             minFreeSpace=minFree, user=user, relayAvailable=True, quotas=quotas,
-            freeSpace=freeSpace,
+            freeSpace=freeSpace, localAgent=directAgent, events=events,
         )
 
     # argon2id holds 19 MiB per verification by design: a pool of its own

@@ -383,8 +383,9 @@ def test_unknown_user_refused(mailserver):
 def test_mail_log_has_a_record_per_message_and_refusal(mailserver):
     """
     The server's log has one line for an accepted message (its queue id,
-    sender, recipients, size and the result) and one for a refused RCPT:
-    what an operator greps for when a sender asks where a message went.
+    sender, recipients, size and the result: delivered at once into local
+    mailboxes) and one for a refused RCPT: what an operator greps for when
+    a sender asks where a message went.
     """
     tok = token()
     queueId = smtpSend(mailserver.port, "carol@client.test",
@@ -399,7 +400,7 @@ def test_mail_log_has_a_record_per_message_and_refusal(mailserver):
     accepted = [line for line in log.splitlines() if f"qid={queueId}" in line]
     assert len(accepted) == 1, log[-3000:]
     assert re.search(
-        rf"\[pymailer.mail#info\] result=queued qid={queueId} from=<carol@client.test> "
+        rf"\[pymailer.mail#info\] result=delivered qid={queueId} from=<carol@client.test> "
         r"to=<alice@example.org>,<bob@example.org> size=\d+ client=127.0.0.1 "
         r"listener=smtp$", accepted[0]), accepted[0]
     assert re.search(

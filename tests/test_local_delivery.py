@@ -108,3 +108,46 @@ def test_mailbox_write_error_is_temporary(setup, monkeypatch):
     monkeypatch.setattr(store, "deliver", broken)
     results = deliver(agent, tmp_path, envelope("alice@example.org"))
     assert results[0].temporary and results[0].code == 451
+
+
+def test_intake_delivers_local_mail_at_commit_in_one_hand_off(setup):
+    """
+    A message for local users only is delivered by the agent at the
+    intake's commit, in the commit's one hand-off to the disk threads,
+    with the routes found at RCPT (not looked up again): the committed
+    envelope has every recipient delivered, both mailboxes have it, and
+    the spool holds nothing.  Before, the commit only spooled it.
+    """
+    from pymailer.envelope import DELIVERED
+    from pymailer.intake import MessageIntake
+    from pymailer.queue.spool_files import Spool
+
+    agent, store, tmp_path = setup
+    lookups = []
+    route = agent.router.route
+    agent.router.route = lambda address: lookups.append(address) or route(address)
+    hands = []
+    pool = SynchronousThreadPool()
+    handOff = pool.callInThreadWithCallback
+    pool.callInThreadWithCallback = lambda *a, **kw: hands.append(1) or handOff(*a, **kw)
+    intake = MessageIntake(agent.router, Spool(tmp_path / "queue"), ClockReactor(), pool,
+                           localAgent=agent)
+    rcpts = ("alice@example.org", "bob@example.org")
+    intake.validateSender(Session(), "sender@remote.test", {})
+    for rcpt in rcpts:
+        intake.validateRecipient(Session(), "sender@remote.test", rcpt)
+    message = intake.openMessage()
+    message.write(BODY)
+    env = envelope(*rcpts)
+    env = Envelope(queueId=message.queueId, sender=env.sender, recipients=env.recipients,
+                   receivedAt=env.receivedAt, session=env.session, size=len(BODY))
+    del lookups[:], hands[:]
+    committed = []
+    message.commit(env).addCallback(committed.append)
+    assert [r.state for r in committed[0].recipients] == [DELIVERED, DELIVERED]
+    assert lookups == [] and len(hands) == 1
+    for user in ("alice", "bob"):
+        (path,) = mailFiles(tmp_path, user)
+        assert path.read_bytes().endswith(b"\r\n" + BODY)
+    assert os.listdir(tmp_path / "queue" / "data") == []
+    assert os.listdir(tmp_path / "queue" / "incoming") == []

@@ -250,9 +250,10 @@ class TestHTTP:
         assert "\\Answered" in webServer.store().mailbox(BOB, "INBOX").messages()[0].flags
         assert "Message sent to 1 recipient; a copy is in Sent." in bob.request(
             headers["Location"])[2]
-        # The mail log has the same record as for a submission over SMTP.
+        # The mail log has the same record as for a submission over SMTP
+        # (delivered at once: alice is a local user).
         webServer.waitForLog(re.compile(
-            rf"result=queued qid=\S+ from=<{re.escape(BOB)}> to=<{re.escape(ALICE)}>"
+            rf"result=delivered qid=\S+ from=<{re.escape(BOB)}> to=<{re.escape(ALICE)}>"
             rf" size=\d+ client=\S+ listener=webmail user={re.escape(BOB)}"))
 
     def test_forwardAsAttachmentAndInline(self, webServer):

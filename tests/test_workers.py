@@ -87,8 +87,9 @@ def test_every_worker_accepts_and_each_message_is_delivered_once(server):
     """
     With two workers, SMTP clients are served by both (the log names the
     worker of each accepted message) and each message reaches the mailbox
-    exactly once, delivered by worker 0's queue runner: before, one process
-    served everyone, and a queue runner per worker could deliver twice.
+    exactly once, delivered at once by the worker that accepted it (local
+    mail skips the queue): a second delivery by worker 0's queue runner
+    would make a duplicate.
     """
     before = len(server.messages(BOB))
     for index in (0, 1):
@@ -100,18 +101,18 @@ def test_every_worker_accepts_and_each_message_is_delivered_once(server):
     server.waitForMessages(BOB, before + 2)
     for index in (0, 1):
         qid = server.waitForLog(re.compile(
-            rf"result=queued qid=(\S+) from=<carol{index}@example.net>"))[1]
+            rf"result=delivered qid=(\S+) from=<carol{index}@example.net>"))[1]
         server.waitForLog(f"{qid}: to=<{BOB}> status=delivered")
     log = server.log(settle=0)
     for index in (0, 1):
         accepted = re.findall(
-            rf"\[worker {index} pid \d+\] \S+ result=queued qid=(\S+) "
-            rf"from=<carol{index}@example.net>", log)
+            rf"\[worker {index} pid \d+\] \[pymailer.mail#info\] result=delivered "
+            rf"qid=(\S+) from=<carol{index}@example.net>", log)
         assert len(accepted) == 1, log
         delivered = re.findall(
-            rf"\[worker (\d+) pid \d+\] \S+ {re.escape(accepted[0])}: to=<{BOB}> "
-            r"status=delivered", log)
-        assert delivered == ["0"], log
+            rf"\[worker (\d+) pid \d+\] \[pymailer.delivery#info\] "
+            rf"{re.escape(accepted[0])}: to=<{BOB}> status=delivered", log)
+        assert delivered == [str(index)], log
         copies = [m for m in server.messages(BOB) if f"via worker {index}".encode() in m]
         assert len(copies) == 1
 
@@ -146,9 +147,10 @@ def test_lockout_counts_failures_made_on_every_worker(server):
 
 def test_idle_on_one_worker_sees_mail_delivered_by_the_other(server):
     """
-    An IMAP client in IDLE on worker 1 hears `* N EXISTS` for a message that
-    worker 0 (the queue runner) delivered: a change made in one process
-    reaches sessions in every other, so mail shows up without a poll.
+    An IMAP client in IDLE on worker 1 hears `* N EXISTS` for a message
+    that worker 0 accepted and delivered at once: a change made in one
+    process reaches sessions in every other, so mail shows up without a
+    poll.
     """
     with onlyWorker(server, 1):
         wire = Wire(server.ports["imap"], timeout=20)
@@ -157,7 +159,9 @@ def test_idle_on_one_worker_sees_mail_delivered_by_the_other(server):
     exists = next(int(line.split()[1]) for line in untagged if line.endswith(b" EXISTS\r\n"))
     wire.sock.sendall(b"i1 IDLE\r\n")
     assert wire.file.readline().startswith(b"+")
-    with smtplib.SMTP("127.0.0.1", server.port, timeout=20) as client:
+    with onlyWorker(server, 0):
+        client = smtplib.SMTP("127.0.0.1", server.port, timeout=20)
+    with client:
         client.sendmail("carol@example.net", [ALICE], b"Subject: idle\r\n\r\nhi\r\n")
     line = wire.file.readline()
     while not line.endswith(b" EXISTS\r\n"):
@@ -165,6 +169,8 @@ def test_idle_on_one_worker_sees_mail_delivered_by_the_other(server):
     assert int(line.split()[1]) > exists
     wire.sock.sendall(b"DONE\r\n")
     wire.close()
+    assert re.search(r"\[worker 0 pid \d+\] \[pymailer.mail#info\] result=delivered "
+                     r"qid=\S+ from=<carol@example.net> to=<alice@example.org>", server.log())
 
 
 def test_pop3_lock_holds_across_workers(server):

@@ -23,6 +23,11 @@ class DeliveryConfig:
     # "postmaster") must be accepted; without a user or alias of that name,
     # it goes here.
     postmaster: str | None = None
+    # Deliver to local mailboxes at the end of DATA, before the 250, when
+    # every recipient is a local mailbox (pymailer.intake): no spool file
+    # and no second trip through the queue.  False: every message is
+    # queued first and delivered by the queue runner.
+    direct: bool = True
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,8 @@ def parseDelivery(reader):
     if postmaster is not None and (postmaster.count("@") != 1 or postmaster.startswith("@")
                                    or postmaster.endswith("@")):
         raise reader.error("postmaster", f"expected an address, got {showValue(postmaster)}")
-    delivery = DeliveryConfig(recipient_delimiter=delimiter, postmaster=postmaster)
+    delivery = DeliveryConfig(recipient_delimiter=delimiter, postmaster=postmaster,
+                              direct=reader.boolean("direct", DeliveryConfig.direct))
     reader.checkUnknown(reader.seen)
     return delivery
 

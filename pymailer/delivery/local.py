@@ -1,11 +1,15 @@
 """
-The local delivery agent (the MDA): from the queue into users' mailboxes.
+The local delivery agent (the MDA): into users' mailboxes.
 
-It runs from the queue, never inside the SMTP reply, so a crash between the
-250 and the mailbox loses nothing.  It prepends the RFC 5321 §4.4 trace
-headers (``Return-Path:`` and ``Received:``) and writes through the store.
+It delivers from the queue, and at the end of DATA for a message the intake
+still holds in memory (L{LocalDeliveryAgent.deliverAtOnce}), before the 250:
+either way the store's commit is durable before the message leaves the
+sender's or the queue's hands, so a crash loses nothing.  It prepends the
+RFC 5321 §4.4 trace headers (``Return-Path:`` and ``Received:``) and writes
+through the store.
 """
 
+import io
 import time
 
 from twisted.internet.threads import deferToThreadPool
@@ -22,8 +26,14 @@ def traceHeaders(envelope, recipient, hostname):
     """
     The C{Return-Path:} and C{Received:} lines for one local recipient, and
     what policy added below them.
+
+    RFC 5321 §4.4: the FOR clause is optional and names one path.  It is
+    given for a message with one recipient only (as Postfix does), so the
+    copies of a message for several recipients are the same octets, which
+    the store keeps once (content-addressed blobs).
     """
-    return (returnPath(envelope) + receivedHeader(envelope, hostname, recipient.address)
+    forAddress = recipient.address if len(envelope.recipients) == 1 else None
+    return (returnPath(envelope) + receivedHeader(envelope, hostname, forAddress)
             + policyHeaders(envelope))
 
 
@@ -73,6 +83,30 @@ class LocalDeliveryAgent:
         @return: C{{index: DeliveryResult}}.
         """
         return self._deliverAll(envelope, recipients, openData, recovering, routes)
+
+    def deliverAtOnce(self, envelope, recipients, data, routes):
+        """
+        I{Blocking}, in a pool thread: deliver a message the intake has just
+        received and still holds (C{data}), before its 250 and instead of
+        queueing it (L{pymailer.intake}).  Each recipient's route is
+        L{Local}, with mailboxes and no forwards (the intake sends the
+        others to the queue).
+
+        @return: C{{index: DeliveryResult}}; a recipient whose delivery
+            failed, for whatever reason, has a temporary failure (the
+            intake queues it: nothing accepted is lost).
+        """
+        results = {}
+        for recipient, route in zip(recipients, routes):
+            try:
+                results[recipient.index] = self._deliverOne(
+                    envelope, recipient, route, lambda: io.BytesIO(data), False)
+            except Exception as e:
+                self.log.failure("{qid}: delivery to <{to}> failed, queued",
+                                 qid=envelope.queueId, to=recipient.address)
+                results[recipient.index] = DeliveryResult.tempfail(
+                    f"mailbox unavailable: {e.__class__.__name__}")
+        return results
 
     def _deliverAll(self, envelope, recipients, openData, recovering, routes):
         if routes is None:

@@ -113,7 +113,9 @@ class FilteredMessage:
         return self._message.openData()
 
     def commit(self, envelope):
-        return self._message.commit(envelope).addCallback(lambda _: envelope)
+        """@return: a Deferred of the envelope as committed (see L{IIncomingMessage})."""
+        return self._message.commit(envelope).addCallback(
+            lambda committed: envelope if committed is None else committed)
 
     def abort(self):
         return self._message.abort()

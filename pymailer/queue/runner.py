@@ -309,17 +309,4 @@ class QueueRunner(Service):
         return envelope.withRecipients(recipients), nextAttempt, events
 
     def _logOutcome(self, envelope, recipient, status, detail):
-        self.events.deliveryOutcome(status, envelope.queueId, envelope.sender,
-                                    recipient.address, envelope.session.clientAddress,
-                                    detail)
-        # One line per recipient and attempt, in the manner of Postfix's
-        # "to=<...>, status=..." so that operators can grep one format.
-        self.log.info(
-            "{qid}: to=<{to}> status={status} attempts={n} ({detail})",
-            qid=envelope.queueId,
-            to=recipient.address,
-            status=status,
-            n=recipient.attempts,
-            detail=detail,
-        )
-
+        self.events.recipientOutcome(status, envelope, recipient, detail)

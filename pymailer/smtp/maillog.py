@@ -9,7 +9,8 @@ C{code}, C{enhanced}, C{reason}, C{text}), so a JSON observer keeps them as
 they are, and whose text is those fields as C{key=value} pairs in a fixed
 order, built once here::
 
-    result=queued qid=0661a6718516b8-42f1-1 from=<a@remote.test> to=<b@example.org> size=4230 client=192.0.2.1 listener=smtp
+    result=delivered qid=0661a6718516b8-42f1-1 from=<a@remote.test> to=<b@example.org> size=4230 client=192.0.2.1 listener=smtp
+    result=queued qid=0661a6718516b8-42f1-2 from=<a@remote.test> to=<c@example.net> size=4230 client=192.0.2.1 listener=smtp
     result=refused stage=RCPT code=550 enhanced=5.1.1 reason=unknown_recipient from=<a@remote.test> to=<x@example.org> client=192.0.2.1 listener=smtp text="No such user"
 
 The values are the client's (addresses, HELO names): a value with a space,
@@ -49,20 +50,29 @@ class MailLog:
         self.listener = listener
         self.log = logger if logger is not None else Logger(namespace="pymailer.mail")
 
-    def queued(self, queueId, sender, recipients, size, client, user=None):
-        """A message was committed to the queue and answered 250."""
-        recipients = list(recipients)
-        line = (f"result=queued qid={queueId} from={_value('<' + sender + '>')}"
+    def accepted(self, queueId, sender, recipients, size, client, user=None, delivered=()):
+        """
+        A message was committed and answered 250: C{result=delivered} if
+        it went into the mailboxes of every recipient at once
+        (L{pymailer.intake}), else C{result=queued}, with
+        C{delivered=<...>} naming those of its recipients that it reached
+        at once, if any.
+        """
+        recipients, delivered = list(recipients), list(delivered)
+        result = "delivered" if delivered and len(delivered) >= len(recipients) else "queued"
+        line = (f"result={result} qid={queueId} from={_value('<' + sender + '>')}"
                 f" to={_value(_addresses(recipients))} size={size}"
                 f" client={_value(client)} listener={self.listener}")
         if user:
             line += f" user={_value(user)}"
+        if delivered and result == "queued":
+            line += f" delivered={_value(_addresses(delivered))}"
         # Formatted here, once: an observer's formatting of "{record}" is a
         # lookup, not a parse of the client's text.
         self.log.info("{record}", record=line,
-                      result="queued", queueId=queueId, sender=sender,
+                      result=result, queueId=queueId, sender=sender,
                       recipients=recipients, size=size, client=client,
-                      listener=self.listener, user=user)
+                      listener=self.listener, user=user, delivered=delivered)
 
     def refused(self, stage, code, enhanced, text, client, sender=None, recipients=(),
                 reason=None, queueId=None):

@@ -867,8 +867,9 @@ class SMTPServer(SessionSecurity, ESMTP):
             lambda decision: self._envelope(txn, message, decision)))
 
         def committed(envelope):
-            self.factory.mailLog.queued(envelope.queueId, envelope.sender, recipients,
-                                        envelope.size, self._peerHost, self.authenticatedAs)
+            self.factory.mailLog.accepted(
+                envelope.queueId, envelope.sender, recipients, envelope.size, self._peerHost,
+                self.authenticatedAs, [r.address for r in envelope.delivered()])
             self.factory.events.messageAccepted(
                 self.factory.role.name, envelope.queueId, envelope.sender,
                 [r.address for r in envelope.recipients], self._peerHost)

@@ -135,8 +135,9 @@ class Submitter:
                               smtputf8)
 
         def accepted(envelope):
-            self.mailLog.queued(envelope.queueId, sender, recipients, envelope.size,
-                                clientAddress, user)
+            self.mailLog.accepted(envelope.queueId, sender, recipients, envelope.size,
+                                  clientAddress, user,
+                                  [r.address for r in envelope.delivered()])
             self.events.messageAccepted(ROLE, envelope.queueId, sender, recipients,
                                         clientAddress)
             return envelope
