@@ -136,6 +136,20 @@ class TestSessions:
         fired(other.end(seen))
         assert fired(one.get(session.id)) is None
 
+    def test_lookWithoutAPageLeavesTheNotice(self, tmp_path):
+        """
+        A look at the session that shows no page (may this request upload?)
+        leaves the notice for the page that follows: the compose page's
+        "Draft saved" was lost when the upload check of the GET after the
+        redirect ran first.
+        """
+        store, _ = sessionStore(tmp_path)
+        session = fired(store.new("a@example.org"))
+        fired(store.setNotice(session, ("ok", "saved")))
+        assert fired(store.get(session.id, takeNotice=False)).user == "a@example.org"
+        assert fired(store.get(session.id)).popNotice() == ("ok", "saved")
+        assert fired(store.get(session.id)).notice is None
+
     def test_csrfComparison(self, tmp_path):
         """Only the session's own token matches: otherwise a forged form would pass."""
         session = fired(sessionStore(tmp_path)[0].new())

@@ -171,7 +171,7 @@ class AdminApp:
         """
         if not request.isSecure():
             return defer.succeed(False)
-        return self._session(request).addCallback(
+        return self.sessions.get(request.getCookie(COOKIE), takeNotice=False).addCallback(
             lambda session: session is not None and session.user is not None)
 
     def _requireHTTPS(self, request):

@@ -135,11 +135,12 @@ class SessionDB:
                     " WHERE id_hash != ? ORDER BY user IS NOT NULL, expires LIMIT ?)",
                     (idHash, count - maxSessions))
 
-    def lookup(self, idHash, now, expires, touchBefore):
+    def lookup(self, idHash, now, expires, touchBefore, takeNotice=True):
         """
         The live session's C{(csrf, user, expires, notice)}, or C{None}.
         Its expiry moves to C{expires} if it is before C{touchBefore}, and
-        its notice is taken (cleared), so that one page shows it.
+        its notice is taken (cleared), so that one page shows it, unless
+        C{takeNotice} is false (a look that shows no page).
         """
         db = self.connections.db()
         row = db.execute("SELECT csrf, user, expires, notice FROM sessions"
@@ -147,6 +148,8 @@ class SessionDB:
         if row is None:
             return None
         csrf, user, oldExpires, notice = row
+        if not takeNotice:
+            return csrf, user, oldExpires, notice
         if notice is not None or oldExpires < touchBefore:
             db.execute("UPDATE sessions SET expires = ?, notice = NULL WHERE id_hash = ?",
                        (expires, idHash))
@@ -202,8 +205,15 @@ class SessionStore:
                              session.expires, now, self.maxSessions)
         return session
 
-    def get(self, sessionId):
-        """A Deferred of the live session of this id (marked used), or C{None}."""
+    def get(self, sessionId, takeNotice=True):
+        """
+        A Deferred of the live session of this id (marked used), or C{None}.
+
+        @param takeNotice: whether this look shows a page: it then takes
+            the session's notice (see L{SessionDB.lookup}); a look that
+            shows none (may this request upload?) must leave it for the
+            page that follows, or a notice set just before is lost.
+        """
         if isinstance(sessionId, bytes):
             sessionId = sessionId.decode("ascii", "replace")
         if not sessionId or len(sessionId) > MAX_ID_LENGTH or not sessionId.isascii():
@@ -219,7 +229,7 @@ class SessionStore:
                            tuple(json.loads(notice)) if notice else None)
 
         return self._inThread(self.db.lookup, hashId(sessionId), now, expires,
-                              expires - self.touchInterval).addCallback(found)
+                              expires - self.touchInterval, takeNotice).addCallback(found)
 
     def end(self, session):
         """Log out: a Deferred firing once no process accepts the session."""

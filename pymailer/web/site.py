@@ -101,7 +101,9 @@ class SecureRequest(Request):
     def gotLength(self, length):
         upload = self._upload()
         self._length = length
-        if upload is not None:
+        # A body within the plain limit needs no permission (and no look
+        # at the session: a GET's or a small form's).
+        if upload is not None and (length is None or length > MAX_BODY):
             # An upload: its resource parses the body (in a thread), not
             # Twisted (in requestReceived, on the reactor, keeping only
             # values: the file names would be lost).
