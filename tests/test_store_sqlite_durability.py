@@ -12,7 +12,6 @@ import io
 import os
 import sqlite3
 import threading
-import time
 
 from pymailer.store import sqlite as sqlitestore
 from pymailer.store.sqlite import SQLiteStore
@@ -226,6 +225,29 @@ def test_new_blob_directory_is_synced_in_its_parent(tmp_path, monkeypatch):
     assert str(store.blobs.path(blobId).parent) in synced
 
 
+class WatchedCondition(threading.Condition):
+    """A condition variable that tells how many threads wait on it."""
+
+    def __init__(self):
+        super().__init__()
+        self._count = threading.Condition()
+        self.waiting = 0
+
+    def wait(self, timeout=None):
+        with self._count:
+            self.waiting += 1
+            self._count.notify_all()
+        try:
+            return super().wait(timeout)
+        finally:
+            with self._count:
+                self.waiting -= 1
+
+    def waitForWaiters(self, n, timeout):
+        with self._count:
+            return self._count.wait_for(lambda: self.waiting >= n, timeout)
+
+
 def test_appends_waiting_for_a_flush_share_the_next_one(tmp_path, monkeypatch):
     """
     If this fails, APPENDs from several sessions at once flush the WAL one
@@ -236,16 +258,18 @@ def test_appends_waiting_for_a_flush_share_the_next_one(tmp_path, monkeypatch):
     store = SQLiteStore(tmp_path / "store")
     inbox = store.mailbox(ALICE)
     before = store._walTickets  # the account's own commits
-    flushes, release = [], threading.Event()
+    flushes, flushing, release = [], threading.Event(), threading.Event()
     real = store._flushWal
 
     def flush():
         flushes.append(store._walTickets - before)
+        flushing.set()
         if len(flushes) == 1:
             release.wait(30)  # the first flush is slow: the others queue
         real()
 
     monkeypatch.setattr(store, "_flushWal", flush)
+    guard = store._walGuard = WatchedCondition()
     answered = []
 
     def append(n):
@@ -254,14 +278,12 @@ def test_appends_waiting_for_a_flush_share_the_next_one(tmp_path, monkeypatch):
 
     first = threading.Thread(target=append, args=(0,))
     first.start()
-    while not flushes:
-        time.sleep(0.01)
+    assert flushing.wait(30)
     others = [threading.Thread(target=append, args=(n,)) for n in range(1, 5)]
     for t in others:
         t.start()
-    deadline = time.monotonic() + 30
-    while store._walTickets - before < 5 and time.monotonic() < deadline:
-        time.sleep(0.01)  # all four committed and waiting for a flush
+    assert guard.waitForWaiters(4, 30)  # all four committed and waiting for a flush
+    assert store._walTickets - before == 5
     assert answered == []  # none answered before its flush
     release.set()
     for t in [first] + others:
@@ -290,7 +312,7 @@ def test_no_file_is_unlinked_while_writers_wait(tmp_path, monkeypatch):
     assert not any(store.blobs.tmp.iterdir())
 
 
-def test_writers_of_two_processes_queue_on_a_file_lock(tmp_path):
+def test_writers_of_two_processes_queue_on_a_file_lock(tmp_path, monkeypatch):
     """
     If this fails, writers in different processes on one store (the
     workers of C{[server] workers}, the delivery agent, the admin command)
@@ -315,6 +337,18 @@ def test_writers_of_two_processes_queue_on_a_file_lock(tmp_path):
     holder = threading.Thread(target=hold)
     holder.start()
     holding.wait(30)
+    waitingInFlock, realFlock = threading.Event(), fcntl.flock
+
+    def flock(fd, operation):
+        # The second store's writer finds the lock taken, then waits in it.
+        if fd is second._writerFile and operation == fcntl.LOCK_EX:
+            try:
+                return realFlock(fd, operation | fcntl.LOCK_NB)
+            except BlockingIOError:
+                waitingInFlock.set()
+        return realFlock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
 
     def write():
         try:
@@ -325,7 +359,7 @@ def test_writers_of_two_processes_queue_on_a_file_lock(tmp_path):
 
     writer = threading.Thread(target=write)
     writer.start()
-    time.sleep(0.2)  # the writer is waiting now, not failing
+    assert waitingInFlock.wait(30)  # the writer is waiting now, not failing
     release.set()
     holder.join()
     writer.join()
