@@ -110,6 +110,27 @@ def test_mailbox_write_error_is_temporary(setup, monkeypatch):
     assert results[0].temporary and results[0].code == 451
 
 
+def test_unforeseen_failure_keeps_the_others_results(setup, monkeypatch):
+    """
+    A delivery that fails with an error nobody foresaw defers that
+    recipient only: the one delivered before it is reported delivered, or
+    the queue's retry gives it a second copy.
+    """
+    agent, store, tmp_path = setup
+    real = store.deliver
+
+    def failsForBob(user, *a, **kw):
+        if user == "bob@example.org":
+            raise RuntimeError("a bug")
+        return real(user, *a, **kw)
+
+    monkeypatch.setattr(store, "deliver", failsForBob)
+    results = deliver(agent, tmp_path, envelope("alice@example.org", "bob@example.org"))
+    assert results[0].ok
+    assert results[1].temporary and not results[1].ok
+    assert len(mailFiles(tmp_path, "alice")) == 1
+
+
 def test_intake_delivers_local_mail_at_commit_in_one_hand_off(setup):
     """
     A message for local users only is delivered by the agent at the

@@ -96,25 +96,28 @@ class LocalDeliveryAgent:
             failed, for whatever reason, has a temporary failure (the
             intake queues it: nothing accepted is lost).
         """
+        return self._deliverAll(envelope, recipients, lambda: io.BytesIO(data), False, routes)
+
+    def _deliverAll(self, envelope, recipients, openData, recovering, routes):
+        """
+        Each recipient's result.  A delivery that fails in a way nobody
+        foresaw is that recipient's temporary failure, not everyone's: the
+        results of those already delivered must reach the queue, or it
+        delivers to them again.
+        """
+        if routes is None:
+            routes = [self.router.route(r.address) for r in recipients]
         results = {}
         for recipient, route in zip(recipients, routes):
             try:
                 results[recipient.index] = self._deliverOne(
-                    envelope, recipient, route, lambda: io.BytesIO(data), False)
+                    envelope, recipient, route, openData, recovering)
             except Exception as e:
-                self.log.failure("{qid}: delivery to <{to}> failed, queued",
+                self.log.failure("{qid}: delivery to <{to}> failed",
                                  qid=envelope.queueId, to=recipient.address)
                 results[recipient.index] = DeliveryResult.tempfail(
                     f"mailbox unavailable: {e.__class__.__name__}")
         return results
-
-    def _deliverAll(self, envelope, recipients, openData, recovering, routes):
-        if routes is None:
-            routes = [self.router.route(r.address) for r in recipients]
-        return {
-            r.index: self._deliverOne(envelope, r, route, openData, recovering)
-            for r, route in zip(recipients, routes)
-        }
 
     def _deliverOne(self, envelope, recipient, route, openData, recovering):
         if isinstance(route, Reject):
