@@ -144,16 +144,24 @@ class IMailStore(Interface):
     (see L{createUser}).
     """
 
-    def canonicalName(name):
+    def canonicalName(name, new=False):
         """
         Validate a mailbox name from a client and return its canonical form
         (C{INBOX} in any case, also as the first component, becomes
         C{INBOX}).  I{Not blocking}: pure computation, safe on the reactor.
 
+        @param new: C{True} for the name of a mailbox about to be made
+            (L{createMailbox}, the new name of L{renameMailbox}, which
+            check it so): it may not contain the LIST wildcards C{*} and
+            C{%}, C1 controls, U+2028/U+2029, bidirectional formatting
+            characters or lone surrogates
+            (L{pymailer.store.refusedInNewName}).  A name already stored
+            with one stays reachable, so that it can be renamed away.
         @raise pymailer.store.MailboxNameTooLong: this backend cannot store
             a name that long (a C{ValueError}; IMAP: C{NO [LIMIT]}).
         @raise ValueError: the name is empty or malformed (empty, C{.} or
-            C{..} components, a leading C{/}, control characters).
+            C{..} components, a leading C{/}, control characters), or with
+            C{new}, has a character a new name may not have.
         """
 
     def createUser(user):
@@ -208,8 +216,8 @@ class IMailStore(Interface):
             is C{\\Sent} again).  Kept with the mailbox: a rename keeps
             it, a delete drops it.
         @raise KeyError: it exists (INBOX always does).
-        @raise ValueError: a name L{canonicalName} refuses, or a use not in
-            L{pymailer.store.SPECIAL_USES}.
+        @raise ValueError: a name L{canonicalName} refuses as C{new}, or a
+            use not in L{pymailer.store.SPECIAL_USES}.
         """
 
     def specialUses(user):
@@ -237,7 +245,8 @@ class IMailStore(Interface):
         @raise KeyError: C{oldName} does not exist (C{args[0] == oldName}),
             or C{newName} (or a child's new name) exists.
         @raise ValueError: either name is INBOX (RFC 3501 6.3.5's INBOX
-            special case is a L{IMailbox.move} of every message).
+            special case is a L{IMailbox.move} of every message), or
+            L{canonicalName} refuses C{oldName}, or C{newName} as C{new}.
         """
 
     def usage(user):

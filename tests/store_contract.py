@@ -70,6 +70,52 @@ class StoreContract:
         with pytest.raises(MailboxNameTooLong):
             store.canonicalName("x" * 2000)
 
+    # Names no new folder may have: LIST wildcards (RFC 9051 5.1), C1
+    # controls and line/paragraph separators (RFC 6855 3, RFC 5198 2), and
+    # bidirectional formatting characters (U+202E shows "gpj.exe" as "exe.jpg").
+    REFUSED_NEW_NAMES = ("a*b", "%", "Archive/x*", "a\u202eb", "\u200fx", "a\u2066b",
+                         "a\u061cb", "a\x85b", "a\u2028b", "a\u2029b")
+    # Names that must keep working: non-ASCII (IMAP's modified UTF-7 or
+    # UTF8=ACCEPT), '&', emoji made with ZERO WIDTH JOINER and Persian words
+    # with ZERO WIDTH NON-JOINER (invisible, but part of how they are written).
+    VALID_NEW_NAMES = ("Entwürfe", "日本語/x", "a&b", "Family \U0001F468\u200d\U0001F469\u200d\U0001F467",
+                       "\u0646\u0627\u0645\u0647\u200c\u0647\u0627")
+
+    @pytest.mark.parametrize("bad", REFUSED_NEW_NAMES)
+    def test_newNameRefusesWildcardsAndInvisibleControls(self, store, bad):
+        """If this fails, a user can make a folder that LIST patterns cannot
+        address, or whose name displays as another folder's (a right-to-left
+        override), in every client that shows it."""
+        with pytest.raises(ValueError):
+            store.canonicalName(bad, new=True)
+        before = store.listMailboxes(USER)
+        with pytest.raises(ValueError):
+            store.createMailbox(USER, bad)
+        store.createMailbox(USER, "Old")
+        with pytest.raises(ValueError):
+            store.renameMailbox(USER, "Old", bad)
+        assert sorted(store.listMailboxes(USER)) == sorted(before + ["Old"])
+
+    def test_newNameAllowsInternationalNames(self, store):
+        """If this fails, users cannot make folders named in their own
+        language, or the check for invisible controls also refuses the
+        joiners that emoji and Persian words are written with."""
+        for name in self.VALID_NEW_NAMES:
+            assert store.canonicalName(name, new=True) == name
+            store.createMailbox(USER, name)
+            assert name in store.listMailboxes(USER)
+        store.renameMailbox(USER, "Entwürfe", "Entwürfe 2026")
+        assert "Entwürfe 2026" in store.listMailboxes(USER)
+
+    def test_existingNameWithWildcardStaysReachable(self, store):
+        """If this fails, a folder with * in its name (made by an older
+        version, or imported) can no longer be opened, renamed or deleted:
+        only new names are checked."""
+        assert store.canonicalName("a*b") == "a*b"
+        assert store.canonicalName("a\u202eb") == "a\u202eb"
+        with pytest.raises(KeyError):
+            store.mailbox(USER, "a*b")  # looked up, not refused
+
     def test_deliverCreatesUser(self, store):
         """If this fails, mail to a user added after start-up is lost."""
         assert deliver(store, b"hello")

@@ -160,6 +160,38 @@ def test_create_rename_delete_and_list_wildcards(server):
     c.logout()
 
 
+def test_create_and_rename_refuse_wildcards_and_bidi_controls(server):
+    """
+    If this fails, a client can make a folder that LIST patterns cannot
+    address (* and %) or one whose name displays as another (a right-to-left
+    override, sent in modified UTF-7 or as UTF-8 after ENABLE UTF8=ACCEPT):
+    CREATE and RENAME answer NO [CANNOT] (RFC 5530 3) and make nothing,
+    while non-ASCII names in either form still work.
+    """
+    c = client(server, BOB)
+    c.create_folder("Flip")
+    before = sorted(f[2] for f in c.list_folders())
+    for name in ("a*b", "50%", "invoice\u202egpj.exe", "x\u2067y", "line\u2028break"):
+        with pytest.raises(IMAPClient.Error, match=r"\[CANNOT\]"):
+            c.create_folder(name)  # non-ASCII in modified UTF-7 (RFC 3501 5.1.3)
+        with pytest.raises(IMAPClient.Error, match=r"\[CANNOT\]"):
+            c.rename_folder("Flip", name)
+    assert sorted(f[2] for f in c.list_folders()) == before
+    c.create_folder("Entwürfe/日本語")
+    c.delete_folder("Entwürfe/日本語")
+    c.logout()
+    wire = Wire(server.ports["imap"])
+    wire.command(f'LOGIN {BOB} "{PASSWORD}"')
+    assert wire.command("ENABLE UTF8=ACCEPT")[1].split()[1] == b"OK"
+    for name in ("invoice\u202egpj.exe", "a\u200fb"):
+        _, tagged = wire.command(f'CREATE "{name}"'.encode())
+        assert tagged.split()[1:3] == [b"NO", b"[CANNOT]"], tagged
+    _, tagged = wire.command('CREATE "Черновики"'.encode())
+    assert tagged.split()[1] == b"OK", tagged
+    wire.command('DELETE "Черновики"'.encode())
+    wire.close()
+
+
 def test_rename_inbox_moves_messages(server):
     """RENAME INBOX moves the mail to the new folder and leaves INBOX empty (RFC 3501 6.3.5)."""
     deliver(server, BOB, "oldmail")

@@ -303,6 +303,34 @@ class TestHTTP:
         assert len(webServer.messages(BOB, "Private")) == 1
         assert "Private" not in webServer.store().listMailboxes(ALICE)
 
+    def test_folderNamesWithWildcardsOrBidiControlsRefused(self, webServer):
+        """
+        Creating (or renaming to) a folder whose name holds * or % (which
+        IMAP clients' LIST patterns cannot address) or a right-to-left
+        override (which makes "gpj.exe" show as "exe.jpg") is refused with
+        a notice that says why; the folders stay as they were.  A name in
+        another script is still made.
+        """
+        bob = Client(base(webServer))
+        bob.logIn(BOB)
+        csrf = bob.csrf("/webmail/")
+        before = webServer.store().listMailboxes(BOB)
+        for path, form, reason in (
+                ("/webmail/folders/create", {"name": "Reports*"}, "* is not allowed"),
+                ("/webmail/folders/create", {"name": "50%"}, "% is not allowed"),
+                ("/webmail/folders/create", {"name": "invoice\u202egpj.exe"},
+                 "U+202E (right-to-left override) is not allowed"),
+                ("/webmail/folders/rename", {"name": "Archive", "newname": "Arch\u2066ive"},
+                 "U+2066 (left-to-right isolate) is not allowed")):
+            status, headers, _ = bob.request(path, dict(form, csrf=csrf))
+            assert (status, headers["Location"]) == (303, "/webmail/folders")
+            page = bob.request("/webmail/folders")[2]
+            [shown] = re.findall(r'<p class="notice error"[^>]*>([^<]*)</p>', page)
+            assert shown.startswith("Not a folder name: ") and reason in shown, shown
+        assert webServer.store().listMailboxes(BOB) == before
+        status, _, _ = bob.request("/webmail/folders/create", {"csrf": csrf, "name": "Счета"})
+        assert status == 303 and "Счета" in webServer.store().listMailboxes(BOB)
+
     def test_liveStateAndScript(self, webServer):
         """
         The folder page carries its state and our script under a nonce the

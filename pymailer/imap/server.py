@@ -881,13 +881,12 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             name = rev2.decodeName(raw, self.enabled.utf8)
         except utf7.UTF7Error as e:
             raise CommandFailed(f"[CANNOT] Bad mailbox name: {e}") from None
-        if forCreate:
-            if "*" in name or "%" in name:
-                raise CommandFailed("[CANNOT] * and % are not allowed in mailbox names")
-            if name.endswith("/") and len(name) > 1:
-                name = name[:-1]  # RFC 3501 6.3.3: "foo/" creates foo
+        if forCreate and name.endswith("/") and len(name) > 1:
+            name = name[:-1]  # RFC 3501 6.3.3: "foo/" creates foo
         try:
-            return self.factory.store.canonicalName(name)
+            # A new name may not have LIST wildcards or invisible controls
+            # (pymailer.store.refusedInNewName): NO [CANNOT], RFC 5530 3.
+            return self.factory.store.canonicalName(name, new=forCreate)
         except MailboxNameTooLong as e:
             raise CommandFailed(f"[LIMIT] {e}") from None  # RFC 5530 3
         except ValueError as e:

@@ -8,6 +8,7 @@ they share.
 
 import hashlib
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -106,11 +107,42 @@ def checkDeliveryKey(uniqueKey, checkDuplicate):
         raise ValueError(f"bad uniqueKey {uniqueKey!r}")
 
 
-def canonicalName(name):
+# What a new mailbox's name may not contain, though a name already stored
+# with it stays reachable (Dovecot refuses these only in new names too; a
+# folder made by an older version, or imported, can still be renamed away):
+# - the LIST wildcards: RFC 9051 5.1 allows them but says they are hard to
+#   use, since a LIST pattern cannot address such a name by itself;
+# - C1 controls and U+2028/U+2029, which RFC 6855 3 (via RFC 5198 2) keeps
+#   out of UTF-8 mailbox names like the C0 controls;
+# - the bidirectional formatting characters (Unicode's Bidi_Control, UAX #9),
+#   with which a name displays as another (U+202E turns "gpj.exe" around);
+# - lone surrogates, which are no characters at all.
+WILDCARDS = "*%"
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                          "\u2066\u2067\u2068\u2069")
+LINE_SEPARATORS = frozenset("\u2028\u2029")
+
+
+def refusedInNewName(char):
+    """Why C{char} may not be in a new mailbox's name (words a user reads), or C{None}."""
+    if char in WILDCARDS:
+        return f"{char} is not allowed in a new mailbox name (mail programs read it as a wildcard)"
+    code = ord(char)
+    if 0x80 <= code <= 0x9F or char in LINE_SEPARATORS or char in BIDI_CONTROLS:
+        what = unicodedata.name(char, "CONTROL").lower()
+        return f"the invisible character U+{code:04X} ({what}) is not allowed in a new mailbox name"
+    if 0xD800 <= code <= 0xDFFF:
+        return f"the lone surrogate U+{code:04X} is not allowed in a new mailbox name"
+    return None
+
+
+def canonicalName(name, new=False):
     """
     The backend-independent part of L{IMailStore.canonicalName}: validate
     an external mailbox name and return its canonical form (C{INBOX} in any
-    case becomes C{INBOX}, also as first component).
+    case becomes C{INBOX}, also as first component); with C{new}, the name
+    of a mailbox being made (created, renamed to), which may not contain
+    what L{refusedInNewName} refuses.
 
     @raise ValueError: the name is unsafe or malformed.
     """
@@ -118,6 +150,11 @@ def canonicalName(name):
         raise ValueError("empty mailbox name")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
         raise ValueError("control character in mailbox name")
+    if new:
+        for char in name:
+            reason = refusedInNewName(char)
+            if reason is not None:
+                raise ValueError(reason)
     if name.startswith("/"):
         raise ValueError("mailbox name starts with /")
     components = name.split("/")
@@ -128,14 +165,14 @@ def canonicalName(name):
     return "/".join(components)
 
 
-def canonicalNameWithin(name, limit):
+def canonicalNameWithin(name, limit, new=False):
     """
     L{canonicalName}, for a backend that stores names of at most C{limit}
     octets of UTF-8.
 
     @raise MailboxNameTooLong: longer.
     """
-    canonical = canonicalName(name)
+    canonical = canonicalName(name, new)
     if len(canonical.encode("utf-8", "surrogatepass")) > limit:
         raise MailboxNameTooLong(f"mailbox name longer than {limit} octets")
     return canonical

@@ -157,15 +157,16 @@ def _decodeComponent(component):
     return _ESCAPED.sub(lambda m: chr(int(m[1], 16)), component)
 
 
-def canonicalName(name):
+def canonicalName(name, new=False):
     """
     Validate an external mailbox name and return its canonical form
-    (C{INBOX} in any case becomes C{INBOX}, also as first component).
+    (C{INBOX} in any case becomes C{INBOX}, also as first component);
+    C{new}: see L{pymailer.store.canonicalName}.
 
     @raise ValueError: the name is unsafe or malformed.
     @raise MailboxNameTooLong: its directory name would not fit.
     """
-    canonical = _genericName(name)
+    canonical = _genericName(name, new)
     _checkDiskName(_diskName(canonical))
     return canonical
 
@@ -282,8 +283,8 @@ class MaildirStore(Listeners):
         self._summaries = {}
         self._summariesGuard = threading.Lock()
 
-    def canonicalName(self, name):
-        return canonicalName(name)
+    def canonicalName(self, name, new=False):
+        return canonicalName(name, new)
 
     # -- paths ------------------------------------------------------------
 
@@ -297,9 +298,9 @@ class MaildirStore(Listeners):
             raise ValueError(f"bad user {user!r}")
         return path
 
-    def _resolve(self, user, name):
-        """@return: C{(canonical name, mailbox directory)}."""
-        canonical = canonicalName(name)
+    def _resolve(self, user, name, new=False):
+        """@return: C{(canonical name, mailbox directory)}; C{new}: see L{canonicalName}."""
+        canonical = canonicalName(name, new)
         userDir = self._userDir(user)
         if canonical == INBOX:
             return canonical, userDir
@@ -387,7 +388,7 @@ class MaildirStore(Listeners):
         return ([INBOX] if _isMaildir(userDir) else []) + names
 
     def createMailbox(self, user, name, specialUse=None):
-        canonical, path = self._resolve(user, name)
+        canonical, path = self._resolve(user, name, new=True)
         if canonical == INBOX:
             raise KeyError(name)
         uses = specialUseOf(canonical, specialUse)
@@ -439,7 +440,7 @@ class MaildirStore(Listeners):
         is not supported: L{ValueError}.
         """
         oldCanonical, oldPath = self._resolve(user, oldName)
-        newCanonical, newPath = self._resolve(user, newName)
+        newCanonical, newPath = self._resolve(user, newName, new=True)
         if INBOX in (oldCanonical, newCanonical):
             raise ValueError("renaming to or from INBOX is not supported")
         if not _isMaildir(oldPath):

@@ -114,8 +114,8 @@ class MemoryStore(Listeners):
 
     # -- accounts and names --------------------------------------------------
 
-    def canonicalName(self, name):
-        return canonicalNameWithin(name, NAME_LIMIT)
+    def canonicalName(self, name, new=False):
+        return canonicalNameWithin(name, NAME_LIMIT, new)
 
     def _newValidity(self, account):
         # Never one given before to this user (RFC 3501 2.3.1.1), even for a
@@ -156,7 +156,7 @@ class MemoryStore(Listeners):
         return [INBOX] + sorted(names - {INBOX})
 
     def createMailbox(self, user, name, specialUse=None):
-        canonical = self.canonicalName(name)
+        canonical = self.canonicalName(name, new=True)
         uses = specialUseOf(canonical, specialUse)
         with self._lock:
             account = self._account(user)
@@ -180,7 +180,7 @@ class MemoryStore(Listeners):
         self._notify(user, canonical)
 
     def renameMailbox(self, user, oldName, newName):
-        old, new = self.canonicalName(oldName), self.canonicalName(newName)
+        old, new = self.canonicalName(oldName), self.canonicalName(newName, new=True)
         if INBOX in (old, new):
             raise ValueError("renaming to or from INBOX is not supported")
         with self._lock:

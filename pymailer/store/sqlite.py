@@ -656,8 +656,8 @@ class SQLiteStore(Listeners):
 
     # -- accounts and names --------------------------------------------------
 
-    def canonicalName(self, name):
-        return canonicalNameWithin(name, NAME_LIMIT)
+    def canonicalName(self, name, new=False):
+        return canonicalNameWithin(name, NAME_LIMIT, new)
 
     def _userId(self, user):
         """
@@ -734,7 +734,7 @@ class SQLiteStore(Listeners):
         return [INBOX] + sorted(names - {INBOX})
 
     def createMailbox(self, user, name, specialUse=None):
-        canonical = self.canonicalName(name)
+        canonical = self.canonicalName(name, new=True)
         specialUseOf(canonical, specialUse)  # ValueError before the write
         userId = self._userId(user)
         with self._write() as txn:
@@ -768,7 +768,7 @@ class SQLiteStore(Listeners):
             txn.changed(user, canonical)
 
     def renameMailbox(self, user, oldName, newName):
-        old, new = self.canonicalName(oldName), self.canonicalName(newName)
+        old, new = self.canonicalName(oldName), self.canonicalName(newName, new=True)
         if INBOX in (old, new):
             raise ValueError("renaming to or from INBOX is not supported")
         userId = self._userId(user)

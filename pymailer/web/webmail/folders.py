@@ -23,9 +23,10 @@ NO_FOLDER = "No such folder."
 INBOX_STAYS = "INBOX cannot be renamed or deleted."
 
 
-def _canonical(store, name):
+def _canonical(store, name, new=False):
+    """C{new}: the name of a folder being made (no wildcards, no invisible controls)."""
     try:
-        return store.canonicalName(name.strip())
+        return store.canonicalName(name.strip(), new=new)
     except ValueError as e:
         raise ValueError(f"Not a folder name: {e}") from None
 
@@ -36,7 +37,7 @@ def _exists(store, user, name):
 
 
 def createFolder(store, user, name):
-    name = _canonical(store, name)
+    name = _canonical(store, name, new=True)
     try:
         store.createMailbox(user, name)
     except KeyError:
@@ -45,7 +46,7 @@ def createFolder(store, user, name):
 
 
 def renameFolder(store, user, old, new):
-    old, new = _canonical(store, old), _canonical(store, new)
+    old, new = _canonical(store, old), _canonical(store, new, new=True)
     if INBOX in (old, new):
         raise ValueError(INBOX_STAYS)
     _exists(store, user, old)
