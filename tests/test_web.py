@@ -26,7 +26,7 @@ from pymailer import config as configModule
 from pymailer.web import autoconfig, mtasts
 from pymailer.web.metrics import MetricsPage, isLoopback
 
-from mailserver import DOMAIN, PASSWORD, readVm, waitFor
+from mailserver import DOMAIN, PASSWORD, insecureTLS, readVm, waitFor
 
 LISTEN = configModule.ListenConfig(
     smtp="tcp:25", submission="tcp:587", submissions="ssl:465",
@@ -439,6 +439,28 @@ def bytesWritten(pid):
         return int(next(line for line in f if line.startswith("wchar:")).split()[1])
 
 
+def rawExchange(port, request, secure=False):
+    """
+    Send C{request} as is (over TLS if C{secure}); the response that comes
+    back (up to its Content-Length), or what came before the server closed.
+    """
+    raw = socket.create_connection(("127.0.0.1", port), 10)
+    s = insecureTLS().wrap_socket(raw) if secure else raw
+    answer = b""
+    with s:
+        try:
+            s.sendall(request)
+            while data := s.recv(65536):
+                answer += data
+                head, found, body = answer.partition(b"\r\n\r\n")
+                length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+                if found and length and len(body) >= int(length[1]):
+                    break
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+    return answer
+
+
 class TestWebLimits:
     def test_hugeLoginPostGets413(self, webServer, tmp_path):
         """
@@ -485,6 +507,40 @@ class TestWebLimits:
             except (BrokenPipeError, ConnectionResetError):
                 pass
         assert answer.startswith(b"HTTP/1.1 413 ")
+
+    def test_oversizedRequestLineAndHeadersAnswered(self, webServer):
+        """
+        A request line over 16 KiB gets 414 URI Too Long (RFC 9110 15.5.15),
+        headers over 16 KiB (one long line, many lines, or over 500 of
+        them) 431 (RFC 6585 5), and a malformed request line 400, each with
+        the security headers and a body a browser shows, over HTTP and
+        HTTPS: otherwise a browser following a huge link shows a blank
+        "connection closed" page and the user cannot tell why.
+        """
+        host = b"Host: x\r\n"
+        requests = {
+            b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\n" + host + b"\r\n": b"414 URI Too Long",
+            b"GET / HTTP/1.1\r\n" + host + b"Cookie: " + b"c" * 20000 + b"\r\n\r\n":
+                b"431 Request Header Fields Too Large",
+            b"GET / HTTP/1.1\r\n" + host + b"".join(b"X-%d: %s\r\n" % (n, b"v" * 1000)
+                                                    for n in range(20)) + b"\r\n":
+                b"431 Request Header Fields Too Large",
+            b"GET / HTTP/1.1\r\n" + host + b"".join(b"X-%d: v\r\n" % n
+                                                    for n in range(600)) + b"\r\n":
+                b"431 Request Header Fields Too Large",
+            b"NONSENSE\r\n" + host + b"\r\n": b"400 Bad Request",
+        }
+        for port, secure in ((webServer.ports["http"], False), (webServer.ports["https"], True)):
+            for request, status in requests.items():
+                answer = rawExchange(port, request, secure)
+                head, _, body = answer.partition(b"\r\n\r\n")
+                lines = head.split(b"\r\n")
+                assert lines[0] == b"HTTP/1.1 " + status, (port, lines[0], request[:40])
+                headers = {k.lower(): v for k, _, v in (h.partition(b": ") for h in lines[1:])}
+                assert headers[b"content-security-policy"].startswith(b"default-src 'none'")
+                assert headers[b"x-content-type-options"] == b"nosniff"
+                assert headers[b"connection"] == b"close"
+                assert int(headers[b"content-length"]) == len(body) > 0
 
     def test_connectionsOverTheLimitGet503(self, webServer):
         """

@@ -47,6 +47,14 @@ HEADER_TIMEOUT = 30
 BODY_GRACE = 30
 MIN_BODY_RATE = 1000
 TOO_SLOW = b"Request not received in time\n"
+# Twisted reads a request line or a header line of at most MAX_LENGTH
+# (16 KiB) octets and the request line with its headers within
+# totalHeadersSize (16 KiB); past them it closed without a word (a line) or
+# with a bare 400.  We answer what RFC 9110 15.5.15 (414 URI Too Long) and
+# RFC 6585 5 (431 Request Header Fields Too Large) name, and close.
+URI_TOO_LONG = b"URI Too Long\n"
+HEADERS_TOO_LARGE = b"Request header fields too large\n"
+BAD_REQUEST = b"Bad request\n"
 
 # No page of ours loads anything from anywhere, runs script or may be
 # framed; later pages that need more relax this for themselves.
@@ -184,7 +192,9 @@ class TrackedChannel(HTTPChannel):
     """
     An HTTP connection that its listener counts and closes at shutdown,
     and that answers 408 and closes when a request comes too slowly
-    (L{HEADER_TIMEOUT}, L{BODY_GRACE}, L{MIN_BODY_RATE}).
+    (L{HEADER_TIMEOUT}, L{BODY_GRACE}, L{MIN_BODY_RATE}), 414 or 431 when
+    its request line or headers are too long, and every other malformed
+    request a 400 that carries L{SECURITY_HEADERS} too.
     """
 
     _lingering = None
@@ -200,6 +210,40 @@ class TrackedChannel(HTTPChannel):
         elif self._awaiting == "body":
             self._bodyReceived += len(data)
         HTTPChannel.dataReceived(self, data)
+
+    def _readingRequestLine(self):
+        # HTTPChannel keeps the parsed request line (_path, as
+        # SecureRequest._upload reads) until the request is whole.
+        return getattr(self, "_path", None) is None
+
+    def lineLengthExceeded(self, line):
+        # LineReceiver's own just closes (no answer at all).
+        if self._readingRequestLine():
+            self.refuseAndClose(_response(b"414 URI Too Long", URI_TOO_LONG))
+        else:
+            self.refuseAndClose(_response(b"431 Request Header Fields Too Large",
+                                          HEADERS_TOO_LARGE))
+
+    def lineReceived(self, line):
+        # HTTPChannel's check of totalHeadersSize, answered as RFC 6585 5 says.
+        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+            self.refuseAndClose(_response(b"431 Request Header Fields Too Large",
+                                          HEADERS_TOO_LARGE))
+            return
+        HTTPChannel.lineReceived(self, line)
+
+    def headerReceived(self, line):
+        if self._receivedHeaderCount >= self.maxHeaders:
+            self.refuseAndClose(_response(b"431 Request Header Fields Too Large",
+                                          HEADERS_TOO_LARGE))
+            return False
+        return HTTPChannel.headerReceived(self, line)
+
+    def _respondToBadRequestAndDisconnect(self):
+        # Twisted's (named so in 26.10) writes a bare status line, without
+        # the security headers every other answer has, and closes with what
+        # the client sent unread (a RST may destroy the answer).
+        self.refuseAndClose(_response(b"400 Bad Request", BAD_REQUEST))
 
     def allHeadersReceived(self):
         HTTPChannel.allHeadersReceived(self)
@@ -242,6 +286,9 @@ class TrackedChannel(HTTPChannel):
         """
         self._await(None)
         self.transport.write(response)
+        # What was read but not parsed yet (the rest of a bad request) is
+        # dropped too: nothing more of it reaches the request.
+        self.clearLineBuffer()
         self.dataReceived = self._drop
         self.setTimeout(None)
         self._lingering = self.callLater(LINGER, self.transport.abortConnection)
