@@ -11,7 +11,7 @@ all.  L{DirectorySync} lets concurrent callers share one.
 import fcntl
 import os
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 
 @contextmanager
@@ -41,19 +41,32 @@ def writeDurably(path, data, mode=0o600):
     Write C{data} to C{path} atomically (temporary file, fsync, rename).
     The caller fsyncs the directory (or uses L{DirectorySync}).
     """
+    os.close(openDurablyWritten(path, data, mode))
+
+
+def openDurablyWritten(path, data, mode=0o600, locked=False):
+    """
+    L{writeDurably}, keeping the new file open: its descriptor is returned
+    (the caller closes it).  With C{locked}, the file is C{flock}ed
+    (exclusive) before it takes the name, so that it is never there
+    unlocked.
+    """
     tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
+        if locked:
+            fcntl.flock(fd, fcntl.LOCK_EX)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
         os.fsync(fd)
+        os.replace(tmp, path)
     except BaseException:
         os.close(fd)
-        os.unlink(tmp)
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
-    os.close(fd)
-    os.replace(tmp, path)
+    return fd
 
 
 class DirectorySync:

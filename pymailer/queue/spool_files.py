@@ -43,7 +43,6 @@ import fcntl
 import json
 import os
 import shutil
-import threading
 import time
 from dataclasses import dataclass
 
@@ -51,7 +50,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from pymailer.envelope import Envelope
-from pymailer.fsutil import DirectorySync, writeDurably
+from pymailer.fsutil import DirectorySync, openDurablyWritten, writeDurably
 from pymailer.listeners import Listeners
 from pymailer.interfaces import ISpool, ISpoolWriter
 from pymailer.queue.model import (  # noqa: F401 (the names this module had)
@@ -318,20 +317,7 @@ class Spool(Listeners):
 
         @return: the new file's descriptor (C{fd} is closed).
         """
-        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-        newFd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            fcntl.flock(newFd, fcntl.LOCK_EX)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(newFd, view):]
-            os.fsync(newFd)
-            os.replace(tmp, path)
-        except BaseException:
-            os.close(newFd)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        newFd = openDurablyWritten(path, data, locked=True)
         self._stateSync["active"].sync()
         os.close(fd)
         return newFd
