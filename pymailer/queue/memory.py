@@ -25,7 +25,6 @@ from pymailer.queue.model import (
 )
 
 
-
 @dataclass
 class _Record:
     state: str
@@ -117,8 +116,7 @@ class MemorySpool(Listeners):
                     record.claimedFrom = (record.state, record.nextAttempt)
                 record.state, record.claimed = ACTIVE, True
                 claims.append(Claim(
-                    qid, record.envelope, recovered=takenOver or record.takeovers > 0,
-                    takenOver=takenOver, takeovers=record.takeovers))
+                    qid, record.envelope, takenOver=takenOver, takeovers=record.takeovers))
             return claims
 
     def abandon(self, claim):

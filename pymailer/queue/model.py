@@ -136,8 +136,6 @@ class Claim:
     L{ISpool.release} (or until the claimer dies: a backend makes the claim
     go with it).
 
-    @ivar recovered: a claimer died holding this message: its last delivery
-        attempt may have been made, so agents check for duplicates.
     @ivar takenOver: this claim took the message over from a claimer that
         stopped (died, or lost its lease) before recording an outcome.
     @ivar takeovers: how many claims in a row were taken over, this one
@@ -149,9 +147,18 @@ class Claim:
 
     queueId: str
     envelope: Envelope
-    recovered: bool = False
     takenOver: bool = False
     takeovers: int = 0
+
+    @property
+    def recovered(self):
+        """
+        A claimer stopped holding this message since its last recorded
+        outcome (this claim took it over, or an earlier one did and then
+        backed off): that delivery attempt may have been made, so agents
+        check for duplicates.
+        """
+        return self.takeovers > 0
 
 
 def takeoverHoldReason(takeovers):

@@ -273,8 +273,8 @@ class PostgreSQLSpool(Listeners):
                     corrupt.append(queueId)
                     continue
                 claims[queueId] = PostgreSQLClaim(
-                    queueId, envelope, recovered=(was == ACTIVE or takeovers > 0),
-                    takenOver=(was == ACTIVE), takeovers=takeovers, claimedBy=self.claimer)
+                    queueId, envelope, takenOver=(was == ACTIVE), takeovers=takeovers,
+                    claimedBy=self.claimer)
             if corrupt:
                 db.execute(
                     "UPDATE queue SET state = 'corrupt', claimed_by = NULL, lease_until = NULL,"
