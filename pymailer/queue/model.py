@@ -233,6 +233,31 @@ def injectMessage(spool, source, envelopeFields):
     return writer.queueId
 
 
+class ClaimOrder:
+    """
+    The order in which a spool claims what is due (L{ISpool.claimDue}),
+    the same for every backend: messages whose claimer died first, then
+    due deferred mail and new mail alternately; which of the two comes
+    first turns round at each full look, so that neither starves.
+    """
+
+    def __init__(self):
+        self._preferDeferred = False
+
+    def order(self, fresh, newOnly, lapsed, due):
+        """
+        @param fresh: the new messages, a list.
+        @param newOnly: L{ISpool.claimDue}'s: then C{fresh} alone.
+        @param lapsed: C{lapsed()} gives the messages whose claimer died,
+            C{due()} the due deferred ones: lists, looked up only for a
+            full look.
+        """
+        if newOnly:
+            return fresh
+        self._preferDeferred = not self._preferDeferred
+        return lapsed() + interleave(due(), fresh, self._preferDeferred)
+
+
 def interleave(a, b, aFirst):
     """C{a} and C{b} alternately, so that neither starves the other."""
     first, second = (a, b) if aFirst else (b, a)

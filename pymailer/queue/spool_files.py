@@ -57,7 +57,7 @@ from pymailer.fsutil import DirectorySync, writeDurably
 from pymailer.listeners import Listeners
 from pymailer.interfaces import ISpool, ISpoolWriter
 from pymailer.queue.model import (  # noqa: F401 (the names this module had)
-    ADMIN_BOUNCE, STATES, Claim, MessageBusy,
+    ADMIN_BOUNCE, STATES, Claim, ClaimOrder, MessageBusy,
     NoSuchMessage, QueueEntry, QueueError, WrongState, adminBounce, bouncedEnvelope,
     refuseCorrupt,
     injectMessage, interleave, isQueueId, newQueueId,
@@ -196,9 +196,7 @@ class SpoolWriter:
 class Spool(Listeners):
     def __init__(self, root):
         self.root = os.fspath(root)
-        # Which of new and deferred mail L{claimDue} looks at first: each
-        # full look turns it round.
-        self._preferDeferred = False
+        self._claimOrder = ClaimOrder()
         for name in ("data",) + STATES:
             os.makedirs(os.path.join(self.root, name), exist_ok=True)
         self._dataSync = DirectorySync(os.path.join(self.root, "data"))
@@ -235,18 +233,11 @@ class Spool(Listeners):
         unlocked envelopes of C{active/} (their claimer died) first, then
         due C{deferred/} mail interleaved with new mail.
         """
-        fresh = [("incoming", qid) for qid, _ in self.listQueue("incoming")]
-        if newOnly:
-            order = fresh
-        else:
-            self._preferDeferred = not self._preferDeferred
-            recovering = [("active", qid) for qid, _ in self.listQueue("active")]
-            due = [
-                ("deferred", qid)
-                for qid, retryAt in self.listQueue("deferred")
-                if retryAt <= now
-            ]
-            order = recovering + interleave(due, fresh, self._preferDeferred)
+        order = self._claimOrder.order(
+            [("incoming", qid) for qid, _ in self.listQueue("incoming")], newOnly,
+            lapsed=lambda: [("active", qid) for qid, _ in self.listQueue("active")],
+            due=lambda: [("deferred", qid) for qid, retryAt in self.listQueue("deferred")
+                         if retryAt <= now])
         claims = []
         seen = set()
         for state, qid in order:
