@@ -131,20 +131,34 @@ class Envelope:
     def withRecipients(self, recipients):
         return dataclasses.replace(self, recipients=tuple(recipients))
 
-    def toJSON(self):
+    def toDict(self):
+        """The JSON object of L{toJSON}, for a store that adds keys of its own."""
         data = dataclasses.asdict(self)
         data["version"] = 1
-        return json.dumps(data, ensure_ascii=False, sort_keys=True).encode("utf-8")
+        return data
+
+    def toJSON(self):
+        return dumpJSON(self.toDict())
+
+    @classmethod
+    def fromDict(cls, data):
+        """
+        The envelope of a JSON object from L{toDict} (left as it is).
+
+        @raise TypeError: or C{KeyError}: not an envelope's object.
+        """
+        fields = {key: value for key, value in data.items() if key != "version"}
+        fields["session"] = Session(**data.get("session", {}))
+        fields["recipients"] = tuple(
+            Recipient(**(r if r.get("notify") is None else {**r, "notify": tuple(r["notify"])}))
+            for r in data["recipients"])
+        return cls(**fields)
 
     @classmethod
     def fromJSON(cls, raw):
-        data = json.loads(raw)
-        data.pop("version", None)
-        data["session"] = Session(**data.get("session", {}))
-        recipients = []
-        for r in data["recipients"]:
-            if r.get("notify") is not None:
-                r["notify"] = tuple(r["notify"])
-            recipients.append(Recipient(**r))
-        data["recipients"] = tuple(recipients)
-        return cls(**data)
+        return cls.fromDict(json.loads(raw))
+
+
+def dumpJSON(data):
+    """The bytes of L{Envelope.toJSON} for the JSON object C{data}."""
+    return json.dumps(data, ensure_ascii=False, sort_keys=True).encode("utf-8")

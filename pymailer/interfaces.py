@@ -952,7 +952,11 @@ class IChangeNotifier(Interface):
     """Publishes mailbox changes to sessions (IMAP IDLE) in this process."""
 
     def subscribe(user, mailboxName, callback):
-        """Call C{callback()} on the reactor thread after each change."""
+        """
+        Call C{callback(stamp)} on the reactor thread after each change:
+        C{stamp} orders the change against reads of the mailbox
+        (L{pymailer.store.notify.readStamp}).
+        """
 
     def unsubscribe(user, mailboxName, callback):
         """Stop calling C{callback}."""

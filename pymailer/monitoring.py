@@ -26,8 +26,6 @@ L{pymailer.events}, and escaped where it is shown.
 
 import collections
 import os
-import sqlite3
-import threading
 
 from twisted.application.service import Service
 from twisted.internet import defer, task
@@ -35,6 +33,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from pymailer.events import Event
+from pymailer.sqlitedb import ThreadConnections
 
 FILENAME = "monitoring.sqlite"
 FLUSH_INTERVAL = 10.0
@@ -84,34 +83,15 @@ class MonitoringStore:
     def __init__(self, path, keep=RECENT_KEPT):
         self.path = os.fspath(path)
         self.keep = keep
-        self._local = threading.local()
-        self._connections = []
-        self._lock = threading.Lock()
-        db = self._db()
-        # WAL is a property of the file: readers (the page) never wait on
-        # the flush, and other processes see committed rows.
-        db.execute("PRAGMA journal_mode=WAL")
-        db.executescript(_SCHEMA)
-
-    def _db(self):
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
-                                 check_same_thread=False)
-            # Counters, not mail: a power cut may lose the last flush.
-            db.execute("PRAGMA synchronous=NORMAL")
-            self._local.db = db
-            with self._lock:
-                self._connections.append(db)
-        return db
+        # WAL: readers (the page) never wait on the flush, and other
+        # processes see committed rows.  Counters, not mail: a power cut
+        # may lose the last flush (not durable).
+        self.connections = ThreadConnections(self.path, schema=_SCHEMA)
+        self._db = self.connections.db
 
     def close(self):
         """Close every connection (at shutdown, when no thread uses them)."""
-        with self._lock:
-            connections, self._connections = self._connections, []
-        for db in connections:
-            db.close()
-        self._local = threading.local()
+        self.connections.close()
 
     def write(self, counts, events, now):
         """
@@ -124,9 +104,7 @@ class MonitoringStore:
             hourly[(kind, reason, floorTo(minute, HOUR))] += n
         rows = [(MINUTE, minute, kind, reason, n) for (kind, reason, minute), n in counts.items()]
         rows += [(HOUR, hour, kind, reason, n) for (kind, reason, hour), n in hourly.items()]
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.connections.transaction() as db:
             db.executemany(
                 "INSERT INTO counts (resolution, bucket, kind, reason, n) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (resolution, bucket, kind, reason) DO UPDATE SET n = n + excluded.n",
@@ -141,10 +119,6 @@ class MonitoringStore:
             db.execute("DELETE FROM counts WHERE (resolution = ? AND bucket < ?)"
                        " OR (resolution = ? AND bucket < ?)",
                        (MINUTE, now - MINUTES_KEPT, HOUR, now - HOURS_KEPT))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def counts(self, resolution, since):
         """C{{(bucket, kind): n}} of the buckets from C{since} on, all reasons summed."""

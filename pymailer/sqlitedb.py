@@ -30,12 +30,27 @@ class ThreadConnections:
     @param durable: C{synchronous=FULL}; otherwise NORMAL, where a power cut
         may lose the last commits (for state that can be lost: sessions,
         counters), never corrupt the file.
+    @param private: a file this creates is readable by its owner only
+        (password hashes, session tokens).
+    @param foreignKeys: enforce the schema's C{REFERENCES}.
+    @param busyTimeout: how long a statement waits for another process's
+        write lock (seconds).
     """
 
-    def __init__(self, path, schema=None, durable=False):
+    def __init__(self, path, schema=None, durable=False, private=False, foreignKeys=False,
+                 busyTimeout=BUSY_TIMEOUT):
         self.path = os.fspath(path)
         self.durable = durable
+        self.foreignKeys = foreignKeys
+        self.busyTimeout = busyTimeout
         self._local = threading.local()
+        self._opened = []  # every connection, for close()
+        self._lock = threading.Lock()
+        if private and not os.path.exists(self.path):
+            try:
+                os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            except FileExistsError:
+                pass  # another process was first
         # WAL is a property of the file: set once, every process gets it.
         self.db().execute("PRAGMA journal_mode=WAL")
         if schema:
@@ -45,12 +60,26 @@ class ThreadConnections:
         """This thread's connection."""
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None,
+            db = sqlite3.connect(self.path, timeout=self.busyTimeout, isolation_level=None,
                                  check_same_thread=False)
             db.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
-            # Closed when its thread ends (with the threading.local).
+            if self.foreignKeys:
+                db.execute("PRAGMA foreign_keys=ON")
             self._local.db = db
+            with self._lock:
+                self._opened.append(db)
         return db
+
+    def close(self):
+        """
+        Close every connection opened here (at shutdown, when no thread
+        uses them); a later L{db} opens a new one.
+        """
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for db in opened:
+            db.close()
+        self._local = threading.local()
 
     @contextmanager
     def transaction(self):

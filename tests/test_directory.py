@@ -422,7 +422,7 @@ class TestSQLiteDirectory(DirectoryContract):
         """
         assert path.exists()
         assert path.stat().st_mode & 0o077 == 0
-        mode = directory._db().execute("PRAGMA journal_mode").fetchone()[0]
+        mode = directory.connections.db().execute("PRAGMA journal_mode").fetchone()[0]
         assert mode == "wal"
 
     def test_version3FileMigrated(self, path):

@@ -10,7 +10,7 @@ import zlib
 
 import pytest
 
-from imapharness import Client
+from imapharness import Client, loggedIn
 from imaplive import IMAP_SERVER, runningServer
 from mailserver import PASSWORD, insecureTLS
 
@@ -31,9 +31,7 @@ class Deflated:
 
 @pytest.fixture
 def client(tmp_path):
-    c = Client(tmp_path, secure=True)
-    c.login()
-    return c
+    return loggedIn(tmp_path)
 
 
 def compressed(client, pipelined=b""):

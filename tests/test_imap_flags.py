@@ -7,14 +7,12 @@ import re
 
 import pytest
 
-from imapharness import Client
+from imapharness import loggedIn
 
 
 @pytest.fixture
 def client(tmp_path):
-    c = Client(tmp_path, secure=True)
-    c.login()
-    return c
+    return loggedIn(tmp_path)
 
 
 def test_keywords_stored_and_announced(client):

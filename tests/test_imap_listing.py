@@ -6,7 +6,7 @@ matching in L{pymailer.imap.listing}, and the answers over the protocol.
 import pytest
 from hypothesis import given, strategies as st
 
-from imapharness import Client
+from imapharness import loggedIn
 from pymailer.imap.listing import listEntries, lsubEntries, patternMatcher
 
 NAMES = ["INBOX", "Sent", "a/b", "a/b/c/d", "x", "x/y"]
@@ -57,9 +57,7 @@ def test_lsub_percent_shows_unsubscribed_parent():
 
 @pytest.fixture
 def client(tmp_path):
-    c = Client(tmp_path, secure=True)
-    c.login()
-    return c
+    return loggedIn(tmp_path)
 
 
 def test_list_over_the_wire(client):

@@ -6,14 +6,12 @@ size limit before it uploads.
 
 import pytest
 
-from imapharness import Client
+from imapharness import loggedIn
 
 
 @pytest.fixture
 def client(tmp_path):
-    c = Client(tmp_path, secure=True)
-    c.login()
-    return c
+    return loggedIn(tmp_path)
 
 
 def messageCount(client, name=b"INBOX"):

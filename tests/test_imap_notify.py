@@ -266,3 +266,29 @@ def test_inboxes_is_every_folder(client):
     client.send(b"n NOTIFY SET (inboxes (MessageNew MessageExpunge))\r\n")
     client.deliver(b"Subject: x\r\n\r\n", "Junk")
     assert client.read() == b'* STATUS "Junk" (UIDNEXT 2 MESSAGES 1)\r\n'
+
+
+def test_created_mailbox_is_opened_once(tmp_path, monkeypatch):
+    """RFC 5465 5.4, 5.1: a folder created by session B reaches session A
+    as LIST and STATUS from one open of the new folder, not one for its
+    MAILBOXID and another for its numbers; if this fails, every folder
+    created costs each user's NOTIFY look twice the store work."""
+    client = Client(tmp_path, secure=True, shareRefresh=True)
+    client.login()
+    client.send(b"n NOTIFY SET (personal (MessageNew MessageExpunge MailboxName))\r\n")
+    b = other(client)
+    b.send(b"c CREATE Projects\r\n")  # A's look waits for the next turn
+    store = client.factory.store
+    opened = []
+    mailbox = store.mailbox
+
+    def counting(user, name):
+        opened.append(name)
+        return mailbox(user, name)
+
+    monkeypatch.setattr(store, "mailbox", counting)
+    client.factory.clock.advance(0)
+    client.factory.clock.advance(1)  # the garbage collector back on (fanout)
+    out = client.read()
+    assert out.startswith(b'* LIST () "/" "Projects"\r\n* STATUS "Projects" (UIDVALIDITY '), out
+    assert opened == ["Projects"]

@@ -6,15 +6,13 @@ the protocol on a L{StringTransport}.
 
 import pytest
 
-from imapharness import Client, withoutMailboxId
+from imapharness import withoutMailboxId, loggedIn
 from pymailer.imap.parser import Atom, ParseError, String, tokenize
 
 
 @pytest.fixture
 def client(tmp_path):
-    c = Client(tmp_path, secure=True)
-    c.login()
-    return c
+    return loggedIn(tmp_path)
 
 
 def test_bracket_is_an_atom_char_outside_fetch():

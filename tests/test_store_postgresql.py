@@ -166,7 +166,7 @@ def test_missedEventsMakeEverySessionLook(nodes):
     a.createUser(USER)
     notifier = ChangeNotifier(b, Reactor(), SynchronousThreadPool())
     selected, watched = [], []
-    notifier.subscribe(USER, "INBOX", lambda: selected.append("INBOX"))
+    notifier.subscribe(USER, "INBOX", lambda stamp: selected.append("INBOX"))
     notifier.subscribeAccount(USER, watched.append)
     notifier._poll()  # starts b's listener; changes count from now
     assert cutListeners(b.pool.conninfo, postgresql.CHANNEL) == 1

@@ -379,7 +379,7 @@ def test_a_store_change_in_one_worker_wakes_the_others_at_once(tmp_path):
     notifier = ChangeNotifier(here, ImmediateReactor(), InlinePool())
     notifier.startService()  # the first poll: the cursor starts now
     heard = []
-    notifier.subscribe(ALICE, "INBOX", lambda: heard.append("INBOX"))
+    notifier.subscribe(ALICE, "INBOX", lambda stamp: heard.append("INBOX"))
     there.deliver(ALICE, b"", io.BytesIO(b"Subject: x\r\n\r\nhi\r\n"))
     readEnd, writeEnd = os.pipe()
     kicks = []
@@ -418,7 +418,7 @@ def test_a_wake_up_with_no_session_listening_reads_nothing(tmp_path):
     for _ in range(5):
         notifier.changedElsewhere()
     assert store.reads == first
-    notifier.subscribe(ALICE, "INBOX", lambda: None)
+    notifier.subscribe(ALICE, "INBOX", lambda stamp: None)
     notifier.changedElsewhere()
     assert store.reads == first + 1
     notifier.stopService()

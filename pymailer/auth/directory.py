@@ -19,21 +19,21 @@ all SQL is parameterised.  Query methods (C{hasUser}, C{passwordHash}...)
 answer "no" to malformed input instead of raising, since the server passes
 them whatever a client sent.
 
-One connection per thread (L{threading.local}): C{sqlite3} connections must
-not be shared between threads.  All methods are blocking.
+One connection per thread (L{pymailer.sqlitedb.ThreadConnections}):
+C{sqlite3} connections must not be shared between threads.  All methods
+are blocking.
 """
 
 from __future__ import annotations
 
 import abc
 import os
-import sqlite3
-import threading
 import unicodedata
 
 from zope.interface import implementer
 
 from pymailer.interfaces import IAccountDirectory
+from pymailer.sqlitedb import ThreadConnections
 
 __all__ = [
     "SQLiteAccountDirectory",
@@ -521,20 +521,11 @@ class SQLiteAccountDirectory(SQLAccountDirectory):
 
     def __init__(self, path):
         self.path = os.fspath(path)
-        self._local = threading.local()
-        self._connections = []
-        self._lock = threading.Lock()
         parent = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(parent, exist_ok=True)
-        if not os.path.exists(self.path):
-            # Password hashes are secrets: readable by the owner only.
-            try:
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-            except FileExistsError:
-                pass
-        db = self._db()
-        # WAL is a property of the file: set once, every process gets it.
-        db.execute("PRAGMA journal_mode=WAL")
+        # Password hashes are secrets: readable by the owner only.
+        self.connections = ThreadConnections(self.path, durable=True, private=True,
+                                             foreignKeys=True, busyTimeout=5.0)
         with self._write() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             existing = db.execute(
@@ -550,41 +541,19 @@ class SQLiteAccountDirectory(SQLAccountDirectory):
                         db.execute(statement)
             db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
 
-    # -- connections --
-
-    def _db(self):
-        db = getattr(self._local, "db", None)
-        if db is None:
-            # isolation_level=None: autocommit, so every read statement sees
-            # the latest committed state; writes open BEGIN IMMEDIATE.
-            db = sqlite3.connect(self.path, isolation_level=None,
-                                 timeout=5.0, check_same_thread=False)
-            db.execute("PRAGMA busy_timeout=5000")
-            db.execute("PRAGMA foreign_keys=ON")
-            self._local.db = db
-            with self._lock:
-                self._connections.append(db)
-        return db
+    # -- connections (autocommit: every read sees the latest commit) --
 
     def _write(self):
-        return _Transaction(self._db())
+        return self.connections.transaction()
 
     def close(self):
-        """
-        Close every connection this object opened (call at shutdown, when
-        no thread is using it).
-        """
-        with self._lock:
-            connections, self._connections = self._connections, []
-        for db in connections:
-            db.close()
-        self._local = threading.local()
+        self.connections.close()
 
     def _one(self, sql, *args):
-        return self._db().execute(sql, args).fetchone()
+        return self.connections.db().execute(sql, args).fetchone()
 
     def _rows(self, sql, *args):
-        return self._db().execute(sql, args).fetchall()
+        return self.connections.db().execute(sql, args).fetchall()
 
 
 def _checkHash(passwordHash):
@@ -594,26 +563,6 @@ def _checkHash(passwordHash):
     """
     if not isinstance(passwordHash, str) or not passwordHash.startswith("$"):
         raise ValueError("expected an encoded password hash ($argon2id$...)")
-
-
-class _Transaction:
-    """C{BEGIN IMMEDIATE} ... C{COMMIT}, or C{ROLLBACK} on any exception."""
-
-    def __init__(self, db):
-        self.db = db
-
-    def __enter__(self):
-        # IMMEDIATE takes the write lock now (waiting up to busy_timeout),
-        # so two processes never both read-then-write and deadlock.
-        self.db.execute("BEGIN IMMEDIATE")
-        return self.db
-
-    def __exit__(self, excType, exc, tb):
-        if excType is None:
-            self.db.execute("COMMIT")
-        else:
-            self.db.execute("ROLLBACK")
-        return False
 
 
 def openDirectory(config) -> SQLAccountDirectory:

@@ -43,6 +43,7 @@ import gc
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 log = Logger()
 
@@ -62,7 +63,7 @@ class SharedRefresh:
     def __init__(self, reactor, run):
         self.reactor = reactor
         self.run = run
-        self._batches = {}  # key -> [(selected, callback)]
+        self._batches = {}  # key -> [(selected or need, callback)]
         self._held = 0  # batches between their first request and their writes
         self._collectorWasOn = False
 
@@ -81,9 +82,7 @@ class SharedRefresh:
         key = (user, selected.name, selected.mailboxId, selected.readOnly)
         batch = self._batches.get(key)
         if batch is None:
-            batch = self._batches[key] = []
-            self._holdCollector()
-            self.reactor.callLater(0, self._read, key)
+            batch = self._newBatch(key, self._readBatch, self._answer)
         batch.append((selected, callback))
 
     def readTogether(self, key, read, need, callback):
@@ -97,15 +96,26 @@ class SharedRefresh:
         """
         batch = self._batches.get(key)
         if batch is None:
-            batch = self._batches[key] = []
-            self._holdCollector()
-            self.reactor.callLater(0, self._readTogether, key, read)
+            batch = self._newBatch(
+                key, lambda batch: self.run(read, [need for need, _ in batch]), self._tellAll)
         batch.append((need, callback))
 
-    def _readTogether(self, key, read):
+    def _newBatch(self, key, read, answer):
+        """
+        Gather the requests made under C{key} in this reactor turn into the
+        returned list; on the next turn, C{answer(result, batch)} with
+        C{read(batch)} (a value, a C{Deferred} or a L{Failure}).  The
+        collector stays off until a moment after the answer.
+        """
+        batch = self._batches[key] = []
+        self._holdCollector()
+        self.reactor.callLater(0, self._readNow, key, read, answer)
+        return batch
+
+    def _readNow(self, key, read, answer):
         batch = self._batches.pop(key)
-        d = defer.maybeDeferred(self.run, read, [need for need, _ in batch])
-        d.addBoth(self._tellAll, batch)
+        d = defer.maybeDeferred(read, batch)
+        d.addBoth(answer, batch)
         d.addBoth(lambda _: self.reactor.callLater(COLLECT_AFTER, self._releaseCollector))
 
     def _tellAll(self, result, batch):
@@ -126,13 +136,6 @@ class SharedRefresh:
         if not self._held and self._collectorWasOn:
             gc.enable()
 
-    def _read(self, key):
-        batch = self._batches.pop(key)
-        d = defer.maybeDeferred(self._readBatch, batch)
-        d.addCallbacks(self._answer, self._failed, callbackArgs=(batch,),
-                       errbackArgs=(batch,))
-        d.addBoth(lambda _: self.reactor.callLater(COLLECT_AFTER, self._releaseCollector))
-
     def _readBatch(self, batch):
         for selected, _ in batch:
             selected.reading()  # before the read is handed to the pool
@@ -141,6 +144,10 @@ class SharedRefresh:
         return self.run(first.mailbox.changedSince, since, claimRecent=not first.readOnly)
 
     def _answer(self, snapshot, batch):
+        if isinstance(snapshot, Failure):
+            for selected, callback in batch:
+                _tell(callback, snapshot, selected)
+            return
         others = dataclasses.replace(snapshot, recent=frozenset()) if snapshot.recent \
             else snapshot
         claimant = snapshot
@@ -151,10 +158,6 @@ class SharedRefresh:
                 continue
             _tell(callback, claimant, selected)
             claimant = others
-
-    def _failed(self, failure, batch):
-        for selected, callback in batch:
-            _tell(callback, failure, selected)
 
 
 def _tell(callback, result, selected):

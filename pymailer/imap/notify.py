@@ -281,23 +281,27 @@ def command(session, args, refusal):
     return watcher.start().addCallbacks(started, refused)
 
 
-def statusOf(store, user, name):
-    """Blocking: the STATUS numbers of C{name}, or C{None} if it went."""
-    try:
-        return status.values(store.mailbox(user, name).snapshot(), _STATUS_ITEMS)
-    except (KeyError, MailboxGone):
-        return None
-
-
-def mailboxIds(store, user, names):
-    """Blocking: C{{name: MAILBOXID}} of those of C{names} that still exist."""
-    ids = {}
-    for name in names:
+def readMailboxes(store, user, idsOf, statusesOf):
+    """
+    Blocking: C{(ids, statuses)}: C{{name: MAILBOXID}} of those of
+    C{idsOf} that still exist, and C{{name: STATUS numbers, or None if
+    it went}} of C{statusesOf}; each mailbox opened once.
+    """
+    idsOf, statusesOf = set(idsOf), set(statusesOf)
+    ids, statuses = {}, {}
+    for name in sorted(idsOf | statusesOf):
+        numbers = None
         try:
-            ids[name] = store.mailbox(user, name).mailboxId()
+            mailbox = store.mailbox(user, name)
+            if name in idsOf:
+                ids[name] = mailbox.mailboxId()
+            if name in statusesOf:
+                numbers = status.values(mailbox.snapshot(), _STATUS_ITEMS)
         except (KeyError, MailboxGone):
-            continue
-    return ids
+            pass
+        if name in statusesOf:
+            statuses[name] = numbers
+    return ids, statuses
 
 
 class AccountView:
@@ -329,8 +333,7 @@ def readAccount(store, user, needs):
         wanted |= statusOfNames
         if knownIds is not None:
             unknown |= present.difference(knownIds)
-    ids = mailboxIds(store, user, sorted(unknown))
-    statuses = {name: statusOf(store, user, name) for name in (wanted | set(ids)) & present}
+    ids, statuses = readMailboxes(store, user, unknown, (wanted & present) | unknown)
     return AccountView(names, store.subscriptions(user), ids, statuses)
 
 
@@ -381,22 +384,20 @@ class Watcher:
 
     # -- in the thread pool ------------------------------------------------
 
-    def _status(self, name):
-        """Blocking: the STATUS numbers of C{name}, or C{None} if it went."""
-        return statusOf(self.store, self.user, name)
-
     def _baseline(self, selectedName):
         names = self.store.listMailboxes(self.user)
         self._subscribed = self.store.subscriptions(self.user)
-        if self.request.wants(MAILBOX_NAME):
-            self._mailboxIds = self._ids(names)
         watched = [n for n in names
                    if self.request.eventsFor(n, self._subscribed) & MESSAGE_EVENTS]
         if len(watched) > MAX_WATCHED:
             raise Overflow(len(watched))
+        ids, self._statuses = readMailboxes(
+            self.store, self.user, names if self.request.wants(MAILBOX_NAME) else (), watched)
+        if self.request.wants(MAILBOX_NAME):
+            self._mailboxIds = ids
         lines = []
         for name in watched:
-            numbers = self._statuses[name] = self._status(name)
+            numbers = self._statuses[name]
             if numbers is not None and self.request.status and name != selectedName:
                 events = self.request.eventsFor(name, self._subscribed)
                 items = [b"UIDVALIDITY", b"UIDNEXT", b"MESSAGES"]
@@ -404,9 +405,6 @@ class Watcher:
                     items += [b"UNSEEN"] + ([b"HIGHESTMODSEQ"] if self.session.condstore else [])
                 lines.append(self._statusLine(name, items, numbers))
         return lines
-
-    def _ids(self, names):
-        return mailboxIds(self.store, self.user, names)
 
     # -- on the reactor, from what was read --------------------------------
 

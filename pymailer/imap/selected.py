@@ -68,7 +68,8 @@ class Selected:
     def noticed(self, stamp):
         """
         In the reactor: the store says the mailbox changed, in a change
-        stamped C{stamp} (L{pymailer.store.notify.ChangeNotifier.stamp}).
+        stamped C{stamp} (L{pymailer.interfaces.IChangeNotifier.subscribe};
+        0: look again, nothing newer known).
         """
         self.dirty = True
         self._noticeStamp = max(self._noticeStamp, stamp)

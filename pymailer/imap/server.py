@@ -1345,10 +1345,10 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             if self.state == "select":
                 self.state = "auth"
 
-    def _mailboxChanged(self):
+    def _mailboxChanged(self, stamp=0):
         if self.selected is None:
             return
-        self.selected.noticed(self.factory.notifier.stamp)
+        self.selected.noticed(stamp)
         if self.notify is not None:
             self.notify.selectedChanged()  # RFC 5465: NOTIFY decides, in IDLE or not
         elif self.idleTag is not None and self._idleSync is None:

@@ -19,11 +19,10 @@ from pymailer.envelope import Envelope
 from pymailer.listeners import Listeners
 from pymailer.interfaces import ISpool, ISpoolWriter
 from pymailer.queue.model import (
-    ACTIVE, ADMIN_BOUNCE, DEFERRED, HOLD, INCOMING, STATES, Claim,
+    ACTIVE, ADMIN_BOUNCE, DEFERRED, HOLD, INCOMING, STATES, Claim, ClaimOrder,
     MessageBusy, NoSuchMessage, QueueEntry, WrongState, adminBounce,
-    injectMessage, interleave, isQueueId, newQueueId,
+    injectMessage, isQueueId, newQueueId,
 )
-
 
 
 @dataclass
@@ -66,7 +65,7 @@ class MemorySpool(Listeners):
         self._clock = clock
         self._lock = threading.RLock()
         self._messages = {}
-        self._preferDeferred = False
+        self._claimOrder = ClaimOrder()
 
     # -- receiving ----------------------------------------------------------
 
@@ -94,19 +93,14 @@ class MemorySpool(Listeners):
             free = sorted(
                 (qid for qid, r in self._messages.items() if not r.claimed),
             )
-            fresh = [q for q in free if self._messages[q].state == INCOMING]
-            if newOnly:
-                order = fresh
-            else:
-                self._preferDeferred = not self._preferDeferred
+            order = self._claimOrder.order(
+                [q for q in free if self._messages[q].state == INCOMING], newOnly,
                 # Active but unclaimed: its claimer died (L{abandon}).
-                recovering = [q for q in free if self._messages[q].state == ACTIVE]
-                due = sorted(
+                lapsed=lambda: [q for q in free if self._messages[q].state == ACTIVE],
+                due=lambda: sorted(
                     (q for q in free if self._messages[q].state == DEFERRED
                      and self._messages[q].nextAttempt <= now),
-                    key=lambda q: (self._messages[q].nextAttempt, q),
-                )
-                order = recovering + interleave(due, fresh, self._preferDeferred)
+                    key=lambda q: (self._messages[q].nextAttempt, q)))
             claims = []
             for qid in order[:limit]:
                 record = self._messages[qid]
@@ -117,8 +111,7 @@ class MemorySpool(Listeners):
                     record.claimedFrom = (record.state, record.nextAttempt)
                 record.state, record.claimed = ACTIVE, True
                 claims.append(Claim(
-                    qid, record.envelope, recovered=takenOver or record.takeovers > 0,
-                    takenOver=takenOver, takeovers=record.takeovers))
+                    qid, record.envelope, takenOver=takenOver, takeovers=record.takeovers))
             return claims
 
     def abandon(self, claim):

@@ -136,8 +136,6 @@ class Claim:
     L{ISpool.release} (or until the claimer dies: a backend makes the claim
     go with it).
 
-    @ivar recovered: a claimer died holding this message: its last delivery
-        attempt may have been made, so agents check for duplicates.
     @ivar takenOver: this claim took the message over from a claimer that
         stopped (died, or lost its lease) before recording an outcome.
     @ivar takeovers: how many claims in a row were taken over, this one
@@ -149,9 +147,18 @@ class Claim:
 
     queueId: str
     envelope: Envelope
-    recovered: bool = False
     takenOver: bool = False
     takeovers: int = 0
+
+    @property
+    def recovered(self):
+        """
+        A claimer stopped holding this message since its last recorded
+        outcome (this claim took it over, or an earlier one did and then
+        backed off): that delivery attempt may have been made, so agents
+        check for duplicates.
+        """
+        return self.takeovers > 0
 
 
 def takeoverHoldReason(takeovers):
@@ -224,6 +231,31 @@ def injectMessage(spool, source, envelopeFields):
         writer.abort()
         raise
     return writer.queueId
+
+
+class ClaimOrder:
+    """
+    The order in which a spool claims what is due (L{ISpool.claimDue}),
+    the same for every backend: messages whose claimer died first, then
+    due deferred mail and new mail alternately; which of the two comes
+    first turns round at each full look, so that neither starves.
+    """
+
+    def __init__(self):
+        self._preferDeferred = False
+
+    def order(self, fresh, newOnly, lapsed, due):
+        """
+        @param fresh: the new messages, a list.
+        @param newOnly: L{ISpool.claimDue}'s: then C{fresh} alone.
+        @param lapsed: C{lapsed()} gives the messages whose claimer died,
+            C{due()} the due deferred ones: lists, looked up only for a
+            full look.
+        """
+        if newOnly:
+            return fresh
+        self._preferDeferred = not self._preferDeferred
+        return lapsed() + interleave(due(), fresh, self._preferDeferred)
 
 
 def interleave(a, b, aFirst):

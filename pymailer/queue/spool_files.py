@@ -22,8 +22,9 @@ Rules that make several processes on one queue safe:
    the runner stops a message that kills every process delivering it.
 
 An envelope file is the envelope's JSON (L{Envelope.toJSON}); the spool's
-own notes about it (takeovers in a row, the runner's hold reason), when it
-has any, are one more key, L{_NOTES}, that readers take off first.
+own notes about it (L{_Notes}: takeovers in a row, the runner's hold
+reason), when it has any, are one more key, L{_NOTES}, that
+L{_readEnvelopeFile} takes off.
 
 L{Spool} implements L{ISpool}; nothing outside this module knows the
 directories.  Its file-level methods (L{Spool.claim}, L{Spool.listQueue},
@@ -44,17 +45,18 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Optional
 
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from pymailer.envelope import Envelope
+from pymailer.envelope import Envelope, dumpJSON
 from pymailer.fsutil import DirectorySync, openDurablyWritten, writeDurably
 from pymailer.listeners import Listeners
 from pymailer.interfaces import ISpool, ISpoolWriter
 from pymailer.queue.model import (  # noqa: F401 (the names this module had)
-    ADMIN_BOUNCE, STATES, Claim, MessageBusy,
+    ADMIN_BOUNCE, STATES, Claim, ClaimOrder, MessageBusy,
     NoSuchMessage, QueueEntry, QueueError, WrongState, adminBounce, bouncedEnvelope,
     refuseCorrupt,
     injectMessage, interleave, isQueueId, newQueueId,
@@ -67,37 +69,57 @@ _log = Logger()
 # newer state, and the newer one is the truth (as in L{Spool.claim}).
 _LOOKUP_ORDER = ("incoming", "deferred", "hold", "corrupt", "active")
 
-# The key of the spool's notes in an envelope file: {"takeovers": int,
-# "holdReason": str}, only those set (files without notes are plain
-# envelopes, as before there were any).
+# The key of the spool's notes in an envelope file: L{_Notes} as an object
+# of the fields that are set (files without notes are plain envelopes, as
+# before there were any).
 _NOTES = "spool"
 
 
-def _splitNotes(raw):
+@dataclass(frozen=True)
+class _Notes:
     """
-    @return: C{(envelope JSON, notes)} of an envelope file's bytes; an
-        unreadable file comes back as it is, without notes.
+    The spool's own notes about a message, kept in its envelope file.
+
+    @ivar takeovers: L{Claim.takeovers} as its last claim counted them.
+    @ivar holdReason: L{QueueEntry.holdReason}: why the runner held it.
     """
-    if f'"{_NOTES}"'.encode() not in raw:
-        return raw, {}
+
+    takeovers: int = 0
+    holdReason: Optional[str] = None
+
+
+def _readEnvelopeFile(raw):
+    """
+    Parse an envelope file's bytes, once.
+
+    @return: C{(fields, notes)}: the envelope's JSON object without the
+        notes (C{None} if C{raw} is not a JSON object; L{Envelope.fromDict}
+        tells whether it is an envelope), and the L{_Notes}.
+    """
     try:
-        data = json.loads(raw)
+        fields = json.loads(raw)
     except ValueError:
-        return raw, {}
-    notes = data.pop(_NOTES, None) if isinstance(data, dict) else None
+        return None, _Notes()
+    if not isinstance(fields, dict):
+        return None, _Notes()
+    notes = fields.pop(_NOTES, None)
     if not isinstance(notes, dict):
-        return raw, {}
-    return json.dumps(data, ensure_ascii=False, sort_keys=True).encode("utf-8"), notes
+        return fields, _Notes()
+    return fields, _Notes(notes.get("takeovers", 0), notes.get("holdReason"))
 
 
-def _withNotes(envelopeJSON, notes):
-    """The envelope file's bytes: C{envelopeJSON} and the C{notes} that are set."""
-    notes = {key: value for key, value in notes.items() if value}
-    if not notes:
-        return envelopeJSON
-    data = json.loads(envelopeJSON)
-    data[_NOTES] = notes
-    return json.dumps(data, ensure_ascii=False, sort_keys=True).encode("utf-8")
+def _envelopeFile(fields, notes):
+    """An envelope file's bytes: the JSON object C{fields} and the C{notes} that are set."""
+    notes = {key: value for key, value in asdict(notes).items() if value}
+    return dumpJSON({**fields, _NOTES: notes} if notes else fields)
+
+
+def _envelopeOf(fields):
+    """The L{Envelope} of C{fields} from L{_readEnvelopeFile}, or C{None}."""
+    try:
+        return None if fields is None else Envelope.fromDict(fields)
+    except (ValueError, TypeError, KeyError):
+        return None
 
 
 @dataclass
@@ -173,9 +195,7 @@ class SpoolWriter:
 class Spool(Listeners):
     def __init__(self, root):
         self.root = os.fspath(root)
-        # Which of new and deferred mail L{claimDue} looks at first: each
-        # full look turns it round.
-        self._preferDeferred = False
+        self._claimOrder = ClaimOrder()
         for name in ("data",) + STATES:
             os.makedirs(os.path.join(self.root, name), exist_ok=True)
         self._dataSync = DirectorySync(os.path.join(self.root, "data"))
@@ -212,18 +232,11 @@ class Spool(Listeners):
         unlocked envelopes of C{active/} (their claimer died) first, then
         due C{deferred/} mail interleaved with new mail.
         """
-        fresh = [("incoming", qid) for qid, _ in self.listQueue("incoming")]
-        if newOnly:
-            order = fresh
-        else:
-            self._preferDeferred = not self._preferDeferred
-            recovering = [("active", qid) for qid, _ in self.listQueue("active")]
-            due = [
-                ("deferred", qid)
-                for qid, retryAt in self.listQueue("deferred")
-                if retryAt <= now
-            ]
-            order = recovering + interleave(due, fresh, self._preferDeferred)
+        order = self._claimOrder.order(
+            [("incoming", qid) for qid, _ in self.listQueue("incoming")], newOnly,
+            lapsed=lambda: [("active", qid) for qid, _ in self.listQueue("active")],
+            due=lambda: [("deferred", qid) for qid, retryAt in self.listQueue("deferred")
+                         if retryAt <= now])
         claims = []
         seen = set()
         for state, qid in order:
@@ -285,29 +298,27 @@ class Spool(Listeners):
                     # delivered, or a stale copy that recovery removes first.
                     raise BlockingIOError("already active")
                 os.rename(source, target)
-            envelopeJSON, notes = _splitNotes(self._readRaw(fd))
-            envelope = Envelope.fromJSON(envelopeJSON)
+            fields, notes = _readEnvelopeFile(self._readRaw(fd))
         except (BlockingIOError, FileNotFoundError):
             os.close(fd)
             return None
-        except (ValueError, TypeError, KeyError):
+        envelope = _envelopeOf(fields)
+        if envelope is None:
             os.close(fd)
             self._moveToCorrupt(state if state == "active" else "active", queueId)
             return None
         takenOver = state == "active"
-        takeovers = notes.get("takeovers", 0)
         if takenOver:
             # Counted before the delivery, durably: if it kills this process
             # too, the next claimer counts on from here.
-            takeovers += 1
+            notes = replace(notes, takeovers=notes.takeovers + 1)
             try:
-                fd = self._rewriteLocked(
-                    fd, target, _withNotes(envelopeJSON, {**notes, "takeovers": takeovers}))
+                fd = self._rewriteLocked(fd, target, _envelopeFile(fields, notes))
             except OSError:
                 os.close(fd)
                 raise
-        return FileClaim(queueId, envelope, recovered=takenOver or takeovers > 0,
-                         takenOver=takenOver, takeovers=takeovers, fd=fd)
+        return FileClaim(queueId, envelope, takenOver=takenOver, takeovers=notes.takeovers,
+                         fd=fd)
 
     def _rewriteLocked(self, fd, path, data):
         """
@@ -335,7 +346,11 @@ class Spool(Listeners):
             return f.read()
 
     def _readEnvelope(self, fd):
-        return Envelope.fromJSON(_splitNotes(self._readRaw(fd))[0])
+        """@raise ValueError: or C{TypeError}, C{KeyError}: unreadable."""
+        fields, _ = _readEnvelopeFile(self._readRaw(fd))
+        if fields is None:
+            raise ValueError("not a JSON object")
+        return Envelope.fromDict(fields)
 
     def _moveToCorrupt(self, state, queueId):
         try:
@@ -387,15 +402,13 @@ class Spool(Listeners):
         """
         Put a claimed message in C{hold/} with C{reason} in its notes.  As
         in L{reschedule}, the held copy is written before the active one
-        goes (a crash in between: L{claim} trusts the held one).
+        goes (a crash in between: L{claim} trusts the held one).  The claim
+        holds what the locked active copy says.
         """
-        active = self.envelopePath("active", claim.queueId)
-        with open(active, "rb") as f:
-            envelopeJSON, notes = _splitNotes(f.read())
         writeDurably(self.envelopePath("hold", claim.queueId),
-                     _withNotes(envelopeJSON, {**notes, "holdReason": reason}))
+                     _envelopeFile(claim.envelope.toDict(), _Notes(claim.takeovers, reason)))
         self._stateSync["hold"].sync()
-        os.unlink(active)
+        os.unlink(self.envelopePath("active", claim.queueId))
         self._stateSync["active"].sync()
         os.close(claim.fd)
 
@@ -528,18 +541,16 @@ class Spool(Listeners):
         The L{QueueEntry} of an envelope file read as C{raw} (unreadable: no
         envelope); its C{raw} is the envelope without the spool's notes.
         """
-        raw, notes = _splitNotes(raw)
-        try:
-            envelope = Envelope.fromJSON(raw)
-        except (ValueError, TypeError, KeyError):
-            envelope = None
+        fields, notes = _readEnvelopeFile(raw)
+        if keepRaw and notes != _Notes():
+            raw = dumpJSON(fields)
         try:
             size = os.stat(self.dataPath(queueId)).st_size
         except FileNotFoundError:
             size = None
-        return QueueEntry(queueId, state, mtime, envelope, size, raw=raw if keepRaw else None,
-                          takeovers=notes.get("takeovers", 0),
-                          holdReason=notes.get("holdReason") if state == "hold" else None)
+        return QueueEntry(queueId, state, mtime, _envelopeOf(fields), size,
+                          raw=raw if keepRaw else None, takeovers=notes.takeovers,
+                          holdReason=notes.holdReason if state == "hold" else None)
 
     def hold(self, queueId):
         """
@@ -571,10 +582,10 @@ class Spool(Listeners):
                 raise WrongState(f"{queueId}: not on hold (it is {state})")
             held = self.envelopePath("hold", queueId)
             deferred = self.envelopePath("deferred", queueId)
-            envelopeJSON, notes = _splitNotes(self._readRaw(fd))
-            if notes.pop("holdReason", None) is not None:
+            fields, notes = _readEnvelopeFile(self._readRaw(fd))
+            if notes.holdReason is not None:
                 # The runner's reason goes; the takeover count stays.
-                writeDurably(deferred, _withNotes(envelopeJSON, notes))
+                writeDurably(deferred, _envelopeFile(fields, replace(notes, holdReason=None)))
                 os.utime(deferred, (now, now))
                 self._stateSync["deferred"].sync()
                 os.unlink(held)

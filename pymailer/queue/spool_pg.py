@@ -65,9 +65,9 @@ from pymailer.envelope import Envelope
 from pymailer.listeners import Listeners
 from pymailer.interfaces import ISpool, ISpoolWriter
 from pymailer.queue.model import (
-    ACTIVE, ADMIN_BOUNCE, CORRUPT, DEFERRED, HOLD, INCOMING, STATES, Claim,
+    ACTIVE, ADMIN_BOUNCE, CORRUPT, DEFERRED, HOLD, INCOMING, STATES, Claim, ClaimOrder,
     MessageBusy, NoSuchMessage, QueueEntry, QueueError, WrongState,
-    adminBounce, injectMessage, interleave, isQueueId, newQueueId,
+    adminBounce, injectMessage, isQueueId, newQueueId,
     refuseCorrupt,
 )
 
@@ -174,7 +174,7 @@ class PostgreSQLSpool(Listeners):
         self.lease = lease
         self.clock = clock
         self.claimer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._preferDeferred = False
+        self._claimOrder = ClaimOrder()
         # Queue ids claimed and not yet completed, rescheduled or released:
         # while there are any, the renewer keeps their leases.
         self._held = set()
@@ -235,21 +235,16 @@ class PostgreSQLSpool(Listeners):
         if limit <= 0:
             return []
         with self.pool.connection() as db, db.transaction():
-            def due(where, order, *args):
+            def select(where, order, *args):
                 return [row[0] for row in db.execute(
                     f"SELECT queue_id FROM queue WHERE {where} ORDER BY {order}"
                     " LIMIT %s FOR UPDATE SKIP LOCKED", (*args, limit))]
 
-            fresh = due("state = 'incoming'", "queue_id")
-            if newOnly:
-                order = fresh
-            else:
-                self._preferDeferred = not self._preferDeferred
-                lapsed = due("state = 'active' AND lease_until < now()", "queue_id")
-                deferred = due("state = 'deferred' AND next_attempt <= %s",
-                               "next_attempt, queue_id", now)
-                order = lapsed + interleave(deferred, fresh, self._preferDeferred)
-            order = order[:limit]
+            order = self._claimOrder.order(
+                select("state = 'incoming'", "queue_id"), newOnly,
+                lapsed=lambda: select("state = 'active' AND lease_until < now()", "queue_id"),
+                due=lambda: select("state = 'deferred' AND next_attempt <= %s",
+                                   "next_attempt, queue_id", now))[:limit]
             if not order:
                 return []
             rows = db.execute(
@@ -273,8 +268,8 @@ class PostgreSQLSpool(Listeners):
                     corrupt.append(queueId)
                     continue
                 claims[queueId] = PostgreSQLClaim(
-                    queueId, envelope, recovered=(was == ACTIVE or takeovers > 0),
-                    takenOver=(was == ACTIVE), takeovers=takeovers, claimedBy=self.claimer)
+                    queueId, envelope, takenOver=(was == ACTIVE), takeovers=takeovers,
+                    claimedBy=self.claimer)
             if corrupt:
                 db.execute(
                     "UPDATE queue SET state = 'corrupt', claimed_by = NULL, lease_until = NULL,"

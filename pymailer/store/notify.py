@@ -38,7 +38,8 @@ _stamps = itertools.count(1)
 def readStamp():
     """
     A stamp to take just before reading a mailbox: a change whose notice
-    (L{ChangeNotifier.stamp}) is older was committed before the read
+    (the stamp L{ChangeNotifier} gives its callbacks) is older was
+    committed before the read
     began, so the read saw it; a newer one may have come after.  A session
     that applies the read stays marked as changed only for the newer ones
     (L{pymailer.imap.selected.Selected.noticed}).
@@ -72,9 +73,9 @@ class ChangeNotifier(Service):
     calls the subscribed sessions' callbacks on the reactor thread.  A
     service: running, it polls other processes' changes.
 
-    @ivar stamp: during a callback, the stamp of the change being told
-        (L{readStamp}'s count), taken after its commit, in the thread that
-        committed it (or read it from another process's change log).
+    A mailbox's subscribers are called with the change's stamp
+    (L{readStamp}'s count), taken after its commit, in the thread that
+    committed it (or read it from another process's change log).
 
     @param threadpool: where the cross-process poll runs; without one (or
         with a store that has no L{IExternalChanges}) nothing is polled.
@@ -88,7 +89,6 @@ class ChangeNotifier(Service):
         # million comparisons (issue 14).
         self._subscribers = {}
         self._accounts = {}
-        self.stamp = 0
         store.addListener(self._changed)
         self._poller = None
         if threadpool is not None and IExternalChanges.providedBy(store):
@@ -165,10 +165,9 @@ class ChangeNotifier(Service):
         nothing moved), and every account watcher at each of its
         mailboxes, listed in the pool.
         """
-        self.stamp = stamp
         for callbacks in list(self._subscribers.values()):
             for callback in list(callbacks):
-                self._call(callback)
+                self._call(callback, stamp)
         users = list(self._accounts)
         if not users:
             return None
@@ -198,9 +197,8 @@ class ChangeNotifier(Service):
         self.reactor.callFromThread(self._dispatch, user, mailboxName, stamp)
 
     def _dispatch(self, user, mailboxName, stamp):
-        self.stamp = stamp
         for callback in list(self._subscribers.get((user, mailboxName), ())):
-            self._call(callback)
+            self._call(callback, stamp)
         for callback in list(self._accounts.get(user, ())):
             self._call(callback, mailboxName)
 

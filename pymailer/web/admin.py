@@ -187,12 +187,28 @@ class AdminApp:
         @return: a Deferred of the session, or C{None} if not logged in
             (the caller redirects to the login page).
         """
-        self._requireHTTPS(request)
-        session = yield self._session(request)
-        if post and (session is None or not session.csrfMatches(csrfToken(request))):
-            raise Refused(403, FORM_EXPIRED)
+        if post:
+            session = yield self._postedSession(request)
+        else:
+            self._requireHTTPS(request)
+            session = yield self._session(request)
         if session is None or session.user is None:
             return None
+        return session
+
+    @defer.inlineCallbacks
+    def _postedSession(self, request):
+        """
+        The session a form was posted from, logged in or not (the login
+        form has one too, for its CSRF token).
+
+        @raise Refused: plain HTTP (403); no session, or not this
+            session's CSRF token (403).
+        """
+        self._requireHTTPS(request)
+        session = yield self._session(request)
+        if session is None or not session.csrfMatches(csrfToken(request)):
+            raise Refused(403, FORM_EXPIRED)
         return session
 
     @defer.inlineCallbacks
@@ -294,12 +310,9 @@ class AdminApp:
     @defer.inlineCallbacks
     def login(self, request):
         try:
-            self._requireHTTPS(request)
+            session = yield self._postedSession(request)
         except Refused as e:
             return self.refusal(request, e)
-        session = yield self._session(request)
-        if session is None or not session.csrfMatches(csrfToken(request)):
-            return self.refusal(request, Refused(403, FORM_EXPIRED))
         try:
             session = yield self.startSession(request, _arg(request, "address"),
                                               request.args.get(b"password", [b""])[0], session)
@@ -344,12 +357,9 @@ class AdminApp:
     @defer.inlineCallbacks
     def logout(self, request):
         try:
-            self._requireHTTPS(request)
+            session = yield self._postedSession(request)
         except Refused as e:
             return self.refusal(request, e)
-        session = yield self._session(request)
-        if session is None or not session.csrfMatches(csrfToken(request)):
-            return self.refusal(request, Refused(403, FORM_EXPIRED))
         yield self.endSession(request, session)
         return self.redirect(request, "/login")
 

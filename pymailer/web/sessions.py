@@ -108,13 +108,8 @@ class SessionDB:
 
     def __init__(self, path):
         self.path = os.fspath(path)
-        if not os.path.exists(self.path):
-            # CSRF tokens and who is logged in: the owner's only.
-            try:
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-            except FileExistsError:
-                pass
-        self.connections = ThreadConnections(self.path)
+        # CSRF tokens and who is logged in: the owner's only.
+        self.connections = ThreadConnections(self.path, private=True)
         with self.connections.transaction() as db:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
