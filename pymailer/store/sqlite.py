@@ -151,6 +151,15 @@ CREATE TABLE IF NOT EXISTS changes (
 );
 """
 
+# A message is \Deleted: the system flags are space-separated names and no
+# other holds "\Deleted".  A literal, not a parameter, and the same text in
+# the partial index (upgrade step 4) and in the query (expungeDeleted): a
+# partial index serves only a query whose WHERE has its term as written, in
+# SQLite as in PostgreSQL.  ESCAPE names a character other than the
+# backslash, which PostgreSQL's LIKE would take as its escape.
+IS_DELETED = "system LIKE '%\\Deleted%' ESCAPE '!'"
+DELETED_ROWS = "SELECT uid, system FROM messages WHERE mailboxId = ? AND " + IS_DELETED
+
 # Versioned steps on an existing database (PRAGMA user_version): each runs
 # once, in order, in one write transaction; a new database runs them all.
 # A released step is never edited: a change is a new step.
@@ -177,6 +186,10 @@ UPGRADES = (
     )"""]),
     # 3: RFC 8514 SAVEDATE and RFC 8474 OBJECTID (see _objectIdStep).
     (3, lambda txn: _objectIdStep(txn)),
+    # 4: EXPUNGE finds the \Deleted messages from a partial index of them
+    # alone, not by reading every row of the mailbox under the write lock.
+    (4, ["CREATE INDEX IF NOT EXISTS messagesDeleted ON messages (mailboxId, system)"
+         " WHERE " + IS_DELETED]),
 )
 _STRUCTURE_COLUMNS = "envelope, bodystructure, body"
 _FIELD_COLUMNS = (
@@ -1367,12 +1380,9 @@ class SQLiteMailbox:
                     "SELECT uid, system FROM messages WHERE mailboxId = ? AND uid = ?",
                     (self._id, uid))]
             else:
-                # Filtered in SQL: under the write lock every writer waits
-                # for this (the system flags are space-separated names; no
-                # other holds "\Deleted"; "!" as in mailboxCounts).
-                rows = txn.execute("SELECT uid, system FROM messages WHERE mailboxId = ?"
-                                   " AND system LIKE ? ESCAPE '!'",
-                                   (self._id, "%\\Deleted%")).fetchall()
+                # Under the write lock every writer waits for this: the
+                # messagesDeleted index holds the \Deleted rows alone.
+                rows = txn.execute(DELETED_ROWS, (self._id,)).fetchall()
             doomed = [uid for uid, system in rows if "\\Deleted" in system.split()
                       and (wanted is None or uid in wanted)]
             expunged = [uid for uid, _ in self._expunge(txn, doomed)]
