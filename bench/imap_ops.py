@@ -3,7 +3,7 @@ IMAP throughput of a real pymailer server, and the cost of a big mailbox.
 
     python bench/imap_ops.py [--clients 10] [--duration 30] [--messages 100]
                              [--big 100000] [--shared] [--long] [--port P]
-                             [--backend maildir|sqlite]
+                             [--backend maildir|sqlite] [--imap-port P]
     python bench/imap_ops.py --target HOST:PORT --users U1,U2,.. [--password P]
                              [--tls] [--big-user U] [--server-pid PID] ...
     python bench/imap_ops.py --serve DIR --backend sqlite [--clients N] [--big N]
