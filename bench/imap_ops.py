@@ -3,7 +3,7 @@ IMAP throughput of a real pymailer server, and the cost of a big mailbox.
 
     python bench/imap_ops.py [--clients 10] [--duration 30] [--messages 100]
                              [--big 100000] [--shared] [--long] [--port P]
-                             [--backend maildir|sqlite]
+                             [--backend maildir|sqlite] [--imap-port P]
     python bench/imap_ops.py --target HOST:PORT --users U1,U2,.. [--password P]
                              [--tls] [--big-user U] [--server-pid PID] ...
     python bench/imap_ops.py --serve DIR --backend sqlite [--clients N] [--big N]
@@ -442,6 +442,8 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=None,
                         help="SMTP port on 127.0.0.1 (default: a free one;"
                              " IMAP gets another free one)")
+    parser.add_argument("--imap-port", type=int, default=None,
+                        help="IMAP port on 127.0.0.1 (default: a free one)")
     parser.add_argument("--target", metavar="HOST:PORT",
                         help="run against this IMAP server (already running) instead")
     parser.add_argument("--users", help="with --target/--fill-maildir: the users,"
@@ -481,6 +483,9 @@ def main(argv=None):
             sections={"auth": {"allow_plaintext_on_loopback": True},
                       "storage": {"backend": args.backend}},
         )
+        if args.imap_port is not None:
+            server.ports["imap"] = args.imap_port
+            server.writeConfig()
         users = ([f"bench@{DOMAIN}"] if args.shared
                  else [f"bench{i}@{DOMAIN}" for i in range(args.clients)])
         if args.big:

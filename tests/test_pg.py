@@ -271,3 +271,20 @@ def test_dkimKeysInTheSharedDatabase(cli, postgresqlDSN, tmp_path):
     assert code == 1 and "exists already" in err
     code, out, err = cli("dns", "example.org")
     assert all(record in out.splitlines() for record in records)
+
+
+def test_expungeFindsDeletedMessagesByIndex(postgresqlDSN):
+    """
+    If this fails, every EXPUNGE on the shared database reads each message
+    row of the mailbox while it holds the mailbox's row lock, and every
+    other node's APPEND and STORE into that mailbox waits behind it.
+    """
+    from pymailer.store.postgresql import _translate
+    from pymailer.store.sqlite import DELETED_ROWS
+
+    with connect(postgresqlDSN) as db:
+        migrate(db)
+        db.execute("SET enable_seqscan = off")  # an empty table: any plan is cheap
+        plan = " ".join(row[0] for row in db.execute("EXPLAIN " + _translate(DELETED_ROWS),
+                                                     (1,)))
+    assert "messagesdeleted" in plan, plan

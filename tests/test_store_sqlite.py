@@ -404,3 +404,86 @@ def test_upgrade_adds_savedate_and_mailboxid_in_place(tmp_path):
     assert SQLiteStore(root).mailbox("a@example.org").mailboxId() == inbox.mailboxId()
     inbox.append(io.BytesIO(b"new"))
     assert inbox.messages()[-1].saveDate > time.time() - 60
+
+
+
+def vmSteps(store, call):
+    """C{(result, steps)}: C{call()}, and the SQLite VM steps it took in this thread."""
+    steps = []
+    store._db().set_progress_handler(lambda: steps.append(1), 1)
+    try:
+        return call(), len(steps)
+    finally:
+        store._db().set_progress_handler(None, 1)
+
+
+def importSame(store, user, count, flags=()):
+    """C{count} messages of one content into C{user}'s INBOX, without fsync (a set-up)."""
+    from unittest import mock
+
+    from pymailer.store import ImportedMessage
+
+    with mock.patch("os.fsync"):
+        store.importMailbox(user, "INBOX", None, (
+            ImportedMessage(None, frozenset(flags), 1_700_000_000,
+                            lambda: io.BytesIO(b"Subject: same\r\n\r\nbody\r\n"))
+            for _ in range(count)))
+
+
+def test_expunge_reads_the_deleted_messages_not_the_mailbox(tmp_path):
+    """
+    If this fails, every EXPUNGE reads each message row of the mailbox
+    under the store's write lock (12 ms on 100,000 messages), and every
+    other client's APPEND, STORE and EXPUNGE waits that long behind it; or
+    a data_dir made by the previous version never gets the index.
+    """
+    store = SQLiteStore(tmp_path / "store")
+    db = store._connect()
+    db.executescript("DROP INDEX messagesDeleted; PRAGMA user_version = 3;")  # as before
+    db.close()
+    store = SQLiteStore(store.root)
+    inbox = store.mailbox(ALICE)
+
+    def expungeSteps():
+        """SQLite VM steps of an EXPUNGE of the newest message (set \\Deleted first)."""
+        uid = inbox.uidNext() - 1
+        inbox.storeFlags([uid], "add", {"\\Deleted"})
+        (expunged, _), steps = vmSteps(store, inbox.expungeDeleted)
+        assert expunged == [uid]
+        return steps
+
+    importSame(store, ALICE, 500, {"\\Seen"})
+    small = expungeSteps()
+    importSame(store, ALICE, 3000, {"\\Seen"})
+    big = expungeSteps()
+    assert big < small * 1.2, (small, big)
+
+
+def test_refresh_cost_does_not_grow_with_mailbox_or_expunge_history(tmp_path):
+    """
+    If this fails, what an IMAP session does after each command (read what
+    changed since it last looked, QRESYNC's VANISHED) reads every message
+    of the mailbox and every expunge it ever had: in the long-session
+    bench, commands/s fell from round to round as the expunges piled up
+    (issue 13), and a 100,000-message mailbox pays for all of them after
+    each STORE.
+    """
+    store = SQLiteStore(tmp_path / "store")
+    inbox = store.mailbox(ALICE)
+
+    def refreshSteps():
+        """Steps of changedSince after one flag change and one expunge."""
+        first, last = inbox.snapshot().messages[0].uid, inbox.uidNext() - 1
+        seen = inbox.highestModSeq()
+        inbox.storeFlags([last], "add", {"\\Flagged"})
+        inbox.expunge([first])
+        changes, steps = vmSteps(store, lambda: inbox.changedSince(seen))
+        assert [i.uid for i in changes.messages] == [last] and changes.vanished == (first,)
+        return steps
+
+    importSame(store, ALICE, 500)
+    small = refreshSteps()
+    importSame(store, ALICE, 3000)
+    inbox.expunge([i.uid for i in inbox.snapshot().messages[:2000]])  # a long history
+    big = refreshSteps()
+    assert big < small * 1.2, (small, big)

@@ -289,6 +289,14 @@ MIGRATIONS = [
         "ALTER TABLE queue ADD COLUMN takeovers integer NOT NULL DEFAULT 0",
         "ALTER TABLE queue ADD COLUMN hold_reason text NULL",
     ]),
+    (6, "message store: an index of the \\Deleted messages for EXPUNGE", [
+        # As the SQLite store's upgrade step 4, with the same predicate
+        # (pymailer.store.sqlite.IS_DELETED, which the query repeats): an
+        # EXPUNGE reads the \Deleted rows alone, not the whole mailbox.
+        # A statement without parameters: psycopg sends its % as they are.
+        "CREATE INDEX messagesDeleted ON mailstore.messages (mailboxId, system)"
+        " WHERE system LIKE '%\\Deleted%' ESCAPE '!'",
+    ]),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
