@@ -298,12 +298,14 @@ def test_appends_waiting_for_a_flush_share_the_next_one(tmp_path, monkeypatch):
 
 def test_no_file_is_unlinked_while_writers_wait(tmp_path, monkeypatch):
     """
-    If this fails, every APPEND holds the process's write lock while the
-    file system removes its temporary file name (milliseconds under load),
-    and every other session's STORE, EXPUNGE and APPEND waits behind it.
+    If this fails, every large APPEND (streamed through a temporary file)
+    holds the process's write lock while the file system removes its
+    temporary file name (milliseconds under load), and every other
+    session's STORE, EXPUNGE and APPEND waits behind it.
     """
     from pymailer.store import blobs
 
+    monkeypatch.setattr(sqlitestore, "IN_PLACE_LIMIT", 8)  # this one is "large"
     store = SQLiteStore(tmp_path / "store")
     inbox = store.mailbox(ALICE)
     underLock = []

@@ -18,6 +18,7 @@ import pathlib
 import secrets
 import threading
 import time
+import weakref
 
 from pymailer.fsutil import DirectorySync, fsyncDirectory
 from pymailer.store.content import BytesContent, FileContent
@@ -33,12 +34,14 @@ ORPHAN_AGE = 60.0
 
 
 def _writeSynced(fd, octets):
-    """Write all C{octets} to C{fd} and fsync it. @return: its C{(st_dev, st_ino)}."""
+    """Write all C{octets} to C{fd} and fsync it."""
     view = memoryview(octets)
     while view:
         view = view[os.write(fd, view):]
     os.fsync(fd)
-    st = os.fstat(fd)
+
+
+def _inode(st):
     return (st.st_dev, st.st_ino)
 
 
@@ -110,14 +113,25 @@ class PlacedBlob:
 
     @ivar new: this call made the file (no file had this content): no
         summary of it can be in the database yet.
+    @ivar inode: C{(st_dev, st_ino)} of the file made durable at the name,
+        held open until L{discard}: while it is, no other file can have
+        that number (a removed file's number is given to the next file
+        made), so L{install} knows whether the name still shows it.
     """
 
     tempPath = None
 
-    def __init__(self, blobs, blobId, octets, inode, new):
+    def __init__(self, blobs, blobId, octets, held, new):
         self.blobs, self.blobId, self.octets = blobs, blobId, octets
         self.size = len(octets)
-        self.inode, self.new = inode, new
+        self.new = new
+        self._hold(held)
+
+    def _hold(self, fd):
+        self.inode = _inode(os.fstat(fd))
+        # Closed by discard, or when this is collected (a failure before
+        # the transaction took it).
+        self._held = weakref.finalize(self, os.close, fd)
 
     def place(self):
         """Placed already."""
@@ -135,11 +149,17 @@ class PlacedBlob:
             st = os.stat(self.blobs.path(self.blobId))
         except FileNotFoundError:
             st = None
-        if st is None or (st.st_dev, st.st_ino) != self.inode:
-            self.inode, _ = self.blobs._place(self.blobId, self.octets)
+        if st is None or _inode(st) != self.inode:
+            held, _ = self.blobs._place(self.blobId, self.octets)
+            self._held()
+            self._hold(held)
 
     def discard(self):
-        """Nothing to remove: the octets were written to their name only."""
+        """
+        After the commit (or instead of it): the file is let go.  Nothing
+        to remove: the octets were written to their name only.
+        """
+        self._held()
 
     def content(self):
         return BytesContent(self.octets)
@@ -188,15 +208,15 @@ class BlobStore:
         @return: a L{PlacedBlob}.
         """
         blobId = hashlib.sha256(octets).hexdigest()
-        inode, new = self._place(blobId, octets)
-        return PlacedBlob(self, blobId, octets, inode, new)
+        held, new = self._place(blobId, octets)
+        return PlacedBlob(self, blobId, octets, held, new)
 
     def _place(self, blobId, octets):
         """
         L{place} for a known C{blobId}.
 
-        @return: C{((st_dev, st_ino), new)} of the file made durable at the
-            name, C{new} if this call made it.
+        @return: C{(fd, new)}: an open descriptor of the file made durable
+            at the name (the caller closes it), C{new} if this call made it.
         """
         path = self.path(blobId)
         while True:
@@ -211,24 +231,27 @@ class BlobStore:
                     self.syncDirectory(self.root)
                 continue
             except FileExistsError:
-                inode = self._adopt(path, octets)
-                if inode is None:
+                fd = self._adopt(path, octets)
+                if fd is None:
                     continue  # removed meanwhile
                 new = False
             else:
                 new = True
                 try:
-                    inode = _writeSynced(fd, octets)
+                    _writeSynced(fd, octets)
                 except BaseException:
+                    os.close(fd)
                     # Half-written: its writer removes it.  (Had another
                     # writer replaced it with a whole copy meanwhile, that
                     # one's install, under the lock, places it again.)
                     os.unlink(path)
                     raise
-                finally:
-                    os.close(fd)
-            self.syncDirectory(path.parent)
-            return inode, new
+            try:
+                self.syncDirectory(path.parent)
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd, new
 
     def _adopt(self, path, octets):
         """
@@ -238,35 +261,36 @@ class BlobStore:
         yet); else (a crash or a failure left it half-written, or its
         writer is still writing) replaced atomically by a whole copy.
 
-        @return: the C{(st_dev, st_ino)} made durable at C{path}, or
-            C{None} if there is no file at C{path} any more.
+        @return: an open descriptor of the file made durable at C{path}
+            (the caller closes it), or C{None} if there is no file at
+            C{path} any more.
         """
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
         try:
-            st = os.fstat(fd)
-            if st.st_size == len(octets):
+            if os.fstat(fd).st_size == len(octets):
                 with os.fdopen(os.dup(fd), "rb") as f:
                     same = f.read() == octets
                 if same:
                     os.fsync(fd)
-                    return (st.st_dev, st.st_ino)
-        finally:
+                    return fd
+        except BaseException:
             os.close(fd)
+            raise
+        os.close(fd)
         # A name no blob id has: an orphan for the sweep if a crash leaves it.
         tempPath = path.parent / f"tmp.{secrets.token_hex(8)}"
         fd = os.open(tempPath, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            inode = _writeSynced(fd, octets)
+            _writeSynced(fd, octets)
             os.replace(tempPath, path)
         except BaseException:
+            os.close(fd)
             os.unlink(tempPath)
             raise
-        finally:
-            os.close(fd)
-        return inode
+        return fd
 
     def write(self, prefix, source):
         """
