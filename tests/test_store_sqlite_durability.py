@@ -213,15 +213,12 @@ def test_new_blob_directory_is_synced_in_its_parent(tmp_path, monkeypatch):
     directory (one of 256) can lose that directory, and so the message's
     content, in a power cut after it was acknowledged.
     """
-    from pymailer import fsutil
     from pymailer.store import blobs
 
     store = SQLiteStore(tmp_path / "store")
     synced = []
-    real = fsutil.fsyncDirectory
-    for module in (fsutil, blobs):  # directly, or through a DirectorySync
-        monkeypatch.setattr(module, "fsyncDirectory",
-                            lambda d: (synced.append(str(d)), real(d))[1])
+    real = blobs.fsyncDirectory
+    monkeypatch.setattr(blobs, "fsyncDirectory", lambda d: (synced.append(d), real(d))[1])
     store.mailbox(ALICE).append(io.BytesIO(b"Subject: first\r\n\r\nbody\r\n"))
     [blobId] = blobFiles(store)
     assert str(store.blobs.root) in synced

@@ -1,20 +1,16 @@
 """
 The SQLite store's blobs written from memory straight to their names
 (L{pymailer.store.blobs.BlobStore.place}): no temporary name per message,
-the directory fsync shared by concurrent writers, and a name that shows
-other octets than its own (a crash in the middle of writing it) never
-used.
+and a name that shows other octets than its own (a crash in the middle of
+writing it) never used.
 """
 
-import hashlib
 import io
 import os
-import threading
 
-from pymailer import fsutil
 from pymailer.store.sqlite import SQLiteStore
 
-from tests.test_store_sqlite_durability import WatchedCondition, blobFiles
+from tests.test_store_sqlite_durability import blobFiles
 
 ALICE = "alice@example.org"
 
@@ -45,70 +41,6 @@ def test_a_delivery_creates_no_temporary_file(tmp_path, monkeypatch):
     assert removed == []
     with store.mailbox(ALICE).openMessage(1) as content:
         assert content.read() == b"Return-Path: <a@remote.test>\r\n" + body
-
-
-def sameDirectory(count):
-    """C{count} messages whose blobs land in one directory (of 256)."""
-    found, n = {}, 0
-    while True:
-        data = b"Subject: %d\r\n\r\nbody\r\n" % n
-        group = found.setdefault(hashlib.sha256(data).hexdigest()[:2], [])
-        group.append(data)
-        if len(group) == count:
-            return group
-        n += 1
-
-
-def test_deliveries_into_one_blob_directory_share_its_fsync(tmp_path, monkeypatch):
-    """
-    If this fails, deliveries whose blobs land in the same directory at
-    the same moment each wait for a directory fsync of their own, one
-    after the other, or one is acknowledged before a directory fsync that
-    began after its file was named.
-    """
-    store = SQLiteStore(tmp_path / "store")
-    store.createUser(ALICE)
-    first, *others = sameDirectory(3)
-    directory = str(store.blobs.path(hashlib.sha256(first).hexdigest()).parent)
-    syncs, syncing, release = [], threading.Event(), threading.Event()
-    real = fsutil.fsyncDirectory
-
-    def fsyncDirectory(path):
-        if path == directory:
-            syncs.append(path)
-            syncing.set()
-            if len(syncs) == 1:
-                release.wait(30)  # the first is slow: the others queue
-        real(path)
-
-    monkeypatch.setattr(fsutil, "fsyncDirectory", fsyncDirectory)
-    os.makedirs(directory)
-    store.blobs.syncDirectory(directory)  # made once, before the watch
-    syncs.clear()
-    syncing.clear()
-    sync = store.blobs._directorySyncs[directory]
-    sync._cond = WatchedCondition()
-    delivered = []
-
-    def deliver(data):
-        store.deliver(ALICE, b"", io.BytesIO(data))
-        delivered.append(data)
-
-    threads = [threading.Thread(target=deliver, args=(first,))]
-    threads[0].start()
-    assert syncing.wait(30)
-    threads += [threading.Thread(target=deliver, args=(data,)) for data in others]
-    for t in threads[1:]:
-        t.start()
-    assert sync._cond.waitForWaiters(2, 30)  # both named, waiting for an fsync
-    assert delivered == []
-    release.set()
-    for t in threads:
-        t.join()
-    assert len(delivered) == 3
-    assert len(syncs) == 2  # the second covers both that waited
-    inbox = SQLiteStore(store.root).mailbox(ALICE)
-    assert len(inbox.messages()) == 3
 
 
 def test_a_half_written_blob_is_replaced_not_used(tmp_path):

@@ -16,11 +16,10 @@ import hashlib
 import os
 import pathlib
 import secrets
-import threading
 import time
 import weakref
 
-from pymailer.fsutil import DirectorySync, fsyncDirectory
+from pymailer.fsutil import fsyncDirectory
 from pymailer.store.content import BytesContent, FileContent
 
 CHUNK = 64 * 1024
@@ -115,7 +114,7 @@ class PlacedBlob:
         summary of it can be in the database yet.
     @ivar inode: C{(st_dev, st_ino)} of the file made durable at the name,
         held open until L{discard}: while it is, no other file can have
-        that number (a removed file's number is given to the next file
+        that number (a removed file's number may go to the next file
         made), so L{install} knows whether the name still shows it.
     """
 
@@ -172,26 +171,9 @@ class BlobStore:
         self.root = pathlib.Path(root)
         self.tmp = self.root / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
-        # Group commit of each blob directory's fsync (at most 256 and
-        # the root), shared by the deliveries of this process.
-        self._directorySyncs = {}
-        self._directorySyncsGuard = threading.Lock()
 
     def path(self, blobId):
         return self.root / blobId[:2] / blobId[2:]
-
-    def syncDirectory(self, path):
-        """
-        Make the names made in directory C{path} durable: an fsync that
-        began after this call, shared by concurrent callers
-        (L{DirectorySync}).
-        """
-        key = str(path)
-        sync = self._directorySyncs.get(key)
-        if sync is None:
-            with self._directorySyncsGuard:
-                sync = self._directorySyncs.setdefault(key, DirectorySync(key))
-        sync.sync()
 
     def place(self, octets):
         """
@@ -228,7 +210,7 @@ class BlobStore:
                 except FileExistsError:
                     pass
                 else:  # the new directory's own name must survive a crash too
-                    self.syncDirectory(self.root)
+                    fsyncDirectory(str(self.root))
                 continue
             except FileExistsError:
                 fd = self._adopt(path, octets)
@@ -247,7 +229,7 @@ class BlobStore:
                     os.unlink(path)
                     raise
             try:
-                self.syncDirectory(path.parent)
+                fsyncDirectory(str(path.parent))
             except BaseException:
                 os.close(fd)
                 raise
