@@ -13,6 +13,8 @@ import os
 import sqlite3
 import threading
 
+import pytest
+
 from pymailer.store import sqlite as sqlitestore
 from pymailer.store.sqlite import SQLiteStore
 
@@ -189,16 +191,20 @@ def test_writers_in_one_process_queue_in_the_process(tmp_path, monkeypatch):
     assert len(inbox.messages()) == 8 + 8 * 5
 
 
-def test_blob_removed_between_placing_and_the_lock_is_placed_again(tmp_path):
+@pytest.mark.parametrize("fromMemory", [False, True], ids=["streamed", "from-memory"])
+def test_blob_removed_between_placing_and_the_lock_is_placed_again(tmp_path, fromMemory):
     """
     If this fails, a message whose content was expunged elsewhere at the
-    moment it was appended (the same octets: its last reference went
-    after the new copy was linked, before the new row was committed) is
-    stored without content.
+    moment it was appended or delivered (the same octets: its last
+    reference went after the new copy was placed, before the new row was
+    committed) is stored without content.
     """
     store = SQLiteStore(tmp_path / "store")
-    pending = store.blobs.write(b"", io.BytesIO(b"Subject: same\r\n\r\nbody\r\n"))
-    pending.place()
+    if fromMemory:  # written to its name (BlobStore.place)
+        pending = store.blobs.place(b"Subject: same\r\n\r\nbody\r\n")
+    else:
+        pending = store.blobs.write(b"", io.BytesIO(b"Subject: same\r\n\r\nbody\r\n"))
+        pending.place()
     store.blobs.remove(pending.blobId)  # the concurrent removal
     pending.install()
     pending.discard()  # after the commit, as the store does
@@ -295,12 +301,14 @@ def test_appends_waiting_for_a_flush_share_the_next_one(tmp_path, monkeypatch):
 
 def test_no_file_is_unlinked_while_writers_wait(tmp_path, monkeypatch):
     """
-    If this fails, every APPEND holds the process's write lock while the
-    file system removes its temporary file name (milliseconds under load),
-    and every other session's STORE, EXPUNGE and APPEND waits behind it.
+    If this fails, every large APPEND (streamed through a temporary file)
+    holds the process's write lock while the file system removes its
+    temporary file name (milliseconds under load), and every other
+    session's STORE, EXPUNGE and APPEND waits behind it.
     """
     from pymailer.store import blobs
 
+    monkeypatch.setattr(sqlitestore, "IN_PLACE_LIMIT", 8)  # this one is "large"
     store = SQLiteStore(tmp_path / "store")
     inbox = store.mailbox(ALICE)
     underLock = []

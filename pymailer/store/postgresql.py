@@ -388,6 +388,14 @@ class PostgreSQLStore(SQLiteStore):
 
     # -- blobs ----------------------------------------------------------------
 
+    def _writeBlob(self, prefix, source):
+        """
+        Always through a temporary file: chunks are stored from it, and
+        shared blob files are written only there (L{pymailer.store.sharedblobs}
+        says why: nothing but the sweep unlinks one).
+        """
+        return self._summarizeAndPlace(self.blobs.write(prefix, source))
+
     def _addBlob(self, txn, pending):
         """Inside C{txn}: a reference to the content, its chunks if it is new."""
         (inserted,) = txn.db.conn.execute(

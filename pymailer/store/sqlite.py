@@ -9,10 +9,11 @@ transaction (SQLite's single writer lock, shared by every process on the
 file), so UIDs are assigned under a lock every process shares, and a
 change is all there or not at all.
 
-Content: a new message's blob is written and fsynced to a temporary file,
-linked into place and its directory fsynced, all outside the lock; inside
+Content: a new message's blob is written to its name and fsynced, and its
+directory fsynced (L{pymailer.store.blobs.BlobStore.place}; a large one
+through a temporary file, linked into place), all outside the lock; inside
 the write transaction, before the commit, it is checked to be still there
-(linked again if a removal of the same content came in between): the
+(placed again if a removal of the same content came in between): the
 commit never names content that a crash can lose.  A blob whose last
 reference goes is removed after that commit is on disk; a crash in between
 leaves an orphan that L{SQLiteStore.sweep} (run when a store is opened)
@@ -70,8 +71,7 @@ from pymailer.store import (
     importPlan, importTarget, newObjectId, OBJECTID_DIGITS, renameMoves, specialUseOf,
 )
 from pymailer.fsutil import fsyncDirectory
-from pymailer.store.blobs import BlobStore
-from pymailer.store.content import FileContent
+from pymailer.store.blobs import IN_PLACE_LIMIT, BlobStore
 from pymailer.store.maildirindex import Keywords
 from pymailer.message.summary import VERSION as SUMMARY_VERSION, Address, MessageSummary, summarize
 
@@ -562,16 +562,47 @@ class SQLiteStore(Listeners):
         pending.install()
         self._reference(txn, pending.blobId, pending.size)
 
+    def _writeBlob(self, prefix, source):
+        """
+        Outside the lock: C{prefix} + C{source} written and placed, and its
+        summary.  Content that fits L{IN_PLACE_LIMIT} (a message at the end
+        of DATA, any usual one) is read into memory and written straight to
+        its name (L{pymailer.store.blobs.BlobStore.place}); a larger one is
+        streamed through a temporary file.
+
+        @return: C{(pending, summary)}: the placed blob (for L{_addBlob}
+            and the transaction's C{pending}), and L{_summarizePending}'s.
+        """
+        head = source.read(max(IN_PLACE_LIMIT - len(prefix), 0) + 1)
+        octets = prefix + head if prefix else head
+        if len(octets) <= IN_PLACE_LIMIT:
+            pending = self.blobs.place(octets)
+        else:
+            pending = self.blobs.write(octets, source)
+        return self._summarizeAndPlace(pending)
+
+    def _summarizeAndPlace(self, pending):
+        """L{_writeBlob}'s end: the summary, the blob placed (or discarded on a failure)."""
+        try:
+            summary = self._summarizePending(pending)
+            pending.place()
+        except BaseException:
+            pending.discard()
+            raise
+        return pending, summary
+
     def _summarizePending(self, pending):
         """
         Outside the lock: the summary of a written blob, or C{None} if its
-        content (the same octets delivered before) has one already.
+        content (the same octets delivered before) has one already.  A
+        blob whose file this delivery made has none.
         """
-        if self._read("SELECT 1 FROM summaries WHERE blob = ? AND version = ?",
-                      (pending.blobId, SUMMARY_VERSION)).fetchone() is not None:
+        if not getattr(pending, "new", False) and self._read(
+                "SELECT 1 FROM summaries WHERE blob = ? AND version = ?",
+                (pending.blobId, SUMMARY_VERSION)).fetchone() is not None:
             return None
         try:
-            with FileContent.open(pending.tempPath) as content:
+            with pending.content() as content:
                 return summarize(content)
         except Exception:
             # Never a reason to refuse mail: the first read tries again.
@@ -733,17 +764,28 @@ class SQLiteStore(Listeners):
 
     def mailbox(self, user, name=INBOX):
         canonical = self.canonicalName(name)
-        # One query for the usual case (a SELECT, an APPEND elsewhere):
-        # an account made before, a mailbox that is there.
+        return self.mailboxClass(self, user, canonical, self._mailboxIds(user, canonical, name)[1])
+
+    def _mailboxIds(self, user, canonical, name):
+        """
+        C{(userId, mailboxId)} of the user's mailbox C{canonical}, the
+        account made on the first access.  One query for the usual case
+        (a SELECT, a delivery): an account made before, a mailbox that is
+        there.
+
+        @raise KeyError: no such mailbox (C{name}, as the caller gave it).
+        """
         row = self._read(
-            "SELECT m.id FROM users u JOIN mailboxes m ON m.userId = u.id"
+            "SELECT u.id, m.id FROM users u JOIN mailboxes m ON m.userId = u.id"
             " WHERE u.name = ? AND u.foldersMade = 1 AND m.name = ?",
             (user, canonical)).fetchone() if isinstance(user, str) else None
         if row is None:
-            row = self._mailboxRow(self._userId(user), canonical)
-        if row is None:
-            raise KeyError(name)
-        return self.mailboxClass(self, user, canonical, row[0])
+            userId = self._userId(user)
+            mailboxRow = self._mailboxRow(userId, canonical)
+            if mailboxRow is None:
+                raise KeyError(name)
+            row = (userId, mailboxRow[0])
+        return row
 
     def listMailboxes(self, user):
         names = {row[0] for row in self._read(
@@ -869,39 +911,47 @@ class SQLiteStore(Listeners):
                 checkDuplicate=False):
         checkDeliveryKey(uniqueKey, checkDuplicate)
         canonical = self.canonicalName(mailbox)
-        userId = self._userId(user)
-        if self._mailboxRow(userId, canonical) is None:
-            raise KeyError(mailbox)
-        pending = self.blobs.write(prefix, source)  # outside the lock
-        try:
-            summary = self._summarizePending(pending)
-            pending.place()
-        except BaseException:
-            pending.discard()
-            raise
+        userId = self._mailboxIds(user, canonical, mailbox)[0]  # before writing anything
+        pending, summary = self._writeBlob(prefix, source)  # outside the lock
         with self._write() as txn:
             txn.pending.append(pending)
-            # The mailbox before the blob, as every writer takes them
-            # (see _forUpdate).
-            row = txn.execute("SELECT id FROM mailboxes WHERE userId = ? AND name = ?"
-                              + self._forUpdate(txn.db), (userId, canonical)).fetchone()
+            if checkDuplicate and self._deliveredBefore(txn, userId, canonical, uniqueKey,
+                                                        pending):
+                return False
+            # The mailbox before the blob, as every writer takes them (see
+            # _forUpdate; here its UPDATE takes it): found by name again,
+            # its UID taken, in one statement.
+            row = txn.execute(
+                "UPDATE mailboxes SET uidNext = uidNext + 1, highestModSeq = highestModSeq + 1"
+                " WHERE userId = ? AND name = ? RETURNING id, uidNext - 1, highestModSeq",
+                (userId, canonical)).fetchone()
             if row is None:
                 raise KeyError(mailbox)
-            if checkDuplicate and txn.execute(
-                    "SELECT 1 FROM messages WHERE mailboxId = ? AND uniqueKey = ?",
-                    (row[0], uniqueKey)).fetchone() is not None:
-                pending.discard()
-                # Placed but named by no row: under the lock, so nobody is
-                # about to name it.
-                if txn.execute("SELECT 1 FROM blobs WHERE id = ?",
-                               (pending.blobId,)).fetchone() is None:
-                    self.blobs.remove(pending.blobId)
-                return False
             self._addBlob(txn, pending)
             self._keepSummary(txn, pending.blobId, summary)
-            self._addMessage(txn, row[0], pending.blobId, pending.size, "", "",
-                             time.time(), uniqueKey)
+            self._insertMessage(txn, *row, pending.blobId, pending.size, "", "",
+                                time.time(), uniqueKey)
             txn.changed(user, canonical)
+        return True
+
+    def _deliveredBefore(self, txn, userId, canonical, uniqueKey, pending):
+        """
+        Inside C{txn} of a delivery that may have been made before a crash
+        (the queue recovering): whether its C{uniqueKey} is in the mailbox
+        already; if so, C{pending} goes.
+        """
+        row = txn.execute("SELECT id FROM mailboxes WHERE userId = ? AND name = ?"
+                          + self._forUpdate(txn.db), (userId, canonical)).fetchone()
+        if row is None or txn.execute(
+                "SELECT 1 FROM messages WHERE mailboxId = ? AND uniqueKey = ?",
+                (row[0], uniqueKey)).fetchone() is None:
+            return False
+        pending.discard()
+        # Placed but named by no row: under the lock, so nobody is about
+        # to name it.
+        if txn.execute("SELECT 1 FROM blobs WHERE id = ?",
+                       (pending.blobId,)).fetchone() is None:
+            self.blobs.remove(pending.blobId)
         return True
 
     def _addMessage(self, txn, mailboxId, blobId, size, system, letters,
@@ -910,6 +960,12 @@ class SQLiteStore(Listeners):
         uid, modseq = txn.execute(
             "UPDATE mailboxes SET uidNext = uidNext + 1, highestModSeq = highestModSeq + 1"
             " WHERE id = ? RETURNING uidNext - 1, highestModSeq", (mailboxId,)).fetchone()
+        return self._insertMessage(txn, mailboxId, uid, modseq, blobId, size, system, letters,
+                                   internalDate, uniqueKey)
+
+    def _insertMessage(self, txn, mailboxId, uid, modseq, blobId, size, system, letters,
+                       internalDate, uniqueKey=None):
+        """Inside C{txn}: the row of message C{uid}, taken by the caller. @return: C{uid}."""
         # RFC 8514 3: the save date is now, for a copy or a move too.
         txn.execute(
             "INSERT INTO messages (mailboxId, uid, key, modseq, system, letters,"
@@ -1435,13 +1491,7 @@ class SQLiteMailbox:
 
     def append(self, source, flags=(), internalDate=None):
         self.uidValidity()  # MailboxGone before writing anything
-        pending = self.store.blobs.write(b"", source)  # outside the lock
-        try:
-            summary = self.store._summarizePending(pending)
-            pending.place()
-        except BaseException:
-            pending.discard()
-            raise
+        pending, summary = self.store._writeBlob(b"", source)  # outside the lock
         with self.store._write() as txn:
             txn.pending.append(pending)
             system, letters, _ = self._split(txn, flags, True)
