@@ -73,6 +73,14 @@ class Selected:
         self.dirty = True
         self._noticeStamp = max(self._noticeStamp, stamp)
 
+    def unchangedSinceRead(self):
+        """
+        Whether the state holds the mailbox as the store has it, as far as
+        this process heard: read at least once, no change noticed since
+        (L{noticed}), no expunge held back from the client.
+        """
+        return bool(self.validity) and not self.dirty and not self.unannounced
+
     def reading(self):
         """
         A read of the mailbox is about to begin (in whichever thread): a
@@ -214,7 +222,8 @@ class Selected:
             lines.append(b"* OK [HIGHESTMODSEQ %d] Expunges pending" % self.heldAt)
         self.validity, self.uidNext = snapshot.uidValidity, snapshot.uidNext
         self.highestModSeq = snapshot.highestModSeq
-        self.mailboxId = snapshot.mailboxId
+        if snapshot.mailboxId is not None:  # a whole snapshot's (changedSince has none)
+            self.mailboxId = snapshot.mailboxId
         # Not simply cleared: a notice that came while the read ran may
         # be of a change the read missed (it would wait for the next one).
         self.dirty = self._noticeStamp > self._readStamp

@@ -79,7 +79,7 @@ from pymailer.imap.parser import (
     astring, formatSet, formatValue, isAtom, isFetch, isTag, splitCommand, tokenize,
 )
 from pymailer.imap.selected import SYSTEM_FLAGS, Selected
-from pymailer.interfaces import IGoodbye
+from pymailer.interfaces import IExternalChanges, IGoodbye
 from pymailer.store import INBOX, KeywordLimit, MailboxGone, MailboxNameTooLong
 
 log = Logger()
@@ -107,6 +107,12 @@ _KEYWORD = re.compile(r'[^\x00-\x20\x7f-\uffff(){%*"\\\]]+')
 def _commandLabel(name, uid):
     """The metrics label of a command we implement (a bounded set)."""
     return ("UID " if uid else "") + name.decode("ascii", "replace")
+
+
+def _selectCompleted(readOnly):
+    """SELECT's and EXAMINE's tagged text (RFC 3501 7.1: READ-ONLY, READ-WRITE)."""
+    mode = b"[READ-ONLY]" if readOnly else b"[READ-WRITE]"
+    return mode + b" " + (b"EXAMINE" if readOnly else b"SELECT") + b" completed"
 
 
 def _isCompress(line):
@@ -1231,6 +1237,9 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             raise ParseError("SELECT needs a mailbox name")
         resync = self._selectParameters(args[1]) if len(args) == 2 else None
         name = self.mailboxName(args[0])
+        rev2Session = self.enabled.rev2
+        if resync is None and self._reselectKnown(name, readOnly):
+            return self._reselect(args[0], rev2Session)
         if self.selected is not None:
             # RFC 9051 6.3.2 (Appendix E 9), RFC 7162 3.2.11: the mailbox
             # selected before is closed, whether this one opens or not; what
@@ -1238,8 +1247,6 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             self.sendLine(b"* OK [CLOSED] Previous mailbox is now closed")
         self._unselect()
         self.state = "auth"
-
-        rev2Session = self.enabled.rev2
 
         def work():
             selected = Selected(name, self._openMailbox(name, b"NONEXISTENT"), readOnly)
@@ -1261,37 +1268,70 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             self.selected = selected
             self.state = "select"
             self.factory.notifier.subscribe(self.user, name, self._mailboxChanged)
-            # One write for the lot.
-            lines = selected.flagsResponses()
-            lines.append(b"* %d EXISTS" % len(selected.uids))
-            if rev2Session:
-                # RFC 9051 6.3.2: no RECENT, no UNSEEN; the mailbox's LIST
-                # (its attributes may be left out), with OLDNAME if the
-                # client's spelling was not the stored one.
-                lines.append(b'* LIST () "/" %s' % formatValue(self.encodeName(name)))
-                lines += self._normalisedNotice(args[0], name)
-            else:
-                lines.append(b"* %d RECENT" % len(selected.recent))
-                flags = selected.flags
-                unseen = next((s for s, u in enumerate(selected.uids, 1)
-                               if "\\Seen" not in flags[u]), None)
-                if unseen is not None:
-                    lines.append(b"* OK [UNSEEN %d] First unseen" % unseen)
-            lines.append(b"* OK [UIDVALIDITY %d] UIDs valid" % selected.validity)
-            lines.append(b"* OK [UIDNEXT %d] Predicted next UID" % selected.uidNext)
-            # RFC 7162 3.1.2.1: on every SELECT/EXAMINE of a mailbox that
-            # keeps mod-sequences, enabled or not.
-            lines.append(b"* OK [HIGHESTMODSEQ %d] Highest" % selected.highestModSeq)
-            lines.append(b"* OK %s Ok" % objectid.mailboxIdCode(selected.mailboxId))  # RFC 8474 4.2
-            self._sendLines(lines)
+            self._sendLines(self._selectLines(selected, args[0], rev2Session))
             if changes is not None:
                 self._resynced(selected, resync, changes)
-            mode = b"[READ-ONLY]" if readOnly else b"[READ-WRITE]"
-            return mode + b" " + (b"EXAMINE" if readOnly else b"SELECT") + b" completed"
+            return _selectCompleted(readOnly)
 
         return self.account.run(work).addCallback(answer)
 
     cmd_SELECT.states = ("auth", "select")
+
+    def _selectLines(self, selected, token, rev2Session):
+        """SELECT's untagged lines, for one write (RFC 3501 6.3.1, RFC 9051 6.3.2)."""
+        lines = selected.flagsResponses()
+        lines.append(b"* %d EXISTS" % len(selected.uids))
+        if rev2Session:
+            # RFC 9051 6.3.2: no RECENT, no UNSEEN; the mailbox's LIST
+            # (its attributes may be left out), with OLDNAME if the
+            # client's spelling was not the stored one.
+            lines.append(b'* LIST () "/" %s' % formatValue(self.encodeName(selected.name)))
+            lines += self._normalisedNotice(token, selected.name)
+        else:
+            lines.append(b"* %d RECENT" % len(selected.recent))
+            flags = selected.flags
+            unseen = next((s for s, u in enumerate(selected.uids, 1)
+                           if "\\Seen" not in flags[u]), None)
+            if unseen is not None:
+                lines.append(b"* OK [UNSEEN %d] First unseen" % unseen)
+        lines.append(b"* OK [UIDVALIDITY %d] UIDs valid" % selected.validity)
+        lines.append(b"* OK [UIDNEXT %d] Predicted next UID" % selected.uidNext)
+        # RFC 7162 3.1.2.1: on every SELECT/EXAMINE of a mailbox that
+        # keeps mod-sequences, enabled or not.
+        lines.append(b"* OK [HIGHESTMODSEQ %d] Highest" % selected.highestModSeq)
+        lines.append(b"* OK %s Ok" % objectid.mailboxIdCode(selected.mailboxId))  # RFC 8474 4.2
+        return lines
+
+    def _reselectKnown(self, name, readOnly):
+        """
+        Whether a SELECT of C{name} can be answered from what the session
+        holds, with no trip to the store (issue 13: a client that selects
+        its INBOX again before each round of work): it is the mailbox
+        selected now, read-write as before, no change was noticed since the
+        session's last read and none is held back, and the store tells
+        every change, other processes' included (L{IExternalChanges}:
+        another process's change is heard within the notifier's poll, as
+        by IDLE; a store that cannot tell them, Maildir, is read again).
+        """
+        selected = self.selected
+        return (selected is not None and selected.name == name and not readOnly
+                and not selected.readOnly and selected.unchangedSinceRead()
+                and IExternalChanges.providedBy(self.factory.store))
+
+    def _reselect(self, token, rev2Session):
+        """
+        SELECT of the mailbox selected now, nothing changed (L{_reselectKnown}):
+        closed and opened again (RFC 9051 6.3.2: CLOSED first), from the
+        session's state.  What a new read would give: no message is
+        \\Recent any more (this session claimed them, RFC 3501 2.3.2).
+        """
+        selected = self.selected
+        self.sendLine(b"* OK [CLOSED] Previous mailbox is now closed")
+        self.searchResult = frozenset()  # RFC 5182 2.1
+        selected.recent = set()
+        selected.showRecent = not rev2Session
+        self._sendLines(self._selectLines(selected, token, rev2Session))
+        return _selectCompleted(False)
 
     def _selectParameters(self, params):
         """
