@@ -122,6 +122,27 @@ class Selected:
             return self.mailbox.expungeDeleted(uids, self.highestModSeq,
                                                claimRecent=not self.readOnly)[1]
 
+    def storeFlags(self, uids, mode, flags, unchangedSince=None):
+        """
+        Blocking: change the flags of C{uids} and read what changed since
+        the state last applied, the change included, in one store call
+        (L{pymailer.interfaces.IMailbox.storeFlagsWithChanges}).
+        """
+        with readingWithChanges(self.reading()):
+            return self.mailbox.storeFlagsWithChanges(
+                uids, mode, flags, unchangedSince, self.highestModSeq,
+                claimRecent=not self.readOnly)
+
+    def append(self, source, flags, internalDate):
+        """
+        Blocking: append a message and read what changed since the state
+        last applied, the message included, in one store call
+        (L{pymailer.interfaces.IMailbox.appendWithChanges}).
+        """
+        with readingWithChanges(self.reading()):
+            return self.mailbox.appendWithChanges(source, flags, internalDate,
+                                                  self.highestModSeq, not self.readOnly)
+
     def shownFlags(self, uid):
         """The flags as FETCH shows them, C{\\Recent} included."""
         flags = self.flags.get(uid, set())

@@ -720,22 +720,6 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         return self.account.run(selected.refresh).addCallback(
             self._applyChanges, selected, allowExpunge)
 
-    def _runAndRefresh(self, selected, work):
-        """
-        Run the blocking C{work} and then C{selected}'s refresh in one trip
-        to the thread pool: C{(result, changes)}.  For a command that
-        changes the selected mailbox, whose own change would otherwise
-        make L{_completed} take a second trip (each costs a thread wake-up
-        and a reactor wake-up; under load these dominated a command's time).
-        The changes are applied by the command's answer, with its own
-        results first, so nothing is told twice.
-        """
-        def both():
-            result = work()
-            return result, selected.refresh()
-
-        return self.account.run(both)
-
     def _applyChanges(self, changes, selected, allowExpunge=True):
         if self.selected is selected and not self._closing:
             if selected.validity and changes.uidValidity != selected.validity:
@@ -1167,35 +1151,36 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         def work(_):
             # Into the selected mailbox: the session's own store object and
             # UIDVALIDITY, not looked up again (deleted or renamed meanwhile,
-            # it says MailboxGone, and the session ends as on any command).
+            # it says MailboxGone, and the session ends as on any command);
+            # and what changed there, the new message included, read in
+            # the same trip to the pool (its EXISTS goes before the OK).
             mailbox = selected.mailbox if selected is not None \
                 else self._openMailbox(name, b"TRYCREATE")
             built, files = catenate.resolve(messages, self.buildCatenation)
             try:
                 self.checkQuota(sum(append.size(m) for _, _, m in built))
                 with _flagLimit():
+                    if selected is None:
+                        return (mailbox.uidValidity(), append.appendAll(mailbox, built)), None
+                    if len(built) == 1:  # and in one store step (issue 13)
+                        flags, date, message = built[0]
+                        uid, changes = selected.append(append.source(message), flags, date)
+                        return (selected.validity, [uid]), changes
                     uids = append.appendAll(mailbox, built)
             finally:
                 for f in files:
                     f.close()
-            return (selected.validity if selected is not None else mailbox.uidValidity()), uids
+            return (selected.validity, uids), selected.refresh()
 
         def answer(result):
             (validity, uids), changes = result
             if selected is not None:
-                # The new message's EXISTS before the OK, read in the
-                # same trip to the pool as the append.
                 self._applyChanges(changes, selected)
             return b"[APPENDUID %d %s] APPEND completed" % (validity, formatSet(uids))
 
-        def run(_):
-            if selected is None:
-                return self.account.run(work, None).addCallback(lambda r: (r, None))
-            return self._runAndRefresh(selected, lambda: work(None))
-
         ready = defer.gatherResults(spooled, consumeErrors=True).addErrback(
             lambda f: f.value.subFailure)
-        return ready.addCallback(run).addCallback(answer)
+        return ready.addCallback(lambda _: self.account.run(work, None)).addCallback(answer)
 
     def buildCatenation(self, catenation):
         """Blocking: a CATENATE message, from this user's mailboxes (RFC 4469)."""
@@ -1514,8 +1499,7 @@ class IMAPServer(QuotaCommands, IMAP4Server):
 
         def work():
             with _flagLimit():
-                return selected.mailbox.storeFlags(
-                    [u for _, u in targets], mode, flags, unchangedSince)
+                return selected.storeFlags([u for _, u in targets], mode, flags, unchangedSince)
 
         def answer(result):
             (results, failed), changes = result
@@ -1543,7 +1527,8 @@ class IMAPServer(QuotaCommands, IMAP4Server):
                 return b"[MODIFIED %s] Conditional STORE failed" % formatSet(numbers)
             return None
 
-        return self._runAndRefresh(selected, work).addCallback(answer)
+        # One trip: the store changes and reads what to tell in one step.
+        return self.account.run(work).addCallback(answer)
 
     cmd_STORE.states = ("select",)
     cmd_STORE.uid = True

@@ -975,6 +975,18 @@ class MaildirMailbox:
         self._expunge(lambda index, files: [
             key for key, e in index.entries.items() if e.uid in uids])
 
+    def appendWithChanges(self, source, flags=(), internalDate=None, since=0,
+                          claimRecent=False):
+        uid = self.append(source, flags, internalDate)  # not atomic, as storeFlagsWithChanges
+        return uid, self.changedSince(since, claimRecent)
+
+    def storeFlagsWithChanges(self, uids, mode, flags, unchangedSince=None, since=0,
+                              claimRecent=False):
+        # Not atomic (nothing is, in a Maildir): the change, then what
+        # changed since, the change included.
+        stored = self.storeFlags(uids, mode, flags, unchangedSince)
+        return stored, self.changedSince(since, claimRecent)
+
     def expungeDeleted(self, uids=None, since=None, claimRecent=False):
         # \Deleted as the file names say now (another tool may have set it).
         deleted = FLAG_LETTERS["\\Deleted"]

@@ -436,6 +436,17 @@ class MemoryMailbox:
             self.store._notify(self.user, self.name)
         return results, failed
 
+    def appendWithChanges(self, source, flags=(), internalDate=None, since=0,
+                          claimRecent=False):
+        uid = self.append(source, flags, internalDate)  # reads source outside the lock
+        return uid, self._read(claimRecent, since)
+
+    def storeFlagsWithChanges(self, uids, mode, flags, unchangedSince=None, since=0,
+                              claimRecent=False):
+        with self.store._lock:  # re-entered: one atomic step
+            stored = self.storeFlags(uids, mode, flags, unchangedSince)
+            return stored, self._read(claimRecent, since)
+
     def setFlags(self, uid, flags):
         if uid not in self.storeFlags([uid], "set", flags)[0]:
             raise KeyError(uid)
