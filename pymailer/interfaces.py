@@ -459,6 +459,18 @@ class IMailbox(Interface):
         @raise KeyError: no message C{uid} (expunged, or never there).
         """
 
+    def openMessages(uids):
+        """
+        L{openMessage} of several messages (IMAP FETCH of their bodies),
+        looked up together where the backend keeps an index (one query,
+        not one a message), each opened only when the iteration reaches
+        it (an iteration stopped early leaves nothing open).
+
+        @return: an iterator of C{(uid, IMessageContent)}, in the order of
+            C{uids}, leaving out those not in the mailbox; the caller
+            closes each content.
+        """
+
     def summaries(uids, structure=True):
         """
         What IMAP needs of messages without opening them: their

@@ -174,7 +174,7 @@ def test_the_benchmark_loop_takes_five_trips(tmp_path, monkeypatch):
     # 6 before SELECT again came from the session and STORE and APPEND
     # read their changes in their own transaction (7 and 10 before that).
     assert len(trips) == 5, trips
-    assert len(statements) <= 42, statements  # 65 before (79 and more before that)
+    assert len(statements) <= 38, statements  # 65 before (79 and more before that)
     # Transactions: no read ones (3 before), a write one for each change
     # (7 before: STORE's and APPEND's refreshes were transactions of their own).
     assert statements.count("BEGIN") == 0, statements

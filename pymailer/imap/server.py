@@ -1765,21 +1765,20 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         # ENVELOPE, BODY, BODYSTRUCTURE: from the store's summaries.
         summaries = selected.mailbox.summaries([u for _, u in chunk]) \
             if any(i.needsSummary for i in items) else None
-        needsContent = any(i.needsContent for i in items)
-        for seq, u in chunk:
-            if summaries is not None and u not in summaries:
-                continue  # expunged meanwhile
-            if not needsContent:
-                out.append(fetchPieces(selected, seq, u, items, None, None,
-                                       seenExtras if u in seen else extras, summaries[u]))
-                continue
-            try:
-                content = selected.mailbox.openMessage(u)
-            except KeyError:
-                continue
+        if not any(i.needsContent for i in items):
+            for seq, u in chunk:
+                if u in summaries:  # not expunged meanwhile
+                    out.append(fetchPieces(selected, seq, u, items, None, None,
+                                           seenExtras if u in seen else extras, summaries[u]))
+            return out
+        # The messages looked up together (one query), each opened in turn.
+        sequence = dict((u, seq) for seq, u in chunk)
+        for u, content in selected.mailbox.openMessages([u for _, u in chunk]):
             with content:
+                if summaries is not None and u not in summaries:
+                    continue  # expunged meanwhile
                 out.append(fetchPieces(
-                    selected, seq, u, items, messageOctets(content),
+                    selected, sequence[u], u, items, messageOctets(content),
                     content.duplicate, seenExtras if u in seen else extras,
                     summaries and summaries[u]))
         return out

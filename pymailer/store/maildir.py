@@ -837,6 +837,14 @@ class MaildirMailbox:
     def openMessage(self, uid):
         return self._retry(uid, lambda n: FileContent.open(self.path / "cur" / n))
 
+    def openMessages(self, uids):
+        for uid in uids:
+            try:
+                content = self.openMessage(uid)
+            except KeyError:
+                continue  # expunged
+            yield uid, content
+
     def summaries(self, uids, structure=True):
         """
         Computed from the file on the first read in this process, then

@@ -389,6 +389,14 @@ class MemoryMailbox:
                 raise KeyError(uid)
             return BytesContent(message.data)
 
+    def openMessages(self, uids):
+        for uid in uids:
+            try:
+                content = self.openMessage(uid)
+            except KeyError:
+                continue  # expunged
+            yield uid, content
+
     def summaries(self, uids, structure=True):
         with self.store._lock:
             box = self._state()

@@ -1239,6 +1239,23 @@ class SQLiteMailbox:
             # Expunged (and its blob removed) between the query and the open.
             raise KeyError(uid) from None
 
+    def openMessages(self, uids):
+        uids = list(uids)
+        blobs = {}
+        for i in range(0, len(uids), 250):  # SQLite's limit on parameters is far above
+            part = uids[i:i + 250]
+            blobs.update(self.store._read(
+                "SELECT uid, blob FROM messages WHERE mailboxId = ? AND uid IN (%s)"
+                % ",".join("?" * len(part)), (self._id, *part)).fetchall())
+        for uid in uids:
+            if uid not in blobs:
+                continue
+            try:
+                content = self.store.blobs.open(blobs[uid])
+            except FileNotFoundError:
+                continue  # expunged (and its blob removed) after the query
+            yield uid, content
+
     def summaries(self, uids, structure=True):
         columns = (_STRUCTURE_COLUMNS if structure else "NULL, NULL, NULL") \
             + ", " + _FIELD_COLUMNS
