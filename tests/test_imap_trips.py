@@ -266,3 +266,15 @@ def test_select_again_on_a_maildir_reads_it(tmp_path, monkeypatch):
     trips.clear()
     assert b"s OK" in client.send(b"s SELECT INBOX\r\n")
     assert len(trips) == 1
+
+
+def test_noop_with_nothing_new_takes_no_trip(session):
+    """If this fails, a client polling with NOOP (RFC 3501 6.1.2) waits for
+    the pool although nothing was heard of since its last read, or is not
+    told of a delivery it was heard of."""
+    client, trips = session
+    assert client.send(b"n NOOP\r\n") == b"n OK NOOP completed\r\n"
+    assert trips == []
+    client.deliver(MESSAGE)
+    assert client.send(b"n NOOP\r\n") == b"* 4 EXISTS\r\n* 4 RECENT\r\nn OK NOOP completed\r\n"
+    assert len(trips) == 1, trips

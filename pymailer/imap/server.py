@@ -680,7 +680,10 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             text = name + b" completed"
         if self.selected is not None and name not in (b"LOGOUT",):
             allowExpunge = uid or name not in (b"FETCH", b"STORE", b"SEARCH")
-            if self.selected.dirty or name in (b"NOOP", b"CHECK"):
+            # RFC 3501 6.1.2: NOOP polls; with nothing heard since the
+            # last read, and a store that tells every change, it has
+            # nothing to read (issue 13, as for SELECT: _stateCurrent).
+            if self.selected.dirty or (name in (b"NOOP", b"CHECK") and not self._stateCurrent()):
                 return self._sync(allowExpunge).addCallback(
                     lambda _: self.sendLine(tag + b" OK " + text))
         self.sendLine(tag + b" OK " + text)
@@ -1300,8 +1303,17 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         """
         selected = self.selected
         return (selected is not None and selected.name == name and not readOnly
-                and not selected.readOnly and selected.unchangedSinceRead()
-                and IExternalChanges.providedBy(self.factory.store))
+                and not selected.readOnly and self._stateCurrent())
+
+    def _stateCurrent(self):
+        """
+        Whether the selected mailbox's state is the store's as far as can
+        be known without reading it: no change noticed since the last read
+        and none held back (L{Selected.unchangedSinceRead}), on a store
+        that tells every change, other processes' too (L{IExternalChanges}).
+        """
+        return self.selected.unchangedSinceRead() and IExternalChanges.providedBy(
+            self.factory.store)
 
     def _reselect(self, token, rev2Session):
         """
