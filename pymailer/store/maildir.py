@@ -57,7 +57,7 @@ from pymailer.interfaces import IMailbox, IMaildropLock, IMailStore
 from pymailer.store import (
     INBOX, OBJECTID_DIGITS, SPECIAL_USE, Listeners, MailboxGone, MailboxNameTooLong,
     MailboxSnapshot, MaildropLocked, MessageInfo, canonicalName as _genericName,
-    decodeSpecialUse, encodeSpecialUse, objectId, specialUseOf,
+    decodeSpecialUse, encodeSpecialUse, objectId, openEach, specialUseOf,
 )
 from pymailer.store.content import FileContent
 from pymailer.message.summary import summarize
@@ -838,12 +838,7 @@ class MaildirMailbox:
         return self._retry(uid, lambda n: FileContent.open(self.path / "cur" / n))
 
     def openMessages(self, uids):
-        for uid in uids:
-            try:
-                content = self.openMessage(uid)
-            except KeyError:
-                continue  # expunged
-            yield uid, content
+        return openEach(self, uids)
 
     def summaries(self, uids, structure=True):
         """

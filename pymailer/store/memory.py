@@ -25,7 +25,7 @@ from pymailer.interfaces import IMailbox, IMaildropLock, IMailImport, IMailStore
 from pymailer.store import (
     INBOX, SPECIAL_USE, KeywordLimit, Listeners, MailboxGone, MailboxSnapshot, MaildropLocked,
     MessageInfo, canonicalNameWithin, checkDeliveryKey, importPlan, importTarget, newObjectId,
-    renameMoves, specialUseOf,
+    openEach, renameMoves, specialUseOf,
 )
 from pymailer.store.content import BytesContent
 from pymailer.message.summary import summarize
@@ -390,12 +390,7 @@ class MemoryMailbox:
             return BytesContent(message.data)
 
     def openMessages(self, uids):
-        for uid in uids:
-            try:
-                content = self.openMessage(uid)
-            except KeyError:
-                continue  # expunged
-            yield uid, content
+        return openEach(self, uids)
 
     def summaries(self, uids, structure=True):
         with self.store._lock:
