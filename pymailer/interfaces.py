@@ -468,6 +468,18 @@ class IMailbox(Interface):
         @raise KeyError: no message C{uid} (expunged, or never there).
         """
 
+    def openMessages(uids):
+        """
+        L{openMessage} of several messages (IMAP FETCH of their bodies),
+        looked up together where the backend keeps an index (one query,
+        not one a message), each opened only when the iteration reaches
+        it (an iteration stopped early leaves nothing open).
+
+        @return: an iterator of C{(uid, IMessageContent)}, in the order of
+            C{uids}, leaving out those not in the mailbox; the caller
+            closes each content.
+        """
+
     def summaries(uids, structure=True):
         """
         What IMAP needs of messages without opening them: their
@@ -500,6 +512,22 @@ class IMailbox(Interface):
             neither.
         @raise pymailer.store.KeywordLimit: no room for a new keyword
             (nothing is changed).
+        """
+
+    def storeFlagsWithChanges(uids, mode, flags, unchangedSince=None, since=0,
+                              claimRecent=False):
+        """
+        IMAP's STORE (RFC 3501 6.4.6): L{storeFlags}, then what changed
+        after mod-sequence C{since} as L{changedSince} would, the flag
+        change included (a session tells its own change and others' at
+        the end of the command).  A backend with transactions does both in
+        one, so a session's STORE costs one step and sees no change slip
+        in between.
+
+        @param claimRecent: as for L{changedSince}.
+        @return: C{(storeFlags's answer, changedSince's snapshot)}.
+        @raise pymailer.store.KeywordLimit: as L{storeFlags} (nothing is
+            changed).
         """
 
     def setFlags(uid, flags):
@@ -537,6 +565,19 @@ class IMailbox(Interface):
 
         @return: its UID.
         @raise pymailer.store.KeywordLimit: no room for a new keyword.
+        """
+
+    def appendWithChanges(source, flags=(), internalDate=None, since=0, claimRecent=False):
+        """
+        IMAP's APPEND into the selected mailbox (RFC 3501 6.3.11): L{append},
+        then what changed after mod-sequence C{since} as L{changedSince}
+        would, the new message included (the session tells its EXISTS
+        before the tagged OK).  A backend with transactions does both in
+        one, as L{storeFlagsWithChanges}.
+
+        @param claimRecent: as for L{changedSince}.
+        @return: C{(uid, changedSince's snapshot)}.
+        @raise pymailer.store.MailboxGone: as L{append}.
         """
 
     def copy(uids, target):

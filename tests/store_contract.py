@@ -597,7 +597,102 @@ class StoreContract:
         with pytest.raises(MailboxGone):
             trash.expungeDeleted()
 
+    def test_storeFlagsWithChangesTellsItsOwnChangeAndOthers(self, store):
+        """If this fails, an IMAP STORE tells the client its own flag
+        change wrongly, misses another client's change or a delivery made
+        meanwhile (RFC 3501 7: told at the end of any command), or reads
+        more than what changed."""
+        for i in range(3):
+            deliver(store, b"m%d" % i)
+        box = store.mailbox(USER)
+        start = box.snapshot(claimRecent=True).highestModSeq  # the session's view
+        other = self.reopen(store).mailbox(USER)  # another client, maybe another process
+        other.storeFlags([3], "add", {"\\Seen"})
+        deliver(store, b"new")
+        (results, failed), changes = box.storeFlagsWithChanges(
+            [1, 2, 9], "add", {"\\Flagged", "$Work"}, since=start, claimRecent=True)
+        assert failed == [] and sorted(results) == [1, 2]
+        assert results[1][0] == {"\\Flagged", "$Work"}
+        assert changes.since == start and changes.vanished == ()
+        assert [(i.uid, i.flags) for i in changes.messages] == [
+            (1, {"\\Flagged", "$Work"}), (2, {"\\Flagged", "$Work"}), (3, {"\\Seen"}),
+            (4, frozenset())]
+        assert [i.modseq for i in changes.messages[:2]] == [results[1][1], results[2][1]]
+        assert changes.recent == {4}
+        assert "$Work" in changes.keywords
+        assert changes.highestModSeq == box.highestModSeq()
+        assert (changes.uidNext, changes.uidValidity) == (5, box.uidValidity())
+        # Nothing else changed since: only this change is read.
+        quiet, flagged = changes.highestModSeq, results[1][1]
+        (results, failed), changes = box.storeFlagsWithChanges(
+            [1, 4], "remove", {"\\Flagged"}, unchangedSince=flagged - 1, since=quiet,
+            claimRecent=True)
+        assert (failed, list(results)) == ([1], [4])  # 1 changed after flagged - 1
+        assert changes.messages == [] and changes.highestModSeq == quiet
+        (results, _), changes = box.storeFlagsWithChanges([2], "set", {"\\Seen"}, since=quiet)
+        assert [(i.uid, i.flags, i.modseq) for i in changes.messages] == [
+            (2, {"\\Seen"}, quiet + 1)]
+        assert results[2] == ({"\\Seen"}, quiet + 1)
+        assert changes.highestModSeq == quiet + 1 == box.highestModSeq()
+        assert changes.messages[0] == [m for m in box.messages() if m.uid == 2][0]._replace(
+            path=changes.messages[0].path)
+
+    def test_appendWithChangesTellsTheNewMessageAndOthers(self, store):
+        """If this fails, an IMAP APPEND into the open mailbox does not
+        tell its EXISTS (or tells it wrongly, or not \\Recent), or misses
+        what another client changed meanwhile."""
+        deliver(store, b"m0")
+        box = store.mailbox(USER)
+        start = box.snapshot(claimRecent=True).highestModSeq
+        self.reopen(store).mailbox(USER).storeFlags([1], "add", {"\\Seen"})
+        uid, changes = box.appendWithChanges(io.BytesIO(b"Subject: a\r\n\r\nx\r\n"),
+                                             ("\\Draft",), 1e9, since=start,
+                                             claimRecent=True)
+        assert uid == 2
+        assert [(i.uid, i.flags) for i in changes.messages] == [
+            (1, {"\\Seen"}), (2, {"\\Draft"})]
+        assert changes.messages[1].internalDate == 1e9
+        assert changes.recent == {2} and changes.since == start
+        assert (changes.uidNext, changes.highestModSeq) == (3, box.highestModSeq())
+        assert box.snapshot(claimRecent=True).recent == frozenset()  # claimed
+        # Nothing else changed since: the new message alone.
+        quiet = changes.highestModSeq
+        uid, changes = box.appendWithChanges(io.BytesIO(b"b"), since=quiet)
+        assert [i.uid for i in changes.messages] == [uid] == [3]
+        assert changes.recent == {3}  # not claimed: another session may be told
+        assert (changes.uidNext, changes.highestModSeq) == (4, box.highestModSeq())
+        trash = store.mailbox(USER, "Trash")
+        store.deleteMailbox(USER, "Trash")
+        with pytest.raises(MailboxGone):
+            trash.appendWithChanges(io.BytesIO(b"c"), since=0)
+
     # -- content ------------------------------------------------------------
+
+    def test_openMessagesTogether(self, store):
+        """If this fails, a FETCH of several bodies sends the wrong octets
+        for some, in the wrong order, fails on a message expunged
+        meanwhile, or leaves files open."""
+        for i in range(4):
+            deliver(store, b"body %d" % i)
+        box = store.mailbox(USER)
+        assert [m.uid for m in box.messages()] == [1, 2, 3, 4]
+        box.expunge([2])
+        opened = box.openMessages([4, 1, 2, 3])
+        uid, content = next(opened)
+        with content:
+            assert (uid, content.read()) == (4, b"body 3")
+        box.expunge([3])  # after the look-up: may still be read, or left out
+        found = []
+        for uid, content in opened:
+            with content:
+                found.append((uid, content.read()))
+        assert found[0] == (1, b"body 0") and found[1:] in ([], [(3, b"body 2")]), found
+        first = box.openMessages([1, 4])
+        uid, content = next(first)
+        with content:
+            assert (uid, content.read()) == (1, b"body 0")
+        first.close()  # stopped early: the other is never opened
+        assert list(box.openMessages([])) == [] and list(box.openMessages([99])) == []
 
     def test_openMessageContent(self, store):
         """If this fails, FETCH of a body part or POP3 RETR sends the wrong

@@ -74,6 +74,14 @@ class Selected:
         self.dirty = True
         self._noticeStamp = max(self._noticeStamp, stamp)
 
+    def unchangedSinceRead(self):
+        """
+        Whether the state holds the mailbox as the store has it, as far as
+        this process heard: read at least once, no change noticed since
+        (L{noticed}), no expunge held back from the client.
+        """
+        return bool(self.validity) and not self.dirty and not self.unannounced
+
     def reading(self):
         """
         A read of the mailbox is about to begin (in whichever thread): a
@@ -114,6 +122,27 @@ class Selected:
         with readingWithChanges(self.reading()):
             return self.mailbox.expungeDeleted(uids, self.highestModSeq,
                                                claimRecent=not self.readOnly)[1]
+
+    def storeFlags(self, uids, mode, flags, unchangedSince=None):
+        """
+        Blocking: change the flags of C{uids} and read what changed since
+        the state last applied, the change included, in one store call
+        (L{pymailer.interfaces.IMailbox.storeFlagsWithChanges}).
+        """
+        with readingWithChanges(self.reading()):
+            return self.mailbox.storeFlagsWithChanges(
+                uids, mode, flags, unchangedSince, self.highestModSeq,
+                claimRecent=not self.readOnly)
+
+    def append(self, source, flags, internalDate):
+        """
+        Blocking: append a message and read what changed since the state
+        last applied, the message included, in one store call
+        (L{pymailer.interfaces.IMailbox.appendWithChanges}).
+        """
+        with readingWithChanges(self.reading()):
+            return self.mailbox.appendWithChanges(source, flags, internalDate,
+                                                  self.highestModSeq, not self.readOnly)
 
     def shownFlags(self, uid):
         """The flags as FETCH shows them, C{\\Recent} included."""
@@ -215,7 +244,8 @@ class Selected:
             lines.append(b"* OK [HIGHESTMODSEQ %d] Expunges pending" % self.heldAt)
         self.validity, self.uidNext = snapshot.uidValidity, snapshot.uidNext
         self.highestModSeq = snapshot.highestModSeq
-        self.mailboxId = snapshot.mailboxId
+        if snapshot.mailboxId is not None:  # a whole snapshot's (changedSince has none)
+            self.mailboxId = snapshot.mailboxId
         # Not simply cleared: a notice that came while the read ran may
         # be of a change the read missed (it would wait for the next one).
         self.dirty = self._noticeStamp > self._readStamp

@@ -79,7 +79,7 @@ from pymailer.imap.parser import (
     astring, formatSet, formatValue, isAtom, isFetch, isTag, splitCommand, tokenize,
 )
 from pymailer.imap.selected import SYSTEM_FLAGS, Selected
-from pymailer.interfaces import IGoodbye
+from pymailer.interfaces import IExternalChanges, IGoodbye
 from pymailer.store import INBOX, KeywordLimit, MailboxGone, MailboxNameTooLong
 
 log = Logger()
@@ -107,6 +107,12 @@ _KEYWORD = re.compile(r'[^\x00-\x20\x7f-\uffff(){%*"\\\]]+')
 def _commandLabel(name, uid):
     """The metrics label of a command we implement (a bounded set)."""
     return ("UID " if uid else "") + name.decode("ascii", "replace")
+
+
+def _selectCompleted(readOnly):
+    """SELECT's and EXAMINE's tagged text (RFC 3501 7.1: READ-ONLY, READ-WRITE)."""
+    mode = b"[READ-ONLY]" if readOnly else b"[READ-WRITE]"
+    return mode + b" " + (b"EXAMINE" if readOnly else b"SELECT") + b" completed"
 
 
 def _isCompress(line):
@@ -674,7 +680,10 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             text = name + b" completed"
         if self.selected is not None and name not in (b"LOGOUT",):
             allowExpunge = uid or name not in (b"FETCH", b"STORE", b"SEARCH")
-            if self.selected.dirty or name in (b"NOOP", b"CHECK"):
+            # RFC 3501 6.1.2: NOOP polls; with nothing heard since the
+            # last read, and a store that tells every change, it has
+            # nothing to read (issue 13, as for SELECT: _stateCurrent).
+            if self.selected.dirty or (name in (b"NOOP", b"CHECK") and not self._stateCurrent()):
                 return self._sync(allowExpunge).addCallback(
                     lambda _: self.sendLine(tag + b" OK " + text))
         self.sendLine(tag + b" OK " + text)
@@ -713,22 +722,6 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         selected = self.selected
         return self.account.run(selected.refresh).addCallback(
             self._applyChanges, selected, allowExpunge)
-
-    def _runAndRefresh(self, selected, work):
-        """
-        Run the blocking C{work} and then C{selected}'s refresh in one trip
-        to the thread pool: C{(result, changes)}.  For a command that
-        changes the selected mailbox, whose own change would otherwise
-        make L{_completed} take a second trip (each costs a thread wake-up
-        and a reactor wake-up; under load these dominated a command's time).
-        The changes are applied by the command's answer, with its own
-        results first, so nothing is told twice.
-        """
-        def both():
-            result = work()
-            return result, selected.refresh()
-
-        return self.account.run(both)
 
     def _applyChanges(self, changes, selected, allowExpunge=True):
         if self.selected is selected and not self._closing:
@@ -1160,35 +1153,36 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         def work(_):
             # Into the selected mailbox: the session's own store object and
             # UIDVALIDITY, not looked up again (deleted or renamed meanwhile,
-            # it says MailboxGone, and the session ends as on any command).
+            # it says MailboxGone, and the session ends as on any command);
+            # and what changed there, the new message included, read in
+            # the same trip to the pool (its EXISTS goes before the OK).
             mailbox = selected.mailbox if selected is not None \
                 else self._openMailbox(name, b"TRYCREATE")
             built, files = catenate.resolve(messages, self.buildCatenation)
             try:
                 self.checkQuota(sum(append.size(m) for _, _, m in built))
                 with _flagLimit():
+                    if selected is None:
+                        return (mailbox.uidValidity(), append.appendAll(mailbox, built)), None
+                    if len(built) == 1:  # and in one store step (issue 13)
+                        flags, date, message = built[0]
+                        uid, changes = selected.append(append.source(message), flags, date)
+                        return (selected.validity, [uid]), changes
                     uids = append.appendAll(mailbox, built)
             finally:
                 for f in files:
                     f.close()
-            return (selected.validity if selected is not None else mailbox.uidValidity()), uids
+            return (selected.validity, uids), selected.refresh()
 
         def answer(result):
             (validity, uids), changes = result
             if selected is not None:
-                # The new message's EXISTS before the OK, read in the
-                # same trip to the pool as the append.
                 self._applyChanges(changes, selected)
             return b"[APPENDUID %d %s] APPEND completed" % (validity, formatSet(uids))
 
-        def run(_):
-            if selected is None:
-                return self.account.run(work, None).addCallback(lambda r: (r, None))
-            return self._runAndRefresh(selected, lambda: work(None))
-
         ready = defer.gatherResults(spooled, consumeErrors=True).addErrback(
             lambda f: f.value.subFailure)
-        return ready.addCallback(run).addCallback(answer)
+        return ready.addCallback(lambda _: self.account.run(work, None)).addCallback(answer)
 
     def buildCatenation(self, catenation):
         """Blocking: a CATENATE message, from this user's mailboxes (RFC 4469)."""
@@ -1230,6 +1224,9 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             raise ParseError("SELECT needs a mailbox name")
         resync = self._selectParameters(args[1]) if len(args) == 2 else None
         name = self.mailboxName(args[0])
+        rev2Session = self.enabled.rev2
+        if resync is None and self._reselectKnown(name, readOnly):
+            return self._reselect(args[0], rev2Session)
         if self.selected is not None:
             # RFC 9051 6.3.2 (Appendix E 9), RFC 7162 3.2.11: the mailbox
             # selected before is closed, whether this one opens or not; what
@@ -1237,8 +1234,6 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             self.sendLine(b"* OK [CLOSED] Previous mailbox is now closed")
         self._unselect()
         self.state = "auth"
-
-        rev2Session = self.enabled.rev2
 
         def work():
             selected = Selected(name, self._openMailbox(name, b"NONEXISTENT"), readOnly)
@@ -1260,37 +1255,79 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             self.selected = selected
             self.state = "select"
             self.factory.notifier.subscribe(self.user, name, self._mailboxChanged)
-            # One write for the lot.
-            lines = selected.flagsResponses()
-            lines.append(b"* %d EXISTS" % len(selected.uids))
-            if rev2Session:
-                # RFC 9051 6.3.2: no RECENT, no UNSEEN; the mailbox's LIST
-                # (its attributes may be left out), with OLDNAME if the
-                # client's spelling was not the stored one.
-                lines.append(b'* LIST () "/" %s' % formatValue(self.encodeName(name)))
-                lines += self._normalisedNotice(args[0], name)
-            else:
-                lines.append(b"* %d RECENT" % len(selected.recent))
-                flags = selected.flags
-                unseen = next((s for s, u in enumerate(selected.uids, 1)
-                               if "\\Seen" not in flags[u]), None)
-                if unseen is not None:
-                    lines.append(b"* OK [UNSEEN %d] First unseen" % unseen)
-            lines.append(b"* OK [UIDVALIDITY %d] UIDs valid" % selected.validity)
-            lines.append(b"* OK [UIDNEXT %d] Predicted next UID" % selected.uidNext)
-            # RFC 7162 3.1.2.1: on every SELECT/EXAMINE of a mailbox that
-            # keeps mod-sequences, enabled or not.
-            lines.append(b"* OK [HIGHESTMODSEQ %d] Highest" % selected.highestModSeq)
-            lines.append(b"* OK %s Ok" % objectid.mailboxIdCode(selected.mailboxId))  # RFC 8474 4.2
-            self._sendLines(lines)
+            self._sendLines(self._selectLines(selected, args[0], rev2Session))
             if changes is not None:
                 self._resynced(selected, resync, changes)
-            mode = b"[READ-ONLY]" if readOnly else b"[READ-WRITE]"
-            return mode + b" " + (b"EXAMINE" if readOnly else b"SELECT") + b" completed"
+            return _selectCompleted(readOnly)
 
         return self.account.run(work).addCallback(answer)
 
     cmd_SELECT.states = ("auth", "select")
+
+    def _selectLines(self, selected, token, rev2Session):
+        """SELECT's untagged lines, for one write (RFC 3501 6.3.1, RFC 9051 6.3.2)."""
+        lines = selected.flagsResponses()
+        lines.append(b"* %d EXISTS" % len(selected.uids))
+        if rev2Session:
+            # RFC 9051 6.3.2: no RECENT, no UNSEEN; the mailbox's LIST
+            # (its attributes may be left out), with OLDNAME if the
+            # client's spelling was not the stored one.
+            lines.append(b'* LIST () "/" %s' % formatValue(self.encodeName(selected.name)))
+            lines += self._normalisedNotice(token, selected.name)
+        else:
+            lines.append(b"* %d RECENT" % len(selected.recent))
+            flags = selected.flags
+            unseen = next((s for s, u in enumerate(selected.uids, 1)
+                           if "\\Seen" not in flags[u]), None)
+            if unseen is not None:
+                lines.append(b"* OK [UNSEEN %d] First unseen" % unseen)
+        lines.append(b"* OK [UIDVALIDITY %d] UIDs valid" % selected.validity)
+        lines.append(b"* OK [UIDNEXT %d] Predicted next UID" % selected.uidNext)
+        # RFC 7162 3.1.2.1: on every SELECT/EXAMINE of a mailbox that
+        # keeps mod-sequences, enabled or not.
+        lines.append(b"* OK [HIGHESTMODSEQ %d] Highest" % selected.highestModSeq)
+        lines.append(b"* OK %s Ok" % objectid.mailboxIdCode(selected.mailboxId))  # RFC 8474 4.2
+        return lines
+
+    def _reselectKnown(self, name, readOnly):
+        """
+        Whether a SELECT of C{name} can be answered from what the session
+        holds, with no trip to the store (issue 13: a client that selects
+        its INBOX again before each round of work): it is the mailbox
+        selected now, read-write as before, no change was noticed since the
+        session's last read and none is held back, and the store tells
+        every change, other processes' included (L{IExternalChanges}:
+        another process's change is heard within the notifier's poll, as
+        by IDLE; a store that cannot tell them, Maildir, is read again).
+        """
+        selected = self.selected
+        return (selected is not None and selected.name == name and not readOnly
+                and not selected.readOnly and self._stateCurrent())
+
+    def _stateCurrent(self):
+        """
+        Whether the selected mailbox's state is the store's as far as can
+        be known without reading it: no change noticed since the last read
+        and none held back (L{Selected.unchangedSinceRead}), on a store
+        that tells every change, other processes' too (L{IExternalChanges}).
+        """
+        return self.selected.unchangedSinceRead() and IExternalChanges.providedBy(
+            self.factory.store)
+
+    def _reselect(self, token, rev2Session):
+        """
+        SELECT of the mailbox selected now, nothing changed (L{_reselectKnown}):
+        closed and opened again (RFC 9051 6.3.2: CLOSED first), from the
+        session's state.  What a new read would give: no message is
+        \\Recent any more (this session claimed them, RFC 3501 2.3.2).
+        """
+        selected = self.selected
+        self.sendLine(b"* OK [CLOSED] Previous mailbox is now closed")
+        self.searchResult = frozenset()  # RFC 5182 2.1
+        selected.recent = set()
+        selected.showRecent = not rev2Session
+        self._sendLines(self._selectLines(selected, token, rev2Session))
+        return _selectCompleted(False)
 
     def _selectParameters(self, params):
         """
@@ -1473,8 +1510,7 @@ class IMAPServer(QuotaCommands, IMAP4Server):
 
         def work():
             with _flagLimit():
-                return selected.mailbox.storeFlags(
-                    [u for _, u in targets], mode, flags, unchangedSince)
+                return selected.storeFlags([u for _, u in targets], mode, flags, unchangedSince)
 
         def answer(result):
             (results, failed), changes = result
@@ -1502,7 +1538,8 @@ class IMAPServer(QuotaCommands, IMAP4Server):
                 return b"[MODIFIED %s] Conditional STORE failed" % formatSet(numbers)
             return None
 
-        return self._runAndRefresh(selected, work).addCallback(answer)
+        # One trip: the store changes and reads what to tell in one step.
+        return self.account.run(work).addCallback(answer)
 
     cmd_STORE.states = ("select",)
     cmd_STORE.uid = True
@@ -1739,21 +1776,20 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         # ENVELOPE, BODY, BODYSTRUCTURE: from the store's summaries.
         summaries = selected.mailbox.summaries([u for _, u in chunk]) \
             if any(i.needsSummary for i in items) else None
-        needsContent = any(i.needsContent for i in items)
-        for seq, u in chunk:
-            if summaries is not None and u not in summaries:
-                continue  # expunged meanwhile
-            if not needsContent:
-                out.append(fetchPieces(selected, seq, u, items, None, None,
-                                       seenExtras if u in seen else extras, summaries[u]))
-                continue
-            try:
-                content = selected.mailbox.openMessage(u)
-            except KeyError:
-                continue
+        if not any(i.needsContent for i in items):
+            for seq, u in chunk:
+                if u in summaries:  # not expunged meanwhile
+                    out.append(fetchPieces(selected, seq, u, items, None, None,
+                                           seenExtras if u in seen else extras, summaries[u]))
+            return out
+        # The messages looked up together (one query), each opened in turn.
+        sequence = dict((u, seq) for seq, u in chunk)
+        for u, content in selected.mailbox.openMessages([u for _, u in chunk]):
             with content:
+                if summaries is not None and u not in summaries:
+                    continue  # expunged meanwhile
                 out.append(fetchPieces(
-                    selected, seq, u, items, messageOctets(content),
+                    selected, sequence[u], u, items, messageOctets(content),
                     content.duplicate, seenExtras if u in seen else extras,
                     summaries and summaries[u]))
         return out

@@ -204,6 +204,20 @@ class Listeners(listeners.Listeners):
         self._tell(user, mailboxName)
 
 
+def openEach(mailbox, uids):
+    """
+    L{pymailer.interfaces.IMailbox.openMessages} for a backend without an
+    index to look several messages up at once: L{openMessage} each, in
+    turn, leaving out those gone.
+    """
+    for uid in uids:
+        try:
+            content = mailbox.openMessage(uid)
+        except KeyError:
+            continue  # expunged
+        yield uid, content
+
+
 class MessageInfo(NamedTuple):
     """
     One message of a mailbox as the protocols see it.  A named tuple, not

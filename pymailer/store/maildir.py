@@ -57,7 +57,7 @@ from pymailer.interfaces import IMailbox, IMaildropLock, IMailStore
 from pymailer.store import (
     INBOX, OBJECTID_DIGITS, SPECIAL_USE, Listeners, MailboxGone, MailboxNameTooLong,
     MailboxSnapshot, MaildropLocked, MessageInfo, canonicalName as _genericName,
-    decodeSpecialUse, encodeSpecialUse, objectId, specialUseOf,
+    decodeSpecialUse, encodeSpecialUse, objectId, openEach, specialUseOf,
 )
 from pymailer.store.content import FileContent
 from pymailer.message.summary import summarize
@@ -838,6 +838,9 @@ class MaildirMailbox:
     def openMessage(self, uid):
         return self._retry(uid, lambda n: FileContent.open(self.path / "cur" / n))
 
+    def openMessages(self, uids):
+        return openEach(self, uids)
+
     def summaries(self, uids, structure=True):
         """
         Computed from the file on the first read in this process, then
@@ -975,6 +978,18 @@ class MaildirMailbox:
         uids = set(uids)
         self._expunge(lambda index, files: [
             key for key, e in index.entries.items() if e.uid in uids])
+
+    def appendWithChanges(self, source, flags=(), internalDate=None, since=0,
+                          claimRecent=False):
+        uid = self.append(source, flags, internalDate)  # not atomic, as storeFlagsWithChanges
+        return uid, self.changedSince(since, claimRecent)
+
+    def storeFlagsWithChanges(self, uids, mode, flags, unchangedSince=None, since=0,
+                              claimRecent=False):
+        # Not atomic (nothing is, in a Maildir): the change, then what
+        # changed since, the change included.
+        stored = self.storeFlags(uids, mode, flags, unchangedSince)
+        return stored, self.changedSince(since, claimRecent)
 
     def expungeDeleted(self, uids=None, since=None, claimRecent=False):
         # \Deleted as the file names say now (another tool may have set it).

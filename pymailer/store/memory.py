@@ -25,7 +25,7 @@ from pymailer.interfaces import IMailbox, IMaildropLock, IMailImport, IMailStore
 from pymailer.store import (
     INBOX, SPECIAL_USE, KeywordLimit, Listeners, MailboxGone, MailboxSnapshot, MaildropLocked,
     MessageInfo, canonicalNameWithin, checkDeliveryKey, importPlan, importTarget, newObjectId,
-    renameMoves, specialUseOf,
+    openEach, renameMoves, specialUseOf,
 )
 from pymailer.store.content import BytesContent
 from pymailer.message.summary import summarize
@@ -389,6 +389,9 @@ class MemoryMailbox:
                 raise KeyError(uid)
             return BytesContent(message.data)
 
+    def openMessages(self, uids):
+        return openEach(self, uids)
+
     def summaries(self, uids, structure=True):
         with self.store._lock:
             box = self._state()
@@ -435,6 +438,17 @@ class MemoryMailbox:
         if changed:
             self.store._notify(self.user, self.name)
         return results, failed
+
+    def appendWithChanges(self, source, flags=(), internalDate=None, since=0,
+                          claimRecent=False):
+        uid = self.append(source, flags, internalDate)  # reads source outside the lock
+        return uid, self._read(claimRecent, since)
+
+    def storeFlagsWithChanges(self, uids, mode, flags, unchangedSince=None, since=0,
+                              claimRecent=False):
+        with self.store._lock:  # re-entered: one atomic step
+            stored = self.storeFlags(uids, mode, flags, unchangedSince)
+            return stored, self._read(claimRecent, since)
 
     def setFlags(self, uid, flags):
         if uid not in self.storeFlags([uid], "set", flags)[0]:

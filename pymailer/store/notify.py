@@ -59,11 +59,11 @@ def readingWithChanges(stamp):
     the read's L{readStamp}, since the read holds them (taken after the
     commit, theirs would look newer, and the session would read again).
     """
-    _thread.stamp = stamp
+    outer, _thread.stamp = getattr(_thread, "stamp", None), stamp
     try:
         yield
     finally:
-        _thread.stamp = None
+        _thread.stamp = outer  # a call nested in another's (inline, in tests)
 
 
 @implementer(IChangeNotifier)

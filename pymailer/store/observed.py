@@ -59,9 +59,19 @@ class ObservedMailbox:
 
     def storeFlags(self, uids, mode, flags, unchangedSince=None):
         result = self._mailbox.storeFlags(uids, mode, flags, unchangedSince)
-        self._tell("flagged", self._user, self._mailbox, sorted(result[0]), mode,
-                   frozenset(flags))
+        self._flagged(result, mode, flags)
         return result
+
+    def storeFlagsWithChanges(self, uids, mode, flags, unchangedSince=None, since=0,
+                              claimRecent=False):
+        result = self._mailbox.storeFlagsWithChanges(uids, mode, flags, unchangedSince,
+                                                     since, claimRecent)
+        self._flagged(result[0], mode, flags)
+        return result
+
+    def _flagged(self, stored, mode, flags):
+        self._tell("flagged", self._user, self._mailbox, sorted(stored[0]), mode,
+                   frozenset(flags))
 
     def _tell(self, method, *args):
         # What the user did is done: an observer's failure must not turn

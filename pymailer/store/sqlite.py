@@ -1329,6 +1329,23 @@ class SQLiteMailbox:
             # Expunged (and its blob removed) between the query and the open.
             raise KeyError(uid) from None
 
+    def openMessages(self, uids):
+        uids = list(uids)
+        blobs = {}
+        for i in range(0, len(uids), 250):  # SQLite's limit on parameters is far above
+            part = uids[i:i + 250]
+            blobs.update(self.store._read(
+                "SELECT uid, blob FROM messages WHERE mailboxId = ? AND uid IN (%s)"
+                % ",".join("?" * len(part)), (self._id, *part)).fetchall())
+        for uid in uids:
+            if uid not in blobs:
+                continue
+            try:
+                content = self.store.blobs.open(blobs[uid])
+            except FileNotFoundError:
+                continue  # expunged (and its blob removed) after the query
+            yield uid, content
+
     def summaries(self, uids, structure=True):
         columns = (_STRUCTURE_COLUMNS if structure else "NULL, NULL, NULL") \
             + ", " + _FIELD_COLUMNS
@@ -1388,53 +1405,97 @@ class SQLiteMailbox:
         Inside C{txn}: C{(system, letters, keywords)} of C{flags}; a new
         keyword is saved in the mailbox row (KeywordLimit changes nothing).
         """
-        keywords = _keywords(self._row(txn.db, "keywords")[0])
+        return self._splitWith(txn, flags, allocate, self._row(txn.db, "keywords")[0])[:3]
+
+    def _splitWith(self, txn, flags, allocate, names):
+        """
+        L{_split}, the mailbox's keywords column C{names} read in C{txn}
+        already. @return: C{(system, letters, keywords, column after)}.
+        """
+        keywords = _keywords(names)
         system = " ".join(sorted(f for f in flags if f in _SYSTEM))
         letters, changed = keywords.encode(
             sorted(f for f in flags if not f.startswith("\\")), allocate)
         if changed:
-            txn.execute("UPDATE mailboxes SET keywords = ? WHERE id = ?",
-                        (json.dumps(keywords.names), self._id))
-        return system, "".join(sorted(letters)), keywords
+            names = json.dumps(keywords.names)
+            txn.execute("UPDATE mailboxes SET keywords = ? WHERE id = ?", (names, self._id))
+        return system, "".join(sorted(letters)), keywords, names
 
     def _nextModSeq(self, txn):
         return txn.execute("UPDATE mailboxes SET highestModSeq = highestModSeq + 1"
                            " WHERE id = ? RETURNING highestModSeq", (self._id,)).fetchone()[0]
 
     def storeFlags(self, uids, mode, flags, unchangedSince=None):
-        results, failed = {}, []
-        wanted = set(uids)
         with self.store._write(durable=False) as txn:
-            system, letters, keywords = self._split(txn, flags, mode != "remove")
-            system, letters = set(system.split()), set(letters)
-            rows = txn.execute("SELECT uid, modseq, system, letters FROM messages"
-                               " WHERE mailboxId = ? ORDER BY uid", (self._id,)).fetchall() \
-                if len(wanted) > 500 else [
-                    row for uid in sorted(wanted) for row in txn.execute(
-                        "SELECT uid, modseq, system, letters FROM messages"
-                        " WHERE mailboxId = ? AND uid = ?", (self._id, uid))]
-            for uid, modseq, oldSystem, oldLetters in rows:
-                if uid not in wanted:
-                    continue
-                if unchangedSince is not None and modseq > unchangedSince:
-                    failed.append(uid)
-                    continue
-                old = (set(oldSystem.split()), set(oldLetters))
-                if mode == "set":
-                    new = (system, letters)
-                elif mode == "add":
-                    new = (old[0] | system, old[1] | letters)
-                else:
-                    new = (old[0] - system, old[1] - letters)
-                if new != old:
-                    modseq = self._nextModSeq(txn)
-                    txn.execute("UPDATE messages SET system = ?, letters = ?, modseq = ?"
-                                " WHERE mailboxId = ? AND uid = ?",
-                                (" ".join(sorted(new[0])), "".join(sorted(new[1])),
-                                 modseq, self._id, uid))
-                    txn.changed(self.user, self.name)
-                results[uid] = (self._flags(keywords, " ".join(new[0]), new[1]), modseq)
+            names = self._row(txn.db, "keywords")[0]
+            results, failed, _, _ = self._storeIn(txn, names, uids, mode, flags, unchangedSince)
         return results, failed
+
+    def storeFlagsWithChanges(self, uids, mode, flags, unchangedSince=None, since=0,
+                              claimRecent=False):
+        # One write transaction (one trip for the caller, issue 13), as in
+        # expungeDeleted.
+        with self.store._write(durable=False) as txn:
+            row = self._row(txn.db)
+            validity, uidNext, highest, firstRecent, names = row
+            results, failed, changed, names = self._storeIn(
+                txn, names, uids, mode, flags, unchangedSince)
+            if highest == since:
+                # Nobody changed the mailbox since the caller's read, and
+                # the write lock keeps it so: what changed after it is this
+                # change alone, known without reading it back.
+                result = ((validity, uidNext, max([highest] + [i.modseq for i in changed]),
+                           firstRecent, names), changed, ())
+            else:
+                result = self._changesIn(txn.db, since)
+            if claimRecent and firstRecent < uidNext:  # RFC 3501 2.3.2, as in changedSince
+                self._claimIn(txn)
+        return (results, failed), self._changedSnapshot(since, result)
+
+    def _storeIn(self, txn, names, uids, mode, flags, unchangedSince):
+        """
+        Inside C{txn}: L{storeFlags}, the mailbox's keywords column C{names}
+        read in C{txn}.
+
+        @return: C{(results, failed, changed, names)}: L{storeFlags}'s
+            answer, the L{MessageInfo}s of the messages whose flags changed
+            (ascending by UID), and the keywords column after the change.
+        """
+        results, failed, changed = {}, [], []
+        wanted = set(uids)
+        system, letters, keywords, names = self._splitWith(txn, flags, mode != "remove", names)
+        system, letters = set(system.split()), set(letters)
+        query = ("SELECT uid, modseq, system, letters, key, size, internalDate,"
+                 " coalesce(saveDate, internalDate) FROM messages WHERE mailboxId = ?")
+        rows = txn.execute(query + " ORDER BY uid", (self._id,)).fetchall() \
+            if len(wanted) > 500 else [
+                row for uid in sorted(wanted) for row in txn.execute(
+                    query + " AND uid = ?", (self._id, uid))]
+        for uid, modseq, oldSystem, oldLetters, key, size, internalDate, saveDate in rows:
+            if uid not in wanted:
+                continue
+            if unchangedSince is not None and modseq > unchangedSince:
+                failed.append(uid)
+                continue
+            old = (set(oldSystem.split()), set(oldLetters))
+            if mode == "set":
+                new = (system, letters)
+            elif mode == "add":
+                new = (old[0] | system, old[1] | letters)
+            else:
+                new = (old[0] - system, old[1] - letters)
+            newFlags = self._flags(keywords, " ".join(new[0]), new[1])
+            if new != old:
+                modseq = self._nextModSeq(txn)
+                txn.execute("UPDATE messages SET system = ?, letters = ?, modseq = ?"
+                            " WHERE mailboxId = ? AND uid = ?",
+                            (" ".join(sorted(new[0])), "".join(sorted(new[1])),
+                             modseq, self._id, uid))
+                txn.changed(self.user, self.name)
+                changed.append(MessageInfo(uid, key, newFlags, size, internalDate, modseq,
+                                           None, saveDate))
+            results[uid] = (newFlags, modseq)
+        return results, failed, changed, names
 
     def setFlags(self, uid, flags):
         if uid not in self.storeFlags([uid], "set", flags)[0]:
@@ -1450,7 +1511,7 @@ class SQLiteMailbox:
         # messages are \Deleted, their removal, and what the session is to
         # be told, with nobody's change in between.
         with self.store._write(durable=False) as txn:
-            self._row(txn.db, "1")  # MailboxGone
+            row = self._row(txn.db)  # MailboxGone
             wanted = None if uids is None else set(uids)
             if wanted is not None and len(wanted) <= 500:  # UID EXPUNGE: by key
                 rows = [row for uid in sorted(wanted) for row in txn.execute(
@@ -1465,9 +1526,15 @@ class SQLiteMailbox:
             expunged = [uid for uid, _ in self._expunge(txn, doomed)]
             if since is None:
                 return expunged, None
-            result = self._changesIn(txn.db, since)
-            row = result[0]
-            if claimRecent and row[3] < row[1]:  # RFC 3501 2.3.2, as in changedSince
+            validity, uidNext, highest, firstRecent, names = row
+            if highest == since:
+                # As in storeFlagsWithChanges: the expunge (one new
+                # mod-sequence) is all that changed after the caller's read.
+                result = ((validity, uidNext, highest + bool(expunged), firstRecent, names),
+                          [], tuple(expunged))
+            else:
+                result = self._changesIn(txn.db, since)
+            if claimRecent and firstRecent < uidNext:  # RFC 3501 2.3.2, as in changedSince
                 self._claimIn(txn)
         return expunged, self._changedSnapshot(since, result)
 
@@ -1491,18 +1558,49 @@ class SQLiteMailbox:
 
     def append(self, source, flags=(), internalDate=None):
         self.uidValidity()  # MailboxGone before writing anything
+        uid, _ = self._appendWith(source, flags, internalDate)
+        self._appended = True  # see changedSince
+        return uid
+
+    def appendWithChanges(self, source, flags=(), internalDate=None, since=0,
+                          claimRecent=False):
+        # One write transaction, as in storeFlagsWithChanges.  No look at
+        # the mailbox before the blob is written: the caller had it open;
+        # deleted meanwhile, the transaction says MailboxGone and the blob
+        # goes with it.
+        uid, result = self._appendWith(source, flags, internalDate, since, claimRecent)
+        return uid, self._changedSnapshot(since, result)
+
+    def _appendWith(self, source, flags, internalDate, since=None, claimRecent=False):
+        """
+        L{append}; with C{since}, L{changedSince}'s C{result} (for
+        L{_changedSnapshot}) read in the same transaction.
+        @return: C{(uid, result or None)}.
+        """
         pending, summary = self.store._writeBlob(b"", source)  # outside the lock
+        result = None
         with self.store._write() as txn:
             txn.pending.append(pending)
-            system, letters, _ = self._split(txn, flags, True)
+            row = self._row(txn.db) if since is not None else (None,) * 4 + (
+                self._row(txn.db, "keywords")[0],)
+            validity, uidNext, highest, firstRecent, names = row
+            system, letters, keywords, names = self._splitWith(txn, flags, True, names)
             self.store._addBlob(txn, pending)
             self.store._keepSummary(txn, pending.blobId, summary)
             uid = self.store._addMessage(
                 txn, self._id, pending.blobId, pending.size, system, letters,
                 time.time() if internalDate is None else internalDate)
             txn.changed(self.user, self.name)
-        self._appended = True  # see changedSince
-        return uid
+            if since is not None:
+                # As in storeFlagsWithChanges: when nothing changed after
+                # the caller's read, the new message (one new UID and
+                # mod-sequence) is all there is to read.
+                result = ((validity, uid + 1, highest + 1, firstRecent, names),
+                          self._infos(txn.db, keywords, since), ()) \
+                    if highest == since else self._changesIn(txn.db, since)
+                if claimRecent:  # the new message at least (RFC 3501 2.3.2)
+                    self._claimIn(txn)
+        return uid, result
 
     def _checkWith(self, txn, target):
         """
