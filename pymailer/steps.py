@@ -15,6 +15,21 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 
+# type -> whether it is a Deferred: C{isinstance(x, Deferred)} goes through
+# C{ABCMeta.__instancecheck__} (Deferred is an C{Awaitable}), a Python call
+# per check, tens of them per message.  The types seen are the code's few.
+_isDeferredType = {}
+
+
+def isDeferred(result):
+    """C{isinstance(result, Deferred)}, at the cost of a dict look-up."""
+    kind = type(result)
+    known = _isDeferredType.get(kind)
+    if known is None:
+        known = _isDeferredType[kind] = issubclass(kind, Deferred)
+    return known
+
+
 def settled(result):
     """
     C{result}'s value if it is a C{Deferred} that has already fired and
@@ -23,7 +38,7 @@ def settled(result):
     """
     # Fired and not paused: its callbacks have all run (a paused one
     # waits on another Deferred's result).
-    if isinstance(result, Deferred) and result.called and not result.paused:
+    if isDeferred(result) and result.called and not result.paused:
         value = result.result
         if isinstance(value, Failure):
             # Handled by our caller: no "Unhandled error in Deferred" when
@@ -46,7 +61,7 @@ def runSteps(result, *steps):
     """
     result = settled(result)
     for index, step in enumerate(steps):
-        if isinstance(result, Deferred):
+        if isDeferred(result):
             for later in steps[index:]:
                 result.addCallback(later)
             return result

@@ -15,13 +15,13 @@ a thread): the SMTP server handles both, and takes the answer at once when
 there is one.
 """
 
-from twisted.internet import defer
 from twisted.logger import Logger
 
 from pymailer.policy.authresults import authenticationResults
 from pymailer.limits import andThen
 from pymailer.policy.decision import ACCEPTED, Decision
 from pymailer.policy.verdict import SpamScore, logVerdict
+from pymailer.steps import isDeferred
 
 
 class PolicyChain:
@@ -98,7 +98,7 @@ class PolicyChain:
                 decision = check(facts, *args)
             except Exception:
                 return self._pieceFailed(piece, stage)
-            if isinstance(decision, defer.Deferred):
+            if isDeferred(decision):
                 def answered(decision, piece=piece, index=index, combined=combined):
                     refusal, combined = self._weigh(piece, stage, decision, combined)
                     if refusal is not None:

@@ -15,7 +15,6 @@ import re
 import time
 
 from twisted.cred.credentials import Anonymous
-from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.mail.smtp import COMMAND, ESMTP
@@ -28,7 +27,7 @@ from pymailer.interfaces import IGoodbye, IMessageIntake
 from pymailer.limits import andThen
 from pymailer.policy.decision import Facts
 from pymailer.sendnow import writeNow
-from pymailer.steps import runSteps, settled
+from pymailer.steps import isDeferred, runSteps, settled
 from pymailer.smtp import data as smtpdata, submission
 from pymailer.smtp.address import parsePathCommand, unquoteLocalPart
 from pymailer.smtp.reply import BAD_MAILBOX, DEFAULT_ENHANCED, SMTPReply
@@ -296,7 +295,7 @@ class SMTPServer(SessionSecurity, ESMTP):
         except Exception:
             refused(Failure())
             return None
-        if isinstance(result, defer.Deferred):
+        if isDeferred(result):
             return result.addErrback(refused)
         return None
 
@@ -463,7 +462,7 @@ class SMTPServer(SessionSecurity, ESMTP):
             result = settled(result)
         except Exception:
             return self.replyError(Failure())
-        if isinstance(result, defer.Deferred):
+        if isDeferred(result):
             self._busy = True
             result.addErrback(self.replyError)
             result.addBoth(self._commandDone)
