@@ -109,10 +109,13 @@ class Events:
         """
         self.deliveryOutcome(outcome, envelope.queueId, envelope.sender, recipient.address,
                              envelope.session.clientAddress, detail)
+        qid, to, n = envelope.queueId, recipient.address, recipient.attempts
+        # Formatted here, once (as the mail log's records): the log
+        # thread's formatting of "{record}" is a look-up, not a parse of
+        # the format and five fields under the GIL (12 us per line).
         _deliveryLog.info(
-            "{qid}: to=<{to}> status={status} attempts={n} ({detail})",
-            qid=envelope.queueId, to=recipient.address, status=outcome,
-            n=recipient.attempts, detail=detail,
+            "{record}", record=f"{qid}: to=<{to}> status={outcome} attempts={n} ({detail})",
+            qid=qid, to=to, status=outcome, n=n, detail=detail,
         )
 
     def rejected(self, reason, clientIP, sender=None, recipient=None, text=""):

@@ -478,3 +478,35 @@ def test_recipient_route_is_reused_for_a_second():
     directory.users.discard("alice@example.org")
     now[0] += RouteCache.MAX_AGE
     assert rcpt(intakes[0], "alice@example.org") == (550, "5.1.1")
+
+
+def test_delivery_log_line_is_formatted_once():
+    """
+    A delivery's log line is written as before (Postfix's "to=<...>,
+    status=..." manner) and keeps its fields for a JSON log, but the text
+    comes formatted with the event: the log thread looks it up instead of
+    parsing a format of five fields under the GIL for every message.
+    """
+    from twisted.logger import eventAsText, globalLogPublisher
+
+    from pymailer.envelope import Session
+    from pymailer.events import Events
+
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        envelope = Envelope(queueId="Q1", sender="a@remote.test", receivedAt=0.0, size=10,
+                            session=Session(clientAddress="192.0.2.1"),
+                            recipients=(Recipient(index=0, address="alice@example.org",
+                                                  attempts=1),))
+        Events().recipientOutcome("delivered", envelope, envelope.recipients[0],
+                                  "250 2.0.0 delivered to 1 mailbox(es)")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    (event,) = [e for e in events if e.get("log_namespace") == "pymailer.delivery"]
+    assert eventAsText(event, includeTimestamp=False, includeSystem=False) == (
+        "Q1: to=<alice@example.org> status=delivered attempts=1 "
+        "(250 2.0.0 delivered to 1 mailbox(es))")
+    assert (event["qid"], event["to"], event["status"], event["n"]) == (
+        "Q1", "alice@example.org", "delivered", 1)
+    assert event["log_format"] == "{record}"
