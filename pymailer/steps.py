@@ -59,11 +59,15 @@ def runSteps(result, *steps):
     @raise Exception: what a step raises (or a fired C{Deferred} failed
         with) before any step is pending.
     """
-    result = settled(result)
-    for index, step in enumerate(steps):
+    index = 0
+    while True:
         if isDeferred(result):
-            for later in steps[index:]:
-                result.addCallback(later)
+            if not result.called or result.paused:
+                for later in steps[index:]:
+                    result.addCallback(later)
+                return result
+            result = settled(result)
+        if index == len(steps):
             return result
-        result = settled(step(result))
-    return result
+        result = steps[index](result)
+        index += 1
