@@ -39,7 +39,7 @@ from twisted.internet.error import ConnectionDone  # noqa: E402
 from twisted.logger import eventAsText, globalLogBeginner  # noqa: E402
 from twisted.python.failure import Failure  # noqa: E402
 
-from benchlib import makeMessage  # noqa: E402
+from benchlib import TimedPool, makeMessage  # noqa: E402
 from pymailer.auth.realm import MailRealm  # noqa: E402
 from pymailer.config import SMTPConfig  # noqa: E402
 from pymailer.connlimit import SharedConnections  # noqa: E402
@@ -62,29 +62,6 @@ HOSTNAME = "mx.example.org"
 USER = "alice@example.org"
 # smtp-source's pace per worker in the side-by-side bench: ~150 messages/s.
 SESSION_SECONDS = 1 / 150
-
-
-class TimedPool:
-    """A thread pool that runs the work at once and adds up its CPU."""
-
-    def __init__(self):
-        self.cpu = 0.0
-        self.calls = 0
-        self.profile = None  # paused during the work: the profile is the reactor's
-
-    def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
-        if self.profile:
-            self.profile.disable()
-        start = time.thread_time()
-        try:
-            result, ok = f(*args, **kwargs), True
-        except BaseException:
-            result, ok = Failure(), False
-        self.cpu += time.thread_time() - start
-        self.calls += 1
-        if self.profile:
-            self.profile.enable()
-        onResult(ok, result)
 
 
 class Reactor(task.Clock):

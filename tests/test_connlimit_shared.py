@@ -170,6 +170,19 @@ class CountingLimits(SQLiteLimits):
         return super()._change(f)
 
 
+def reconnectingClientSetup(tmp_path):
+    """
+    Two processes' listeners (8 per address) on one store; the first's
+    store transactions counted.  @return: C{(store, reactor, one, two)}.
+    """
+    store = CountingLimits(tmp_path / "limits.sqlite")
+    reactor = ClockReactor()
+    shared = SharedConnections(store, reactor, SynchronousThreadPool())
+    shared.startService()
+    return (store, reactor, smtpListener(shared, perIP=8),
+            smtpListener(sharedStore(tmp_path), perIP=8))
+
+
 def test_reconnecting_client_costs_no_store_transaction_per_connection(tmp_path):
     """
     A client far below its limit that connects once per message (as
@@ -179,12 +192,7 @@ def test_reconnecting_client_costs_no_store_transaction_per_connection(tmp_path)
     counts everywhere until it is given back, within 0.1 s; then the other
     process can use every slot again.
     """
-    store = CountingLimits(tmp_path / "limits.sqlite")
-    reactor = ClockReactor()
-    shared = SharedConnections(store, reactor, SynchronousThreadPool())
-    shared.startService()
-    one = smtpListener(shared, perIP=8)
-    two = smtpListener(sharedStore(tmp_path), perIP=8)
+    store, reactor, one, two = reconnectingClientSetup(tmp_path)
     before = store.calls
     for _ in range(20):
         protocol, transport = connectSMTP(one)
@@ -208,12 +216,7 @@ def test_client_connecting_without_pause_keeps_its_slot(tmp_path):
     next connection paid two store transactions to count itself again).
     Once it pauses, the slot goes back within 0.1 s.
     """
-    store = CountingLimits(tmp_path / "limits.sqlite")
-    reactor = ClockReactor()
-    shared = SharedConnections(store, reactor, SynchronousThreadPool())
-    shared.startService()
-    one = smtpListener(shared, perIP=8)
-    two = smtpListener(sharedStore(tmp_path), perIP=8)
+    store, reactor, one, two = reconnectingClientSetup(tmp_path)
     before = store.calls
     for _ in range(40):
         protocol, transport = connectSMTP(one)
