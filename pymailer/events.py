@@ -63,7 +63,8 @@ class Event:
 
 
 def _clip(value):
-    value = "" if value is None else str(value)
+    if value.__class__ is not str:
+        value = "" if value is None else str(value)
     return value if len(value) <= MAX_FIELD else value[:MAX_FIELD] + "..."
 
 
@@ -79,10 +80,13 @@ class Events:
         self.clock = clock
         self.sink = sink
 
-    def _record(self, kind, **fields):
+    def _record(self, kind, reason="", queueId="", sender="", recipient="", clientIP="",
+                text=""):
         if self.sink is not None:
-            self.sink.record(Event(self.clock.seconds(), kind,
-                                   **{k: _clip(v) for k, v in fields.items()}))
+            # Positional, without a dict of fields: two per message (issue 14).
+            self.sink.record(Event(self.clock.seconds(), kind, _clip(reason), _clip(queueId),
+                                   _clip(sender), _clip(recipient), _clip(clientIP),
+                                   _clip(text)))
 
     def messageAccepted(self, listener, queueId, sender, recipients, clientIP):
         """A message queued after its data (the 250 reply)."""
