@@ -32,30 +32,11 @@ sys.path[:0] = [os.path.join(os.path.dirname(os.path.abspath(__file__)), d)
                 for d in ("../tests", "..")]
 
 
-from benchlib import makeMessage  # noqa: E402
+from benchlib import TimedPool, makeMessage  # noqa: E402
 from imapharness import USER, Client, FakeFactory  # noqa: E402
 from pymailer.imap.account import IMAPAccount  # noqa: E402
 
 COMMANDS = 7  # a loop's commands (imap_ops.py's long session, less LOGIN and LOGOUT)
-
-
-class TimedPool:
-    """A thread pool that runs the work at once and adds up its CPU."""
-
-    def __init__(self):
-        self.cpu = 0.0
-        self.calls = 0
-
-    def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
-        start = time.thread_time()
-        try:
-            result, ok = f(*args, **kwargs), True
-        except BaseException:
-            from twisted.python.failure import Failure
-            result, ok = Failure(), False
-        self.cpu += time.thread_time() - start
-        self.calls += 1
-        onResult(ok, result)
 
 
 class PooledFactory(FakeFactory):

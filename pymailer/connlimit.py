@@ -31,7 +31,6 @@ says); limits count per listener (its role, across processes).
 
 from twisted.application.service import Service
 from twisted.internet import task
-from twisted.internet.defer import succeed
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -143,12 +142,19 @@ class Admission(Protocol):
         self._early = []
 
     def connectionMade(self):
-        self.transport.pauseProducing()
         factory = self.factory
         limits = factory.limits
-        d = factory.shared.admit(factory.scope, self.host, limits.max_connections_per_ip,
-                                 limits.max_connections)
-        d.addCallback(self._answered)
+        answer = factory.shared.admit(factory.scope, self.host, limits.max_connections_per_ip,
+                                      limits.max_connections)
+        if answer is True:
+            # A slot this process held: the session starts now.
+            self._answered(True)
+            return
+        self.transport.pauseProducing()
+        self._paused = True
+        answer.addCallback(self._answered)
+
+    _paused = False
 
     def _answered(self, counted):
         factory = self.factory
@@ -166,7 +172,8 @@ class Admission(Protocol):
             return
         # Resumed first: a session may pause the transport itself (an SMTP
         # greeting waits on the policy check).
-        self.transport.resumeProducing()
+        if self._paused:
+            self.transport.resumeProducing()
         self.session = factory.buildSession(self.addr)
         self.session.makeConnection(self.transport)
         early, self._early = b"".join(self._early), None
@@ -205,7 +212,8 @@ class SharedConnections(Service):
         self.store, self.reactor, self.threadpool = store, reactor, threadpool
         self._renewer = task.LoopingCall(self._keepAlive)
         self._renewer.clock = reactor
-        self._held = {}  # (scope, host) -> slots held (L{release})
+        # (scope, host) -> when each slot held (L{release}) was given back, oldest first
+        self._held = {}
         self._limitOf = {}  # scope -> its per-address limit, as last asked
         self._flush = None  # the call giving back held slots
 
@@ -238,12 +246,12 @@ class SharedConnections(Service):
         C{limit} from one address and C{total} in all (L{ALL}), over every
         process.
 
-        @return: a C{Deferred} firing with C{True} (counted), C{False}
-            (C{limit} open already from C{host}), L{FULL} (C{total} open
-            already), or C{None} (the store failed: not counted, admit on
-            this process's count).  A slot this process holds
-            (L{release}) is taken at once, without asking the store: it
-            is still counted there.
+        @return: C{True} at once when this process holds the slots
+            (L{release}): they are still counted in the store, which is
+            not asked.  Otherwise a C{Deferred} firing with C{True}
+            (counted), C{False} (C{limit} open already from C{host}),
+            L{FULL} (C{total} open already), or C{None} (the store
+            failed: not counted, admit on this process's count).
         """
         self._limitOf[scope] = (limit, total)
         wanted = [(ALL, total)] if total is not None else []
@@ -252,7 +260,7 @@ class SharedConnections(Service):
         for key, most in wanted:
             (taken if self._takeHeld((scope, key)) else ask).append((key, most))
         if not ask:
-            return succeed(True)
+            return True
 
         def answered(result):
             if result is not True:  # refused, or failed: the held slots go back
@@ -266,13 +274,14 @@ class SharedConnections(Service):
         return self._inThread(self._open, scope, ask).addErrback(failed).addCallback(answered)
 
     def _takeHeld(self, key):
-        held = self._held.get(key, 0)
-        if not held:
+        since = self._held.get(key)
+        if not since:
             return False
-        if held == 1:
+        # The slot held last: the others keep ageing, and go back to the
+        # store once unused for HOLD (L{_releaseHeld}).
+        since.pop()
+        if not since:
             del self._held[key]
-        else:
-            self._held[key] = held - 1
         return True
 
     def _open(self, scope, wanted):
@@ -302,14 +311,16 @@ class SharedConnections(Service):
         A counted connection has ended (nobody waits for the store): its
         address's slot and its slot in the listener's total go.
 
-        While an address uses little of its limit here, its slot is held
-        for L{HOLD} seconds first, still counted in the store, for this
-        process's next connection from that address: a client that
-        connects once per message (smtp-source, a busy relay) then costs
-        no store transaction and no thread hand-off per connection.  The
-        count in the store never falls below the connections open, so the
-        limit holds exactly; only another process's client near the limit
-        may be refused for a held slot, up to L{HOLD} seconds.
+        While an address uses little of its limit here, its slot is held,
+        still counted in the store, for this process's next connection
+        from that address, and given back once unused for L{HOLD} seconds:
+        a client that connects once per message (smtp-source, a busy
+        relay) then costs no store transaction and no thread hand-off per
+        connection, for as long as it keeps connecting.  The count in the
+        store never falls below the connections open, so the limit holds
+        exactly; only another process's client near the limit may be
+        refused for a held slot, up to L{HOLD} seconds after this
+        process's client last used it.
         """
         if self._limitOf.get(scope, (0, None))[1] is not None:
             self._releaseKey(scope, ALL)
@@ -317,11 +328,13 @@ class SharedConnections(Service):
 
     def _releaseKey(self, scope, host):
         key = (scope, host)
-        held = self._held.get(key, 0)
+        since = self._held.get(key)
         limit, total = self._limitOf.get(scope, (0, None))
         most = total if host == ALL else limit
-        if self.running and held < (most or 0) // HOLD_SHARE:
-            self._held[key] = held + 1
+        if self.running and len(since or ()) < (most or 0) // HOLD_SHARE:
+            if since is None:
+                since = self._held[key] = []
+            since.append(self.reactor.seconds())
             if self._flush is None:
                 self._flush = self.reactor.callLater(HOLD, self._releaseHeld)
             return
@@ -329,12 +342,34 @@ class SharedConnections(Service):
             lambda f: log.failure("uncounting a connection in the shared store", f))
 
     def _releaseHeld(self):
-        """Give back every held slot, in one thread hand-off."""
+        """
+        Give back every slot unused for L{HOLD} seconds, in one thread
+        hand-off; look again when the next one will be.
+        """
         self._flush = None
-        held, self._held = self._held, {}
-        if held:
-            self._inThread(self._closeAll, held).addErrback(
+        now = self.reactor.seconds()
+        # A hair early rather than a second call for a rounding error.
+        cutoff = now - HOLD + 1e-6
+        expired, nextAt = {}, None
+        for key, since in list(self._held.items()):
+            # Oldest first: slots are added as they are given back and
+            # taken from the end (L{_takeHeld}).
+            n = 0
+            while n < len(since) and since[n] <= cutoff:
+                n += 1
+            if n:
+                expired[key] = n
+                del since[:n]
+            if since:
+                nextAt = since[0] if nextAt is None else min(nextAt, since[0])
+            else:
+                del self._held[key]
+        if expired:
+            self._inThread(self._closeAll, expired).addErrback(
                 lambda f: log.failure("uncounting connections in the shared store", f))
+        if nextAt is not None:
+            self._flush = self.reactor.callLater(max(0.0, nextAt + HOLD - now),
+                                                 self._releaseHeld)
 
     def _closeAll(self, held):
         for (scope, host), count in held.items():

@@ -63,7 +63,8 @@ class Event:
 
 
 def _clip(value):
-    value = "" if value is None else str(value)
+    if value.__class__ is not str:
+        value = "" if value is None else str(value)
     return value if len(value) <= MAX_FIELD else value[:MAX_FIELD] + "..."
 
 
@@ -79,10 +80,13 @@ class Events:
         self.clock = clock
         self.sink = sink
 
-    def _record(self, kind, **fields):
+    def _record(self, kind, reason="", queueId="", sender="", recipient="", clientIP="",
+                text=""):
         if self.sink is not None:
-            self.sink.record(Event(self.clock.seconds(), kind,
-                                   **{k: _clip(v) for k, v in fields.items()}))
+            # Positional, without a dict of fields: two per message (issue 14).
+            self.sink.record(Event(self.clock.seconds(), kind, _clip(reason), _clip(queueId),
+                                   _clip(sender), _clip(recipient), _clip(clientIP),
+                                   _clip(text)))
 
     def messageAccepted(self, listener, queueId, sender, recipients, clientIP):
         """A message queued after its data (the 250 reply)."""
@@ -109,10 +113,13 @@ class Events:
         """
         self.deliveryOutcome(outcome, envelope.queueId, envelope.sender, recipient.address,
                              envelope.session.clientAddress, detail)
+        qid, to, n = envelope.queueId, recipient.address, recipient.attempts
+        # Formatted here, once (as the mail log's records): the log
+        # thread's formatting of "{record}" is a look-up, not a parse of
+        # the format and five fields under the GIL (12 us per line).
         _deliveryLog.info(
-            "{qid}: to=<{to}> status={status} attempts={n} ({detail})",
-            qid=envelope.queueId, to=recipient.address, status=outcome,
-            n=recipient.attempts, detail=detail,
+            "{record}", record=f"{qid}: to=<{to}> status={outcome} attempts={n} ({detail})",
+            qid=qid, to=to, status=outcome, n=n, detail=detail,
         )
 
     def rejected(self, reason, clientIP, sender=None, recipient=None, text=""):

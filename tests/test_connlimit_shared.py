@@ -170,6 +170,19 @@ class CountingLimits(SQLiteLimits):
         return super()._change(f)
 
 
+def reconnectingClientSetup(tmp_path):
+    """
+    Two processes' listeners (8 per address) on one store; the first's
+    store transactions counted.  @return: C{(store, reactor, one, two)}.
+    """
+    store = CountingLimits(tmp_path / "limits.sqlite")
+    reactor = ClockReactor()
+    shared = SharedConnections(store, reactor, SynchronousThreadPool())
+    shared.startService()
+    return (store, reactor, smtpListener(shared, perIP=8),
+            smtpListener(sharedStore(tmp_path), perIP=8))
+
+
 def test_reconnecting_client_costs_no_store_transaction_per_connection(tmp_path):
     """
     A client far below its limit that connects once per message (as
@@ -179,12 +192,7 @@ def test_reconnecting_client_costs_no_store_transaction_per_connection(tmp_path)
     counts everywhere until it is given back, within 0.1 s; then the other
     process can use every slot again.
     """
-    store = CountingLimits(tmp_path / "limits.sqlite")
-    reactor = ClockReactor()
-    shared = SharedConnections(store, reactor, SynchronousThreadPool())
-    shared.startService()
-    one = smtpListener(shared, perIP=8)
-    two = smtpListener(sharedStore(tmp_path), perIP=8)
+    store, reactor, one, two = reconnectingClientSetup(tmp_path)
     before = store.calls
     for _ in range(20):
         protocol, transport = connectSMTP(one)
@@ -197,3 +205,26 @@ def test_reconnecting_client_costs_no_store_transaction_per_connection(tmp_path)
     assert all(t.value().startswith(b"220 ") for _, t in opened)
     _, ninth = connectSMTP(one)
     assert ninth.value().startswith(b"421 4.7.0")
+
+
+def test_client_connecting_without_pause_keeps_its_slot(tmp_path):
+    """
+    A client that keeps connecting once per message for longer than the
+    hold (a load generator, a relay with a backlog) keeps reusing the slot
+    its last connection gave back: no shared-store write however long it
+    goes on (before, every slot went back to the store each 0.1 s, and the
+    next connection paid two store transactions to count itself again).
+    Once it pauses, the slot goes back within 0.1 s.
+    """
+    store, reactor, one, two = reconnectingClientSetup(tmp_path)
+    before = store.calls
+    for _ in range(40):
+        protocol, transport = connectSMTP(one)
+        assert transport.value().startswith(b"220 ")
+        protocol.connectionLost(None)
+        reactor.advance(0.05)
+    assert store.calls - before == 2
+    reactor.advance(0.1)
+    assert store.calls - before == 4  # both slots (address, total) given back
+    opened = [connectSMTP(two) for _ in range(8)]
+    assert all(t.value().startswith(b"220 ") for _, t in opened)

@@ -408,3 +408,105 @@ def test_reply_on_other_transports_goes_through_write():
     transport = StringTransport()
     writeNow(transport, b"250 2.0.0 Ok\r\n")
     assert transport.value() == b"250 2.0.0 Ok\r\n"
+
+
+class UsageStore:
+    """The usage half of a store: what each user holds, in octets."""
+
+    def __init__(self):
+        self.used = {}
+
+    def usage(self, user):
+        return self.used.get(user, 0)
+
+
+def test_recipient_route_is_reused_for_a_second():
+    """
+    Under load, RCPT to a local user seen in the last second is answered
+    from memory by every session of the server, without a hand-off to the
+    disk threads each (one per message before).  An unknown address is
+    looked up every time (a user just added gets mail at once), and so is
+    a user with a quota, whose usage grows with each message: once full,
+    the next RCPT is refused with 452 4.2.2.
+    """
+    from pymailer.delivery.router import Router
+    from pymailer.envelope import Session
+    from pymailer.intake import RouteCache
+    from pymailer.quota import Quotas
+    from pymailer.smtp.reply import SMTPReply
+
+    now = [100.0]
+    directory = MemoryDirectory(domains=["example.org"],
+                                users=["alice@example.org", "carol@example.org"])
+    usage = UsageStore()
+    pool = CountingThreadPool()
+    cache = RouteCache(now=lambda: now[0])
+    intakes = [MessageIntake(Router(directory), None, ClockReactor(), pool,
+                             quotas=Quotas(directory, usage), routeCache=cache)
+               for _ in range(2)]
+
+    def rcpt(intake, address, size=0):
+        results = []
+        intake.validateRecipient(Session(), "a@remote.test", address, size).addCallbacks(
+            results.append, lambda f: results.append(f.trap(SMTPReply) and f.value))
+        (result,) = results
+        return None if result is None else (result.code, result.enhanced)
+
+    for i in range(10):
+        assert rcpt(intakes[i % 2], "alice@example.org") is None
+    assert pool.calls == 1
+    # The commit delivers with the route RCPT found (no second look-up).
+    assert intakes[1]._routes["alice@example.org"].users == ("alice@example.org",)
+
+    # Unknown: asked each time; added: accepted at once.
+    assert rcpt(intakes[0], "bob@example.org") == (550, "5.1.1")
+    assert rcpt(intakes[1], "bob@example.org") == (550, "5.1.1")
+    assert pool.calls == 3
+    directory.users.add("bob@example.org")
+    assert rcpt(intakes[0], "bob@example.org") is None
+
+    # A user with a quota: asked each time, refused once full.
+    directory.setQuota("carol@example.org", 10000)
+    calls = pool.calls
+    assert rcpt(intakes[0], "carol@example.org", 100) is None
+    assert rcpt(intakes[1], "carol@example.org", 100) is None
+    assert pool.calls == calls + 2
+    usage.used["carol@example.org"] = 10000
+    assert rcpt(intakes[0], "carol@example.org", 100) == (452, "4.2.2")
+
+    # A second later, a user removed is refused again.
+    directory.users.discard("alice@example.org")
+    now[0] += RouteCache.MAX_AGE
+    assert rcpt(intakes[0], "alice@example.org") == (550, "5.1.1")
+
+
+def test_delivery_log_line_is_formatted_once():
+    """
+    A delivery's log line is written as before (Postfix's "to=<...>,
+    status=..." manner) and keeps its fields for a JSON log, but the text
+    comes formatted with the event: the log thread looks it up instead of
+    parsing a format of five fields under the GIL for every message.
+    """
+    from twisted.logger import eventAsText, globalLogPublisher
+
+    from pymailer.envelope import Session
+    from pymailer.events import Events
+
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        envelope = Envelope(queueId="Q1", sender="a@remote.test", receivedAt=0.0, size=10,
+                            session=Session(clientAddress="192.0.2.1"),
+                            recipients=(Recipient(index=0, address="alice@example.org",
+                                                  attempts=1),))
+        Events().recipientOutcome("delivered", envelope, envelope.recipients[0],
+                                  "250 2.0.0 delivered to 1 mailbox(es)")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    (event,) = [e for e in events if e.get("log_namespace") == "pymailer.delivery"]
+    assert eventAsText(event, includeTimestamp=False, includeSystem=False) == (
+        "Q1: to=<alice@example.org> status=delivered attempts=1 "
+        "(250 2.0.0 delivered to 1 mailbox(es))")
+    assert (event["qid"], event["to"], event["status"], event["n"]) == (
+        "Q1", "alice@example.org", "delivered", 1)
+    assert event["log_format"] == "{record}"

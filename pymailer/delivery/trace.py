@@ -6,6 +6,21 @@ for SMTPUTF8 transactions, RFC 6531 §3.7.4 (the SMTP server names it).
 
 from email.utils import formatdate
 
+# The last second's date text: formatdate with the local zone costs ~15 us,
+# once per delivered message (issue 14); most messages share their second.
+_lastStamp = (None, "")
+
+
+def _dateOf(when):
+    """RFC 5322 §3.3 date-time of C{when} (whole seconds), in the local zone."""
+    global _lastStamp
+    second = int(when)
+    cached = _lastStamp
+    if cached[0] != second:
+        # One tuple, replaced whole: safe from any thread.
+        cached = _lastStamp = (second, formatdate(second, localtime=True))
+    return cached[1]
+
 
 def receivedHeader(envelope, hostname, recipient=None):
     """@return: the C{Received:} header (CRLF-ended bytes) for our hop."""
@@ -16,7 +31,7 @@ def receivedHeader(envelope, hostname, recipient=None):
     tls = ""
     if session.tlsVersion:
         tls = f"\r\n\t(using {session.tlsVersion} with cipher {session.tlsCipher})"
-    stamp = formatdate(envelope.receivedAt, localtime=True)
+    stamp = _dateOf(envelope.receivedAt)
     forPart = f"\r\n\tfor <{recipient}>" if recipient else ""
     return (
         f"Received: {fromPart}{tls}\r\n"

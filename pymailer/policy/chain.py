@@ -15,13 +15,13 @@ a thread): the SMTP server handles both, and takes the answer at once when
 there is one.
 """
 
-from twisted.internet import defer
 from twisted.logger import Logger
 
 from pymailer.policy.authresults import authenticationResults
 from pymailer.limits import andThen
-from pymailer.policy.decision import ACCEPTED, Decision
+from pymailer.policy.decision import ACCEPTED, Decision, Policy
 from pymailer.policy.verdict import SpamScore, logVerdict
+from pymailer.steps import isDeferred
 
 
 class PolicyChain:
@@ -31,6 +31,11 @@ class PolicyChain:
         self.pieces = list(pieces)
         self.authservId = authservId
         self.junkScore = junkScore
+        # Per stage, the pieces with something to say there: one that
+        # keeps L{Policy}'s accept-all method is not asked (the filter of
+        # forged Authentication-Results, in every chain, checks no stage).
+        self._asked = {stage: [p for p in self.pieces if _checks(p, stage)]
+                       for stage in _STAGES}
 
     @property
     def names(self):
@@ -73,9 +78,10 @@ class PolicyChain:
 
     def keepHeader(self, facts, field):
         # Asked for every header field of every message.
-        if not self.pieces:
-            return True
-        return all(p.keepHeader(facts, field) for p in self.pieces)
+        for piece in self._asked["keepHeader"]:
+            if not piece.keepHeader(facts, field):
+                return False
+        return True
 
     def _run(self, stage, facts, *args, start=0, combined=ACCEPTED):
         """
@@ -87,18 +93,14 @@ class PolicyChain:
             else a C{Deferred} firing with it, the pieces after the first
             that answers later being asked once it has.
         """
-        pieces = self.pieces
+        pieces = self._asked[stage]
         for index in range(start, len(pieces)):
             piece = pieces[index]
-            check = getattr(piece, stage, None)
-            if check is None:
-                # A plugin written before this stage existed has nothing to say.
-                continue
             try:
-                decision = check(facts, *args)
+                decision = getattr(piece, stage)(facts, *args)
             except Exception:
                 return self._pieceFailed(piece, stage)
-            if isinstance(decision, defer.Deferred):
+            if isDeferred(decision):
                 def answered(decision, piece=piece, index=index, combined=combined):
                     refusal, combined = self._weigh(piece, stage, decision, combined)
                     if refusal is not None:
@@ -133,6 +135,19 @@ class PolicyChain:
         # RFC 3463 §3.4: 4.3.5, system incorrectly configured.
         return Decision.tempfail(
             451, "4.3.5", "Temporary policy failure, try again later", f"{piece.name}.error")
+
+
+_STAGES = ("checkConnect", "checkHelo", "checkMail", "checkRecipient",
+           "checkUnknownRecipient", "checkData", "keepHeader")
+
+
+def _checks(piece, stage):
+    """Whether C{piece} has its own C{stage} method (not L{Policy}'s, which accepts)."""
+    method = getattr(piece, stage, None)
+    if method is None:
+        # A plugin written before this stage existed has nothing to say.
+        return False
+    return getattr(method, "__func__", None) is not getattr(Policy, stage)
 
 
 def _merge(first, second):

@@ -15,7 +15,6 @@ import re
 import time
 
 from twisted.cred.credentials import Anonymous
-from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.mail.smtp import COMMAND, ESMTP
@@ -28,6 +27,7 @@ from pymailer.interfaces import IGoodbye, IMessageIntake
 from pymailer.limits import andThen
 from pymailer.policy.decision import Facts
 from pymailer.sendnow import writeNow
+from pymailer.steps import isDeferred, runSteps, settled
 from pymailer.smtp import data as smtpdata, submission
 from pymailer.smtp.address import parsePathCommand, unquoteLocalPart
 from pymailer.smtp.reply import BAD_MAILBOX, DEFAULT_ENHANCED, SMTPReply
@@ -279,27 +279,24 @@ class SMTPServer(SessionSecurity, ESMTP):
         """
         Run a command's steps in order, each given the previous one's
         result: at once while they answer at once (no policy check, or
-        one answered from memory), and from the first that returns a
-        C{Deferred} on, as it fires.  Without a Deferred or a generator
-        per command, a session without slow checks costs a few function
-        calls per command (issue 14).
+        one answered from memory, or a C{Deferred} that has already
+        fired), and from the first that is pending on, as it fires
+        (L{runSteps}).  Without a Deferred or a generator per command, a
+        session without slow checks costs a few function calls per
+        command (issue 14).
 
         @param refused: given the L{Failure} of a step that raises or
             fails; answers it (L{_refusedBy}).
         @return: C{None} once done, or the C{Deferred} the command waits
             on (L{_run} holds the commands pipelined behind it).
         """
-        result = None
-        for index, step in enumerate(steps):
-            try:
-                result = step(result)
-            except Exception:
-                refused(Failure())
-                return None
-            if isinstance(result, defer.Deferred):
-                for later in steps[index + 1:]:
-                    result.addCallback(later)
-                return result.addErrback(refused)
+        try:
+            result = runSteps(None, *steps)
+        except Exception:
+            refused(Failure())
+            return None
+        if isDeferred(result):
+            return result.addErrback(refused)
         return None
 
     def _judge(self, decision, recipient=None):
@@ -460,7 +457,12 @@ class SMTPServer(SessionSecurity, ESMTP):
 
     def _run(self, method, argument):
         result = method(argument)
-        if isinstance(result, defer.Deferred):
+        try:
+            # Done already (a fired Deferred): nothing to hold back.
+            result = settled(result)
+        except Exception:
+            return self.replyError(Failure())
+        if isDeferred(result):
             self._busy = True
             result.addErrback(self.replyError)
             result.addBoth(self._commandDone)
@@ -860,11 +862,7 @@ class SMTPServer(SessionSecurity, ESMTP):
             d.addCallback(lambda _: self._refuse("DATA", txn.problem, txn.sender, recipients))
             return d
         started = time.perf_counter()
-        d = message.write(self._takePendingData())
         self.facts.size = txn.size
-        d.addCallback(lambda _: submission.commitMessage(
-            message, lambda m: self._ask("checkData", m), self._judge,
-            lambda decision: self._envelope(txn, message, decision)))
 
         def committed(envelope):
             self.factory.mailLog.accepted(
@@ -879,7 +877,7 @@ class SMTPServer(SessionSecurity, ESMTP):
             message.abort()
             if failure.check(SMTPReply):
                 self._logRefusal("DATA", failure.value, txn.sender, recipients)
-                return failure
+                return self.replyError(failure)
             # A disk error is temporary: the client keeps the message and
             # retries, instead of a 5xx bouncing it for good.
             self.log.failure("could not commit {qid}", failure, qid=message.queueId)
@@ -890,7 +888,16 @@ class SMTPServer(SessionSecurity, ESMTP):
                 time.perf_counter() - started)
             return result
 
-        return d.addCallbacks(committed, failed).addBoth(timed)
+        d = self._steps(
+            failed,
+            lambda _: message.write(self._takePendingData()),
+            lambda _: submission.commitMessage(
+                message, lambda m: self._ask("checkData", m), self._judge,
+                lambda decision: self._envelope(txn, message, decision)),
+            committed)
+        if d is None:
+            return timed(None)
+        return d.addBoth(timed)
 
     def _envelope(self, txn, message, decision):
         """The envelope to queue, with what policy added and where it files."""

@@ -26,6 +26,7 @@ from twisted.internet import defer
 from pymailer.envelope import Envelope, Recipient
 from pymailer.policy.headerfilter import FilteredMessage, HeaderFilter
 from pymailer.smtp.reply import SMTPReply
+from pymailer.steps import runSteps
 
 # RFC 1870 6.1 / RFC 3463 3.4: the message is over the size limit.
 TOO_LARGE = SMTPReply(552, "5.3.4", "Message size exceeds fixed maximum message size")
@@ -81,14 +82,12 @@ def commitMessage(message, checkData, judge, envelopeFor):
     decision; C{judge(decision)} raises on a refusal), and the envelope
     C{envelopeFor(decision)} committed.
 
-    @return: a Deferred of the committed L{Envelope}.
+    @return: a Deferred of the committed L{Envelope} (the steps before
+        the commit run at once while they answer at once: L{runSteps}).
+    @raise SMTPReply: the refusal, when the chain answered at once.
     """
-    d = message.finish()
-    d.addCallback(lambda _: checkData(message))
-    d.addCallback(judge)
-    d.addCallback(envelopeFor)
-    d.addCallback(message.commit)
-    return d
+    return runSteps(message.finish(), lambda _: checkData(message), judge, envelopeFor,
+                    message.commit)
 
 
 @defer.inlineCallbacks
