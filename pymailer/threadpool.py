@@ -14,16 +14,95 @@ Twisted's semantics: work queued before C{start} waits for it; C{stop} lets
 the work already queued finish, then joins the threads; work handed over
 after C{stop} is dropped, as Twisted's pool drops it.  Threads are started
 on demand, up to C{maxthreads}, when no thread is idle.
+
+L{deferToPool} is C{deferToThreadPool} with a cheaper way back: each
+result is queued for the reactor as C{callFromThread} would queue it (so
+results keep their order with whatever the work itself handed to the
+reactor, such as the store's change notices), but the reactor is woken once
+for every result that comes back while it has not yet run the ones before
+(one write to its waker pipe, one read, one event, instead of one each per
+result: issue 13).  What the Deferred's callbacks write to IMAP and POP3
+connections is sent in one write per connection
+(L{pymailer.sendnow.holding}).
 """
 
 import threading
 from queue import SimpleQueue
 
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+
+from pymailer import sendnow
 
 log = Logger()
 
 _STOP = object()
+
+
+def deferToPool(reactor, pool, f, *args, **kwargs):
+    """
+    C{deferToThreadPool(reactor, pool, f, *args, **kwargs)}, the result
+    coming back through L{ReactorReturns} when C{pool} is a
+    L{LightThreadPool} and C{reactor} a running Twisted reactor (tests'
+    clocks and inline pools take Twisted's way).
+    """
+    returns = getattr(pool, "returnsTo", None)
+    if returns is not None:
+        returns = returns(reactor)
+    if returns is None:
+        return deferToThreadPool(reactor, pool, f, *args, **kwargs)
+    d = Deferred()
+    pool.callInThreadWithCallback(returns, f, *args, _deferred=d, **kwargs)
+    return d
+
+
+class ReactorReturns:
+    """
+    Results on their way back to one reactor's thread.
+
+    A result is appended to the reactor's C{threadCallQueue}, the list
+    C{callFromThread} appends to and C{runUntilCurrent} empties in order,
+    so it comes back after everything the work queued there itself.  The
+    reactor's waker is written only when no wake-up is pending: a marker
+    queued with the wake-up (L{_woken}) says when the reactor has got this
+    far.  A result queued before the marker ran is run in the same turn or,
+    queued while the turn's calls ran, in the next one, which
+    C{runUntilCurrent} wakes the reactor for itself; one queued after it
+    finds no wake-up pending and asks for one.  (Twisted's C{ReactorBase}
+    internals: C{tests/test_threadpool.py} fails if they change.)
+    """
+
+    def __init__(self, reactor):
+        self.reactor = reactor
+        self._queue = reactor.threadCallQueue
+        self._pending = False
+
+    def __call__(self, ok, result, d):
+        """In a pool thread: C{d} fires with C{result} in the reactor."""
+        self._queue.append((_fire, (d, ok, result), {}))
+        if not self._pending:
+            self._pending = True
+            self._queue.append((self._woken, (), {}))
+            self.reactor.wakeUp()
+
+    def _woken(self):
+        self._pending = False
+
+
+def _fire(d, ok, result):
+    """
+    In the reactor: what C{d}'s callbacks write to connections goes out in
+    one write each once they have run.
+    """
+    outer = sendnow.hold()
+    try:
+        if ok:
+            d.callback(result)
+        else:
+            d.errback(result)
+    finally:
+        sendnow.release(outer)
 
 
 class LightThreadPool:
@@ -42,6 +121,17 @@ class LightThreadPool:
         self._lock = threading.Lock()
         self._idle = 0  # threads waiting for work that no one has claimed
         self._backlog = 0  # work queued with no thread claimed for it
+        self._returns = {}  # reactor -> ReactorReturns
+
+    def returnsTo(self, reactor):
+        """
+        The L{ReactorReturns} of C{reactor} (L{deferToPool}), or C{None}
+        for a reactor without Twisted's thread-call queue (a test's clock).
+        """
+        returns = self._returns.get(reactor)
+        if returns is None and isinstance(getattr(reactor, "threadCallQueue", None), list):
+            returns = self._returns[reactor] = ReactorReturns(reactor)
+        return returns
 
     def start(self):
         self.joined = False
@@ -65,7 +155,11 @@ class LightThreadPool:
     def callInThread(self, func, *args, **kw):
         self.callInThreadWithCallback(None, func, *args, **kw)
 
-    def callInThreadWithCallback(self, onResult, func, *args, **kw):
+    def callInThreadWithCallback(self, onResult, func, *args, _deferred=None, **kw):
+        """
+        C{onResult(ok, result)} in the thread after C{func(*args, **kw)};
+        C{onResult(ok, result, _deferred)} when L{deferToPool} gives one.
+        """
         if self.joined:
             return
         # Each piece of work claims an idle thread, or a new one, or waits
@@ -77,7 +171,7 @@ class LightThreadPool:
                 self._startThread()
             else:
                 self._backlog += 1
-        self._queue.put((onResult, func, args, kw))
+        self._queue.put((onResult, func, args, kw, _deferred))
 
     def _work(self):
         get = self._queue.get
@@ -85,7 +179,7 @@ class LightThreadPool:
             item = get()
             if item is _STOP:
                 return
-            onResult, func, args, kw = item
+            onResult, func, args, kw, d = item
             try:
                 result = func(*args, **kw)
                 ok = True
@@ -96,12 +190,15 @@ class LightThreadPool:
             item = func = args = kw = None
             if onResult is not None:
                 try:
-                    onResult(ok, result)
+                    if d is None:
+                        onResult(ok, result)
+                    else:
+                        onResult(ok, result, d)
                 except BaseException:
                     log.failure("in a thread pool's result callback")
             elif not ok:
                 log.failure("in a thread pool's work", result)
-            result = onResult = None
+            result = onResult = d = None
             with self._lock:
                 if self._backlog:
                     self._backlog -= 1  # this thread takes one of them next
