@@ -564,14 +564,20 @@ class IMAPServer(QuotaCommands, IMAP4Server):
                             self._internalError(d)
                         self._done(None, segments)
                         continue
-                d.addErrback(self._internalError)
-                d.addBoth(self._done, segments)
+                d.addBoth(self._settled, segments)
                 if self._busy:
                     # Answer pipelined commands strictly in order (twisted #9282).
                     break
         finally:
             self._pumping = False
         self._queueFlowControl()
+
+    def _settled(self, result, segments):
+        """A command's Deferred fired: one callback, not an errback and a
+        callback (each costs the reactor a turn of Deferred's loop)."""
+        if isinstance(result, Failure):
+            self._internalError(result)
+        self._done(None, segments)
 
     def _done(self, _, segments):
         for s in segments if isinstance(segments, list) else ():
@@ -649,11 +655,15 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         except BaseException:
             result = Failure()
         if isinstance(result, defer.Deferred):
-            result.addCallbacks(self._completed, self._failed, (tag, name, uid), None, (tag,),
-                                None)
-            result.addErrback(self._failed, tag)
-            return result.addBoth(self._timed, name, uid, started)
-        # Answered at once: the same steps as the chain above, without one.
+            return result.addBoth(self._answer, tag, name, uid, started)
+        return self._answer(result, tag, name, uid, started)
+
+    def _answer(self, result, tag, name, uid, started):
+        """
+        The tagged answer to a command's C{result} (after the changes to
+        tell, L{_completed}) or to its failure (L{_failed}), and its time:
+        at once, or as the one callback of the command's Deferred.
+        """
         if not isinstance(result, Failure):
             try:
                 result = self._completed(result, tag, name, uid)
