@@ -84,14 +84,16 @@ def test_work_before_start_waits_and_stop_finishes_queued_work():
     assert "late" not in done
 
 
-def test_defer_to_thread_pool():
-    """deferToThreadPool works with it, as the whole server uses it."""
+@pytest.mark.parametrize("defer", [deferToThreadPool, deferToPool])
+def test_defer_to_thread_pool(defer):
+    """deferToThreadPool works with it, as the whole server uses it; and
+    deferToPool on a test's clock (no thread-call queue) takes its way."""
     pool = LightThreadPool(name="t")
     pool.start()
     got = threading.Event()
     try:
         # ClockReactor runs callFromThread at once, in the pool's thread.
-        deferToThreadPool(ClockReactor(), pool, lambda: 42).addCallback(
+        defer(ClockReactor(), pool, lambda: 42).addCallback(
             lambda v: v == 42 and got.set())
         assert got.wait(10)
     finally:
@@ -217,17 +219,3 @@ def test_failures_come_back_as_errbacks(running):
     failures = []
     d.addErrback(failures.append)
     assert failures[0].check(ZeroDivisionError)
-
-
-def test_a_clock_reactor_takes_twisteds_way():
-    """deferToPool on a test's clock (no thread-call queue) works as
-    deferToThreadPool does."""
-    pool = LightThreadPool(name="t")
-    pool.start()
-    got = threading.Event()
-    try:
-        deferToPool(ClockReactor(), pool, lambda: 42).addCallback(
-            lambda v: v == 42 and got.set())
-        assert got.wait(10)
-    finally:
-        pool.stop()
