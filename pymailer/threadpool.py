@@ -21,9 +21,9 @@ results keep their order with whatever the work itself handed to the
 reactor, such as the store's change notices), but the reactor is woken once
 for every result that comes back while it has not yet run the ones before
 (one write to its waker pipe, one read, one event, instead of one each per
-result: issue 13).  What the Deferred's callbacks write to IMAP and POP3
-connections is sent in one write per connection
-(L{pymailer.sendnow.holding}).
+result: issue 13).  What the Deferred's callbacks write through a
+L{pymailer.sendnow.Outbox} (IMAP's replies) is sent in one write per
+connection once they have run (L{pymailer.sendnow.hold}).
 """
 
 import threading
@@ -44,8 +44,8 @@ def deferToPool(reactor, pool, f, *args, **kwargs):
     """
     C{deferToThreadPool(reactor, pool, f, *args, **kwargs)}, the result
     coming back through L{ReactorReturns} when C{pool} is a
-    L{LightThreadPool} and C{reactor} a running Twisted reactor (tests'
-    clocks and inline pools take Twisted's way).
+    L{LightThreadPool} and C{reactor} a Twisted reactor with its
+    thread-call queue (tests' clocks and inline pools take Twisted's way).
     """
     returns = getattr(pool, "returnsTo", None)
     if returns is not None:
