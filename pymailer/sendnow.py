@@ -14,6 +14,10 @@ what the socket does not take is buffered as C{write} would, behind nothing,
 so the order of the bytes is kept.  Anything else (TLS, data already
 waiting, a closing connection, a test's C{StringTransport}) goes through
 C{write}.
+
+L{Outbox} adds holding to it for IMAP: the writes one reactor call makes
+(reading a command, or firing a store call's Deferred) go out in one send
+at its end.
 """
 
 from twisted.internet.tcp import Connection
@@ -37,3 +41,72 @@ def writeNow(transport, data):
             data = data[sent:]
     if data:
         transport.write(data)
+
+
+# -- replies held for the rest of a reactor call --------------------------
+#
+# A command's reply is often several writes (untagged data, then the tagged
+# line) made in one reactor call: the one that read the command, or the
+# one that fired its store call's Deferred (L{pymailer.threadpool}).  Sent
+# at once, each would be a segment of its own; through C{write}, the
+# reactor's write turn (two C{epoll_ctl}, an event) joins them.  Held for
+# the rest of the call instead, they go out in one send.
+
+# The outboxes holding replies, while a reactor call holds them (L{hold}).
+_held = None
+# A write this large goes out at once (after what is held), so that the
+# transport's buffer fills and pauses its producer as it would have.
+HOLD_LIMIT = 64 * 1024
+
+
+def hold():
+    """
+    Hold what L{Outbox}es are given until L{release}; C{True} if this
+    call is the outermost hold (only that one's release sends).
+    """
+    global _held
+    if _held is not None:
+        return False
+    _held = []
+    return True
+
+
+def release(outer):
+    """Send what was held since the outermost L{hold}, one write per outbox."""
+    global _held
+    if outer:
+        held, _held = _held, None
+        for outbox in held:
+            outbox.flush()
+
+
+class Outbox:
+    """
+    A protocol's writes: sent at once (L{writeNow}) on its current
+    C{transport}, or held until the reactor call that made them ends.
+    """
+
+    __slots__ = ("protocol", "chunks")
+
+    def __init__(self, protocol):
+        self.protocol = protocol
+        self.chunks = None
+
+    def write(self, data):
+        if _held is not None and len(data) < HOLD_LIMIT:
+            if self.chunks is None:
+                self.chunks = [data]
+                _held.append(self)
+            else:
+                self.chunks.append(data)
+            return
+        if self.chunks is not None:
+            self.flush()
+        writeNow(self.protocol.transport, data)
+
+    def flush(self):
+        """Send what is held now (before the transport changes or closes)."""
+        chunks = self.chunks
+        if chunks is not None:
+            self.chunks = None
+            writeNow(self.protocol.transport, b"".join(chunks))

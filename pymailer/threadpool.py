@@ -14,31 +14,100 @@ Twisted's semantics: work queued before C{start} waits for it; C{stop} lets
 the work already queued finish, then joins the threads; work handed over
 after C{stop} is dropped, as Twisted's pool drops it.  Threads are started
 on demand, up to C{maxthreads}, when no thread is idle.
+
+L{deferToPool} is C{deferToThreadPool} with a cheaper way back: each
+result is queued for the reactor as C{callFromThread} would queue it (so
+results keep their order with whatever the work itself handed to the
+reactor, such as the store's change notices), but the reactor is woken once
+for every result that comes back while it has not yet run the ones before
+(one write to its waker pipe, one read, one event, instead of one each per
+result: issue 13).  What the Deferred's callbacks write through a
+L{pymailer.sendnow.Outbox} (IMAP's replies) is sent in one write per
+connection once they have run (L{pymailer.sendnow.hold}).
 """
 
 import threading
-from queue import Empty, SimpleQueue
+from queue import SimpleQueue
 
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+
+from pymailer import sendnow
 
 log = Logger()
 
 _STOP = object()
 
 
+def deferToPool(reactor, pool, f, *args, **kwargs):
+    """
+    C{deferToThreadPool(reactor, pool, f, *args, **kwargs)}, the result
+    coming back through L{ReactorReturns} when C{pool} is a
+    L{LightThreadPool} and C{reactor} a Twisted reactor with its
+    thread-call queue (tests' clocks and inline pools take Twisted's way).
+    """
+    returns = getattr(pool, "returnsTo", None)
+    if returns is not None:
+        returns = returns(reactor)
+    if returns is None:
+        return deferToThreadPool(reactor, pool, f, *args, **kwargs)
+    d = Deferred()
+    pool.callInThreadWithCallback(returns, f, *args, _deferred=d, **kwargs)
+    return d
+
+
+class ReactorReturns:
+    """
+    Results on their way back to one reactor's thread.
+
+    A result is appended to the reactor's C{threadCallQueue}, the list
+    C{callFromThread} appends to and C{runUntilCurrent} empties in order,
+    so it comes back after everything the work queued there itself.  The
+    reactor's waker is written only when no wake-up is pending: a marker
+    queued with the wake-up (L{_woken}) says when the reactor has got this
+    far.  A result queued before the marker ran is run in the same turn or,
+    queued while the turn's calls ran, in the next one, which
+    C{runUntilCurrent} wakes the reactor for itself; one queued after it
+    finds no wake-up pending and asks for one.  (Twisted's C{ReactorBase}
+    internals: C{tests/test_threadpool.py} fails if they change.)
+    """
+
+    def __init__(self, reactor):
+        self.reactor = reactor
+        self._queue = reactor.threadCallQueue
+        self._pending = False
+
+    def __call__(self, ok, result, d):
+        """In a pool thread: C{d} fires with C{result} in the reactor."""
+        self._queue.append((_fire, (d, ok, result), {}))
+        if not self._pending:
+            self._pending = True
+            self._queue.append((self._woken, (), {}))
+            self.reactor.wakeUp()
+
+    def _woken(self):
+        self._pending = False
+
+
+def _fire(d, ok, result):
+    """
+    In the reactor: what C{d}'s callbacks write to connections goes out in
+    one write each once they have run.
+    """
+    outer = sendnow.hold()
+    try:
+        if ok:
+            d.callback(result)
+        else:
+            d.errback(result)
+    finally:
+        sendnow.release(outer)
+
+
 class LightThreadPool:
     """
     @ivar threads: the running threads.
-
-    Which threads are idle is counted with tokens in a C{SimpleQueue}: a
-    thread that finishes a piece of work puts one, a piece of work handed
-    over takes one (C code both: no Python lock that the reactor thread
-    would wait on behind a disk thread that lost the GIL while holding it,
-    which py-spy showed as 5-10 % of the reactor's time under load).  The
-    tokens count idle threads exactly while threads can still be started;
-    at C{maxthreads}, work waits in the queue for the next thread free and
-    a token may outlive the idleness it stood for, which changes nothing
-    there: no thread is started past the limit anyway.
     """
 
     def __init__(self, minthreads=0, maxthreads=20, name=None):
@@ -49,22 +118,32 @@ class LightThreadPool:
         self.joined = False
         self.threads = []
         self._queue = SimpleQueue()
-        self._idle = SimpleQueue()  # a token per idle thread
-        self._lock = threading.Lock()  # starting a thread
-        self._early = 0  # work handed over before start
+        self._lock = threading.Lock()
+        self._idle = 0  # threads waiting for work that no one has claimed
+        self._backlog = 0  # work queued with no thread claimed for it
+        self._returns = {}  # reactor -> ReactorReturns
+
+    def returnsTo(self, reactor):
+        """
+        The L{ReactorReturns} of C{reactor} (L{deferToPool}), or C{None}
+        for a reactor without Twisted's thread-call queue (a test's clock).
+        """
+        returns = self._returns.get(reactor)
+        if returns is None and isinstance(getattr(reactor, "threadCallQueue", None), list):
+            returns = self._returns[reactor] = ReactorReturns(reactor)
+        return returns
 
     def start(self):
         self.joined = False
+        self.started = True
         with self._lock:
-            self.started = True
             for _ in range(self.min):
                 self._startThread()
-                self._idle.put(None)
-            # Work queued before the start, a thread each as far as allowed.
-            while self._early and len(self.threads) < self.max:
-                self._early -= 1
+                self._idle += 1
+            # Work queued before the start.
+            while self._backlog and len(self.threads) < self.max:
+                self._backlog -= 1
                 self._startThread()
-            self._early = 0
 
     def _startThread(self):
         thread = threading.Thread(target=self._work,
@@ -76,29 +155,31 @@ class LightThreadPool:
     def callInThread(self, func, *args, **kw):
         self.callInThreadWithCallback(None, func, *args, **kw)
 
-    def callInThreadWithCallback(self, onResult, func, *args, **kw):
+    def callInThreadWithCallback(self, onResult, func, *args, _deferred=None, **kw):
+        """
+        C{onResult(ok, result)} in the thread after C{func(*args, **kw)};
+        C{onResult(ok, result, _deferred)} when L{deferToPool} gives one.
+        """
         if self.joined:
             return
         # Each piece of work claims an idle thread, or a new one, or waits
-        # in the queue for the next thread that finishes.
-        try:
-            self._idle.get_nowait()
-        except Empty:
-            with self._lock:
-                if not self.started:
-                    self._early += 1
-                elif len(self.threads) < self.max:
-                    self._startThread()
-        self._queue.put((onResult, func, args, kw))
+        # in the backlog for the next thread that finishes.
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+            elif self.started and len(self.threads) < self.max:
+                self._startThread()
+            else:
+                self._backlog += 1
+        self._queue.put((onResult, func, args, kw, _deferred))
 
     def _work(self):
         get = self._queue.get
-        idle = self._idle.put
         while True:
             item = get()
             if item is _STOP:
                 return
-            onResult, func, args, kw = item
+            onResult, func, args, kw, d = item
             try:
                 result = func(*args, **kw)
                 ok = True
@@ -109,13 +190,20 @@ class LightThreadPool:
             item = func = args = kw = None
             if onResult is not None:
                 try:
-                    onResult(ok, result)
+                    if d is None:
+                        onResult(ok, result)
+                    else:
+                        onResult(ok, result, d)
                 except BaseException:
                     log.failure("in a thread pool's result callback")
             elif not ok:
                 log.failure("in a thread pool's work", result)
-            result = onResult = None
-            idle(None)
+            result = onResult = d = None
+            with self._lock:
+                if self._backlog:
+                    self._backlog -= 1  # this thread takes one of them next
+                else:
+                    self._idle += 1
 
     def stop(self):
         """Let the queued work finish, then end the threads."""
@@ -126,4 +214,5 @@ class LightThreadPool:
             self._queue.put(_STOP)
         for thread in threads:
             thread.join()
-        self._idle = SimpleQueue()
+        with self._lock:
+            self._idle = 0

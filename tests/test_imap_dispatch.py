@@ -7,11 +7,19 @@ lines or messages reaches the transport in few writes (each write costs
 the reactor several calls, and a send per reactor turn).
 """
 
-import pytest
+import io
+import socket
+import time
 
-from imapharness import Client
+import pytest
+from twisted.internet import tcp
+
+from imapharness import PASSWORD, USER, Client, FakeFactory
+from pymailer.imap.account import IMAPAccount
 from pymailer.imap.server import IMAPServer
+from pymailer.store.notify import ChangeNotifier
 from pymailer.store.sqlite import SQLiteStore
+from pymailer.threadpool import LightThreadPool
 
 
 def message(n, size=3000):
@@ -51,22 +59,24 @@ def test_fetch_of_many_bodies_is_one_write(client, writes):
     for n in range(1, 11):
         assert b"* %d FETCH (BODY[] {3000}\r\n%s)\r\n" % (n, message(n)) in out
     assert out.endswith(b"f OK FETCH completed\r\n")
-    assert len(writes) == 2, [w[:40] for w in writes]  # the responses, the tagged OK
+    assert len(writes) == 1, [w[:40] for w in writes]  # the responses and the tagged OK
 
 
 def test_fetch_of_session_items_is_one_write(client, writes):
-    """If this fails, FETCH 1:* (FLAGS UID) writes once per message."""
+    """If this fails, FETCH 1:* (FLAGS UID) writes once per message, or
+    the tagged OK goes in a segment of its own."""
     out = client.send(b"f FETCH 1:* (FLAGS UID)\r\n")
     assert out.count(b" FETCH (FLAGS (\\Recent) UID ") == 10
-    assert len(writes) == 2
+    assert len(writes) == 1
 
 
 def test_select_is_one_write_and_its_ok(client, writes):
-    """If this fails, SELECT's dozen untagged lines are a write each."""
+    """If this fails, SELECT's dozen untagged lines are a write each, or
+    its tagged OK goes in a segment of its own."""
     out = client.send(b"s SELECT INBOX\r\n")
     assert b"* 10 EXISTS\r\n" in out and b"* OK [UIDVALIDITY " in out
     assert out.endswith(b"s OK [READ-WRITE] SELECT completed\r\n")
-    assert len(writes) <= 3, [w[:40] for w in writes]  # CLOSED, the lines, the OK
+    assert len(writes) == 1, [w[:40] for w in writes]
 
 
 def test_pipelined_commands_answered_in_order_once_each(client):
@@ -120,3 +130,122 @@ def test_many_pipelined_commands_answered_at_once_do_not_recurse(client):
     out = client.send(b"".join(b"t%d FETCH 1 (UID)\r\n" % n for n in range(5000)))
     assert out.count(b" OK FETCH completed\r\n") == 5000
     assert out.endswith(b"t4999 OK FETCH completed\r\n")
+
+
+class PooledFactory(FakeFactory):
+    """The harness's factory, with store calls in C{pool} and change
+    notices through C{reactor}, as in the server."""
+
+    def __init__(self, tmp_path, reactor, pool):
+        self.reactor, self.pool = reactor, pool
+        FakeFactory.__init__(self, tmp_path, secure=True,
+                             store=SQLiteStore(tmp_path / "store"))
+        self.notifier = ChangeNotifier(self.store, reactor)
+
+    def account(self, user):
+        return IMAPAccount(user.decode() if isinstance(user, bytes) else user,
+                           self.store, self.reactor, self.pool, self.notifier)
+
+
+class TCPSession:
+    """
+    A session on a real loopback TCP connection, its store calls in a real
+    L{LightThreadPool}; the reactor (a real epoll reactor) does not run:
+    L{settle} runs what the pool hands back, as its loop would.  What the
+    server sends is read from the client's socket.
+    """
+
+    def __init__(self, tmp_path):
+        from twisted.internet.epollreactor import EPollReactor
+
+        self.reactor = EPollReactor()
+        self.pool = LightThreadPool(maxthreads=4, name="t")
+        self.pool.start()
+        self.factory = factory = PooledFactory(tmp_path, self.reactor, self.pool)
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            self.peer = socket.create_connection(listener.getsockname())
+            sock, addr = listener.accept()
+        sock.setblocking(False)
+        self.peer.settimeout(10)
+        self.protocol = IMAPServer(factory)
+        self.transport = tcp.Server(sock, self.protocol, addr, None, 1, self.reactor)
+        self.sends = []
+        writeSomeData = self.transport.writeSomeData
+
+        def counted(data):
+            self.sends.append(bytes(data))
+            return writeSomeData(data)
+
+        self.transport.writeSomeData = counted
+        self.protocol.makeConnection(self.transport)
+        self.read(b"\r\n")
+
+    def read(self, end):
+        """What the client receives, up to C{end}."""
+        data = b""
+        while not data.endswith(end):
+            data += self.peer.recv(65536)
+        return data
+
+    def settle(self):
+        """Run what the pool hands back until nothing is left to run."""
+        deadline = time.monotonic() + 10
+        while self.pool._backlog or len(self.pool.threads) > self.pool._idle or \
+                self.reactor.threadCallQueue:
+            assert time.monotonic() < deadline
+            self.reactor.runUntilCurrent()
+            time.sleep(0.001)
+
+    def close(self):
+        self.peer.close()
+        self.transport.socket.close()
+        self.pool.stop()
+
+
+@pytest.fixture
+def tcpSession(tmp_path):
+    s = TCPSession(tmp_path)
+    yield s
+    s.close()
+
+
+def test_imap_connections_do_not_wait_on_delayed_acks(tcpSession):
+    """If this fails, TCP_NODELAY is off: a reply sent in two parts (the
+    untagged data, then the tagged line after a store call) waits for the
+    client's delayed ACK, 40 ms on Linux, before its second part leaves."""
+    sock = tcpSession.transport.socket
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def test_a_reply_is_sent_at_once_in_one_segment(tcpSession):
+    """If this fails, each reply waits for the reactor's next turn (two
+    epoll_ctl calls and an event per reply, issue 13), or its untagged
+    and tagged lines leave in separate segments."""
+    s = tcpSession
+    s.sends.clear()
+    s.protocol.dataReceived(b"a CAPABILITY\r\n")
+    assert s.reactor.getWriters() == []
+    assert len(s.sends) == 1 and s.sends[0].startswith(b"* CAPABILITY IMAP4rev1 ")
+    assert s.read(b"a OK CAPABILITY completed\r\n") == s.sends[0]
+
+
+def test_a_reply_after_a_store_call_is_one_segment(tcpSession):
+    """If this fails, a STORE's FETCH response and its tagged OK, written
+    when the store call comes back from the pool, leave in two segments
+    (two sends, and the client woken twice) or wait for a write turn."""
+    s = tcpSession
+    for n in range(3):
+        s.factory.store.deliver(USER.decode(), b"", io.BytesIO(message(n)), "INBOX")
+    s.protocol.dataReceived(b"l LOGIN " + USER + b" " + PASSWORD + b"\r\n")
+    s.settle()
+    s.read(b"] Logged in\r\n")
+    s.protocol.dataReceived(b"s SELECT INBOX\r\n")
+    s.settle()
+    s.read(b"s OK [READ-WRITE] SELECT completed\r\n")
+    s.sends.clear()
+    s.protocol.dataReceived(b"a STORE 2 +FLAGS (\\Flagged)\r\n")
+    assert s.sends == []  # the store call is in the pool
+    s.settle()
+    assert s.reactor.getWriters() == []
+    assert s.sends == [b"* 2 FETCH (FLAGS (\\Flagged \\Recent))\r\na OK STORE completed\r\n"]
+    assert s.read(b"a OK STORE completed\r\n") == s.sends[0]

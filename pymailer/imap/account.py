@@ -6,9 +6,10 @@ Every store call blocks, so the avatar runs them in the shared thread pool
 and returns C{Deferred}s; the protocol never touches the disk itself.
 """
 
-from twisted.internet.threads import deferToThreadPool
 from twisted.mail.interfaces import IAccountIMAP
 from zope.interface import implementer
+
+from pymailer.threadpool import deferToPool
 
 
 @implementer(IAccountIMAP)
@@ -31,7 +32,7 @@ class IMAPAccount:
 
     def run(self, function, *args, **kwargs):
         """Run a blocking function in the disk thread pool."""
-        return deferToThreadPool(self.reactor, self.threadpool, function, *args, **kwargs)
+        return deferToPool(self.reactor, self.threadpool, function, *args, **kwargs)
 
     def refreshWithOthers(self, selected, callback):
         """

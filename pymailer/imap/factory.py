@@ -3,8 +3,6 @@ The IMAP listener factory (Twisted has none: it only sets C{.portal} on
 each protocol) and the builders the composition root registers.
 """
 
-from twisted.internet.threads import deferToThreadPool
-
 from pymailer.connlimit import LimitedFactory
 
 from pymailer.imap.account import IMAPAccount
@@ -12,6 +10,7 @@ from pymailer.imap.fanout import SharedRefresh
 from pymailer.imap.server import IMAPServer
 from pymailer.quota import Quotas
 from pymailer.shutdown import Connections
+from pymailer.threadpool import deferToPool
 
 class IMAPFactory(LimitedFactory):
     """
@@ -37,7 +36,7 @@ class IMAPFactory(LimitedFactory):
         self.clock = parts.reactor
 
     def run(self, function, *args):
-        return deferToThreadPool(self.parts.reactor, self.parts.threadpool, function, *args)
+        return deferToPool(self.parts.reactor, self.parts.threadpool, function, *args)
 
     def refusal(self, reason):
         # RFC 3501 7.1.5: a BYE greeting refuses the connection; RFC 5530
@@ -58,7 +57,7 @@ def buildAccount(parts):
     notifier = parts.notifier
     # One per process, for every IMAP listener: sessions on one mailbox
     # share the read that follows a change (issue 14).
-    shared = SharedRefresh(parts.reactor, lambda f, *a, **kw: deferToThreadPool(
+    shared = SharedRefresh(parts.reactor, lambda f, *a, **kw: deferToPool(
         parts.reactor, parts.threadpool, f, *a, **kw))
 
     def avatarFor(user):

@@ -57,7 +57,7 @@ from twisted.mail.imap4 import IMAP4Server
 from twisted.mail.interfaces import IAccountIMAP
 from zope.interface import implementer
 
-from pymailer import metrics
+from pymailer import metrics, sendnow
 from pymailer.auth.guard import plaintextLoginAllowed
 from pymailer.auth.login import LoginBlocked, guardedLogin
 from pymailer.auth import sasl
@@ -173,6 +173,9 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         self._readingLines = False
         # RFC 5465: the L{notify.Watcher} of NOTIFY SET, until NOTIFY NONE.
         self.notify = None
+        # Every write goes through it: sent at once, or with the rest of
+        # the reactor call's replies in one send (L{pymailer.sendnow}).
+        self._outbox = sendnow.Outbox(self)
 
     # -- connection ---------------------------------------------------------
 
@@ -242,6 +245,7 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         hangs.
         """
         self._closing = True
+        self._outbox.flush()
         if self._registered:
             self._registered = False
             self.transport.unregisterProducer()
@@ -276,12 +280,20 @@ class IMAPServer(QuotaCommands, IMAP4Server):
     # -- reading commands ---------------------------------------------------
 
     def dataReceived(self, data):
-        # With COMPRESS on, what the transport gives is inflated first.  Not
-        # what LineReceiver hands itself while reading (setLineMode's
-        # extra octets) nor b"" (read on what it holds, after a pause).
-        if self.compression is not None and data and not self._readingLines:
-            return self.compression.received(data)
-        return self._readLines(data)
+        # The replies to what this reads go out together at the end.
+        outer = sendnow.hold()
+        try:
+            # With COMPRESS on, what the transport gives is inflated first.
+            # Not what LineReceiver hands itself while reading (setLineMode's
+            # extra octets) nor b"" (read on what it holds, after a pause).
+            if self.compression is not None and data and not self._readingLines:
+                return self.compression.received(data)
+            return self._readLines(data)
+        finally:
+            sendnow.release(outer)
+
+    def sendLine(self, line):
+        self._outbox.write(line + b"\r\n")
 
     def _readLines(self, data):
         outer, self._readingLines = self._readingLines, True
@@ -558,14 +570,20 @@ class IMAPServer(QuotaCommands, IMAP4Server):
                             self._internalError(d)
                         self._done(None, segments)
                         continue
-                d.addErrback(self._internalError)
-                d.addBoth(self._done, segments)
+                d.addBoth(self._settled, segments)
                 if self._busy:
                     # Answer pipelined commands strictly in order (twisted #9282).
                     break
         finally:
             self._pumping = False
         self._queueFlowControl()
+
+    def _settled(self, result, segments):
+        """A command's Deferred fired: one callback, not an errback and a
+        callback (each costs the reactor a turn of Deferred's loop)."""
+        if isinstance(result, Failure):
+            self._internalError(result)
+        self._done(None, segments)
 
     def _done(self, _, segments):
         for s in segments if isinstance(segments, list) else ():
@@ -643,11 +661,15 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         except BaseException:
             result = Failure()
         if isinstance(result, defer.Deferred):
-            result.addCallbacks(self._completed, self._failed, (tag, name, uid), None, (tag,),
-                                None)
-            result.addErrback(self._failed, tag)
-            return result.addBoth(self._timed, name, uid, started)
-        # Answered at once: the same steps as the chain above, without one.
+            return result.addBoth(self._answer, tag, name, uid, started)
+        return self._answer(result, tag, name, uid, started)
+
+    def _answer(self, result, tag, name, uid, started):
+        """
+        The tagged answer to a command's C{result} (after the changes to
+        tell, L{_completed}) or to its failure (L{_failed}), and its time:
+        at once, or as the one callback of the command's Deferred.
+        """
         if not isinstance(result, Failure):
             try:
                 result = self._completed(result, tag, name, uid)
@@ -770,7 +792,7 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         """C{lines} in one transport write (each costs the reactor a few calls)."""
         data = b"".join([line + b"\r\n" for line in lines])
         if data:
-            self.transport.write(data)
+            self._outbox.write(data)
 
     def _noArgs(self, args):
         if args:
@@ -785,6 +807,7 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         if self.factory.tls is None:
             raise CommandFailed("TLS not available")
         self.sendLine(tag + b" OK Begin TLS negotiation now")
+        self._outbox.flush()  # in plaintext, before the handshake
         # RFC 3501 6.2.1 / RFC 2595 3.1: whatever was pipelined after
         # STARTTLS came in plaintext and may be injected: drop, never run.
         self.clearLineBuffer()
@@ -935,6 +958,7 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         # RFC 4978 3: the tagged OK goes out uncompressed, and everything
         # after it, both ways, is compressed.
         self.sendLine(tag + b" OK DEFLATE active")
+        self._outbox.flush()  # uncompressed
         log.info("IMAP COMPRESS DEFLATE active for {user}", user=self.user)
         self.compression = compress.Deflate(
             self.transport, self._readLines, self.factory.clock)
@@ -1718,13 +1742,13 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         if not needsContent and not setsSeen and not any(i.needsSummary for i in items):
             lines = sessionFetchLines(selected, targets, items, extras)
             if lines is not None:
-                self.transport.write(lines)
+                self._outbox.write(lines)
                 return None
             # One write per CHUNK octets of responses, not one per message.
             for piece in joinPieces([p for seq, u in targets
                                      for p in fetchPieces(selected, seq, u, items, None, None,
                                                           extras)], CHUNK):
-                self.transport.write(piece)
+                self._outbox.write(piece)
             return None
         return self._fetchBatches(targets, items, setsSeen, extras)
 
@@ -1746,7 +1770,7 @@ class IMAPServer(QuotaCommands, IMAP4Server):
                     if isinstance(piece, Range):
                         yield self._stream(piece)
                     else:
-                        self.transport.write(piece)
+                        self._outbox.write(piece)
                     if self._paused is not None:
                         yield self._paused
             finally:
@@ -1804,7 +1828,7 @@ class IMAPServer(QuotaCommands, IMAP4Server):
                 chunk = yield self.factory.run(f.readAt, offset, size)
                 if not chunk:
                     raise ConnectionError("message shrank while sending it")
-                self.transport.write(chunk)
+                self._outbox.write(chunk)
                 offset += len(chunk)
                 left -= len(chunk)
                 if self._paused is not None:
