@@ -180,45 +180,6 @@ class FreeSpace:
         return free
 
 
-class RouteCache:
-    """
-    The local routes of recent recipients, shared by every session of one
-    server, each kept at most L{MAX_AGE} seconds: under load most RCPTs
-    are answered from memory, without a hand-off to the disk threads (a
-    thread wake-up and a turn of the reactor per message, issue 14).
-
-    Only what a second-old answer cannot make worse is kept: a route to
-    local mailboxes none of which has a quota (a user with one is asked
-    about each message, as their usage grows with each).  An unknown
-    address is always looked up, so a user just added gets mail at once;
-    a user just removed may still be accepted for up to L{MAX_AGE} (as a
-    message accepted the moment before the removal is), and an alias
-    changed reaches the new targets that much later.
-    """
-
-    MAX_AGE = 1.0
-    # Bounded memory: at most this many addresses; when full, it starts over.
-    MAX_ENTRIES = 10000
-
-    def __init__(self, now=time.monotonic):
-        self.now = now
-        self._routes = {}  # recipient as given -> (route, when looked up)
-
-    def get(self, recipient):
-        """@return: the route found less than L{MAX_AGE} ago, or C{None}."""
-        entry = self._routes.get(recipient)
-        if entry is not None:
-            if self.now() - entry[1] < self.MAX_AGE:
-                return entry[0]
-            del self._routes[recipient]
-        return None
-
-    def put(self, recipient, route):
-        if len(self._routes) >= self.MAX_ENTRIES:
-            self._routes.clear()
-        self._routes[recipient] = (route, self.now())
-
-
 @implementer(IMessageIntake)
 class MessageIntake:
     """
@@ -229,8 +190,6 @@ class MessageIntake:
         mailbox at RCPT time, or C{None} (no quotas).
     @ivar freeSpace: the L{FreeSpace} of C{spool}, shared by the intakes of
         one server (one of its own when not given).
-    @ivar routeCache: the L{RouteCache} shared by the intakes of one server
-        (one of its own when not given).
     @ivar localAgent: the L{pymailer.delivery.local.LocalDeliveryAgent}
         that delivers a message for local mailboxes at its commit, or
         C{None}: every message is queued.
@@ -240,11 +199,10 @@ class MessageIntake:
 
     def __init__(self, router, spool, reactor, threadpool,
                  minFreeSpace=0, user=None, relayAvailable=False, quotas=None,
-                 freeSpace=None, localAgent=None, events=None, routeCache=None):
+                 freeSpace=None, localAgent=None, events=None):
         self.router = router
         self.spool = spool
         self.freeSpace = freeSpace if freeSpace is not None else FreeSpace(spool)
-        self.routeCache = routeCache if routeCache is not None else RouteCache()
         self.reactor = reactor
         self.threadpool = threadpool
         self.minFreeSpace = minFreeSpace
@@ -292,44 +250,27 @@ class MessageIntake:
         return d.addCallback(judge)
 
     def validateRecipient(self, session, sender, recipient, size=0):
-        route = self.routeCache.get(recipient)
-        if route is not None:
-            self._routes[recipient] = route
-            return defer.succeed(None)
         d = self._inThread(self._route, recipient, size)
         d.addCallback(self._judgeRoute)
         return d.addCallback(self._remember, recipient)
 
-    def _remember(self, found, recipient):
-        route, cacheable = found
+    def _remember(self, route, recipient):
         if isinstance(route, Local):
             self._routes[recipient] = route
-            if cacheable:
-                self.routeCache.put(recipient, route)
 
     def _route(self, recipient, size):
-        """
-        Blocking: the route, with quotas applied to a local one, and
-        whether it may be kept in the L{RouteCache} (local mailboxes only,
-        none with a quota).
-        """
+        """Blocking: the route, with quotas applied to a local one."""
         route = self.router.route(recipient)
-        if not isinstance(route, Local):
-            return route, False
-        if not route.users or route.forwards:
-            return route, False
-        if self.quotas is None:
-            return route, True
-        states = [self.quotas.state(user) for user in route.users]
-        if not any(state.fits(size) for state in states):
+        if isinstance(route, Local) and self.quotas is not None and route.users \
+                and not route.forwards \
+                and not any(self.quotas.state(user).fits(size) for user in route.users):
             # Refused only when the mail would land nowhere with room: an
             # alias reaching one full mailbox among others is delivered to
             # all (pymailer.quota says why an overrun beats a bounce).
             raise MAILBOX_FULL
-        return route, all(state.limit is None for state in states)
+        return route
 
-    def _judgeRoute(self, found):
-        route, _ = found
+    def _judgeRoute(self, route):
         if isinstance(route, Reject):
             raise SMTPReply(route.code, route.enhanced, route.text)
         if isinstance(route, Relay):
@@ -342,7 +283,7 @@ class MessageIntake:
                     "available on this server yet, try again later",
                 )
         assert isinstance(route, (Local, Relay))
-        return found
+        return route
 
     def openMessage(self):
         routes, self._routes = self._routes, {}
