@@ -18,13 +18,12 @@ import uuid
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from pymailer.web import formdata, site
+from pymailer.web import formdata
 from pymailer.web.webmail import outgoing
 from pymailer.web.webmail.app import organise  # app first: it imports organise
 
-from mailserver import waitFor
 from test_web_admin import Client, base, webServer  # noqa: F401 (fixtures)
-from test_webmail import ALICE, BOB
+from test_webmail import BOB
 
 # -- the form parser ----------------------------------------------------------------
 
@@ -286,59 +285,6 @@ class TestHTTP:
         assert (status, headers["Location"]) == (303, "/login")
 
 
-    def test_uploadsPerUserBounded(self, webServer):
-        """
-        A logged-in user sends at most two large compose posts at once
-        ([web] max_uploads_per_user): a third gets 429 with Retry-After and
-        the security headers, at once, while another user's upload goes
-        through, and once one of the two ends the user may upload again.
-        Otherwise one user (or a stolen session) holds 50 MB on each of
-        the 50 connections an address may open, on disk and in the
-        server's threads.
-        """
-        def post(client, length):
-            sock = connect(webServer)
-            sock.sendall(b"POST /webmail/compose HTTP/1.1\r\nHost: x\r\nCookie: "
-                         + loggedInCookie(client).encode()
-                         + b"\r\nContent-Type: multipart/form-data; boundary=B\r\n"
-                         + b"Content-Length: %d\r\n\r\n" % length)
-            return sock
-
-        def wholeUpload(client):
-            """A whole compose post over MAX_BODY: its status code."""
-            body = (b'--B\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n'
-                    + client.csrf("/webmail/compose").encode() + b"\r\n"
-                    + b'--B\r\nContent-Disposition: form-data; name="attachment"; '
-                    + b'filename="a.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'
-                    + b"x" * (site.MAX_BODY * 2) + b"\r\n--B--\r\n")
-            sock = post(client, len(body))
-            sock.sendall(body)
-            with sock:
-                return answer(sock)
-
-        bob, alice = Client(base(webServer)), Client(base(webServer))
-        bob.logIn(BOB)
-        alice.logIn(ALICE)
-        held = [post(bob, 20 * 1024 * 1024) for _ in range(2)]
-        for sock in held:
-            sock.sendall(b"a" * 1024 * 1024)
-        third = post(bob, 20 * 1024 * 1024)
-        third.sendall(b"a" * 1024 * 1024)
-        third.settimeout(10)
-        refusal = head(third)
-        third.close()
-        assert refusal.startswith(b"HTTP/1.1 429 Too Many Requests\r\n"), refusal[:80]
-        assert b"\r\nRetry-After: %d\r\n" % site.UPLOAD_RETRY_AFTER in refusal
-        assert b"\r\nX-Content-Type-Options: nosniff\r\n" in refusal
-        assert wholeUpload(bob) == 429
-        assert wholeUpload(alice) not in (403, 429)
-        held.pop().close()
-        waitFor(lambda: wholeUpload(bob) != 429, 20, message="an upload slot freed")
-        for sock in held:
-            sock.close()
-        assert "Traceback" not in webServer.log()
-
-
 class TestNewUser:
     def test_frontPageLeadsToTheWebmail(self, webServer):
         """
@@ -437,6 +383,7 @@ class TestSlowClients:
         web listener's connections for ever (Twisted's timeout is for
         silence only).
         """
+        from pymailer.web import site
         headers, body = connect(webServer), connect(webServer)
         headers.sendall(b"GET /login HTTP/1.1\r\nHo")
         body.sendall(b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: "

@@ -163,15 +163,16 @@ class AdminApp:
         """A Deferred of the request's live session, or C{None}."""
         return self.sessions.get(request.getCookie(COOKIE))
 
-    def uploader(self, request):
+    def mayUpload(self, request):
         """
-        A Deferred: the user of C{request}'s logged-in session over HTTPS,
-        who may send an upload (L{pymailer.web.site.Upload}), or C{None}.
+        A Deferred: whether C{request} comes from a logged-in session over
+        HTTPS, so that its body may be an upload
+        (L{pymailer.web.site.Upload}).
         """
         if not request.isSecure():
-            return defer.succeed(None)
+            return defer.succeed(False)
         return self.sessions.get(request.getCookie(COOKIE), takeNotice=False).addCallback(
-            lambda session: session.user if session is not None else None)
+            lambda session: session is not None and session.user is not None)
 
     def _requireHTTPS(self, request):
         if not request.isSecure():

@@ -14,9 +14,7 @@ or as soon as what has come (chunked) is.  An upload path's larger limit
 is for logged-in users only: the session is looked up as the body starts
 to arrive, and a client without one is cut off (403) once past
 L{MAX_BODY}, rather than spooling up to the upload limit to disk on every
-connection it opens; a logged-in user sends at most C{[web]
-max_uploads_per_user} such bodies at once (429 for more), rather than one
-on each of the listener's connections.
+connection it opens.
 """
 
 from dataclasses import dataclass
@@ -37,11 +35,6 @@ MAX_BODY = 64 * 1024
 CONTENT_TOO_LARGE = b"Request body too large\n"
 # An upload from a client that is not logged in (or no longer).
 LOG_IN_TO_UPLOAD = b"Log in to send files (your session may have expired).\n"
-# RFC 6585 4: 429 Too Many Requests, with a Retry-After (RFC 9110 10.2.3,
-# seconds) after which one of the user's uploads has likely ended.
-TOO_MANY_UPLOADS = (b"You are sending too many files at once: wait for the others"
-                    b" to finish, then try again.\n")
-UPLOAD_RETRY_AFTER = 10
 # Seconds a refused client may go on sending (read and dropped) before
 # the connection is cut.
 LINGER = 5
@@ -78,14 +71,13 @@ SECURITY_HEADERS = (
 HSTS = b"max-age=31536000"
 
 
-def _response(status, text, headers=()):
+def _response(status, text):
     """
     A whole HTTP/1.1 response (bytes) that tells the client we close,
-    with L{SECURITY_HEADERS} as every other response, and C{headers}.
+    with L{SECURITY_HEADERS} as every other response.
     """
     return (b"HTTP/1.1 " + status + b"\r\n"
-            + b"".join(name + b": " + value + b"\r\n"
-                       for name, value in SECURITY_HEADERS + tuple(headers)) +
+            + b"".join(name + b": " + value + b"\r\n" for name, value in SECURITY_HEADERS) +
             b"Content-Type: text/plain; charset=utf-8\r\n"
             b"Content-Length: " + str(len(text)).encode("ascii") + b"\r\n"
             b"Connection: close\r\n\r\n" + text)
@@ -128,7 +120,7 @@ class SecureRequest(Request):
             # out not to be logged in (a cookie-less one at once: the
             # check then answers before returning).
             self.maxBody = upload.limit
-            upload.uploader(self).addCallbacks(self._uploadChecked, lambda _: None)
+            upload.allowed(self).addCallbacks(self._uploadChecked, lambda _: False)
             if self._refused:
                 return
         if length is not None and length > self.maxBody:
@@ -139,31 +131,14 @@ class SecureRequest(Request):
             return
         Request.gotLength(self, length)
 
-    def _uploadChecked(self, user):
-        if self._refused or self._bodyDone or self._disconnected:
+    def _uploadChecked(self, allowed):
+        if allowed or self._refused or self._bodyDone:
             # A body that came whole first is the resource's to refuse.
-            return
-        if user is not None:
-            self._holdUploadSlot(user)
             return
         self.maxBody = MAX_BODY
         if self._received > MAX_BODY or (self._length or 0) > MAX_BODY:
             self.requestHeaders.removeHeader(b"Expect")
             self._refuse(b"403 Forbidden", LOG_IN_TO_UPLOAD)
-
-    def _holdUploadSlot(self, user):
-        """
-        Count this upload as one of C{user}'s until the request ends
-        (answered, or the connection lost), or refuse it (429) when the
-        user has as many going as allowed.
-        """
-        inProgress = self.channel.site.uploadsInProgress
-        if not inProgress.take(user):
-            self.requestHeaders.removeHeader(b"Expect")
-            self._refuse(b"429 Too Many Requests", TOO_MANY_UPLOADS,
-                         ((b"Retry-After", b"%d" % UPLOAD_RETRY_AFTER),))
-            return
-        self.notifyFinish().addBoth(lambda _: inProgress.give(user))
 
     def handleContentChunk(self, data):
         if self._refused:
@@ -175,13 +150,13 @@ class SecureRequest(Request):
             return
         Request.handleContentChunk(self, data)
 
-    def _refuse(self, status=b"413 Content Too Large", text=CONTENT_TOO_LARGE, headers=()):
+    def _refuse(self, status=b"413 Content Too Large", text=CONTENT_TOO_LARGE):
         """Answer C{status} and close: nothing more of the body is read or kept."""
         self._refused = True
         if self.content is not None:
             self.content.close()  # a spooled temporary file goes now
         self.content = BytesIO()
-        self.channel.refuseAndClose(_response(status, text, headers))
+        self.channel.refuseAndClose(_response(status, text))
 
     def requestReceived(self, command, path, version):
         self._bodyDone = True
@@ -204,41 +179,13 @@ class Upload:
     A path whose body may be larger than L{MAX_BODY}.
 
     @ivar limit: its body limit.
-    @ivar uploader: C{uploader(request)} -> a Deferred of the user who may
-        send that much (a logged-in user), or C{None}; called when the
+    @ivar allowed: C{allowed(request)} -> a Deferred of whether this
+        client may send that much (a logged-in user); called when the
         headers are in, with the cookies parsed.
     """
 
     limit: int
-    uploader: Callable
-
-
-class UploadsInProgress:
-    """
-    The uploads each user is sending (L{Upload} bodies over L{MAX_BODY}):
-    at most C{perUser} at once.  Each one holds up to its limit in a
-    spooled file and a connection; a user (or a stolen session) with one
-    per connection could hold the listener's whole connection limit times
-    the upload limit.  Only users with uploads going are kept.
-    """
-
-    def __init__(self, perUser):
-        self.perUser = perUser
-        self._counts = {}
-
-    def take(self, user):
-        """One more of C{user}'s uploads, if allowed: C{True}, else C{False}."""
-        count = self._counts.get(user, 0)
-        if count >= self.perUser:
-            return False
-        self._counts[user] = count + 1
-        return True
-
-    def give(self, user):
-        """One of C{user}'s uploads has ended."""
-        count = self._counts.pop(user) - 1
-        if count:
-            self._counts[user] = count
+    allowed: Callable
 
 
 class TrackedChannel(HTTPChannel):
@@ -370,8 +317,7 @@ class TrackedChannel(HTTPChannel):
 class WebSite(LimitedFactory, Site):
     """
     The C{Site} of one web listener, within connection C{limits}
-    (L{pymailer.config.WebConfig}), its uploads within
-    C{limits.max_uploads_per_user}.
+    (L{pymailer.config.ConnectionLimits}).
 
     @ivar clients: its open connections (L{pymailer.service.listen} says
         goodbye to them).
@@ -385,7 +331,6 @@ class WebSite(LimitedFactory, Site):
         # Path -> the L{Upload} limit of that path (the webmail's compose
         # form: the submission size limit, for logged-in users).
         self.uploads = dict(uploads or {})
-        self.uploadsInProgress = UploadsInProgress(limits.max_uploads_per_user)
         LimitedFactory.__init__(self, limits)
         # Never a traceback to a browser: they go to the log.
         self.displayTracebacks = False
