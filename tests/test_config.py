@@ -119,12 +119,24 @@ class TestErrors:
                                 "[web]\nmax_connections_per_ip = 5\n"))
         assert c.imap == config.ConnectionLimits(max_connections_per_ip=200)
         assert c.pop3 == config.ConnectionLimits(max_connections=10)
-        assert c.web == config.ConnectionLimits(max_connections_per_ip=5)
+        assert c.web == config.WebConfig(max_connections_per_ip=5)
         assert config.load(writeConfig(tmp_path, MINIMAL)).imap.max_connections_per_ip == 50
         message = loadError(tmp_path, MINIMAL + "[imap]\nmax_connections = 0\n")
         assert message.endswith(": imap.max_connections: expected a positive integer, got 0")
         message = loadError(tmp_path, MINIMAL + "[pop3]\nmax_conections = 5\n")
         assert message.endswith(": pop3.max_conections: unknown key")
+
+    def test_webUploadsPerUser(self, tmp_path):
+        """
+        [web] max_uploads_per_user bounds the webmail uploads one user sends
+        at once (2 by default) and must be positive: otherwise an admin
+        could not allow more, or 0 would refuse every attachment.
+        """
+        assert config.load(writeConfig(tmp_path, MINIMAL)).web.max_uploads_per_user == 2
+        c = config.load(writeConfig(tmp_path, MINIMAL + "[web]\nmax_uploads_per_user = 5\n"))
+        assert c.web == config.WebConfig(max_uploads_per_user=5)
+        message = loadError(tmp_path, MINIMAL + "[web]\nmax_uploads_per_user = 0\n")
+        assert message.endswith(": web.max_uploads_per_user: expected a positive integer, got 0")
 
     def test_storageBackend(self, tmp_path):
         """

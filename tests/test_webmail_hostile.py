@@ -10,6 +10,7 @@ a real server (twistd) and a real HTTP client on raw sockets and urllib.
 
 import io
 import re
+import select
 import socket
 import ssl
 import time
@@ -18,12 +19,13 @@ import uuid
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from pymailer.web import formdata
+from pymailer.web import formdata, site
 from pymailer.web.webmail import outgoing
 from pymailer.web.webmail.app import organise  # app first: it imports organise
 
+from mailserver import waitFor
 from test_web_admin import Client, base, webServer  # noqa: F401 (fixtures)
-from test_webmail import BOB
+from test_webmail import ALICE, BOB
 
 # -- the form parser ----------------------------------------------------------------
 
@@ -193,6 +195,32 @@ def head(sock):
     return data.split(b"\r\n\r\n", 1)[0]
 
 
+def answered(socks, timeout):
+    """
+    The first of the TLS sockets C{socks} the server answers within
+    C{timeout} seconds, with the status line and header section of its
+    response; C{(None, b"")} if none.  The raw sockets alone do not tell:
+    TLS 1.3 session tickets come after the handshake.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        readable, _, _ = select.select(socks, [], [], max(0, left))
+        for sock in readable:
+            sock.setblocking(False)
+            try:
+                first = sock.recv(65536)
+            except ssl.SSLWantReadError:
+                continue  # a session ticket: no answer yet
+            finally:
+                sock.settimeout(10)
+            if b"\r\n\r\n" not in first:
+                first += head(sock)
+            return sock, first.split(b"\r\n\r\n", 1)[0]
+        if left <= 0:
+            return None, b""
+
+
 def answer(sock):
     """The status code of the response on C{sock}."""
     data = head(sock)
@@ -283,6 +311,62 @@ class TestHTTP:
         small = Client(base(webServer))
         status, headers, _ = small.request("/webmail/compose", {"csrf": "x"})
         assert (status, headers["Location"]) == (303, "/login")
+
+
+    def test_uploadsPerUserBounded(self, webServer):
+        """
+        A logged-in user sends at most two large compose posts at once
+        ([web] max_uploads_per_user): a third gets 429 with Retry-After and
+        the security headers, at once, while another user's upload goes
+        through, and once one of the two ends the user may upload again.
+        Otherwise one user (or a stolen session) holds 50 MB on each of
+        the 50 connections an address may open, on disk and in the
+        server's threads.
+        """
+        def post(client, length):
+            sock = connect(webServer)
+            sock.sendall(b"POST /webmail/compose HTTP/1.1\r\nHost: x\r\nCookie: "
+                         + loggedInCookie(client).encode()
+                         + b"\r\nContent-Type: multipart/form-data; boundary=B\r\n"
+                         + b"Content-Length: %d\r\n\r\n" % length)
+            return sock
+
+        def wholeUpload(client):
+            """A whole compose post over MAX_BODY: its status code."""
+            body = (b'--B\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n'
+                    + client.csrf("/webmail/compose").encode() + b"\r\n"
+                    + b'--B\r\nContent-Disposition: form-data; name="attachment"; '
+                    + b'filename="a.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'
+                    + b"x" * (site.MAX_BODY * 2) + b"\r\n--B--\r\n")
+            sock = post(client, len(body))
+            sock.sendall(body)
+            with sock:
+                return answer(sock)
+
+        bob, alice = Client(base(webServer)), Client(base(webServer))
+        bob.logIn(BOB)
+        alice.logIn(ALICE)
+        posts = [post(bob, 20 * 1024 * 1024) for _ in range(3)]
+        for sock in posts:
+            sock.sendall(b"a" * 1024 * 1024)
+        # Whichever the server counted third is refused, at once.
+        third, refusal = answered(posts, 10)
+        assert third is not None, "one of three uploads refused"
+        third.close()
+        held = [sock for sock in posts if sock is not third]
+        assert refusal.startswith(b"HTTP/1.1 429 Too Many Requests\r\n"), refusal[:80]
+        assert b"\r\nRetry-After: %d\r\n" % site.UPLOAD_RETRY_AFTER in refusal
+        assert b"\r\nX-Content-Type-Options: nosniff\r\n" in refusal
+        # A whole body, sent at once: refused however fast it comes.
+        assert wholeUpload(bob) == 429
+        assert wholeUpload(alice) not in (403, 429)
+        held.pop().close()
+        waitFor(lambda: wholeUpload(bob) != 429, 20, message="an upload slot freed")
+        # The one still going was never answered.
+        assert answered(held, 0) == (None, b"")
+        for sock in held:
+            sock.close()
+        assert "Traceback" not in webServer.log()
 
 
 class TestNewUser:
@@ -383,7 +467,6 @@ class TestSlowClients:
         web listener's connections for ever (Twisted's timeout is for
         silence only).
         """
-        from pymailer.web import site
         headers, body = connect(webServer), connect(webServer)
         headers.sendall(b"GET /login HTTP/1.1\r\nHo")
         body.sendall(b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: "

@@ -29,7 +29,7 @@ from pymailer.config.endpoints import (
     withBacklog)
 from pymailer.config.listening import (
     ROLES, AuthConfig, ConnectionLimits, ListenConfig, ServerConfig, SMTPConfig,
-    SubmissionConfig, TLSConfig, defaultWorkers)
+    SubmissionConfig, TLSConfig, WebConfig, defaultWorkers)
 from pymailer.config.loading import Config, default, load, loadOrDefault
 from pymailer.config.loading import parseConfig as _parse
 from pymailer.config.policy import (
@@ -42,7 +42,7 @@ from pymailer.config.storage import POSTGRESQL, STORAGE_BACKENDS, StorageConfig
 __all__ = [
     "ConfigError", "Config", "load", "default", "loadOrDefault", "parseHostPort",
     "ListenConfig", "ROLES", "SMTPConfig", "ConnectionLimits", "SubmissionConfig", "TLSConfig",
-    "AuthConfig", "ServerConfig", "defaultWorkers",
+    "WebConfig", "AuthConfig", "ServerConfig", "defaultWorkers",
     "DeliveryConfig", "QueueConfig", "DNSConfig", "RelayConfig",
     "StorageConfig", "STORAGE_BACKENDS", "POSTGRESQL",
     "PolicyConfig", "DEFAULT_CHECKS", "RateLimitConfig", "DMARCConfig", "GreylistConfig",

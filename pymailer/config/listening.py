@@ -82,6 +82,20 @@ class ConnectionLimits:
     max_connections: int = 1000
 
 
+@dataclass(frozen=True)
+class WebConfig(ConnectionLimits):
+    """
+    [web]: the connection limits of each web listener, and
+    C{max_uploads_per_user}: how many bodies over
+    L{pymailer.web.site.MAX_BODY} (the webmail's attachments, up to
+    C{[smtp] max_message_size} each) one logged-in user may be sending
+    at once, over every worker process (and node); more get 429 until
+    one is done.
+    """
+
+    max_uploads_per_user: int = 2
+
+
 def defaultWorkers():
     """One worker process per CPU core this process may run on."""
     try:
@@ -180,6 +194,16 @@ def parseConnectionLimits(reader):
     limits = ConnectionLimits(**connectionLimits(reader, ConnectionLimits()))
     reader.checkUnknown(reader.seen)
     return limits
+
+
+def parseWeb(reader):
+    """[web]."""
+    d = WebConfig()
+    web = WebConfig(**connectionLimits(reader, d),
+                    max_uploads_per_user=reader.positiveInt("max_uploads_per_user",
+                                                            d.max_uploads_per_user))
+    reader.checkUnknown(reader.seen)
+    return web
 
 
 def parseTLS(reader, baseDir):

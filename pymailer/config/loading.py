@@ -17,8 +17,8 @@ from pymailer.config.delivery import (
 from pymailer.config.domain import DoctorConfig, MTASTSConfig, parseDoctor, parseMTASTS
 from pymailer.config.listening import (
     AuthConfig, ConnectionLimits, ListenConfig, ServerConfig, SMTPConfig, SubmissionConfig,
-    TLSConfig, parseAuth, parseConnectionLimits, parseListen, parseServer, parseSMTP,
-    parseSubmission, parseTLS)
+    TLSConfig, WebConfig, parseAuth, parseConnectionLimits, parseListen, parseServer, parseSMTP,
+    parseSubmission, parseTLS, parseWeb)
 from pymailer.config.policy import PolicyConfig, parsePolicy
 from pymailer.config.reader import ConfigError, TableReader, showValue
 from pymailer.config.storage import StorageConfig, parseStorage
@@ -49,7 +49,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     imap: ConnectionLimits = field(default_factory=ConnectionLimits)
     pop3: ConnectionLimits = field(default_factory=ConnectionLimits)
-    web: ConnectionLimits = field(default_factory=ConnectionLimits)
+    web: WebConfig = field(default_factory=WebConfig)
     mta_sts: MTASTSConfig = field(default_factory=MTASTSConfig)
     doctor: DoctorConfig = field(default_factory=DoctorConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -111,7 +111,8 @@ def parseConfig(data, source, baseDir):
     relay = parseRelay(top.table_("relay"), baseDir)
     policy = parsePolicy(top.table_("policy"))
     limits = {section: parseConnectionLimits(top.table_(section))
-              for section in ("imap", "pop3", "web")}
+              for section in ("imap", "pop3")}
+    limits["web"] = parseWeb(top.table_("web"))
     mtaSTS = parseMTASTS(top.table_("mta_sts"))
     doctor = parseDoctor(top.table_("doctor"))
     storage = parseStorage(top.table_("storage"))

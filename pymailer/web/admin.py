@@ -163,16 +163,15 @@ class AdminApp:
         """A Deferred of the request's live session, or C{None}."""
         return self.sessions.get(request.getCookie(COOKIE))
 
-    def mayUpload(self, request):
+    def uploader(self, request):
         """
-        A Deferred: whether C{request} comes from a logged-in session over
-        HTTPS, so that its body may be an upload
-        (L{pymailer.web.site.Upload}).
+        A Deferred: the user of C{request}'s logged-in session over HTTPS,
+        who may send an upload (L{pymailer.web.site.Upload}), or C{None}.
         """
         if not request.isSecure():
-            return defer.succeed(False)
+            return defer.succeed(None)
         return self.sessions.get(request.getCookie(COOKIE), takeNotice=False).addCallback(
-            lambda session: session is not None and session.user is not None)
+            lambda session: session.user if session is not None else None)
 
     def _requireHTTPS(self, request):
         if not request.isSecure():

@@ -189,7 +189,7 @@ def buildWeb(role, parts):
     # The compose form carries attachments: up to the submission size
     # limit, from a logged-in user.
     return WebSite(root, parts.reactor, parts.config.web, uploads={
-        COMPOSE_PREFIX: Upload(parts.config.smtp.max_message_size, admin.mayUpload)})
+        COMPOSE_PREFIX: Upload(parts.config.smtp.max_message_size, admin.uploader)})
 
 
 def buildPlainHTTP(role, parts):

@@ -14,18 +14,27 @@ or as soon as what has come (chunked) is.  An upload path's larger limit
 is for logged-in users only: the session is looked up as the body starts
 to arrive, and a client without one is cut off (403) once past
 L{MAX_BODY}, rather than spooling up to the upload limit to disk on every
-connection it opens.
+connection it opens; a logged-in user sends at most C{[web]
+max_uploads_per_user} such bodies at once (429 for more, counted across
+worker processes: L{UploadSlots}), rather than one on each of the
+listener's connections.  Twisted reads the whole body before the
+resource renders, so these checks act while it arrives (from
+C{gotLength}); a body that is whole before they answer waits for them.
 """
 
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Callable
 
+from twisted.internet.defer import succeed
+from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
 from pymailer.connlimit import LimitedFactory
 from pymailer.shutdown import Connections
+
+log = Logger()
 
 # The largest request body read: our forms are a few hundred bytes, an
 # Autodiscover request needs 16 KiB (L{pymailer.web.autoconfig.MAX_REQUEST}).
@@ -35,6 +44,14 @@ MAX_BODY = 64 * 1024
 CONTENT_TOO_LARGE = b"Request body too large\n"
 # An upload from a client that is not logged in (or no longer).
 LOG_IN_TO_UPLOAD = b"Log in to send files (your session may have expired).\n"
+# RFC 6585 4: 429 Too Many Requests, with a Retry-After (RFC 9110 10.2.3,
+# seconds) after which one of the user's uploads has likely ended.
+TOO_MANY_UPLOADS = (b"You are sending too many files at once: wait for the others"
+                    b" to finish, then try again.\n")
+UPLOAD_RETRY_AFTER = 10
+# The scope under which the shared limit store counts each user's uploads
+# (L{UploadSlots}): not a listener's role.
+UPLOADS_SCOPE = "web-uploads"
 # Seconds a refused client may go on sending (read and dropped) before
 # the connection is cut.
 LINGER = 5
@@ -71,13 +88,14 @@ SECURITY_HEADERS = (
 HSTS = b"max-age=31536000"
 
 
-def _response(status, text):
+def _response(status, text, headers=()):
     """
     A whole HTTP/1.1 response (bytes) that tells the client we close,
-    with L{SECURITY_HEADERS} as every other response.
+    with L{SECURITY_HEADERS} as every other response, and C{headers}.
     """
     return (b"HTTP/1.1 " + status + b"\r\n"
-            + b"".join(name + b": " + value + b"\r\n" for name, value in SECURITY_HEADERS) +
+            + b"".join(name + b": " + value + b"\r\n"
+                       for name, value in SECURITY_HEADERS + tuple(headers)) +
             b"Content-Type: text/plain; charset=utf-8\r\n"
             b"Content-Length: " + str(len(text)).encode("ascii") + b"\r\n"
             b"Connection: close\r\n\r\n" + text)
@@ -92,8 +110,12 @@ class SecureRequest(Request):
     maxBody = MAX_BODY
     _received = 0
     _refused = False
-    _bodyDone = False
     _length = None
+    # An upload's check (its user, then a slot) has not answered yet.
+    _checking = False
+    # The request line of a body that came whole while the check was
+    # still asking: processed once it has answered.
+    _waiting = None
 
     def _upload(self):
         """
@@ -120,7 +142,10 @@ class SecureRequest(Request):
             # out not to be logged in (a cookie-less one at once: the
             # check then answers before returning).
             self.maxBody = upload.limit
-            upload.allowed(self).addCallbacks(self._uploadChecked, lambda _: False)
+            self._checking = True
+            slots = self.channel.site.uploadSlots
+            upload.uploader(self).addErrback(self._checkFailed).addCallback(
+                self._uploadChecked, slots)
             if self._refused:
                 return
         if length is not None and length > self.maxBody:
@@ -131,14 +156,48 @@ class SecureRequest(Request):
             return
         Request.gotLength(self, length)
 
-    def _uploadChecked(self, allowed):
-        if allowed or self._refused or self._bodyDone:
-            # A body that came whole first is the resource's to refuse.
+    def _checkFailed(self, failure):
+        log.failure("looking up the session of an upload", failure)
+        return None  # as for no session: a client we cannot vouch for
+
+    def _uploadChecked(self, user, slots):
+        if self._refused or self._disconnected:
             return
-        self.maxBody = MAX_BODY
-        if self._received > MAX_BODY or (self._length or 0) > MAX_BODY:
-            self.requestHeaders.removeHeader(b"Expect")
-            self._refuse(b"403 Forbidden", LOG_IN_TO_UPLOAD)
+        if user is None:
+            self.maxBody = MAX_BODY
+            if self._received > MAX_BODY or (self._length or 0) > MAX_BODY:
+                self.requestHeaders.removeHeader(b"Expect")
+                self._refuse(b"403 Forbidden", LOG_IN_TO_UPLOAD)
+                return
+            self._checked()
+            return
+        slots.take(user).addCallback(self._slotAnswered)
+
+    def _slotAnswered(self, release):
+        """
+        C{release} frees the upload slot taken for this request (L{UploadSlots.take}),
+        held until the request ends (answered, or the connection lost);
+        C{None}: the user has as many uploads going as allowed (429).
+        """
+        if release is None:
+            if not (self._refused or self._disconnected):
+                self.requestHeaders.removeHeader(b"Expect")
+                self._refuse(b"429 Too Many Requests", TOO_MANY_UPLOADS,
+                             ((b"Retry-After", b"%d" % UPLOAD_RETRY_AFTER),))
+            return
+        if self._disconnected:
+            # Gone while the slot was asked for (notifyFinish would never fire).
+            release()
+            return
+        self.notifyFinish().addBoth(lambda _: release())
+        self._checked()
+
+    def _checked(self):
+        """The upload may go on; a body already whole is processed now."""
+        self._checking = False
+        if self._waiting is not None and not self._refused:
+            requestLine, self._waiting = self._waiting, None
+            Request.requestReceived(self, *requestLine)
 
     def handleContentChunk(self, data):
         if self._refused:
@@ -150,20 +209,28 @@ class SecureRequest(Request):
             return
         Request.handleContentChunk(self, data)
 
-    def _refuse(self, status=b"413 Content Too Large", text=CONTENT_TOO_LARGE):
+    def _refuse(self, status=b"413 Content Too Large", text=CONTENT_TOO_LARGE, headers=()):
         """Answer C{status} and close: nothing more of the body is read or kept."""
         self._refused = True
         if self.content is not None:
             self.content.close()  # a spooled temporary file goes now
         self.content = BytesIO()
-        self.channel.refuseAndClose(_response(status, text))
+        self.channel.refuseAndClose(_response(status, text, headers))
 
     def requestReceived(self, command, path, version):
-        self._bodyDone = True
         # A refused body that ended within the data already read must not
         # be answered a second time.
-        if not self._refused:
-            Request.requestReceived(self, command, path, version)
+        if self._refused:
+            return
+        if self._checking:
+            # The whole body came before the upload check answered (a
+            # loopback client, a slow session store): it waits for the
+            # answer, so that a client over its uploads or not logged in
+            # is refused however fast it sends.  The channel keeps what
+            # comes meanwhile (it is handling this request).
+            self._waiting = (command, path, version)
+            return
+        Request.requestReceived(self, command, path, version)
 
     def process(self):
         for name, value in SECURITY_HEADERS:
@@ -179,13 +246,71 @@ class Upload:
     A path whose body may be larger than L{MAX_BODY}.
 
     @ivar limit: its body limit.
-    @ivar allowed: C{allowed(request)} -> a Deferred of whether this
-        client may send that much (a logged-in user); called when the
+    @ivar uploader: C{uploader(request)} -> a Deferred of the user who may
+        send that much (a logged-in user), or C{None}; called when the
         headers are in, with the cookies parsed.
     """
 
     limit: int
-    allowed: Callable
+    uploader: Callable
+
+
+class UploadSlots:
+    """
+    The uploads each user is sending (L{Upload} bodies over L{MAX_BODY}):
+    at most C{perUser} at once.  Each one holds up to its limit in a
+    spooled file and a connection; a user (or a stolen session) with one
+    per connection could hold the listener's whole connection limit times
+    the upload limit.  Only users with uploads going are kept.
+
+    Counted in this process, and, with several worker processes (or
+    nodes), in the shared limit store too (C{shared}, the
+    L{pymailer.connlimit.SharedConnections} the listener counts its
+    connections in, as the scope L{UPLOADS_SCOPE} with the user as the
+    address): a user's uploads land on any worker.  If the shared store
+    cannot be reached, this process's count alone decides.
+    """
+
+    shared = None
+
+    def __init__(self, perUser):
+        self.perUser = perUser
+        self._counts = {}
+
+    def take(self, user):
+        """
+        One more of C{user}'s uploads, if allowed.
+
+        @return: a Deferred firing with a callable that frees the slot
+            (call it once, when the upload ends), or with C{None} when
+            C{user} has C{perUser} going.
+        """
+        count = self._counts.get(user, 0)
+        if count >= self.perUser:
+            return succeed(None)
+        self._counts[user] = count + 1
+        if self.shared is None:
+            return succeed(lambda: self._give(user))
+        shared = self.shared
+
+        def answered(counted):
+            if counted is False:
+                self._give(user)
+                return None
+
+            def release():
+                self._give(user)
+                if counted is True:  # not when the store failed
+                    shared.release(UPLOADS_SCOPE, user)
+            return release
+        answer = shared.admit(UPLOADS_SCOPE, user, self.perUser)
+        return (succeed(answer) if answer is True else answer).addCallback(answered)
+
+    def _give(self, user):
+        """One of C{user}'s uploads has ended."""
+        count = self._counts.pop(user) - 1
+        if count:
+            self._counts[user] = count
 
 
 class TrackedChannel(HTTPChannel):
@@ -317,7 +442,8 @@ class TrackedChannel(HTTPChannel):
 class WebSite(LimitedFactory, Site):
     """
     The C{Site} of one web listener, within connection C{limits}
-    (L{pymailer.config.ConnectionLimits}).
+    (L{pymailer.config.WebConfig}), its uploads within
+    C{limits.max_uploads_per_user}.
 
     @ivar clients: its open connections (L{pymailer.service.listen} says
         goodbye to them).
@@ -331,10 +457,15 @@ class WebSite(LimitedFactory, Site):
         # Path -> the L{Upload} limit of that path (the webmail's compose
         # form: the submission size limit, for logged-in users).
         self.uploads = dict(uploads or {})
+        self.uploadSlots = UploadSlots(limits.max_uploads_per_user)
         LimitedFactory.__init__(self, limits)
         # Never a traceback to a browser: they go to the log.
         self.displayTracebacks = False
         self.clients = Connections(reactor)
+
+    def shareCounts(self, shared, scope):
+        LimitedFactory.shareCounts(self, shared, scope)
+        self.uploadSlots.shared = shared
 
     def refusal(self, reason):
         # Written at connect, before the request is read: a whole response,
