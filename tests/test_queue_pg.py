@@ -266,3 +266,63 @@ def test_missedNotificationsMakeTheRunnerLook(spool):
     enqueue(otherNode(spool))
     waitFor(lambda: heard, message="the spool to listen again")
     assert heard == [None]
+
+
+class RenewalHeldUp:
+    """
+    A pool on which the lease renewer's next connection waits for the
+    test: a renewal under way (its claims listed) when the server stops.
+    """
+
+    def __init__(self, pool):
+        self.pool = pool
+        self.renewing, self.proceed = threading.Event(), threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.pool, name)
+
+    def connection(self):
+        if threading.current_thread().name == "pymailer-queue-leases":
+            self.renewing.set()
+            self.proceed.wait(10)
+        return self.pool.connection()
+
+
+def test_stoppingWhileARenewalIsDueLogsNothing(postgresqlPool):
+    """
+    The server stopping while the lease renewer is renewing (its round was
+    due) first lets that renewal end, then closes the database
+    connections: the log shows no "could not renew the queue's claims"
+    (DatabaseUnavailable, the connections closed under it), which an
+    administrator reading the log at each restart would take for an
+    outage.
+    """
+    from twisted.logger import globalLogPublisher
+
+    pool = RenewalHeldUp(postgresqlPool)
+    spool = PostgreSQLSpool(pool, lease=0.2)
+    enqueue(spool)
+    [claim] = spool.claimDue(time.time(), 10)
+    assert pool.renewing.wait(10), "the renewer renews"
+    renewer = spool._renewer
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        def stop():
+            # SharedDatabaseService's order: the spool, then the pool.
+            spool.close()
+            pool.close()
+        stopper = threading.Thread(target=stop)
+        stopper.start()
+        # close() waits for the renewal under way: this times out (a
+        # close() that did not would have closed the pool under it).
+        stopper.join(1)
+        pool.proceed.set()
+        stopper.join(10)
+        renewer.join(10)
+        assert not stopper.is_alive() and not renewer.is_alive()
+    finally:
+        pool.proceed.set()
+        globalLogPublisher.removeObserver(events.append)
+    assert [e.get("log_format") for e in events if e.get("log_level") is not None
+            and e["log_level"].name in ("error", "critical")] == []

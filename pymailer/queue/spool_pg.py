@@ -181,6 +181,9 @@ class PostgreSQLSpool(Listeners):
         self._heldLock = threading.Lock()
         self._renewer = None
         self._stopping = threading.Event()
+        # Held for each renewal: close() takes it after _stopping is set,
+        # so that once close() returns no renewal is under way or starts.
+        self._renewing = threading.Lock()
         self._listener = None
 
     # -- other nodes' new mail ----------------------------------------------
@@ -367,12 +370,18 @@ class PostgreSQLSpool(Listeners):
                 if not self._held:
                     self._renewer = None
                     return
-            try:
-                self.renewLeases()
-            except Exception:
-                # The next round tries again; if the database stays away
-                # longer than the lease, other nodes take the mail over.
-                _log.failure("could not renew the queue's claims")
+            with self._renewing:
+                # Stopped while this round was due: close() gives the
+                # claims up, and the pool may be closed right after it.
+                if self._stopping.is_set() or getattr(self.pool, "closed", False):
+                    return
+                try:
+                    self.renewLeases()
+                except Exception:
+                    # The next round tries again; if the database stays
+                    # away longer than the lease, other nodes take the
+                    # mail over.
+                    _log.failure("could not renew the queue's claims")
 
     def renewLeases(self):
         """
@@ -399,6 +408,13 @@ class PostgreSQLSpool(Listeners):
         them at once, as the kernel drops a dead process's file locks.
         """
         self._stopping.set()
+        # A renewal under way ends first (it holds a pooled connection);
+        # none starts after: the server closes the pool once this returns
+        # (L{pymailer.service.SharedDatabaseService}), and a renewal then
+        # would fail and log DatabaseUnavailable.  At most one UPDATE's
+        # wait, at shutdown.
+        with self._renewing:
+            pass
         if self._listener is not None:
             self._listener.close()
         with self._heldLock:
