@@ -144,6 +144,37 @@ def testTrainOnceAndRetrainByDigest(tmp_path):
     assert db.totals("bob@example.org") == (0, 0)
 
 
+def testConnectionsOfEveryThreadClosedAndReopened(tmp_path):
+    """
+    The classifier's file is made on first use (a server without the
+    classifier makes none), and close() closes the connection each pool
+    thread opened, after which the filter still works: otherwise every
+    thread that ever trained kept the file open after shutdown.
+    """
+    import os
+    import threading
+
+    path = tmp_path / "spam" / "c.sqlite"
+    db = ClassifierDB(path)
+    assert not path.parent.exists()
+    m = mail(body="buy cheap pills")
+
+    def openFiles():
+        return [f for f in os.listdir("/proc/self/fd")
+                if os.path.realpath(f"/proc/self/fd/{f}").startswith(str(path))]
+
+    workers = [threading.Thread(target=db.train, args=(user, digest(m), tokenize(m), SPAM))
+               for user in ("a@example.org", "b@example.org", "c@example.org")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(openFiles()) >= 3
+    db.close()
+    assert openFiles() == []
+    assert db.totals("b@example.org") == (1, 0)
+
+
 def testUserForgetsASenderAndResetsTraining(tmp_path):
     """
     The account page's corrections: a sender forgotten loses its reputation

@@ -5,13 +5,15 @@ trained as (by a digest of its content, so moving it back untrains it),
 per-user sender reputation, and the operator's verdict counters.
 
 WAL with a busy timeout: several worker processes share it.  One
-connection per thread; every method blocks, so call it in a thread pool.
+connection per thread (L{pymailer.sqlitedb.ThreadConnections}, opened on
+first use: a server without the classifier makes no file); every method
+blocks, so call it in a thread pool.
 """
 
-import sqlite3
 import threading
 
 from pymailer.spam.bayes import spamProbability
+from pymailer.sqlitedb import ThreadConnections
 
 SPAM = "spam"
 HAM = "ham"
@@ -49,31 +51,32 @@ def dbPath(dataDir):
 class ClassifierDB:
     def __init__(self, path):
         self.path = path
-        self._local = threading.local()
+        self._connections = None
+        self._opening = threading.Lock()
+
+    def _open(self):
+        """The file's L{ThreadConnections}, made (with its directory) on first use."""
+        with self._opening:
+            if self._connections is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # NORMAL, not FULL: a lost last training after a power cut
+                # costs nothing worth an fsync per message moved.
+                self._connections = ThreadConnections(self.path, _SCHEMA)
+            return self._connections
 
     def _db(self):
-        db = getattr(self._local, "db", None)
-        if db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(str(self.path), timeout=10, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            # A lost last training after a power cut costs nothing worth
-            # an fsync per message moved.
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-            self._local.db = db
-        return db
+        return (self._connections or self._open()).db()
 
     def _write(self, work, *args):
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = work(db, *args)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return result
+        with (self._connections or self._open()).transaction() as db:
+            return work(db, *args)
+
+    def close(self):
+        """Close every thread's connection (at shutdown); a later use opens again."""
+        with self._opening:
+            connections, self._connections = self._connections, None
+        if connections is not None:
+            connections.close()
 
     # The classifier
 
