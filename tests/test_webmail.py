@@ -252,7 +252,7 @@ class TestHTTP:
         assert client.logIn(BOB)[0] == 303
         status, headers, page = client.request("/webmail/")
         assert status == 200
-        assert 'href="/webmail/folder?name=INBOX" class="current">INBOX</a>' in page
+        assert 'href="/webmail/folder?name=INBOX" class="current"><bdi>INBOX</bdi></a>' in page
         assert 'class="unread-count" title="1 unread">1</span>' in page
         assert "Caf\u00e9 menu" in page and "\U0001F4CE" in page and "alice@" in page
         [uid] = uidsIn(page)

@@ -13,6 +13,7 @@ import base64
 import io
 import re
 import time
+import urllib.parse
 from email.message import EmailMessage
 
 import pytest
@@ -330,6 +331,40 @@ class TestHTTP:
         assert webServer.store().listMailboxes(BOB) == before
         status, _, _ = bob.request("/webmail/folders/create", {"csrf": csrf, "name": "Счета"})
         assert status == 303 and "Счета" in webServer.store().listMailboxes(BOB)
+
+    def test_existingBidiFolderNameShownIsolated(self, webServer):
+        """
+        A folder whose name holds a right-to-left override (made before
+        such names were refused, or imported) is shown inside <bdi> on the
+        folder list, the folder's own page, the folders page and its
+        search page (FSI ... PDI where only text may go: the page title,
+        the move menu, a notice), so it reorders only itself: otherwise
+        "Empty", "Search" or the unread count beside it would read
+        backwards, or "invoice\u202egpj.exe" would pass for "invoiceexe.jpg"
+        in a sentence.  It can still be opened and renamed away.
+        """
+        name = "invoice\u202egpj.exe"
+        webServer.store().importMailbox(BOB, name, 77, [])
+        bob = Client(base(webServer))
+        bob.logIn(BOB)
+        folder = "/webmail/folder?name=" + urllib.parse.quote(name)
+        search = "/webmail/search?name=" + urllib.parse.quote(name) + "&q=x"
+        for path in (folder, "/webmail/folders", "/webmail/", search):
+            status, _, page = bob.request(path)
+            assert status == 200, path
+            assert f"<bdi>{name}</bdi>" in page, path
+            # Its every showing is isolated: nothing of it is left once
+            # the isolates and the tags (with their attributes) are gone.
+            rest = re.sub(r"<bdi>[^<]*</bdi>|\u2068[^\u2069]*\u2069|<[^>]*>", "", page)
+            assert "\u202e" not in rest, path
+        title = re.search(r"<title>([^<]*)</title>", bob.request(folder)[2]).group(1)
+        assert title == f"\u2068{name}\u2069 - pymailer"
+        csrf = bob.csrf("/webmail/folders")
+        bob.request("/webmail/folders/rename", {"csrf": csrf, "name": name, "newname": "Invoice"})
+        page = bob.request("/webmail/folders")[2]
+        [shown] = re.findall(r'<p class="notice ok"[^>]*>([^<]*)</p>', page)
+        assert shown == f"Folder \u2068{name}\u2069 renamed to Invoice."
+        assert "Invoice" in webServer.store().listMailboxes(BOB)
 
     def test_liveStateAndScript(self, webServer):
         """

@@ -12,6 +12,9 @@ is a file of ours (L{STYLE}).
 from __future__ import annotations
 
 import html
+import re
+
+from pymailer.store import BIDI_CONTROLS
 
 # Pages of this kind may submit forms to us and load our style sheet; the
 # rest of the site's policy (pymailer.web.site) stays as it is.
@@ -49,11 +52,49 @@ class Markup(str):
     """HTML that is already safe (built here)."""
 
 
+# UAX #9 2.4: FIRST STRONG ISOLATE ... POP DIRECTIONAL ISOLATE, the
+# isolate of plain text (a page title, a notice), as <bdi> is in HTML.
+FSI, PDI = "\u2068", "\u2069"
+
+
 def esc(value) -> Markup:
     """C{value} as HTML text (L{Markup} passes through unchanged)."""
     if isinstance(value, Markup):
         return value
     return Markup(html.escape(str(value), quote=True))
+
+
+def isolate(text) -> Markup:
+    """
+    C{text} that a user chose (a folder's name) as a bidirectional isolate,
+    C{<bdi>} (HTML 4.5.24, UAX #9 isolates): bidi formatting characters in
+    it (a right-to-left override, in a name made before such names were
+    refused) reorder it alone, never the page's words around it.
+    """
+    return element("bdi", text)
+
+
+def isolatedText(text) -> str:
+    """
+    L{isolate} for plain text (a notice): C{text} between FSI and PDI when
+    it holds bidi formatting characters, the ones that could reorder the
+    words around it (other names stay as they are, for copying).
+    """
+    text = str(text)
+    if BIDI_CONTROLS.isdisjoint(text):
+        return text
+    return f"{FSI}{text}{PDI}"
+
+
+def plainText(value) -> str:
+    """
+    C{value} (L{Markup} built here, or text) as plain text, its L{isolate}s
+    as FSI ... PDI: for a page's C{<title>}, which holds no markup.
+    """
+    if not isinstance(value, Markup):
+        return str(value)
+    text = value.replace("<bdi>", FSI).replace("</bdi>", PDI)
+    return html.unescape(re.sub(r"<[^>]*>", "", text))
 
 
 def join(parts) -> Markup:
@@ -116,7 +157,7 @@ def page(title, content, csrf=None, current=None, notice=None, nav=(), styles=()
     head = join([element("meta", charset="utf-8"),
                  # Phones lay the page out at their own width, not a desktop's.
                  element("meta", name="viewport", content_="width=device-width, initial-scale=1"),
-                 element("title", f"{title} - pymailer"),
+                 element("title", f"{plainText(title)} - pymailer"),
                  element("link", rel="stylesheet", href=STYLE_PATH)]
                 + [element("link", rel="stylesheet", href=path) for path in styles])
     document = element("html", join([element("head", head), element("body", join(parts))]),

@@ -35,7 +35,7 @@ from twisted.internet import defer
 from pymailer.sizes import formatSize
 from pymailer.web.account import AccountApp
 from pymailer.web.admin import ACCOUNT_PATH, _arg
-from pymailer.web.html import CONTENT_SECURITY_POLICY, element, join
+from pymailer.web.html import CONTENT_SECURITY_POLICY, element, isolate, isolatedText, join
 from pymailer.web.webmail import organise, script
 from pymailer.web.webmail.folders import EMPTIED_USES, pageState
 from pymailer.web.webmail.mailbox import ACTIONS, ANSWERED, FLAGGED, JUNK, SEEN, Webmail
@@ -242,7 +242,7 @@ class WebmailApp:
             count = element("span", unread, class_="unread-count",
                             title=f"{unread} unread") if unread else ""
             items.append(element("li", join([
-                element("a", name, data_folder=name, href=folderURL(name),
+                element("a", isolate(name), data_folder=name, href=folderURL(name),
                         class_="current" if name == current else None), count])))
         return element("nav", join([
             element("ul", join(items)),
@@ -261,7 +261,8 @@ class WebmailApp:
                    for action, label in (("read", "Mark read"), ("unread", "Mark unread"),
                                          ("flag", "Flag"), ("unflag", "Unflag"),
                                          ("delete", "Delete"), spam)]
-        targets = [element("option", other, value=other)
+        # An option holds text only: plain-text isolates there.
+        targets = [element("option", isolatedText(other), value=other)
                    for other, _, _ in folders if other != name]
         move = join([element("select", join(targets), name="target", aria_label="Move to"),
                      element("button", "Move", type="submit", name="action", value="move")])
@@ -328,7 +329,7 @@ class WebmailApp:
             element("section", join(tools + [live, form,
                                              element("div", join(paging), class_="paging")]),
                     class_="messages")]), class_="webmail")
-        return self._answer(request, shown.name, content, session, withScript=True)
+        return self._answer(request, isolate(shown.name), content, session, withScript=True)
 
     def _messageList(self, name, shown):
         """The C{ul} of L{pymailer.web.webmail.mailbox.Row}s C{shown}, or "No messages"."""
@@ -365,7 +366,8 @@ class WebmailApp:
         subject = dict(shown.headers).get("Subject") or "(no subject)"
         headers = element("dl", join(join([element("dt", field), element("dd", value)])
                                      for field, value in shown.headers), class_="headers")
-        parts = [element("p", element("a", "\u2190 " + name, href=folderURL(name))),
+        parts = [element("p", element("a", join(["\u2190 ", isolate(name)]),
+                                      href=folderURL(name))),
                  self._writeLinks(name, uid), headers]
         if shown.attachments:
             parts.append(element("ul", join(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 
+from pymailer.web.html import isolatedText as shown
 from pymailer.web.webmail.mailbox import INBOX, JUNK, TRASH
 
 # Folders whose special use (RFC 6154) mail clients rely on: deleting one
@@ -41,8 +42,8 @@ def createFolder(store, user, name):
     try:
         store.createMailbox(user, name)
     except KeyError:
-        raise ValueError(f"{name} exists already.") from None
-    return f"Folder {name} created."
+        raise ValueError(f"{shown(name)} exists already.") from None
+    return f"Folder {shown(name)} created."
 
 
 def renameFolder(store, user, old, new):
@@ -55,8 +56,8 @@ def renameFolder(store, user, old, new):
     except KeyError as e:
         if e.args and e.args[0] == old:
             raise KeyError(NO_FOLDER) from None
-        raise ValueError(f"{new} exists already.") from None
-    return f"Folder {old} renamed to {new}."
+        raise ValueError(f"{shown(new)} exists already.") from None
+    return f"Folder {shown(old)} renamed to {shown(new)}."
 
 
 def deleteFolder(store, user, name, confirmed=False):
@@ -70,13 +71,14 @@ def deleteFolder(store, user, name, confirmed=False):
     _exists(store, user, name)
     uses = store.specialUses(user).get(name, frozenset())
     if uses & PROTECTED_USES and not confirmed:
-        raise ValueError(f"{name} is your {'/'.join(sorted(u.lstrip(chr(92)) for u in uses))}"
-                         " folder: tick the box to confirm that it goes.")
+        useNames = "/".join(sorted(u.lstrip(chr(92)) for u in uses))
+        raise ValueError(f"{shown(name)} is your {useNames} folder: tick the box to confirm"
+                         " that it goes.")
     try:
         store.deleteMailbox(user, name)
     except KeyError:
         raise KeyError(NO_FOLDER) from None
-    return f"Folder {name} deleted with its messages."
+    return f"Folder {shown(name)} deleted with its messages."
 
 
 def emptyFolder(store, user, name):
@@ -88,7 +90,7 @@ def emptyFolder(store, user, name):
     mailbox = store.mailbox(user, name)
     uids = [m.uid for m in mailbox.messages()]
     mailbox.expunge(uids)
-    return f"{name} emptied ({len(uids)} message{'' if len(uids) == 1 else 's'} deleted)."
+    return f"{shown(name)} emptied ({len(uids)} message{'' if len(uids) == 1 else 's'} deleted)."
 
 
 def state(store, user, name):

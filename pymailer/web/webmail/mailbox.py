@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pymailer.web.html import isolatedText
 from pymailer.web.webmail import content
 
 PAGE_SIZE = 50
@@ -193,4 +194,4 @@ class Webmail:
             raise ValueError("The messages are in that folder already.")
         moved = mailbox.move(uids, targetBox)
         n = len(moved)
-        return f"{n} message{'' if n == 1 else 's'} moved to {targetBox.name}."
+        return f"{n} message{'' if n == 1 else 's'} moved to {isolatedText(targetBox.name)}."

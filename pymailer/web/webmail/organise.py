@@ -20,7 +20,7 @@ from urllib.parse import quote, urlencode
 from twisted.internet import defer
 
 from pymailer.web.admin import _arg
-from pymailer.web.html import element, field, join
+from pymailer.web.html import element, field, isolate, isolatedText, join
 from pymailer.web.webmail import app as pages, folders as folderOps, script
 from pymailer.web.webmail.folders import EMPTIED_USES, PROTECTED_USES
 from pymailer.web.webmail.mailbox import JUNK
@@ -54,7 +54,7 @@ def searchForm(name, query="", where="all"):
     return element("form", join([
         element("input", type="hidden", name="name", value=name),
         element("input", type="search", name="q", value=query, aria_label="Search",
-                placeholder=f"Search {name}", maxlength=200),
+                placeholder=f"Search {isolatedText(name)}", maxlength=200),
         element("select", options, name="field", aria_label="Search in"),
         element("button", "Search", type="submit")]),
         method="get", action=SEARCH_PATH, class_="search", role="search")
@@ -69,7 +69,7 @@ def _postForm(csrf, action, fields, button, **extra):
 def emptyForm(csrf, name):
     return _postForm(csrf, FOLDERS_PATH + "/empty",
                      element("input", type="hidden", name="name", value=name),
-                     f"Empty {name}", class_="empty")
+                     join(["Empty ", isolate(name)]), class_="empty")
 
 
 class SearchTurns:
@@ -113,7 +113,8 @@ def searchPage(self, request):
         return self._notFound(request, session)
     except ValueError as e:
         found, problem = None, str(e)
-    parts = [element("p", element("a", "\u2190 " + name, href=pages.folderURL(name))),
+    parts = [element("p", element("a", join(["\u2190 ", isolate(name)]),
+                                  href=pages.folderURL(name))),
              searchForm(name, query, where if where in FIELDS else "all")]
     if found is None:
         parts.append(element("p", problem))
@@ -138,7 +139,8 @@ def searchPage(self, request):
     content = element("div", join([
         self._folderList(folders, name),
         element("section", join(parts), class_="messages")]), class_="webmail")
-    return self._answer(request, f"Search {name}", content, session, withScript=True)
+    return self._answer(request, join(["Search ", isolate(name)]), content, session,
+                        withScript=True)
 
 
 @defer.inlineCallbacks
@@ -172,7 +174,7 @@ def foldersPage(self, request):
         counts = f"{total} ({unread} unread)"
         if special & EMPTIED_USES and total:
             counts = join([counts, emptyForm(csrf, name)])
-        label = join([element("a", name, href=pages.folderURL(name)),
+        label = join([element("a", isolate(name), href=pages.folderURL(name)),
                       element("small", " (special folder)") if special else ""])
         rows.append(element("tr", join([element("td", label), element("td", counts),
                                         element("td", rename), element("td", remove)]),
