@@ -237,6 +237,29 @@ def loggedInCookie(client):
     return f"{cookie.name}={cookie.value}"
 
 
+def uploadPost(server, client, length):
+    """A TLS connection with the headers of a compose post of C{length} octets sent."""
+    sock = connect(server)
+    sock.sendall(b"POST /webmail/compose HTTP/1.1\r\nHost: x\r\nCookie: "
+                 + loggedInCookie(client).encode()
+                 + b"\r\nContent-Type: multipart/form-data; boundary=B\r\n"
+                 + b"Content-Length: %d\r\n\r\n" % length)
+    return sock
+
+
+def wholeUploadStatus(server, client):
+    """A whole compose post over MAX_BODY, sent at once: its status code."""
+    body = (b'--B\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n'
+            + client.csrf("/webmail/compose").encode() + b"\r\n"
+            + b'--B\r\nContent-Disposition: form-data; name="attachment"; '
+            + b'filename="a.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'
+            + b"x" * (site.MAX_BODY * 2) + b"\r\n--B--\r\n")
+    sock = uploadPost(server, client, len(body))
+    sock.sendall(body)
+    with sock:
+        return answer(sock)
+
+
 class TestHTTP:
     def test_formOfManyTinyPartsRefusedQuickly(self, webServer):
         """
@@ -324,24 +347,10 @@ class TestHTTP:
         server's threads.
         """
         def post(client, length):
-            sock = connect(webServer)
-            sock.sendall(b"POST /webmail/compose HTTP/1.1\r\nHost: x\r\nCookie: "
-                         + loggedInCookie(client).encode()
-                         + b"\r\nContent-Type: multipart/form-data; boundary=B\r\n"
-                         + b"Content-Length: %d\r\n\r\n" % length)
-            return sock
+            return uploadPost(webServer, client, length)
 
         def wholeUpload(client):
-            """A whole compose post over MAX_BODY: its status code."""
-            body = (b'--B\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n'
-                    + client.csrf("/webmail/compose").encode() + b"\r\n"
-                    + b'--B\r\nContent-Disposition: form-data; name="attachment"; '
-                    + b'filename="a.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'
-                    + b"x" * (site.MAX_BODY * 2) + b"\r\n--B--\r\n")
-            sock = post(client, len(body))
-            sock.sendall(body)
-            with sock:
-                return answer(sock)
+            return wholeUploadStatus(webServer, client)
 
         bob, alice = Client(base(webServer)), Client(base(webServer))
         bob.logIn(BOB)
@@ -367,6 +376,27 @@ class TestHTTP:
         for sock in held:
             sock.close()
         assert "Traceback" not in webServer.log()
+
+
+def test_uploadsPerUserBoundedOverWorkers(makeMailServer):
+    """
+    With two worker processes, a user's two large uploads count in both:
+    every further whole upload gets 429, whichever worker accepts its
+    connection.  Otherwise each worker allowed two, and a user with
+    uploads on both held twice the bound.
+    """
+    server = makeMailServer(roles=("https",), workers=2)
+    bob = Client(base(server))
+    bob.logIn(BOB)
+    posts = [uploadPost(server, bob, 20 * 1024 * 1024) for _ in range(3)]
+    for sock in posts:
+        sock.sendall(b"a" * 1024 * 1024)
+    third, refusal = answered(posts, 10)
+    assert refusal.startswith(b"HTTP/1.1 429 "), refusal[:80]
+    # Each lands on either worker: a bound per process lets most through.
+    assert [wholeUploadStatus(server, bob) for _ in range(10)] == [429] * 10
+    for sock in posts:
+        sock.close()
 
 
 class TestNewUser:
