@@ -508,3 +508,13 @@ def testCorpusErrorRatesAfterFifty():
     fp, fn, held = measure(50)
     assert fp == 0
     assert fn / held < 0.05
+
+
+def testTokenizeSurvivesDeepNesting():
+    """
+    A message nested 2,000 multiparts deep is judged on its source, never a
+    RecursionError (every delivery of it a 451, or a failed training).
+    """
+    from test_imap_hostile import deeplyNested
+    tokens = tokenize(deeplyNested())
+    assert {"subject:nested", "from:deep@example.net", "multipart"} <= tokens

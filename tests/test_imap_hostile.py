@@ -138,3 +138,30 @@ def test_structure_of_a_message_with_a_huge_rfc2231_counter(client, failures):
     assert out.endswith(b' "v" "charset" "us-ascii") NIL NIL "7bit" 4 1 NIL NIL NIL NIL))\r\n'
                         b"t OK FETCH completed\r\n")
     assert not failures
+
+
+def deeplyNested(depth=2000):
+    """
+    A message of C{depth} multiparts one inside the other (60 KB at 2,000),
+    its one text part saying "needle": what any sender can write to break
+    a recursive MIME parser.
+    """
+    opening = b"".join(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (d, d)
+                       for d in range(depth))
+    closing = b"".join(b"\r\n--b%d--\r\n" % d for d in reversed(range(depth)))
+    return (b"From: deep@example.net\r\nSubject: nested\r\nMIME-Version: 1.0\r\n" + opening
+            + b"Content-Type: text/plain\r\n\r\nneedle\r\n" + closing)
+
+
+@pytest.mark.parametrize("key", [b"TEXT needle", b"BODY needle", b"HEADER Subject nested"])
+def test_search_with_a_deeply_nested_message_in_the_mailbox(client, failures, key):
+    """
+    A message nested 2,000 multiparts deep, which anyone may send, does not
+    make every text search of the mailbox an internal error: it is searched
+    as its source, and found.
+    """
+    client.deliver(deeplyNested())
+    client.send(b"n NOOP\r\n")
+    out = client.send(b"t SEARCH " + key + b"\r\n")
+    assert out == b"* SEARCH 2\r\nt OK SEARCH completed\r\n", out
+    assert not failures

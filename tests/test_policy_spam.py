@@ -391,6 +391,18 @@ def test_malformed_scores(rules):
     assert decision.folder == "Junk"
 
 
+def test_deeply_nested_message_judged(rules):
+    """
+    A message nested 2,000 multiparts deep is delivered, judged on its
+    source, not answered 451 (the sender retrying it for days) by a
+    RecursionError.
+    """
+    from test_imap_hostile import deeplyNested
+    decision = rules(deeplyNested())
+    assert decision.action == "accept", decision
+    assert any(h.startswith(b"X-Spam-Score: ") for h in decision.headers)
+
+
 def test_submission_not_judged(rules):
     """What our users send is theirs: no refusal, no spam headers."""
     decision = rules(attachment(b'attachment; filename="tool.exe"'), user="a@local.test")
