@@ -139,8 +139,8 @@ def _text(part):
 def _rawField(message, name):
     """The first C{name} field of C{message} as written (folded), or C{None}."""
     name = name.lower()
-    for field, value in message.raw_items():
-        if field.lower() == name:
+    for fieldName, value in message.raw_items():
+        if fieldName.lower() == name:
             return value
     return None
 
