@@ -6,6 +6,8 @@ and nothing may be logged as a failure.  Protocol level, on the harness of
 L{imapharness}.
 """
 
+import time
+
 import pytest
 from twisted.logger import globalLogPublisher
 
@@ -164,4 +166,34 @@ def test_search_with_a_deeply_nested_message_in_the_mailbox(client, failures, ke
     client.send(b"n NOOP\r\n")
     out = client.send(b"t SEARCH " + key + b"\r\n")
     assert out == b"* SEARCH 2\r\nt OK SEARCH completed\r\n", out
+    assert not failures
+
+
+def foldedField(folds):
+    """A message with one field folded C{folds} times (3 octets a fold)."""
+    return (b"From: fold@example.net\r\nSubject: folded\r\nX-Fold: a" + b"\r\n b" * folds
+            + b"\r\n\r\nbody\r\n")
+
+
+def test_header_folded_many_times_costs_time_in_proportion(client, failures):
+    """
+    A FETCH of the header of a message whose one field is folded 400,000
+    times (1.2 MB, anyone may send it) takes about ten times what 40,000
+    folds take, not a hundred: it took 10 s of a core, at every FETCH of
+    that message's header.  (A ratio, so that a busy machine does not
+    fail it.)
+    """
+    client.deliver(foldedField(40_000))
+    client.deliver(foldedField(400_000))
+    client.send(b"n NOOP\r\n")
+
+    def fetchTime(seq):
+        started = time.perf_counter()
+        out = client.send(b"t FETCH %d BODY.PEEK[HEADER.FIELDS (SUBJECT)]\r\n" % seq)
+        assert out.endswith(b"t OK FETCH completed\r\n") and b"Subject: folded" in out, out[-200:]
+        return time.perf_counter() - started
+
+    small = min(fetchTime(2) for _ in range(3))
+    large = min(fetchTime(3) for _ in range(2))
+    assert large < 30 * small, (small, large)
     assert not failures
