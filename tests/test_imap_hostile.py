@@ -6,10 +6,13 @@ and nothing may be logged as a failure.  Protocol level, on the harness of
 L{imapharness}.
 """
 
+import gc
 import time
 
 import pytest
+from twisted.internet.error import ConnectionDone
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 
 from imapharness import Client, withoutMailboxId
 
@@ -197,3 +200,16 @@ def test_header_folded_many_times_costs_time_in_proportion(client, failures):
     large = min(fetchTime(3) for _ in range(2))
     assert large < 30 * small, (small, large)
     assert not failures
+
+
+def test_connection_lost_while_writes_wait_logs_nothing(client, failures):
+    """
+    A client that pipelines 20,000 NOOPs and LOGOUT without reading (the
+    transport's buffer fills and pauses the session) leaves no "Unhandled
+    error in Deferred" in the server log when it goes: any client could
+    fill the log with critical entries.
+    """
+    client.protocol.pauseProducing()  # what the transport does when its buffer is full
+    client.protocol.connectionLost(Failure(ConnectionDone()))
+    gc.collect()
+    assert not failures, [f["log_failure"] for f in failures]
