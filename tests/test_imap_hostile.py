@@ -158,6 +158,18 @@ def deeplyNested(depth=2000):
             + b"Content-Type: text/plain\r\n\r\nneedle\r\n" + closing)
 
 
+def nestedMessages(depth=500):
+    """
+    A message holding a message/rfc822 part holding another, C{depth}
+    deep, the innermost saying "needle": within what the email package
+    parses, beyond what its generator writes back.
+    """
+    inner = b"Subject: innermost\r\n\r\nneedle\r\n"
+    for level in range(depth):
+        inner = b"Subject: level %d\r\nContent-Type: message/rfc822\r\n\r\n" % level + inner
+    return b"From: deep@example.net\r\n" + inner
+
+
 @pytest.mark.parametrize("key", [b"TEXT needle", b"BODY needle", b"HEADER Subject nested"])
 def test_search_with_a_deeply_nested_message_in_the_mailbox(client, failures, key):
     """

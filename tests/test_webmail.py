@@ -27,7 +27,7 @@ from pymailer.web.webmail import content
 from pymailer.web.webmail.mailbox import PAGE_SIZE, Webmail
 
 from mailserver import DOMAIN, PASSWORD, insecureTLS, waitFor
-from test_imap_hostile import deeplyNested
+from test_imap_hostile import deeplyNested, nestedMessages
 from test_web_admin import (  # noqa: F401 (fixtures)
     Client, base, browser, clickAndLoad, logIn, notice, screenshot, webServer)
 
@@ -135,6 +135,16 @@ class TestSanitiser:
         shown = content.show(deeplyNested())
         assert ("Subject", "nested") in shown.headers
         assert "needle" in shown.body and "multipart/mixed" in shown.body
+
+    def test_messagesNestedInMessagesShownAsTheSource(self):
+        """
+        A message holding a message holding a message... 500 deep, which
+        the email package parses but cannot write back, opens too, as its
+        source.
+        """
+        shown = content.show(nestedMessages(500))
+        assert "needle" in shown.body and "level 3" in shown.body
+        assert shown.attachments == []
 
     def test_hugeAddressFieldShownQuickly(self):
         """
