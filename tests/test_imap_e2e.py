@@ -8,6 +8,7 @@ L{test_imap_clients}, IMAPClient's own livetest in L{test_imap_livetest}.
 import email.utils
 import imaplib
 import shutil
+import smtplib
 import subprocess
 import time
 
@@ -418,3 +419,22 @@ def test_modseqs_survive_server_restart(makeMailServer):
     assert c.select_folder("INBOX")[b"HIGHESTMODSEQ"] == highest
     assert c.fetch(c.search(), ["MODSEQ"]) == before
     c.logout()
+
+
+def test_deeply_nested_message_leaves_search_working(server):
+    """
+    After anyone sends a message nested 2,000 multiparts deep, the
+    recipient's mail client still searches the INBOX (and finds the words
+    in that message too): it got NO [SERVERBUG] for every text search, and
+    the server logged a RecursionError each time.
+    """
+    from test_imap_hostile import deeplyNested
+    with smtplib.SMTP("127.0.0.1", server.port) as s:
+        s.sendmail("deep@example.net", [BOB], deeplyNested())
+    server.waitQueueEmpty()
+    c = client(server, BOB)
+    c.select_folder("INBOX", readonly=True)
+    [found] = c.search(["TEXT", "needle"])
+    assert c.fetch([found], ["ENVELOPE"])[found][b"ENVELOPE"].subject == b"nested"
+    c.logout()
+    assert "Traceback" not in server.log()

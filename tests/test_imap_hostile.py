@@ -6,8 +6,13 @@ and nothing may be logged as a failure.  Protocol level, on the harness of
 L{imapharness}.
 """
 
+import gc
+import time
+
 import pytest
+from twisted.internet.error import ConnectionDone
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 
 from imapharness import Client, withoutMailboxId
 
@@ -138,3 +143,85 @@ def test_structure_of_a_message_with_a_huge_rfc2231_counter(client, failures):
     assert out.endswith(b' "v" "charset" "us-ascii") NIL NIL "7bit" 4 1 NIL NIL NIL NIL))\r\n'
                         b"t OK FETCH completed\r\n")
     assert not failures
+
+
+def deeplyNested(depth=2000):
+    """
+    A message of C{depth} multiparts one inside the other (60 KB at 2,000),
+    its one text part saying "needle": what any sender can write to break
+    a recursive MIME parser.
+    """
+    opening = b"".join(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (d, d)
+                       for d in range(depth))
+    closing = b"".join(b"\r\n--b%d--\r\n" % d for d in reversed(range(depth)))
+    return (b"From: deep@example.net\r\nSubject: nested\r\nMIME-Version: 1.0\r\n" + opening
+            + b"Content-Type: text/plain\r\n\r\nneedle\r\n" + closing)
+
+
+def nestedMessages(depth=500):
+    """
+    A message holding a message/rfc822 part holding another, C{depth}
+    deep, the innermost saying "needle": within what the email package
+    parses, beyond what its generator writes back.
+    """
+    inner = b"Subject: innermost\r\n\r\nneedle\r\n"
+    for level in range(depth):
+        inner = b"Subject: level %d\r\nContent-Type: message/rfc822\r\n\r\n" % level + inner
+    return b"From: deep@example.net\r\n" + inner
+
+
+@pytest.mark.parametrize("key", [b"TEXT needle", b"BODY needle", b"HEADER Subject nested"])
+def test_search_with_a_deeply_nested_message_in_the_mailbox(client, failures, key):
+    """
+    A message nested 2,000 multiparts deep, which anyone may send, does not
+    make every text search of the mailbox an internal error: it is searched
+    as its source, and found.
+    """
+    client.deliver(deeplyNested())
+    client.send(b"n NOOP\r\n")
+    out = client.send(b"t SEARCH " + key + b"\r\n")
+    assert out == b"* SEARCH 2\r\nt OK SEARCH completed\r\n", out
+    assert not failures
+
+
+def foldedField(folds):
+    """A message with one field folded C{folds} times (3 octets a fold)."""
+    return (b"From: fold@example.net\r\nSubject: folded\r\nX-Fold: a" + b"\r\n b" * folds
+            + b"\r\n\r\nbody\r\n")
+
+
+def test_header_folded_many_times_costs_time_in_proportion(client, failures):
+    """
+    A FETCH of the header of a message whose one field is folded 400,000
+    times (1.2 MB, anyone may send it) takes about ten times what 40,000
+    folds take, not a hundred: it took 10 s of a core, at every FETCH of
+    that message's header.  (A ratio, so that a busy machine does not
+    fail it.)
+    """
+    client.deliver(foldedField(40_000))
+    client.deliver(foldedField(400_000))
+    client.send(b"n NOOP\r\n")
+
+    def fetchTime(seq):
+        started = time.perf_counter()
+        out = client.send(b"t FETCH %d BODY.PEEK[HEADER.FIELDS (SUBJECT)]\r\n" % seq)
+        assert out.endswith(b"t OK FETCH completed\r\n") and b"Subject: folded" in out, out[-200:]
+        return time.perf_counter() - started
+
+    small = min(fetchTime(2) for _ in range(3))
+    large = min(fetchTime(3) for _ in range(2))
+    assert large < 30 * small, (small, large)
+    assert not failures
+
+
+def test_connection_lost_while_writes_wait_logs_nothing(client, failures):
+    """
+    A client that pipelines 20,000 NOOPs and LOGOUT without reading (the
+    transport's buffer fills and pauses the session) leaves no "Unhandled
+    error in Deferred" in the server log when it goes: any client could
+    fill the log with critical entries.
+    """
+    client.protocol.pauseProducing()  # what the transport does when its buffer is full
+    client.protocol.connectionLost(Failure(ConnectionDone()))
+    gc.collect()
+    assert not failures, [f["log_failure"] for f in failures]

@@ -6,6 +6,7 @@ memory; the chain's X-Spam headers and Junk filing; their config tables.
 
 import dataclasses
 import io
+import time
 
 import pytest
 from twisted.internet import defer
@@ -389,6 +390,31 @@ def test_malformed_scores(rules):
     decision = rules(b"To: a@local.test\r\nSubject: a\r\nSubject: b\r\n\r\nhi\r\n")
     assert b"X-Spam-Score: 5\r\n" in decision.headers
     assert decision.folder == "Junk"
+
+
+def test_deeply_nested_message_judged(rules):
+    """
+    A message nested 2,000 multiparts deep is delivered, judged on its
+    source, not answered 451 (the sender retrying it for days) by a
+    RecursionError.
+    """
+    from test_imap_hostile import deeplyNested
+    decision = rules(deeplyNested())
+    assert decision.action == "accept", decision
+    assert any(h.startswith(b"X-Spam-Score: ") for h in decision.headers)
+
+
+def test_huge_from_judged_quickly(rules):
+    """
+    A From of 10,000 addresses (200 KB) is judged in well under a second,
+    not the minutes of a core the email package's address parser took.
+    """
+    data = (b"From: " + b",\r\n ".join(b"u%d@remote.test" % i for i in range(10_000))
+            + b"\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\nSubject: x\r\n\r\nbody\r\n")
+    started = time.monotonic()
+    decision = rules(data)
+    assert time.monotonic() - started < 1.0
+    assert decision.action == "accept", decision
 
 
 def test_submission_not_judged(rules):

@@ -27,6 +27,7 @@ from pymailer.web.webmail import content
 from pymailer.web.webmail.mailbox import PAGE_SIZE, Webmail
 
 from mailserver import DOMAIN, PASSWORD, insecureTLS, waitFor
+from test_imap_hostile import deeplyNested, nestedMessages
 from test_web_admin import (  # noqa: F401 (fixtures)
     Client, base, browser, clickAndLoad, logIn, notice, screenshot, webServer)
 
@@ -124,6 +125,43 @@ class TestSanitiser:
         raw = (b"From: a@b\r\nSubject: x\r\nContent-Type: text/plain; charset=x-nonsense\r\n\r\n"
                b"caf\xe9\r\n")
         assert "caf" in content.show(raw).body
+
+    def test_deeplyNestedMessageShownAsItsSource(self):
+        """
+        A message nested 2,000 multiparts deep (anyone may send one) opens,
+        its text shown as the source: otherwise it is a "500 Internal
+        Server Error" page the user cannot get past.
+        """
+        shown = content.show(deeplyNested())
+        assert ("Subject", "nested") in shown.headers
+        assert "needle" in shown.body and "multipart/mixed" in shown.body
+
+    def test_messagesNestedInMessagesShownAsTheSource(self):
+        """
+        A message holding a message holding a message... 500 deep, which
+        the email package parses but cannot write back, opens too, as its
+        source.
+        """
+        shown = content.show(nestedMessages(500))
+        assert "needle" in shown.body and "level 3" in shown.body
+        assert shown.attachments == []
+
+    def test_hugeAddressFieldShownQuickly(self):
+        """
+        A To: of 100,000 addresses (2 MB, well within the size limit) is
+        shown cut, in well under a second: the email package's address
+        parser took 100 s of a core for it, each time the message was opened.
+        """
+        raw = (b"From: a@example.net\r\nSubject: many\r\nTo: "
+               + b",\r\n ".join(b"user%d@example.com" % i for i in range(100_000))
+               + b"\r\n\r\nbody\r\n")
+        started = time.monotonic()
+        shown = content.show(raw)
+        assert time.monotonic() - started < 1.0
+        to = dict(shown.headers)["To"]
+        assert to.startswith("user0@example.com, user1@example.com,") and to.endswith("\u2026")
+        assert len(to) <= content.MAX_SHOWN_FIELD + 2
+        assert ("Subject", "many") in shown.headers
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import email.utils
 import re
 import time
 
+from pymailer.message.stdlib import parseMessage
 from pymailer.message.mime import parseAddressList, parseHeader
 from pymailer.imap.objectid import parseObjectId
 from pymailer.imap.parser import (
@@ -122,7 +123,9 @@ class Message:
     @property
     def parsed(self):
         if self._parsed is None:
-            self._parsed = email.message_from_bytes(self.data, policy=email.policy.compat32)
+            # A message nested too deep for the email package is searched
+            # as its source (parseMessage), not an internal error.
+            self._parsed = parseMessage(self.data, email.policy.compat32)
         return self._parsed
 
     def header(self, name):

@@ -208,6 +208,10 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             self._onLogout = None
         if self._paused is not None:
             d, self._paused = self._paused, None
+            # A FETCH or SEARCH waiting on it hears of the loss; when none
+            # is (the buffer filled with pipelined NOOPs), the failure is
+            # dropped, not logged as "Unhandled error in Deferred".
+            d.addErrback(lambda failure: None)
             d.errback(ConnectionError("connection lost"))
 
     def timeoutConnection(self):

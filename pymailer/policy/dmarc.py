@@ -334,6 +334,10 @@ def evaluate(fromDomain: str | None, spfResult: str, spfDomain: str | None,
 
 # --- the From domain -------------------------------------------------------
 
+# The longest From field parsed, unfolded: one address with a long
+# encoded display name is well under 1 KiB; 8 KiB are parsed in 0.05 s.
+MAX_FROM_FIELD = 8 * 1024
+
 def _headerFields(headerBytes):
     """C{[(name, unfolded value)]} of a header section (or whole message)."""
     end = re.search(rb"\r?\n\r?\n", headerBytes)
@@ -342,12 +346,14 @@ def _headerFields(headerBytes):
     fields = []
     for line in re.split(rb"\r?\n", headerBytes):
         if line[:1] in (b" ", b"\t") and fields:
-            fields[-1][1] += b" " + line.strip()
+            # Joined once below: adding each line to the value copied it
+            # again (a field folded 100,000 times took seconds).
+            fields[-1][1].append(line.strip())
         else:
             name, sep, value = line.partition(b":")
             if sep:
-                fields.append([name.strip(), value.strip()])
-    return fields
+                fields.append((name.strip(), [value.strip()]))
+    return [(name, b" ".join(parts)) for name, parts in fields]
 
 
 def fromDomain(headerBytes: bytes) -> tuple[str | None, str]:
@@ -365,6 +371,10 @@ def fromDomain(headerBytes: bytes) -> tuple[str | None, str]:
         return None, "no From header field"
     if len(values) > 1:
         return None, "several From header fields"
+    if len(values[0]) > MAX_FROM_FIELD:
+        # Not parsed: the email package's address parser takes time growing
+        # with the square of the field (a minute for 256 KiB of addresses).
+        return None, "From header field too long"
     text = values[0].decode("utf-8", "replace")
     try:
         header = email.policy.default.header_factory("From", text)

@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from pymailer.interfaces import IPolicyFactory
+from pymailer.message.stdlib import parseMessage
 from pymailer.policy.decision import Decision
 from pymailer.policy.pieces import HEADER_LIMIT, MAX_CRYPTO_SIZE, _Piece
 from pymailer.policy.verdict import SpamScore, isSpamHeader, logVerdict
@@ -160,7 +161,8 @@ class Rules(_Piece):
         return Decision.accept()
 
     def _judge(self, data):
-        msg = email.message_from_bytes(data, policy=email.policy.default)
+        # Nested too deep for the email package: judged on its source.
+        msg = parseMessage(data, email.policy.default)
         executable = self._safely(executableName, msg)
         if executable is not None:
             return executable, []

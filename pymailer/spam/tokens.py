@@ -19,6 +19,8 @@ import email.utils
 import html
 import re
 
+from pymailer.message.stdlib import parseMessage
+
 # Characters of decoded text looked at per message (subject and body).
 MAX_TEXT = 200_000
 # Distinct tokens kept per message.
@@ -95,7 +97,8 @@ def tokenize(data):
         caller read).
     @return: a C{frozenset} of C{str}, at most L{MAX_TOKENS} of them.
     """
-    msg = email.message_from_bytes(data, policy=email.policy.default)
+    # Nested too deep for the email package: judged on its source.
+    msg = parseMessage(data, email.policy.default)
     tokens = {}
 
     def add(token):

@@ -26,8 +26,14 @@ from dataclasses import dataclass, field
 
 import nh3
 
+from pymailer.message.stdlib import parseMessage
+
 # The header fields shown above a message, in this order.
 SHOWN_HEADERS = ("From", "To", "Cc", "Date", "Subject")
+# A field longer than this (as written) is shown cut and undecoded: see
+# L{_header}.  4 KiB hold a To: of 100 named addresses; parseMessage cuts
+# fields at twice that for every reader of the email package.
+MAX_SHOWN_FIELD = 4 * 1024
 
 # Elements kept (their content is kept for any other, but script and
 # style, whose content is dropped with them).
@@ -113,8 +119,12 @@ class Shown:
 
 
 def parse(octets):
-    """The message as an L{email.message.EmailMessage}."""
-    return email.message_from_bytes(octets, policy=email.policy.default)
+    """
+    The message as an L{email.message.EmailMessage}; one nested too deep
+    for the email package is its source as one text part
+    (L{parseMessage}).
+    """
+    return parseMessage(octets, email.policy.default)
 
 
 def _text(part):
@@ -126,7 +136,22 @@ def _text(part):
         return payload.decode("utf-8", "replace")
 
 
+def _rawField(message, name):
+    """The first C{name} field of C{message} as written (folded), or C{None}."""
+    name = name.lower()
+    for fieldName, value in message.raw_items():
+        if fieldName.lower() == name:
+            return value
+    return None
+
+
 def _header(message, name):
+    raw = _rawField(message, name)
+    if raw is not None and len(raw) > MAX_SHOWN_FIELD:
+        # Not decoded: the email package's address parser takes time
+        # growing with the square of the field (100 s for a To: of 100,000
+        # addresses), and no one reads that much of a field anyway.
+        return " ".join(str(raw)[:MAX_SHOWN_FIELD].split()) + "\u2026"
     try:
         value = message[name]
     except (ValueError, IndexError, TypeError, AttributeError):
