@@ -37,7 +37,7 @@ from pymailer.events import Events
 from pymailer.limits import openLimits
 from pymailer.monitoring import openMonitoring
 from pymailer.delivery.router import Router
-from pymailer.intake import FreeSpace, MessageIntake
+from pymailer.intake import FreeSpace, MessageIntake, RouteCache
 from pymailer.memdebug import tracingService
 from pymailer.quota import Quotas
 from pymailer.threadpool import LightThreadPool
@@ -327,6 +327,8 @@ def buildServer(config, reactor=None, worker=None):
     quotas = Quotas(directory, store)
 
     freeSpace = FreeSpace(spool)
+    # RCPT answered from memory while the directory is unchanged.
+    routeCache = RouteCache(directory.version)
 
     # Mail for local mailboxes goes into them at the end of DATA, through
     # the same agent the queue uses (in every worker: the store tells the
@@ -338,6 +340,7 @@ def buildServer(config, reactor=None, worker=None):
             router, spool, reactor, pool,
             minFreeSpace=minFree, user=user, relayAvailable=True, quotas=quotas,
             freeSpace=freeSpace, localAgent=directAgent, events=events,
+            routeCache=routeCache,
         )
 
     # argon2id holds 19 MiB per verification by design: a pool of its own
