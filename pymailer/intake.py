@@ -20,7 +20,6 @@ import io
 import time
 
 from twisted.internet import defer
-from twisted.internet.threads import deferToThreadPool
 from zope.interface import implementer
 
 from pymailer.delivery.router import Local, Reject, Relay
@@ -28,6 +27,7 @@ from pymailer.envelope import DELIVERED
 from pymailer.events import PROMETHEUS_ONLY
 from pymailer.interfaces import IIncomingMessage, IMessageIntake
 from pymailer.smtp.reply import SMTPReply
+from pymailer.threadpool import deferToPool
 
 # RFC 3463 3.3: X.2.2 "Mailbox full"; 4.x.x so the sender's server keeps
 # the message and retries (RFC 5321 4.2.3: 452, insufficient system storage).
@@ -281,7 +281,9 @@ class MessageIntake:
         self._routes = {}
 
     def _inThread(self, f, *args):
-        return deferToThreadPool(self.reactor, self.threadpool, f, *args)
+        # The results of concurrent sessions' commits share a wake-up of
+        # the reactor (L{deferToPool}).
+        return deferToPool(self.reactor, self.threadpool, f, *args)
 
     def checkCapacity(self, size):
         """

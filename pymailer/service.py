@@ -40,7 +40,7 @@ from pymailer.delivery.router import Router
 from pymailer.intake import FreeSpace, MessageIntake, RouteCache
 from pymailer.memdebug import tracingService
 from pymailer.quota import Quotas
-from pymailer.threadpool import LightThreadPool
+from pymailer.threadpool import LightThreadPool, coalesceWakeUps
 from pymailer.queue.notify import Reporter
 from pymailer.queue.runner import QueueRunner
 from pymailer.queue.backend import openSpool
@@ -273,6 +273,8 @@ def buildServer(config, reactor=None, worker=None):
     # the reactor never waits on the disk.
     # A light pool (pymailer.threadpool): a message costs several hand-offs.
     pool = LightThreadPool(minthreads=2, maxthreads=20, name="pymailer-disk")
+    # Results and notices from threads share the reactor's wake-ups.
+    coalesceWakeUps(reactor)
     ThreadPoolService(pool).setServiceParent(top)
     # Stops after the listeners and the runner (StopInOrder), so that their
     # last events are in its final flush, and before the pool it writes in.
