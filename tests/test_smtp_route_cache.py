@@ -177,6 +177,17 @@ def warm(clients, address):
             assert ask(client, address) == (250, "2.1.5")
 
 
+def refusedEverywhereAfter(server, address, *command):
+    """
+    Both workers accept RCPT to C{address}, the admin command runs, then
+    each worker's next RCPT to it: their C{(code, enhanced)}.
+    """
+    with clientOnEachWorker(server) as clients:
+        warm(clients, address)
+        server.admin(*command)
+        return {ask(client, address) for client in clients}
+
+
 def test_user_removed_is_refused_by_the_next_rcpt_in_every_worker(server):
     """
     Right after `pymailer user remove`, both workers refuse RCPT to that
@@ -185,11 +196,8 @@ def test_user_removed_is_refused_by_the_next_rcpt_in_every_worker(server):
     mail (and a mailbox nobody reads fills up).
     """
     server.addUser("carol@example.org")
-    with clientOnEachWorker(server) as clients:
-        warm(clients, "carol@example.org")
-        server.admin("user", "remove", "carol@example.org")
-        for client in clients:
-            assert ask(client, "carol@example.org") == (550, "5.1.1")
+    assert refusedEverywhereAfter(server, "carol@example.org",
+                                  "user", "remove", "carol@example.org") == {(550, "5.1.1")}
 
 
 def test_domain_removed_is_refused_by_the_next_rcpt_in_every_worker(server):
@@ -199,11 +207,8 @@ def test_domain_removed_is_refused_by_the_next_rcpt_in_every_worker(server):
     """
     server.admin("domain", "add", "other.test")
     server.addUser("dave@other.test")
-    with clientOnEachWorker(server) as clients:
-        warm(clients, "dave@other.test")
-        server.admin("domain", "remove", "other.test")
-        for client in clients:
-            assert ask(client, "dave@other.test") == (554, "5.7.1")
+    assert refusedEverywhereAfter(server, "dave@other.test",
+                                  "domain", "remove", "other.test") == {(554, "5.7.1")}
 
 
 def test_alias_changed_reaches_its_new_target_from_every_worker(server):
