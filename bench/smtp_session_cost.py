@@ -96,7 +96,7 @@ def buildFactory(tmp, reactor, pool):
     except ImportError:  # a tree from before the route cache (OTHER)
         pass
     else:
-        sharedByIntakes["routeCache"] = RouteCache(now=reactor.seconds)
+        sharedByIntakes["routeCache"] = RouteCache(directory.version)
 
     def intakeFor(user):
         return MessageIntake(router, spool, reactor, pool, user=user, relayAvailable=True,

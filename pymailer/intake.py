@@ -20,7 +20,6 @@ import io
 import time
 
 from twisted.internet import defer
-from twisted.internet.threads import deferToThreadPool
 from zope.interface import implementer
 
 from pymailer.delivery.router import Local, Reject, Relay
@@ -28,6 +27,7 @@ from pymailer.envelope import DELIVERED
 from pymailer.events import PROMETHEUS_ONLY
 from pymailer.interfaces import IIncomingMessage, IMessageIntake
 from pymailer.smtp.reply import SMTPReply
+from pymailer.threadpool import deferToPool
 
 # RFC 3463 3.3: X.2.2 "Mailbox full"; 4.x.x so the sender's server keeps
 # the message and retries (RFC 5321 4.2.3: 452, insufficient system storage).
@@ -180,6 +180,69 @@ class FreeSpace:
         return free
 
 
+class RouteCache:
+    """
+    The routes of recent recipients, shared by every session of one
+    worker, kept only while the accounts directory is unchanged: most
+    RCPTs are then answered on the reactor thread, without a hand-off to
+    the disk threads and the directory queries there (issue 14).
+
+    Before each use it asks the directory's L{version
+    <pymailer.interfaces.IAccountDirectory.version>} (SQLite's
+    C{data_version}: a few microseconds, no disk I/O); any change, by any
+    process, empties it.  So a user, alias or domain removed with the
+    admin command is refused by the very next RCPT after the command
+    returns, in every worker, as without a cache.  A directory that
+    cannot tell (C{None}) keeps nothing.
+
+    A route's quota is not the directory's alone (the usage grows with
+    each message): a route to a mailbox with a limit is not kept, and
+    is looked up (and its usage measured) each time.
+    """
+
+    # Bounded memory: at most this many addresses; when full, it starts over.
+    MAX_ENTRIES = 10000
+
+    def __init__(self, version):
+        """@param version: the directory's C{version} (a callable)."""
+        self._version = version
+        self._seen = None  # the version the routes kept were found under
+        self._routes = {}  # recipient as given -> route
+
+    def current(self):
+        """
+        The directory's version now, the routes kept dropped if it changed
+        since they were found.  Called on the reactor thread; C{None}: the
+        directory cannot tell, keep nothing.
+        """
+        version = self._version()
+        if version is None or version != self._seen:
+            self._routes.clear()
+            self._seen = version
+        return version
+
+    def lookup(self, recipient):
+        """
+        @return: C{(route, version)}: the route kept for C{recipient} or
+            C{None}, and the directory's version now (L{current}), to
+            L{put} what a look-up started now finds.
+        """
+        version = self.current()
+        return self._routes.get(recipient), version
+
+    def put(self, recipient, route, version):
+        """
+        Keep C{route}, found by a look-up started after L{current} answered
+        C{version}: if the directory changed since, the next L{current}
+        drops it (a route found during a change may be the old one).
+        """
+        if version is None or version != self._seen:
+            return
+        if len(self._routes) >= self.MAX_ENTRIES:
+            self._routes.clear()
+        self._routes[recipient] = route
+
+
 @implementer(IMessageIntake)
 class MessageIntake:
     """
@@ -190,6 +253,8 @@ class MessageIntake:
         mailbox at RCPT time, or C{None} (no quotas).
     @ivar freeSpace: the L{FreeSpace} of C{spool}, shared by the intakes of
         one server (one of its own when not given).
+    @ivar routeCache: the L{RouteCache} shared by the intakes of one
+        worker, or C{None}: every RCPT is looked up in the directory.
     @ivar localAgent: the L{pymailer.delivery.local.LocalDeliveryAgent}
         that delivers a message for local mailboxes at its commit, or
         C{None}: every message is queued.
@@ -199,10 +264,11 @@ class MessageIntake:
 
     def __init__(self, router, spool, reactor, threadpool,
                  minFreeSpace=0, user=None, relayAvailable=False, quotas=None,
-                 freeSpace=None, localAgent=None, events=None):
+                 freeSpace=None, localAgent=None, events=None, routeCache=None):
         self.router = router
         self.spool = spool
         self.freeSpace = freeSpace if freeSpace is not None else FreeSpace(spool)
+        self.routeCache = routeCache
         self.reactor = reactor
         self.threadpool = threadpool
         self.minFreeSpace = minFreeSpace
@@ -215,7 +281,9 @@ class MessageIntake:
         self._routes = {}
 
     def _inThread(self, f, *args):
-        return deferToThreadPool(self.reactor, self.threadpool, f, *args)
+        # The results of concurrent sessions' commits share a wake-up of
+        # the reactor (L{deferToPool}).
+        return deferToPool(self.reactor, self.threadpool, f, *args)
 
     def checkCapacity(self, size):
         """
@@ -250,25 +318,50 @@ class MessageIntake:
         return d.addCallback(judge)
 
     def validateRecipient(self, session, sender, recipient, size=0):
+        version = None
+        if self.routeCache is not None:
+            # The version before the look-up: what it finds holds from here.
+            route, version = self.routeCache.lookup(recipient)
+            if route is not None:
+                try:
+                    self._remember(self._judgeRoute(route), recipient)
+                except SMTPReply:
+                    return defer.fail()
+                return defer.succeed(None)
         d = self._inThread(self._route, recipient, size)
+        d.addCallback(self._found, recipient, version)
         d.addCallback(self._judgeRoute)
         return d.addCallback(self._remember, recipient)
+
+    def _found(self, found, recipient, version):
+        """Keep a route that no quota depends on (L{RouteCache})."""
+        route, quotaFree = found
+        if quotaFree and self.routeCache is not None:
+            self.routeCache.put(recipient, route, version)
+        return route
 
     def _remember(self, route, recipient):
         if isinstance(route, Local):
             self._routes[recipient] = route
 
     def _route(self, recipient, size):
-        """Blocking: the route, with quotas applied to a local one."""
+        """
+        Blocking: the route, with quotas applied to a local one, and
+        whether no quota applied (it may be kept in the L{RouteCache}).
+        """
         route = self.router.route(recipient)
+        quotaFree = True
         if isinstance(route, Local) and self.quotas is not None and route.users \
-                and not route.forwards \
-                and not any(self.quotas.state(user).fits(size) for user in route.users):
-            # Refused only when the mail would land nowhere with room: an
-            # alias reaching one full mailbox among others is delivered to
-            # all (pymailer.quota says why an overrun beats a bounce).
-            raise MAILBOX_FULL
-        return route
+                and not route.forwards:
+            states = [self.quotas.state(user) for user in route.users]
+            if not any(state.fits(size) for state in states):
+                # Refused only when the mail would land nowhere with room:
+                # an alias reaching one full mailbox among others is
+                # delivered to all (pymailer.quota says why an overrun
+                # beats a bounce).
+                raise MAILBOX_FULL
+            quotaFree = all(state.limit is None for state in states)
+        return route, quotaFree
 
     def _judgeRoute(self, route):
         if isinstance(route, Reject):

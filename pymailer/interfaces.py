@@ -21,9 +21,10 @@ class IAccountDirectory(Interface):
 
     Addresses are ``local@domain`` strings; implementations compare domains
     case-insensitively and local parts case-insensitively (Unicode casefold).
-    All methods are blocking, and every call sees changes made by other
-    processes (the admin command) since the last call: no cache that another
-    process can invalidate unseen.
+    All methods but L{version} are blocking, and every call sees changes
+    made by other processes (the admin command) since the last call: no
+    cache that another process can invalidate unseen (a cache outside
+    asks L{version} before each use).
     """
 
     def hasDomain(domain):
@@ -48,6 +49,20 @@ class IAccountDirectory(Interface):
         """
         @return: the address that receives mail for unknown local parts of
             C{domain}, or C{None}.
+        """
+
+    def version():
+        """
+        A mark that changes whenever the directory's contents change, by
+        any process (the admin command, another worker, the web pages):
+        two equal marks mean nothing changed in between, so what was
+        looked up under the first still holds.  Unlike the other methods
+        it does not block (no disk I/O, no lock wait): the SMTP server
+        calls it on the reactor thread before each answer it keeps
+        (L{pymailer.intake.RouteCache}).  Called from one thread only.
+
+        @return: a hashable mark, or C{None} when it cannot tell now (keep
+            nothing: look up again).
         """
 
     def passwordHash(address):

@@ -20,7 +20,9 @@ L{Outbox} adds holding to it for IMAP: the writes one reactor call makes
 at its end.
 """
 
+from twisted.internet.main import CONNECTION_DONE
 from twisted.internet.tcp import Connection
+from twisted.python.failure import Failure
 
 
 def _idle(transport):
@@ -41,6 +43,28 @@ def writeNow(transport, data):
             data = data[sent:]
     if data:
         transport.write(data)
+
+
+def closeNow(transport):
+    """
+    Close C{transport} at once when everything written to it has been
+    sent (L{_idle}, no producer); otherwise C{loseConnection}.
+
+    Twisted's C{loseConnection} stops reading and asks the reactor to
+    watch the socket for room (two C{epoll_ctl}), closes on the next turn
+    of the loop when the buffer is empty, and stops watching (a third):
+    for a connection whose last reply has already gone out, this closes
+    it here, as that turn would, and as C{loseConnection} itself does
+    after a half-close: the protocol's C{connectionLost} is called before
+    this returns.
+    """
+    if _idle(transport) and transport.producer is None:
+        transport.disconnecting = True
+        transport.stopReading()
+        transport.stopWriting()
+        transport.connectionLost(Failure(CONNECTION_DONE))
+    else:
+        transport.loseConnection()
 
 
 # -- replies held for the rest of a reactor call --------------------------

@@ -37,10 +37,10 @@ from pymailer.events import Events
 from pymailer.limits import openLimits
 from pymailer.monitoring import openMonitoring
 from pymailer.delivery.router import Router
-from pymailer.intake import FreeSpace, MessageIntake
+from pymailer.intake import FreeSpace, MessageIntake, RouteCache
 from pymailer.memdebug import tracingService
 from pymailer.quota import Quotas
-from pymailer.threadpool import LightThreadPool
+from pymailer.threadpool import LightThreadPool, coalesceWakeUps
 from pymailer.queue.notify import Reporter
 from pymailer.queue.runner import QueueRunner
 from pymailer.queue.backend import openSpool
@@ -273,6 +273,8 @@ def buildServer(config, reactor=None, worker=None):
     # the reactor never waits on the disk.
     # A light pool (pymailer.threadpool): a message costs several hand-offs.
     pool = LightThreadPool(minthreads=2, maxthreads=20, name="pymailer-disk")
+    # Results and notices from threads share the reactor's wake-ups.
+    coalesceWakeUps(reactor)
     ThreadPoolService(pool).setServiceParent(top)
     # Stops after the listeners and the runner (StopInOrder), so that their
     # last events are in its final flush, and before the pool it writes in.
@@ -327,6 +329,8 @@ def buildServer(config, reactor=None, worker=None):
     quotas = Quotas(directory, store)
 
     freeSpace = FreeSpace(spool)
+    # RCPT answered from memory while the directory is unchanged.
+    routeCache = RouteCache(directory.version)
 
     # Mail for local mailboxes goes into them at the end of DATA, through
     # the same agent the queue uses (in every worker: the store tells the
@@ -338,6 +342,7 @@ def buildServer(config, reactor=None, worker=None):
             router, spool, reactor, pool,
             minFreeSpace=minFree, user=user, relayAvailable=True, quotas=quotas,
             freeSpace=freeSpace, localAgent=directAgent, events=events,
+            routeCache=routeCache,
         )
 
     # argon2id holds 19 MiB per verification by design: a pool of its own

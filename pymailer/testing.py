@@ -47,6 +47,15 @@ class MemoryDirectory:
         }
         self.catchAlls = dict(catchAll or {})
         self.quotas = {}
+        # What L{version} answers: code that changes the sets above
+        # directly calls L{changed} for a route cache to see it.
+        self.generation = 0
+
+    def version(self):
+        return self.generation
+
+    def changed(self):
+        self.generation += 1
 
     def hasDomain(self, domain):
         return domain in self.domains
@@ -76,6 +85,7 @@ class MemoryDirectory:
         if address not in self.users:
             raise KeyError(address)
         self.quotas[address] = limit
+        self.changed()
 
 
 @implementer(IIncomingMessage)

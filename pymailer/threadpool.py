@@ -29,6 +29,7 @@ connection once they have run (L{pymailer.sendnow.hold}).
 import threading
 from queue import SimpleQueue
 
+from twisted.internet._signals import _UnixWaker
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -87,6 +88,54 @@ class ReactorReturns:
             self.reactor.wakeUp()
 
     def _woken(self):
+        self._pending = False
+
+
+def coalesceWakeUps(reactor):
+    """
+    Make C{reactor}'s waker write its pipe only when no wake-up is pending
+    (L{CoalescingWaker}); a reactor with another waker is left as it is.
+
+    @return: whether it was changed.
+    """
+    waker = getattr(reactor, "waker", None)
+    if type(waker) is not _UnixWaker:
+        return False
+    CoalescingWaker.adopt(waker)
+    return True
+
+
+class CoalescingWaker(_UnixWaker):
+    """
+    The reactor's self-pipe waker (Twisted's C{_UnixWaker}), writing its
+    pipe only when no wake-up is pending: every C{callFromThread} (a
+    thread's result, the store's change notice, a worker's note to the
+    supervisor) asks for one, and under load several come while the
+    reactor has not yet woken for the first (2.5 writes, reads and loop
+    turns per SMTP message before, issue 14).
+
+    The flag is cleared after the pipe is drained and before the reactor
+    runs the calls queued (the loop reads the waker, then runs
+    C{runUntilCurrent}), so a call queued by a thread that saw the flag
+    set is run in that turn; one queued after it was cleared sets it and
+    writes again.  Signal handlers that write the pipe themselves only
+    add wake-ups.
+    """
+
+    _pending = False
+
+    @classmethod
+    def adopt(cls, waker):
+        """Turn a running C{_UnixWaker} into one of these (same pipe)."""
+        waker.__class__ = cls
+
+    def wakeUp(self):
+        if not self._pending:
+            self._pending = True
+            _UnixWaker.wakeUp(self)
+
+    def doRead(self):
+        _UnixWaker.doRead(self)
         self._pending = False
 
 

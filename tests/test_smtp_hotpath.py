@@ -440,3 +440,47 @@ def test_delivery_log_line_is_formatted_once():
     assert (event["qid"], event["to"], event["status"], event["n"]) == (
         "Q1", "alice@example.org", "delivered", 1)
     assert event["log_format"] == "{record}"
+
+
+class Closed(Protocol):
+    def connectionLost(self, reason):
+        self.lost = reason
+
+
+def test_quit_closes_without_a_turn_of_the_reactor():
+    """
+    After QUIT's 221 has gone out, the connection is closed at once: the
+    client reads the reply and then the end of the stream, and the session
+    has ended, without the reactor first watching the socket for room and
+    closing on its next turn (three epoll_ctl calls and a loop turn per
+    message before, issue 14).
+    """
+    from twisted.internet.error import ConnectionDone
+
+    from pymailer.sendnow import closeNow
+
+    transport, client, reactor = tcpTransport()
+    transport.protocol = protocol = Closed()
+    transport.startReading()
+    writeNow(transport, b"221 2.0.0 Bye\r\n")
+    closeNow(transport)
+    assert protocol.lost.check(ConnectionDone)
+    assert reactor.getReaders() == [] and reactor.getWriters() == []
+    client.setblocking(True)
+    assert client.recv(100) == b"221 2.0.0 Bye\r\n" and client.recv(100) == b""
+
+
+def test_close_waits_for_bytes_not_yet_sent():
+    """
+    A reply still in the transport's buffer is sent before the close: the
+    connection is closed the usual way, once it has gone out.
+    """
+    from pymailer.sendnow import closeNow
+
+    transport, client, reactor = tcpTransport()
+    transport.protocol = protocol = Closed()
+    transport.write(b"221 2.0.0 Bye\r\n")
+    closeNow(transport)
+    assert not hasattr(protocol, "lost") and reactor.getWriters() == [transport]
+    assert transport.doWrite() is not None  # CONNECTION_DONE: the reactor closes it
+    assert received(client) == b"221 2.0.0 Bye\r\n"

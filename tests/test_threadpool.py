@@ -219,3 +219,78 @@ def test_failures_come_back_as_errbacks(running):
     failures = []
     d.addErrback(failures.append)
     assert failures[0].check(ZeroDivisionError)
+
+
+def _pipeBytes(waker):
+    """How many bytes wait in a waker's pipe (not read)."""
+    import fcntl
+    import struct
+    import termios
+
+    return struct.unpack("i", fcntl.ioctl(waker.i, termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+def test_calls_from_threads_while_a_wake_up_is_pending_share_it():
+    """
+    If this fails, every call a thread hands to the reactor writes its
+    waker pipe again while the reactor has not yet woken for the first
+    (a system call in the thread, an event and a read in the reactor
+    each): 2.5 per SMTP message under load (issue 14).
+    """
+    from twisted.internet.epollreactor import EPollReactor
+
+    from pymailer.threadpool import coalesceWakeUps
+
+    reactor = EPollReactor()
+    assert coalesceWakeUps(reactor)
+    ran = []
+    threads = [threading.Thread(target=reactor.callFromThread, args=(ran.append, i))
+               for i in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert _pipeBytes(reactor.waker) == 1
+    # The loop's turn: the waker read, then the calls queued run.
+    reactor.waker.doRead()
+    reactor.runUntilCurrent()
+    assert sorted(ran) == list(range(5))
+    reactor.callFromThread(ran.append, 5)
+    assert _pipeBytes(reactor.waker) == 1  # woken again for a call after the turn
+    assert not coalesceWakeUps(ClockReactor())  # no waker: left alone
+
+
+def test_no_call_from_a_thread_waits_for_a_later_wake_up():
+    """
+    If this fails, a call queued by a thread just as the reactor woke is
+    left until something else wakes it (a session hangs until a timer):
+    a running reactor gets a thousand calls from a thread in bursts, and
+    each burst is run without any other event.
+    """
+    from twisted.internet.epollreactor import EPollReactor
+
+    from pymailer.threadpool import coalesceWakeUps
+
+    reactor = EPollReactor()
+    coalesceWakeUps(reactor)
+    ran = []
+    seen = threading.Semaphore(0)
+    failures = []
+
+    def feed():
+        try:
+            for n in range(0, 1000, 5):
+                for i in range(n, n + 5):
+                    reactor.callFromThread(ran.append, i)
+                reactor.callFromThread(seen.release)
+                # The reactor ran this burst: no later wake-up helped it.
+                assert seen.acquire(timeout=5), n
+        except BaseException as e:
+            failures.append(e)
+        reactor.callFromThread(reactor.stop)
+
+    reactor.callWhenRunning(threading.Thread(target=feed).start)
+    timeout = reactor.callLater(30, reactor.stop)
+    reactor.run(installSignalHandlers=False)
+    assert timeout.active()
+    assert ran == list(range(1000)) and not failures

@@ -26,7 +26,7 @@ from pymailer.connlimit import hostOf
 from pymailer.interfaces import IGoodbye, IMessageIntake
 from pymailer.limits import andThen
 from pymailer.policy.decision import Facts
-from pymailer.sendnow import writeNow
+from pymailer.sendnow import closeNow, writeNow
 from pymailer.steps import isDeferred, runSteps, settled
 from pymailer.smtp import data as smtpdata, submission
 from pymailer.smtp.address import parsePathCommand, unquoteLocalPart
@@ -226,12 +226,22 @@ class SMTPServer(SessionSecurity, ESMTP):
             self.log.failure("unexpected error in SMTP session", failure)
             self.reply(451, "4.3.0", "Local error in processing, try again later")
 
-    def _closeWith(self, code, enhanced, text):
+    def _closeWith(self, code, enhanced, text, now=False):
+        """
+        The last reply, then the connection closes.
+
+        @param now: closed at once if the reply has gone out (L{closeNow}:
+            the session's C{connectionLost} runs before this returns);
+            else on the reactor's next turn.
+        """
         self.reply(code, enhanced, text)
         self._flushReplies()
         self._disconnected = True
         self._buffer = b""
-        self.transport.loseConnection()
+        if now:
+            closeNow(self.transport)
+        else:
+            self.transport.loseConnection()
 
     def greeting(self):
         return self.host + b" ESMTP pymailer"
@@ -542,7 +552,9 @@ class SMTPServer(SessionSecurity, ESMTP):
         self.reply(250, "2.0.0", "Ok")
 
     def do_QUIT(self, rest):
-        self._closeWith(221, "2.0.0", "Bye")
+        # The 221 has gone out: closed now (closeNow), not on the
+        # reactor's next turn (each message's last step, issue 14).
+        self._closeWith(221, "2.0.0", "Bye", now=True)
 
     def do_VRFY(self, rest):
         # RFC 5321 §3.5.3: 252 when we will not say whether a user exists.
