@@ -207,6 +207,23 @@ def test_too_many_recipients_452():
     assertReply(c.one("RCPT TO:<alice@example.org>\r\n"), 452, "4.5.3")
 
 
+def test_recipients_past_the_limit_are_not_errors():
+    """
+    A batch larger than max_recipients gets 452 for the rest and keeps its
+    transaction: the 452s do not count toward max_errors (RFC 5321
+    4.5.3.1.10: the client sends them later), so DATA still delivers to the
+    recipients accepted.
+    """
+    c = Client(max_recipients=2, max_errors=3)
+    c.ehlo()
+    c.one("MAIL FROM:<a@remote.test>\r\n")
+    c.one("RCPT TO:<alice@example.org>\r\n")
+    c.one("RCPT TO:<bob@example.org>\r\n")
+    for _ in range(10):
+        assertReply(c.one("RCPT TO:<alice@example.org>\r\n"), 452, "4.5.3")
+    assert c.one("DATA\r\n")[0] == 354
+
+
 def test_command_line_too_long_500():
     """A command line over 512 octets gets 500 5.5.2, and the session goes on."""
     c = Client()

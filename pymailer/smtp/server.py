@@ -45,6 +45,9 @@ MAX_AUTH_LINE = 12288
 WRITE_BATCH = 256 * 1024
 # Pipelined input held while a command waits: beyond it, stop reading.
 MAX_BUFFERED = 64 * 1024
+# 452s for recipients past max_recipients before they count as errors
+# (Postfix's smtpd_recipient_overshoot_limit default).
+RECIPIENT_OVERSHOOT_LIMIT = 1000
 
 # RFC 3463 §3.4: X.3.0, mail system trouble; 4xx so that the client keeps
 # the message and tries again (a disk error is not the message's fault).
@@ -158,6 +161,7 @@ class SMTPServer(SessionSecurity, ESMTP):
         self._discardingLine = False
         self._disconnected = False
         self._errors = 0
+        self._overshoot = 0
         self._heloName = None
         self._protocolName = "ESMTP"
         self._txn = None
@@ -179,7 +183,7 @@ class SMTPServer(SessionSecurity, ESMTP):
         """
         if self._disconnected:
             return
-        if code >= 400:
+        if code >= 400 and not self._isOvershoot(code, enhanced):
             self._errors += 1
         lines = text.split("\n")
         last = len(lines) - 1
@@ -189,6 +193,22 @@ class SMTPServer(SessionSecurity, ESMTP):
             self._outbox.append((prefix + line + "\r\n").encode("utf-8"))
         if code != 421 and self._errors > self.factory.limits.max_errors:
             self._closeWith(421, "4.7.0", "Too many errors, closing connection")
+
+    def _isOvershoot(self, code, enhanced):
+        """
+        Whether this reply is a recipient past C{max_recipients} that is not
+        yet to count as an error.  RFC 5321 4.5.3.1.10: a client told 452
+        sends the rest in a later transaction, so a large batch is no abuse;
+        counting each 452 would close the session (421) before its DATA and
+        lose the recipients already accepted.  Past
+        L{RECIPIENT_OVERSHOOT_LIMIT} of them they count, as Postfix's
+        C{smtpd_recipient_overshoot_limit} does.
+        """
+        if (code, enhanced) != (submission.TOO_MANY_RECIPIENTS.code,
+                                submission.TOO_MANY_RECIPIENTS.enhanced):
+            return False
+        self._overshoot += 1
+        return self._overshoot <= RECIPIENT_OVERSHOOT_LIMIT
 
     def _send(self, data):
         """Queue raw reply bytes (the greeting, the EHLO answer)."""
@@ -695,7 +715,7 @@ class SMTPServer(SessionSecurity, ESMTP):
             recipient = unquoteLocalPart(recipient)
             if len(txn.recipients) >= self.factory.limits.max_recipients:
                 # RFC 5321 §4.5.3.1.10: 452 for too many recipients.
-                raise SMTPReply(452, "4.5.3", "Error: too many recipients")
+                raise submission.TOO_MANY_RECIPIENTS
         except SMTPReply as e:
             return self._refuse("RCPT", e, txn.sender, [recipient])
 
