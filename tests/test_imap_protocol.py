@@ -89,6 +89,17 @@ def test_authenticate_plain_with_initial_response(client):
     assert out.startswith(b"a OK [CAPABILITY")
 
 
+def test_authenticate_as_another_user_is_authorizationfailed(client):
+    """
+    A PLAIN authzid naming somebody else is a refusal, NO
+    [AUTHORIZATIONFAILED] (RFC 5530 3), not a syntax error; no login.
+    """
+    blob = base64.b64encode(b"bob@example.org\0" + USER + b"\0" + PASSWORD)
+    out = client.send(b"a AUTHENTICATE PLAIN " + blob + b"\r\n")
+    assert out.startswith(b"a NO [AUTHORIZATIONFAILED]")
+    assert client.send(b"b SELECT INBOX\r\n").startswith(b"b BAD")
+
+
 def test_authenticate_plain_with_continuation(client):
     """AUTHENTICATE PLAIN without initial response asks with '+' and accepts the answer."""
     assert client.send(b"a AUTHENTICATE PLAIN\r\n") == b"+ \r\n"

@@ -235,6 +235,15 @@ def test_malformed_sasl_501():
     assertReply(c.one("AUTH PLAIN !!!notbase64\r\n"), 501, "5.5.2")
 
 
+def test_auth_as_another_user_535():
+    """A PLAIN authzid naming somebody else gets 535 5.7.8 (RFC 4954 6), not 501."""
+    c = submissionClient(role=SUBMISSIONS)
+    c.ehlo()
+    token = base64.b64encode(b"bob@example.org\0alice@example.org\0alice-pw").decode()
+    assertReply(c.one(f"AUTH PLAIN {token}\r\n"), 535, "5.7.8")
+    assertReply(c.one("MAIL FROM:<alice@example.org>\r\n"), 530, "5.7.0")
+
+
 def test_unknown_mechanism_504():
     """An unknown SASL mechanism gets 504 5.5.4."""
     c = submissionClient(role=SUBMISSIONS)

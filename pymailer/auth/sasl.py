@@ -22,6 +22,14 @@ class SASLCancelled(SASLError):
     """The client answered a challenge with "*" (RFC 4954, 5034, 3501)."""
 
 
+class AuthorizationRefused(SASLError):
+    """
+    Well formed, but asks to act as another identity (a PLAIN authzid that
+    is not the login's own): a refusal, not a syntax error (RFC 5530
+    AUTHORIZATIONFAILED, RFC 4954 535).
+    """
+
+
 class Plain:
     """RFC 4616: one response, C{authzid NUL authcid NUL passwd}."""
 
@@ -35,7 +43,7 @@ class Plain:
         authzid, authcid, password = parts
         # No proxy authorisation: acting as somebody else is refused.
         if authzid and authzid != authcid:
-            raise SASLError("authorization identity differs")
+            raise AuthorizationRefused("authorization identity differs")
         return None, UsernamePassword(authcid, password)
 
 

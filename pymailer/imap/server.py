@@ -861,6 +861,9 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             _, credentials = sasl.step(mechanism, line, initial)
         except sasl.SASLCancelled:
             return defer.fail(ParseError("Authentication cancelled"))
+        except sasl.AuthorizationRefused:
+            return defer.fail(CommandFailed(
+                "[AUTHORIZATIONFAILED] Not authorized to act as another user"))
         except sasl.SASLError as e:
             return defer.fail(ParseError(f"Malformed authentication response ({e})"))
         return self._passwordLogin(tag, credentials)

@@ -350,6 +350,10 @@ class POP3Server(pop3.POP3):
         except sasl.SASLCancelled:
             self._sasl = None
             return self.failResponse(b"Authentication cancelled")
+        except sasl.AuthorizationRefused:
+            self._sasl = None
+            # RFC 3206 4: [AUTH] for a refused identity.
+            return self.failResponse(b"[AUTH] Not authorized to act as another user")
         except sasl.SASLError as e:
             self._sasl = None
             return self.failResponse(

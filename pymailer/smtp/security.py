@@ -118,6 +118,10 @@ class SessionSecurity:
         except sasl.SASLCancelled:
             self._endAuth()
             return self.reply(501, "5.7.0", "Authentication aborted")
+        except sasl.AuthorizationRefused:
+            self._endAuth()
+            # RFC 4954 6: 535 5.7.8 for credentials not accepted.
+            return self.reply(535, "5.7.8", "Not authorized to act as another user")
         except sasl.SASLError as e:
             self._endAuth()
             return self.reply(501, "5.5.2", f"Malformed authentication response ({e})")
