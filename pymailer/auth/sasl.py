@@ -84,6 +84,8 @@ def step(mechanism, line, initial=False):
         raise SASLCancelled("authentication cancelled")
     try:
         decoded = base64.b64decode(line, validate=True) if line else b""
-    except binascii.Error as e:
-        raise SASLError(f"bad base64: {e}") from None
+    except binascii.Error:
+        # Python's own wording ("Incorrect padding", "Non-base64 digit")
+        # says nothing useful to a client.
+        raise SASLError("not valid base64") from None
     return mechanism.respond(decoded)
