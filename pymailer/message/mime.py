@@ -101,6 +101,7 @@ class Part:
         self.start = start
         self.end = end
         self.headers, self.bodyStart = parseHeader(data, start, end)
+        self._first = None  # field name -> its first value, made on the first look-up
         ctype = self.header(b"content-type")
         self.type, self.subtype, self.params = parseContentType(ctype, defaultType)
         self.children = []
@@ -117,10 +118,13 @@ class Part:
 
     def header(self, name):
         """The unfolded raw value of the first C{name} field, or C{None}."""
-        for field, value, _ in self.headers:
-            if field == name:
-                return value
-        return None
+        # A summary looks up some 30 names: one pass, not one per name.
+        first = self._first
+        if first is None:
+            first = self._first = {}
+            for field, value, _ in reversed(self.headers):
+                first[field] = value
+        return first.get(name)
 
     # -- structure -----------------------------------------------------------
 
