@@ -145,7 +145,7 @@ CREATE TABLE IF NOT EXISTS settings (
     value TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS changes (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     origin TEXT NOT NULL,
     user TEXT NOT NULL,
     mailbox TEXT NOT NULL
@@ -191,6 +191,8 @@ UPGRADES = (
     # alone, not by reading every row of the mailbox under the write lock.
     (4, ["CREATE INDEX IF NOT EXISTS messagesDeleted ON messages (mailboxId, system)"
          " WHERE " + IS_DELETED]),
+    # 5: the change log without AUTOINCREMENT (see _plainChangesStep).
+    (5, lambda txn: _plainChangesStep(txn)),
 )
 _STRUCTURE_COLUMNS = "envelope, bodystructure, body"
 _FIELD_COLUMNS = (
@@ -245,6 +247,30 @@ def _objectIdStep(txn):
                     (newObjectId("F"), mailboxId))
     txn.execute("INSERT OR IGNORE INTO settings (name, value) VALUES (?, ?)",
                 ("objectIdKey", secrets.token_hex(32)))
+
+
+def _plainChangesStep(txn):
+    """
+    Upgrade step 5: C{changes.seq} a plain INTEGER PRIMARY KEY, not
+    AUTOINCREMENT, whose counter in C{sqlite_sequence} was one more page
+    every commit wrote to the WAL (of about ten per delivery).  The numbers
+    still only grow, which is all the pollers' cursors need
+    (L{SQLiteStore.changesSince}): a new row takes one more than the
+    largest, and the largest row is never deleted (the log keeps its
+    newest L{CHANGES_KEPT}).  SQLite cannot drop AUTOINCREMENT from a
+    table: it is made again, rows kept (a new database has it plain from
+    L{SCHEMA} already).
+    """
+    sql = txn.execute("SELECT sql FROM sqlite_master WHERE type = 'table'"
+                      " AND name = 'changes'").fetchone()[0]
+    if "AUTOINCREMENT" not in sql.upper():
+        return
+    txn.execute("CREATE TABLE changesPlain (seq INTEGER PRIMARY KEY, origin TEXT NOT NULL,"
+                " user TEXT NOT NULL, mailbox TEXT NOT NULL)")
+    txn.execute("INSERT INTO changesPlain SELECT seq, origin, user, mailbox FROM changes")
+    txn.execute("DROP TABLE changes")
+    txn.execute("ALTER TABLE changesPlain RENAME TO changes")
+    txn.execute("DELETE FROM sqlite_sequence WHERE name = 'changes'")
 
 
 _byUid = operator.itemgetter(0)  # a MessageInfo's uid
