@@ -250,3 +250,26 @@ def test_older_change_log_loses_autoincrement_and_keeps_counting_up(tmp_path):
     assert db.execute("SELECT count(*) FROM sqlite_sequence WHERE name = 'changes'"
                       ).fetchone()[0] == 0
     db.close()
+
+
+def test_a_failing_delivery_alone_leaves_nothing_and_the_next_goes_on(tmp_path, monkeypatch):
+    """
+    If this fails, a delivery that fails in a transaction of its own (no
+    savepoint then) leaves part of itself behind, or the next delivery
+    waits for ever for a commit that never comes.
+    """
+    store = SQLiteStore(tmp_path / "store")
+    store.createUser(ALICE)
+    real = store._insertMessage
+
+    def insertMessage(txn, *args, **kwargs):
+        raise sqlite3.IntegrityError("poisoned")
+
+    monkeypatch.setattr(store, "_insertMessage", insertMessage)
+    with pytest.raises(sqlite3.IntegrityError):
+        store.deliver(ALICE, b"", io.BytesIO(message(1)))
+    monkeypatch.setattr(store, "_insertMessage", real)
+    assert store.deliver(ALICE, b"", io.BytesIO(message(2)))
+    inbox = store.mailbox(ALICE)
+    assert [m.uid for m in inbox.messages()] == [1]
+    assert store._read("SELECT count(*) FROM blobs").fetchone()[0] == 1

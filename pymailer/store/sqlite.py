@@ -586,9 +586,10 @@ class SQLiteStore(Listeners):
     def _commitShared(self, batch):
         """
         Under the write lock: every L{_SharedWork} of C{batch} in one
-        transaction, each in a savepoint; an error of SQLite's that ends
-        the whole transaction (C{SQLITE_FULL}, an I/O error: the savepoint
-        is gone) fails that one and runs the others again in a new one.
+        transaction, each in a savepoint (one alone in none); an error of
+        SQLite's that ends the whole transaction (C{SQLITE_FULL}, an I/O
+        error: the savepoint is gone) fails that one and runs the others
+        again in a new one.
 
         @return: C{(settled, synced)}: blobs freed by earlier non-durable
             commits, which this one's flush makes durable; whether anything
@@ -602,8 +603,14 @@ class SQLiteStore(Listeners):
                 self._unlinkSettled(db)
                 written = db.total_changes
                 committing, again = [], None
+                # One alone needs no savepoint: its failure is the transaction's.
+                alone = len(remaining) == 1
                 for index, entry in enumerate(remaining):
                     entry.start(db)
+                    if alone:
+                        entry.result = entry.work(entry.txn)
+                        committing.append(entry)
+                        break
                     db.execute("SAVEPOINT delivery")
                     try:
                         entry.result = entry.work(entry.txn)
@@ -620,6 +627,8 @@ class SQLiteStore(Listeners):
                         entry.discardPending()
                 if again is not None:
                     self._discardAll(remaining[index:index + 1])
+                    if not again:
+                        return [], False
                     remaining = again
                     continue
                 touched = []
