@@ -330,6 +330,9 @@ class MultipartBody(list):
     """
 
 
+_FOLD = re.compile(rb"\r?\n[ \t]+")
+
+
 def parseHeader(data, start, end):
     """
     @return: C{([(lower-case name, unfolded value, raw field)], bodyStart)}.
@@ -359,7 +362,8 @@ def parseHeader(data, start, end):
     for name, raw in headers:
         value = raw.split(b":", 1)[1]
         # Unfold (RFC 5322 2.2.3); like Dovecot, each fold becomes one space.
-        value = re.sub(rb"\r?\n[ \t]+", b" ", value)
+        if b"\n" in value[:-1]:  # most fields are one line: no regex for them
+            value = _FOLD.sub(b" ", value)
         value = value.replace(b"\r", b"").replace(b"\n", b"")
         if raw[-1:] != b"\n":
             raw += b"\r\n"
@@ -479,6 +483,9 @@ _ADDRESS_TOKEN = re.compile(
     re.S)
 
 
+_QUOTED_PAIR = re.compile(rb"\\(.)")
+
+
 def _addressTokens(value):
     tokens, pos = [], 0
     while pos < len(value):
@@ -487,7 +494,10 @@ def _addressTokens(value):
             break
         pos = m.end()
         if m[1] is not None:
-            tokens.append(("quoted", re.sub(rb"\\(.)", rb"\1", m[1])))
+            quoted = m[1]
+            if b"\\" in quoted:
+                quoted = _QUOTED_PAIR.sub(rb"\1", quoted)
+            tokens.append(("quoted", quoted))
         elif m[2] is not None:
             tokens.append(("comment", m[2][1:-1].strip()))
         elif m[3] is not None:

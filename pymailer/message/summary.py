@@ -162,10 +162,15 @@ def _encodeInto(value, out):
             out += (b"{%d}\r\n" % len(value), value)
     elif kind is list or kind is tuple:
         out.append(b"(")
-        for index, item in enumerate(value):
-            if index:
+        space = False
+        for item in value:
+            if space:
                 out.append(b" ")
-            _encodeInto(item, out)
+            space = True
+            if item is None:  # most items are NIL: no call for them
+                out.append(b"NIL")
+            else:
+                _encodeInto(item, out)
         out.append(b")")
     elif kind is int:
         out.append(b"%d" % value)
