@@ -273,3 +273,34 @@ def test_a_failing_delivery_alone_leaves_nothing_and_the_next_goes_on(tmp_path, 
     inbox = store.mailbox(ALICE)
     assert [m.uid for m in inbox.messages()] == [1]
     assert store._read("SELECT count(*) FROM blobs").fetchone()[0] == 1
+
+
+def test_a_failed_flush_fails_every_delivery_it_was_to_cover(tmp_path, monkeypatch):
+    """
+    If this fails, a delivery that shared a commit whose WAL flush failed
+    (an I/O error: the commit may not be on disk) is answered as stored,
+    or the deliveries after it wait for ever.
+    """
+    store = SQLiteStore(tmp_path / "store")
+    store.createUser(ALICE)
+    sizes = batchSizes(store, monkeypatch)
+    real = store._flushWal
+    failures = [OSError(5, "Input/output error")]
+
+    def flush():
+        if failures:
+            raise failures.pop()
+        real()
+
+    monkeypatch.setattr(store, "_flushWal", flush)
+    deliveries = Deliveries(store)
+    with store._writeLock():
+        for n in range(3):
+            deliveries.start(n)
+        waitFor(queued(store, 3))
+    deliveries.join()
+    assert sizes == [3]
+    assert deliveries.results == {}
+    assert sorted(deliveries.errors) == [0, 1, 2]
+    assert all(isinstance(e, OSError) for e in deliveries.errors.values())
+    assert store.deliver(ALICE, b"", io.BytesIO(message(9)))
