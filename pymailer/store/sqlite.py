@@ -559,11 +559,13 @@ class SQLiteStore(Listeners):
         try:
             if synced:
                 self._syncWal()  # outside the lock: the next batch commits meanwhile
-        except BaseException as e:
+        except BaseException as e:  # maybe not on disk: nobody is told it is
             for done in batch:
                 if not done.failed():
                     done.error = e
-            raise
+            with self._unsyncedGuard:  # freed blobs wait for the next flush
+                self._unsynced.extend(settled)
+            settled = []
         finally:
             for done in batch:
                 done.leads = False
@@ -578,9 +580,9 @@ class SQLiteStore(Listeners):
 
     def _sharedOutcome(self, entry):
         """A caller of L{_writeShared}, its transaction over: its result or its error."""
+        entry.discardPending()  # the temporary names, outside the lock
         if entry.failed():
             raise entry.error
-        entry.discardPending()  # the temporary names, outside the lock
         for user, mailbox in entry.txn.touched:
             self._notify(user, mailbox)
         return entry.result
