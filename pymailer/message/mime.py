@@ -101,6 +101,7 @@ class Part:
         self.start = start
         self.end = end
         self.headers, self.bodyStart = parseHeader(data, start, end)
+        self._first = None  # field name -> its first value, made on the first look-up
         ctype = self.header(b"content-type")
         self.type, self.subtype, self.params = parseContentType(ctype, defaultType)
         self.children = []
@@ -117,10 +118,13 @@ class Part:
 
     def header(self, name):
         """The unfolded raw value of the first C{name} field, or C{None}."""
-        for field, value, _ in self.headers:
-            if field == name:
-                return value
-        return None
+        # A summary looks up some 30 names: one pass, not one per name.
+        first = self._first
+        if first is None:
+            first = self._first = {}
+            for field, value, _ in reversed(self.headers):
+                first[field] = value
+        return first.get(name)
 
     # -- structure -----------------------------------------------------------
 
@@ -326,6 +330,9 @@ class MultipartBody(list):
     """
 
 
+_FOLD = re.compile(rb"\r?\n[ \t]+")
+
+
 def parseHeader(data, start, end):
     """
     @return: C{([(lower-case name, unfolded value, raw field)], bodyStart)}.
@@ -359,7 +366,8 @@ def parseHeader(data, start, end):
         raw = lines[0] if len(lines) == 1 else b"".join(lines)
         value = raw.split(b":", 1)[1]
         # Unfold (RFC 5322 2.2.3); like Dovecot, each fold becomes one space.
-        value = re.sub(rb"\r?\n[ \t]+", b" ", value)
+        if b"\n" in value[:-1]:  # most fields are one line: no regex for them
+            value = _FOLD.sub(b" ", value)
         value = value.replace(b"\r", b"").replace(b"\n", b"")
         if raw[-1:] != b"\n":
             raw += b"\r\n"
@@ -479,6 +487,9 @@ _ADDRESS_TOKEN = re.compile(
     re.S)
 
 
+_QUOTED_PAIR = re.compile(rb"\\(.)")
+
+
 def _addressTokens(value):
     tokens, pos = [], 0
     while pos < len(value):
@@ -487,7 +498,10 @@ def _addressTokens(value):
             break
         pos = m.end()
         if m[1] is not None:
-            tokens.append(("quoted", re.sub(rb"\\(.)", rb"\1", m[1])))
+            quoted = m[1]
+            if b"\\" in quoted:
+                quoted = _QUOTED_PAIR.sub(rb"\1", quoted)
+            tokens.append(("quoted", quoted))
         elif m[2] is not None:
             tokens.append(("comment", m[2][1:-1].strip()))
         elif m[3] is not None:

@@ -105,20 +105,23 @@ def summarize(content):
     """
     data = messageOctets(content)
     part = Part(data, 0, len(data))
+    # The ENVELOPE's address lists, parsed once: the sort fields' first
+    # addresses come from them too.
+    envelope = part.envelope()
     subject = decodeWords(part.header(b"subject"))
     base, isReply = baseSubject(subject)
     references = tuple(_ids(part.header(b"references")))[-MAX_REFERENCES:]
     inReplyTo = _ids(part.header(b"in-reply-to"))
     messageId = _ids(part.header(b"message-id"))
     return MessageSummary(
-        envelope=encodeStructure(part.envelope()),
+        envelope=encodeStructure(envelope),
         bodystructure=encodeStructure(part.bodystructure(True)),
         body=encodeStructure(part.bodystructure(False)),
         date=sentDate(part.header(b"date")),
         subject=subject, baseSubject=base, isReply=isReply,
-        sender=firstAddress(part.header(b"from")),
-        to=firstAddress(part.header(b"to")),
-        cc=firstAddress(part.header(b"cc")),
+        sender=_firstOf(envelope[_FROM]),
+        to=_firstOf(envelope[_TO]),
+        cc=_firstOf(envelope[_CC]),
         messageId=messageId[0] if messageId else "",
         inReplyTo=inReplyTo[0] if inReplyTo else "",
         references=references,
@@ -140,23 +143,55 @@ def encodeStructure(value):
     (L{MultipartBody}) follow each other without a space (RFC 3501 9,
     C{body-type-mpart = 1*body SP media-subtype ...}).
     """
+    out = []
+    _encodeInto(value, out)
+    return b"".join(out)
+
+
+def _encodeInto(value, out):
+    """L{encodeStructure}'s pieces appended to C{out}, joined once at the end."""
+    kind = type(value)  # exact types first: the usual values, without isinstance chains
     if value is None:
-        return b"NIL"
-    if isinstance(value, MultipartBody):
-        children, rest = value[:value.parts], value[value.parts:]
-        return (b"(" + b"".join(encodeStructure(c) for c in children) + b" "
-                + b" ".join(encodeStructure(v) for v in rest) + b")")
-    if isinstance(value, (list, tuple)):
-        return b"(" + b" ".join(encodeStructure(v) for v in value) + b")"
-    if isinstance(value, bool):
-        raise TypeError(value)
-    if isinstance(value, int):
-        return b"%d" % value
-    if isinstance(value, bytes):
+        out.append(b"NIL")
+    elif kind is bytes:
         if len(value) < MAX_QUOTED and _QUOTABLE.fullmatch(value):
-            return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
-        return b"{%d}\r\n" % len(value) + value
-    raise TypeError(f"cannot encode {value!r}")
+            if b"\\" in value or b'"' in value:
+                value = value.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+            out += (b'"', value, b'"')
+        else:
+            out += (b"{%d}\r\n" % len(value), value)
+    elif kind is list or kind is tuple:
+        out.append(b"(")
+        space = False
+        for item in value:
+            if space:
+                out.append(b" ")
+            space = True
+            if item is None:  # most items are NIL: no call for them
+                out.append(b"NIL")
+            else:
+                _encodeInto(item, out)
+        out.append(b")")
+    elif kind is int:
+        out.append(b"%d" % value)
+    elif isinstance(value, MultipartBody):
+        out.append(b"(")
+        for child in value[:value.parts]:
+            _encodeInto(child, out)
+        for item in value[value.parts:]:
+            out.append(b" ")
+            _encodeInto(item, out)
+        out.append(b")")
+    elif isinstance(value, bool):
+        raise TypeError(value)
+    elif isinstance(value, (list, tuple)):  # subclasses: as their base
+        _encodeInto(list(value), out)
+    elif isinstance(value, int):
+        _encodeInto(int(value), out)
+    elif isinstance(value, bytes):
+        _encodeInto(bytes(value), out)
+    else:
+        raise TypeError(f"cannot encode {value!r}")
 
 
 def decodeWords(raw):
@@ -192,7 +227,16 @@ def firstAddress(raw):
     """The first real address (not a group marker) of a field, or L{NOBODY}."""
     if raw is None:
         return NOBODY
-    for name, _, mailbox, host in parseAddressList(raw):
+    return _firstOf(parseAddressList(raw))
+
+
+# Where the ENVELOPE (RFC 3501 7.4.2) has its From, To and Cc address lists.
+_FROM, _TO, _CC = 2, 5, 6
+
+
+def _firstOf(addresses):
+    """L{firstAddress} of a parsed address list (C{None}: no field, or an empty one)."""
+    for name, _, mailbox, host in addresses or ():
         if mailbox is not None and host is not None or (mailbox and name):
             return Address(decodeWords(name) if name else "",
                            (mailbox or b"").decode("utf-8", "replace"),

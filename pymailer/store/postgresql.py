@@ -371,6 +371,15 @@ class PostgreSQLStore(SQLiteStore):
         for user, mailbox in txn.touched:
             self._notify(user, mailbox)
 
+    def _writeShared(self, work):
+        """
+        A transaction of its own: concurrent deliveries here commit in
+        parallel on their own connections (row locks, not one write lock),
+        and the server groups their WAL flushes itself (C{commit_delay}).
+        """
+        with self._write() as txn:
+            return work(txn)
+
     @property
     def objectIdKey(self):
         """

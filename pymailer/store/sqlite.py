@@ -25,7 +25,9 @@ NORMAL}, so a commit writes the WAL and does not wait for the disk.  A
 commit that adds content (delivery, APPEND, COPY, MOVE, import; and
 mailbox and account changes) is made durable before the call returns, by
 an fsync of the WAL after the write lock is released; concurrent commits
-share one (group commit, L{SQLiteStore._syncWal}).  Flag changes,
+share one (group commit, L{SQLiteStore._syncWal}), and deliveries that
+wait for the write lock meanwhile share one transaction as well
+(L{SQLiteStore._writeShared}: fewer WAL pages per message).  Flag changes,
 expunges and the C{\\Recent} claim are not flushed: they are atomic, and
 survive the process being killed (C{kill -9}: the WAL is in the kernel's
 page cache), but an OS crash or a power loss before the next flush (the
@@ -145,7 +147,7 @@ CREATE TABLE IF NOT EXISTS settings (
     value TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS changes (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     origin TEXT NOT NULL,
     user TEXT NOT NULL,
     mailbox TEXT NOT NULL
@@ -191,6 +193,8 @@ UPGRADES = (
     # alone, not by reading every row of the mailbox under the write lock.
     (4, ["CREATE INDEX IF NOT EXISTS messagesDeleted ON messages (mailboxId, system)"
          " WHERE " + IS_DELETED]),
+    # 5: the change log without AUTOINCREMENT (see _plainChangesStep).
+    (5, lambda txn: _plainChangesStep(txn)),
 )
 _STRUCTURE_COLUMNS = "envelope, bodystructure, body"
 _FIELD_COLUMNS = (
@@ -247,6 +251,30 @@ def _objectIdStep(txn):
                 ("objectIdKey", secrets.token_hex(32)))
 
 
+def _plainChangesStep(txn):
+    """
+    Upgrade step 5: C{changes.seq} a plain INTEGER PRIMARY KEY, not
+    AUTOINCREMENT, whose counter in C{sqlite_sequence} was one more page
+    every commit wrote to the WAL (of about ten per delivery).  The numbers
+    still only grow, which is all the pollers' cursors need
+    (L{SQLiteStore.changesSince}): a new row takes one more than the
+    largest, and the largest row is never deleted (the log keeps its
+    newest L{CHANGES_KEPT}).  SQLite cannot drop AUTOINCREMENT from a
+    table: it is made again, rows kept (a new database has it plain from
+    L{SCHEMA} already).
+    """
+    sql = txn.execute("SELECT sql FROM sqlite_master WHERE type = 'table'"
+                      " AND name = 'changes'").fetchone()[0]
+    if "AUTOINCREMENT" not in sql.upper():
+        return
+    txn.execute("CREATE TABLE changesPlain (seq INTEGER PRIMARY KEY, origin TEXT NOT NULL,"
+                " user TEXT NOT NULL, mailbox TEXT NOT NULL)")
+    txn.execute("INSERT INTO changesPlain SELECT seq, origin, user, mailbox FROM changes")
+    txn.execute("DROP TABLE changes")
+    txn.execute("ALTER TABLE changesPlain RENAME TO changes")
+    txn.execute("DELETE FROM sqlite_sequence WHERE name = 'changes'")
+
+
 _byUid = operator.itemgetter(0)  # a MessageInfo's uid
 
 
@@ -270,6 +298,31 @@ class _Transaction:
     def changed(self, user, mailbox):
         if (user, mailbox) not in self.touched:
             self.touched.append((user, mailbox))
+
+
+class _SharedWork:
+    """One caller's part of a shared write transaction (L{SQLiteStore._writeShared})."""
+
+    def __init__(self, work):
+        self.work = work
+        self.txn = self.result = self.error = None
+        self.leads = False   # told to lead the next transaction
+        # Released when this caller is to go on: its commit is durable (or
+        # failed), or it is to lead.  A lock: cheaper than an Event.
+        self.wake = threading.Lock()
+        self.wake.acquire()
+
+    def start(self, db):
+        """A try in a transaction (again, if one before was rolled back)."""
+        self.txn, self.error = _Transaction(db), None
+
+    def failed(self):
+        return self.error is not None
+
+    def discardPending(self):
+        if self.txn is not None:
+            for pending in self.txn.pending:
+                pending.discard()
 
 
 @implementer(IMaildropLock)
@@ -323,6 +376,11 @@ class SQLiteStore(Listeners):
         self._walGuard = threading.Condition()
         self._walTickets = self._walSynced = 0
         self._walSyncing = False
+        # Deliveries sharing one write transaction (see _writeShared): those
+        # waiting for the next one, and whether a thread is leading one.
+        self._sharedGuard = threading.Lock()
+        self._sharedQueue = []
+        self._sharedLeading = False
         self._pollDb = None
         self._db().executescript(SCHEMA)
         self._upgrade()
@@ -410,14 +468,7 @@ class SQLiteStore(Listeners):
                 self._unlinkSettled(db)
                 written = db.total_changes
                 yield txn
-                for user, mailbox in txn.touched:
-                    seq = txn.execute("INSERT INTO changes (origin, user, mailbox)"
-                                      " VALUES (?, ?, ?) RETURNING seq",
-                                      (self.origin, user, mailbox)).fetchone()[0]
-                if txn.touched:
-                    if seq % 1000 == 0:
-                        txn.execute("DELETE FROM changes WHERE seq <= ?",
-                                    (seq - CHANGES_KEPT,))
+                self._logChanges(db, txn.touched)
                 # Everything queued committed before this transaction
                 # began: the WAL fsync that makes this one durable covers it.
                 synced = durable and db.total_changes != written
@@ -444,6 +495,164 @@ class SQLiteStore(Listeners):
             self._removeBlobs(settled)
         for user, mailbox in txn.touched:
             self._notify(user, mailbox)
+
+    def _logChanges(self, db, touched):
+        """Inside a write transaction: the change log's rows for other processes."""
+        for user, mailbox in touched:
+            seq = db.execute("INSERT INTO changes (origin, user, mailbox)"
+                             " VALUES (?, ?, ?) RETURNING seq",
+                             (self.origin, user, mailbox)).fetchone()[0]
+            if seq % 1000 == 0:
+                db.execute("DELETE FROM changes WHERE seq <= ?", (seq - CHANGES_KEPT,))
+
+    def _writeShared(self, work):
+        """
+        C{work(txn)} in a durable write transaction that the deliveries
+        waiting for the write lock meanwhile share (group commit, as
+        Postfix's and Dovecot's: one commit, one WAL flush for all of
+        them; under load a delivery otherwise wrote its own ~10 WAL pages
+        and re-read the pages another connection changed).  Each one's
+        work runs in a C{SAVEPOINT} of its own: one that fails is rolled
+        back alone and its caller gets its exception, the others commit.
+        Every caller returns once the shared commit is on disk.
+
+        The thread that finds no transaction being prepared leads: it takes
+        the write lock, then every delivery queued by then (its own among
+        them), commits them, hands the lead to the first one queued since,
+        and flushes the WAL while that one prepares the next.
+
+        @return: what C{work} returned.
+        """
+        entry = _SharedWork(work)
+        with self._sharedGuard:
+            self._sharedQueue.append(entry)
+            lead = not self._sharedLeading
+            self._sharedLeading = True
+        if lead:
+            entry.leads = True
+        else:
+            entry.wake.acquire()  # led by another, or told to lead
+        if not entry.leads:
+            return self._sharedOutcome(entry)
+        batch, settled, synced = [], [], False
+        try:
+            with self._writeLock():
+                with self._sharedGuard:
+                    batch, self._sharedQueue = self._sharedQueue, []
+                settled, synced = self._commitShared(batch)
+        except BaseException as e:
+            with self._sharedGuard:
+                if not batch:  # the lock failed: those queued would wait for ever
+                    batch, self._sharedQueue = self._sharedQueue, []
+            for done in batch:
+                if not done.failed():
+                    done.error = e
+            settled, synced = [], False
+        finally:
+            with self._sharedGuard:
+                if self._sharedQueue:  # came after the lock was taken: the next batch
+                    nextLeader = self._sharedQueue[0]
+                    nextLeader.leads = True
+                    nextLeader.wake.release()
+                else:
+                    self._sharedLeading = False
+        try:
+            if synced:
+                self._syncWal()  # outside the lock: the next batch commits meanwhile
+        except BaseException as e:  # maybe not on disk: nobody is told it is
+            for done in batch:
+                if not done.failed():
+                    done.error = e
+            with self._unsyncedGuard:  # freed blobs wait for the next flush
+                self._unsynced.extend(settled)
+            settled = []
+        finally:
+            for done in batch:
+                done.leads = False
+                if done is not entry:
+                    done.wake.release()
+        for done in batch:
+            if not done.failed():
+                settled += done.txn.freed
+        if settled:
+            self._removeBlobs(settled)
+        return self._sharedOutcome(entry)
+
+    def _sharedOutcome(self, entry):
+        """A caller of L{_writeShared}, its transaction over: its result or its error."""
+        entry.discardPending()  # the temporary names, outside the lock
+        if entry.failed():
+            raise entry.error
+        for user, mailbox in entry.txn.touched:
+            self._notify(user, mailbox)
+        return entry.result
+
+    def _commitShared(self, batch):
+        """
+        Under the write lock: every L{_SharedWork} of C{batch} in one
+        transaction, each in a savepoint (one alone in none); an error of
+        SQLite's that ends the whole transaction (C{SQLITE_FULL}, an I/O
+        error: the savepoint is gone) fails that one and runs the others
+        again in a new one.
+
+        @return: C{(settled, synced)}: blobs freed by earlier non-durable
+            commits, which this one's flush makes durable; whether anything
+            was written (the WAL is to be flushed).
+        """
+        db = self._db()
+        remaining = batch
+        while True:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                self._unlinkSettled(db)
+                written = db.total_changes
+                committing, again = [], None
+                # One alone needs no savepoint: its failure is the transaction's.
+                alone = len(remaining) == 1
+                for index, entry in enumerate(remaining):
+                    entry.start(db)
+                    if alone:
+                        entry.result = entry.work(entry.txn)
+                        committing.append(entry)
+                        break
+                    db.execute("SAVEPOINT delivery")
+                    try:
+                        entry.result = entry.work(entry.txn)
+                    except Exception as e:
+                        entry.error = e
+                        if not db.in_transaction:
+                            again = committing + remaining[index + 1:]
+                            break
+                        db.execute("ROLLBACK TO delivery")
+                    db.execute("RELEASE delivery")
+                    if entry.error is None:
+                        committing.append(entry)
+                    else:
+                        entry.discardPending()
+                if again is not None:
+                    self._discardAll(remaining[index:index + 1])
+                    if not again:
+                        return [], False
+                    remaining = again
+                    continue
+                touched = []
+                for entry in committing:
+                    touched += [t for t in entry.txn.touched if t not in touched]
+                self._logChanges(db, touched)
+                synced = db.total_changes != written
+                settled = self._takeUnsynced() if synced else []
+                db.execute("COMMIT")
+                return settled, synced
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                self._discardAll(remaining)
+                raise
+
+    @staticmethod
+    def _discardAll(entries):
+        for entry in entries:
+            entry.discardPending()
 
     def _upgrade(self):
         """
@@ -913,25 +1122,30 @@ class SQLiteStore(Listeners):
         canonical = self.canonicalName(mailbox)
         userId = self._mailboxIds(user, canonical, mailbox)[0]  # before writing anything
         pending, summary = self._writeBlob(prefix, source)  # outside the lock
-        with self._write() as txn:
-            txn.pending.append(pending)
-            if checkDuplicate and self._deliveredBefore(txn, userId, canonical, uniqueKey,
-                                                        pending):
-                return False
-            # The mailbox before the blob, as every writer takes them (see
-            # _forUpdate; here its UPDATE takes it): found by name again,
-            # its UID taken, in one statement.
-            row = txn.execute(
-                "UPDATE mailboxes SET uidNext = uidNext + 1, highestModSeq = highestModSeq + 1"
-                " WHERE userId = ? AND name = ? RETURNING id, uidNext - 1, highestModSeq",
-                (userId, canonical)).fetchone()
-            if row is None:
-                raise KeyError(mailbox)
-            self._addBlob(txn, pending)
-            self._keepSummary(txn, pending.blobId, summary)
-            self._insertMessage(txn, *row, pending.blobId, pending.size, "", "",
-                                time.time(), uniqueKey)
-            txn.changed(user, canonical)
+        return self._writeShared(lambda txn: self._deliverIn(
+            txn, user, userId, canonical, mailbox, pending, summary, uniqueKey, checkDuplicate))
+
+    def _deliverIn(self, txn, user, userId, canonical, mailbox, pending, summary, uniqueKey,
+                   checkDuplicate):
+        """L{deliver}'s part of a shared write transaction."""
+        txn.pending.append(pending)
+        if checkDuplicate and self._deliveredBefore(txn, userId, canonical, uniqueKey,
+                                                    pending):
+            return False
+        # The mailbox before the blob, as every writer takes them (see
+        # _forUpdate; here its UPDATE takes it): found by name again,
+        # its UID taken, in one statement.
+        row = txn.execute(
+            "UPDATE mailboxes SET uidNext = uidNext + 1, highestModSeq = highestModSeq + 1"
+            " WHERE userId = ? AND name = ? RETURNING id, uidNext - 1, highestModSeq",
+            (userId, canonical)).fetchone()
+        if row is None:
+            raise KeyError(mailbox)
+        self._addBlob(txn, pending)
+        self._keepSummary(txn, pending.blobId, summary)
+        self._insertMessage(txn, *row, pending.blobId, pending.size, "", "",
+                            time.time(), uniqueKey)
+        txn.changed(user, canonical)
         return True
 
     def _deliveredBefore(self, txn, userId, canonical, uniqueKey, pending):

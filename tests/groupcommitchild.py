@@ -1,0 +1,64 @@
+"""
+The process L{test_store_sqlite_groupcommit.test_shared_commits_survive_kill_9}
+kills: deliveries from several threads to one L{SQLiteStore}, printing
+C{A <sha256>} once a delivery returned (acknowledged) and C{B <n>} for
+each shared commit of C{n} deliveries.  A thread of its own takes the
+write lock now and then until others queue behind it, so that commits
+are shared however fast the disk is.
+
+    python groupcommitchild.py ROOT
+"""
+
+import hashlib
+import io
+import os
+import sys
+import threading
+import time
+
+from pymailer.store.sqlite import SQLiteStore
+
+ALICE = "alice@example.org"
+THREADS = 6
+output = threading.Lock()
+
+
+def say(kind, value):
+    with output:
+        sys.stdout.write(f"{kind} {value}\n")
+        sys.stdout.flush()
+
+
+def main(root):
+    store = SQLiteStore(root)
+    store.createUser(ALICE)
+    real = store._commitShared
+
+    def commitShared(batch):
+        result = real(batch)
+        say("B", len(batch))  # committed, not yet flushed: not an acknowledgement
+        return result
+
+    store._commitShared = commitShared
+
+    def deliver(worker):
+        n = 0
+        while True:
+            n += 1
+            body = b"Subject: %d %d %s\r\n\r\n" % (worker, n, os.urandom(8).hex().encode())
+            body += b"x" * 2000
+            store.deliver(ALICE, b"", io.BytesIO(body))
+            say("A", hashlib.sha256(body).hexdigest())
+
+    for worker in range(THREADS):
+        threading.Thread(target=deliver, args=(worker,), daemon=True).start()
+    while True:
+        with store._writeLock():  # another writer: deliveries queue behind it
+            deadline = time.monotonic() + 1
+            while len(store._sharedQueue) < 2 and time.monotonic() < deadline:
+                time.sleep(0.001)
+        time.sleep(0.01)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
