@@ -124,6 +124,7 @@ def main():
         profile = cProfile.Profile() if options.profile else None
         pool = factory.pool
         pool.cpu, pool.calls = 0.0, 0
+        pool.profile = profile  # paused in the store's calls: the reactor side alone
         cpu0 = time.process_time()
         if profile:
             profile.enable()

@@ -27,6 +27,7 @@ connection once they have run (L{pymailer.sendnow.hold}).
 """
 
 import threading
+import weakref
 from queue import SimpleQueue
 
 from twisted.internet._signals import _UnixWaker
@@ -81,7 +82,15 @@ class ReactorReturns:
 
     def __call__(self, ok, result, d):
         """In a pool thread: C{d} fires with C{result} in the reactor."""
-        self._queue.append((_fire, (d, ok, result), {}))
+        self.call(_fire, d, ok, result)
+
+    def call(self, f, *args):
+        """
+        In any thread: C{f(*args)} in the reactor's thread, as
+        C{callFromThread} would call it (in the same order), its wake-up
+        shared with the other calls and results on their way.
+        """
+        self._queue.append((f, args, {}))
         if not self._pending:
             self._pending = True
             self._queue.append((self._woken, (), {}))
@@ -139,6 +148,23 @@ class CoalescingWaker(_UnixWaker):
         self._pending = False
 
 
+# reactor -> its ReactorReturns, one for every pool and for the store's
+# change notices (L{pymailer.store.notify}): a write command's notice and
+# its result share one wake-up of the reactor.
+_returns = weakref.WeakKeyDictionary()
+
+
+def reactorReturns(reactor):
+    """
+    The L{ReactorReturns} of C{reactor}, or C{None} for a reactor without
+    Twisted's thread-call queue (a test's clock).  Any thread.
+    """
+    returns = _returns.get(reactor)
+    if returns is None and isinstance(getattr(reactor, "threadCallQueue", None), list):
+        returns = _returns.setdefault(reactor, ReactorReturns(reactor))
+    return returns
+
+
 def _fire(d, ok, result):
     """
     In the reactor: what C{d}'s callbacks write to connections goes out in
@@ -170,17 +196,13 @@ class LightThreadPool:
         self._lock = threading.Lock()
         self._idle = 0  # threads waiting for work that no one has claimed
         self._backlog = 0  # work queued with no thread claimed for it
-        self._returns = {}  # reactor -> ReactorReturns
 
     def returnsTo(self, reactor):
         """
         The L{ReactorReturns} of C{reactor} (L{deferToPool}), or C{None}
         for a reactor without Twisted's thread-call queue (a test's clock).
         """
-        returns = self._returns.get(reactor)
-        if returns is None and isinstance(getattr(reactor, "threadCallQueue", None), list):
-            returns = self._returns[reactor] = ReactorReturns(reactor)
-        return returns
+        return reactorReturns(reactor)
 
     def start(self):
         self.joined = False

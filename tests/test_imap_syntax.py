@@ -5,6 +5,7 @@ the protocol on a L{StringTransport}.
 """
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from imapharness import withoutMailboxId, loggedIn
 from pymailer.imap.parser import Atom, ParseError, String, tokenize
@@ -58,3 +59,41 @@ def test_mailbox_names_with_brackets_over_the_protocol(client):
     out = client.send(b"k SELECT nosuch[box\r\n")
     # The open folder is closed first (RFC 7162 3.2.11's CLOSED), then NO.
     assert out.startswith(b"* OK [CLOSED] ") and b"\r\nk NO" in out, out
+
+
+@settings(max_examples=3000, deadline=None, derandomize=True)
+@given(st.lists(st.sampled_from([b" ", b"(", b")", b"\\", b"]", b"a", b"7", b"*", b":", b",",
+                                 b"+", b"%", b"~", b"\x7e", b"!", b"#"]), max_size=40)
+       .map(b"".join), st.booleans())
+def test_plain_lines_take_the_quick_tokenizer_with_the_same_tokens(line, sections):
+    """If this fails, a command line of atoms and parentheses alone (a
+    STORE, a FETCH of FLAGS: most of a session's commands) is read
+    differently by the regular-expression path that splits it than the
+    character-by-character one did: other tokens, or another error."""
+    from pymailer.imap import parser
+
+    assert parser._PLAIN_LINE.fullmatch(line)
+
+    def tokens(tokenizeLine):
+        stack = [[]]
+        try:
+            tokenizeLine(stack)
+        except ParseError as e:
+            return "ParseError", str(e)
+        return stack
+
+    assert tokens(lambda stack: parser._tokenizePlain(line, stack)) == tokens(
+        lambda stack: parser._tokenizeLine(line, stack, sections))
+
+
+def test_the_quick_tokenizer_takes_only_plain_lines():
+    """If this fails, a line with a quoted string, a literal, a section or
+    a control or 8-bit character is split as plain atoms."""
+    from pymailer.imap import parser
+
+    for line in (b'a SELECT "x y"', b"a APPEND x {3}", b"a FETCH 1 BODY[]", b"a x\x01",
+                 b"a x\x7f", b"a caf\xc3\xa9", b"a x\ty"):
+        assert not parser._PLAIN_LINE.fullmatch(line), line
+    assert tokenize([b"a STORE 1:3,5 +FLAGS.SILENT (\\Seen \\Deleted)"]) == [
+        Atom(b"a"), Atom(b"STORE"), Atom(b"1:3,5"), Atom(b"+FLAGS.SILENT"),
+        [Atom(b"\\Seen"), Atom(b"\\Deleted")]]

@@ -76,6 +76,26 @@ def test_append_to_the_selected_mailbox_takes_one_trip(session):
     assert len(trips) == 1, trips
 
 
+def test_append_to_the_selected_mailbox_keeps_reading(session, monkeypatch):
+    """If this fails, an APPEND into the open mailbox with nothing before
+    it stops reading the connection and starts it again (two epoll_ctl
+    system calls on the reactor thread, issue 13) although the session
+    answers its check at once; or an APPEND pipelined behind another
+    command is answered out of order."""
+    client, trips = session
+    pauses = []
+    monkeypatch.setattr(client.transport, "pauseProducing", lambda: pauses.append("pause"))
+    out = client.send(b"a APPEND INBOX {%d}\r\n" % len(MESSAGE))
+    assert out == b"+ Ready for literal data\r\n"
+    assert pauses == []
+    assert b"a OK [APPENDUID " in client.send(MESSAGE + b"\r\n")
+    # Pipelined behind a NOOP that reads the store (its refresh): in order.
+    client.protocol.selected.dirty = True
+    out = client.send(b"n NOOP\r\nb APPEND INBOX {%d}\r\n" % len(MESSAGE))
+    assert out.endswith(b"n OK NOOP completed\r\n+ Ready for literal data\r\n"), out
+    assert b"b OK [APPENDUID " in client.send(MESSAGE + b"\r\n")
+
+
 def test_append_elsewhere_is_checked_before_the_upload(session):
     """If this fails, an APPEND into a mailbox other than the open one
     (a sent message filed) is not checked before the upload: a client

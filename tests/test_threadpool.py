@@ -5,6 +5,7 @@ in Twisted's pool's order of start and stop; and L{deferToPool}'s way
 back, results that finish together waking the reactor once.
 """
 
+import io
 import threading
 import time
 
@@ -182,6 +183,34 @@ def test_a_result_comes_back_after_what_its_work_handed_to_the_reactor(running):
     assert r.wakeUps == 2  # the first result's, and callFromThread's own
     r.reactor.runUntilCurrent()
     assert first.called and events == ["notice", "result"]
+
+
+def test_a_change_notice_and_its_commands_result_share_one_wake_up(running, tmp_path):
+    """
+    If this fails, every IMAP command that changes a mailbox (STORE,
+    APPEND, EXPUNGE) wakes the reactor twice (a write to its waker pipe, an
+    event, a read, a turn of its loop each): once for the store's change
+    notice and once for the command's result; or the notice comes after
+    the result, and the session reads the mailbox again for its own change.
+    """
+    from pymailer.store.memory import MemoryStore
+    from pymailer.store.notify import ChangeNotifier
+
+    r = WakeCountingReactor()
+    store = MemoryStore()
+    notifier = ChangeNotifier(store, r.reactor)
+    events = []
+    notifier.subscribe("u@example.org", "INBOX", lambda stamp: events.append("notice"))
+
+    def work():
+        store.mailbox("u@example.org").append(io.BytesIO(b"Subject: x\r\n\r\nx\r\n"))
+        return "result"
+
+    deferToPool(r.reactor, running, work).addCallback(events.append)
+    r.queued(3)  # the notice, the result, and the marker of their wake-up
+    assert r.wakeUps == 1
+    r.reactor.runUntilCurrent()
+    assert events == ["notice", "result"]
 
 
 def test_a_result_queued_during_the_reactors_turn_is_not_lost(running):

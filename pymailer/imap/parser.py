@@ -66,6 +66,13 @@ _SEQUENCE_RANGE = re.compile(rb"(\*|\d{1,10})(?::(\*|\d{1,10}))?")
 _SEQUENCE_SET = re.compile(rb"(?:\*|\d{1,10})(?::(?:\*|\d{1,10}))?"
                            rb"(?:,(?:\*|\d{1,10})(?::(?:\*|\d{1,10}))?)*")
 _ATOM_RUN = re.compile(rb'[^ (){"\[\x00-\x1f\x7f]*')
+# A line of atoms, spaces and parentheses alone, in printable ASCII (no
+# quoted string, literal, "[" or control character): most commands of a
+# session (STORE, FETCH FLAGS, SELECT of a plain name, EXPUNGE).  Its tokens
+# are the runs between spaces and parentheses, found by one findall rather
+# than character by character (issue 13); the same as _tokenizeLine's.
+_PLAIN_LINE = re.compile(rb"[\x20\x21\x23-\x5a\x5c-\x7a\x7c-\x7e]*")
+_PLAIN_TOKEN = re.compile(rb"[()]|[^ ()]+")
 
 
 def isFetch(firstLine):
@@ -95,7 +102,10 @@ def tokenize(segments, sections=False):
         if literal is not None:
             marker = LITERAL_AT_END.search(line)
             line = line[:marker.start()]
-        _tokenizeLine(line, stack, sections)
+        if _PLAIN_LINE.fullmatch(line):
+            _tokenizePlain(line, stack)
+        else:
+            _tokenizeLine(line, stack, sections)
         if literal is not None:
             if isinstance(literal, FileLiteral):
                 stack[-1].append(literal)
@@ -104,6 +114,22 @@ def tokenize(segments, sections=False):
     if len(stack) != 1:
         raise ParseError("unbalanced parentheses")
     return stack[0]
+
+
+def _tokenizePlain(line, stack):
+    """L{_tokenizeLine} for a line L{_PLAIN_LINE} matches."""
+    for token in _PLAIN_TOKEN.findall(line):
+        if token == b"(":
+            if len(stack) > MAX_NESTING:
+                raise ParseError("parentheses nested too deeply")
+            stack.append([])
+        elif token == b")":
+            if len(stack) == 1:
+                raise ParseError("unbalanced parentheses")
+            done = stack.pop()
+            stack[-1].append(done)
+        else:
+            stack[-1].append(Atom(token))
 
 
 def _tokenizeLine(line, stack, sections):

@@ -103,6 +103,12 @@ _STORE_MODES = {b"FLAGS": "set", b"+FLAGS": "add", b"-FLAGS": "remove"}
 _KEYWORD = re.compile(r'[^\x00-\x20\x7f-\uffff(){%*"\\\]]+')
 
 
+# (command name, UID or not) -> its IMAP_COMMAND_SECONDS child: labels()
+# checks and looks its arguments up under a lock on each call.  Bounded:
+# only commands we implement are timed.
+_commandHistograms = {}
+
+
 @functools.lru_cache(maxsize=256)
 def _commandLabel(name, uid):
     """The metrics label of a command we implement (a bounded set)."""
@@ -355,6 +361,12 @@ class IMAPServer(QuotaCommands, IMAP4Server):
             return
         target = self._appendTarget(name, segments)
         if target is None:
+            return self._acceptLiteral(name, size, plus)
+        if not self._busy and not self._commands and self._appendCheckKnown(target, size):
+            # Nothing runs or waits before this APPEND, and the session
+            # knows the check's answer: accepted now, without pausing the
+            # transport and resuming it (two epoll_ctl) or a turn of _pump
+            # (issue 13: one APPEND in seven commands of a long session).
             return self._acceptLiteral(name, size, plus)
         # APPEND's message: is the mailbox there?  Asked before any "+", so
         # a refused name costs the client no upload; after the commands
@@ -691,8 +703,11 @@ class IMAPServer(QuotaCommands, IMAP4Server):
 
     def _timed(self, result, name, uid, started):
         # Only commands we implement get here: the label set is bounded.
-        metrics.labelled(metrics.IMAP_COMMAND_SECONDS, _commandLabel(name, uid)).observe(
-            time.perf_counter() - started)
+        histogram = _commandHistograms.get((name, uid))
+        if histogram is None:
+            histogram = _commandHistograms[name, uid] = metrics.labelled(
+                metrics.IMAP_COMMAND_SECONDS, _commandLabel(name, uid))
+        histogram.observe(time.perf_counter() - started)
         return result
 
     def _completed(self, result, tag, name, uid):

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from pymailer.interfaces import IChangeNotifier, IExternalChanges
+from pymailer.threadpool import reactorReturns
 
 log = Logger()
 
@@ -194,7 +195,13 @@ class ChangeNotifier(Service):
         # this thread makes next (a command's refresh after its own
         # change) is known to include it.
         stamp = getattr(_thread, "stamp", None) or readStamp()
-        self.reactor.callFromThread(self._dispatch, user, mailboxName, stamp)
+        # With the command's result that follows (the same queue, in
+        # order), one wake-up of the reactor, not one each (issue 13).
+        returns = reactorReturns(self.reactor)
+        if returns is None:
+            self.reactor.callFromThread(self._dispatch, user, mailboxName, stamp)
+        else:
+            returns.call(self._dispatch, user, mailboxName, stamp)
 
     def _dispatch(self, user, mailboxName, stamp):
         for callback in list(self._subscribers.get((user, mailboxName), ())):
