@@ -25,8 +25,8 @@ output = threading.Lock()
 
 def say(kind, value):
     with output:
-        sys.stdout.write(f"{kind} {value}\n")
-        sys.stdout.flush()
+        # One write(2) a line: a kill never leaves half of one.
+        os.write(1, f"{kind} {value}\n".encode())
 
 
 def main(root):
