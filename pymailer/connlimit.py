@@ -175,15 +175,18 @@ class Admission(Protocol):
         if self._paused:
             self.transport.resumeProducing()
         self.session = factory.buildSession(self.addr)
+        # Every read from now on goes straight to the session: the
+        # transport's call finds the session's method on this instance,
+        # not a forwarding call of ours (one Python call per read fewer).
+        self.dataReceived = self.session.dataReceived
         self.session.makeConnection(self.transport)
         early, self._early = b"".join(self._early), None
         if early:
             self.session.dataReceived(early)
 
     def dataReceived(self, data):
-        if self.session is not None:
-            self.session.dataReceived(data)
-        elif self._early is not None:
+        """Input before the answer (the session's own method after it)."""
+        if self._early is not None:
             self._early.append(data)
 
     def connectionLost(self, reason):

@@ -175,7 +175,10 @@ class SQLiteLimits:
 
     def __init__(self, path, lease=CONNECTION_LEASE, clock=time.time):
         self.path = os.fspath(path)
-        self._db = ThreadConnections(self.path, _SCHEMA).db
+        # Every SMTP connection may write here (L{pymailer.connlimit}): the
+        # writers of all workers queue, rather than poll in sleeps.
+        self._connections = ThreadConnections(self.path, _SCHEMA, queueWriters=True)
+        self._db = self._connections.db
         self._changes = 0
         self._db()  # made (and checked) now, not on the first client
         self.counter = newCounter()
@@ -184,17 +187,11 @@ class SQLiteLimits:
 
     def _change(self, f):
         """Run C{f(db)} as one transaction that no other writer interleaves."""
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._connections.transaction() as db:
             result = f(db)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        self._changes += 1
-        if self._changes % PURGE_EVERY == 0:
-            self._purge(db)
+            self._changes += 1
+            if self._changes % PURGE_EVERY == 0:
+                self._purge(db)
         return result
 
     def _purge(self, db):

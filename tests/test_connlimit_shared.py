@@ -228,3 +228,16 @@ def test_client_connecting_without_pause_keeps_its_slot(tmp_path):
     assert store.calls - before == 4  # both slots (address, total) given back
     opened = [connectSMTP(two) for _ in range(8)]
     assert all(t.value().startswith(b"220 ") for _, t in opened)
+
+
+def test_admitted_connection_reads_straight_into_the_session(tmp_path):
+    """
+    Once admitted, what the transport reads goes to the SMTP session with
+    no forwarding call of the admission's in between (it ran on every read
+    of every connection): the protocol the transport holds answers
+    C{dataReceived} with the session's own method, and commands work.
+    """
+    protocol, transport = connectSMTP(smtpListener(sharedStore(tmp_path)))
+    assert protocol.dataReceived == protocol.session.dataReceived
+    protocol.dataReceived(b"EHLO client.example\r\n")
+    assert transport.value().split(b"\r\n")[1].startswith(b"250-mx.example.org")
