@@ -1708,10 +1708,18 @@ class SQLiteMailbox:
         system, letters = set(system.split()), set(letters)
         query = ("SELECT uid, modseq, system, letters, key, size, internalDate,"
                  " coalesce(saveDate, internalDate) FROM messages WHERE mailboxId = ?")
-        rows = txn.execute(query + " ORDER BY uid", (self._id,)).fetchall() \
-            if len(wanted) > 500 else [
-                row for uid in sorted(wanted) for row in txn.execute(
-                    query + " AND uid = ?", (self._id, uid))]
+        if len(wanted) > 500:
+            rows = txn.execute(query + " ORDER BY uid", (self._id,)).fetchall()
+        else:
+            # Under the write lock every writer waits for this: one query a
+            # chunk, not one a UID (each sqlite call gives up and takes back
+            # the GIL, the long tail of the lock's hold, issue 13).
+            ordered, rows = sorted(wanted), []
+            for i in range(0, len(ordered), 250):
+                part = ordered[i:i + 250]
+                rows += txn.execute(query + " AND uid IN (%s) ORDER BY uid"
+                                    % ",".join("?" * len(part)), (self._id, *part)).fetchall()
+        answers, updates = [], []
         for uid, modseq, oldSystem, oldLetters, key, size, internalDate, saveDate in rows:
             if uid not in wanted:
                 continue
@@ -1727,14 +1735,31 @@ class SQLiteMailbox:
                 new = (old[0] - system, old[1] - letters)
             newFlags = self._flags(keywords, " ".join(new[0]), new[1])
             if new != old:
-                modseq = self._nextModSeq(txn)
-                txn.execute("UPDATE messages SET system = ?, letters = ?, modseq = ?"
-                            " WHERE mailboxId = ? AND uid = ?",
-                            (" ".join(sorted(new[0])), "".join(sorted(new[1])),
-                             modseq, self._id, uid))
-                txn.changed(self.user, self.name)
-                changed.append(MessageInfo(uid, key, newFlags, size, internalDate, modseq,
+                updates.append((uid, new, newFlags, key, size, internalDate, saveDate))
+                modseq = None  # taken below
+            answers.append([uid, newFlags, modseq])
+        if updates:
+            # A mod-sequence each, ascending with the UIDs as before, all
+            # taken in one statement and written in one executemany.
+            first = txn.execute(
+                "UPDATE mailboxes SET highestModSeq = highestModSeq + ? WHERE id = ?"
+                " RETURNING highestModSeq", (len(updates), self._id)).fetchone()[0] \
+                - len(updates) + 1
+            txn.db.executemany(
+                "UPDATE messages SET system = ?, letters = ?, modseq = ?"
+                " WHERE mailboxId = ? AND uid = ?",
+                [(" ".join(sorted(new[0])), "".join(sorted(new[1])), first + n, self._id, uid)
+                 for n, (uid, new, *_) in enumerate(updates)])
+            taken = {}
+            for n, (uid, _, newFlags, key, size, internalDate, saveDate) in enumerate(updates):
+                taken[uid] = first + n
+                changed.append(MessageInfo(uid, key, newFlags, size, internalDate, first + n,
                                            None, saveDate))
+            for answer in answers:
+                if answer[2] is None:
+                    answer[2] = taken[answer[0]]
+            txn.changed(self.user, self.name)
+        for uid, newFlags, modseq in answers:
             results[uid] = (newFlags, modseq)
         return results, failed, changed, names
 
