@@ -13,20 +13,14 @@ import io
 import itertools
 import sys
 import threading
-import time
 
 from pymailer.store.sqlite import SQLiteStore
+
+from tests.groupcommitchild import holdTheLockNowAndThen, say, sayBatches
 
 ALICE = "alice@example.org"
 STORERS = 4
 MESSAGES = 400
-output = threading.Lock()
-
-
-def say(kind, value):
-    with output:
-        sys.stdout.write(f"{kind} {value}\n")
-        sys.stdout.flush()
 
 
 def main(root):
@@ -34,14 +28,7 @@ def main(root):
     store.createUser(ALICE)
     for n in range(MESSAGES):
         store.deliver(ALICE, b"", io.BytesIO(b"Subject: %d\r\n\r\nbody\r\n" % n))
-    real = store._commitShared
-
-    def commitShared(batch):
-        result = real(batch)
-        say("B", len(batch))  # committed, not yet answered: not an acknowledgement
-        return result
-
-    store._commitShared = commitShared
+    sayBatches(store)
 
     def storeSeen(worker):
         box = store.mailbox(ALICE)
@@ -58,12 +45,7 @@ def main(root):
     for worker in range(STORERS):
         threading.Thread(target=storeSeen, args=(worker,), daemon=True).start()
     threading.Thread(target=append, daemon=True).start()
-    while True:
-        with store._writeLock():  # another writer: the sessions queue behind it
-            deadline = time.monotonic() + 1
-            while len(store._sharedQueue) < 2 and time.monotonic() < deadline:
-                time.sleep(0.001)
-        time.sleep(0.01)
+    holdTheLockNowAndThen(store)
 
 
 if __name__ == "__main__":
