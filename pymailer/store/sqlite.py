@@ -25,9 +25,11 @@ NORMAL}, so a commit writes the WAL and does not wait for the disk.  A
 commit that adds content (delivery, APPEND, COPY, MOVE, import; and
 mailbox and account changes) is made durable before the call returns, by
 an fsync of the WAL after the write lock is released; concurrent commits
-share one (group commit, L{SQLiteStore._syncWal}), and deliveries that
-wait for the write lock meanwhile share one transaction as well
-(L{SQLiteStore._writeShared}: fewer WAL pages per message).  Flag changes,
+share one (group commit, L{SQLiteStore._syncWal}), and deliveries and
+IMAP's writes (STORE, EXPUNGE, APPEND, COPY, MOVE) that wait for the write
+lock meanwhile share one transaction as well, a savepoint each
+(L{SQLiteStore._writeShared}: fewer WAL pages per message, fewer commits
+for ten sessions queued on one lock).  Flag changes,
 expunges and the C{\\Recent} claim are not flushed: they are atomic, and
 survive the process being killed (C{kill -9}: the WAL is in the kernel's
 page cache), but an OS crash or a power loss before the next flush (the
