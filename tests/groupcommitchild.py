@@ -29,9 +29,8 @@ def say(kind, value):
         os.write(1, f"{kind} {value}\n".encode())
 
 
-def main(root):
-    store = SQLiteStore(root)
-    store.createUser(ALICE)
+def sayBatches(store):
+    """Print C{B <n>} for each shared commit of C{n} writers."""
     real = store._commitShared
 
     def commitShared(batch):
@@ -40,6 +39,22 @@ def main(root):
         return result
 
     store._commitShared = commitShared
+
+
+def holdTheLockNowAndThen(store):
+    """For ever: another writer, so that writers queue behind it and share commits."""
+    while True:
+        with store._writeLock():
+            deadline = time.monotonic() + 1
+            while len(store._sharedQueue) < 2 and time.monotonic() < deadline:
+                time.sleep(0.001)
+        time.sleep(0.01)
+
+
+def main(root):
+    store = SQLiteStore(root)
+    store.createUser(ALICE)
+    sayBatches(store)
 
     def deliver(worker):
         n = 0
@@ -52,12 +67,7 @@ def main(root):
 
     for worker in range(THREADS):
         threading.Thread(target=deliver, args=(worker,), daemon=True).start()
-    while True:
-        with store._writeLock():  # another writer: deliveries queue behind it
-            deadline = time.monotonic() + 1
-            while len(store._sharedQueue) < 2 and time.monotonic() < deadline:
-                time.sleep(0.001)
-        time.sleep(0.01)
+    holdTheLockNowAndThen(store)
 
 
 if __name__ == "__main__":

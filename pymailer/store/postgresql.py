@@ -371,13 +371,13 @@ class PostgreSQLStore(SQLiteStore):
         for user, mailbox in txn.touched:
             self._notify(user, mailbox)
 
-    def _writeShared(self, work):
+    def _writeShared(self, work, durable=True):
         """
-        A transaction of its own: concurrent deliveries here commit in
+        A transaction of its own: concurrent writers here commit in
         parallel on their own connections (row locks, not one write lock),
         and the server groups their WAL flushes itself (C{commit_delay}).
         """
-        with self._write() as txn:
+        with self._write(durable) as txn:
             return work(txn)
 
     @property

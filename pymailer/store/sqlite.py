@@ -25,9 +25,11 @@ NORMAL}, so a commit writes the WAL and does not wait for the disk.  A
 commit that adds content (delivery, APPEND, COPY, MOVE, import; and
 mailbox and account changes) is made durable before the call returns, by
 an fsync of the WAL after the write lock is released; concurrent commits
-share one (group commit, L{SQLiteStore._syncWal}), and deliveries that
-wait for the write lock meanwhile share one transaction as well
-(L{SQLiteStore._writeShared}: fewer WAL pages per message).  Flag changes,
+share one (group commit, L{SQLiteStore._syncWal}), and deliveries and
+IMAP's writes (STORE, EXPUNGE, APPEND, COPY, MOVE) that wait for the write
+lock meanwhile share one transaction as well, a savepoint each
+(L{SQLiteStore._writeShared}: fewer WAL pages per message, fewer commits
+for ten sessions queued on one lock).  Flag changes,
 expunges and the C{\\Recent} claim are not flushed: they are atomic, and
 survive the process being killed (C{kill -9}: the WAL is in the kernel's
 page cache), but an OS crash or a power loss before the next flush (the
@@ -303,10 +305,11 @@ class _Transaction:
 class _SharedWork:
     """One caller's part of a shared write transaction (L{SQLiteStore._writeShared})."""
 
-    def __init__(self, work):
-        self.work = work
+    def __init__(self, work, durable):
+        self.work, self.durable = work, durable
         self.txn = self.result = self.error = None
         self.leads = False   # told to lead the next transaction
+        self.answered = False  # woken with its outcome (see _answer)
         # Released when this caller is to go on: its commit is durable (or
         # failed), or it is to lead.  A lock: cheaper than an Event.
         self.wake = threading.Lock()
@@ -505,25 +508,28 @@ class SQLiteStore(Listeners):
             if seq % 1000 == 0:
                 db.execute("DELETE FROM changes WHERE seq <= ?", (seq - CHANGES_KEPT,))
 
-    def _writeShared(self, work):
+    def _writeShared(self, work, durable=True):
         """
-        C{work(txn)} in a durable write transaction that the deliveries
-        waiting for the write lock meanwhile share (group commit, as
-        Postfix's and Dovecot's: one commit, one WAL flush for all of
-        them; under load a delivery otherwise wrote its own ~10 WAL pages
-        and re-read the pages another connection changed).  Each one's
-        work runs in a C{SAVEPOINT} of its own: one that fails is rolled
-        back alone and its caller gets its exception, the others commit.
-        Every caller returns once the shared commit is on disk.
+        C{work(txn)} in a write transaction that the writers waiting for
+        the write lock meanwhile share (group commit, as Postfix's and
+        Dovecot's: one commit, one WAL flush for all of them; under load a
+        delivery otherwise wrote its own ~10 WAL pages and re-read the
+        pages another connection changed, and ten IMAP sessions' STOREs
+        queued for the lock one commit each).  Each one's work runs in a
+        C{SAVEPOINT} of its own: one that fails is rolled back alone and
+        its caller gets its exception, the others commit.  A C{durable}
+        caller returns once the shared commit is on disk (the WAL
+        flushed); one not C{durable} (flag changes, expunges: see L{_write})
+        once it is committed, before that flush.
 
         The thread that finds no transaction being prepared leads: it takes
-        the write lock, then every delivery queued by then (its own among
+        the write lock, then every writer queued by then (its own among
         them), commits them, hands the lead to the first one queued since,
         and flushes the WAL while that one prepares the next.
 
         @return: what C{work} returned.
         """
-        entry = _SharedWork(work)
+        entry = _SharedWork(work, durable)
         with self._sharedGuard:
             self._sharedQueue.append(entry)
             lead = not self._sharedLeading
@@ -556,27 +562,39 @@ class SQLiteStore(Listeners):
                     nextLeader.wake.release()
                 else:
                     self._sharedLeading = False
+        freed = [blobId for done in batch if not done.failed() for blobId in done.txn.freed]
+        # Those the flush is not for go on now (committed: atomic, and
+        # safe from kill -9), the others after it.
+        for done in batch:
+            if not (synced and done.durable and not done.failed()):
+                self._answer(done, entry)
         try:
             if synced:
                 self._syncWal()  # outside the lock: the next batch commits meanwhile
+                settled += freed
+            else:
+                settled += self._settleLater(freed)
         except BaseException as e:  # maybe not on disk: nobody is told it is
             for done in batch:
-                if not done.failed():
+                if not done.answered and not done.failed():
                     done.error = e
             with self._unsyncedGuard:  # freed blobs wait for the next flush
-                self._unsynced.extend(settled)
+                self._unsynced.extend(settled + freed if synced else settled)
             settled = []
         finally:
             for done in batch:
-                done.leads = False
-                if done is not entry:
-                    done.wake.release()
-        for done in batch:
-            if not done.failed():
-                settled += done.txn.freed
+                self._answer(done, entry)
         if settled:
             self._removeBlobs(settled)
         return self._sharedOutcome(entry)
+
+    @staticmethod
+    def _answer(done, leader):
+        """Wake C{done}, its shared transaction over for it (at most once)."""
+        if not done.answered:
+            done.answered, done.leads = True, False
+            if done is not leader:
+                done.wake.release()
 
     def _sharedOutcome(self, entry):
         """A caller of L{_writeShared}, its transaction over: its result or its error."""
@@ -639,7 +657,8 @@ class SQLiteStore(Listeners):
                 for entry in committing:
                     touched += [t for t in entry.txn.touched if t not in touched]
                 self._logChanges(db, touched)
-                synced = db.total_changes != written
+                synced = db.total_changes != written and any(
+                    entry.durable for entry in committing)
                 settled = self._takeUnsynced() if synced else []
                 db.execute("COMMIT")
                 return settled, synced
@@ -1512,9 +1531,12 @@ class SQLiteMailbox:
                 if not claim:
                     result = self._changesIn(db, modseq, row)
         if claim:
-            with self.store._write(durable=False) as txn:
-                result = self._changesIn(txn.db, modseq)
+            def claimIn(txn):
+                result = self._changesIn(txn.db, modseq)  # before the claim: what is recent
                 self._claimIn(txn)
+                return result
+
+            result = self.store._writeShared(claimIn, durable=False)
         return self._changedSnapshot(modseq, result)
 
     def _changedSnapshot(self, modseq, result):
@@ -1640,31 +1662,38 @@ class SQLiteMailbox:
                            " WHERE id = ? RETURNING highestModSeq", (self._id,)).fetchone()[0]
 
     def storeFlags(self, uids, mode, flags, unchangedSince=None):
-        with self.store._write(durable=False) as txn:
+        def store(txn):
             names = self._row(txn.db, "keywords")[0]
-            results, failed, _, _ = self._storeIn(txn, names, uids, mode, flags, unchangedSince)
-        return results, failed
+            return self._storeIn(txn, names, uids, mode, flags, unchangedSince)[:2]
+
+        # Shared with other sessions' writes waiting meanwhile (one commit).
+        return self.store._writeShared(store, durable=False)
 
     def storeFlagsWithChanges(self, uids, mode, flags, unchangedSince=None, since=0,
                               claimRecent=False):
         # One write transaction (one trip for the caller, issue 13), as in
-        # expungeDeleted.
-        with self.store._write(durable=False) as txn:
+        # expungeDeleted, shared with other sessions' writes (one commit).
+        def store(txn):
             row = self._row(txn.db)
             validity, uidNext, highest, firstRecent, names = row
             results, failed, changed, names = self._storeIn(
                 txn, names, uids, mode, flags, unchangedSince)
             if highest == since:
-                # Nobody changed the mailbox since the caller's read, and
-                # the write lock keeps it so: what changed after it is this
-                # change alone, known without reading it back.
+                # Nobody changed the mailbox since the caller's read (not
+                # the writers before this one in a shared transaction
+                # either: the row is read in it), and the write lock keeps
+                # it so: what changed after it is this change alone, known
+                # without reading it back.
                 result = ((validity, uidNext, max([highest] + [i.modseq for i in changed]),
                            firstRecent, names), changed, ())
             else:
                 result = self._changesIn(txn.db, since)
             if claimRecent and firstRecent < uidNext:  # RFC 3501 2.3.2, as in changedSince
                 self._claimIn(txn)
-        return (results, failed), self._changedSnapshot(since, result)
+            return (results, failed), result
+
+        answer, result = self.store._writeShared(store, durable=False)
+        return answer, self._changedSnapshot(since, result)
 
     def _storeIn(self, txn, names, uids, mode, flags, unchangedSince):
         """
@@ -1681,10 +1710,18 @@ class SQLiteMailbox:
         system, letters = set(system.split()), set(letters)
         query = ("SELECT uid, modseq, system, letters, key, size, internalDate,"
                  " coalesce(saveDate, internalDate) FROM messages WHERE mailboxId = ?")
-        rows = txn.execute(query + " ORDER BY uid", (self._id,)).fetchall() \
-            if len(wanted) > 500 else [
-                row for uid in sorted(wanted) for row in txn.execute(
-                    query + " AND uid = ?", (self._id, uid))]
+        if len(wanted) > 500:
+            rows = txn.execute(query + " ORDER BY uid", (self._id,)).fetchall()
+        else:
+            # Under the write lock every writer waits for this: one query a
+            # chunk, not one a UID (each sqlite call gives up and takes back
+            # the GIL, the long tail of the lock's hold, issue 13).
+            ordered, rows = sorted(wanted), []
+            for i in range(0, len(ordered), 250):
+                part = ordered[i:i + 250]
+                rows += txn.execute(query + " AND uid IN (%s) ORDER BY uid"
+                                    % ",".join("?" * len(part)), (self._id, *part)).fetchall()
+        answers, updates = [], []
         for uid, modseq, oldSystem, oldLetters, key, size, internalDate, saveDate in rows:
             if uid not in wanted:
                 continue
@@ -1700,14 +1737,31 @@ class SQLiteMailbox:
                 new = (old[0] - system, old[1] - letters)
             newFlags = self._flags(keywords, " ".join(new[0]), new[1])
             if new != old:
-                modseq = self._nextModSeq(txn)
-                txn.execute("UPDATE messages SET system = ?, letters = ?, modseq = ?"
-                            " WHERE mailboxId = ? AND uid = ?",
-                            (" ".join(sorted(new[0])), "".join(sorted(new[1])),
-                             modseq, self._id, uid))
-                txn.changed(self.user, self.name)
-                changed.append(MessageInfo(uid, key, newFlags, size, internalDate, modseq,
+                updates.append((uid, new, newFlags, key, size, internalDate, saveDate))
+                modseq = None  # taken below
+            answers.append([uid, newFlags, modseq])
+        if updates:
+            # A mod-sequence each, ascending with the UIDs as before, all
+            # taken in one statement and written in one executemany.
+            first = txn.execute(
+                "UPDATE mailboxes SET highestModSeq = highestModSeq + ? WHERE id = ?"
+                " RETURNING highestModSeq", (len(updates), self._id)).fetchone()[0] \
+                - len(updates) + 1
+            txn.db.executemany(
+                "UPDATE messages SET system = ?, letters = ?, modseq = ?"
+                " WHERE mailboxId = ? AND uid = ?",
+                [(" ".join(sorted(new[0])), "".join(sorted(new[1])), first + n, self._id, uid)
+                 for n, (uid, new, *_) in enumerate(updates)])
+            taken = {}
+            for n, (uid, _, newFlags, key, size, internalDate, saveDate) in enumerate(updates):
+                taken[uid] = first + n
+                changed.append(MessageInfo(uid, key, newFlags, size, internalDate, first + n,
                                            None, saveDate))
+            for answer in answers:
+                if answer[2] is None:
+                    answer[2] = taken[answer[0]]
+            txn.changed(self.user, self.name)
+        for uid, newFlags, modseq in answers:
             results[uid] = (newFlags, modseq)
         return results, failed, changed, names
 
@@ -1716,50 +1770,61 @@ class SQLiteMailbox:
             raise KeyError(uid)
 
     def expunge(self, uids):
-        with self.store._write(durable=False) as txn:
+        def expunge(txn):
             self._row(txn.db, "1")
             self._expunge(txn, uids)
+
+        self.store._writeShared(expunge, durable=False)
 
     def expungeDeleted(self, uids=None, since=None, claimRecent=False):
         # One write transaction (and so one trip for the caller): which
         # messages are \Deleted, their removal, and what the session is to
-        # be told, with nobody's change in between.
-        with self.store._write(durable=False) as txn:
-            row = self._row(txn.db)  # MailboxGone
-            wanted = None if uids is None else set(uids)
-            if wanted is not None and len(wanted) <= 500:  # UID EXPUNGE: by key
-                rows = [row for uid in sorted(wanted) for row in txn.execute(
-                    "SELECT uid, system FROM messages WHERE mailboxId = ? AND uid = ?",
-                    (self._id, uid))]
-            else:
-                # Under the write lock every writer waits for this: the
-                # messagesDeleted index holds the \Deleted rows alone.
-                rows = txn.execute(DELETED_ROWS, (self._id,)).fetchall()
-            doomed = [uid for uid, system in rows if "\\Deleted" in system.split()
-                      and (wanted is None or uid in wanted)]
-            expunged = [uid for uid, _ in self._expunge(txn, doomed)]
-            if since is None:
-                return expunged, None
-            validity, uidNext, highest, firstRecent, names = row
-            if highest == since:
-                # As in storeFlagsWithChanges: the expunge (one new
-                # mod-sequence) is all that changed after the caller's read.
-                result = ((validity, uidNext, highest + bool(expunged), firstRecent, names),
-                          [], tuple(expunged))
-            else:
-                result = self._changesIn(txn.db, since)
-            if claimRecent and firstRecent < uidNext:  # RFC 3501 2.3.2, as in changedSince
-                self._claimIn(txn)
-        return expunged, self._changedSnapshot(since, result)
+        # be told, with nobody's change in between; shared with other
+        # sessions' writes (one commit).
+        expunged, result = self.store._writeShared(
+            lambda txn: self._expungeDeletedIn(txn, uids, since, claimRecent), durable=False)
+        return expunged, None if since is None else self._changedSnapshot(since, result)
+
+    def _expungeDeletedIn(self, txn, uids, since, claimRecent):
+        """L{expungeDeleted}'s transaction. @return: C{(expunged, result or None)}."""
+        row = self._row(txn.db)  # MailboxGone
+        wanted = None if uids is None else set(uids)
+        if wanted is not None and len(wanted) <= 500:  # UID EXPUNGE: by key
+            rows = [row for uid in sorted(wanted) for row in txn.execute(
+                "SELECT uid, system FROM messages WHERE mailboxId = ? AND uid = ?",
+                (self._id, uid))]
+        else:
+            # Under the write lock every writer waits for this: the
+            # messagesDeleted index holds the \Deleted rows alone.
+            rows = txn.execute(DELETED_ROWS, (self._id,)).fetchall()
+        doomed = [uid for uid, system in rows if "\\Deleted" in system.split()
+                  and (wanted is None or uid in wanted)]
+        expunged = [uid for uid, _ in self._expunge(txn, doomed)]
+        if since is None:
+            return expunged, None
+        validity, uidNext, highest, firstRecent, names = row
+        if highest == since:
+            # As in storeFlagsWithChanges: the expunge (one new
+            # mod-sequence) is all that changed after the caller's read.
+            result = ((validity, uidNext, highest + bool(expunged), firstRecent, names),
+                      [], tuple(expunged))
+        else:
+            result = self._changesIn(txn.db, since)
+        if claimRecent and firstRecent < uidNext:  # RFC 3501 2.3.2, as in changedSince
+            self._claimIn(txn)
+        return expunged, result
 
     def _expunge(self, txn, uids):
         """Inside C{txn}: expunge C{uids}. @return: C{[(uid, blob)]} expunged."""
-        doomed = []
-        for uid in sorted(set(uids)):
-            row = txn.execute("DELETE FROM messages WHERE mailboxId = ? AND uid = ?"
-                              " RETURNING blob", (self._id, uid)).fetchone()
-            if row is not None:
-                doomed.append((uid, row[0]))
+        # One statement a chunk, not one a UID: fewer sqlite calls under
+        # the write lock (see _storeIn).
+        doomed, ordered = [], sorted(set(uids))
+        for i in range(0, len(ordered), 250):
+            part = ordered[i:i + 250]
+            doomed += txn.execute("DELETE FROM messages WHERE mailboxId = ? AND uid IN (%s)"
+                                  " RETURNING uid, blob" % ",".join("?" * len(part)),
+                                  (self._id, *part)).fetchall()
+        doomed.sort()
         if doomed:
             # Expunges raise HIGHESTMODSEQ too (RFC 7162 3.2), and are
             # recorded with it for QRESYNC's VANISHED (RFC 7162 3.2.10).
@@ -1792,28 +1857,33 @@ class SQLiteMailbox:
         @return: C{(uid, result or None)}.
         """
         pending, summary = self.store._writeBlob(b"", source)  # outside the lock
+        # Shared with other sessions' writes (one commit, one WAL flush).
+        return self.store._writeShared(lambda txn: self._appendIn(
+            txn, pending, summary, flags, internalDate, since, claimRecent))
+
+    def _appendIn(self, txn, pending, summary, flags, internalDate, since, claimRecent):
+        """L{_appendWith}'s transaction."""
         result = None
-        with self.store._write() as txn:
-            txn.pending.append(pending)
-            row = self._row(txn.db) if since is not None else (None,) * 4 + (
-                self._row(txn.db, "keywords")[0],)
-            validity, uidNext, highest, firstRecent, names = row
-            system, letters, keywords, names = self._splitWith(txn, flags, True, names)
-            self.store._addBlob(txn, pending)
-            self.store._keepSummary(txn, pending.blobId, summary)
-            uid = self.store._addMessage(
-                txn, self._id, pending.blobId, pending.size, system, letters,
-                time.time() if internalDate is None else internalDate)
-            txn.changed(self.user, self.name)
-            if since is not None:
-                # As in storeFlagsWithChanges: when nothing changed after
-                # the caller's read, the new message (one new UID and
-                # mod-sequence) is all there is to read.
-                result = ((validity, uid + 1, highest + 1, firstRecent, names),
-                          self._infos(txn.db, keywords, since), ()) \
-                    if highest == since else self._changesIn(txn.db, since)
-                if claimRecent:  # the new message at least (RFC 3501 2.3.2)
-                    self._claimIn(txn)
+        txn.pending.append(pending)
+        row = self._row(txn.db) if since is not None else (None,) * 4 + (
+            self._row(txn.db, "keywords")[0],)
+        validity, uidNext, highest, firstRecent, names = row
+        system, letters, keywords, names = self._splitWith(txn, flags, True, names)
+        self.store._addBlob(txn, pending)
+        self.store._keepSummary(txn, pending.blobId, summary)
+        uid = self.store._addMessage(
+            txn, self._id, pending.blobId, pending.size, system, letters,
+            time.time() if internalDate is None else internalDate)
+        txn.changed(self.user, self.name)
+        if since is not None:
+            # As in storeFlagsWithChanges: when nothing changed after
+            # the caller's read, the new message (one new UID and
+            # mod-sequence) is all there is to read.
+            result = ((validity, uid + 1, highest + 1, firstRecent, names),
+                      self._infos(txn.db, keywords, since), ()) \
+                if highest == since else self._changesIn(txn.db, since)
+            if claimRecent:  # the new message at least (RFC 3501 2.3.2)
+                self._claimIn(txn)
         return uid, result
 
     def _checkWith(self, txn, target):
@@ -1848,19 +1918,23 @@ class SQLiteMailbox:
         # One transaction: a KeywordLimit part-way rolls the whole COPY
         # back, which the interface allows (it only promises what was
         # copied before stays *if* it stayed) and RFC 3501 6.4.7 prefers.
-        with self.store._write() as txn:
+        def copy(txn):
             self._checkWith(txn, target)
             return self._copy(txn, uids, target)
+
+        return self.store._writeShared(copy)
 
     def move(self, uids, target):
         # RFC 6851: copy and expunge in one transaction, so a message is
         # never in neither mailbox, nor in both after a crash.
-        with self.store._write() as txn:
+        def move(txn):
             self._checkWith(txn, target)
             pairs = self._copy(txn, uids, target)
             if pairs:
                 self._expunge(txn, [uid for uid, _ in pairs])
-        return pairs
+            return pairs
+
+        return self.store._writeShared(move)
 
 
 SQLiteStore.mailboxClass = SQLiteMailbox
