@@ -153,6 +153,27 @@ def test_a_failing_delivery_fails_alone(tmp_path, monkeypatch, whole):
     assert inbox.uidNext() == 3
 
 
+def killAfter(tmp_path, script, root, heard, enough):
+    """
+    Run the child C{script} on the store at C{root}, hand each line it
+    prints (split in words) to C{heard}, kill it with SIGKILL once
+    C{enough()}, and hand on what it printed before it died: acknowledged
+    too.
+    """
+    child = subprocess.Popen(
+        [sys.executable, os.path.join(os.path.dirname(__file__), script), str(root)],
+        stdout=subprocess.PIPE, stderr=(tmp_path / "child.err").open("wb"),
+        env=subprocessEnv())
+    while not enough():
+        line = child.stdout.readline()
+        assert line, (tmp_path / "child.err").read_text()  # it only stops when killed
+        heard(*line.split())
+    child.send_signal(signal.SIGKILL)
+    for line in child.stdout.read().splitlines():
+        heard(*line.split())
+    child.wait()
+
+
 def test_shared_commits_survive_kill_9(tmp_path):
     """
     If this fails, a message answered 250 after a shared commit is lost
@@ -161,26 +182,16 @@ def test_shared_commits_survive_kill_9(tmp_path):
     """
     root = tmp_path / "store"
     SQLiteStore(root)
-    child = subprocess.Popen(
-        [sys.executable, os.path.join(os.path.dirname(__file__), "groupcommitchild.py"),
-         str(root)],
-        stdout=subprocess.PIPE, stderr=(tmp_path / "child.err").open("wb"),
-        env=subprocessEnv())
-    acknowledged, shared = set(), 0
-    while len(acknowledged) < 150 or shared < 5:
-        line = child.stdout.readline()
-        assert line, (tmp_path / "child.err").read_text()  # it only stops when killed
-        kind, value = line.split()
+    acknowledged, batches = set(), []
+
+    def heard(kind, value):
         if kind == b"A":
             acknowledged.add(value.decode())
         elif int(value) > 1:
-            shared += 1
-    child.send_signal(signal.SIGKILL)
-    for line in child.stdout.read().splitlines():
-        kind, value = line.split()
-        if kind == b"A":
-            acknowledged.add(value.decode())
-    child.wait()
+            batches.append(int(value))
+
+    killAfter(tmp_path, "groupcommitchild.py", root, heard,
+              lambda: len(acknowledged) >= 150 and len(batches) >= 5)
     inbox = SQLiteStore(root).mailbox(ALICE)
     infos = inbox.messages()
     stored = {hashlib.sha256(inbox.openMessage(m.uid).read()).hexdigest() for m in infos}

@@ -7,18 +7,14 @@ every change acknowledged survives C{kill -9}.
 """
 
 import io
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 
 from pymailer.store import MailboxGone
 from pymailer.store.sqlite import SQLiteStore
 
-from tests.mailserver import subprocessEnv
-from tests.test_store_sqlite_groupcommit import ALICE, BOB, batchSizes, message, queued, waitFor
+from tests.test_store_sqlite_groupcommit import (
+    ALICE, BOB, batchSizes, killAfter, message, queued, waitFor)
 
 
 class Sessions:
@@ -179,34 +175,22 @@ def test_shared_imap_commits_survive_kill_9(tmp_path):
     """
     root = tmp_path / "store"
     SQLiteStore(root)
-    child = subprocess.Popen(
-        [sys.executable, os.path.join(os.path.dirname(__file__), "groupcommitimapchild.py"),
-         str(root)],
-        stdout=subprocess.PIPE, stderr=(tmp_path / "child.err").open("wb"),
-        env=subprocessEnv())
-    stored, appended, shared = set(), set(), 0
-    deadline = time.monotonic() + 60
-    while (len(stored) < 100 or len(appended) < 30 or shared < 5) \
-            and time.monotonic() < deadline:
-        line = child.stdout.readline()
-        assert line, (tmp_path / "child.err").read_text()  # it only stops when killed
-        kind, value = line.split()
+    stored, appended, batches = set(), set(), []
+
+    def heard(kind, value):
         if kind == b"S":
             stored.add(int(value))
         elif kind == b"A":
             appended.add(int(value))
         elif int(value) > 1:
-            shared += 1
-    child.send_signal(signal.SIGKILL)
-    for line in child.stdout.read().splitlines():
-        kind, value = line.split()
-        if kind == b"S":
-            stored.add(int(value))
-        elif kind == b"A":
-            appended.add(int(value))
-    child.wait()
+            batches.append(int(value))
+
+    deadline = time.monotonic() + 60
+    killAfter(tmp_path, "groupcommitimapchild.py", root, heard,
+              lambda: (len(stored) >= 100 and len(appended) >= 30 and len(batches) >= 5)
+              or time.monotonic() > deadline)
     inbox = SQLiteStore(root).mailbox(ALICE)
     flags = {i.uid: i.flags for i in inbox.messages()}
     assert all("\\Seen" in flags[uid] for uid in stored)
     assert appended <= set(flags)
-    assert shared >= 5  # the sessions' writes did share commits
+    assert len(batches) >= 5  # the sessions' writes did share commits
