@@ -14,7 +14,6 @@ import io
 import os
 import sys
 import threading
-import time
 
 from pymailer.store.sqlite import SQLiteStore
 
@@ -42,13 +41,33 @@ def sayBatches(store):
 
 
 def holdTheLockNowAndThen(store):
-    """For ever: another writer, so that writers queue behind it and share commits."""
+    """
+    For ever: another writer, so that writers queue behind it and share
+    commits.  It takes the write lock until two writes have begun behind
+    it, then lets the writers run until two more have begun: no fixed
+    pauses, each step waits for the writers themselves.
+    """
+    begun = threading.Condition()
+    count = [0]
+    real = store._writeShared
+
+    def writeShared(*args, **kwargs):
+        with begun:
+            count[0] += 1
+            begun.notify_all()
+        return real(*args, **kwargs)
+
+    store._writeShared = writeShared
+
+    def twoMoreBegin():
+        with begun:
+            start = count[0]
+            begun.wait_for(lambda: count[0] >= start + 2, timeout=1)
+
     while True:
+        twoMoreBegin()
         with store._writeLock():
-            deadline = time.monotonic() + 1
-            while len(store._sharedQueue) < 2 and time.monotonic() < deadline:
-                time.sleep(0.001)
-        time.sleep(0.01)
+            twoMoreBegin()
 
 
 def main(root):
