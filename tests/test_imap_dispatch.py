@@ -20,6 +20,7 @@ from pymailer.imap.server import IMAPServer
 from pymailer.store.notify import ChangeNotifier
 from pymailer.store.sqlite import SQLiteStore
 from pymailer.threadpool import LightThreadPool
+from test_threadpool import CallQueue
 
 
 def message(n, size=3000):
@@ -159,6 +160,7 @@ class TCPSession:
         from twisted.internet.epollreactor import EPollReactor
 
         self.reactor = EPollReactor()
+        self.reactor.threadCallQueue = self.calls = CallQueue()
         self.pool = LightThreadPool(maxthreads=4, name="t")
         self.pool.start()
         self.factory = factory = PooledFactory(tmp_path, self.reactor, self.pool)
@@ -190,11 +192,12 @@ class TCPSession:
     def settle(self):
         """Run what the pool hands back until nothing is left to run."""
         deadline = time.monotonic() + 10
-        while self.pool._backlog or len(self.pool.threads) > self.pool._idle or \
-                self.reactor.threadCallQueue:
+        while self.pool._backlog or len(self.pool.threads) > self.pool._idle or self.calls:
             assert time.monotonic() < deadline
             self.reactor.runUntilCurrent()
-            time.sleep(0.001)
+            # The pool's next hand-back, if any (a thread just done with its
+            # work goes idle without one: hence the short wait).
+            self.calls.waitFor(lambda: self.calls, timeout=0.05)
 
     def close(self):
         self.peer.close()

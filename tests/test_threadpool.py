@@ -7,7 +7,6 @@ back, results that finish together waking the reactor once.
 
 import io
 import threading
-import time
 
 import pytest
 from twisted.internet.defer import Deferred
@@ -101,6 +100,28 @@ def test_defer_to_thread_pool(defer):
         pool.stop()
 
 
+class CallQueue(list):
+    """
+    A reactor's C{threadCallQueue} that tells waiters of each call a
+    thread queues (Twisted appends to it, and runs and removes calls in
+    place), so a test waits for the hand-back itself, not in polls.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.changed = threading.Condition()
+
+    def append(self, call):
+        with self.changed:
+            super().append(call)
+            self.changed.notify_all()
+
+    def waitFor(self, predicate, timeout=10):
+        """Wait until C{predicate()} holds, or C{timeout}: whether it holds."""
+        with self.changed:
+            return self.changed.wait_for(predicate, timeout)
+
+
 class WakeCountingReactor:
     """
     A real (epoll) reactor, not running: its thread calls run when the
@@ -112,21 +133,26 @@ class WakeCountingReactor:
         from twisted.internet.epollreactor import EPollReactor
 
         self.reactor = EPollReactor()
+        self.reactor.threadCallQueue = self.calls = CallQueue()
         self.wakeUps = 0
         wakeUp = self.reactor.wakeUp
 
         def counted():
-            self.wakeUps += 1
+            with self.calls.changed:
+                self.wakeUps += 1
+                self.calls.changed.notify_all()
             wakeUp()
 
         self.reactor.wakeUp = counted
 
-    def queued(self, n):
-        """Wait (10 s at most) until C{n} calls wait for the reactor."""
-        deadline = time.monotonic() + 10
-        while len(self.reactor.threadCallQueue) < n:
-            assert time.monotonic() < deadline, self.reactor.threadCallQueue
-            time.sleep(0.001)
+    def queued(self, n, wakeUps=1):
+        """
+        Wait (10 s at most) until C{n} calls wait for the reactor and it
+        was asked to wake up C{wakeUps} times (a result's wake-up comes
+        after the result and the marker are queued).
+        """
+        assert self.calls.waitFor(
+            lambda: len(self.calls) >= n and self.wakeUps >= wakeUps), (self.calls, self.wakeUps)
 
 
 @pytest.fixture
@@ -150,13 +176,13 @@ def test_results_finished_together_wake_the_reactor_once(running):
     for i in range(8):
         deferToPool(r.reactor, running, lambda i=i: gate.wait(10) and i).addCallback(got.append)
     gate.set()
-    r.queued(8)  # the eight results (and the marker of their wake-up)
+    r.queued(9)  # the eight results and the marker of their wake-up
     assert r.wakeUps == 1
     assert got == []  # nothing runs in the pool's threads
     r.reactor.runUntilCurrent()
     assert sorted(got) == list(range(8))
     deferToPool(r.reactor, running, lambda: "next").addCallback(got.append)
-    r.queued(1)
+    r.queued(2, wakeUps=2)
     assert r.wakeUps == 2  # the reactor had run the others: woken again
     r.reactor.runUntilCurrent()
     assert got[-1] == "next"
@@ -172,14 +198,14 @@ def test_a_result_comes_back_after_what_its_work_handed_to_the_reactor(running):
     r = WakeCountingReactor()
     events = []
     first = deferToPool(r.reactor, running, lambda: "first")
-    r.queued(1)  # a wake-up is pending
+    r.queued(2)  # a wake-up is pending
 
     def work():
         r.reactor.callFromThread(events.append, "notice")
         return "result"
 
     deferToPool(r.reactor, running, work).addCallback(events.append)
-    r.queued(4)
+    r.queued(4, wakeUps=2)
     assert r.wakeUps == 2  # the first result's, and callFromThread's own
     r.reactor.runUntilCurrent()
     assert first.called and events == ["notice", "result"]
@@ -316,10 +342,15 @@ def test_no_call_from_a_thread_waits_for_a_later_wake_up():
                 assert seen.acquire(timeout=5), n
         except BaseException as e:
             failures.append(e)
-        reactor.callFromThread(reactor.stop)
+        reactor.callFromThread(finished.append, True)
 
-    reactor.callWhenRunning(threading.Thread(target=feed).start)
-    timeout = reactor.callLater(30, reactor.stop)
-    reactor.run(installSignalHandlers=False)
-    assert timeout.active()
+    # The reactor's loop, turned here: each turn waits in epoll (10 s at
+    # most: longer than the feeder waits for a burst) until the waker.
+    finished = []
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    while not finished:
+        reactor.doIteration(10)
+        reactor.runUntilCurrent()
+    feeder.join()
     assert ran == list(range(1000)) and not failures
