@@ -653,10 +653,9 @@ class SQLiteStore(Listeners):
                         return [], False
                     remaining = again
                     continue
-                touched = []
-                for entry in committing:
-                    touched += [t for t in entry.txn.touched if t not in touched]
-                self._logChanges(db, touched)
+                # Each (user, mailbox) once, in the order first touched.
+                self._logChanges(db, list(dict.fromkeys(
+                    t for entry in committing for t in entry.txn.touched)))
                 synced = db.total_changes != written and any(
                     entry.durable for entry in committing)
                 settled = self._takeUnsynced() if synced else []
