@@ -6,10 +6,10 @@ for, a forward to another domain, a mailbox that cannot take it now) goes
 through the queue as before.  Real servers on loopback, real clients.
 """
 
-import os
 import re
 import shutil
 import smtplib
+import sqlite3
 
 from imapwire import Wire
 from mailserver import PASSWORD, waitFor
@@ -43,24 +43,26 @@ def mailRecord(server, queueId):
     return found.group(0)
 
 
-def blobFiles(server):
-    """The SQLite store's content files (blobs), temporary ones left out."""
-    root = server.dataDir / "store" / "blobs"
-    return [os.path.join(d, n) for d, _, names in os.walk(root)
-            if os.path.basename(d) != "tmp" for n in names]
+def storedContent(server):
+    """The SQLite store's blobs: C{{id: references}}."""
+    db = sqlite3.connect(f"file:{server.dataDir / 'store' / 'index.sqlite'}?mode=ro", uri=True)
+    try:
+        return dict(db.execute("SELECT id, refs FROM blobs"))
+    finally:
+        db.close()
 
 
 def test_local_message_is_in_every_inbox_at_the_250_and_stored_once(makeMailServer):
     """
     A message to two local users is in both INBOXes when the 250 arrives,
     without waiting; no spool file is left; the mail log says
-    result=delivered; and the two copies are one file in the store (the
-    trace fields name no single recipient).  Before, the 250 came after a
+    result=delivered; and the two copies are one blob in the store,
+    referenced twice (the trace fields name no single recipient).  Before, the 250 came after a
     spool write and the mailboxes filled later (a second durable write),
     with one file per recipient.
     """
     server = makeMailServer()
-    blobsBefore = len(blobFiles(server))
+    blobsBefore = storedContent(server)
     qid = send(server, [ALICE, BOB], "at once")
     for user in (ALICE, BOB):
         (copy,) = with_subject(server.messages(user), "at once")
@@ -69,7 +71,8 @@ def test_local_message_is_in_every_inbox_at_the_250_and_stored_once(makeMailServ
     assert server.queueEntries() == {}
     assert mailRecord(server, qid).startswith(
         f"result=delivered qid={qid} from=<carol@client.test> to=<{ALICE}>,<{BOB}> ")
-    assert len(blobFiles(server)) == blobsBefore + 1
+    added = set(storedContent(server).items()) - set(blobsBefore.items())
+    assert [refs for _, refs in added] == [2]
     assert re.search(rf"{re.escape(qid)}: to=<{re.escape(BOB)}> status=delivered",
                      server.log())
 

@@ -34,6 +34,12 @@ def blobFiles(store):
     return {p.parent.name + p.name for p in (store.root / "blobs").glob("??/*")}
 
 
+def storedContent(store):
+    """The blobs whose octets are on disk: files, and rows that hold them."""
+    return blobFiles(store) | {blobId for (blobId,) in store._db().execute(
+        "SELECT id FROM blobs WHERE octets IS NOT NULL")}
+
+
 def test_older_database_gets_the_change_indexes(tmp_path):
     """
     If this fails, a data_dir made by the previous version either does
@@ -58,27 +64,32 @@ def test_older_database_gets_the_change_indexes(tmp_path):
     db.close()
 
 
-def test_one_blob_per_content_removed_with_last_reference(tmp_path):
+@pytest.mark.parametrize("inRow", [True, False], ids=["in its row", "in a file"])
+def test_one_blob_per_content_removed_with_last_reference(tmp_path, inRow):
     """
     If this fails, a message to ten local recipients takes ten times the
     disk, or an expunged message's content stays on disk for ever (or goes
-    while another mailbox still shows it).
+    while another mailbox still shows it).  Small content is kept in the
+    database row, larger in a file: both ways.
     """
     store = SQLiteStore(tmp_path / "store")
+    if not inRow:
+        store.inlineLimit = 0
     users = [f"u{i}@example.org" for i in range(10)]
     for user in users:
         assert store.deliver(user, b"Received: x\r\n", io.BytesIO(b"the same body\r\n"))
-    assert len(blobFiles(store)) == 1
+    assert len(storedContent(store)) == 1
+    assert len(blobFiles(store)) == (0 if inRow else 1)
     inbox = store.mailbox(users[0])
     inbox.copy([1], store.mailbox(users[0], "Archive"))
     for user in users:
         store.mailbox(user).expunge([1])
-    [blob] = blobFiles(store)
+    [blob] = storedContent(store)
     with store.mailbox(users[0], "Archive").openMessage(1) as content:
         assert content.read() == b"Received: x\r\nthe same body\r\n"
         assert hashlib.sha256(content.readAt(0, 100)).hexdigest() == blob
     store.deleteMailbox(users[0], "Archive")
-    assert blobFiles(store) == set()
+    assert storedContent(store) == set()
 
 
 def test_select_with_nothing_recent_needs_no_write_lock(tmp_path):
@@ -146,6 +157,7 @@ def test_orphans_swept_at_start(tmp_path):
     transaction in another process is about to commit.
     """
     store = SQLiteStore(tmp_path / "store")
+    store.inlineLimit = 0  # "kept" in a file, beside the orphans
     store.deliver(ALICE, b"", io.BytesIO(b"kept"))
     orphan = store.blobs.write(b"", io.BytesIO(b"never committed"))
     orphan.install()
@@ -192,13 +204,14 @@ def _check(store, model, maxUid, pending):
             maxUid[user] = uid
             messages[uid] = actual[uid]
         assert actual == messages
-    # Reference counts match the rows; every referenced blob is there, and
-    # after the sweep (an hour later) nothing else is.
+    # Reference counts match the rows; every referenced blob not kept in
+    # its row is a file, and after the sweep (an hour later) no other is.
     db = store._db()
     counts = dict(db.execute("SELECT blob, count(*) FROM messages GROUP BY blob"))
     assert counts == dict(db.execute("SELECT id, refs FROM blobs"))
     store.sweep(now=time.time() + 3600)
-    assert blobFiles(store) == set(counts)
+    assert blobFiles(store) == {blobId for (blobId,) in db.execute(
+        "SELECT id FROM blobs WHERE octets IS NULL")}
     assert not any(store.blobs.tmp.iterdir())
 
 

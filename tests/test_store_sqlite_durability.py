@@ -90,6 +90,7 @@ def test_blob_freed_by_an_expunge_goes_once_the_expunge_is_on_disk(tmp_path, mon
     """
     monkeypatch.setattr(sqlitestore, "UNSYNCED_FREED", 3)
     store = SQLiteStore(tmp_path / "store")
+    store.inlineLimit = 0  # content in files (small content is kept in rows)
     inbox = store.mailbox(ALICE)
     for n in range(5):
         inbox.append(io.BytesIO(b"Subject: %d\r\n\r\nbody\r\n" % n))
@@ -124,6 +125,7 @@ def test_freed_blobs_go_without_a_transaction_of_their_own(tmp_path, monkeypatch
     stays on disk after the next write.
     """
     store = SQLiteStore(tmp_path / "store")
+    store.inlineLimit = 0  # content in files (small content is kept in rows)
     inbox = store.mailbox(ALICE)
     for n in range(3):
         inbox.append(io.BytesIO(b"Subject: %d\r\n\r\nbody\r\n" % n))
@@ -222,6 +224,7 @@ def test_new_blob_directory_is_synced_in_its_parent(tmp_path, monkeypatch):
     from pymailer.store import blobs
 
     store = SQLiteStore(tmp_path / "store")
+    store.inlineLimit = 0  # content in files (small content is kept in rows)
     synced = []
     real = blobs.fsyncDirectory
     monkeypatch.setattr(blobs, "fsyncDirectory", lambda d: (synced.append(d), real(d))[1])
@@ -312,6 +315,7 @@ def test_no_file_is_unlinked_while_writers_wait(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sqlitestore, "IN_PLACE_LIMIT", 8)  # this one is "large"
     store = SQLiteStore(tmp_path / "store")
+    store.inlineLimit = 0  # content in files (small content is kept in rows)
     inbox = store.mailbox(ALICE)
     underLock = []
     real = os.unlink

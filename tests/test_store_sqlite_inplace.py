@@ -23,6 +23,7 @@ def test_a_delivery_creates_no_temporary_file(tmp_path, monkeypatch):
     waits for.
     """
     store = SQLiteStore(tmp_path / "store")
+    store.inlineLimit = 0  # content in files (small content is kept in rows)
     store.createUser(ALICE)
     created, removed = [], []
     realOpen, realUnlink = os.open, os.unlink

@@ -45,6 +45,7 @@ Blocking throughout; run with the server stopped (L{pymailer.serverlock}).
 """
 
 import hashlib
+import io
 import os
 import sqlite3
 from dataclasses import dataclass, field
@@ -402,12 +403,16 @@ class StorageMigration:
         if not inserted:
             return
         self.moved.blobs += 1
-        path = store.blobs.path(blobId)
-        try:
-            f = open(path, "rb")
-        except FileNotFoundError:
-            raise MigrationError(f"message content {path} is missing: the store lost it"
-                                 " (nothing of this account was moved)") from None
+        (inline,) = src.execute("SELECT octets FROM blobs WHERE id = ?", (blobId,)).fetchone()
+        if inline is not None:  # kept in the index, not a file (sqlite.InlineBlob)
+            path, f = f"{blobId} (in index.sqlite)", io.BytesIO(inline)
+        else:
+            path = store.blobs.path(blobId)
+            try:
+                f = open(path, "rb")
+            except FileNotFoundError:
+                raise MigrationError(f"message content {path} is missing: the store lost it"
+                                     " (nothing of this account was moved)") from None
         with f:
             if self.blobFiles is not None:
                 self._placeFile(f, path, blobId, size)
@@ -439,6 +444,10 @@ class StorageMigration:
             seen += len(chunk)
         if digest.hexdigest() != blobId or seen != size:
             raise self._damaged(path)
+        if isinstance(f, io.BytesIO):  # no file to link
+            f.seek(0)
+            self.blobFiles.write(b"", f).install()
+            return
         target = self.blobFiles.path(blobId)
         try:
             target.parent.mkdir()

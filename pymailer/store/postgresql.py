@@ -436,6 +436,12 @@ class PostgreSQLStore(SQLiteStore):
             f"INSERT INTO {SCHEMA}.summaries VALUES (%s, %s" + ", %s" * len(row) + ")"
             " ON CONFLICT (blob) DO NOTHING", (blobId, SUMMARY_VERSION) + row)
 
+    # The content is never in the blobs row (blob_chunks, or shared files).
+    _contentQuery = "SELECT m.uid, m.blob, NULL FROM messages m WHERE m.mailboxId = ?"
+
+    def _openBlob(self, blobId):
+        return self.blobs.open(blobId)
+
     def _reference(self, txn, blobId, size):
         # A copy: the source message holds the blob (its mailbox row is
         # locked), so the row and its chunks are there.

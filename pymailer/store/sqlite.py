@@ -1,7 +1,8 @@
 """
 The SQLite L{IMailStore}: metadata in one SQLite database in WAL mode
 (C{data_dir/store/index.sqlite}), the single truth, and message content in
-immutable, reference-counted blob files (L{pymailer.store.blobs}).
+immutable, reference-counted blobs: small ones in the database, the others
+in files (L{pymailer.store.blobs}).
 
 Commands read the index, never the directories: C{snapshot()} is one query
 over the mailbox's rows.  Every change is one C{BEGIN IMMEDIATE}
@@ -9,8 +10,10 @@ transaction (SQLite's single writer lock, shared by every process on the
 file), so UIDs are assigned under a lock every process shares, and a
 change is all there or not at all.
 
-Content: a new message's blob is written to its name and fsynced, and its
-directory fsynced (L{pymailer.store.blobs.BlobStore.place}; a large one
+Content: a message up to L{INLINE_LIMIT} (most mail) is kept in its
+C{blobs} row and made durable by the commit itself (L{InlineBlob}).  A
+larger one's blob is written to its name and fsynced, and its
+directory fsynced (L{pymailer.store.blobs.BlobStore.place}; a very large one
 through a temporary file, linked into place), all outside the lock; inside
 the write transaction, before the commit, it is checked to be still there
 (placed again if a removal of the same content came in between): the
@@ -76,6 +79,7 @@ from pymailer.store import (
 )
 from pymailer.fsutil import fsyncDirectory
 from pymailer.store.blobs import IN_PLACE_LIMIT, BlobStore
+from pymailer.store.content import BytesContent
 from pymailer.store.maildirindex import Keywords
 from pymailer.message.summary import VERSION as SUMMARY_VERSION, Address, MessageSummary, summarize
 
@@ -86,6 +90,8 @@ SPOOL_IN_MEMORY = 1024 * 1024     # APPEND spools above this go to a file
 BUSY_TIMEOUT_MS = 30_000          # another process holding the write lock
 CHANGES_KEPT = 10_000             # rows of the change log other processes poll
 UNSYNCED_FREED = 256              # freed blobs waiting for a durable commit, at most
+# Content up to this size is kept in its blobs row, not a file (InlineBlob).
+INLINE_LIMIT = 64 * 1024
 _SYSTEM = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 # SQLiteMailbox._infos builds MessageInfo tuples in this order.
 if MessageInfo._fields != ("uid", "key", "flags", "size", "internalDate", "modseq", "path",
@@ -142,7 +148,8 @@ CREATE TABLE IF NOT EXISTS expunged (
 CREATE TABLE IF NOT EXISTS blobs (
     id TEXT PRIMARY KEY,
     refs INTEGER NOT NULL,
-    size INTEGER NOT NULL
+    size INTEGER NOT NULL,
+    octets BLOB
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS settings (
     name TEXT PRIMARY KEY,
@@ -197,6 +204,8 @@ UPGRADES = (
          " WHERE " + IS_DELETED]),
     # 5: the change log without AUTOINCREMENT (see _plainChangesStep).
     (5, lambda txn: _plainChangesStep(txn)),
+    # 6: content up to INLINE_LIMIT kept in its blobs row (see InlineBlob).
+    (6, lambda txn: _addColumns(txn, [("blobs", "octets", "BLOB")])),
 )
 _STRUCTURE_COLUMNS = "envelope, bodystructure, body"
 _FIELD_COLUMNS = (
@@ -204,6 +213,7 @@ _FIELD_COLUMNS = (
     " toName, toMailbox, toHost, ccName, ccMailbox, ccHost, messageId, inReplyTo,"
     " refs, attachments")
 SUMMARY_BATCH = 200  # summaries computed per write transaction on first read
+CONTENT_BATCH = 64   # messages whose content one query reads (openMessages)
 
 
 def _summaryRow(summary):
@@ -235,22 +245,28 @@ def _objectIdStep(txn):
     save date exactly, for APPENDed or copied mail the nearest thing known
     (RFC 8514 3 leaves no way to say "unknown" per message, only per
     mailbox); C{mailboxes.objectId}, the RFC 8474 MAILBOXID, random, given
-    to older mailboxes here.  A column SCHEMA already made (a new database)
-    is not added again.  ALTER TABLE ... ADD COLUMN rewrites no row: the
-    step is instant however much mail there is.  Last, the random key
-    EMAILIDs are derived with.
+    to older mailboxes here.  Last, the random key EMAILIDs are derived
+    with.
     """
-    for table, column, kind in (("messages", "saveDate", "REAL"),
-                                ("mailboxes", "objectId", "TEXT")):
-        columns = {row[1] for row in txn.execute(f"PRAGMA table_info({table})")}
-        if column not in columns:
-            txn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    _addColumns(txn, [("messages", "saveDate", "REAL"), ("mailboxes", "objectId", "TEXT")])
     for (mailboxId,) in txn.execute(
             "SELECT id FROM mailboxes WHERE objectId IS NULL").fetchall():
         txn.execute("UPDATE mailboxes SET objectId = ? WHERE id = ?",
                     (newObjectId("F"), mailboxId))
     txn.execute("INSERT OR IGNORE INTO settings (name, value) VALUES (?, ?)",
                 ("objectIdKey", secrets.token_hex(32)))
+
+
+def _addColumns(txn, columns):
+    """
+    Add each C{(table, column, type)} a table lacks (a column L{SCHEMA}
+    made already, in a new database, is not added again).  ALTER TABLE ...
+    ADD COLUMN rewrites no row: instant however much mail there is.
+    """
+    for table, column, kind in columns:
+        present = {row[1] for row in txn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            txn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 def _plainChangesStep(txn):
@@ -283,6 +299,38 @@ _byUid = operator.itemgetter(0)  # a MessageInfo's uid
 def _keywords(text):
     """The mailbox's L{Keywords} from its column (a JSON list, empty at first)."""
     return Keywords(json.loads(text) or None)
+
+
+class InlineBlob:
+    """
+    Content kept in its C{blobs} row (C{octets}), not in a file: what a
+    L{pymailer.store.blobs.PlacedBlob} is, for content up to
+    L{INLINE_LIMIT}.  Nothing reaches the disk before the transaction: the
+    octets are made durable by the commit's WAL fsync, which a delivery
+    waits for anyway and which concurrent deliveries share (group
+    commit), where a file costs its own fsync and its directory's, and
+    creating and later unlinking it.  That is most mail (a message of a
+    few KiB) and what Stalwart does by default; Dovecot's mdbox keeps many
+    messages in one file for the same reason.  A larger message is a file
+    still: the database's pages would hold it twice (WAL, then the
+    checkpoint), and a read of it, whole in memory, is bounded here.
+    """
+
+    tempPath = None
+    new = False  # whether a summary exists is read (there is no file to create)
+
+    def __init__(self, octets):
+        self.blobId = hashlib.sha256(octets).hexdigest()
+        self.inlineOctets = octets
+        self.size = len(octets)
+
+    def place(self):
+        """Nothing to place: the commit writes the octets."""
+
+    install = discard = place
+
+    def content(self):
+        return BytesContent(self.inlineOctets)
 
 
 class _Transaction:
@@ -363,6 +411,7 @@ class SQLiteStore(Listeners):
         (self.root / "locks").mkdir(exist_ok=True)
         self.path = self.root / "index.sqlite"
         self.blobs = BlobStore(self.root / "blobs")
+        self.inlineLimit = INLINE_LIMIT  # new content up to this goes in its row
         # Our own rows in the change log: other processes' pollers act on
         # them, ours are told directly after the commit.
         self.origin = secrets.token_hex(8)
@@ -787,14 +836,16 @@ class SQLiteStore(Listeners):
         # expunged) runs under that lock too, so it can never unlink a file
         # this transaction is about to name.
         pending.install()
-        self._reference(txn, pending.blobId, pending.size)
+        self._reference(txn, pending.blobId, pending.size,
+                        pending.inlineOctets if isinstance(pending, InlineBlob) else None)
 
     def _writeBlob(self, prefix, source):
         """
         Outside the lock: C{prefix} + C{source} written and placed, and its
-        summary.  Content that fits L{IN_PLACE_LIMIT} (a message at the end
-        of DATA, any usual one) is read into memory and written straight to
-        its name (L{pymailer.store.blobs.BlobStore.place}); a larger one is
+        summary.  Content up to C{inlineLimit} (a usual message) goes into
+        the database with the transaction (L{InlineBlob}); up to
+        L{IN_PLACE_LIMIT} it is read into memory and written straight to its
+        name (L{pymailer.store.blobs.BlobStore.place}); a larger one is
         streamed through a temporary file.
 
         @return: C{(pending, summary)}: the placed blob (for L{_addBlob}
@@ -802,7 +853,9 @@ class SQLiteStore(Listeners):
         """
         head = source.read(max(IN_PLACE_LIMIT - len(prefix), 0) + 1)
         octets = prefix + head if prefix else head
-        if len(octets) <= IN_PLACE_LIMIT:
+        if len(octets) <= self.inlineLimit:
+            pending = InlineBlob(octets)
+        elif len(octets) <= IN_PLACE_LIMIT:
             pending = self.blobs.place(octets)
         else:
             pending = self.blobs.write(octets, source)
@@ -843,18 +896,47 @@ class SQLiteStore(Listeners):
                         " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (blobId, SUMMARY_VERSION) + _summaryRow(summary))
 
-    def _reference(self, txn, blobId, size):
-        txn.execute("INSERT INTO blobs (id, refs, size) VALUES (?, 1, ?)"
-                    " ON CONFLICT (id) DO UPDATE SET refs = refs + 1", (blobId, size))
+    def _reference(self, txn, blobId, size, inlineOctets=None):
+        """
+        Inside C{txn}: one more reference to a blob; a new one's octets
+        kept in the row if C{inlineOctets} (the same content there already,
+        in a file or a row, stays where it is).
+        """
+        txn.execute("INSERT INTO blobs (id, refs, size, octets) VALUES (?, 1, ?, ?)"
+                    " ON CONFLICT (id) DO UPDATE SET refs = refs + 1",
+                    (blobId, size, inlineOctets))
 
     def _unreference(self, txn, blobIds):
         for blobId in blobIds:
-            row = txn.execute("UPDATE blobs SET refs = refs - 1 WHERE id = ? RETURNING refs",
-                              (blobId,)).fetchone()
+            # length(), not "octets IS NULL": SQLite 3.40's RETURNING
+            # gives 0 for that on a NULL column.
+            row = txn.execute("UPDATE blobs SET refs = refs - 1 WHERE id = ?"
+                              " RETURNING refs, length(octets)", (blobId,)).fetchone()
             if row is not None and row[0] <= 0:
                 txn.execute("DELETE FROM blobs WHERE id = ?", (blobId,))
                 txn.execute("DELETE FROM summaries WHERE blob = ?", (blobId,))
-                txn.freed.append(blobId)
+                if row[1] is None:  # a file, unlinked once this commit is durable
+                    txn.freed.append(blobId)
+
+    # A message's content: its blob, and the octets if they are in the row.
+    _contentQuery = ("SELECT m.uid, m.blob, b.octets FROM messages m"
+                     " JOIN blobs b ON b.id = m.blob WHERE m.mailboxId = ?")
+
+    def _openContent(self, blobId, inlineOctets=None):
+        """A blob's content: its row's octets, or else its file. I{Blocking.}"""
+        if inlineOctets is not None:
+            return BytesContent(inlineOctets)
+        return self.blobs.open(blobId)
+
+    def _openBlob(self, blobId):
+        """
+        A blob's content by its id. I{Blocking.}
+        @raise FileNotFoundError: no such blob (expunged meanwhile).
+        """
+        row = self._read("SELECT octets FROM blobs WHERE id = ?", (blobId,)).fetchone()
+        if row is None:
+            raise FileNotFoundError(blobId)
+        return self._openContent(blobId, row[0])
 
     def _removeBlobs(self, blobIds):
         """
@@ -1181,8 +1263,8 @@ class SQLiteStore(Listeners):
         pending.discard()
         # Placed but named by no row: under the lock, so nobody is about
         # to name it.
-        if txn.execute("SELECT 1 FROM blobs WHERE id = ?",
-                       (pending.blobId,)).fetchone() is None:
+        if not isinstance(pending, InlineBlob) and txn.execute(
+                "SELECT 1 FROM blobs WHERE id = ?", (pending.blobId,)).fetchone() is None:
             self.blobs.remove(pending.blobId)
         return True
 
@@ -1309,8 +1391,9 @@ class SQLiteStore(Listeners):
         """
         A consistent copy of the store in C{directory} (which must not hold
         one): C{index.sqlite} made with SQLite's online backup API while
-        other processes go on working, and every blob it names, hard-linked
-        (blobs are immutable) or copied across file systems.  The result is
+        other processes go on working, and every blob file it names,
+        hard-linked (blobs are immutable) or copied across file systems
+        (content kept in rows, L{InlineBlob}, is in the copy already).  The result is
         a store root: L{SQLiteStore} opens it.  I{Blocking.}
 
         The write lock is held only for the page copy and for the blobs
@@ -1336,12 +1419,14 @@ class SQLiteStore(Listeners):
             lock.execute("BEGIN IMMEDIATE")
             try:
                 source.backup(copy)
-                named = {row[0] for row in copy.execute("SELECT id FROM blobs")}
+                named = {row[0] for row in copy.execute(
+                    "SELECT id FROM blobs WHERE octets IS NULL")}  # the rest is in the copy
                 for blobId in named:
                     self._backupBlob(blobId, target, required=True)
             finally:
                 lock.execute("COMMIT")
-            messages = copy.execute("SELECT count(*) FROM messages").fetchone()[0]
+            messages, blobs = copy.execute("SELECT (SELECT count(*) FROM messages),"
+                                           " (SELECT count(*) FROM blobs)").fetchone()
         finally:
             for db in (lock, source, copy):
                 db.close()
@@ -1349,7 +1434,7 @@ class SQLiteStore(Listeners):
             os.unlink(path)  # linked in the first pass, expunged before the copy
         for path in [target / "index.sqlite", *(target / "blobs").iterdir()]:
             fsyncDirectory(str(path.parent if path.is_file() else path))
-        return messages, len(named)
+        return messages, blobs
 
     def _backupBlob(self, blobId, target, required=False):
         path = target / "blobs" / blobId[:2] / blobId[2:]
@@ -1554,32 +1639,32 @@ class SQLiteMailbox:
             return self._infos(db, keywords)
 
     def openMessage(self, uid):
-        row = self.store._read("SELECT blob FROM messages WHERE mailboxId = ? AND uid = ?",
-                               (self._id, uid)).fetchone()
+        row = self.store._read(self.store._contentQuery + " AND m.uid = ?", (self._id, uid)).fetchone()
         if row is None:
             raise KeyError(uid)
         try:
-            return self.store.blobs.open(row[0])
+            return self.store._openContent(*row[1:])
         except FileNotFoundError:
             # Expunged (and its blob removed) between the query and the open.
             raise KeyError(uid) from None
 
     def openMessages(self, uids):
         uids = list(uids)
-        blobs = {}
-        for i in range(0, len(uids), 250):  # SQLite's limit on parameters is far above
-            part = uids[i:i + 250]
-            blobs.update(self.store._read(
-                "SELECT uid, blob FROM messages WHERE mailboxId = ? AND uid IN (%s)"
-                % ",".join("?" * len(part)), (self._id, *part)).fetchall())
-        for uid in uids:
-            if uid not in blobs:
-                continue
-            try:
-                content = self.store.blobs.open(blobs[uid])
-            except FileNotFoundError:
-                continue  # expunged (and its blob removed) after the query
-            yield uid, content
+        # A few at a time: the inline octets of each part are in memory
+        # together (at most CONTENT_BATCH * INLINE_LIMIT).
+        for i in range(0, len(uids), CONTENT_BATCH):
+            part = uids[i:i + CONTENT_BATCH]
+            found = {row[0]: row[1:] for row in self.store._read(
+                self.store._contentQuery + " AND m.uid IN (%s)" % ",".join("?" * len(part)),
+                (self._id, *part))}
+            for uid in part:
+                if uid not in found:
+                    continue
+                try:
+                    content = self.store._openContent(*found.pop(uid))
+                except FileNotFoundError:
+                    continue  # expunged (and its blob removed) after the query
+                yield uid, content
 
     def summaries(self, uids, structure=True):
         columns = (_STRUCTURE_COLUMNS if structure else "NULL, NULL, NULL") \
@@ -1621,7 +1706,7 @@ class SQLiteMailbox:
             made = []
             for blobId in blobIds[i:i + SUMMARY_BATCH]:
                 try:
-                    with self.store.blobs.open(blobId) as content:
+                    with self.store._openBlob(blobId) as content:
                         summary = summarize(content)
                 except FileNotFoundError:  # expunged meanwhile
                     continue
