@@ -75,6 +75,15 @@ startpm() {  # $1 = label, $2 = checks (TOML list), $3 = workers (0: one per cor
      --config "$d/pm.toml" >"$d/log" 2>&1) &
   PMPID=$!
   waitPort $PMPORT || { echo "pymailer did not start"; tail "$d/log"; exit 1; }
+  # The parent binds the port before its workers have started: the load
+  # (and the CPU count) begins once every worker is ready, as Postfix,
+  # started once before the rounds, is warm too.
+  local want=$3
+  [ "$want" = 0 ] && want=$(nproc)
+  [ "$want" -gt 1 ] && for i in $(seq 150); do  # (one process serves once the port is open)
+    [ "$(grep -c 'worker [0-9]* ready' "$d/log")" -ge "$want" ] && break
+    sleep 0.2
+  done
 }
 stoppm() { kill $PMPID 2>/dev/null; wait $PMPID 2>/dev/null; }
 queued() { find "$1/data/queue/data" -type f 2>/dev/null | wc -l; }
