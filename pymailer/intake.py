@@ -353,14 +353,14 @@ class MessageIntake:
         quotaFree = True
         if isinstance(route, Local) and self.quotas is not None and route.users \
                 and not route.forwards:
-            states = [self.quotas.state(user) for user in route.users]
-            if not any(state.fits(size) for state in states):
+            room, limited = self.quotas.roomAmong(route.users, size)
+            if not room:
                 # Refused only when the mail would land nowhere with room:
                 # an alias reaching one full mailbox among others is
                 # delivered to all (pymailer.quota says why an overrun
                 # beats a bounce).
                 raise MAILBOX_FULL
-            quotaFree = all(state.limit is None for state in states)
+            quotaFree = not limited
         return route, quotaFree
 
     def _judgeRoute(self, route):

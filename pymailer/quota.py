@@ -84,6 +84,23 @@ class Quotas:
         # one (most) cost nothing per delivery.
         return QuotaState(limit, self.store.usage(user) if limit is not None else 0)
 
+    def roomAmong(self, users, adding):
+        """
+        Blocking: whether C{adding} more octets fit in the mailbox of at
+        least one of C{users} (an alias), and whether any of them has a
+        limit.  Every limit is read (the directory: one small look-up
+        each), but the usage (the store: a sum over all of a user's mail)
+        only of users with a limit, and only until one of them has room.
+
+        @return: C{(room, limited)}, two booleans.
+        """
+        limits = [(user, self.directory.quota(user)) for user in users]
+        limited = [(user, limit) for user, limit in limits if limit is not None]
+        if len(limited) < len(limits):
+            return True, bool(limited)  # a user without a limit has room
+        return any(QuotaState(limit, self.store.usage(user)).fits(adding)
+                   for user, limit in limited), True
+
     def check(self, user, adding):
         """
         Blocking: L{OverQuota} unless C{adding} more octets fit.

@@ -20,7 +20,7 @@ from imapharness import Client
 from mailserver import PASSWORD
 from pymailer.store.sqlite import SQLiteStore
 from sqlitecount import RowCounter
-from test_workers import onlyWorker, waitForWorkers
+from workerserver import onlyWorker, waitForWorkers
 
 SESSIONS = 50
 ALICE = "alice@example.org"

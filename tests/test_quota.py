@@ -144,6 +144,37 @@ def test_noLimitNoStoreQuery():
     assertReply(c.one("RCPT TO:<alice@example.org>\r\n"), 250, "2.1.5")
 
 
+class CountingStore(MemoryStore):
+    """A store that counts its usage queries (each a sum over a user's mail)."""
+
+    def __init__(self):
+        MemoryStore.__init__(self)
+        self.usageReads = []
+
+    def usage(self, user):
+        self.usageReads.append(user)
+        return MemoryStore.usage(self, user)
+
+
+@pytest.mark.parametrize("limits, reads", [
+    ({"alice@example.org": 100, "bob@example.org": 100}, 1),  # the first has room
+    ({"alice@example.org": 100, "bob@example.org": None}, 0),  # bob: no limit
+])
+def test_aliasReadsUsageOnlyUntilOneHasRoom(limits, reads):
+    """If this fails, every RCPT to an alias of many users with quotas
+    costs a usage query per user (a sum over all their mail), where the
+    first mailbox with room already decides that the mail is accepted."""
+    c = SMTPClient()
+    store = CountingStore()
+    c.intake.quotas = Quotas(c.directory, store)
+    for user, limit in limits.items():
+        c.directory.setQuota(user, limit)
+    c.ehlo()
+    assert c.one("MAIL FROM:<s@remote.test>\r\n")[0] == 250
+    assertReply(c.one("RCPT TO:<team@example.org>\r\n"), 250, "2.1.5")
+    assert len(store.usageReads) == reads
+
+
 # -- IMAP: QUOTA commands and OVERQUOTA -------------------------------------
 
 @pytest.fixture

@@ -13,9 +13,8 @@ import time
 
 import pytest
 
-from mailserver import MailServer
 from test_smtp_hotpath import ClockReactor, CountingThreadPool
-from test_workers import onlyWorker, waitForWorkers
+from workerserver import onlyWorker, runningWorkers
 
 from pymailer.auth.directory import SQLiteAccountDirectory
 from pymailer.delivery.router import Local, Router
@@ -136,14 +135,8 @@ def test_the_directory_version_never_waits_on_a_writer(tmp_path):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    server = MailServer(tmp_path_factory.mktemp("routecache"), workers=2)
-    server.provision()
-    server.start()
-    waitForWorkers(server)
-    try:
+    with runningWorkers(tmp_path_factory.mktemp("routecache")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @contextlib.contextmanager

@@ -224,6 +224,24 @@ def test_recipients_past_the_limit_are_not_errors():
     assert c.one("DATA\r\n")[0] == 354
 
 
+def test_recipients_far_past_the_limit_are_errors(monkeypatch):
+    """
+    If this fails, a client may send RCPTs past max_recipients without end
+    (each a 452 that never counts): past the overshoot limit they count
+    toward max_errors and the session is closed with 421, as Postfix's
+    smtpd_recipient_overshoot_limit does.
+    """
+    monkeypatch.setattr("pymailer.smtp.server.RECIPIENT_OVERSHOOT_LIMIT", 5)
+    c = Client(max_recipients=1, max_errors=2)
+    c.ehlo()
+    c.one("MAIL FROM:<a@remote.test>\r\n")
+    c.one("RCPT TO:<alice@example.org>\r\n")
+    for _ in range(5 + 2):
+        assertReply(c.one("RCPT TO:<bob@example.org>\r\n"), 452, "4.5.3")
+    replies = c.send("RCPT TO:<bob@example.org>\r\n")
+    assert [code for code, _ in replies] == [452, 421]
+
+
 def test_command_line_too_long_500():
     """A command line over 512 octets gets 500 5.5.2, and the session goes on."""
     c = Client()

@@ -2,12 +2,9 @@
 Worker processes (C{[server] workers = 2}), end to end: a real twistd
 supervisor and its two workers on loopback, real clients.
 
-Which worker accepts a connection is the kernel's choice; a test that needs
-a client on a given worker stops the other one (SIGSTOP) until the client
-has its greeting, so that only that worker is in accept().
+The server and the ways to pick a client's worker: L{workerserver}.
 """
 
-import contextlib
 import os
 import poplib
 import re
@@ -18,50 +15,12 @@ import pytest
 from twisted.python.failure import Failure
 
 from imapwire import Wire
-from mailserver import PASSWORD, MailServer, waitFor
+from mailserver import PASSWORD, waitFor
+from workerserver import onlyWorker, runningWorkers, waitForWorkers, workerPids
 
 ALICE = "alice@example.org"
 BOB = "bob@example.org"
 LOCKOUT_TIME = 3
-
-_STARTED = re.compile(r"worker (\d+) started, pid (\d+)")
-
-
-def workerPids(server):
-    """C{{index: pid}} of the workers running now, from the supervisor's log."""
-    pids = {}
-    for index, pid in _STARTED.findall(server.log(settle=0)):
-        pids[int(index)] = int(pid)
-    return pids
-
-
-def waitForWorkers(server, count=2, timeout=60):
-    """Wait until C{count} workers say they are ready; return their pids."""
-    def ready():
-        pids = workerPids(server)
-        log = server.log(settle=0)
-        return len(pids) == count and all(
-            f"[worker {i} pid {pid}] [pymailer.workers#info] worker {i} ready" in log
-            for i, pid in pids.items()) and pids
-    return waitFor(ready, timeout,
-                   message=lambda: f"{count} workers ready:\n{server.log(settle=0)}")
-
-
-@contextlib.contextmanager
-def onlyWorker(server, index):
-    """
-    Only worker C{index} accepts connections in the block (the others are
-    stopped): connect and read the greeting inside it.
-    """
-    pids = workerPids(server)
-    others = [pid for i, pid in pids.items() if i != index]
-    for pid in others:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield pids[index]
-    finally:
-        for pid in others:
-            os.kill(pid, signal.SIGCONT)
 
 
 def login(wire, password=PASSWORD):
@@ -70,17 +29,11 @@ def login(wire, password=PASSWORD):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    server = MailServer(
-        tmp_path_factory.mktemp("workers"), roles=("imap", "pop3"), workers=2,
-        sections={"auth": {"allow_plaintext_on_loopback": True, "failure_delay": 0.1,
-                           "max_failures": 3, "lockout_time": LOCKOUT_TIME}})
-    server.provision()
-    server.start()
-    waitForWorkers(server)
-    try:
+    with runningWorkers(
+            tmp_path_factory.mktemp("workers"), roles=("imap", "pop3"),
+            sections={"auth": {"allow_plaintext_on_loopback": True, "failure_delay": 0.1,
+                               "max_failures": 3, "lockout_time": LOCKOUT_TIME}}) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_every_worker_accepts_and_each_message_is_delivered_once(server):

@@ -116,18 +116,28 @@ def tokenize(segments, sections=False):
     return stack[0]
 
 
+def _openList(stack):
+    """A "(": the tokens up to its ")" go into a new list."""
+    if len(stack) > MAX_NESTING:
+        raise ParseError("parentheses nested too deeply")
+    stack.append([])
+
+
+def _closeList(stack):
+    """A ")": the list it closes is a token of the one around it."""
+    if len(stack) == 1:
+        raise ParseError("unbalanced parentheses")
+    done = stack.pop()
+    stack[-1].append(done)
+
+
 def _tokenizePlain(line, stack):
     """L{_tokenizeLine} for a line L{_PLAIN_LINE} matches."""
     for token in _PLAIN_TOKEN.findall(line):
         if token == b"(":
-            if len(stack) > MAX_NESTING:
-                raise ParseError("parentheses nested too deeply")
-            stack.append([])
+            _openList(stack)
         elif token == b")":
-            if len(stack) == 1:
-                raise ParseError("unbalanced parentheses")
-            done = stack.pop()
-            stack[-1].append(done)
+            _closeList(stack)
         else:
             stack[-1].append(Atom(token))
 
@@ -139,15 +149,10 @@ def _tokenizeLine(line, stack, sections):
         if c == b" ":
             i += 1
         elif c == b"(":
-            if len(stack) > MAX_NESTING:
-                raise ParseError("parentheses nested too deeply")
-            stack.append([])
+            _openList(stack)
             i += 1
         elif c == b")":
-            if len(stack) == 1:
-                raise ParseError("unbalanced parentheses")
-            done = stack.pop()
-            stack[-1].append(done)
+            _closeList(stack)
             i += 1
         elif c == b'"':
             out = bytearray()

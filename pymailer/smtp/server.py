@@ -179,36 +179,25 @@ class SMTPServer(SessionSecurity, ESMTP):
     def reply(self, code, enhanced, text):
         """
         Queue one reply, each line carrying its enhanced code; it goes out
-        with the others of its command group (L{_flushReplies}).
+        with the others of its command group (L{_flushReplies}).  A 4xx or
+        5xx counts toward C{max_errors}.
         """
         if self._disconnected:
             return
-        if code >= 400 and not self._isOvershoot(code, enhanced):
+        self._queueReply(code, enhanced, text)
+        if code >= 400:
             self._errors += 1
+            if code != 421 and self._errors > self.factory.limits.max_errors:
+                self._closeWith(421, "4.7.0", "Too many errors, closing connection")
+
+    def _queueReply(self, code, enhanced, text):
+        """Queue one reply without counting it (L{reply} counts errors)."""
         lines = text.split("\n")
         last = len(lines) - 1
         for i, line in enumerate(lines):
             sep = "-" if i < last else " "
             prefix = f"{code}{sep}{enhanced} " if enhanced else f"{code}{sep}"
             self._outbox.append((prefix + line + "\r\n").encode("utf-8"))
-        if code != 421 and self._errors > self.factory.limits.max_errors:
-            self._closeWith(421, "4.7.0", "Too many errors, closing connection")
-
-    def _isOvershoot(self, code, enhanced):
-        """
-        Whether this reply is a recipient past C{max_recipients} that is not
-        yet to count as an error.  RFC 5321 4.5.3.1.10: a client told 452
-        sends the rest in a later transaction, so a large batch is no abuse;
-        counting each 452 would close the session (421) before its DATA and
-        lose the recipients already accepted.  Past
-        L{RECIPIENT_OVERSHOOT_LIMIT} of them they count, as Postfix's
-        C{smtpd_recipient_overshoot_limit} does.
-        """
-        if (code, enhanced) != (submission.TOO_MANY_RECIPIENTS.code,
-                                submission.TOO_MANY_RECIPIENTS.enhanced):
-            return False
-        self._overshoot += 1
-        return self._overshoot <= RECIPIENT_OVERSHOOT_LIMIT
 
     def _send(self, data):
         """Queue raw reply bytes (the greeting, the EHLO answer)."""
@@ -713,11 +702,10 @@ class SMTPServer(SessionSecurity, ESMTP):
             if not recipient.isascii() and not txn.smtputf8:
                 raise SMTPReply(553, "5.6.7", "UTF-8 address requires SMTPUTF8")
             recipient = unquoteLocalPart(recipient)
-            if len(txn.recipients) >= self.factory.limits.max_recipients:
-                # RFC 5321 §4.5.3.1.10: 452 for too many recipients.
-                raise submission.TOO_MANY_RECIPIENTS
         except SMTPReply as e:
             return self._refuse("RCPT", e, txn.sender, [recipient])
+        if len(txn.recipients) >= self.factory.limits.max_recipients:
+            return self._refuseOvershoot(txn.sender, recipient)
 
         def route(_):
             d = self.intake.validateRecipient(txn.session, txn.sender,
@@ -734,6 +722,24 @@ class SMTPServer(SessionSecurity, ESMTP):
             self._refusedBy("RCPT", txn.sender, [recipient]),
             route, lambda _: self._ask("checkRecipient", recipient),
             lambda decision: self._judge(decision, recipient), accepted)
+
+    def _refuseOvershoot(self, sender, recipient):
+        """
+        452 for a recipient past C{max_recipients} (RFC 5321 4.5.3.1.10),
+        not counted as an error up to L{RECIPIENT_OVERSHOOT_LIMIT} of them:
+        a client told 452 sends the rest in a later transaction, so a large
+        batch is no abuse, and counting each 452 would close the session
+        (421) before its DATA and lose the recipients already accepted.
+        Past the limit they count, as Postfix's
+        C{smtpd_recipient_overshoot_limit} does.
+        """
+        reply = submission.TOO_MANY_RECIPIENTS
+        self._overshoot += 1
+        if self._overshoot > RECIPIENT_OVERSHOOT_LIMIT:
+            return self._refuse("RCPT", reply, sender, [recipient])
+        self._logRefusal("RCPT", reply, sender, [recipient])
+        if not self._disconnected:
+            self._queueReply(reply.code, reply.enhanced, reply.text)
 
     def _unknownRecipient(self, failure, recipient):
         """

@@ -197,6 +197,7 @@ class ChangeNotifier(Service):
         stamp = getattr(_thread, "stamp", None) or readStamp()
         # With the command's result that follows (the same queue, in
         # order), one wake-up of the reactor, not one each (issue 13).
+        # Not redundant: CoalescingWaker wakes again for a notice between waker read and calls.
         returns = reactorReturns(self.reactor)
         if returns is None:
             self.reactor.callFromThread(self._dispatch, user, mailboxName, stamp)
