@@ -660,7 +660,8 @@ class SQLiteStore(Listeners):
         transaction, each in a savepoint (one alone in none); an error of
         SQLite's that ends the whole transaction (C{SQLITE_FULL}, an I/O
         error: the savepoint is gone) fails that one and runs the others
-        again in a new one.
+        again in a new one.  A failed one's temporary blobs go with its
+        outcome (L{_sharedOutcome}), outside the lock, as everyone's.
 
         @return: C{(settled, synced)}: blobs freed by earlier non-durable
             commits, which this one's flush makes durable; whether anything
@@ -694,10 +695,7 @@ class SQLiteStore(Listeners):
                     db.execute("RELEASE delivery")
                     if entry.error is None:
                         committing.append(entry)
-                    else:
-                        entry.discardPending()
                 if again is not None:
-                    self._discardAll(remaining[index:index + 1])
                     if not again:
                         return [], False
                     remaining = again
@@ -713,13 +711,7 @@ class SQLiteStore(Listeners):
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
-                self._discardAll(remaining)
                 raise
-
-    @staticmethod
-    def _discardAll(entries):
-        for entry in entries:
-            entry.discardPending()
 
     def _upgrade(self):
         """
