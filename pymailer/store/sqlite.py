@@ -933,7 +933,10 @@ class SQLiteStore(Listeners):
         for i in range(0, len(blobIds), 500):
             part = blobIds[i:i + 500]
             named = {row[0] for row in db.execute(
-                "SELECT id FROM blobs WHERE id IN (%s)" % ",".join("?" * len(part)), part)}
+                # A row that keeps the octets itself names no file: the same
+                # content freed as a file and delivered again in one batch.
+                "SELECT id FROM blobs WHERE octets IS NULL AND id IN (%s)"
+                % ",".join("?" * len(part)), part)}
             for blobId in part:
                 if blobId not in named:
                     try:
@@ -953,7 +956,8 @@ class SQLiteStore(Listeners):
         with self._writeLock():
             db.execute("BEGIN IMMEDIATE")  # no blob is taken or freed meanwhile
             try:
-                referenced = {row[0] for row in db.execute("SELECT id FROM blobs")}
+                referenced = {row[0] for row in db.execute(
+                    "SELECT id FROM blobs WHERE octets IS NULL")}  # the others have no file
                 # Freed by commits not yet durable: not orphans yet.
                 with self._unsyncedGuard:
                     referenced.update(self._unsynced)
