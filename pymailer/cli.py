@@ -512,7 +512,7 @@ def cmdBackup(args, config, out):
                            " copy data_dir/mail with the server stopped, or use"
                            " pymailer export")
     messages, blobs = store.backup(args.directory)
-    print(f"backup in {args.directory}: {messages} messages, {blobs} message files",
+    print(f"backup in {args.directory}: {messages} messages, {blobs} distinct contents",
           file=out)
 
 

@@ -355,7 +355,7 @@ def test_writers_of_two_processes_queue_on_a_file_lock(tmp_path, monkeypatch):
 
     def flock(fd, operation):
         # The second store's writer finds the lock taken, then waits in it.
-        if fd is second._writerFile and operation == fcntl.LOCK_EX:
+        if fd is second._writers._file and operation == fcntl.LOCK_EX:
             try:
                 return realFlock(fd, operation | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -108,3 +108,29 @@ def test_a_backup_holds_content_kept_in_rows_and_in_files(tmp_path):
     assert len(blobFiles(restored)) == 1
     assert [c.read() for _, c in restored.mailbox(ALICE).openMessages([1, 2])] == [small,
                                                                                     large]
+
+
+def test_content_freed_as_a_file_and_kept_again_in_a_row_leaves_no_file(tmp_path):
+    """
+    If this fails, the same octets freed as a file (stored before rows
+    kept content) and stored again in a row in one transaction leave the
+    file on disk for ever: the row names the content, and the sweep takes
+    every content a row names for a file.
+    """
+    store = SQLiteStore(tmp_path / "store")
+    octets = b"Subject: again\r\n\r\nthe same\r\n"
+    store.inlineLimit = 0
+    box = store.mailbox(ALICE)
+    box.append(io.BytesIO(octets))
+    store.inlineLimit = INLINE_LIMIT
+    assert len(blobFiles(store)) == 1
+    pending, summary = store._writeBlob(b"", io.BytesIO(octets))
+
+    def expungeAndAppend(txn):
+        box._expunge(txn, [1])
+        return box._appendIn(txn, pending, summary, (), 0.0, None, False)
+
+    store._writeShared(expungeAndAppend)
+    assert [c.read() for _, c in box.openMessages([2])] == [octets]
+    store.sweep(now=float("inf"))
+    assert blobFiles(store) == set()

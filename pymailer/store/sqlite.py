@@ -78,6 +78,7 @@ from pymailer.store import (
     importPlan, importTarget, newObjectId, OBJECTID_DIGITS, renameMoves, specialUseOf,
 )
 from pymailer.fsutil import fsyncDirectory
+from pymailer.sqlitedb import WriterLock
 from pymailer.store.blobs import IN_PLACE_LIMIT, BlobStore
 from pymailer.store.content import BytesContent
 from pymailer.store.maildirindex import Keywords
@@ -416,8 +417,9 @@ class SQLiteStore(Listeners):
         # them, ours are told directly after the commit.
         self.origin = secrets.token_hex(8)
         self._local = threading.local()
-        self._writers = threading.Lock()
-        self._writerFile = self._openWriterLock()
+        # Writers of this process, then of every process, queue here
+        # before SQLite's lock (see _writeLock).
+        self._writers = WriterLock(self.root / "locks" / "writer")
         # Blobs freed by commits not yet durable (see _write).
         self._unsyncedGuard = threading.Lock()
         self._unsynced = []
@@ -452,42 +454,16 @@ class SQLiteStore(Listeners):
         db.execute("PRAGMA foreign_keys = OFF")
         return db
 
-    def _openWriterLock(self):
-        """
-        The file whose C{flock} queues the processes on this store (see
-        L{_writeLock}); C{None} if this user may not open it (made by
-        another, e.g. root running the admin command): SQLite's own lock
-        still excludes, only the queueing is lost.
-        """
-        try:
-            # A file object, closed with the store when it is collected.
-            return os.fdopen(os.open(self.root / "locks" / "writer",
-                                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600), "rb")
-        except PermissionError:
-            log.warn("Cannot open {path}: writers of several processes poll SQLite's lock",
-                     path=str(self.root / "locks" / "writer"))
-            return None
-
     @contextmanager
     def _writeLock(self):
         """
-        Held around every write transaction.  The threads of this process
-        queue on a lock of their own, then the processes (C{[server]
-        workers}, the admin command, the delivery agent) on an C{flock}
-        of C{locks/writer}, before SQLite's lock: a writer waiting in
-        SQLite's busy handler polls in sleeps of up to 100 ms (a STORE
-        waited 0.7 s at the 99th percentile under ten sessions), one
-        waiting in C{flock} wakes when the holder lets go.
+        Held around every write transaction: the threads of this process,
+        then the processes (C{[server] workers}, the admin command, the
+        delivery agent) queue on C{locks/writer} before SQLite's lock
+        (L{pymailer.sqlitedb.WriterLock}).
         """
-        with self._writers:
-            if self._writerFile is None:
-                yield
-                return
-            fcntl.flock(self._writerFile, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(self._writerFile, fcntl.LOCK_UN)
+        with self._writers.held():
+            yield
 
     def _db(self):
         db = getattr(self._local, "db", None)
@@ -660,7 +636,8 @@ class SQLiteStore(Listeners):
         transaction, each in a savepoint (one alone in none); an error of
         SQLite's that ends the whole transaction (C{SQLITE_FULL}, an I/O
         error: the savepoint is gone) fails that one and runs the others
-        again in a new one.
+        again in a new one.  A failed one's temporary blobs go with its
+        outcome (L{_sharedOutcome}), outside the lock, as everyone's.
 
         @return: C{(settled, synced)}: blobs freed by earlier non-durable
             commits, which this one's flush makes durable; whether anything
@@ -694,10 +671,7 @@ class SQLiteStore(Listeners):
                     db.execute("RELEASE delivery")
                     if entry.error is None:
                         committing.append(entry)
-                    else:
-                        entry.discardPending()
                 if again is not None:
-                    self._discardAll(remaining[index:index + 1])
                     if not again:
                         return [], False
                     remaining = again
@@ -713,13 +687,7 @@ class SQLiteStore(Listeners):
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
-                self._discardAll(remaining)
                 raise
-
-    @staticmethod
-    def _discardAll(entries):
-        for entry in entries:
-            entry.discardPending()
 
     def _upgrade(self):
         """
@@ -951,23 +919,12 @@ class SQLiteStore(Listeners):
         """
         with self._unsyncedGuard:
             self._settled.extend(blobIds)
-        if self._writerFile is None:
-            return  # other processes may write without the file lock
-        if not self._writers.acquire(blocking=False):
-            return
-        try:
-            try:
-                fcntl.flock(self._writerFile, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return  # another process writes: our next transaction unlinks
-            try:
-                # Every writer holds both locks through its commit: what
-                # this read sees stays true while they are held.
+        with self._writers.heldIfFree() as held:
+            if held:
+                # Every writer holds the lock through its commit: what
+                # this read sees stays true while it is held.  (If not,
+                # a writer has it: our next transaction unlinks them.)
                 self._unlinkSettled(self._db())
-            finally:
-                fcntl.flock(self._writerFile, fcntl.LOCK_UN)
-        finally:
-            self._writers.release()
 
     def _unlinkSettled(self, db):
         """Under the write lock: unlink the settled blobs no row names again."""
@@ -976,7 +933,10 @@ class SQLiteStore(Listeners):
         for i in range(0, len(blobIds), 500):
             part = blobIds[i:i + 500]
             named = {row[0] for row in db.execute(
-                "SELECT id FROM blobs WHERE id IN (%s)" % ",".join("?" * len(part)), part)}
+                # A row that keeps the octets itself names no file: the same
+                # content freed as a file and delivered again in one batch.
+                "SELECT id FROM blobs WHERE octets IS NULL AND id IN (%s)"
+                % ",".join("?" * len(part)), part)}
             for blobId in part:
                 if blobId not in named:
                     try:
@@ -996,7 +956,8 @@ class SQLiteStore(Listeners):
         with self._writeLock():
             db.execute("BEGIN IMMEDIATE")  # no blob is taken or freed meanwhile
             try:
-                referenced = {row[0] for row in db.execute("SELECT id FROM blobs")}
+                referenced = {row[0] for row in db.execute(
+                    "SELECT id FROM blobs WHERE octets IS NULL")}  # the others have no file
                 # Freed by commits not yet durable: not orphans yet.
                 with self._unsyncedGuard:
                     referenced.update(self._unsynced)
