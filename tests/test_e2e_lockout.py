@@ -19,7 +19,7 @@ import pytest
 
 from imapwire import Wire
 from mailserver import PASSWORD, MailServer, insecureTLS
-from test_workers import waitForWorkers
+from test_workers import serving
 
 MAX_FAILURES = 3
 PER_ACCOUNT = 6
@@ -40,13 +40,8 @@ def server(tmp_path_factory):
                            "max_failures_per_account": PER_ACCOUNT,
                            "max_failures_per_address": PER_ADDRESS,
                            "failure_window": 600, "lockout_time": 600}})
-    server.provision(users=USERS)
-    server.start()
-    waitForWorkers(server)
-    try:
+    with serving(server, users=USERS):
         yield server
-    finally:
-        server.stop()
 
 
 def imapLogin(server, user, password, source="127.0.0.1"):

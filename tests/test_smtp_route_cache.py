@@ -15,7 +15,7 @@ import pytest
 
 from mailserver import MailServer
 from test_smtp_hotpath import ClockReactor, CountingThreadPool
-from test_workers import onlyWorker, waitForWorkers
+from test_workers import onlyWorker, serving
 
 from pymailer.auth.directory import SQLiteAccountDirectory
 from pymailer.delivery.router import Local, Router
@@ -136,14 +136,8 @@ def test_the_directory_version_never_waits_on_a_writer(tmp_path):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    server = MailServer(tmp_path_factory.mktemp("routecache"), workers=2)
-    server.provision()
-    server.start()
-    waitForWorkers(server)
-    try:
+    with serving(MailServer(tmp_path_factory.mktemp("routecache"), workers=2)) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @contextlib.contextmanager

@@ -125,6 +125,15 @@ def failLogin(c):
     return (replies + c.replies())[-1]
 
 
+def guess(c, host, times=1):
+    """C{times} wrong passwords for alice from C{host}, each answered 535."""
+    attacker = c.reconnect(host=host)
+    attacker.ehlo()
+    for _ in range(times):
+        assertReply(failLogin(attacker), 535, "5.7.8")
+    return attacker
+
+
 def test_ip_locked_out_after_max_failures():
     """
     Five wrong passwords from one IP in a minute are answered 535; the sixth
@@ -155,10 +164,7 @@ def test_one_guesser_per_address_does_not_lock_the_owner_out():
     """
     c = submissionClient(role=SUBMISSIONS, failure_delay=0)
     for i in range(9):
-        attacker = c.reconnect(host=f"192.0.2.{100 + i}")
-        attacker.ehlo()
-        for _ in range(5):
-            assertReply(failLogin(attacker), 535, "5.7.8")
+        attacker = guess(c, f"192.0.2.{100 + i}", times=5)
         assertReply(failLogin(attacker), 421, "4.7.0")
     owner = c.reconnect(host="198.51.100.7")
     owner.ehlo()
@@ -173,9 +179,7 @@ def test_account_locked_from_any_ip_past_the_per_account_bound():
     """
     c = submissionClient(role=SUBMISSIONS, failure_delay=0, max_failures_per_account=8)
     for i in range(8):
-        attacker = c.reconnect(host=f"192.0.2.{100 + i}")
-        attacker.ehlo()
-        assertReply(failLogin(attacker), 535, "5.7.8")
+        guess(c, f"192.0.2.{100 + i}")
     owner = c.reconnect(host="198.51.100.7")
     owner.ehlo()
     owner.send(f"AUTH PLAIN {plain('alice@example.org', 'alice-pw')}\r\n")
@@ -191,9 +195,7 @@ def test_ipv6_clients_counted_per_64():
     """
     c = submissionClient(role=SUBMISSIONS, failure_delay=0)
     for i in range(5):
-        attacker = c.reconnect(host=f"2001:db8:0:1::{i + 1:x}")
-        attacker.ehlo()
-        assertReply(failLogin(attacker), 535, "5.7.8")
+        guess(c, f"2001:db8:0:1::{i + 1:x}")
     sameNet = c.reconnect(host="2001:db8:0:1:ffff::9")
     sameNet.ehlo()
     assertReply(login(sameNet), 421, "4.7.0")

@@ -64,6 +64,18 @@ def onlyWorker(server, index):
             os.kill(pid, signal.SIGCONT)
 
 
+@contextlib.contextmanager
+def serving(server, **provision):
+    """C{server} provisioned, started, its workers ready; stopped after the block."""
+    server.provision(**provision)
+    server.start()
+    waitForWorkers(server)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def login(wire, password=PASSWORD):
     return wire.command(f'LOGIN {ALICE} "{password}"')[1]
 
@@ -74,13 +86,8 @@ def server(tmp_path_factory):
         tmp_path_factory.mktemp("workers"), roles=("imap", "pop3"), workers=2,
         sections={"auth": {"allow_plaintext_on_loopback": True, "failure_delay": 0.1,
                            "max_failures": 3, "lockout_time": LOCKOUT_TIME}})
-    server.provision()
-    server.start()
-    waitForWorkers(server)
-    try:
+    with serving(server):
         yield server
-    finally:
-        server.stop()
 
 
 def test_every_worker_accepts_and_each_message_is_delivered_once(server):
