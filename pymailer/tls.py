@@ -64,10 +64,11 @@ def subjectAltNames(hostname, extra=LOOPBACK_NAMES):
     return entries
 
 
-def makeSelfSigned(certPath, keyPath, hostname):
+def makeSelfSigned(certPath, keyPath, hostname, alsoFor=LOOPBACK_NAMES):
     """
-    Write a self-signed certificate for C{hostname}, C{localhost}, 127.0.0.1
-    and ::1 (and its key, 0600).
+    Write a self-signed certificate for C{hostname} and the names and
+    addresses C{alsoFor} (C{localhost}, 127.0.0.1 and ::1 unless told),
+    and its key (0600).
     """
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -85,7 +86,8 @@ def makeSelfSigned(certPath, keyPath, hostname):
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=3650))
-        .add_extension(x509.SubjectAlternativeName(subjectAltNames(hostname)), False)
+        .add_extension(x509.SubjectAlternativeName(subjectAltNames(hostname, alsoFor)),
+                       False)
         .sign(key, hashes.SHA256())
     )
     os.makedirs(os.path.dirname(keyPath), exist_ok=True)
