@@ -903,9 +903,11 @@ class ILimitStore(Interface):
 
     def recordFailure(kind, key, now, window, maxFailures, lockoutTime):
         """
-        Count a failed login of C{key} (C{kind} is C{"ip"} or
-        C{"account"}); at C{maxFailures} within C{window} seconds, lock it
-        out until C{now + lockoutTime} and start counting afresh.
+        Count a failed login of C{key} (C{kind} is C{"login"}, C{"ip"} or
+        C{"account"}: one account from one client address, the address, the
+        account; see L{pymailer.auth.guard}); at C{maxFailures} (each kind
+        has its own) within C{window} seconds, lock it out until
+        C{now + lockoutTime} and start counting afresh.
 
         @return: C{True} if this failure locked C{key} out.
         """

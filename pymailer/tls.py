@@ -14,6 +14,7 @@ client can renew the certificate and send SIGHUP without dropping anybody.
 """
 
 import datetime
+import ipaddress
 import os
 
 from OpenSSL import SSL
@@ -37,8 +38,38 @@ INTERMEDIATE_CIPHERS = (
 )
 
 
-def makeSelfSigned(certPath, keyPath, hostname):
-    """Write a self-signed certificate for C{hostname} (and its key, 0600)."""
+# What a self-signed certificate covers besides the configured hostname:
+# a new install is first tried on the machine itself, by name or address
+# (openssl s_client -connect 127.0.0.1:993 -verify_ip 127.0.0.1, a client
+# told to trust the file).  Clients match an address only against an IP
+# subjectAltName, never a DNS one (RFC 6125 6.2.1, RFC 9525 6.2).
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def subjectAltNames(hostname, extra=LOOPBACK_NAMES):
+    """
+    C{hostname} and C{extra} as subjectAltName entries, each once, in that
+    order: an IP address as an C{IPAddress} entry, a name as a C{DNSName}.
+    """
+    from cryptography import x509
+
+    entries = []
+    for name in (hostname.rstrip("."), *extra):
+        try:
+            entry = x509.IPAddress(ipaddress.ip_address(name))
+        except ValueError:
+            entry = x509.DNSName(name.lower())
+        if entry not in entries:
+            entries.append(entry)
+    return entries
+
+
+def makeSelfSigned(certPath, keyPath, hostname, alsoFor=LOOPBACK_NAMES):
+    """
+    Write a self-signed certificate for C{hostname} and the names and
+    addresses C{alsoFor} (C{localhost}, 127.0.0.1 and ::1 unless told),
+    and its key (0600).
+    """
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -55,7 +86,8 @@ def makeSelfSigned(certPath, keyPath, hostname):
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=3650))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), False)
+        .add_extension(x509.SubjectAlternativeName(subjectAltNames(hostname, alsoFor)),
+                       False)
         .sign(key, hashes.SHA256())
     )
     os.makedirs(os.path.dirname(keyPath), exist_ok=True)

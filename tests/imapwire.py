@@ -10,8 +10,11 @@ import socket
 
 
 class Wire:
-    def __init__(self, port, host="127.0.0.1", timeout=10):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port, host="127.0.0.1", timeout=10, source=None):
+        """@param source: the client's address (C{"127.0.0.2"}), or any."""
+        self.sock = socket.create_connection(
+            (host, port), timeout=timeout,
+            source_address=None if source is None else (source, 0))
         self.file = self.sock.makefile("rb")
         self.greeting = self.file.readline()
         self.n = 0

@@ -186,11 +186,14 @@ class MailServer:
     @param sections: more config tables, e.g. C{{"auth": {...}}}.
     @param workers: C{[server] workers}: 1 (one process, the shape most
         tests look at) unless a test asks for more.
+    @param interfaces: C{{role: address}} for roles listening elsewhere than
+        C{interface}: C{{"imaps": "::1"}} for a client coming from IPv6
+        loopback (loopback addresses only).
     """
 
     def __init__(self, root, smtp=None, queue=None, twistdArgs=None, env=None,
                  cwd=None, port=None, hostname=HOSTNAME, roles=(), sections=None,
-                 interface="127.0.0.1", workers=1):
+                 interface="127.0.0.1", workers=1, interfaces=None):
         self.root = pathlib.Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.hostname = hostname
@@ -205,6 +208,7 @@ class MailServer:
         # Another loopback address (127.0.0.2, ...) lets several servers
         # share one port number: relay tests need that ([relay] port).
         self.interface = interface
+        self.interfaces = dict(interfaces or {})
         self.ports = {"smtp": self.port}
         for role in roles:
             self.ports[role] = freePort()
@@ -235,7 +239,9 @@ class MailServer:
         ]
         for role, port in self.ports.items():
             kind = "ssl" if role.endswith("s") and role not in ("smtp", "metrics") else "tcp"
-            lines.append(f'{role} = "{kind}:{port}:interface={self.interface}"')
+            # An endpoint string escapes an IPv6 address's colons.
+            interface = self.interfaces.get(role, self.interface).replace(":", "\\:")
+            lines.append(f"{role} = {value(f'{kind}:{port}:interface={interface}')}")
         tables = [("smtp", self.smtpOptions), ("queue", self.queueOptions)]
         # A test server never asks the real DNS (no traffic off this
         # machine): unless a test brings its own DNS server, lookups fail

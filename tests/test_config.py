@@ -636,3 +636,22 @@ def test_listeners_get_a_backlog_unless_they_name_one(description, expected):
     clients at once: some wait forever for a greeting), or one the admin
     chose is overridden."""
     assert config.withBacklog(description) == expected
+
+
+class TestAuth:
+    def test_spread_bounds_default_to_ten_times_max_failures(self, tmp_path):
+        """
+        max_failures_per_account and max_failures_per_address follow
+        max_failures (ten times) unless set: an admin lowering max_failures
+        lowers the bounds on spread-out guessing too.
+        """
+        c = config.load(writeConfig(tmp_path, MINIMAL + "[auth]\nmax_failures = 3\n"))
+        assert (c.auth.max_failures_per_account, c.auth.max_failures_per_address) == (30, 30)
+        c = config.load(writeConfig(tmp_path, MINIMAL + "[auth]\nmax_failures_per_account = 7\n"))
+        assert (c.auth.max_failures_per_account, c.auth.max_failures_per_address) == (7, 50)
+
+    def test_spread_bound_below_max_failures_refused(self, tmp_path):
+        """A per-account bound below the per-address-and-account one is a mistake, named."""
+        message = loadError(tmp_path, MINIMAL + "[auth]\nmax_failures_per_account = 2\n")
+        assert ": auth.max_failures_per_account: " in message
+        assert "at least max_failures (5)" in message

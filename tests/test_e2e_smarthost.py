@@ -19,9 +19,9 @@ CAROL = "carol@remote.test"
 
 @pytest.fixture
 def certificate(tmp_path):
-    """A self-signed certificate (and key) for the name localhost."""
+    """A self-signed certificate (and key) for the name localhost only."""
     cert, key = tmp_path / "localhost-cert.pem", tmp_path / "localhost-key.pem"
-    makeSelfSigned(str(cert), str(key), "localhost")
+    makeSelfSigned(str(cert), str(key), "localhost", alsoFor=())
     return cert, key
 
 

@@ -132,8 +132,13 @@ def test_wrong_password_535_with_delay(server):
         assert time.monotonic() - started >= 0.25
 
 
-def test_sixth_wrong_password_locks_ip_out(server):
-    """After five wrong passwords in a minute, the sixth attempt from that IP gets 421 4.7.0 — even a right one later."""
+def test_sixth_wrong_password_locks_the_address_out_for_that_account(server):
+    """
+    After five wrong passwords for bob in a minute, the sixth attempt from
+    that IP gets 421 4.7.0, and so does bob's right one later; alice, from
+    the same IP, still logs in: a guesser locks out their own address for
+    the account they guess, nobody else.
+    """
     codes = []
     for _ in range(6):
         with smtplib.SMTP_SSL("127.0.0.1", server.ports["submissions"], context=insecureTLS(), timeout=10) as c:
@@ -143,10 +148,12 @@ def test_sixth_wrong_password_locks_ip_out(server):
             if code == 421:
                 break
     assert codes == [535] * 5 + [421]
-    with smtplib.SMTP_SSL("127.0.0.1", server.ports["submissions"], context=insecureTLS(), timeout=10) as c:
-        c.ehlo()
-        code, text = c.docmd("AUTH", "PLAIN " + _plain(ALICE, PASSWORD))
-        assert (code, text[:5]) == (421, b"4.7.0")
+    for user, expected in ((BOB, (421, b"4.7.0")), (ALICE, (235, b"2.7.0"))):
+        with smtplib.SMTP_SSL("127.0.0.1", server.ports["submissions"], context=insecureTLS(),
+                              timeout=10) as c:
+            c.ehlo()
+            code, text = c.docmd("AUTH", "PLAIN " + _plain(user, PASSWORD))
+            assert (code, text[:5]) == expected
     server.waitForLog("locked out")
 
 

@@ -54,6 +54,37 @@ def test_wrong_password_refused(server):
     m.logout()
 
 
+def test_bare_lf_ends_a_command_line_and_literals_stay_exact(server):
+    """
+    Lines ending in a bare LF (`openssl s_client` without -crlf) are
+    answered as CRLF ones are, where the server used to wait for the CR
+    in silence; an APPEND literal counted from after such a line is
+    stored byte for byte (a lone LF and CRLF inside it kept), and FETCH
+    gives the same octets back.
+    """
+    wire = Wire(server.ports["imap"], timeout=10)
+    try:
+        wire.sock.sendall(b"a1 NOOP\n")
+        assert wire.readResponse().startswith(b"a1 OK")
+        wire.sock.sendall(f'a2 LOGIN {BOB} "{PASSWORD}"\n'.encode())
+        assert wire.readResponse().startswith(b"a2 OK")
+        message = b"Subject: typed by hand\r\n\r\nline one\nline two\r\n"
+        wire.sock.sendall(b"a3 APPEND Drafts {%d}\n" % len(message))
+        assert wire.readResponse().startswith(b"+ ")
+        wire.sock.sendall(message + b"\n")
+        assert b"a3 OK" in wire.readResponse()
+        wire.sock.sendall(b"a4 SELECT Drafts\r\n")
+        while not (line := wire.readResponse()).startswith(b"a4 "):
+            pass
+        assert line.startswith(b"a4 OK")
+        wire.sock.sendall(b"a5 FETCH * BODY.PEEK[]\n")
+        fetched = wire.readResponse()
+        assert fetched.endswith(b"{%d}\r\n" % len(message) + message + b")\r\n")
+        assert wire.readResponse().startswith(b"a5 OK")
+    finally:
+        wire.close()
+
+
 def test_smtp_delivery_fetch_flags_search(server):
     """Mail delivered by SMTP is listed, read, flagged and found by search."""
     deliver(server, ALICE, "fetchme", "the body text\r\n")

@@ -85,6 +85,28 @@ def test_failures_lock_out_within_the_window_only(limits):
     assert not limits.recordFailure("account", "y", 2.0, 60, 3, 300)
 
 
+def test_login_keys_counted_apart_with_their_own_limits(limits):
+    """
+    The guard's keys (L{pymailer.auth.guard.LoginGuard.counts}): one
+    account from one address (an IPv6 /64, a UTF-8 name) locks out at its
+    limit while the same account's count over every address, with a
+    higher limit, does not yet; another address for the account, and the
+    same address for another account, are not locked out: otherwise a
+    guesser would lock the owner out everywhere.
+    """
+    net, account = "2001:db8:0:1::/64", "jörg@example.org"
+    login = f"{net} {account}"
+    for at in (0.0, 1.0):
+        assert not limits.recordFailure("login", login, at, 60, 3, 300)
+        assert not limits.recordFailure("account", account, at, 60, 30, 300)
+    assert limits.recordFailure("login", login, 2.0, 60, 3, 300)
+    assert not limits.recordFailure("account", account, 2.0, 60, 30, 300)
+    assert limits.lockedOut("login", login, 3.0)
+    assert not limits.lockedOut("account", account, 3.0)
+    assert not limits.lockedOut("login", f"2001:db8:0:2::/64 {account}", 3.0)
+    assert not limits.lockedOut("login", f"{net} bob@example.org", 3.0)
+
+
 def test_connections_counted_up_to_the_limit(limits):
     """
     Two connections from one address to a listener with a limit of two:

@@ -125,6 +125,15 @@ def failLogin(c):
     return (replies + c.replies())[-1]
 
 
+def guess(c, host, times=1):
+    """C{times} wrong passwords for alice from C{host}, each answered 535."""
+    attacker = c.reconnect(host=host)
+    attacker.ehlo()
+    for _ in range(times):
+        assertReply(failLogin(attacker), 535, "5.7.8")
+    return attacker
+
+
 def test_ip_locked_out_after_max_failures():
     """
     Five wrong passwords from one IP in a minute are answered 535; the sixth
@@ -140,25 +149,59 @@ def test_ip_locked_out_after_max_failures():
     again = c.reconnect()
     again.ehlo()
     assertReply(login(again), 421, "4.7.0")
-    # The account is locked as well, but another user elsewhere is not.
+    # Another user, elsewhere, is not locked out.
     other = c.reconnect(host="192.0.2.50")
     other.ehlo()
     assertReply(login(other, "bob@example.org", "bob-pw"), 235, "2.7.0")
     assertReply(failLogin(other), 503, "5.5.1")  # already authenticated
 
 
-def test_account_locked_from_any_ip():
-    """After five wrong passwords for one account, its right password fails (535) from another IP."""
+def test_one_guesser_per_address_does_not_lock_the_owner_out():
+    """
+    Five wrong passwords for alice from each of nine addresses lock out
+    those addresses, not alice: her right password from another address
+    gets 235, where one guesser used to lock her out everywhere.
+    """
     c = submissionClient(role=SUBMISSIONS, failure_delay=0)
-    for i in range(5):
-        attacker = c.reconnect(host=f"192.0.2.{100 + i}")
-        attacker.ehlo()
-        assertReply(failLogin(attacker), 535, "5.7.8")
+    for i in range(9):
+        attacker = guess(c, f"192.0.2.{100 + i}", times=5)
+        assertReply(failLogin(attacker), 421, "4.7.0")
+    owner = c.reconnect(host="198.51.100.7")
+    owner.ehlo()
+    assertReply(login(owner), 235, "2.7.0")
+
+
+def test_account_locked_from_any_ip_past_the_per_account_bound():
+    """
+    Past max_failures_per_account wrong passwords for one account, spread
+    over addresses (each under max_failures), its right password fails
+    (535) from any other address.
+    """
+    c = submissionClient(role=SUBMISSIONS, failure_delay=0, max_failures_per_account=8)
+    for i in range(8):
+        guess(c, f"192.0.2.{100 + i}")
     owner = c.reconnect(host="198.51.100.7")
     owner.ehlo()
     owner.send(f"AUTH PLAIN {plain('alice@example.org', 'alice-pw')}\r\n")
     c.clock.advance(0)
     assertReply(owner.replies()[-1], 535, "5.7.8")
+
+
+def test_ipv6_clients_counted_per_64():
+    """
+    Guesses from two addresses of one IPv6 /64 add up (a host has all of
+    its /64 to hop around in): the lockout holds for the whole /64, and
+    not for the next /64, where alice logs in.
+    """
+    c = submissionClient(role=SUBMISSIONS, failure_delay=0)
+    for i in range(5):
+        guess(c, f"2001:db8:0:1::{i + 1:x}")
+    sameNet = c.reconnect(host="2001:db8:0:1:ffff::9")
+    sameNet.ehlo()
+    assertReply(login(sameNet), 421, "4.7.0")
+    nextNet = c.reconnect(host="2001:db8:0:2::1")
+    nextNet.ehlo()
+    assertReply(login(nextNet), 235, "2.7.0")
 
 
 def test_lockout_expires():

@@ -288,10 +288,10 @@ def test_sessionSharedBetweenTwoServers(makeMailServer, tmp_path):
 
 def test_apiLoginFailuresLockOutLikeIMAP(webServer, tmp_path):
     """
-    Five wrong passwords through /api/login lock the address out: the
-    right password then gets the same 401 there, and IMAP refuses it too:
-    otherwise the API would be a way to guess passwords without the
-    lockouts of every other login.
+    Five wrong passwords for bob through /api/login lock the address out
+    for bob: the right password then gets the same 401 there, and IMAP
+    refuses it too: otherwise the API would be a way to guess passwords
+    without the lockouts of every other login.
     """
     import imaplib
     from mailserver import insecureTLS
@@ -303,4 +303,4 @@ def test_apiLoginFailuresLockOutLikeIMAP(webServer, tmp_path):
     with imaplib.IMAP4_SSL("127.0.0.1", webServer.ports["imaps"], ssl_context=insecureTLS(),
                            timeout=20) as imap:
         with pytest.raises(imaplib.IMAP4.error):
-            imap.login(f"alice@{DOMAIN}", PASSWORD)
+            imap.login(f"bob@{DOMAIN}", PASSWORD)

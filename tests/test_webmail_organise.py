@@ -11,6 +11,7 @@ other side of the live updates.
 
 import base64
 import io
+import os
 import re
 import time
 import urllib.parse
@@ -365,6 +366,35 @@ class TestHTTP:
         [shown] = re.findall(r'<p class="notice ok"[^>]*>([^<]*)</p>', page)
         assert shown == f"Folder \u2068{name}\u2069 renamed to Invoice."
         assert "Invoice" in webServer.store().listMailboxes(BOB)
+
+    def test_folderNameNotUTF8OnDiskShownEscapedAndReachable(self, makeMailServer):
+        """
+        A Maildir folder whose directory name is Latin-1, not UTF-8 (made by
+        another program, or copied in), is listed as its octets escaped,
+        Entw\\xfcrfe, on every page; its link opens it with its mail, and it
+        can be renamed to a valid name.  It used to make every page that
+        lists the folders answer 500 (a name no page could be encoded with).
+        """
+        server = makeMailServer(roles=("https",), sections={"storage": {"backend": "maildir"}})
+        folder = os.path.join(os.fsencode(server.store()._userDir(BOB)), b".Entw\xfcrfe")
+        for sub in (b"cur", b"new", b"tmp"):
+            os.makedirs(os.path.join(folder, sub))
+        with open(os.path.join(folder, b"new", b"1700000000.M1P1.test"), "wb") as f:
+            f.write(message("kept in latin-1").as_bytes())
+        shown = "Entw\\xfcrfe"
+        bob = Client(base(server))
+        bob.logIn(BOB)
+        for path in ("/webmail/", "/webmail/folders"):
+            status, _, page = bob.request(path)
+            assert status == 200, path
+            assert f"<bdi>{shown}</bdi>" in page, path
+        status, _, page = bob.request("/webmail/folder?name=" + urllib.parse.quote(shown))
+        assert status == 200 and "kept in latin-1" in page
+        csrf = bob.csrf("/webmail/folders")
+        bob.request("/webmail/folders/rename",
+                    {"csrf": csrf, "name": shown, "newname": "Entw\u00fcrfe"})
+        names = server.store().listMailboxes(BOB)
+        assert "Entw\u00fcrfe" in names and not any("\udcfc" in n for n in names)
 
     def test_liveStateAndScript(self, webServer):
         """

@@ -13,7 +13,7 @@ import os
 import re
 import signal
 
-from mailserver import MailServer, waitFor
+from mailserver import DEFAULT_USERS, MailServer, waitFor
 
 _STARTED = re.compile(r"worker (\d+) started, pid (\d+)")
 
@@ -56,16 +56,16 @@ def onlyWorker(server, index):
 
 
 @contextlib.contextmanager
-def runningWorkers(root, **options):
+def runningWorkers(root, users=DEFAULT_USERS, **options):
     """
-    A provisioned L{MailServer} under C{root} with two workers, both ready,
-    for the block (a module-scoped fixture's server); stopped after it,
-    also when it did not get ready.
+    A L{MailServer} under C{root} with two workers, both ready, provisioned
+    with C{users}, for the block (a module-scoped fixture's server);
+    stopped after it, also when it did not get ready.
 
-    @param options: more L{MailServer} options (roles, sections).
+    @param options: more L{MailServer} options (roles, sections, interfaces).
     """
     server = MailServer(root, workers=2, **options)
-    server.provision()
+    server.provision(users=users)
     try:
         server.start()
         waitForWorkers(server)

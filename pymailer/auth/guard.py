@@ -1,7 +1,20 @@
 """
 Brute-force protection for logins, shared by every protocol: failed logins
-are counted per client IP and per account in a sliding window, answered
-after a delay, and past a limit the IP or account is locked out for a while.
+are counted in a sliding window and answered after a delay, and past a
+limit the client is locked out for a while.  Three counts, each with its
+limit (L{pymailer.config.AuthConfig}):
+
+  - C{"login"}: one account from one client address (an IPv4 address, an
+    IPv6 /64: one host's share, L{clientAddress}), C{max_failures}.  Past
+    it that address is locked out for that account only: a guesser locks
+    out themselves, not the owner logging in from elsewhere (as Dovecot's
+    and mox's limits are per client address);
+  - C{"account"}: one account from every address, C{max_failures_per_account}
+    (higher): bounds a guesser spread over many addresses.  Past it the
+    account's logins are refused from everywhere (answered like a wrong
+    password, so the guesser learns nothing);
+  - C{"ip"}: one address for every account, C{max_failures_per_address}
+    (higher): bounds one address trying a password on many accounts.
 
 The counts live in an L{pymailer.interfaces.ILimitStore}: in memory with
 one process (a restart forgets only the counters, never a password), in a
@@ -10,6 +23,7 @@ whose connections land on different workers is counted and stopped once.
 """
 
 import ipaddress
+from dataclasses import dataclass
 
 from twisted.internet import defer
 from twisted.internet.task import deferLater
@@ -17,6 +31,43 @@ from twisted.logger import Logger
 
 from pymailer.events import PROMETHEUS_ONLY
 from pymailer.limits import MemoryLimits, caller
+
+
+# What is locked out (L{LoginGuard.blocked}).
+ADDRESS = "ip"          # the client address, for every account
+LOGIN = "login"         # the client address, for one account
+ACCOUNT = "account"     # the account, from every address
+
+# IPv6 clients are counted per /64: one host (one customer, RFC 6177) may use
+# every address of its /64, so counting per address would give it 2**64
+# tries.
+IPV6_PREFIX = 64
+
+
+def clientAddress(ip):
+    """
+    The client as the guard counts it (C{str}): an IPv4 address (also when
+    a dual-stack listener reports it as C{::ffff:a.b.c.d}), or an IPv6
+    address's /64; anything else (not an IP address) as it is.
+    """
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if address.version == 6:
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, IPV6_PREFIX), strict=False))
+    return str(address)
+
+
+@dataclass(frozen=True)
+class Count:
+    """One count a failure adds to: C{kind}, C{key} and its limit."""
+
+    kind: str
+    key: str
+    limit: int
 
 
 class LoginGuard:
@@ -37,19 +88,31 @@ class LoginGuard:
         self.store = store if store is not None else MemoryLimits()
         self._call = caller(self.store, clock, threadpool)
 
+    def counts(self, ip, account):
+        """
+        The L{Count}s a failed login of C{account} (or C{None}: not known
+        yet) from C{ip} adds to, the narrowest first.
+        """
+        config, address = self.config, clientAddress(ip)
+        counts = [Count(ADDRESS, address, config.max_failures_per_address)]
+        if account is not None:
+            counts[:0] = [Count(LOGIN, f"{address} {account}", config.max_failures),
+                          Count(ACCOUNT, account, config.max_failures_per_account)]
+        return counts
+
     def blocked(self, ip, account=None):
         """
-        @return: a C{Deferred} firing with C{"ip"} or C{"account"} if that
-            is locked out, else C{None}.
+        @return: a C{Deferred} firing with what is locked out, L{ADDRESS},
+            L{LOGIN} or L{ACCOUNT}, or C{None}.
         """
-        return defer.maybeDeferred(self._call, self._blocked, ip, account,
+        return defer.maybeDeferred(self._call, self._blocked, self.counts(ip, account),
                                    self.clock.seconds())
 
-    def _blocked(self, ip, account, now):
-        # In the store's thread when it blocks: two questions, one hop.
-        for kind, key in (("ip", ip), ("account", account)):
-            if key is not None and self.store.lockedOut(kind, key, now):
-                return kind
+    def _blocked(self, counts, now):
+        # In the store's thread when it blocks: every question, one hop.
+        for count in counts:
+            if self.store.lockedOut(count.kind, count.key, now):
+                return count.kind
         return None
 
     def failed(self, ip, account, protocol):
@@ -63,36 +126,39 @@ class LoginGuard:
             "{protocol} login failed for {account!r} from {ip}",
             protocol=protocol, account=account, ip=ip,
         )
-        keys = [(kind, key) for kind, key in (("ip", ip), ("account", account))
-                if key is not None]
-        counted = defer.maybeDeferred(self._call, self._record, keys, now)
+        counted = defer.maybeDeferred(self._call, self._record,
+                                      self.counts(ip, account), now)
         counted.addCallback(self._lockedOut, ip, account)
         counted.addErrback(lambda f: self.log.failure("counting a failed login", f))
         delay = deferLater(self.clock, self.config.failure_delay, lambda: None)
         return defer.gatherResults([counted, delay]).addCallback(lambda _: None)
 
-    def _record(self, keys, now):
+    def _record(self, counts, now):
         config = self.config
-        return [(kind, key) for kind, key in keys
-                if self.store.recordFailure(kind, key, now, config.failure_window,
-                                            config.max_failures, config.lockout_time)]
+        return [count for count in counts
+                if self.store.recordFailure(count.kind, count.key, now, config.failure_window,
+                                            count.limit, config.lockout_time)]
 
-    def _lockedOut(self, keys, ip, account):
-        for kind, key in keys:
-            self.events.lockedOut(kind, key, ip, account)
+    def _lockedOut(self, counts, ip, account):
+        for count in counts:
+            self.events.lockedOut(count.kind, count.key, ip, account)
             self.log.warn(
                 "{kind} {value!r} locked out for {t:g} s after {n} failed logins",
-                kind=kind, value=key, t=self.config.lockout_time,
-                n=self.config.max_failures,
+                kind=count.kind, value=count.key, t=self.config.lockout_time,
+                n=count.limit,
             )
 
-    def succeeded(self, account):
+    def succeeded(self, ip, account):
         """
-        A good login: forget the account's failures.  Nobody waits for it
-        (a C{Deferred} when the store blocks, for tests).
+        A good login: forget the failures of C{account} from C{ip} (a typo
+        or two before).  Those from other addresses still count towards
+        C{max_failures_per_account}: the owner logging in says nothing
+        about the guesses made elsewhere.  Nobody waits for it (a
+        C{Deferred} when the store blocks, for tests).
         """
+        login = self.counts(ip, account)[0]
         return defer.maybeDeferred(self._call, self.store.clearFailures,
-                                   "account", account).addErrback(
+                                   login.kind, login.key).addErrback(
             lambda f: self.log.failure("forgetting failed logins", f))
 
 

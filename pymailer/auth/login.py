@@ -3,9 +3,12 @@ A password login through the portal, guarded by the L{LoginGuard}: the one
 sequence every protocol runs after it has the client's credentials (POP3
 USER/PASS and AUTH now; IMAP LOGIN/AUTHENTICATE and SMTP AUTH can share it).
 
-  1. the client IP is locked out -> L{LoginBlocked} at once;
-  2. the account is locked out -> answered like a wrong password, without
-     checking it (the guesser learns nothing), but still counted and delayed;
+  1. the client address is locked out, for every account or for this one
+     -> L{LoginBlocked} at once;
+  2. the account is locked out from every address (guessing spread over
+     many, L{pymailer.auth.guard}) -> answered like a wrong password,
+     without checking it (the guesser learns nothing), but still counted
+     and delayed;
   3. otherwise C{portal.login}; a failure is counted and answered only after
      the guard's delay.  The failure that reaches the limit is still an
      ordinary failure: the lockout applies from the next attempt on.
@@ -17,6 +20,7 @@ guard's bookkeeping and logs (undecodable bytes are replaced).
 from twisted.cred.error import UnauthorizedLogin
 
 from pymailer.auth.directory import normaliseAddress
+from pymailer.auth.guard import ACCOUNT, ADDRESS, LOGIN
 
 
 class LoginBlocked(UnauthorizedLogin):
@@ -50,14 +54,14 @@ def guardedLogin(portal, guard, ip, credentials, interface, protocol):
     account = accountName(credentials.username)
 
     def checked(lockedOut):
-        if lockedOut == "ip":
+        if lockedOut in (ADDRESS, LOGIN):
             raise LoginBlocked("too many failed logins from this address")
-        if lockedOut == "account":
+        if lockedOut == ACCOUNT:
             raise UnauthorizedLogin("account locked out")
         return portal.login(credentials, None, interface)
 
     def succeeded(result):
-        guard.succeeded(account)
+        guard.succeeded(ip, account)
         return result
 
     def failed(failure):

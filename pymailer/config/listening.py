@@ -132,13 +132,23 @@ class TLSConfig:
 @dataclass(frozen=True)
 class AuthConfig:
     """
-    [auth]: password logins (SMTP AUTH, and IMAP/POP3 later).
+    [auth]: password logins (SMTP AUTH, IMAP, POP3, the web pages).
 
-    After max_failures failed logins within failure_window seconds, the
-    client IP (or the account) is locked out for lockout_time seconds.
+    Failed logins are counted within failure_window seconds, and past a
+    limit the client is locked out for lockout_time seconds
+    (L{pymailer.auth.guard}).  A client address is an IPv4 address or an
+    IPv6 /64.  max_failures counts the failures of one account from one
+    address: that address is locked out for that account only, so a
+    guesser cannot lock the owner out from elsewhere.  Guessing spread over
+    many addresses is bounded by max_failures_per_account (the account,
+    from every address), and one address guessing many accounts by
+    max_failures_per_address (that address, for every account): both
+    default to ten times max_failures.
     """
 
     max_failures: int = 5
+    max_failures_per_account: int = 50
+    max_failures_per_address: int = 50
     failure_window: float = 60
     lockout_time: float = 300
     failure_delay: float = 2.0
@@ -218,10 +228,27 @@ def parseTLS(reader, baseDir):
     return tls
 
 
+# The spread-out bounds' default, as a multiple of max_failures.  However
+# many addresses guess, an account gets at most max_failures_per_account guesses
+# per failure_window + lockout_time (with the defaults 50 per 6 minutes,
+# where one address gets 5); and locking the owner out everywhere takes
+# ten addresses guessing, not one, while the owner's own typos (at most
+# max_failures per address, their devices on a few addresses) stay far
+# below it.
+SPREAD_FACTOR = 10
+
+
 def parseAuth(reader):
     d = AuthConfig()
+    maxFailures = reader.positiveInt("max_failures", d.max_failures)
+    spread = {}
+    for key in ("max_failures_per_account", "max_failures_per_address"):
+        spread[key] = reader.positiveInt(key, SPREAD_FACTOR * maxFailures)
+        if spread[key] < maxFailures:
+            raise reader.error(key, f"must be at least max_failures ({maxFailures})")
     auth = AuthConfig(
-        max_failures=reader.positiveInt("max_failures", d.max_failures),
+        max_failures=maxFailures,
+        **spread,
         failure_window=reader.number("failure_window", d.failure_window),
         lockout_time=reader.number("lockout_time", d.lockout_time),
         failure_delay=reader.number("failure_delay", d.failure_delay, strict=False),

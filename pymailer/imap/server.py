@@ -138,6 +138,12 @@ def _flagLimit():
 class IMAPServer(QuotaCommands, IMAP4Server):
     IDENT = b"pymailer IMAP4rev1 ready"
     MAX_LENGTH = MAX_LINE
+    # Lines end in LF, the CR before it dropped (lineReceived): RFC 3501
+    # 2.2 says CRLF, but a user typing into `openssl s_client` without
+    # -crlf sends a bare LF, and a server waiting for the CR leaves them
+    # staring at nothing (Dovecot takes LF too).  A literal's octets are
+    # counted from after the LF either way, byte for byte.
+    delimiter = b"\n"
     timeOut = 120
     POSTAUTH_TIMEOUT = 30 * 60
 
@@ -318,6 +324,8 @@ class IMAPServer(QuotaCommands, IMAP4Server):
         self._bye(b"Line too long")
 
     def lineReceived(self, line):
+        if line.endswith(b"\r"):
+            line = line[:-1]
         if self._closing:
             return
         self.resetTimeout()

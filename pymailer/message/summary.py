@@ -18,12 +18,12 @@ fields, never an exception.
 """
 
 import calendar
-import email.header
 import email.utils
 import re
 from typing import NamedTuple
 
 from pymailer.message.mime import MultipartBody, Part, messageOctets, parseAddressList
+from pymailer.message.words import decodeEncodedWords
 
 # Bumped when what L{summarize} computes changes: a stored summary of an
 # older version is computed again on its first read.
@@ -198,13 +198,10 @@ def decodeWords(raw):
     """A raw (unfolded) header value with RFC 2047 words decoded; C{""} if absent."""
     if raw is None:
         return ""
-    text = raw.decode("utf-8", "replace").strip()  # RFC 6532: raw UTF-8 is allowed
-    if "=?" in text:
-        try:
-            text = str(email.header.make_header(email.header.decode_header(text)))
-        except Exception:  # malformed words stay as they are
-            pass
-    return text
+    # RFC 6532: raw UTF-8 is allowed.  Decoded in one pass: the email
+    # package's decoding is quadratic in the number of words (a Subject of
+    # 800 KB of them held a delivery thread for 8 s).
+    return decodeEncodedWords(raw.decode("utf-8", "replace").strip())
 
 
 def sentDate(raw):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from pymailer.web.html import isolatedText
 from pymailer.web.webmail import content
+from pymailer.web.webmail.names import WebNames, webName
 
 PAGE_SIZE = 50
 SEEN = "\\Seen"
@@ -71,11 +72,12 @@ class Webmail:
     """
     The webmail's operations on a store.
 
-    @param store: an L{pymailer.interfaces.IMailStore}.
+    @param store: an L{pymailer.interfaces.IMailStore}; the webmail sees
+        it through L{WebNames} (folder names a page can carry).
     """
 
     def __init__(self, store):
-        self.store = store
+        self.store = WebNames(store)
 
     def _mailbox(self, user, name):
         """The L{IMailbox}; L{KeyError} for a name that is not there or not valid."""
@@ -115,7 +117,7 @@ class Webmail:
             rows.append(Row(info.uid, summary.sender.display(), summary.subject,
                             summary.date if summary.date is not None else info.internalDate,
                             info.size, info.flags, summary.hasAttachments))
-        return FolderPage(mailbox.name, rows, page, pages, len(messages))
+        return FolderPage(webName(mailbox.name), rows, page, pages, len(messages))
 
     def _octets(self, mailbox, uid):
         source = mailbox.openMessage(uid)
@@ -174,7 +176,7 @@ class Webmail:
             trash = self.trashName(user)
             if trash is None:
                 raise ValueError(NO_TRASH)
-            if trash == mailbox.name:
+            if trash == webName(mailbox.name):
                 mailbox.expunge(uids)
                 return f"{what} deleted for good."
             target = trash
@@ -194,4 +196,4 @@ class Webmail:
             raise ValueError("The messages are in that folder already.")
         moved = mailbox.move(uids, targetBox)
         n = len(moved)
-        return f"{n} message{'' if n == 1 else 's'} moved to {isolatedText(targetBox.name)}."
+        return f"{n} message{'' if n == 1 else 's'} moved to {isolatedText(webName(targetBox.name))}."

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from pymailer.imap.search import Message
 from pymailer.web.webmail.mailbox import PAGE_SIZE, Row
+from pymailer.web.webmail.names import webName
 
 FIELDS = ("all", "from", "to", "subject", "body")
 # Summaries read per store call.
@@ -94,5 +95,5 @@ def search(mailbox, query, field="all", page=0):
                                  info.size, info.flags, summary.hasAttachments))
         if len(found) >= wanted:
             break
-    return Results(mailbox.name, found[page * PAGE_SIZE:(page + 1) * PAGE_SIZE], page,
+    return Results(webName(mailbox.name), found[page * PAGE_SIZE:(page + 1) * PAGE_SIZE], page,
                    len(found) > (page + 1) * PAGE_SIZE)
