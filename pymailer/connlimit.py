@@ -32,8 +32,9 @@ says); limits count per listener (its role, across processes).
 from twisted.application.service import Service
 from twisted.internet import task
 from twisted.internet.protocol import Protocol, ServerFactory
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+
+from pymailer.threadpool import deferToPool
 
 log = Logger()
 
@@ -221,7 +222,7 @@ class SharedConnections(Service):
         self._flush = None  # the call giving back held slots
 
     def _inThread(self, f, *args):
-        return deferToThreadPool(self.reactor, self.threadpool, f, *args)
+        return deferToPool(self.reactor, self.threadpool, f, *args)
 
     def _keepAlive(self):
         # A failure is logged; the next round tries again.

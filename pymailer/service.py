@@ -297,8 +297,9 @@ def buildServer(config, reactor=None, worker=None):
     if shared is not None:
         shared.closers.append(spool.close)
 
-    # DNS waits on the network, not the disk: a pool of its own.
-    dnsPool = ThreadPool(minthreads=1, maxthreads=10, name="pymailer-dns")
+    # DNS waits on the network, not the disk: a pool of its own, light
+    # too (the policy checks hand it several calls a message).
+    dnsPool = LightThreadPool(minthreads=1, maxthreads=10, name="pymailer-dns")
     ThreadPoolService(dnsPool).setServiceParent(top)
     resolver = Resolver(config.dns, reactor, dnsPool)
 

@@ -18,13 +18,13 @@ is not ARC-verified: its arc result says so (RFC 8601 "policy").
 """
 
 from twisted.internet import defer
-from twisted.internet.threads import deferToThreadPool
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from pymailer.interfaces import IPolicyFactory
 from pymailer.policy import arc, dkim, dkimkeys, dmarc, spf
 from pymailer.policy.decision import AuthResult, Decision, Policy
+from pymailer.threadpool import deferToPool
 
 
 MAX_CRYPTO_SIZE = 16 * 1024 * 1024
@@ -41,7 +41,7 @@ class _Piece(Policy):
 
     def inThread(self, f, *args):
         pool = getattr(self.context.resolver, "threadpool", None) or self.context.threadpool
-        return deferToThreadPool(self.context.reactor, pool, f, *args)
+        return deferToPool(self.context.reactor, pool, f, *args)
 
     def messageBytes(self, facts, message):
         """The whole message, read once per transaction (in a thread)."""
