@@ -43,10 +43,26 @@ class _Piece(Policy):
         pool = getattr(self.context.resolver, "threadpool", None) or self.context.threadpool
         return deferToPool(self.context.reactor, pool, f, *args)
 
-    def messageBytes(self, facts, message):
-        """The whole message, read once per transaction (in a thread)."""
-        return self._read(facts, message, -1).addCallback(
-            lambda data: facts.notes.setdefault("message", data))
+    def withMessage(self, facts, message, f, *args):
+        """
+        C{f(data, *args)} in a thread, C{data} the whole message, read
+        once per transaction: in the same thread call if it is the first
+        (one hand-off, not two).
+        """
+        if "message" in facts.notes:
+            return self.inThread(f, facts.notes["message"], *args)
+
+        def readThenCall():
+            with message.openData() as opened:
+                data = opened.read()
+            return data, f(data, *args)
+
+        def kept(readAndResult):
+            data, result = readAndResult
+            facts.notes.setdefault("message", data)
+            return result
+
+        return self.inThread(readThenCall).addCallback(kept)
 
     def headerBytes(self, facts, message):
         """The header section (at most 256 KiB of it): DMARC needs no body."""
@@ -126,8 +142,7 @@ class ARCCheck(_Piece):
         if facts.size > MAX_CRYPTO_SIZE:
             facts.authResults.append(AuthResult("arc", "policy", TOO_LARGE))
             return Decision.accept("arc.toolarge")
-        data = yield self.messageBytes(facts, message)
-        result = yield self.inThread(arc.verifyChain, data, self.txtLookup)
+        result = yield self.withMessage(facts, message, arc.verifyChain, self.txtLookup)
         facts.notes["arc"] = result
         facts.authResults.append(AuthResult("arc", result.result, result.reason))
         return Decision.accept()
