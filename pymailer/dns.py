@@ -83,10 +83,12 @@ class Resolver:
         miss.
         """
         try:
-            key = (dns.name.from_text(name), dns.rdatatype.RdataType.make(rdtype),
-                   dns.rdataclass.IN)
+            rdtype = dns.rdatatype.RdataType.make(rdtype)
+            key = (dns.name.from_text(name), rdtype, dns.rdataclass.IN)
         except (dns.exception.DNSException, ValueError):
             return None
+        if rdtype == dns.rdatatype.ANY:
+            return None  # the key a name error is cached under
         answer = self._resolver.cache.get(key)
         if answer is None:
             return None

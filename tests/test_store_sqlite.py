@@ -37,7 +37,7 @@ def blobFiles(store):
 def storedContent(store):
     """The blobs whose octets are on disk: files, and rows that hold them."""
     return blobFiles(store) | {blobId for (blobId,) in store._db().execute(
-        "SELECT id FROM blobs WHERE octets IS NOT NULL")}
+        "SELECT id FROM blobs WHERE contentId IS NOT NULL")}
 
 
 def test_older_database_gets_the_change_indexes(tmp_path):
@@ -211,7 +211,7 @@ def _check(store, model, maxUid, pending):
     assert counts == dict(db.execute("SELECT id, refs FROM blobs"))
     store.sweep(now=time.time() + 3600)
     assert blobFiles(store) == {blobId for (blobId,) in db.execute(
-        "SELECT id FROM blobs WHERE octets IS NULL")}
+        "SELECT id FROM blobs WHERE contentId IS NULL")}
     assert not any(store.blobs.tmp.iterdir())
 
 

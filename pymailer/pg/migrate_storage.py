@@ -403,7 +403,8 @@ class StorageMigration:
         if not inserted:
             return
         self.moved.blobs += 1
-        (inline,) = src.execute("SELECT octets FROM blobs WHERE id = ?", (blobId,)).fetchone()
+        (inline,) = src.execute("SELECT c.octets FROM blobs b LEFT JOIN contents c"
+                                " ON c.id = b.contentId WHERE b.id = ?", (blobId,)).fetchone()
         if inline is not None:  # kept in the index, not a file (sqlite.InlineBlob)
             path, f = f"{blobId} (in index.sqlite)", io.BytesIO(inline)
         else:
@@ -445,8 +446,7 @@ class StorageMigration:
         if digest.hexdigest() != blobId or seen != size:
             raise self._damaged(path)
         if isinstance(f, io.BytesIO):  # no file to link
-            f.seek(0)
-            self.blobFiles.write(b"", f).install()
+            self._writeCopy(f)
             return
         target = self.blobFiles.path(blobId)
         try:
@@ -460,10 +460,18 @@ class StorageMigration:
         except FileExistsError:
             pass
         except OSError:  # another file system
-            f.seek(0)
-            self.blobFiles.write(b"", f).install()
+            self._writeCopy(f)
             return
         self._unsynced.add(target.parent)
+
+    def _writeCopy(self, f):
+        """C{f}'s octets written into the shared directory (fsynced), no temporary name left."""
+        f.seek(0)
+        written = self.blobFiles.write(b"", f)
+        try:
+            written.install()
+        finally:
+            written.discard()
 
     def _syncPlaced(self):
         """Before the account's commit: one fsync per directory linked into."""

@@ -371,6 +371,9 @@ class PostgreSQLStore(SQLiteStore):
         for user, mailbox in txn.touched:
             self._notify(user, mailbox)
 
+    def _syncWal(self):
+        """Nothing to flush: a commit here is durable when it returns."""
+
     def _writeShared(self, work, durable=True):
         """
         A transaction of its own: concurrent writers here commit in

@@ -10,8 +10,8 @@ transaction (SQLite's single writer lock, shared by every process on the
 file), so UIDs are assigned under a lock every process shares, and a
 change is all there or not at all.
 
-Content: a message up to L{INLINE_LIMIT} (most mail) is kept in its
-C{blobs} row and made durable by the commit itself (L{InlineBlob}).  A
+Content: a message up to L{INLINE_LIMIT} (most mail) is kept in the
+database (C{contents}) and made durable by the commit itself (L{InlineBlob}).  A
 larger one's blob is written to its name and fsynced, and its
 directory fsynced (L{pymailer.store.blobs.BlobStore.place}; a very large one
 through a temporary file, linked into place), all outside the lock; inside
@@ -91,7 +91,7 @@ SPOOL_IN_MEMORY = 1024 * 1024     # APPEND spools above this go to a file
 BUSY_TIMEOUT_MS = 30_000          # another process holding the write lock
 CHANGES_KEPT = 10_000             # rows of the change log other processes poll
 UNSYNCED_FREED = 256              # freed blobs waiting for a durable commit, at most
-# Content up to this size is kept in its blobs row, not a file (InlineBlob).
+# Content up to this size is kept in the database, not a file (InlineBlob).
 INLINE_LIMIT = 64 * 1024
 _SYSTEM = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 # SQLiteMailbox._infos builds MessageInfo tuples in this order.
@@ -150,8 +150,12 @@ CREATE TABLE IF NOT EXISTS blobs (
     id TEXT PRIMARY KEY,
     refs INTEGER NOT NULL,
     size INTEGER NOT NULL,
-    octets BLOB
+    contentId INTEGER
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS contents (
+    id INTEGER PRIMARY KEY,
+    octets BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS settings (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -205,8 +209,11 @@ UPGRADES = (
          " WHERE " + IS_DELETED]),
     # 5: the change log without AUTOINCREMENT (see _plainChangesStep).
     (5, lambda txn: _plainChangesStep(txn)),
-    # 6: content up to INLINE_LIMIT kept in its blobs row (see InlineBlob).
+    # 6: content up to INLINE_LIMIT kept in its blobs row; superseded by 7
+    # (the column stays, empty).
     (6, lambda txn: _addColumns(txn, [("blobs", "octets", "BLOB")])),
+    # 7: that content in a table of its own (see _contentsStep).
+    (7, lambda txn: _contentsStep(txn)),
 )
 _STRUCTURE_COLUMNS = "envelope, bodystructure, body"
 _FIELD_COLUMNS = (
@@ -270,6 +277,25 @@ def _addColumns(txn, columns):
             txn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
+def _contentsStep(txn):
+    """
+    Upgrade step 7: content kept in the database (L{InlineBlob}) is a row
+    of C{contents}, which C{blobs.contentId} names.  In the C{blobs} row
+    itself (step 6), every change of its reference count (a COPY, a
+    MOVE, an expunge of one copy) wrote the whole row again, content and
+    all, to the WAL: 148 KB for the COPY of a 60 KB message, not 21 KB.
+    """
+    _addColumns(txn, [("blobs", "contentId", "INTEGER")])
+    txn.execute("CREATE TABLE IF NOT EXISTS contents"
+                " (id INTEGER PRIMARY KEY, octets BLOB NOT NULL)")
+    for blobId, octets in txn.execute(
+            "SELECT id, octets FROM blobs WHERE octets IS NOT NULL").fetchall():
+        contentId = txn.execute("INSERT INTO contents (octets) VALUES (?) RETURNING id",
+                                (octets,)).fetchone()[0]
+        txn.execute("UPDATE blobs SET contentId = ?, octets = NULL WHERE id = ?",
+                    (contentId, blobId))
+
+
 def _plainChangesStep(txn):
     """
     Upgrade step 5: C{changes.seq} a plain INTEGER PRIMARY KEY, not
@@ -302,9 +328,14 @@ def _keywords(text):
     return Keywords(json.loads(text) or None)
 
 
+class StoreTooNew(Exception):
+    """The store was made or upgraded by a newer pymailer."""
+
+
 class InlineBlob:
     """
-    Content kept in its C{blobs} row (C{octets}), not in a file: what a
+    Content kept in the database (a row of C{contents}, which its C{blobs}
+    row names), not in a file: what a
     L{pymailer.store.blobs.PlacedBlob} is, for content up to
     L{INLINE_LIMIT}.  Nothing reaches the disk before the transaction: the
     octets are made durable by the commit's WAL fsync, which a delivery
@@ -412,7 +443,7 @@ class SQLiteStore(Listeners):
         (self.root / "locks").mkdir(exist_ok=True)
         self.path = self.root / "index.sqlite"
         self.blobs = BlobStore(self.root / "blobs")
-        self.inlineLimit = INLINE_LIMIT  # new content up to this goes in its row
+        self.inlineLimit = INLINE_LIMIT  # new content up to this goes in contents
         # Our own rows in the change log: other processes' pollers act on
         # them, ours are told directly after the commit.
         self.origin = secrets.token_hex(8)
@@ -436,6 +467,7 @@ class SQLiteStore(Listeners):
         self._sharedQueue = []
         self._sharedLeading = False
         self._pollDb = None
+        self._refuseNewer()
         self._db().executescript(SCHEMA)
         self._upgrade()
         self.sweep()
@@ -689,6 +721,19 @@ class SQLiteStore(Listeners):
                     db.execute("ROLLBACK")
                 raise
 
+    def _refuseNewer(self):
+        """
+        A database a newer pymailer has upgraded is not opened: this code
+        would not know what it keeps where (since step 7, small messages
+        are not files: an older version shows them listed and empty).
+        """
+        version = self._read("PRAGMA user_version").fetchone()[0]
+        if version > UPGRADES[-1][0]:
+            raise StoreTooNew(
+                f"{self.path} is in the format of a newer pymailer (store version {version};"
+                f" this one knows up to {UPGRADES[-1][0]}): run that version, or restore"
+                " a backup made with this one")
+
     def _upgrade(self):
         """
         Run the L{UPGRADES} steps this database has not had yet (the usual
@@ -867,31 +912,36 @@ class SQLiteStore(Listeners):
     def _reference(self, txn, blobId, size, inlineOctets=None):
         """
         Inside C{txn}: one more reference to a blob; a new one's octets
-        kept in the row if C{inlineOctets} (the same content there already,
-        in a file or a row, stays where it is).
+        kept in C{contents} if C{inlineOctets} (the same content there
+        already, in a file or a row, stays where it is).
         """
-        txn.execute("INSERT INTO blobs (id, refs, size, octets) VALUES (?, 1, ?, ?)"
-                    " ON CONFLICT (id) DO UPDATE SET refs = refs + 1",
-                    (blobId, size, inlineOctets))
+        if txn.execute("UPDATE blobs SET refs = refs + 1 WHERE id = ? RETURNING 1",
+                       (blobId,)).fetchone() is not None:
+            return
+        contentId = None if inlineOctets is None else txn.execute(
+            "INSERT INTO contents (octets) VALUES (?) RETURNING id", (inlineOctets,)).fetchone()[0]
+        txn.execute("INSERT INTO blobs (id, refs, size, contentId) VALUES (?, 1, ?, ?)",
+                    (blobId, size, contentId))
 
     def _unreference(self, txn, blobIds):
         for blobId in blobIds:
-            # length(), not "octets IS NULL": SQLite 3.40's RETURNING
-            # gives 0 for that on a NULL column.
             row = txn.execute("UPDATE blobs SET refs = refs - 1 WHERE id = ?"
-                              " RETURNING refs, length(octets)", (blobId,)).fetchone()
+                              " RETURNING refs, contentId", (blobId,)).fetchone()
             if row is not None and row[0] <= 0:
                 txn.execute("DELETE FROM blobs WHERE id = ?", (blobId,))
                 txn.execute("DELETE FROM summaries WHERE blob = ?", (blobId,))
                 if row[1] is None:  # a file, unlinked once this commit is durable
                     txn.freed.append(blobId)
+                else:
+                    txn.execute("DELETE FROM contents WHERE id = ?", (row[1],))
 
-    # A message's content: its blob, and the octets if they are in the row.
-    _contentQuery = ("SELECT m.uid, m.blob, b.octets FROM messages m"
-                     " JOIN blobs b ON b.id = m.blob WHERE m.mailboxId = ?")
+    # A message's content: its blob, and the octets if they are in contents.
+    _contentQuery = ("SELECT m.uid, m.blob, c.octets FROM messages m"
+                     " JOIN blobs b ON b.id = m.blob LEFT JOIN contents c ON c.id = b.contentId"
+                     " WHERE m.mailboxId = ?")
 
     def _openContent(self, blobId, inlineOctets=None):
-        """A blob's content: its row's octets, or else its file. I{Blocking.}"""
+        """A blob's content: its octets in contents, or else its file. I{Blocking.}"""
         if inlineOctets is not None:
             return BytesContent(inlineOctets)
         return self.blobs.open(blobId)
@@ -901,7 +951,8 @@ class SQLiteStore(Listeners):
         A blob's content by its id. I{Blocking.}
         @raise FileNotFoundError: no such blob (expunged meanwhile).
         """
-        row = self._read("SELECT octets FROM blobs WHERE id = ?", (blobId,)).fetchone()
+        row = self._read("SELECT c.octets FROM blobs b LEFT JOIN contents c"
+                         " ON c.id = b.contentId WHERE b.id = ?", (blobId,)).fetchone()
         if row is None:
             raise FileNotFoundError(blobId)
         return self._openContent(blobId, row[0])
@@ -935,7 +986,7 @@ class SQLiteStore(Listeners):
             named = {row[0] for row in db.execute(
                 # A row that keeps the octets itself names no file: the same
                 # content freed as a file and delivered again in one batch.
-                "SELECT id FROM blobs WHERE octets IS NULL AND id IN (%s)"
+                "SELECT id FROM blobs WHERE contentId IS NULL AND id IN (%s)"
                 % ",".join("?" * len(part)), part)}
             for blobId in part:
                 if blobId not in named:
@@ -957,7 +1008,7 @@ class SQLiteStore(Listeners):
             db.execute("BEGIN IMMEDIATE")  # no blob is taken or freed meanwhile
             try:
                 referenced = {row[0] for row in db.execute(
-                    "SELECT id FROM blobs WHERE octets IS NULL")}  # the others have no file
+                    "SELECT id FROM blobs WHERE contentId IS NULL")}  # the others have no file
                 # Freed by commits not yet durable: not orphans yet.
                 with self._unsyncedGuard:
                     referenced.update(self._unsynced)
@@ -1183,8 +1234,26 @@ class SQLiteStore(Listeners):
         canonical = self.canonicalName(mailbox)
         userId = self._mailboxIds(user, canonical, mailbox)[0]  # before writing anything
         pending, summary = self._writeBlob(prefix, source)  # outside the lock
-        return self._writeShared(lambda txn: self._deliverIn(
+        delivered = self._writeNew(pending, lambda txn: self._deliverIn(
             txn, user, userId, canonical, mailbox, pending, summary, uniqueKey, checkDuplicate))
+        if not delivered:
+            # The copy found may be the commit of a delivery killed between
+            # its COMMIT and its WAL fsync: on disk before the queue, told
+            # it is delivered, forgets the message.
+            self._syncWal()
+        return delivered
+
+    def _writeNew(self, pending, work):
+        """
+        L{_writeShared} for a writer of new content C{pending}, which goes
+        if the transaction fails: also before C{work} ran and recorded it
+        (C{BEGIN} busy past its timeout), where no transaction would.
+        """
+        try:
+            return self._writeShared(work)
+        except BaseException:
+            pending.discard()
+            raise
 
     def _deliverIn(self, txn, user, userId, canonical, mailbox, pending, summary, uniqueKey,
                    checkDuplicate):
@@ -1317,7 +1386,9 @@ class SQLiteStore(Listeners):
         try:
             for message in batch:
                 with message.open() as source:
-                    written.append(self.blobs.write(b"", source))
+                    head = source.read(self.inlineLimit + 1)
+                    written.append(InlineBlob(head) if len(head) <= self.inlineLimit
+                                   else self.blobs.write(head, source))
                 summaries.append(self._summarizePending(written[-1]))
         except BaseException:
             for pending in written:
@@ -1357,8 +1428,9 @@ class SQLiteStore(Listeners):
         (content kept in rows, L{InlineBlob}, is in the copy already).  The result is
         a store root: L{SQLiteStore} opens it.  I{Blocking.}
 
-        The write lock is held only for the page copy and for the blobs
-        written since the first linking pass, so deliveries barely wait;
+        The write lock is held for the page copy (small messages are in
+        it: about a second for 200 MB) and for the blob files written
+        since the first linking pass; writers wait meanwhile;
         while it is held no blob can go, so every row of the copy finds
         its file.
 
@@ -1377,15 +1449,19 @@ class SQLiteStore(Listeners):
         try:
             # The write lock on a connection of its own: no commit, so no
             # blob freed, meanwhile; the WAL lets the backup read beside it.
-            lock.execute("BEGIN IMMEDIATE")
-            try:
-                source.backup(copy)
-                named = {row[0] for row in copy.execute(
-                    "SELECT id FROM blobs WHERE octets IS NULL")}  # the rest is in the copy
-                for blobId in named:
-                    self._backupBlob(blobId, target, required=True)
-            finally:
-                lock.execute("COMMIT")
+            # Writers wait in the writer lock for as long as the copy takes
+            # (it holds the small messages too), not in SQLite's busy
+            # handler, which gives up after BUSY_TIMEOUT_MS.
+            with self._writers.held():
+                lock.execute("BEGIN IMMEDIATE")
+                try:
+                    source.backup(copy)
+                    named = {row[0] for row in copy.execute(
+                        "SELECT id FROM blobs WHERE contentId IS NULL")}  # the rest is copied
+                    for blobId in named:
+                        self._backupBlob(blobId, target, required=True)
+                finally:
+                    lock.execute("COMMIT")
             messages, blobs = copy.execute("SELECT (SELECT count(*) FROM messages),"
                                            " (SELECT count(*) FROM blobs)").fetchone()
         finally:
@@ -1622,7 +1698,7 @@ class SQLiteMailbox:
                 if uid not in found:
                     continue
                 try:
-                    content = self.store._openContent(*found.pop(uid))
+                    content = self.store._openContent(*found[uid])
                 except FileNotFoundError:
                     continue  # expunged (and its blob removed) after the query
                 yield uid, content
@@ -1903,7 +1979,7 @@ class SQLiteMailbox:
         """
         pending, summary = self.store._writeBlob(b"", source)  # outside the lock
         # Shared with other sessions' writes (one commit, one WAL flush).
-        return self.store._writeShared(lambda txn: self._appendIn(
+        return self.store._writeNew(pending, lambda txn: self._appendIn(
             txn, pending, summary, flags, internalDate, since, claimRecent))
 
     def _appendIn(self, txn, pending, summary, flags, internalDate, since, claimRecent):
