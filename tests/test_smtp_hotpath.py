@@ -9,7 +9,6 @@ a small message's whole commit.
 import io
 import socket
 import threading
-import time
 
 from twisted.application.service import Application, MultiService
 from twisted.internet import task, tcp
@@ -162,23 +161,27 @@ def test_refusals_are_logged():
 
 
 class RecordingFile:
-    """A text file that records each write and the thread it came from."""
+    """
+    A text file that records each write and the thread it came from, and
+    tells L{waitUntil} of each.
+    """
 
     def __init__(self):
         self.writes = []
+        self._written = threading.Condition()
 
     def write(self, text):
-        self.writes.append((threading.current_thread().name, text))
+        with self._written:
+            self.writes.append((threading.current_thread().name, text))
+            self._written.notify_all()
 
     def flush(self):
         pass
 
-
-def waitUntil(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
+    def waitUntil(self, predicate, timeout=5.0):
+        """Until C{predicate()} holds, checked after each write."""
+        with self._written:
+            assert self._written.wait_for(predicate, timeout), "timed out"
 
 
 def test_log_is_written_in_batches_by_its_own_thread():
@@ -193,7 +196,7 @@ def test_log_is_written_in_batches_by_its_own_thread():
     for i in range(100):
         log.info("{record}", record=f"result=queued qid=Q{i}")
     assert out.writes == []
-    waitUntil(lambda: sum(t.count("\n") for _, t in out.writes) == 100)
+    out.waitUntil(lambda: sum(t.count("\n") for _, t in out.writes) == 100)
     assert len(out.writes) <= 2
     assert {name for name, _ in out.writes} == {"pymailer-log"}
     first = out.writes[0][1].splitlines()[0]

@@ -15,7 +15,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
@@ -32,12 +31,26 @@ def message(n, subject="hello"):
         subject.encode(), n, n)
 
 
-def waitFor(condition, timeout=30):
-    """Poll C{condition} until true (the threads under test get there on their own)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
+class TellingGuard:
+    """
+    The store's guard of its queue of shared writers (a lock), telling
+    the test each time a thread lets go of it: the queue has changed.
+    """
+
+    def __init__(self):
+        self._changed = threading.Condition()
+
+    def __enter__(self):
+        self._changed.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self._changed.notify_all()
+        self._changed.release()
+
+    def waitFor(self, predicate, timeout=30):
+        with self._changed:
+            assert self._changed.wait_for(predicate, timeout), "timed out"
 
 
 class Deliveries:
@@ -46,6 +59,11 @@ class Deliveries:
     def __init__(self, store):
         self.store = store
         self.results, self.errors, self.threads = {}, {}, []
+        store._sharedGuard = TellingGuard()  # before any writer takes it
+
+    def waitQueued(self, n):
+        """Until C{n} writers wait in the store's queue."""
+        self.store._sharedGuard.waitFor(lambda: len(self.store._sharedQueue) >= n)
 
     def start(self, n, user=ALICE, subject="hello"):
         def deliver():
@@ -71,10 +89,6 @@ def batchSizes(store, monkeypatch):
     return sizes
 
 
-def queued(store, n):
-    return lambda: len(store._sharedQueue) >= n
-
-
 def test_deliveries_waiting_for_the_lock_share_one_commit_and_one_flush(tmp_path, monkeypatch):
     """
     If this fails, deliveries that came while another writer held the
@@ -95,7 +109,7 @@ def test_deliveries_waiting_for_the_lock_share_one_commit_and_one_flush(tmp_path
         for n in range(3):
             deliveries.start(n)
         deliveries.start(3, user=BOB)
-        waitFor(queued(store, 4))
+        deliveries.waitQueued(4)
         assert deliveries.results == {}  # nobody answered before the commit
     deliveries.join()
     assert deliveries.errors == {}
@@ -133,11 +147,11 @@ def test_a_failing_delivery_fails_alone(tmp_path, monkeypatch, whole):
     deliveries = Deliveries(store)
     with store._writeLock():
         deliveries.start(0)
-        waitFor(queued(store, 1))
+        deliveries.waitQueued(1)
         deliveries.start(1, subject="poison")
-        waitFor(queued(store, 2))
+        deliveries.waitQueued(2)
         deliveries.start(2)
-        waitFor(queued(store, 3))
+        deliveries.waitQueued(3)
     deliveries.join()
     assert deliveries.results == {0: True, 2: True}
     assert isinstance(deliveries.errors[1], sqlite3.IntegrityError)
@@ -308,7 +322,7 @@ def test_a_failed_flush_fails_every_delivery_it_was_to_cover(tmp_path, monkeypat
     with store._writeLock():
         for n in range(3):
             deliveries.start(n)
-        waitFor(queued(store, 3))
+        deliveries.waitQueued(3)
     deliveries.join()
     assert sizes == [3]
     assert deliveries.results == {}

@@ -465,17 +465,21 @@ class TestSearchTurns:
         bob = Client(base(webServer))
         bob.logIn(BOB)
         results = []
+        sent = threading.Semaphore(0)
 
         def search():
             # One after the other, they take a while: a longer timeout.
-            with bob.opener.open(bob.root + "/webmail/search?name=INBOX&q=zzz&field=body",
-                                 timeout=300) as response:
+            request = bob.opener.open
+            sent.release()  # about to send: measured from here on
+            with request(bob.root + "/webmail/search?name=INBOX&q=zzz&field=body",
+                         timeout=300) as response:
                 results.append(response.status)
 
         searches = [threading.Thread(target=search) for _ in range(24)]
         for thread in searches:
             thread.start()
-        time.sleep(0.5)
+        for _ in searches:
+            assert sent.acquire(timeout=30)
         slowest = 0
         while any(thread.is_alive() for thread in searches) and slowest < 3:
             started = time.monotonic()
@@ -503,22 +507,24 @@ class TestSlowClients:
                      b"application/x-www-form-urlencoded\r\nContent-Length: 60000\r\n\r\n")
         started = time.monotonic()
         answers = {}
+        sockets = {"headers": headers, "body": body}
         while len(answers) < 2 and time.monotonic() - started < 60:
-            for name, sock in (("headers", headers), ("body", body)):
-                if name in answers:
-                    continue
-                try:
-                    sock.sendall(b"a")
-                except OSError:
-                    answers[name] = None
-                    continue
-                sock.settimeout(0.01)
-                try:
-                    data = sock.recv(65536)
-                except (TimeoutError, ssl.SSLWantReadError, socket.timeout):
-                    continue
-                answers[name] = (data.split(b"\r\n", 1)[0], time.monotonic() - started)
-            time.sleep(2)
+            for name, sock in sockets.items():
+                if name not in answers:
+                    try:
+                        sock.sendall(b"a")  # a byte every 2 s: dribbling
+                    except OSError:
+                        answers[name] = None
+            waiting = [sock for name, sock in sockets.items() if name not in answers]
+            # The next byte goes in 2 s, unless the server answers first.
+            readable, _, _ = select.select(waiting, [], [], 2)
+            for name, sock in sockets.items():
+                if sock in readable or (name not in answers and sock.pending()):
+                    try:
+                        data = sock.recv(65536)
+                    except (ssl.SSLWantReadError, BlockingIOError):
+                        continue
+                    answers[name] = (data.split(b"\r\n", 1)[0], time.monotonic() - started)
         for name in ("headers", "body"):
             status, after = answers[name]
             assert status == b"HTTP/1.1 408 Request Timeout", name
