@@ -467,9 +467,9 @@ class SQLiteStore(Listeners):
         self._sharedQueue = []
         self._sharedLeading = False
         self._pollDb = None
-        self._refuseNewer()
+        version = self._knownVersion()
         self._db().executescript(SCHEMA)
-        self._upgrade()
+        self._upgrade(version)
         self.sweep()
 
     # -- connections and transactions ---------------------------------------
@@ -721,11 +721,12 @@ class SQLiteStore(Listeners):
                     db.execute("ROLLBACK")
                 raise
 
-    def _refuseNewer(self):
+    def _knownVersion(self):
         """
-        A database a newer pymailer has upgraded is not opened: this code
-        would not know what it keeps where (since step 7, small messages
-        are not files: an older version shows them listed and empty).
+        The database's format (its L{UPGRADES} step), refused if a newer
+        pymailer has upgraded it: this code would not know what it keeps
+        where (since step 7, small messages are not files: an older
+        version shows them listed and empty).
         """
         version = self._read("PRAGMA user_version").fetchone()[0]
         if version > UPGRADES[-1][0]:
@@ -733,14 +734,15 @@ class SQLiteStore(Listeners):
                 f"{self.path} is in the format of a newer pymailer (store version {version};"
                 f" this one knows up to {UPGRADES[-1][0]}): run that version, or restore"
                 " a backup made with this one")
+        return version
 
-    def _upgrade(self):
+    def _upgrade(self, version):
         """
         Run the L{UPGRADES} steps this database has not had yet (the usual
         open: one read, no write transaction, no fsync), then load the key
         EMAILIDs are derived with (see L{SQLiteMailbox.emailIds}).
         """
-        if self._read("PRAGMA user_version").fetchone()[0] < UPGRADES[-1][0]:
+        if version < UPGRADES[-1][0]:
             self._runUpgrades()
         self.objectIdKey = bytes.fromhex(self._read(
             "SELECT value FROM settings WHERE name = 'objectIdKey'").fetchone()[0])
