@@ -256,6 +256,17 @@ class SynchronousThreadPool:
             onResult(True, result)
 
 
+class CountingThreadPool(SynchronousThreadPool):
+    """Runs work at once, counting the hand-offs."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
+        self.calls += 1
+        SynchronousThreadPool.callInThreadWithCallback(self, onResult, f, *args, **kwargs)
+
+
 @implementer(IDeliveryAgent)
 class RecordingDeliveryAgent:
     """

@@ -19,6 +19,7 @@ from dnsserver import DNSServer
 from pymailer.config import DNSConfig
 from pymailer.dns import DNSError, Resolver
 from pymailer.queue.mx import NoMailHosts, mailHosts
+from pymailer.testing import ClockReactor, CountingThreadPool
 
 
 class SilentDNSServer:
@@ -127,27 +128,6 @@ def test_no_nameserver_configured(monkeypatch):
     assert (e.temporary, e.enhanced) == (True, "4.4.3")
 
 
-class _InlineReactor:
-    def callFromThread(self, f, *args, **kwargs):
-        f(*args, **kwargs)
-
-
-class _CountingPool:
-    """Runs each call at once, counting them: a thread pool's hand-offs."""
-
-    def __init__(self):
-        self.calls = 0
-
-    def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
-        self.calls += 1
-        try:
-            result, ok = f(*args, **kwargs), True
-        except Exception:
-            from twisted.python.failure import Failure
-            result, ok = Failure(), False
-        onResult(ok, result)
-
-
 def _result(d):
     results = []
     d.addBoth(results.append)
@@ -167,8 +147,8 @@ def test_a_cached_answer_takes_no_thread(monkeypatch):
     import time
 
     with DNSServer({"remote.test": [("A", "127.0.0.2")]}) as server:
-        pool = _CountingPool()
-        resolver = Resolver(DNSConfig(servers=(server.address,), timeout=2), _InlineReactor(),
+        pool = CountingThreadPool()
+        resolver = Resolver(DNSConfig(servers=(server.address,), timeout=2), ClockReactor(),
                             pool)
         first = [r.to_text() for r in _result(resolver.lookup("remote.test", "A"))]
         assert first == ["127.0.0.2"]

@@ -15,17 +15,7 @@ from pymailer.policy.chain import PolicyChain
 from pymailer.policy.decision import Facts, PolicyContext
 from pymailer.policy.pieces import MAX_CRYPTO_SIZE, ARCCheck, DKIMCheck, DMARCCheck, SPFCheck
 from pymailer.testing import (
-    ClockReactor, FakeResolver, SynchronousThreadPool, rsaSigningKey, txtEntry)
-
-
-class CountingThreadPool(SynchronousThreadPool):
-    """Counts the hand-offs to a thread."""
-
-    calls = 0
-
-    def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
-        self.calls += 1
-        return SynchronousThreadPool.callInThreadWithCallback(self, onResult, f, *args, **kwargs)
+    ClockReactor, CountingThreadPool, FakeResolver, rsaSigningKey, txtEntry)
 
 
 class Message:

@@ -24,7 +24,7 @@ from pymailer.queue.spool_files import Spool
 from pymailer.sendnow import writeNow
 from pymailer.smtp.factory import SMTPFactory
 from pymailer.testing import (
-    ClockReactor, MemoryDirectory, MemoryIntake, SynchronousThreadPool, connectSMTP,
+    ClockReactor, CountingThreadPool, MemoryDirectory, MemoryIntake, connectSMTP,
     memoryPortal)
 
 from test_smtp_server import REPLY
@@ -228,17 +228,6 @@ def test_twistd_uses_the_buffered_log():
     application = Application("pymailer")
     LoggingTo(MultiService(), observer, task.Clock()).setServiceParent(application)
     assert application.getComponent(ILogObserver) is observer
-
-
-class CountingThreadPool(SynchronousThreadPool):
-    """Runs work at once, counting the hand-offs."""
-
-    def __init__(self):
-        self.calls = 0
-
-    def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
-        self.calls += 1
-        SynchronousThreadPool.callInThreadWithCallback(self, onResult, f, *args, **kwargs)
 
 
 def test_small_message_costs_one_thread_hand_off(tmp_path):
