@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from test_smtp_hotpath import ClockReactor, CountingThreadPool
+from pymailer.testing import ClockReactor, CountingThreadPool
 from workerserver import onlyWorker, runningWorkers
 
 from pymailer.auth.directory import SQLiteAccountDirectory

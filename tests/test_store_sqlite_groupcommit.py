@@ -31,14 +31,17 @@ def message(n, subject="hello"):
         subject.encode(), n, n)
 
 
-class TellingGuard:
+class QueueWatch:
     """
-    The store's guard of its queue of shared writers (a lock), telling
-    the test each time a thread lets go of it: the queue has changed.
+    Put in place of C{store}'s guard of its queue of shared writers (a
+    lock) before any writer takes it: a lock that tells the test each
+    time a thread lets go of it (the queue has changed).
     """
 
-    def __init__(self):
+    def __init__(self, store):
+        self.store = store
         self._changed = threading.Condition()
+        store._sharedGuard = self
 
     def __enter__(self):
         self._changed.acquire()
@@ -48,9 +51,11 @@ class TellingGuard:
         self._changed.notify_all()
         self._changed.release()
 
-    def waitFor(self, predicate, timeout=30):
+    def waitQueued(self, n, timeout=30):
+        """Until C{n} writers wait in the store's queue."""
         with self._changed:
-            assert self._changed.wait_for(predicate, timeout), "timed out"
+            assert self._changed.wait_for(lambda: len(self.store._sharedQueue) >= n,
+                                          timeout), "timed out"
 
 
 class Deliveries:
@@ -59,11 +64,7 @@ class Deliveries:
     def __init__(self, store):
         self.store = store
         self.results, self.errors, self.threads = {}, {}, []
-        store._sharedGuard = TellingGuard()  # before any writer takes it
-
-    def waitQueued(self, n):
-        """Until C{n} writers wait in the store's queue."""
-        self.store._sharedGuard.waitFor(lambda: len(self.store._sharedQueue) >= n)
+        self.waitQueued = QueueWatch(store).waitQueued
 
     def start(self, n, user=ALICE, subject="hello"):
         def deliver():

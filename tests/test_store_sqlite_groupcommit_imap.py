@@ -14,7 +14,7 @@ from pymailer.store import MailboxGone
 from pymailer.store.sqlite import SQLiteStore
 
 from tests.test_store_sqlite_groupcommit import (
-    ALICE, BOB, batchSizes, killAfter, message, queued, waitFor)
+    ALICE, BOB, QueueWatch, batchSizes, killAfter, message)
 
 
 class Sessions:
@@ -23,6 +23,7 @@ class Sessions:
     def __init__(self, store):
         self.store = store
         self.results, self.errors, self.threads = {}, {}, []
+        self.queue = QueueWatch(store)
 
     def start(self, name, call):
         """C{call()} in a thread of its own, queued for the lock before this returns."""
@@ -35,7 +36,7 @@ class Sessions:
         thread = threading.Thread(target=run)
         thread.start()
         self.threads.append(thread)
-        waitFor(queued(self.store, len(self.threads)))  # in this order
+        self.queue.waitQueued(len(self.threads))  # in this order
 
     def join(self):
         for thread in self.threads:
